@@ -1,0 +1,523 @@
+//! Compile: expand the run list, merge attributes, render and validate every
+//! resource. Every policy error surfaces here, before the target is touched.
+
+use std::collections::HashMap;
+
+use crate::error::{PolicyError, PolicyErrors};
+use crate::platform::facts::Facts;
+use crate::policy::attributes::merge;
+use crate::policy::recipe::RawResource;
+use crate::policy::render::{RenderFailure, Renderer};
+use crate::policy::runlist::{Expanded, expand};
+use crate::policy::{Cookbook, Repository};
+use crate::resource::{
+    BuildEnv, COMMON_PROPERTIES, Resource, ResourceId, Spec, TypeDef, string_list, type_def, types,
+};
+
+/// What to converge: the run list and the node's own settings.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub run_list: Vec<String>,
+    pub size: Option<String>,
+    pub node_attributes: toml::Table,
+}
+
+/// When a notification fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Timing {
+    Delayed,
+    Immediately,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub action: String,
+    /// Index of the notified resource.
+    pub target: usize,
+    pub timing: Timing,
+}
+
+/// A resource ready to converge.
+#[derive(Debug)]
+pub struct Compiled {
+    pub id: ResourceId,
+    /// `recipe[cb::r]`, for messages.
+    pub origin: String,
+    pub file: std::path::PathBuf,
+    pub line: usize,
+    pub actions: Vec<String>,
+    pub notifies: Vec<Notification>,
+    pub only_if: Option<String>,
+    pub not_if: Option<String>,
+    pub ignore_failure: bool,
+    pub sensitive: bool,
+    pub imp: Box<dyn Resource>,
+}
+
+/// The compiled policy for one node.
+#[derive(Debug)]
+pub struct Policy {
+    pub expanded: Expanded,
+    pub attributes: toml::Table,
+    pub resources: Vec<Compiled>,
+    pub verify: Vec<toml::Table>,
+}
+
+pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy, PolicyErrors> {
+    let expanded = expand(repo, &req.run_list).map_err(|e| PolicyErrors(vec![e]))?;
+    let mut errors = Vec::new();
+
+    // Cookbooks of the run list and everything they depend on.
+    let mut cookbooks: HashMap<String, Cookbook> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut todo: Vec<(String, Option<String>)> = expanded
+        .recipes
+        .iter()
+        .map(|(c, _)| (c.clone(), None))
+        .collect();
+    while let Some((name, wanted_by)) = todo.pop() {
+        if cookbooks.contains_key(&name) {
+            continue;
+        }
+        match repo.cookbook(&name) {
+            Ok(cb) => {
+                for d in &cb.metadata.depends {
+                    todo.push((d.clone(), Some(name.clone())));
+                }
+                order.push(name.clone());
+                cookbooks.insert(name, cb);
+            }
+            Err(e) => errors.push(match wanted_by {
+                Some(by) => PolicyError::new(format!(
+                    "cookbook {by:?} depends on {name:?}, which is not in the repository"
+                ))
+                .in_file(&repo.display_path(&format!("cookbooks/{by}/metadata.toml")))
+                .fix(format!("add cookbooks/{name}, or remove it from depends")),
+                None => e,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+
+    let attributes = merge_attributes(&expanded, &cookbooks, &order, req, facts)
+        .map_err(|e| PolicyErrors(vec![e]))?;
+    let renderer = Renderer::new(&attributes);
+
+    let mut resources = Vec::new();
+    let mut pending: Vec<(usize, Vec<PendingNotify>)> = Vec::new();
+    let mut verify = Vec::new();
+    for role in &expanded.roles {
+        verify.extend(role.verify.iter().cloned());
+    }
+    for (cb_name, recipe_name) in &expanded.recipes {
+        let cb = &cookbooks[cb_name];
+        let recipe = match cb.recipe(recipe_name) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        verify.extend(recipe.verify.iter().cloned());
+        let env = CookbookEnv {
+            cookbook: cb,
+            renderer: &renderer,
+        };
+        for raw in &recipe.resources {
+            match compile_one(raw, &renderer, &env) {
+                Ok((c, notes)) => {
+                    let c = Compiled {
+                        origin: format!("recipe[{}]", recipe.id()),
+                        file: recipe.file.clone(),
+                        line: raw.line,
+                        ..c
+                    };
+                    pending.push((resources.len(), notes));
+                    resources.push(c);
+                }
+                Err(e) => errors.push(e.in_file(&recipe.file).at_line(raw.line, None)),
+            }
+        }
+    }
+
+    // Notifications and subscriptions must name resources that exist.
+    let index: HashMap<&ResourceId, usize> = resources
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, r)| (&r.id, i))
+        .collect();
+    let mut links: Vec<(usize, Notification)> = Vec::new();
+    for (i, notes) in &pending {
+        for n in notes {
+            let me = &resources[*i];
+            let Some(&j) = index.get(&n.other) else {
+                errors.push(
+                    PolicyError::new(format!(
+                        "{} {} {}, which is not in the run list",
+                        me.id,
+                        if n.subscribe { "subscribes to" } else { "notifies" },
+                        n.other
+                    ))
+                    .fix(format!(
+                        "declare {} in a recipe of the run list, or correct the name",
+                        n.other
+                    ))
+                    .in_file(&me.file)
+                    .at_line(me.line, None),
+                );
+                continue;
+            };
+            let (source, target) = if n.subscribe { (j, *i) } else { (*i, j) };
+            let def = type_def(&resources[target].id.kind).expect("compiled type");
+            if !def.actions.contains(&n.action.as_str()) {
+                errors.push(
+                    PolicyError::new(format!(
+                        "{}: action {:?} is not one of {}'s actions",
+                        me.id, n.action, def.name
+                    ))
+                    .fix(format!("use one of: {}", def.actions.join(", ")))
+                    .in_file(&me.file)
+                    .at_line(me.line, None),
+                );
+                continue;
+            }
+            links.push((
+                source,
+                Notification {
+                    action: n.action.clone(),
+                    target,
+                    timing: n.timing,
+                },
+            ));
+        }
+    }
+    for (source, n) in links {
+        resources[source].notifies.push(n);
+    }
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    Ok(Policy {
+        expanded,
+        attributes,
+        resources,
+        verify,
+    })
+}
+
+/// Precedence, low to high: cookbook attributes < role defaults (later roles
+/// win) < size attributes < node attributes < role overrides < facts.
+fn merge_attributes(
+    expanded: &Expanded,
+    cookbooks: &HashMap<String, Cookbook>,
+    order: &[String],
+    req: &Request,
+    facts: &Facts,
+) -> Result<toml::Table, PolicyError> {
+    let mut attrs = toml::Table::new();
+    let mut names: Vec<&String> = order.iter().collect();
+    names.sort();
+    for name in names {
+        merge(&mut attrs, &cookbooks[name].attributes);
+    }
+    for role in &expanded.roles {
+        merge(&mut attrs, &role.default_attributes);
+    }
+    if let Some(size) = &req.size {
+        let found = expanded
+            .roles
+            .iter()
+            .find_map(|r| r.sizes.get(size).map(|s| (r, s)));
+        match found {
+            Some((_, s)) => merge(&mut attrs, &s.attributes),
+            None => {
+                let known: Vec<String> = expanded
+                    .roles
+                    .iter()
+                    .flat_map(|r| r.sizes.keys().cloned())
+                    .collect();
+                return Err(PolicyError::new(format!(
+                    "size {size:?} is not defined by any role in the run list"
+                ))
+                .fix(if known.is_empty() {
+                    "add [sizes.NAME] to a role, or drop --size".to_string()
+                } else {
+                    format!("use one of: {}", known.join(", "))
+                }));
+            }
+        }
+    }
+    merge(&mut attrs, &req.node_attributes);
+    for role in &expanded.roles {
+        merge(&mut attrs, &role.override_attributes);
+    }
+    let facts = toml::Table::try_from(facts).expect("facts serialize");
+    let mut node = toml::Table::new();
+    node.insert("node".into(), toml::Value::Table(facts));
+    merge(&mut attrs, &node);
+    Ok(attrs)
+}
+
+struct PendingNotify {
+    action: String,
+    other: ResourceId,
+    timing: Timing,
+    /// `subscribes`: `other` notifies this resource.
+    subscribe: bool,
+}
+
+fn render_error(f: RenderFailure, what: &str, origin: &str) -> PolicyError {
+    let e = PolicyError::new(format!("{what}: {}", f.message));
+    match f.missing {
+        Some(attr) => e.fix(format!(
+            "define {attr} in the cookbook's attributes.toml or a role's default_attributes ({origin})"
+        )),
+        None => e,
+    }
+}
+
+fn compile_one(
+    raw: &RawResource,
+    renderer: &Renderer,
+    env: &CookbookEnv,
+) -> Result<(Compiled, Vec<PendingNotify>), PolicyError> {
+    let def = find_type(&raw.table)?;
+    let mut table = raw.table.clone();
+    let name_value = table.remove(def.name).expect("type key present");
+    let toml::Value::String(name_tpl) = name_value else {
+        return Err(PolicyError::new(format!(
+            "the value of {} must be a string: the resource's name",
+            def.name
+        )));
+    };
+    let name = renderer
+        .render(&name_tpl)
+        .map_err(|f| render_error(f, &format!("{}[{name_tpl}]", def.name), "name"))?;
+    let id = ResourceId {
+        kind: def.name.to_string(),
+        name: name.clone(),
+    };
+    let whose = |what: &str| format!("{id}, property {what}");
+
+    // Unknown keys are errors, with the valid ones listed.
+    for key in table.keys() {
+        if !def.properties.contains(&key.as_str()) && !COMMON_PROPERTIES.contains(&key.as_str()) {
+            let mut valid: Vec<&str> = def.properties.to_vec();
+            valid.extend(COMMON_PROPERTIES);
+            return Err(
+                PolicyError::new(format!("{id}: unknown property {key:?}"))
+                    .fix(format!("valid properties of {}: {}", def.name, valid.join(", "))),
+            );
+        }
+    }
+    for (k, v) in table.iter_mut() {
+        renderer
+            .render_value(v)
+            .map_err(|f| render_error(f, &whose(k), &id.to_string()))?;
+    }
+
+    let take_list = |table: &mut toml::Table, key: &str| -> Result<Vec<String>, PolicyError> {
+        match table.remove(key) {
+            None => Ok(vec![]),
+            Some(v) => string_list(&v).ok_or_else(|| {
+                PolicyError::new(format!("{id}: {key} must be a string or a list of strings"))
+            }),
+        }
+    };
+    let take_bool = |table: &mut toml::Table, key: &str| -> Result<bool, PolicyError> {
+        match table.remove(key) {
+            None => Ok(false),
+            Some(toml::Value::Boolean(b)) => Ok(b),
+            Some(_) => Err(PolicyError::new(format!("{id}: {key} must be true or false"))),
+        }
+    };
+    let take_str = |table: &mut toml::Table, key: &str| -> Result<Option<String>, PolicyError> {
+        match table.remove(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(PolicyError::new(format!("{id}: {key} must be a command string"))),
+        }
+    };
+
+    let mut actions = take_list(&mut table, "action")?;
+    if actions.is_empty() {
+        actions.push(def.actions[0].to_string());
+    }
+    for a in &actions {
+        if !def.actions.contains(&a.as_str()) {
+            return Err(PolicyError::new(format!("{id}: unknown action {a:?}"))
+                .fix(format!("{} actions: {}", def.name, def.actions.join(", "))));
+        }
+    }
+    let mut notes = Vec::new();
+    for (key, timing, subscribe) in [
+        ("notifies", Timing::Delayed, false),
+        ("notifies_immediately", Timing::Immediately, false),
+        ("subscribes", Timing::Delayed, true),
+    ] {
+        for n in take_list(&mut table, key)? {
+            notes.push(parse_notification(&n, timing, subscribe).map_err(|e| {
+                PolicyError::new(format!("{id}: {key} entry {n:?}: {e}"))
+                    .fix("write it as \"ACTION TYPE[NAME]\", e.g. \"restart service[apache2]\"")
+            })?);
+        }
+    }
+    let only_if = take_str(&mut table, "only_if")?;
+    let not_if = take_str(&mut table, "not_if")?;
+    let ignore_failure = take_bool(&mut table, "ignore_failure")?;
+    let sensitive = take_bool(&mut table, "sensitive")?;
+
+    let spec = Spec {
+        name: name.clone(),
+        props: table,
+        sensitive,
+    };
+    let imp = (def.build)(&spec, env).map_err(|mut e| {
+        e.message = format!("{id}: {}", e.message);
+        e
+    })?;
+    Ok((
+        Compiled {
+            id,
+            origin: String::new(),
+            file: Default::default(),
+            line: 0,
+            actions,
+            notifies: Vec::new(),
+            only_if,
+            not_if,
+            ignore_failure,
+            sensitive,
+            imp,
+        },
+        notes,
+    ))
+}
+
+/// The resource's type: exactly one key of the table names one.
+fn find_type(table: &toml::Table) -> Result<&'static TypeDef, PolicyError> {
+    let found: Vec<&'static TypeDef> = types()
+        .iter()
+        .filter(|t| table.contains_key(t.name))
+        .collect();
+    let all: Vec<&str> = types().iter().map(|t| t.name).collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => {
+            let unknown: Vec<&String> = table
+                .keys()
+                .filter(|k| {
+                    !COMMON_PROPERTIES.contains(&k.as_str())
+                        && !types().iter().any(|t| t.properties.contains(&k.as_str()))
+                })
+                .collect();
+            let what = match unknown.as_slice() {
+                [] => "resource has no type key".to_string(),
+                keys => format!(
+                    "unknown resource type {}",
+                    keys.iter()
+                        .map(|k| format!("{k:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            Err(PolicyError::new(what).fix(format!(
+                "start the resource with one of: {} (e.g. file = \"/etc/motd\")",
+                all.join(", ")
+            )))
+        }
+        many => Err(PolicyError::new(format!(
+            "resource has several type keys: {}",
+            many.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+        ))
+        .fix("split it into one [[resource]] per type")),
+    }
+}
+
+fn parse_notification(s: &str, timing: Timing, subscribe: bool) -> Result<PendingNotify, String> {
+    let mut words = s.split_whitespace();
+    let action = words.next().ok_or("empty")?.to_string();
+    let rest: Vec<&str> = words.collect();
+    let (target, timing) = match rest.as_slice() {
+        [t] => (*t, timing),
+        [t, "immediately"] | [t, "immediate"] => (*t, Timing::Immediately),
+        [t, "delayed"] => (*t, Timing::Delayed),
+        _ => return Err("expected ACTION TYPE[NAME] [immediately|delayed]".into()),
+    };
+    let other = ResourceId::parse(target).ok_or_else(|| format!("{target:?} is not TYPE[NAME]"))?;
+    Ok(PendingNotify {
+        action,
+        other,
+        timing,
+        subscribe,
+    })
+}
+
+/// Cookbook files and templates for the resources of one cookbook.
+struct CookbookEnv<'a> {
+    cookbook: &'a Cookbook,
+    renderer: &'a Renderer,
+}
+
+impl BuildEnv for CookbookEnv<'_> {
+    fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError> {
+        let path = self.cookbook.source_path(dir, source)?;
+        std::fs::read(&path)
+            .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", path.display())))
+    }
+
+    fn render_template(
+        &self,
+        source: &str,
+        variables: Option<&toml::Table>,
+    ) -> Result<String, PolicyError> {
+        let path = self.cookbook.source_path("templates", source)?;
+        let shown = self.cookbook.display_dir.join("templates").join(source);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", shown.display())))?;
+        self.renderer.render_vars(&text, variables).map_err(|f| {
+            let line = f.line.map(|l| format!(" line {l}")).unwrap_or_default();
+            let e = PolicyError::new(format!(
+                "template {}{line}: {}",
+                shown.display(),
+                f.message
+            ));
+            match f.missing {
+                Some(attr) => e.fix(format!(
+                    "define {attr} in the cookbook's attributes.toml, a role's default_attributes, or the resource's variables"
+                )),
+                None => e.fix("correct the handlebars syntax in the template"),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_parse() {
+        let n = parse_notification("restart service[apache2]", Timing::Delayed, false).unwrap();
+        assert_eq!(n.action, "restart");
+        assert_eq!(n.other.to_string(), "service[apache2]");
+        assert_eq!(n.timing, Timing::Delayed);
+        let n = parse_notification("reload service[x] immediately", Timing::Delayed, false).unwrap();
+        assert_eq!(n.timing, Timing::Immediately);
+        assert!(parse_notification("restart", Timing::Delayed, false).is_err());
+    }
+
+    #[test]
+    fn type_key_is_found_or_named() {
+        let t: toml::Table = toml::from_str("file = \"/x\"\nmode = \"0644\"").unwrap();
+        assert_eq!(find_type(&t).unwrap().name, "file");
+        let t: toml::Table = toml::from_str("fiel = \"/x\"").unwrap();
+        let e = find_type(&t).unwrap_err();
+        assert!(e.message.contains("\"fiel\""), "{e}");
+        assert!(e.fix.unwrap().contains("template"));
+    }
+}

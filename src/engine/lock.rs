@@ -1,0 +1,63 @@
+//! One run at a time per target: an exclusive lock on a file in the target's
+//! /run, holding the holder's pid and command line for whoever waits.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::time::{Duration, Instant};
+
+use fs2::FileExt;
+
+use crate::platform::target::Target;
+
+pub struct RunLock {
+    file: File,
+}
+
+impl RunLock {
+    /// Waits up to `timeout` for the target's lock.
+    pub fn acquire(target: &Target, timeout: Duration) -> Result<RunLock, String> {
+        let run = target.path("/run");
+        std::fs::create_dir_all(&run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+        let path = run.join("kiln.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open lock {}: {e}", path.display()))?;
+        let start = Instant::now();
+        loop {
+            if file.try_lock_exclusive().is_ok() {
+                break;
+            }
+            if start.elapsed() >= timeout {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(format!(
+                    "another kiln run holds the lock {} ({}); waited {} s. Wait for it to finish, or stop that process",
+                    path.display(),
+                    holder.trim(),
+                    timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let me = format!(
+            "pid {}: {}",
+            std::process::id(),
+            std::env::args().collect::<Vec<_>>().join(" ")
+        );
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = file.write_all(me.as_bytes());
+        Ok(RunLock { file })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = FileExt::unlock(&self.file);
+    }
+}

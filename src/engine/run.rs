@@ -1,0 +1,247 @@
+//! Plan, then apply: the plan is computed against the state read before
+//! anything changes; once a resource has changed the target, later ones are
+//! checked again just before they apply, since their state may have moved.
+
+use std::time::Instant;
+
+use super::compile::{Compiled, Policy, Timing};
+use super::report::{Report, ResourceReport, Status};
+use crate::platform::target::{ShellOpts, Target};
+use crate::resource::{Change, Context};
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub why_run: bool,
+}
+
+/// What one resource would do, as planned.
+struct Planned {
+    /// Why the resource is skipped (a guard), if it is.
+    guard: Option<String>,
+    actions: Vec<(String, Result<Vec<Change>, String>)>,
+}
+
+fn plan_one(r: &Compiled, cx: &mut Context) -> Planned {
+    if let Some(g) = guard(r, cx.target) {
+        return Planned {
+            guard: Some(g),
+            actions: vec![],
+        };
+    }
+    let actions = r
+        .actions
+        .iter()
+        .map(|a| (a.clone(), r.imp.check(a, cx)))
+        .collect();
+    Planned {
+        guard: None,
+        actions,
+    }
+}
+
+/// `only_if` / `not_if`: a command on the target whose exit 0 means true.
+fn guard(r: &Compiled, target: &Target) -> Option<String> {
+    let ok = |cmd: &str| {
+        target
+            .shell(cmd, &ShellOpts::default())
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if let Some(c) = &r.only_if
+        && !ok(c)
+    {
+        return Some("only_if false".into());
+    }
+    if let Some(c) = &r.not_if
+        && ok(c)
+    {
+        return Some("not_if true".into());
+    }
+    None
+}
+
+/// Converges `target` to `policy`, calling `progress` as each resource finishes.
+pub fn converge(
+    target: &Target,
+    policy: &Policy,
+    opts: &Options,
+    progress: &mut dyn FnMut(&ResourceReport),
+) -> Report {
+    let started = Instant::now();
+    let mut cx = Context::new(target);
+    let mut report = Report::new(target, policy, opts.why_run);
+
+    // Plan: every resource against the state as it is now.
+    let plans: Vec<Planned> = policy
+        .resources
+        .iter()
+        .map(|r| plan_one(r, &mut cx))
+        .collect();
+
+    let mut dirty = false;
+    let mut delayed: Vec<(usize, String)> = Vec::new();
+    let mut stopped = false;
+    for (r, planned) in policy.resources.iter().zip(plans) {
+        let planned = if dirty && !opts.why_run {
+            plan_one(r, &mut cx)
+        } else {
+            planned
+        };
+        let mut entry = ResourceReport::new(r);
+        if let Some(g) = planned.guard {
+            entry.status = Status::Skipped;
+            entry.changes.push(format!("skipped: {g}"));
+            progress(&entry);
+            report.push(entry);
+            continue;
+        }
+        let mut changed = false;
+        for (k, (action, checked)) in planned.actions.into_iter().enumerate() {
+            // A second action on a resource that just changed sees the new state.
+            let checked = if changed && k > 0 && !opts.why_run {
+                r.imp.check(&action, &mut cx)
+            } else {
+                checked
+            };
+            match checked {
+                Err(e) => {
+                    entry.fail(e);
+                    break;
+                }
+                Ok(changes) => {
+                    let real = record(&mut entry, &action, &changes);
+                    if !real {
+                        continue;
+                    }
+                    if opts.why_run {
+                        changed = true;
+                        continue;
+                    }
+                    match r.imp.apply(&action, &mut cx) {
+                        Ok(()) => {
+                            changed = true;
+                            dirty = true;
+                            cx.invalidate();
+                        }
+                        Err(e) => {
+                            cx.invalidate();
+                            dirty = true;
+                            entry.fail(e);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if entry.status != Status::Failed {
+            entry.status = match (changed, opts.why_run) {
+                (true, true) => Status::WouldUpdate,
+                (true, false) => Status::Updated,
+                _ if entry.changes.is_empty() => Status::UpToDate,
+                _ => Status::Skipped,
+            };
+        }
+        let failed = entry.status == Status::Failed;
+        if failed && r.ignore_failure {
+            entry.status = Status::FailedIgnored;
+        }
+        progress(&entry);
+        report.push(entry);
+        if failed && !r.ignore_failure {
+            break;
+        }
+        if changed {
+            for n in &r.notifies {
+                let label = format!("{} (notified by {})", n.action, r.id);
+                match n.timing {
+                    Timing::Immediately => {
+                        let e = notify(policy, n.target, &n.action, &label, &mut cx, opts);
+                        if e.status == Status::Updated {
+                            dirty = true;
+                        }
+                        let fatal = e.status == Status::Failed;
+                        progress(&e);
+                        report.push(e);
+                        if fatal {
+                            stopped = true;
+                        }
+                    }
+                    Timing::Delayed => {
+                        if !delayed.iter().any(|(t, a)| *t == n.target && *a == n.action) {
+                            delayed.push((n.target, n.action.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        if stopped {
+            break;
+        }
+    }
+    // Delayed notifications run at the end, once each, even after a failure
+    // of an unrelated resource (as Chef does), so a changed config is not left unapplied.
+    for (t, action) in delayed {
+        let label = format!("{action} (delayed notification)");
+        let e = notify(policy, t, &action, &label, &mut cx, opts);
+        progress(&e);
+        report.push(e);
+    }
+    report.finish(started.elapsed());
+    report
+}
+
+/// Records an action's changes; true when any is a real change.
+fn record(entry: &mut ResourceReport, action: &str, changes: &[Change]) -> bool {
+    let mut real = false;
+    for c in changes {
+        if c.skipped {
+            entry.changes.push(c.summary.clone());
+        } else {
+            real = true;
+            entry.actions.push(action.to_string());
+            entry.changes.push(c.summary.clone());
+            if let Some(d) = &c.diff {
+                entry.diff.get_or_insert_with(String::new).push_str(d);
+            }
+        }
+    }
+    entry.actions.dedup();
+    real
+}
+
+fn notify(
+    policy: &Policy,
+    idx: usize,
+    action: &str,
+    label: &str,
+    cx: &mut Context,
+    opts: &Options,
+) -> ResourceReport {
+    let r = &policy.resources[idx];
+    let mut entry = ResourceReport::new(r);
+    entry.note = Some(label.to_string());
+    match r.imp.check(action, cx) {
+        Err(e) => entry.fail(e),
+        Ok(changes) => {
+            if !record(&mut entry, action, &changes) {
+                entry.status = if changes.is_empty() {
+                    Status::UpToDate
+                } else {
+                    Status::Skipped
+                };
+            } else if opts.why_run {
+                entry.status = Status::WouldUpdate;
+            } else {
+                match r.imp.apply(action, cx) {
+                    Ok(()) => entry.status = Status::Updated,
+                    Err(e) => entry.fail(e),
+                }
+                cx.invalidate();
+            }
+        }
+    }
+    if entry.status == Status::Failed && r.ignore_failure {
+        entry.status = Status::FailedIgnored;
+    }
+    entry
+}

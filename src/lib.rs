@@ -1,0 +1,10 @@
+//! kiln: converges hosts to a policy repository of roles, cookbooks and a
+//! pinned package whitelist.
+
+pub mod cli;
+pub mod commands;
+pub mod engine;
+pub mod error;
+pub mod platform;
+pub mod policy;
+pub mod resource;

@@ -1,0 +1,108 @@
+//! Automatic facts, exposed to policy under `node`.
+
+use serde::Serialize;
+
+use super::target::Target;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Facts {
+    pub fqdn: String,
+    pub hostname: String,
+    pub platform: String,
+    pub platform_version: String,
+    pub cpus: u64,
+    pub memory_mb: u64,
+    pub ipaddress: String,
+}
+
+impl Facts {
+    /// Facts of `target`. The fqdn is `fqdn` when given, else the target's own name.
+    pub fn gather(target: &Target, fqdn: Option<&str>) -> Self {
+        let fqdn = fqdn
+            .map(str::to_string)
+            .or_else(|| {
+                std::fs::read_to_string(target.path("/etc/hostname"))
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            })
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| "localhost".to_string());
+        let hostname = fqdn.split('.').next().unwrap_or(&fqdn).to_string();
+        let os = std::fs::read_to_string(target.path("/etc/os-release")).unwrap_or_default();
+        Facts {
+            hostname,
+            fqdn,
+            platform: os_field(&os, "ID").unwrap_or_else(|| "unknown".into()),
+            platform_version: os_field(&os, "VERSION_ID").unwrap_or_default(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            memory_mb: memory_mb(),
+            ipaddress: ipaddress().unwrap_or_else(|| "127.0.0.1".into()),
+        }
+    }
+}
+
+fn os_field(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix('=')?;
+        Some(v.trim_matches('"').to_string())
+    })
+}
+
+fn memory_mb() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// The first non-loopback IPv4 address of the machine.
+fn ipaddress() -> Option<String> {
+    // SAFETY: getifaddrs fills a list that we only read, then free once.
+    unsafe {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut head) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = head;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() {
+                    found = Some(ip.to_string());
+                    break;
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(head);
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_os_release_fields() {
+        let os = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n";
+        assert_eq!(os_field(os, "ID").as_deref(), Some("debian"));
+        assert_eq!(os_field(os, "VERSION_ID").as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn hostname_is_first_label() {
+        let f = Facts::gather(&Target::host(), Some("web01.example.com"));
+        assert_eq!(f.hostname, "web01");
+        assert!(f.cpus >= 1);
+    }
+}

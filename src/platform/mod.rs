@@ -1,0 +1,5 @@
+//! What kiln knows about the system it converges.
+
+pub mod accounts;
+pub mod facts;
+pub mod target;

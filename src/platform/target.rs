@@ -1,0 +1,217 @@
+//! The system being converged: the running host, or a directory tree
+//! (`--root`) whose commands run through chroot.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// Where kiln's files and commands land.
+#[derive(Debug, Clone)]
+pub struct Target {
+    root: PathBuf,
+}
+
+/// How a shell command is run on the target.
+#[derive(Debug, Default, Clone)]
+pub struct ShellOpts<'a> {
+    pub cwd: Option<&'a str>,
+    pub env: &'a [(String, String)],
+    pub user: Option<&'a str>,
+}
+
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Target {
+    pub fn host() -> Self {
+        Target {
+            root: PathBuf::from("/"),
+        }
+    }
+
+    pub fn at_root(dir: &Path) -> Self {
+        Target {
+            root: dir.to_path_buf(),
+        }
+    }
+
+    /// True for a `--root` tree: services are enabled there, never started.
+    pub fn is_chroot(&self) -> bool {
+        self.root != Path::new("/")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The host path of an absolute path on the target. In a `--root` tree the
+    /// directories leading to it are resolved as chroot would, so that an
+    /// absolute symlink such as `/var/run -> /run` stays inside the tree; the
+    /// last component is left alone for `link` to manage.
+    pub fn path(&self, p: &str) -> PathBuf {
+        if !self.is_chroot() {
+            return PathBuf::from(p);
+        }
+        let rel = Path::new(p.trim_start_matches('/'));
+        let Some(last) = rel.file_name() else {
+            return self.root.clone();
+        };
+        let parent = self.resolve_dir(rel.parent().unwrap_or(Path::new("")));
+        parent.join(last)
+    }
+
+    /// Follows symlinks in `rel` (relative to the root) without leaving the root.
+    fn resolve_dir(&self, rel: &Path) -> PathBuf {
+        let mut stack: Vec<std::ffi::OsString> = Vec::new();
+        let mut todo: Vec<std::ffi::OsString> = rel
+            .components()
+            .rev()
+            .map(|c| c.as_os_str().to_os_string())
+            .collect();
+        let mut hops = 0;
+        while let Some(comp) = todo.pop() {
+            match comp.to_str() {
+                Some(".") | Some("") => continue,
+                Some("..") => {
+                    stack.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let mut here = self.root.clone();
+            here.extend(&stack);
+            here.push(&comp);
+            match std::fs::read_link(&here) {
+                Ok(to) if hops < 40 => {
+                    hops += 1;
+                    if to.is_absolute() {
+                        stack.clear();
+                    }
+                    for c in to.components().rev() {
+                        if !matches!(c, std::path::Component::RootDir) {
+                            todo.push(c.as_os_str().to_os_string());
+                        }
+                    }
+                }
+                _ => stack.push(comp),
+            }
+        }
+        let mut out = self.root.clone();
+        out.extend(&stack);
+        out
+    }
+
+    /// A program with arguments, run on the target.
+    pub fn command(&self, argv: &[&str]) -> duct::Expression {
+        let (prog, args): (&str, Vec<String>) = if self.is_chroot() {
+            let mut a = vec![self.root.display().to_string()];
+            a.extend(argv.iter().map(|s| s.to_string()));
+            ("chroot", a)
+        } else {
+            (argv[0], argv[1..].iter().map(|s| s.to_string()).collect())
+        };
+        duct::cmd(prog, args)
+            .env("PATH", PATH)
+            .env("LC_ALL", "C")
+            .unchecked()
+    }
+
+    /// Runs a program and captures its output; a non-zero exit is not an error here.
+    pub fn run(&self, argv: &[&str]) -> io::Result<Output> {
+        self.command(argv)
+            .stdout_capture()
+            .stderr_capture()
+            .stdin_null()
+            .run()
+    }
+
+    /// Runs `script` with /bin/sh on the target.
+    pub fn shell(&self, script: &str, opts: &ShellOpts) -> io::Result<Output> {
+        let mut argv: Vec<&str> = Vec::new();
+        if let Some(user) = opts.user {
+            argv.extend(["runuser", "-u", user, "--"]);
+        }
+        let wrapped;
+        let script = match opts.cwd {
+            Some(cwd) => {
+                wrapped = format!("cd {} && {}", shell_quote(cwd), script);
+                wrapped.as_str()
+            }
+            None => script,
+        };
+        argv.extend(["/bin/sh", "-c", script]);
+        let mut cmd = self.command(&argv);
+        for (k, v) in opts.env {
+            cmd = cmd.env(k, v);
+        }
+        cmd.stdout_capture().stderr_capture().stdin_null().run()
+    }
+
+    /// Whether systemd manages services on this target.
+    pub fn uses_systemd(&self) -> bool {
+        if self.is_chroot() {
+            // An image being built: systemd will run it if it is installed.
+            self.path("/bin/systemctl").exists() || self.path("/usr/bin/systemctl").exists()
+        } else {
+            Path::new("/run/systemd/system").is_dir()
+        }
+    }
+}
+
+/// Quotes a word for /bin/sh.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The last lines of a command's stderr (or stdout), for error messages.
+pub fn output_tail(out: &Output) -> String {
+    let text = if out.stderr.is_empty() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    let s = String::from_utf8_lossy(text);
+    let lines: Vec<&str> = s.trim_end().lines().collect();
+    let start = lines.len().saturating_sub(5);
+    lines[start..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_into_the_root() {
+        let t = Target::at_root(Path::new("/srv/r"));
+        assert_eq!(t.path("/etc/x"), PathBuf::from("/srv/r/etc/x"));
+        assert!(t.is_chroot());
+        assert_eq!(Target::host().path("/etc/x"), PathBuf::from("/etc/x"));
+    }
+
+    #[test]
+    fn absolute_symlinks_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        std::fs::create_dir_all(dir.path().join("var")).unwrap();
+        std::os::unix::fs::symlink("/run", dir.path().join("var/run")).unwrap();
+        std::os::unix::fs::symlink("../run", dir.path().join("var/rel")).unwrap();
+        let t = Target::at_root(dir.path());
+        assert_eq!(t.path("/var/run/x.pid"), dir.path().join("run/x.pid"));
+        assert_eq!(t.path("/var/rel/y"), dir.path().join("run/y"));
+        // The last component is not followed.
+        assert_eq!(t.path("/var/run"), dir.path().join("var/run"));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/tmp/a"), "/tmp/a");
+        assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
+    }
+}

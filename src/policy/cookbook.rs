@@ -1,0 +1,141 @@
+//! Cookbooks: metadata, default attributes, recipes, templates and files.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::recipe::Recipe;
+use super::{Repository, load_toml};
+use crate::error::PolicyError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub depends: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cookbook {
+    pub name: String,
+    pub dir: PathBuf,
+    /// `cookbooks/<name>` as messages show it.
+    pub display_dir: PathBuf,
+    pub metadata: Metadata,
+    pub attributes: toml::Table,
+}
+
+impl Cookbook {
+    pub fn load(repo: &Repository, name: &str) -> Result<Cookbook, PolicyError> {
+        let rel = format!("cookbooks/{name}");
+        let dir = repo.dir.join(&rel);
+        let display_dir = repo.display_path(&rel);
+        let meta_path = dir.join("metadata.toml");
+        if !dir.is_dir() {
+            return Err(PolicyError::new(format!("cookbook {name:?} not found ({rel}/)"))
+                .fix(format!(
+                    "create {rel}/metadata.toml, or use one of: {}",
+                    repo.names_in("cookbooks").join(", ")
+                )));
+        }
+        if !meta_path.is_file() {
+            return Err(PolicyError::new(format!("cookbook {name:?} has no metadata.toml"))
+                .in_file(&display_dir.join("metadata.toml"))
+                .fix("add metadata.toml with name and version"));
+        }
+        let (metadata, _): (Metadata, _) =
+            load_toml(&meta_path).map_err(|e| relabel(e, &display_dir.join("metadata.toml")))?;
+        if metadata.name != name {
+            return Err(PolicyError::new(format!(
+                "metadata names the cookbook {:?} but its folder is {name:?}",
+                metadata.name
+            ))
+            .in_file(&display_dir.join("metadata.toml"))
+            .fix("make the name and the folder agree"));
+        }
+        let attr_path = dir.join("attributes.toml");
+        let attributes = if attr_path.is_file() {
+            load_toml(&attr_path)
+                .map_err(|e| relabel(e, &display_dir.join("attributes.toml")))?
+                .0
+        } else {
+            toml::Table::new()
+        };
+        Ok(Cookbook {
+            name: name.to_string(),
+            dir,
+            display_dir,
+            metadata,
+            attributes,
+        })
+    }
+
+    pub fn recipe(&self, name: &str) -> Result<Recipe, PolicyError> {
+        let path = self.dir.join("recipes").join(format!("{name}.toml"));
+        let shown = self.display_dir.join("recipes").join(format!("{name}.toml"));
+        if !path.is_file() {
+            return Err(
+                PolicyError::new(format!("recipe {}::{name} not found", self.name))
+                    .in_file(&shown)
+                    .fix(format!("create {}, or fix the run list", shown.display())),
+            );
+        }
+        Recipe::load(&path, &shown, &self.name, name)
+    }
+
+    pub fn recipe_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.dir.join("recipes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".toml")
+                    .map(str::to_string)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A file under `templates/` or `files/`, refusing paths that leave the cookbook.
+    pub fn source_path(&self, folder: &str, source: &str) -> Result<PathBuf, PolicyError> {
+        let rel = Path::new(source);
+        let escapes = rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+        if escapes {
+            return Err(PolicyError::new(format!(
+                "source {source:?} escapes the cookbook's {folder}/ folder"
+            ))
+            .fix(format!(
+                "put the file in {}/{folder}/ and name it relative to that folder",
+                self.display_dir.display()
+            )));
+        }
+        let path = self.dir.join(folder).join(rel);
+        if !path.is_file() {
+            return Err(PolicyError::new(format!(
+                "source {source:?} not found in {}/{folder}/",
+                self.display_dir.display()
+            ))
+            .fix(format!(
+                "add {}/{folder}/{source}",
+                self.display_dir.display()
+            )));
+        }
+        Ok(path)
+    }
+}
+
+/// Shows a repository-relative path in an error instead of the absolute one.
+fn relabel(mut e: PolicyError, shown: &Path) -> PolicyError {
+    e.file = Some(shown.to_path_buf());
+    e
+}

@@ -1,0 +1,85 @@
+//! The policy repository: roles, cookbooks, recipes, attributes and the
+//! package whitelist, loaded from TOML files.
+
+pub mod attributes;
+pub mod cookbook;
+pub mod recipe;
+pub mod render;
+pub mod role;
+pub mod runlist;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use crate::error::PolicyError;
+
+pub use cookbook::Cookbook;
+pub use role::Role;
+
+/// A policy repository on disk. Roles and cookbooks are read when asked
+/// for, so that one broken file does not stop an unrelated converge.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub dir: PathBuf,
+}
+
+impl Repository {
+    pub fn open(dir: &Path) -> Result<Self, PolicyError> {
+        if !dir.join("roles").is_dir() && !dir.join("cookbooks").is_dir() {
+            return Err(PolicyError::new(format!(
+                "{} is not a kiln policy repository (no roles/ or cookbooks/ in it)",
+                dir.display()
+            ))
+            .fix("run kiln from the repository, or pass --repo DIR"));
+        }
+        Ok(Repository {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The path of a repository file, relative when the repository is the
+    /// current directory, for messages.
+    pub fn display_path(&self, rel: &str) -> PathBuf {
+        if self.dir == Path::new(".") {
+            PathBuf::from(rel)
+        } else {
+            self.dir.join(rel)
+        }
+    }
+
+    pub fn role(&self, name: &str) -> Result<Role, PolicyError> {
+        Role::load(self, name)
+    }
+
+    pub fn cookbook(&self, name: &str) -> Result<Cookbook, PolicyError> {
+        Cookbook::load(self, name)
+    }
+
+    /// Names of the `*.toml` files in a repository folder, sorted.
+    pub fn names_in(&self, folder: &str) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.dir.join(folder))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                if folder == "cookbooks" {
+                    e.path().is_dir().then_some(name)
+                } else {
+                    name.strip_suffix(".toml").map(str::to_string)
+                }
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Reads and parses a TOML file; syntax errors carry file, line and column.
+pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<(T, String), PolicyError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(path))?;
+    let value = toml::from_str(&text).map_err(|e| PolicyError::toml(path, &text, &e))?;
+    Ok((value, text))
+}

@@ -1,0 +1,3 @@
+//! Placeholder: being written.
+use super::TypeDef;
+pub const TYPE: TypeDef = TypeDef { name: "execute", actions: &["x"], properties: &[], build: |_, _| Err(crate::error::PolicyError::new("not yet")) };

@@ -1,0 +1,158 @@
+//! Owner, group and mode of paths, and atomic writes: shared by the
+//! file-like resource types.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{Change, Context, de_mode};
+
+/// Ownership and permissions a resource asks for; `None` leaves it alone.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Meta {
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    #[serde(default, deserialize_with = "de_mode")]
+    pub mode: Option<u32>,
+}
+
+/// Numeric ids, resolved against the target's own passwd and group.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ids {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl Meta {
+    /// Resolves names on the target. A name that does not exist yet is an
+    /// error at apply time only: an earlier resource may create it.
+    pub fn ids(&self, cx: &mut Context) -> Result<Ids, String> {
+        let accounts = cx.accounts();
+        let uid = match &self.owner {
+            Some(o) => Some(accounts.uid(o).ok_or_else(|| {
+                format!("owner {o:?} does not exist on the target; add a user resource for it before this one")
+            })?),
+            None => None,
+        };
+        let gid = match &self.group {
+            Some(g) => Some(accounts.gid(g).ok_or_else(|| {
+                format!("group {g:?} does not exist on the target; add a group resource for it before this one")
+            })?),
+            None => None,
+        };
+        Ok(Ids { uid, gid })
+    }
+
+    /// Differences between `meta` (an existing path's) and what is asked for.
+    pub fn changes(&self, meta: &fs::Metadata, cx: &mut Context) -> Vec<Change> {
+        let mut out = Vec::new();
+        let accounts = cx.accounts();
+        if let Some(o) = &self.owner {
+            match accounts.uid(o) {
+                Some(uid) if uid == meta.uid() => {}
+                _ => out.push(Change::new(format!("owner {} -> {o}", meta.uid()))),
+            }
+        }
+        if let Some(g) = &self.group {
+            match accounts.gid(g) {
+                Some(gid) if gid == meta.gid() => {}
+                _ => out.push(Change::new(format!("group {} -> {g}", meta.gid()))),
+            }
+        }
+        if let Some(m) = self.mode {
+            let cur = meta.mode() & 0o7777;
+            if cur != m {
+                out.push(Change::new(format!("mode {cur:04o} -> {m:04o}")));
+            }
+        }
+        out
+    }
+
+    /// Sets owner, group and mode on an existing path (not following a final symlink for ownership).
+    pub fn set(&self, path: &Path, cx: &mut Context) -> Result<(), String> {
+        let ids = self.ids(cx)?;
+        if ids.uid.is_some() || ids.gid.is_some() {
+            std::os::unix::fs::lchown(path, ids.uid, ids.gid)
+                .map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
+        }
+        if let Some(m) = self.mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(m))
+                .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `content` to `path` so that readers see the old file or the new
+/// one, never a part: a temporary file in the same directory, owner and mode
+/// set, fsync, rename, fsync of the directory.
+pub fn atomic_write(path: &Path, content: &[u8], mode: u32, ids: Ids) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("{} has no parent directory", path.display()))?;
+    let err = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kiln-")
+        .tempfile_in(dir)
+        .map_err(|e| err("create a temporary file beside", e))?;
+    tmp.write_all(content).map_err(|e| err("write", e))?;
+    let f = tmp.as_file();
+    if ids.uid.is_some() || ids.gid.is_some() {
+        std::os::unix::fs::fchown(f, ids.uid, ids.gid).map_err(|e| err("chown", e))?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| err("chmod", e))?;
+    f.sync_all().map_err(|e| err("fsync", e))?;
+    tmp.persist(path).map_err(|e| err("rename into", e.error))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A unified diff for people, or a note when the content must not be shown.
+pub fn content_diff(path: &str, old: &[u8], new: &[u8], sensitive: bool) -> String {
+    if sensitive {
+        return "(content is sensitive: diff suppressed)".to_string();
+    }
+    match (std::str::from_utf8(old), std::str::from_utf8(new)) {
+        (Ok(a), Ok(b)) => similar::TextDiff::from_lines(a, b)
+            .unified_diff()
+            .context_radius(3)
+            .header(path, path)
+            .to_string(),
+        _ => format!(
+            "binary content differs ({} -> {} bytes)",
+            old.len(),
+            new.len()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_sets_content_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        atomic_write(&p, b"one\n", 0o600, Ids::default()).unwrap();
+        atomic_write(&p, b"two\n", 0o640, Ids::default()).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two\n");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn diffs_hide_sensitive_content() {
+        let d = content_diff("/etc/x", b"a\n", b"b\n", false);
+        assert!(d.contains("-a") && d.contains("+b"), "{d}");
+        let d = content_diff("/etc/x", b"secret\n", b"other\n", true);
+        assert!(!d.contains("secret"));
+    }
+}

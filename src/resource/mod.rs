@@ -1,0 +1,259 @@
+//! Resource types. Each lives in its own file behind [`Resource`]: `check`
+//! reads the current state and says what an action would change, `apply`
+//! makes it so. The engine never needs to know a type's internals.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::PolicyError;
+use crate::platform::accounts::Accounts;
+use crate::platform::target::Target;
+
+pub mod directory;
+pub mod execute;
+pub mod file;
+pub mod group;
+pub mod link;
+pub mod service;
+pub mod template;
+pub mod user;
+
+pub mod fsmeta;
+
+/// One difference between the target and the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub summary: String,
+    /// A unified diff of file content, when there is one.
+    pub diff: Option<String>,
+    /// Not done on purpose (a service start in a `--root` target): reported,
+    /// but not counted as an update.
+    pub skipped: bool,
+}
+
+impl Change {
+    pub fn new(summary: impl Into<String>) -> Self {
+        Change {
+            summary: summary.into(),
+            diff: None,
+            skipped: false,
+        }
+    }
+
+    pub fn with_diff(mut self, diff: Option<String>) -> Self {
+        self.diff = diff;
+        self
+    }
+
+    pub fn skipped(summary: impl Into<String>) -> Self {
+        Change {
+            skipped: true,
+            ..Change::new(summary)
+        }
+    }
+}
+
+/// State read from the target, shared by all resources of a run and read
+/// at most once between changes.
+pub struct Context<'a> {
+    pub target: &'a Target,
+    accounts: Option<Accounts>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(target: &'a Target) -> Self {
+        Context {
+            target,
+            accounts: None,
+        }
+    }
+
+    pub fn accounts(&mut self) -> &Accounts {
+        self.accounts
+            .get_or_insert_with(|| Accounts::read(self.target))
+    }
+
+    /// Forget cached state after something on the target changed.
+    pub fn invalidate(&mut self) {
+        self.accounts = None;
+    }
+}
+
+pub type ResourceResult<T> = Result<T, String>;
+
+pub trait Resource: fmt::Debug + Send + Sync {
+    /// What `action` would change; empty when the target already conforms.
+    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>>;
+    /// Carry out `action`. Called only when `check` found something to do.
+    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()>;
+}
+
+/// `type[name]`, how notifications and reports name a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceId {
+    pub kind: String,
+    pub name: String,
+}
+
+impl ResourceId {
+    /// Parses `service[apache2]`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let open = s.find('[')?;
+        let name = s[open + 1..].strip_suffix(']')?;
+        let kind = &s[..open];
+        if kind.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(ResourceId {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.kind, self.name)
+    }
+}
+
+/// What a cookbook-relative `source` and template rendering need at build time.
+pub trait BuildEnv {
+    /// Contents of `files/<source>` or `templates/<source>` of the resource's cookbook.
+    fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError>;
+    /// Renders `templates/<source>` with the node's attributes and `variables`.
+    fn render_template(
+        &self,
+        source: &str,
+        variables: Option<&toml::Table>,
+    ) -> Result<String, PolicyError>;
+}
+
+/// A resource as the recipe declares it, with strings already rendered and
+/// the common properties taken out.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub props: toml::Table,
+    pub sensitive: bool,
+}
+
+impl Spec {
+    /// The type-specific properties as a typed struct.
+    pub fn props<T: DeserializeOwned>(&self) -> Result<T, PolicyError> {
+        toml::Value::Table(self.props.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| PolicyError::new(e.message().trim().to_string()))
+    }
+}
+
+pub type BuildFn = fn(&Spec, &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyError>;
+
+/// A resource type: its actions (the first is the default), its properties and constructor.
+#[derive(Debug)]
+pub struct TypeDef {
+    pub name: &'static str,
+    pub actions: &'static [&'static str],
+    pub properties: &'static [&'static str],
+    pub build: BuildFn,
+}
+
+/// Properties every resource type accepts.
+pub const COMMON_PROPERTIES: &[&str] = &[
+    "action",
+    "notifies",
+    "notifies_immediately",
+    "subscribes",
+    "only_if",
+    "not_if",
+    "ignore_failure",
+    "sensitive",
+];
+
+/// Every resource type kiln knows. `package` and `apt_repository` join with the whitelist.
+pub fn types() -> &'static [TypeDef] {
+    &[
+        file::TYPE,
+        template::TYPE,
+        directory::TYPE,
+        link::TYPE,
+        user::TYPE,
+        group::TYPE,
+        service::TYPE,
+        execute::TYPE,
+    ]
+}
+
+pub fn type_def(name: &str) -> Option<&'static TypeDef> {
+    types().iter().find(|t| t.name == name)
+}
+
+/// Parses a mode given as `"0644"`, `"644"` or an integer written in octal digits.
+pub fn parse_mode(v: &toml::Value) -> Result<u32, PolicyError> {
+    let s = match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        other => {
+            return Err(PolicyError::new(format!(
+                "mode must be a string such as \"0644\", not {}",
+                other.type_str()
+            )));
+        }
+    };
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| {
+            PolicyError::new(format!("mode {s:?} is not an octal file mode"))
+                .fix("write the mode as a quoted octal string, e.g. mode = \"0644\"")
+        })
+}
+
+/// Deserializes an optional mode property.
+pub fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::Deserialize;
+    let v = Option::<toml::Value>::deserialize(d)?;
+    v.map(|v| parse_mode(&v).map_err(|e| serde::de::Error::custom(e.message)))
+        .transpose()
+}
+
+/// A string or list of strings, as `action` and `notifies` accept.
+pub fn string_list(v: &toml::Value) -> Option<Vec<String>> {
+    match v {
+        toml::Value::String(s) => Some(vec![s.clone()]),
+        toml::Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_ids_parse() {
+        let id = ResourceId::parse("service[apache2]").unwrap();
+        assert_eq!((id.kind.as_str(), id.name.as_str()), ("service", "apache2"));
+        assert_eq!(id.to_string(), "service[apache2]");
+        assert!(ResourceId::parse("service apache2").is_none());
+        assert!(ResourceId::parse("[x]").is_none());
+    }
+
+    #[test]
+    fn modes() {
+        let m = |s: &str| parse_mode(&toml::Value::String(s.into()));
+        assert_eq!(m("0644").unwrap(), 0o644);
+        assert_eq!(m("755").unwrap(), 0o755);
+        assert!(m("0999").is_err());
+        assert_eq!(parse_mode(&toml::Value::Integer(600)).unwrap(), 0o600);
+    }
+
+    #[test]
+    fn every_type_has_a_default_action() {
+        for t in types() {
+            assert!(!t.actions.is_empty(), "{}", t.name);
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `template`: a file whose content is a handlebars template from the
+//! cookbook, rendered at compile time so that a missing attribute stops the
+//! run before anything changes.
+
+use serde::Deserialize;
+
+use super::file::{File, check_absolute};
+use super::fsmeta::Meta;
+use super::{BuildEnv, Resource, Spec, TypeDef};
+use crate::error::PolicyError;
+
+pub const TYPE: TypeDef = TypeDef {
+    name: "template",
+    actions: &["create", "delete", "create_if_missing"],
+    properties: &["source", "variables", "owner", "group", "mode"],
+    build,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Props {
+    source: String,
+    variables: Option<toml::Table>,
+    #[serde(flatten)]
+    meta: Meta,
+}
+
+fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyError> {
+    let p: Props = spec.props()?;
+    check_absolute(&spec.name)?;
+    let text = env.render_template(&p.source, p.variables.as_ref())?;
+    Ok(Box::new(File {
+        path: spec.name.clone(),
+        content: Some(text.into_bytes()),
+        meta: p.meta,
+        sensitive: spec.sensitive,
+    }))
+}
