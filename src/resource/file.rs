@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 
 use serde::Deserialize;
 
-use super::fsmeta::{Meta, atomic_write, content_diff};
+use super::fsmeta::{Meta, atomic_write, content_diff, temp_path};
 use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef};
 use crate::error::PolicyError;
 
@@ -68,19 +68,24 @@ pub fn check_absolute(path: &str) -> Result<(), PolicyError> {
 impl Resource for File {
     fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
         let host = cx.target.path(&self.path);
+        let mut out = Vec::new();
+        if fs::symlink_metadata(temp_path(&host)).is_ok() {
+            out.push(Change::new("remove a partial write left by an interrupted run"));
+        }
         let meta = fs::symlink_metadata(&host).ok();
         if action == "delete" {
-            return Ok(match meta {
-                Some(_) => vec![Change::new("delete")],
-                None => vec![],
-            });
+            if meta.is_some() {
+                out.push(Change::new("delete"));
+            }
+            return Ok(out);
         }
         let Some(meta) = meta else {
             let mut c = Change::new("create");
             if let Some(content) = &self.content {
                 c = c.with_diff(Some(content_diff(&self.path, b"", content, self.sensitive)));
             }
-            return Ok(vec![c]);
+            out.push(c);
+            return Ok(out);
         };
         if meta.is_dir() {
             return Err(format!(
@@ -88,7 +93,6 @@ impl Resource for File {
                 self.path
             ));
         }
-        let mut out = Vec::new();
         if let (Some(want), "create") = (&self.content, action) {
             // Cheap test first: a size mismatch needs no read.
             let same = meta.is_file()
@@ -108,9 +112,14 @@ impl Resource for File {
 
     fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
         let host = cx.target.path(&self.path);
+        let _ = fs::remove_file(temp_path(&host));
         if action == "delete" {
-            return fs::remove_file(&host)
-                .map_err(|e| format!("cannot delete {}: {e}", self.path));
+            return match fs::remove_file(&host) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("cannot delete {}: {e}", self.path))
+                }
+                _ => Ok(()),
+            };
         }
         let existing = fs::symlink_metadata(&host).ok().filter(|m| m.is_file());
         let rewrite = match (&self.content, &existing) {

@@ -3,8 +3,8 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -86,27 +86,45 @@ impl Meta {
     }
 }
 
+/// The temporary file beside `path` that an atomic write goes through. Its
+/// name is fixed so that the next run finds and removes one left by a run
+/// that was killed mid-write.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.kiln-new"))
+}
+
 /// Writes `content` to `path` so that readers see the old file or the new
-/// one, never a part: a temporary file in the same directory, owner and mode
-/// set, fsync, rename, fsync of the directory.
+/// one, never a part: the temporary file, owner and mode set, fsync, rename,
+/// fsync of the directory. The caller holds the run lock, so the temporary
+/// name is ours alone.
 pub fn atomic_write(path: &Path, content: &[u8], mode: u32, ids: Ids) -> Result<(), String> {
     let dir = path
         .parent()
         .ok_or_else(|| format!("{} has no parent directory", path.display()))?;
     let err = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kiln-")
-        .tempfile_in(dir)
+    let tmp = temp_path(path);
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
         .map_err(|e| err("create a temporary file beside", e))?;
-    tmp.write_all(content).map_err(|e| err("write", e))?;
-    let f = tmp.as_file();
-    if ids.uid.is_some() || ids.gid.is_some() {
-        std::os::unix::fs::fchown(f, ids.uid, ids.gid).map_err(|e| err("chown", e))?;
+    let result = (|| {
+        f.write_all(content).map_err(|e| err("write", e))?;
+        if ids.uid.is_some() || ids.gid.is_some() {
+            std::os::unix::fs::fchown(&f, ids.uid, ids.gid).map_err(|e| err("chown", e))?;
+        }
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| err("chmod", e))?;
+        f.sync_all().map_err(|e| err("fsync", e))?;
+        fs::rename(&tmp, path).map_err(|e| err("rename into", e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| err("chmod", e))?;
-    f.sync_all().map_err(|e| err("fsync", e))?;
-    tmp.persist(path).map_err(|e| err("rename into", e.error))?;
+    result?;
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -146,6 +164,10 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A stale one from a killed run is replaced, not an obstacle.
+        fs::write(temp_path(&p), b"half").unwrap();
+        atomic_write(&p, b"three\n", 0o640, Ids::default()).unwrap();
+        assert!(!temp_path(&p).exists());
     }
 
     #[test]
