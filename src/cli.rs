@@ -9,7 +9,11 @@ use crate::commands;
 use crate::error::Error;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Converge hosts to a policy repository of roles, cookbooks and a pinned package whitelist")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Converge hosts to a policy repository of roles, cookbooks and a pinned package whitelist"
+)]
 struct Cli {
     /// The policy repository.
     #[arg(long, global = true, default_value = ".", value_name = "DIR")]

@@ -93,7 +93,6 @@ pub fn run(c: Converge) -> Result<i32, Error> {
         }
     };
     let report = engine::converge(&target, &policy, &Options { why_run }, &mut progress);
-    drop(progress);
     if !why_run && let Err(e) = report.save(&target) {
         eprintln!("warning: cannot keep the run report: {e}");
     }

@@ -98,10 +98,6 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             }),
         }
     }
-    if !errors.is_empty() {
-        return Err(PolicyErrors(errors));
-    }
-
     let attributes = merge_attributes(&expanded, &cookbooks, &order, req, facts)
         .map_err(|e| PolicyErrors(vec![e]))?;
     let renderer = Renderer::new(&attributes);
@@ -113,7 +109,10 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         verify.extend(role.verify.iter().cloned());
     }
     for (cb_name, recipe_name) in &expanded.recipes {
-        let cb = &cookbooks[cb_name];
+        // A missing cookbook is already reported; keep finding other problems.
+        let Some(cb) = cookbooks.get(cb_name) else {
+            continue;
+        };
         let recipe = match cb.recipe(recipe_name) {
             Ok(r) => r,
             Err(e) => {
@@ -159,7 +158,11 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
                     PolicyError::new(format!(
                         "{} {} {}, which is not in the run list",
                         me.id,
-                        if n.subscribe { "subscribes to" } else { "notifies" },
+                        if n.subscribe {
+                            "subscribes to"
+                        } else {
+                            "notifies"
+                        },
                         n.other
                     ))
                     .fix(format!(
@@ -309,8 +312,11 @@ fn compile_one(
             let mut valid: Vec<&str> = def.properties.to_vec();
             valid.extend(COMMON_PROPERTIES);
             return Err(
-                PolicyError::new(format!("{id}: unknown property {key:?}"))
-                    .fix(format!("valid properties of {}: {}", def.name, valid.join(", "))),
+                PolicyError::new(format!("{id}: unknown property {key:?}")).fix(format!(
+                    "valid properties of {}: {}",
+                    def.name,
+                    valid.join(", ")
+                )),
             );
         }
     }
@@ -332,14 +338,18 @@ fn compile_one(
         match table.remove(key) {
             None => Ok(false),
             Some(toml::Value::Boolean(b)) => Ok(b),
-            Some(_) => Err(PolicyError::new(format!("{id}: {key} must be true or false"))),
+            Some(_) => Err(PolicyError::new(format!(
+                "{id}: {key} must be true or false"
+            ))),
         }
     };
     let take_str = |table: &mut toml::Table, key: &str| -> Result<Option<String>, PolicyError> {
         match table.remove(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(PolicyError::new(format!("{id}: {key} must be a command string"))),
+            Some(_) => Err(PolicyError::new(format!(
+                "{id}: {key} must be a command string"
+            ))),
         }
     };
 
@@ -349,8 +359,13 @@ fn compile_one(
     }
     for a in &actions {
         if !def.actions.contains(&a.as_str()) {
-            return Err(PolicyError::new(format!("{id}: unknown action {a:?}"))
-                .fix(format!("{} actions: {}", def.name, def.actions.join(", "))));
+            return Err(
+                PolicyError::new(format!("{id}: unknown action {a:?}")).fix(format!(
+                    "{} actions: {}",
+                    def.name,
+                    def.actions.join(", ")
+                )),
+            );
         }
     }
     let mut notes = Vec::new();
@@ -400,10 +415,24 @@ fn compile_one(
 
 /// The resource's type: exactly one key of the table names one.
 fn find_type(table: &toml::Table) -> Result<&'static TypeDef, PolicyError> {
-    let found: Vec<&'static TypeDef> = types()
+    // `group` names a type and is also a property of `user` and `file`: the
+    // type is the key for which every other type-named key is a property.
+    let present: Vec<&'static TypeDef> = types()
         .iter()
         .filter(|t| table.contains_key(t.name))
         .collect();
+    let mut found: Vec<&'static TypeDef> = present
+        .iter()
+        .copied()
+        .filter(|t| {
+            present
+                .iter()
+                .all(|o| o.name == t.name || t.properties.contains(&o.name))
+        })
+        .collect();
+    if found.is_empty() {
+        found = present;
+    }
     let all: Vec<&str> = types().iter().map(|t| t.name).collect();
     match found.as_slice() {
         [one] => Ok(one),
@@ -506,9 +535,22 @@ mod tests {
         assert_eq!(n.action, "restart");
         assert_eq!(n.other.to_string(), "service[apache2]");
         assert_eq!(n.timing, Timing::Delayed);
-        let n = parse_notification("reload service[x] immediately", Timing::Delayed, false).unwrap();
+        let n =
+            parse_notification("reload service[x] immediately", Timing::Delayed, false).unwrap();
         assert_eq!(n.timing, Timing::Immediately);
         assert!(parse_notification("restart", Timing::Delayed, false).is_err());
+    }
+
+    #[test]
+    fn group_is_a_property_of_user_and_file() {
+        let t: toml::Table = toml::from_str("user = \"u\"\ngroup = \"g\"").unwrap();
+        assert_eq!(find_type(&t).unwrap().name, "user");
+        let t: toml::Table = toml::from_str("file = \"/x\"\ngroup = \"g\"").unwrap();
+        assert_eq!(find_type(&t).unwrap().name, "file");
+        let t: toml::Table = toml::from_str("group = \"g\"").unwrap();
+        assert_eq!(find_type(&t).unwrap().name, "group");
+        let t: toml::Table = toml::from_str("file = \"/x\"\nlink = \"/y\"").unwrap();
+        assert!(find_type(&t).is_err());
     }
 
     #[test]

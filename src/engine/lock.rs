@@ -17,7 +17,8 @@ impl RunLock {
     /// Waits up to `timeout` for the target's lock.
     pub fn acquire(target: &Target, timeout: Duration) -> Result<RunLock, String> {
         let run = target.path("/run");
-        std::fs::create_dir_all(&run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+        std::fs::create_dir_all(&run)
+            .map_err(|e| format!("cannot create {}: {e}", run.display()))?;
         let path = run.join("kiln.lock");
         let mut file = OpenOptions::new()
             .read(true)

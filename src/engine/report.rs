@@ -77,7 +77,12 @@ impl ResourceReport {
             let _ = write!(s, ": {}", self.changes.join(", "));
         }
         if let Some(e) = &self.error {
-            let _ = write!(s, "\n    {}\n    in {}", e.replace('\n', "\n    "), self.origin);
+            let _ = write!(
+                s,
+                "\n    {}\n    in {}",
+                e.replace('\n', "\n    "),
+                self.origin
+            );
         }
         Some(s)
     }
@@ -153,7 +158,11 @@ impl Report {
     }
 
     pub fn summary(&self) -> String {
-        let verb = if self.why_run { "would update" } else { "updated" };
+        let verb = if self.why_run {
+            "would update"
+        } else {
+            "updated"
+        };
         format!(
             "kiln: {}/{} resources {verb}, {} failed in {:.1} ms",
             self.updated, self.total, self.failed, self.elapsed_ms

@@ -167,7 +167,10 @@ pub fn converge(
                         }
                     }
                     Timing::Delayed => {
-                        if !delayed.iter().any(|(t, a)| *t == n.target && *a == n.action) {
+                        if !delayed
+                            .iter()
+                            .any(|(t, a)| *t == n.target && *a == n.action)
+                        {
                             delayed.push((n.target, n.action.clone()));
                         }
                     }

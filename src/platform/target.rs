@@ -160,8 +160,7 @@ impl Target {
 /// Quotes a word for /bin/sh.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
     {
         s.to_string()

@@ -36,16 +36,19 @@ impl Cookbook {
         let display_dir = repo.display_path(&rel);
         let meta_path = dir.join("metadata.toml");
         if !dir.is_dir() {
-            return Err(PolicyError::new(format!("cookbook {name:?} not found ({rel}/)"))
-                .fix(format!(
+            return Err(
+                PolicyError::new(format!("cookbook {name:?} not found ({rel}/)")).fix(format!(
                     "create {rel}/metadata.toml, or use one of: {}",
                     repo.names_in("cookbooks").join(", ")
-                )));
+                )),
+            );
         }
         if !meta_path.is_file() {
-            return Err(PolicyError::new(format!("cookbook {name:?} has no metadata.toml"))
-                .in_file(&display_dir.join("metadata.toml"))
-                .fix("add metadata.toml with name and version"));
+            return Err(
+                PolicyError::new(format!("cookbook {name:?} has no metadata.toml"))
+                    .in_file(&display_dir.join("metadata.toml"))
+                    .fix("add metadata.toml with name and version"),
+            );
         }
         let (metadata, _): (Metadata, _) =
             load_toml(&meta_path).map_err(|e| relabel(e, &display_dir.join("metadata.toml")))?;
@@ -76,7 +79,10 @@ impl Cookbook {
 
     pub fn recipe(&self, name: &str) -> Result<Recipe, PolicyError> {
         let path = self.dir.join("recipes").join(format!("{name}.toml"));
-        let shown = self.display_dir.join("recipes").join(format!("{name}.toml"));
+        let shown = self
+            .display_dir
+            .join("recipes")
+            .join(format!("{name}.toml"));
         if !path.is_file() {
             return Err(
                 PolicyError::new(format!("recipe {}::{name} not found", self.name))

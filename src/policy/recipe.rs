@@ -32,7 +32,12 @@ struct RecipeFile {
 }
 
 impl Recipe {
-    pub fn load(path: &Path, shown: &Path, cookbook: &str, name: &str) -> Result<Recipe, PolicyError> {
+    pub fn load(
+        path: &Path,
+        shown: &Path,
+        cookbook: &str,
+        name: &str,
+    ) -> Result<Recipe, PolicyError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(shown))?;
         let file: RecipeFile = toml::from_str(&text).map_err(|e| {

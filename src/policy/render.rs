@@ -65,7 +65,9 @@ impl Renderer {
                     Some(path.clone()),
                     format!("attribute {path:?} is not defined"),
                 ),
-                RenderErrorReason::TemplateError(t) => (None, format!("template syntax: {}", t.reason())),
+                RenderErrorReason::TemplateError(t) => {
+                    (None, format!("template syntax: {}", t.reason()))
+                }
                 other => (None, other.to_string()),
             };
             let line = match e.reason() {

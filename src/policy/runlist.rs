@@ -17,8 +17,10 @@ impl Item {
     pub fn parse(s: &str) -> Result<Item, PolicyError> {
         let s = s.trim();
         let bad = || {
-            PolicyError::new(format!("run-list item {s:?} is not role[NAME] or recipe[COOKBOOK::RECIPE]"))
-                .fix("write items as \"role[base]\" or \"recipe[apache2]\"")
+            PolicyError::new(format!(
+                "run-list item {s:?} is not role[NAME] or recipe[COOKBOOK::RECIPE]"
+            ))
+            .fix("write items as \"role[base]\" or \"recipe[apache2]\"")
         };
         let (kind, inner) = if let Some(r) = s.strip_prefix("role[") {
             ("role", r.strip_suffix(']').ok_or_else(bad)?)
@@ -147,7 +149,10 @@ mod tests {
     #[test]
     fn recipes_run_once_at_first_position() {
         let (_d, r) = repo(&[
-            ("roles/base.toml", "run_list = [\"recipe[a]\", \"recipe[b]\"]"),
+            (
+                "roles/base.toml",
+                "run_list = [\"recipe[a]\", \"recipe[b]\"]",
+            ),
             (
                 "roles/web.toml",
                 "run_list = [\"recipe[b]\", \"role[base]\", \"recipe[c]\", \"recipe[a]\"]",

@@ -40,8 +40,9 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
     check_absolute(&spec.name)?;
     let content = match (p.content, p.source) {
         (Some(_), Some(_)) => {
-            return Err(PolicyError::new("file has both content and source")
-                .fix("keep one: content for inline text, source for a file in the cookbook's files/"));
+            return Err(PolicyError::new("file has both content and source").fix(
+                "keep one: content for inline text, source for a file in the cookbook's files/",
+            ));
         }
         (Some(c), None) => Some(c.into_bytes()),
         (None, Some(s)) => Some(env.cookbook_file("files", &s)?),
@@ -70,7 +71,9 @@ impl Resource for File {
         let host = cx.target.path(&self.path);
         let mut out = Vec::new();
         if fs::symlink_metadata(temp_path(&host)).is_ok() {
-            out.push(Change::new("remove a partial write left by an interrupted run"));
+            out.push(Change::new(
+                "remove a partial write left by an interrupted run",
+            ));
         }
         let meta = fs::symlink_metadata(&host).ok();
         if action == "delete" {
@@ -100,10 +103,12 @@ impl Resource for File {
                 && fs::read(&host).is_ok_and(|cur| &cur == want);
             if !same {
                 let cur = fs::read(&host).unwrap_or_default();
-                out.push(
-                    Change::new("update content")
-                        .with_diff(Some(content_diff(&self.path, &cur, want, self.sensitive))),
-                );
+                out.push(Change::new("update content").with_diff(Some(content_diff(
+                    &self.path,
+                    &cur,
+                    want,
+                    self.sensitive,
+                ))));
             }
         }
         out.extend(self.meta.changes(&meta, cx));

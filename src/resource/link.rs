@@ -50,7 +50,11 @@ impl Resource for Link {
                 Ok(if cur == Path::new(&self.to) {
                     vec![]
                 } else {
-                    vec![Change::new(format!("retarget {} -> {}", cur.display(), self.to))]
+                    vec![Change::new(format!(
+                        "retarget {} -> {}",
+                        cur.display(),
+                        self.to
+                    ))]
                 })
             }
             (Some(m), false) if m.is_dir() => Err(format!(

@@ -1,3 +1,567 @@
-//! Placeholder: being written.
-use super::TypeDef;
-pub const TYPE: TypeDef = TypeDef { name: "service", actions: &["x"], properties: &[], build: |_, _| Err(crate::error::PolicyError::new("not yet")) };
+//! `service`: a daemon enabled at boot and/or running, through systemd or
+//! SysV init scripts. In a `--root` target nothing may be started (there is
+//! no running system to start it in), so only enable and disable act there;
+//! start, stop, restart and reload are reported as skipped.
+
+use std::io::{self, Read, Seek};
+use std::path::Path;
+use std::process::Output;
+
+use serde::Deserialize;
+
+use super::user::unknown_action;
+use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef};
+use crate::error::PolicyError;
+use crate::platform::target::{Target, output_tail};
+
+pub const TYPE: TypeDef = TypeDef {
+    name: "service",
+    actions: &[
+        "enable", "start", "disable", "stop", "restart", "reload", "nothing",
+    ],
+    properties: &["provider"],
+    build,
+};
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Provider {
+    #[default]
+    Auto,
+    Systemd,
+    Sysv,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Props {
+    #[serde(default)]
+    provider: Provider,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    name: String,
+    provider: Provider,
+}
+
+fn build(spec: &Spec, _env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyError> {
+    let p: Props = spec.props()?;
+    let name = &spec.name;
+    if name.is_empty()
+        || name.starts_with('-')
+        || name.starts_with('.')
+        || name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(
+            PolicyError::new(format!("{name:?} is not a valid service name"))
+                .fix("name the init script or systemd unit, e.g. service = \"apache2\""),
+        );
+    }
+    Ok(Box::new(Service {
+        name: name.clone(),
+        provider: p.provider,
+    }))
+}
+
+/// Unit types systemctl accepts; any other name gets `.service` appended
+/// (so that "php8.2-fpm" is php8.2-fpm.service).
+const UNIT_SUFFIXES: &[&str] = &[
+    ".service",
+    ".socket",
+    ".timer",
+    ".target",
+    ".path",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".slice",
+];
+
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
+
+impl Service {
+    fn provider(&self, target: &Target) -> Provider {
+        match self.provider {
+            Provider::Auto if target.uses_systemd() => Provider::Systemd,
+            Provider::Auto => Provider::Sysv,
+            p => p,
+        }
+    }
+
+    fn unit(&self) -> String {
+        if UNIT_SUFFIXES.iter().any(|s| self.name.ends_with(s)) {
+            self.name.clone()
+        } else {
+            format!("{}.service", self.name)
+        }
+    }
+
+    /// The init script's name, also for `foo.service` under SysV.
+    fn script(&self) -> String {
+        format!(
+            "/etc/init.d/{}",
+            self.name.strip_suffix(".service").unwrap_or(&self.name)
+        )
+    }
+
+    /// Whether the unit (or a template for it, or an init script systemd
+    /// wraps) is installed; read from files so why-run spawns nothing.
+    fn unit_installed(&self, target: &Target) -> bool {
+        let unit = self.unit();
+        let template = unit
+            .split_once('@')
+            .and_then(|(head, tail)| Some(format!("{head}@{}", &tail[tail.rfind('.')?..])));
+        UNIT_DIRS.iter().any(|d| {
+            std::iter::once(&unit)
+                .chain(&template)
+                .any(|u| exists(&target.path(&format!("{d}/{u}"))))
+        }) || exists(&target.path(&self.script()))
+    }
+
+    fn installed(&self, target: &Target, provider: Provider) -> bool {
+        match provider {
+            Provider::Systemd => self.unit_installed(target),
+            _ => exists(&target.path(&self.script())),
+        }
+    }
+
+    /// What was looked for, for the error about a service that is not installed.
+    fn looked_for(&self, provider: Provider) -> String {
+        match provider {
+            Provider::Systemd => format!(
+                "no unit {} in {} and no init script {}",
+                self.unit(),
+                UNIT_DIRS.join(", "),
+                self.script()
+            ),
+            _ => format!("no init script {}", self.script()),
+        }
+    }
+
+    fn is_enabled(&self, target: &Target, provider: Provider) -> ResourceResult<Enabled> {
+        match provider {
+            Provider::Systemd => {
+                let unit = self.unit();
+                let out = target
+                    .run(&["systemctl", "is-enabled", &unit])
+                    .map_err(|e| systemctl_missing(&e))?;
+                let state = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                Ok(systemd_enabled(out.status.success(), &state))
+            }
+            _ => Ok(if sysv_enabled(target, &self.name) {
+                Enabled::Yes
+            } else {
+                Enabled::No
+            }),
+        }
+    }
+
+    fn is_running(&self, target: &Target, provider: Provider) -> ResourceResult<bool> {
+        let out = match provider {
+            Provider::Systemd => target.run(&["systemctl", "is-active", "--quiet", &self.unit()]),
+            _ => {
+                let script = self.script();
+                // A script that is not executable can still be run by `service`.
+                target
+                    .run(&[&script, "status"])
+                    .or_else(|_| target.run(&["service", &self.name, "status"]))
+            }
+        }
+        .map_err(|e| match provider {
+            Provider::Systemd => systemctl_missing(&e),
+            _ => format!("could not ask whether {} is running: {e}", self.name),
+        })?;
+        Ok(out.status.success())
+    }
+
+    fn act(&self, target: &Target, provider: Provider, action: &str) -> ResourceResult<()> {
+        match provider {
+            Provider::Systemd => {
+                let unit = self.unit();
+                let out = target
+                    .run(&["systemctl", action, &unit])
+                    .map_err(|e| systemctl_missing(&e))?;
+                check_output(&format!("systemctl {action} {unit}"), &out)
+            }
+            _ => match action {
+                "enable" => {
+                    // `defaults` makes the links from the LSB header if there are
+                    // none; `enable` turns K links left by a disable back into S.
+                    self.update_rc(target, "defaults")?;
+                    self.update_rc(target, "enable")
+                }
+                "disable" => self.update_rc(target, "disable"),
+                "reload" => {
+                    let out = self.init_script(target, "reload")?;
+                    // LSB: 3 is "unimplemented feature"; force-reload is mandatory
+                    // in Debian (it restarts when the daemon cannot reload).
+                    if out.status.code() == Some(3) {
+                        let out = self.init_script(target, "force-reload")?;
+                        return check_output(&format!("{} force-reload", self.script()), &out)
+                            .map_err(|e| {
+                                format!("{} has no reload (status 3), and {e}", self.script())
+                            });
+                    }
+                    check_output(&format!("{} reload", self.script()), &out)
+                }
+                verb => {
+                    let out = self.init_script(target, verb)?;
+                    check_output(&format!("{} {verb}", self.script()), &out)
+                }
+            },
+        }
+    }
+
+    fn update_rc(&self, target: &Target, verb: &str) -> ResourceResult<()> {
+        let out = target
+            .run(&["update-rc.d", &self.name, verb])
+            .map_err(|e| format!("could not run update-rc.d on the target: {e}"))?;
+        check_output(&format!("update-rc.d {} {verb}", self.name), &out)
+    }
+
+    /// Runs the init script with its output going to a file, not a pipe: a
+    /// daemon that keeps the inherited stdout open would otherwise make us
+    /// wait for it forever.
+    fn init_script(&self, target: &Target, verb: &str) -> ResourceResult<Output> {
+        let script = self.script();
+        let run = || -> io::Result<Output> {
+            let mut log = tempfile::tempfile()?;
+            let status = target
+                .command(&[&script, verb])
+                .stdin_null()
+                .stdout_file(log.try_clone()?)
+                .stderr_file(log.try_clone()?)
+                .run()?
+                .status;
+            let mut text = Vec::new();
+            log.rewind()?;
+            log.read_to_end(&mut text)?;
+            Ok(Output {
+                status,
+                stdout: Vec::new(),
+                stderr: text,
+            })
+        };
+        run().map_err(|e| format!("could not run {script} {verb}: {e}"))
+    }
+}
+
+fn systemctl_missing(e: &io::Error) -> String {
+    format!(
+        "could not run systemctl on the target ({e}); with provider = \"systemd\" the target needs systemd installed, or use provider = \"sysv\""
+    )
+}
+
+fn check_output(what: &str, out: &Output) -> ResourceResult<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let code = out
+        .status
+        .code()
+        .map_or_else(|| "a signal".to_string(), |c| format!("status {c}"));
+    let tail = output_tail(out);
+    Err(if tail.is_empty() {
+        format!("`{what}` failed with {code}")
+    } else {
+        format!("`{what}` failed with {code}: {tail}")
+    })
+}
+
+fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enabled {
+    Yes,
+    No,
+    /// Static or generated units start as dependencies: nothing to enable or disable.
+    NotApplicable,
+}
+
+/// Reads `systemctl is-enabled`: it exits 0 for every state that starts at
+/// boot, but only "enabled" states can be disabled.
+fn systemd_enabled(success: bool, state: &str) -> Enabled {
+    match state {
+        "enabled" | "enabled-runtime" => Enabled::Yes,
+        _ if success => Enabled::NotApplicable,
+        _ => Enabled::No,
+    }
+}
+
+/// The runlevel whose rc directory says whether a SysV script is enabled:
+/// 2 (Debian's default), or the first of the script's `Default-Start`
+/// (`S` for early-boot scripts).
+fn sysv_runlevel(script: &str) -> String {
+    let in_header = script
+        .lines()
+        .skip_while(|l| !l.starts_with("### BEGIN INIT INFO"))
+        .take_while(|l| !l.starts_with("### END INIT INFO"));
+    for line in in_header {
+        if let Some(v) = line
+            .trim_start_matches('#')
+            .trim()
+            .strip_prefix("Default-Start:")
+        {
+            let levels: Vec<&str> = v.split_whitespace().collect();
+            if levels.is_empty() || levels.contains(&"2") {
+                return "2".to_string();
+            }
+            return levels[0].to_string();
+        }
+    }
+    "2".to_string()
+}
+
+/// Enabled = a start link `S<NN><name>` in the rc directory of the script's runlevel.
+fn sysv_enabled(target: &Target, name: &str) -> bool {
+    let script =
+        std::fs::read_to_string(target.path(&format!("/etc/init.d/{name}"))).unwrap_or_default();
+    let dir = target.path(&format!("/etc/rc{}.d", sysv_runlevel(&script)));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(|f| f.strip_prefix('S'))
+            .map(|f| f.trim_start_matches(|c: char| c.is_ascii_digit()))
+            .is_some_and(|f| f == name)
+    })
+}
+
+impl Resource for Service {
+    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
+        let target = cx.target;
+        if !TYPE.actions.contains(&action) {
+            return Err(unknown_action("service", action));
+        }
+        if action == "nothing" {
+            return Ok(Vec::new());
+        }
+        let runtime = matches!(action, "start" | "stop" | "restart" | "reload");
+        if runtime && target.is_chroot() {
+            return Ok(vec![Change::skipped(format!(
+                "{action} skipped: --root target"
+            ))]);
+        }
+        let provider = self.provider(target);
+        if !self.installed(target, provider) {
+            // Not an error yet: a package earlier in the run may install it
+            // (why-run must be able to plan that). apply says what is missing.
+            return Ok(match action {
+                "disable" | "stop" => Vec::new(),
+                _ => vec![Change::new(format!("{action} (not installed yet)"))],
+            });
+        }
+        let change = match action {
+            "enable" => self.is_enabled(target, provider)? == Enabled::No,
+            "disable" => self.is_enabled(target, provider)? == Enabled::Yes,
+            "start" => !self.is_running(target, provider)?,
+            "stop" => self.is_running(target, provider)?,
+            // Unconditional, as in Chef: usually the target of a notification.
+            _ => true,
+        };
+        Ok(if change {
+            vec![Change::new(action.to_string())]
+        } else {
+            Vec::new()
+        })
+    }
+
+    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
+        let target = cx.target;
+        if !TYPE.actions.contains(&action) {
+            return Err(unknown_action("service", action));
+        }
+        let runtime = matches!(action, "start" | "stop" | "restart" | "reload");
+        if action == "nothing" || runtime && target.is_chroot() {
+            return Ok(());
+        }
+        let provider = self.provider(target);
+        if !self.installed(target, provider) {
+            if matches!(action, "disable" | "stop") {
+                return Ok(());
+            }
+            return Err(format!(
+                "cannot {action} service {}: {} on the target; install its package before this resource",
+                self.name,
+                self.looked_for(provider)
+            ));
+        }
+        // systemctl enables offline, but starting needs a running systemd.
+        if provider == Provider::Systemd && runtime && !target.uses_systemd() {
+            return Err(format!(
+                "cannot {action} service {}: it has provider = \"systemd\" but systemd is not running on this host",
+                self.name
+            ));
+        }
+        self.act(target, provider, action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::user::tests::{NoEnv, spec};
+    use super::*;
+
+    fn service(name: &str, props: &str) -> Box<dyn Resource> {
+        build(&spec(name, props), &NoEnv).unwrap()
+    }
+
+    const SCRIPT: &str = "#!/bin/sh\n### BEGIN INIT INFO\n# Provides: x\n\
+                          # Default-Start:     2 3 4 5\n# Default-Stop: 0 1 6\n### END INIT INFO\n";
+
+    /// A `--root` tree with an init script and the given rc links.
+    fn root(name: &str, script: &str, links: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let init = dir.path().join("etc/init.d");
+        std::fs::create_dir_all(&init).unwrap();
+        std::fs::write(init.join(name), script).unwrap();
+        for l in links {
+            let (rc, link) = l.split_once('/').unwrap();
+            let rc = dir.path().join("etc").join(rc);
+            std::fs::create_dir_all(&rc).unwrap();
+            std::os::unix::fs::symlink(format!("../init.d/{name}"), rc.join(link)).unwrap();
+        }
+        dir
+    }
+
+    fn summaries(r: &dyn Resource, action: &str, target: &Target) -> Vec<(String, bool)> {
+        let mut cx = Context::new(target);
+        r.check(action, &mut cx)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.summary, c.skipped))
+            .collect()
+    }
+
+    #[test]
+    fn props_parse_and_validate() {
+        service("apache2", "provider = \"sysv\"");
+        service("php8.2-fpm", "");
+        let err = |name: &str, props: &str| build(&spec(name, props), &NoEnv).unwrap_err().message;
+        assert!(err("x", "provider = \"upstart\"").contains("upstart"));
+        assert!(err("../x", "").contains("not a valid service name"));
+        assert!(err("x", "pattern = \"x\"").contains("pattern"));
+    }
+
+    #[test]
+    fn unit_names() {
+        let s = |n: &str| Service {
+            name: n.into(),
+            provider: Provider::Auto,
+        };
+        assert_eq!(s("php8.2-fpm").unit(), "php8.2-fpm.service");
+        assert_eq!(s("redis.socket").unit(), "redis.socket");
+        assert_eq!(s("cron.service").script(), "/etc/init.d/cron");
+    }
+
+    #[test]
+    fn sysv_enabled_reads_rc_links() {
+        let off = root(
+            "memcached",
+            SCRIPT,
+            &["rc2.d/K01memcached", "rc2.d/S02memcached-other"],
+        );
+        let on = root(
+            "memcached",
+            SCRIPT,
+            &["rc2.d/S01memcached", "rc0.d/K01memcached"],
+        );
+        let s = service("memcached", "provider = \"sysv\"");
+        let (t_off, t_on) = (Target::at_root(off.path()), Target::at_root(on.path()));
+        assert_eq!(summaries(&*s, "enable", &t_off), [("enable".into(), false)]);
+        assert!(summaries(&*s, "disable", &t_off).is_empty());
+        assert!(summaries(&*s, "enable", &t_on).is_empty());
+        assert_eq!(
+            summaries(&*s, "disable", &t_on),
+            [("disable".into(), false)]
+        );
+    }
+
+    #[test]
+    fn early_boot_scripts_are_enabled_in_rcs() {
+        let script = SCRIPT.replace("2 3 4 5", "S");
+        assert_eq!(sysv_runlevel(&script), "S");
+        assert_eq!(sysv_runlevel("#!/bin/sh\n"), "2");
+        let r = root("procps", &script, &["rcS.d/S01procps"]);
+        let s = service("procps", "provider = \"sysv\"");
+        assert!(summaries(&*s, "enable", &Target::at_root(r.path())).is_empty());
+    }
+
+    #[test]
+    fn runtime_actions_are_skipped_in_a_root() {
+        let r = root("memcached", SCRIPT, &[]);
+        let t = Target::at_root(r.path());
+        let s = service("memcached", "");
+        for a in ["start", "stop", "restart", "reload"] {
+            assert_eq!(
+                summaries(&*s, a, &t),
+                [(format!("{a} skipped: --root target"), true)]
+            );
+            s.apply(a, &mut Context::new(&t)).unwrap();
+        }
+        assert!(summaries(&*s, "nothing", &t).is_empty());
+    }
+
+    #[test]
+    fn a_missing_service_is_planned_then_named_in_the_error() {
+        let r = root("other", SCRIPT, &[]);
+        let t = Target::at_root(r.path());
+        let s = service("memcached", "provider = \"sysv\"");
+        assert_eq!(
+            summaries(&*s, "enable", &t),
+            [("enable (not installed yet)".into(), false)]
+        );
+        assert!(summaries(&*s, "disable", &t).is_empty());
+        let e = s.apply("enable", &mut Context::new(&t)).unwrap_err();
+        assert!(e.contains("/etc/init.d/memcached"), "{e}");
+        let s = service("memcached", "provider = \"systemd\"");
+        let e = s.apply("enable", &mut Context::new(&t)).unwrap_err();
+        assert!(
+            e.contains("memcached.service") && e.contains("/lib/systemd/system"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn systemd_states() {
+        assert_eq!(systemd_enabled(true, "enabled"), Enabled::Yes);
+        assert_eq!(systemd_enabled(true, "static"), Enabled::NotApplicable);
+        assert_eq!(systemd_enabled(false, "disabled"), Enabled::No);
+        assert_eq!(systemd_enabled(false, "masked"), Enabled::No);
+    }
+
+    #[test]
+    fn systemd_units_and_templates_are_found_in_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib/systemd/system");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(lib.join("getty@.service"), "").unwrap();
+        std::fs::write(lib.join("redis-server.service"), "").unwrap();
+        let t = Target::at_root(dir.path());
+        let s = |n: &str| Service {
+            name: n.into(),
+            provider: Provider::Systemd,
+        };
+        assert!(s("redis-server").unit_installed(&t));
+        assert!(s("getty@tty1").unit_installed(&t));
+        assert!(!s("memcached").unit_installed(&t));
+    }
+}

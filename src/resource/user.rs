@@ -54,31 +54,28 @@ pub struct User {
 
 fn build(spec: &Spec, _env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyError> {
     let p: Props = spec.props()?;
-    check_account_name("user", &spec.name)?;
-    if let Some(g) = &p.group {
-        check_account_name("group", g)?;
-    }
-    for g in &p.groups {
-        check_account_name("group", g)?;
+    check_account_name("user", &spec.name, false)?;
+    for g in p.group.iter().chain(&p.groups) {
+        check_account_name("group", g, true)?;
     }
     for (key, v) in [("home", &p.home), ("shell", &p.shell)] {
-        if let Some(v) = v {
-            if !v.starts_with('/') || v.contains(':') || v.contains('\n') {
-                return Err(PolicyError::new(format!(
-                    "{key} {v:?} of user {:?} must be an absolute path without ':'",
-                    spec.name
-                ))
-                .fix(format!("write {key} as a path such as \"/bin/sh\"")));
-            }
+        if let Some(v) = v
+            && (!v.starts_with('/') || v.contains(':') || v.contains('\n'))
+        {
+            return Err(PolicyError::new(format!(
+                "{key} {v:?} of user {:?} must be an absolute path without ':'",
+                spec.name
+            ))
+            .fix(format!("write {key} as a path such as \"/bin/sh\"")));
         }
     }
-    if let Some(c) = &p.comment {
-        if c.contains(':') || c.contains('\n') {
-            return Err(PolicyError::new(format!(
-                "comment {c:?} of user {:?} cannot contain ':' or a newline (it is a field of /etc/passwd)",
-                spec.name
-            )));
-        }
+    if let Some(c) = &p.comment
+        && (c.contains(':') || c.contains('\n'))
+    {
+        return Err(PolicyError::new(format!(
+            "comment {c:?} of user {:?} cannot contain ':' or a newline (it is a field of /etc/passwd)",
+            spec.name
+        )));
     }
     Ok(Box::new(User {
         name: spec.name.clone(),
@@ -96,10 +93,11 @@ impl Resource for User {
                     return Ok(vec![Change::new(self.create_summary())]);
                 };
                 // The comment (GECOS) is not in `Passwd`; read it only when it matters.
-                let gecos = match &self.p.comment {
-                    Some(_) => Some(read_gecos(target, &self.name).unwrap_or_default()),
-                    None => None,
-                };
+                let gecos = self
+                    .p
+                    .comment
+                    .as_ref()
+                    .map(|_| read_gecos(target, &self.name).unwrap_or_default());
                 let home = self.p.home.as_deref().unwrap_or(&pw.home);
                 let home_present = target.path(home).is_dir();
                 Ok(self.changes(pw, acc, gecos.as_deref(), home_present))
@@ -177,44 +175,44 @@ impl User {
     ) -> Vec<Change> {
         let p = &self.p;
         let mut out = Vec::new();
-        if let Some(uid) = p.uid {
-            if uid != pw.uid {
-                out.push(Change::new(format!("uid {} -> {uid}", pw.uid)));
-            }
+        if let Some(uid) = p.uid
+            && uid != pw.uid
+        {
+            out.push(Change::new(format!("uid {} -> {uid}", pw.uid)));
         }
-        if let Some(g) = &p.group {
-            if acc.gid(g) != Some(pw.gid) {
-                let cur = acc
-                    .group_name(pw.gid)
-                    .map_or_else(|| pw.gid.to_string(), str::to_string);
-                out.push(Change::new(format!("group {cur} -> {g}")));
-            }
+        if let Some(g) = &p.group
+            && acc.gid(g) != Some(pw.gid)
+        {
+            let cur = acc
+                .group_name(pw.gid)
+                .map_or_else(|| pw.gid.to_string(), str::to_string);
+            out.push(Change::new(format!("group {cur} -> {g}")));
         }
         let missing = self.missing_groups(acc);
         if !missing.is_empty() {
             out.push(Change::new(format!("groups += {}", missing.join(", "))));
         }
         let mut home_moves = false;
-        if let Some(h) = &p.home {
-            if *h != pw.home {
-                home_moves = p.manage_home;
-                let how = if home_moves { " (moved)" } else { "" };
-                out.push(Change::new(format!("home {} -> {h}{how}", pw.home)));
-            }
+        if let Some(h) = &p.home
+            && *h != pw.home
+        {
+            home_moves = p.manage_home;
+            let how = if home_moves { " (moved)" } else { "" };
+            out.push(Change::new(format!("home {} -> {h}{how}", pw.home)));
         }
         if p.manage_home && !home_present && !home_moves {
             let h = p.home.as_deref().unwrap_or(&pw.home);
             out.push(Change::new(format!("create home directory {h}")));
         }
-        if let Some(s) = &p.shell {
-            if *s != pw.shell {
-                out.push(Change::new(format!("shell {} -> {s}", pw.shell)));
-            }
+        if let Some(s) = &p.shell
+            && *s != pw.shell
+        {
+            out.push(Change::new(format!("shell {} -> {s}", pw.shell)));
         }
-        if let (Some(c), Some(cur)) = (&p.comment, gecos) {
-            if c != cur {
-                out.push(Change::new(format!("comment {cur:?} -> {c:?}")));
-            }
+        if let (Some(c), Some(cur)) = (&p.comment, gecos)
+            && c != cur
+        {
+            out.push(Change::new(format!("comment {cur:?} -> {c:?}")));
         }
         out
     }
@@ -231,7 +229,7 @@ impl User {
                 };
                 !name
                     .and_then(|n| acc.groups.get(n))
-                    .is_some_and(|grp| grp.members.iter().any(|m| *m == self.name))
+                    .is_some_and(|grp| grp.members.contains(&self.name))
             })
             .cloned()
             .collect()
@@ -294,10 +292,10 @@ impl User {
         if let Some(uid) = &uid {
             argv.extend(["-u", uid]);
         }
-        if let Some(g) = &p.group {
-            if acc.gid(g) != Some(pw.gid) {
-                argv.extend(["-g", g]);
-            }
+        if let Some(g) = &p.group
+            && acc.gid(g) != Some(pw.gid)
+        {
+            argv.extend(["-g", g]);
         }
         if !missing.is_empty() {
             argv.extend(["-a", "-G", &missing]);
@@ -313,10 +311,10 @@ impl User {
         if let Some(s) = p.shell.as_ref().filter(|s| **s != pw.shell) {
             argv.extend(["-s", s]);
         }
-        if let Some(c) = &p.comment {
-            if read_gecos(target, &self.name).as_deref() != Some(c.as_str()) {
-                argv.extend(["-c", c]);
-            }
+        if let Some(c) = &p.comment
+            && read_gecos(target, &self.name).as_deref() != Some(c.as_str())
+        {
+            argv.extend(["-c", c]);
         }
         if argv.len() > 1 {
             argv.push(&self.name);
@@ -373,25 +371,27 @@ pub(super) fn unknown_action(kind: &str, action: &str) -> String {
 
 /// Names useradd and groupadd accept on Debian: no separators, no leading
 /// dash, not all digits (that would read as an id).
-pub(super) fn check_account_name(kind: &str, name: &str) -> Result<(), PolicyError> {
+pub(super) fn check_account_name(kind: &str, name: &str, id_ok: bool) -> Result<(), PolicyError> {
+    let numeric = name.chars().all(|c| c.is_ascii_digit());
+    if id_ok && numeric && name.parse::<u32>().is_ok() {
+        return Ok(());
+    }
     let bad = name.is_empty()
         || name.len() > 32
         || name.starts_with('-')
         || name == "."
         || name == ".."
-        || name.chars().all(|c| c.is_ascii_digit()) && kind == "user"
+        || numeric
         || name
             .chars()
             .any(|c| c == ':' || c == ',' || c == '/' || c.is_whitespace() || c.is_control());
     if bad {
-        Err(PolicyError::new(format!("{name:?} is not a valid {kind} name")).fix(format!(
-            "use at most 32 characters such as \"www-data\", without ':', ',', '/' or spaces{}",
-            if kind == "group" {
-                " (or a numeric gid)"
-            } else {
-                ""
-            }
-        )))
+        Err(
+            PolicyError::new(format!("{name:?} is not a valid {kind} name")).fix(format!(
+                "use at most 32 characters such as \"www-data\", without ':', ',', '/' or spaces{}",
+                if id_ok { " (or a numeric id)" } else { "" }
+            )),
+        )
     } else {
         Ok(())
     }
@@ -479,11 +479,7 @@ pub(super) mod tests {
         fn cookbook_file(&self, _: &str, _: &str) -> Result<Vec<u8>, PolicyError> {
             unreachable!()
         }
-        fn render_template(
-            &self,
-            _: &str,
-            _: Option<&toml::Table>,
-        ) -> Result<String, PolicyError> {
+        fn render_template(&self, _: &str, _: Option<&toml::Table>) -> Result<String, PolicyError> {
             unreachable!()
         }
     }
@@ -538,7 +534,11 @@ pub(super) mod tests {
         assert!(err("web", "uid = -1").message.contains("numeric id"));
         assert!(err("web", "home = \"srv\"").message.contains("absolute"));
         assert!(err("web", "comment = \"a:b\"").message.contains("':'"));
-        assert!(err("web", "system = \"yes\"").message.contains("true or false"));
+        assert!(
+            err("web", "system = \"yes\"")
+                .message
+                .contains("true or false")
+        );
         assert!(err("web", "colour = 1").message.contains("colour"));
         assert!(err("a b", "").message.contains("not a valid user name"));
         assert!(err("1234", "").message.contains("not a valid user name"));
@@ -586,7 +586,10 @@ pub(super) mod tests {
         );
         // A group that does not exist yet is a change, not an error: an
         // earlier resource may create it.
-        assert_eq!(diff(&user("web", "group = \"nosuch\"")), ["group web -> nosuch"]);
+        assert_eq!(
+            diff(&user("web", "group = \"nosuch\"")),
+            ["group web -> nosuch"]
+        );
     }
 
     #[test]
@@ -605,7 +608,10 @@ pub(super) mod tests {
         let e = user("new", "groups = [\"docker\"]")
             .require_groups(&acc)
             .unwrap_err();
-        assert!(e.contains("\"docker\"") && e.contains("group = \"docker\""), "{e}");
+        assert!(
+            e.contains("\"docker\"") && e.contains("group = \"docker\""),
+            "{e}"
+        );
         assert!(user("new", "group = 33").require_groups(&acc).is_ok());
     }
 
@@ -631,6 +637,11 @@ pub(super) mod tests {
         let c = user("nobody2", "").check("create", &mut cx).unwrap();
         assert_eq!(c[0].summary, "create user nobody2");
         assert_eq!(u.check("remove", &mut cx).unwrap().len(), 1);
-        assert!(user("nobody2", "").check("remove", &mut cx).unwrap().is_empty());
+        assert!(
+            user("nobody2", "")
+                .check("remove", &mut cx)
+                .unwrap()
+                .is_empty()
+        );
     }
 }
