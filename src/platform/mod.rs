@@ -1,5 +1,7 @@
 //! What kiln knows about the system it converges.
 
 pub mod accounts;
+pub mod apt;
+pub mod dpkg;
 pub mod facts;
 pub mod target;

@@ -117,11 +117,7 @@ impl Target {
 
     /// Runs a program and captures its output; a non-zero exit is not an error here.
     pub fn run(&self, argv: &[&str]) -> io::Result<Output> {
-        self.command(argv)
-            .stdout_capture()
-            .stderr_capture()
-            .stdin_null()
-            .run()
+        capture(self.command(argv))
     }
 
     /// Runs `script` with /bin/sh on the target.
@@ -143,7 +139,7 @@ impl Target {
         for (k, v) in opts.env {
             cmd = cmd.env(k, v);
         }
-        cmd.stdout_capture().stderr_capture().stdin_null().run()
+        capture(cmd)
     }
 
     /// Whether systemd manages services on this target.
@@ -155,6 +151,31 @@ impl Target {
             Path::new("/run/systemd/system").is_dir()
         }
     }
+}
+
+/// Runs `cmd` with its output in temporary files rather than pipes, so that
+/// a daemon it leaves behind holding stdout does not keep kiln waiting.
+pub fn capture(cmd: duct::Expression) -> io::Result<Output> {
+    use std::io::{Read, Seek};
+    let mut out = tempfile::tempfile()?;
+    let mut err = tempfile::tempfile()?;
+    let status = cmd
+        .stdout_file(out.try_clone()?)
+        .stderr_file(err.try_clone()?)
+        .stdin_null()
+        .run()?
+        .status;
+    let read = |f: &mut std::fs::File| -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        f.rewind()?;
+        f.read_to_end(&mut v)?;
+        Ok(v)
+    };
+    Ok(Output {
+        status,
+        stdout: read(&mut out)?,
+        stderr: read(&mut err)?,
+    })
 }
 
 /// Quotes a word for /bin/sh.
@@ -206,6 +227,16 @@ mod tests {
         assert_eq!(t.path("/var/rel/y"), dir.path().join("run/y"));
         // The last component is not followed.
         assert_eq!(t.path("/var/run"), dir.path().join("var/run"));
+    }
+
+    #[test]
+    fn a_background_child_does_not_hold_the_run() {
+        let start = std::time::Instant::now();
+        let out = Target::host()
+            .shell("sleep 3 & echo started", &ShellOpts::default())
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

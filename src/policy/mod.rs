@@ -7,6 +7,7 @@ pub mod recipe;
 pub mod render;
 pub mod role;
 pub mod runlist;
+pub mod whitelist;
 
 use std::path::{Path, PathBuf};
 

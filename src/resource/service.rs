@@ -3,7 +3,7 @@
 //! no running system to start it in), so only enable and disable act there;
 //! start, stop, restart and reload are reported as skipped.
 
-use std::io::{self, Read, Seek};
+use std::io;
 use std::path::Path;
 use std::process::Output;
 
@@ -105,12 +105,13 @@ impl Service {
         }
     }
 
-    /// The init script's name, also for `foo.service` under SysV.
+    /// The SysV name, also when the policy says `foo.service`.
+    fn sysv_name(&self) -> &str {
+        self.name.strip_suffix(".service").unwrap_or(&self.name)
+    }
+
     fn script(&self) -> String {
-        format!(
-            "/etc/init.d/{}",
-            self.name.strip_suffix(".service").unwrap_or(&self.name)
-        )
+        format!("/etc/init.d/{}", self.sysv_name())
     }
 
     /// Whether the unit (or a template for it, or an init script systemd
@@ -162,7 +163,7 @@ impl Service {
                     .to_string();
                 Ok(systemd_enabled(out.status.success(), &state))
             }
-            _ => Ok(if sysv_enabled(target, &self.name) {
+            _ => Ok(if sysv_enabled(target, self.sysv_name()) {
                 Enabled::Yes
             } else {
                 Enabled::No
@@ -175,10 +176,10 @@ impl Service {
             Provider::Systemd => target.run(&["systemctl", "is-active", "--quiet", &self.unit()]),
             _ => {
                 let script = self.script();
-                // A script that is not executable can still be run by `service`.
+                // A script that lost its executable bit still runs through sh.
                 target
                     .run(&[&script, "status"])
-                    .or_else(|_| target.run(&["service", &self.name, "status"]))
+                    .or_else(|_| target.run(&["/bin/sh", &script, "status"]))
             }
         }
         .map_err(|e| match provider {
@@ -228,35 +229,18 @@ impl Service {
 
     fn update_rc(&self, target: &Target, verb: &str) -> ResourceResult<()> {
         let out = target
-            .run(&["update-rc.d", &self.name, verb])
+            .run(&["update-rc.d", self.sysv_name(), verb])
             .map_err(|e| format!("could not run update-rc.d on the target: {e}"))?;
-        check_output(&format!("update-rc.d {} {verb}", self.name), &out)
+        check_output(&format!("update-rc.d {} {verb}", self.sysv_name()), &out)
     }
 
-    /// Runs the init script with its output going to a file, not a pipe: a
-    /// daemon that keeps the inherited stdout open would otherwise make us
-    /// wait for it forever.
+    /// Runs the init script (`Target::run` keeps a daemon's inherited
+    /// stdout from holding the run).
     fn init_script(&self, target: &Target, verb: &str) -> ResourceResult<Output> {
         let script = self.script();
-        let run = || -> io::Result<Output> {
-            let mut log = tempfile::tempfile()?;
-            let status = target
-                .command(&[&script, verb])
-                .stdin_null()
-                .stdout_file(log.try_clone()?)
-                .stderr_file(log.try_clone()?)
-                .run()?
-                .status;
-            let mut text = Vec::new();
-            log.rewind()?;
-            log.read_to_end(&mut text)?;
-            Ok(Output {
-                status,
-                stdout: Vec::new(),
-                stderr: text,
-            })
-        };
-        run().map_err(|e| format!("could not run {script} {verb}: {e}"))
+        target
+            .run(&[&script, verb])
+            .map_err(|e| format!("could not run {script} {verb}: {e}"))
     }
 }
 

@@ -1,0 +1,146 @@
+//! apt transactions on a target: non-interactive, with the target's own apt
+//! configuration, pins held afterwards.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use super::target::{Target, capture, output_tail};
+
+/// Keeps package maintainer scripts from starting services inside a
+/// `--root` tree (they would run on the build host), for as long as it lives.
+struct NoServiceStarts {
+    path: Option<PathBuf>,
+}
+
+impl NoServiceStarts {
+    fn new(target: &Target) -> Self {
+        if !target.is_chroot() {
+            return NoServiceStarts { path: None };
+        }
+        let path = target.path("/usr/sbin/policy-rc.d");
+        if path.exists() {
+            return NoServiceStarts { path: None };
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let ok = std::fs::write(
+            &path,
+            "#!/bin/sh\n# kiln: no service starts in a --root target\nexit 101\n",
+        )
+        .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)));
+        NoServiceStarts {
+            path: ok.ok().map(|_| path),
+        }
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn apt(target: &Target, argv: &[&str]) -> std::io::Result<Output> {
+    capture(
+        target
+            .command(argv)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("APT_LISTCHANGES_FRONTEND", "none"),
+    )
+}
+
+fn checked(target: &Target, argv: &[&str]) -> Result<String, String> {
+    let out = apt(target, argv).map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("{} failed: {}", argv.join(" "), apt_reason(&out)))
+    }
+}
+
+/// apt's own words: its `E:` lines when there are any, else the output's tail.
+pub fn apt_reason(out: &Output) -> String {
+    let all = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors: Vec<&str> = all
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("dpkg: error"))
+        .collect();
+    if errors.is_empty() {
+        output_tail(out)
+    } else {
+        errors.join("\n")
+    }
+}
+
+/// Whether the target's package index knows every `name=version`.
+pub fn index_knows(target: &Target, pins: &[(String, String)]) -> bool {
+    let lists = target.path("/var/lib/apt/lists");
+    let has_index = std::fs::read_dir(&lists)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
+        })
+        .unwrap_or(false);
+    if !has_index {
+        return false;
+    }
+    if pins.is_empty() {
+        return true;
+    }
+    let args: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let mut argv = vec!["apt-cache", "show", "--no-all-versions"];
+    argv.extend(args.iter().map(String::as_str));
+    apt(target, &argv).is_ok_and(|o| o.status.success())
+}
+
+pub fn update(target: &Target) -> Result<(), String> {
+    checked(target, &["apt-get", "update", "-q"]).map(|_| ())
+}
+
+pub fn set_hold(target: &Target, names: &[String], hold: bool) -> Result<(), String> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut argv = vec!["apt-mark", if hold { "hold" } else { "unhold" }];
+    argv.extend(names.iter().map(String::as_str));
+    checked(target, &argv).map(|_| ())
+}
+
+/// One apt transaction: installs at exact versions (downgrades allowed),
+/// keeping existing config files.
+pub fn install(target: &Target, pins: &[(String, String)]) -> Result<(), String> {
+    let _guard = NoServiceStarts::new(target);
+    let args: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let mut argv = vec![
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "--allow-downgrades",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+    ];
+    argv.extend(args.iter().map(String::as_str));
+    checked(target, &argv).map(|_| ())
+}
+
+/// `remove` or `purge`.
+pub fn remove(target: &Target, names: &[String], purge: bool) -> Result<(), String> {
+    let _guard = NoServiceStarts::new(target);
+    let mut argv = vec![
+        "apt-get",
+        if purge { "purge" } else { "remove" },
+        "-y",
+        "-q",
+    ];
+    argv.extend(names.iter().map(String::as_str));
+    checked(target, &argv).map(|_| ())
+}

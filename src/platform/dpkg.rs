@@ -1,0 +1,93 @@
+//! The dpkg status database of a target, read in one pass per run.
+
+use std::collections::HashMap;
+
+use super::target::Target;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub version: String,
+    /// `hold` when `apt-mark hold` (or dpkg --set-selections) holds it.
+    pub want: String,
+    /// dpkg's state: `installed`, `config-files`, `half-configured`, ...
+    pub state: String,
+    pub priority: String,
+}
+
+impl Installed {
+    pub fn is_installed(&self) -> bool {
+        self.state == "installed"
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.want == "hold"
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Dpkg {
+    pub packages: HashMap<String, Installed>,
+}
+
+impl Dpkg {
+    pub fn read(target: &Target) -> Self {
+        let text = std::fs::read_to_string(target.path("/var/lib/dpkg/status")).unwrap_or_default();
+        Dpkg::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let mut packages = HashMap::new();
+        for stanza in text.split("\n\n") {
+            let (mut name, mut version, mut status, mut priority) = ("", "", "", "");
+            for line in stanza.lines() {
+                if let Some(v) = line.strip_prefix("Package: ") {
+                    name = v.trim();
+                } else if let Some(v) = line.strip_prefix("Version: ") {
+                    version = v.trim();
+                } else if let Some(v) = line.strip_prefix("Status: ") {
+                    status = v.trim();
+                } else if let Some(v) = line.strip_prefix("Priority: ") {
+                    priority = v.trim();
+                }
+            }
+            if name.is_empty() {
+                continue;
+            }
+            let mut words = status.split_whitespace();
+            let want = words.next().unwrap_or_default().to_string();
+            let state = words.nth(1).unwrap_or_default().to_string();
+            packages.insert(
+                name.to_string(),
+                Installed {
+                    version: version.to_string(),
+                    want,
+                    state,
+                    priority: priority.to_string(),
+                },
+            );
+        }
+        Dpkg { packages }
+    }
+
+    /// The installed package of that name, if it is fully installed.
+    pub fn installed(&self, name: &str) -> Option<&Installed> {
+        self.packages.get(name).filter(|p| p.is_installed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_stanzas() {
+        let d = Dpkg::parse(
+            "Package: memcached\nStatus: hold ok installed\nPriority: optional\nVersion: 1.6.18-1\nDescription: x\n long\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n",
+        );
+        let m = d.installed("memcached").unwrap();
+        assert_eq!(m.version, "1.6.18-1");
+        assert!(m.is_held());
+        assert!(d.installed("gone").is_none());
+        assert_eq!(d.packages["gone"].state, "config-files");
+    }
+}
