@@ -28,6 +28,38 @@ enum Command {
     Converge(ConvergeArgs),
     /// Validate the whole repository without touching any host.
     Check,
+    /// Explain, promote and audit package pins.
+    #[command(subcommand)]
+    Whitelist(WhitelistCommand),
+}
+
+#[derive(Subcommand)]
+enum WhitelistCommand {
+    /// For each package, the version a node gets and the rule it comes from.
+    Explain {
+        #[arg(long)]
+        fqdn: Option<String>,
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a rollout's versions into the base pins and remove the rollout.
+    Promote { rollout: String },
+    /// Packages on a target that differ from their pins, or that nothing manages.
+    Audit {
+        /// Audit this directory tree instead of the running system.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Default: the fqdn of the target's last kiln run.
+        #[arg(long)]
+        fqdn: Option<String>,
+        /// Default: the roles of the target's last kiln run.
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -85,6 +117,22 @@ pub fn main() -> i32 {
             })
         }
         Command::Check => commands::check::run(&cli.repo),
+        Command::Whitelist(w) => match w {
+            WhitelistCommand::Explain { fqdn, roles, json } => {
+                commands::whitelist::explain(&cli.repo, fqdn.as_deref(), &roles, json)
+            }
+            WhitelistCommand::Promote { rollout } => {
+                commands::whitelist::promote(&cli.repo, &rollout)
+            }
+            WhitelistCommand::Audit {
+                root,
+                fqdn,
+                roles,
+                json,
+            } => {
+                commands::whitelist::audit(&cli.repo, root.as_ref(), fqdn.as_deref(), &roles, json)
+            }
+        },
     };
     match result {
         Ok(code) => code,

@@ -2,8 +2,11 @@
 
 mod support;
 
+use std::ffi::CString;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use support::{Outcome, Repo, TestRoot, at, base_root, group_entry, mode, passwd_entry, tree_hash};
 
@@ -50,6 +53,42 @@ fn test_roots_are_independent() {
     let path = a.path().to_owned();
     drop(a);
     assert!(!path.exists(), "{} survived its TestRoot", path.display());
+}
+
+/// Bind-mounts `source` on `target`, as a test that chroots might do.
+fn bind_mount(source: &Path, target: &Path) {
+    let source = CString::new(source.as_os_str().as_bytes()).unwrap();
+    let target = CString::new(target.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated paths; null type and data are allowed
+    // for a bind mount.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "bind mount: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn dropping_a_test_root_unmounts_before_removing() {
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("canary"), "still here").unwrap();
+    let root = TestRoot::new();
+    bind_mount(host.path(), &at(&root, "/mnt"));
+    assert!(at(&root, "/mnt/canary").is_file());
+
+    let path = root.path().to_owned();
+    drop(root);
+    assert!(!path.exists(), "{} survived its TestRoot", path.display());
+    assert_eq!(
+        fs::read_to_string(host.path().join("canary")).unwrap(),
+        "still here",
+        "removing a test root reached into a mount inside it"
+    );
 }
 
 #[test]

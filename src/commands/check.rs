@@ -9,6 +9,7 @@ use crate::error::{Error, PolicyError, PolicyErrors};
 use crate::platform::facts::Facts;
 use crate::platform::target::Target;
 use crate::policy::Repository;
+use crate::policy::whitelist::Whitelist;
 
 pub fn run(dir: &Path) -> Result<i32, Error> {
     let started = Instant::now();
@@ -38,6 +39,14 @@ pub fn check(repo: &Repository) -> Vec<PolicyError> {
             errors.push(e);
         }
     };
+    match Whitelist::load(repo) {
+        Ok(w) => {
+            for e in w.validate() {
+                add(e, &mut errors);
+            }
+        }
+        Err(e) => add(e, &mut errors),
+    }
     // Every cookbook parses, even one no role uses yet.
     for name in repo.names_in("cookbooks") {
         match repo.cookbook(&name) {

@@ -1,7 +1,7 @@
 //! Compile: expand the run list, merge attributes, render and validate every
 //! resource. Every policy error surfaces here, before the target is touched.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{PolicyError, PolicyErrors};
 use crate::platform::facts::Facts;
@@ -9,6 +9,7 @@ use crate::policy::attributes::merge;
 use crate::policy::recipe::RawResource;
 use crate::policy::render::{RenderFailure, Renderer};
 use crate::policy::runlist::{Expanded, expand};
+use crate::policy::whitelist::{Pin, Whitelist};
 use crate::policy::{Cookbook, Repository};
 use crate::resource::{
     BuildEnv, COMMON_PROPERTIES, Resource, ResourceId, Spec, TypeDef, string_list, type_def, types,
@@ -60,6 +61,8 @@ pub struct Compiled {
 pub struct Policy {
     pub expanded: Expanded,
     pub attributes: toml::Table,
+    /// The whitelist's versions for this node.
+    pub pins: BTreeMap<String, Pin>,
     pub resources: Vec<Compiled>,
     pub verify: Vec<toml::Table>,
 }
@@ -101,6 +104,14 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     let attributes = merge_attributes(&expanded, &cookbooks, &order, req, facts)
         .map_err(|e| PolicyErrors(vec![e]))?;
     let renderer = Renderer::new(&attributes);
+    let pins =
+        match Whitelist::load(repo).and_then(|w| w.resolve(&facts.fqdn, &expanded.role_names())) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(e);
+                BTreeMap::new()
+            }
+        };
 
     let mut resources = Vec::new();
     let mut pending: Vec<(usize, Vec<PendingNotify>)> = Vec::new();
@@ -124,6 +135,7 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         let env = CookbookEnv {
             cookbook: cb,
             renderer: &renderer,
+            pins: &pins,
         };
         for raw in &recipe.resources {
             match compile_one(raw, &renderer, &env) {
@@ -207,6 +219,7 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     Ok(Policy {
         expanded,
         attributes,
+        pins,
         resources,
         verify,
     })
@@ -390,6 +403,7 @@ fn compile_one(
         name: name.clone(),
         props: table,
         sensitive,
+        actions: actions.clone(),
     };
     let imp = (def.build)(&spec, env).map_err(|mut e| {
         e.message = format!("{id}: {}", e.message);
@@ -490,9 +504,14 @@ fn parse_notification(s: &str, timing: Timing, subscribe: bool) -> Result<Pendin
 struct CookbookEnv<'a> {
     cookbook: &'a Cookbook,
     renderer: &'a Renderer,
+    pins: &'a BTreeMap<String, Pin>,
 }
 
 impl BuildEnv for CookbookEnv<'_> {
+    fn pin(&self, package: &str) -> Option<Pin> {
+        self.pins.get(package).cloned()
+    }
+
     fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError> {
         let path = self.cookbook.source_path(dir, source)?;
         std::fs::read(&path)

@@ -2,11 +2,13 @@
 //! anything changes; once a resource has changed the target, later ones are
 //! checked again just before they apply, since their state may have moved.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::compile::{Compiled, Policy, Timing};
 use super::report::{Report, ResourceReport, Status};
 use crate::platform::target::{ShellOpts, Target};
+use crate::resource::package::apply_batch;
 use crate::resource::{Change, Context};
 
 #[derive(Debug, Clone, Default)]
@@ -81,8 +83,17 @@ pub fn converge(
     let mut dirty = false;
     let mut delayed: Vec<(usize, String)> = Vec::new();
     let mut stopped = false;
-    for (r, planned) in policy.resources.iter().zip(plans) {
-        let planned = if dirty && !opts.why_run {
+    // Packages carried out with an earlier one's transaction: their changes and outcome.
+    let mut batched: HashMap<usize, (Vec<Change>, Result<(), String>)> = HashMap::new();
+    let mut batched_done: Vec<usize> = Vec::new();
+    for (i, (r, planned)) in policy.resources.iter().zip(plans).enumerate() {
+        let planned = if let Some((changes, result)) = batched.remove(&i) {
+            dirty = true;
+            Planned {
+                guard: None,
+                actions: vec![(r.actions[0].clone(), result.map(|()| changes))],
+            }
+        } else if dirty && !opts.why_run {
             plan_one(r, &mut cx)
         } else {
             planned
@@ -113,11 +124,21 @@ pub fn converge(
                     if !real {
                         continue;
                     }
-                    if opts.why_run {
+                    if opts.why_run || batched_done.contains(&i) {
                         changed = true;
                         continue;
                     }
-                    match r.imp.apply(&action, &mut cx) {
+                    let result = if r.imp.package().is_some() {
+                        let (first, rest) = package_batch(policy, i, &action, &mut cx);
+                        for (j, item) in rest {
+                            batched_done.push(j);
+                            batched.insert(j, item);
+                        }
+                        first
+                    } else {
+                        r.imp.apply(&action, &mut cx)
+                    };
+                    match result {
                         Ok(()) => {
                             changed = true;
                             dirty = true;
@@ -191,6 +212,53 @@ pub fn converge(
     }
     report.finish(started.elapsed());
     report
+}
+
+/// Applies the package at `i` together with the packages right after it
+/// that need a change, in one transaction. Returns `i`'s outcome, and the
+/// changes and outcome of each other package it carried.
+#[allow(clippy::type_complexity)]
+fn package_batch(
+    policy: &Policy,
+    i: usize,
+    action: &str,
+    cx: &mut Context,
+) -> (
+    Result<(), String>,
+    Vec<(usize, (Vec<Change>, Result<(), String>))>,
+) {
+    let mut members: Vec<(usize, String, Vec<Change>)> = vec![(i, action.to_string(), vec![])];
+    for (j, r) in policy.resources.iter().enumerate().skip(i + 1) {
+        // A package with guards or several actions goes alone.
+        let simple = r.imp.package().is_some()
+            && r.only_if.is_none()
+            && r.not_if.is_none()
+            && r.actions.len() == 1;
+        if !simple {
+            break;
+        }
+        match r.imp.check(&r.actions[0], cx) {
+            Ok(c) if c.iter().any(|c| !c.skipped) => members.push((j, r.actions[0].clone(), c)),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let items: Vec<(&crate::resource::package::Package, &str)> = members
+        .iter()
+        .map(|(j, a, _)| {
+            let p = policy.resources[*j].imp.package().expect("package");
+            (p, a.as_str())
+        })
+        .collect();
+    let mut results = apply_batch(&items, cx).into_iter();
+    let first = results.next().expect("one result per item");
+    let rest = members
+        .into_iter()
+        .skip(1)
+        .zip(results)
+        .map(|((j, _, changes), r)| (j, (changes, r)))
+        .collect();
+    (first, rest)
 }
 
 /// Records an action's changes; true when any is a real change.

@@ -8,13 +8,16 @@ use serde::de::DeserializeOwned;
 
 use crate::error::PolicyError;
 use crate::platform::accounts::Accounts;
+use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
+use crate::policy::whitelist::Pin;
 
 pub mod directory;
 pub mod execute;
 pub mod file;
 pub mod group;
 pub mod link;
+pub mod package;
 pub mod service;
 pub mod template;
 pub mod user;
@@ -59,6 +62,7 @@ impl Change {
 pub struct Context<'a> {
     pub target: &'a Target,
     accounts: Option<Accounts>,
+    dpkg: Option<Dpkg>,
 }
 
 impl<'a> Context<'a> {
@@ -66,6 +70,7 @@ impl<'a> Context<'a> {
         Context {
             target,
             accounts: None,
+            dpkg: None,
         }
     }
 
@@ -74,9 +79,15 @@ impl<'a> Context<'a> {
             .get_or_insert_with(|| Accounts::read(self.target))
     }
 
+    /// The dpkg status database, read once until something changes.
+    pub fn dpkg(&mut self) -> &Dpkg {
+        self.dpkg.get_or_insert_with(|| Dpkg::read(self.target))
+    }
+
     /// Forget cached state after something on the target changed.
     pub fn invalidate(&mut self) {
         self.accounts = None;
+        self.dpkg = None;
     }
 }
 
@@ -87,6 +98,10 @@ pub trait Resource: fmt::Debug + Send + Sync {
     fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>>;
     /// Carry out `action`. Called only when `check` found something to do.
     fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()>;
+    /// Packages are applied in batches (one apt transaction); the engine asks.
+    fn package(&self) -> Option<&package::Package> {
+        None
+    }
 }
 
 /// `type[name]`, how notifications and reports name a resource.
@@ -123,6 +138,8 @@ impl fmt::Display for ResourceId {
 pub trait BuildEnv {
     /// Contents of `files/<source>` or `templates/<source>` of the resource's cookbook.
     fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError>;
+    /// The whitelist's version of a package for this node.
+    fn pin(&self, package: &str) -> Option<Pin>;
     /// Renders `templates/<source>` with the node's attributes and `variables`.
     fn render_template(
         &self,
@@ -138,6 +155,7 @@ pub struct Spec {
     pub name: String,
     pub props: toml::Table,
     pub sensitive: bool,
+    pub actions: Vec<String>,
 }
 
 impl Spec {
@@ -183,6 +201,7 @@ pub fn types() -> &'static [TypeDef] {
         group::TYPE,
         service::TYPE,
         execute::TYPE,
+        package::TYPE,
     ]
 }
 

@@ -482,6 +482,9 @@ pub(super) mod tests {
         fn render_template(&self, _: &str, _: Option<&toml::Table>) -> Result<String, PolicyError> {
             unreachable!()
         }
+        fn pin(&self, _: &str) -> Option<crate::policy::whitelist::Pin> {
+            None
+        }
     }
 
     pub(in crate::resource) fn spec(name: &str, props: &str) -> Spec {
@@ -489,6 +492,7 @@ pub(super) mod tests {
             name: name.to_string(),
             props: toml::from_str(props).unwrap(),
             sensitive: false,
+            actions: vec![],
         }
     }
 

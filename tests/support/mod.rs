@@ -5,6 +5,9 @@
 //! Include it from a test file with `mod support;`. Not every test file uses
 //! every item, hence the `#[allow(dead_code)]` on the public ones.
 
+#[allow(dead_code)]
+pub mod apt_repo;
+
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -148,8 +151,9 @@ fn cached_base_root() -> PathBuf {
 
 /// A fresh, writable copy of [`base_root`] for one test: an overlayfs mount
 /// over the cached root (upper, work and merged directories in a temporary
-/// directory), or a `cp -a` copy where overlayfs is unavailable. Dropping it
-/// unmounts and removes everything.
+/// directory), or a `cp -a` copy where overlayfs is unavailable (or
+/// `KILN_TEST_NO_OVERLAY` is set). Dropping it unmounts everything mounted
+/// inside and removes it all.
 #[allow(dead_code)]
 pub struct TestRoot {
     merged: PathBuf,
@@ -168,7 +172,11 @@ impl TestRoot {
             .expect("creating a temporary directory for a test root");
         let merged = dir.path().join("merged");
         fs::create_dir(&merged).expect("creating the merged directory");
-        let overlay = match mount_overlay(&base, dir.path(), &merged) {
+        let overlay = match std::env::var_os("KILN_TEST_NO_OVERLAY") {
+            Some(_) => Err(io::Error::other("KILN_TEST_NO_OVERLAY is set")),
+            None => mount_overlay(&base, dir.path(), &merged),
+        };
+        let overlay = match overlay {
             Ok(()) => true,
             Err(e) => {
                 copy_tree(&base, &merged, &e);

@@ -1,0 +1,244 @@
+//! Packages from the pinned whitelist, against a local apt repository that
+//! the tests build, converging real Debian roots with real apt and dpkg.
+
+mod support;
+
+use std::process::Command;
+
+use support::apt_repo::AptRepo;
+use support::*;
+
+fn apt_repo() -> AptRepo {
+    AptRepo::new()
+        .package("kiln-hello", "1.0-1")
+        .package("kiln-hello", "2.0-1")
+        .package("kiln-world", "1.0-1")
+        .package("kiln-world", "1.1-1")
+}
+
+fn policy(whitelist: &str) -> Repo {
+    Repo::new()
+        .role("web", "run_list = [\"recipe[pkgs]\"]")
+        .role("canary", "run_list = [\"role[web]\"]")
+        .recipe(
+            "pkgs",
+            "default",
+            "[[resource]]\npackage = \"kiln-hello\"\n\n[[resource]]\npackage = \"kiln-world\"\n",
+        )
+        .whitelist(whitelist)
+}
+
+fn root_with_repo() -> TestRoot {
+    let root = TestRoot::new();
+    apt_repo().install_into(root.path());
+    root
+}
+
+/// `(version, held)` as dpkg records it in the root.
+fn installed(root: &TestRoot, name: &str) -> Option<(String, bool)> {
+    let status = read(root, "/var/lib/dpkg/status");
+    status.split("\n\n").find_map(|stanza| {
+        let field = |f: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(f).map(|v| v.trim().to_string()))
+        };
+        if field("Package: ")? != name {
+            return None;
+        }
+        let st = field("Status: ")?;
+        st.ends_with(" installed")
+            .then(|| (field("Version: ").unwrap(), st.starts_with("hold ")))
+    })
+}
+
+fn converge(repo: &Repo, root: &TestRoot, fqdn: &str) -> Outcome {
+    kiln()
+        .arg("converge")
+        .repo(repo)
+        .root(root)
+        .args(["--role", "web", "--fqdn", fqdn, "--detailed-exitcodes"])
+        .run()
+}
+
+/// What `apt-get -s upgrade` inside the root would install.
+fn upgrade_wants(root: &TestRoot) -> Vec<String> {
+    let out = Command::new("chroot")
+        .arg(root.path())
+        .args(["apt-get", "-s", "upgrade"])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Inst ")
+                .map(|s| s.split(' ').next().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// How many apt transactions the root's apt history records.
+fn transactions(root: &TestRoot) -> usize {
+    std::fs::read_to_string(at(root, "/var/log/apt/history.log"))
+        .unwrap_or_default()
+        .matches("Start-Date:")
+        .count()
+}
+
+#[test]
+fn installs_at_the_pin_holds_it_and_moves_with_it() {
+    let root = root_with_repo();
+    let pins = |hello: &str| {
+        policy(&format!(
+            "[packages]\nkiln-hello = \"{hello}\"\nkiln-world = \"1.0-1\"\n"
+        ))
+    };
+
+    // A fresh root has no package index: kiln updates it, then installs
+    // both packages in one transaction, and holds them.
+    let before = transactions(&root);
+    converge(&pins("1.0-1"), &root, "web02.example.com")
+        .code(2)
+        .stdout_contains("package[kiln-hello]: install 1.0-1")
+        .stdout_contains("package[kiln-world]: install 1.0-1");
+    assert_eq!(
+        transactions(&root) - before,
+        1,
+        "one apt transaction for both"
+    );
+    assert_eq!(installed(&root, "kiln-hello"), Some(("1.0-1".into(), true)));
+    assert_eq!(installed(&root, "kiln-world"), Some(("1.0-1".into(), true)));
+    assert_eq!(read(&root, "/usr/share/kiln-hello/version"), "1.0-1\n");
+    converge(&pins("1.0-1"), &root, "web02.example.com").code(0);
+    assert!(
+        upgrade_wants(&root).is_empty(),
+        "apt-get upgrade would move a pin"
+    );
+
+    // Up, then back down: a rollback is a downgrade kiln performs.
+    converge(&pins("2.0-1"), &root, "web02.example.com")
+        .code(2)
+        .stdout_contains("upgrade 1.0-1 -> 2.0-1");
+    assert_eq!(installed(&root, "kiln-hello"), Some(("2.0-1".into(), true)));
+    assert_eq!(read(&root, "/usr/share/kiln-hello/version"), "2.0-1\n");
+    converge(&pins("2.0-1"), &root, "web02.example.com").code(0);
+
+    converge(&pins("1.0-1"), &root, "web02.example.com")
+        .code(2)
+        .stdout_contains("downgrade 2.0-1 -> 1.0-1");
+    assert_eq!(installed(&root, "kiln-hello"), Some(("1.0-1".into(), true)));
+    converge(&pins("1.0-1"), &root, "web02.example.com").code(0);
+    assert!(upgrade_wants(&root).is_empty());
+
+    // Someone unholds by hand: kiln holds again.
+    Command::new("chroot")
+        .arg(root.path())
+        .args(["apt-mark", "unhold", "kiln-world"])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    converge(&pins("1.0-1"), &root, "web02.example.com")
+        .code(2)
+        .stdout_contains("package[kiln-world]: hold at 1.0-1");
+    assert_eq!(installed(&root, "kiln-world"), Some(("1.0-1".into(), true)));
+}
+
+#[test]
+fn a_rollout_reaches_matching_hosts_only() {
+    let repo = policy(
+        r#"
+[packages]
+kiln-hello = "1.0-1"
+kiln-world = "1.0-1"
+
+# newer hello on web01 and on canaries first
+[rollouts.hello-2]
+hosts = ["web01.*"]
+roles = ["canary"]
+packages = { kiln-hello = "2.0-1" }
+"#,
+    );
+    let web01 = root_with_repo();
+    let web02 = root_with_repo();
+    converge(&repo, &web01, "web01.example.com").code(2);
+    converge(&repo, &web02, "web02.example.com").code(2);
+    assert_eq!(installed(&web01, "kiln-hello").unwrap().0, "2.0-1");
+    assert_eq!(installed(&web02, "kiln-hello").unwrap().0, "1.0-1");
+    converge(&repo, &web01, "web01.example.com").code(0);
+    converge(&repo, &web02, "web02.example.com").code(0);
+
+    // A role in the expanded run list matches too.
+    let canary = root_with_repo();
+    kiln()
+        .arg("converge")
+        .repo(&repo)
+        .root(&canary)
+        .args(["--role", "canary", "--fqdn", "db09.example.com"])
+        .run()
+        .success();
+    assert_eq!(installed(&canary, "kiln-hello").unwrap().0, "2.0-1");
+}
+
+#[test]
+fn a_package_off_the_whitelist_is_refused_before_anything_changes() {
+    let repo = policy("[packages]\nkiln-hello = \"1.0-1\"\n");
+    let root = root_with_repo();
+    let before = tree_hash(&root);
+    converge(&repo, &root, "web02.example.com")
+        .code(1)
+        .stderr_contains("package \"kiln-world\" is not on the whitelist")
+        .stderr_contains("whitelist.toml");
+    assert_eq!(tree_hash(&root), before);
+}
+
+#[test]
+fn an_unknown_version_fails_with_apts_reason_and_changes_nothing_else() {
+    let root = root_with_repo();
+    let good = policy("[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\n");
+    converge(&good, &root, "web02.example.com").code(2);
+
+    let bad = policy("[packages]\nkiln-hello = \"2.0-1\"\nkiln-world = \"9.9-1\"\n");
+    let out = converge(&bad, &root, "web02.example.com")
+        .code(6)
+        .stdout_contains("Version '9.9-1' for 'kiln-world' was not found");
+    assert!(out.stdout.contains("FAILED"));
+    // The transaction failed as a whole: hello did not move either, and both stay held.
+    assert_eq!(installed(&root, "kiln-hello"), Some(("1.0-1".into(), true)));
+    assert_eq!(installed(&root, "kiln-world"), Some(("1.0-1".into(), true)));
+    // The next good run is clean.
+    converge(&good, &root, "web02.example.com").code(0);
+}
+
+#[test]
+fn remove_and_purge() {
+    let root = root_with_repo();
+    converge(
+        &policy("[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\n"),
+        &root,
+        "h",
+    )
+    .code(2);
+    let repo = Repo::new()
+        .recipe(
+            "gone",
+            "default",
+            "[[resource]]\npackage = \"kiln-hello\"\naction = \"remove\"\n\n[[resource]]\npackage = \"kiln-world\"\naction = \"purge\"\n",
+        )
+        .whitelist("[packages]\n");
+    let run = || {
+        kiln()
+            .arg("converge")
+            .repo(&repo)
+            .root(&root)
+            .args(["--run-list", "recipe[gone]", "--detailed-exitcodes"])
+            .run()
+    };
+    run()
+        .code(2)
+        .stdout_contains("remove 1.0-1")
+        .stdout_contains("purge");
+    assert_eq!(installed(&root, "kiln-hello"), None);
+    assert_eq!(installed(&root, "kiln-world"), None);
+    run().code(0);
+}

@@ -1,0 +1,109 @@
+//! A local apt repository that tests build from scratch: small packages made
+//! with dpkg-deb, a flat `Packages` index written here, served to a root as
+//! `deb [trusted=yes] file:/srv/kiln-apt ./` so tests never reach a mirror.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// Where the repository sits inside a root.
+pub const IN_ROOT: &str = "srv/kiln-apt";
+
+#[derive(Default)]
+pub struct AptRepo {
+    debs: Vec<(String, String, Vec<u8>)>,
+}
+
+impl AptRepo {
+    pub fn new() -> AptRepo {
+        AptRepo::default()
+    }
+
+    /// A package whose file `/usr/share/<name>/version` holds its version.
+    pub fn package(mut self, name: &str, version: &str) -> AptRepo {
+        self.package_with(name, version, "");
+        self
+    }
+
+    /// Like [`AptRepo::package`], with extra control fields (e.g. `Depends: x`).
+    pub fn package_with(&mut self, name: &str, version: &str, extra: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pkg");
+        fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        fs::create_dir_all(root.join("usr/share").join(name)).unwrap();
+        fs::write(
+            root.join("usr/share").join(name).join("version"),
+            format!("{version}\n"),
+        )
+        .unwrap();
+        let mut control = format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: kiln tests <kiln@localhost>\nPriority: optional\nSection: misc\nDescription: kiln test package {name}\n"
+        );
+        for line in extra.lines().filter(|l| !l.is_empty()) {
+            control.push_str(line);
+            control.push('\n');
+        }
+        fs::write(root.join("DEBIAN/control"), control).unwrap();
+        let file = format!("{name}_{}_all.deb", version.replace(':', "%3a"));
+        let out = dir.path().join(&file);
+        let status = Command::new("dpkg-deb")
+            .args(["--build", "--root-owner-group", "-Zgzip"])
+            .arg(&root)
+            .arg(&out)
+            .output()
+            .expect("dpkg-deb runs");
+        assert!(
+            status.status.success(),
+            "dpkg-deb: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        self.debs
+            .push((name.to_string(), file, fs::read(&out).unwrap()));
+    }
+
+    /// Writes the repository into `root` and makes it the root's only apt source.
+    /// The root's package lists are dropped, so kiln must run `apt-get update`.
+    pub fn install_into(&self, root: &Path) -> PathBuf {
+        let dir = root.join(IN_ROOT);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut index = String::new();
+        for (_, file, bytes) in &self.debs {
+            fs::write(dir.join(file), bytes).unwrap();
+            let control = Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(dir.join(file))
+                .output()
+                .unwrap();
+            index.push_str(String::from_utf8_lossy(&control.stdout).trim_end());
+            index.push_str(&format!(
+                "\nFilename: ./{file}\nSize: {}\nSHA256: {:x}\n\n",
+                bytes.len(),
+                Sha256::digest(bytes)
+            ));
+        }
+        fs::write(dir.join("Packages"), index).unwrap();
+        let apt = root.join("etc/apt");
+        let _ = fs::remove_file(apt.join("sources.list"));
+        if let Ok(entries) = fs::read_dir(apt.join("sources.list.d")) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        fs::write(
+            apt.join("sources.list"),
+            format!("deb [trusted=yes] file:/{IN_ROOT} ./\n"),
+        )
+        .unwrap();
+        if let Ok(entries) = fs::read_dir(root.join("var/lib/apt/lists")) {
+            for e in entries.flatten() {
+                if e.path().is_file() && e.file_name() != "lock" {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        dir
+    }
+}
