@@ -79,9 +79,9 @@ impl AptRepo {
                 .unwrap();
             index.push_str(String::from_utf8_lossy(&control.stdout).trim_end());
             index.push_str(&format!(
-                "\nFilename: ./{file}\nSize: {}\nSHA256: {:x}\n\n",
+                "\nFilename: ./{file}\nSize: {}\nSHA256: {}\n\n",
                 bytes.len(),
-                Sha256::digest(bytes)
+                super::hex(&Sha256::digest(bytes))
             ));
         }
         fs::write(dir.join("Packages"), index).unwrap();
