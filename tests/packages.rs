@@ -200,9 +200,11 @@ fn an_unknown_version_fails_with_apts_reason_and_changes_nothing_else() {
 
     let bad = policy("[packages]\nkiln-hello = \"2.0-1\"\nkiln-world = \"9.9-1\"\n");
     let out = converge(&bad, &root, "web02.example.com")
-        .code(6)
+        .code(4)
         .stdout_contains("Version '9.9-1' for 'kiln-world' was not found");
-    assert!(out.stdout.contains("FAILED"));
+    // Reported per package.
+    assert!(out.stdout.contains("FAILED       package[kiln-hello]"), "{}", out.stdout);
+    assert!(out.stdout.contains("FAILED       package[kiln-world]"), "{}", out.stdout);
     // The transaction failed as a whole: hello did not move either, and both stay held.
     assert_eq!(installed(&root, "kiln-hello"), Some(("1.0-1".into(), true)));
     assert_eq!(installed(&root, "kiln-world"), Some(("1.0-1".into(), true)));

@@ -169,6 +169,19 @@ pub fn converge(
         progress(&entry);
         report.push(entry);
         if failed && !r.ignore_failure {
+            // The rest of a failed apt transaction is reported package by package.
+            let mut rest: Vec<_> = batched.drain().collect();
+            rest.sort_by_key(|(j, _)| *j);
+            for (j, (changes, result)) in rest {
+                let mut e = ResourceReport::new(&policy.resources[j]);
+                record(&mut e, &policy.resources[j].actions[0], &changes);
+                match result {
+                    Ok(()) => e.status = Status::Updated,
+                    Err(err) => e.fail(err),
+                }
+                progress(&e);
+                report.push(e);
+            }
             break;
         }
         if changed {
