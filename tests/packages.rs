@@ -203,8 +203,16 @@ fn an_unknown_version_fails_with_apts_reason_and_changes_nothing_else() {
         .code(4)
         .stdout_contains("Version '9.9-1' for 'kiln-world' was not found");
     // Reported per package.
-    assert!(out.stdout.contains("FAILED       package[kiln-hello]"), "{}", out.stdout);
-    assert!(out.stdout.contains("FAILED       package[kiln-world]"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("FAILED       package[kiln-hello]"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("FAILED       package[kiln-world]"),
+        "{}",
+        out.stdout
+    );
     // The transaction failed as a whole: hello did not move either, and both stay held.
     assert_eq!(installed(&root, "kiln-hello"), Some(("1.0-1".into(), true)));
     assert_eq!(installed(&root, "kiln-world"), Some(("1.0-1".into(), true)));
@@ -243,4 +251,120 @@ fn remove_and_purge() {
     assert_eq!(installed(&root, "kiln-hello"), None);
     assert_eq!(installed(&root, "kiln-world"), None);
     run().code(0);
+}
+
+#[test]
+fn explain_promote_and_audit() {
+    let repo = policy(
+        r#"# fleet pins
+[packages]
+kiln-hello = "1.0-1"   # stable
+kiln-world = "1.0-1"
+
+# trying world 1.1 on web01 first
+[rollouts.world-1-1]
+hosts = ["web01.*"]
+packages = { kiln-world = "1.1-1" }
+"#,
+    );
+    kiln()
+        .args([
+            "whitelist",
+            "explain",
+            "--fqdn",
+            "web01.example.com",
+            "--role",
+            "web",
+        ])
+        .repo(&repo)
+        .run()
+        .success()
+        .stdout_contains("kiln-world  1.1-1")
+        .stdout_contains("rollouts.world-1-1");
+    kiln()
+        .args(["whitelist", "explain", "--fqdn", "web02.example.com"])
+        .repo(&repo)
+        .run()
+        .success()
+        .stdout_lacks("rollouts.world-1-1");
+
+    // Audit a converged root after someone installs by hand.
+    let root = root_with_repo();
+    converge(&repo, &root, "web02.example.com").code(2);
+    kiln()
+        .args(["whitelist", "audit"])
+        .repo(&repo)
+        .root(&root)
+        .run()
+        .success()
+        .stdout_contains("2 managed package(s), 0 finding(s)");
+    let sh = |cmd: &str| {
+        let out = Command::new("chroot")
+            .arg(root.path())
+            .args(["sh", "-c", cmd])
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("apt-mark unhold kiln-hello && apt-get install -y --allow-downgrades kiln-hello=2.0-1");
+    let mut extra = apt_repo();
+    extra.package_with("kiln-extra", "0.1-1", "");
+    extra.install_into(root.path());
+    sh("apt-get update -q && apt-get install -y kiln-extra");
+    kiln()
+        .args(["whitelist", "audit"])
+        .repo(&repo)
+        .root(&root)
+        .run()
+        .code(1)
+        .stdout_contains("kiln-hello: pinned 1.0-1 (packages), installed 2.0-1")
+        .stdout_contains("kiln-extra: installed by hand (0.1-1)");
+    // The next converge repairs the managed package.
+    converge(&repo, &root, "web02.example.com")
+        .code(2)
+        .stdout_contains("downgrade 2.0-1 -> 1.0-1");
+
+    // Promote: the rollout's version becomes the base pin, comments stay.
+    kiln()
+        .args(["whitelist", "promote", "world-1-1"])
+        .repo(&repo)
+        .run()
+        .success()
+        .stdout_contains("kiln-world: 1.0-1 -> 1.1-1");
+    let text = std::fs::read_to_string(repo.path().join("whitelist.toml")).unwrap();
+    assert!(
+        text.starts_with("# fleet pins\n[packages]\nkiln-hello = \"1.0-1\"   # stable\n"),
+        "{text}"
+    );
+    assert!(text.contains("kiln-world = \"1.1-1\""), "{text}");
+    assert!(!text.contains("rollouts"), "{text}");
+    kiln().arg("check").repo(&repo).run().success();
+    converge(&repo, &root, "web02.example.com")
+        .code(2)
+        .stdout_contains("upgrade 1.0-1 -> 1.1-1");
+    kiln()
+        .args(["whitelist", "promote", "world-1-1"])
+        .repo(&repo)
+        .run()
+        .code(1)
+        .stderr_contains("no rollout \"world-1-1\"");
+}
+
+#[test]
+fn check_validates_the_whitelist() {
+    let repo = policy(
+        "[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"one point oh\"\n\n[rollouts.x]\npackages = { kiln-hello = \"2.0-1\" }\n",
+    );
+    kiln()
+        .arg("check")
+        .repo(&repo)
+        .run()
+        .code(1)
+        .stderr_contains("whitelist.toml:3: package \"kiln-world\": \"one point oh\" is not a valid Debian version")
+        .stderr_contains("rollout \"x\" matches no host");
 }

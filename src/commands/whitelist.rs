@@ -232,11 +232,24 @@ pub fn audit(
             problem,
         });
     }
+    // By hand: installed on request (not as a dependency), needed by no
+    // other package, not part of the base system, and managed by nothing.
     let auto = auto_installed(&target);
+    let needed: BTreeSet<&str> = dpkg
+        .packages
+        .values()
+        .filter(|p| p.is_installed())
+        .flat_map(|p| p.depends.iter().map(String::as_str))
+        .collect();
     let mut by_hand: BTreeMap<&String, &str> = BTreeMap::new();
     for (name, p) in &dpkg.packages {
         let base = matches!(p.priority.as_str(), "required" | "important");
-        if p.is_installed() && !base && !managed.contains(name) && !auto.contains(name) {
+        if p.is_installed()
+            && !base
+            && !managed.contains(name)
+            && !auto.contains(name)
+            && !needed.contains(name.as_str())
+        {
             by_hand.insert(name, &p.version);
         }
     }

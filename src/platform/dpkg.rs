@@ -12,6 +12,8 @@ pub struct Installed {
     /// dpkg's state: `installed`, `config-files`, `half-configured`, ...
     pub state: String,
     pub priority: String,
+    /// Names in Depends and Pre-Depends, every alternative included.
+    pub depends: Vec<String>,
 }
 
 impl Installed {
@@ -39,7 +41,14 @@ impl Dpkg {
         let mut packages = HashMap::new();
         for stanza in text.split("\n\n") {
             let (mut name, mut version, mut status, mut priority) = ("", "", "", "");
+            let mut depends = Vec::new();
             for line in stanza.lines() {
+                if let Some(v) = line
+                    .strip_prefix("Depends: ")
+                    .or_else(|| line.strip_prefix("Pre-Depends: "))
+                {
+                    depends.extend(dependency_names(v));
+                }
                 if let Some(v) = line.strip_prefix("Package: ") {
                     name = v.trim();
                 } else if let Some(v) = line.strip_prefix("Version: ") {
@@ -63,6 +72,7 @@ impl Dpkg {
                     want,
                     state,
                     priority: priority.to_string(),
+                    depends,
                 },
             );
         }
@@ -73,6 +83,14 @@ impl Dpkg {
     pub fn installed(&self, name: &str) -> Option<&Installed> {
         self.packages.get(name).filter(|p| p.is_installed())
     }
+}
+
+/// `libc6 (>= 2.34), foo | bar:any` -> libc6, foo, bar.
+fn dependency_names(field: &str) -> impl Iterator<Item = String> + '_ {
+    field.split([',', '|']).filter_map(|d| {
+        let name = d.split_whitespace().next()?;
+        Some(name.split(':').next().unwrap_or(name).to_string())
+    })
 }
 
 #[cfg(test)]
@@ -89,5 +107,7 @@ mod tests {
         assert!(m.is_held());
         assert!(d.installed("gone").is_none());
         assert_eq!(d.packages["gone"].state, "config-files");
+        let names: Vec<String> = dependency_names("libc6 (>= 2.34), foo | bar:any").collect();
+        assert_eq!(names, ["libc6", "foo", "bar"]);
     }
 }
