@@ -368,3 +368,40 @@ fn check_validates_the_whitelist() {
         .stderr_contains("whitelist.toml:3: package \"kiln-world\": \"one point oh\" is not a valid Debian version")
         .stderr_contains("rollout \"x\" matches no host");
 }
+
+#[test]
+fn apt_repository_adds_a_source_before_its_packages() {
+    let root = TestRoot::new();
+    apt_repo().write_into(root.path());
+    let repo = Repo::new()
+        .recipe(
+            "local",
+            "default",
+            r#"
+[[resource]]
+apt_repository = "kiln-local"
+uri = "file:/srv/kiln-apt"
+suite = "./"
+trusted = true
+
+[[resource]]
+package = "kiln-hello"
+"#,
+        )
+        .whitelist("[packages]\nkiln-hello = \"2.0-1\"\n");
+    let run = || {
+        kiln()
+            .arg("converge")
+            .repo(&repo)
+            .root(&root)
+            .args(["--run-list", "recipe[local]", "--detailed-exitcodes"])
+            .run()
+    };
+    run().code(2).stdout_contains("apt_repository[kiln-local]");
+    assert_eq!(
+        read(&root, "/etc/apt/sources.list.d/kiln-local.sources"),
+        "# managed by kiln\nTypes: deb\nURIs: file:/srv/kiln-apt\nSuites: ./\nTrusted: yes\n"
+    );
+    assert_eq!(installed(&root, "kiln-hello"), Some(("2.0-1".into(), true)));
+    run().code(0);
+}

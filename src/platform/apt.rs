@@ -102,6 +102,25 @@ pub fn update(target: &Target) -> Result<(), String> {
     checked(target, &["apt-get", "update", "-q"]).map(|_| ())
 }
 
+/// Refreshes the index of one sources file only, leaving the others' lists alone.
+pub fn update_one(target: &Target, sources: &str) -> Result<(), String> {
+    checked(
+        target,
+        &[
+            "apt-get",
+            "update",
+            "-q",
+            "-o",
+            &format!("Dir::Etc::SourceList={sources}"),
+            "-o",
+            "Dir::Etc::SourceParts=-",
+            "-o",
+            "APT::Get::List-Cleanup=0",
+        ],
+    )
+    .map(|_| ())
+}
+
 pub fn set_hold(target: &Target, names: &[String], hold: bool) -> Result<(), String> {
     if names.is_empty() {
         return Ok(());

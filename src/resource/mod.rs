@@ -12,6 +12,7 @@ use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
 use crate::policy::whitelist::Pin;
 
+pub mod apt_repository;
 pub mod directory;
 pub mod execute;
 pub mod file;
@@ -202,6 +203,7 @@ pub fn types() -> &'static [TypeDef] {
         service::TYPE,
         execute::TYPE,
         package::TYPE,
+        apt_repository::TYPE,
     ]
 }
 

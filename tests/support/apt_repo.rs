@@ -66,25 +66,7 @@ impl AptRepo {
     /// Writes the repository into `root` and makes it the root's only apt source.
     /// The root's package lists are dropped, so kiln must run `apt-get update`.
     pub fn install_into(&self, root: &Path) -> PathBuf {
-        let dir = root.join(IN_ROOT);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let mut index = String::new();
-        for (_, file, bytes) in &self.debs {
-            fs::write(dir.join(file), bytes).unwrap();
-            let control = Command::new("dpkg-deb")
-                .arg("-f")
-                .arg(dir.join(file))
-                .output()
-                .unwrap();
-            index.push_str(String::from_utf8_lossy(&control.stdout).trim_end());
-            index.push_str(&format!(
-                "\nFilename: ./{file}\nSize: {}\nSHA256: {}\n\n",
-                bytes.len(),
-                super::hex(&Sha256::digest(bytes))
-            ));
-        }
-        fs::write(dir.join("Packages"), index).unwrap();
+        let dir = self.write_into(root);
         let apt = root.join("etc/apt");
         let _ = fs::remove_file(apt.join("sources.list"));
         if let Ok(entries) = fs::read_dir(apt.join("sources.list.d")) {
@@ -104,6 +86,30 @@ impl AptRepo {
                 }
             }
         }
+        dir
+    }
+
+    /// Writes the packages and their index into `root`, sources untouched.
+    pub fn write_into(&self, root: &Path) -> PathBuf {
+        let dir = root.join(IN_ROOT);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut index = String::new();
+        for (_, file, bytes) in &self.debs {
+            fs::write(dir.join(file), bytes).unwrap();
+            let control = Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(dir.join(file))
+                .output()
+                .unwrap();
+            index.push_str(String::from_utf8_lossy(&control.stdout).trim_end());
+            index.push_str(&format!(
+                "\nFilename: ./{file}\nSize: {}\nSHA256: {}\n\n",
+                bytes.len(),
+                super::hex(&Sha256::digest(bytes))
+            ));
+        }
+        fs::write(dir.join("Packages"), index).unwrap();
         dir
     }
 }
