@@ -8,3 +8,4 @@ pub mod error;
 pub mod platform;
 pub mod policy;
 pub mod resource;
+pub mod verify;

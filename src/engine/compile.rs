@@ -14,6 +14,7 @@ use crate::policy::{Cookbook, Repository};
 use crate::resource::{
     BuildEnv, COMMON_PROPERTIES, Resource, ResourceId, Spec, TypeDef, string_list, type_def, types,
 };
+use crate::verify::Check;
 
 /// What to converge: the run list and the node's own settings.
 #[derive(Debug, Clone, Default)]
@@ -64,7 +65,7 @@ pub struct Policy {
     /// The whitelist's versions for this node.
     pub pins: BTreeMap<String, Pin>,
     pub resources: Vec<Compiled>,
-    pub verify: Vec<toml::Table>,
+    pub verify: Vec<Check>,
 }
 
 pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy, PolicyErrors> {
@@ -117,7 +118,12 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     let mut pending: Vec<(usize, Vec<PendingNotify>)> = Vec::new();
     let mut verify = Vec::new();
     for role in &expanded.roles {
-        verify.extend(role.verify.iter().cloned());
+        for t in &role.verify {
+            match Check::parse(t, &renderer, &format!("role[{}]", role.name)) {
+                Ok(c) => verify.push(c),
+                Err(e) => errors.push(e.in_file(&role.file)),
+            }
+        }
     }
     for (cb_name, recipe_name) in &expanded.recipes {
         // A missing cookbook is already reported; keep finding other problems.
@@ -131,7 +137,12 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
                 continue;
             }
         };
-        verify.extend(recipe.verify.iter().cloned());
+        for t in &recipe.verify {
+            match Check::parse(t, &renderer, &format!("recipe[{}]", recipe.id())) {
+                Ok(c) => verify.push(c),
+                Err(e) => errors.push(e.in_file(&recipe.file)),
+            }
+        }
         let env = CookbookEnv {
             cookbook: cb,
             renderer: &renderer,

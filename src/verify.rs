@@ -1,0 +1,366 @@
+//! Verify checks (`[[verify]]` in recipes and roles): what `kiln test` runs
+//! after converging, and what fleet rollouts use as health checks.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::PolicyError;
+use crate::platform::dpkg::Dpkg;
+use crate::platform::target::{ShellOpts, Target, output_tail};
+use crate::policy::render::Renderer;
+use crate::policy::whitelist::Pin;
+use crate::resource::{BuildEnv, Context, Spec, type_def};
+
+/// One check, rendered against the node's attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    Http {
+        url: String,
+        status: u16,
+        contains: Option<String>,
+    },
+    Port {
+        host: String,
+        port: u16,
+    },
+    Command {
+        command: String,
+    },
+    File {
+        path: String,
+        contains: Option<String>,
+    },
+    Package {
+        name: String,
+    },
+    Service {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub probe: Probe,
+    /// Where it is declared, for messages.
+    pub origin: String,
+    /// How long a check that needs a service may keep retrying.
+    pub timeout: Duration,
+}
+
+const KINDS: &[&str] = &["http", "port", "command", "file", "package", "service"];
+const KEYS: &[&str] = &[
+    "http",
+    "port",
+    "command",
+    "file",
+    "package",
+    "service",
+    "status",
+    "contains",
+    "host",
+    "timeout",
+    "description",
+];
+
+impl Check {
+    /// Parses and renders one `[[verify]]` table.
+    pub fn parse(
+        table: &toml::Table,
+        renderer: &Renderer,
+        origin: &str,
+    ) -> Result<Check, PolicyError> {
+        for k in table.keys() {
+            if !KEYS.contains(&k.as_str()) {
+                return Err(PolicyError::new(format!("verify check: unknown key {k:?}"))
+                    .fix(format!("valid keys: {}", KEYS.join(", "))));
+            }
+        }
+        let kinds: Vec<&&str> = KINDS.iter().filter(|k| table.contains_key(**k)).collect();
+        let [kind] = kinds.as_slice() else {
+            return Err(PolicyError::new(format!(
+                "a verify check needs exactly one of {} (found {})",
+                KINDS.join(", "),
+                kinds.len()
+            )));
+        };
+        let text = |key: &str| -> Result<Option<String>, PolicyError> {
+            match table.get(key) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) => renderer
+                    .render(s)
+                    .map(Some)
+                    .map_err(|f| PolicyError::new(format!("verify check, {key}: {}", f.message))),
+                Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
+                Some(other) => Err(PolicyError::new(format!(
+                    "verify check, {key}: expected a string, found {}",
+                    other.type_str()
+                ))),
+            }
+        };
+        let number = |key: &str, default: u64| -> Result<u64, PolicyError> {
+            match text(key)? {
+                None => Ok(default),
+                Some(s) => s.trim().parse().map_err(|_| {
+                    PolicyError::new(format!("verify check, {key}: {s:?} is not a number"))
+                }),
+            }
+        };
+        let main = text(kind)?.unwrap_or_default();
+        let contains = text("contains")?;
+        let probe = match **kind {
+            "http" => Probe::Http {
+                url: main,
+                status: number("status", 200)? as u16,
+                contains,
+            },
+            "port" => Probe::Port {
+                host: text("host")?.unwrap_or_else(|| "127.0.0.1".into()),
+                port: main.parse().map_err(|_| {
+                    PolicyError::new(format!("verify check, port: {main:?} is not a port number"))
+                })?,
+            },
+            "command" => Probe::Command { command: main },
+            "file" => Probe::File {
+                path: main,
+                contains,
+            },
+            "package" => Probe::Package { name: main },
+            _ => Probe::Service { name: main },
+        };
+        Ok(Check {
+            probe,
+            origin: origin.to_string(),
+            timeout: Duration::from_secs(number("timeout", 30)?),
+        })
+    }
+
+    /// A short name for reports: `http http://127.0.0.1/`.
+    pub fn label(&self) -> String {
+        match &self.probe {
+            Probe::Http { url, .. } => format!("http {url}"),
+            Probe::Port { host, port } => format!("port {host}:{port}"),
+            Probe::Command { command } => format!("command {command}"),
+            Probe::File { path, .. } => format!("file {path}"),
+            Probe::Package { name } => format!("package {name}"),
+            Probe::Service { name } => format!("service {name}"),
+        }
+    }
+
+    /// Runs the check on `target`, retrying until its timeout for checks that
+    /// wait on a service coming up. `Ok` carries a short detail.
+    pub fn run(&self, target: &Target, pins: &BTreeMap<String, Pin>) -> Result<String, String> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let r = self.once(target, pins);
+            let retry = matches!(
+                self.probe,
+                Probe::Http { .. }
+                    | Probe::Port { .. }
+                    | Probe::Service { .. }
+                    | Probe::Command { .. }
+            );
+            if r.is_ok() || !retry || Instant::now() >= deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn once(&self, target: &Target, pins: &BTreeMap<String, Pin>) -> Result<String, String> {
+        match &self.probe {
+            Probe::Http {
+                url,
+                status,
+                contains,
+            } => {
+                let (got, body) = http_get(url)?;
+                if got != *status {
+                    return Err(format!("status {got}, expected {status}"));
+                }
+                if let Some(c) = contains
+                    && !body.contains(c.as_str())
+                {
+                    return Err(format!(
+                        "status {got}, but the body does not contain {c:?} (body starts: {:?})",
+                        body.chars().take(200).collect::<String>()
+                    ));
+                }
+                Ok(format!("status {got}"))
+            }
+            Probe::Port { host, port } => {
+                let addr: SocketAddr = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| e.to_string())?
+                    .next()
+                    .ok_or("no address")?;
+                TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    .map(|_| "listening".to_string())
+                    .map_err(|e| format!("nothing accepts connections: {e}"))
+            }
+            Probe::Command { command } => {
+                let out = target
+                    .shell(command, &ShellOpts::default())
+                    .map_err(|e| e.to_string())?;
+                if out.status.success() {
+                    Ok("exit 0".into())
+                } else {
+                    Err(format!("{}: {}", out.status, output_tail(&out)))
+                }
+            }
+            Probe::File { path, contains } => {
+                let text = std::fs::read_to_string(target.path(path))
+                    .map_err(|e| format!("cannot read {path}: {e}"))?;
+                match contains {
+                    Some(c) if !text.contains(c.as_str()) => {
+                        Err(format!("{path} does not contain {c:?}"))
+                    }
+                    _ => Ok("present".into()),
+                }
+            }
+            Probe::Package { name } => {
+                let dpkg = Dpkg::read(target);
+                let installed = dpkg
+                    .installed(name)
+                    .ok_or_else(|| format!("{name} is not installed"))?;
+                match pins.get(name) {
+                    Some(pin) if pin.version != installed.version => Err(format!(
+                        "{name} is at {}, pinned {} ({})",
+                        installed.version, pin.version, pin.rule
+                    )),
+                    Some(pin) => Ok(format!("at its pin {}", pin.version)),
+                    None => Ok(format!("installed {}", installed.version)),
+                }
+            }
+            Probe::Service { name } => {
+                let def = type_def("service").expect("service type");
+                let spec = Spec {
+                    name: name.clone(),
+                    props: toml::Table::new(),
+                    sensitive: false,
+                    actions: vec!["start".into()],
+                };
+                let svc = (def.build)(&spec, &NoFiles).map_err(|e| e.message)?;
+                let mut cx = Context::new(target);
+                let changes = svc.check("start", &mut cx)?;
+                match changes.iter().find(|c| !c.skipped) {
+                    None if changes.is_empty() => Ok("running".into()),
+                    None => Err(format!("{name} cannot run here: {}", changes[0].summary)),
+                    Some(_) => Err(format!("{name} is not running")),
+                }
+            }
+        }
+    }
+}
+
+/// A plain HTTP GET: (status, body).
+fn http_get(url: &str) -> Result<(u16, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let mut body = String::new();
+    resp.body_mut()
+        .as_reader()
+        .take(1 << 20)
+        .read_to_string(&mut body)
+        .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+    Ok((status, body))
+}
+
+/// Verify checks build resources that need no cookbook files.
+struct NoFiles;
+
+impl BuildEnv for NoFiles {
+    fn cookbook_file(&self, _: &str, source: &str) -> Result<Vec<u8>, PolicyError> {
+        Err(PolicyError::new(format!(
+            "no cookbook files here ({source})"
+        )))
+    }
+    fn render_template(
+        &self,
+        source: &str,
+        _: Option<&toml::Table>,
+    ) -> Result<String, PolicyError> {
+        Err(PolicyError::new(format!("no templates here ({source})")))
+    }
+    fn pin(&self, _: &str) -> Option<Pin> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Check, PolicyError> {
+        let r = Renderer::new(&toml::from_str("[app]\nport = 8080").unwrap());
+        Check::parse(&toml::from_str(text).unwrap(), &r, "test")
+    }
+
+    #[test]
+    fn parses_and_renders() {
+        let c = parse("http = \"http://127.0.0.1:{{app.port}}/\"\ncontains = \"shop\"").unwrap();
+        assert_eq!(
+            c.probe,
+            Probe::Http {
+                url: "http://127.0.0.1:8080/".into(),
+                status: 200,
+                contains: Some("shop".into())
+            }
+        );
+        assert_eq!(
+            parse("port = 11211").unwrap().label(),
+            "port 127.0.0.1:11211"
+        );
+        assert!(parse("port = 1\nhttp = \"x\"").is_err());
+        assert!(parse("prot = 1").is_err());
+        assert!(parse("http = \"{{nope}}\"").is_err());
+    }
+
+    #[test]
+    fn file_and_command_checks_run() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/x"), "hello world").unwrap();
+        let t = Target::at_root(dir.path());
+        let pins = BTreeMap::new();
+        assert!(
+            parse("file = \"/etc/x\"\ncontains = \"world\"")
+                .unwrap()
+                .run(&t, &pins)
+                .is_ok()
+        );
+        assert!(
+            parse("file = \"/etc/x\"\ncontains = \"mars\"")
+                .unwrap()
+                .run(&t, &pins)
+                .is_err()
+        );
+        let host = Target::host();
+        let fail = parse("command = \"exit 3\"\ntimeout = 0")
+            .unwrap()
+            .run(&host, &pins);
+        assert!(fail.unwrap_err().contains("3"));
+    }
+
+    #[test]
+    fn port_check_sees_a_listener() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = parse(&format!("port = {port}\ntimeout = 0")).unwrap();
+        assert!(c.run(&Target::host(), &BTreeMap::new()).is_ok());
+        drop(l);
+        assert!(c.run(&Target::host(), &BTreeMap::new()).is_err());
+    }
+}
