@@ -28,6 +28,23 @@ enum Command {
     Converge(ConvergeArgs),
     /// Validate the whole repository without touching any host.
     Check,
+    /// Roll the policy out to an inventory of hosts over SSH, and see their state.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// Converge this host on an interval, from a repository or a published bundle.
+    Agent(AgentArgs),
+    /// Run the verify checks of roles on this target (fleet health checks).
+    #[command(hide = true)]
+    Verify {
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+        #[arg(long)]
+        fqdn: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Explain, promote and audit package pins.
     #[command(subcommand)]
     Whitelist(WhitelistCommand),
@@ -60,6 +77,86 @@ enum WhitelistCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+struct FleetTarget {
+    /// The inventory of hosts (inventory.toml).
+    #[arg(long, value_name = "FILE", default_value = "inventory.toml")]
+    inventory: PathBuf,
+    /// Only hosts whose fqdn (or a role) matches this glob.
+    #[arg(long, value_name = "GLOB")]
+    hosts: Option<String>,
+    /// Accept and record the key of a host not yet in known_hosts (first contact).
+    #[arg(long)]
+    accept_new_host_keys: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Converge the hosts: canaries first, then batches; stop at the first failure.
+    Converge {
+        #[command(flatten)]
+        target: FleetTarget,
+        /// Converge this many canary hosts first (hosts with canary = true or the canary role count first).
+        #[arg(long, value_name = "N")]
+        canary: Option<usize>,
+        /// Hosts per batch after the canaries: a number or a percentage (25%).
+        #[arg(long, value_name = "N|N%")]
+        batch: Option<String>,
+        /// Hosts converged at the same time inside a batch.
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        parallel: usize,
+        /// Failures tolerated before the rollout stops (a push hold).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_fail: usize,
+        /// Show what each host would change, and change nothing.
+        #[arg(long)]
+        why_run: bool,
+    },
+    /// Each host's last run, its fingerprint, and drift between hosts of the same roles.
+    Status {
+        #[command(flatten)]
+        target: FleetTarget,
+    },
+    /// Write the policy bundle (and its .sha256) for agents to fetch.
+    Bundle {
+        /// The directory to publish into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The name of the current bundle in DIR.
+        #[arg(long, default_value = "bundle.tar")]
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// Time between runs (10m, 30s, 1h).
+    #[arg(long, default_value = "10m")]
+    interval: String,
+    /// A random delay up to this long before each run.
+    #[arg(long, default_value = "2m")]
+    splay: String,
+    /// A policy repository directory, a bundle file, or an http:// URL of a bundle (verified against URL.sha256).
+    #[arg(long, value_name = "DIR|FILE|URL")]
+    source: Option<String>,
+    /// Roles of this host (repeatable; default: the roles of the last run).
+    #[arg(long = "role", value_name = "R")]
+    roles: Vec<String>,
+    #[arg(long)]
+    fqdn: Option<String>,
+    /// Converge once and exit.
+    #[arg(long)]
+    once: bool,
+    /// Send run time, changed and failed to this StatsD address (UDP host:port).
+    #[arg(long, value_name = "ADDR")]
+    statsd: Option<String>,
+    /// Where the agent keeps fetched bundles.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/kiln/agent")]
+    state_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -117,6 +214,50 @@ pub fn main() -> i32 {
             })
         }
         Command::Check => commands::check::run(&cli.repo),
+        Command::Fleet(f) => match f {
+            FleetCommand::Converge {
+                target,
+                canary,
+                batch,
+                parallel,
+                max_fail,
+                why_run,
+            } => commands::fleet::converge(commands::fleet::FleetConverge {
+                common: fleet_common(cli.repo, target),
+                canary,
+                batch,
+                parallel,
+                max_fail,
+                why_run,
+            }),
+            FleetCommand::Status { target } => {
+                commands::fleet::status(fleet_common(cli.repo, target))
+            }
+            FleetCommand::Bundle { out, name } => commands::fleet::bundle(&cli.repo, &out, &name),
+        },
+        Command::Agent(a) => commands::agent::run(commands::agent::Agent {
+            repo: cli.repo,
+            interval: a.interval,
+            splay: a.splay,
+            source: a.source,
+            roles: a.roles,
+            fqdn: a.fqdn,
+            once: a.once,
+            statsd: a.statsd,
+            state_dir: a.state_dir,
+        }),
+        Command::Verify {
+            roles,
+            fqdn,
+            root,
+            json,
+        } => commands::verify::run(commands::verify::Verify {
+            repo: cli.repo,
+            roles,
+            fqdn,
+            root,
+            json,
+        }),
         Command::Whitelist(w) => match w {
             WhitelistCommand::Explain { fqdn, roles, json } => {
                 commands::whitelist::explain(&cli.repo, fqdn.as_deref(), &roles, json)
@@ -140,6 +281,16 @@ pub fn main() -> i32 {
             report_error(&e);
             1
         }
+    }
+}
+
+fn fleet_common(repo: PathBuf, t: FleetTarget) -> commands::fleet::Common {
+    commands::fleet::Common {
+        repo,
+        inventory: t.inventory,
+        hosts: t.hosts,
+        accept_new_host_keys: t.accept_new_host_keys,
+        json: t.json,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod platform;
 pub mod policy;
 pub mod resource;

@@ -7,6 +7,8 @@
 
 #[allow(dead_code)]
 pub mod apt_repo;
+#[allow(dead_code)]
+pub mod fleet;
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Write as _;

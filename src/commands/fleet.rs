@@ -1,0 +1,367 @@
+//! `kiln fleet converge | status | bundle`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use globset::Glob;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::{Error, PolicyError};
+use crate::fleet::bundle::{Bundle, sha256_file};
+use crate::fleet::inventory::{Host, Inventory};
+use crate::fleet::rollout::{self, BatchSize, Event, Payload, State};
+use crate::fleet::ssh::Transport;
+use crate::fleet::status;
+use crate::policy::Repository;
+
+pub struct Common {
+    pub repo: PathBuf,
+    pub inventory: PathBuf,
+    pub hosts: Option<String>,
+    pub accept_new_host_keys: bool,
+    pub json: bool,
+}
+
+pub struct FleetConverge {
+    pub common: Common,
+    pub canary: Option<usize>,
+    pub batch: Option<String>,
+    pub parallel: usize,
+    pub max_fail: usize,
+    pub why_run: bool,
+}
+
+/// The policy must pass `kiln check` before it goes anywhere.
+fn check_policy(repo: &Repository) -> Result<(), Error> {
+    let errors = crate::commands::check::check(repo);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::error::PolicyErrors(errors).into())
+    }
+}
+
+/// Loads the inventory and selects hosts: every error before any connection.
+fn select(c: &Common, repo: &Repository) -> Result<(Inventory, Vec<Host>), Error> {
+    let inv = Inventory::load(&c.inventory)?;
+    inv.check_roles(repo)?;
+    if !c.accept_new_host_keys && !inv.known_hosts.is_file() {
+        return Err(PolicyError::new(format!(
+            "the known_hosts file {} does not exist",
+            inv.known_hosts.display()
+        ))
+        .in_file(&inv.file)
+        .fix("collect the hosts' keys into it (ssh-keyscan, then check them), or pass --accept-new-host-keys for first contact")
+        .into());
+    }
+    let hosts: Vec<Host> = match &c.hosts {
+        None => inv.hosts.clone(),
+        Some(pattern) => {
+            let m = Glob::new(pattern)
+                .map_err(|e| Error::Usage(format!("--hosts {pattern:?}: {e}")))?
+                .compile_matcher();
+            inv.hosts
+                .iter()
+                .filter(|h| m.is_match(&h.fqdn) || h.roles.iter().any(|r| m.is_match(r)))
+                .cloned()
+                .collect()
+        }
+    };
+    if hosts.is_empty() {
+        return Err(Error::Usage(format!(
+            "--hosts {:?} matches no host of {}",
+            c.hosts.as_deref().unwrap_or("*"),
+            inv.file.display()
+        )));
+    }
+    Ok((inv, hosts))
+}
+
+/// The running kiln binary and its sha256 (cached by inode and mtime).
+fn self_binary() -> Result<(PathBuf, String), Error> {
+    let path = std::env::var_os("KILN_FLEET_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+        });
+    let io = |source| Error::Io {
+        context: format!("reading {}", path.display()),
+        source,
+    };
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&path).map_err(io)?;
+    let key = format!(
+        "{}-{}-{}-{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime_nsec() ^ m.mtime()
+    );
+    let cache = std::env::temp_dir().join(format!("kiln-binary-sha-{}", unsafe { libc::getuid() }));
+    if let Ok(s) = std::fs::read_to_string(&cache)
+        && let Some((k, sha)) = s.trim().split_once(' ')
+        && k == key
+    {
+        return Ok((path, sha.to_string()));
+    }
+    let sha = sha256_file(&path).map_err(io)?;
+    let _ = std::fs::write(&cache, format!("{key} {sha}\n"));
+    Ok((path, sha))
+}
+
+pub fn converge(c: FleetConverge) -> Result<i32, Error> {
+    let started = Instant::now();
+    let repo = Repository::open(&c.common.repo)?;
+    let batch = match &c.batch {
+        Some(b) => Some(b.parse::<BatchSize>().map_err(Error::Usage)?),
+        None => None,
+    };
+    let (inv, hosts) = select(&c.common, &repo)?;
+    // The bundle's policy must compile at all before it goes anywhere.
+    check_policy(&repo)?;
+    let bundle = Bundle::build(&c.common.repo)?;
+    let (binary_path, binary_sha) = self_binary()?;
+    let payload = Payload {
+        bundle: Arc::new(bundle.bytes),
+        bundle_sha: bundle.sha256.clone(),
+        binary_path,
+        binary_sha: binary_sha.clone(),
+        binary: OnceLock::new(),
+    };
+    let transport = Transport::for_inventory(&inv, c.common.accept_new_host_keys);
+    let opts = rollout::Options {
+        canary: c.canary,
+        batch,
+        parallel: c.parallel.max(1),
+        max_fail: c.max_fail,
+        why_run: c.why_run,
+    };
+    let json = c.common.json;
+    let tty = std::io::stderr().is_terminal() && !json;
+    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    let counts = Mutex::new((0usize, 0usize, 0usize));
+    let say = |line: String| {
+        let b = bar.lock().unwrap();
+        match &*b {
+            Some(pb) => pb.println(line),
+            None if json => eprintln!("{line}"),
+            None => println!("{line}"),
+        }
+    };
+    if !json {
+        say(format!(
+            "kiln fleet: {} host(s), bundle {} ({} files), kiln {}{}",
+            hosts.len(),
+            &bundle.sha256[..12],
+            bundle.files,
+            &binary_sha[..12],
+            if c.why_run { ", why-run" } else { "" }
+        ));
+    }
+    let on_event = |e: Event| match e {
+        Event::BatchStart { batch, index, of } => {
+            *counts.lock().unwrap() = (0, 0, 0);
+            say(format!(
+                "== {} ({}/{}): {} host(s)",
+                batch.name,
+                index + 1,
+                of,
+                batch.hosts.len()
+            ));
+            if tty {
+                let pb = ProgressBar::new(batch.hosts.len() as u64);
+                pb.set_style(
+                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                pb.set_prefix(batch.name.clone());
+                *bar.lock().unwrap() = Some(pb);
+            }
+        }
+        Event::HostDone { batch: _, outcome } => {
+            let (done, changed, failed) = {
+                let mut k = counts.lock().unwrap();
+                k.0 += 1;
+                if matches!(outcome.state, State::Changed | State::WouldChange) {
+                    k.1 += 1;
+                }
+                if outcome.state == State::Failed {
+                    k.2 += 1;
+                }
+                *k
+            };
+            let mut line = format!(
+                "  {:<28} {:<12} {:>3} changed  {:>6.1}s",
+                outcome.fqdn,
+                outcome.state.label(),
+                outcome.changed,
+                outcome.elapsed_ms / 1000.0
+            );
+            if let Some(f) = &outcome.failure {
+                line.push_str(&format!(
+                    "  {} ({}): {}",
+                    f.kind,
+                    f.stage,
+                    f.reason.replace('\n', " | ")
+                ));
+            }
+            for ch in &outcome.changes {
+                line.push_str(&format!("\n      {ch}"));
+            }
+            if !json || !tty {
+                say(line);
+            }
+            if let Some(pb) = &*bar.lock().unwrap() {
+                pb.set_position(done as u64);
+                pb.set_message(format!("{changed} changed, {failed} failed"));
+            }
+        }
+        Event::BatchEnd { batch } => {
+            if let Some(pb) = bar.lock().unwrap().take() {
+                pb.finish_and_clear();
+            }
+            let (done, changed, failed) = *counts.lock().unwrap();
+            say(format!(
+                "   {}: {done} done, {changed} changed, {failed} failed",
+                batch.name
+            ));
+        }
+        Event::Hold { reason } => say(format!(
+            "!! push hold: {reason}; no further host is touched"
+        )),
+    };
+    let result = rollout::run(&hosts, &transport, &payload, &opts, &on_event);
+    let elapsed = started.elapsed();
+    let n = |s: State| result.hosts.iter().filter(|h| h.state == s).count();
+    let failed = n(State::Failed);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v = serde_json::json!({
+            "bundle": bundle.sha256,
+            "kiln": binary_sha,
+            "why_run": c.why_run,
+            "held": result.held,
+            "hold_reason": result.hold_reason,
+            "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+            "totals": {
+                "hosts": result.hosts.len(),
+                "changed": n(State::Changed),
+                "would_change": n(State::WouldChange),
+                "unchanged": n(State::Unchanged),
+                "failed": failed,
+                "not_reached": n(State::NotReached),
+            },
+            "batches": result.batches.iter().map(|b| serde_json::json!({
+                "name": b.name,
+                "hosts": b.hosts.iter().map(|&i| hosts[i].fqdn.clone()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "hosts": result.hosts,
+        });
+        let _ = serde_json::to_writer_pretty(&mut out, &v);
+        let _ = writeln!(out);
+    } else {
+        let _ = writeln!(
+            out,
+            "\n{:<28} {:<9} {:<12} {:>7} {:>7}  DETAIL",
+            "HOST", "PHASE", "RESULT", "CHANGED", "TIME"
+        );
+        for h in &result.hosts {
+            let detail = match (&h.failure, h.state) {
+                (Some(f), _) => format!(
+                    "{} ({}): {}",
+                    f.kind,
+                    f.stage,
+                    f.reason.lines().next().unwrap_or("")
+                ),
+                (None, State::NotReached) => "not reached: push hold".into(),
+                _ => {
+                    let mut d = Vec::new();
+                    if h.sent_binary {
+                        d.push("sent kiln");
+                    }
+                    if h.sent_bundle {
+                        d.push("sent bundle");
+                    }
+                    d.join(", ")
+                }
+            };
+            let _ = writeln!(
+                out,
+                "{:<28} {:<9} {:<12} {:>7} {:>6.1}s  {}",
+                h.fqdn,
+                h.phase,
+                h.state.label(),
+                h.changed,
+                h.elapsed_ms / 1000.0,
+                detail
+            );
+        }
+        let names = |s: State| -> String {
+            let v: Vec<&str> = result
+                .hosts
+                .iter()
+                .filter(|h| h.state == s)
+                .map(|h| h.fqdn.as_str())
+                .collect();
+            if v.is_empty() {
+                "none".into()
+            } else {
+                v.join(", ")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "\n{} host(s) in {:.1}s: {} {}, {} unchanged, {} failed, {} not reached",
+            result.hosts.len(),
+            elapsed.as_secs_f64(),
+            n(State::Changed) + n(State::WouldChange),
+            if c.why_run { "would change" } else { "changed" },
+            n(State::Unchanged),
+            failed,
+            n(State::NotReached)
+        );
+        if result.held {
+            let _ = writeln!(
+                out,
+                "PUSH HOLD: {}\n  changed: {}\n  failed: {}\n  not reached: {}",
+                result.hold_reason.as_deref().unwrap_or(""),
+                names(State::Changed),
+                names(State::Failed),
+                names(State::NotReached)
+            );
+        }
+    }
+    Ok(if failed > 0 || result.held { 1 } else { 0 })
+}
+
+pub fn status(c: Common) -> Result<i32, Error> {
+    let repo = Repository::open(&c.repo)?;
+    let (inv, hosts) = select(&c, &repo)?;
+    let transport = Transport::for_inventory(&inv, c.accept_new_host_keys);
+    let st = status::collect(&hosts, &transport);
+    let mut out = std::io::stdout().lock();
+    if c.json {
+        let _ = serde_json::to_writer_pretty(&mut out, &st);
+        let _ = writeln!(out);
+    } else {
+        let _ = write!(out, "{}", status::render(&st));
+    }
+    Ok(
+        if st.hosts.iter().any(|h| h.error.is_some()) || !st.drift.is_empty() {
+            1
+        } else {
+            0
+        },
+    )
+}
+
+/// `kiln fleet bundle --out DIR`: writes the bundle for agents to fetch.
+pub fn bundle(repo: &Path, out: &Path, name: &str) -> Result<i32, Error> {
+    check_policy(&Repository::open(repo)?)?;
+    let b = Bundle::build(repo)?;
+    let path = b.publish(out, name)?;
+    println!("{}  {} ({} files)", b.sha256, path.display(), b.files);
+    Ok(0)
+}

@@ -1,0 +1,231 @@
+//! A policy bundle: the repository's roles, cookbooks and whitelist as one
+//! deterministic tar archive (sorted entries, fixed mtime, owner and mode),
+//! named by its sha256.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// What goes into a bundle, relative to the repository.
+pub const CONTENTS: &[&str] = &["roles", "cookbooks", "whitelist.toml"];
+
+pub struct Bundle {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub files: usize,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        match f.read(&mut buf)? {
+            0 => break,
+            n => h.update(&buf[..n]),
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+impl Bundle {
+    pub fn build(repo: &Path) -> Result<Bundle, Error> {
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        for top in CONTENTS {
+            let p = repo.join(top);
+            if p.is_file() {
+                files.push((top.to_string(), p));
+                continue;
+            }
+            if !p.is_dir() {
+                continue;
+            }
+            for entry in walkdir::WalkDir::new(&p).follow_links(true) {
+                let entry = entry.map_err(|e| Error::Io {
+                    context: format!("reading {}", p.display()),
+                    source: e.into(),
+                })?;
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let rel = entry
+                    .path()
+                    .strip_prefix(repo)
+                    .expect("below the repository")
+                    .to_string_lossy()
+                    .into_owned();
+                // Editor droppings and VCS files are not policy.
+                let name = entry.file_name().to_string_lossy();
+                if name.starts_with('.') || name.ends_with('~') {
+                    continue;
+                }
+                files.push((rel, entry.path().to_path_buf()));
+            }
+        }
+        files.sort();
+        let mut out = Vec::new();
+        for (rel, path) in &files {
+            let data = std::fs::read(path).map_err(|e| Error::Io {
+                context: format!("reading {}", path.display()),
+                source: e,
+            })?;
+            let exec = {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(path)
+                    .map(|m| m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+            };
+            let header = ustar_header(rel, data.len() as u64, if exec { 0o755 } else { 0o644 })
+                .map_err(Error::Usage)?;
+            out.extend_from_slice(&header);
+            out.extend_from_slice(&data);
+            let pad = (512 - data.len() % 512) % 512;
+            out.extend(std::iter::repeat_n(0u8, pad));
+        }
+        out.extend(std::iter::repeat_n(0u8, 1024));
+        let sha256 = sha256_hex(&out);
+        Ok(Bundle {
+            bytes: out,
+            sha256,
+            files: files.len(),
+        })
+    }
+
+    /// Writes `<sha>.tar`, and `NAME` + `NAME.sha256` (sha256sum format) as
+    /// the current bundle, into `dir`. Returns the path of `NAME`.
+    pub fn publish(&self, dir: &Path, name: &str) -> Result<PathBuf, Error> {
+        let io = |context: String| move |source| Error::Io { context, source };
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let by_hash = dir.join(format!("{}.tar", self.sha256));
+        write_atomic(&by_hash, &self.bytes)
+            .map_err(io(format!("writing {}", by_hash.display())))?;
+        let current = dir.join(name);
+        write_atomic(&current, &self.bytes)
+            .map_err(io(format!("writing {}", current.display())))?;
+        let sum = dir.join(format!("{name}.sha256"));
+        write_atomic(&sum, format!("{}  {name}\n", self.sha256).as_bytes())
+            .map_err(io(format!("writing {}", sum.display())))?;
+        Ok(current)
+    }
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn octal(field: &mut [u8], value: u64) {
+    let s = format!("{:0width$o}", value, width = field.len() - 1);
+    field[..s.len()].copy_from_slice(s.as_bytes());
+}
+
+fn ustar_header(path: &str, size: u64, mode: u32) -> Result<[u8; 512], String> {
+    let mut h = [0u8; 512];
+    let bytes = path.as_bytes();
+    if bytes.len() <= 100 {
+        h[..bytes.len()].copy_from_slice(bytes);
+    } else {
+        // Split at a slash: prefix (155) / name (100).
+        let split = (0..bytes.len())
+            .rev()
+            .find(|&i| bytes[i] == b'/' && i <= 155 && bytes.len() - i - 1 <= 100)
+            .ok_or_else(|| format!("{path}: too long a path for a bundle (ustar)"))?;
+        h[..bytes.len() - split - 1].copy_from_slice(&bytes[split + 1..]);
+        h[345..345 + split].copy_from_slice(&bytes[..split]);
+    }
+    octal(&mut h[100..108], u64::from(mode));
+    octal(&mut h[108..116], 0);
+    octal(&mut h[116..124], 0);
+    octal(&mut h[124..136], size);
+    octal(&mut h[136..148], 0);
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+    Ok(h)
+}
+
+/// Unpacks a bundle into a new directory `dest` (which must not exist) with
+/// tar, as the hosts do.
+pub fn unpack(tar: &Path, dest: &Path) -> Result<(), String> {
+    let tmp = dest.with_extension(format!("unpack.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    let out = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(tar)
+        .arg("-C")
+        .arg(&tmp)
+        .arg("--no-same-owner")
+        .output()
+        .map_err(|e| format!("running tar: {e}"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(format!(
+            "tar -xf {}: {}",
+            tar.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::rename(&tmp, dest).map_err(|e| format!("renaming to {}: {e}", dest.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_and_unpackable() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("repo");
+        let long = format!("cookbooks/{}/recipes/default.toml", "x".repeat(120));
+        for (p, c) in [
+            ("roles/web.toml", "run_list = []\n"),
+            ("whitelist.toml", "[packages]\n"),
+            ("cookbooks/a/metadata.toml", "name = \"a\"\n"),
+            (long.as_str(), "# long\n"),
+        ] {
+            let f = repo.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, c).unwrap();
+        }
+        let a = Bundle::build(&repo).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(repo.join("roles/web.toml"), "run_list = []\n").unwrap();
+        let b = Bundle::build(&repo).unwrap();
+        assert_eq!(a.sha256, b.sha256);
+        assert_eq!(a.files, 4);
+        let tar = d.path().join("b.tar");
+        std::fs::write(&tar, &a.bytes).unwrap();
+        let out = d.path().join("out");
+        unpack(&tar, &out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join(&long)).unwrap(),
+            "# long\n"
+        );
+        assert!(out.join("roles/web.toml").is_file());
+        std::fs::write(repo.join("whitelist.toml"), "[packages]\nx = \"1\"\n").unwrap();
+        assert_ne!(Bundle::build(&repo).unwrap().sha256, a.sha256);
+    }
+}

@@ -1,0 +1,293 @@
+//! `inventory.toml`: the hosts of a fleet, checked in full before any
+//! connection is made.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{PolicyError, line_col};
+use crate::policy::Repository;
+
+/// One host, with the defaults and its group already applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The table key: the node's fqdn.
+    pub fqdn: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub roles: Vec<String>,
+    /// Marked `canary = true`, or has the `canary` role.
+    pub canary: bool,
+    /// Line of the host's table, for messages.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub file: PathBuf,
+    /// Absolute or relative to the current directory (resolved against the
+    /// inventory's directory).
+    pub known_hosts: PathBuf,
+    /// An ssh private key to log in with (`identity = "..."`), if any.
+    pub identity: Option<PathBuf>,
+    /// Hosts in file order.
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    address: Option<String>,
+    port: Option<toml::Spanned<i64>>,
+    user: Option<String>,
+    roles: Option<Vec<String>>,
+    canary: Option<bool>,
+    group: Option<toml::Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    known_hosts: Option<toml::Spanned<String>>,
+    identity: Option<String>,
+    #[serde(default)]
+    defaults: Settings,
+    #[serde(default)]
+    groups: BTreeMap<String, Settings>,
+    #[serde(default)]
+    /// File order comes from each table's span.
+    hosts: BTreeMap<String, toml::Spanned<Settings>>,
+}
+
+impl Inventory {
+    pub fn load(path: &Path) -> Result<Inventory, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            PolicyError::new(format!("cannot read the inventory: {e}"))
+                .in_file(path)
+                .fix("pass --inventory FILE naming an inventory.toml")
+        })?;
+        Inventory::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Inventory, PolicyError> {
+        let raw: RawInventory =
+            toml::from_str(text).map_err(|e| PolicyError::toml(path, text, &e).fix(
+                "valid keys: known_hosts, identity, [defaults], [groups.NAME], [hosts.\"FQDN\"] with address, port, user, roles, canary, group",
+            ))?;
+        let err = |offset: usize, msg: String, fix: &str| {
+            let (line, col) = line_col(text, offset);
+            PolicyError::new(msg)
+                .in_file(path)
+                .at_line(line, Some(col))
+                .fix(fix.to_string())
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let known_hosts = match &raw.known_hosts {
+            Some(k) => dir.join(k.get_ref()),
+            None => {
+                return Err(PolicyError::new("the inventory names no known_hosts file")
+                    .in_file(path)
+                    .at_line(1, None)
+                    .fix("add known_hosts = \"PATH\" (relative to the inventory); kiln never turns host key checking off"));
+            }
+        };
+        if raw.hosts.is_empty() {
+            return Err(PolicyError::new("the inventory lists no hosts")
+                .in_file(path)
+                .fix(
+                    "add a table per host: [hosts.\"web01.example.com\"] with address and roles",
+                ));
+        }
+        // File order: the offset of each host's table.
+        let mut order: Vec<(usize, String)> = raw
+            .hosts
+            .iter()
+            .map(|(k, v)| (v.span().start, k.clone()))
+            .collect();
+        order.sort();
+        let mut hosts = Vec::new();
+        let mut seen: HashMap<(String, u16), String> = HashMap::new();
+        for (offset, fqdn) in order {
+            let own = raw.hosts[&fqdn].get_ref();
+            let group = match &own.group {
+                Some(g) => Some(raw.groups.get(g.get_ref()).ok_or_else(|| {
+                    err(
+                        g.span().start,
+                        format!("host {fqdn}: no group {:?}", g.get_ref()),
+                        &format!(
+                            "define [groups.{}], or use one of: {}",
+                            g.get_ref(),
+                            raw.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                })?),
+                None => None,
+            };
+            let layers: Vec<&Settings> = [Some(own), group, Some(&raw.defaults)]
+                .into_iter()
+                .flatten()
+                .collect();
+            let address = layers
+                .iter()
+                .find_map(|s| s.address.clone())
+                .unwrap_or_else(|| fqdn.clone());
+            let port = match layers.iter().find_map(|s| s.port.clone()) {
+                None => 22,
+                Some(p) => u16::try_from(*p.get_ref())
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| {
+                        err(
+                            p.span().start,
+                            format!("host {fqdn}: port {} is not a TCP port", p.get_ref()),
+                            "use a number from 1 to 65535",
+                        )
+                    })?,
+            };
+            let user = layers
+                .iter()
+                .find_map(|s| s.user.clone())
+                .unwrap_or_else(|| "root".into());
+            let roles = layers
+                .iter()
+                .find_map(|s| s.roles.clone())
+                .unwrap_or_default();
+            if roles.is_empty() {
+                return Err(err(
+                    offset,
+                    format!("host {fqdn} has no roles: there is nothing to converge it to"),
+                    "add roles = [\"ROLE\"] to the host, its group or [defaults]",
+                ));
+            }
+            if address.is_empty()
+                || address.contains(char::is_whitespace)
+                || address.starts_with('-')
+            {
+                return Err(err(
+                    offset,
+                    format!("host {fqdn}: address {address:?} is not a host name or IP address"),
+                    "address = \"10.1.0.11\" or a resolvable name",
+                ));
+            }
+            if user.is_empty() || user.starts_with('-') || user.contains(char::is_whitespace) {
+                return Err(err(
+                    offset,
+                    format!("host {fqdn}: user {user:?} is not a login name"),
+                    "user = \"root\"",
+                ));
+            }
+            if let Some(other) = seen.insert((address.clone(), port), fqdn.clone()) {
+                return Err(err(
+                    offset,
+                    format!("hosts {other} and {fqdn} both have address {address} port {port}"),
+                    "give each host its own address (or port)",
+                ));
+            }
+            let canary = layers.iter().find_map(|s| s.canary).unwrap_or(false)
+                || roles.iter().any(|r| r == "canary");
+            hosts.push(Host {
+                fqdn,
+                address,
+                port,
+                user,
+                roles,
+                canary,
+                line: line_col(text, offset).0,
+            });
+        }
+        Ok(Inventory {
+            file: path.to_path_buf(),
+            known_hosts,
+            identity: raw.identity.map(|i| dir.join(i)),
+            hosts,
+        })
+    }
+
+    /// Every host's roles must exist in the repository: checked before any
+    /// connection.
+    pub fn check_roles(&self, repo: &Repository) -> Result<(), PolicyError> {
+        let known = repo.names_in("roles");
+        for h in &self.hosts {
+            for r in &h.roles {
+                if !known.contains(r) {
+                    return Err(PolicyError::new(format!(
+                        "host {}: role {r:?} is not in {}",
+                        h.fqdn,
+                        repo.display_path("roles").display()
+                    ))
+                    .in_file(&self.file)
+                    .at_line(h.line, None)
+                    .fix(format!("roles defined there: {}", known.join(", "))));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Inventory, PolicyError> {
+        Inventory::parse(text, Path::new("fleet/inventory.toml"))
+    }
+
+    #[test]
+    fn defaults_groups_and_order() {
+        let inv = parse(
+            r#"known_hosts = "known_hosts"
+[defaults]
+user = "ops"
+roles = ["base"]
+[groups.web]
+roles = ["web"]
+port = 2222
+[hosts."z.example.com"]
+address = "10.0.0.3"
+canary = true
+[hosts."a.example.com"]
+address = "10.0.0.2"
+group = "web"
+[hosts."m.example.com"]
+roles = ["canary", "web"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(inv.known_hosts, Path::new("fleet/known_hosts"));
+        let names: Vec<_> = inv.hosts.iter().map(|h| h.fqdn.as_str()).collect();
+        assert_eq!(names, ["z.example.com", "a.example.com", "m.example.com"]);
+        assert_eq!(inv.hosts[0].user, "ops");
+        assert!(inv.hosts[0].canary);
+        assert_eq!(inv.hosts[1].port, 2222);
+        assert_eq!(inv.hosts[1].roles, ["web"]);
+        assert_eq!(inv.hosts[2].address, "m.example.com");
+        assert!(inv.hosts[2].canary);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_fix() {
+        let e =
+            parse("known_hosts = \"k\"\n[hosts.\"a\"]\naddress = \"1.2.3.4\"\nrole = [\"x\"]\n")
+                .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = parse("known_hosts = \"k\"\n[hosts.\"a\"]\naddress = \"1.2.3.4\"\n").unwrap_err();
+        assert!(e.to_string().contains("no roles"), "{e}");
+        assert_eq!(e.line, Some(2));
+        let e = parse("[hosts.\"a\"]\nroles = [\"x\"]\n").unwrap_err();
+        assert!(e.to_string().contains("known_hosts"), "{e}");
+        let e =
+            parse("known_hosts = \"k\"\n[hosts.\"a\"]\nroles=[\"x\"]\nport = 70000\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = parse(
+            "known_hosts = \"k\"\n[defaults]\nroles=[\"x\"]\naddress=\"h\"\n[hosts.a]\n[hosts.b]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("both have address"), "{e}");
+        let e =
+            parse("known_hosts = \"k\"\n[hosts.a]\nroles=[\"x\"]\ngroup = \"db\"\n").unwrap_err();
+        assert!(e.to_string().contains("no group"), "{e}");
+    }
+}

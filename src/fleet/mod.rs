@@ -1,0 +1,9 @@
+//! Fleets: an inventory of hosts reached over OpenSSH, a policy bundle
+//! copied to them once per content hash, rollouts with canaries, batches and
+//! a push hold, and the status of the last runs across the fleet.
+
+pub mod bundle;
+pub mod inventory;
+pub mod rollout;
+pub mod ssh;
+pub mod status;

@@ -1,0 +1,623 @@
+//! A rollout: canaries first, then batches, `--parallel` hosts at a time
+//! inside a batch, and a push hold once more than `--max-fail` hosts failed.
+//! Each host: copy kiln and the bundle (once per content hash), verify the
+//! hash there, converge, run the roles' verify checks as health checks.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::inventory::Host;
+use super::ssh::{Remote, SshFailure, Transport, q};
+
+pub const BIN_DIR: &str = "/var/lib/kiln/bin";
+pub const BUNDLE_DIR: &str = "/var/lib/kiln/bundles";
+/// Exit code of the upload script when the file's hash differs on the host.
+const HASH_MISMATCH: i32 = 97;
+
+/// What the hosts get.
+pub struct Payload {
+    pub bundle: Arc<Vec<u8>>,
+    pub bundle_sha: String,
+    pub binary_path: std::path::PathBuf,
+    pub binary_sha: String,
+    /// Read on first need: most runs send it to no one.
+    pub binary: OnceLock<Result<Arc<Vec<u8>>, String>>,
+}
+
+impl Payload {
+    fn binary(&self) -> Result<Arc<Vec<u8>>, String> {
+        self.binary
+            .get_or_init(|| {
+                std::fs::read(&self.binary_path)
+                    .map(Arc::new)
+                    .map_err(|e| format!("reading {}: {e}", self.binary_path.display()))
+            })
+            .clone()
+    }
+
+    pub fn remote_kiln(&self) -> String {
+        format!("{BIN_DIR}/kiln.{}", self.binary_sha)
+    }
+
+    pub fn remote_repo(&self) -> String {
+        format!("{BUNDLE_DIR}/{}", self.bundle_sha)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub canary: Option<usize>,
+    pub batch: Option<BatchSize>,
+    pub parallel: usize,
+    pub max_fail: usize,
+    pub why_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Hosts(usize),
+    Percent(usize),
+}
+
+impl std::str::FromStr for BatchSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("--batch {s:?}: expected a number of hosts (5) or a percentage (25%)");
+        match s.strip_suffix('%') {
+            Some(p) => match p.parse::<usize>() {
+                Ok(n) if (1..=100).contains(&n) => Ok(BatchSize::Percent(n)),
+                _ => Err(bad()),
+            },
+            None => match s.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(BatchSize::Hosts(n)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+/// A phase of the rollout: indices into the host list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    pub name: String,
+    pub hosts: Vec<usize>,
+}
+
+/// Canaries (flagged hosts first, then hosts in inventory order up to
+/// `--canary N`), then the rest in batches.
+pub fn plan(hosts: &[Host], opts: &Options) -> Vec<Batch> {
+    let mut canaries: Vec<usize> = (0..hosts.len()).filter(|&i| hosts[i].canary).collect();
+    if let Some(n) = opts.canary {
+        for i in 0..hosts.len() {
+            if canaries.len() >= n {
+                break;
+            }
+            if !canaries.contains(&i) {
+                canaries.push(i);
+            }
+        }
+        canaries.truncate(n.max(canaries.iter().filter(|&&i| hosts[i].canary).count()));
+    }
+    let rest: Vec<usize> = (0..hosts.len()).filter(|i| !canaries.contains(i)).collect();
+    let mut out = Vec::new();
+    if !canaries.is_empty() {
+        out.push(Batch {
+            name: "canary".into(),
+            hosts: canaries,
+        });
+    }
+    let size = match opts.batch {
+        None => rest.len().max(1),
+        Some(BatchSize::Hosts(n)) => n,
+        Some(BatchSize::Percent(p)) => (rest.len() * p).div_ceil(100).max(1),
+    };
+    for (i, chunk) in rest.chunks(size).enumerate() {
+        out.push(Batch {
+            name: format!("batch {}", i + 1),
+            hosts: chunk.to_vec(),
+        });
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Changed,
+    Unchanged,
+    WouldChange,
+    Failed,
+    NotReached,
+}
+
+impl State {
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Changed => "changed",
+            State::Unchanged => "unchanged",
+            State::WouldChange => "would change",
+            State::Failed => "FAILED",
+            State::NotReached => "not reached",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// connect, upload, converge, health
+    pub stage: &'static str,
+    /// unreachable, key refused, host key, bundle hash mismatch, connection
+    /// lost, converge failed, health check failed, ...
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub check: String,
+    pub origin: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostOutcome {
+    pub fqdn: String,
+    pub address: String,
+    pub phase: String,
+    pub state: State,
+    /// Resources updated (or that would be, with --why-run).
+    pub changed: usize,
+    /// One line per changed resource: `package[x]: upgrade 1.0 -> 2.0`.
+    pub changes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<CheckResult>,
+    pub sent_binary: bool,
+    pub sent_bundle: bool,
+    pub elapsed_ms: f64,
+}
+
+impl HostOutcome {
+    fn new(h: &Host, phase: &str) -> Self {
+        HostOutcome {
+            fqdn: h.fqdn.clone(),
+            address: h.address.clone(),
+            phase: phase.to_string(),
+            state: State::NotReached,
+            changed: 0,
+            changes: vec![],
+            failure: None,
+            health: vec![],
+            sent_binary: false,
+            sent_bundle: false,
+            elapsed_ms: 0.0,
+        }
+    }
+}
+
+/// What the progress display hears about.
+pub enum Event<'a> {
+    BatchStart {
+        batch: &'a Batch,
+        index: usize,
+        of: usize,
+    },
+    HostDone {
+        batch: &'a Batch,
+        outcome: &'a HostOutcome,
+    },
+    BatchEnd {
+        batch: &'a Batch,
+    },
+    Hold {
+        reason: &'a str,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rollout {
+    pub hosts: Vec<HostOutcome>,
+    pub batches: Vec<Batch>,
+    pub held: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_reason: Option<String>,
+}
+
+/// The part of a converge report the fleet reads.
+#[derive(Deserialize)]
+struct RunReport {
+    updated: usize,
+    success: bool,
+    resources: Vec<RunResource>,
+}
+
+#[derive(Deserialize)]
+struct RunResource {
+    resource: String,
+    status: String,
+    #[serde(default)]
+    changes: Vec<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct VerifyReport {
+    checks: Vec<CheckResult>,
+}
+
+pub fn run(
+    hosts: &[Host],
+    transport: &Transport,
+    payload: &Payload,
+    opts: &Options,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Rollout {
+    let batches = plan(hosts, opts);
+    let outcomes: Vec<Mutex<Option<HostOutcome>>> =
+        hosts.iter().map(|_| Mutex::new(None)).collect();
+    let failures = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let hold_reason: Mutex<Option<String>> = Mutex::new(None);
+    for (bi, batch) in batches.iter().enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            for &i in &batch.hosts {
+                *outcomes[i].lock().unwrap() = Some(HostOutcome::new(&hosts[i], &batch.name));
+            }
+            continue;
+        }
+        on_event(Event::BatchStart {
+            batch,
+            index: bi,
+            of: batches.len(),
+        });
+        let queue: Mutex<VecDeque<usize>> = Mutex::new(batch.hosts.iter().copied().collect());
+        let workers = opts.parallel.max(1).min(batch.hosts.len());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let Some(i) = queue.lock().unwrap().pop_front() else {
+                            break;
+                        };
+                        let host = &hosts[i];
+                        if stop.load(Ordering::SeqCst) {
+                            *outcomes[i].lock().unwrap() =
+                                Some(HostOutcome::new(host, &batch.name));
+                            continue;
+                        }
+                        let o = converge_host(host, &batch.name, transport, payload, opts.why_run);
+                        if o.state == State::Failed && !opts.why_run {
+                            let n = failures.fetch_add(1, Ordering::SeqCst) + 1;
+                            let canary = batch.name == "canary";
+                            if n > opts.max_fail || canary {
+                                let mut r = hold_reason.lock().unwrap();
+                                if r.is_none() {
+                                    let why = if canary {
+                                        format!("canary {} failed", host.fqdn)
+                                    } else {
+                                        format!(
+                                            "{n} host(s) failed, more than --max-fail {}",
+                                            opts.max_fail
+                                        )
+                                    };
+                                    on_event(Event::Hold { reason: &why });
+                                    *r = Some(why);
+                                }
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        on_event(Event::HostDone { batch, outcome: &o });
+                        *outcomes[i].lock().unwrap() = Some(o);
+                    }
+                });
+            }
+        });
+        on_event(Event::BatchEnd { batch });
+    }
+    let hosts_out = outcomes
+        .into_iter()
+        .zip(hosts)
+        .map(|(m, h)| {
+            m.into_inner()
+                .unwrap()
+                .unwrap_or_else(|| HostOutcome::new(h, "-"))
+        })
+        .collect();
+    let hold_reason = hold_reason.into_inner().unwrap();
+    Rollout {
+        hosts: hosts_out,
+        batches,
+        held: hold_reason.is_some(),
+        hold_reason,
+    }
+}
+
+fn ssh_failure(stage: &'static str, e: SshFailure) -> Failure {
+    let kind = match (&e, stage) {
+        (SshFailure::Lost(_), "converge") => "host lost mid-converge".to_string(),
+        _ => e.kind().to_string(),
+    };
+    Failure {
+        stage,
+        kind,
+        reason: e.detail().to_string(),
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(6)..].join("\n")
+}
+
+/// The `--role R ... --fqdn F` arguments of a host's converge.
+fn node_args(host: &Host) -> String {
+    let mut s = String::new();
+    for r in &host.roles {
+        s.push_str(" --role ");
+        s.push_str(&q(r));
+    }
+    s.push_str(" --fqdn ");
+    s.push_str(&q(&host.fqdn));
+    s
+}
+
+pub fn converge_host(
+    host: &Host,
+    phase: &str,
+    t: &Transport,
+    p: &Payload,
+    why_run: bool,
+) -> HostOutcome {
+    let started = Instant::now();
+    let mut o = HostOutcome::new(host, phase);
+    let r = steps(host, t, p, why_run, &mut o);
+    o.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Err(f) = r {
+        o.state = State::Failed;
+        o.failure = Some(f);
+    }
+    o
+}
+
+fn steps(
+    host: &Host,
+    t: &Transport,
+    p: &Payload,
+    why_run: bool,
+    o: &mut HostOutcome,
+) -> Result<(), Failure> {
+    let kiln = p.remote_kiln();
+    let repo = p.remote_repo();
+    // 1. Connect (the master connection is made here) and see what the host has.
+    let probe = format!(
+        "test -x {k} && echo have-binary; test -f {r}.tar && test -d {r} && echo have-bundle; exit 0",
+        k = q(&kiln),
+        r = q(&repo)
+    );
+    let have = t
+        .run(host, &probe, None)
+        .map_err(|e| ssh_failure("connect", e))?;
+    let have = String::from_utf8_lossy(&have.stdout).into_owned();
+    // 2. Send what it lacks, verified by sha256 on the host.
+    if !have.contains("have-binary") {
+        let bin = p.binary().map_err(|e| Failure {
+            stage: "upload",
+            kind: "local".into(),
+            reason: e,
+        })?;
+        upload(host, t, &bin, &kiln, &p.binary_sha, "0755", "")?;
+        o.sent_binary = true;
+    }
+    if !have.contains("have-bundle") {
+        let unpack = format!(
+            "rm -rf {r}.new && mkdir -p {r}.new && tar -xf {r}.tar -C {r}.new --no-same-owner && rm -rf {r} && mv {r}.new {r}",
+            r = q(&repo)
+        );
+        upload(
+            host,
+            t,
+            &p.bundle,
+            &format!("{repo}.tar"),
+            &p.bundle_sha,
+            "0644",
+            &unpack,
+        )?;
+        o.sent_bundle = true;
+    }
+    // 3. Converge.
+    let cmd = format!(
+        "{k} --repo {r} converge --json{why}{node}; rc=$?; \
+         ln -sfn kiln.{b} {bin}/kiln.new && mv -Tf {bin}/kiln.new {bin}/kiln; exit $rc",
+        k = q(&kiln),
+        r = q(&repo),
+        why = if why_run { " --why-run" } else { "" },
+        node = node_args(host),
+        b = p.binary_sha,
+        bin = BIN_DIR,
+    );
+    let out = t
+        .run(host, &cmd, None)
+        .map_err(|e| ssh_failure("converge", e))?;
+    let report: RunReport = match serde_json::from_slice(&out.stdout) {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(Failure {
+                stage: "converge",
+                kind: "converge failed".into(),
+                reason: format!("exit {}: {}", out.code, tail(&out.stderr)),
+            });
+        }
+    };
+    o.changed = report.updated;
+    for r in &report.resources {
+        match r.status.as_str() {
+            "updated" | "would_update" => {
+                let mut line = r.resource.clone();
+                if !r.changes.is_empty() {
+                    line.push_str(": ");
+                    line.push_str(&r.changes.join(", "));
+                }
+                if !o.changes.contains(&line) {
+                    o.changes.push(line);
+                }
+            }
+            "failed" => o.changes.push(format!(
+                "{} FAILED: {}",
+                r.resource,
+                r.error.as_deref().unwrap_or("")
+            )),
+            _ => {}
+        }
+    }
+    if !report.success {
+        let first = report
+            .resources
+            .iter()
+            .find(|r| r.status == "failed")
+            .map(|r| format!("{}: {}", r.resource, r.error.as_deref().unwrap_or("failed")))
+            .unwrap_or_else(|| tail(&out.stderr));
+        return Err(Failure {
+            stage: "converge",
+            kind: "converge failed".into(),
+            reason: first,
+        });
+    }
+    o.state = match (why_run, report.updated > 0) {
+        (true, true) => State::WouldChange,
+        (true, false) => State::Unchanged,
+        (false, true) => State::Changed,
+        (false, false) => State::Unchanged,
+    };
+    if why_run {
+        return Ok(());
+    }
+    // 4. Health checks: the roles' verify checks, run on the host.
+    let cmd = format!(
+        "{k} --repo {r} verify --json{node}",
+        k = q(&kiln),
+        r = q(&repo),
+        node = node_args(host)
+    );
+    let out = t
+        .run(host, &cmd, None)
+        .map_err(|e| ssh_failure("health", e))?;
+    let v: VerifyReport = serde_json::from_slice(&out.stdout).map_err(|_| Failure {
+        stage: "health",
+        kind: "health check failed".into(),
+        reason: format!("kiln verify exit {}: {}", out.code, tail(&out.stderr)),
+    })?;
+    o.health = v.checks;
+    if let Some(bad) = o.health.iter().find(|c| !c.ok) {
+        return Err(Failure {
+            stage: "health",
+            kind: "health check failed".into(),
+            reason: format!("{} ({}): {}", bad.check, bad.origin, bad.detail),
+        });
+    }
+    Ok(())
+}
+
+/// Streams `data` to `dest` on the host through a temporary name, checks
+/// its sha256 there, then runs `after`.
+fn upload(
+    host: &Host,
+    t: &Transport,
+    data: &[u8],
+    dest: &str,
+    sha: &str,
+    mode: &str,
+    after: &str,
+) -> Result<(), Failure> {
+    let dir = std::path::Path::new(dest)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/".into());
+    let script = format!(
+        "set -e; umask 022; mkdir -p {dir}; T={dest}.part.$$; cat > \"$T\"; \
+         got=$(sha256sum \"$T\" | cut -d' ' -f1); \
+         if [ \"$got\" != {sha} ]; then rm -f \"$T\"; echo \"sha256 on the host is $got, expected {sha}\" >&2; exit {HASH_MISMATCH}; fi; \
+         chmod {mode} \"$T\"; mv -f \"$T\" {dest}; {after}",
+        dir = q(&dir),
+        dest = q(dest),
+        after = if after.is_empty() { ":" } else { after },
+    );
+    let out: Remote = t
+        .run(host, &script, Some(data))
+        .map_err(|e| ssh_failure("upload", e))?;
+    match out.code {
+        0 => Ok(()),
+        HASH_MISMATCH => Err(Failure {
+            stage: "upload",
+            kind: "bundle hash mismatch".into(),
+            reason: format!("{dest}: {}", tail(&out.stderr)),
+        }),
+        c => Err(Failure {
+            stage: "upload",
+            kind: "upload failed".into(),
+            reason: format!("{dest}: exit {c}: {}", tail(&out.stderr)),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(n: usize, canary: &[usize]) -> Vec<Host> {
+        (0..n)
+            .map(|i| Host {
+                fqdn: format!("h{i}"),
+                address: format!("10.0.0.{i}"),
+                port: 22,
+                user: "root".into(),
+                roles: vec!["web".into()],
+                canary: canary.contains(&i),
+                line: 1,
+            })
+            .collect()
+    }
+
+    fn opts(canary: Option<usize>, batch: Option<&str>) -> Options {
+        Options {
+            canary,
+            batch: batch.map(|b| b.parse().unwrap()),
+            parallel: 4,
+            max_fail: 0,
+            why_run: false,
+        }
+    }
+
+    #[test]
+    fn canaries_then_batches() {
+        let p = plan(&hosts(10, &[7]), &opts(None, Some("4")));
+        let names: Vec<(&str, Vec<usize>)> = p
+            .iter()
+            .map(|b| (b.name.as_str(), b.hosts.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("canary", vec![7]),
+                ("batch 1", vec![0, 1, 2, 3]),
+                ("batch 2", vec![4, 5, 6, 8]),
+                ("batch 3", vec![9])
+            ]
+        );
+        let p = plan(&hosts(10, &[7]), &opts(Some(2), Some("50%")));
+        assert_eq!(p[0].hosts, [7, 0]);
+        assert_eq!(p[1].hosts.len(), 4);
+        assert_eq!(p.len(), 3);
+        let p = plan(&hosts(3, &[]), &opts(None, None));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].name, "batch 1");
+        assert!("0".parse::<BatchSize>().is_err());
+        assert!("101%".parse::<BatchSize>().is_err());
+    }
+}
