@@ -28,6 +28,20 @@ enum Command {
     Converge(ConvergeArgs),
     /// Validate the whole repository without touching any host.
     Check,
+    /// Converge each role twice in a throwaway Debian root and run its verify checks.
+    Test(TestArgs),
+    /// The inside of a `kiln test` target (internal).
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        fqdn: String,
+        #[arg(long)]
+        size: Option<String>,
+    },
     /// Roll the policy out to an inventory of hosts over SSH, and see their state.
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -48,6 +62,34 @@ enum Command {
     /// Explain, promote and audit package pins.
     #[command(subcommand)]
     Whitelist(WhitelistCommand),
+    /// The managed state of a target as one sha256, to compare hosts.
+    Fingerprint(FingerprintArgs),
+    /// Developer VMs: build an image of a role, boot it with QEMU, reach it.
+    #[command(subcommand)]
+    Devvm(commands::devvm::DevvmCommand),
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Roles to test (default: every role in the repository).
+    roles: Vec<String>,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Keep each target root for debugging (its path is printed).
+    #[arg(long)]
+    keep: bool,
+    #[arg(long)]
+    json: bool,
+    /// The fqdn the test node has (default: test-ROLE.kiln.test).
+    #[arg(long)]
+    fqdn: Option<String>,
+    /// A size of the role ([sizes.NAME]).
+    #[arg(long)]
+    size: Option<String>,
+    /// Seconds one role may take before it is stopped.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +119,25 @@ enum WhitelistCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+struct FingerprintArgs {
+    /// Fingerprint this directory tree instead of the running system.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Print one line per managed resource, sorted, then the fingerprint.
+    #[arg(long)]
+    explain: bool,
+    /// Print {fingerprint, parts: [{resource, part}]} as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Take the managed resources from these roles' policy, not the last run (repeatable).
+    #[arg(long = "role", value_name = "R")]
+    roles: Vec<String>,
+    /// With --role: the node's name (default: the last run's, else the target's hostname).
+    #[arg(long, requires = "roles")]
+    fqdn: Option<String>,
 }
 
 #[derive(Args)]
@@ -214,6 +275,39 @@ pub fn main() -> i32 {
             })
         }
         Command::Check => commands::check::run(&cli.repo),
+        Command::Test(t) => commands::test::run(commands::test::TestArgs {
+            repo: cli.repo,
+            roles: t.roles,
+            junit: t.junit,
+            json: t.json,
+            keep: t.keep,
+            fqdn: t.fqdn,
+            size: t.size,
+            timeout: Duration::from_secs(t.timeout),
+        }),
+        Command::Sandbox {
+            root,
+            role,
+            fqdn,
+            size,
+        } => Ok(crate::testing::inside::run(
+            crate::testing::inside::InsideArgs {
+                root,
+                repo: cli.repo,
+                role,
+                fqdn,
+                size,
+            },
+        )),
+        Command::Devvm(d) => commands::devvm::run(&cli.repo, d),
+        Command::Fingerprint(a) => commands::fingerprint::run(commands::fingerprint::Fingerprint {
+            repo: cli.repo,
+            root: a.root,
+            roles: a.roles,
+            fqdn: a.fqdn,
+            explain: a.explain,
+            json: a.json,
+        }),
         Command::Fleet(f) => match f {
             FleetCommand::Converge {
                 target,

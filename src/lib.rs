@@ -3,10 +3,13 @@
 
 pub mod cli;
 pub mod commands;
+pub mod devvm;
 pub mod engine;
 pub mod error;
+pub mod fingerprint;
 pub mod fleet;
 pub mod platform;
 pub mod policy;
 pub mod resource;
+pub mod testing;
 pub mod verify;

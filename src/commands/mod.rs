@@ -3,6 +3,9 @@
 pub mod agent;
 pub mod check;
 pub mod converge;
+pub mod devvm;
+pub mod fingerprint;
 pub mod fleet;
+pub mod test;
 pub mod verify;
 pub mod whitelist;

@@ -97,6 +97,8 @@ pub struct Report {
     pub fqdn: String,
     pub roles: Vec<String>,
     pub run_list: Vec<String>,
+    /// Every resource the policy manages (`type[name]`), for `kiln fingerprint`.
+    pub managed: Vec<String>,
     pub why_run: bool,
     pub total: usize,
     pub updated: usize,
@@ -129,6 +131,7 @@ impl Report {
                 .iter()
                 .map(|(c, r)| format!("recipe[{c}::{r}]"))
                 .collect(),
+            managed: crate::fingerprint::managed_ids(policy),
             why_run,
             total: policy.resources.len(),
             updated: 0,

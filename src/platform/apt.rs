@@ -151,6 +151,30 @@ pub fn install(target: &Target, pins: &[(String, String)]) -> Result<(), String>
     checked(target, &argv).map(|_| ())
 }
 
+/// Fetches the packages of `pins` into the target's apt cache without
+/// installing them, so that a later install needs no network.
+pub fn download(target: &Target, pins: &[(String, String)]) -> Result<(), String> {
+    if pins.is_empty() {
+        return Ok(());
+    }
+    if !index_knows(target, pins) {
+        update(target)?;
+    }
+    let args: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let mut argv = vec![
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--download-only",
+        "--no-install-recommends",
+        "--allow-downgrades",
+        "--allow-change-held-packages",
+    ];
+    argv.extend(args.iter().map(String::as_str));
+    checked(target, &argv).map(|_| ())
+}
+
 /// `remove` or `purge`.
 pub fn remove(target: &Target, names: &[String], purge: bool) -> Result<(), String> {
     let _guard = NoServiceStarts::new(target);

@@ -4,4 +4,5 @@ pub mod accounts;
 pub mod apt;
 pub mod dpkg;
 pub mod facts;
+pub mod rootfs;
 pub mod target;

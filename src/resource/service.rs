@@ -68,7 +68,7 @@ fn build(spec: &Spec, _env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyEr
 
 /// Unit types systemctl accepts; any other name gets `.service` appended
 /// (so that "php8.2-fpm" is php8.2-fpm.service).
-const UNIT_SUFFIXES: &[&str] = &[
+pub(crate) const UNIT_SUFFIXES: &[&str] = &[
     ".service",
     ".socket",
     ".timer",
@@ -80,7 +80,7 @@ const UNIT_SUFFIXES: &[&str] = &[
     ".slice",
 ];
 
-const UNIT_DIRS: &[&str] = &[
+pub(crate) const UNIT_DIRS: &[&str] = &[
     "/etc/systemd/system",
     "/run/systemd/system",
     "/usr/local/lib/systemd/system",
@@ -313,7 +313,7 @@ fn sysv_runlevel(script: &str) -> String {
 }
 
 /// Enabled = a start link `S<NN><name>` in the rc directory of the script's runlevel.
-fn sysv_enabled(target: &Target, name: &str) -> bool {
+pub(crate) fn sysv_enabled(target: &Target, name: &str) -> bool {
     let script =
         std::fs::read_to_string(target.path(&format!("/etc/init.d/{name}"))).unwrap_or_default();
     let dir = target.path(&format!("/etc/rc{}.d", sysv_runlevel(&script)));
@@ -395,7 +395,38 @@ impl Resource for Service {
                 self.name
             ));
         }
-        self.act(target, provider, action)
+        self.act(target, provider, action)?;
+        if matches!(action, "start" | "restart") {
+            self.confirm_running(target, provider, action)?;
+        }
+        Ok(())
+    }
+}
+
+impl Service {
+    /// An init script can exit 0 for a daemon that dies at once; what
+    /// counts is that the service is running a moment later.
+    fn confirm_running(
+        &self,
+        target: &Target,
+        provider: Provider,
+        action: &str,
+    ) -> ResourceResult<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // Give a daemon that dies at once the time to do so.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        loop {
+            if self.is_running(target, provider)? {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "service {}: {action} reported success, but the service is not running 5 s later; check its log and configuration",
+                    self.name
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 }
 

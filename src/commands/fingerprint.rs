@@ -1,0 +1,92 @@
+//! `kiln fingerprint`: the managed state of a target as one sha256.
+
+use std::path::PathBuf;
+
+use crate::engine::{self, Request};
+use crate::error::{Error, PolicyError};
+use crate::fingerprint;
+use crate::platform::facts::Facts;
+use crate::platform::target::Target;
+use crate::policy::Repository;
+
+pub struct Fingerprint {
+    pub repo: PathBuf,
+    pub root: Option<PathBuf>,
+    /// Take the managed resources from these roles' policy instead of the last run.
+    pub roles: Vec<String>,
+    pub fqdn: Option<String>,
+    pub explain: bool,
+    pub json: bool,
+}
+
+const LAST_RUN: &str = "/var/lib/kiln/last_run.json";
+
+pub fn run(c: Fingerprint) -> Result<i32, Error> {
+    let target = match &c.root {
+        Some(dir) if !dir.is_dir() => {
+            return Err(Error::Usage(format!(
+                "--root {}: no such directory",
+                dir.display()
+            )));
+        }
+        Some(dir) => Target::at_root(dir),
+        None => Target::host(),
+    };
+    let last_path = target.path(LAST_RUN);
+    let last: Option<serde_json::Value> = match std::fs::read_to_string(&last_path) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
+            Error::Target(format!(
+                "{} is not a kiln run report: {e}; run kiln converge again to rewrite it",
+                last_path.display()
+            ))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(Error::Target(format!(
+                "cannot read {}: {e}",
+                last_path.display()
+            )));
+        }
+    };
+
+    let ids = if c.roles.is_empty() {
+        let Some(last) = &last else {
+            return Err(PolicyError::new(format!(
+                "this target has no kiln run recorded ({} does not exist), so which resources kiln manages here is unknown",
+                last_path.display()
+            ))
+            .fix("run kiln converge first, or pass --role R to fingerprint by policy")
+            .into());
+        };
+        fingerprint::ids_from_report(last).ok_or_else(|| {
+            Error::Target(format!(
+                "{} lists no resources; run kiln converge again to rewrite it",
+                last_path.display()
+            ))
+        })?
+    } else {
+        // By policy: the resources these roles would manage on this node.
+        let repo = Repository::open(&c.repo)?;
+        let fqdn = c
+            .fqdn
+            .clone()
+            .or_else(|| last.as_ref()?["fqdn"].as_str().map(str::to_string));
+        let facts = Facts::gather(&target, fqdn.as_deref());
+        let req = Request {
+            run_list: c.roles.iter().map(|r| format!("role[{r}]")).collect(),
+            ..Request::default()
+        };
+        let policy = engine::compile(&repo, &req, &facts)?;
+        fingerprint::managed_ids(&policy)
+    };
+
+    let fp = fingerprint::compute(&target, &ids);
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&fp).unwrap_or_default());
+    } else if c.explain {
+        print!("{}", fp.explain());
+    } else {
+        println!("{}", fp.fingerprint);
+    }
+    Ok(0)
+}

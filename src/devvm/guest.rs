@@ -1,0 +1,241 @@
+//! What kiln writes into an image's tree besides the role: hostname,
+//! fstab with the app share, DHCP on the virtio NIC, the root key, kiln
+//! and its policy, and the unit that converges at boot.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use super::run;
+use crate::error::{Error, IoContext};
+
+/// Where the policy repository lives inside a VM.
+pub const POLICY_DIR: &str = "/etc/kiln/policy";
+/// kiln inside a VM.
+pub const KILN_BIN: &str = "/usr/local/bin/kiln";
+/// The 9p mount tag of the app share.
+pub const APP_TAG: &str = "app";
+/// The unit that converges the role at boot.
+pub const CONVERGE_UNIT: &str = "kiln-converge.service";
+
+/// Everything the guest files depend on.
+pub struct GuestConfig<'a> {
+    pub hostname: &'a str,
+    pub role: &'a str,
+    pub size: &'a str,
+    pub authorized_key: &'a str,
+    /// Where the app share is mounted (the app's docroot).
+    pub app_mount: &'a str,
+}
+
+fn write(tree: &Path, path: &str, content: &str, mode: u32) -> Result<(), Error> {
+    let full = tree.join(path.trim_start_matches('/'));
+    if let Some(parent) = full.parent() {
+        fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    }
+    // A symlink (e.g. /etc/resolv.conf) is replaced, never followed out of the tree.
+    if fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(&full).ctx(|| format!("removing {}", full.display()))?;
+    }
+    fs::write(&full, content).ctx(|| format!("writing {}", full.display()))?;
+    fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+        .ctx(|| format!("chmod {}", full.display()))
+}
+
+fn symlink(tree: &Path, path: &str, to: &str) -> Result<(), Error> {
+    let full = tree.join(path.trim_start_matches('/'));
+    if let Some(parent) = full.parent() {
+        fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    }
+    let _ = fs::remove_file(&full);
+    std::os::unix::fs::symlink(to, &full).ctx(|| format!("linking {}", full.display()))
+}
+
+/// The fstab: the root disk, and the app share (nofail: a VM booted
+/// without the share still comes up).
+pub fn fstab(app_mount: &str) -> String {
+    format!(
+        "# written by kiln devvm\n\
+         /dev/vda / ext4 defaults,errors=remount-ro 0 1\n\
+         {APP_TAG} {app_mount} 9p trans=virtio,version=9p2000.L,msize=262144,nofail 0 0\n"
+    )
+}
+
+/// The unit that converges the role at boot, once the share is mounted and
+/// the network is up, so that what needs running services happens here.
+pub fn converge_unit(role: &str, size: &str, app_mount: &str) -> String {
+    // The share is `nofail`, so nothing orders it before local-fs.target:
+    // order after it here, but without requiring it.
+    let mount = mount_unit(app_mount);
+    format!(
+        "# written by kiln devvm\n\
+         [Unit]\n\
+         Description=kiln converge of role {role} ({size})\n\
+         Wants=network-online.target\n\
+         After=network-online.target local-fs.target {mount}\n\
+         Wants={mount}\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         RemainAfterExit=yes\n\
+         WorkingDirectory={POLICY_DIR}\n\
+         ExecStart={KILN_BIN} --repo {POLICY_DIR} converge --role {role} --size {size}\n\
+         TimeoutStartSec=30min\n\
+         StandardOutput=journal+console\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    )
+}
+
+/// The systemd mount unit of a path, as `systemd-escape --path --suffix=mount`.
+pub fn mount_unit(path: &str) -> String {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        return "-.mount".into();
+    }
+    let mut out = String::new();
+    for (i, b) in trimmed.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b':' => {
+                out.push(b as char)
+            }
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push_str(".mount");
+    out
+}
+
+/// Writes the guest configuration into `tree`, before the role is converged.
+pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
+    write(tree, "/etc/hostname", &format!("{}\n", c.hostname), 0o644)?;
+    write(
+        tree,
+        "/etc/hosts",
+        &format!(
+            "127.0.0.1\tlocalhost\n127.0.1.1\t{0}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            c.hostname
+        ),
+        0o644,
+    )?;
+    write(tree, "/etc/fstab", &fstab(c.app_mount), 0o644)?;
+    fs::create_dir_all(tree.join(c.app_mount.trim_start_matches('/')))
+        .ctx(|| format!("creating {} in the image", c.app_mount))?;
+    write(
+        tree,
+        "/etc/systemd/network/10-kiln-devvm.network",
+        "# written by kiln devvm: DHCP on the virtio NIC of QEMU user networking\n\
+         [Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n",
+        0o644,
+    )?;
+    write(
+        tree,
+        "/etc/resolv.conf",
+        "# written by kiln devvm: QEMU user networking's DNS\nnameserver 10.0.2.3\n",
+        0o644,
+    )?;
+    symlink(
+        tree,
+        "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+        "/lib/systemd/system/systemd-networkd.service",
+    )?;
+    symlink(
+        tree,
+        "/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service",
+        "/lib/systemd/system/systemd-networkd-wait-online.service",
+    )?;
+    write(
+        tree,
+        "/root/.ssh/authorized_keys",
+        &format!("{}\n", c.authorized_key),
+        0o600,
+    )?;
+    fs::set_permissions(tree.join("root/.ssh"), fs::Permissions::from_mode(0o700))
+        .ctx(|| "chmod /root/.ssh".to_string())?;
+    // Host keys of this image, not of the shared base root.
+    for e in fs::read_dir(tree.join("etc/ssh")).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    run(
+        Command::new("chroot").arg(tree).args(["ssh-keygen", "-A"]),
+        "generating the image's ssh host keys",
+    )?;
+    // The machine id is made at first boot, per VM.
+    write(tree, "/etc/machine-id", "", 0o444)?;
+    Ok(())
+}
+
+/// Installs kiln (this very binary), the policy repository and the boot
+/// converge unit into `tree`, after the role is converged.
+pub fn install_kiln(tree: &Path, repo: &Path, c: &GuestConfig) -> Result<(), Error> {
+    let bin = tree.join(KILN_BIN.trim_start_matches('/'));
+    fs::create_dir_all(bin.parent().expect("has a parent"))
+        .ctx(|| format!("creating {}", bin.display()))?;
+    let exe = std::env::current_exe().ctx(|| "locating the kiln executable".to_string())?;
+    fs::copy(&exe, &bin).ctx(|| format!("copying {} to {}", exe.display(), bin.display()))?;
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))
+        .ctx(|| format!("chmod {}", bin.display()))?;
+    let dest = tree.join(POLICY_DIR.trim_start_matches('/'));
+    let _ = fs::remove_dir_all(&dest);
+    fs::create_dir_all(&dest).ctx(|| format!("creating {}", dest.display()))?;
+    for item in super::image::policy_items(repo) {
+        let rel = item.strip_prefix(repo).unwrap_or(&item);
+        let to = dest.join(rel);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+        }
+        fs::copy(&item, &to).ctx(|| format!("copying {}", item.display()))?;
+    }
+    write(
+        tree,
+        &format!("/etc/systemd/system/{CONVERGE_UNIT}"),
+        &converge_unit(c.role, c.size, c.app_mount),
+        0o644,
+    )?;
+    symlink(
+        tree,
+        &format!("/etc/systemd/system/multi-user.target.wants/{CONVERGE_UNIT}"),
+        &format!("/etc/systemd/system/{CONVERGE_UNIT}"),
+    )?;
+    write(
+        tree,
+        "/etc/profile.d/kiln.sh",
+        &format!(
+            "# written by kiln devvm: kiln's policy repository in this VM\n\
+             alias kiln='{KILN_BIN} --repo {POLICY_DIR}'\n"
+        ),
+        0o644,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fstab_mounts_the_share_at_the_docroot() {
+        let f = fstab("/var/www/html");
+        assert!(f.contains("app /var/www/html 9p trans=virtio"), "{f}");
+        assert!(f.contains("/dev/vda / ext4"));
+    }
+
+    #[test]
+    fn unit_converges_the_role_and_size() {
+        let u = converge_unit("devvm", "small", "/srv/app");
+        assert!(u.contains("converge --role devvm --size small"), "{u}");
+        assert!(u.contains("After=network-online.target local-fs.target srv-app.mount"));
+    }
+
+    #[test]
+    fn mount_units_are_escaped_like_systemd_escape() {
+        assert_eq!(mount_unit("/var/www/html"), "var-www-html.mount");
+        assert_eq!(mount_unit("/srv/my-app"), "srv-my\\x2dapp.mount");
+    }
+}

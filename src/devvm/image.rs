@@ -1,0 +1,490 @@
+//! Building a dev VM image: the base root copied, the guest configured, the
+//! role converged into it with kiln's own engine (`--root`), kiln and the
+//! policy installed, then an ext4 filesystem made from the tree without
+//! mounting it and converted to qcow2, with the kernel and initrd beside it
+//! for direct kernel boot.
+//!
+//! Images are cached under `images/<sha256>/`, the sha256 being over every
+//! input (see [`Inputs`]); a build is written to a temporary directory that
+//! is renamed into place when complete, so a killed build leaves no half image.
+
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::guest::{self, GuestConfig};
+use super::{base, file_sha256, hex, paths, run, sshkey, step, tools, user_name};
+use crate::commands::converge::{self, Converge};
+use crate::engine::{self, Request};
+use crate::error::{Error, IoContext, PolicyError};
+use crate::platform::facts::Facts;
+use crate::platform::target::Target;
+use crate::policy::Repository;
+
+/// Bump when what goes into an image changes without any hashed input changing.
+const LAYOUT_VERSION: &str = "kiln-devvm-image/1";
+
+pub const DISK: &str = "disk.qcow2";
+pub const KERNEL: &str = "vmlinuz";
+pub const INITRD: &str = "initrd.img";
+pub const MANIFEST: &str = "manifest.json";
+
+/// What `build` is asked for.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub repo: PathBuf,
+    pub role: String,
+    pub size: String,
+    /// Rebuild even when the cache has the image.
+    pub force: bool,
+}
+
+/// What an image is and how to boot it; `manifest.json` in its directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub key: String,
+    pub role: String,
+    pub size: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub disk_gb: u64,
+    pub hostname: String,
+    /// Where the app share is mounted inside (the app's docroot).
+    pub app_mount: String,
+    pub kiln_version: String,
+    pub base_key: String,
+    pub created: u64,
+    pub build_seconds: f64,
+    /// `kiln fingerprint` of the tree, when this kiln has that command.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+/// A built image in the cache.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+impl Image {
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(DISK)
+    }
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join(KERNEL)
+    }
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join(INITRD)
+    }
+
+    /// The image with this key, if the cache holds a complete one.
+    pub fn open(key: &str) -> Option<Image> {
+        let dir = paths::images_dir().join(key);
+        let text = fs::read_to_string(dir.join(MANIFEST)).ok()?;
+        let manifest: Manifest = serde_json::from_str(&text).ok()?;
+        Some(Image {
+            dir,
+            manifest,
+            cached: true,
+        })
+    }
+}
+
+/// The policy files an image depends on, sorted: roles, cookbooks and the whitelist.
+pub fn policy_items(repo: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for top in ["roles", "cookbooks"] {
+        for e in walkdir::WalkDir::new(repo.join(top))
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .flatten()
+        {
+            if e.file_type().is_file() {
+                out.push(e.into_path());
+            }
+        }
+    }
+    let wl = repo.join("whitelist.toml");
+    if wl.is_file() {
+        out.push(wl);
+    }
+    out
+}
+
+/// Every input of an image, resolved; its sha256 is the cache key.
+#[derive(Debug)]
+pub struct Inputs {
+    pub role: String,
+    pub size: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub disk_gb: u64,
+    pub hostname: String,
+    pub app_mount: String,
+    pub authorized_key: String,
+    text: String,
+}
+
+impl Inputs {
+    /// Resolves the role's size and attributes (compiling the policy, so
+    /// that a policy error surfaces before anything is built) and hashes
+    /// every input.
+    pub fn resolve(req: &BuildRequest) -> Result<Inputs, Error> {
+        let repo = Repository::open(&req.repo)?;
+        let role = repo.role(&req.role)?;
+        let hostname = format!("devvm-{}", user_name());
+        let facts = Facts::gather(&Target::host(), Some(&hostname));
+        let policy = engine::compile(
+            &repo,
+            &Request {
+                run_list: vec![format!("role[{}]", req.role)],
+                size: Some(req.size.clone()),
+                node_attributes: toml::Table::new(),
+            },
+            &facts,
+        )?;
+        let size = policy
+            .expanded
+            .roles
+            .iter()
+            .find_map(|r| r.sizes.get(&req.size))
+            .cloned()
+            .ok_or_else(|| {
+                PolicyError::new(format!("role {:?} has no size {:?}", role.name, req.size))
+                    .in_file(&role.file)
+                    .fix("add [sizes.NAME] with cpus, memory_mb and disk_gb")
+            })?;
+        let app_mount = app_mount(&policy.attributes);
+        let authorized_key = sshkey::ensure()?;
+
+        let mut text = format!(
+            "layout={LAYOUT_VERSION}\nbase={}\nrole={}\nsize={}\ncpus={}\nmemory_mb={}\ndisk_gb={}\nhostname={hostname}\napp_mount={app_mount}\nkey={authorized_key}\n",
+            base::recipe(),
+            req.role,
+            req.size,
+            size.cpus,
+            size.memory_mb,
+            size.disk_gb,
+        );
+        let exe = std::env::current_exe().ctx(|| "locating the kiln executable".to_string())?;
+        text.push_str(&format!(
+            "kiln={} {}\n",
+            env!("CARGO_PKG_VERSION"),
+            file_sha256(&exe).ctx(|| format!("hashing {}", exe.display()))?
+        ));
+        for item in policy_items(&req.repo) {
+            let rel = item.strip_prefix(&req.repo).unwrap_or(&item);
+            let sum = file_sha256(&item).ctx(|| format!("hashing {}", item.display()))?;
+            text.push_str(&format!("file {} {sum}\n", rel.display()));
+        }
+        Ok(Inputs {
+            role: req.role.clone(),
+            size: req.size.clone(),
+            cpus: size.cpus,
+            memory_mb: size.memory_mb,
+            disk_gb: size.disk_gb,
+            hostname,
+            app_mount,
+            authorized_key,
+            text,
+        })
+    }
+
+    pub fn key(&self) -> String {
+        hex(&Sha256::digest(self.text.as_bytes()))
+    }
+}
+
+/// Where the app share goes: `devvm.app_mount`, else the app cookbook's
+/// docroot, else Apache's, else `/srv/app`.
+pub fn app_mount(attrs: &toml::Table) -> String {
+    let get = |a: &str, b: &str| {
+        attrs
+            .get(a)
+            .and_then(|v| v.get(b))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    get("devvm", "app_mount")
+        .or_else(|| get("app", "docroot"))
+        .or_else(|| get("apache2", "docroot"))
+        .unwrap_or_else(|| "/srv/app".to_string())
+}
+
+/// The image for `req`: from the cache when every input is unchanged, else built.
+pub fn build(req: &BuildRequest) -> Result<Image, Error> {
+    let inputs = Inputs::resolve(req)?;
+    let key = inputs.key();
+    if !req.force
+        && let Some(img) = Image::open(&key)
+    {
+        return Ok(img);
+    }
+    tools::require(&[tools::MMDEBSTRAP, tools::MKE2FS, tools::QEMU_IMG])?;
+    let images = paths::images_dir();
+    fs::create_dir_all(&images).ctx(|| format!("creating {}", images.display()))?;
+    // One build of a key at a time; a second builder waits and takes the result.
+    let lock_path = images.join(format!("{key}.lock"));
+    let lock = File::create(&lock_path).ctx(|| format!("opening {}", lock_path.display()))?;
+    lock.lock_exclusive()
+        .ctx(|| format!("locking {}", lock_path.display()))?;
+    if !req.force
+        && let Some(img) = Image::open(&key)
+    {
+        return Ok(img);
+    }
+    let started = Instant::now();
+    clean_leftovers(&images);
+    let base = base::root()?;
+    let work = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(&images)
+        .ctx(|| format!("creating a build directory in {}", images.display()))?;
+    let tree = work.path().join("tree");
+    let out = work.path().join("image");
+    fs::create_dir(&out).ctx(|| format!("creating {}", out.display()))?;
+
+    step(format!("copying the base root into {}", tree.display()));
+    run(
+        Command::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .arg(&base)
+            .arg(&tree),
+        "copying the base root",
+    )?;
+    let cfg = GuestConfig {
+        hostname: &inputs.hostname,
+        role: &inputs.role,
+        size: &inputs.size,
+        authorized_key: &inputs.authorized_key,
+        app_mount: &inputs.app_mount,
+    };
+    step(format!(
+        "configuring the guest: hostname {}, ssh key, DHCP, app share at {}",
+        inputs.hostname, inputs.app_mount
+    ));
+    guest::configure(&tree, &cfg)?;
+
+    step(format!(
+        "converging role {} (size {}) into the image",
+        inputs.role, inputs.size
+    ));
+    let code = converge::run(Converge {
+        repo: req.repo.clone(),
+        roles: vec![inputs.role.clone()],
+        run_list: Vec::new(),
+        fqdn: Some(inputs.hostname.clone()),
+        node: None,
+        size: Some(inputs.size.clone()),
+        root: Some(tree.clone()),
+        why_run: false,
+        json: false,
+        detailed_exitcodes: false,
+        lock_timeout: Duration::from_secs(60),
+    })?;
+    if code != 0 {
+        return Err(Error::Target(format!(
+            "converging role {} into the image failed; nothing was cached",
+            inputs.role
+        )));
+    }
+    step("installing kiln, the policy and the boot converge unit");
+    guest::install_kiln(&tree, &req.repo, &cfg)?;
+    let fingerprint = fingerprint(&tree, &req.repo);
+    extract_boot_files(&tree, &out)?;
+    // Package caches do not belong in an image.
+    for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
+        clear_dir(&tree.join(dir));
+    }
+
+    step(format!(
+        "making a {} GB ext4 filesystem from the tree (mke2fs -d)",
+        inputs.disk_gb
+    ));
+    let raw = work.path().join("disk.raw");
+    File::create(&raw)
+        .and_then(|f| f.set_len(inputs.disk_gb << 30))
+        .ctx(|| format!("creating {}", raw.display()))?;
+    run(
+        Command::new(tools::which("mke2fs").unwrap_or_else(|| "mke2fs".into()))
+            .args(["-q", "-F", "-t", "ext4", "-L", "kiln-root", "-d"])
+            .arg(&tree)
+            .arg(&raw),
+        "mke2fs",
+    )?;
+    step("converting to qcow2");
+    run(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(out.join(DISK)),
+        "qemu-img convert",
+    )?;
+    let _ = fs::remove_file(&raw);
+
+    let manifest = Manifest {
+        key: key.clone(),
+        role: inputs.role.clone(),
+        size: inputs.size.clone(),
+        cpus: inputs.cpus,
+        memory_mb: inputs.memory_mb,
+        disk_gb: inputs.disk_gb,
+        hostname: inputs.hostname.clone(),
+        app_mount: inputs.app_mount.clone(),
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        base_key: base::key(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        build_seconds: started.elapsed().as_secs_f64(),
+        fingerprint,
+    };
+    let mut f = File::create(out.join(MANIFEST)).ctx(|| "writing manifest.json".to_string())?;
+    serde_json::to_writer_pretty(&mut f, &manifest)
+        .map_err(std::io::Error::other)
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .ctx(|| "writing manifest.json".to_string())?;
+    let dest = images.join(&key);
+    if dest.exists() {
+        fs::remove_dir_all(&dest).ctx(|| format!("removing the old {}", dest.display()))?;
+    }
+    fs::rename(&out, &dest).ctx(|| format!("renaming the image into {}", dest.display()))?;
+    drop(work);
+    step(format!(
+        "image {} built in {:.0} s",
+        &key[..12],
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(Image {
+        dir: dest,
+        manifest,
+        cached: false,
+    })
+}
+
+/// Build directories of killed builds (no process holds their key's lock
+/// once we hold ours, and a build never outlives its lock).
+fn clean_leftovers(images: &Path) {
+    for e in fs::read_dir(images).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".build-") {
+            let age = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            // Another key's build may be running right now: leave young ones.
+            if age > Duration::from_secs(6 * 3600) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+fn clear_dir(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Copies the newest kernel and its initrd out of the tree's /boot.
+fn extract_boot_files(tree: &Path, out: &Path) -> Result<(), Error> {
+    let boot = tree.join("boot");
+    let mut kernels: Vec<String> = fs::read_dir(&boot)
+        .ctx(|| format!("reading {}", boot.display()))?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("vmlinuz-"))
+                .map(str::to_string)
+        })
+        .collect();
+    kernels.sort_by(|a, b| {
+        a.parse::<debversion::Version>()
+            .ok()
+            .zip(b.parse::<debversion::Version>().ok())
+            .map_or_else(|| a.cmp(b), |(x, y)| x.cmp(&y))
+    });
+    let Some(version) = kernels.pop() else {
+        return Err(Error::Target(format!(
+            "no kernel in {} (is linux-image-amd64 in the base root?)",
+            boot.display()
+        )));
+    };
+    let initrd = boot.join(format!("initrd.img-{version}"));
+    if !initrd.is_file() {
+        return Err(Error::Target(format!(
+            "{} is missing: the kernel's initramfs was not generated",
+            initrd.display()
+        )));
+    }
+    fs::copy(boot.join(format!("vmlinuz-{version}")), out.join(KERNEL))
+        .ctx(|| "copying the kernel".to_string())?;
+    fs::copy(&initrd, out.join(INITRD)).ctx(|| "copying the initrd".to_string())?;
+    Ok(())
+}
+
+/// The tree's `kiln fingerprint` (of its last run: the build's converge),
+/// if this kiln has the command.
+fn fingerprint(tree: &Path, repo: &Path) -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let out = Command::new(exe)
+        .arg("--repo")
+        .arg(repo)
+        .args(["fingerprint", "--root"])
+        .arg(tree)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string)
+}
+
+/// Every cached image, newest first.
+pub fn list() -> Vec<Image> {
+    let mut out: Vec<Image> = fs::read_dir(paths::images_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Image::open(&e.file_name().to_string_lossy()))
+        .collect();
+    out.sort_by_key(|i| std::cmp::Reverse(i.manifest.created));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_mount_prefers_devvm_then_app_then_apache() {
+        let t: toml::Table =
+            toml::from_str("[apache2]\ndocroot = \"/var/www/html\"\n").expect("toml");
+        assert_eq!(app_mount(&t), "/var/www/html");
+        let t: toml::Table = toml::from_str(
+            "[apache2]\ndocroot = \"/var/www/html\"\n[app]\ndocroot = \"/srv/shop\"\n",
+        )
+        .expect("toml");
+        assert_eq!(app_mount(&t), "/srv/shop");
+        assert_eq!(app_mount(&toml::Table::new()), "/srv/app");
+    }
+}

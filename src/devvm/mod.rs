@@ -1,0 +1,121 @@
+//! Developer VMs: a disk image built from a role with kiln's own engine,
+//! booted with QEMU, reached over forwarded localhost ports.
+//!
+//! One concern a file: [`paths`] (where everything lives), [`tools`] (host
+//! programs), [`base`] (the cached Debian root), [`guest`] (what kiln writes
+//! into the tree), [`sshkey`], [`image`] (build and cache), [`accel`] (KVM or
+//! TCG), [`ports`], [`qemu`] (command line and monitor), [`state`] (one
+//! VM's files), [`vm`] (up, down, status), [`vagrant`] (the box).
+
+pub mod accel;
+pub mod base;
+pub mod guest;
+pub mod image;
+pub mod paths;
+pub mod ports;
+pub mod qemu;
+pub mod sshkey;
+pub mod state;
+pub mod tools;
+pub mod vagrant;
+pub mod vm;
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// Lower-case hex of some bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// sha256 of a file's content, streamed.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Runs a host command to completion; a non-zero exit is an error that
+/// carries the command's output.
+pub fn run(cmd: &mut Command, what: &str) -> Result<String, Error> {
+    let out = cmd
+        .output()
+        .map_err(|e| Error::Target(format!("{what}: cannot run {:?}: {e}", cmd.get_program())))?;
+    if !out.status.success() {
+        let mut msg = format!("{what} failed ({})", out.status);
+        for stream in [&out.stdout, &out.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            let text = text.trim();
+            if !text.is_empty() {
+                // The end of a long log is where the reason is.
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                msg.push('\n');
+                msg.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+        }
+        return Err(Error::Target(msg));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The engineer's login name: the one behind sudo when there is one.
+pub fn user_name() -> String {
+    for var in ["SUDO_USER", "USER", "LOGNAME"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+            && v != "root"
+        {
+            return sanitize(&v);
+        }
+    }
+    "root".into()
+}
+
+/// A string reduced to what a hostname label or a file name may hold.
+pub fn sanitize(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let out = out.trim_matches('-').to_string();
+    if out.is_empty() { "user".into() } else { out }
+}
+
+/// Prints one step of progress to stderr, so that stdout stays for results.
+pub fn step(msg: impl std::fmt::Display) {
+    eprintln!("==> {msg}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_keeps_hostname_characters() {
+        assert_eq!(sanitize("Jane.Doe"), "jane-doe");
+        assert_eq!(sanitize("__"), "user");
+    }
+}

@@ -1,0 +1,51 @@
+//! Where developer VMs keep their files: everything under
+//! `$XDG_CACHE_HOME/kiln` (default `~/.cache/kiln`).
+//!
+//! ```text
+//! devvm/base/<key>/root           the cached Debian root (mmdebstrap)
+//! devvm/images/<sha256>/          one built image: disk.qcow2, vmlinuz, initrd.img, manifest.json
+//! devvm/vms/<name>/               one VM: overlay.qcow2, state.json, qemu.pid, qmp.sock, serial.log
+//! devvm/boxes/                    vagrant boxes
+//! devvm/id_ed25519                the engineer's key, authorized for root in every image
+//! accel/<host>.json               the KVM probe's verdict for this host
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"))
+        .join("kiln")
+}
+
+pub fn devvm_dir() -> PathBuf {
+    cache_root().join("devvm")
+}
+
+pub fn base_dir() -> PathBuf {
+    devvm_dir().join("base")
+}
+
+pub fn images_dir() -> PathBuf {
+    devvm_dir().join("images")
+}
+
+/// VM state; `KILN_DEVVM_VMS` moves it (tests keep their VMs apart).
+pub fn vms_dir() -> PathBuf {
+    std::env::var_os("KILN_DEVVM_VMS")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| devvm_dir().join("vms"))
+}
+
+pub fn boxes_dir() -> PathBuf {
+    devvm_dir().join("boxes")
+}
+
+pub fn accel_dir() -> PathBuf {
+    cache_root().join("accel")
+}

@@ -1,0 +1,83 @@
+//! Host programs the dev VM commands need, and how to install them.
+
+use std::path::PathBuf;
+
+use crate::error::Error;
+
+/// A program and the Debian package that ships it.
+pub struct Tool {
+    pub program: &'static str,
+    pub package: &'static str,
+}
+
+pub const MMDEBSTRAP: Tool = Tool {
+    program: "mmdebstrap",
+    package: "mmdebstrap",
+};
+pub const MKE2FS: Tool = Tool {
+    program: "mke2fs",
+    package: "e2fsprogs",
+};
+pub const QEMU_IMG: Tool = Tool {
+    program: "qemu-img",
+    package: "qemu-utils",
+};
+pub const QEMU: Tool = Tool {
+    program: "qemu-system-x86_64",
+    package: "qemu-system-x86",
+};
+pub const SSH: Tool = Tool {
+    program: "ssh",
+    package: "openssh-client",
+};
+pub const SSH_KEYGEN: Tool = Tool {
+    program: "ssh-keygen",
+    package: "openssh-client",
+};
+pub const TAR: Tool = Tool {
+    program: "tar",
+    package: "tar",
+};
+
+/// The full path of a program on PATH (plus the sbin directories, which a
+/// non-root PATH often lacks).
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Fails, naming every missing program and the one command that installs
+/// them all, unless every tool is there.
+pub fn require(tools: &[Tool]) -> Result<(), Error> {
+    let missing: Vec<&Tool> = tools.iter().filter(|t| which(t.program).is_none()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let programs: Vec<&str> = missing.iter().map(|t| t.program).collect();
+    let mut packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    packages.dedup();
+    Err(Error::Usage(format!(
+        "missing host tools: {}\n  fix: apt-get install -y {}",
+        programs.join(", "),
+        packages.join(" ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_is_named_with_its_package() {
+        let t = Tool {
+            program: "kiln-no-such-program",
+            package: "kiln-no-such-package",
+        };
+        let e = require(&[t]).unwrap_err().to_string();
+        assert!(e.contains("kiln-no-such-program"), "{e}");
+        assert!(e.contains("apt-get install -y kiln-no-such-package"), "{e}");
+    }
+}

@@ -1,0 +1,610 @@
+//! A VM's life: up, ssh, status, down, destroy, list.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::accel::{self, Choice};
+use super::image::{self, BuildRequest, Image};
+use super::qemu::{Machine, Qmp};
+use super::state::{self, State, VmDir, human_duration, now};
+use super::{guest, ports, run, sshkey, step, tools};
+use crate::error::{Error, IoContext};
+
+/// Default forwarded ports; a taken one picks the next free.
+pub const DEFAULT_SSH_PORT: u16 = 2222;
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// What `up` is asked for.
+#[derive(Debug, Clone)]
+pub struct UpRequest {
+    pub name: String,
+    pub build: BuildRequest,
+    pub accel: Choice,
+    pub ssh_port: Option<u16>,
+    pub http_port: Option<u16>,
+    /// The host directory shared into the VM at the app's docroot.
+    pub app_dir: Option<PathBuf>,
+    /// How long the VM gets to answer and finish booting.
+    pub timeout: Option<Duration>,
+}
+
+/// The ssh command line for a VM (without the remote command).
+pub fn ssh_command(port: u16) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-i")
+        .arg(sshkey::private_key())
+        .args(["-p", &port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=15",
+        ])
+        .arg("root@127.0.0.1");
+    c
+}
+
+/// The ssh command as a person would type it.
+pub fn ssh_line(port: u16) -> String {
+    format!(
+        "ssh -i {} -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1",
+        sshkey::private_key().display()
+    )
+}
+
+/// Runs `cmd` with a deadline; killed (and `None`) when it runs past it.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<Output> {
+    let dir = tempfile::tempdir().ok()?;
+    let out_path = dir.path().join("out");
+    let err_path = dir.path().join("err");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).ok()?)
+        .stderr(fs::File::create(&err_path).ok()?)
+        .spawn()
+        .ok()?;
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    Some(Output {
+        status,
+        stdout: fs::read(&out_path).unwrap_or_default(),
+        stderr: fs::read(&err_path).unwrap_or_default(),
+    })
+}
+
+/// A command in the VM over ssh, bounded.
+pub fn ssh_run(port: u16, remote: &str, timeout: Duration) -> Option<Output> {
+    run_bounded(ssh_command(port).arg(remote), timeout)
+}
+
+fn url(s: &State) -> String {
+    format!("http://127.0.0.1:{}/", s.http_port)
+}
+
+/// Boots VM `req.name`, building its image first when needed, and waits
+/// until it serves. Returns the exit code.
+pub fn up(req: &UpRequest) -> Result<i32, Error> {
+    let vm = VmDir::new(&req.name)?;
+    if vm.running() {
+        let s = vm.load();
+        println!("VM {} is already running.", req.name);
+        if let Some(s) = s {
+            println!("  url: {}", url(&s));
+            println!("  ssh: {}", ssh_line(s.ssh_port));
+        }
+        return Ok(0);
+    }
+    tools::require(&[tools::QEMU, tools::QEMU_IMG, tools::SSH])?;
+    let t0 = Instant::now();
+    step(format!(
+        "image for role {} size {}",
+        req.build.role, req.build.size
+    ));
+    let img = image::build(&req.build)?;
+    step(format!(
+        "image {} {} ({})",
+        &img.manifest.key[..12],
+        if img.cached { "from the cache" } else { "built" },
+        img.dir.display()
+    ));
+    fs::create_dir_all(&vm.dir).ctx(|| format!("creating {}", vm.dir.display()))?;
+
+    // An existing VM keeps the image its overlay was made on.
+    let old = vm.load();
+    let img = match &old {
+        Some(s) if vm.overlay().is_file() && s.image_key != img.manifest.key => {
+            match Image::open(&s.image_key) {
+                Some(prev) => {
+                    eprintln!(
+                        "note: VM {} was created from image {}; the policy has changed since \
+                         (image {}). `kiln devvm destroy {}` and `up` again to use it.",
+                        req.name,
+                        &s.image_key[..12],
+                        &img.manifest.key[..12],
+                        req.name
+                    );
+                    prev
+                }
+                None => {
+                    eprintln!(
+                        "note: the image VM {} was made from is gone; recreating its disk",
+                        req.name
+                    );
+                    let _ = fs::remove_file(vm.overlay());
+                    img
+                }
+            }
+        }
+        _ => img,
+    };
+    if !vm.overlay().is_file() {
+        step("creating the VM's copy-on-write disk on the image");
+        run(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                .arg(img.disk())
+                .arg(vm.overlay()),
+            "qemu-img create",
+        )?;
+    }
+    let accel = accel::choose(req.accel, &img.kernel())?;
+    let app_dir = match &req.app_dir {
+        Some(d) => Some(
+            fs::canonicalize(d).ctx(|| format!("--app {}", d.display()))?,
+        ),
+        None => {
+            let d = req.build.repo.join("app");
+            d.is_dir().then(|| fs::canonicalize(&d).unwrap_or(d))
+        }
+    };
+    if app_dir.is_none() {
+        eprintln!(
+            "note: no app directory to share (pass --app DIR, or add app/ to the repository); \
+             {} in the VM stays empty",
+            img.manifest.app_mount
+        );
+    }
+
+    let mut attempt = 0;
+    let state = loop {
+        attempt += 1;
+        let ssh_port = ports::pick(req.ssh_port.or(Some(DEFAULT_SSH_PORT)), &[])
+            .ctx(|| "finding a free port".to_string())?;
+        let http_port = ports::pick(req.http_port.or(Some(DEFAULT_HTTP_PORT)), &[ssh_port])
+            .ctx(|| "finding a free port".to_string())?;
+        if let Some(p) = req.ssh_port.filter(|p| *p != ssh_port) {
+            eprintln!("note: port {p} is taken; ssh is forwarded from {ssh_port}");
+        }
+        if let Some(p) = req.http_port.filter(|p| *p != http_port) {
+            eprintln!("note: port {p} is taken; http is forwarded from {http_port}");
+        }
+        for f in [vm.pidfile(), vm.monitor(), vm.serial_log()] {
+            let _ = fs::remove_file(f);
+        }
+        let m = Machine {
+            name: req.name.clone(),
+            accel,
+            cpus: img.manifest.cpus,
+            memory_mb: img.manifest.memory_mb,
+            kernel: img.kernel(),
+            initrd: img.initrd(),
+            disk: vm.overlay(),
+            ssh_port,
+            http_port,
+            app_dir: app_dir.clone(),
+            serial_log: vm.serial_log(),
+            monitor: vm.monitor(),
+            pidfile: vm.pidfile(),
+        };
+        step(format!(
+            "starting QEMU ({}, {} CPUs, {} MB): ssh on 127.0.0.1:{ssh_port}, http on 127.0.0.1:{http_port}",
+            accel.name(),
+            m.cpus,
+            m.memory_mb
+        ));
+        let log = fs::File::create(vm.qemu_log()).ctx(|| "creating qemu.log".to_string())?;
+        let status = Command::new("qemu-system-x86_64")
+            .args(m.args())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().ctx(|| "qemu.log".to_string())?)
+            .stderr(log)
+            .status()
+            .ctx(|| "running qemu-system-x86_64".to_string())?;
+        if status.success() && vm.pid().is_some() {
+            break State {
+                name: req.name.clone(),
+                image_key: img.manifest.key.clone(),
+                image_dir: img.dir.clone(),
+                role: img.manifest.role.clone(),
+                size: img.manifest.size.clone(),
+                hostname: img.manifest.hostname.clone(),
+                cpus: m.cpus,
+                memory_mb: m.memory_mb,
+                accel: accel.name().into(),
+                ssh_port,
+                http_port,
+                app_dir: app_dir.clone().unwrap_or_default(),
+                app_mount: img.manifest.app_mount.clone(),
+                started: now(),
+                ready: None,
+            };
+        }
+        let why = fs::read_to_string(vm.qemu_log()).unwrap_or_default();
+        // A port taken between our check and QEMU's bind: try fresh ones.
+        if attempt < 3 && why.contains("hostfwd") {
+            continue;
+        }
+        return Err(Error::Target(format!(
+            "QEMU did not start ({status}): {}",
+            why.trim()
+        )));
+    };
+    vm.save(&state)?;
+    let timeout = req.timeout.unwrap_or(match accel {
+        accel::Accel::Kvm => Duration::from_secs(300),
+        accel::Accel::Tcg => Duration::from_secs(900),
+    });
+    match wait_ready(&vm, &state, t0, timeout) {
+        Ok(()) => {}
+        Err(Wait::Timeout(what)) => {
+            step(format!("{what}; stopping the VM"));
+            kill(&vm);
+            return Err(Error::Target(format!(
+                "VM {} did not come up within {} s ({what}); serial log: {}",
+                req.name,
+                timeout.as_secs(),
+                vm.serial_log().display()
+            )));
+        }
+        Err(Wait::Died) => {
+            return Err(Error::Target(format!(
+                "QEMU exited while VM {} was booting; serial log: {}, QEMU log: {}",
+                req.name,
+                vm.serial_log().display(),
+                vm.qemu_log().display()
+            )));
+        }
+        Err(Wait::Failed(msg)) => {
+            eprintln!("{msg}");
+            eprintln!(
+                "VM {} is left running for a look: kiln devvm ssh {}",
+                req.name, req.name
+            );
+            return Ok(1);
+        }
+    }
+    let mut state = state;
+    state.ready = Some(now());
+    vm.save(&state)?;
+    step(format!(
+        "VM {} is up in {:.0} s",
+        req.name,
+        t0.elapsed().as_secs_f64()
+    ));
+    println!("url: {}", url(&state));
+    println!("ssh: {}   (or: kiln devvm ssh {})", ssh_line(state.ssh_port), req.name);
+    if !state.app_dir.as_os_str().is_empty() {
+        println!(
+            "app: {} is {} in the VM",
+            state.app_dir.display(),
+            state.app_mount
+        );
+    }
+    Ok(0)
+}
+
+enum Wait {
+    Timeout(String),
+    Died,
+    Failed(String),
+}
+
+fn wait_ready(vm: &VmDir, s: &State, t0: Instant, timeout: Duration) -> Result<(), Wait> {
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    step(format!(
+        "booting; waiting for ssh (serial log: {})",
+        vm.serial_log().display()
+    ));
+    let mut last_note = Instant::now();
+    loop {
+        if !vm.running() {
+            return Err(Wait::Died);
+        }
+        if left().is_zero() {
+            return Err(Wait::Timeout("ssh never answered".into()));
+        }
+        if let Some(o) = ssh_run(s.ssh_port, "true", Duration::from_secs(20).min(left()))
+            && o.status.success()
+        {
+            break;
+        }
+        if last_note.elapsed() > Duration::from_secs(30) {
+            last_note = Instant::now();
+            eprintln!(
+                "    ... {:.0} s, {}",
+                t0.elapsed().as_secs_f64(),
+                boot_progress(&vm.serial_log())
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    step(format!(
+        "ssh answers ({:.0} s); waiting for systemd to finish starting units and for {}",
+        t0.elapsed().as_secs_f64(),
+        guest::CONVERGE_UNIT
+    ));
+    let out = ssh_run(s.ssh_port, "systemctl is-system-running --wait", left());
+    let Some(out) = out else {
+        return Err(Wait::Timeout("systemd did not finish starting units".into()));
+    };
+    let verdict = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let unit = ssh_run(
+        s.ssh_port,
+        &format!(
+            "systemctl show -p ActiveState -p Result --value {}",
+            guest::CONVERGE_UNIT
+        ),
+        Duration::from_secs(30).min(left()),
+    )
+    .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" "))
+    .unwrap_or_default();
+    if !unit.contains("success") || !unit.contains("active") {
+        let journal = ssh_run(
+            s.ssh_port,
+            &format!("journalctl -b -u {} --no-pager -n 40", guest::CONVERGE_UNIT),
+            Duration::from_secs(30),
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+        return Err(Wait::Failed(format!(
+            "error: the boot converge ({}) did not succeed ({unit}):\n{journal}",
+            guest::CONVERGE_UNIT
+        )));
+    }
+    if verdict != "running" {
+        let failed = ssh_run(
+            s.ssh_port,
+            "systemctl --failed --no-legend --plain",
+            Duration::from_secs(30),
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+        eprintln!("warning: systemd reports {verdict:?}; failed units:\n{failed}");
+    }
+    Ok(())
+}
+
+/// The last meaningful line of the serial console, for progress.
+fn boot_progress(log: &Path) -> String {
+    let text = fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    text.lines()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())
+        .map(|l| {
+            let l: String = l.chars().filter(|c| !c.is_control()).collect();
+            l.chars().take(100).collect::<String>()
+        })
+        .unwrap_or_else(|| "no console output yet".into())
+}
+
+/// Kills QEMU now.
+fn kill(vm: &VmDir) {
+    if let Some(pid) = vm.pid() {
+        // SAFETY: signalling a pid we checked is our QEMU.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let t = Instant::now();
+        while vm.running() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = fs::remove_file(vm.pidfile());
+    let _ = fs::remove_file(vm.monitor());
+}
+
+/// A clean shutdown: ACPI power button through the monitor, then, after
+/// `timeout`, QEMU is killed.
+pub fn down(name: &str, timeout: Duration) -> Result<i32, Error> {
+    let vm = VmDir::new(name)?;
+    if !vm.exists() {
+        return Err(Error::Usage(format!("no VM named {name:?} (see kiln devvm list)")));
+    }
+    if !vm.running() {
+        println!("VM {name} is not running.");
+        let _ = fs::remove_file(vm.pidfile());
+        return Ok(0);
+    }
+    step(format!("ACPI shutdown of VM {name} (up to {} s)", timeout.as_secs()));
+    let t = Instant::now();
+    match Qmp::connect(&vm.monitor()).and_then(|mut q| q.execute("system_powerdown")) {
+        Ok(_) => {
+            while vm.running() && t.elapsed() < timeout {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        Err(e) => eprintln!("warning: {e}"),
+    }
+    if vm.running() {
+        eprintln!("warning: VM {name} did not power off in time; killing QEMU");
+        kill(&vm);
+    } else {
+        let _ = fs::remove_file(vm.pidfile());
+        let _ = fs::remove_file(vm.monitor());
+    }
+    println!("VM {name} is stopped ({:.0} s).", t.elapsed().as_secs_f64());
+    Ok(0)
+}
+
+/// down, then the VM's overlay and state are removed.
+pub fn destroy(name: &str, timeout: Duration) -> Result<i32, Error> {
+    let vm = VmDir::new(name)?;
+    if !vm.exists() {
+        println!("No VM named {name}: nothing to destroy.");
+        return Ok(0);
+    }
+    if vm.running() {
+        down(name, timeout)?;
+    }
+    fs::remove_dir_all(&vm.dir).ctx(|| format!("removing {}", vm.dir.display()))?;
+    println!("VM {name} is destroyed (its image stays cached).");
+    Ok(0)
+}
+
+/// Replaces this process with ssh into the VM.
+pub fn ssh(name: &str, command: &[String]) -> Result<i32, Error> {
+    use std::os::unix::process::CommandExt;
+    let vm = VmDir::new(name)?;
+    let Some(s) = vm.load().filter(|_| vm.running()) else {
+        return Err(Error::Usage(format!(
+            "VM {name} is not running: kiln devvm up {name}"
+        )));
+    };
+    tools::require(&[tools::SSH])?;
+    let mut c = ssh_command(s.ssh_port);
+    // Interactive: no BatchMode restriction matters for key auth; a tty when no command.
+    if command.is_empty() {
+        c.arg("-t");
+    }
+    c.args(command);
+    let e = c.exec();
+    Err(Error::Target(format!("cannot run ssh: {e}")))
+}
+
+/// One VM's status lines.
+pub fn status(name: &str) -> Result<i32, Error> {
+    let vm = VmDir::new(name)?;
+    let Some(s) = vm.load() else {
+        return Err(Error::Usage(format!(
+            "no VM named {name:?} (see kiln devvm list; create it with kiln devvm up {name})"
+        )));
+    };
+    let running = vm.running();
+    println!("name:     {}", s.name);
+    println!(
+        "state:    {}",
+        if running {
+            if s.ready.is_some() { "running" } else { "booting" }
+        } else {
+            "stopped"
+        }
+    );
+    println!("role:     {} (size {}, {} CPUs, {} MB)", s.role, s.size, s.cpus, s.memory_mb);
+    println!("accel:    {}", s.accel);
+    println!("image:    {}", s.image_dir.display());
+    if running {
+        println!("uptime:   {}", human_duration(now().saturating_sub(s.started)));
+        println!("ssh:      127.0.0.1:{}  ({})", s.ssh_port, ssh_line(s.ssh_port));
+        println!("http:     {}", url(&s));
+    }
+    if !s.app_dir.as_os_str().is_empty() {
+        println!("app:      {} -> {}", s.app_dir.display(), s.app_mount);
+    }
+    println!("serial:   {}", vm.serial_log().display());
+    if running {
+        println!("fingerprint: {}", fingerprint_status(&s));
+    }
+    Ok(0)
+}
+
+/// Whether the VM's `kiln fingerprint` matches the image's.
+fn fingerprint_status(s: &State) -> String {
+    let Some(img) = Image::open(&s.image_key) else {
+        return "unknown (the image is no longer cached)".into();
+    };
+    let Some(want) = img.manifest.fingerprint else {
+        return "unknown (the image has no fingerprint)".into();
+    };
+    let cmd = format!("{} --repo {} fingerprint", guest::KILN_BIN, guest::POLICY_DIR);
+    match ssh_run(s.ssh_port, &cmd, Duration::from_secs(60)) {
+        Some(o) if o.status.success() => {
+            let got = String::from_utf8_lossy(&o.stdout);
+            if got.split_whitespace().any(|w| w == want) {
+                format!("matches the image ({})", &want[..12.min(want.len())])
+            } else {
+                format!(
+                    "DIFFERS from the image's ({}): the VM has drifted; `kiln devvm ssh` and `kiln fingerprint --explain`",
+                    &want[..12.min(want.len())]
+                )
+            }
+        }
+        _ => "unknown (kiln fingerprint did not run in the VM)".into(),
+    }
+}
+
+/// Every VM, one line each, then the cached images.
+pub fn list() -> Result<i32, Error> {
+    let vms = state::all();
+    if vms.is_empty() {
+        println!("No VMs. Create one with: kiln devvm up");
+    } else {
+        println!(
+            "{:<16} {:<8} {:<10} {:<7} {:<4} {:>6} {:>6}  UPTIME",
+            "NAME", "STATE", "ROLE", "SIZE", "ACCEL", "SSH", "HTTP"
+        );
+        for vm in vms {
+            let running = vm.running();
+            match vm.load() {
+                Some(s) => println!(
+                    "{:<16} {:<8} {:<10} {:<7} {:<4} {:>6} {:>6}  {}",
+                    s.name,
+                    if running { "running" } else { "stopped" },
+                    s.role,
+                    s.size,
+                    s.accel,
+                    s.ssh_port,
+                    s.http_port,
+                    if running {
+                        human_duration(now().saturating_sub(s.started))
+                    } else {
+                        "-".into()
+                    }
+                ),
+                None => println!("{:<16} {:<8} (no state)", vm.name, if running { "running" } else { "stopped" }),
+            }
+        }
+    }
+    let images = image::list();
+    if !images.is_empty() {
+        println!();
+        println!("{:<14} {:<10} {:<7} {:>5}  BUILT", "IMAGE", "ROLE", "SIZE", "DISK");
+        for i in images {
+            println!(
+                "{:<14} {:<10} {:<7} {:>4}G  {} s ago",
+                &i.manifest.key[..12],
+                i.manifest.role,
+                i.manifest.size,
+                i.manifest.disk_gb,
+                now().saturating_sub(i.manifest.created)
+            );
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,768 @@
+//! The fingerprint of a target: one sha256 over the state of the resources
+//! kiln manages there, read from the target itself (files, /etc/passwd and
+//! /etc/group, the dpkg status file, rc links and systemd wants/ links; no
+//! process is run), never from the policy, so that drift changes it.
+//!
+//! Each managed resource contributes one part, a line such as
+//! `file[/etc/motd] sha256=… owner=root group=root mode=0644`. Parts hold
+//! nothing host-specific (no times, inode numbers or host paths; owners by
+//! their names on the target), so that a resource two roles manage alike has
+//! the same part on both hosts and two hosts compare line by line with diff.
+//! The fingerprint is the sha256 of the sorted lines, each ending in `\n`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::engine::Policy;
+use crate::platform::accounts::Accounts;
+use crate::platform::dpkg::Dpkg;
+use crate::platform::target::Target;
+use crate::resource::ResourceId;
+use crate::resource::service::{UNIT_DIRS, UNIT_SUFFIXES, sysv_enabled};
+
+/// One managed resource's contribution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Part {
+    /// `type[name]`
+    pub resource: String,
+    /// Its state on the target, e.g. `sha256=… owner=root group=root mode=0644`.
+    pub part: String,
+}
+
+impl Part {
+    /// The line `--explain` prints and the fingerprint hashes.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.resource, self.part)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fingerprint {
+    /// sha256 (hex) over the parts' lines, sorted, each ending in a newline.
+    pub fingerprint: String,
+    pub parts: Vec<Part>,
+}
+
+impl Fingerprint {
+    /// One line per part, sorted, then the fingerprint.
+    pub fn explain(&self) -> String {
+        let mut s = String::new();
+        for p in &self.parts {
+            s.push_str(&p.line());
+            s.push('\n');
+        }
+        s.push_str(&self.fingerprint);
+        s.push('\n');
+        s
+    }
+}
+
+/// The resources a policy manages, as `type[name]`: every resource with an
+/// action other than `nothing`, once each, in policy order. The run report
+/// keeps this list so that a later fingerprint needs no policy.
+pub fn managed_ids(policy: &Policy) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    policy
+        .resources
+        .iter()
+        .filter(|r| r.actions.iter().any(|a| a != "nothing"))
+        .map(|r| r.id.to_string())
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+/// The managed resources a saved run report (`last_run.json`) records: its
+/// `managed` list or, in a report written before that list existed, the ids
+/// of its `resources` entries that are not notifications.
+pub fn ids_from_report(report: &serde_json::Value) -> Option<Vec<String>> {
+    let strings = |v: &serde_json::Value| -> Option<Vec<String>> {
+        v.as_array()?
+            .iter()
+            .map(|x| x.as_str().map(str::to_string))
+            .collect()
+    };
+    if let Some(ids) = strings(&report["managed"]) {
+        return Some(ids);
+    }
+    let entries = report["resources"].as_array()?;
+    let mut seen = BTreeSet::new();
+    Some(
+        entries
+            .iter()
+            .filter(|e| e.get("note").is_none_or(|n| n.is_null()))
+            .filter_map(|e| e["resource"].as_str().map(str::to_string))
+            .filter(|id| seen.insert(id.clone()))
+            .collect(),
+    )
+}
+
+/// The fingerprint of `target` over the resources `ids` (`type[name]`).
+/// `execute` resources contribute nothing.
+pub fn compute(target: &Target, ids: &[String]) -> Fingerprint {
+    let mut reader = Reader::new(target);
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    let mut parts: Vec<Part> = unique
+        .into_iter()
+        .filter_map(|s| {
+            let id = ResourceId::parse(s)?;
+            let part = reader.part(&id)?;
+            Some(Part {
+                resource: clean(&id.to_string()),
+                part,
+            })
+        })
+        .collect();
+    parts.sort_by_key(Part::line);
+    let mut h = Sha256::new();
+    for p in &parts {
+        h.update(p.line().as_bytes());
+        h.update(b"\n");
+    }
+    Fingerprint {
+        fingerprint: hex(&h.finalize()),
+        parts,
+    }
+}
+
+/// The target's state, each source read at most once.
+struct Reader<'a> {
+    target: &'a Target,
+    accounts: Accounts,
+    dpkg: Option<Dpkg>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(target: &'a Target) -> Self {
+        Reader {
+            target,
+            accounts: Accounts::read(target),
+            dpkg: None,
+        }
+    }
+
+    /// The part of one resource; `None` for one that has no state (execute).
+    fn part(&mut self, id: &ResourceId) -> Option<String> {
+        let name = id.name.as_str();
+        Some(match id.kind.as_str() {
+            "execute" => return None,
+            "package" => self.package(name),
+            "file" | "template" => self.file(name),
+            "directory" => self.directory(name),
+            "link" => self.link(name),
+            "user" => self.user(name),
+            "group" => self.group(name),
+            "service" => service(self.target, name),
+            "apt_repository" => self.apt_repository(name),
+            _ => "state=unknown (kiln fingerprint does not read this type)".to_string(),
+        })
+    }
+
+    fn package(&mut self, name: &str) -> String {
+        let target = self.target;
+        let dpkg = self.dpkg.get_or_insert_with(|| Dpkg::read(target));
+        match dpkg.packages.get(name) {
+            None => "absent".to_string(),
+            Some(p) if p.is_installed() => format!("version={}", clean(&p.version)),
+            Some(p) => format!("state={} version={}", clean(&p.state), clean(&p.version)),
+        }
+    }
+
+    fn file(&self, path: &str) -> String {
+        let host = self.target.path(path);
+        let meta = match fs::symlink_metadata(&host) {
+            Ok(m) => m,
+            Err(e) => return missing(&e),
+        };
+        let kind = meta.file_type();
+        if kind.is_file() {
+            match sha256_file(&host) {
+                Ok(h) => format!("sha256={h} {}", self.ownership(&meta)),
+                Err(e) => format!("unreadable ({})", e.kind()),
+            }
+        } else if kind.is_symlink() {
+            format!("kind=symlink to={}", link_to(&host))
+        } else if kind.is_dir() {
+            format!("kind=directory {}", self.ownership(&meta))
+        } else {
+            "kind=special".to_string()
+        }
+    }
+
+    fn directory(&self, path: &str) -> String {
+        let host = self.target.path(path);
+        match fs::symlink_metadata(&host) {
+            Err(e) => missing(&e),
+            Ok(m) if m.is_dir() => self.ownership(&m),
+            Ok(m) if m.file_type().is_symlink() => {
+                format!("kind=symlink to={}", link_to(&host))
+            }
+            Ok(m) => format!("kind=file {}", self.ownership(&m)),
+        }
+    }
+
+    fn link(&self, path: &str) -> String {
+        let host = self.target.path(path);
+        match fs::symlink_metadata(&host) {
+            Err(e) => missing(&e),
+            // A symlink's mode is always 0777: only its target and owner say anything.
+            Ok(m) if m.file_type().is_symlink() => format!(
+                "to={} owner={} group={}",
+                link_to(&host),
+                self.user_name(m.uid()),
+                self.group_name(m.gid())
+            ),
+            Ok(m) if m.is_dir() => format!("kind=directory {}", self.ownership(&m)),
+            Ok(m) => format!("kind=file {}", self.ownership(&m)),
+        }
+    }
+
+    fn user(&self, login: &str) -> String {
+        let Some(u) = self.accounts.users.get(login) else {
+            return "absent".to_string();
+        };
+        // Sorted: `groups_of` walks the groups by name.
+        let groups = self.accounts.groups_of(login);
+        format!(
+            "uid={} gid={} home={} shell={} groups={}",
+            u.uid,
+            u.gid,
+            clean(&u.home),
+            clean(&u.shell),
+            clean(&groups.join(","))
+        )
+    }
+
+    fn group(&self, name: &str) -> String {
+        let Some(g) = self.accounts.groups.get(name) else {
+            return "absent".to_string();
+        };
+        // The order of /etc/group's member list is how they were added, not state.
+        let members: BTreeSet<&str> = g.members.iter().map(String::as_str).collect();
+        let members: Vec<&str> = members.into_iter().collect();
+        format!("gid={} members={}", g.gid, clean(&members.join(",")))
+    }
+
+    /// The sources entry and the signing key `apt_repository` writes.
+    fn apt_repository(&self, name: &str) -> String {
+        let hash = |p: &str| {
+            let host = self.target.path(p);
+            match fs::symlink_metadata(&host) {
+                Ok(m) if m.is_file() => {
+                    sha256_file(&host).unwrap_or_else(|e| format!("unreadable ({})", e.kind()))
+                }
+                Ok(_) => "not-a-file".to_string(),
+                Err(_) => "absent".to_string(),
+            }
+        };
+        let sources = hash(&format!("/etc/apt/sources.list.d/{name}.sources"));
+        let key = ["asc", "gpg"]
+            .iter()
+            .map(|ext| format!("/etc/apt/keyrings/{name}.{ext}"))
+            .find(|p| self.target.path(p).symlink_metadata().is_ok())
+            .map_or_else(|| "none".to_string(), |p| hash(&p));
+        format!("sources_sha256={sources} key_sha256={key}")
+    }
+
+    /// Owner and group by their names on the target (numbers when unnamed), and mode.
+    fn ownership(&self, m: &fs::Metadata) -> String {
+        format!(
+            "owner={} group={} mode={:04o}",
+            self.user_name(m.uid()),
+            self.group_name(m.gid()),
+            m.mode() & 0o7777
+        )
+    }
+
+    fn user_name(&self, uid: u32) -> String {
+        // By name order, so that two names for one uid always give the same one.
+        self.accounts
+            .users
+            .values()
+            .find(|u| u.uid == uid)
+            .map_or_else(|| uid.to_string(), |u| clean(&u.name))
+    }
+
+    fn group_name(&self, gid: u32) -> String {
+        self.accounts
+            .group_name(gid)
+            .map_or_else(|| gid.to_string(), clean)
+    }
+}
+
+/// `absent`, or why a path could not be looked at (never the host path).
+fn missing(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::NotFound {
+        "absent".to_string()
+    } else {
+        format!("unreadable ({})", e.kind())
+    }
+}
+
+fn link_to(host: &Path) -> String {
+    fs::read_link(host).map_or_else(
+        |e| format!("unreadable ({})", e.kind()),
+        |t| clean(&t.to_string_lossy()),
+    )
+}
+
+/// Whether a service starts at boot: `enabled=yes|no|static|masked`, or
+/// `absent` when neither a systemd unit nor an init script is installed.
+/// Read from files: systemd's wants/ and requires/ links where systemd is
+/// the init system, else the SysV rc links. The provider is left out of the
+/// part, so that a service enabled on a systemd host and on a SysV one
+/// compares equal.
+fn service(target: &Target, name: &str) -> String {
+    let unit = if UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    };
+    if target.uses_systemd()
+        && let Some(state) = systemd_state(target, &unit)
+    {
+        return format!("enabled={state}");
+    }
+    let sysv = name.strip_suffix(".service").unwrap_or(name);
+    if target
+        .path(&format!("/etc/init.d/{sysv}"))
+        .symlink_metadata()
+        .is_err()
+    {
+        return "absent".to_string();
+    }
+    if sysv_enabled(target, sysv) {
+        "enabled=yes".to_string()
+    } else {
+        "enabled=no".to_string()
+    }
+}
+
+/// Directories whose `*.wants/` and `*.requires/` links enable units, and
+/// where a link to /dev/null masks one.
+const SYSTEMD_CONFIG_DIRS: &[&str] = &["/etc/systemd/system", "/run/systemd/system"];
+
+/// The unit's enablement as `systemctl is-enabled` would put it, from files;
+/// `None` when no unit file exists (systemd then runs the SysV script).
+fn systemd_state(target: &Target, unit: &str) -> Option<&'static str> {
+    for d in SYSTEMD_CONFIG_DIRS {
+        if fs::read_link(target.path(&format!("{d}/{unit}")))
+            .is_ok_and(|t| t == Path::new("/dev/null"))
+        {
+            return Some("masked");
+        }
+    }
+    // An instance `getty@tty1.service` is enabled as itself, from the template's file.
+    let template = unit
+        .split_once('@')
+        .and_then(|(head, tail)| Some(format!("{head}@{}", &tail[tail.rfind('.')?..])));
+    let file = UNIT_DIRS.iter().find_map(|d| {
+        std::iter::once(unit)
+            .chain(template.as_deref())
+            .map(|u| target.path(&format!("{d}/{u}")))
+            .find(|p| p.symlink_metadata().is_ok())
+    })?;
+    let wanted = SYSTEMD_CONFIG_DIRS.iter().any(|d| {
+        fs::read_dir(target.path(d)).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let dir = e.file_name();
+                let dir = dir.to_string_lossy();
+                (dir.ends_with(".wants") || dir.ends_with(".requires"))
+                    && e.path().join(unit).symlink_metadata().is_ok()
+            })
+        })
+    });
+    if wanted {
+        return Some("yes");
+    }
+    let text = fs::read_to_string(resolve_in(target, &file)).unwrap_or_default();
+    Some(if has_install_section(&text) {
+        "no"
+    } else {
+        "static"
+    })
+}
+
+/// Follows symlinks at `host` (a path in the target) without leaving the target.
+fn resolve_in(target: &Target, host: &Path) -> PathBuf {
+    let mut p = host.to_path_buf();
+    for _ in 0..8 {
+        let Ok(to) = fs::read_link(&p) else { break };
+        p = if to.is_absolute() {
+            target.path(&to.to_string_lossy())
+        } else {
+            p.parent().unwrap_or(Path::new("/")).join(to)
+        };
+    }
+    p
+}
+
+/// Whether a unit file can be enabled: an `[Install]` section with
+/// WantedBy, RequiredBy, Alias or Also. Without one the unit is static.
+fn has_install_section(unit: &str) -> bool {
+    let mut in_install = false;
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_install = line == "[Install]";
+        } else if in_install
+            && ["WantedBy", "RequiredBy", "Alias", "Also", "UpheldBy"]
+                .iter()
+                .any(|k| line.split('=').next().is_some_and(|x| x.trim() == *k))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Keeps a part on one line: control characters are written as escapes.
+fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+                          deploy:x:2501:2500::/home/deploy:/bin/bash\n";
+    const GROUP: &str = "root:x:0:\nadm:x:4:syslog,deploy\nwebops:x:2500:\n";
+
+    /// A target tree with accounts, a file, a directory and a link.
+    fn root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        fs::create_dir_all(p.join("etc")).unwrap();
+        fs::write(p.join("etc/passwd"), PASSWD).unwrap();
+        fs::write(p.join("etc/group"), GROUP).unwrap();
+        fs::create_dir_all(p.join("srv/app")).unwrap();
+        fs::set_permissions(p.join("srv/app"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::write(p.join("srv/app/config.ini"), "port=8080\n").unwrap();
+        fs::set_permissions(
+            p.join("srv/app/config.ini"),
+            fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        symlink("/srv/app", p.join("srv/current")).unwrap();
+        dir
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn parts(t: &Target, list: &[&str]) -> Vec<String> {
+        compute(t, &ids(list))
+            .parts
+            .iter()
+            .map(Part::line)
+            .collect()
+    }
+
+    /// The owner name of paths a test creates: whoever runs the tests.
+    fn me(dir: &Path) -> (String, String) {
+        let m = fs::metadata(dir).unwrap();
+        let a = Accounts::parse(PASSWD, GROUP);
+        let u = a
+            .users
+            .values()
+            .find(|u| u.uid == m.uid())
+            .map_or(m.uid().to_string(), |u| u.name.clone());
+        let g = a
+            .group_name(m.gid())
+            .map_or(m.gid().to_string(), str::to_string);
+        (u, g)
+    }
+
+    #[test]
+    fn parts_read_the_state_of_each_type() {
+        let r = root();
+        let t = Target::at_root(r.path());
+        let (u, g) = me(r.path());
+        let hash = hex(&Sha256::digest(b"port=8080\n"));
+        assert_eq!(
+            parts(
+                &t,
+                &[
+                    "template[/srv/app/config.ini]",
+                    "directory[/srv/app]",
+                    "link[/srv/current]",
+                    "user[deploy]",
+                    "group[adm]",
+                    "group[webops]",
+                    "file[/etc/missing]",
+                    "user[nobody]",
+                    "execute[make-marker]",
+                ]
+            ),
+            [
+                format!("directory[/srv/app] owner={u} group={g} mode=0750"),
+                "file[/etc/missing] absent".to_string(),
+                "group[adm] gid=4 members=deploy,syslog".to_string(),
+                "group[webops] gid=2500 members=".to_string(),
+                format!("link[/srv/current] to=/srv/app owner={u} group={g}"),
+                format!(
+                    "template[/srv/app/config.ini] sha256={hash} owner={u} group={g} mode=0640"
+                ),
+                "user[deploy] uid=2501 gid=2500 home=/home/deploy shell=/bin/bash groups=adm"
+                    .to_string(),
+                "user[nobody] absent".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_total_is_the_hash_of_the_explained_lines() {
+        let r = root();
+        let t = Target::at_root(r.path());
+        let fp = compute(&t, &ids(&["directory[/srv/app]", "user[deploy]"]));
+        let text = fp.explain();
+        let (body, last) = text.trim_end().rsplit_once('\n').unwrap();
+        assert_eq!(last, fp.fingerprint);
+        assert_eq!(
+            fp.fingerprint,
+            hex(&Sha256::digest(format!("{body}\n").as_bytes()))
+        );
+        // Order and repetition of the ids do not matter.
+        let again = compute(
+            &t,
+            &ids(&["user[deploy]", "directory[/srv/app]", "user[deploy]"]),
+        );
+        assert_eq!(again.fingerprint, fp.fingerprint);
+    }
+
+    #[test]
+    fn drift_changes_only_the_drifted_part() {
+        let r = root();
+        let t = Target::at_root(r.path());
+        let list = ["file[/srv/app/config.ini]", "directory[/srv/app]"];
+        let before = compute(&t, &ids(&list));
+        fs::set_permissions(
+            r.path().join("srv/app/config.ini"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let after = compute(&t, &ids(&list));
+        assert_ne!(before.fingerprint, after.fingerprint);
+        assert_eq!(before.parts[0], after.parts[0]);
+        assert!(after.parts[1].part.ends_with("mode=0644"), "{after:?}");
+        // Content too, and a symlink put in a file's place.
+        fs::write(r.path().join("srv/app/config.ini"), "port=9090\n").unwrap();
+        assert_ne!(compute(&t, &ids(&list)).parts[1], after.parts[1]);
+        fs::remove_file(r.path().join("srv/app/config.ini")).unwrap();
+        symlink("/etc/passwd", r.path().join("srv/app/config.ini")).unwrap();
+        assert_eq!(
+            compute(&t, &ids(&list)).parts[1].part,
+            "kind=symlink to=/etc/passwd"
+        );
+    }
+
+    #[test]
+    fn the_same_state_in_two_roots_gives_the_same_parts() {
+        let (a, b) = (root(), root());
+        let list = ids(&[
+            "file[/srv/app/config.ini]",
+            "directory[/srv/app]",
+            "link[/srv/current]",
+            "user[deploy]",
+        ]);
+        let fa = compute(&Target::at_root(a.path()), &list);
+        let fb = compute(&Target::at_root(b.path()), &list);
+        assert_eq!(fa.explain(), fb.explain());
+    }
+
+    #[test]
+    fn packages_come_from_the_dpkg_status_file() {
+        let r = root();
+        fs::create_dir_all(r.path().join("var/lib/dpkg")).unwrap();
+        fs::write(
+            r.path().join("var/lib/dpkg/status"),
+            "Package: memcached\nStatus: hold ok installed\nVersion: 1.6.18-1\n\n\
+             Package: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n",
+        )
+        .unwrap();
+        let t = Target::at_root(r.path());
+        assert_eq!(
+            parts(
+                &t,
+                &["package[memcached]", "package[gone]", "package[never]"]
+            ),
+            [
+                "package[gone] state=config-files version=1.0",
+                "package[memcached] version=1.6.18-1",
+                "package[never] absent",
+            ]
+        );
+    }
+
+    #[test]
+    fn sysv_services_are_enabled_by_their_rc_links() {
+        let r = root();
+        let p = r.path();
+        fs::create_dir_all(p.join("etc/init.d")).unwrap();
+        fs::create_dir_all(p.join("etc/rc2.d")).unwrap();
+        fs::write(p.join("etc/init.d/on"), "#!/bin/sh\n").unwrap();
+        fs::write(p.join("etc/init.d/off"), "#!/bin/sh\n").unwrap();
+        symlink("../init.d/on", p.join("etc/rc2.d/S01on")).unwrap();
+        symlink("../init.d/off", p.join("etc/rc2.d/K01off")).unwrap();
+        let t = Target::at_root(p);
+        assert_eq!(
+            parts(
+                &t,
+                &["service[on]", "service[off.service]", "service[none]"]
+            ),
+            [
+                "service[none] absent",
+                "service[off.service] enabled=no",
+                "service[on] enabled=yes",
+            ]
+        );
+    }
+
+    #[test]
+    fn systemd_units_are_read_from_wants_links() {
+        let r = root();
+        let p = r.path();
+        let lib = p.join("lib/systemd/system");
+        let etc = p.join("etc/systemd/system");
+        fs::create_dir_all(&lib).unwrap();
+        fs::create_dir_all(etc.join("multi-user.target.wants")).unwrap();
+        fs::create_dir_all(p.join("usr/bin")).unwrap();
+        fs::write(p.join("usr/bin/systemctl"), "").unwrap();
+        let installable = "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n";
+        for u in ["redis-server", "memcached", "hidden", "getty@"] {
+            fs::write(lib.join(format!("{u}.service")), installable).unwrap();
+        }
+        fs::write(
+            lib.join("static.service"),
+            "[Service]\nExecStart=/bin/true\n",
+        )
+        .unwrap();
+        symlink(
+            "/lib/systemd/system/redis-server.service",
+            etc.join("multi-user.target.wants/redis-server.service"),
+        )
+        .unwrap();
+        symlink(
+            "/lib/systemd/system/getty@.service",
+            etc.join("multi-user.target.wants/getty@tty1.service"),
+        )
+        .unwrap();
+        symlink("/dev/null", etc.join("hidden.service")).unwrap();
+        // A SysV script systemd runs through its generator.
+        fs::create_dir_all(p.join("etc/init.d")).unwrap();
+        fs::write(p.join("etc/init.d/legacy"), "#!/bin/sh\n").unwrap();
+        let t = Target::at_root(p);
+        assert!(t.uses_systemd());
+        assert_eq!(
+            parts(
+                &t,
+                &[
+                    "service[redis-server]",
+                    "service[memcached]",
+                    "service[hidden]",
+                    "service[static]",
+                    "service[getty@tty1]",
+                    "service[legacy]",
+                ]
+            ),
+            [
+                "service[getty@tty1] enabled=yes",
+                "service[hidden] enabled=masked",
+                "service[legacy] enabled=no",
+                "service[memcached] enabled=no",
+                "service[redis-server] enabled=yes",
+                "service[static] enabled=static",
+            ]
+        );
+    }
+
+    #[test]
+    fn apt_repositories_hash_their_sources_and_key() {
+        let r = root();
+        let p = r.path();
+        fs::create_dir_all(p.join("etc/apt/sources.list.d")).unwrap();
+        fs::write(
+            p.join("etc/apt/sources.list.d/local.sources"),
+            "Types: deb\n",
+        )
+        .unwrap();
+        let t = Target::at_root(p);
+        let h = hex(&Sha256::digest(b"Types: deb\n"));
+        assert_eq!(
+            parts(&t, &["apt_repository[local]", "apt_repository[gone]"]),
+            [
+                "apt_repository[gone] sources_sha256=absent key_sha256=none".to_string(),
+                format!("apt_repository[local] sources_sha256={h} key_sha256=none"),
+            ]
+        );
+    }
+
+    #[test]
+    fn report_ids_skip_notifications_in_old_reports() {
+        let new: serde_json::Value = serde_json::json!({
+            "managed": ["file[/a]", "service[x]"],
+            "resources": [{"resource": "file[/b]"}]
+        });
+        assert_eq!(ids_from_report(&new).unwrap(), ["file[/a]", "service[x]"]);
+        let old: serde_json::Value = serde_json::json!({
+            "resources": [
+                {"resource": "file[/a]", "status": "updated"},
+                {"resource": "service[x]", "status": "up_to_date"},
+                {"resource": "service[x]", "status": "updated", "note": "restart (delayed notification)"},
+                {"resource": "execute[only-notified]", "status": "updated", "note": "run (notified by file[/a])"}
+            ]
+        });
+        assert_eq!(ids_from_report(&old).unwrap(), ["file[/a]", "service[x]"]);
+        assert!(ids_from_report(&serde_json::json!({})).is_none());
+    }
+
+    #[test]
+    fn control_characters_stay_on_one_line() {
+        assert_eq!(clean("a\nb"), "a\\nb");
+        assert_eq!(clean("/etc/motd"), "/etc/motd");
+        assert!(has_install_section("[Install]\nWantedBy = x\n"));
+        assert!(!has_install_section("[Unit]\nWantedBy=x\n[Install]\n"));
+    }
+}

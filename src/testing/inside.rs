@@ -1,0 +1,175 @@
+//! What runs inside a test target: converge, converge again, verify. The
+//! policy is compiled before entering the sandbox (the repository is outside
+//! the target root); the outcome goes to stdout as JSON for `kiln test`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::sandbox;
+use crate::engine::{self, Options, Request, Status};
+use crate::platform::facts::Facts;
+use crate::platform::target::Target;
+use crate::policy::Repository;
+
+pub struct InsideArgs {
+    pub root: PathBuf,
+    pub repo: PathBuf,
+    pub role: String,
+    pub fqdn: String,
+    pub size: Option<String>,
+}
+
+/// One converge, as the orchestrator needs it.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub updated: Vec<String>,
+    /// `resource: reason`
+    pub failed: Vec<String>,
+    pub total: usize,
+    pub elapsed_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub check: String,
+    pub origin: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct InsideOutcome {
+    pub error: Option<String>,
+    pub first: Option<RunSummary>,
+    pub second: Option<RunSummary>,
+    pub verify: Vec<CheckOutcome>,
+}
+
+/// Phase markers on stderr let the orchestrator show progress.
+pub const PHASE: &str = "kiln-test-phase: ";
+
+fn phase(name: &str) {
+    eprintln!("{PHASE}{name}");
+}
+
+fn summarize(r: &engine::Report) -> RunSummary {
+    let mut s = RunSummary {
+        total: r.total,
+        elapsed_ms: r.elapsed_ms,
+        ..RunSummary::default()
+    };
+    for e in &r.resources {
+        match e.status {
+            Status::Updated => {
+                let what = format!("{} ({})", e.resource, e.changes.join(", "));
+                let seen = s
+                    .updated
+                    .iter()
+                    .any(|u| u.split(' ').next() == Some(e.resource.as_str()));
+                if !seen {
+                    s.updated.push(what);
+                }
+            }
+            Status::Failed => s.failed.push(format!(
+                "{}: {}",
+                e.resource,
+                e.error.clone().unwrap_or_default()
+            )),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Reaps every child until `worker` exits; returns its exit code.
+fn reap_until(worker: libc::pid_t) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status of a child we own.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == worker || pid < 0 {
+            return if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                1
+            };
+        }
+    }
+}
+
+pub fn run(a: InsideArgs) -> i32 {
+    let outcome = inside(&a);
+    println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+    // The worker's exit ends the reaper, and with it the namespace.
+    std::process::exit(0)
+}
+
+fn inside(a: &InsideArgs) -> InsideOutcome {
+    let mut out = InsideOutcome::default();
+    phase("compile");
+    let policy = match Repository::open(&a.repo)
+        .map_err(|e| e.to_string())
+        .and_then(|repo| {
+            let facts = Facts::gather(&Target::at_root(&a.root), Some(&a.fqdn));
+            let req = Request {
+                run_list: vec![format!("role[{}]", a.role)],
+                size: a.size.clone(),
+                node_attributes: toml::Table::new(),
+            };
+            engine::compile(&repo, &req, &facts).map_err(|e| e.to_string())
+        }) {
+        Ok(p) => p,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let hostname = a.fqdn.split('.').next().unwrap_or("kiln-test");
+    if let Err(e) = sandbox::enter(&a.root, hostname) {
+        out.error = Some(e);
+        return out;
+    }
+    // PID 1 must reap orphans, or a daemon that died would linger as a
+    // zombie that looks alive to its init script: fork a worker, and reap.
+    // SAFETY: no other thread exists in this process yet.
+    let worker = unsafe { libc::fork() };
+    if worker < 0 {
+        out.error = Some(format!("fork: {}", std::io::Error::last_os_error()));
+        return out;
+    }
+    if worker > 0 {
+        std::process::exit(reap_until(worker));
+    }
+    let target = Target::host();
+    let mut log = |r: &engine::ResourceReport| {
+        if let Some(l) = r.line() {
+            eprintln!("{l}");
+        }
+    };
+    phase("converge");
+    let first = engine::converge(&target, &policy, &Options::default(), &mut log);
+    let _ = first.save(&target);
+    eprintln!("{}", first.summary());
+    out.first = Some(summarize(&first));
+    if !first.success {
+        return out;
+    }
+    phase("converge again");
+    let second = engine::converge(&target, &policy, &Options::default(), &mut log);
+    let _ = second.save(&target);
+    eprintln!("{}", second.summary());
+    out.second = Some(summarize(&second));
+    phase("verify");
+    for c in &policy.verify {
+        let r = c.run(&target, &policy.pins);
+        eprintln!("  verify {}: {:?}", c.label(), r);
+        out.verify.push(CheckOutcome {
+            check: c.label(),
+            origin: c.origin.clone(),
+            ok: r.is_ok(),
+            detail: r.unwrap_or_else(|e| e),
+        });
+    }
+    out
+}

@@ -1,0 +1,309 @@
+//! `kiln test`: for each role a throwaway target (an overlay on the cached
+//! base root), converge, converge again (anything updated the second time
+//! fails), then the role's verify checks, with services really running in
+//! private namespaces. Torn down even on failure unless kept.
+
+pub mod inside;
+pub mod junit;
+mod sandbox;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::engine::{self, Request};
+use crate::platform::apt;
+use crate::platform::facts::Facts;
+use crate::platform::rootfs::{self, Overlay, TEST_ROOT};
+use crate::platform::target::Target;
+use crate::policy::Repository;
+use inside::{InsideOutcome, PHASE};
+
+pub struct Options {
+    pub repo: PathBuf,
+    pub fqdn: Option<String>,
+    pub size: Option<String>,
+    pub keep: bool,
+    /// How long one role may take before it is stopped.
+    pub timeout: Duration,
+}
+
+/// What happened to one role.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleOutcome {
+    pub role: String,
+    #[serde(serialize_with = "secs")]
+    pub elapsed: Duration,
+    /// Set up, policy and sandbox problems.
+    pub error: Option<String>,
+    #[serde(flatten)]
+    pub inside: InsideOutcome,
+    /// Where the target was kept (`--keep`) and where the log is.
+    pub kept: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// A named step with its failure, for reports and JUnit.
+pub struct Case {
+    pub name: String,
+    pub failure: Option<String>,
+}
+
+impl RoleOutcome {
+    pub fn passed(&self) -> bool {
+        self.cases().iter().all(|c| c.failure.is_none())
+    }
+
+    pub fn cases(&self) -> Vec<Case> {
+        let mut cases = Vec::new();
+        let first_failure = self
+            .error
+            .clone()
+            .or_else(|| self.inside.error.clone())
+            .or_else(|| {
+                self.inside
+                    .first
+                    .as_ref()
+                    .filter(|f| !f.failed.is_empty())
+                    .map(|f| {
+                        format!(
+                            "role {}: converge failed: {}",
+                            self.role,
+                            f.failed.join("; ")
+                        )
+                    })
+            });
+        let converged = first_failure.is_none() && self.inside.first.is_some();
+        cases.push(Case {
+            name: "converge".into(),
+            failure: first_failure.or_else(|| (!converged).then(|| "did not converge".into())),
+        });
+        let second = match &self.inside.second {
+            _ if !converged => Some("not reached: the first converge failed".to_string()),
+            None => Some("the second converge did not run".to_string()),
+            Some(s) if !s.failed.is_empty() => Some(format!(
+                "role {}: the second converge failed: {}",
+                self.role,
+                s.failed.join("; ")
+            )),
+            Some(s) if !s.updated.is_empty() => Some(format!(
+                "role {}: not idempotent, the second converge updated {} resource(s): {}",
+                self.role,
+                s.updated.len(),
+                s.updated.join("; ")
+            )),
+            Some(_) => None,
+        };
+        cases.push(Case {
+            name: "idempotent".into(),
+            failure: second,
+        });
+        for v in &self.inside.verify {
+            cases.push(Case {
+                name: format!("verify {}", v.check),
+                failure: (!v.ok).then(|| {
+                    format!(
+                        "role {}: {} ({}): {}",
+                        self.role, v.check, v.origin, v.detail
+                    )
+                }),
+            });
+        }
+        cases
+    }
+
+    /// The one line people see for the role.
+    pub fn line(&self) -> String {
+        let mut parts = vec![format!("{:<10}", self.role)];
+        match &self.inside.first {
+            Some(f) if f.failed.is_empty() && self.inside.error.is_none() => parts.push(format!(
+                "converged ({}/{} updated)",
+                f.updated.len(),
+                f.total
+            )),
+            _ => parts.push("NOT CONVERGED".into()),
+        }
+        match &self.inside.second {
+            Some(s) if s.updated.is_empty() && s.failed.is_empty() => {
+                parts.push(format!("idempotent ({:.0} ms)", s.elapsed_ms))
+            }
+            Some(s) => parts.push(format!("NOT IDEMPOTENT ({} updated)", s.updated.len())),
+            None => {}
+        }
+        let v = &self.inside.verify;
+        if self.inside.second.is_some() {
+            let ok = v.iter().filter(|c| c.ok).count();
+            parts.push(if ok == v.len() {
+                format!("verified {ok}/{}", v.len())
+            } else {
+                format!("VERIFY FAILED {ok}/{}", v.len())
+            });
+        }
+        parts.push(format!("{:.1} s", self.elapsed.as_secs_f64()));
+        parts.join("  ")
+    }
+}
+
+/// Tests one role end to end. `progress` hears each step.
+pub fn test_role(role: &str, opts: &Options, progress: &dyn Fn(&str)) -> RoleOutcome {
+    let started = Instant::now();
+    let mut o = RoleOutcome {
+        role: role.to_string(),
+        elapsed: Duration::ZERO,
+        error: None,
+        inside: InsideOutcome::default(),
+        kept: None,
+        log: None,
+    };
+    if let Err(e) = run(role, opts, progress, &mut o) {
+        o.error = Some(format!("role {role}: {e}"));
+    }
+    o.elapsed = started.elapsed();
+    o
+}
+
+fn run(
+    role: &str,
+    opts: &Options,
+    progress: &dyn Fn(&str),
+    o: &mut RoleOutcome,
+) -> Result<(), String> {
+    let fqdn = opts
+        .fqdn
+        .clone()
+        .unwrap_or_else(|| format!("test-{role}.kiln.test"));
+    let repo_dir =
+        std::fs::canonicalize(&opts.repo).map_err(|e| format!("{}: {e}", opts.repo.display()))?;
+    let repo = Repository::open(&repo_dir).map_err(|e| e.to_string())?;
+    progress("preparing the root");
+    let base = rootfs::base_root(&TEST_ROOT, progress)?;
+    // Policy errors surface before any root is made.
+    let facts = Facts::gather(&Target::at_root(&base), Some(&fqdn));
+    let req = Request {
+        run_list: vec![format!("role[{role}]")],
+        size: opts.size.clone(),
+        node_attributes: toml::Table::new(),
+    };
+    let policy = engine::compile(&repo, &req, &facts).map_err(|e| e.to_string())?;
+    let mut overlay = Overlay::new(&base, &std::env::temp_dir().join("kiln-test"), role)?;
+    if opts.keep {
+        overlay.keep();
+        o.kept = Some(overlay.root().to_path_buf());
+    }
+    let log_path = overlay.dir().join("kiln-test.log");
+    o.log = Some(log_path.clone());
+
+    // Inside the sandbox there is no network: fetch the pinned packages now.
+    let pins: Vec<(String, String)> = policy
+        .resources
+        .iter()
+        .filter(|r| r.id.kind == "package" && r.actions.iter().any(|a| a == "install"))
+        .filter_map(|r| {
+            policy
+                .pins
+                .get(&r.id.name)
+                .map(|p| (r.id.name.clone(), p.version.clone()))
+        })
+        .collect();
+    if !pins.is_empty() {
+        progress(&format!("downloading {} pinned package(s)", pins.len()));
+        apt::download(&Target::at_root(overlay.root()), &pins)?;
+    }
+
+    progress("converging");
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--net",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+        "--",
+    ])
+    .arg(&exe)
+    .arg("__sandbox")
+    .arg("--root")
+    .arg(overlay.root())
+    .arg("--repo")
+    .arg(&repo_dir)
+    .args(["--role", role, "--fqdn", &fqdn]);
+    if let Some(s) = &opts.size {
+        cmd.args(["--size", s]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+            if let Some(p) = line.strip_prefix(PHASE) {
+                let _ = tx.send(p.to_string());
+            }
+        }
+    });
+    let mut stdout = child.stdout.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let deadline = Instant::now() + opts.timeout;
+    let status = loop {
+        while let Ok(p) = rx.try_recv() {
+            progress(&p);
+        }
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = reader.join();
+    let stdout = out_reader.join().unwrap_or_default();
+    let kept_log = keep_log(role, &log_path);
+    o.log = kept_log.or(o.log.take());
+    let Some(status) = status else {
+        return Err(format!(
+            "timed out after {} s; the log is {}",
+            opts.timeout.as_secs(),
+            o.log.as_deref().unwrap_or(Path::new("?")).display()
+        ));
+    };
+    let last = stdout.lines().last().unwrap_or_default();
+    o.inside = serde_json::from_str(last).map_err(|_| {
+        format!(
+            "the sandbox ended ({status}) without a result; the log is {}",
+            o.log.as_deref().unwrap_or(Path::new("?")).display()
+        )
+    })?;
+    Ok(())
+}
+
+/// Copies the sandbox log out of the target, which is about to be removed.
+fn keep_log(role: &str, log: &Path) -> Option<PathBuf> {
+    let dir = std::env::temp_dir().join("kiln-test");
+    let dest = dir.join(format!("{role}.log"));
+    std::fs::copy(log, &dest).ok().map(|_| dest)
+}

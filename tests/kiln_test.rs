@@ -1,0 +1,196 @@
+//! `kiln test` end to end: a role whose service really starts inside the
+//! throwaway target's namespaces and answers HTTP there; bad cookbooks fail
+//! with the role, the resource and the reason, in the output and in JUnit.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+const HTTPD: &str = include_str!("fixtures/tiny/tiny-httpd");
+const INIT: &str = include_str!("fixtures/tiny/tiny-httpd.init");
+
+/// A cookbook with a tiny perl HTTP server run by a SysV init script.
+fn tiny(repo: Repo) -> Repo {
+    repo.cookbook_file("tiny", "tiny-httpd", HTTPD)
+        .cookbook_file("tiny", "tiny-httpd.init", INIT)
+        .recipe(
+            "tiny",
+            "default",
+            r#"
+[[resource]]
+file = "/usr/local/bin/tiny-httpd"
+source = "tiny-httpd"
+mode = "0755"
+notifies = ["restart service[tiny-httpd]"]
+
+[[resource]]
+file = "/etc/init.d/tiny-httpd"
+source = "tiny-httpd.init"
+mode = "0755"
+
+[[resource]]
+service = "tiny-httpd"
+action = ["enable", "start"]
+
+[[verify]]
+http = "http://127.0.0.1:{{tiny.port}}/"
+contains = "hello from kiln"
+
+[[verify]]
+port = "{{tiny.port}}"
+
+[[verify]]
+service = "tiny-httpd"
+
+[[verify]]
+file = "/etc/init.d/tiny-httpd"
+contains = "start-stop-daemon"
+"#,
+        )
+        .attributes("tiny", "[tiny]\nport = 8080\n")
+        .role("web", "run_list = [\"recipe[tiny]\"]")
+}
+
+/// The leak check looks at every process on the host, so these tests run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn no_leaks() {
+    let ps = Command::new("pgrep")
+        .args(["-f", "tiny-httpd"])
+        .output()
+        .unwrap();
+    assert!(
+        !ps.status.success(),
+        "a server started by kiln test is still running on the host: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
+
+#[test]
+fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let repo = tiny(Repo::new());
+    let junit = repo.path().join("junit.xml");
+    kiln()
+        .arg("test")
+        .repo(&repo)
+        .arg("--junit")
+        .arg(&junit)
+        .run()
+        .success()
+        .stdout_contains("web         converged (3/3 updated)  idempotent")
+        .stdout_contains("verified 4/4")
+        .stdout_contains("1/1 role(s) passed");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"role[web]\" tests=\"6\" failures=\"0\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("name=\"verify http http://127.0.0.1:8080/\"/>"),
+        "{xml}"
+    );
+    no_leaks();
+    // Nothing of the target is left behind.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("kiln-test/web-"),
+        "an overlay is still mounted"
+    );
+    // The service listened inside the target's own network namespace only.
+    assert!(std::net::TcpStream::connect("127.0.0.1:8080").is_err());
+}
+
+#[test]
+fn a_resource_that_changes_every_run_fails_the_role_by_name() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let repo = tiny(Repo::new())
+        .recipe(
+            "flappy",
+            "default",
+            "[[resource]]\nexecute = \"always\"\ncommand = \"date > /tmp/stamp\"\n",
+        )
+        .role("flappy", "run_list = [\"recipe[flappy]\"]");
+    let junit = repo.path().join("junit.xml");
+    kiln()
+        .args(["test", "flappy", "web", "--junit"])
+        .arg(&junit)
+        .repo(&repo)
+        .run()
+        .code(1)
+        .stdout_contains("flappy      converged")
+        .stdout_contains("NOT IDEMPOTENT (1 updated)")
+        .stdout_contains("role flappy: not idempotent, the second converge updated 1 resource(s): execute[always]")
+        .stdout_contains("1/2 role(s) passed");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"role[flappy]\" tests=\"2\" failures=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<failure message=\"role flappy: not idempotent"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<testsuite name=\"role[web]\" tests=\"6\" failures=\"0\""),
+        "{xml}"
+    );
+    no_leaks();
+}
+
+#[test]
+fn a_service_that_fails_to_start_and_a_template_error_are_reported() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let repo = Repo::new()
+        .cookbook_file(
+            "broken",
+            "broken.init",
+            INIT.replace("--exec /usr/bin/perl", "--exec /usr/bin/false"),
+        )
+        .recipe(
+            "broken",
+            "default",
+            r#"
+[[resource]]
+file = "/etc/init.d/broken"
+source = "broken.init"
+mode = "0755"
+
+[[resource]]
+service = "broken"
+action = ["enable", "start"]
+
+[[verify]]
+port = 8080
+timeout = 1
+"#,
+        )
+        .role("broken", "run_list = [\"recipe[broken]\"]")
+        .template("tpl", "t.hbs", "{{missing.attribute}}\n")
+        .recipe(
+            "tpl",
+            "default",
+            "[[resource]]\ntemplate = \"/etc/t\"\nsource = \"t.hbs\"\n",
+        )
+        .role("tpl", "run_list = [\"recipe[tpl]\"]");
+    let junit = repo.path().join("junit.xml");
+    let out = kiln()
+        .args(["test", "broken", "tpl", "--junit"])
+        .arg(&junit)
+        .repo(&repo)
+        .run()
+        .code(1)
+        .stdout_contains("broken      NOT CONVERGED")
+        .stdout_contains("role broken: converge failed: service[broken]: service broken: start reported success, but the service is not running")
+        .stdout_contains("tpl         NOT CONVERGED")
+        .stdout_contains("\"missing.attribute\" is not defined");
+    assert!(out.stdout.contains("0/2 role(s) passed"));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("role broken: converge failed: service[broken]"),
+        "{xml}"
+    );
+    assert!(xml.contains("missing.attribute"), "{xml}");
+}
