@@ -41,7 +41,7 @@ package = "kiln-hello"
 
 [[resource]]
 file = "/etc/kiln-site.conf"
-content = "served by {{node.fqdn}}\n"
+content = "served by kiln\n"
 
 [[resource]]
 execute = "slow"
@@ -117,7 +117,7 @@ fn rollout_reaches_the_canary_first_then_all_and_rolls_back() {
     assert!(versions(&f).iter().all(|v| v.as_deref() == Some("1.0-1")));
     assert_eq!(
         read(f.host("web03.example.com").path(), "/etc/kiln-site.conf"),
-        "served by web03.example.com\n"
+        "served by kiln\n"
     );
 
     // Nothing changed: nothing is sent again, nothing converges differently.
@@ -209,4 +209,231 @@ fn malformed_inventory_is_an_error_before_any_connection() {
         .failure()
         .stderr_contains("role \"nope\"");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn state<'a>(r: &'a serde_json::Value, fqdn: &str) -> &'a str {
+    host(r, fqdn)["state"].as_str().unwrap()
+}
+
+fn failure(r: &serde_json::Value, fqdn: &str) -> String {
+    host(r, fqdn)["failure"].to_string()
+}
+
+#[test]
+fn a_failed_canary_health_check_holds_the_push_and_status_shows_drift() {
+    let f = web_fleet(8, &[0]);
+    let repo = policy("1.0-1");
+    f.kiln(&["converge", "--batch", "4"])
+        .repo(&repo)
+        .run()
+        .success();
+
+    // 3.0+broken-1 installs fine but fails the role's health check on the
+    // canary: the push holds, no other host is touched.
+    set_pin(&repo, "3.0+broken-1");
+    let o = f
+        .kiln(&["converge", "--batch", "4"])
+        .repo(&repo)
+        .run()
+        .failure()
+        .stdout_contains("PUSH HOLD: canary web01.example.com failed")
+        .stdout_contains("health check failed");
+    let o2 = f
+        .kiln(&["converge", "--json", "--batch", "4"])
+        .repo(&repo)
+        .run()
+        .failure();
+    let r = json(&o2);
+    assert_eq!(r["held"], true);
+    assert_eq!(r["totals"]["failed"], 1, "{}", o2.stdout);
+    assert_eq!(r["totals"]["not_reached"], 7, "{}", o2.stdout);
+    assert!(
+        failure(&r, "web01.example.com").contains("broken"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(state(&r, "web05.example.com"), "not_reached");
+    assert_eq!(
+        f.host("web01.example.com").version("kiln-hello").as_deref(),
+        Some("3.0+broken-1")
+    );
+    for h in &f.hosts[1..] {
+        assert_eq!(
+            h.version("kiln-hello").as_deref(),
+            Some("1.0-1"),
+            "{}",
+            h.fqdn
+        );
+    }
+
+    // Rollback by pinning the old version: the canary goes back down.
+    set_pin(&repo, "1.0-1");
+    f.kiln(&["converge"]).repo(&repo).run().success();
+    assert!(versions(&f).iter().all(|v| v.as_deref() == Some("1.0-1")));
+
+    // Status: no drift, then a change by hand on one host shows as drift,
+    // with the part that differs.
+    let o = f.kiln(&["status"]).repo(&repo).run().success();
+    assert!(o.stdout.contains("no drift"), "{}", o.stdout);
+    std::fs::write(
+        at(f.host("web06.example.com").path(), "/etc/kiln-site.conf"),
+        "edited by hand\n",
+    )
+    .unwrap();
+    let o = f
+        .kiln(&["status"])
+        .repo(&repo)
+        .run()
+        .failure()
+        .stdout_contains("drift in roles web: 7 host(s)")
+        .stdout_contains("web06.example.com at")
+        .stdout_contains("file[/etc/kiln-site.conf]");
+    let j = f.kiln(&["status", "--json"]).repo(&repo).run().failure();
+    let s = json(&j);
+    let hosts = s["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 8);
+    assert!(
+        hosts.iter().all(|h| h["last_run"]["success"] == true),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(s["drift"][0]["outliers"][0]["fqdn"], "web06.example.com");
+}
+
+#[test]
+fn faults_are_reported_per_host_and_count_toward_max_fail() {
+    let mut f = web_fleet(8, &[]);
+    let repo = policy("1.0-1");
+    f.kiln(&["converge"]).repo(&repo).run().success();
+    f.close_masters();
+
+    // web02: unreachable (nothing listens). web03: refuses our key. web04:
+    // its host key changed. web05: sha256sum there disagrees with the
+    // bundle. web06: its converge fails. web07: dies mid-converge.
+    f.host_mut("web02.example.com").kill();
+    std::fs::remove_file(at(
+        f.host("web03.example.com").path(),
+        "/root/.ssh/authorized_keys",
+    ))
+    .unwrap();
+    let kh = std::fs::read_to_string(f.known_hosts()).unwrap();
+    let web04 = f.host("web04.example.com").address.clone();
+    let other = kh
+        .lines()
+        .find(|l| !l.starts_with(&format!("{web04} ")))
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .1
+        .to_string();
+    let kh: String = kh
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{web04} ")) {
+                format!("{web04} {other}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(f.known_hosts(), kh).unwrap();
+    let fake = at(f.host("web05.example.com").path(), "/usr/bin/sha256sum");
+    std::fs::remove_file(&fake).unwrap();
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"0000000000000000000000000000000000000000000000000000000000000000  $1\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&fake)
+        .status()
+        .unwrap();
+    std::fs::remove_file(at(
+        f.host("web06.example.com").path(),
+        "/etc/kiln-site.conf",
+    ))
+    .unwrap();
+    std::fs::create_dir(at(
+        f.host("web06.example.com").path(),
+        "/etc/kiln-site.conf",
+    ))
+    .unwrap();
+    std::fs::create_dir(at(
+        f.host("web06.example.com").path(),
+        "/etc/kiln-site.conf/x",
+    ))
+    .unwrap();
+    std::fs::write(at(f.host("web07.example.com").path(), "/etc/kiln-slow"), "").unwrap();
+
+    set_pin(&repo, "2.0-1");
+    let started = at(f.host("web07.example.com").path(), "/tmp/slow-started");
+    let o = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            f.kiln(&["converge", "--json", "--max-fail", "10", "--parallel", "8"])
+                .repo(&repo)
+                .run()
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !started.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "web07 never reached its slow step"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Safe: the other thread only reads the fleet's paths.
+        let pid_group = f.host("web07.example.com").sshd_pid().unwrap();
+        unsafe {
+            libc::kill(-(pid_group as i32), libc::SIGKILL);
+        }
+        run.join().unwrap()
+    });
+    let o = o.failure();
+    let r = json(&o);
+    let all = o.stdout.clone();
+    assert_eq!(state(&r, "web01.example.com"), "changed", "{all}");
+    assert_eq!(state(&r, "web08.example.com"), "changed", "{all}");
+    let expect = [
+        ("web02.example.com", "unreachable"),
+        ("web03.example.com", "key refused"),
+        ("web04.example.com", "host key"),
+        ("web05.example.com", "bundle hash mismatch"),
+        ("web06.example.com", "converge failed"),
+        ("web07.example.com", "host lost mid-converge"),
+    ];
+    for (h, kind) in expect {
+        assert_eq!(state(&r, h), "failed", "{h}: {all}");
+        assert_eq!(host(&r, h)["failure"]["kind"], kind, "{h}: {all}");
+    }
+    assert!(
+        failure(&r, "web04.example.com").contains("does not match"),
+        "{all}"
+    );
+    assert!(
+        failure(&r, "web06.example.com").contains("kiln-site.conf"),
+        "{all}"
+    );
+    assert_eq!(r["totals"]["failed"], 6);
+    assert_eq!(r["held"], false, "6 failures are within --max-fail 10");
+
+    // --max-fail 0, one host at a time: the first failure (web02) holds
+    // the push; no host after it is touched.
+    let o = f
+        .kiln(&["converge", "--json", "--parallel", "1"])
+        .repo(&repo)
+        .run()
+        .failure();
+    let r = json(&o);
+    assert_eq!(r["held"], true);
+    assert_eq!(state(&r, "web01.example.com"), "unchanged");
+    assert_eq!(state(&r, "web02.example.com"), "failed");
+    for h in ["web03", "web04", "web05", "web06", "web07", "web08"] {
+        assert_eq!(
+            state(&r, &format!("{h}.example.com")),
+            "not_reached",
+            "{}",
+            o.stdout
+        );
+    }
 }

@@ -99,8 +99,27 @@ pub fn run(a: Agent) -> Result<i32, Error> {
         state.fqdn = a.fqdn.clone();
     }
     if state.roles.is_empty() {
+        // The roles and fqdn of this host's last run (a fleet push, say).
+        // Its roles are the expanded list; converging them all applies each
+        // recipe once, at its first position, as the top role did.
+        let last: Option<serde_json::Value> = std::fs::read("/var/lib/kiln/last_run.json")
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(last) = last {
+            state.roles = last["roles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str().map(String::from))
+                .collect();
+            if state.fqdn.is_none() {
+                state.fqdn = last["fqdn"].as_str().map(String::from);
+            }
+        }
+    }
+    if state.roles.is_empty() {
         return Err(Error::Usage(
-            "kiln agent: this host's roles are unknown: pass --role R (remembered for later runs)"
+            "kiln agent: this host's roles are unknown (no --role, and no earlier run in /var/lib/kiln/last_run.json): pass --role R (remembered for later runs)"
                 .into(),
         ));
     }

@@ -433,14 +433,23 @@ fn steps(
     }
     // 3. Converge.
     let cmd = format!(
-        "{k} --repo {r} converge --json{why}{node}; rc=$?; \
-         ln -sfn kiln.{b} {bin}/kiln.new && mv -Tf {bin}/kiln.new {bin}/kiln; exit $rc",
+        "{k} --repo {r} converge --json{why}{node}; rc=$?; {current}exit $rc",
         k = q(&kiln),
         r = q(&repo),
         why = if why_run { " --why-run" } else { "" },
         node = node_args(host),
-        b = p.binary_sha,
-        bin = BIN_DIR,
+        // What the host last converged to: the agent's default source and
+        // the binary the kiln cookbook links to /usr/local/bin/kiln.
+        current = if why_run {
+            String::new()
+        } else {
+            format!(
+                "ln -sfn kiln.{b} {BIN_DIR}/kiln.new && mv -Tf {BIN_DIR}/kiln.new {BIN_DIR}/kiln; \
+                 ln -sfn {s} {BUNDLE_DIR}/current.new && mv -Tf {BUNDLE_DIR}/current.new {BUNDLE_DIR}/current; ",
+                b = p.binary_sha,
+                s = p.bundle_sha,
+            )
+        },
     );
     let out = t
         .run(host, &cmd, None)

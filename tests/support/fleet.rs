@@ -202,6 +202,11 @@ impl TestHost {
         }
     }
 
+    /// The process group of the host's namespaces, while it runs.
+    pub fn sshd_pid(&self) -> Option<u32> {
+        self.sshd.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.sshd.is_some()
     }
@@ -419,7 +424,17 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        // Closes ssh master connections (they live in our control dir).
+        self.close_masters();
+        for h in &mut self.hosts {
+            h.kill();
+        }
+    }
+}
+
+impl Fleet {
+    /// Closes the ssh master connections kiln left (in this fleet's control
+    /// directory), so that the next run connects afresh.
+    pub fn close_masters(&self) {
         let control = self.dir.path().join("ctl");
         if let Ok(entries) = fs::read_dir(&control) {
             for e in entries.flatten() {
@@ -431,9 +446,6 @@ impl Drop for Fleet {
                     .stderr(Stdio::null())
                     .status();
             }
-        }
-        for h in &mut self.hosts {
-            h.kill();
         }
     }
 }
