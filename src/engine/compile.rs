@@ -493,18 +493,29 @@ fn find_type(table: &toml::Table) -> Result<&'static TypeDef, PolicyError> {
 }
 
 fn parse_notification(s: &str, timing: Timing, subscribe: bool) -> Result<PendingNotify, String> {
-    let mut words = s.split_whitespace();
-    let action = words.next().ok_or("empty")?.to_string();
-    let rest: Vec<&str> = words.collect();
-    let (target, timing) = match rest.as_slice() {
-        [t] => (*t, timing),
-        [t, "immediately"] | [t, "immediate"] => (*t, Timing::Immediately),
-        [t, "delayed"] => (*t, Timing::Delayed),
-        _ => return Err("expected ACTION TYPE[NAME] [immediately|delayed]".into()),
+    // The name inside the brackets may hold spaces (execute labels).
+    let s = s.trim();
+    let (action, rest) = s
+        .split_once(char::is_whitespace)
+        .ok_or("expected ACTION TYPE[NAME]")?;
+    let rest = rest.trim();
+    let close = rest
+        .rfind(']')
+        .ok_or_else(|| format!("{rest:?} is not TYPE[NAME]"))?;
+    let (target, tail) = rest.split_at(close + 1);
+    let timing = match tail.trim() {
+        "" => timing,
+        "immediately" | "immediate" => Timing::Immediately,
+        "delayed" => Timing::Delayed,
+        other => {
+            return Err(format!(
+                "unknown timing {other:?}: use immediately or delayed"
+            ));
+        }
     };
     let other = ResourceId::parse(target).ok_or_else(|| format!("{target:?} is not TYPE[NAME]"))?;
     Ok(PendingNotify {
-        action,
+        action: action.to_string(),
         other,
         timing,
         subscribe,
@@ -569,6 +580,14 @@ mod tests {
             parse_notification("reload service[x] immediately", Timing::Delayed, false).unwrap();
         assert_eq!(n.timing, Timing::Immediately);
         assert!(parse_notification("restart", Timing::Delayed, false).is_err());
+        let n = parse_notification(
+            "run execute[reload kiln agent] immediately",
+            Timing::Delayed,
+            false,
+        )
+        .unwrap();
+        assert_eq!(n.other.name, "reload kiln agent");
+        assert_eq!(n.timing, Timing::Immediately);
     }
 
     #[test]
