@@ -134,9 +134,7 @@ pub fn run(repo: &Path, cmd: DevvmCommand) -> Result<i32, Error> {
         DevvmCommand::Ssh { name, command } => vm::ssh(&name, &command),
         DevvmCommand::Status { name } => vm::status(&name),
         DevvmCommand::Down { name, timeout } => vm::down(&name, Duration::from_secs(timeout)),
-        DevvmCommand::Destroy { name, timeout } => {
-            vm::destroy(&name, Duration::from_secs(timeout))
-        }
+        DevvmCommand::Destroy { name, timeout } => vm::destroy(&name, Duration::from_secs(timeout)),
         DevvmCommand::List => vm::list(),
         DevvmCommand::Box { image } => {
             let img = image::build(&request(repo, &image, false))?;

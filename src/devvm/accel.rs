@@ -78,7 +78,13 @@ fn host_identity() -> String {
     let qemu = Command::new("qemu-system-x86_64")
         .arg("--version")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
         .unwrap_or_default();
     format!(
         "host={}\nkernel={}\ncpu={cpu}\nqemu={qemu}\n",
@@ -167,7 +173,11 @@ pub fn verdict(kernel: &Path) -> Verdict {
 
 /// Whether /dev/kvm is there and openable read-write.
 fn kvm_device() -> Result<(), String> {
-    match fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no /dev/kvm".into()),
         Err(e) => Err(format!("/dev/kvm cannot be opened ({e})")),

@@ -27,10 +27,19 @@ pub struct GuestConfig<'a> {
     pub authorized_key: &'a str,
     /// Where the app share is mounted (the app's docroot).
     pub app_mount: &'a str,
+    /// Where the kiln binary goes (the policy's `kiln.binary`, which
+    /// /usr/local/bin/kiln may link to), else [`KILN_BIN`].
+    pub kiln_binary: &'a str,
+}
+
+/// The host path of `path` in the tree, resolving symlinks as chroot would
+/// (an absolute link never leads out of the tree).
+fn in_tree(tree: &Path, path: &str) -> std::path::PathBuf {
+    crate::platform::target::Target::at_root(tree).path(path)
 }
 
 fn write(tree: &Path, path: &str, content: &str, mode: u32) -> Result<(), Error> {
-    let full = tree.join(path.trim_start_matches('/'));
+    let full = in_tree(tree, path);
     if let Some(parent) = full.parent() {
         fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
     }
@@ -44,7 +53,7 @@ fn write(tree: &Path, path: &str, content: &str, mode: u32) -> Result<(), Error>
 }
 
 fn symlink(tree: &Path, path: &str, to: &str) -> Result<(), Error> {
-    let full = tree.join(path.trim_start_matches('/'));
+    let full = in_tree(tree, path);
     if let Some(parent) = full.parent() {
         fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
     }
@@ -157,7 +166,11 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
     fs::set_permissions(tree.join("root/.ssh"), fs::Permissions::from_mode(0o700))
         .ctx(|| "chmod /root/.ssh".to_string())?;
     // Host keys of this image, not of the shared base root.
-    for e in fs::read_dir(tree.join("etc/ssh")).into_iter().flatten().flatten() {
+    for e in fs::read_dir(tree.join("etc/ssh"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if e.file_name().to_string_lossy().starts_with("ssh_host_") {
             let _ = fs::remove_file(e.path());
         }
@@ -174,14 +187,21 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
 /// Installs kiln (this very binary), the policy repository and the boot
 /// converge unit into `tree`, after the role is converged.
 pub fn install_kiln(tree: &Path, repo: &Path, c: &GuestConfig) -> Result<(), Error> {
-    let bin = tree.join(KILN_BIN.trim_start_matches('/'));
+    let bin = in_tree(tree, c.kiln_binary);
+    if fs::symlink_metadata(&bin).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(&bin).ctx(|| format!("removing {}", bin.display()))?;
+    }
     fs::create_dir_all(bin.parent().expect("has a parent"))
         .ctx(|| format!("creating {}", bin.display()))?;
-    let exe = std::env::current_exe().ctx(|| "locating the kiln executable".to_string())?;
+    let exe = super::self_exe();
     fs::copy(&exe, &bin).ctx(|| format!("copying {} to {}", exe.display(), bin.display()))?;
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))
         .ctx(|| format!("chmod {}", bin.display()))?;
-    let dest = tree.join(POLICY_DIR.trim_start_matches('/'));
+    // /usr/local/bin/kiln: the binary itself, or the policy's link to it.
+    if c.kiln_binary != KILN_BIN && fs::symlink_metadata(in_tree(tree, KILN_BIN)).is_err() {
+        symlink(tree, KILN_BIN, c.kiln_binary)?;
+    }
+    let dest = in_tree(tree, POLICY_DIR);
     let _ = fs::remove_dir_all(&dest);
     fs::create_dir_all(&dest).ctx(|| format!("creating {}", dest.display()))?;
     for item in super::image::policy_items(repo) {

@@ -34,6 +34,8 @@ pub const DISK: &str = "disk.qcow2";
 pub const KERNEL: &str = "vmlinuz";
 pub const INITRD: &str = "initrd.img";
 pub const MANIFEST: &str = "manifest.json";
+/// The hashed inputs, as text: what to diff when a build misses the cache.
+pub const INPUTS: &str = "inputs.txt";
 
 /// What `build` is asked for.
 #[derive(Debug, Clone)]
@@ -131,8 +133,9 @@ pub struct Inputs {
     pub disk_gb: u64,
     pub hostname: String,
     pub app_mount: String,
+    pub kiln_binary: String,
     pub authorized_key: String,
-    text: String,
+    pub text: String,
 }
 
 impl Inputs {
@@ -165,10 +168,18 @@ impl Inputs {
                     .fix("add [sizes.NAME] with cpus, memory_mb and disk_gb")
             })?;
         let app_mount = app_mount(&policy.attributes);
+        let kiln_binary = policy
+            .attributes
+            .get("kiln")
+            .and_then(|k| k.get("binary"))
+            .and_then(|b| b.as_str())
+            .filter(|b| b.starts_with('/'))
+            .unwrap_or(guest::KILN_BIN)
+            .to_string();
         let authorized_key = sshkey::ensure()?;
 
         let mut text = format!(
-            "layout={LAYOUT_VERSION}\nbase={}\nrole={}\nsize={}\ncpus={}\nmemory_mb={}\ndisk_gb={}\nhostname={hostname}\napp_mount={app_mount}\nkey={authorized_key}\n",
+            "layout={LAYOUT_VERSION}\nbase={}\nrole={}\nsize={}\ncpus={}\nmemory_mb={}\ndisk_gb={}\nhostname={hostname}\napp_mount={app_mount}\nkiln_binary={kiln_binary}\nkey={authorized_key}\n",
             base::recipe(),
             req.role,
             req.size,
@@ -176,7 +187,7 @@ impl Inputs {
             size.memory_mb,
             size.disk_gb,
         );
-        let exe = std::env::current_exe().ctx(|| "locating the kiln executable".to_string())?;
+        let exe = super::self_exe();
         text.push_str(&format!(
             "kiln={} {}\n",
             env!("CARGO_PKG_VERSION"),
@@ -195,6 +206,7 @@ impl Inputs {
             disk_gb: size.disk_gb,
             hostname,
             app_mount,
+            kiln_binary,
             authorized_key,
             text,
         })
@@ -268,6 +280,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
         size: &inputs.size,
         authorized_key: &inputs.authorized_key,
         app_mount: &inputs.app_mount,
+        kiln_binary: &inputs.kiln_binary,
     };
     step(format!(
         "configuring the guest: hostname {}, ssh key, DHCP, app share at {}",
@@ -349,6 +362,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
         build_seconds: started.elapsed().as_secs_f64(),
         fingerprint,
     };
+    fs::write(out.join(INPUTS), &inputs.text).ctx(|| "writing inputs.txt".to_string())?;
     let mut f = File::create(out.join(MANIFEST)).ctx(|| "writing manifest.json".to_string())?;
     serde_json::to_writer_pretty(&mut f, &manifest)
         .map_err(std::io::Error::other)
@@ -442,7 +456,7 @@ fn extract_boot_files(tree: &Path, out: &Path) -> Result<(), Error> {
 /// The tree's `kiln fingerprint` (of its last run: the build's converge),
 /// if this kiln has the command.
 fn fingerprint(tree: &Path, repo: &Path) -> Option<String> {
-    let exe = std::env::current_exe().ok()?;
+    let exe = super::self_exe();
     let out = Command::new(exe)
         .arg("--repo")
         .arg(repo)

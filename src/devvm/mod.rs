@@ -52,6 +52,17 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// This very kiln binary: `/proc/self/exe`, which stays readable even when
+/// a rebuild replaces the file it was started from.
+pub fn self_exe() -> std::path::PathBuf {
+    let proc = std::path::PathBuf::from("/proc/self/exe");
+    if proc.exists() {
+        proc
+    } else {
+        std::env::current_exe().unwrap_or(proc)
+    }
+}
+
 /// Runs a host command to completion; a non-zero exit is an error that
 /// carries the command's output.
 pub fn run(cmd: &mut Command, what: &str) -> Result<String, Error> {

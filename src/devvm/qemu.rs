@@ -65,7 +65,11 @@ impl Machine {
         a.push("-append".into());
         a.push(APPEND.into());
         a.push("-drive".into());
-        a.push(opt_path("file=", &self.disk, ",if=virtio,format=qcow2,discard=unmap"));
+        a.push(opt_path(
+            "file=",
+            &self.disk,
+            ",if=virtio,format=qcow2,discard=unmap",
+        ));
         a.push("-netdev".into());
         a.push(
             format!(
@@ -83,7 +87,10 @@ impl Machine {
             a.push(opt_path(
                 "local,path=",
                 dir,
-                &format!(",mount_tag={},security_model=mapped-xattr,id=app", super::guest::APP_TAG),
+                &format!(
+                    ",mount_tag={},security_model=mapped-xattr,id=app",
+                    super::guest::APP_TAG
+                ),
             ));
         }
         a.push("-serial".into());
@@ -113,9 +120,8 @@ pub struct Qmp {
 impl Qmp {
     /// Connects and negotiates capabilities.
     pub fn connect(socket: &Path) -> Result<Qmp, Error> {
-        let io = |e: std::io::Error| {
-            Error::Target(format!("QEMU monitor {}: {e}", socket.display()))
-        };
+        let io =
+            |e: std::io::Error| Error::Target(format!("QEMU monitor {}: {e}", socket.display()));
         let stream = UnixStream::connect(socket).map_err(io)?;
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -146,8 +152,7 @@ impl Qmp {
     /// Runs a command and returns its `return` value (events in between are skipped).
     pub fn execute(&mut self, command: &str) -> Result<serde_json::Value, Error> {
         let msg = serde_json::json!({ "execute": command });
-        writeln!(self.writer, "{msg}")
-            .map_err(|e| Error::Target(format!("QEMU monitor: {e}")))?;
+        writeln!(self.writer, "{msg}").map_err(|e| Error::Target(format!("QEMU monitor: {e}")))?;
         loop {
             let v = self.read_message()?;
             if let Some(r) = v.get("return") {
@@ -190,13 +195,22 @@ mod tests {
             .map(|s| s.to_string_lossy().into_owned())
             .collect();
         let line = a.join(" ");
-        assert!(line.contains("-kernel /i/vmlinuz -initrd /i/initrd.img"), "{line}");
+        assert!(
+            line.contains("-kernel /i/vmlinuz -initrd /i/initrd.img"),
+            "{line}"
+        );
         assert!(line.contains("root=/dev/vda rw console=ttyS0"), "{line}");
         assert!(line.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{line}");
         assert!(line.contains("hostfwd=tcp:127.0.0.1:8080-:80"), "{line}");
         assert!(line.contains("file=/v/a,,b.qcow2,if=virtio"), "{line}");
-        assert!(line.contains("local,path=/home/me/app,mount_tag=app"), "{line}");
-        assert!(line.contains("-accel tcg -cpu max -smp 2 -m 2048"), "{line}");
+        assert!(
+            line.contains("local,path=/home/me/app,mount_tag=app"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-accel tcg -cpu max -smp 2 -m 2048"),
+            "{line}"
+        );
         assert!(line.ends_with("-daemonize"), "{line}");
     }
 }

@@ -96,7 +96,11 @@ impl VmDir {
 
     /// QEMU's pid, when its pidfile names a live QEMU process.
     pub fn pid(&self) -> Option<i32> {
-        let pid: i32 = fs::read_to_string(self.pidfile()).ok()?.trim().parse().ok()?;
+        let pid: i32 = fs::read_to_string(self.pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         is_qemu(pid).then_some(pid)
     }
 

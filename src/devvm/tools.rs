@@ -44,7 +44,7 @@ pub const TAR: Tool = Tool {
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(program))
         .find(|p| p.is_file())
 }
@@ -52,7 +52,10 @@ pub fn which(program: &str) -> Option<PathBuf> {
 /// Fails, naming every missing program and the one command that installs
 /// them all, unless every tool is there.
 pub fn require(tools: &[Tool]) -> Result<(), Error> {
-    let missing: Vec<&Tool> = tools.iter().filter(|t| which(t.program).is_none()).collect();
+    let missing: Vec<&Tool> = tools
+        .iter()
+        .filter(|t| which(t.program).is_none())
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }

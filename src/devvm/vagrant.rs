@@ -112,14 +112,23 @@ pub fn make_box(img: &Image, repo: &Path) -> Result<PathBuf, Error> {
         std::os::unix::fs::symlink(&from, s.join(name)).ctx(|| format!("linking {name}"))?;
     }
     step(format!("packaging {}", out.display()));
-    let tmp = dir.join(format!(".{}.tmp", out.file_name().unwrap_or_default().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        out.file_name().unwrap_or_default().to_string_lossy()
+    ));
     run(
         Command::new("tar")
             .arg("-C")
             .arg(s)
             .args(["-h", "--sparse", "-cf"])
             .arg(&tmp)
-            .args(["metadata.json", "Vagrantfile", "box.img", "vmlinuz", "initrd.img"]),
+            .args([
+                "metadata.json",
+                "Vagrantfile",
+                "box.img",
+                "vmlinuz",
+                "initrd.img",
+            ]),
         "tar",
     )?;
     fs::rename(&tmp, &out).ctx(|| format!("renaming to {}", out.display()))?;
@@ -128,8 +137,11 @@ pub fn make_box(img: &Image, repo: &Path) -> Result<PathBuf, Error> {
         println!("{} exists; left as it is", vf.display());
     } else {
         fs::create_dir_all(repo.join("vagrant")).ctx(|| "creating vagrant/".to_string())?;
-        fs::write(&vf, repo_vagrantfile(&img.manifest.role, &img.manifest.app_mount))
-            .ctx(|| format!("writing {}", vf.display()))?;
+        fs::write(
+            &vf,
+            repo_vagrantfile(&img.manifest.role, &img.manifest.app_mount),
+        )
+        .ctx(|| format!("writing {}", vf.display()))?;
         println!("wrote {}", vf.display());
     }
     Ok(out)
@@ -142,7 +154,10 @@ mod tests {
     #[test]
     fn repo_vagrantfile_has_size_variable_and_provisioner() {
         let v = repo_vagrantfile("devvm", "/var/www/html");
-        assert!(v.contains(r#"SIZE = ENV.fetch("KILN_DEVVM_SIZE", "small")"#), "{v}");
+        assert!(
+            v.contains(r#"SIZE = ENV.fetch("KILN_DEVVM_SIZE", "small")"#),
+            "{v}"
+        );
         assert!(v.contains("converge --role #{ROLE} --size #{SIZE}"), "{v}");
         assert!(v.contains(r#""/var/www/html", type: "9p""#), "{v}");
     }

@@ -128,7 +128,11 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
     step(format!(
         "image {} {} ({})",
         &img.manifest.key[..12],
-        if img.cached { "from the cache" } else { "built" },
+        if img.cached {
+            "from the cache"
+        } else {
+            "built"
+        },
         img.dir.display()
     ));
     fs::create_dir_all(&vm.dir).ctx(|| format!("creating {}", vm.dir.display()))?;
@@ -173,9 +177,7 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
     }
     let accel = accel::choose(req.accel, &img.kernel())?;
     let app_dir = match &req.app_dir {
-        Some(d) => Some(
-            fs::canonicalize(d).ctx(|| format!("--app {}", d.display()))?,
-        ),
+        Some(d) => Some(fs::canonicalize(d).ctx(|| format!("--app {}", d.display()))?),
         None => {
             let d = req.build.repo.join("app");
             d.is_dir().then(|| fs::canonicalize(&d).unwrap_or(d))
@@ -306,7 +308,11 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         t0.elapsed().as_secs_f64()
     ));
     println!("url: {}", url(&state));
-    println!("ssh: {}   (or: kiln devvm ssh {})", ssh_line(state.ssh_port), req.name);
+    println!(
+        "ssh: {}   (or: kiln devvm ssh {})",
+        ssh_line(state.ssh_port),
+        req.name
+    );
     if !state.app_dir.as_os_str().is_empty() {
         println!(
             "app: {} is {} in the VM",
@@ -360,7 +366,9 @@ fn wait_ready(vm: &VmDir, s: &State, t0: Instant, timeout: Duration) -> Result<(
     ));
     let out = ssh_run(s.ssh_port, "systemctl is-system-running --wait", left());
     let Some(out) = out else {
-        return Err(Wait::Timeout("systemd did not finish starting units".into()));
+        return Err(Wait::Timeout(
+            "systemd did not finish starting units".into(),
+        ));
     };
     let verdict = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let unit = ssh_run(
@@ -371,7 +379,12 @@ fn wait_ready(vm: &VmDir, s: &State, t0: Instant, timeout: Duration) -> Result<(
         ),
         Duration::from_secs(30).min(left()),
     )
-    .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" "))
+    .map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
     .unwrap_or_default();
     if !unit.contains("success") || !unit.contains("active") {
         let journal = ssh_run(
@@ -435,14 +448,19 @@ fn kill(vm: &VmDir) {
 pub fn down(name: &str, timeout: Duration) -> Result<i32, Error> {
     let vm = VmDir::new(name)?;
     if !vm.exists() {
-        return Err(Error::Usage(format!("no VM named {name:?} (see kiln devvm list)")));
+        return Err(Error::Usage(format!(
+            "no VM named {name:?} (see kiln devvm list)"
+        )));
     }
     if !vm.running() {
         println!("VM {name} is not running.");
         let _ = fs::remove_file(vm.pidfile());
         return Ok(0);
     }
-    step(format!("ACPI shutdown of VM {name} (up to {} s)", timeout.as_secs()));
+    step(format!(
+        "ACPI shutdown of VM {name} (up to {} s)",
+        timeout.as_secs()
+    ));
     let t = Instant::now();
     match Qmp::connect(&vm.monitor()).and_then(|mut q| q.execute("system_powerdown")) {
         Ok(_) => {
@@ -511,17 +529,31 @@ pub fn status(name: &str) -> Result<i32, Error> {
     println!(
         "state:    {}",
         if running {
-            if s.ready.is_some() { "running" } else { "booting" }
+            if s.ready.is_some() {
+                "running"
+            } else {
+                "booting"
+            }
         } else {
             "stopped"
         }
     );
-    println!("role:     {} (size {}, {} CPUs, {} MB)", s.role, s.size, s.cpus, s.memory_mb);
+    println!(
+        "role:     {} (size {}, {} CPUs, {} MB)",
+        s.role, s.size, s.cpus, s.memory_mb
+    );
     println!("accel:    {}", s.accel);
     println!("image:    {}", s.image_dir.display());
     if running {
-        println!("uptime:   {}", human_duration(now().saturating_sub(s.started)));
-        println!("ssh:      127.0.0.1:{}  ({})", s.ssh_port, ssh_line(s.ssh_port));
+        println!(
+            "uptime:   {}",
+            human_duration(now().saturating_sub(s.started))
+        );
+        println!(
+            "ssh:      127.0.0.1:{}  ({})",
+            s.ssh_port,
+            ssh_line(s.ssh_port)
+        );
         println!("http:     {}", url(&s));
     }
     if !s.app_dir.as_os_str().is_empty() {
@@ -542,7 +574,11 @@ fn fingerprint_status(s: &State) -> String {
     let Some(want) = img.manifest.fingerprint else {
         return "unknown (the image has no fingerprint)".into();
     };
-    let cmd = format!("{} --repo {} fingerprint", guest::KILN_BIN, guest::POLICY_DIR);
+    let cmd = format!(
+        "{} --repo {} fingerprint",
+        guest::KILN_BIN,
+        guest::POLICY_DIR
+    );
     match ssh_run(s.ssh_port, &cmd, Duration::from_secs(60)) {
         Some(o) if o.status.success() => {
             let got = String::from_utf8_lossy(&o.stdout);
@@ -587,14 +623,21 @@ pub fn list() -> Result<i32, Error> {
                         "-".into()
                     }
                 ),
-                None => println!("{:<16} {:<8} (no state)", vm.name, if running { "running" } else { "stopped" }),
+                None => println!(
+                    "{:<16} {:<8} (no state)",
+                    vm.name,
+                    if running { "running" } else { "stopped" }
+                ),
             }
         }
     }
     let images = image::list();
     if !images.is_empty() {
         println!();
-        println!("{:<14} {:<10} {:<7} {:>5}  BUILT", "IMAGE", "ROLE", "SIZE", "DISK");
+        println!(
+            "{:<14} {:<10} {:<7} {:>5}  BUILT",
+            "IMAGE", "ROLE", "SIZE", "DISK"
+        );
         for i in images {
             println!(
                 "{:<14} {:<10} {:<7} {:>4}G  {} s ago",
