@@ -344,6 +344,12 @@ fn ssh_failure(stage: &'static str, e: SshFailure) -> Failure {
         (SshFailure::Lost(_), "converge") => "host lost mid-converge".to_string(),
         _ => e.kind().to_string(),
     };
+    let stage = match e {
+        SshFailure::Unreachable(_) | SshFailure::KeyRefused(_) | SshFailure::HostKey(_) => {
+            "connect"
+        }
+        _ => stage,
+    };
     Failure {
         stage,
         kind,
@@ -386,6 +392,40 @@ pub fn converge_host(
     o
 }
 
+const VERIFY_MARK: &str = "\n--kiln-verify--\n";
+const NEED: &str = "kiln-need:";
+
+/// One remote script for the whole no-op path, so that a host that already
+/// has this kiln and this bundle costs one ssh exec: check what the host
+/// has (or say what it needs), converge, keep the current links, and run the
+/// health checks after a successful converge.
+fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
+    let node = node_args(host);
+    let mut s = format!(
+        "K={k}; R={r}; need=''; [ -x \"$K\" ] || need=\"$need binary\"; \
+         {{ [ -f \"$R.tar\" ] && [ -d \"$R\" ]; }} || need=\"$need bundle\"; \
+         if [ -n \"$need\" ]; then echo \"{NEED}$need\"; exit 0; fi; \
+         \"$K\" --repo \"$R\" converge --json{why}{node}; rc=$?; ",
+        k = q(&p.remote_kiln()),
+        r = q(&p.remote_repo()),
+        why = if why_run { " --why-run" } else { "" },
+    );
+    if !why_run {
+        // What the host last converged to: the agent's default source and
+        // the binary the kiln cookbook links to /usr/local/bin/kiln.
+        s.push_str(&format!(
+            "ln -sfn kiln.{b} {BIN_DIR}/kiln.new && mv -Tf {BIN_DIR}/kiln.new {BIN_DIR}/kiln; \
+             ln -sfn {sha} {BUNDLE_DIR}/current.new && mv -Tf {BUNDLE_DIR}/current.new {BUNDLE_DIR}/current; \
+             if [ $rc = 0 ]; then printf '{mark}'; \"$K\" --repo \"$R\" verify --json{node}; fi; ",
+            b = p.binary_sha,
+            sha = p.bundle_sha,
+            mark = VERIFY_MARK.replace('\n', "\\n"),
+        ));
+    }
+    s.push_str("exit $rc");
+    s
+}
+
 fn steps(
     host: &Host,
     t: &Transport,
@@ -393,68 +433,60 @@ fn steps(
     why_run: bool,
     o: &mut HostOutcome,
 ) -> Result<(), Failure> {
-    let kiln = p.remote_kiln();
-    let repo = p.remote_repo();
-    // 1. Connect (the master connection is made here) and see what the host has.
-    let probe = format!(
-        "test -x {k} && echo have-binary; test -f {r}.tar && test -d {r} && echo have-bundle; exit 0",
-        k = q(&kiln),
-        r = q(&repo)
-    );
-    let have = t
-        .run(host, &probe, None)
-        .map_err(|e| ssh_failure("connect", e))?;
-    let have = String::from_utf8_lossy(&have.stdout).into_owned();
-    // 2. Send what it lacks, verified by sha256 on the host.
-    if !have.contains("have-binary") {
-        let bin = p.binary().map_err(|e| Failure {
-            stage: "upload",
-            kind: "local".into(),
-            reason: e,
-        })?;
-        upload(host, t, &bin, &kiln, &p.binary_sha, "0755", "")?;
-        o.sent_binary = true;
-    }
-    if !have.contains("have-bundle") {
-        let unpack = format!(
-            "rm -rf {r}.new && mkdir -p {r}.new && tar -xf {r}.tar -C {r}.new --no-same-owner && rm -rf {r} && mv {r}.new {r}",
-            r = q(&repo)
-        );
-        upload(
-            host,
-            t,
-            &p.bundle,
-            &format!("{repo}.tar"),
-            &p.bundle_sha,
-            "0644",
-            &unpack,
-        )?;
-        o.sent_bundle = true;
-    }
-    // 3. Converge.
-    let cmd = format!(
-        "{k} --repo {r} converge --json{why}{node}; rc=$?; {current}exit $rc",
-        k = q(&kiln),
-        r = q(&repo),
-        why = if why_run { " --why-run" } else { "" },
-        node = node_args(host),
-        // What the host last converged to: the agent's default source and
-        // the binary the kiln cookbook links to /usr/local/bin/kiln.
-        current = if why_run {
-            String::new()
-        } else {
-            format!(
-                "ln -sfn kiln.{b} {BIN_DIR}/kiln.new && mv -Tf {BIN_DIR}/kiln.new {BIN_DIR}/kiln; \
-                 ln -sfn {s} {BUNDLE_DIR}/current.new && mv -Tf {BUNDLE_DIR}/current.new {BUNDLE_DIR}/current; ",
-                b = p.binary_sha,
-                s = p.bundle_sha,
-            )
-        },
-    );
-    let out = t
-        .run(host, &cmd, None)
+    let script = host_script(host, p, why_run);
+    let mut out = t
+        .run(host, &script, None)
         .map_err(|e| ssh_failure("converge", e))?;
-    let report: RunReport = match serde_json::from_slice(&out.stdout) {
+    // First contact with this kiln or this bundle: send what the host
+    // lacks, verified by sha256 there, then run again.
+    if let Some(need) = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix(NEED)
+        .map(str::to_string)
+    {
+        if need.contains("binary") {
+            let bin = p.binary().map_err(|e| Failure {
+                stage: "upload",
+                kind: "local".into(),
+                reason: e,
+            })?;
+            upload(host, t, &bin, &p.remote_kiln(), &p.binary_sha, "0755", "")?;
+            o.sent_binary = true;
+        }
+        if need.contains("bundle") {
+            let repo = p.remote_repo();
+            let unpack = format!(
+                "rm -rf {r}.new && mkdir -p {r}.new && tar -xf {r}.tar -C {r}.new --no-same-owner && rm -rf {r} && mv {r}.new {r}",
+                r = q(&repo)
+            );
+            upload(
+                host,
+                t,
+                &p.bundle,
+                &format!("{repo}.tar"),
+                &p.bundle_sha,
+                "0644",
+                &unpack,
+            )?;
+            o.sent_bundle = true;
+        }
+        out = t
+            .run(host, &script, None)
+            .map_err(|e| ssh_failure("converge", e))?;
+        if out.stdout.starts_with(NEED.as_bytes()) {
+            return Err(Failure {
+                stage: "upload",
+                kind: "upload failed".into(),
+                reason: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            });
+        }
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (run, verify) = match text.split_once(VERIFY_MARK) {
+        Some((a, b)) => (a.to_string(), Some(b.to_string())),
+        None => (text, None),
+    };
+    let report: RunReport = match serde_json::from_str(&run) {
         Ok(r) => r,
         Err(_) => {
             return Err(Failure {
@@ -507,21 +539,15 @@ fn steps(
     if why_run {
         return Ok(());
     }
-    // 4. Health checks: the roles' verify checks, run on the host.
-    let cmd = format!(
-        "{k} --repo {r} verify --json{node}",
-        k = q(&kiln),
-        r = q(&repo),
-        node = node_args(host)
-    );
-    let out = t
-        .run(host, &cmd, None)
-        .map_err(|e| ssh_failure("health", e))?;
-    let v: VerifyReport = serde_json::from_slice(&out.stdout).map_err(|_| Failure {
-        stage: "health",
-        kind: "health check failed".into(),
-        reason: format!("kiln verify exit {}: {}", out.code, tail(&out.stderr)),
-    })?;
+    // Health checks: the roles' verify checks, run on the host.
+    let v: VerifyReport = verify
+        .as_deref()
+        .and_then(|v| serde_json::from_str(v).ok())
+        .ok_or_else(|| Failure {
+            stage: "health",
+            kind: "health check failed".into(),
+            reason: format!("kiln verify gave no report: {}", tail(&out.stderr)),
+        })?;
     o.health = v.checks;
     if let Some(bad) = o.health.iter().find(|c| !c.ok) {
         return Err(Failure {
@@ -564,7 +590,11 @@ fn upload(
         0 => Ok(()),
         HASH_MISMATCH => Err(Failure {
             stage: "upload",
-            kind: "bundle hash mismatch".into(),
+            kind: if dest.ends_with(".tar") {
+                "bundle hash mismatch".into()
+            } else {
+                "kiln binary hash mismatch".into()
+            },
             reason: format!("{dest}: {}", tail(&out.stderr)),
         }),
         c => Err(Failure {
