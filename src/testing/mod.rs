@@ -218,7 +218,14 @@ fn run(
     }
 
     progress("converging");
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // Through an open descriptor: the sandbox runs this very binary even if
+    // the file is replaced (a rebuild) while the test runs.
+    let exe_file = std::fs::File::open("/proc/self/exe").map_err(|e| e.to_string())?;
+    let exe = format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        std::os::fd::AsRawFd::as_raw_fd(&exe_file)
+    );
     let mut cmd = Command::new("unshare");
     cmd.args([
         "--mount",

@@ -89,6 +89,10 @@ pub fn enter(root: &Path, hostname: &str) -> Result<(), String> {
     )?;
     mount("tmpfs", &root.join("dev/shm"), "tmpfs", 0, "mode=1777")?;
     mount("tmpfs", &root.join("run"), "tmpfs", 0, "mode=0755")?;
+    // What a booting system makes in /run before any service starts.
+    let lock = root.join("run/lock");
+    std::fs::create_dir_all(&lock).map_err(|e| format!("cannot create /run/lock: {e}"))?;
+    let _ = std::fs::set_permissions(&lock, std::os::unix::fs::PermissionsExt::from_mode(0o1777));
     let h = cstr(hostname);
     // SAFETY: a valid buffer of the given length.
     if unsafe { libc::sethostname(h.as_ptr(), hostname.len()) } != 0 {
