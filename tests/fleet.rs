@@ -129,6 +129,40 @@ fn rollout_reaches_the_canary_first_then_all_and_rolls_back() {
         assert_eq!(h["sent_bundle"], false, "{h}");
     }
 
+    // A host whose key is not in known_hosts is refused, unless first
+    // contact is allowed with --accept-new-host-keys (which records it).
+    let kh = std::fs::read_to_string(f.known_hosts()).unwrap();
+    let web08 = f.host("web08.example.com").address.clone();
+    let without: String = kh
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{web08} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(f.known_hosts(), &without).unwrap();
+    f.close_masters();
+    let o = f
+        .kiln(&["converge", "--json", "--hosts", "web08*"])
+        .repo(&repo)
+        .run()
+        .failure();
+    let r = json(&o);
+    assert_eq!(r["totals"]["hosts"], 1, "--hosts selects: {}", o.stdout);
+    assert_eq!(host(&r, "web08.example.com")["failure"]["kind"], "host key");
+    assert!(
+        failure(&r, "web08.example.com").contains("not in the known_hosts"),
+        "{}",
+        o.stdout
+    );
+    f.kiln(&["converge", "--hosts", "web08*", "--accept-new-host-keys"])
+        .repo(&repo)
+        .run()
+        .success();
+    assert!(
+        std::fs::read_to_string(f.known_hosts())
+            .unwrap()
+            .contains(&web08)
+    );
+
     // A whitelist rollout: the canary first (its line comes first), then all.
     set_pin(&repo, "2.0-1");
     let o = f
