@@ -31,6 +31,9 @@ pub struct State {
     /// Unix seconds the VM answered as ready, if it did.
     #[serde(default)]
     pub ready: Option<u64>,
+    /// `kiln fingerprint` in the VM when it was first ready.
+    #[serde(default)]
+    pub boot_fingerprint: Option<String>,
 }
 
 /// The files of VM `name`.

@@ -125,16 +125,13 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         req.build.role, req.build.size
     ));
     let img = image::build(&req.build)?;
-    step(format!(
-        "image {} {} ({})",
-        &img.manifest.key[..12],
-        if img.cached {
-            "from the cache"
-        } else {
-            "built"
-        },
-        img.dir.display()
-    ));
+    if img.cached {
+        step(format!(
+            "image {} from the cache ({})",
+            &img.manifest.key[..12],
+            img.dir.display()
+        ));
+    }
     fs::create_dir_all(&vm.dir).ctx(|| format!("creating {}", vm.dir.display()))?;
 
     // An existing VM keeps the image its overlay was made on.
@@ -176,20 +173,29 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         )?;
     }
     let accel = accel::choose(req.accel, &img.kernel())?;
+    // The app share: --app, else what this VM had, else the repository's
+    // app/, else a directory of the VM's own (the boot converge deploys
+    // the app into it; edit it on the host).
     let app_dir = match &req.app_dir {
-        Some(d) => Some(fs::canonicalize(d).ctx(|| format!("--app {}", d.display()))?),
+        Some(d) => fs::canonicalize(d).ctx(|| format!("--app {}", d.display()))?,
         None => {
-            let d = req.build.repo.join("app");
-            d.is_dir().then(|| fs::canonicalize(&d).unwrap_or(d))
+            let previous = old
+                .as_ref()
+                .map(|s| s.app_dir.clone())
+                .filter(|d| d.is_dir());
+            let in_repo = req.build.repo.join("app");
+            match previous {
+                Some(d) => d,
+                None if in_repo.is_dir() => fs::canonicalize(&in_repo).unwrap_or(in_repo),
+                None => {
+                    let d = vm.dir.join("app");
+                    fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+                    d
+                }
+            }
         }
     };
-    if app_dir.is_none() {
-        eprintln!(
-            "note: no app directory to share (pass --app DIR, or add app/ to the repository); \
-             {} in the VM stays empty",
-            img.manifest.app_mount
-        );
-    }
+    let app_dir = Some(app_dir);
 
     let mut attempt = 0;
     let state = loop {
@@ -253,6 +259,7 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
                 app_mount: img.manifest.app_mount.clone(),
                 started: now(),
                 ready: None,
+                boot_fingerprint: old.as_ref().and_then(|o| o.boot_fingerprint.clone()),
             };
         }
         let why = fs::read_to_string(vm.qemu_log()).unwrap_or_default();
@@ -301,6 +308,9 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
     }
     let mut state = state;
     state.ready = Some(now());
+    if state.boot_fingerprint.is_none() {
+        state.boot_fingerprint = vm_fingerprint(state.ssh_port);
+    }
     vm.save(&state)?;
     step(format!(
         "VM {} is up in {:.0} s",
@@ -566,33 +576,53 @@ pub fn status(name: &str) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// Whether the VM's `kiln fingerprint` matches the image's.
-fn fingerprint_status(s: &State) -> String {
-    let Some(img) = Image::open(&s.image_key) else {
-        return "unknown (the image is no longer cached)".into();
-    };
-    let Some(want) = img.manifest.fingerprint else {
-        return "unknown (the image has no fingerprint)".into();
-    };
+/// The VM's `kiln fingerprint` (of its last run), if kiln there has the command.
+fn vm_fingerprint(port: u16) -> Option<String> {
     let cmd = format!(
         "{} --repo {} fingerprint",
         guest::KILN_BIN,
         guest::POLICY_DIR
     );
-    match ssh_run(s.ssh_port, &cmd, Duration::from_secs(60)) {
-        Some(o) if o.status.success() => {
-            let got = String::from_utf8_lossy(&o.stdout);
-            if got.split_whitespace().any(|w| w == want) {
-                format!("matches the image ({})", &want[..12.min(want.len())])
-            } else {
-                format!(
-                    "DIFFERS from the image's ({}): the VM has drifted; `kiln devvm ssh` and `kiln fingerprint --explain`",
-                    &want[..12.min(want.len())]
-                )
-            }
-        }
-        _ => "unknown (kiln fingerprint did not run in the VM)".into(),
+    let o = ssh_run(port, &cmd, Duration::from_secs(120))?;
+    if !o.status.success() {
+        return None;
     }
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string)
+}
+
+fn short(fp: &str) -> &str {
+    &fp[..12.min(fp.len())]
+}
+
+/// The VM's fingerprint against the image's (its build converge) and its
+/// own first boot's (after the converge that needs running services).
+fn fingerprint_status(s: &State) -> String {
+    let Some(now) = vm_fingerprint(s.ssh_port) else {
+        return "unknown (kiln fingerprint did not run in the VM)".into();
+    };
+    let image = Image::open(&s.image_key).and_then(|i| i.manifest.fingerprint);
+    let vs_image = match image {
+        Some(i) if i == now => "matches the image".to_string(),
+        Some(i) => format!(
+            "differs from the image's {} (the boot converge ran what needs running services)",
+            short(&i)
+        ),
+        None => "the image has none".to_string(),
+    };
+    let vs_boot = match &s.boot_fingerprint {
+        Some(b) if *b == now => "unchanged since first boot".to_string(),
+        Some(b) => format!(
+            "DRIFTED since first boot ({}): kiln devvm ssh {} -- kiln --repo {} fingerprint --explain",
+            short(b),
+            s.name,
+            guest::POLICY_DIR
+        ),
+        None => "no first-boot fingerprint".to_string(),
+    };
+    format!("{}; {vs_image}; {vs_boot}", short(&now))
 }
 
 /// Every VM, one line each, then the cached images.
