@@ -168,7 +168,7 @@ enum FleetCommand {
         #[arg(long, value_name = "N|N%")]
         batch: Option<String>,
         /// Hosts converged at the same time inside a batch.
-        #[arg(long, value_name = "N", default_value_t = 8)]
+        #[arg(long, value_name = "N", default_value_t = 16)]
         parallel: usize,
         /// Failures tolerated before the rollout stops (a push hold).
         #[arg(long, value_name = "N", default_value_t = 0)]
