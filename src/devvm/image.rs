@@ -256,10 +256,10 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
         return Ok(img);
     }
     let started = Instant::now();
-    clean_leftovers(&images);
+    clean_leftovers(&images, &key);
     let base = base::root()?;
     let work = tempfile::Builder::new()
-        .prefix(".build-")
+        .prefix(&format!(".build-{key}-"))
         .tempdir_in(&images)
         .ctx(|| format!("creating a build directory in {}", images.display()))?;
     let tree = work.path().join("tree");
@@ -375,6 +375,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     }
     fs::rename(&out, &dest).ctx(|| format!("renaming the image into {}", dest.display()))?;
     drop(work);
+    prune(KEEP_IMAGES);
     step(format!(
         "image {} built in {:.0} s",
         &key[..12],
@@ -387,22 +388,48 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     })
 }
 
-/// Build directories of killed builds (no process holds their key's lock
-/// once we hold ours, and a build never outlives its lock).
-fn clean_leftovers(images: &Path) {
+/// Build directories of killed builds: `.build-<key>-*` whose key's lock
+/// nobody holds (ours is held by this very build, so ours are leftovers).
+fn clean_leftovers(images: &Path, ours: &str) {
     for e in fs::read_dir(images).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".build-") {
-            let age = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or_default();
-            // Another key's build may be running right now: leave young ones.
-            if age > Duration::from_secs(6 * 3600) {
-                let _ = fs::remove_dir_all(e.path());
-            }
+        let Some(rest) = name.strip_prefix(".build-") else {
+            continue;
+        };
+        let Some((key, _)) = rest.split_once('-') else {
+            continue;
+        };
+        if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+            continue;
+        }
+        // No lock file: no build ever held it.
+        let abandoned = key == ours
+            || File::open(images.join(format!("{key}.lock")))
+                .map_or(true, |f| f.try_lock_exclusive().is_ok());
+        if abandoned {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// How many images the cache keeps (besides those a VM uses).
+const KEEP_IMAGES: usize = 3;
+
+/// Removes all but the `keep` newest images, sparing any a VM's disk is on.
+pub fn prune(keep: usize) {
+    let used: Vec<String> = super::state::all()
+        .iter()
+        .filter_map(|vm| vm.load())
+        .map(|s| s.image_key)
+        .collect();
+    for img in list().into_iter().skip(keep) {
+        if !used.contains(&img.manifest.key) {
+            step(format!(
+                "removing old image {} (the cache keeps {keep})",
+                &img.manifest.key[..12]
+            ));
+            let _ = fs::remove_dir_all(&img.dir);
+            let _ = fs::remove_file(img.dir.with_extension("lock"));
         }
     }
 }

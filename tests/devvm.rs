@@ -1,0 +1,467 @@
+//! Developer VMs end to end, through the real binary: build the image of the
+//! repository's `devvm` role (warm when the cache has it), boot it under TCG
+//! with the app shared, ssh in, check the stack's services and the page on
+//! the forwarded port, see a host edit in the share on the next GET, converge
+//! inside (a no-op), then down and destroy, leaving no QEMU and no overlay.
+//!
+//! Needs root, mmdebstrap, qemu-system-x86, qemu-utils and e2fsprogs (see
+//! scripts/test); a cold image build takes a few minutes, the boot under TCG
+//! about as long.
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::kiln;
+
+/// The repository's own policy (roles/, cookbooks/, whitelist.toml).
+fn policy_repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// VM state of this test, apart from the engineer's VMs; QEMU is killed and
+/// the state removed however the test ends.
+struct VmGuard {
+    vms: tempfile::TempDir,
+    name: String,
+}
+
+impl VmGuard {
+    fn new(name: &str) -> VmGuard {
+        VmGuard {
+            vms: tempfile::Builder::new()
+                .prefix("kiln-devvm-vms-")
+                .tempdir()
+                .expect("a temporary VM directory"),
+            name: name.to_string(),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.vms.path().join(&self.name)
+    }
+
+    fn kiln(&self) -> support::Kiln {
+        kiln().env("KILN_DEVVM_VMS", self.vms.path())
+    }
+
+    fn qemu_pid(&self) -> Option<i32> {
+        let pid: i32 = fs::read_to_string(self.dir().join("qemu.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        alive_qemu(pid).then_some(pid)
+    }
+}
+
+impl Drop for VmGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.qemu_pid() {
+            // SAFETY: a pid we checked is this test's QEMU.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            let t = Instant::now();
+            while alive_qemu(pid) && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn alive_qemu(pid: i32) -> bool {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+    !zombie && String::from_utf8_lossy(&cmdline).contains("qemu-system")
+}
+
+/// GET `path` on 127.0.0.1:`port`; the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the forwarded port");
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sending the request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("reading the response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
+fn field(stdout: &str, key: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key:?} line in:\n{stdout}"))
+        .trim()
+        .to_string()
+}
+
+fn port_of(status: &str, key: &str) -> u16 {
+    let v = field(status, key);
+    v.split_whitespace()
+        .next()
+        .and_then(|hp| hp.rsplit(':').next())
+        .map(|p| p.trim_end_matches('/'))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {key} {v:?}"))
+}
+
+#[test]
+fn missing_host_tools_are_named_with_the_install_command() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let vms = tempfile::tempdir().expect("tempdir");
+    kiln()
+        .env("PATH", empty.path())
+        .env("KILN_DEVVM_VMS", vms.path())
+        .arg("--repo")
+        .arg(policy_repo())
+        .args(["devvm", "up", "notools"])
+        .run()
+        .failure()
+        .stderr_contains("missing host tools: qemu-system-x86_64")
+        .stderr_contains("apt-get install -y qemu-system-x86");
+}
+
+#[test]
+fn commands_on_a_vm_that_does_not_exist_say_so() {
+    let g = VmGuard::new("nosuchvm");
+    g.kiln()
+        .args(["devvm", "status", "nosuchvm"])
+        .run()
+        .failure()
+        .stderr_contains("no VM named");
+    g.kiln()
+        .args(["devvm", "destroy", "nosuchvm"])
+        .run()
+        .success()
+        .stdout_contains("nothing to destroy");
+    g.kiln()
+        .args(["devvm", "list"])
+        .run()
+        .success()
+        .stdout_contains("No VMs");
+}
+
+fn images_dir() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    cache.join("kiln/devvm/images")
+}
+
+#[test]
+fn a_killed_build_leaves_no_half_image() {
+    use std::os::unix::process::CommandExt;
+    // A role of its own, with content unique to this run: a cache miss.
+    let stamp = format!("{}-{:?}", std::process::id(), Instant::now());
+    let repo = support::Repo::new()
+        .role(
+            "killme",
+            "run_list = [\"recipe[killme]\"]\n[sizes.small]\ncpus = 1\nmemory_mb = 512\ndisk_gb = 2\n",
+        )
+        .recipe(
+            "killme",
+            "default",
+            &format!("[[resource]]\nfile = \"/etc/killme\"\ncontent = \"{stamp}\"\n"),
+        );
+    let vms = tempfile::tempdir().expect("tempdir");
+    let images = images_dir();
+    let before: Vec<_> = fs::read_dir(&images)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--repo")
+        .arg(repo.path())
+        .args(["devvm", "build", "--role", "killme", "--size", "small"])
+        .env("KILN_DEVVM_VMS", vms.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawning kiln devvm build");
+    let pgid = child.id() as i32;
+    // Wait for its build directory (after any one-time base root build).
+    let t = Instant::now();
+    let new_build = || {
+        fs::read_dir(&images)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with(".build-")
+                    && !before.contains(&e.file_name())
+            })
+    };
+    while !new_build() && t.elapsed() < Duration::from_secs(900) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("kiln devvm build ended ({status}) before it was killed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(new_build(), "no build directory appeared");
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: the process group of the child we started.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    // No image directory without its manifest, and the killed one is not listed.
+    for e in fs::read_dir(&images).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() && !name.starts_with('.') {
+            assert!(
+                e.path().join("manifest.json").is_file(),
+                "{} is a half image",
+                e.path().display()
+            );
+        }
+    }
+    kiln()
+        .env("KILN_DEVVM_VMS", vms.path())
+        .args(["devvm", "list"])
+        .run()
+        .success()
+        .stdout_lacks("killme");
+}
+
+#[test]
+fn devvm_end_to_end_under_tcg() {
+    let repo = policy_repo();
+    let g = VmGuard::new(&format!("e2e-{}", std::process::id()));
+    let app = tempfile::Builder::new()
+        .prefix("kiln-devvm-app-")
+        .tempdir()
+        .expect("an app directory");
+    fs::write(app.path().join("hello.txt"), "hello from the host, v1\n").expect("writing");
+
+    // Build (a cache hit when nothing changed since the last build), then
+    // a second build must be a cache hit in under a second.
+    let t = Instant::now();
+    g.kiln()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["devvm", "build", "--role", "devvm", "--size", "small"])
+        .run()
+        .success();
+    eprintln!("build: {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let warm = g
+        .kiln()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["devvm", "build", "--role", "devvm", "--size", "small"])
+        .run()
+        .success()
+        .stderr_contains("cache hit");
+    let warm_secs = t.elapsed().as_secs_f64();
+    eprintln!("warm build: {warm_secs:.2} s");
+    assert!(warm_secs < 1.0, "a cache hit took {warm_secs:.2} s");
+    let image_dir = PathBuf::from(warm.stdout.trim());
+    assert!(image_dir.join("disk.qcow2").is_file());
+
+    // The image as a vagrant-libvirt box.
+    let boxed = g
+        .kiln()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["devvm", "box", "--role", "devvm", "--size", "small"])
+        .run()
+        .success();
+    let box_file = PathBuf::from(boxed.stdout.lines().last().unwrap_or("").trim());
+    let listing = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&box_file)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for f in [
+        "metadata.json",
+        "Vagrantfile",
+        "box.img",
+        "vmlinuz",
+        "initrd.img",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == f),
+            "{f} not in {}:\n{listing}",
+            box_file.display()
+        );
+    }
+    assert!(repo.join("vagrant/Vagrantfile").is_file());
+
+    // A taken http port picks another.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_port = busy.local_addr().expect("addr").port();
+
+    let t = Instant::now();
+    let up = g
+        .kiln()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["devvm", "up", &g.name, "--role", "devvm", "--size", "small"])
+        .args(["--accel", "tcg", "--timeout", "900"])
+        .arg("--http-port")
+        .arg(busy_port.to_string())
+        .arg("--app")
+        .arg(app.path())
+        .run();
+    eprintln!(
+        "up (boot to serving, TCG): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let serial = g.dir().join("serial.log");
+    if up.status != 0 {
+        let log = fs::read_to_string(&serial).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        eprintln!(
+            "serial log tail:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let up = up
+        .success()
+        .stdout_contains("url: http://127.0.0.1:")
+        .stdout_contains("ssh: ssh -i ")
+        .stderr_contains(&format!("port {busy_port} is taken"));
+    drop(busy);
+    assert!(g.qemu_pid().is_some(), "QEMU runs after up");
+
+    // A second up says so.
+    g.kiln()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["devvm", "up", &g.name, "--accel", "tcg"])
+        .run()
+        .success()
+        .stdout_contains("already running");
+
+    let status = g
+        .kiln()
+        .args(["devvm", "status", &g.name])
+        .run()
+        .success()
+        .stdout_contains("state:    running")
+        .stdout_contains("accel:    tcg")
+        .stdout_contains("uptime:");
+    let http_port = port_of(&status.stdout, "http:");
+    assert_ne!(http_port, busy_port);
+    assert!(
+        up.stdout
+            .contains(&format!("http://127.0.0.1:{http_port}/"))
+    );
+    g.kiln()
+        .args(["devvm", "list"])
+        .run()
+        .success()
+        .stdout_contains(&g.name);
+
+    // The stack's services, through `kiln devvm ssh`.
+    let active = g
+        .kiln()
+        .args(["devvm", "ssh", &g.name, "--"])
+        .args([
+            "systemctl",
+            "is-active",
+            "apache2",
+            "mariadb",
+            "memcached",
+            "redis-server",
+        ])
+        .run()
+        .success();
+    assert_eq!(
+        active.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["active"; 4],
+        "{}",
+        active.stdout
+    );
+    let hostname = g
+        .kiln()
+        .args(["devvm", "ssh", &g.name, "--", "hostname"])
+        .run()
+        .success();
+    assert!(
+        hostname.stdout.trim().starts_with("devvm-"),
+        "{}",
+        hostname.stdout
+    );
+
+    // The shop page on the forwarded port: rows from MariaDB.
+    let (code, body) = http_get(http_port, "/");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Walnut serving board"), "{body}");
+
+    // The share: the host's file, then the host's edit on the next GET.
+    let (code, body) = http_get(http_port, "/hello.txt");
+    assert_eq!((code, body.as_str()), (200, "hello from the host, v1\n"));
+    fs::write(app.path().join("hello.txt"), "hello from the host, v2\n").expect("editing");
+    let (code, body) = http_get(http_port, "/hello.txt");
+    assert_eq!((code, body.as_str()), (200, "hello from the host, v2\n"));
+
+    // kiln inside uses systemd, and after the boot converge changes nothing.
+    g.kiln()
+        .args(["devvm", "ssh", &g.name, "--"])
+        .args([
+            "/usr/local/bin/kiln",
+            "--repo",
+            "/etc/kiln/policy",
+            "converge",
+            "--role",
+            "devvm",
+            "--size",
+            "small",
+        ])
+        .run()
+        .success()
+        .stdout_contains("kiln: 0/");
+
+    // down: ACPI shutdown; destroy: no process, no overlay.
+    let pid = g.qemu_pid().expect("QEMU's pid");
+    g.kiln()
+        .args(["devvm", "down", &g.name, "--timeout", "120"])
+        .run()
+        .success()
+        .stdout_contains("is stopped");
+    assert!(!alive_qemu(pid), "QEMU {pid} still runs after down");
+    g.kiln()
+        .args(["devvm", "status", &g.name])
+        .run()
+        .success()
+        .stdout_contains("state:    stopped");
+    g.kiln()
+        .args(["devvm", "destroy", &g.name])
+        .run()
+        .success()
+        .stdout_contains("destroyed");
+    assert!(!g.dir().join("overlay.qcow2").exists());
+    assert!(!g.dir().exists());
+    assert!(!alive_qemu(pid));
+    assert!(
+        Path::new(&image_dir).join("disk.qcow2").is_file(),
+        "the image stays cached"
+    );
+}
