@@ -38,6 +38,8 @@ pub struct ResourceReport {
     /// Why this entry exists beyond the run list (a notification).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Reading state, guards and applying, for finding slow resources.
+    pub elapsed_ms: f64,
 }
 
 impl ResourceReport {
@@ -51,6 +53,7 @@ impl ResourceReport {
             diff: None,
             error: None,
             note: None,
+            elapsed_ms: 0.0,
         }
     }
 

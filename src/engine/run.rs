@@ -3,7 +3,7 @@
 //! checked again just before they apply, since their state may have moved.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::compile::{Compiled, Policy, Timing};
 use super::report::{Report, ResourceReport, Status};
@@ -21,13 +21,17 @@ struct Planned {
     /// Why the resource is skipped (a guard), if it is.
     guard: Option<String>,
     actions: Vec<(String, Result<Vec<Change>, String>)>,
+    /// Time spent reading state and running guards.
+    took: Duration,
 }
 
-fn plan_one(r: &Compiled, cx: &mut Context) -> Planned {
-    if let Some(g) = guard(r, cx.target) {
+fn plan_one(r: &Compiled, cx: &mut Context, known: &Guards) -> Planned {
+    let start = Instant::now();
+    if let Some(g) = guard(r, cx.target, known) {
         return Planned {
             guard: Some(g),
             actions: vec![],
+            took: start.elapsed(),
         };
     }
     let actions = r
@@ -38,16 +42,47 @@ fn plan_one(r: &Compiled, cx: &mut Context) -> Planned {
     Planned {
         guard: None,
         actions,
+        took: start.elapsed(),
     }
 }
 
+/// Guard commands already run, with their verdicts.
+type Guards = HashMap<String, bool>;
+
+fn run_guard(target: &Target, cmd: &str) -> bool {
+    target
+        .shell(cmd, &ShellOpts::default())
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Runs every distinct guard of the policy at once, before planning: they
+/// only read state, and a no-op run is mostly waiting on them.
+fn guards_in_parallel(policy: &Policy, target: &Target) -> Guards {
+    let mut cmds: Vec<&str> = policy
+        .resources
+        .iter()
+        .flat_map(|r| r.only_if.iter().chain(r.not_if.iter()))
+        .map(String::as_str)
+        .collect();
+    cmds.sort_unstable();
+    cmds.dedup();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cmds
+            .iter()
+            .map(|c| s.spawn(move || (c.to_string(), run_guard(target, c))))
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
+}
+
 /// `only_if` / `not_if`: a command on the target whose exit 0 means true.
-fn guard(r: &Compiled, target: &Target) -> Option<String> {
+fn guard(r: &Compiled, target: &Target, known: &Guards) -> Option<String> {
     let ok = |cmd: &str| {
-        target
-            .shell(cmd, &ShellOpts::default())
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        known
+            .get(cmd)
+            .copied()
+            .unwrap_or_else(|| run_guard(target, cmd))
     };
     if let Some(c) = &r.only_if
         && !ok(c)
@@ -74,10 +109,11 @@ pub fn converge(
     let mut report = Report::new(target, policy, opts.why_run);
 
     // Plan: every resource against the state as it is now.
+    let known = guards_in_parallel(policy, target);
     let plans: Vec<Planned> = policy
         .resources
         .iter()
-        .map(|r| plan_one(r, &mut cx))
+        .map(|r| plan_one(r, &mut cx, &known))
         .collect();
 
     let mut dirty = false;
@@ -92,13 +128,17 @@ pub fn converge(
             Planned {
                 guard: None,
                 actions: vec![(r.actions[0].clone(), result.map(|()| changes))],
+                took: Duration::ZERO,
             }
         } else if dirty && !opts.why_run {
-            plan_one(r, &mut cx)
+            // The target changed since the guards ran: ask again.
+            plan_one(r, &mut cx, &Guards::new())
         } else {
             planned
         };
+        let applying = Instant::now();
         let mut entry = ResourceReport::new(r);
+        entry.elapsed_ms = planned.took.as_secs_f64() * 1000.0;
         if let Some(g) = planned.guard {
             entry.status = Status::Skipped;
             entry.changes.push(format!("skipped: {g}"));
@@ -162,6 +202,7 @@ pub fn converge(
                 _ => Status::Skipped,
             };
         }
+        entry.elapsed_ms += applying.elapsed().as_secs_f64() * 1000.0;
         let failed = entry.status == Status::Failed;
         if failed && r.ignore_failure {
             entry.status = Status::FailedIgnored;
@@ -304,6 +345,12 @@ fn notify(
     let r = &policy.resources[idx];
     let mut entry = ResourceReport::new(r);
     entry.note = Some(label.to_string());
+    // A notified action honours the resource's guards, as in Chef.
+    if let Some(g) = guard(r, cx.target, &Guards::new()) {
+        entry.status = Status::Skipped;
+        entry.changes.push(format!("skipped: {g}"));
+        return entry;
+    }
     match r.imp.check(action, cx) {
         Err(e) => entry.fail(e),
         Ok(changes) => {

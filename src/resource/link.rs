@@ -21,12 +21,18 @@ pub const TYPE: TypeDef = TypeDef {
 struct Link {
     #[serde(skip)]
     path: String,
+    /// Needed to create; a link being deleted needs no target.
+    #[serde(default)]
     to: String,
 }
 
 fn build(spec: &Spec, _env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyError> {
     let mut l: Link = spec.props()?;
     check_absolute(&spec.name)?;
+    if l.to.is_empty() && spec.actions.iter().any(|a| a == "create") {
+        return Err(PolicyError::new("a link needs `to`, the path it points at")
+            .fix("add to = \"/path/it/points/at\", or action = \"delete\""));
+    }
     l.path = spec.name.clone();
     Ok(Box::new(l))
 }

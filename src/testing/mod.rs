@@ -214,7 +214,16 @@ fn run(
         .collect();
     if !pins.is_empty() {
         progress(&format!("downloading {} pinned package(s)", pins.len()));
+        let cache = rootfs::cache_dir().join("apt");
+        let (archives, lists) = (
+            overlay.root().join("var/cache/apt/archives"),
+            overlay.root().join("var/lib/apt/lists"),
+        );
+        copy_files(&cache.join("archives"), &archives);
+        copy_files(&cache.join("lists"), &lists);
         apt::download(&Target::at_root(overlay.root()), &pins)?;
+        copy_files(&archives, &cache.join("archives"));
+        copy_files(&lists, &cache.join("lists"));
     }
 
     progress("converging");
@@ -306,6 +315,31 @@ fn run(
         )
     })?;
     Ok(())
+}
+
+/// Copies the regular files of `from` that `to` lacks (or has at another
+/// size), each through a temporary name: the package cache that spares warm
+/// runs the download.
+fn copy_files(from: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(to);
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        let name = e.file_name();
+        if !meta.is_file() || name == "lock" {
+            continue;
+        }
+        let dest = to.join(&name);
+        let same = std::fs::metadata(&dest).is_ok_and(|m| m.len() == meta.len());
+        if !same {
+            let tmp = to.join(format!(".{}.kiln-new", name.to_string_lossy()));
+            if std::fs::copy(e.path(), &tmp).is_ok() {
+                let _ = std::fs::rename(&tmp, &dest);
+            }
+        }
+    }
 }
 
 /// Copies the sandbox log out of the target, which is about to be removed.
