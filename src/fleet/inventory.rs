@@ -32,6 +32,9 @@ pub struct Inventory {
     pub known_hosts: PathBuf,
     /// An ssh private key to log in with (`identity = "..."`), if any.
     pub identity: Option<PathBuf>,
+    /// Extra `-o Key=Value` options for ssh (`ssh_options = [...]`), e.g.
+    /// `ProxyJump=bastion` or `KexAlgorithms=curve25519-sha256`.
+    pub ssh_options: Vec<String>,
     /// Hosts in file order.
     pub hosts: Vec<Host>,
 }
@@ -52,6 +55,7 @@ struct Settings {
 struct RawInventory {
     known_hosts: Option<toml::Spanned<String>>,
     identity: Option<String>,
+    ssh_options: Option<toml::Spanned<Vec<String>>>,
     #[serde(default)]
     defaults: Settings,
     #[serde(default)]
@@ -93,6 +97,36 @@ impl Inventory {
                     .fix("add known_hosts = \"PATH\" (relative to the inventory); kiln never turns host key checking off"));
             }
         };
+        let ssh_options = raw
+            .ssh_options
+            .clone()
+            .unwrap_or_else(|| toml::Spanned::new(0..0, vec![]));
+        for o in ssh_options.get_ref() {
+            let key = o
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            let bad = !o.contains('=')
+                || key.is_empty()
+                || [
+                    "stricthostkeychecking",
+                    "userknownhostsfile",
+                    "globalknownhostsfile",
+                    "controlpath",
+                    "controlmaster",
+                    "batchmode",
+                ]
+                .contains(&key.as_str());
+            if bad {
+                return Err(err(
+                    ssh_options.span().start,
+                    format!("ssh_options: {o:?} is not an option kiln lets the inventory set"),
+                    "give Key=Value options (ProxyJump=..., KexAlgorithms=...); host key checking, known_hosts, BatchMode and the control socket are kiln's",
+                ));
+            }
+        }
         if raw.hosts.is_empty() {
             return Err(PolicyError::new("the inventory lists no hosts")
                 .in_file(path)
@@ -201,6 +235,7 @@ impl Inventory {
             file: path.to_path_buf(),
             known_hosts,
             identity: raw.identity.map(|i| dir.join(i)),
+            ssh_options: ssh_options.into_inner(),
             hosts,
         })
     }

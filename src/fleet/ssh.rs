@@ -17,6 +17,8 @@ pub struct Transport {
     pub accept_new: bool,
     pub control_dir: PathBuf,
     pub connect_timeout: Duration,
+    /// The inventory's `ssh_options`.
+    pub options: Vec<String>,
 }
 
 /// Why a remote command did not give an answer.
@@ -74,6 +76,7 @@ impl Transport {
             identity: inv.identity.as_deref().map(absolute),
             accept_new,
             control_dir: control_dir(),
+            options: inv.ssh_options.clone(),
             connect_timeout: Duration::from_secs(
                 std::env::var("KILN_SSH_CONNECT_TIMEOUT")
                     .ok()
@@ -110,6 +113,10 @@ impl Transport {
         opt(&mut c, "UpdateHostKeys=no".into());
         // The inventory's known_hosts is reviewed by people: names in clear.
         opt(&mut c, "HashKnownHosts=no".into());
+        // Keys only: no GSSAPI attempt (Debian's ssh_config turns it on,
+        // and it costs lookups on every connection), no locale sent over.
+        opt(&mut c, "GSSAPIAuthentication=no".into());
+        opt(&mut c, "PreferredAuthentications=publickey".into());
         opt(
             &mut c,
             format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)),
@@ -117,6 +124,9 @@ impl Transport {
         opt(&mut c, "ServerAliveInterval=5".into());
         opt(&mut c, "ServerAliveCountMax=3".into());
         opt(&mut c, "LogLevel=ERROR".into());
+        for o in &self.options {
+            opt(&mut c, o.clone());
+        }
         if let Some(id) = &self.identity {
             opt(&mut c, "IdentitiesOnly=yes".into());
             c.arg("-i").arg(id);
