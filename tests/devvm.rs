@@ -366,7 +366,8 @@ fn devvm_end_to_end_under_tcg() {
         .success()
         .stdout_contains("state:    running")
         .stdout_contains("accel:    tcg")
-        .stdout_contains("uptime:");
+        .stdout_contains("uptime:")
+        .stdout_contains("unchanged since first boot");
     let http_port = port_of(&status.stdout, "http:");
     assert_ne!(http_port, busy_port);
     assert!(

@@ -2,7 +2,7 @@
 //! `$XDG_CACHE_HOME/kiln` (default `~/.cache/kiln`).
 //!
 //! ```text
-//! devvm/base/<key>/root           the cached Debian root (mmdebstrap)
+//! roots/<key>/root                the cached Debian root (mmdebstrap, see platform::rootfs)
 //! devvm/images/<sha256>/          one built image: disk.qcow2, vmlinuz, initrd.img, manifest.json
 //! devvm/vms/<name>/               one VM: overlay.qcow2, state.json, qemu.pid, qmp.sock, serial.log
 //! devvm/boxes/                    vagrant boxes
@@ -24,10 +24,6 @@ pub fn cache_root() -> PathBuf {
 
 pub fn devvm_dir() -> PathBuf {
     cache_root().join("devvm")
-}
-
-pub fn base_dir() -> PathBuf {
-    devvm_dir().join("base")
 }
 
 pub fn images_dir() -> PathBuf {
