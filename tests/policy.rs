@@ -1,0 +1,133 @@
+//! This repository's own roles under `kiln test`, as CI runs them: every
+//! role converges, converges again without change, and passes its verify
+//! checks (for devvm: the shop page through Apache with listings from
+//! MariaDB, the second request served from memcached, the Redis counter).
+//! Then the parity rule: a resource that devvm and a production role both
+//! manage has the same fingerprint part on both, except the differences the
+//! roles declare on purpose (sizes, listen addresses, the motd naming the role).
+//! Needs the network to deb.debian.org, as CI has.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+/// Resources whose content the roles make differ on purpose, per production role.
+const DECLARED: &[(&str, &[&str])] = &[
+    (
+        "web",
+        &[
+            // motd names the roles; workers and php memory follow the size.
+            "template[/etc/motd]",
+            "template[/etc/apache2/mods-available/mpm_prefork.conf]",
+            "template[/etc/php/8.2/apache2/conf.d/90-kiln.ini]",
+            // the vhost's ServerName is the node's fqdn
+            "template[/etc/apache2/sites-available/shop.conf]",
+        ],
+    ),
+    (
+        "db",
+        &[
+            "template[/etc/motd]",
+            // buffer pool from the size; listens on all addresses in production
+            "template[/etc/mysql/mariadb.conf.d/60-kiln.cnf]",
+        ],
+    ),
+    (
+        "cache",
+        &[
+            "template[/etc/motd]",
+            // memory from the size; listen addresses
+            "template[/etc/memcached.conf]",
+            "template[/etc/redis/redis.conf]",
+        ],
+    ),
+    ("base", &["template[/etc/motd]"]),
+];
+
+fn parts(root: &Path) -> BTreeMap<String, String> {
+    let out = kiln()
+        .args(["fingerprint", "--explain", "--root"])
+        .arg(root)
+        .run()
+        .success();
+    out.stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    kiln().arg("check").arg("--repo").arg(&repo).run().success();
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let out = kiln()
+        .args(["test", "--keep", "--junit"])
+        .arg(junit.path())
+        .arg("--repo")
+        .arg(&repo)
+        .run();
+    let kept: BTreeMap<String, PathBuf> = out
+        .stdout
+        .lines()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter_map(|w| {
+            let role = w[0].split_whitespace().next()?;
+            let path = w[1].trim().strip_prefix("kept: ")?;
+            Some((role.to_string(), PathBuf::from(path)))
+        })
+        .collect();
+    let cleanup = || {
+        for p in kept.values() {
+            kiln::platform::rootfs::remove_tree(p.parent().unwrap());
+        }
+    };
+    if out.status != 0 {
+        cleanup();
+        panic!("kiln test failed:\n{}\n{}", out.stdout, out.stderr);
+    }
+    assert!(out.stdout.contains("5/5 role(s) passed"), "{}", out.stdout);
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    assert_eq!(xml.matches("<testsuite ").count(), 5, "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+    assert!(
+        xml.contains("name=\"verify http http://127.0.0.1/\""),
+        "{xml}"
+    );
+
+    let devvm = parts(&kept["devvm"]);
+    let mut unexpected = Vec::new();
+    for (role, declared) in DECLARED {
+        let other = parts(&kept[*role]);
+        let shared: Vec<&String> = other.keys().filter(|k| devvm.contains_key(*k)).collect();
+        assert!(
+            shared.len() >= 10,
+            "{role} shares only {} resources with devvm",
+            shared.len()
+        );
+        for id in shared {
+            let differs = other[id] != devvm[id];
+            let on_purpose = declared.contains(&id.as_str());
+            if differs && !on_purpose {
+                unexpected.push(format!(
+                    "{role}: {id}\n  devvm: {}\n  {role}: {}",
+                    devvm[id], other[id]
+                ));
+            }
+            if !differs && on_purpose {
+                unexpected.push(format!("{role}: {id} is declared to differ but does not"));
+            }
+        }
+    }
+    cleanup();
+    assert!(
+        unexpected.is_empty(),
+        "parity broken:\n{}",
+        unexpected.join("\n")
+    );
+}
