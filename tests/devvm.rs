@@ -249,6 +249,31 @@ fn a_killed_build_leaves_no_half_image() {
 }
 
 #[test]
+fn a_vm_that_does_not_answer_in_time_is_stopped() {
+    let g = VmGuard::new(&format!("slow-{}", std::process::id()));
+    let app = tempfile::tempdir().expect("tempdir");
+    let out = g
+        .kiln()
+        .arg("--repo")
+        .arg(policy_repo())
+        .args(["devvm", "up", &g.name, "--accel", "tcg", "--timeout", "3"])
+        .arg("--app")
+        .arg(app.path())
+        .run()
+        .failure()
+        .stderr_contains("did not come up within 3 s")
+        .stderr_contains("serial log: ");
+    assert!(
+        out.stderr
+            .contains(&g.dir().join("serial.log").display().to_string()),
+        "{}",
+        out.stderr
+    );
+    assert!(g.qemu_pid().is_none(), "QEMU still runs after the timeout");
+    g.kiln().args(["devvm", "destroy", &g.name]).run().success();
+}
+
+#[test]
 fn devvm_end_to_end_under_tcg() {
     let repo = policy_repo();
     let g = VmGuard::new(&format!("e2e-{}", std::process::id()));
@@ -312,6 +337,35 @@ fn devvm_end_to_end_under_tcg() {
         );
     }
     assert!(repo.join("vagrant/Vagrantfile").is_file());
+    // `vagrant validate`, where Vagrant (and vagrant-libvirt) are installed.
+    let has_vagrant = std::process::Command::new("vagrant")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_vagrant {
+        // Without a libvirt provider installed, validate what does not need it.
+        let validate = |extra: &[&str]| {
+            std::process::Command::new("vagrant")
+                .arg("validate")
+                .args(extra)
+                .current_dir(repo.join("vagrant"))
+                .env("KILN_DEVVM_SIZE", "small")
+                .output()
+                .expect("vagrant validate")
+        };
+        let mut v = validate(&[]);
+        if !v.status.success() {
+            v = validate(&["--ignore-provider"]);
+        }
+        assert!(
+            v.status.success(),
+            "vagrant validate: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+    } else {
+        eprintln!("vagrant is not installed: vagrant validate skipped");
+    }
 
     // A taken http port picks another.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

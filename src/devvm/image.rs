@@ -243,6 +243,14 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
         return Ok(img);
     }
     tools::require(&[tools::MMDEBSTRAP, tools::MKE2FS, tools::QEMU_IMG])?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::Usage(
+            "building a dev VM image needs root (mmdebstrap and chroot): run it with sudo; \
+             booting the image does not"
+                .into(),
+        ));
+    }
     let images = paths::images_dir();
     fs::create_dir_all(&images).ctx(|| format!("creating {}", images.display()))?;
     // One build of a key at a time; a second builder waits and takes the result.
