@@ -202,6 +202,19 @@ fn rollout_reaches_the_canary_first_then_all_and_rolls_back() {
         "{changes}"
     );
     assert!(versions(&f).iter().all(|v| v.as_deref() == Some("2.0-1")));
+    let o = f
+        .kiln(&["converge", "--why-run"])
+        .repo(&repo)
+        .run()
+        .success()
+        .stdout_contains("would change:");
+    assert!(
+        o.stdout.lines().any(|l| l.contains("package[kiln-hello]")
+            && l.contains("2.0-1 -> 1.0-1")
+            && l.contains("(8 hosts)")),
+        "{}",
+        o.stdout
+    );
 
     // Rollback by pinning the old version: a downgrade on every host.
     f.kiln(&["converge", "--batch", "4"])

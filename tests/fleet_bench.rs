@@ -25,6 +25,15 @@ fn policy() -> Repo {
         .recipe("bench", "default", &recipe)
 }
 
+/// User + system CPU seconds of this process's waited-for children.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -65,8 +74,8 @@ fn bench_fleet_noop() {
     let sizes: Vec<usize> = [1, 8, 32].into_iter().filter(|&n| n <= total).collect();
     println!("\nno-op fleet converge, {total}-host test fleet, median of {runs} runs (seconds)");
     println!(
-        "{:>6} {:>9} {:>10} {:>10}",
-        "hosts", "parallel", "warm", "cold"
+        "{:>6} {:>9} {:>10} {:>10} {:>12} {:>14}",
+        "hosts", "parallel", "warm", "cold", "cold-x25519", "ctl-cpu/host"
     );
     let mut one = None;
     for &n in &sizes {
@@ -98,6 +107,9 @@ fn bench_fleet_noop() {
             let mut warm = Vec::new();
             let mut cold = Vec::new();
             let mut cold_x = Vec::new();
+            // CPU the controller (kiln and its ssh clients) spent per host on
+            // a warm run: what remains when the hosts do their own work.
+            let mut ctl = Vec::new();
             for _ in 0..runs {
                 for (cold_run, inv, out) in [
                     (true, &x25519, &mut cold_x),
@@ -107,6 +119,7 @@ fn bench_fleet_noop() {
                     if cold_run {
                         f.close_masters();
                     }
+                    let cpu0 = children_cpu();
                     let t = Instant::now();
                     let o = kiln()
                         .env("KILN_SSH_CONTROL_DIR", f.dir.path().join("ctl"))
@@ -124,6 +137,9 @@ fn bench_fleet_noop() {
                         .run()
                         .success();
                     out.push(t.elapsed().as_secs_f64());
+                    if !cold_run {
+                        ctl.push((children_cpu() - cpu0) / n as f64);
+                    }
                     assert!(o.stdout.contains("\"unchanged\": ".to_string().as_str()));
                 }
             }
@@ -133,7 +149,8 @@ fn bench_fleet_noop() {
             }
             let (w1, c1, x1) = one.unwrap();
             println!(
-                "{n:>6} {p:>9} {w:>10.3} {c:>10.3} {x:>12.3}   ({:.2}x / {:.2}x / {:.2}x of one host)",
+                "{n:>6} {p:>9} {w:>10.3} {c:>10.3} {x:>12.3} {:>12.1}ms   ({:.2}x / {:.2}x / {:.2}x of one host)",
+                median(ctl) * 1000.0,
                 w / w1,
                 c / c1,
                 x / x1

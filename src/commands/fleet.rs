@@ -322,6 +322,32 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
             failed,
             n(State::NotReached)
         );
+        // The same change on many hosts, said once: for a whitelist change,
+        // which packages move from which version to which, and where.
+        let mut by_change: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for h in &result.hosts {
+            for ch in &h.changes {
+                by_change
+                    .entry(ch.as_str())
+                    .or_default()
+                    .push(h.fqdn.as_str());
+            }
+        }
+        if !by_change.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{}:",
+                if c.why_run { "would change" } else { "changes" }
+            );
+            for (ch, hs) in &by_change {
+                let names = if hs.len() > 3 {
+                    format!("{}, ... ({} hosts)", hs[..3].join(", "), hs.len())
+                } else {
+                    hs.join(", ")
+                };
+                let _ = writeln!(out, "  {ch}  on {names}");
+            }
+        }
         if result.held {
             let _ = writeln!(
                 out,
