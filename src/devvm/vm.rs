@@ -264,7 +264,7 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         }
         let why = fs::read_to_string(vm.qemu_log()).unwrap_or_default();
         // A port taken between our check and QEMU's bind: try fresh ones.
-        if attempt < 3 && why.contains("hostfwd") {
+        if attempt < 3 && why.contains("forwarding rule") {
             continue;
         }
         return Err(Error::Target(format!(
@@ -660,6 +660,18 @@ pub fn list() -> Result<i32, Error> {
                 ),
             }
         }
+    }
+    if let Some(v) = accel::cached() {
+        println!();
+        println!(
+            "KVM: {} ({})",
+            if v.kvm {
+                "works here"
+            } else {
+                "not usable here, VMs use TCG"
+            },
+            v.reason
+        );
     }
     let images = image::list();
     if !images.is_empty() {
