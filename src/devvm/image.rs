@@ -524,6 +524,63 @@ pub fn list() -> Vec<Image> {
 mod tests {
     use super::*;
 
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, text).expect("write");
+    }
+
+    #[test]
+    fn the_key_covers_policy_files_and_size() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let r = repo.path();
+        write(
+            r,
+            "roles/vm.toml",
+            "run_list = [\"recipe[web]\"]\n\
+             [sizes.small]\ncpus = 1\nmemory_mb = 512\ndisk_gb = 2\n\
+             [sizes.large]\ncpus = 2\nmemory_mb = 1024\ndisk_gb = 4\n",
+        );
+        write(
+            r,
+            "cookbooks/web/metadata.toml",
+            "name = \"web\"\nversion = \"0.1.0\"\n",
+        );
+        write(
+            r,
+            "cookbooks/web/attributes.toml",
+            "[app]\ndocroot = \"/srv/www\"\n",
+        );
+        write(
+            r,
+            "cookbooks/web/recipes/default.toml",
+            "[[resource]]\nfile = \"/etc/motd\"\ncontent = \"hi\"\n",
+        );
+        write(r, "whitelist.toml", "[packages]\n");
+        let req = |size: &str| BuildRequest {
+            repo: r.to_path_buf(),
+            role: "vm".into(),
+            size: size.into(),
+            force: false,
+        };
+        let a = Inputs::resolve(&req("small")).expect("inputs");
+        assert_eq!(a.app_mount, "/srv/www");
+        assert_eq!((a.cpus, a.memory_mb, a.disk_gb), (1, 512, 2));
+        let again = Inputs::resolve(&req("small")).expect("inputs");
+        assert_eq!(a.key(), again.key(), "unchanged inputs, same key");
+        let large = Inputs::resolve(&req("large")).expect("inputs");
+        assert_ne!(a.key(), large.key());
+        write(
+            r,
+            "cookbooks/web/recipes/default.toml",
+            "[[resource]]\nfile = \"/etc/motd\"\ncontent = \"hello\"\n",
+        );
+        let edited = Inputs::resolve(&req("small")).expect("inputs");
+        assert_ne!(a.key(), edited.key(), "a cookbook edit is a new image");
+        let err = Inputs::resolve(&req("huge")).expect_err("no such size");
+        assert!(err.to_string().contains("huge"), "{err}");
+    }
+
     #[test]
     fn app_mount_prefers_devvm_then_app_then_apache() {
         let t: toml::Table =
