@@ -193,7 +193,7 @@ fn agent_converges_from_a_url_keeps_the_last_good_bundle_and_picks_up_a_new_one(
         .process_group(0)
         .spawn()
         .unwrap();
-    let _agent = Agent(child);
+    let agent = Agent(child);
 
     // It converges on its own, and reports to StatsD.
     wait_for("the first converge", &log, || {
@@ -245,6 +245,45 @@ fn agent_converges_from_a_url_keeps_the_last_good_bundle_and_picks_up_a_new_one(
     });
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("new bundle"), "{text}");
+    drop(agent);
+
+    // --once from a repository directory; the roles and fqdn given to the
+    // first agent are remembered.
+    let old = policy("1.0-1");
+    let dir = root.path().join("srv/policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(old.path().join("."))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let out = Command::new("chroot")
+        .arg(root.path())
+        .args([
+            "/usr/local/bin/kiln",
+            "agent",
+            "--once",
+            "--splay",
+            "0",
+            "--source",
+            "/srv/policy",
+        ])
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("roles web"), "{text}");
+    assert_eq!(version(root.path()).as_deref(), Some("1.0-1"));
 }
 
 #[test]
