@@ -11,10 +11,20 @@ use support::*;
 const HTTPD: &str = include_str!("fixtures/tiny/tiny-httpd");
 const INIT: &str = include_str!("fixtures/tiny/tiny-httpd.init");
 
+/// A port nothing on the host listens on right now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// A cookbook with a tiny perl HTTP server run by a SysV init script.
 fn tiny(repo: Repo) -> Repo {
+    tiny_on(repo, 8080)
+}
+
+fn tiny_on(repo: Repo, port: u16) -> Repo {
     repo.cookbook_file("tiny", "tiny-httpd", HTTPD)
-        .cookbook_file("tiny", "tiny-httpd.init", INIT)
+        .template("tiny", "tiny-httpd.init.hbs", INIT)
         .recipe(
             "tiny",
             "default",
@@ -26,9 +36,10 @@ mode = "0755"
 notifies = ["restart service[tiny-httpd]"]
 
 [[resource]]
-file = "/etc/init.d/tiny-httpd"
-source = "tiny-httpd.init"
+template = "/etc/init.d/tiny-httpd"
+source = "tiny-httpd.init.hbs"
 mode = "0755"
+notifies = ["restart service[tiny-httpd]"]
 
 [[resource]]
 service = "tiny-httpd"
@@ -49,7 +60,7 @@ file = "/etc/init.d/tiny-httpd"
 contains = "start-stop-daemon"
 "#,
         )
-        .attributes("tiny", "[tiny]\nport = 8080\n")
+        .attributes("tiny", &format!("[tiny]\nport = {port}\n"))
         .role("web", "run_list = [\"recipe[tiny]\"]")
 }
 
@@ -71,7 +82,8 @@ fn no_leaks() {
 #[test]
 fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let repo = tiny(Repo::new());
+    let port = free_port();
+    let repo = tiny_on(Repo::new(), port);
     let junit = repo.path().join("junit.xml");
     kiln()
         .arg("test")
@@ -89,7 +101,7 @@ fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
         "{xml}"
     );
     assert!(
-        xml.contains("name=\"verify http http://127.0.0.1:8080/\"/>"),
+        xml.contains(&format!("name=\"verify http http://127.0.0.1:{port}/\"/>")),
         "{xml}"
     );
     no_leaks();
@@ -100,7 +112,7 @@ fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
         "an overlay is still mounted"
     );
     // The service listened inside the target's own network namespace only.
-    assert!(std::net::TcpStream::connect("127.0.0.1:8080").is_err());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
 #[test]
