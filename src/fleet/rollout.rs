@@ -450,14 +450,23 @@ fn steps(
                 kind: "local".into(),
                 reason: e,
             })?;
-            upload(host, t, &bin, &p.remote_kiln(), &p.binary_sha, "0755", "")?;
+            upload(
+                host,
+                t,
+                &bin,
+                &p.remote_kiln(),
+                &p.binary_sha,
+                "0755",
+                &prune(BIN_DIR, "kiln.", "", "kiln", 3),
+            )?;
             o.sent_binary = true;
         }
         if need.contains("bundle") {
             let repo = p.remote_repo();
             let unpack = format!(
-                "rm -rf {r}.new && mkdir -p {r}.new && tar -xf {r}.tar -C {r}.new --no-same-owner && rm -rf {r} && mv {r}.new {r}",
-                r = q(&repo)
+                "rm -rf {r}.new && mkdir -p {r}.new && tar -xf {r}.tar -C {r}.new --no-same-owner && rm -rf {r} && mv {r}.new {r}; {prune}",
+                r = q(&repo),
+                prune = prune(BUNDLE_DIR, "", ".tar", "current", 5),
             );
             upload(
                 host,
@@ -559,6 +568,18 @@ fn steps(
     Ok(())
 }
 
+/// A remote script that keeps the `keep` newest `PREFIX*SUFFIX` files of
+/// `dir` (and for bundles their unpacked directories), never the one the
+/// `current` link points at. Runs only when something new arrives.
+fn prune(dir: &str, prefix: &str, suffix: &str, current: &str, keep: usize) -> String {
+    format!(
+        "(cd {dir} && cur=$(readlink {current} 2>/dev/null); \
+         ls -1t {prefix}*{suffix} 2>/dev/null | tail -n +{n} | while read -r f; do \
+         b=${{f%{suffix}}}; [ \"$b\" = \"$cur\" ] || [ \"$f\" = \"$cur\" ] || rm -rf \"$f\" \"$b\"; done) || true",
+        n = keep + 1,
+    )
+}
+
 /// Streams `data` to `dest` on the host through a temporary name, checks
 /// its sha256 there, then runs `after`.
 fn upload(
@@ -631,6 +652,38 @@ mod tests {
             max_fail: 0,
             why_run: false,
         }
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_the_current() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        for (i, sha) in ["a", "b", "c", "d"].iter().enumerate() {
+            std::fs::write(dir.join(format!("{sha}.tar")), "x").unwrap();
+            std::fs::create_dir(dir.join(sha)).unwrap();
+            let t =
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(dir.join(format!("{sha}.tar")))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        std::os::unix::fs::symlink("a", dir.join("current")).unwrap();
+        let script = prune(&dir.display().to_string(), "", ".tar", "current", 2);
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut left: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a", "a.tar", "c", "c.tar", "current", "d", "d.tar"]);
     }
 
     #[test]

@@ -270,19 +270,25 @@ pub fn kiln_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let src = PathBuf::from(env!("CARGO_BIN_EXE_kiln"));
-        let dir = std::env::temp_dir().join(format!("kiln-test-bin-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let dst = dir.join("kiln");
+        // Kept beside the build (one per profile), rebuilt when kiln is.
+        let dst = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-stripped");
+        let fresh = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        if fresh(&dst).is_some() && fresh(&dst) >= fresh(&src) {
+            return dst;
+        }
+        let tmp = dst.with_extension(format!("tmp.{}", std::process::id()));
         let ok = Command::new("objcopy")
             .arg("--strip-debug")
             .arg(&src)
-            .arg(&dst)
+            .arg(&tmp)
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            fs::copy(&src, &dst).unwrap();
+            fs::copy(&src, &tmp).unwrap();
         }
+        // Atomic: test binaries running at the same time may both get here.
+        fs::rename(&tmp, &dst).unwrap();
         dst
     })
     .clone()
