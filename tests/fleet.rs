@@ -45,7 +45,7 @@ content = "served by kiln\n"
 
 [[resource]]
 execute = "slow"
-command = "touch /tmp/slow-started && sleep 20"
+command = "touch /tmp/slow-started && sleep $(cat /etc/kiln-slow)"
 only_if = "test -e /etc/kiln-slow"
 "#,
         )
@@ -411,7 +411,11 @@ fn faults_are_reported_per_host_and_count_toward_max_fail() {
         "/etc/kiln-site.conf/x",
     ))
     .unwrap();
-    std::fs::write(at(f.host("web07.example.com").path(), "/etc/kiln-slow"), "").unwrap();
+    std::fs::write(
+        at(f.host("web07.example.com").path(), "/etc/kiln-slow"),
+        "20",
+    )
+    .unwrap();
 
     set_pin(&repo, "2.0-1");
     let started = at(f.host("web07.example.com").path(), "/tmp/slow-started");
@@ -483,4 +487,69 @@ fn faults_are_reported_per_host_and_count_toward_max_fail() {
             o.stdout
         );
     }
+}
+
+#[test]
+fn ctrl_c_holds_the_push_and_lets_hosts_in_flight_finish() {
+    let f = web_fleet(3, &[]);
+    let repo = policy("1.0-1");
+    f.kiln(&["converge"]).repo(&repo).run().success();
+    std::fs::write(
+        at(f.host("web01.example.com").path(), "/etc/kiln-slow"),
+        "3",
+    )
+    .unwrap();
+    set_pin(&repo, "2.0-1");
+    let control = f.dir.path().join("ctl");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_SSH_CONTROL_DIR", &control)
+        .env("KILN_FLEET_BINARY", support::fleet::kiln_binary())
+        .arg("--repo")
+        .arg(repo.path())
+        .args([
+            "fleet",
+            "converge",
+            "--json",
+            "--parallel",
+            "1",
+            "--inventory",
+        ])
+        .arg(f.inventory())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = at(f.host("web01.example.com").path(), "/tmp/slow-started");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "web01 never reached its slow step"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signals the kiln process this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["held"], true);
+    assert!(
+        r["hold_reason"].as_str().unwrap().contains("interrupted"),
+        "{stdout}"
+    );
+    assert_eq!(state(&r, "web01.example.com"), "changed", "{stdout}");
+    assert_eq!(state(&r, "web02.example.com"), "not_reached", "{stdout}");
+    assert_eq!(state(&r, "web03.example.com"), "not_reached", "{stdout}");
+    assert_eq!(
+        f.host("web01.example.com").version("kiln-hello").as_deref(),
+        Some("2.0-1")
+    );
+    assert_eq!(
+        f.host("web02.example.com").version("kiln-hello").as_deref(),
+        Some("1.0-1")
+    );
 }

@@ -232,6 +232,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
             "!! push hold: {reason}; no further host is touched"
         )),
     };
+    rollout::hold_on_interrupt();
     let result = rollout::run(&hosts, &transport, &payload, &opts, &on_event);
     let elapsed = started.elapsed();
     let n = |s: State| result.hosts.iter().filter(|h| h.state == s).count();

@@ -201,6 +201,27 @@ impl HostOutcome {
     }
 }
 
+/// Set by the first SIGINT (see [`hold_on_interrupt`]): the rollout holds.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // The second Ctrl-C: leave now (async-signal-safe).
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// The first Ctrl-C turns into a push hold: hosts in flight finish (their
+/// ssh clients run in their own process groups, out of the terminal's
+/// reach), no other host starts, and the summary is printed. A second one
+/// exits at once.
+pub fn hold_on_interrupt() {
+    // SAFETY: installs a handler that only touches an atomic and _exit.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
 /// What the progress display hears about.
 pub enum Event<'a> {
     BatchStart {
@@ -287,6 +308,11 @@ pub fn run(
                             break;
                         };
                         let host = &hosts[i];
+                        if INTERRUPTED.load(Ordering::SeqCst) && !stop.swap(true, Ordering::SeqCst) {
+                            let why = "interrupted (Ctrl-C): hosts in flight finish, no other host starts";
+                            on_event(Event::Hold { reason: why });
+                            hold_reason.lock().unwrap().get_or_insert_with(|| why.to_string());
+                        }
                         if stop.load(Ordering::SeqCst) {
                             *outcomes[i].lock().unwrap() =
                                 Some(HostOutcome::new(host, &batch.name));

@@ -88,6 +88,9 @@ impl Transport {
 
     fn base(&self, host: &Host) -> Command {
         let mut c = Command::new(std::env::var_os("KILN_SSH").unwrap_or_else(|| "ssh".into()));
+        // Out of the terminal's process group: a Ctrl-C holds the rollout
+        // (kiln's handler) instead of cutting hosts off mid-converge.
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
         let opt = |c: &mut Command, o: String| {
             c.arg("-o").arg(o);
         };
