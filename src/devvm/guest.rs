@@ -19,6 +19,18 @@ pub const APP_TAG: &str = "app";
 /// The unit that converges the role at boot.
 pub const CONVERGE_UNIT: &str = "kiln-converge.service";
 
+/// Units masked in a dev VM (see [`configure`]).
+pub const MASKED: &[&str] = &[
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "dpkg-db-backup.service",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "fstrim.timer",
+    "man-db.timer",
+];
+
 /// Everything the guest files depend on.
 pub struct GuestConfig<'a> {
     pub hostname: &'a str,
@@ -179,6 +191,12 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
         Command::new("chroot").arg(tree).args(["ssh-keygen", "-A"]),
         "generating the image's ssh host keys",
     )?;
+    // Periodic housekeeping that would otherwise run at every first boot
+    // and, under TCG, delay the VM by a minute: a dev VM is rebuilt, not
+    // maintained.
+    for unit in MASKED {
+        symlink(tree, &format!("/etc/systemd/system/{unit}"), "/dev/null")?;
+    }
     // The machine id is made at first boot, per VM.
     write(tree, "/etc/machine-id", "", 0o444)?;
     Ok(())

@@ -28,7 +28,7 @@ use crate::platform::target::Target;
 use crate::policy::Repository;
 
 /// Bump when what goes into an image changes without any hashed input changing.
-const LAYOUT_VERSION: &str = "kiln-devvm-image/1";
+const LAYOUT_VERSION: &str = "kiln-devvm-image/2";
 
 pub const DISK: &str = "disk.qcow2";
 pub const KERNEL: &str = "vmlinuz";
