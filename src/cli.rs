@@ -58,6 +58,12 @@ enum Command {
         root: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Converge first (as `converge --json`); check only after a successful converge.
+        #[arg(long)]
+        converge: bool,
+        /// With --converge: converge --why-run, and check nothing.
+        #[arg(long)]
+        why_run: bool,
     },
     /// Explain, promote and audit package pins.
     #[command(subcommand)]
@@ -345,12 +351,16 @@ pub fn main() -> i32 {
             fqdn,
             root,
             json,
+            converge,
+            why_run,
         } => commands::verify::run(commands::verify::Verify {
             repo: cli.repo,
             roles,
             fqdn,
             root,
             json,
+            converge,
+            why_run,
         }),
         Command::Whitelist(w) => match w {
             WhitelistCommand::Explain { fqdn, roles, json } => {

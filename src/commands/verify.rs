@@ -18,7 +18,14 @@ pub struct Verify {
     pub fqdn: Option<String>,
     pub root: Option<PathBuf>,
     pub json: bool,
+    /// Converge first, in this process (the fleet's one remote command per
+    /// host): the run report, then [`AFTER_CONVERGE`], then the checks.
+    pub converge: bool,
+    pub why_run: bool,
 }
+
+/// Printed between the converge report and the checks' report.
+pub const AFTER_CONVERGE: &str = "\n--kiln-verify--\n";
 
 #[derive(Serialize)]
 struct CheckOut {
@@ -29,6 +36,33 @@ struct CheckOut {
 }
 
 pub fn run(v: Verify) -> Result<i32, Error> {
+    if v.converge {
+        let code = super::converge::run(super::converge::Converge {
+            repo: v.repo.clone(),
+            roles: v.roles.clone(),
+            run_list: vec![],
+            fqdn: v.fqdn.clone(),
+            node: None,
+            size: None,
+            root: v.root.clone(),
+            why_run: v.why_run,
+            json: true,
+            detailed_exitcodes: false,
+            lock_timeout: std::env::var("KILN_LOCK_TIMEOUT")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map_or(
+                    std::time::Duration::from_secs(60),
+                    std::time::Duration::from_secs,
+                ),
+        })?;
+        if code != 0 || v.why_run {
+            return Ok(code);
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(AFTER_CONVERGE.as_bytes());
+        let _ = out.flush();
+    }
     let repo = Repository::open(&v.repo)?;
     if v.roles.is_empty() {
         return Err(PolicyError::new("verify: no role given")

@@ -418,7 +418,7 @@ pub fn converge_host(
     o
 }
 
-const VERIFY_MARK: &str = "\n--kiln-verify--\n";
+const VERIFY_MARK: &str = crate::commands::verify::AFTER_CONVERGE;
 const NEED: &str = "kiln-need:";
 
 /// One remote script for the whole no-op path, so that a host that already
@@ -431,7 +431,7 @@ fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
         "K={k}; R={r}; need=''; [ -x \"$K\" ] || need=\"$need binary\"; \
          {{ [ -f \"$R.tar\" ] && [ -d \"$R\" ]; }} || need=\"$need bundle\"; \
          if [ -n \"$need\" ]; then echo \"{NEED}$need\"; exit 0; fi; \
-         \"$K\" --repo \"$R\" converge --json{why}{node}; rc=$?; ",
+         \"$K\" --repo \"$R\" verify --converge --json{why}{node}; rc=$?; ",
         k = q(&p.remote_kiln()),
         r = q(&p.remote_repo()),
         why = if why_run { " --why-run" } else { "" },
@@ -441,11 +441,9 @@ fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
         // the binary the kiln cookbook links to /usr/local/bin/kiln.
         s.push_str(&format!(
             "ln -sfn kiln.{b} {BIN_DIR}/kiln.new && mv -Tf {BIN_DIR}/kiln.new {BIN_DIR}/kiln; \
-             ln -sfn {sha} {BUNDLE_DIR}/current.new && mv -Tf {BUNDLE_DIR}/current.new {BUNDLE_DIR}/current; \
-             if [ $rc = 0 ]; then printf '{mark}'; \"$K\" --repo \"$R\" verify --json{node}; fi; ",
+             ln -sfn {sha} {BUNDLE_DIR}/current.new && mv -Tf {BUNDLE_DIR}/current.new {BUNDLE_DIR}/current; ",
             b = p.binary_sha,
             sha = p.bundle_sha,
-            mark = VERIFY_MARK.replace('\n', "\\n"),
         ));
     }
     s.push_str("exit $rc");
