@@ -55,6 +55,9 @@ pub enum DevvmCommand {
         /// Seconds the VM gets to answer and finish booting (default 900 under TCG, 300 under KVM).
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
+        /// When the policy changed since the VM was made, start it over on the new image.
+        #[arg(long)]
+        recreate: bool,
     },
     /// ssh into a running VM (extra arguments are the remote command).
     Ssh {
@@ -122,6 +125,7 @@ pub fn run(repo: &Path, cmd: DevvmCommand) -> Result<i32, Error> {
             http_port,
             app,
             timeout,
+            recreate,
         } => vm::up(&vm::UpRequest {
             name,
             build: request(repo, &image, false),
@@ -130,6 +134,7 @@ pub fn run(repo: &Path, cmd: DevvmCommand) -> Result<i32, Error> {
             http_port,
             app_dir: app,
             timeout: timeout.map(Duration::from_secs),
+            recreate,
         }),
         DevvmCommand::Ssh { name, command } => vm::ssh(&name, &command),
         DevvmCommand::Status { name } => vm::status(&name),

@@ -28,6 +28,8 @@ pub struct UpRequest {
     pub app_dir: Option<PathBuf>,
     /// How long the VM gets to answer and finish booting.
     pub timeout: Option<Duration>,
+    /// Start over on the current image when the VM was made from an older one.
+    pub recreate: bool,
 }
 
 /// The ssh command line for a VM (without the remote command).
@@ -137,12 +139,20 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
     // An existing VM keeps the image its overlay was made on.
     let old = vm.load();
     let img = match &old {
+        Some(s) if vm.overlay().is_file() && s.image_key != img.manifest.key && req.recreate => {
+            step(format!(
+                "recreating the VM's disk on image {} (--recreate)",
+                &img.manifest.key[..12]
+            ));
+            fs::remove_file(vm.overlay()).ctx(|| format!("removing {}", vm.overlay().display()))?;
+            img
+        }
         Some(s) if vm.overlay().is_file() && s.image_key != img.manifest.key => {
             match Image::open(&s.image_key) {
                 Some(prev) => {
                     eprintln!(
                         "note: VM {} was created from image {}; the policy has changed since \
-                         (image {}). `kiln devvm destroy {}` and `up` again to use it.",
+                         (image {}). `kiln devvm up {} --recreate` starts it over on the new one.",
                         req.name,
                         &s.image_key[..12],
                         &img.manifest.key[..12],
@@ -259,7 +269,11 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
                 app_mount: img.manifest.app_mount.clone(),
                 started: now(),
                 ready: None,
-                boot_fingerprint: old.as_ref().and_then(|o| o.boot_fingerprint.clone()),
+                // A disk made anew has not booted yet.
+                boot_fingerprint: old
+                    .as_ref()
+                    .filter(|o| o.image_key == img.manifest.key)
+                    .and_then(|o| o.boot_fingerprint.clone()),
             };
         }
         let why = fs::read_to_string(vm.qemu_log()).unwrap_or_default();
