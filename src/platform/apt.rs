@@ -134,21 +134,16 @@ pub fn set_hold(target: &Target, names: &[String], hold: bool) -> Result<(), Str
 /// keeping existing config files.
 pub fn install(target: &Target, pins: &[(String, String)]) -> Result<(), String> {
     let _guard = NoServiceStarts::new(target);
-    let args: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    let mut argv = vec![
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "--allow-downgrades",
-        "-o",
-        "Dpkg::Options::=--force-confdef",
-        "-o",
-        "Dpkg::Options::=--force-confold",
-    ];
-    argv.extend(args.iter().map(String::as_str));
-    checked(target, &argv).map(|_| ())
+    apt_get_install(
+        target,
+        pins,
+        &[
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+        ],
+    )
 }
 
 /// Fetches the packages of `pins` into the target's apt cache without
@@ -160,17 +155,29 @@ pub fn download(target: &Target, pins: &[(String, String)]) -> Result<(), String
     if !index_knows(target, pins) {
         update(target)?;
     }
+    apt_get_install(
+        target,
+        pins,
+        &["--download-only", "--allow-change-held-packages"],
+    )
+}
+
+/// `apt-get install` of exact versions, non-interactive, with `extra` options.
+fn apt_get_install(
+    target: &Target,
+    pins: &[(String, String)],
+    extra: &[&str],
+) -> Result<(), String> {
     let args: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
     let mut argv = vec![
         "apt-get",
         "install",
         "-y",
         "-q",
-        "--download-only",
         "--no-install-recommends",
         "--allow-downgrades",
-        "--allow-change-held-packages",
     ];
+    argv.extend(extra);
     argv.extend(args.iter().map(String::as_str));
     checked(target, &argv).map(|_| ())
 }
