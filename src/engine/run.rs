@@ -121,9 +121,10 @@ pub fn converge(
     let mut stopped = false;
     // Packages carried out with an earlier one's transaction: their changes and outcome.
     let mut batched: HashMap<usize, (Vec<Change>, Result<(), String>)> = HashMap::new();
-    let mut batched_done: Vec<usize> = Vec::new();
     for (i, (r, planned)) in policy.resources.iter().zip(plans).enumerate() {
-        let planned = if let Some((changes, result)) = batched.remove(&i) {
+        let carried = batched.remove(&i);
+        let already_applied = carried.is_some();
+        let planned = if let Some((changes, result)) = carried {
             dirty = true;
             Planned {
                 guard: None,
@@ -164,16 +165,13 @@ pub fn converge(
                     if !real {
                         continue;
                     }
-                    if opts.why_run || batched_done.contains(&i) {
+                    if opts.why_run || already_applied {
                         changed = true;
                         continue;
                     }
                     let result = if r.imp.package().is_some() {
                         let (first, rest) = package_batch(policy, i, &action, &mut cx);
-                        for (j, item) in rest {
-                            batched_done.push(j);
-                            batched.insert(j, item);
-                        }
+                        batched.extend(rest);
                         first
                     } else {
                         r.imp.apply(&action, &mut cx)
