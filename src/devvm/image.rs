@@ -33,6 +33,7 @@ const LAYOUT_VERSION: &str = "kiln-devvm-image/2";
 pub const DISK: &str = "disk.qcow2";
 pub const KERNEL: &str = "vmlinuz";
 pub const INITRD: &str = "initrd.img";
+pub const APP_SEED: &str = "app-seed";
 pub const MANIFEST: &str = "manifest.json";
 /// The hashed inputs, as text: what to diff when a build misses the cache.
 pub const INPUTS: &str = "inputs.txt";
@@ -86,6 +87,11 @@ impl Image {
     }
     pub fn initrd(&self) -> PathBuf {
         self.dir.join(INITRD)
+    }
+    /// What the cookbooks deployed where the app share is mounted: the
+    /// starting content of a new VM's share.
+    pub fn app_seed(&self) -> PathBuf {
+        self.dir.join(APP_SEED)
     }
 
     /// The image with this key, if the cache holds a complete one.
@@ -318,6 +324,18 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
             "converging role {} into the image failed; nothing was cached",
             inputs.role
         )));
+    }
+    // The share hides the image's docroot at boot; a new share starts as
+    // what the cookbooks put there.
+    let docroot = tree.join(inputs.app_mount.trim_start_matches('/'));
+    if docroot.is_dir() {
+        run(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&docroot)
+                .arg(out.join(APP_SEED)),
+            "keeping the deployed app for the share",
+        )?;
     }
     step("installing kiln, the policy and the boot converge unit");
     guest::install_kiln(&tree, &req.repo, &cfg)?;

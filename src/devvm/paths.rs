@@ -10,16 +10,11 @@
 //! accel/<host>.json               the KVM probe's verdict for this host
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
+/// `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`: the one cache of kiln.
 pub fn cache_root() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache"))
-        .join("kiln")
+    crate::platform::rootfs::cache_dir()
 }
 
 pub fn devvm_dir() -> PathBuf {

@@ -184,8 +184,7 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
     }
     let accel = accel::choose(req.accel, &img.kernel())?;
     // The app share: --app, else what this VM had, else the repository's
-    // app/, else a directory of the VM's own (the boot converge deploys
-    // the app into it; edit it on the host).
+    // app/, else a directory of the VM's own; edit it on the host.
     let app_dir = match &req.app_dir {
         Some(d) => fs::canonicalize(d).ctx(|| format!("--app {}", d.display()))?,
         None => {
@@ -205,6 +204,25 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
             }
         }
     };
+    // The share starts with what the cookbooks deploy there, file by file
+    // where it has none (never over the engineer's own): from then on their
+    // edits rule, since the app cookbook leaves a mounted docroot alone.
+    let seed = img.app_seed();
+    if seed.is_dir() {
+        let ok = Command::new("cp")
+            .args(["-a", "-n", "--"])
+            .arg(seed.join("."))
+            .arg(&app_dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "warning: could not seed the app share {} from {}",
+                app_dir.display(),
+                seed.display()
+            );
+        }
+    }
     let app_dir = Some(app_dir);
 
     let mut attempt = 0;
