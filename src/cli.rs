@@ -15,7 +15,8 @@ use crate::error::Error;
     about = "Converge hosts to a policy repository of roles, cookbooks and a pinned package whitelist"
 )]
 struct Cli {
-    /// The policy repository.
+    /// The policy repository (default: the current directory, else the
+    /// copy installed in /etc/kiln/policy).
     #[arg(long, global = true, default_value = ".", value_name = "DIR")]
     repo: PathBuf,
     #[command(subcommand)]
@@ -259,7 +260,8 @@ struct ConvergeArgs {
 
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.repo = default_repo(cli.repo);
     let result = match cli.command {
         Command::Converge(a) => {
             let lock_timeout = std::env::var("KILN_LOCK_TIMEOUT")
@@ -395,6 +397,22 @@ fn fleet_common(repo: PathBuf, t: FleetTarget) -> commands::fleet::Common {
         hosts: t.hosts,
         accept_new_host_keys: t.accept_new_host_keys,
         json: t.json,
+    }
+}
+
+/// Where the policy comes from when `--repo` is not given and the current
+/// directory is no repository: the copy installed on the host (dev VM
+/// images and fleet hosts keep it in /etc/kiln/policy).
+fn default_repo(repo: PathBuf) -> PathBuf {
+    const INSTALLED: &str = "/etc/kiln/policy";
+    let is_repo = |d: &std::path::Path| d.join("roles").is_dir() || d.join("cookbooks").is_dir();
+    if repo == std::path::Path::new(".")
+        && !is_repo(&repo)
+        && is_repo(std::path::Path::new(INSTALLED))
+    {
+        PathBuf::from(INSTALLED)
+    } else {
+        repo
     }
 }
 

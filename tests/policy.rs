@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use support::*;
 
+const AGENT: &str = "template[/etc/systemd/system/kiln-agent.service]";
+
 /// Resources whose content the roles make differ on purpose, per production role.
 const DECLARED: &[(&str, &[&str])] = &[
     (
@@ -25,6 +27,8 @@ const DECLARED: &[(&str, &[&str])] = &[
             "template[/etc/php/8.2/apache2/conf.d/90-kiln.ini]",
             // the vhost's ServerName is the node's fqdn
             "template[/etc/apache2/sites-available/shop.conf]",
+            // a dev VM's agent converges from the policy in its image
+            AGENT,
         ],
     ),
     (
@@ -33,6 +37,7 @@ const DECLARED: &[(&str, &[&str])] = &[
             "template[/etc/motd]",
             // buffer pool from the size; listens on all addresses in production
             "template[/etc/mysql/mariadb.conf.d/60-kiln.cnf]",
+            AGENT,
         ],
     ),
     (
@@ -42,9 +47,10 @@ const DECLARED: &[(&str, &[&str])] = &[
             // memory from the size; listen addresses
             "template[/etc/memcached.conf]",
             "template[/etc/redis/redis.conf]",
+            AGENT,
         ],
     ),
-    ("base", &["template[/etc/motd]"]),
+    ("base", &["template[/etc/motd]", AGENT]),
 ];
 
 fn parts(root: &Path) -> BTreeMap<String, String> {

@@ -31,6 +31,9 @@ pub struct Agent {
 struct State {
     roles: Vec<String>,
     fqdn: Option<String>,
+    /// The developer VM size the host was converged with, if any.
+    #[serde(default)]
+    size: Option<String>,
     /// The last bundle that was fetched and verified.
     current: Option<String>,
 }
@@ -115,6 +118,7 @@ pub fn run(a: Agent) -> Result<i32, Error> {
             if state.fqdn.is_none() {
                 state.fqdn = last["fqdn"].as_str().map(String::from);
             }
+            state.size = last["size"].as_str().map(String::from);
         }
     }
     if state.roles.is_empty() {
@@ -198,6 +202,9 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
     }
     if let Some(f) = &state.fqdn {
         c.arg("--fqdn").arg(f);
+    }
+    if let Some(size) = &state.size {
+        c.arg("--size").arg(size);
     }
     let out = match c.output() {
         Ok(o) => o,

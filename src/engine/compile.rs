@@ -64,6 +64,8 @@ pub struct Policy {
     pub attributes: toml::Table,
     /// The whitelist's versions for this node.
     pub pins: BTreeMap<String, Pin>,
+    /// The size whose attributes apply (`--size`).
+    pub size: Option<String>,
     pub resources: Vec<Compiled>,
     pub verify: Vec<Check>,
 }
@@ -231,6 +233,7 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         expanded,
         attributes,
         pins,
+        size: req.size.clone(),
         resources,
         verify,
     })

@@ -99,6 +99,9 @@ pub struct Report {
     pub target: String,
     pub fqdn: String,
     pub roles: Vec<String>,
+    /// So that a later run (the agent's) applies the same size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
     pub run_list: Vec<String>,
     /// Every resource the policy manages (`type[name]`), for `kiln fingerprint`.
     pub managed: Vec<String>,
@@ -128,6 +131,7 @@ impl Report {
             target: target.root().display().to_string(),
             fqdn,
             roles: policy.expanded.role_names(),
+            size: policy.size.clone(),
             run_list: policy
                 .expanded
                 .recipes
