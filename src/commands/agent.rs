@@ -228,10 +228,27 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
             "converged: {updated} resource(s) updated in {elapsed:.0} ms"
         ));
     } else {
-        let err = String::from_utf8_lossy(&out.stderr);
+        // The failed resources' own errors, else what kiln printed.
+        let mut why: Vec<String> = report
+            .as_ref()
+            .and_then(|r| r["resources"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|e| e["status"] == "failed")
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["resource"].as_str().unwrap_or("?"),
+                    e["error"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        if why.is_empty() {
+            why.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
         log(&format!(
             "converge FAILED ({failed} failed, {updated} updated): {}",
-            err.trim()
+            why.join("; ")
         ));
     }
     metric(

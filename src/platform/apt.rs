@@ -51,7 +51,13 @@ fn apt(target: &Target, argv: &[&str]) -> std::io::Result<Output> {
 }
 
 fn checked(target: &Target, argv: &[&str]) -> Result<String, String> {
-    let out = apt(target, argv).map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    let mut out = apt(target, argv).map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    // A run killed in the middle of dpkg leaves it "interrupted"; the next
+    // run repairs that, as dpkg asks, and tries once more.
+    if !out.status.success() && apt_reason(&out).contains("dpkg was interrupted") {
+        let _ = apt(target, &["dpkg", "--configure", "-a"]);
+        out = apt(target, argv).map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    }
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

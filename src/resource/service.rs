@@ -511,7 +511,15 @@ mod tests {
             .arg("7.31415")
             .spawn()
             .unwrap();
-        assert!(process_matches(&Target::host(), "sleep 7.31415"));
+        // Until the child has exec'd, its command line is still ours.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !process_matches(&Target::host(), "sleep 7.31415") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never showed up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(!process_matches(
             &Target::at_root(std::path::Path::new("/tmp")),
             "sleep 7.31415"
