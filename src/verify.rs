@@ -360,7 +360,15 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let c = parse(&format!("port = {port}\ntimeout = 0")).unwrap();
         assert!(c.run(&Target::host(), &BTreeMap::new()).is_ok());
+        // The same port on a loopback address nothing listens on: refused.
+        // (Not the dropped port itself: a parallel test may take it again.)
+        let elsewhere = parse(&format!(
+            "port = {port}
+host = \"127.0.0.87\"
+timeout = 0"
+        ))
+        .unwrap();
+        assert!(elsewhere.run(&Target::host(), &BTreeMap::new()).is_err());
         drop(l);
-        assert!(c.run(&Target::host(), &BTreeMap::new()).is_err());
     }
 }
