@@ -108,6 +108,9 @@ impl Resource for Package {
 /// failure or not. Returns one result per item.
 pub fn apply_batch(items: &[(&Package, &str)], cx: &mut Context) -> Vec<ResourceResult<()>> {
     let target = cx.target;
+    // Decide from the database as it is now, not as planned: what moves,
+    // what is held.
+    cx.invalidate();
     let before = cx.dpkg().clone();
     let installs: Vec<(String, String)> = items
         .iter()
