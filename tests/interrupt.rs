@@ -129,7 +129,7 @@ fn a_second_run_waits_for_the_lock_then_names_the_holder() {
     let repo = Repo::new().recipe(
         "slow",
         "default",
-        "[[resource]]\nexecute = \"wait\"\ncommand = \"sleep 4\"\n",
+        "[[resource]]\nexecute = \"wait\"\ncommand = \"touch /tmp/kiln-holding && sleep 60\"\n",
     );
     let root = TestRoot::new();
     let mut first = Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -142,7 +142,20 @@ fn a_second_run_waits_for_the_lock_then_names_the_holder() {
         .process_group(0)
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // The lock is taken before any resource runs: once the command has
+    // left its marker, the first run holds it.
+    let marker = at(&root, "/tmp/kiln-holding");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        if let Some(status) = first.try_wait().unwrap() {
+            panic!("the first converge ended ({status}) before holding the lock");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first converge did not start its command in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let second = kiln()
         .arg("converge")
         .repo(&repo)

@@ -2,15 +2,19 @@
 //! mmdebstrap and cached by the sha256 of its recipe, and copy-on-write
 //! overlays of it that cost nothing to make or throw away.
 
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fs2::FileExt;
 use sha2::{Digest, Sha256};
 
-/// What goes into a base root. The key is shared with the test harness
-/// (tests/support), so `kiln test` and `cargo test` use one cached root.
+/// What goes into a base root; the cache key is a hash of all of it. This is
+/// the one builder of Debian roots: `kiln test`, `kiln devvm`, the
+/// benchmarks and the integration tests all come here.
 pub struct Recipe {
     pub version: &'static str,
     pub suite: &'static str,
@@ -23,6 +27,12 @@ pub const TEST_ROOT: Recipe = Recipe {
     suite: "bookworm",
     variant: "minbase",
     include: &["init-system-helpers", "passwd", "procps"],
+};
+
+/// [`TEST_ROOT`] with sshd: the test hosts of the fleet tests and benchmark.
+pub const SSH_TEST_ROOT: Recipe = Recipe {
+    include: &["init-system-helpers", "passwd", "procps", "openssh-server"],
+    ..TEST_ROOT
 };
 
 impl Recipe {
@@ -141,22 +151,11 @@ impl Overlay {
         for d in [&upper, &work, &merged] {
             fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        let out = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&merged)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
+        if let Err(e) = mount_overlay(lower, &upper, &work, &merged) {
             let _ = fs::remove_dir_all(&dir);
             return Err(format!(
-                "cannot mount an overlay (kiln test needs root and overlayfs): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                "cannot mount an overlay at {} (kiln test needs root and overlayfs): {e}",
+                merged.display()
             ));
         }
         Ok(Overlay {
@@ -187,32 +186,111 @@ impl Drop for Overlay {
     }
 }
 
-/// Unmounts everything mounted at or below `path`, deepest first (lazily if
-/// busy), then deletes the tree, never following into a mount.
-pub fn remove_tree(path: &Path) {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut below: Vec<PathBuf> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(path))
+fn mount_overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> io::Result<()> {
+    for path in [lower, upper, work] {
+        if path
+            .as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| matches!(b, b',' | b':' | b'\\'))
+        {
+            return Err(io::Error::other(format!(
+                "{} cannot be named in overlayfs mount options (',', ':' or '\\')",
+                path.display()
+            )));
+        }
+    }
+    let mut options = OsString::from("lowerdir=");
+    options.push(lower);
+    options.push(",upperdir=");
+    options.push(upper);
+    options.push(",workdir=");
+    options.push(work);
+    let source = c"overlay";
+    let target = cstring(merged.as_os_str())?;
+    let options = cstring(&options)?;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives
+    // the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(io::Error::other)
+}
+
+/// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut mounts: Vec<PathBuf> = info
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field))))
+        .filter(|mount| mount.starts_with(dir))
         .collect();
-    below.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    for m in &below {
-        let c = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()).unwrap_or_default();
-        // SAFETY: a valid C string; umount2 only reads it.
-        unsafe {
-            if libc::umount2(c.as_ptr(), 0) != 0 {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+    mounts.sort_by_key(|mount| std::cmp::Reverse(mount.as_os_str().len()));
+    mounts.dedup();
+    mounts
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, c| (n << 3) | (c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
             }
         }
     }
-    let still = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(m).starts_with(path));
-    if !still {
+    out
+}
+
+/// Unmounts everything at or below `dir`, deepest first (lazily when busy).
+/// Returns whether nothing is left mounted there, i.e. whether removing
+/// `dir` cannot reach into a mount.
+pub fn unmount_below(dir: &Path) -> bool {
+    for mount in mounts_below(dir) {
+        let Ok(target) = cstring(mount.as_os_str()) else {
+            continue;
+        };
+        // SAFETY: `target` is a valid NUL-terminated path.
+        unsafe {
+            if libc::umount2(target.as_ptr(), 0) != 0 {
+                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+    mounts_below(dir).is_empty()
+}
+
+/// Unmounts everything mounted at or below `path`, then deletes the tree;
+/// leaves it in place when something there stays mounted.
+pub fn remove_tree(path: &Path) {
+    if unmount_below(path) {
         let _ = fs::remove_dir_all(path);
     }
 }
@@ -222,9 +300,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_key_matches_the_test_harness() {
-        // tests/support computes the same key for the same recipe.
+    fn keys_follow_the_recipe() {
         assert_eq!(TEST_ROOT.key().len(), 16);
         assert_eq!(TEST_ROOT.key(), "a23ba8f150240707");
+        assert_ne!(SSH_TEST_ROOT.key(), TEST_ROOT.key());
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(br"/a\040b\134c"), b"/a b\\c");
+        assert_eq!(unescape_mountinfo(br"/plain\"), b"/plain\\");
     }
 }

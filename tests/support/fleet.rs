@@ -4,7 +4,6 @@
 //! host keys and a known_hosts file made per fleet.
 
 use std::fs;
-use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -14,114 +13,33 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fs2::FileExt;
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-use super::{cache_dir, hex, mount_overlay, remove_tree, unmount_below};
+use kiln::platform::rootfs;
 
-/// The base root's packages plus sshd.
-const INCLUDE: &[&str] = &["init-system-helpers", "passwd", "procps", "openssh-server"];
-
-/// The cached Debian root with openssh-server (same recipe scheme as
-/// [`super::base_root`], a different key).
+/// The cached Debian root with openssh-server, from the library's builder.
 pub fn ssh_base_root() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| base_root_with(INCLUDE)).clone()
-}
-
-fn base_root_with(include: &[&str]) -> PathBuf {
-    let recipe = format!(
-        "recipe={}\nsuite={}\nvariant={}\ninclude={}\n",
-        super::RECIPE_VERSION,
-        super::SUITE,
-        super::VARIANT,
-        include.join(",")
-    );
-    let mut key = hex(&Sha256::digest(recipe.as_bytes()));
-    key.truncate(16);
-    let dir = cache_dir();
-    let done = dir.join(&key);
-    let root = done.join("root");
-    if root.is_dir() {
-        return root;
-    }
-    fs::create_dir_all(&dir).unwrap();
-    let lock = fs::File::create(dir.join(format!("{key}.lock"))).unwrap();
-    lock.lock_exclusive().unwrap();
-    if root.is_dir() {
-        return root;
-    }
-    if done.exists() {
-        remove_tree(&done);
-    }
-    let _ = writeln!(
-        io::stderr().lock(),
-        "building cached Debian root with {} in {} (once)",
-        include.join(","),
-        done.display()
-    );
-    let build = dir.join(format!("{key}.build-{}", std::process::id()));
-    remove_tree(&build);
-    let out = Command::new("mmdebstrap")
-        .args(["--variant=minbase", "--mode=root", "--format=directory"])
-        .arg(format!("--include={}", include.join(",")))
-        .arg(super::SUITE)
-        .arg(build.join("root"))
-        .output()
-        .expect("running mmdebstrap");
-    assert!(
-        out.status.success(),
-        "mmdebstrap: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fs::set_permissions(&build, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::rename(&build, &done).unwrap();
-    root
+    ROOT.get_or_init(|| super::cached_root(&rootfs::SSH_TEST_ROOT))
+        .clone()
 }
 
 /// An overlay copy of the ssh base root.
-pub struct HostRoot {
-    merged: PathBuf,
-    dir: Option<TempDir>,
-}
+pub struct HostRoot(super::TestRoot);
 
 impl HostRoot {
     pub fn new() -> HostRoot {
-        let base = ssh_base_root();
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-host-")
-            .tempdir()
-            .unwrap();
-        let merged = dir.path().join("merged");
-        fs::create_dir(&merged).unwrap();
-        mount_overlay(&base, dir.path(), &merged).expect("overlay mount for a test host");
-        HostRoot {
-            merged,
-            dir: Some(dir),
-        }
+        HostRoot(super::TestRoot::of(&ssh_base_root(), "kiln-host"))
     }
 
     pub fn path(&self) -> &Path {
-        &self.merged
+        self.0.path()
     }
 }
 
 impl AsRef<Path> for HostRoot {
     fn as_ref(&self) -> &Path {
-        &self.merged
-    }
-}
-
-impl Drop for HostRoot {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            if unmount_below(dir.path()) {
-                drop(dir);
-            } else {
-                let _ = dir.keep();
-            }
-        }
+        self.path()
     }
 }
 

@@ -10,196 +10,68 @@ pub mod apt_repo;
 #[allow(dead_code)]
 pub mod fleet;
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Write as _};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use fs2::FileExt;
+use kiln::platform::rootfs;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------
-// The cached base root
+// Debian roots: the library's one builder and its overlays
 // ---------------------------------------------------------------------------
 
-/// Bump when the way the base root is built changes without any of the
-/// other recipe inputs changing: it invalidates every cached root.
-const RECIPE_VERSION: &str = "kiln-test-root/1";
-const SUITE: &str = "bookworm";
-const VARIANT: &str = "minbase";
-/// Packages beyond minbase that kiln's tests need inside the root:
-/// useradd/groupadd, update-rc.d, ps/pgrep.
-const INCLUDE: &[&str] = &["init-system-helpers", "passwd", "procps"];
+/// The cached Debian root of `recipe`, built once by the library's builder
+/// (`kiln::platform::rootfs`), as `kiln test` builds it. Never write to it:
+/// use [`TestRoot`] for a writable copy.
+pub fn cached_root(recipe: &rootfs::Recipe) -> PathBuf {
+    rootfs::base_root(recipe, &|message| {
+        // Straight to the stderr handle, not eprintln!, so that the test
+        // harness's capture does not hide why the first test is slow.
+        let _ = writeln!(io::stderr().lock(), "kiln tests: {message}");
+    })
+    .unwrap_or_else(|e| panic!("building the cached Debian root: {e}"))
+}
 
-/// A Debian root (minbase plus [`INCLUDE`]) built once with mmdebstrap and
-/// cached under `~/.cache/kiln/roots/<key>/root`, where `<key>` hashes the
-/// build recipe. Never write to it: use [`TestRoot`] for a writable copy.
+/// The base root of `kiln test` (minbase, passwd, init-system-helpers, procps).
 #[allow(dead_code)]
 pub fn base_root() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(cached_base_root).clone()
+    ROOT.get_or_init(|| cached_root(&rootfs::TEST_ROOT)).clone()
 }
 
-/// The cache key: the first 16 hex digits of a sha256 over the recipe.
-fn recipe_key() -> String {
-    let recipe = format!(
-        "recipe={RECIPE_VERSION}\nsuite={SUITE}\nvariant={VARIANT}\ninclude={}\n",
-        INCLUDE.join(",")
-    );
-    let mut key = hex(&Sha256::digest(recipe.as_bytes()));
-    key.truncate(16);
-    key
-}
-
-fn cache_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
-        .expect("neither XDG_CACHE_HOME nor HOME is set");
-    cache.join("kiln").join("roots")
-}
-
-fn cached_base_root() -> PathBuf {
-    let dir = cache_dir();
-    let key = recipe_key();
-    let done = dir.join(&key);
-    let root = done.join("root");
-    if root.is_dir() {
-        return root;
-    }
-
-    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    let lock_path = dir.join(format!("{key}.lock"));
-    let lock =
-        File::create(&lock_path).unwrap_or_else(|e| panic!("opening {}: {e}", lock_path.display()));
-    // flock: excludes other processes and other threads of this one alike.
-    lock.lock_exclusive()
-        .unwrap_or_else(|e| panic!("locking {}: {e}", lock_path.display()));
-    if root.is_dir() {
-        return root; // someone else built it while we waited
-    }
-
-    // Leftovers of a killed build, or a half-populated key directory.
-    let build_prefix = format!("{key}.build-");
-    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-        if entry
-            .file_name()
-            .as_bytes()
-            .starts_with(build_prefix.as_bytes())
-        {
-            remove_tree(&entry.path());
-        }
-    }
-    if done.exists() {
-        remove_tree(&done);
-    }
-
-    let started = Instant::now();
-    // Written straight to the stderr handle, not with eprintln!, so that the
-    // test harness's output capture does not hide why the first test is slow.
-    let _ = writeln!(
-        io::stderr().lock(),
-        "building cached Debian root {SUITE}/{VARIANT} (+{}) in {} (once)",
-        INCLUDE.join(","),
-        done.display()
-    );
-    let build = tempfile::Builder::new()
-        .prefix(&build_prefix)
-        .tempdir_in(&dir)
-        .unwrap_or_else(|e| panic!("creating a build directory in {}: {e}", dir.display()));
-    let output = Command::new("mmdebstrap")
-        .arg(format!("--variant={VARIANT}"))
-        .arg("--mode=root")
-        .arg("--format=directory")
-        .arg(format!("--include={}", INCLUDE.join(",")))
-        .arg(SUITE)
-        .arg(build.path().join("root"))
-        .output()
-        .unwrap_or_else(|e| panic!("running mmdebstrap (is it installed? see scripts/test): {e}"));
-    if !output.status.success() {
-        panic!(
-            "mmdebstrap failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let build = build.keep();
-    fs::set_permissions(&build, fs::Permissions::from_mode(0o755))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", build.display()));
-    fs::rename(&build, &done)
-        .unwrap_or_else(|e| panic!("renaming {} to {}: {e}", build.display(), done.display()));
-    let _ = writeln!(
-        io::stderr().lock(),
-        "built cached Debian root {} in {:.1} s",
-        root.display(),
-        started.elapsed().as_secs_f64()
-    );
-    root
-}
-
-// ---------------------------------------------------------------------------
-// A writable copy of the base root for one test
-// ---------------------------------------------------------------------------
-
-/// A fresh, writable copy of [`base_root`] for one test: an overlayfs mount
-/// over the cached root (upper, work and merged directories in a temporary
-/// directory), or a `cp -a` copy where overlayfs is unavailable (or
-/// `KILN_TEST_NO_OVERLAY` is set). Dropping it unmounts everything mounted
-/// inside and removes it all.
+/// A fresh, writable copy of a cached root for one test: the library's
+/// overlayfs [`rootfs::Overlay`] in a temporary directory. Dropping it
+/// unmounts everything mounted inside (proc, a bind-mounted /dev) and
+/// removes it all, never reaching through a mount into the host.
 #[allow(dead_code)]
 pub struct TestRoot {
-    merged: PathBuf,
-    overlay: bool,
-    // Declared last: dropped after `Drop::drop` has unmounted.
-    dir: Option<TempDir>,
+    overlay: rootfs::Overlay,
 }
 
 #[allow(dead_code)]
 impl TestRoot {
     pub fn new() -> TestRoot {
-        let base = base_root();
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-root-")
-            .tempdir()
-            .expect("creating a temporary directory for a test root");
-        let merged = dir.path().join("merged");
-        fs::create_dir(&merged).expect("creating the merged directory");
-        let overlay = match std::env::var_os("KILN_TEST_NO_OVERLAY") {
-            Some(_) => Err(io::Error::other("KILN_TEST_NO_OVERLAY is set")),
-            None => mount_overlay(&base, dir.path(), &merged),
-        };
-        let overlay = match overlay {
-            Ok(()) => true,
-            Err(e) => {
-                copy_tree(&base, &merged, &e);
-                false
-            }
-        };
-        TestRoot {
-            merged,
-            overlay,
-            dir: Some(dir),
-        }
+        TestRoot::of(&base_root(), "kiln-root")
+    }
+
+    pub fn of(lower: &Path, name: &str) -> TestRoot {
+        let overlay = rootfs::Overlay::new(lower, &std::env::temp_dir(), name)
+            .unwrap_or_else(|e| panic!("a test root over {}: {e}", lower.display()));
+        TestRoot { overlay }
     }
 
     /// The root directory of the target tree (what `--root` gets).
     pub fn path(&self) -> &Path {
-        &self.merged
-    }
-
-    /// Whether the copy is an overlay mount (false: a plain `cp -a` copy).
-    pub fn is_overlay(&self) -> bool {
-        self.overlay
+        self.overlay.root()
     }
 }
 
@@ -212,156 +84,6 @@ impl Default for TestRoot {
 impl AsRef<Path> for TestRoot {
     fn as_ref(&self) -> &Path {
         self.path()
-    }
-}
-
-impl Drop for TestRoot {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            // Also detaches anything a test mounted inside the root (proc,
-            // a bind-mounted /dev), so that removal never reaches the host.
-            if unmount_below(dir.path()) {
-                drop(dir);
-            } else {
-                let kept = dir.keep();
-                let _ = writeln!(
-                    io::stderr().lock(),
-                    "kiln tests: {} is still mounted; left in place",
-                    kept.display()
-                );
-            }
-        }
-    }
-}
-
-fn mount_overlay(lower: &Path, dir: &Path, merged: &Path) -> io::Result<()> {
-    let upper = dir.join("upper");
-    let work = dir.join("work");
-    fs::create_dir(&upper)?;
-    fs::create_dir(&work)?;
-    for path in [lower, &upper, &work] {
-        let bytes = path.as_os_str().as_bytes();
-        if bytes.iter().any(|b| matches!(b, b',' | b':' | b'\\')) {
-            return Err(io::Error::other(format!(
-                "{} cannot be named in overlayfs mount options",
-                path.display()
-            )));
-        }
-    }
-    let mut options = OsString::from("lowerdir=");
-    options.push(lower);
-    options.push(",upperdir=");
-    options.push(&upper);
-    options.push(",workdir=");
-    options.push(&work);
-    let source = CString::new("overlay").expect("static string");
-    let target = cstring(merged.as_os_str())?;
-    let options = cstring(&options)?;
-    // SAFETY: every pointer is a valid NUL-terminated string that outlives
-    // the call.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            source.as_ptr(),
-            0,
-            options.as_ptr().cast(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path, why: &io::Error) {
-    static WARNED: OnceLock<()> = OnceLock::new();
-    WARNED.get_or_init(|| {
-        let _ = writeln!(
-            io::stderr().lock(),
-            "kiln tests: overlay mount failed ({why}); copying test roots with cp -a"
-        );
-    });
-    let output = Command::new("cp")
-        .arg("-a")
-        .arg("--")
-        .arg(from.join("."))
-        .arg(to)
-        .output()
-        .expect("running cp");
-    assert!(
-        output.status.success(),
-        "cp -a {} {} failed: {}",
-        from.display(),
-        to.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn cstring(s: &OsStr) -> io::Result<CString> {
-    CString::new(s.as_bytes()).map_err(io::Error::other)
-}
-
-/// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo.
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = fs::read("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut mounts: Vec<PathBuf> = info
-        .split(|&b| b == b'\n')
-        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
-        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(field))))
-        .filter(|mount| mount.starts_with(dir))
-        .collect();
-    mounts.sort_by_key(|mount| std::cmp::Reverse(mount.as_os_str().len()));
-    mounts.dedup();
-    mounts
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let octal = field
-            .get(i + 1..i + 4)
-            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                out.push(d.iter().fold(0u8, |n, c| (n << 3) | (c - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(field[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// Unmounts everything at or below `dir` (lazily when busy). Returns whether
-/// nothing is left mounted there, i.e. whether `dir` is safe to remove.
-fn unmount_below(dir: &Path) -> bool {
-    for mount in mounts_below(dir) {
-        let Ok(target) = cstring(mount.as_os_str()) else {
-            continue;
-        };
-        // SAFETY: `target` is a valid NUL-terminated path.
-        unsafe {
-            if libc::umount2(target.as_ptr(), 0) != 0 {
-                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-    }
-    mounts_below(dir).is_empty()
-}
-
-/// Removes a directory tree, unless something is still mounted inside it.
-fn remove_tree(path: &Path) {
-    if unmount_below(path) {
-        let _ = fs::remove_dir_all(path);
     }
 }
 
@@ -790,4 +512,72 @@ fn colon_entry(root: &Path, file: &str, name: &str) -> Option<Vec<String>> {
         .lines()
         .map(|line| line.split(':').map(str::to_owned).collect::<Vec<_>>())
         .find(|fields| fields[0] == name)
+}
+
+// ---------------------------------------------------------------------------
+// Versions from the archive, as it is today
+// ---------------------------------------------------------------------------
+
+/// Runs `apt-get update` in `root` (once per root) and returns the versions
+/// of `package` that its sources offer, newest first, with their suite
+/// (`bookworm-security/main`). Tests take real version pairs from here at
+/// run time, so that a Debian update never makes them rot.
+#[allow(dead_code)]
+pub fn archive_versions(root: impl AsRef<Path>, package: &str) -> Vec<(String, String)> {
+    let root = root.as_ref();
+    let chroot = |args: &[&str]| {
+        Command::new("chroot")
+            .arg(root)
+            .args(args)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap_or_else(|e| panic!("chroot {}: {e}", root.display()))
+    };
+    if !root.join("var/lib/apt/lists/lock").exists()
+        || fs::read_dir(root.join("var/lib/apt/lists"))
+            .map(|d| {
+                d.flatten()
+                    .all(|e| !e.file_name().as_bytes().ends_with(b"Packages"))
+            })
+            .unwrap_or(true)
+    {
+        let out = chroot(&["apt-get", "update", "-qq"]);
+        assert!(
+            out.status.success(),
+            "apt-get update in {}: {}",
+            root.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = chroot(&["apt-cache", "madison", package]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('|').map(str::trim).collect();
+            let suite = fields.get(2)?.split_whitespace().nth(1)?;
+            Some((fields.get(1)?.to_string(), suite.to_string()))
+        })
+        .collect()
+}
+
+/// The first of `candidates` that the archive offers in two versions, as
+/// (package, older, newer): a real upgrade, and a real rollback.
+#[allow(dead_code)]
+pub fn archive_pair(root: impl AsRef<Path>, candidates: &[&str]) -> (String, String, String) {
+    for package in candidates {
+        let mut versions: Vec<String> = Vec::new();
+        for (version, _) in archive_versions(root.as_ref(), package) {
+            if !versions.contains(&version) {
+                versions.push(version);
+            }
+        }
+        if let [newer, .., older] = versions.as_slice() {
+            return (package.to_string(), older.clone(), newer.clone());
+        }
+    }
+    panic!(
+        "none of {candidates:?} has two versions in the archive today; \
+         add a package that does to this test's candidates"
+    );
 }
