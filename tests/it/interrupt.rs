@@ -1,13 +1,11 @@
 //! Runs that are killed or that overlap: managed files are old or new,
 //! never partial; a second run waits for the first, then gives up clearly.
 
-mod support;
-
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const BIG: usize = 48 << 20;
 

@@ -8,15 +8,13 @@
 //! scripts/test); a cold image build takes a few minutes, the boot under TCG
 //! about as long.
 
-mod support;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::kiln;
+use crate::support::kiln;
 
 /// The repository's own policy (roles/, cookbooks/, whitelist.toml).
 fn policy_repo() -> PathBuf {
@@ -45,7 +43,7 @@ impl VmGuard {
         self.vms.path().join(&self.name)
     }
 
-    fn kiln(&self) -> support::Kiln {
+    fn kiln(&self) -> crate::support::Kiln {
         kiln().env("KILN_DEVVM_VMS", self.vms.path())
     }
 
@@ -175,7 +173,7 @@ fn a_killed_build_leaves_no_half_image() {
     use std::os::unix::process::CommandExt;
     // A role of its own, with content unique to this run: a cache miss.
     let stamp = format!("{}-{:?}", std::process::id(), Instant::now());
-    let repo = support::Repo::new()
+    let repo = crate::support::Repo::new()
         .role(
             "killme",
             "run_list = [\"recipe[killme]\"]\n[sizes.small]\ncpus = 1\nmemory_mb = 512\ndisk_gb = 2\n",

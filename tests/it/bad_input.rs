@@ -1,9 +1,7 @@
 //! Bad policy is refused at compile time with a message that names the
 //! file, the line where known, and the fix; the target is left untouched.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// A good resource first, so that a partial run would show on the target.
 const GOOD: &str = "[[resource]]\nfile = \"/etc/kiln-good\"\ncontent = \"x\\n\"\n\n";

@@ -3,8 +3,6 @@
 //! URL fails or serves a bundle that does not match its sha256, and picks up
 //! a new bundle.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
@@ -15,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::apt_repo::AptRepo;
-use support::fleet::{HostRoot, kiln_binary};
-use support::*;
+use crate::support::apt_repo::AptRepo;
+use crate::support::fleet::{HostRoot, kiln_binary};
+use crate::support::*;
 
 /// A tiny HTTP server: GET of a published file, or 503 while `failing`.
 struct Server {

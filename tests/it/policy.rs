@@ -7,12 +7,10 @@
 //! roles declare on purpose (sizes, listen addresses, the motd naming the role).
 //! Needs the network to deb.debian.org, as CI has.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 const AGENT: &str = "template[/etc/systemd/system/kiln-agent.service]";
 

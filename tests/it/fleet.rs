@@ -1,14 +1,12 @@
 //! Fleet rollouts over SSH against test hosts: Debian roots running sshd in
 //! their own namespaces on 127.x.y.z, each with the local apt repository.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::apt_repo::AptRepo;
-use support::fleet::{Fleet, HostSpec, spec};
-use support::*;
+use crate::support::apt_repo::AptRepo;
+use crate::support::fleet::{Fleet, HostSpec, spec};
+use crate::support::*;
 
 fn apt_repo() -> AptRepo {
     AptRepo::new()
@@ -503,7 +501,7 @@ fn ctrl_c_holds_the_push_and_lets_hosts_in_flight_finish() {
     let control = f.dir.path().join("ctl");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
         .env("KILN_SSH_CONTROL_DIR", &control)
-        .env("KILN_FLEET_BINARY", support::fleet::kiln_binary())
+        .env("KILN_FLEET_BINARY", crate::support::fleet::kiln_binary())
         .arg("--repo")
         .arg(repo.path())
         .args([

@@ -2,11 +2,9 @@
 //! older version (bookworm), then rolled to the newer one (usually from
 //! bookworm-security), both read from the archive when the test runs.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn installed_version(root: &TestRoot, name: &str) -> Option<String> {
     let out = Command::new("chroot")

@@ -1,8 +1,10 @@
-//! The no-op fleet converge benchmark behind bench/fleet-noop (ignored in
-//! the normal test run): wall time of `kiln fleet converge` when nothing
+//! The no-op fleet converge benchmark behind bench/fleet-noop (a bench
+//! target, `cargo bench --bench fleet_noop`): wall time of `kiln fleet converge` when nothing
 //! changes, for 1, 8 and 32 hosts and several --parallel values, with warm
 //! ssh master connections (ControlPersist) and cold ones.
 
+#[allow(dead_code)]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::time::Instant;
@@ -39,9 +41,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[test]
-#[ignore]
-fn bench_fleet_noop() {
+fn main() {
     let total: usize = std::env::var("KILN_BENCH_HOSTS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -5,11 +5,9 @@
 //! services are not started in a `--root` target, so what needs a running
 //! MariaDB is skipped by its guards here (`kiln test` covers that part).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 fn policy_repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

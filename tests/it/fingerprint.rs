@@ -2,14 +2,12 @@
 //! fingerprint alike, drift shows as exactly the drifted resource's line,
 //! and a resource two roles manage alike has one part on both.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
+use crate::support::apt_repo::AptRepo;
+use crate::support::*;
 use sha2::{Digest, Sha256};
-use support::apt_repo::AptRepo;
-use support::*;
 
 const SHARED_CONF: &str = "port=11211\nmax_connections=64\n";
 

@@ -1,14 +1,14 @@
 //! Smoke tests of the integration-test harness itself (tests/support).
 
-mod support;
-
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use support::{Outcome, Repo, TestRoot, at, base_root, group_entry, mode, passwd_entry, tree_hash};
+use crate::support::{
+    Outcome, Repo, TestRoot, at, base_root, group_entry, mode, passwd_entry, tree_hash,
+};
 
 #[test]
 fn base_root_has_the_tools_kiln_needs() {
@@ -44,7 +44,7 @@ fn test_roots_are_independent() {
     fs::write(at(&a, "/etc/only-in-a"), "a\n").unwrap();
     fs::remove_file(at(&a, "/etc/debian_version")).unwrap();
 
-    assert_eq!(support::read(&a, "/etc/only-in-a"), "a\n");
+    assert_eq!(crate::support::read(&a, "/etc/only-in-a"), "a\n");
     assert!(!at(&b, "/etc/only-in-a").exists());
     assert!(!base_root().join("etc/only-in-a").exists());
     assert!(at(&b, "/etc/debian_version").is_file());

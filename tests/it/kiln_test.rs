@@ -2,11 +2,9 @@
 //! throwaway target's namespaces and answers HTTP there; bad cookbooks fail
 //! with the role, the resource and the reason, in the output and in JUnit.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 const HTTPD: &str = include_str!("fixtures/tiny/tiny-httpd");
 const INIT: &str = include_str!("fixtures/tiny/tiny-httpd.init");
@@ -85,11 +83,15 @@ fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
     let port = free_port();
     let repo = tiny_on(Repo::new(), port);
     let junit = repo.path().join("junit.xml");
+    // A temporary directory of its own: other tests run `kiln test` on a
+    // role named web at the same time.
+    let tmp = tempfile::tempdir().unwrap();
     kiln()
         .arg("test")
         .repo(&repo)
         .arg("--junit")
         .arg(&junit)
+        .env("TMPDIR", tmp.path())
         .run()
         .success()
         .stdout_contains("web         converged (3/3 updated)  idempotent")
@@ -108,7 +110,7 @@ fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
     // Nothing of the target is left behind.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
-        !mounts.contains("kiln-test/web-"),
+        !mounts.contains(&format!("{}/kiln-test/web-", tmp.path().display())),
         "an overlay is still mounted"
     );
     // The service listened inside the target's own network namespace only.

@@ -1,9 +1,7 @@
 //! `kiln converge` against real Debian roots: the core resource types, a
 //! second run that changes nothing, why-run, and the run report.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// A role touching every core resource type.
 fn fixture() -> Repo {

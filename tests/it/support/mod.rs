@@ -1,13 +1,8 @@
 //! Shared support for kiln's integration tests: a cached Debian root, fresh
 //! per-test copies of it, a builder for policy repositories, a runner for the
 //! real `kiln` binary and helpers to inspect a target tree.
-//!
-//! Include it from a test file with `mod support;`. Not every test file uses
-//! every item, hence the `#[allow(dead_code)]` on the public ones.
 
-#[allow(dead_code)]
 pub mod apt_repo;
-#[allow(dead_code)]
 pub mod fleet;
 
 use std::ffi::OsStr;
@@ -42,7 +37,6 @@ pub fn cached_root(recipe: &rootfs::Recipe) -> PathBuf {
 }
 
 /// The base root of `kiln test` (minbase, passwd, init-system-helpers, procps).
-#[allow(dead_code)]
 pub fn base_root() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| cached_root(&rootfs::TEST_ROOT)).clone()
@@ -52,12 +46,10 @@ pub fn base_root() -> PathBuf {
 /// overlayfs [`rootfs::Overlay`] in a temporary directory. Dropping it
 /// unmounts everything mounted inside (proc, a bind-mounted /dev) and
 /// removes it all, never reaching through a mount into the host.
-#[allow(dead_code)]
 pub struct TestRoot {
     overlay: rootfs::Overlay,
 }
 
-#[allow(dead_code)]
 impl TestRoot {
     pub fn new() -> TestRoot {
         TestRoot::of(&base_root(), "kiln-root")
@@ -102,12 +94,10 @@ impl AsRef<Path> for TestRoot {
 /// Files are written as the builder goes; a later call for the same path
 /// replaces the earlier file. `whitelist.toml` starts with an empty
 /// `[packages]` table.
-#[allow(dead_code)]
 pub struct Repo {
     dir: TempDir,
 }
 
-#[allow(dead_code)]
 impl Repo {
     pub fn new() -> Repo {
         let dir = tempfile::Builder::new()
@@ -205,7 +195,6 @@ impl AsRef<Path> for Repo {
 
 /// A command line for the `kiln` binary under test. Arguments are passed in
 /// the order the builder methods are called.
-#[allow(dead_code)]
 pub fn kiln() -> Kiln {
     Kiln {
         command: Command::new(env!("CARGO_BIN_EXE_kiln")),
@@ -213,14 +202,12 @@ pub fn kiln() -> Kiln {
     }
 }
 
-#[allow(dead_code)]
 pub struct Kiln {
     command: Command,
     /// For messages: the command line as given.
     line: Vec<String>,
 }
 
-#[allow(dead_code)]
 impl Kiln {
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Kiln {
         self.line.push(arg.as_ref().to_string_lossy().into_owned());
@@ -251,11 +238,6 @@ impl Kiln {
         self
     }
 
-    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Kiln {
-        self.command.current_dir(dir);
-        self
-    }
-
     /// Runs to completion, stdin closed, capturing stdout and stderr.
     pub fn run(mut self) -> Outcome {
         let output = self
@@ -278,7 +260,6 @@ impl Kiln {
 
 /// What a kiln run did. The assertions panic with the whole output on a
 /// mismatch and return the outcome, so that they chain.
-#[allow(dead_code)]
 #[derive(Debug)]
 pub struct Outcome {
     /// The command line, for messages.
@@ -289,7 +270,6 @@ pub struct Outcome {
     pub stderr: String,
 }
 
-#[allow(dead_code)]
 impl Outcome {
     #[track_caller]
     pub fn success(self) -> Outcome {
@@ -340,14 +320,6 @@ impl Outcome {
     }
 
     #[track_caller]
-    pub fn stderr_lacks(self, needle: &str) -> Outcome {
-        if self.stderr.contains(needle) {
-            self.fail(&format!("expected stderr not to contain {needle:?}"));
-        }
-        self
-    }
-
-    #[track_caller]
     fn fail(&self, expectation: &str) -> ! {
         panic!(
             "{expectation}\ncommand: {}\nexit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- end ---",
@@ -377,7 +349,6 @@ const UNHASHED: &[&str] = &[
 /// permission bits, owner, group, symlink target, device number, content),
 /// walked in sorted order, skipping [`UNHASHED`]. Modification times are not
 /// part of it. Equal before and after a `--why-run` proves it changed nothing.
-#[allow(dead_code)]
 pub fn tree_hash(root: impl AsRef<Path>) -> String {
     let root = root.as_ref();
     let mut hasher = Sha256::new();
@@ -462,13 +433,11 @@ fn hex(bytes: &[u8]) -> String {
 /// The host path of `path` (absolute, as seen inside the target) below
 /// `root`. Symlinks are not resolved against the root: an absolute link
 /// followed from the host points into the host.
-#[allow(dead_code)]
 pub fn at(root: impl AsRef<Path>, path: &str) -> PathBuf {
     root.as_ref().join(path.trim_start_matches('/'))
 }
 
 /// The contents of `path` inside the target, as UTF-8.
-#[allow(dead_code)]
 pub fn read(root: impl AsRef<Path>, path: &str) -> String {
     let full = at(root, path);
     fs::read_to_string(&full).unwrap_or_else(|e| panic!("reading {}: {e}", full.display()))
@@ -476,13 +445,11 @@ pub fn read(root: impl AsRef<Path>, path: &str) -> String {
 
 /// The permission bits (including setuid, setgid, sticky) of `path` inside
 /// the target; a symlink's own, not its target's.
-#[allow(dead_code)]
 pub fn mode(root: impl AsRef<Path>, path: &str) -> u32 {
     lstat(root.as_ref(), path).mode() & 0o7777
 }
 
 /// `(uid, gid)` of `path` inside the target; a symlink's own.
-#[allow(dead_code)]
 pub fn owner(root: impl AsRef<Path>, path: &str) -> (u32, u32) {
     let meta = lstat(root.as_ref(), path);
     (meta.uid(), meta.gid())
@@ -495,14 +462,12 @@ fn lstat(root: &Path, path: &str) -> fs::Metadata {
 
 /// The fields of `name`'s line in the target's /etc/passwd
 /// (`[name, x, uid, gid, gecos, home, shell]`).
-#[allow(dead_code)]
 pub fn passwd_entry(root: impl AsRef<Path>, name: &str) -> Option<Vec<String>> {
     colon_entry(root.as_ref(), "/etc/passwd", name)
 }
 
 /// The fields of `name`'s line in the target's /etc/group
 /// (`[name, x, gid, members]`).
-#[allow(dead_code)]
 pub fn group_entry(root: impl AsRef<Path>, name: &str) -> Option<Vec<String>> {
     colon_entry(root.as_ref(), "/etc/group", name)
 }
@@ -522,7 +487,6 @@ fn colon_entry(root: &Path, file: &str, name: &str) -> Option<Vec<String>> {
 /// of `package` that its sources offer, newest first, with their suite
 /// (`bookworm-security/main`). Tests take real version pairs from here at
 /// run time, so that a Debian update never makes them rot.
-#[allow(dead_code)]
 pub fn archive_versions(root: impl AsRef<Path>, package: &str) -> Vec<(String, String)> {
     let root = root.as_ref();
     let chroot = |args: &[&str]| {
@@ -563,7 +527,6 @@ pub fn archive_versions(root: impl AsRef<Path>, package: &str) -> Vec<(String, S
 
 /// The first of `candidates` that the archive offers in two versions, as
 /// (package, older, newer): a real upgrade, and a real rollback.
-#[allow(dead_code)]
 pub fn archive_pair(root: impl AsRef<Path>, candidates: &[&str]) -> (String, String, String) {
     for package in candidates {
         let mut versions: Vec<String> = Vec::new();

@@ -1,12 +1,10 @@
 //! Packages from the pinned whitelist, against a local apt repository that
 //! the tests build, converging real Debian roots with real apt and dpkg.
 
-mod support;
-
 use std::process::Command;
 
-use support::apt_repo::AptRepo;
-use support::*;
+use crate::support::apt_repo::AptRepo;
+use crate::support::*;
 
 fn apt_repo() -> AptRepo {
     AptRepo::new()

@@ -1,0 +1,21 @@
+//! kiln's integration tests, one binary (as ripgrep and cargo do): each
+//! module drives the real `kiln` program against real Debian roots, apt
+//! repositories, sshd test hosts or VMs, through the harness in `support`.
+//!
+//! Run one module with `cargo test --release --test it converge::`.
+
+mod support;
+
+mod agent;
+mod bad_input;
+mod converge;
+mod devvm;
+mod fingerprint;
+mod fleet;
+mod harness;
+mod interrupt;
+mod kiln_test;
+mod packages;
+mod packages_debian;
+mod policy;
+mod stack;
