@@ -97,6 +97,10 @@ struct TestArgs {
     /// Seconds one role may take before it is stopped.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// Print the cached base root's path (building it if missing) and exit:
+    /// for benchmarks, which converge the same root the tests do.
+    #[arg(long, hide = true)]
+    print_base_root: bool,
 }
 
 #[derive(Subcommand)]
@@ -283,6 +287,7 @@ pub fn main() -> i32 {
             })
         }
         Command::Check => commands::check::run(&cli.repo),
+        Command::Test(t) if t.print_base_root => commands::test::print_base_root(),
         Command::Test(t) => commands::test::run(commands::test::TestArgs {
             repo: cli.repo,
             roles: t.roles,

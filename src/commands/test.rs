@@ -20,6 +20,16 @@ pub struct TestArgs {
     pub timeout: Duration,
 }
 
+/// The cached root `kiln test` builds its targets on, built if missing.
+pub fn print_base_root() -> Result<i32, Error> {
+    let root = crate::platform::rootfs::base_root(&crate::platform::rootfs::TEST_ROOT, &|m| {
+        eprintln!("{m}")
+    })
+    .map_err(Error::Target)?;
+    println!("{}", root.display());
+    Ok(0)
+}
+
 pub fn run(a: TestArgs) -> Result<i32, Error> {
     let repo = Repository::open(&a.repo)?;
     let roles = if a.roles.is_empty() {
