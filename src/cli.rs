@@ -130,6 +130,44 @@ enum WhitelistCommand {
         #[arg(long)]
         json: bool,
     },
+    /// For each pin in force on a target, the newer versions its sources
+    /// offer (security updates marked) and pins no source offers any more.
+    Outdated {
+        #[command(flatten)]
+        node: WhitelistNode,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a rollout of newer versions for canaries (default: every
+    /// security update of a pin in force on the target).
+    Stage {
+        /// The rollout's name: [rollouts.NAME].
+        name: String,
+        /// Only these packages, each at the newest version offered.
+        packages: Vec<String>,
+        /// Hosts the rollout goes to first (fnmatch on the fqdn).
+        #[arg(long = "hosts", value_name = "GLOB")]
+        hosts: Vec<String>,
+        /// Roles the rollout goes to first.
+        #[arg(long = "roles", value_name = "R")]
+        rollout_roles: Vec<String>,
+        #[command(flatten)]
+        node: WhitelistNode,
+    },
+}
+
+/// The target whose sources and pins `outdated` and `stage` read.
+#[derive(Args)]
+struct WhitelistNode {
+    /// This directory tree instead of the running system.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Default: the fqdn of the target's last kiln run.
+    #[arg(long)]
+    fqdn: Option<String>,
+    /// Default: the roles of the target's last kiln run.
+    #[arg(long = "role", value_name = "R")]
+    roles: Vec<String>,
 }
 
 #[derive(Args)]
@@ -384,6 +422,31 @@ pub fn main() -> i32 {
             } => {
                 commands::whitelist::audit(&cli.repo, root.as_ref(), fqdn.as_deref(), &roles, json)
             }
+            WhitelistCommand::Outdated { node, json } => commands::whitelist::outdated(
+                &cli.repo,
+                node.root.as_ref(),
+                node.fqdn.as_deref(),
+                &node.roles,
+                json,
+            ),
+            WhitelistCommand::Stage {
+                name,
+                packages,
+                hosts,
+                rollout_roles,
+                node,
+            } => commands::whitelist::stage(
+                &cli.repo,
+                node.root.as_ref(),
+                node.fqdn.as_deref(),
+                &node.roles,
+                &commands::whitelist::Stage {
+                    name: &name,
+                    packages: &packages,
+                    hosts: &hosts,
+                    rollout_roles: &rollout_roles,
+                },
+            ),
         },
     };
     match result {

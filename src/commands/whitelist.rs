@@ -1,16 +1,17 @@
-//! `kiln whitelist explain | promote | audit`.
+//! `kiln whitelist explain | promote | audit | outdated | stage`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::engine::{self, Request};
 use crate::error::{Error, PolicyError};
+use crate::platform::archive::{self, Offer};
 use crate::platform::dpkg::Dpkg;
 use crate::platform::facts::Facts;
 use crate::platform::target::Target;
 use crate::policy::Repository;
 use crate::policy::runlist::expand;
-use crate::policy::whitelist::Whitelist;
+use crate::policy::whitelist::{Pin, Whitelist};
 use crate::resource::fsmeta::{Ids, atomic_write};
 
 /// For each package, the version a node gets and the rule it comes from.
@@ -159,14 +160,14 @@ pub struct Finding {
     pub problem: String,
 }
 
-/// Compares a target's packages with its pins, and lists what was installed by hand.
-pub fn audit(
+/// The policy compiled for a target: its roles and fqdn from the
+/// arguments, else from the target's last kiln run.
+fn target_policy(
     repo: &Path,
     root: Option<&PathBuf>,
     fqdn: Option<&str>,
     roles: &[String],
-    json: bool,
-) -> Result<i32, Error> {
+) -> Result<(Target, engine::Policy), Error> {
     let repo = Repository::open(repo)?;
     let target = match root {
         Some(r) => Target::at_root(r),
@@ -190,7 +191,7 @@ pub fn audit(
     }
     if roles.is_empty() {
         return Err(PolicyError::new(
-            "no role to audit against: this target has no kiln run recorded",
+            "no role to compare against: this target has no kiln run recorded",
         )
         .fix("pass --role NAME (and --fqdn) as for kiln converge")
         .into());
@@ -204,12 +205,19 @@ pub fn audit(
         ..Request::default()
     };
     let policy = engine::compile(&repo, &req, &facts)?;
-    let managed: BTreeSet<String> = policy
-        .resources
-        .iter()
-        .filter(|r| r.id.kind == "package" && r.actions.iter().any(|a| a == "install"))
-        .map(|r| r.id.name.clone())
-        .collect();
+    Ok((target, policy))
+}
+
+/// Compares a target's packages with its pins, and lists what was installed by hand.
+pub fn audit(
+    repo: &Path,
+    root: Option<&PathBuf>,
+    fqdn: Option<&str>,
+    roles: &[String],
+    json: bool,
+) -> Result<i32, Error> {
+    let (target, policy) = target_policy(repo, root, fqdn, roles)?;
+    let managed: BTreeSet<String> = installed_pins(&policy).into_keys().collect();
     let dpkg = Dpkg::read(&target);
     let mut findings = Vec::new();
     for name in &managed {
@@ -277,6 +285,259 @@ pub fn audit(
     Ok(if findings.is_empty() { 0 } else { 1 })
 }
 
+/// The packages a policy installs, with their pins.
+fn installed_pins(policy: &engine::Policy) -> BTreeMap<String, Pin> {
+    policy
+        .resources
+        .iter()
+        .filter(|r| r.id.kind == "package" && r.actions.iter().any(|a| a == "install"))
+        .filter_map(|r| Some((r.id.name.clone(), policy.pins.get(&r.id.name)?.clone())))
+        .collect()
+}
+
+/// One pin in force on a target, against what its sources offer.
+#[derive(Debug, serde::Serialize)]
+pub struct Outdated {
+    pub package: String,
+    pub pin: String,
+    pub rule: String,
+    pub installed: Option<String>,
+    /// Newer than the pin, newest first.
+    pub newer: Vec<Offer>,
+    /// The newest version a security archive offers above the pin.
+    pub security_update: Option<String>,
+    /// No configured source offers the pinned version any more.
+    pub vanished: bool,
+    /// Every version the sources offer, newest first.
+    pub offered: Vec<Offer>,
+}
+
+fn outdated_rows(target: &Target, policy: &engine::Policy) -> Result<Vec<Outdated>, Error> {
+    let pins = installed_pins(policy);
+    let names: Vec<String> = pins.keys().cloned().collect();
+    let offers = archive::offers(target, &names).map_err(Error::Target)?;
+    let dpkg = Dpkg::read(target);
+    Ok(pins
+        .into_iter()
+        .map(|(package, pin)| {
+            let offered = offers.get(&package).cloned().unwrap_or_default();
+            let newer: Vec<Offer> = offered
+                .iter()
+                .filter(|o| archive::compare(&o.version, &pin.version).is_gt())
+                .cloned()
+                .collect();
+            Outdated {
+                installed: dpkg
+                    .installed(&package)
+                    .filter(|i| i.is_installed())
+                    .map(|i| i.version.clone()),
+                security_update: newer
+                    .iter()
+                    .find(|o| o.is_security())
+                    .map(|o| o.version.clone()),
+                vanished: !offered.iter().any(|o| o.version == pin.version),
+                newer,
+                offered,
+                package,
+                pin: pin.version,
+                rule: pin.rule,
+            }
+        })
+        .collect())
+}
+
+/// For each pin in force on a target: the newer versions its sources
+/// offer (security updates marked), and pins no source offers any more.
+pub fn outdated(
+    repo: &Path,
+    root: Option<&PathBuf>,
+    fqdn: Option<&str>,
+    roles: &[String],
+    json: bool,
+) -> Result<i32, Error> {
+    let (target, policy) = target_policy(repo, root, fqdn, roles)?;
+    let rows = outdated_rows(&target, &policy)?;
+    let vanished = rows.iter().filter(|r| r.vanished).count();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else {
+        for r in &rows {
+            let newer: Vec<String> = r
+                .newer
+                .iter()
+                .map(|o| {
+                    let mark = if o.is_security() { " (security)" } else { "" };
+                    format!("{}{mark} from {}", o.version, o.suites.join(", "))
+                })
+                .collect();
+            let state = if r.vanished {
+                let all: Vec<&str> = r.offered.iter().map(|o| o.version.as_str()).collect();
+                format!(
+                    "VANISHED: no source offers {} (offered: {})",
+                    r.pin,
+                    if all.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        all.join(", ")
+                    }
+                )
+            } else if newer.is_empty() {
+                "current".to_string()
+            } else {
+                format!("newer: {}", newer.join("; "))
+            };
+            println!("  {} {} ({}): {state}", r.package, r.pin, r.rule);
+        }
+        let security = rows.iter().filter(|r| r.security_update.is_some()).count();
+        println!(
+            "kiln whitelist outdated: {} pin(s), {security} with a security update, {vanished} vanished",
+            rows.len()
+        );
+        if security > 0 {
+            println!("  stage them for canaries: kiln whitelist stage NAME --hosts 'GLOB'");
+        }
+    }
+    Ok(if vanished == 0 { 0 } else { 1 })
+}
+
+/// What `stage` writes, and where.
+pub struct Stage<'a> {
+    pub name: &'a str,
+    /// Only these packages (default: every pin with a security update).
+    pub packages: &'a [String],
+    pub hosts: &'a [String],
+    pub rollout_roles: &'a [String],
+}
+
+/// Writes `[rollouts.NAME]` with newer versions from the target's sources:
+/// by default every security update of a pin in force, else the newest
+/// version of each named package. Keeps the file's comments and layout.
+pub fn stage(
+    repo_dir: &Path,
+    root: Option<&PathBuf>,
+    fqdn: Option<&str>,
+    roles: &[String],
+    stage: &Stage,
+) -> Result<i32, Error> {
+    let repo = Repository::open(repo_dir)?;
+    let path = repo.dir.join("whitelist.toml");
+    let shown = repo.display_path("whitelist.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(&shown))?;
+    let wl = Whitelist::parse(&text, shown.clone())?;
+    if wl.rollouts.contains_key(stage.name) {
+        return Err(
+            PolicyError::new(format!("a rollout {:?} exists already", stage.name))
+                .in_file(&shown)
+                .fix(format!(
+                    "choose another name, or promote it first: kiln whitelist promote {}",
+                    stage.name
+                ))
+                .into(),
+        );
+    }
+    if stage.hosts.is_empty() && stage.rollout_roles.is_empty() {
+        return Err(
+            PolicyError::new("a staged rollout needs hosts to go to first")
+                .fix("name canaries with --hosts 'web01.*' and/or --roles canary")
+                .into(),
+        );
+    }
+    let (target, policy) = target_policy(repo_dir, root, fqdn, roles)?;
+    let rows = outdated_rows(&target, &policy)?;
+    let mut chosen: Vec<(String, String, String)> = Vec::new();
+    for wanted in stage.packages {
+        let Some(row) = rows.iter().find(|r| &r.package == wanted) else {
+            let known: Vec<&str> = rows.iter().map(|r| r.package.as_str()).collect();
+            return Err(
+                PolicyError::new(format!("{wanted} is not a package this node installs"))
+                    .fix(format!("stage one of: {}", known.join(", ")))
+                    .into(),
+            );
+        };
+        match row.newer.first() {
+            Some(o) => chosen.push((row.package.clone(), row.pin.clone(), o.version.clone())),
+            None => println!("  {wanted}: {} is the newest version offered", row.pin),
+        }
+    }
+    if stage.packages.is_empty() {
+        for r in &rows {
+            if let Some(v) = &r.security_update {
+                chosen.push((r.package.clone(), r.pin.clone(), v.clone()));
+            }
+        }
+    }
+    if chosen.is_empty() {
+        println!("kiln whitelist stage: nothing newer to stage; whitelist.toml unchanged");
+        return Ok(0);
+    }
+    let new_text =
+        stage_text(&text, stage, &chosen).map_err(|e| PolicyError::new(e).in_file(&shown))?;
+    // What is written must read back as a valid whitelist.
+    Whitelist::parse(&new_text, shown.clone())?;
+    atomic_write(&path, new_text.as_bytes(), file_mode(&path), Ids::default())
+        .map_err(Error::Target)?;
+    for (package, from, to) in &chosen {
+        println!("  {package}: {from} -> {to}");
+    }
+    println!(
+        "kiln whitelist: staged rollout {} ({} package(s)); converge the canaries, then: kiln whitelist promote {}",
+        stage.name,
+        chosen.len(),
+        stage.name
+    );
+    Ok(0)
+}
+
+/// Appends the rollout table to the whitelist's text.
+pub fn stage_text(
+    text: &str,
+    stage: &Stage,
+    chosen: &[(String, String, String)],
+) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
+    if !doc.contains_key("rollouts") {
+        let mut t = toml_edit::Table::new();
+        t.set_implicit(true);
+        doc["rollouts"] = toml_edit::Item::Table(t);
+    }
+    let rollouts = doc["rollouts"]
+        .as_table_mut()
+        .ok_or("rollouts is not a table of [rollouts.NAME] tables")?;
+    let mut table = toml_edit::Table::new();
+    let list = |items: &[String]| {
+        let mut a = toml_edit::Array::new();
+        for i in items {
+            a.push(i.as_str());
+        }
+        toml_edit::value(a)
+    };
+    if !stage.hosts.is_empty() {
+        table["hosts"] = list(stage.hosts);
+    }
+    if !stage.rollout_roles.is_empty() {
+        table["roles"] = list(stage.rollout_roles);
+    }
+    let mut packages = toml_edit::InlineTable::new();
+    for (package, _, version) in chosen {
+        packages.insert(package, version.as_str().into());
+    }
+    table["packages"] = toml_edit::value(packages);
+    table.decor_mut().set_prefix(format!(
+        "\n# staged by kiln whitelist stage: {}\n",
+        chosen
+            .iter()
+            .map(|(p, from, to)| format!("{p} {from} -> {to}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    rollouts.insert(stage.name, toml_edit::Item::Table(table));
+    Ok(doc.to_string())
+}
+
 /// Packages apt installed as dependencies (`Auto-Installed: 1`).
 fn auto_installed(target: &Target) -> BTreeSet<String> {
     let text =
@@ -293,6 +554,44 @@ fn auto_installed(target: &Target) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_then_promote_round_trips_with_comments() {
+        let text = "# Pins for the fleet.\n[packages]\n# the cache\nmemcached = \"1.6.18-1\"   # bookworm\nsudo = \"1.9\"\n";
+        let chosen = vec![(
+            "memcached".to_string(),
+            "1.6.18-1".to_string(),
+            "1.6.18-1+deb12u1".to_string(),
+        )];
+        let staged = stage_text(
+            text,
+            &Stage {
+                name: "security-1",
+                packages: &[],
+                hosts: &["web01.*".to_string()],
+                rollout_roles: &["canary".to_string()],
+            },
+            &chosen,
+        )
+        .unwrap();
+        assert!(staged.starts_with(text), "{staged}");
+        let w = Whitelist::parse(&staged, "w".into()).unwrap();
+        let r = &w.rollouts["security-1"];
+        assert_eq!(r.hosts, ["web01.*"]);
+        assert_eq!(r.roles, ["canary"]);
+        assert_eq!(r.packages["memcached"].version, "1.6.18-1+deb12u1");
+        assert!(
+            staged.contains(
+                "# staged by kiln whitelist stage: memcached 1.6.18-1 -> 1.6.18-1+deb12u1"
+            )
+        );
+        let (promoted, _) = promote_text(&staged, "security-1").unwrap();
+        assert!(
+            promoted.starts_with("# Pins for the fleet.\n[packages]\n# the cache\nmemcached = \"1.6.18-1+deb12u1\"   # bookworm\nsudo = \"1.9\"\n"),
+            "{promoted}"
+        );
+        assert!(!promoted.contains("rollouts"), "{promoted}");
+    }
 
     #[test]
     fn promote_keeps_comments_and_layout() {

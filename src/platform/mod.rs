@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod apt;
+pub mod archive;
 pub mod dpkg;
 pub mod facts;
 pub mod rootfs;
