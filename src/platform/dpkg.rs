@@ -14,6 +14,8 @@ pub struct Installed {
     pub priority: String,
     /// Names in Depends and Pre-Depends, every alternative included.
     pub depends: Vec<String>,
+    /// The source package it was built from (its own name when the same).
+    pub source: String,
 }
 
 impl Installed {
@@ -41,6 +43,7 @@ impl Dpkg {
         let mut packages = HashMap::new();
         for stanza in text.split("\n\n") {
             let (mut name, mut version, mut status, mut priority) = ("", "", "", "");
+            let mut source = "";
             let mut depends = Vec::new();
             for line in stanza.lines() {
                 if let Some(v) = line
@@ -57,6 +60,8 @@ impl Dpkg {
                     status = v.trim();
                 } else if let Some(v) = line.strip_prefix("Priority: ") {
                     priority = v.trim();
+                } else if let Some(v) = line.strip_prefix("Source: ") {
+                    source = v.split_whitespace().next().unwrap_or_default();
                 }
             }
             if name.is_empty() {
@@ -73,6 +78,7 @@ impl Dpkg {
                     state,
                     priority: priority.to_string(),
                     depends,
+                    source: if source.is_empty() { name } else { source }.to_string(),
                 },
             );
         }
@@ -100,8 +106,10 @@ mod tests {
     #[test]
     fn parses_status_stanzas() {
         let d = Dpkg::parse(
-            "Package: memcached\nStatus: hold ok installed\nPriority: optional\nVersion: 1.6.18-1\nDescription: x\n long\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n",
+            "Package: memcached\nStatus: hold ok installed\nPriority: optional\nVersion: 1.6.18-1\nDescription: x\n long\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1.0\nSource: gone-src (0.9)\n",
         );
+        assert_eq!(d.packages["memcached"].source, "memcached");
+        assert_eq!(d.packages["gone"].source, "gone-src");
         let m = d.installed("memcached").unwrap();
         assert_eq!(m.version, "1.6.18-1");
         assert!(m.is_held());

@@ -6,4 +6,5 @@ pub mod archive;
 pub mod dpkg;
 pub mod facts;
 pub mod rootfs;
+pub mod siblings;
 pub mod target;

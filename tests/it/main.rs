@@ -19,4 +19,5 @@ mod outdated;
 mod packages;
 mod packages_debian;
 mod policy;
+mod siblings;
 mod stack;
