@@ -65,22 +65,41 @@ fn checked(target: &Target, argv: &[&str]) -> Result<String, String> {
     }
 }
 
-/// apt's own words: its `E:` lines when there are any, else the output's tail.
+/// apt's own words: the unmet dependencies it lists (which say what is
+/// wrong) and its `E:` lines, else the output's tail.
 pub fn apt_reason(out: &Output) -> String {
     let all = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let errors: Vec<&str> = all
-        .lines()
-        .filter(|l| l.starts_with("E: ") || l.starts_with("dpkg: error"))
-        .collect();
-    if errors.is_empty() {
-        output_tail(out)
-    } else {
-        errors.join("\n")
+    let mut lines: Vec<&str> = Vec::new();
+    let mut in_unmet = false;
+    for line in all.lines() {
+        if line.starts_with("The following packages have unmet dependencies") {
+            in_unmet = true;
+            lines.push(line);
+        } else if in_unmet && line.starts_with(' ') {
+            lines.push(line);
+        } else {
+            in_unmet = false;
+            if line.starts_with("E: ") || line.starts_with("dpkg: error") {
+                lines.push(line);
+            }
+        }
     }
+    if lines.is_empty() {
+        return output_tail(out);
+    }
+    let mut reason = lines.join("\n");
+    if reason.contains("unmet dependencies") && reason.contains("(= ") {
+        reason.push_str(
+            "\nfix: packages built from one source must be at one version; pin the \
+             package named above at a version whose siblings the sources still offer \
+             (kiln whitelist outdated lists them)",
+        );
+    }
+    reason
 }
 
 /// Whether the target's package index knows every `name=version`.
@@ -199,4 +218,27 @@ pub fn remove(target: &Target, names: &[String], purge: bool) -> Result<(), Stri
     ];
     argv.extend(names.iter().map(String::as_str));
     checked(target, &argv).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn the_reason_keeps_the_unmet_dependencies() {
+        let out = Output {
+            status: std::process::ExitStatus::from_raw(100 << 8),
+            stdout: b"Reading package lists...\nSome packages could not be installed.\nThe following packages have unmet dependencies:\n php8.2-fpm : Depends: php8.2-common (= 8.2.32-1~deb12u1) but 8.2.36-1~deb12u1 is to be installed\n              Depends: php8.2-opcache (= 8.2.32-1~deb12u1)\n".to_vec(),
+            stderr: b"E: Unable to correct problems, you have held broken packages.\n".to_vec(),
+        };
+        let reason = apt_reason(&out);
+        assert!(reason.contains("php8.2-fpm : Depends: php8.2-common (= 8.2.32-1~deb12u1) but 8.2.36-1~deb12u1 is to be installed"), "{reason}");
+        assert!(reason.contains("Depends: php8.2-opcache"), "{reason}");
+        assert!(reason.contains("E: Unable to correct problems"), "{reason}");
+        assert!(
+            reason.contains("fix: packages built from one source"),
+            "{reason}"
+        );
+    }
 }
