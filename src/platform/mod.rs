@@ -5,6 +5,7 @@ pub mod apt;
 pub mod archive;
 pub mod dpkg;
 pub mod facts;
+pub mod fallback;
 pub mod rootfs;
 pub mod siblings;
 pub mod target;

@@ -14,6 +14,41 @@ pub struct Whitelist {
     pub file: PathBuf,
     pub packages: BTreeMap<String, Entry>,
     pub rollouts: BTreeMap<String, Rollout>,
+    pub fallback: Fallback,
+}
+
+/// Where pinned versions come from once the ordinary sources dropped them:
+/// kiln adds these to a target only when a pin needs one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fallback {
+    /// A snapshot.debian.org timestamp (`20261121T000000Z`): that day's
+    /// main and security archives.
+    pub snapshot: Option<String>,
+    pub mirrors: Vec<Mirror>,
+    pub line: usize,
+}
+
+/// An apt repository of pinned versions, such as `kiln whitelist mirror`
+/// writes (a flat repository: suite `./`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub uri: String,
+    #[serde(default = "flat_suite")]
+    pub suite: String,
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// An armored or binary OpenPGP key file of the repository that signs
+    /// the mirror's Release file.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// An unsigned mirror is used only when marked so, on purpose.
+    #[serde(default)]
+    pub trusted: bool,
+}
+
+fn flat_suite() -> String {
+    "./".into()
 }
 
 /// A pinned version and the line it is written on.
@@ -46,6 +81,17 @@ struct RawFile {
     packages: BTreeMap<String, toml::Spanned<String>>,
     #[serde(default)]
     rollouts: BTreeMap<String, toml::Spanned<RawRollout>>,
+    #[serde(default)]
+    fallback: Option<toml::Spanned<RawFallback>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFallback {
+    #[serde(default)]
+    snapshot: Option<String>,
+    #[serde(default)]
+    mirrors: Vec<Mirror>,
 }
 
 #[derive(Deserialize)]
@@ -78,7 +124,7 @@ impl Whitelist {
     pub fn parse(text: &str, file: PathBuf) -> Result<Whitelist, PolicyError> {
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             PolicyError::toml(&file, text, &e)
-                .fix("the whitelist holds [packages] NAME = \"VERSION\" and [rollouts.NAME] tables")
+                .fix("the whitelist holds [packages] NAME = \"VERSION\", [rollouts.NAME] and [fallback] tables")
         })?;
         let entries = |m: BTreeMap<String, toml::Spanned<String>>| {
             m.into_iter()
@@ -111,10 +157,23 @@ impl Whitelist {
                 )
             })
             .collect();
+        let fallback = raw
+            .fallback
+            .map(|f| {
+                let line = line_col(text, f.span().start).0;
+                let f = f.into_inner();
+                Fallback {
+                    snapshot: f.snapshot,
+                    mirrors: f.mirrors,
+                    line,
+                }
+            })
+            .unwrap_or_default();
         Ok(Whitelist {
             file,
             packages: entries(raw.packages),
             rollouts,
+            fallback,
         })
     }
 
@@ -160,6 +219,7 @@ impl Whitelist {
                 );
             }
         }
+        errors.extend(self.fallback.validate(&self.file));
         errors
     }
 
@@ -219,6 +279,65 @@ impl Whitelist {
     }
 }
 
+impl Fallback {
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.mirrors.is_empty()
+    }
+
+    fn validate(&self, file: &std::path::Path) -> Vec<PolicyError> {
+        let mut errors = Vec::new();
+        let at = |e: PolicyError| e.in_file(file).at_line(self.line, None);
+        if let Some(s) = &self.snapshot
+            && !is_snapshot_stamp(s)
+        {
+            errors.push(at(PolicyError::new(format!(
+                "[fallback] snapshot {s:?} is not a snapshot.debian.org timestamp"
+            ))
+            .fix(
+                "write it as YYYYMMDDTHHMMSSZ, e.g. snapshot = \"20261121T000000Z\"",
+            )));
+        }
+        for m in &self.mirrors {
+            if !(m.uri.starts_with("http://")
+                || m.uri.starts_with("https://")
+                || m.uri.starts_with("file:/"))
+            {
+                errors.push(at(PolicyError::new(format!(
+                    "[fallback] mirror uri {:?} is not an http(s) or file: URI",
+                    m.uri
+                ))
+                .fix("uri = \"https://apt.example.com/kiln\"")));
+            }
+            if m.key.is_none() && !m.trusted {
+                errors.push(at(PolicyError::new(format!(
+                    "[fallback] mirror {} has no signing key",
+                    m.uri
+                ))
+                .fix("name its key file (key = \"keys/mirror.asc\", a file of this repository), or, for an unsigned mirror on a network you trust, trusted = true")));
+            }
+            if m.key
+                .as_deref()
+                .is_some_and(|k| k.starts_with('/') || k.split('/').any(|c| c == ".."))
+            {
+                errors.push(at(PolicyError::new(format!(
+                    "[fallback] mirror key {:?} must be a path inside the repository",
+                    m.key.as_deref().unwrap_or_default()
+                ))));
+            }
+        }
+        errors
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ`, as snapshot.debian.org names its archive states.
+pub fn is_snapshot_stamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+}
+
 /// Debian policy: optional numeric epoch, an upstream part starting with a
 /// digit, an optional revision.
 pub fn valid_version(v: &str) -> Result<debversion::Version, String> {
@@ -237,6 +356,28 @@ pub fn valid_version(v: &str) -> Result<debversion::Version, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fallback_sources_parse_and_validate() {
+        let w = Whitelist::parse(
+            "[packages]\nx = \"1.0\"\n\n[fallback]\nsnapshot = \"20261121T000000Z\"\n\n[[fallback.mirrors]]\nuri = \"http://127.0.0.1:9/\"\ntrusted = true\n",
+            "whitelist.toml".into(),
+        )
+        .unwrap();
+        assert_eq!(w.fallback.snapshot.as_deref(), Some("20261121T000000Z"));
+        assert_eq!(w.fallback.mirrors[0].suite, "./");
+        assert_eq!(w.fallback.line, 4);
+        assert!(w.validate().is_empty());
+        let bad = Whitelist::parse(
+            "[fallback]\nsnapshot = \"2026-11-21\"\n[[fallback.mirrors]]\nuri = \"ftp://x\"\n",
+            "whitelist.toml".into(),
+        )
+        .unwrap();
+        let errors: Vec<String> = bad.validate().iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("whitelist.toml:1") && errors[0].contains("YYYYMMDDTHHMMSSZ"));
+        assert!(errors[2].contains("no signing key") && errors[2].contains("trusted = true"));
+    }
 
     const TEXT: &str = r#"
 # pins
