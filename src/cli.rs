@@ -154,6 +154,15 @@ enum WhitelistCommand {
         #[command(flatten)]
         node: WhitelistNode,
     },
+    /// Write an apt repository of every pinned version (and each
+    /// rollout's) with its siblings, to publish as the team's mirror.
+    Mirror {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Only the packages these roles install (default: every role).
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+    },
 }
 
 /// The target whose sources and pins `outdated` and `stage` read.
@@ -429,6 +438,9 @@ pub fn main() -> i32 {
                 &node.roles,
                 json,
             ),
+            WhitelistCommand::Mirror { out, roles } => {
+                commands::whitelist::mirror(&cli.repo, &out, &roles)
+            }
             WhitelistCommand::Stage {
                 name,
                 packages,

@@ -538,6 +538,62 @@ pub fn stage_text(
     Ok(doc.to_string())
 }
 
+/// Writes an apt repository of the pinned versions (and each rollout's) of
+/// the packages `roles` install (default: every role), with their siblings
+/// and what they pull in beyond a base Debian root.
+pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Error> {
+    let repo = Repository::open(repo_dir)?;
+    let wl = Whitelist::load(&repo)?;
+    let roles = if roles.is_empty() {
+        repo.names_in("roles")
+    } else {
+        roles.to_vec()
+    };
+    let facts = Facts::gather(&Target::host(), None);
+    let mut packages: BTreeSet<String> = BTreeSet::new();
+    for role in &roles {
+        let req = Request {
+            run_list: vec![format!("role[{role}]")],
+            ..Request::default()
+        };
+        let policy = engine::compile(&repo, &req, &facts)?;
+        packages.extend(installed_pins(&policy).into_keys());
+    }
+    let pick =
+        |versions: &BTreeMap<String, crate::policy::whitelist::Entry>| -> Vec<(String, String)> {
+            packages
+                .iter()
+                .filter_map(|p| Some((p.clone(), versions.get(p)?.version.clone())))
+                .collect()
+        };
+    let mut sets = vec![pick(&wl.packages)];
+    for r in wl.rollouts.values() {
+        let mut set: BTreeMap<String, String> = sets[0].iter().cloned().collect();
+        set.extend(pick(&r.packages));
+        let set: Vec<(String, String)> = set.into_iter().collect();
+        if !sets.contains(&set) {
+            sets.push(set);
+        }
+    }
+    let written =
+        crate::platform::mirror::write(out, &sets, &|m| eprintln!("kiln whitelist mirror: {m}"))
+            .map_err(Error::Target)?;
+    println!(
+        "kiln whitelist mirror: {} package file(s) for {} pinned package(s) of {} role(s) in {}",
+        written.len(),
+        packages.len(),
+        roles.len(),
+        out.display()
+    );
+    println!(
+        "  publish {} with any HTTP server, and name it in whitelist.toml:\n  \
+         [[fallback.mirrors]]\n  uri = \"https://apt.example.com/kiln\"\n  \
+         key = \"keys/mirror.asc\"   # after signing: gpg --clearsign -o InRelease Release",
+        out.display()
+    );
+    Ok(0)
+}
+
 /// Packages apt installed as dependencies (`Auto-Installed: 1`).
 fn auto_installed(target: &Target) -> BTreeSet<String> {
     let text =

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod dpkg;
 pub mod facts;
 pub mod fallback;
+pub mod mirror;
 pub mod rootfs;
 pub mod siblings;
 pub mod target;

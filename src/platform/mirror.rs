@@ -1,0 +1,97 @@
+//! `kiln whitelist mirror`: a plain apt repository of pinned versions, their
+//! siblings and what they pull in beyond a base Debian root, so that a team
+//! can publish the versions it pins on any HTTP server and keep installing
+//! them after the archive has moved on. The index is written by Debian's own
+//! apt-ftparchive.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use super::apt;
+use super::dpkg::Dpkg;
+use super::rootfs::{self, Overlay, TEST_ROOT};
+use super::siblings;
+use super::target::{Target, output_tail};
+
+/// Fills `out` with the .deb files for each set of `pins` (the base pins,
+/// then each rollout's) and writes `Packages`, `Packages.gz` and `Release`
+/// there (a flat repository: suite `./`). Returns the packages' file names.
+pub fn write(
+    out: &Path,
+    pin_sets: &[Vec<(String, String)>],
+    progress: &dyn Fn(&str),
+) -> Result<Vec<String>, String> {
+    if rootfs::which("apt-ftparchive").is_none() {
+        return Err(
+            "apt-ftparchive is not installed; install it with: apt-get install -y apt-utils".into(),
+        );
+    }
+    let base = rootfs::base_root(&TEST_ROOT, progress)?;
+    let overlay = Overlay::new(&base, &std::env::temp_dir().join("kiln-mirror"), "mirror")?;
+    let target = Target::at_root(overlay.root());
+    progress("reading the archive's index");
+    apt::update(&target).map_err(|e| e.to_string())?;
+    let dpkg = Dpkg::read(&target);
+    for pins in pin_sets {
+        let mut all = pins.clone();
+        for s in siblings::resolve(&target, pins, &dpkg)? {
+            all.push((s.name, s.version));
+        }
+        progress(&format!(
+            "downloading {} pinned package(s) and what they need",
+            all.len()
+        ));
+        apt::download(&target, &all).map_err(|e| e.to_string())?;
+    }
+    fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let mut names = Vec::new();
+    let archives = overlay.root().join("var/cache/apt/archives");
+    for entry in fs::read_dir(&archives).map_err(|e| format!("{}: {e}", archives.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().is_ok_and(|t| t.is_file()) && name.ends_with(".deb") {
+            fs::copy(entry.path(), out.join(&name))
+                .map_err(|e| format!("cannot copy {name} to {}: {e}", out.display()))?;
+            names.push(name);
+        }
+    }
+    names.sort();
+    index(out)?;
+    Ok(names)
+}
+
+/// `Packages`, `Packages.gz` and `Release` for the .deb files in `dir`.
+fn index(dir: &Path) -> Result<(), String> {
+    let run = |args: &[&str]| {
+        let out = Command::new("apt-ftparchive")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("cannot run apt-ftparchive: {e}"))?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "apt-ftparchive {} failed: {}",
+                args.join(" "),
+                output_tail(&out)
+            ))
+        }
+    };
+    let packages = run(&["packages", "."])?;
+    let write = |name: &str, bytes: &[u8]| {
+        fs::write(dir.join(name), bytes).map_err(|e| format!("cannot write {name}: {e}"))
+    };
+    write("Packages", &packages)?;
+    let gz = Command::new("gzip")
+        .args(["-9nkf", "Packages"])
+        .current_dir(dir)
+        .status()
+        .map_err(|e| format!("cannot run gzip: {e}"))?;
+    if !gz.success() {
+        return Err("gzip Packages failed".into());
+    }
+    let release = run(&["release", "."])?;
+    write("Release", &release)
+}
