@@ -20,8 +20,9 @@ pub const ALLOWED_SIGNERS: &str = "/etc/kiln/allowed_signers";
 pub const PASSPHRASE_ENV: &str = "KILN_SIGNING_KEY_PASSPHRASE";
 /// Where the `kiln` cookbook keeps the allowed signers, inside a bundle.
 pub const BUNDLED_ALLOWED_SIGNERS: &str = "cookbooks/kiln/files/allowed_signers";
-/// Verification reads the bundle whole; policy is text, far below this.
-const MAX_SIGNED: u64 = 256 << 20;
+/// Verification reads the bundle whole (SSHSIG hashes the message inside
+/// the signed data); policy is text, far below this.
+pub const MAX_SIGNED: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
