@@ -579,6 +579,12 @@ fn fleet_hosts_refuse_an_altered_binary_and_an_untrusted_bundle() {
         )
         .exists()
     );
+    // fleet status does not run it either, and says why.
+    f.kiln(&["status"])
+        .repo(&site("one"))
+        .run()
+        .failure()
+        .stdout_contains("kiln binary altered");
     // The text report says why, per host.
     f.kiln(&["converge", "--max-fail", "5"])
         .repo(&site("two"))
