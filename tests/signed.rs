@@ -510,11 +510,45 @@ fn fleet_hosts_refuse_an_altered_binary_and_an_untrusted_bundle() {
         vec![
             spec("web01.example.com", &["web"]),
             spec("web02.example.com", &["web"]),
+            spec("web03.example.com", &["web"]),
         ],
         |_| {},
     );
+    // web03 has no allowed_signers yet: its first push verifies against the
+    // copy in the bundle's kiln cookbook; a bundle without one is refused.
+    std::fs::remove_file(at(
+        f.host("web03.example.com").path(),
+        "/etc/kiln/allowed_signers",
+    ))
+    .unwrap();
     f.start();
-    f.kiln(&["converge"]).repo(&site("one")).run().success();
+    let o = f
+        .kiln(&["converge", "--json", "--hosts", "web03*"])
+        .repo(&site("one"))
+        .run()
+        .failure();
+    let report: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let web03 = host(&report, "web03.example.com");
+    assert_eq!(
+        web03["failure"]["kind"], "bundle signature refused",
+        "{web03:#}"
+    );
+    assert!(
+        web03["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("missing on this host"),
+        "{web03:#}"
+    );
+    let public = std::fs::read_to_string(f.dir.path().join("signing_key.pub")).unwrap();
+    let one = site("one")
+        .metadata("kiln", "name = \"kiln\"\nversion = \"1.0.0\"\n")
+        .cookbook_file(
+            "kiln",
+            "allowed_signers",
+            format!("ops@example.com {public}"),
+        );
+    f.kiln(&["converge"]).repo(&one).run().success();
     for h in &f.hosts {
         assert_eq!(read(h.path(), "/etc/kiln-site.conf"), "one\n");
     }
