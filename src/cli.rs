@@ -204,7 +204,7 @@ enum FleetCommand {
         #[command(flatten)]
         target: FleetTarget,
     },
-    /// Write the policy bundle (and its .sha256) for agents to fetch.
+    /// Write the signed policy bundle (and its .sha256 and .sig) for agents to fetch.
     Bundle {
         /// The directory to publish into.
         #[arg(long, value_name = "DIR")]
