@@ -462,7 +462,8 @@ fn fetch(source: &str, state: &Path, allowed: &Path) -> Result<String, String> {
             .map_err(|e| format!("writing {}: {e}", part_sig.display()))?;
         let who = AllowedSigners::load(allowed)
             .and_then(|s| s.verify_file(&part, &part_sig))
-            .map_err(|e| e.to_string())?;
+            // Name what was fetched, not the temporary file.
+            .map_err(|e| e.to_string().replace(&part.display().to_string(), source))?;
         log(&format!("{source}: bundle {want} signed by {who}"));
         let tar = dir.join(format!("{want}.tar"));
         std::fs::rename(&part_sig, sig_path(&tar.to_string_lossy()))
