@@ -66,6 +66,19 @@ enum Command {
         #[arg(long)]
         why_run: bool,
     },
+    /// Check a bundle's signature against an allowed_signers file (what fleet hosts run before unpacking).
+    #[command(name = "verify-bundle", hide = true)]
+    VerifyBundle {
+        file: PathBuf,
+        /// The SSHSIG signature (default: FILE.sig).
+        #[arg(long, value_name = "FILE")]
+        signature: Option<PathBuf>,
+        #[arg(long, value_name = "FILE", default_value = crate::trust::ALLOWED_SIGNERS)]
+        allowed_signers: PathBuf,
+        /// With no allowed_signers file yet: start from the bundle's kiln cookbook copy.
+        #[arg(long)]
+        first_contact: bool,
+    },
     /// Explain, promote and audit package pins.
     #[command(subcommand)]
     Whitelist(WhitelistCommand),
@@ -234,13 +247,15 @@ enum FleetCommand {
         /// Show what each host would change, and change nothing.
         #[arg(long)]
         why_run: bool,
+        #[command(flatten)]
+        signing: Signing,
     },
     /// Each host's last run, its fingerprint, and drift between hosts of the same roles.
     Status {
         #[command(flatten)]
         target: FleetTarget,
     },
-    /// Write the policy bundle (and its .sha256) for agents to fetch.
+    /// Write the signed policy bundle (and its .sha256 and .sig) for agents to fetch.
     Bundle {
         /// The directory to publish into.
         #[arg(long, value_name = "DIR")]
@@ -248,7 +263,19 @@ enum FleetCommand {
         /// The name of the current bundle in DIR.
         #[arg(long, default_value = "bundle.tar")]
         name: String,
+        #[command(flatten)]
+        signing: Signing,
     },
+}
+
+#[derive(Args)]
+struct Signing {
+    /// The ed25519 key (OpenSSH format) that signs the bundle (for fleet converge, default: the inventory's signing_key).
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// Send the bundle unsigned: hosts then converge it without checking a signature.
+    #[arg(long, conflicts_with = "signing_key")]
+    allow_unsigned: bool,
 }
 
 #[derive(Args)]
@@ -259,9 +286,12 @@ struct AgentArgs {
     /// A random delay up to this long before each run.
     #[arg(long, default_value = "2m")]
     splay: String,
-    /// A policy repository directory, a bundle file, or an http:// URL of a bundle (verified against URL.sha256).
+    /// A policy repository directory, a bundle file, or an http:// or https:// URL of a bundle (verified against its signature, URL.sig).
     #[arg(long, value_name = "DIR|FILE|URL")]
     source: Option<String>,
+    /// The OpenSSH allowed_signers file a bundle's signature is checked against.
+    #[arg(long, value_name = "FILE", default_value = crate::trust::ALLOWED_SIGNERS)]
+    allowed_signers: PathBuf,
     /// Roles of this host (repeatable; default: the roles of the last run).
     #[arg(long = "role", value_name = "R")]
     roles: Vec<String>,
@@ -376,6 +406,7 @@ pub fn main() -> i32 {
                 parallel,
                 max_fail,
                 why_run,
+                signing,
             } => commands::fleet::converge(commands::fleet::FleetConverge {
                 common: fleet_common(cli.repo, target),
                 canary,
@@ -383,11 +414,19 @@ pub fn main() -> i32 {
                 parallel,
                 max_fail,
                 why_run,
+                signing_key: signing.signing_key,
+                allow_unsigned: signing.allow_unsigned,
             }),
             FleetCommand::Status { target } => {
                 commands::fleet::status(fleet_common(cli.repo, target))
             }
-            FleetCommand::Bundle { out, name } => commands::fleet::bundle(&cli.repo, &out, &name),
+            FleetCommand::Bundle { out, name, signing } => commands::fleet::bundle(
+                &cli.repo,
+                &out,
+                &name,
+                signing.signing_key.as_deref(),
+                signing.allow_unsigned,
+            ),
         },
         Command::Agent(a) => commands::agent::run(commands::agent::Agent {
             repo: cli.repo,
@@ -399,7 +438,18 @@ pub fn main() -> i32 {
             once: a.once,
             statsd: a.statsd,
             state_dir: a.state_dir,
+            allowed_signers: a.allowed_signers,
         }),
+        Command::VerifyBundle {
+            file,
+            signature,
+            allowed_signers,
+            first_contact,
+        } => {
+            let sig = signature
+                .unwrap_or_else(|| PathBuf::from(crate::trust::sig_path(&file.to_string_lossy())));
+            crate::trust::verify_command(&file, &sig, &allowed_signers, first_contact)
+        }
         Command::Verify {
             roles,
             fqdn,

@@ -12,4 +12,5 @@ pub mod platform;
 pub mod policy;
 pub mod resource;
 pub mod testing;
+pub mod trust;
 pub mod verify;

@@ -1,18 +1,23 @@
 //! `kiln agent`: converges this host on an interval with a random splay, as
 //! chef-client does, from a repository directory or a published bundle (a
-//! file or an http:// URL, verified against its `.sha256`). A failed fetch
-//! keeps the last good bundle.
+//! file or an http(s):// URL). A bundle is trusted for its signature
+//! (`.sig`, checked against the allowed_signers file), not for where it came
+//! from; its `.sha256` only names it. A failed fetch or a refused bundle
+//! keeps the last good bundle, whose signature is checked again each run so
+//! that a revoked key stops counting.
 
 use std::hash::{BuildHasher, Hasher};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::fleet::bundle::{sha256_hex, unpack, write_atomic};
+use crate::fleet::bundle::{unpack, write_atomic};
+use crate::trust::{AllowedSigners, sig_path};
 
 pub struct Agent {
     pub repo: PathBuf,
@@ -24,6 +29,8 @@ pub struct Agent {
     pub once: bool,
     pub statsd: Option<String>,
     pub state_dir: PathBuf,
+    /// The OpenSSH allowed_signers file bundles are verified against.
+    pub allowed_signers: PathBuf,
 }
 
 /// What the agent remembers between runs and restarts.
@@ -80,13 +87,6 @@ pub fn run(a: Agent) -> Result<i32, Error> {
     let interval =
         parse_duration(&a.interval).map_err(|e| Error::Usage(format!("--interval {e}")))?;
     let splay = parse_duration(&a.splay).map_err(|e| Error::Usage(format!("--splay {e}")))?;
-    if let Some(s) = &a.source
-        && s.starts_with("https://")
-    {
-        return Err(Error::Usage(format!(
-            "--source {s}: this kiln fetches plain http:// only (the bundle is verified by its sha256); serve it over http, or give a file path"
-        )));
-    }
     let io = |context: String| move |source| Error::Io { context, source };
     std::fs::create_dir_all(&a.state_dir)
         .map_err(io(format!("creating {}", a.state_dir.display())))?;
@@ -166,7 +166,7 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
     let repo = match &a.source {
         None => a.repo.clone(),
         Some(s) if Path::new(s).is_dir() => PathBuf::from(s),
-        Some(s) => match fetch(s, &a.state_dir) {
+        Some(s) => match fetch(s, &a.state_dir, &a.allowed_signers) {
             Ok(sha) => {
                 if state.current.as_deref() != Some(&sha) {
                     log(&format!("new bundle {sha}"));
@@ -176,16 +176,28 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
             }
             Err(e) => {
                 metric(statsd, "kiln.agent.fetch_failed:1|c");
-                match &state.current {
-                    Some(sha) if a.state_dir.join("bundles").join(sha).is_dir() => {
+                let last_good = state.current.as_ref().filter(|sha| {
+                    a.state_dir.join("bundles").join(sha).is_dir()
+                        && match reverify(&a.state_dir, sha, &a.allowed_signers) {
+                            Ok(_) => true,
+                            Err(e) => {
+                                log(&format!(
+                                    "the last good bundle {sha} is no longer trusted: {e}"
+                                ));
+                                false
+                            }
+                        }
+                });
+                match last_good {
+                    Some(sha) => {
                         log(&format!(
                             "fetching {s} failed ({e}); converging with the last good bundle {sha}"
                         ));
                         a.state_dir.join("bundles").join(sha)
                     }
-                    _ => {
+                    None => {
                         log(&format!(
-                            "fetching {s} failed ({e}) and no bundle was ever fetched; not converging"
+                            "fetching {s} failed ({e}) and there is no trusted earlier bundle; not converging"
                         ));
                         metric(statsd, "kiln.agent.failed:1|g");
                         return false;
@@ -195,6 +207,11 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
         },
     };
     let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("kiln"));
+    if let Err(e) = check_pushed_binary(&exe) {
+        log(&format!("not converging: {e}"));
+        metric(statsd, "kiln.agent.failed:1|g");
+        return false;
+    }
     let mut c = Command::new(exe);
     c.arg("--repo").arg(&repo).arg("converge").arg("--json");
     for r in &state.roles {
@@ -267,31 +284,148 @@ fn metric(sock: Option<&std::net::UdpSocket>, payload: &str) {
     }
 }
 
-/// Reads a bundle and its published sha256 from a path or http:// URL,
-/// verifies it, and unpacks it under `state/bundles/<sha>`. Returns the sha.
-fn fetch(source: &str, state: &Path) -> Result<String, String> {
-    let get = |what: &str| -> Result<Vec<u8>, String> {
-        if what.starts_with("http://") {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(60)))
-                .build()
-                .into();
-            let mut resp = agent
-                .get(what)
-                .call()
-                .map_err(|e| format!("GET {what}: {e}"))?;
-            let mut body = Vec::new();
-            resp.body_mut()
-                .as_reader()
-                .take(1 << 30)
-                .read_to_end(&mut body)
-                .map_err(|e| format!("GET {what}: {e}"))?;
-            Ok(body)
-        } else {
-            std::fs::read(what).map_err(|e| format!("reading {what}: {e}"))
-        }
+/// A kiln binary the fleet pushed is named `kiln.SHA256`: it is run again
+/// (for each converge) only while it still has that hash.
+fn check_pushed_binary(exe: &Path) -> Result<(), String> {
+    let Some(want) = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("kiln."))
+        .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    else {
+        return Ok(());
     };
-    let published = get(&format!("{source}.sha256"))?;
+    let got = crate::fleet::bundle::sha256_file(exe)
+        .map_err(|e| format!("cannot hash {}: {e}", exe.display()))?;
+    if got != want {
+        return Err(format!(
+            "{} has sha256 {got}, not the {want} it was pushed with: altered on this host, not run",
+            exe.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Bundles larger than this are refused while downloading: more than a
+/// signature is checked over.
+const MAX_BUNDLE: u64 = crate::trust::MAX_SIGNED;
+
+/// An http(s) client; for https, rustls with the system's root certificates
+/// (which honours SSL_CERT_FILE and SSL_CERT_DIR). Plain http needs none.
+fn http_agent(https: bool) -> Result<ureq::Agent, String> {
+    let config = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(300)));
+    if !https {
+        return Ok(config.build().into());
+    }
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    static ROOTS: std::sync::OnceLock<Result<Arc<Vec<Certificate<'static>>>, String>> =
+        std::sync::OnceLock::new();
+    let roots = ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let certs: Vec<Certificate<'static>> = found
+                .certs
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                .collect();
+            if certs.is_empty() {
+                return Err(format!(
+                    "no root certificates found on this system ({}); install ca-certificates or set SSL_CERT_FILE",
+                    found
+                        .errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+            }
+            Ok(Arc::new(certs))
+        })
+        .clone()?;
+    Ok(config
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::Specific(roots))
+                .build(),
+        )
+        .build()
+        .into())
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Opens a path or URL for reading.
+fn open(what: &str) -> Result<Box<dyn Read>, String> {
+    if is_url(what) {
+        let resp = http_agent(what.starts_with("https://"))?
+            .get(what)
+            .call()
+            .map_err(|e| format!("GET {what}: {e}"))?;
+        Ok(Box::new(resp.into_body().into_reader()))
+    } else {
+        Ok(Box::new(
+            std::fs::File::open(what).map_err(|e| format!("reading {what}: {e}"))?,
+        ))
+    }
+}
+
+/// A small published file (the .sha256 or the .sig), whole.
+fn get_small(what: &str) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    open(what)?
+        .take(64 << 10)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("reading {what}: {e}"))?;
+    Ok(body)
+}
+
+/// Streams `what` to `dest` (at most [`MAX_BUNDLE`]), returning its sha256.
+fn download(what: &str, dest: &Path) -> Result<String, String> {
+    use sha2::{Digest, Sha256};
+    let mut r = open(what)?.take(MAX_BUNDLE + 1);
+    let mut f =
+        std::fs::File::create(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| format!("reading {what}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > MAX_BUNDLE {
+            return Err(format!("{what}: larger than {MAX_BUNDLE} bytes"));
+        }
+        h.update(&buf[..n]);
+        f.write_all(&buf[..n])
+            .map_err(|e| format!("writing {}: {e}", dest.display()))?;
+    }
+    f.sync_all()
+        .map_err(|e| format!("writing {}: {e}", dest.display()))?;
+    Ok(crate::fleet::bundle::hex(&h.finalize()))
+}
+
+/// Checks a kept bundle's signature against the allowed signers as they are
+/// now. Returns the signer.
+fn reverify(state: &Path, sha: &str, allowed: &Path) -> Result<String, String> {
+    let tar = state.join("bundles").join(format!("{sha}.tar"));
+    let signers = AllowedSigners::load(allowed).map_err(|e| e.to_string())?;
+    signers
+        .verify_file(&tar, Path::new(&sig_path(&tar.to_string_lossy())))
+        .map_err(|e| e.to_string())
+}
+
+/// Fetches a bundle, its published sha256 and its signature from a path or
+/// http(s):// URL, streams it to disk, verifies the hash and the signature
+/// against the allowed signers, and only then unpacks it under
+/// `state/bundles/<sha>`. Returns the sha.
+fn fetch(source: &str, state: &Path, allowed: &Path) -> Result<String, String> {
+    let published = get_small(&format!("{source}.sha256"))?;
     let want = String::from_utf8_lossy(&published)
         .split_whitespace()
         .next()
@@ -303,19 +437,43 @@ fn fetch(source: &str, state: &Path) -> Result<String, String> {
     let dir = state.join("bundles");
     let unpacked = dir.join(&want);
     if unpacked.is_dir() {
-        return Ok(want); // already have it: nothing to download
-    }
-    let bytes = get(source)?;
-    let got = sha256_hex(&bytes);
-    if got != want {
-        return Err(format!(
-            "{source}: sha256 {got} does not match the published {want}"
-        ));
+        // Already have it: nothing to download, but its signature must
+        // still count (a signer removed since is refused).
+        reverify(state, &want, allowed)?;
+        return Ok(want);
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let tar = dir.join(format!("{want}.tar"));
-    write_atomic(&tar, &bytes).map_err(|e| format!("writing {}: {e}", tar.display()))?;
-    unpack(&tar, &unpacked)?;
+    let part = dir.join(format!("{want}.tar.part.{}", std::process::id()));
+    let part_sig = PathBuf::from(sig_path(&part.to_string_lossy()));
+    let result = (|| {
+        let got = download(source, &part)?;
+        if got != want {
+            return Err(format!(
+                "{source}: sha256 {got} does not match the published {want}"
+            ));
+        }
+        let sig = get_small(&sig_path(source)).map_err(|e| {
+            format!(
+                "{source}: unsigned (no signature at {}: {e}); refused",
+                sig_path(source)
+            )
+        })?;
+        std::fs::write(&part_sig, &sig)
+            .map_err(|e| format!("writing {}: {e}", part_sig.display()))?;
+        let who = AllowedSigners::load(allowed)
+            .and_then(|s| s.verify_file(&part, &part_sig))
+            // Name what was fetched, not the temporary file.
+            .map_err(|e| e.to_string().replace(&part.display().to_string(), source))?;
+        log(&format!("{source}: bundle {want} signed by {who}"));
+        let tar = dir.join(format!("{want}.tar"));
+        std::fs::rename(&part_sig, sig_path(&tar.to_string_lossy()))
+            .and_then(|_| std::fs::rename(&part, &tar))
+            .map_err(|e| format!("keeping {}: {e}", tar.display()))?;
+        unpack(&tar, &unpacked)
+    })();
+    let _ = std::fs::remove_file(&part);
+    let _ = std::fs::remove_file(&part_sig);
+    result?;
     // Keep the five newest bundles.
     let mut old: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
         .into_iter()
@@ -329,6 +487,7 @@ fn fetch(source: &str, state: &Path) -> Result<String, String> {
     for (_, p) in &old[..excess] {
         let _ = std::fs::remove_dir_all(p);
         let _ = std::fs::remove_file(p.with_extension("tar"));
+        let _ = std::fs::remove_file(p.with_extension("tar.sig"));
     }
     Ok(want)
 }

@@ -31,6 +31,28 @@ pub struct FleetConverge {
     pub parallel: usize,
     pub max_fail: usize,
     pub why_run: bool,
+    /// `--signing-key`, else the inventory's `signing_key`.
+    pub signing_key: Option<PathBuf>,
+    /// `--allow-unsigned`: push without a signature, on purpose.
+    pub allow_unsigned: bool,
+}
+
+/// The key that signs what goes out, or none when the operator said
+/// `--allow-unsigned`; with neither, nothing is pushed unsigned by default.
+fn signing_key(
+    key: Option<&Path>,
+    allow_unsigned: bool,
+) -> Result<Option<crate::trust::SigningKey>, Error> {
+    match key {
+        Some(k) => Ok(Some(crate::trust::SigningKey::load(k)?)),
+        None if allow_unsigned => Ok(None),
+        None => Err(Error::Usage(
+            "refusing to publish an unsigned bundle: hosts verify bundles against /etc/kiln/allowed_signers. \
+             Pass --signing-key FILE (an ed25519 key: ssh-keygen -t ed25519), or set signing_key = \"FILE\" in the inventory; \
+             --allow-unsigned sends it unsigned on purpose"
+                .into(),
+        )),
+    }
 }
 
 /// The policy must pass `kiln check` before it goes anywhere.
@@ -121,16 +143,23 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
     let (inv, hosts) = select(&c.common, &repo)?;
     // The bundle's policy must compile at all before it goes anywhere.
     check_policy(&repo)?;
+    let key = signing_key(
+        c.signing_key.as_deref().or(inv.signing_key.as_deref()),
+        c.allow_unsigned,
+    )?;
+    let transport =
+        Transport::for_inventory(&inv, c.common.accept_new_host_keys).map_err(Error::Usage)?;
     let bundle = Bundle::build(&c.common.repo)?;
+    let bundle_sig = key.as_ref().map(|k| k.sign(&bundle.bytes)).transpose()?;
     let (binary_path, binary_sha) = self_binary()?;
     let payload = Payload {
         bundle: Arc::new(bundle.bytes),
         bundle_sha: bundle.sha256.clone(),
+        bundle_sig,
         binary_path,
         binary_sha: binary_sha.clone(),
         binary: OnceLock::new(),
     };
-    let transport = Transport::for_inventory(&inv, c.common.accept_new_host_keys);
     let opts = rollout::Options {
         canary: c.canary,
         batch,
@@ -152,10 +181,14 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
     };
     if !json {
         say(format!(
-            "kiln fleet: {} host(s), bundle {} ({} files), kiln {}{}",
+            "kiln fleet: {} host(s), bundle {} ({} files, {}), kiln {}{}",
             hosts.len(),
             &bundle.sha256[..12],
             bundle.files,
+            match &key {
+                Some(k) => format!("signed by {}", k.fingerprint()),
+                None => "UNSIGNED (--allow-unsigned)".into(),
+            },
             &binary_sha[..12],
             if c.why_run { ", why-run" } else { "" }
         ));
@@ -366,7 +399,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
 pub fn status(c: Common) -> Result<i32, Error> {
     let repo = Repository::open(&c.repo)?;
     let (inv, hosts) = select(&c, &repo)?;
-    let transport = Transport::for_inventory(&inv, c.accept_new_host_keys);
+    let transport = Transport::for_inventory(&inv, c.accept_new_host_keys).map_err(Error::Usage)?;
     let st = status::collect(&hosts, &transport);
     let mut out = std::io::stdout().lock();
     if c.json {
@@ -384,11 +417,43 @@ pub fn status(c: Common) -> Result<i32, Error> {
     )
 }
 
-/// `kiln fleet bundle --out DIR`: writes the bundle for agents to fetch.
-pub fn bundle(repo: &Path, out: &Path, name: &str) -> Result<i32, Error> {
+/// `kiln fleet bundle --out DIR`: writes the bundle for agents to fetch,
+/// with its signature (`NAME.sig`, `SHA.tar.sig`).
+pub fn bundle(
+    repo: &Path,
+    out: &Path,
+    name: &str,
+    key: Option<&Path>,
+    allow_unsigned: bool,
+) -> Result<i32, Error> {
+    let key = signing_key(key, allow_unsigned)?;
     check_policy(&Repository::open(repo)?)?;
     let b = Bundle::build(repo)?;
+    let sig = key.as_ref().map(|k| k.sign(&b.bytes)).transpose()?;
+    if let Some(sig) = &sig {
+        // Before the bundle: an agent that sees the new bundle finds its
+        // signature (an old signature beside a new bundle is refused, and
+        // the agent retries next run).
+        for f in [format!("{}.tar", b.sha256), name.to_string()] {
+            let p = out.join(crate::trust::sig_path(&f));
+            std::fs::create_dir_all(out)
+                .and_then(|_| crate::fleet::bundle::write_atomic(&p, sig.as_bytes()))
+                .map_err(|source| Error::Io {
+                    context: format!("writing {}", p.display()),
+                    source,
+                })?;
+        }
+    }
     let path = b.publish(out, name)?;
-    println!("{}  {} ({} files)", b.sha256, path.display(), b.files);
+    println!(
+        "{}  {} ({} files, {})",
+        b.sha256,
+        path.display(),
+        b.files,
+        match &key {
+            Some(k) => format!("signed by {}", k.fingerprint()),
+            None => "unsigned".into(),
+        }
+    );
     Ok(0)
 }

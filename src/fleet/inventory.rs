@@ -35,6 +35,9 @@ pub struct Inventory {
     /// Extra `-o Key=Value` options for ssh (`ssh_options = [...]`), e.g.
     /// `ProxyJump=bastion` or `KexAlgorithms=curve25519-sha256`.
     pub ssh_options: Vec<String>,
+    /// The ed25519 key `kiln fleet converge` signs bundles with
+    /// (`signing_key = "..."`), if any.
+    pub signing_key: Option<PathBuf>,
     /// Hosts in file order.
     pub hosts: Vec<Host>,
 }
@@ -55,7 +58,8 @@ struct Settings {
 struct RawInventory {
     known_hosts: Option<toml::Spanned<String>>,
     identity: Option<String>,
-    ssh_options: Option<toml::Spanned<Vec<String>>>,
+    ssh_options: Option<Vec<toml::Spanned<String>>>,
+    signing_key: Option<String>,
     #[serde(default)]
     defaults: Settings,
     #[serde(default)]
@@ -78,7 +82,7 @@ impl Inventory {
     pub fn parse(text: &str, path: &Path) -> Result<Inventory, PolicyError> {
         let raw: RawInventory =
             toml::from_str(text).map_err(|e| PolicyError::toml(path, text, &e).fix(
-                "valid keys: known_hosts, identity, [defaults], [groups.NAME], [hosts.\"FQDN\"] with address, port, user, roles, canary, group",
+                "valid keys: known_hosts, identity, ssh_options, signing_key, [defaults], [groups.NAME], [hosts.\"FQDN\"] with address, port, user, roles, canary, group",
             ))?;
         let err = |offset: usize, msg: String, fix: &str| {
             let (line, col) = line_col(text, offset);
@@ -97,35 +101,20 @@ impl Inventory {
                     .fix("add known_hosts = \"PATH\" (relative to the inventory); kiln never turns host key checking off"));
             }
         };
-        let ssh_options = raw
-            .ssh_options
-            .clone()
-            .unwrap_or_else(|| toml::Spanned::new(0..0, vec![]));
-        for o in ssh_options.get_ref() {
-            let key = o
-                .split('=')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            let bad = !o.contains('=')
-                || key.is_empty()
-                || [
-                    "stricthostkeychecking",
-                    "userknownhostsfile",
-                    "globalknownhostsfile",
-                    "controlpath",
-                    "controlmaster",
-                    "batchmode",
-                ]
-                .contains(&key.as_str());
-            if bad {
-                return Err(err(
-                    ssh_options.span().start,
-                    format!("ssh_options: {o:?} is not an option kiln lets the inventory set"),
-                    "give Key=Value options (ProxyJump=..., KexAlgorithms=...); host key checking, known_hosts, BatchMode and the control socket are kiln's",
-                ));
-            }
+        let mut ssh_options = Vec::new();
+        for o in raw.ssh_options.iter().flatten() {
+            check_ssh_option(o.get_ref()).map_err(|msg| {
+                err(
+                    o.span().start,
+                    format!("ssh_options: {msg}"),
+                    &format!(
+                        "use Key=Value with one of: {}; host key checking, known_hosts, \
+                         commands and the control socket are kiln's",
+                        SSH_OPTIONS_ALLOWED.join(", ")
+                    ),
+                )
+            })?;
+            ssh_options.push(o.get_ref().clone());
         }
         if raw.hosts.is_empty() {
             return Err(PolicyError::new("the inventory lists no hosts")
@@ -235,7 +224,8 @@ impl Inventory {
             file: path.to_path_buf(),
             known_hosts,
             identity: raw.identity.map(|i| dir.join(i)),
-            ssh_options: ssh_options.into_inner(),
+            ssh_options,
+            signing_key: raw.signing_key.map(|k| dir.join(k)),
             hosts,
         })
     }
@@ -260,6 +250,58 @@ impl Inventory {
         }
         Ok(())
     }
+}
+
+/// The ssh options an inventory may set: transport tuning only. Nothing
+/// that touches host key checking (StrictHostKeyChecking, *KnownHosts*,
+/// VerifyHostKeyDNS, ...), runs a command (ProxyCommand, LocalCommand,
+/// KnownHostsCommand, ...) or moves kiln's control socket is on it.
+pub const SSH_OPTIONS_ALLOWED: &[&str] = &[
+    "AddressFamily",
+    "BindAddress",
+    "BindInterface",
+    "CASignatureAlgorithms",
+    "Ciphers",
+    "Compression",
+    "ConnectionAttempts",
+    "ConnectTimeout",
+    "HostKeyAlgorithms",
+    "IPQoS",
+    "KexAlgorithms",
+    "MACs",
+    "ProxyJump",
+    "PubkeyAcceptedAlgorithms",
+    "RekeyLimit",
+    "ServerAliveCountMax",
+    "ServerAliveInterval",
+    "TCPKeepAlive",
+];
+
+/// `Key=Value` with a key on [`SSH_OPTIONS_ALLOWED`] (any case, as ssh
+/// reads it) and a value that ssh cannot take for another argument.
+fn check_ssh_option(o: &str) -> Result<(), String> {
+    let Some((key, value)) = o.split_once('=') else {
+        return Err(format!("{o:?} is not Key=Value"));
+    };
+    let key = key.trim();
+    let Some(_) = SSH_OPTIONS_ALLOWED
+        .iter()
+        .find(|a| a.eq_ignore_ascii_case(key))
+    else {
+        return Err(format!(
+            "{key} is not an option kiln lets the inventory set"
+        ));
+    };
+    let value = value.trim();
+    if value.is_empty()
+        || value.starts_with('-')
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\'')
+    {
+        return Err(format!("{key}: value {value:?} is not a plain value"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -324,5 +366,37 @@ roles = ["canary", "web"]
         let e =
             parse("known_hosts = \"k\"\n[hosts.a]\nroles=[\"x\"]\ngroup = \"db\"\n").unwrap_err();
         assert!(e.to_string().contains("no group"), "{e}");
+    }
+
+    #[test]
+    fn ssh_options_are_an_allowlist() {
+        let inv = parse(
+            "known_hosts = \"k\"\nssh_options = [\"ProxyJump=bastion\", \"kexalgorithms=curve25519-sha256\"]\n[hosts.a]\nroles=[\"x\"]\n",
+        )
+        .unwrap();
+        assert_eq!(inv.ssh_options.len(), 2);
+        for bad in [
+            "KnownHostsCommand=/bin/true",
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "ProxyCommand=nc %h %p",
+            "LocalCommand=id",
+            "PermitLocalCommand=yes",
+            "ControlPath=/tmp/x",
+            "ProxyJump=-oProxyCommand=x",
+        ] {
+            let text = format!(
+                "known_hosts = \"k\"\nssh_options = [\n  \"Ciphers=aes256-gcm@openssh.com\",\n  {bad:?},\n]\n[hosts.a]\nroles=[\"x\"]\n"
+            );
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, Some(4), "{bad}: {e}");
+            let key = bad.split('=').next().unwrap();
+            assert!(e.to_string().contains(key), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("ProxyJump, PubkeyAcceptedAlgorithms"),
+                "{e}"
+            );
+        }
     }
 }

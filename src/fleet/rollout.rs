@@ -17,11 +17,20 @@ pub const BIN_DIR: &str = "/var/lib/kiln/bin";
 pub const BUNDLE_DIR: &str = "/var/lib/kiln/bundles";
 /// Exit code of the upload script when the file's hash differs on the host.
 const HASH_MISMATCH: i32 = 97;
+/// Exit code of a host script when the kiln binary on the host no longer
+/// has the hash it was uploaded with: it is not run.
+const BINARY_ALTERED: i32 = 98;
+/// Exit code of the upload script when the host refuses the bundle's
+/// signature.
+const SIGNATURE_REFUSED: i32 = 96;
 
 /// What the hosts get.
 pub struct Payload {
     pub bundle: Arc<Vec<u8>>,
     pub bundle_sha: String,
+    /// The bundle's SSHSIG signature (armored); `None` only when the
+    /// operator pushes unsigned on purpose (`--allow-unsigned`).
+    pub bundle_sig: Option<String>,
     pub binary_path: std::path::PathBuf,
     pub binary_sha: String,
     /// Read on first need: most runs send it to no one.
@@ -383,6 +392,14 @@ fn ssh_failure(stage: &'static str, e: SshFailure) -> Failure {
     }
 }
 
+fn binary_altered(stderr: &str) -> Failure {
+    Failure {
+        stage: "converge",
+        kind: "kiln binary altered".into(),
+        reason: tail(stderr),
+    }
+}
+
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(6)..].join("\n")
@@ -431,10 +448,12 @@ fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
         "K={k}; R={r}; need=''; [ -x \"$K\" ] || need=\"$need binary\"; \
          {{ [ -f \"$R.tar\" ] && [ -d \"$R\" ]; }} || need=\"$need bundle\"; \
          if [ -n \"$need\" ]; then echo \"{NEED}$need\"; exit 0; fi; \
+         {check} \
          \"$K\" --repo \"$R\" verify --converge --json{why}{node}; rc=$?; ",
         k = q(&p.remote_kiln()),
         r = q(&p.remote_repo()),
         why = if why_run { " --why-run" } else { "" },
+        check = check_binary(p),
     );
     if !why_run {
         // What the host last converged to: the agent's default source and
@@ -461,6 +480,9 @@ fn steps(
     let mut out = t
         .run(host, &script, None)
         .map_err(|e| ssh_failure("converge", e))?;
+    if out.code == BINARY_ALTERED {
+        return Err(binary_altered(&out.stderr));
+    }
     // First contact with this kiln or this bundle: send what the host
     // lacks, verified by sha256 there, then run again.
     if let Some(need) = String::from_utf8_lossy(&out.stdout)
@@ -480,8 +502,11 @@ fn steps(
                 &bin,
                 &p.remote_kiln(),
                 &p.binary_sha,
-                "0755",
-                &prune(BIN_DIR, "kiln.", "", "kiln", 3),
+                Install {
+                    mode: "0755",
+                    verify: "",
+                    after: &prune(BIN_DIR, "kiln.", "", "kiln", 3),
+                },
             )?;
             o.sent_binary = true;
         }
@@ -498,14 +523,20 @@ fn steps(
                 &p.bundle,
                 &format!("{repo}.tar"),
                 &p.bundle_sha,
-                "0644",
-                &unpack,
+                Install {
+                    mode: "0644",
+                    verify: &check_signature(p),
+                    after: &unpack,
+                },
             )?;
             o.sent_bundle = true;
         }
         out = t
             .run(host, &script, None)
             .map_err(|e| ssh_failure("converge", e))?;
+        if out.code == BINARY_ALTERED {
+            return Err(binary_altered(&out.stderr));
+        }
         if out.stdout.starts_with(NEED.as_bytes()) {
             return Err(Failure {
                 stage: "upload",
@@ -592,6 +623,39 @@ fn steps(
     Ok(())
 }
 
+/// A remote script fragment that stops (exit [`BINARY_ALTERED`]) unless the
+/// kiln binary `$K` still has the hash it was uploaded with: a binary changed
+/// on the host after upload is never run.
+fn check_binary(p: &Payload) -> String {
+    format!(
+        "got=$(sha256sum < \"$K\" | cut -d' ' -f1); if [ \"$got\" != {sha} ]; then \
+         echo \"$K has sha256 $got, not {sha} as uploaded: altered on the host, not run\" >&2; \
+         exit {BINARY_ALTERED}; fi;",
+        sha = p.binary_sha,
+    )
+}
+
+/// A remote script fragment that verifies the uploaded bundle `$T` with the
+/// (just checked) kiln binary against the host's allowed_signers, before
+/// anything unpacks it. On a host with no allowed_signers yet, the bundle's
+/// own `kiln` cookbook copy is the start (first contact over a checked
+/// host key, as with `--accept-new-host-keys`).
+fn check_signature(p: &Payload) -> String {
+    match &p.bundle_sig {
+        None => String::new(),
+        Some(sig) => format!(
+            "K={k}; {check} printf '%s\\n' {sig} > \"$T.sig\"; \
+             if ! \"$K\" verify-bundle \"$T\" --signature \"$T.sig\" --allowed-signers {allowed} --first-contact >/dev/null; then \
+             rm -f \"$T\" \"$T.sig\"; exit {SIGNATURE_REFUSED}; fi; mv -f \"$T.sig\" {dest_sig}; ",
+            k = q(&p.remote_kiln()),
+            check = check_binary(p),
+            sig = q(sig.trim()),
+            allowed = q(crate::trust::ALLOWED_SIGNERS),
+            dest_sig = q(&format!("{}.tar.sig", p.remote_repo())),
+        ),
+    }
+}
+
 /// A remote script that keeps the `keep` newest `PREFIX*SUFFIX` files of
 /// `dir` (and for bundles their unpacked directories), never the one the
 /// `current` link points at. Runs only when something new arrives.
@@ -604,6 +668,16 @@ fn prune(dir: &str, prefix: &str, suffix: &str, current: &str, keep: usize) -> S
     )
 }
 
+/// How an uploaded file is installed on the host once its hash matched.
+struct Install<'a> {
+    mode: &'a str,
+    /// Shell run on the upload (`$T`) before it gets its name: refuses it
+    /// with a non-zero exit.
+    verify: &'a str,
+    /// Shell run after it got its name.
+    after: &'a str,
+}
+
 /// Streams `data` to `dest` on the host through a temporary name, checks
 /// its sha256 there, then runs `after`.
 fn upload(
@@ -612,9 +686,13 @@ fn upload(
     data: &[u8],
     dest: &str,
     sha: &str,
-    mode: &str,
-    after: &str,
+    install: Install,
 ) -> Result<(), Failure> {
+    let Install {
+        mode,
+        verify,
+        after,
+    } = install;
     let dir = std::path::Path::new(dest)
         .parent()
         .map(|p| p.display().to_string())
@@ -623,7 +701,7 @@ fn upload(
         "set -e; umask 022; mkdir -p {dir}; T={dest}.part.$$; cat > \"$T\"; \
          got=$(sha256sum \"$T\" | cut -d' ' -f1); \
          if [ \"$got\" != {sha} ]; then rm -f \"$T\"; echo \"sha256 on the host is $got, expected {sha}\" >&2; exit {HASH_MISMATCH}; fi; \
-         chmod {mode} \"$T\"; mv -f \"$T\" {dest}; {after}",
+         {verify}chmod {mode} \"$T\"; mv -f \"$T\" {dest}; {after}",
         dir = q(&dir),
         dest = q(dest),
         after = if after.is_empty() { ":" } else { after },
@@ -633,6 +711,12 @@ fn upload(
         .map_err(|e| ssh_failure("upload", e))?;
     match out.code {
         0 => Ok(()),
+        BINARY_ALTERED => Err(binary_altered(&out.stderr)),
+        SIGNATURE_REFUSED => Err(Failure {
+            stage: "upload",
+            kind: "bundle signature refused".into(),
+            reason: format!("{dest}: {}", tail(&out.stderr)),
+        }),
         HASH_MISMATCH => Err(Failure {
             stage: "upload",
             kind: if dest.ends_with(".tar") {

@@ -70,12 +70,13 @@ pub struct Remote {
 }
 
 impl Transport {
-    pub fn for_inventory(inv: &Inventory, accept_new: bool) -> Transport {
-        Transport {
+    /// Fails when the control directory is not private to this user.
+    pub fn for_inventory(inv: &Inventory, accept_new: bool) -> Result<Transport, String> {
+        Ok(Transport {
             known_hosts: absolute(&inv.known_hosts),
             identity: inv.identity.as_deref().map(absolute),
             accept_new,
-            control_dir: control_dir(),
+            control_dir: control_dir()?,
             options: inv.ssh_options.clone(),
             connect_timeout: Duration::from_secs(
                 std::env::var("KILN_SSH_CONNECT_TIMEOUT")
@@ -83,7 +84,7 @@ impl Transport {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(10),
             ),
-        }
+        })
     }
 
     fn base(&self, host: &Host) -> Command {
@@ -251,21 +252,65 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// Where master sockets live: short (sockets paths are limited to ~100
-/// bytes) and private.
-fn control_dir() -> PathBuf {
+/// Where master sockets live: short (socket paths are limited to ~100
+/// bytes) and private. A master socket logs in as root on every host
+/// without a key, so a directory someone else made (say, in /tmp before us)
+/// is refused, not used.
+fn control_dir() -> Result<PathBuf, String> {
     let dir = std::env::var_os("KILN_SSH_CONTROL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let uid = unsafe { libc::getuid() };
             PathBuf::from(format!("/tmp/kiln-ssh-{uid}"))
         });
-    let _ = std::fs::create_dir_all(&dir);
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Creates `dir` mode 0700, or checks that the existing one is a directory
+/// (not a link) owned by this user, and tightens its mode to 0700.
+pub fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let me = unsafe { libc::geteuid() };
+    let fix = "remove it (if it is not yours, find out who made it), or set KILN_SSH_CONTROL_DIR to a directory of your own";
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::create_dir_all(parent);
     }
-    dir
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot create the ssh control directory {}: {e}",
+                dir.display()
+            ));
+        }
+    }
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("the ssh control directory {}: {e}", dir.display()))?;
+    if !m.file_type().is_dir() {
+        return Err(format!(
+            "the ssh control directory {} is not a directory (a link or a file); {fix}",
+            dir.display()
+        ));
+    }
+    if m.uid() != me {
+        return Err(format!(
+            "the ssh control directory {} is owned by uid {}, not by you (uid {me}): \
+             whoever owns it could use kiln's ssh connections; {fix}",
+            dir.display(),
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            format!(
+                "cannot make the ssh control directory {} private (0700): {e}",
+                dir.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Quotes for the remote shell.

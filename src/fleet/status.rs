@@ -80,11 +80,16 @@ pub struct Status {
 }
 
 const SEP: &str = "--kiln-fingerprint--";
+/// The host's kiln binary (named `kiln.SHA256`) no longer has its hash.
+const ALTERED: &str = "kiln-binary-altered:";
 
 pub fn collect(hosts: &[Host], t: &Transport) -> Status {
     let script = format!(
         "cat /var/lib/kiln/last_run.json 2>/dev/null; echo; echo {SEP}; \
-         K={BIN_DIR}/kiln; if [ -x $K ] && $K fingerprint --help >/dev/null 2>&1; then cd / && $K fingerprint --json 2>&1; fi; exit 0"
+         K=$(readlink -f {BIN_DIR}/kiln); case \"${{K##*/}}\" in kiln.*) S=${{K##*/kiln.}};; *) S=;; esac; \
+         if [ -x \"$K\" ] && [ -n \"$S\" ] && [ \"$(sha256sum < \"$K\" | cut -d' ' -f1)\" != \"$S\" ]; then \
+         echo \"{ALTERED} $K does not have the sha256 it was pushed with: altered on the host, not run\"; \
+         elif [ -x \"$K\" ] && \"$K\" fingerprint --help >/dev/null 2>&1; then cd / && \"$K\" fingerprint --json 2>&1; fi; exit 0"
     );
     let results: Vec<Mutex<Option<HostStatus>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
     let next = Mutex::new(0usize);
@@ -133,7 +138,9 @@ fn one(h: &Host, t: &Transport, script: &str) -> HostStatus {
                     Err(e) => st.error = Some(format!("last_run.json: {e}")),
                 }
             }
-            if let Ok(f) = serde_json::from_str::<Fingerprint>(fp.trim()) {
+            if let Some(why) = fp.trim().strip_prefix(ALTERED) {
+                st.error = Some(format!("kiln binary altered: {}", why.trim()));
+            } else if let Ok(f) = serde_json::from_str::<Fingerprint>(fp.trim()) {
                 st.fingerprint = Some(f.fingerprint);
                 st.parts = f.parts;
             }

@@ -22,6 +22,8 @@ struct Server {
     port: u16,
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     failing: Arc<AtomicBool>,
+    /// The key bundles are signed with (signing_key, signing_key.pub).
+    keys: tempfile::TempDir,
 }
 
 impl Server {
@@ -67,10 +69,18 @@ impl Server {
                 let _ = c.write_all(&resp);
             }
         });
+        let keys = tempfile::tempdir().unwrap();
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops", "-f"])
+            .arg(keys.path().join("signing_key"))
+            .status()
+            .unwrap();
+        assert!(st.success());
         Server {
             port,
             files,
             failing,
+            keys,
         }
     }
 
@@ -81,15 +91,23 @@ impl Server {
             .repo(repo)
             .args(["fleet", "bundle", "--out"])
             .arg(out.path())
+            .arg("--signing-key")
+            .arg(self.keys.path().join("signing_key"))
             .run()
             .success();
         let mut files = self.files.lock().unwrap();
-        for name in ["bundle.tar", "bundle.tar.sha256"] {
+        for name in ["bundle.tar", "bundle.tar.sha256", "bundle.tar.sig"] {
             files.insert(
                 format!("/{name}"),
                 std::fs::read(out.path().join(name)).unwrap(),
             );
         }
+    }
+
+    /// An allowed_signers file that trusts the signing key.
+    fn allowed_signers(&self) -> String {
+        let public = std::fs::read_to_string(self.keys.path().join("signing_key.pub")).unwrap();
+        format!("ops {public}")
     }
 
     fn url(&self) -> String {
@@ -152,6 +170,12 @@ fn agent_converges_from_a_url_keeps_the_last_good_bundle_and_picks_up_a_new_one(
         .install_into(root.path());
     std::fs::copy(kiln_binary(), root.path().join("usr/local/bin/kiln")).unwrap();
     let server = Server::start();
+    std::fs::create_dir_all(root.path().join("etc/kiln")).unwrap();
+    std::fs::write(
+        root.path().join("etc/kiln/allowed_signers"),
+        server.allowed_signers(),
+    )
+    .unwrap();
     let repo = policy("1.0-1");
     server.publish(&repo);
     let statsd = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -286,14 +310,6 @@ fn agent_converges_from_a_url_keeps_the_last_good_bundle_and_picks_up_a_new_one(
 
 #[test]
 fn agent_refuses_bad_sources_and_durations() {
-    kiln()
-        .args([
-            "agent", "--once", "--splay", "0", "--role", "web", "--source",
-        ])
-        .arg("https://example.com/bundle.tar")
-        .run()
-        .failure()
-        .stderr_contains("plain http://");
     kiln()
         .args(["agent", "--once", "--interval", "5parsecs"])
         .run()

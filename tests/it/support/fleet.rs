@@ -216,6 +216,14 @@ impl Fleet {
         let key = dir.path().join("id_ed25519");
         keygen(&key, "kiln-fleet-test");
         let pubkey = fs::read_to_string(key.with_extension("pub")).unwrap();
+        // Bundles are signed (the inventory's signing_key) and every host
+        // trusts that key, as the kiln cookbook would have set it up.
+        let signing = dir.path().join("signing_key");
+        keygen(&signing, "ops@kiln-fleet-test");
+        let allowed = format!(
+            "ops@kiln-fleet-test {}",
+            fs::read_to_string(signing.with_extension("pub")).unwrap()
+        );
         let prefix = next_prefix();
         let mut hosts = Vec::new();
         let mut known = String::new();
@@ -240,6 +248,8 @@ impl Fleet {
             fs::write(ssh.join("authorized_keys"), &pubkey).unwrap();
             fs::create_dir_all(r.join("run/sshd")).unwrap();
             fs::write(r.join("etc/hostname"), format!("{}\n", s.fqdn)).unwrap();
+            fs::create_dir_all(r.join("etc/kiln")).unwrap();
+            fs::write(r.join("etc/kiln/allowed_signers"), &allowed).unwrap();
             prepare(r);
             hosts.push(TestHost {
                 fqdn: s.fqdn,
@@ -258,7 +268,7 @@ impl Fleet {
 
     pub fn write_inventory(&self) {
         let mut inv = String::from(
-            "# made by the test\nknown_hosts = \"known_hosts\"\nidentity = \"id_ed25519\"\n\n[defaults]\nuser = \"root\"\n",
+            "# made by the test\nknown_hosts = \"known_hosts\"\nidentity = \"id_ed25519\"\nsigning_key = \"signing_key\"\n\n[defaults]\nuser = \"root\"\n",
         );
         for h in &self.hosts {
             inv.push_str(&format!(
