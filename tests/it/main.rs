@@ -20,4 +20,5 @@ mod packages;
 mod packages_debian;
 mod policy;
 mod siblings;
+mod signed;
 mod stack;

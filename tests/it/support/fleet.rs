@@ -125,6 +125,23 @@ impl TestHost {
         self.sshd.as_ref().map(Child::id)
     }
 
+    /// Runs a shell command inside the root (chroot), for checks and for
+    /// changes "by hand".
+    pub fn sh(&self, script: &str) -> String {
+        let out = Command::new("chroot")
+            .arg(self.path())
+            .args(["sh", "-c", script])
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The installed version of a package, per dpkg.
     pub fn version(&self, package: &str) -> Option<String> {
         let status = fs::read_to_string(self.path().join("var/lib/dpkg/status")).unwrap();

@@ -6,15 +6,13 @@
 //! trust; the ssh transport refuses a foreign control directory and
 //! ssh_options that touch host key checking.
 
-mod support;
-
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::fleet::{Fleet, HostRoot, kiln_binary, spec};
-use support::*;
+use crate::support::fleet::{Fleet, HostRoot, kiln_binary, spec};
+use crate::support::*;
 
 fn keygen(path: &Path, comment: &str) -> String {
     let st = Command::new("ssh-keygen")
