@@ -15,6 +15,7 @@ mod fleet;
 mod harness;
 mod interrupt;
 mod kiln_test;
+mod mirror;
 mod outdated;
 mod packages;
 mod packages_debian;

@@ -544,3 +544,93 @@ pub fn archive_pair(root: impl AsRef<Path>, candidates: &[&str]) -> (String, Str
          add a package that does to this test's candidates"
     );
 }
+
+// ---------------------------------------------------------------------------
+// A static file server on loopback
+// ---------------------------------------------------------------------------
+
+/// Serves the files below a directory over HTTP on 127.0.0.1 (GET and
+/// HEAD, 404 otherwise), as any web server would publish an apt repository.
+/// Stopped when dropped.
+pub struct StaticServer {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StaticServer {
+    pub fn serve(dir: &Path) -> StaticServer {
+        use std::io::{BufRead, BufReader};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, flag) = (dir.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut request = String::new();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut header = String::new();
+                    match reader.read_line(&mut header) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if header == "\r\n" || header == "\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let mut words = request.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
+                let relative = path.trim_start_matches('/');
+                let file = (!relative.split('/').any(|c| c == ".."))
+                    .then(|| dir.join(relative))
+                    .filter(|p| p.is_file())
+                    .and_then(|p| fs::read(p).ok());
+                let _ = match file {
+                    Some(body) => {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        conn.write_all(head.as_bytes()).and_then(|_| {
+                            if method == "HEAD" {
+                                Ok(())
+                            } else {
+                                conn.write_all(&body)
+                            }
+                        })
+                    }
+                    None => conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                };
+            }
+        });
+        StaticServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
