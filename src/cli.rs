@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
+use crate::engine::Converge;
 use crate::error::Error;
 
 #[derive(Parser)]
@@ -263,12 +264,8 @@ pub fn main() -> i32 {
     let mut cli = Cli::parse();
     cli.repo = default_repo(cli.repo);
     let result = match cli.command {
-        Command::Converge(a) => {
-            let lock_timeout = std::env::var("KILN_LOCK_TIMEOUT")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .map_or(Duration::from_secs(60), Duration::from_secs);
-            commands::converge::run(commands::converge::Converge {
+        Command::Converge(a) => commands::converge::run(
+            &Converge {
                 repo: cli.repo,
                 roles: a.roles,
                 run_list: a.run_list,
@@ -277,11 +274,11 @@ pub fn main() -> i32 {
                 size: a.size,
                 root: a.root,
                 why_run: a.why_run,
-                json: a.json,
-                detailed_exitcodes: a.detailed_exitcodes,
-                lock_timeout,
-            })
-        }
+                lock_timeout: lock_timeout(),
+            },
+            a.json,
+            a.detailed_exitcodes,
+        ),
         Command::Check => commands::check::run(&cli.repo),
         Command::Test(t) => commands::test::run(commands::test::TestArgs {
             repo: cli.repo,
@@ -363,6 +360,7 @@ pub fn main() -> i32 {
             json,
             converge,
             why_run,
+            lock_timeout: lock_timeout(),
         }),
         Command::Whitelist(w) => match w {
             WhitelistCommand::Explain { fqdn, roles, json } => {
@@ -388,6 +386,14 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// How long a converge waits for another run's lock (`KILN_LOCK_TIMEOUT`, seconds).
+fn lock_timeout() -> Duration {
+    std::env::var("KILN_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(crate::engine::DEFAULT_LOCK_TIMEOUT, Duration::from_secs)
 }
 
 fn fleet_common(repo: PathBuf, t: FleetTarget) -> commands::fleet::Common {

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{LAST_RUN, Report, Status};
 use crate::error::Error;
 use crate::fleet::bundle::{sha256_hex, unpack, write_atomic};
+use crate::platform::target::Target;
 
 pub struct Agent {
     pub repo: PathBuf,
@@ -105,27 +107,18 @@ pub fn run(a: Agent) -> Result<i32, Error> {
         // The roles and fqdn of this host's last run (a fleet push, say).
         // Its roles are the expanded list; converging them all applies each
         // recipe once, at its first position, as the top role did.
-        let last: Option<serde_json::Value> = std::fs::read("/var/lib/kiln/last_run.json")
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if let Some(last) = last {
-            state.roles = last["roles"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.as_str().map(String::from))
-                .collect();
+        if let Ok(Some(last)) = Report::load_last(&Target::host()) {
+            state.roles = last.roles;
             if state.fqdn.is_none() {
-                state.fqdn = last["fqdn"].as_str().map(String::from);
+                state.fqdn = Some(last.fqdn).filter(|f| !f.is_empty());
             }
-            state.size = last["size"].as_str().map(String::from);
+            state.size = last.size;
         }
     }
     if state.roles.is_empty() {
-        return Err(Error::Usage(
-            "kiln agent: this host's roles are unknown (no --role, and no earlier run in /var/lib/kiln/last_run.json): pass --role R (remembered for later runs)"
-                .into(),
-        ));
+        return Err(Error::Usage(format!(
+            "kiln agent: this host's roles are unknown (no --role, and no earlier run in {LAST_RUN}): pass --role R (remembered for later runs)"
+        )));
     }
     let statsd = match &a.statsd {
         None => None,
@@ -214,13 +207,9 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
         }
     };
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    let report: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+    let report = Report::parse(&String::from_utf8_lossy(&out.stdout)).ok();
     let (updated, failed, success) = match &report {
-        Some(r) => (
-            r["updated"].as_u64().unwrap_or(0),
-            r["failed"].as_u64().unwrap_or(0),
-            r["success"].as_bool().unwrap_or(false),
-        ),
+        Some(r) => (r.updated, r.failed, r.success),
         None => (0, 1, false),
     };
     if success {
@@ -231,17 +220,10 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
         // The failed resources' own errors, else what kiln printed.
         let mut why: Vec<String> = report
             .as_ref()
-            .and_then(|r| r["resources"].as_array())
             .into_iter()
-            .flatten()
-            .filter(|e| e["status"] == "failed")
-            .map(|e| {
-                format!(
-                    "{}: {}",
-                    e["resource"].as_str().unwrap_or("?"),
-                    e["error"].as_str().unwrap_or("")
-                )
-            })
+            .flat_map(|r| &r.resources)
+            .filter(|e| e.status == Status::Failed)
+            .map(|e| format!("{}: {}", e.resource, e.error.as_deref().unwrap_or("")))
             .collect();
         if why.is_empty() {
             why.push(String::from_utf8_lossy(&out.stderr).trim().to_string());

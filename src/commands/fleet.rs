@@ -35,7 +35,7 @@ pub struct FleetConverge {
 
 /// The policy must pass `kiln check` before it goes anywhere.
 fn check_policy(repo: &Repository) -> Result<(), Error> {
-    let errors = crate::commands::check::check(repo);
+    let errors = repo.check();
     if errors.is_empty() {
         Ok(())
     } else {

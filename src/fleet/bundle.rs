@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-
-/// What goes into a bundle, relative to the repository.
-pub const CONTENTS: &[&str] = &["roles", "cookbooks", "whitelist.toml"];
+use crate::policy::{PolicyFile, Repository};
 
 pub struct Bundle {
     pub bytes: Vec<u8>,
@@ -46,41 +44,12 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 impl Bundle {
     pub fn build(repo: &Path) -> Result<Bundle, Error> {
-        let mut files: Vec<(String, PathBuf)> = Vec::new();
-        for top in CONTENTS {
-            let p = repo.join(top);
-            if p.is_file() {
-                files.push((top.to_string(), p));
-                continue;
-            }
-            if !p.is_dir() {
-                continue;
-            }
-            for entry in walkdir::WalkDir::new(&p).follow_links(true) {
-                let entry = entry.map_err(|e| Error::Io {
-                    context: format!("reading {}", p.display()),
-                    source: e.into(),
-                })?;
-                if !entry.file_type().is_file() {
-                    continue;
-                }
-                let rel = entry
-                    .path()
-                    .strip_prefix(repo)
-                    .expect("below the repository")
-                    .to_string_lossy()
-                    .into_owned();
-                // Editor droppings and VCS files are not policy.
-                let name = entry.file_name().to_string_lossy();
-                if name.starts_with('.') || name.ends_with('~') {
-                    continue;
-                }
-                files.push((rel, entry.path().to_path_buf()));
-            }
+        let files = Repository {
+            dir: repo.to_path_buf(),
         }
-        files.sort();
+        .files()?;
         let mut out = Vec::new();
-        for (rel, path) in &files {
+        for PolicyFile { rel, path } in &files {
             let data = std::fs::read(path).map_err(|e| Error::Io {
                 context: format!("reading {}", path.display()),
                 source: e,
