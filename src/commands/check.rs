@@ -10,7 +10,7 @@ use crate::policy::Repository;
 pub fn run(dir: &Path) -> Result<i32, Error> {
     let started = Instant::now();
     let repo = Repository::open(dir)?;
-    let errors = repo.check();
+    let errors = crate::engine::check(&repo);
     let roles = repo.names_in("roles").len();
     let cookbooks = repo.names_in("cookbooks").len();
     if errors.is_empty() {

@@ -35,7 +35,7 @@ pub struct FleetConverge {
 
 /// The policy must pass `kiln check` before it goes anywhere.
 fn check_policy(repo: &Repository) -> Result<(), Error> {
-    let errors = repo.check();
+    let errors = crate::engine::check(repo);
     if errors.is_empty() {
         Ok(())
     } else {

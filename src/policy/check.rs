@@ -4,19 +4,22 @@
 
 use super::Repository;
 use super::whitelist::Whitelist;
-use crate::engine::{self, Request};
 use crate::error::{PolicyError, PolicyErrors};
-use crate::platform::facts::Facts;
-use crate::platform::target::Target;
+
+/// Compiles the run list `role[NAME]` in a size (None: none), as a node
+/// would. The engine's compiler, passed in so that the policy layer does
+/// not depend on the engine (see `engine::check`).
+pub type CompileRole<'a> =
+    dyn Fn(&Repository, &str, Option<String>) -> Result<(), PolicyErrors> + 'a;
 
 impl Repository {
     /// All problems in the repository, each once.
-    pub fn check(&self) -> Vec<PolicyError> {
-        check(self)
+    pub fn check(&self, compile: &CompileRole) -> Vec<PolicyError> {
+        check(self, compile)
     }
 }
 
-fn check(repo: &Repository) -> Vec<PolicyError> {
+fn check(repo: &Repository, compile: &CompileRole) -> Vec<PolicyError> {
     let mut errors: Vec<PolicyError> = Vec::new();
     let add = |e: PolicyError, errors: &mut Vec<PolicyError>| {
         if !errors.contains(&e) {
@@ -44,7 +47,6 @@ fn check(repo: &Repository) -> Vec<PolicyError> {
             Err(e) => add(e, &mut errors),
         }
     }
-    let facts = Facts::gather(&Target::host(), Some("check.kiln.invalid"));
     for name in repo.names_in("roles") {
         let role = match repo.role(&name) {
             Ok(r) => r,
@@ -56,12 +58,7 @@ fn check(repo: &Repository) -> Vec<PolicyError> {
         let mut sizes: Vec<Option<String>> = vec![None];
         sizes.extend(role.sizes.keys().cloned().map(Some));
         for size in sizes {
-            let req = Request {
-                run_list: vec![format!("role[{name}]")],
-                size,
-                node_attributes: toml::Table::new(),
-            };
-            if let Err(PolicyErrors(es)) = engine::compile(repo, &req, &facts) {
+            if let Err(PolicyErrors(es)) = compile(repo, &name, size) {
                 for e in es {
                     let e = if e.file.is_none() {
                         e.in_file(&role.file)

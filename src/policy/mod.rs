@@ -2,7 +2,7 @@
 //! package whitelist, loaded from TOML files.
 
 pub mod attributes;
-mod check;
+pub mod check;
 pub mod cookbook;
 pub mod files;
 pub mod recipe;
