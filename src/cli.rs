@@ -66,6 +66,8 @@ enum Command {
         /// With --converge: converge --why-run, and check nothing.
         #[arg(long)]
         why_run: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Explain, promote and audit package pins.
     #[command(subcommand)]
@@ -204,11 +206,11 @@ enum FleetCommand {
 #[derive(Args)]
 struct AgentArgs {
     /// Time between runs (10m, 30s, 1h).
-    #[arg(long, default_value = "10m")]
-    interval: String,
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    interval: Duration,
     /// A random delay up to this long before each run.
-    #[arg(long, default_value = "2m")]
-    splay: String,
+    #[arg(long, default_value = "2m", value_parser = duration)]
+    splay: Duration,
     /// A policy repository directory, a bundle file, or an http:// URL of a bundle (verified against URL.sha256).
     #[arg(long, value_name = "DIR|FILE|URL")]
     source: Option<String>,
@@ -257,6 +259,34 @@ struct ConvergeArgs {
     /// Exit 0 when nothing changed, 2 when something changed, 4 on failure, 6 for both.
     #[arg(long)]
     detailed_exitcodes: bool,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+#[derive(Args)]
+struct LockArgs {
+    /// How long to wait for another kiln run on the target to finish (seconds, or 30s, 5m).
+    #[arg(
+        long = "lock-timeout",
+        env = "KILN_LOCK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "60",
+        value_parser = duration
+    )]
+    lock_timeout: Duration,
+}
+
+/// A duration as people write it (`30s`, `10m`, `1h 30m`, `250ms`), or bare seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?}: {e}; expected a duration such as 30s, 10m, 1h"))
 }
 
 /// Parses arguments, runs the command, and returns the process exit code.
@@ -274,7 +304,7 @@ pub fn main() -> i32 {
                 size: a.size,
                 root: a.root,
                 why_run: a.why_run,
-                lock_timeout: lock_timeout(),
+                lock_timeout: a.lock.lock_timeout,
             },
             a.json,
             a.detailed_exitcodes,
@@ -352,6 +382,7 @@ pub fn main() -> i32 {
             json,
             converge,
             why_run,
+            lock,
         } => commands::verify::run(commands::verify::Verify {
             repo: cli.repo,
             roles,
@@ -360,7 +391,7 @@ pub fn main() -> i32 {
             json,
             converge,
             why_run,
-            lock_timeout: lock_timeout(),
+            lock_timeout: lock.lock_timeout,
         }),
         Command::Whitelist(w) => match w {
             WhitelistCommand::Explain { fqdn, roles, json } => {
@@ -386,14 +417,6 @@ pub fn main() -> i32 {
             1
         }
     }
-}
-
-/// How long a converge waits for another run's lock (`KILN_LOCK_TIMEOUT`, seconds).
-fn lock_timeout() -> Duration {
-    std::env::var("KILN_LOCK_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(crate::engine::DEFAULT_LOCK_TIMEOUT, Duration::from_secs)
 }
 
 fn fleet_common(repo: PathBuf, t: FleetTarget) -> commands::fleet::Common {
@@ -426,5 +449,27 @@ fn report_error(e: &Error) {
     match e {
         Error::Policy(_) => eprintln!("{e}"),
         _ => eprintln!("error: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(duration("5x").is_err());
+        assert!(duration("").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

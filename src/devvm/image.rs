@@ -578,6 +578,49 @@ mod tests {
     }
 
     #[test]
+    fn editor_droppings_change_neither_the_image_key_nor_the_bundle() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let r = repo.path();
+        write(
+            r,
+            "roles/vm.toml",
+            "run_list = [\"recipe[web]\"]\n[sizes.small]\ncpus = 1\nmemory_mb = 512\ndisk_gb = 2\n",
+        );
+        write(
+            r,
+            "cookbooks/web/metadata.toml",
+            "name = \"web\"\nversion = \"0.1.0\"\n",
+        );
+        write(
+            r,
+            "cookbooks/web/recipes/default.toml",
+            "[[resource]]\nfile = \"/etc/motd\"\ncontent = \"hi\"\n",
+        );
+        write(r, "whitelist.toml", "[packages]\n");
+        let req = BuildRequest {
+            repo: r.to_path_buf(),
+            role: "vm".into(),
+            size: "small".into(),
+            force: false,
+        };
+        let key = || Inputs::resolve(&req).expect("inputs").key();
+        let bundle = || {
+            crate::fleet::bundle::Bundle::build(r)
+                .expect("bundle")
+                .sha256
+        };
+        let (key_before, bundle_before) = (key(), bundle());
+        write(r, "cookbooks/web/recipes/.foo.toml.swp", "swap");
+        write(r, "cookbooks/web/recipes/default.toml~", "backup");
+        write(r, "cookbooks/web/.foo.toml.swp", "swap");
+        assert_eq!(key(), key_before, "an editor's files are not a new image");
+        assert_eq!(bundle(), bundle_before, "nor a new bundle");
+        write(r, "cookbooks/web/recipes/extra.toml", "\n");
+        assert_ne!(key(), key_before, "a real file is");
+        assert_ne!(bundle(), bundle_before);
+    }
+
+    #[test]
     fn app_mount_prefers_devvm_then_app_then_apache() {
         let t: toml::Table =
             toml::from_str("[apache2]\ndocroot = \"/var/www/html\"\n").expect("toml");

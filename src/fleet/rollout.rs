@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -197,24 +197,17 @@ impl HostOutcome {
 }
 
 /// Set by the first SIGINT (see [`hold_on_interrupt`]): the rollout holds.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    if INTERRUPTED.swap(true, Ordering::SeqCst) {
-        // The second Ctrl-C: leave now (async-signal-safe).
-        unsafe { libc::_exit(130) };
-    }
-}
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
 /// The first Ctrl-C turns into a push hold: hosts in flight finish (their
 /// ssh clients run in their own process groups, out of the terminal's
 /// reach), no other host starts, and the summary is printed. A second one
 /// exits at once.
 pub fn hold_on_interrupt() {
-    // SAFETY: installs a handler that only touches an atomic and _exit.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-    }
+    use signal_hook::{consts::SIGINT, flag};
+    // Registered first, so it sees the flag as the previous Ctrl-C left it.
+    let _ = flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&INTERRUPTED));
+    let _ = flag::register(SIGINT, Arc::clone(&INTERRUPTED));
 }
 
 /// What the progress display hears about.
