@@ -163,6 +163,27 @@ struct FleetTarget {
     accept_new_host_keys: bool,
     #[arg(long)]
     json: bool,
+    /// The ssh client to run.
+    #[arg(
+        long,
+        env = "KILN_SSH",
+        value_name = "PROGRAM",
+        default_value = "ssh",
+        hide = true
+    )]
+    ssh: PathBuf,
+    /// Where ssh master sockets live (default: /tmp/kiln-ssh-UID).
+    #[arg(long, env = "KILN_SSH_CONTROL_DIR", value_name = "DIR", hide = true)]
+    ssh_control_dir: Option<PathBuf>,
+    /// How long an ssh connection may take to come up (seconds, or 10s).
+    #[arg(
+        long,
+        env = "KILN_SSH_CONNECT_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10",
+        value_parser = duration
+    )]
+    connect_timeout: Duration,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +207,9 @@ enum FleetCommand {
         /// Show what each host would change, and change nothing.
         #[arg(long)]
         why_run: bool,
+        /// The kiln binary the hosts get (default: this one).
+        #[arg(long, env = "KILN_FLEET_BINARY", value_name = "FILE", hide = true)]
+        binary: Option<PathBuf>,
     },
     /// Each host's last run, its fingerprint, and drift between hosts of the same roles.
     Status {
@@ -351,6 +375,7 @@ pub fn main() -> i32 {
                 parallel,
                 max_fail,
                 why_run,
+                binary,
             } => commands::fleet::converge(commands::fleet::FleetConverge {
                 common: fleet_common(cli.repo, target),
                 canary,
@@ -358,6 +383,7 @@ pub fn main() -> i32 {
                 parallel,
                 max_fail,
                 why_run,
+                binary,
             }),
             FleetCommand::Status { target } => {
                 commands::fleet::status(fleet_common(cli.repo, target))
@@ -426,6 +452,11 @@ fn fleet_common(repo: PathBuf, t: FleetTarget) -> commands::fleet::Common {
         hosts: t.hosts,
         accept_new_host_keys: t.accept_new_host_keys,
         json: t.json,
+        ssh: crate::fleet::ssh::Client {
+            program: t.ssh,
+            control_dir: t.ssh_control_dir,
+            connect_timeout: t.connect_timeout,
+        },
     }
 }
 

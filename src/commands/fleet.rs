@@ -12,7 +12,7 @@ use crate::error::{Error, PolicyError};
 use crate::fleet::bundle::{Bundle, sha256_file};
 use crate::fleet::inventory::{Host, Inventory};
 use crate::fleet::rollout::{self, BatchSize, Event, Payload, State};
-use crate::fleet::ssh::Transport;
+use crate::fleet::ssh::{Client, Transport};
 use crate::fleet::status;
 use crate::policy::Repository;
 
@@ -22,6 +22,7 @@ pub struct Common {
     pub hosts: Option<String>,
     pub accept_new_host_keys: bool,
     pub json: bool,
+    pub ssh: Client,
 }
 
 pub struct FleetConverge {
@@ -31,6 +32,8 @@ pub struct FleetConverge {
     pub parallel: usize,
     pub max_fail: usize,
     pub why_run: bool,
+    /// The kiln binary the hosts get (default: this one).
+    pub binary: Option<PathBuf>,
 }
 
 /// The policy must pass `kiln check` before it goes anywhere.
@@ -79,13 +82,12 @@ fn select(c: &Common, repo: &Repository) -> Result<(Inventory, Vec<Host>), Error
     Ok((inv, hosts))
 }
 
-/// The running kiln binary and its sha256 (cached by inode and mtime).
-fn self_binary() -> Result<(PathBuf, String), Error> {
-    let path = std::env::var_os("KILN_FLEET_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
-        });
+/// The kiln binary to send (`binary`, else the running one) and its sha256
+/// (cached by inode and mtime).
+fn self_binary(binary: Option<&Path>) -> Result<(PathBuf, String), Error> {
+    let path = binary.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+    });
     let io = |source| Error::Io {
         context: format!("reading {}", path.display()),
         source,
@@ -122,7 +124,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
     // The bundle's policy must compile at all before it goes anywhere.
     check_policy(&repo)?;
     let bundle = Bundle::build(&c.common.repo)?;
-    let (binary_path, binary_sha) = self_binary()?;
+    let (binary_path, binary_sha) = self_binary(c.binary.as_deref())?;
     let payload = Payload {
         bundle: Arc::new(bundle.bytes),
         bundle_sha: bundle.sha256.clone(),
@@ -130,7 +132,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         binary_sha: binary_sha.clone(),
         binary: OnceLock::new(),
     };
-    let transport = Transport::for_inventory(&inv, c.common.accept_new_host_keys);
+    let transport = Transport::for_inventory(&inv, c.common.accept_new_host_keys, &c.common.ssh);
     let opts = rollout::Options {
         canary: c.canary,
         batch,
@@ -366,7 +368,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
 pub fn status(c: Common) -> Result<i32, Error> {
     let repo = Repository::open(&c.repo)?;
     let (inv, hosts) = select(&c, &repo)?;
-    let transport = Transport::for_inventory(&inv, c.accept_new_host_keys);
+    let transport = Transport::for_inventory(&inv, c.accept_new_host_keys, &c.ssh);
     let st = status::collect(&hosts, &transport);
     let mut out = std::io::stdout().lock();
     if c.json {
