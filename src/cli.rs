@@ -75,8 +75,22 @@ enum Command {
     /// The managed state of a target as one sha256, to compare hosts.
     Fingerprint(FingerprintArgs),
     /// Developer VMs: build an image of a role, boot it with QEMU, reach it.
+    Devvm(DevvmArgs),
+}
+
+#[derive(Args)]
+struct DevvmArgs {
+    /// Where VMs keep their state (default: in kiln's cache).
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_DEVVM_VMS",
+        value_name = "DIR",
+        hide = true
+    )]
+    vms_dir: Option<PathBuf>,
     #[command(subcommand)]
-    Devvm(commands::devvm::DevvmCommand),
+    command: commands::devvm::DevvmCommand,
 }
 
 #[derive(Args)]
@@ -358,7 +372,12 @@ pub fn main() -> i32 {
                 size,
             },
         )),
-        Command::Devvm(d) => commands::devvm::run(&cli.repo, d),
+        Command::Devvm(d) => {
+            if let Some(dir) = d.vms_dir {
+                crate::devvm::paths::set_vms_dir(dir);
+            }
+            commands::devvm::run(&cli.repo, d.command)
+        }
         Command::Fingerprint(a) => commands::fingerprint::run(commands::fingerprint::Fingerprint {
             repo: cli.repo,
             root: a.root,
