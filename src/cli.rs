@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
+use crate::engine::Converge;
 use crate::error::Error;
 
 #[derive(Parser)]
@@ -65,6 +66,8 @@ enum Command {
         /// With --converge: converge --why-run, and check nothing.
         #[arg(long)]
         why_run: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Check a bundle's signature against an allowed_signers file (what fleet hosts run before unpacking).
     #[command(name = "verify-bundle", hide = true)]
@@ -85,8 +88,22 @@ enum Command {
     /// The managed state of a target as one sha256, to compare hosts.
     Fingerprint(FingerprintArgs),
     /// Developer VMs: build an image of a role, boot it with QEMU, reach it.
+    Devvm(DevvmArgs),
+}
+
+#[derive(Args)]
+struct DevvmArgs {
+    /// Where VMs keep their state (default: in kiln's cache).
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_DEVVM_VMS",
+        value_name = "DIR",
+        hide = true
+    )]
+    vms_dir: Option<PathBuf>,
     #[command(subcommand)]
-    Devvm(commands::devvm::DevvmCommand),
+    command: commands::devvm::DevvmCommand,
 }
 
 #[derive(Args)]
@@ -224,6 +241,27 @@ struct FleetTarget {
     accept_new_host_keys: bool,
     #[arg(long)]
     json: bool,
+    /// The ssh client to run.
+    #[arg(
+        long,
+        env = "KILN_SSH",
+        value_name = "PROGRAM",
+        default_value = "ssh",
+        hide = true
+    )]
+    ssh: PathBuf,
+    /// Where ssh master sockets live (default: /tmp/kiln-ssh-UID).
+    #[arg(long, env = "KILN_SSH_CONTROL_DIR", value_name = "DIR", hide = true)]
+    ssh_control_dir: Option<PathBuf>,
+    /// How long an ssh connection may take to come up (seconds, or 10s).
+    #[arg(
+        long,
+        env = "KILN_SSH_CONNECT_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10",
+        value_parser = duration
+    )]
+    connect_timeout: Duration,
 }
 
 #[derive(Subcommand)]
@@ -249,6 +287,9 @@ enum FleetCommand {
         why_run: bool,
         #[command(flatten)]
         signing: Signing,
+        /// The kiln binary the hosts get (default: this one).
+        #[arg(long, env = "KILN_FLEET_BINARY", value_name = "FILE", hide = true)]
+        binary: Option<PathBuf>,
     },
     /// Each host's last run, its fingerprint, and drift between hosts of the same roles.
     Status {
@@ -281,11 +322,11 @@ struct Signing {
 #[derive(Args)]
 struct AgentArgs {
     /// Time between runs (10m, 30s, 1h).
-    #[arg(long, default_value = "10m")]
-    interval: String,
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    interval: Duration,
     /// A random delay up to this long before each run.
-    #[arg(long, default_value = "2m")]
-    splay: String,
+    #[arg(long, default_value = "2m", value_parser = duration)]
+    splay: Duration,
     /// A policy repository directory, a bundle file, or an http:// or https:// URL of a bundle (verified against its signature, URL.sig).
     #[arg(long, value_name = "DIR|FILE|URL")]
     source: Option<String>,
@@ -337,6 +378,34 @@ struct ConvergeArgs {
     /// Exit 0 when nothing changed, 2 when something changed, 4 on failure, 6 for both.
     #[arg(long)]
     detailed_exitcodes: bool,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+#[derive(Args)]
+struct LockArgs {
+    /// How long to wait for another kiln run on the target to finish (seconds, or 30s, 5m).
+    #[arg(
+        long = "lock-timeout",
+        env = "KILN_LOCK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "60",
+        value_parser = duration
+    )]
+    lock_timeout: Duration,
+}
+
+/// A duration as people write it (`30s`, `10m`, `1h 30m`, `250ms`), or bare seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?}: {e}; expected a duration such as 30s, 10m, 1h"))
 }
 
 /// Parses arguments, runs the command, and returns the process exit code.
@@ -344,12 +413,8 @@ pub fn main() -> i32 {
     let mut cli = Cli::parse();
     cli.repo = default_repo(cli.repo);
     let result = match cli.command {
-        Command::Converge(a) => {
-            let lock_timeout = std::env::var("KILN_LOCK_TIMEOUT")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .map_or(Duration::from_secs(60), Duration::from_secs);
-            commands::converge::run(commands::converge::Converge {
+        Command::Converge(a) => commands::converge::run(
+            &Converge {
                 repo: cli.repo,
                 roles: a.roles,
                 run_list: a.run_list,
@@ -358,11 +423,11 @@ pub fn main() -> i32 {
                 size: a.size,
                 root: a.root,
                 why_run: a.why_run,
-                json: a.json,
-                detailed_exitcodes: a.detailed_exitcodes,
-                lock_timeout,
-            })
-        }
+                lock_timeout: a.lock.lock_timeout,
+            },
+            a.json,
+            a.detailed_exitcodes,
+        ),
         Command::Check => commands::check::run(&cli.repo),
         Command::Test(t) if t.print_base_root => commands::test::print_base_root(),
         Command::Test(t) => commands::test::run(commands::test::TestArgs {
@@ -389,7 +454,12 @@ pub fn main() -> i32 {
                 size,
             },
         )),
-        Command::Devvm(d) => commands::devvm::run(&cli.repo, d),
+        Command::Devvm(d) => {
+            if let Some(dir) = d.vms_dir {
+                crate::devvm::paths::set_vms_dir(dir);
+            }
+            commands::devvm::run(&cli.repo, d.command)
+        }
         Command::Fingerprint(a) => commands::fingerprint::run(commands::fingerprint::Fingerprint {
             repo: cli.repo,
             root: a.root,
@@ -407,6 +477,7 @@ pub fn main() -> i32 {
                 max_fail,
                 why_run,
                 signing,
+                binary,
             } => commands::fleet::converge(commands::fleet::FleetConverge {
                 common: fleet_common(cli.repo, target),
                 canary,
@@ -416,6 +487,7 @@ pub fn main() -> i32 {
                 why_run,
                 signing_key: signing.signing_key,
                 allow_unsigned: signing.allow_unsigned,
+                binary,
             }),
             FleetCommand::Status { target } => {
                 commands::fleet::status(fleet_common(cli.repo, target))
@@ -457,6 +529,7 @@ pub fn main() -> i32 {
             json,
             converge,
             why_run,
+            lock,
         } => commands::verify::run(commands::verify::Verify {
             repo: cli.repo,
             roles,
@@ -465,6 +538,7 @@ pub fn main() -> i32 {
             json,
             converge,
             why_run,
+            lock_timeout: lock.lock_timeout,
         }),
         Command::Whitelist(w) => match w {
             WhitelistCommand::Explain { fqdn, roles, json } => {
@@ -527,6 +601,11 @@ fn fleet_common(repo: PathBuf, t: FleetTarget) -> commands::fleet::Common {
         hosts: t.hosts,
         accept_new_host_keys: t.accept_new_host_keys,
         json: t.json,
+        ssh: crate::fleet::ssh::Client {
+            program: t.ssh,
+            control_dir: t.ssh_control_dir,
+            connect_timeout: t.connect_timeout,
+        },
     }
 }
 
@@ -550,5 +629,27 @@ fn report_error(e: &Error) {
     match e {
         Error::Policy(_) => eprintln!("{e}"),
         _ => eprintln!("error: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(duration("5x").is_err());
+        assert!(duration("").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

@@ -16,10 +16,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::Policy;
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
@@ -27,7 +26,7 @@ use crate::resource::ResourceId;
 use crate::resource::service::{UNIT_DIRS, UNIT_SUFFIXES, sysv_enabled};
 
 /// One managed resource's contribution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
     /// `type[name]`
     pub resource: String,
@@ -42,14 +41,20 @@ impl Part {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fingerprint {
     /// sha256 (hex) over the parts' lines, sorted, each ending in a newline.
     pub fingerprint: String,
+    #[serde(default)]
     pub parts: Vec<Part>,
 }
 
 impl Fingerprint {
+    /// A fingerprint as `kiln fingerprint --json` prints it.
+    pub fn parse(text: &str) -> Result<Fingerprint, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
     /// One line per part, sorted, then the fingerprint.
     pub fn explain(&self) -> String {
         let mut s = String::new();
@@ -61,45 +66,6 @@ impl Fingerprint {
         s.push('\n');
         s
     }
-}
-
-/// The resources a policy manages, as `type[name]`: every resource with an
-/// action other than `nothing`, once each, in policy order. The run report
-/// keeps this list so that a later fingerprint needs no policy.
-pub fn managed_ids(policy: &Policy) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    policy
-        .resources
-        .iter()
-        .filter(|r| r.actions.iter().any(|a| a != "nothing"))
-        .map(|r| r.id.to_string())
-        .filter(|id| seen.insert(id.clone()))
-        .collect()
-}
-
-/// The managed resources a saved run report (`last_run.json`) records: its
-/// `managed` list or, in a report written before that list existed, the ids
-/// of its `resources` entries that are not notifications.
-pub fn ids_from_report(report: &serde_json::Value) -> Option<Vec<String>> {
-    let strings = |v: &serde_json::Value| -> Option<Vec<String>> {
-        v.as_array()?
-            .iter()
-            .map(|x| x.as_str().map(str::to_string))
-            .collect()
-    };
-    if let Some(ids) = strings(&report["managed"]) {
-        return Some(ids);
-    }
-    let entries = report["resources"].as_array()?;
-    let mut seen = BTreeSet::new();
-    Some(
-        entries
-            .iter()
-            .filter(|e| e.get("note").is_none_or(|n| n.is_null()))
-            .filter_map(|e| e["resource"].as_str().map(str::to_string))
-            .filter(|id| seen.insert(id.clone()))
-            .collect(),
-    )
 }
 
 /// The fingerprint of `target` over the resources `ids` (`type[name]`).
@@ -737,25 +703,6 @@ mod tests {
                 format!("apt_repository[local] sources_sha256={h} key_sha256=none"),
             ]
         );
-    }
-
-    #[test]
-    fn report_ids_skip_notifications_in_old_reports() {
-        let new: serde_json::Value = serde_json::json!({
-            "managed": ["file[/a]", "service[x]"],
-            "resources": [{"resource": "file[/b]"}]
-        });
-        assert_eq!(ids_from_report(&new).unwrap(), ["file[/a]", "service[x]"]);
-        let old: serde_json::Value = serde_json::json!({
-            "resources": [
-                {"resource": "file[/a]", "status": "updated"},
-                {"resource": "service[x]", "status": "up_to_date"},
-                {"resource": "service[x]", "status": "updated", "note": "restart (delayed notification)"},
-                {"resource": "execute[only-notified]", "status": "updated", "note": "run (notified by file[/a])"}
-            ]
-        });
-        assert_eq!(ids_from_report(&old).unwrap(), ["file[/a]", "service[x]"]);
-        assert!(ids_from_report(&serde_json::json!({})).is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
 use crate::platform::dpkg::Dpkg;
@@ -66,6 +66,36 @@ const KEYS: &[&str] = &[
     "timeout",
     "description",
 ];
+
+/// How one check went: what `kiln verify`, `kiln test` and the fleet's
+/// health checks report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub check: String,
+    pub origin: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Runs every check, in order; one failing does not stop the others.
+pub fn run_all(
+    checks: &[Check],
+    target: &Target,
+    pins: &BTreeMap<String, Pin>,
+) -> Vec<CheckOutcome> {
+    checks
+        .iter()
+        .map(|c| {
+            let r = c.run(target, pins);
+            CheckOutcome {
+                check: c.label(),
+                origin: c.origin.clone(),
+                ok: r.is_ok(),
+                detail: r.unwrap_or_else(|e| e),
+            }
+        })
+        .collect()
+}
 
 impl Check {
     /// Parses and renders one `[[verify]]` table.

@@ -15,14 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{LAST_RUN, Report, Status};
 use crate::error::Error;
 use crate::fleet::bundle::{unpack, write_atomic};
+use crate::platform::target::Target;
 use crate::trust::{AllowedSigners, sig_path};
 
 pub struct Agent {
     pub repo: PathBuf,
-    pub interval: String,
-    pub splay: String,
+    pub interval: Duration,
+    pub splay: Duration,
     pub source: Option<String>,
     pub roles: Vec<String>,
     pub fqdn: Option<String>,
@@ -43,24 +45,6 @@ struct State {
     size: Option<String>,
     /// The last bundle that was fetched and verified.
     current: Option<String>,
-}
-
-/// `10m`, `30s`, `1h`, `250ms`, or seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a duration such as 30s, 10m, 1h"))?;
-    Ok(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    })
 }
 
 fn random_below(max: Duration) -> Duration {
@@ -84,9 +68,7 @@ fn log(msg: &str) {
 }
 
 pub fn run(a: Agent) -> Result<i32, Error> {
-    let interval =
-        parse_duration(&a.interval).map_err(|e| Error::Usage(format!("--interval {e}")))?;
-    let splay = parse_duration(&a.splay).map_err(|e| Error::Usage(format!("--splay {e}")))?;
+    let (interval, splay) = (a.interval, a.splay);
     let io = |context: String| move |source| Error::Io { context, source };
     std::fs::create_dir_all(&a.state_dir)
         .map_err(io(format!("creating {}", a.state_dir.display())))?;
@@ -105,27 +87,18 @@ pub fn run(a: Agent) -> Result<i32, Error> {
         // The roles and fqdn of this host's last run (a fleet push, say).
         // Its roles are the expanded list; converging them all applies each
         // recipe once, at its first position, as the top role did.
-        let last: Option<serde_json::Value> = std::fs::read("/var/lib/kiln/last_run.json")
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if let Some(last) = last {
-            state.roles = last["roles"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.as_str().map(String::from))
-                .collect();
+        if let Ok(Some(last)) = Report::load_last(&Target::host()) {
+            state.roles = last.roles;
             if state.fqdn.is_none() {
-                state.fqdn = last["fqdn"].as_str().map(String::from);
+                state.fqdn = Some(last.fqdn).filter(|f| !f.is_empty());
             }
-            state.size = last["size"].as_str().map(String::from);
+            state.size = last.size;
         }
     }
     if state.roles.is_empty() {
-        return Err(Error::Usage(
-            "kiln agent: this host's roles are unknown (no --role, and no earlier run in /var/lib/kiln/last_run.json): pass --role R (remembered for later runs)"
-                .into(),
-        ));
+        return Err(Error::Usage(format!(
+            "kiln agent: this host's roles are unknown (no --role, and no earlier run in {LAST_RUN}): pass --role R (remembered for later runs)"
+        )));
     }
     let statsd = match &a.statsd {
         None => None,
@@ -231,13 +204,9 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
         }
     };
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    let report: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+    let report = Report::parse(&String::from_utf8_lossy(&out.stdout)).ok();
     let (updated, failed, success) = match &report {
-        Some(r) => (
-            r["updated"].as_u64().unwrap_or(0),
-            r["failed"].as_u64().unwrap_or(0),
-            r["success"].as_bool().unwrap_or(false),
-        ),
+        Some(r) => (r.updated, r.failed, r.success),
         None => (0, 1, false),
     };
     if success {
@@ -248,17 +217,10 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
         // The failed resources' own errors, else what kiln printed.
         let mut why: Vec<String> = report
             .as_ref()
-            .and_then(|r| r["resources"].as_array())
             .into_iter()
-            .flatten()
-            .filter(|e| e["status"] == "failed")
-            .map(|e| {
-                format!(
-                    "{}: {}",
-                    e["resource"].as_str().unwrap_or("?"),
-                    e["error"].as_str().unwrap_or("")
-                )
-            })
+            .flat_map(|r| &r.resources)
+            .filter(|e| e.status == Status::Failed)
+            .map(|e| format!("{}: {}", e.resource, e.error.as_deref().unwrap_or("")))
             .collect();
         if why.is_empty() {
             why.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
@@ -497,11 +459,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("5x").is_err());
+    fn splay_stays_below_its_bound() {
         assert!(random_below(Duration::from_secs(2)) < Duration::from_secs(2));
     }
 }

@@ -4,17 +4,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::engine::{self, Request};
-use crate::error::{Error, PolicyError, PolicyErrors};
-use crate::platform::facts::Facts;
-use crate::platform::target::Target;
+use crate::error::{Error, PolicyErrors};
 use crate::policy::Repository;
-use crate::policy::whitelist::Whitelist;
 
 pub fn run(dir: &Path) -> Result<i32, Error> {
     let started = Instant::now();
     let repo = Repository::open(dir)?;
-    let errors = check(&repo);
+    let errors = crate::engine::check(&repo);
     let roles = repo.names_in("roles").len();
     let cookbooks = repo.names_in("cookbooks").len();
     if errors.is_empty() {
@@ -29,65 +25,4 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
         eprintln!("kiln check: {n} problem(s) in {roles} roles, {cookbooks} cookbooks");
         Ok(1)
     }
-}
-
-/// All problems in the repository, each once.
-pub fn check(repo: &Repository) -> Vec<PolicyError> {
-    let mut errors: Vec<PolicyError> = Vec::new();
-    let add = |e: PolicyError, errors: &mut Vec<PolicyError>| {
-        if !errors.contains(&e) {
-            errors.push(e);
-        }
-    };
-    match Whitelist::load(repo) {
-        Ok(w) => {
-            for e in w.validate() {
-                add(e, &mut errors);
-            }
-        }
-        Err(e) => add(e, &mut errors),
-    }
-    // Every cookbook parses, even one no role uses yet.
-    for name in repo.names_in("cookbooks") {
-        match repo.cookbook(&name) {
-            Ok(cb) => {
-                for r in cb.recipe_names() {
-                    if let Err(e) = cb.recipe(&r) {
-                        add(e, &mut errors);
-                    }
-                }
-            }
-            Err(e) => add(e, &mut errors),
-        }
-    }
-    let facts = Facts::gather(&Target::host(), Some("check.kiln.invalid"));
-    for name in repo.names_in("roles") {
-        let role = match repo.role(&name) {
-            Ok(r) => r,
-            Err(e) => {
-                add(e, &mut errors);
-                continue;
-            }
-        };
-        let mut sizes: Vec<Option<String>> = vec![None];
-        sizes.extend(role.sizes.keys().cloned().map(Some));
-        for size in sizes {
-            let req = Request {
-                run_list: vec![format!("role[{name}]")],
-                size,
-                node_attributes: toml::Table::new(),
-            };
-            if let Err(PolicyErrors(es)) = engine::compile(repo, &req, &facts) {
-                for e in es {
-                    let e = if e.file.is_none() {
-                        e.in_file(&role.file)
-                    } else {
-                        e
-                    };
-                    add(e, &mut errors);
-                }
-            }
-        }
-    }
-    errors
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::engine::{self, Request};
+use crate::engine::{self, Report, Request};
 use crate::error::{Error, PolicyError};
 use crate::fingerprint;
 use crate::platform::facts::Facts;
@@ -19,8 +19,6 @@ pub struct Fingerprint {
     pub json: bool,
 }
 
-const LAST_RUN: &str = "/var/lib/kiln/last_run.json";
-
 pub fn run(c: Fingerprint) -> Result<i32, Error> {
     let target = match &c.root {
         Some(dir) if !dir.is_dir() => {
@@ -32,22 +30,8 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
         Some(dir) => Target::at_root(dir),
         None => Target::host(),
     };
-    let last_path = target.path(LAST_RUN);
-    let last: Option<serde_json::Value> = match std::fs::read_to_string(&last_path) {
-        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
-            Error::Target(format!(
-                "{} is not a kiln run report: {e}; run kiln converge again to rewrite it",
-                last_path.display()
-            ))
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(Error::Target(format!(
-                "cannot read {}: {e}",
-                last_path.display()
-            )));
-        }
-    };
+    let last_path = Report::last_run_path(&target);
+    let last = Report::load_last(&target).map_err(Error::Target)?;
 
     let ids = if c.roles.is_empty() {
         let Some(last) = &last else {
@@ -58,7 +42,7 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
             .fix("run kiln converge first, or pass --role R to fingerprint by policy")
             .into());
         };
-        fingerprint::ids_from_report(last).ok_or_else(|| {
+        last.managed_ids().ok_or_else(|| {
             Error::Target(format!(
                 "{} lists no resources; run kiln converge again to rewrite it",
                 last_path.display()
@@ -70,14 +54,14 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
         let fqdn = c
             .fqdn
             .clone()
-            .or_else(|| last.as_ref()?["fqdn"].as_str().map(str::to_string));
+            .or_else(|| last.map(|l| l.fqdn).filter(|f| !f.is_empty()));
         let facts = Facts::gather(&target, fqdn.as_deref());
         let req = Request {
             run_list: c.roles.iter().map(|r| format!("role[{r}]")).collect(),
             ..Request::default()
         };
         let policy = engine::compile(&repo, &req, &facts)?;
-        fingerprint::managed_ids(&policy)
+        engine::managed_ids(&policy)
     };
 
     let fp = fingerprint::compute(&target, &ids);

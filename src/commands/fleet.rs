@@ -12,7 +12,7 @@ use crate::error::{Error, PolicyError};
 use crate::fleet::bundle::{Bundle, sha256_file};
 use crate::fleet::inventory::{Host, Inventory};
 use crate::fleet::rollout::{self, BatchSize, Event, Payload, State};
-use crate::fleet::ssh::Transport;
+use crate::fleet::ssh::{Client, Transport};
 use crate::fleet::status;
 use crate::policy::Repository;
 
@@ -22,6 +22,7 @@ pub struct Common {
     pub hosts: Option<String>,
     pub accept_new_host_keys: bool,
     pub json: bool,
+    pub ssh: Client,
 }
 
 pub struct FleetConverge {
@@ -31,6 +32,8 @@ pub struct FleetConverge {
     pub parallel: usize,
     pub max_fail: usize,
     pub why_run: bool,
+    /// The kiln binary the hosts get (default: this one).
+    pub binary: Option<PathBuf>,
     /// `--signing-key`, else the inventory's `signing_key`.
     pub signing_key: Option<PathBuf>,
     /// `--allow-unsigned`: push without a signature, on purpose.
@@ -57,7 +60,7 @@ fn signing_key(
 
 /// The policy must pass `kiln check` before it goes anywhere.
 fn check_policy(repo: &Repository) -> Result<(), Error> {
-    let errors = crate::commands::check::check(repo);
+    let errors = crate::engine::check(repo);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -101,13 +104,12 @@ fn select(c: &Common, repo: &Repository) -> Result<(Inventory, Vec<Host>), Error
     Ok((inv, hosts))
 }
 
-/// The running kiln binary and its sha256 (cached by inode and mtime).
-fn self_binary() -> Result<(PathBuf, String), Error> {
-    let path = std::env::var_os("KILN_FLEET_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
-        });
+/// The kiln binary to send (`binary`, else the running one) and its sha256
+/// (cached by inode and mtime).
+fn self_binary(binary: Option<&Path>) -> Result<(PathBuf, String), Error> {
+    let path = binary.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+    });
     let io = |source| Error::Io {
         context: format!("reading {}", path.display()),
         source,
@@ -148,10 +150,11 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         c.allow_unsigned,
     )?;
     let transport =
-        Transport::for_inventory(&inv, c.common.accept_new_host_keys).map_err(Error::Usage)?;
+        Transport::for_inventory(&inv, c.common.accept_new_host_keys, &c.common.ssh)
+            .map_err(Error::Usage)?;
     let bundle = Bundle::build(&c.common.repo)?;
     let bundle_sig = key.as_ref().map(|k| k.sign(&bundle.bytes)).transpose()?;
-    let (binary_path, binary_sha) = self_binary()?;
+    let (binary_path, binary_sha) = self_binary(c.binary.as_deref())?;
     let payload = Payload {
         bundle: Arc::new(bundle.bytes),
         bundle_sha: bundle.sha256.clone(),
@@ -399,7 +402,8 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
 pub fn status(c: Common) -> Result<i32, Error> {
     let repo = Repository::open(&c.repo)?;
     let (inv, hosts) = select(&c, &repo)?;
-    let transport = Transport::for_inventory(&inv, c.accept_new_host_keys).map_err(Error::Usage)?;
+    let transport =
+        Transport::for_inventory(&inv, c.accept_new_host_keys, &c.ssh).map_err(Error::Usage)?;
     let st = status::collect(&hosts, &transport);
     let mut out = std::io::stdout().lock();
     if c.json {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::engine::{self, Request};
+use crate::engine::{self, Report, Request};
 use crate::error::{Error, PolicyError};
 use crate::platform::archive::{self, Offer};
 use crate::platform::dpkg::Dpkg;
@@ -174,20 +174,14 @@ fn target_policy(
         None => Target::host(),
     };
     // The node as kiln last converged it, unless told otherwise.
-    let last: serde_json::Value =
-        std::fs::read_to_string(target.path("/var/lib/kiln/last_run.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+    let last = Report::load_last(&target)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let mut roles: Vec<String> = roles.to_vec();
-    if roles.is_empty()
-        && let Some(r) = last["roles"].as_array()
-    {
+    if roles.is_empty() {
         // Only the top-level roles matter; expansion finds the rest again.
-        roles = r
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect();
+        roles = last.roles;
     }
     if roles.is_empty() {
         return Err(PolicyError::new(
@@ -198,7 +192,7 @@ fn target_policy(
     }
     let fqdn = fqdn
         .map(str::to_string)
-        .or_else(|| last["fqdn"].as_str().map(str::to_string));
+        .or_else(|| Some(last.fqdn).filter(|f| !f.is_empty()));
     let facts = Facts::gather(&target, fqdn.as_deref());
     let req = Request {
         run_list: roles.iter().map(|r| format!("role[{r}]")).collect(),

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use super::run;
 use crate::error::{Error, IoContext};
+use crate::policy::Repository;
 
 /// Where the policy repository lives inside a VM.
 pub const POLICY_DIR: &str = "/etc/kiln/policy";
@@ -222,13 +223,12 @@ pub fn install_kiln(tree: &Path, repo: &Path, c: &GuestConfig) -> Result<(), Err
     let dest = in_tree(tree, POLICY_DIR);
     let _ = fs::remove_dir_all(&dest);
     fs::create_dir_all(&dest).ctx(|| format!("creating {}", dest.display()))?;
-    for item in super::image::policy_items(repo) {
-        let rel = item.strip_prefix(repo).unwrap_or(&item);
-        let to = dest.join(rel);
+    for f in Repository::open(repo)?.files()? {
+        let to = dest.join(&f.rel);
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
         }
-        fs::copy(&item, &to).ctx(|| format!("copying {}", item.display()))?;
+        fs::copy(&f.path, &to).ctx(|| format!("copying {}", f.path.display()))?;
     }
     write(
         tree,

@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::guest::{self, GuestConfig};
 use super::{base, file_sha256, hex, paths, run, sshkey, step, tools, user_name};
-use crate::commands::converge::{self, Converge};
-use crate::engine::{self, Request};
+use crate::engine::{self, Converge, Event, Request};
 use crate::error::{Error, IoContext, PolicyError};
 use crate::platform::facts::Facts;
 use crate::platform::target::Target;
@@ -107,28 +106,6 @@ impl Image {
     }
 }
 
-/// The policy files an image depends on, sorted: roles, cookbooks and the whitelist.
-pub fn policy_items(repo: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for top in ["roles", "cookbooks"] {
-        for e in walkdir::WalkDir::new(repo.join(top))
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter()
-            .flatten()
-        {
-            if e.file_type().is_file() {
-                out.push(e.into_path());
-            }
-        }
-    }
-    let wl = repo.join("whitelist.toml");
-    if wl.is_file() {
-        out.push(wl);
-    }
-    out
-}
-
 /// Every input of an image, resolved; its sha256 is the cache key.
 #[derive(Debug)]
 pub struct Inputs {
@@ -199,10 +176,9 @@ impl Inputs {
             env!("CARGO_PKG_VERSION"),
             file_sha256(&exe).ctx(|| format!("hashing {}", exe.display()))?
         ));
-        for item in policy_items(&req.repo) {
-            let rel = item.strip_prefix(&req.repo).unwrap_or(&item);
-            let sum = file_sha256(&item).ctx(|| format!("hashing {}", item.display()))?;
-            text.push_str(&format!("file {} {sum}\n", rel.display()));
+        for f in repo.files()? {
+            let sum = file_sha256(&f.path).ctx(|| format!("hashing {}", f.path.display()))?;
+            text.push_str(&format!("file {} {sum}\n", f.rel));
         }
         Ok(Inputs {
             role: req.role.clone(),
@@ -306,20 +282,22 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
         "converging role {} (size {}) into the image",
         inputs.role, inputs.size
     ));
-    let code = converge::run(Converge {
-        repo: req.repo.clone(),
-        roles: vec![inputs.role.clone()],
-        run_list: Vec::new(),
+    let converge = Converge {
         fqdn: Some(inputs.hostname.clone()),
-        node: None,
         size: Some(inputs.size.clone()),
         root: Some(tree.clone()),
-        why_run: false,
-        json: false,
-        detailed_exitcodes: false,
-        lock_timeout: Duration::from_secs(60),
+        ..Converge::roles(&req.repo, std::slice::from_ref(&inputs.role))
+    };
+    let report = engine::converge(&converge, &mut |e| match e {
+        Event::Resource(r) => {
+            if let Some(line) = r.line() {
+                println!("{line}");
+            }
+        }
+        Event::Warning(w) => eprintln!("warning: {w}"),
     })?;
-    if code != 0 {
+    println!("{}", report.summary());
+    if !report.success {
         return Err(Error::Target(format!(
             "converging role {} into the image failed; nothing was cached",
             inputs.role
@@ -597,6 +575,49 @@ mod tests {
         assert_ne!(a.key(), edited.key(), "a cookbook edit is a new image");
         let err = Inputs::resolve(&req("huge")).expect_err("no such size");
         assert!(err.to_string().contains("huge"), "{err}");
+    }
+
+    #[test]
+    fn editor_droppings_change_neither_the_image_key_nor_the_bundle() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let r = repo.path();
+        write(
+            r,
+            "roles/vm.toml",
+            "run_list = [\"recipe[web]\"]\n[sizes.small]\ncpus = 1\nmemory_mb = 512\ndisk_gb = 2\n",
+        );
+        write(
+            r,
+            "cookbooks/web/metadata.toml",
+            "name = \"web\"\nversion = \"0.1.0\"\n",
+        );
+        write(
+            r,
+            "cookbooks/web/recipes/default.toml",
+            "[[resource]]\nfile = \"/etc/motd\"\ncontent = \"hi\"\n",
+        );
+        write(r, "whitelist.toml", "[packages]\n");
+        let req = BuildRequest {
+            repo: r.to_path_buf(),
+            role: "vm".into(),
+            size: "small".into(),
+            force: false,
+        };
+        let key = || Inputs::resolve(&req).expect("inputs").key();
+        let bundle = || {
+            crate::fleet::bundle::Bundle::build(r)
+                .expect("bundle")
+                .sha256
+        };
+        let (key_before, bundle_before) = (key(), bundle());
+        write(r, "cookbooks/web/recipes/.foo.toml.swp", "swap");
+        write(r, "cookbooks/web/recipes/default.toml~", "backup");
+        write(r, "cookbooks/web/.foo.toml.swp", "swap");
+        assert_eq!(key(), key_before, "an editor's files are not a new image");
+        assert_eq!(bundle(), bundle_before, "nor a new bundle");
+        write(r, "cookbooks/web/recipes/extra.toml", "\n");
+        assert_ne!(key(), key_before, "a real file is");
+        assert_ne!(bundle(), bundle_before);
     }
 
     #[test]

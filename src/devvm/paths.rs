@@ -11,6 +11,16 @@
 //! ```
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Where VMs live instead of the cache, when the command line says so
+/// (`KILN_DEVVM_VMS`: tests keep their VMs apart). Set once, at start.
+static VMS_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Moves VM state to `dir` for the rest of the process.
+pub fn set_vms_dir(dir: PathBuf) {
+    let _ = VMS_DIR.set(dir);
+}
 
 /// `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`: the one cache of kiln.
 pub fn cache_root() -> PathBuf {
@@ -25,11 +35,11 @@ pub fn images_dir() -> PathBuf {
     devvm_dir().join("images")
 }
 
-/// VM state; `KILN_DEVVM_VMS` moves it (tests keep their VMs apart).
+/// VM state (see [`set_vms_dir`]).
 pub fn vms_dir() -> PathBuf {
-    std::env::var_os("KILN_DEVVM_VMS")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
+    VMS_DIR
+        .get()
+        .cloned()
         .unwrap_or_else(|| devvm_dir().join("vms"))
 }
 

@@ -4,11 +4,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::image::Image;
 use super::qemu::APPEND;
-use super::{guest, paths, run, sshkey, step, tools};
+use super::{guest, paths, sshkey, step};
 use crate::error::{Error, IoContext};
 
 /// The box's own Vagrantfile: boot the kernel and initrd that ship in the
@@ -93,7 +92,6 @@ pub fn box_path(role: &str, size: &str) -> PathBuf {
 
 /// Packages `img` as a box; writes `repo/vagrant/Vagrantfile` if missing.
 pub fn make_box(img: &Image, repo: &Path) -> Result<PathBuf, Error> {
-    tools::require(&[tools::TAR])?;
     let out = box_path(&img.manifest.role, &img.manifest.size);
     let dir = paths::boxes_dir();
     fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
@@ -116,21 +114,22 @@ pub fn make_box(img: &Image, repo: &Path) -> Result<PathBuf, Error> {
         ".{}.tmp",
         out.file_name().unwrap_or_default().to_string_lossy()
     ));
-    run(
-        Command::new("tar")
-            .arg("-C")
-            .arg(s)
-            .args(["-h", "--sparse", "-cf"])
-            .arg(&tmp)
-            .args([
-                "metadata.json",
-                "Vagrantfile",
-                "box.img",
-                "vmlinuz",
-                "initrd.img",
-            ]),
-        "tar",
-    )?;
+    // The staged links are followed: the box holds the image's files.
+    let mut tar =
+        tar::Builder::new(fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?);
+    for name in [
+        "metadata.json",
+        "Vagrantfile",
+        "box.img",
+        "vmlinuz",
+        "initrd.img",
+    ] {
+        tar.append_path_with_name(s.join(name), name)
+            .ctx(|| format!("packaging {name}"))?;
+    }
+    tar.into_inner()
+        .and_then(|f| f.sync_all())
+        .ctx(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &out).ctx(|| format!("renaming to {}", out.display()))?;
     let vf = repo.join("vagrant/Vagrantfile");
     if vf.exists() {

@@ -66,36 +66,23 @@ pub fn ssh_line(port: u16) -> String {
     )
 }
 
-/// Runs `cmd` with a deadline; killed (and `None`) when it runs past it.
+/// Runs `cmd` (its program and arguments) with a deadline; killed (and
+/// `None`) when it runs past it.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<Output> {
-    let dir = tempfile::tempdir().ok()?;
-    let out_path = dir.path().join("out");
-    let err_path = dir.path().join("err");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).ok()?)
-        .stderr(fs::File::create(&err_path).ok()?)
-        .spawn()
+    let handle = duct::cmd(cmd.get_program(), cmd.get_args())
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .start()
         .ok()?;
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if started.elapsed() < timeout => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
+    match handle.wait_timeout(timeout) {
+        Ok(Some(out)) => Some(out.clone()),
+        _ => {
+            let _ = handle.kill();
+            None
         }
-    };
-    Some(Output {
-        status,
-        stdout: fs::read(&out_path).unwrap_or_default(),
-        stderr: fs::read(&err_path).unwrap_or_default(),
-    })
+    }
 }
 
 /// A command in the VM over ssh, bounded.

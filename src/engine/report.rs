@@ -1,18 +1,27 @@
 //! Run reports: one line per changed resource for people, JSON for
 //! machines, and the last runs kept on the target under /var/lib/kiln.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::compile::{Compiled, Policy};
 use crate::platform::target::Target;
 use crate::resource::fsmeta::{Ids, atomic_write};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a target keeps its last run; the agent, `fingerprint`, `whitelist
+/// audit` and `fleet status` all read it back.
+pub const LAST_RUN: &str = "/var/lib/kiln/last_run.json";
+/// The bounded history of runs beside it.
+const RUNS: &str = "/var/lib/kiln/runs";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    #[default]
     UpToDate,
     Updated,
     WouldUpdate,
@@ -21,7 +30,8 @@ pub enum Status {
     FailedIgnored,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ResourceReport {
     pub resource: String,
     pub origin: String,
@@ -91,9 +101,13 @@ impl ResourceReport {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A run report: printed by `converge --json`, kept as [`LAST_RUN`], and
+/// read back by whoever needs the target's last run. Fields missing from an
+/// older kiln's report take their defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
-    pub kiln_version: &'static str,
+    pub kiln_version: String,
     pub started_at: u64,
     pub elapsed_ms: f64,
     pub target: String,
@@ -103,8 +117,10 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
     pub run_list: Vec<String>,
-    /// Every resource the policy manages (`type[name]`), for `kiln fingerprint`.
-    pub managed: Vec<String>,
+    /// Every resource the policy manages (`type[name]`), for `kiln fingerprint`;
+    /// absent from reports of kilns before it existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<Vec<String>>,
     pub why_run: bool,
     pub total: usize,
     pub updated: usize,
@@ -123,7 +139,7 @@ impl Report {
             .unwrap_or_default()
             .to_string();
         Report {
-            kiln_version: env!("CARGO_PKG_VERSION"),
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -138,7 +154,7 @@ impl Report {
                 .iter()
                 .map(|(c, r)| format!("recipe[{c}::{r}]"))
                 .collect(),
-            managed: crate::fingerprint::managed_ids(policy),
+            managed: Some(managed_ids(policy)),
             why_run,
             total: policy.resources.len(),
             updated: 0,
@@ -179,17 +195,63 @@ impl Report {
         )
     }
 
-    /// Keeps this run as `last_run.json` and in a bounded history.
+    /// The managed resources this report records: its `managed` list or, in
+    /// a report written before that list existed, the ids of its `resources`
+    /// entries that are not notifications. None when it records neither.
+    pub fn managed_ids(&self) -> Option<Vec<String>> {
+        if let Some(ids) = &self.managed {
+            return Some(ids.clone());
+        }
+        if self.resources.is_empty() {
+            return None;
+        }
+        let mut seen = BTreeSet::new();
+        Some(
+            self.resources
+                .iter()
+                .filter(|e| e.note.is_none())
+                .map(|e| e.resource.clone())
+                .filter(|id| seen.insert(id.clone()))
+                .collect(),
+        )
+    }
+
+    /// The path of the target's last run report.
+    pub fn last_run_path(target: &Target) -> PathBuf {
+        target.path(LAST_RUN)
+    }
+
+    /// The target's last run, None when it has none; an unreadable or
+    /// foreign file is an error that says how to get a new one.
+    pub fn load_last(target: &Target) -> Result<Option<Report>, String> {
+        let path = Self::last_run_path(target);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).map(Some).map_err(|e| {
+                format!(
+                    "{} is not a kiln run report: {e}; run kiln converge again to rewrite it",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// A report as `converge --json` prints it and [`Report::save`] keeps it.
+    pub fn parse(text: &str) -> Result<Report, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Keeps this run as [`LAST_RUN`] and in a bounded history.
     pub fn save(&self, target: &Target) -> Result<(), String> {
         const KEEP: usize = 20;
-        let dir = target.path("/var/lib/kiln");
-        let runs = dir.join("runs");
+        let runs = target.path(RUNS);
         std::fs::create_dir_all(&runs)
             .map_err(|e| format!("cannot create {}: {e}", runs.display()))?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         let name = format!("{}-{}.json", self.started_at, std::process::id());
         atomic_write(&runs.join(name), &json, 0o600, Ids::default())?;
-        atomic_write(&dir.join("last_run.json"), &json, 0o600, Ids::default())?;
+        atomic_write(&Self::last_run_path(target), &json, 0o600, Ids::default())?;
         let mut old: Vec<_> = std::fs::read_dir(&runs)
             .map_err(|e| e.to_string())?
             .flatten()
@@ -201,5 +263,66 @@ impl Report {
             let _ = std::fs::remove_file(p);
         }
         Ok(())
+    }
+}
+
+/// The resources a policy manages, as `type[name]`: every resource with an
+/// action other than `nothing`, once each, in policy order. The run report
+/// keeps this list so that a later fingerprint needs no policy.
+pub fn managed_ids(policy: &Policy) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    policy
+        .resources
+        .iter()
+        .filter(|r| r.actions.iter().any(|a| a != "nothing"))
+        .map(|r| r.id.to_string())
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_ids_skip_notifications_in_old_reports() {
+        let new = Report::parse(
+            r#"{"managed": ["file[/a]", "service[x]"], "resources": [{"resource": "file[/b]"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(new.managed_ids().unwrap(), ["file[/a]", "service[x]"]);
+        let old = Report::parse(
+            r#"{"resources": [
+                {"resource": "file[/a]", "status": "updated"},
+                {"resource": "service[x]", "status": "up_to_date"},
+                {"resource": "service[x]", "status": "updated", "note": "restart (delayed notification)"},
+                {"resource": "execute[only-notified]", "status": "updated", "note": "run (notified by file[/a])"}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.managed_ids().unwrap(), ["file[/a]", "service[x]"]);
+        assert!(Report::parse("{}").unwrap().managed_ids().is_none());
+    }
+
+    #[test]
+    fn a_saved_report_reads_back() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Target::at_root(d.path());
+        assert!(Report::load_last(&t).unwrap().is_none());
+        let r = Report {
+            fqdn: "a.example".into(),
+            roles: vec!["web".into()],
+            managed: Some(vec!["file[/a]".into()]),
+            updated: 1,
+            success: true,
+            ..Report::default()
+        };
+        r.save(&t).unwrap();
+        let back = Report::load_last(&t).unwrap().unwrap();
+        assert_eq!(back.fqdn, "a.example");
+        assert_eq!(back.roles, ["web"]);
+        assert_eq!(back.managed_ids().unwrap(), ["file[/a]"]);
+        std::fs::write(Report::last_run_path(&t), "not json").unwrap();
+        assert!(Report::load_last(&t).unwrap_err().contains("kiln converge"));
     }
 }

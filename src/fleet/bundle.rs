@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-
-/// What goes into a bundle, relative to the repository.
-pub const CONTENTS: &[&str] = &["roles", "cookbooks", "whitelist.toml"];
+use crate::policy::{PolicyFile, Repository};
 
 pub struct Bundle {
     pub bytes: Vec<u8>,
@@ -46,41 +44,12 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 impl Bundle {
     pub fn build(repo: &Path) -> Result<Bundle, Error> {
-        let mut files: Vec<(String, PathBuf)> = Vec::new();
-        for top in CONTENTS {
-            let p = repo.join(top);
-            if p.is_file() {
-                files.push((top.to_string(), p));
-                continue;
-            }
-            if !p.is_dir() {
-                continue;
-            }
-            for entry in walkdir::WalkDir::new(&p).follow_links(true) {
-                let entry = entry.map_err(|e| Error::Io {
-                    context: format!("reading {}", p.display()),
-                    source: e.into(),
-                })?;
-                if !entry.file_type().is_file() {
-                    continue;
-                }
-                let rel = entry
-                    .path()
-                    .strip_prefix(repo)
-                    .expect("below the repository")
-                    .to_string_lossy()
-                    .into_owned();
-                // Editor droppings and VCS files are not policy.
-                let name = entry.file_name().to_string_lossy();
-                if name.starts_with('.') || name.ends_with('~') {
-                    continue;
-                }
-                files.push((rel, entry.path().to_path_buf()));
-            }
+        let files = Repository {
+            dir: repo.to_path_buf(),
         }
-        files.sort();
-        let mut out = Vec::new();
-        for (rel, path) in &files {
+        .files()?;
+        let mut tar = tar::Builder::new(Vec::new());
+        for PolicyFile { rel, path } in &files {
             let data = std::fs::read(path).map_err(|e| Error::Io {
                 context: format!("reading {}", path.display()),
                 source: e,
@@ -91,14 +60,21 @@ impl Bundle {
                     .map(|m| m.permissions().mode() & 0o111 != 0)
                     .unwrap_or(false)
             };
-            let header = ustar_header(rel, data.len() as u64, if exec { 0o755 } else { 0o644 })
-                .map_err(Error::Usage)?;
-            out.extend_from_slice(&header);
-            out.extend_from_slice(&data);
-            let pad = (512 - data.len() % 512) % 512;
-            out.extend(std::iter::repeat_n(0u8, pad));
+            // Nothing of the machine that built it: no times, owners or umask.
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(if exec { 0o755 } else { 0o644 });
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, rel, data.as_slice())
+                .map_err(|e| Error::Usage(format!("{rel}: cannot go into a bundle: {e}")))?;
         }
-        out.extend(std::iter::repeat_n(0u8, 1024));
+        let out = tar.into_inner().map_err(|e| Error::Io {
+            context: "finishing the bundle".into(),
+            source: e,
+        })?;
         let sha256 = sha256_hex(&out);
         Ok(Bundle {
             bytes: out,
@@ -131,61 +107,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn octal(field: &mut [u8], value: u64) {
-    let s = format!("{:0width$o}", value, width = field.len() - 1);
-    field[..s.len()].copy_from_slice(s.as_bytes());
-}
-
-fn ustar_header(path: &str, size: u64, mode: u32) -> Result<[u8; 512], String> {
-    let mut h = [0u8; 512];
-    let bytes = path.as_bytes();
-    if bytes.len() <= 100 {
-        h[..bytes.len()].copy_from_slice(bytes);
-    } else {
-        // Split at a slash: prefix (155) / name (100).
-        let split = (0..bytes.len())
-            .rev()
-            .find(|&i| bytes[i] == b'/' && i <= 155 && bytes.len() - i - 1 <= 100)
-            .ok_or_else(|| format!("{path}: too long a path for a bundle (ustar)"))?;
-        h[..bytes.len() - split - 1].copy_from_slice(&bytes[split + 1..]);
-        h[345..345 + split].copy_from_slice(&bytes[..split]);
-    }
-    octal(&mut h[100..108], u64::from(mode));
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], size);
-    octal(&mut h[136..148], 0);
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    let s = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(s.as_bytes());
-    Ok(h)
-}
-
-/// Unpacks a bundle into a new directory `dest` (which must not exist) with
-/// tar, as the hosts do.
+/// Unpacks a bundle into `dest`, replacing it whole; entries that would
+/// land outside it are refused.
 pub fn unpack(tar: &Path, dest: &Path) -> Result<(), String> {
     let tmp = dest.with_extension(format!("unpack.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-    let out = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(tar)
-        .arg("-C")
-        .arg(&tmp)
-        .arg("--no-same-owner")
-        .output()
-        .map_err(|e| format!("running tar: {e}"))?;
-    if !out.status.success() {
+    let unpacked = std::fs::File::open(tar).and_then(|f| {
+        let mut a = tar::Archive::new(f);
+        a.set_preserve_ownerships(false);
+        a.unpack(&tmp)
+    });
+    if let Err(e) = unpacked {
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(format!(
-            "tar -xf {}: {}",
-            tar.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("unpacking {}: {e}", tar.display()));
     }
     let _ = std::fs::remove_dir_all(dest);
     std::fs::rename(&tmp, dest).map_err(|e| format!("renaming to {}: {e}", dest.display()))

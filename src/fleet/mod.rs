@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod inventory;
+pub mod protocol;
 pub mod rollout;
 pub mod ssh;
 pub mod status;

@@ -5,13 +5,16 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::inventory::Host;
+use super::protocol::HostReport;
 use super::ssh::{Remote, SshFailure, Transport, q};
+use crate::engine::Status;
+use crate::verify::CheckOutcome;
 
 pub const BIN_DIR: &str = "/var/lib/kiln/bin";
 pub const BUNDLE_DIR: &str = "/var/lib/kiln/bundles";
@@ -165,14 +168,6 @@ pub struct Failure {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckResult {
-    pub check: String,
-    pub origin: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct HostOutcome {
     pub fqdn: String,
@@ -186,7 +181,7 @@ pub struct HostOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub health: Vec<CheckResult>,
+    pub health: Vec<CheckOutcome>,
     pub sent_binary: bool,
     pub sent_bundle: bool,
     pub elapsed_ms: f64,
@@ -211,24 +206,17 @@ impl HostOutcome {
 }
 
 /// Set by the first SIGINT (see [`hold_on_interrupt`]): the rollout holds.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    if INTERRUPTED.swap(true, Ordering::SeqCst) {
-        // The second Ctrl-C: leave now (async-signal-safe).
-        unsafe { libc::_exit(130) };
-    }
-}
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
 /// The first Ctrl-C turns into a push hold: hosts in flight finish (their
 /// ssh clients run in their own process groups, out of the terminal's
 /// reach), no other host starts, and the summary is printed. A second one
 /// exits at once.
 pub fn hold_on_interrupt() {
-    // SAFETY: installs a handler that only touches an atomic and _exit.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-    }
+    use signal_hook::{consts::SIGINT, flag};
+    // Registered first, so it sees the flag as the previous Ctrl-C left it.
+    let _ = flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&INTERRUPTED));
+    let _ = flag::register(SIGINT, Arc::clone(&INTERRUPTED));
 }
 
 /// What the progress display hears about.
@@ -257,29 +245,6 @@ pub struct Rollout {
     pub held: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_reason: Option<String>,
-}
-
-/// The part of a converge report the fleet reads.
-#[derive(Deserialize)]
-struct RunReport {
-    updated: usize,
-    success: bool,
-    resources: Vec<RunResource>,
-}
-
-#[derive(Deserialize)]
-struct RunResource {
-    resource: String,
-    status: String,
-    #[serde(default)]
-    changes: Vec<String>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct VerifyReport {
-    checks: Vec<CheckResult>,
 }
 
 pub fn run(
@@ -435,7 +400,6 @@ pub fn converge_host(
     o
 }
 
-const VERIFY_MARK: &str = crate::commands::verify::AFTER_CONVERGE;
 const NEED: &str = "kiln-need:";
 
 /// One remote script for the whole no-op path, so that a host that already
@@ -545,25 +509,18 @@ fn steps(
             });
         }
     }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (run, verify) = match text.split_once(VERIFY_MARK) {
-        Some((a, b)) => (a.to_string(), Some(b.to_string())),
-        None => (text, None),
-    };
-    let report: RunReport = match serde_json::from_str(&run) {
-        Ok(r) => r,
-        Err(_) => {
-            return Err(Failure {
-                stage: "converge",
-                kind: "converge failed".into(),
-                reason: format!("exit {}: {}", out.code, tail(&out.stderr)),
-            });
-        }
+    let doc = HostReport::parse(&String::from_utf8_lossy(&out.stdout));
+    let Some((report, checks)) = doc.ok().and_then(|d| Some((d.converge?, d.checks))) else {
+        return Err(Failure {
+            stage: "converge",
+            kind: "converge failed".into(),
+            reason: format!("exit {}: {}", out.code, tail(&out.stderr)),
+        });
     };
     o.changed = report.updated;
     for r in &report.resources {
-        match r.status.as_str() {
-            "updated" | "would_update" => {
+        match r.status {
+            Status::Updated | Status::WouldUpdate => {
                 let mut line = r.resource.clone();
                 if !r.changes.is_empty() {
                     line.push_str(": ");
@@ -573,7 +530,7 @@ fn steps(
                     o.changes.push(line);
                 }
             }
-            "failed" => o.changes.push(format!(
+            Status::Failed => o.changes.push(format!(
                 "{} FAILED: {}",
                 r.resource,
                 r.error.as_deref().unwrap_or("")
@@ -585,7 +542,7 @@ fn steps(
         let first = report
             .resources
             .iter()
-            .find(|r| r.status == "failed")
+            .find(|r| r.status == Status::Failed)
             .map(|r| format!("{}: {}", r.resource, r.error.as_deref().unwrap_or("failed")))
             .unwrap_or_else(|| tail(&out.stderr));
         return Err(Failure {
@@ -604,15 +561,11 @@ fn steps(
         return Ok(());
     }
     // Health checks: the roles' verify checks, run on the host.
-    let v: VerifyReport = verify
-        .as_deref()
-        .and_then(|v| serde_json::from_str(v).ok())
-        .ok_or_else(|| Failure {
-            stage: "health",
-            kind: "health check failed".into(),
-            reason: format!("kiln verify gave no report: {}", tail(&out.stderr)),
-        })?;
-    o.health = v.checks;
+    o.health = checks.ok_or_else(|| Failure {
+        stage: "health",
+        kind: "health check failed".into(),
+        reason: format!("kiln verify gave no report: {}", tail(&out.stderr)),
+    })?;
     if let Some(bad) = o.health.iter().find(|c| !c.ok) {
         return Err(Failure {
             stage: "health",

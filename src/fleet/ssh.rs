@@ -12,6 +12,8 @@ use super::inventory::{Host, Inventory};
 /// How kiln talks to hosts.
 #[derive(Debug, Clone)]
 pub struct Transport {
+    /// The ssh client to run.
+    pub program: PathBuf,
     pub known_hosts: PathBuf,
     pub identity: Option<PathBuf>,
     pub accept_new: bool,
@@ -69,26 +71,46 @@ pub struct Remote {
     pub stderr: String,
 }
 
+/// How the ssh client runs, as the command line (or its `KILN_SSH*`
+/// variables) says.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub program: PathBuf,
+    /// Where master sockets live (default: `/tmp/kiln-ssh-UID`).
+    pub control_dir: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client {
+            program: PathBuf::from("ssh"),
+            control_dir: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Transport {
     /// Fails when the control directory is not private to this user.
-    pub fn for_inventory(inv: &Inventory, accept_new: bool) -> Result<Transport, String> {
+    pub fn for_inventory(
+        inv: &Inventory,
+        accept_new: bool,
+        client: &Client,
+    ) -> Result<Transport, String> {
         Ok(Transport {
+            program: client.program.clone(),
             known_hosts: absolute(&inv.known_hosts),
             identity: inv.identity.as_deref().map(absolute),
             accept_new,
-            control_dir: control_dir()?,
+            control_dir: control_dir(client.control_dir.clone())?,
             options: inv.ssh_options.clone(),
-            connect_timeout: Duration::from_secs(
-                std::env::var("KILN_SSH_CONNECT_TIMEOUT")
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(10),
-            ),
+            connect_timeout: client.connect_timeout,
         })
     }
 
     fn base(&self, host: &Host) -> Command {
-        let mut c = Command::new(std::env::var_os("KILN_SSH").unwrap_or_else(|| "ssh".into()));
+        let mut c = Command::new(&self.program);
         // Out of the terminal's process group: a Ctrl-C holds the rollout
         // (kiln's handler) instead of cutting hosts off mid-converge.
         std::os::unix::process::CommandExt::process_group(&mut c, 0);
@@ -256,13 +278,11 @@ fn absolute(p: &Path) -> PathBuf {
 /// bytes) and private. A master socket logs in as root on every host
 /// without a key, so a directory someone else made (say, in /tmp before us)
 /// is refused, not used.
-fn control_dir() -> Result<PathBuf, String> {
-    let dir = std::env::var_os("KILN_SSH_CONTROL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let uid = unsafe { libc::getuid() };
-            PathBuf::from(format!("/tmp/kiln-ssh-{uid}"))
-        });
+fn control_dir(dir: Option<PathBuf>) -> Result<PathBuf, String> {
+    let dir = dir.unwrap_or_else(|| {
+        let uid = unsafe { libc::getuid() };
+        PathBuf::from(format!("/tmp/kiln-ssh-{uid}"))
+    });
     private_dir(&dir)?;
     Ok(dir)
 }

@@ -6,34 +6,36 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::inventory::Host;
 use super::rollout::BIN_DIR;
 use super::ssh::Transport;
+use crate::engine::{LAST_RUN, Report};
+use crate::fingerprint::{Fingerprint, Part};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What status shows of a host's last run report.
+#[derive(Debug, Clone, Serialize)]
 pub struct LastRun {
     pub started_at: u64,
     pub elapsed_ms: f64,
     pub success: bool,
     pub updated: usize,
     pub failed: usize,
-    #[serde(default)]
     pub why_run: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Part {
-    pub resource: String,
-    pub part: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub fingerprint: String,
-    #[serde(default)]
-    pub parts: Vec<Part>,
+impl From<Report> for LastRun {
+    fn from(r: Report) -> Self {
+        LastRun {
+            started_at: r.started_at,
+            elapsed_ms: r.elapsed_ms,
+            success: r.success,
+            updated: r.updated,
+            failed: r.failed,
+            why_run: r.why_run,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,7 +87,7 @@ const ALTERED: &str = "kiln-binary-altered:";
 
 pub fn collect(hosts: &[Host], t: &Transport) -> Status {
     let script = format!(
-        "cat /var/lib/kiln/last_run.json 2>/dev/null; echo; echo {SEP}; \
+        "cat {LAST_RUN} 2>/dev/null; echo; echo {SEP}; \
          K=$(readlink -f {BIN_DIR}/kiln); case \"${{K##*/}}\" in kiln.*) S=${{K##*/kiln.}};; *) S=;; esac; \
          if [ -x \"$K\" ] && [ -n \"$S\" ] && [ \"$(sha256sum < \"$K\" | cut -d' ' -f1)\" != \"$S\" ]; then \
          echo \"{ALTERED} $K does not have the sha256 it was pushed with: altered on the host, not run\"; \
@@ -133,14 +135,14 @@ fn one(h: &Host, t: &Transport, script: &str) -> HostStatus {
             let text = String::from_utf8_lossy(&out.stdout);
             let (run, fp) = text.split_once(SEP).unwrap_or((&text, ""));
             if !run.trim().is_empty() {
-                match serde_json::from_str::<LastRun>(run.trim()) {
-                    Ok(r) => st.last_run = Some(r),
+                match Report::parse(run.trim()) {
+                    Ok(r) => st.last_run = Some(r.into()),
                     Err(e) => st.error = Some(format!("last_run.json: {e}")),
                 }
             }
             if let Some(why) = fp.trim().strip_prefix(ALTERED) {
                 st.error = Some(format!("kiln binary altered: {}", why.trim()));
-            } else if let Ok(f) = serde_json::from_str::<Fingerprint>(fp.trim()) {
+            } else if let Ok(f) = Fingerprint::parse(fp.trim()) {
                 st.fingerprint = Some(f.fingerprint);
                 st.parts = f.parts;
             }

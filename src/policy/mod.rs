@@ -2,7 +2,9 @@
 //! package whitelist, loaded from TOML files.
 
 pub mod attributes;
+pub mod check;
 pub mod cookbook;
+pub mod files;
 pub mod recipe;
 pub mod render;
 pub mod role;
@@ -16,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::error::PolicyError;
 
 pub use cookbook::Cookbook;
+pub use files::PolicyFile;
 pub use role::Role;
 
 /// A policy repository on disk. Roles and cookbooks are read when asked

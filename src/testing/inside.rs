@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::sandbox;
-use crate::engine::{self, Options, Request, Status};
-use crate::platform::facts::Facts;
+use crate::engine::{self, Converge, Event, Status};
 use crate::platform::target::Target;
-use crate::policy::Repository;
+pub use crate::verify::CheckOutcome;
 
 pub struct InsideArgs {
     pub root: PathBuf,
@@ -28,14 +27,6 @@ pub struct RunSummary {
     pub failed: Vec<String>,
     pub total: usize,
     pub elapsed_ms: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckOutcome {
-    pub check: String,
-    pub origin: String,
-    pub ok: bool,
-    pub detail: String,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -108,20 +99,16 @@ pub fn run(a: InsideArgs) -> i32 {
 fn inside(a: &InsideArgs) -> InsideOutcome {
     let mut out = InsideOutcome::default();
     phase("compile");
-    let policy = match Repository::open(&a.repo)
-        .map_err(|e| e.to_string())
-        .and_then(|repo| {
-            let facts = Facts::gather(&Target::at_root(&a.root), Some(&a.fqdn));
-            let req = Request {
-                run_list: vec![format!("role[{}]", a.role)],
-                size: a.size.clone(),
-                node_attributes: toml::Table::new(),
-            };
-            engine::compile(&repo, &req, &facts).map_err(|e| e.to_string())
-        }) {
+    let c = Converge {
+        fqdn: Some(a.fqdn.clone()),
+        size: a.size.clone(),
+        root: Some(a.root.clone()),
+        ..Converge::roles(&a.repo, std::slice::from_ref(&a.role))
+    };
+    let prepared = match engine::prepare(&c) {
         Ok(p) => p,
         Err(e) => {
-            out.error = Some(e);
+            out.error = Some(e.to_string());
             return out;
         }
     };
@@ -141,35 +128,45 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
     if worker > 0 {
         std::process::exit(reap_until(worker));
     }
-    let target = Target::host();
-    let mut log = |r: &engine::ResourceReport| {
-        if let Some(l) = r.line() {
-            eprintln!("{l}");
+    // Inside the sandbox the target's root is `/`.
+    let prepared = prepared.on(Target::host());
+    let mut log = |e: Event| match e {
+        Event::Resource(r) => {
+            if let Some(l) = r.line() {
+                eprintln!("{l}");
+            }
+        }
+        Event::Warning(w) => eprintln!("warning: {w}"),
+    };
+    let mut converge = |out: &mut InsideOutcome| match prepared.apply(&mut log) {
+        Ok(r) => {
+            eprintln!("{}", r.summary());
+            Some(r)
+        }
+        Err(e) => {
+            out.error = Some(e.to_string());
+            None
         }
     };
     phase("converge");
-    let first = engine::converge(&target, &policy, &Options::default(), &mut log);
-    let _ = first.save(&target);
-    eprintln!("{}", first.summary());
+    let Some(first) = converge(&mut out) else {
+        return out;
+    };
     out.first = Some(summarize(&first));
     if !first.success {
         return out;
     }
     phase("converge again");
-    let second = engine::converge(&target, &policy, &Options::default(), &mut log);
-    let _ = second.save(&target);
-    eprintln!("{}", second.summary());
+    let Some(second) = converge(&mut out) else {
+        return out;
+    };
     out.second = Some(summarize(&second));
     phase("verify");
-    for c in &policy.verify {
-        let r = c.run(&target, &policy.pins);
-        eprintln!("  verify {}: {:?}", c.label(), r);
-        out.verify.push(CheckOutcome {
-            check: c.label(),
-            origin: c.origin.clone(),
-            ok: r.is_ok(),
-            detail: r.unwrap_or_else(|e| e),
-        });
+    let policy = &prepared.policy;
+    for c in crate::verify::run_all(&policy.verify, &prepared.target, &policy.pins) {
+        let r: Result<&str, &str> = if c.ok { Ok(&c.detail) } else { Err(&c.detail) };
+        eprintln!("  verify {}: {:?}", c.check, r);
+        out.verify.push(c);
     }
     out
 }

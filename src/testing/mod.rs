@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use shared_child::SharedChild;
 
 use crate::engine::{self, Request};
 use crate::platform::apt;
@@ -258,13 +259,13 @@ fn run(
     if let Some(s) = &opts.size {
         cmd.args(["--size", s]);
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
-    let stderr = child.stderr.take().expect("piped");
+    let child = SharedChild::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
+    let stderr = child.take_stderr().expect("piped");
     let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -275,26 +276,24 @@ fn run(
             }
         }
     });
-    let mut stdout = child.stdout.take().expect("piped");
+    let mut stdout = child.take_stdout().expect("piped");
     let out_reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
         s
     });
     let deadline = Instant::now() + opts.timeout;
-    let status = loop {
-        while let Ok(p) = rx.try_recv() {
-            progress(&p);
-        }
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
+    // Phases as they come, until the sandbox closes stderr (it ended) or time is up.
+    while let Ok(p) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        progress(&p);
+    }
+    let status = match child.wait_deadline(deadline).map_err(|e| e.to_string())? {
+        Some(s) => Some(s),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            None
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
     let _ = reader.join();
     let stdout = out_reader.join().unwrap_or_default();

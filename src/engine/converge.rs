@@ -1,0 +1,161 @@
+//! One converge, start to end: the policy compiled, the target's lock taken,
+//! the plan applied, the report kept. Every caller (`kiln converge`,
+//! `kiln verify --converge`, dev VM image builds, `kiln test`) goes through
+//! here; none of it prints, so each caller shows progress its own way.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::compile::{Policy, Request, compile};
+use super::lock::RunLock;
+use super::report::{Report, ResourceReport};
+use super::run;
+use crate::error::{Error, PolicyError};
+use crate::platform::facts::Facts;
+use crate::platform::target::Target;
+use crate::policy::{Repository, load_toml};
+
+/// How long a converge waits for another run's lock unless told otherwise.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to converge, and where.
+#[derive(Debug, Clone)]
+pub struct Converge {
+    pub repo: PathBuf,
+    pub roles: Vec<String>,
+    pub run_list: Vec<String>,
+    pub fqdn: Option<String>,
+    /// A node file: fqdn, run_list, size and attributes.
+    pub node: Option<PathBuf>,
+    pub size: Option<String>,
+    /// A directory tree as the target instead of the running system.
+    pub root: Option<PathBuf>,
+    pub why_run: bool,
+    pub lock_timeout: Duration,
+}
+
+impl Converge {
+    /// Converging `roles` of the policy in `repo`, on this system.
+    pub fn roles(repo: impl Into<PathBuf>, roles: &[String]) -> Self {
+        Converge {
+            repo: repo.into(),
+            roles: roles.to_vec(),
+            run_list: Vec::new(),
+            fqdn: None,
+            node: None,
+            size: None,
+            root: None,
+            why_run: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+}
+
+/// A node file: what one host adds to the policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub fqdn: Option<String>,
+    #[serde(default)]
+    pub run_list: Vec<String>,
+    pub size: Option<String>,
+    #[serde(default)]
+    pub attributes: toml::Table,
+}
+
+/// What a converge tells its caller while it runs.
+pub enum Event<'a> {
+    /// A resource was checked (and applied, unless why-run).
+    Resource(&'a ResourceReport),
+    /// Something went wrong that does not fail the run.
+    Warning(&'a str),
+}
+
+/// A compiled policy and the target it is for, not yet applied.
+pub struct Prepared {
+    pub target: Target,
+    pub policy: Policy,
+    pub why_run: bool,
+    pub lock_timeout: Duration,
+}
+
+/// Compiles the policy for the target: every policy error surfaces here,
+/// before the lock is taken or anything changes.
+pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
+    let repo = Repository::open(&c.repo)?;
+    let node: NodeFile = match &c.node {
+        Some(p) => load_toml(p)?.0,
+        None => NodeFile::default(),
+    };
+    let mut run_list: Vec<String> = c.roles.iter().map(|r| format!("role[{r}]")).collect();
+    run_list.extend(c.run_list.iter().cloned());
+    if run_list.is_empty() {
+        run_list = node.run_list.clone();
+    }
+    if run_list.is_empty() {
+        return Err(PolicyError::new("nothing to converge: the run list is empty")
+            .fix("pass --role NAME or --run-list recipe[COOKBOOK], or give a --node file with run_list")
+            .into());
+    }
+    let target = match &c.root {
+        Some(dir) => {
+            if !dir.is_dir() {
+                return Err(Error::Usage(format!(
+                    "--root {}: no such directory; point it at a Debian root (e.g. one made with mmdebstrap)",
+                    dir.display()
+                )));
+            }
+            Target::at_root(dir)
+        }
+        None => Target::host(),
+    };
+    let facts = Facts::gather(&target, c.fqdn.as_deref().or(node.fqdn.as_deref()));
+    let req = Request {
+        run_list,
+        size: c.size.clone().or(node.size),
+        node_attributes: node.attributes,
+    };
+    let policy = compile(&repo, &req, &facts)?;
+    Ok(Prepared {
+        target,
+        policy,
+        why_run: c.why_run,
+        lock_timeout: c.lock_timeout,
+    })
+}
+
+impl Prepared {
+    /// The same policy applied to another view of the target: `kiln test`
+    /// compiles outside its sandbox and converges inside, where the root is `/`.
+    pub fn on(self, target: Target) -> Prepared {
+        Prepared { target, ..self }
+    }
+
+    /// Takes the target's lock, applies the policy and keeps the report
+    /// (unless why-run). A failed resource is in the report, not an error.
+    pub fn apply(&self, on: &mut dyn FnMut(Event)) -> Result<Report, Error> {
+        let _lock = RunLock::acquire(&self.target, self.lock_timeout).map_err(Error::Target)?;
+        let mut progress = |r: &ResourceReport| on(Event::Resource(r));
+        let report = run::converge(
+            &self.target,
+            &self.policy,
+            &run::Options {
+                why_run: self.why_run,
+            },
+            &mut progress,
+        );
+        if !self.why_run
+            && let Err(e) = report.save(&self.target)
+        {
+            on(Event::Warning(&format!("cannot keep the run report: {e}")));
+        }
+        Ok(report)
+    }
+}
+
+/// Compiles, locks, applies and keeps the report: one whole converge.
+pub fn converge(c: &Converge, on: &mut dyn FnMut(Event)) -> Result<Report, Error> {
+    prepare(c)?.apply(on)
+}

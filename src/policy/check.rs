@@ -1,0 +1,74 @@
+//! Static validation of a whole repository: every role compiled (in each
+//! of its sizes), every cookbook parsed, every problem collected at once.
+//! `kiln check` prints them; `kiln fleet` refuses to roll out a policy with any.
+
+use super::Repository;
+use super::whitelist::Whitelist;
+use crate::error::{PolicyError, PolicyErrors};
+
+/// Compiles the run list `role[NAME]` in a size (None: none), as a node
+/// would. The engine's compiler, passed in so that the policy layer does
+/// not depend on the engine (see `engine::check`).
+pub type CompileRole<'a> =
+    dyn Fn(&Repository, &str, Option<String>) -> Result<(), PolicyErrors> + 'a;
+
+impl Repository {
+    /// All problems in the repository, each once.
+    pub fn check(&self, compile: &CompileRole) -> Vec<PolicyError> {
+        check(self, compile)
+    }
+}
+
+fn check(repo: &Repository, compile: &CompileRole) -> Vec<PolicyError> {
+    let mut errors: Vec<PolicyError> = Vec::new();
+    let add = |e: PolicyError, errors: &mut Vec<PolicyError>| {
+        if !errors.contains(&e) {
+            errors.push(e);
+        }
+    };
+    match Whitelist::load(repo) {
+        Ok(w) => {
+            for e in w.validate() {
+                add(e, &mut errors);
+            }
+        }
+        Err(e) => add(e, &mut errors),
+    }
+    // Every cookbook parses, even one no role uses yet.
+    for name in repo.names_in("cookbooks") {
+        match repo.cookbook(&name) {
+            Ok(cb) => {
+                for r in cb.recipe_names() {
+                    if let Err(e) = cb.recipe(&r) {
+                        add(e, &mut errors);
+                    }
+                }
+            }
+            Err(e) => add(e, &mut errors),
+        }
+    }
+    for name in repo.names_in("roles") {
+        let role = match repo.role(&name) {
+            Ok(r) => r,
+            Err(e) => {
+                add(e, &mut errors);
+                continue;
+            }
+        };
+        let mut sizes: Vec<Option<String>> = vec![None];
+        sizes.extend(role.sizes.keys().cloned().map(Some));
+        for size in sizes {
+            if let Err(PolicyErrors(es)) = compile(repo, &name, size) {
+                for e in es {
+                    let e = if e.file.is_none() {
+                        e.in_file(&role.file)
+                    } else {
+                        e
+                    };
+                    add(e, &mut errors);
+                }
+            }
+        }
+    }
+    errors
+}
