@@ -74,8 +74,7 @@ pub fn promote(repo: &Path, name: &str) -> Result<i32, Error> {
     }
     let (new_text, moved) =
         promote_text(&text, name).map_err(|e| PolicyError::new(e).in_file(&shown))?;
-    atomic_write(&path, new_text.as_bytes(), file_mode(&path), Ids::default())
-        .map_err(Error::Target)?;
+    atomic_write(&path, new_text.as_bytes(), file_mode(&path), Ids::default())?;
     for (pkg, from, to) in &moved {
         match from {
             Some(f) => println!("  {pkg}: {f} -> {to}"),
