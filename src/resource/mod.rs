@@ -471,6 +471,69 @@ mod tests {
         assert_eq!(parse_mode(&toml::Value::Integer(600)).unwrap(), 0o600);
     }
 
+    /// The rows of README.md's resource table: type, properties, actions.
+    fn readme_table() -> Vec<(String, Vec<String>, Vec<String>)> {
+        let readme = include_str!("../../README.md");
+        let mut lines = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| type (name is) | properties | actions"))
+            .skip(2);
+        let mut rows = Vec::new();
+        while let Some(l) = lines.next().filter(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let [kind, props, actions] = cells[..] else {
+                panic!("a row of three cells: {l}");
+            };
+            let kind = kind.split('`').nth(1).expect("a `type`").to_string();
+            rows.push((kind, names_outside_parentheses(props), words(actions)));
+        }
+        assert!(!rows.is_empty(), "README.md has the resource table");
+        rows
+    }
+
+    /// The `quoted` names of a cell, leaving out what parentheses explain.
+    fn names_outside_parentheses(cell: &str) -> Vec<String> {
+        let mut depth = 0;
+        let mut outside = String::new();
+        for c in cell.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 0 => outside.push(c),
+                _ => {}
+            }
+        }
+        outside
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn words(cell: &str) -> Vec<String> {
+        cell.split(',').map(|w| w.trim().to_string()).collect()
+    }
+
+    #[test]
+    fn the_readme_table_matches_the_registered_types() {
+        let rows = readme_table();
+        let documented: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let registered: Vec<&str> = types().iter().map(|t| t.name).collect();
+        assert_eq!(documented, registered, "the README's types, in order");
+        for ((kind, props, actions), t) in rows.iter().zip(types()) {
+            let mut want: Vec<&str> = t.properties.to_vec();
+            let mut have: Vec<&str> = props.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            have.sort_unstable();
+            assert_eq!(have, want, "properties of {kind} in README.md");
+            assert_eq!(
+                actions, t.actions,
+                "actions of {kind} in README.md (default first)"
+            );
+        }
+    }
+
     #[test]
     fn every_type_has_a_default_action() {
         for t in types() {
