@@ -7,4 +7,4 @@ mod run;
 
 pub use compile::{Policy, Request, compile};
 pub use report::{Report, ResourceReport, Status};
-pub use run::{Options, converge};
+pub use run::{Options, Plan, Step, converge, plan};

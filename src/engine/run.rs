@@ -35,6 +35,35 @@ pub struct Plan<'p> {
     pub steps: Vec<Step>,
 }
 
+impl Plan<'_> {
+    /// The plan for machines: per resource, the guard that skips it or
+    /// each action's typed difference (or why it could not be checked).
+    pub fn to_json(&self) -> serde_json::Value {
+        let steps: Vec<serde_json::Value> = self
+            .policy
+            .resources
+            .iter()
+            .zip(&self.steps)
+            .map(|(r, step)| {
+                let actions: Vec<serde_json::Value> = step
+                    .actions
+                    .iter()
+                    .map(|a| match a {
+                        Ok(p) => p.to_json(),
+                        Err(e) => serde_json::json!({ "error": e.to_string() }),
+                    })
+                    .collect();
+                serde_json::json!({
+                    "resource": r.id.to_string(),
+                    "guard": step.guard,
+                    "actions": actions,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(steps)
+    }
+}
+
 /// Plans every resource of `policy` against the target as it is now.
 pub fn plan<'p>(policy: &'p Policy, cx: &mut Context) -> Plan<'p> {
     let known = guards_in_parallel(policy, cx.target);

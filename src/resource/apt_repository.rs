@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::file::{File, FileAction, FileChange};
 use super::fsmeta::Meta;
@@ -143,9 +143,10 @@ impl AptRepositoryAction {
 }
 
 /// A difference of one of the files (key, then sources entry), by its path.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct RepoChange {
     /// Which of [`AptRepository::parts`].
+    #[serde(skip)]
     part: usize,
     path: String,
     change: FileChange,

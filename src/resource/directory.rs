@@ -4,7 +4,7 @@ use std::fmt;
 use std::fs;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::file::check_absolute;
 use super::fsmeta::{Meta, MetaChange};
@@ -43,7 +43,8 @@ actions! {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DirectoryChange {
     Create,
     Delete,

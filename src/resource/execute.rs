@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
@@ -162,7 +162,7 @@ actions! {
 }
 
 /// The one thing an execute does: run its command (shown as people may see it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunCommand(String);
 
 impl fmt::Display for RunCommand {

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::fsmeta::{Meta, MetaChange, atomic_write, content_diff, temp_path};
 use super::{
@@ -79,7 +79,8 @@ actions! {
 }
 
 /// One difference of a file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FileChange {
     /// A temporary file of an interrupted atomic write.
     RemovePartial,
@@ -90,18 +91,21 @@ pub enum FileChange {
     /// New content; `stat` is the path as it is (for owner and mode to keep).
     Content {
         diff: String,
+        #[serde(skip)]
         stat: Stat,
     },
     /// Owner, group or mode; on a path that is not a regular file (a
     /// symlink) the file is written anew rather than the link followed.
     Meta {
+        #[serde(flatten)]
         change: MetaChange,
+        #[serde(skip)]
         stat: Stat,
     },
 }
 
 /// Owner, group and mode of an existing path, and whether it is a regular file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Stat {
     uid: u32,
     gid: u32,

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Context, de_mode};
 use crate::error::RunError;
@@ -29,7 +29,8 @@ pub struct Ids {
 }
 
 /// One difference of owner, group or mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "property", rename_all = "snake_case")]
 pub enum MetaChange {
     Owner { from: u32, to: String },
     Group { from: u32, to: String },

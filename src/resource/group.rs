@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::user::{check_account_name, de_bool, de_id, de_names, run};
 use super::{
@@ -69,7 +69,8 @@ actions! {
 }
 
 /// One difference of a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GroupChange {
     /// A new group; `members` is the list it gets (empty: none).
     Create {

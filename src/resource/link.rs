@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::file::check_absolute;
 use super::{
@@ -49,7 +49,8 @@ actions! {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
 pub enum LinkChange {
     Create { to: String },
     Retarget { from: String, to: String },
@@ -142,5 +143,31 @@ impl Converge for Link {
             Ok(m) if m.is_dir() => format!("kind=directory {}", state.ownership(&m)),
             Ok(m) => format!("kind=file {}", state.ownership(&m)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::user::tests::{NoEnv, spec};
+    use super::*;
+    use crate::platform::target::Target;
+
+    #[test]
+    fn the_plan_renders_for_people_and_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::at_root(dir.path());
+        let mut cx = Context::new(&target);
+        let l = build(&spec("/current", "to = \"/srv/app\""), &NoEnv).unwrap();
+        let planned = l.plan("create", &mut cx).unwrap();
+        assert_eq!(planned.changes[0].summary, "create -> /srv/app");
+        assert_eq!(
+            planned.to_json(),
+            serde_json::json!({
+                "action": "create",
+                "changes": [{"change": "create", "to": "/srv/app"}],
+            })
+        );
+        l.apply_plan(&planned, &mut cx).unwrap();
+        assert!(l.plan("create", &mut cx).unwrap().is_empty());
     }
 }

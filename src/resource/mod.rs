@@ -1,6 +1,8 @@
-//! Resource types. Each lives in its own file behind [`Resource`]: `check`
-//! reads the current state and says what an action would change, `apply`
-//! makes it so. The engine never needs to know a type's internals.
+//! Resource types. Each lives in its own file behind [`Converge`]: `check`
+//! reads the current state once and returns a typed difference, `apply`
+//! carries out exactly that difference, and `fingerprint` reads the state
+//! `kiln fingerprint` hashes. The engine sees them erased, as [`Resource`],
+//! and never needs to know a type's internals.
 
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -27,7 +29,8 @@ pub mod user;
 
 pub mod fsmeta;
 
-/// One difference between the target and the policy.
+/// One difference between the target and the policy, as people and
+/// reports see it (rendered from a type's [`Item`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub summary: String,
@@ -36,28 +39,6 @@ pub struct Change {
     /// Not done on purpose (a service start in a `--root` target): reported,
     /// but not counted as an update.
     pub skipped: bool,
-}
-
-impl Change {
-    pub fn new(summary: impl Into<String>) -> Self {
-        Change {
-            summary: summary.into(),
-            diff: None,
-            skipped: false,
-        }
-    }
-
-    pub fn with_diff(mut self, diff: Option<String>) -> Self {
-        self.diff = diff;
-        self
-    }
-
-    pub fn skipped(summary: impl Into<String>) -> Self {
-        Change {
-            skipped: true,
-            ..Change::new(summary)
-        }
-    }
 }
 
 /// State read from the target, shared by all resources of a run and read
@@ -118,6 +99,11 @@ macro_rules! actions {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         $vis enum $E { $($V),+ }
+        impl serde::Serialize for $E {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str($crate::resource::Action::name(*self))
+            }
+        }
         impl $crate::resource::Action for $E {
             const ALL: &'static [Self] = &[$($E::$V),+];
             const NAMES: &'static [&'static str] = &[$($s),+];
@@ -129,9 +115,9 @@ macro_rules! actions {
 }
 pub(crate) use actions;
 
-/// One item of a type's difference: it says itself for people; `apply`
-/// matches on it to know what to do.
-pub trait Item: fmt::Debug + fmt::Display + Send + Sync + 'static {
+/// One item of a type's difference: it says itself for people (Display)
+/// and for machines (Serialize); `apply` matches on it to know what to do.
+pub trait Item: fmt::Debug + fmt::Display + serde::Serialize + Send + Sync + 'static {
     /// A unified diff of file content, when there is one.
     fn diff(&self) -> Option<String> {
         None
@@ -180,6 +166,8 @@ pub struct Planned {
     pub action: &'static str,
     pub changes: Vec<Change>,
     typed: Box<dyn Any + Send + Sync>,
+    /// Renders `typed` for machines.
+    json: fn(&(dyn Any + Send + Sync)) -> serde_json::Value,
 }
 
 impl Planned {
@@ -192,11 +180,11 @@ impl Planned {
         self.changes.is_empty()
     }
 
-    /// The difference for JSON.
+    /// The typed difference for machines: `{action, changes: [...]}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "action": self.action,
-            "changes": self.changes.iter().map(|c| &c.summary).collect::<Vec<_>>(),
+            "changes": (self.json)(&*self.typed),
         })
     }
 }
@@ -248,6 +236,10 @@ impl<T: Converge> Resource for T {
             action: a.name(),
             changes,
             typed: Box::new(Typed::<T> { action: a, diff }),
+            json: |t| {
+                let t = t.downcast_ref::<Typed<T>>().expect("planned by T");
+                serde_json::to_value(&t.diff).unwrap_or_default()
+            },
         })
     }
 

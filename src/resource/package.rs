@@ -5,6 +5,8 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use serde::Serialize;
+
 use super::{
     Action, BatchItem, BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State,
     TypeDef, actions,
@@ -64,7 +66,8 @@ actions! {
 }
 
 /// How a package differs from its pin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
 pub enum PackageChange {
     Install {
         version: String,

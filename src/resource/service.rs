@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     Action, BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef,
@@ -389,7 +389,8 @@ impl ServiceAction {
 }
 
 /// What an action would do to a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", content = "action", rename_all = "snake_case")]
 pub enum ServiceChange {
     Act(ServiceAction),
     /// Not installed when checked: a package earlier in the run may install

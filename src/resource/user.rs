@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
@@ -97,7 +97,8 @@ actions! {
 
 /// One difference of an account; `apply` turns these into one useradd,
 /// usermod or userdel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UserChange {
     /// A new account; the text lists what is set.
     Create(String),
