@@ -204,6 +204,13 @@ impl From<RunError> for Error {
     }
 }
 
+/// For callers above the engine that still report errors as text.
+impl From<RunError> for String {
+    fn from(e: RunError) -> Self {
+        e.to_string()
+    }
+}
+
 /// A command that ran and failed: the one place that words
 /// "`cmd` failed with status N: tail".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +285,29 @@ mod tests {
     fn line_and_column_are_one_based() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn one_wording_for_failed_commands() {
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw(3 << 8);
+        let e = CommandFailed::new(&["usermod", "-s", "/bin/sh", "web"], status, "no such user");
+        assert_eq!(
+            e.to_string(),
+            "`usermod -s /bin/sh web` failed with status 3: no such user"
+        );
+        let killed = CommandFailed::new(&["sleep", "9"], std::process::ExitStatus::from_raw(9), "");
+        assert_eq!(killed.to_string(), "`sleep 9` was killed by signal 9");
+        let e = RunError::from(e).context("added repository x, but its index did not update");
+        assert!(
+            e.to_string()
+                .starts_with("added repository x, but its index did not update: `usermod")
+        );
+        let p = RunError::precondition("group \"web\" does not exist").fix("declare it first");
+        assert_eq!(
+            p.to_string(),
+            "group \"web\" does not exist; declare it first"
+        );
     }
 
     #[test]

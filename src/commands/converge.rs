@@ -75,7 +75,7 @@ pub fn run(c: Converge) -> Result<i32, Error> {
     // Every policy error surfaces before the lock is even taken.
     let policy = engine::compile(&repo, &req, &facts)?;
 
-    let _lock = RunLock::acquire(&target, c.lock_timeout).map_err(Error::Target)?;
+    let _lock = RunLock::acquire(&target, c.lock_timeout)?;
     let json = c.json;
     let why_run = c.why_run;
     let mut out = std::io::stdout().lock();

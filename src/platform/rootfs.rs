@@ -9,6 +9,8 @@ use std::process::Command;
 use fs2::FileExt;
 use sha2::{Digest, Sha256};
 
+use crate::error::{CommandFailed, RunError};
+
 /// What goes into a base root. The key is shared with the test harness
 /// (tests/support), so `kiln test` and `cargo test` use one cached root.
 pub struct Recipe {
@@ -52,7 +54,7 @@ pub fn cache_dir() -> PathBuf {
 /// The cached base root for `recipe`, built with mmdebstrap when missing.
 /// Concurrent callers wait for one build; a killed build leaves nothing
 /// that looks finished (it is renamed into place only when complete).
-pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, String> {
+pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, RunError> {
     let dir = cache_dir().join("roots");
     let key = recipe.key();
     let done = dir.join(&key);
@@ -60,19 +62,18 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, St
     if root.is_dir() {
         return Ok(root);
     }
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    fs::create_dir_all(&dir).map_err(|e| RunError::io("create", dir.display(), e))?;
     let lock_path = dir.join(format!("{key}.lock"));
-    let lock = File::create(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    let lock =
+        File::create(&lock_path).map_err(|e| RunError::io("open", lock_path.display(), e))?;
     lock.lock_exclusive()
-        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+        .map_err(|e| RunError::io("lock", lock_path.display(), e))?;
     if root.is_dir() {
         return Ok(root);
     }
     if which("mmdebstrap").is_none() {
-        return Err(
-            "mmdebstrap is not installed; install it with: apt-get install -y mmdebstrap".into(),
-        );
+        return Err(RunError::precondition("mmdebstrap is not installed")
+            .fix("install it with: apt-get install -y mmdebstrap"));
     }
     // Leftovers of a killed build.
     let prefix = format!("{key}.build-");
@@ -86,7 +87,7 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, St
         recipe.suite, recipe.variant
     ));
     let build = dir.join(format!("{prefix}{}", std::process::id()));
-    fs::create_dir_all(&build).map_err(|e| format!("cannot create {}: {e}", build.display()))?;
+    fs::create_dir_all(&build).map_err(|e| RunError::io("create", build.display(), e))?;
     let out = Command::new("mmdebstrap")
         .arg(format!("--variant={}", recipe.variant))
         .arg("--mode=root")
@@ -95,20 +96,20 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, St
         .arg(recipe.suite)
         .arg(build.join("root"))
         .output()
-        .map_err(|e| format!("cannot run mmdebstrap: {e}"))?;
+        .map_err(|e| RunError::spawn("mmdebstrap", e))?;
     if !out.status.success() {
         remove_tree(&build);
-        return Err(format!(
-            "mmdebstrap failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .join(" | ")
-        ));
+        let tail = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let mut failed = CommandFailed::new(&["mmdebstrap"], out.status, tail);
+        failed.quoted = false;
+        return Err(failed.into());
     }
-    fs::rename(&build, &done).map_err(|e| format!("cannot rename {}: {e}", build.display()))?;
+    fs::rename(&build, &done).map_err(|e| RunError::io("rename", build.display(), e))?;
     Ok(root)
 }
 
@@ -129,17 +130,16 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    pub fn new(lower: &Path, parent: &Path, name: &str) -> Result<Overlay, String> {
-        fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    pub fn new(lower: &Path, parent: &Path, name: &str) -> Result<Overlay, RunError> {
+        fs::create_dir_all(parent).map_err(|e| RunError::io("create", parent.display(), e))?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("{name}-"))
             .tempdir_in(parent)
-            .map_err(|e| format!("cannot create a directory in {}: {e}", parent.display()))?
+            .map_err(|e| RunError::io("create a directory in", parent.display(), e))?
             .keep();
         let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("root"));
         for d in [&upper, &work, &merged] {
-            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            fs::create_dir_all(d).map_err(|e| RunError::io("create", d.display(), e))?;
         }
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -151,13 +151,14 @@ impl Overlay {
             .args(["-t", "overlay", "overlay", "-o", &opts])
             .arg(&merged)
             .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
+            .map_err(|e| RunError::spawn("mount", e))?;
         if !out.status.success() {
             let _ = fs::remove_dir_all(&dir);
-            return Err(format!(
-                "cannot mount an overlay (kiln test needs root and overlayfs): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            let tail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(
+                RunError::precondition(format!("cannot mount an overlay: {tail}"))
+                    .fix("kiln test needs root and overlayfs"),
+            );
         }
         Ok(Overlay {
             dir,
