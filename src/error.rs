@@ -123,6 +123,146 @@ impl From<PolicyError> for Error {
     }
 }
 
+/// A problem on the target, below the policy layer: what resources,
+/// platform tools and the engine return, typed so that callers can tell a
+/// failed command from a missing precondition without reading prose.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Command(#[from] CommandFailed),
+    /// A program could not be started at all.
+    #[error("could not run {what}: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// Something the resource needs is missing; `fix` says what to do.
+    #[error("{problem}{}", fix.as_ref().map(|f| format!("; {f}")).unwrap_or_default())]
+    Precondition {
+        problem: String,
+        fix: Option<String>,
+    },
+    /// An error with what kiln was doing when it happened.
+    #[error("{context}: {source}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<RunError>,
+    },
+}
+
+impl RunError {
+    pub fn spawn(what: impl Into<String>, source: std::io::Error) -> Self {
+        RunError::Spawn {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    pub fn io(op: &'static str, path: impl fmt::Display, source: std::io::Error) -> Self {
+        RunError::Io {
+            op,
+            path: path.to_string(),
+            source: source.into(),
+        }
+    }
+
+    pub fn precondition(problem: impl Into<String>) -> Self {
+        RunError::Precondition {
+            problem: problem.into(),
+            fix: None,
+        }
+    }
+
+    /// Adds the fix to a precondition (other kinds are left as they are).
+    pub fn fix(mut self, how: impl Into<String>) -> Self {
+        if let RunError::Precondition { fix, .. } = &mut self {
+            *fix = Some(how.into());
+        }
+        self
+    }
+
+    pub fn context(self, context: impl Into<String>) -> Self {
+        RunError::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+}
+
+impl From<RunError> for Error {
+    fn from(e: RunError) -> Self {
+        Error::Target(e.to_string())
+    }
+}
+
+/// For callers above the engine that still report errors as text.
+impl From<RunError> for String {
+    fn from(e: RunError) -> Self {
+        e.to_string()
+    }
+}
+
+/// A command that ran and failed: the one place that words
+/// "`cmd` failed with status N: tail".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandFailed {
+    /// The command as people may see it (argv joined, or a masked stand-in).
+    pub command: String,
+    /// Whether `command` is shown in backquotes (a masked one is prose).
+    pub quoted: bool,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Extra words after the status, e.g. the accepted exit codes.
+    pub note: String,
+    /// The last lines of its output, or why they are not shown.
+    pub tail: String,
+}
+
+impl CommandFailed {
+    pub fn new(argv: &[&str], status: std::process::ExitStatus, tail: impl Into<String>) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        CommandFailed {
+            command: argv.join(" "),
+            quoted: true,
+            code: status.code(),
+            signal: status.signal(),
+            note: String::new(),
+            tail: tail.into(),
+        }
+    }
+}
+
+impl fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.quoted {
+            write!(f, "`{}`", self.command)?;
+        } else {
+            write!(f, "{}", self.command)?;
+        }
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, " failed with status {c}")?,
+            (None, Some(s)) => write!(f, " was killed by signal {s}")?,
+            (None, None) => write!(f, " failed")?,
+        }
+        write!(f, "{}", self.note)?;
+        if !self.tail.is_empty() {
+            write!(f, ": {}", self.tail)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
 /// Attaches a description of what was being done to an I/O error.
 pub trait IoContext<T> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T, Error>;
@@ -145,6 +285,29 @@ mod tests {
     fn line_and_column_are_one_based() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn one_wording_for_failed_commands() {
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw(3 << 8);
+        let e = CommandFailed::new(&["usermod", "-s", "/bin/sh", "web"], status, "no such user");
+        assert_eq!(
+            e.to_string(),
+            "`usermod -s /bin/sh web` failed with status 3: no such user"
+        );
+        let killed = CommandFailed::new(&["sleep", "9"], std::process::ExitStatus::from_raw(9), "");
+        assert_eq!(killed.to_string(), "`sleep 9` was killed by signal 9");
+        let e = RunError::from(e).context("added repository x, but its index did not update");
+        assert!(
+            e.to_string()
+                .starts_with("added repository x, but its index did not update: `usermod")
+        );
+        let p = RunError::precondition("group \"web\" does not exist").fix("declare it first");
+        assert_eq!(
+            p.to_string(),
+            "group \"web\" does not exist; declare it first"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -22,8 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
-use crate::resource::ResourceId;
-use crate::resource::service::{UNIT_DIRS, UNIT_SUFFIXES, sysv_enabled};
+use crate::resource::{ResourceId, type_def};
 
 /// One managed resource's contribution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,13 +70,17 @@ impl Fingerprint {
 /// The fingerprint of `target` over the resources `ids` (`type[name]`).
 /// `execute` resources contribute nothing.
 pub fn compute(target: &Target, ids: &[String]) -> Fingerprint {
-    let mut reader = Reader::new(target);
+    let mut state = State::new(target);
     let unique: BTreeSet<&String> = ids.iter().collect();
     let mut parts: Vec<Part> = unique
         .into_iter()
         .filter_map(|s| {
             let id = ResourceId::parse(s)?;
-            let part = reader.part(&id)?;
+            let part = match type_def(&id.kind) {
+                Some(t) => (t.fingerprint)(&id.name, &mut state)?,
+                // A report written by a kiln that knew more types.
+                None => "state=unknown (kiln fingerprint does not read this type)".to_string(),
+            };
             Some(Part {
                 resource: clean(&id.to_string()),
                 part,
@@ -96,147 +99,34 @@ pub fn compute(target: &Target, ids: &[String]) -> Fingerprint {
     }
 }
 
-/// The target's state, each source read at most once.
-struct Reader<'a> {
-    target: &'a Target,
+/// The target's state for fingerprint parts, each source read at most once.
+/// Each resource type reads its own part through it ([`crate::resource::Converge::fingerprint`]).
+pub struct State<'a> {
+    pub target: &'a Target,
     accounts: Accounts,
     dpkg: Option<Dpkg>,
 }
 
-impl<'a> Reader<'a> {
-    fn new(target: &'a Target) -> Self {
-        Reader {
+impl<'a> State<'a> {
+    pub fn new(target: &'a Target) -> Self {
+        State {
             target,
             accounts: Accounts::read(target),
             dpkg: None,
         }
     }
 
-    /// The part of one resource; `None` for one that has no state (execute).
-    fn part(&mut self, id: &ResourceId) -> Option<String> {
-        let name = id.name.as_str();
-        Some(match id.kind.as_str() {
-            "execute" => return None,
-            "package" => self.package(name),
-            "file" | "template" => self.file(name),
-            "directory" => self.directory(name),
-            "link" => self.link(name),
-            "user" => self.user(name),
-            "group" => self.group(name),
-            "service" => service(self.target, name),
-            "apt_repository" => self.apt_repository(name),
-            _ => "state=unknown (kiln fingerprint does not read this type)".to_string(),
-        })
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
     }
 
-    fn package(&mut self, name: &str) -> String {
+    pub fn dpkg(&mut self) -> &Dpkg {
         let target = self.target;
-        let dpkg = self.dpkg.get_or_insert_with(|| Dpkg::read(target));
-        match dpkg.packages.get(name) {
-            None => "absent".to_string(),
-            Some(p) if p.is_installed() => format!("version={}", clean(&p.version)),
-            Some(p) => format!("state={} version={}", clean(&p.state), clean(&p.version)),
-        }
-    }
-
-    fn file(&self, path: &str) -> String {
-        let host = self.target.path(path);
-        let meta = match fs::symlink_metadata(&host) {
-            Ok(m) => m,
-            Err(e) => return missing(&e),
-        };
-        let kind = meta.file_type();
-        if kind.is_file() {
-            match sha256_file(&host) {
-                Ok(h) => format!("sha256={h} {}", self.ownership(&meta)),
-                Err(e) => format!("unreadable ({})", e.kind()),
-            }
-        } else if kind.is_symlink() {
-            format!("kind=symlink to={}", link_to(&host))
-        } else if kind.is_dir() {
-            format!("kind=directory {}", self.ownership(&meta))
-        } else {
-            "kind=special".to_string()
-        }
-    }
-
-    fn directory(&self, path: &str) -> String {
-        let host = self.target.path(path);
-        match fs::symlink_metadata(&host) {
-            Err(e) => missing(&e),
-            Ok(m) if m.is_dir() => self.ownership(&m),
-            Ok(m) if m.file_type().is_symlink() => {
-                format!("kind=symlink to={}", link_to(&host))
-            }
-            Ok(m) => format!("kind=file {}", self.ownership(&m)),
-        }
-    }
-
-    fn link(&self, path: &str) -> String {
-        let host = self.target.path(path);
-        match fs::symlink_metadata(&host) {
-            Err(e) => missing(&e),
-            // A symlink's mode is always 0777: only its target and owner say anything.
-            Ok(m) if m.file_type().is_symlink() => format!(
-                "to={} owner={} group={}",
-                link_to(&host),
-                self.user_name(m.uid()),
-                self.group_name(m.gid())
-            ),
-            Ok(m) if m.is_dir() => format!("kind=directory {}", self.ownership(&m)),
-            Ok(m) => format!("kind=file {}", self.ownership(&m)),
-        }
-    }
-
-    fn user(&self, login: &str) -> String {
-        let Some(u) = self.accounts.users.get(login) else {
-            return "absent".to_string();
-        };
-        // Sorted: `groups_of` walks the groups by name.
-        let groups = self.accounts.groups_of(login);
-        format!(
-            "uid={} gid={} home={} shell={} groups={}",
-            u.uid,
-            u.gid,
-            clean(&u.home),
-            clean(&u.shell),
-            clean(&groups.join(","))
-        )
-    }
-
-    fn group(&self, name: &str) -> String {
-        let Some(g) = self.accounts.groups.get(name) else {
-            return "absent".to_string();
-        };
-        // The order of /etc/group's member list is how they were added, not state.
-        let members: BTreeSet<&str> = g.members.iter().map(String::as_str).collect();
-        let members: Vec<&str> = members.into_iter().collect();
-        format!("gid={} members={}", g.gid, clean(&members.join(",")))
-    }
-
-    /// The sources entry and the signing key `apt_repository` writes.
-    fn apt_repository(&self, name: &str) -> String {
-        let hash = |p: &str| {
-            let host = self.target.path(p);
-            match fs::symlink_metadata(&host) {
-                Ok(m) if m.is_file() => {
-                    sha256_file(&host).unwrap_or_else(|e| format!("unreadable ({})", e.kind()))
-                }
-                Ok(_) => "not-a-file".to_string(),
-                Err(_) => "absent".to_string(),
-            }
-        };
-        let sources = hash(&format!("/etc/apt/sources.list.d/{name}.sources"));
-        let key = ["asc", "gpg"]
-            .iter()
-            .map(|ext| format!("/etc/apt/keyrings/{name}.{ext}"))
-            .find(|p| self.target.path(p).symlink_metadata().is_ok())
-            .map_or_else(|| "none".to_string(), |p| hash(&p));
-        format!("sources_sha256={sources} key_sha256={key}")
+        self.dpkg.get_or_insert_with(|| Dpkg::read(target))
     }
 
     /// Owner and group by their names on the target (numbers when unnamed), and mode.
-    fn ownership(&self, m: &fs::Metadata) -> String {
+    pub fn ownership(&self, m: &fs::Metadata) -> String {
         format!(
             "owner={} group={} mode={:04o}",
             self.user_name(m.uid()),
@@ -245,7 +135,7 @@ impl<'a> Reader<'a> {
         )
     }
 
-    fn user_name(&self, uid: u32) -> String {
+    pub fn user_name(&self, uid: u32) -> String {
         // By name order, so that two names for one uid always give the same one.
         self.accounts
             .users
@@ -254,7 +144,7 @@ impl<'a> Reader<'a> {
             .map_or_else(|| uid.to_string(), |u| clean(&u.name))
     }
 
-    fn group_name(&self, gid: u32) -> String {
+    pub fn group_name(&self, gid: u32) -> String {
         self.accounts
             .group_name(gid)
             .map_or_else(|| gid.to_string(), clean)
@@ -262,7 +152,7 @@ impl<'a> Reader<'a> {
 }
 
 /// `absent`, or why a path could not be looked at (never the host path).
-fn missing(e: &io::Error) -> String {
+pub fn missing(e: &io::Error) -> String {
     if e.kind() == io::ErrorKind::NotFound {
         "absent".to_string()
     } else {
@@ -270,123 +160,14 @@ fn missing(e: &io::Error) -> String {
     }
 }
 
-fn link_to(host: &Path) -> String {
+pub fn link_to(host: &Path) -> String {
     fs::read_link(host).map_or_else(
         |e| format!("unreadable ({})", e.kind()),
         |t| clean(&t.to_string_lossy()),
     )
 }
 
-/// Whether a service starts at boot: `enabled=yes|no|static|masked`, or
-/// `absent` when neither a systemd unit nor an init script is installed.
-/// Read from files: systemd's wants/ and requires/ links where systemd is
-/// the init system, else the SysV rc links. The provider is left out of the
-/// part, so that a service enabled on a systemd host and on a SysV one
-/// compares equal.
-fn service(target: &Target, name: &str) -> String {
-    let unit = if UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
-        name.to_string()
-    } else {
-        format!("{name}.service")
-    };
-    if target.uses_systemd()
-        && let Some(state) = systemd_state(target, &unit)
-    {
-        return format!("enabled={state}");
-    }
-    let sysv = name.strip_suffix(".service").unwrap_or(name);
-    if target
-        .path(&format!("/etc/init.d/{sysv}"))
-        .symlink_metadata()
-        .is_err()
-    {
-        return "absent".to_string();
-    }
-    if sysv_enabled(target, sysv) {
-        "enabled=yes".to_string()
-    } else {
-        "enabled=no".to_string()
-    }
-}
-
-/// Directories whose `*.wants/` and `*.requires/` links enable units, and
-/// where a link to /dev/null masks one.
-const SYSTEMD_CONFIG_DIRS: &[&str] = &["/etc/systemd/system", "/run/systemd/system"];
-
-/// The unit's enablement as `systemctl is-enabled` would put it, from files;
-/// `None` when no unit file exists (systemd then runs the SysV script).
-fn systemd_state(target: &Target, unit: &str) -> Option<&'static str> {
-    for d in SYSTEMD_CONFIG_DIRS {
-        if fs::read_link(target.path(&format!("{d}/{unit}")))
-            .is_ok_and(|t| t == Path::new("/dev/null"))
-        {
-            return Some("masked");
-        }
-    }
-    // An instance `getty@tty1.service` is enabled as itself, from the template's file.
-    let template = unit
-        .split_once('@')
-        .and_then(|(head, tail)| Some(format!("{head}@{}", &tail[tail.rfind('.')?..])));
-    let file = UNIT_DIRS.iter().find_map(|d| {
-        std::iter::once(unit)
-            .chain(template.as_deref())
-            .map(|u| target.path(&format!("{d}/{u}")))
-            .find(|p| p.symlink_metadata().is_ok())
-    })?;
-    let wanted = SYSTEMD_CONFIG_DIRS.iter().any(|d| {
-        fs::read_dir(target.path(d)).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                let dir = e.file_name();
-                let dir = dir.to_string_lossy();
-                (dir.ends_with(".wants") || dir.ends_with(".requires"))
-                    && e.path().join(unit).symlink_metadata().is_ok()
-            })
-        })
-    });
-    if wanted {
-        return Some("yes");
-    }
-    let text = fs::read_to_string(resolve_in(target, &file)).unwrap_or_default();
-    Some(if has_install_section(&text) {
-        "no"
-    } else {
-        "static"
-    })
-}
-
-/// Follows symlinks at `host` (a path in the target) without leaving the target.
-fn resolve_in(target: &Target, host: &Path) -> PathBuf {
-    let mut p = host.to_path_buf();
-    for _ in 0..8 {
-        let Ok(to) = fs::read_link(&p) else { break };
-        p = if to.is_absolute() {
-            target.path(&to.to_string_lossy())
-        } else {
-            p.parent().unwrap_or(Path::new("/")).join(to)
-        };
-    }
-    p
-}
-
-/// Whether a unit file can be enabled: an `[Install]` section with
-/// WantedBy, RequiredBy, Alias or Also. Without one the unit is static.
-fn has_install_section(unit: &str) -> bool {
-    let mut in_install = false;
-    for line in unit.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_install = line == "[Install]";
-        } else if in_install
-            && ["WantedBy", "RequiredBy", "Alias", "Also", "UpheldBy"]
-                .iter()
-                .any(|k| line.split('=').next().is_some_and(|x| x.trim() == *k))
-        {
-            return true;
-        }
-    }
-    false
-}
-
-fn sha256_file(path: &Path) -> io::Result<String> {
+pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut f = fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -410,7 +191,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Keeps a part on one line: control characters are written as escapes.
-fn clean(s: &str) -> String {
+pub fn clean(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_string();
     }
@@ -709,7 +490,5 @@ mod tests {
     fn control_characters_stay_on_one_line() {
         assert_eq!(clean("a\nb"), "a\\nb");
         assert_eq!(clean("/etc/motd"), "/etc/motd");
-        assert!(has_install_section("[Install]\nWantedBy = x\n"));
-        assert!(!has_install_section("[Unit]\nWantedBy=x\n[Install]\n"));
     }
 }

@@ -276,7 +276,10 @@ impl Check {
                 };
                 let svc = (def.build)(&spec, &NoFiles).map_err(|e| e.message)?;
                 let mut cx = Context::new(target);
-                let changes = svc.check("start", &mut cx)?;
+                let changes = svc
+                    .plan("start", &mut cx)
+                    .map_err(|e| e.to_string())?
+                    .changes;
                 match changes.iter().find(|c| !c.skipped) {
                     None if changes.is_empty() => Ok("running".into()),
                     None => Err(format!("{name} cannot run here: {}", changes[0].summary)),

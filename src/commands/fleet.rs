@@ -149,9 +149,8 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         c.signing_key.as_deref().or(inv.signing_key.as_deref()),
         c.allow_unsigned,
     )?;
-    let transport =
-        Transport::for_inventory(&inv, c.common.accept_new_host_keys, &c.common.ssh)
-            .map_err(Error::Usage)?;
+    let transport = Transport::for_inventory(&inv, c.common.accept_new_host_keys, &c.common.ssh)
+        .map_err(Error::Usage)?;
     let bundle = Bundle::build(&c.common.repo)?;
     let bundle_sig = key.as_ref().map(|k| k.sign(&bundle.bytes)).transpose()?;
     let (binary_path, binary_sha) = self_binary(c.binary.as_deref())?;

@@ -24,8 +24,7 @@ pub struct TestArgs {
 pub fn print_base_root() -> Result<i32, Error> {
     let root = crate::platform::rootfs::base_root(&crate::platform::rootfs::TEST_ROOT, &|m| {
         eprintln!("{m}")
-    })
-    .map_err(Error::Target)?;
+    })?;
     println!("{}", root.display());
     Ok(0)
 }

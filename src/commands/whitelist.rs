@@ -75,8 +75,7 @@ pub fn promote(repo: &Path, name: &str) -> Result<i32, Error> {
     }
     let (new_text, moved) =
         promote_text(&text, name).map_err(|e| PolicyError::new(e).in_file(&shown))?;
-    atomic_write(&path, new_text.as_bytes(), file_mode(&path), Ids::default())
-        .map_err(Error::Target)?;
+    atomic_write(&path, new_text.as_bytes(), file_mode(&path), Ids::default())?;
     for (pkg, from, to) in &moved {
         match from {
             Some(f) => println!("  {pkg}: {f} -> {to}"),
@@ -473,7 +472,7 @@ pub fn stage(
     // What is written must read back as a valid whitelist.
     Whitelist::parse(&new_text, shown.clone())?;
     atomic_write(&path, new_text.as_bytes(), file_mode(&path), Ids::default())
-        .map_err(Error::Target)?;
+        .map_err(|e| Error::Target(e.to_string()))?;
     for (package, from, to) in &chosen {
         println!("  {package}: {from} -> {to}");
     }

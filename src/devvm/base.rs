@@ -58,7 +58,7 @@ pub fn root() -> Result<PathBuf, Error> {
             "{msg}: kernel, systemd, udev, dbus, openssh-server"
         ))
     })
-    .map_err(Error::Target)
+    .map_err(Error::from)
 }
 
 #[cfg(test)]

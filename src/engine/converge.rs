@@ -136,7 +136,7 @@ impl Prepared {
     /// Takes the target's lock, applies the policy and keeps the report
     /// (unless why-run). A failed resource is in the report, not an error.
     pub fn apply(&self, on: &mut dyn FnMut(Event)) -> Result<Report, Error> {
-        let _lock = RunLock::acquire(&self.target, self.lock_timeout).map_err(Error::Target)?;
+        let _lock = RunLock::acquire(&self.target, self.lock_timeout)?;
         let mut progress = |r: &ResourceReport| on(Event::Resource(r));
         let report = run::converge(
             &self.target,

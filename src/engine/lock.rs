@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 
+use crate::error::RunError;
 use crate::platform::target::Target;
 
 pub struct RunLock {
@@ -15,10 +16,9 @@ pub struct RunLock {
 
 impl RunLock {
     /// Waits up to `timeout` for the target's lock.
-    pub fn acquire(target: &Target, timeout: Duration) -> Result<RunLock, String> {
+    pub fn acquire(target: &Target, timeout: Duration) -> Result<RunLock, RunError> {
         let run = target.path("/run");
-        std::fs::create_dir_all(&run)
-            .map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+        std::fs::create_dir_all(&run).map_err(|e| RunError::io("create", run.display(), e))?;
         let path = run.join("kiln.lock");
         let mut file = OpenOptions::new()
             .read(true)
@@ -26,7 +26,7 @@ impl RunLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| format!("cannot open lock {}: {e}", path.display()))?;
+            .map_err(|e| RunError::io("open lock", path.display(), e))?;
         let start = Instant::now();
         loop {
             if file.try_lock_exclusive().is_ok() {
@@ -35,12 +35,13 @@ impl RunLock {
             if start.elapsed() >= timeout {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                return Err(format!(
-                    "another kiln run holds the lock {} ({}); waited {} s. Wait for it to finish, or stop that process",
+                return Err(RunError::precondition(format!(
+                    "another kiln run holds the lock {} ({}); waited {} s",
                     path.display(),
                     holder.trim(),
                     timeout.as_secs()
-                ));
+                ))
+                .fix("wait for it to finish, or stop that process"));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

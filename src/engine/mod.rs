@@ -9,6 +9,7 @@ mod run;
 pub use compile::{Policy, Request, compile};
 pub use converge::{Converge, DEFAULT_LOCK_TIMEOUT, Event, NodeFile, Prepared, converge, prepare};
 pub use report::{LAST_RUN, Report, ResourceReport, Status, managed_ids};
+pub use run::{Plan, Step, plan};
 
 use crate::error::PolicyError;
 use crate::platform::{facts::Facts, target::Target};

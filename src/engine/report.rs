@@ -250,8 +250,9 @@ impl Report {
             .map_err(|e| format!("cannot create {}: {e}", runs.display()))?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         let name = format!("{}-{}.json", self.started_at, std::process::id());
-        atomic_write(&runs.join(name), &json, 0o600, Ids::default())?;
-        atomic_write(&Self::last_run_path(target), &json, 0o600, Ids::default())?;
+        atomic_write(&runs.join(name), &json, 0o600, Ids::default()).map_err(|e| e.to_string())?;
+        atomic_write(&Self::last_run_path(target), &json, 0o600, Ids::default())
+            .map_err(|e| e.to_string())?;
         let mut old: Vec<_> = std::fs::read_dir(&runs)
             .map_err(|e| e.to_string())?
             .flatten()

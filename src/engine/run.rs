@@ -1,45 +1,91 @@
-//! Plan, then apply: the plan is computed against the state read before
-//! anything changes; once a resource has changed the target, later ones are
-//! checked again just before they apply, since their state may have moved.
+//! Plan, then apply. The plan is every resource's typed difference,
+//! computed against the state read before anything changes; `--why-run`
+//! walks it and reports, a real run walks it and carries each difference
+//! out. Once a resource has changed the target, later ones are checked
+//! again just before they apply, since their state may have moved.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::compile::{Compiled, Policy, Timing};
 use super::report::{Report, ResourceReport, Status};
+use crate::error::RunError;
 use crate::platform::target::{ShellOpts, Target};
-use crate::resource::package::apply_batch;
-use crate::resource::{Change, Context};
+use crate::resource::{Change, Context, Planned, Resource, ResourceResult};
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub why_run: bool,
 }
 
-/// What one resource would do, as planned.
-struct Planned {
+/// What one resource would do.
+#[derive(Debug)]
+pub struct Step {
     /// Why the resource is skipped (a guard), if it is.
-    guard: Option<String>,
-    actions: Vec<(String, Result<Vec<Change>, String>)>,
+    pub guard: Option<String>,
+    pub actions: Vec<ResourceResult<Planned>>,
     /// Time spent reading state and running guards.
-    took: Duration,
+    pub took: Duration,
 }
 
-fn plan_one(r: &Compiled, cx: &mut Context, known: &Guards) -> Planned {
+/// Every resource's difference from the target, in policy order.
+#[derive(Debug)]
+pub struct Plan<'p> {
+    pub policy: &'p Policy,
+    pub steps: Vec<Step>,
+}
+
+impl Plan<'_> {
+    /// The plan for machines: per resource, the guard that skips it or
+    /// each action's typed difference (or why it could not be checked).
+    pub fn to_json(&self) -> serde_json::Value {
+        let steps: Vec<serde_json::Value> = self
+            .policy
+            .resources
+            .iter()
+            .zip(&self.steps)
+            .map(|(r, step)| {
+                let actions: Vec<serde_json::Value> = step
+                    .actions
+                    .iter()
+                    .map(|a| match a {
+                        Ok(p) => p.to_json(),
+                        Err(e) => serde_json::json!({ "error": e.to_string() }),
+                    })
+                    .collect();
+                serde_json::json!({
+                    "resource": r.id.to_string(),
+                    "guard": step.guard,
+                    "actions": actions,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(steps)
+    }
+}
+
+/// Plans every resource of `policy` against the target as it is now.
+pub fn plan<'p>(policy: &'p Policy, cx: &mut Context) -> Plan<'p> {
+    let known = guards_in_parallel(policy, cx.target);
+    let steps = policy
+        .resources
+        .iter()
+        .map(|r| plan_one(r, cx, &known))
+        .collect();
+    Plan { policy, steps }
+}
+
+fn plan_one(r: &Compiled, cx: &mut Context, known: &Guards) -> Step {
     let start = Instant::now();
     if let Some(g) = guard(r, cx.target, known) {
-        return Planned {
+        return Step {
             guard: Some(g),
             actions: vec![],
             took: start.elapsed(),
         };
     }
-    let actions = r
-        .actions
-        .iter()
-        .map(|a| (a.clone(), r.imp.check(a, cx)))
-        .collect();
-    Planned {
+    let actions = r.actions.iter().map(|a| r.imp.plan(a, cx)).collect();
+    Step {
         guard: None,
         actions,
         took: start.elapsed(),
@@ -97,7 +143,8 @@ fn guard(r: &Compiled, target: &Target, known: &Guards) -> Option<String> {
     None
 }
 
-/// Converges `target` to `policy`, calling `progress` as each resource finishes.
+/// Converges `target` to `policy`, calling `progress` as each resource
+/// finishes: plans, then walks the plan, carrying it out unless why-run.
 pub fn converge(
     target: &Target,
     policy: &Policy,
@@ -107,137 +154,75 @@ pub fn converge(
     let started = Instant::now();
     let mut cx = Context::new(target);
     let mut report = Report::new(target, policy, opts.why_run);
+    let plan = plan(policy, &mut cx);
+    let mut walk = Walk {
+        policy: plan.policy,
+        cx,
+        carry_out: !opts.why_run,
+        dirty: false,
+        batched: HashMap::new(),
+    };
+    walk.run(plan, &mut report, progress);
+    report.finish(started.elapsed());
+    report
+}
 
-    // Plan: every resource against the state as it is now.
-    let known = guards_in_parallel(policy, target);
-    let plans: Vec<Planned> = policy
-        .resources
-        .iter()
-        .map(|r| plan_one(r, &mut cx, &known))
-        .collect();
+/// A package applied with an earlier one's transaction: its plan and outcome.
+type Carried = (Planned, ResourceResult<()>);
 
-    let mut dirty = false;
-    let mut delayed: Vec<(usize, String)> = Vec::new();
-    let mut stopped = false;
-    // Packages carried out with an earlier one's transaction: their changes and outcome.
-    let mut batched: HashMap<usize, (Vec<Change>, Result<(), String>)> = HashMap::new();
-    for (i, (r, planned)) in policy.resources.iter().zip(plans).enumerate() {
-        let carried = batched.remove(&i);
-        let already_applied = carried.is_some();
-        let planned = if let Some((changes, result)) = carried {
-            dirty = true;
-            Planned {
-                guard: None,
-                actions: vec![(r.actions[0].clone(), result.map(|()| changes))],
-                took: Duration::ZERO,
+/// One pass over a plan.
+struct Walk<'p, 't> {
+    policy: &'p Policy,
+    cx: Context<'t>,
+    /// False for why-run: differences are reported, not carried out.
+    carry_out: bool,
+    /// Something on the target changed since the plan was made.
+    dirty: bool,
+    batched: HashMap<usize, Carried>,
+}
+
+impl Walk<'_, '_> {
+    fn run(&mut self, plan: Plan, report: &mut Report, progress: &mut dyn FnMut(&ResourceReport)) {
+        let policy = self.policy;
+        let mut delayed: Vec<(usize, String)> = Vec::new();
+        for (i, (r, step)) in policy.resources.iter().zip(plan.steps).enumerate() {
+            let entry = self.resource(i, r, step);
+            let failed = entry.status == Status::Failed;
+            let changed = matches!(entry.status, Status::Updated | Status::WouldUpdate);
+            let mut entry = entry;
+            if failed && r.ignore_failure {
+                entry.status = Status::FailedIgnored;
             }
-        } else if dirty && !opts.why_run {
-            // The target changed since the guards ran: ask again.
-            plan_one(r, &mut cx, &Guards::new())
-        } else {
-            planned
-        };
-        let applying = Instant::now();
-        let mut entry = ResourceReport::new(r);
-        entry.elapsed_ms = planned.took.as_secs_f64() * 1000.0;
-        if let Some(g) = planned.guard {
-            entry.status = Status::Skipped;
-            entry.changes.push(format!("skipped: {g}"));
             progress(&entry);
             report.push(entry);
-            continue;
-        }
-        let mut changed = false;
-        for (k, (action, checked)) in planned.actions.into_iter().enumerate() {
-            // A second action on a resource that just changed sees the new state.
-            let checked = if changed && k > 0 && !opts.why_run {
-                r.imp.check(&action, &mut cx)
-            } else {
-                checked
-            };
-            match checked {
-                Err(e) => {
-                    entry.fail(e);
-                    break;
-                }
-                Ok(changes) => {
-                    let real = record(&mut entry, &action, &changes);
-                    if !real {
-                        continue;
-                    }
-                    if opts.why_run || already_applied {
-                        changed = true;
-                        continue;
-                    }
-                    let result = if r.imp.package().is_some() {
-                        let (first, rest) = package_batch(policy, i, &action, &mut cx);
-                        batched.extend(rest);
-                        first
-                    } else {
-                        r.imp.apply(&action, &mut cx)
-                    };
+            if failed && !r.ignore_failure {
+                // The rest of a failed apt transaction is reported package by package.
+                let mut rest: Vec<_> = self.batched.drain().collect();
+                rest.sort_by_key(|(j, _)| *j);
+                for (j, (planned, result)) in rest {
+                    let mut e = ResourceReport::new(&policy.resources[j]);
+                    record(&mut e, &planned);
                     match result {
-                        Ok(()) => {
-                            changed = true;
-                            dirty = true;
-                            cx.invalidate();
-                        }
-                        Err(e) => {
-                            cx.invalidate();
-                            dirty = true;
-                            entry.fail(e);
-                            break;
-                        }
+                        Ok(()) => e.status = Status::Updated,
+                        Err(err) => e.fail(err.to_string()),
                     }
+                    progress(&e);
+                    report.push(e);
                 }
+                break;
             }
-        }
-        if entry.status != Status::Failed {
-            entry.status = match (changed, opts.why_run) {
-                (true, true) => Status::WouldUpdate,
-                (true, false) => Status::Updated,
-                _ if entry.changes.is_empty() => Status::UpToDate,
-                _ => Status::Skipped,
-            };
-        }
-        entry.elapsed_ms += applying.elapsed().as_secs_f64() * 1000.0;
-        let failed = entry.status == Status::Failed;
-        if failed && r.ignore_failure {
-            entry.status = Status::FailedIgnored;
-        }
-        progress(&entry);
-        report.push(entry);
-        if failed && !r.ignore_failure {
-            // The rest of a failed apt transaction is reported package by package.
-            let mut rest: Vec<_> = batched.drain().collect();
-            rest.sort_by_key(|(j, _)| *j);
-            for (j, (changes, result)) in rest {
-                let mut e = ResourceReport::new(&policy.resources[j]);
-                record(&mut e, &policy.resources[j].actions[0], &changes);
-                match result {
-                    Ok(()) => e.status = Status::Updated,
-                    Err(err) => e.fail(err),
-                }
-                progress(&e);
-                report.push(e);
+            if !changed {
+                continue;
             }
-            break;
-        }
-        if changed {
+            let mut stopped = false;
             for n in &r.notifies {
-                let label = format!("{} (notified by {})", n.action, r.id);
                 match n.timing {
                     Timing::Immediately => {
-                        let e = notify(policy, n.target, &n.action, &label, &mut cx, opts);
-                        if e.status == Status::Updated {
-                            dirty = true;
-                        }
-                        let fatal = e.status == Status::Failed;
+                        let label = format!("{} (notified by {})", n.action, r.id);
+                        let e = self.notify(n.target, &n.action, &label);
+                        stopped |= e.status == Status::Failed;
                         progress(&e);
                         report.push(e);
-                        if fatal {
-                            stopped = true;
-                        }
                     }
                     Timing::Delayed => {
                         if !delayed
@@ -249,128 +234,200 @@ pub fn converge(
                     }
                 }
             }
+            if stopped {
+                break;
+            }
         }
-        if stopped {
-            break;
+        // Delayed notifications run at the end, once each, even after a failure
+        // of an unrelated resource (as Chef does), so a changed config is not left unapplied.
+        for (t, action) in delayed {
+            let label = format!("{action} (delayed notification)");
+            let e = self.notify(t, &action, &label);
+            progress(&e);
+            report.push(e);
         }
     }
-    // Delayed notifications run at the end, once each, even after a failure
-    // of an unrelated resource (as Chef does), so a changed config is not left unapplied.
-    for (t, action) in delayed {
-        let label = format!("{action} (delayed notification)");
-        let e = notify(policy, t, &action, &label, &mut cx, opts);
-        progress(&e);
-        report.push(e);
-    }
-    report.finish(started.elapsed());
-    report
-}
 
-/// Applies the package at `i` together with the packages right after it
-/// that need a change, in one transaction. Returns `i`'s outcome, and the
-/// changes and outcome of each other package it carried.
-#[allow(clippy::type_complexity)]
-fn package_batch(
-    policy: &Policy,
-    i: usize,
-    action: &str,
-    cx: &mut Context,
-) -> (
-    Result<(), String>,
-    Vec<(usize, (Vec<Change>, Result<(), String>))>,
-) {
-    let mut members: Vec<(usize, String, Vec<Change>)> = vec![(i, action.to_string(), vec![])];
-    for (j, r) in policy.resources.iter().enumerate().skip(i + 1) {
-        // A package with guards or several actions goes alone.
-        let simple = r.imp.package().is_some()
-            && r.only_if.is_none()
-            && r.not_if.is_none()
-            && r.actions.len() == 1;
-        if !simple {
-            break;
+    /// Walks one resource's step: re-planned if the target changed since.
+    fn resource(&mut self, i: usize, r: &Compiled, step: Step) -> ResourceReport {
+        let mut entry = ResourceReport::new(r);
+        if let Some((planned, result)) = self.batched.remove(&i) {
+            // Carried out already, with an earlier package's transaction.
+            self.dirty = true;
+            record(&mut entry, &planned);
+            match result {
+                Ok(()) => entry.status = Status::Updated,
+                Err(e) => entry.fail(e.to_string()),
+            }
+            return entry;
         }
-        match r.imp.check(&r.actions[0], cx) {
-            Ok(c) if c.iter().any(|c| !c.skipped) => members.push((j, r.actions[0].clone(), c)),
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    let items: Vec<(&crate::resource::package::Package, &str)> = members
-        .iter()
-        .map(|(j, a, _)| {
-            let p = policy.resources[*j].imp.package().expect("package");
-            (p, a.as_str())
-        })
-        .collect();
-    let mut results = apply_batch(&items, cx).into_iter();
-    let first = results.next().expect("one result per item");
-    let rest = members
-        .into_iter()
-        .skip(1)
-        .zip(results)
-        .map(|((j, _, changes), r)| (j, (changes, r)))
-        .collect();
-    (first, rest)
-}
-
-/// Records an action's changes; true when any is a real change.
-fn record(entry: &mut ResourceReport, action: &str, changes: &[Change]) -> bool {
-    let mut real = false;
-    for c in changes {
-        if c.skipped {
-            entry.changes.push(c.summary.clone());
+        let step = if self.dirty {
+            // The target changed since the guards ran: ask again.
+            plan_one(r, &mut self.cx, &Guards::new())
         } else {
+            step
+        };
+        let applying = Instant::now();
+        entry.elapsed_ms = step.took.as_secs_f64() * 1000.0;
+        if let Some(g) = step.guard {
+            entry.status = Status::Skipped;
+            entry.changes.push(format!("skipped: {g}"));
+            return entry;
+        }
+        let (mut would, mut applied) = (false, false);
+        for (k, (checked, name)) in step.actions.into_iter().zip(&r.actions).enumerate() {
+            // A second action on a resource that just changed sees the new state.
+            let checked = if applied && k > 0 {
+                r.imp.plan(name, &mut self.cx)
+            } else {
+                checked
+            };
+            let planned = match checked {
+                Err(e) => {
+                    entry.fail(e.to_string());
+                    break;
+                }
+                Ok(p) => p,
+            };
+            if !record(&mut entry, &planned) {
+                continue;
+            }
+            would = true;
+            match self.carry(i, r, &planned) {
+                None => {}
+                Some(Ok(())) => applied = true,
+                Some(Err(e)) => {
+                    entry.fail(e.to_string());
+                    break;
+                }
+            }
+        }
+        if entry.status != Status::Failed {
+            entry.status = if applied {
+                Status::Updated
+            } else if would {
+                Status::WouldUpdate
+            } else if entry.changes.is_empty() {
+                Status::UpToDate
+            } else {
+                Status::Skipped
+            };
+        }
+        entry.elapsed_ms += applying.elapsed().as_secs_f64() * 1000.0;
+        entry
+    }
+
+    /// Carries out one planned difference (with the batch it starts, for a
+    /// type that batches); `None` in why-run, where nothing is carried out.
+    fn carry(&mut self, i: usize, r: &Compiled, planned: &Planned) -> Option<ResourceResult<()>> {
+        if !self.carry_out {
+            return None;
+        }
+        let result = match r.imp.batch_key() {
+            Some(_) => self.batch(i, planned),
+            None => r.imp.apply_plan(planned, &mut self.cx),
+        };
+        self.dirty = true;
+        self.cx.invalidate();
+        Some(result)
+    }
+
+    /// Applies resource `i` together with the resources right after it of
+    /// the same batch key that need a change. Returns `i`'s outcome and
+    /// keeps the others' for when the walk reaches them.
+    fn batch(&mut self, i: usize, planned: &Planned) -> ResourceResult<()> {
+        let resources = &self.policy.resources;
+        let key = resources[i].imp.batch_key();
+        let mut members: Vec<(usize, Planned)> = Vec::new();
+        for (j, r) in resources.iter().enumerate().skip(i + 1) {
+            // A member with guards or several actions goes alone.
+            let simple = r.imp.batch_key() == key
+                && r.only_if.is_none()
+                && r.not_if.is_none()
+                && r.actions.len() == 1;
+            if !simple {
+                break;
+            }
+            match r.imp.plan(&r.actions[0], &mut self.cx) {
+                Ok(p) if p.is_real() => members.push((j, p)),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let rest: Vec<(&dyn Resource, &Planned)> = members
+            .iter()
+            .map(|(j, p)| (&*resources[*j].imp, p))
+            .collect();
+        let mut results = resources[i]
+            .imp
+            .apply_batch(planned, &rest, &mut self.cx)
+            .into_iter();
+        let first = results
+            .next()
+            .unwrap_or_else(|| Err(RunError::precondition("a batch returned no outcome")));
+        for ((j, p), result) in members.into_iter().zip(results) {
+            self.batched.insert(j, (p, result));
+        }
+        first
+    }
+
+    /// A notified action, checked now and carried out (unless why-run).
+    fn notify(&mut self, idx: usize, action: &str, label: &str) -> ResourceReport {
+        let r = &self.policy.resources[idx];
+        let mut entry = ResourceReport::new(r);
+        entry.note = Some(label.to_string());
+        // A notified action honours the resource's guards, as in Chef.
+        if let Some(g) = guard(r, self.cx.target, &Guards::new()) {
+            entry.status = Status::Skipped;
+            entry.changes.push(format!("skipped: {g}"));
+            return entry;
+        }
+        match r.imp.plan(action, &mut self.cx) {
+            Err(e) => entry.fail(e.to_string()),
+            Ok(planned) => {
+                if !record(&mut entry, &planned) {
+                    entry.status = if planned.is_empty() {
+                        Status::UpToDate
+                    } else {
+                        Status::Skipped
+                    };
+                } else {
+                    entry.status = match self.carry(idx, r, &planned) {
+                        None => Status::WouldUpdate,
+                        Some(Ok(())) => Status::Updated,
+                        Some(Err(e)) => {
+                            entry.fail(e.to_string());
+                            Status::Failed
+                        }
+                    };
+                }
+            }
+        }
+        if entry.status == Status::Failed && r.ignore_failure {
+            entry.status = Status::FailedIgnored;
+        }
+        entry
+    }
+}
+
+/// Records a plan's changes; true when any is a real change.
+fn record(entry: &mut ResourceReport, planned: &Planned) -> bool {
+    let mut real = false;
+    for c in &planned.changes {
+        let Change {
+            summary,
+            diff,
+            skipped,
+        } = c;
+        if !*skipped {
             real = true;
-            entry.actions.push(action.to_string());
-            entry.changes.push(c.summary.clone());
-            if let Some(d) = &c.diff {
+            entry.actions.push(planned.action.to_string());
+            if let Some(d) = diff {
                 entry.diff.get_or_insert_with(String::new).push_str(d);
             }
         }
+        entry.changes.push(summary.clone());
     }
     entry.actions.dedup();
     real
-}
-
-fn notify(
-    policy: &Policy,
-    idx: usize,
-    action: &str,
-    label: &str,
-    cx: &mut Context,
-    opts: &Options,
-) -> ResourceReport {
-    let r = &policy.resources[idx];
-    let mut entry = ResourceReport::new(r);
-    entry.note = Some(label.to_string());
-    // A notified action honours the resource's guards, as in Chef.
-    if let Some(g) = guard(r, cx.target, &Guards::new()) {
-        entry.status = Status::Skipped;
-        entry.changes.push(format!("skipped: {g}"));
-        return entry;
-    }
-    match r.imp.check(action, cx) {
-        Err(e) => entry.fail(e),
-        Ok(changes) => {
-            if !record(&mut entry, action, &changes) {
-                entry.status = if changes.is_empty() {
-                    Status::UpToDate
-                } else {
-                    Status::Skipped
-                };
-            } else if opts.why_run {
-                entry.status = Status::WouldUpdate;
-            } else {
-                match r.imp.apply(action, cx) {
-                    Ok(()) => entry.status = Status::Updated,
-                    Err(e) => entry.fail(e),
-                }
-                cx.invalidate();
-            }
-        }
-    }
-    if entry.status == Status::Failed && r.ignore_failure {
-        entry.status = Status::FailedIgnored;
-    }
-    entry
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use super::target::{Target, capture, output_tail};
+use crate::error::{CommandFailed, RunError};
 
 /// Keeps package maintainer scripts from starting services inside a
 /// `--root` tree (they would run on the build host), for as long as it lives.
@@ -50,18 +51,18 @@ fn apt(target: &Target, argv: &[&str]) -> std::io::Result<Output> {
     )
 }
 
-fn checked(target: &Target, argv: &[&str]) -> Result<String, String> {
-    let mut out = apt(target, argv).map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+fn checked(target: &Target, argv: &[&str]) -> Result<String, RunError> {
+    let mut out = apt(target, argv).map_err(|e| RunError::spawn(argv[0], e))?;
     // A run killed in the middle of dpkg leaves it "interrupted"; the next
     // run repairs that, as dpkg asks, and tries once more.
     if !out.status.success() && apt_reason(&out).contains("dpkg was interrupted") {
         let _ = apt(target, &["dpkg", "--configure", "-a"]);
-        out = apt(target, argv).map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+        out = apt(target, argv).map_err(|e| RunError::spawn(argv[0], e))?;
     }
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{} failed: {}", argv.join(" "), apt_reason(&out)))
+        Err(CommandFailed::new(argv, out.status, apt_reason(&out)).into())
     }
 }
 
@@ -123,12 +124,12 @@ pub fn index_knows(target: &Target, pins: &[(String, String)]) -> bool {
     apt(target, &argv).is_ok_and(|o| o.status.success())
 }
 
-pub fn update(target: &Target) -> Result<(), String> {
+pub fn update(target: &Target) -> Result<(), RunError> {
     checked(target, &["apt-get", "update", "-q"]).map(|_| ())
 }
 
 /// Refreshes the index of one sources file only, leaving the others' lists alone.
-pub fn update_one(target: &Target, sources: &str) -> Result<(), String> {
+pub fn update_one(target: &Target, sources: &str) -> Result<(), RunError> {
     checked(
         target,
         &[
@@ -146,7 +147,7 @@ pub fn update_one(target: &Target, sources: &str) -> Result<(), String> {
     .map(|_| ())
 }
 
-pub fn set_hold(target: &Target, names: &[String], hold: bool) -> Result<(), String> {
+pub fn set_hold(target: &Target, names: &[String], hold: bool) -> Result<(), RunError> {
     if names.is_empty() {
         return Ok(());
     }
@@ -157,7 +158,7 @@ pub fn set_hold(target: &Target, names: &[String], hold: bool) -> Result<(), Str
 
 /// One apt transaction: installs at exact versions (downgrades allowed),
 /// keeping existing config files.
-pub fn install(target: &Target, pins: &[(String, String)]) -> Result<(), String> {
+pub fn install(target: &Target, pins: &[(String, String)]) -> Result<(), RunError> {
     let _guard = NoServiceStarts::new(target);
     apt_get_install(
         target,
@@ -173,7 +174,7 @@ pub fn install(target: &Target, pins: &[(String, String)]) -> Result<(), String>
 
 /// Fetches the packages of `pins` into the target's apt cache without
 /// installing them, so that a later install needs no network.
-pub fn download(target: &Target, pins: &[(String, String)]) -> Result<(), String> {
+pub fn download(target: &Target, pins: &[(String, String)]) -> Result<(), RunError> {
     if pins.is_empty() {
         return Ok(());
     }
@@ -192,7 +193,7 @@ fn apt_get_install(
     target: &Target,
     pins: &[(String, String)],
     extra: &[&str],
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let args: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
     let mut argv = vec![
         "apt-get",
@@ -208,7 +209,7 @@ fn apt_get_install(
 }
 
 /// `remove` or `purge`.
-pub fn remove(target: &Target, names: &[String], purge: bool) -> Result<(), String> {
+pub fn remove(target: &Target, names: &[String], purge: bool) -> Result<(), RunError> {
     let _guard = NoServiceStarts::new(target);
     let mut argv = vec![
         "apt-get",

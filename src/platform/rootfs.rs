@@ -12,6 +12,8 @@ use std::process::Command;
 use fs2::FileExt;
 use sha2::{Digest, Sha256};
 
+use crate::error::{CommandFailed, RunError};
+
 /// What goes into a base root; the cache key is a hash of all of it. This is
 /// the one builder of Debian roots: `kiln test`, `kiln devvm`, the
 /// benchmarks and the integration tests all come here.
@@ -62,7 +64,7 @@ pub fn cache_dir() -> PathBuf {
 /// The cached base root for `recipe`, built with mmdebstrap when missing.
 /// Concurrent callers wait for one build; a killed build leaves nothing
 /// that looks finished (it is renamed into place only when complete).
-pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, String> {
+pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, RunError> {
     let dir = cache_dir().join("roots");
     let key = recipe.key();
     let done = dir.join(&key);
@@ -70,19 +72,18 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, St
     if root.is_dir() {
         return Ok(root);
     }
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    fs::create_dir_all(&dir).map_err(|e| RunError::io("create", dir.display(), e))?;
     let lock_path = dir.join(format!("{key}.lock"));
-    let lock = File::create(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    let lock =
+        File::create(&lock_path).map_err(|e| RunError::io("open", lock_path.display(), e))?;
     lock.lock_exclusive()
-        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+        .map_err(|e| RunError::io("lock", lock_path.display(), e))?;
     if root.is_dir() {
         return Ok(root);
     }
     if which("mmdebstrap").is_none() {
-        return Err(
-            "mmdebstrap is not installed; install it with: apt-get install -y mmdebstrap".into(),
-        );
+        return Err(RunError::precondition("mmdebstrap is not installed")
+            .fix("install it with: apt-get install -y mmdebstrap"));
     }
     // Leftovers of a killed build.
     let prefix = format!("{key}.build-");
@@ -96,7 +97,7 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, St
         recipe.suite, recipe.variant
     ));
     let build = dir.join(format!("{prefix}{}", std::process::id()));
-    fs::create_dir_all(&build).map_err(|e| format!("cannot create {}: {e}", build.display()))?;
+    fs::create_dir_all(&build).map_err(|e| RunError::io("create", build.display(), e))?;
     let out = Command::new("mmdebstrap")
         .arg(format!("--variant={}", recipe.variant))
         .arg("--mode=root")
@@ -105,20 +106,20 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, St
         .arg(recipe.suite)
         .arg(build.join("root"))
         .output()
-        .map_err(|e| format!("cannot run mmdebstrap: {e}"))?;
+        .map_err(|e| RunError::spawn("mmdebstrap", e))?;
     if !out.status.success() {
         remove_tree(&build);
-        return Err(format!(
-            "mmdebstrap failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .join(" | ")
-        ));
+        let tail = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let mut failed = CommandFailed::new(&["mmdebstrap"], out.status, tail);
+        failed.quoted = false;
+        return Err(failed.into());
     }
-    fs::rename(&build, &done).map_err(|e| format!("cannot rename {}: {e}", build.display()))?;
+    fs::rename(&build, &done).map_err(|e| RunError::io("rename", build.display(), e))?;
     Ok(root)
 }
 
@@ -139,24 +140,24 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    pub fn new(lower: &Path, parent: &Path, name: &str) -> Result<Overlay, String> {
-        fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    pub fn new(lower: &Path, parent: &Path, name: &str) -> Result<Overlay, RunError> {
+        fs::create_dir_all(parent).map_err(|e| RunError::io("create", parent.display(), e))?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("{name}-"))
             .tempdir_in(parent)
-            .map_err(|e| format!("cannot create a directory in {}: {e}", parent.display()))?
+            .map_err(|e| RunError::io("create a directory in", parent.display(), e))?
             .keep();
         let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("root"));
         for d in [&upper, &work, &merged] {
-            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            fs::create_dir_all(d).map_err(|e| RunError::io("create", d.display(), e))?;
         }
         if let Err(e) = mount_overlay(lower, &upper, &work, &merged) {
             let _ = fs::remove_dir_all(&dir);
-            return Err(format!(
-                "cannot mount an overlay at {} (kiln test needs root and overlayfs): {e}",
+            return Err(RunError::precondition(format!(
+                "cannot mount an overlay at {}: {e}",
                 merged.display()
-            ));
+            ))
+            .fix("kiln test needs root and overlayfs"));
         }
         Ok(Overlay {
             dir,

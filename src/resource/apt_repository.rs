@@ -2,20 +2,26 @@
 //! cookbook can add a repository before its packages. A changed entry
 //! refreshes that repository's index at once, as Chef does.
 
-use serde::Deserialize;
+use std::fmt;
+use std::fs;
 
-use super::file::File;
+use serde::{Deserialize, Serialize};
+
+use super::file::{File, FileAction, FileChange};
 use super::fsmeta::Meta;
-use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef};
+use super::{
+    Action, BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef,
+    actions,
+};
 use crate::error::PolicyError;
+use crate::fingerprint::sha256_file;
 use crate::platform::apt;
 
-pub const TYPE: TypeDef = TypeDef {
-    name: "apt_repository",
-    actions: &["add", "remove"],
-    properties: &["uri", "suite", "components", "key", "trusted"],
+pub const TYPE: TypeDef = TypeDef::of::<AptRepository>(
+    "apt_repository",
+    &["uri", "suite", "components", "key", "trusted"],
     build,
-};
+);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +57,10 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
                 .fix("use letters, digits, '-', '_' and '.' only"),
         );
     }
-    let adding = !spec.actions.iter().any(|a| a == "remove");
+    let adding = !spec
+        .actions
+        .iter()
+        .any(|a| AptRepositoryAction::parse(a) == Some(AptRepositoryAction::Remove));
     let (uri, suite) = match (p.uri, p.suite) {
         (Some(u), Some(s)) => (u, s),
         _ if !adding => (String::new(), String::new()),
@@ -117,44 +126,110 @@ impl AptRepository {
     }
 }
 
-impl Resource for AptRepository {
-    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
-        let file_action = if action == "remove" {
-            "delete"
-        } else {
-            "create"
-        };
+actions! {
+    pub enum AptRepositoryAction {
+        Add = "add",
+        Remove = "remove",
+    }
+}
+
+impl AptRepositoryAction {
+    fn file_action(self) -> FileAction {
+        match self {
+            AptRepositoryAction::Add => FileAction::Create,
+            AptRepositoryAction::Remove => FileAction::Delete,
+        }
+    }
+}
+
+/// A difference of one of the files (key, then sources entry), by its path.
+#[derive(Debug, Serialize)]
+pub struct RepoChange {
+    /// Which of [`AptRepository::parts`].
+    #[serde(skip)]
+    part: usize,
+    path: String,
+    change: FileChange,
+}
+
+impl fmt::Display for RepoChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.change)
+    }
+}
+
+impl Item for RepoChange {
+    fn diff(&self) -> Option<String> {
+        self.change.diff()
+    }
+}
+
+impl Converge for AptRepository {
+    type Action = AptRepositoryAction;
+    type Item = RepoChange;
+
+    fn check(
+        &self,
+        action: AptRepositoryAction,
+        cx: &mut Context,
+    ) -> ResourceResult<Vec<RepoChange>> {
         let mut out = Vec::new();
-        for f in self.parts() {
-            for c in f.check(file_action, cx)? {
-                out.push(Change {
-                    summary: format!("{}: {}", f.path, c.summary),
-                    ..c
+        for (part, f) in self.parts().enumerate() {
+            for change in Converge::check(f, action.file_action(), cx)? {
+                out.push(RepoChange {
+                    part,
+                    path: f.path.clone(),
+                    change,
                 });
             }
         }
         Ok(out)
     }
 
-    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
-        let file_action = if action == "remove" {
-            "delete"
-        } else {
-            "create"
-        };
-        for f in self.parts() {
-            if !f.check(file_action, cx)?.is_empty() {
-                f.apply(file_action, cx)?;
+    fn apply(
+        &self,
+        action: AptRepositoryAction,
+        diff: &[RepoChange],
+        cx: &mut Context,
+    ) -> ResourceResult<()> {
+        for (part, f) in self.parts().enumerate() {
+            let changes: Vec<&RepoChange> = diff.iter().filter(|c| c.part == part).collect();
+            if changes.is_empty() {
+                continue;
             }
+            // Each file's share of the difference, as the file planned it.
+            let own: Vec<FileChange> = changes.into_iter().map(|c| c.change.clone()).collect();
+            Converge::apply(f, action.file_action(), &own, cx)?;
         }
-        if action == "add" {
+        if action == AptRepositoryAction::Add {
             apt::update_one(cx.target, &self.sources.path).map_err(|e| {
-                format!(
-                    "added repository {}, but its index did not update: {e}",
+                e.context(format!(
+                    "added repository {}, but its index did not update",
                     self.name
-                )
+                ))
             })?;
         }
         Ok(())
+    }
+
+    /// The sources entry and the signing key it writes.
+    fn fingerprint(name: &str, state: &mut State) -> Option<String> {
+        let hash = |p: &str| {
+            let host = state.target.path(p);
+            match fs::symlink_metadata(&host) {
+                Ok(m) if m.is_file() => {
+                    sha256_file(&host).unwrap_or_else(|e| format!("unreadable ({})", e.kind()))
+                }
+                Ok(_) => "not-a-file".to_string(),
+                Err(_) => "absent".to_string(),
+            }
+        };
+        let sources = hash(&format!("/etc/apt/sources.list.d/{name}.sources"));
+        let key = ["asc", "gpg"]
+            .iter()
+            .map(|ext| format!("/etc/apt/keyrings/{name}.{ext}"))
+            .find(|p| state.target.path(p).symlink_metadata().is_ok())
+            .map_or_else(|| "none".to_string(), |p| hash(&p));
+        Some(format!("sources_sha256={sources} key_sha256={key}"))
     }
 }

@@ -3,19 +3,19 @@
 //! says when it has already been done.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::ExitStatusExt;
+use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::user::unknown_action;
-use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef};
-use crate::error::PolicyError;
+use super::{
+    BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
+};
+use crate::error::{CommandFailed, PolicyError, RunError};
 use crate::platform::target::{ShellOpts, output_tail};
 
-pub const TYPE: TypeDef = TypeDef {
-    name: "execute",
-    actions: &["run", "nothing"],
-    properties: &[
+pub const TYPE: TypeDef = TypeDef::of::<Execute>(
+    "execute",
+    &[
         "command",
         "cwd",
         "environment",
@@ -24,7 +24,7 @@ pub const TYPE: TypeDef = TypeDef {
         "returns",
     ],
     build,
-};
+);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,69 +154,77 @@ impl Execute {
     }
 }
 
-impl Resource for Execute {
-    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
-        match action {
-            "nothing" => Ok(Vec::new()),
-            "run" => {
-                if let Some(c) = &self.creates {
-                    // symlink_metadata: a dangling link still counts as created.
-                    if cx.target.path(c).symlink_metadata().is_ok() {
-                        return Ok(Vec::new());
-                    }
-                }
-                Ok(vec![Change::new(format!("run {}", self.shown()))])
-            }
-            other => Err(unknown_action("execute", other)),
+actions! {
+    pub enum ExecuteAction {
+        Run = "run",
+        Nothing = "nothing",
+    }
+}
+
+/// The one thing an execute does: run its command (shown as people may see it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunCommand(String);
+
+impl fmt::Display for RunCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "run {}", self.0)
+    }
+}
+
+impl Item for RunCommand {}
+
+impl Converge for Execute {
+    type Action = ExecuteAction;
+    type Item = RunCommand;
+
+    fn check(&self, action: ExecuteAction, cx: &mut Context) -> ResourceResult<Vec<RunCommand>> {
+        if action == ExecuteAction::Nothing {
+            return Ok(Vec::new());
         }
+        if let Some(c) = &self.creates {
+            // symlink_metadata: a dangling link still counts as created.
+            if cx.target.path(c).symlink_metadata().is_ok() {
+                return Ok(Vec::new());
+            }
+        }
+        Ok(vec![RunCommand(self.shown())])
     }
 
-    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
-        match action {
-            "nothing" => Ok(()),
-            "run" => {
-                let opts = ShellOpts {
-                    cwd: self.cwd.as_deref(),
-                    env: &self.env,
-                    user: self.user.as_deref(),
-                };
-                let out = cx.target.shell(&self.command, &opts).map_err(|e| {
-                    format!("could not start /bin/sh for execute[{}]: {e}", self.label)
-                })?;
-                let code = out.status.code();
-                if code.is_some_and(|c| self.returns.contains(&c)) {
-                    return Ok(());
-                }
-                let how = match (code, out.status.signal()) {
-                    (Some(c), _) => format!("exited with status {c}"),
-                    (None, Some(s)) => format!("was killed by signal {s}"),
-                    (None, None) => "failed".to_string(),
-                };
-                let expected = if self.returns == [0] {
-                    String::new()
-                } else {
-                    let list: Vec<String> = self.returns.iter().map(i32::to_string).collect();
-                    format!(" (accepted: {})", list.join(", "))
-                };
-                let detail = if self.sensitive {
-                    "output hidden: the resource is sensitive".to_string()
-                } else {
-                    let tail = output_tail(&out);
-                    if tail.is_empty() {
-                        "no output".to_string()
-                    } else {
-                        tail
-                    }
-                };
-                let what = if self.sensitive {
-                    "the sensitive command".to_string()
-                } else {
-                    format!("`{}`", self.shown())
-                };
-                Err(format!("{what} {how}{expected}: {detail}"))
-            }
-            other => Err(unknown_action("execute", other)),
+    fn apply(&self, _: ExecuteAction, _: &[RunCommand], cx: &mut Context) -> ResourceResult<()> {
+        let opts = ShellOpts {
+            cwd: self.cwd.as_deref(),
+            env: &self.env,
+            user: self.user.as_deref(),
+        };
+        let out = cx
+            .target
+            .shell(&self.command, &opts)
+            .map_err(|e| RunError::spawn(format!("/bin/sh for execute[{}]", self.label), e))?;
+        if out.status.code().is_some_and(|c| self.returns.contains(&c)) {
+            return Ok(());
         }
+        let mut failed = CommandFailed::new(&[], out.status, String::new());
+        if self.returns != [0] {
+            let list: Vec<String> = self.returns.iter().map(i32::to_string).collect();
+            failed.note = format!(" (accepted: {})", list.join(", "));
+        }
+        if self.sensitive {
+            failed.command = "the sensitive command".to_string();
+            failed.quoted = false;
+            failed.tail = "output hidden: the resource is sensitive".to_string();
+        } else {
+            failed.command = self.shown();
+            failed.tail = output_tail(&out);
+            if failed.tail.is_empty() {
+                failed.tail = "no output".to_string();
+            }
+        }
+        Err(failed.into())
+    }
+
+    /// A command has no state to read.
+    fn fingerprint(_: &str, _: &mut State) -> Option<String> {
+        None
     }
 }
 
@@ -225,6 +233,23 @@ mod tests {
     use super::super::user::tests::{NoEnv, spec};
     use super::*;
     use crate::platform::target::Target;
+    use crate::resource::Change;
+
+    /// Checks and carries out `action`: the changes, then the outcome.
+    trait Run {
+        fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>>;
+        fn apply(&self, action: &str, cx: &mut Context) -> Result<(), String>;
+    }
+
+    impl Run for Box<dyn Resource> {
+        fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
+            self.plan(action, cx).map(|p| p.changes)
+        }
+        fn apply(&self, action: &str, cx: &mut Context) -> Result<(), String> {
+            let planned = self.plan(action, cx).map_err(|e| e.to_string())?;
+            self.apply_plan(&planned, cx).map_err(|e| e.to_string())
+        }
+    }
 
     fn exec(props: &str) -> Box<dyn Resource> {
         build(&spec("label", props), &NoEnv).unwrap()

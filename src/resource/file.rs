@@ -1,20 +1,24 @@
 //! `file`: a path's content, owner, group and mode.
 
+use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::fsmeta::{Meta, atomic_write, content_diff, temp_path};
-use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef};
-use crate::error::PolicyError;
-
-pub const TYPE: TypeDef = TypeDef {
-    name: "file",
-    actions: &["create", "delete", "create_if_missing"],
-    properties: &["content", "source", "owner", "group", "mode"],
-    build,
+use super::fsmeta::{Meta, MetaChange, atomic_write, content_diff, temp_path};
+use super::{
+    BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
 };
+use crate::error::{PolicyError, RunError};
+use crate::fingerprint::{link_to, missing, sha256_file};
+
+pub const TYPE: TypeDef = TypeDef::of::<File>(
+    "file",
+    &["content", "source", "owner", "group", "mode"],
+    build,
+);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,96 +70,210 @@ pub fn check_absolute(path: &str) -> Result<(), PolicyError> {
     }
 }
 
-impl Resource for File {
-    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
+actions! {
+    pub enum FileAction {
+        Create = "create",
+        Delete = "delete",
+        CreateIfMissing = "create_if_missing",
+    }
+}
+
+/// One difference of a file.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FileChange {
+    /// A temporary file of an interrupted atomic write.
+    RemovePartial,
+    Create {
+        diff: Option<String>,
+    },
+    Delete,
+    /// New content; `stat` is the path as it is (for owner and mode to keep).
+    Content {
+        diff: String,
+        #[serde(skip)]
+        stat: Stat,
+    },
+    /// Owner, group or mode; on a path that is not a regular file (a
+    /// symlink) the file is written anew rather than the link followed.
+    Meta {
+        #[serde(flatten)]
+        change: MetaChange,
+        #[serde(skip)]
+        stat: Stat,
+    },
+}
+
+/// Owner, group and mode of an existing path, and whether it is a regular file.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stat {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    regular: bool,
+}
+
+impl Stat {
+    fn of(m: &fs::Metadata) -> Self {
+        Stat {
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode() & 0o7777,
+            regular: m.is_file(),
+        }
+    }
+}
+
+impl fmt::Display for FileChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileChange::RemovePartial => {
+                write!(f, "remove a partial write left by an interrupted run")
+            }
+            FileChange::Create { .. } => write!(f, "create"),
+            FileChange::Delete => write!(f, "delete"),
+            FileChange::Content { .. } => write!(f, "update content"),
+            FileChange::Meta { change, .. } => change.fmt(f),
+        }
+    }
+}
+
+impl Item for FileChange {
+    fn diff(&self) -> Option<String> {
+        match self {
+            FileChange::Create { diff } => diff.clone(),
+            FileChange::Content { diff, .. } => Some(diff.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Converge for File {
+    type Action = FileAction;
+    type Item = FileChange;
+
+    fn check(&self, action: FileAction, cx: &mut Context) -> ResourceResult<Vec<FileChange>> {
         let host = cx.target.path(&self.path);
         let mut out = Vec::new();
         if fs::symlink_metadata(temp_path(&host)).is_ok() {
-            out.push(Change::new(
-                "remove a partial write left by an interrupted run",
-            ));
+            out.push(FileChange::RemovePartial);
         }
         let meta = fs::symlink_metadata(&host).ok();
-        if action == "delete" {
+        if action == FileAction::Delete {
             if meta.is_some() {
-                out.push(Change::new("delete"));
+                out.push(FileChange::Delete);
             }
             return Ok(out);
         }
         let Some(meta) = meta else {
-            let mut c = Change::new("create");
-            if let Some(content) = &self.content {
-                c = c.with_diff(Some(content_diff(&self.path, b"", content, self.sensitive)));
-            }
-            out.push(c);
+            let diff = self
+                .content
+                .as_ref()
+                .map(|c| content_diff(&self.path, b"", c, self.sensitive));
+            out.push(FileChange::Create { diff });
             return Ok(out);
         };
         if meta.is_dir() {
-            return Err(format!(
+            return Err(RunError::precondition(format!(
                 "{} is a directory; a file resource cannot replace it",
                 self.path
-            ));
+            )));
         }
-        if let (Some(want), "create") = (&self.content, action) {
+        let stat = Stat::of(&meta);
+        if let (Some(want), FileAction::Create) = (&self.content, action) {
             // Cheap test first: a size mismatch needs no read.
-            let same = meta.is_file()
-                && meta.len() == want.len() as u64
-                && fs::read(&host).is_ok_and(|cur| &cur == want);
-            if !same {
-                let cur = fs::read(&host).unwrap_or_default();
-                out.push(Change::new("update content").with_diff(Some(content_diff(
-                    &self.path,
-                    &cur,
-                    want,
-                    self.sensitive,
-                ))));
+            let cur = (meta.is_file() && meta.len() == want.len() as u64)
+                .then(|| fs::read(&host).ok())
+                .flatten();
+            if cur.as_ref() != Some(want) {
+                let cur = match cur {
+                    Some(c) => c,
+                    None => fs::read(&host).unwrap_or_default(),
+                };
+                let diff = content_diff(&self.path, &cur, want, self.sensitive);
+                out.push(FileChange::Content { diff, stat });
             }
         }
-        out.extend(self.meta.changes(&meta, cx));
+        out.extend(
+            self.meta
+                .changes(&meta, cx)
+                .into_iter()
+                .map(|change| FileChange::Meta { change, stat }),
+        );
         Ok(out)
     }
 
-    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
+    fn apply(&self, _: FileAction, diff: &[FileChange], cx: &mut Context) -> ResourceResult<()> {
         let host = cx.target.path(&self.path);
-        let _ = fs::remove_file(temp_path(&host));
-        if action == "delete" {
-            return match fs::remove_file(&host) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(format!("cannot delete {}: {e}", self.path))
+        let mut meta = Vec::new();
+        for c in diff {
+            match c {
+                FileChange::RemovePartial => {
+                    let _ = fs::remove_file(temp_path(&host));
                 }
-                _ => Ok(()),
-            };
-        }
-        let existing = fs::symlink_metadata(&host).ok().filter(|m| m.is_file());
-        let rewrite = match (&self.content, &existing) {
-            (_, None) => true,
-            (Some(want), Some(_)) if action == "create" => {
-                fs::read(&host).map_or(true, |cur| &cur != want)
+                FileChange::Delete => match fs::remove_file(&host) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(RunError::io("delete", &self.path, e));
+                    }
+                    _ => {}
+                },
+                FileChange::Create { .. } => return self.write(&host, None, cx),
+                FileChange::Content { stat, .. } => return self.write(&host, Some(*stat), cx),
+                FileChange::Meta { stat, .. } if !stat.regular => {
+                    return self.write(&host, Some(*stat), cx);
+                }
+                FileChange::Meta { change, .. } => meta.push(change),
             }
-            _ => false,
+        }
+        if meta.is_empty() {
+            return Ok(());
+        }
+        self.meta.set(&host, meta, cx)
+    }
+
+    fn fingerprint(path: &str, state: &mut State) -> Option<String> {
+        let host = state.target.path(path);
+        let meta = match fs::symlink_metadata(&host) {
+            Ok(m) => m,
+            Err(e) => return Some(missing(&e)),
         };
-        if rewrite {
-            let cur_content;
-            let content: &[u8] = match (&self.content, &existing) {
-                (Some(c), _) => c,
-                (None, _) => {
-                    cur_content = fs::read(&host).unwrap_or_default();
-                    &cur_content
-                }
-            };
-            let mut ids = self.meta.ids(cx)?;
-            let mode = self
-                .meta
-                .mode
-                .or(existing.as_ref().map(|m| m.mode() & 0o7777))
-                .unwrap_or(0o644);
-            if let Some(m) = &existing {
-                ids.uid = ids.uid.or(Some(m.uid()));
-                ids.gid = ids.gid.or(Some(m.gid()));
+        let kind = meta.file_type();
+        Some(if kind.is_file() {
+            match sha256_file(&host) {
+                Ok(h) => format!("sha256={h} {}", state.ownership(&meta)),
+                Err(e) => format!("unreadable ({})", e.kind()),
             }
-            atomic_write(&host, content, mode, ids)
+        } else if kind.is_symlink() {
+            format!("kind=symlink to={}", link_to(&host))
+        } else if kind.is_dir() {
+            format!("kind=directory {}", state.ownership(&meta))
         } else {
-            self.meta.set(&host, cx)
+            "kind=special".to_string()
+        })
+    }
+}
+
+impl File {
+    /// Writes the whole file atomically with owner and mode; `existing` is
+    /// what is there now, whose owner and mode are kept where the policy
+    /// sets none.
+    fn write(&self, host: &Path, existing: Option<Stat>, cx: &mut Context) -> ResourceResult<()> {
+        let current;
+        let content: &[u8] = match &self.content {
+            Some(c) => c,
+            None => {
+                // create_if_missing without content, over a non-file: keep what it reads as.
+                current = fs::read(host).unwrap_or_default();
+                &current
+            }
+        };
+        let mut ids = self.meta.ids(cx)?;
+        let existing = existing.filter(|s| s.regular);
+        let mode = self.meta.mode.or(existing.map(|s| s.mode)).unwrap_or(0o644);
+        if let Some(s) = existing {
+            ids.uid = ids.uid.or(Some(s.uid));
+            ids.gid = ids.gid.or(Some(s.gid));
         }
+        atomic_write(host, content, mode, ids)
     }
 }

@@ -1,14 +1,16 @@
 //! Owner, group and mode of paths, and atomic writes: shared by the
 //! file-like resource types.
 
+use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Change, Context, de_mode};
+use super::{Context, de_mode};
+use crate::error::RunError;
 
 /// Ownership and permissions a resource asks for; `None` leaves it alone.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -26,20 +28,41 @@ pub struct Ids {
     pub gid: Option<u32>,
 }
 
+/// One difference of owner, group or mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "property", rename_all = "snake_case")]
+pub enum MetaChange {
+    Owner { from: u32, to: String },
+    Group { from: u32, to: String },
+    Mode { from: u32, to: u32 },
+}
+
+impl fmt::Display for MetaChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaChange::Owner { from, to } => write!(f, "owner {from} -> {to}"),
+            MetaChange::Group { from, to } => write!(f, "group {from} -> {to}"),
+            MetaChange::Mode { from, to } => write!(f, "mode {from:04o} -> {to:04o}"),
+        }
+    }
+}
+
 impl Meta {
     /// Resolves names on the target. A name that does not exist yet is an
     /// error at apply time only: an earlier resource may create it.
-    pub fn ids(&self, cx: &mut Context) -> Result<Ids, String> {
+    pub fn ids(&self, cx: &mut Context) -> Result<Ids, RunError> {
         let accounts = cx.accounts();
         let uid = match &self.owner {
             Some(o) => Some(accounts.uid(o).ok_or_else(|| {
-                format!("owner {o:?} does not exist on the target; add a user resource for it before this one")
+                RunError::precondition(format!("owner {o:?} does not exist on the target"))
+                    .fix("add a user resource for it before this one")
             })?),
             None => None,
         };
         let gid = match &self.group {
             Some(g) => Some(accounts.gid(g).ok_or_else(|| {
-                format!("group {g:?} does not exist on the target; add a group resource for it before this one")
+                RunError::precondition(format!("group {g:?} does not exist on the target"))
+                    .fix("add a group resource for it before this one")
             })?),
             None => None,
         };
@@ -47,40 +70,60 @@ impl Meta {
     }
 
     /// Differences between `meta` (an existing path's) and what is asked for.
-    pub fn changes(&self, meta: &fs::Metadata, cx: &mut Context) -> Vec<Change> {
+    pub fn changes(&self, meta: &fs::Metadata, cx: &mut Context) -> Vec<MetaChange> {
         let mut out = Vec::new();
         let accounts = cx.accounts();
         if let Some(o) = &self.owner {
             match accounts.uid(o) {
                 Some(uid) if uid == meta.uid() => {}
-                _ => out.push(Change::new(format!("owner {} -> {o}", meta.uid()))),
+                _ => out.push(MetaChange::Owner {
+                    from: meta.uid(),
+                    to: o.clone(),
+                }),
             }
         }
         if let Some(g) = &self.group {
             match accounts.gid(g) {
                 Some(gid) if gid == meta.gid() => {}
-                _ => out.push(Change::new(format!("group {} -> {g}", meta.gid()))),
+                _ => out.push(MetaChange::Group {
+                    from: meta.gid(),
+                    to: g.clone(),
+                }),
             }
         }
         if let Some(m) = self.mode {
             let cur = meta.mode() & 0o7777;
             if cur != m {
-                out.push(Change::new(format!("mode {cur:04o} -> {m:04o}")));
+                out.push(MetaChange::Mode { from: cur, to: m });
             }
         }
         out
     }
 
-    /// Sets owner, group and mode on an existing path (not following a final symlink for ownership).
-    pub fn set(&self, path: &Path, cx: &mut Context) -> Result<(), String> {
+    /// Sets what `changes` found different on an existing path (not
+    /// following a final symlink for ownership).
+    pub fn set<'a>(
+        &self,
+        path: &Path,
+        changes: impl IntoIterator<Item = &'a MetaChange>,
+        cx: &mut Context,
+    ) -> Result<(), RunError> {
         let ids = self.ids(cx)?;
-        if ids.uid.is_some() || ids.gid.is_some() {
-            std::os::unix::fs::lchown(path, ids.uid, ids.gid)
-                .map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
+        let (mut uid, mut gid, mut mode) = (None, None, None);
+        for c in changes {
+            match c {
+                MetaChange::Owner { .. } => uid = ids.uid,
+                MetaChange::Group { .. } => gid = ids.gid,
+                MetaChange::Mode { to, .. } => mode = Some(*to),
+            }
         }
-        if let Some(m) = self.mode {
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::lchown(path, uid, gid)
+                .map_err(|e| RunError::io("chown", path.display(), e))?;
+        }
+        if let Some(m) = mode {
             fs::set_permissions(path, fs::Permissions::from_mode(m))
-                .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+                .map_err(|e| RunError::io("chmod", path.display(), e))?;
         }
         Ok(())
     }
@@ -98,11 +141,11 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// one, never a part: the temporary file, owner and mode set, fsync, rename,
 /// fsync of the directory. The caller holds the run lock, so the temporary
 /// name is ours alone.
-pub fn atomic_write(path: &Path, content: &[u8], mode: u32, ids: Ids) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| format!("{} has no parent directory", path.display()))?;
-    let err = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
+pub fn atomic_write(path: &Path, content: &[u8], mode: u32, ids: Ids) -> Result<(), RunError> {
+    let dir = path.parent().ok_or_else(|| {
+        RunError::precondition(format!("{} has no parent directory", path.display()))
+    })?;
+    let err = |what: &'static str, e: std::io::Error| RunError::io(what, path.display(), e);
     let tmp = temp_path(path);
     let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()

@@ -3,20 +3,20 @@
 //! list unless `append = true`, as Chef's default.
 
 use std::collections::BTreeSet;
+use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::user::{check_account_name, de_bool, de_id, de_names, run, unknown_action};
-use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef};
-use crate::error::PolicyError;
+use super::user::{check_account_name, de_bool, de_id, de_names, run};
+use super::{
+    BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
+};
+use crate::error::{PolicyError, RunError};
+use crate::fingerprint::clean;
 use crate::platform::accounts::{Accounts, Group as GroupEntry};
 
-pub const TYPE: TypeDef = TypeDef {
-    name: "group",
-    actions: &["create", "remove"],
-    properties: &["gid", "members", "append", "system"],
-    build,
-};
+pub const TYPE: TypeDef =
+    TypeDef::of::<Group>("group", &["gid", "members", "append", "system"], build);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,64 +61,136 @@ fn build(spec: &Spec, _env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyEr
     }))
 }
 
-impl Resource for Group {
-    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
-        let acc = cx.accounts();
-        match action {
-            "create" => Ok(match acc.groups.get(&self.name) {
-                None => vec![Change::new(self.create_summary())],
-                Some(g) => self.changes(g),
-            }),
-            "remove" => Ok(if acc.groups.contains_key(&self.name) {
-                vec![Change::new(format!("remove group {}", self.name))]
+actions! {
+    pub enum GroupAction {
+        Create = "create",
+        Remove = "remove",
+    }
+}
+
+/// One difference of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupChange {
+    /// A new group; `members` is the list it gets (empty: none).
+    Create {
+        summary: String,
+        members: Vec<String>,
+    },
+    Remove(String),
+    Gid {
+        from: u32,
+        to: u32,
+    },
+    /// `append`: only `missing` are added; `list` is the member list to set.
+    MembersAdd {
+        missing: Vec<String>,
+        list: Vec<String>,
+    },
+    Members {
+        have: Vec<String>,
+        want: Vec<String>,
+    },
+}
+
+impl fmt::Display for GroupChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |s: &[String]| {
+            if s.is_empty() {
+                "(none)".to_string()
             } else {
-                Vec::new()
-            }),
-            other => Err(unknown_action("group", other)),
+                s.join(", ")
+            }
+        };
+        match self {
+            GroupChange::Create { summary, .. } => write!(f, "{summary}"),
+            GroupChange::Remove(name) => write!(f, "remove group {name}"),
+            GroupChange::Gid { from, to } => write!(f, "gid {from} -> {to}"),
+            GroupChange::MembersAdd { missing, .. } => {
+                write!(f, "members += {}", missing.join(", "))
+            }
+            GroupChange::Members { have, want } => {
+                write!(f, "members {} -> {}", show(have), show(want))
+            }
         }
     }
+}
 
-    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
-        let target = cx.target;
-        match action {
-            "create" => {
-                let acc = cx.accounts().clone();
-                self.require_members(&acc)?;
-                let current = acc.groups.get(&self.name);
-                match current {
-                    None => {
-                        let gid = self.p.gid.map(|g| g.to_string());
-                        let mut argv = vec!["groupadd"];
-                        if self.p.system {
-                            argv.push("-r");
-                        }
-                        if let Some(gid) = &gid {
-                            argv.extend(["-g", gid]);
-                        }
-                        argv.push(&self.name);
-                        run(target, &argv)?;
-                    }
-                    Some(g) => {
-                        if let Some(gid) = self.p.gid.filter(|gid| *gid != g.gid) {
-                            run(target, &["groupmod", "-g", &gid.to_string(), &self.name])?;
-                        }
-                    }
+impl Item for GroupChange {}
+
+impl Converge for Group {
+    type Action = GroupAction;
+    type Item = GroupChange;
+
+    fn check(&self, action: GroupAction, cx: &mut Context) -> ResourceResult<Vec<GroupChange>> {
+        let acc = cx.accounts();
+        Ok(match action {
+            GroupAction::Create => match acc.groups.get(&self.name) {
+                None => vec![GroupChange::Create {
+                    summary: self.create_summary(),
+                    members: self.wanted_members(None).unwrap_or_default(),
+                }],
+                Some(g) => self.changes(g),
+            },
+            GroupAction::Remove => {
+                if acc.groups.contains_key(&self.name) {
+                    vec![GroupChange::Remove(self.name.clone())]
+                } else {
+                    Vec::new()
                 }
-                if let Some(want) = self.wanted_members(current) {
-                    let have: BTreeSet<&str> = current
-                        .map(|g| g.members.iter().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
-                    if want != have {
-                        let list = want.into_iter().collect::<Vec<_>>().join(",");
-                        run(target, &["gpasswd", "-M", &list, &self.name])?;
-                    }
-                }
-                Ok(())
             }
-            "remove" => run(target, &["groupdel", &self.name]),
-            other => Err(unknown_action("group", other)),
+        })
+    }
+
+    fn apply(&self, _: GroupAction, diff: &[GroupChange], cx: &mut Context) -> ResourceResult<()> {
+        let target = cx.target;
+        if let [GroupChange::Remove(_)] = diff {
+            return run(target, &["groupdel", &self.name]);
         }
+        self.require_members(cx.accounts())?;
+        for c in diff {
+            let members = match c {
+                GroupChange::Create { members, .. } => {
+                    let gid = self.p.gid.map(|g| g.to_string());
+                    let mut argv = vec!["groupadd"];
+                    if self.p.system {
+                        argv.push("-r");
+                    }
+                    if let Some(gid) = &gid {
+                        argv.extend(["-g", gid]);
+                    }
+                    argv.push(&self.name);
+                    run(target, &argv)?;
+                    if members.is_empty() {
+                        continue;
+                    }
+                    members
+                }
+                GroupChange::Gid { to, .. } => {
+                    run(target, &["groupmod", "-g", &to.to_string(), &self.name])?;
+                    continue;
+                }
+                GroupChange::MembersAdd { list, .. } => list,
+                GroupChange::Members { want, .. } => want,
+                GroupChange::Remove(_) => continue,
+            };
+            run(target, &["gpasswd", "-M", &members.join(","), &self.name])?;
+        }
+        Ok(())
+    }
+
+    fn fingerprint(name: &str, state: &mut State) -> Option<String> {
+        let Some(g) = state.accounts().groups.get(name) else {
+            return Some("absent".to_string());
+        };
+        // The order of /etc/group's member list is how they were added, not state.
+        let members: BTreeSet<&str> = g.members.iter().map(String::as_str).collect();
+        let members: Vec<&str> = members.into_iter().collect();
+        Some(format!(
+            "gid={} members={}",
+            g.gid,
+            clean(&members.join(","))
+        ))
     }
 }
 
@@ -154,32 +226,31 @@ impl Group {
         Some(list)
     }
 
-    fn changes(&self, g: &GroupEntry) -> Vec<Change> {
+    fn changes(&self, g: &GroupEntry) -> Vec<GroupChange> {
         let mut out = Vec::new();
         if let Some(gid) = self.p.gid.filter(|gid| *gid != g.gid) {
-            out.push(Change::new(format!("gid {} -> {gid}", g.gid)));
+            out.push(GroupChange::Gid {
+                from: g.gid,
+                to: gid,
+            });
         }
         if let Some(want) = &self.p.members {
             let have: BTreeSet<&str> = g.members.iter().map(String::as_str).collect();
             let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
+            let owned = |s: &BTreeSet<&str>| s.iter().map(|m| m.to_string()).collect::<Vec<_>>();
             if self.p.append {
                 let missing: Vec<&str> = want.difference(&have).copied().collect();
                 if !missing.is_empty() {
-                    out.push(Change::new(format!("members += {}", missing.join(", "))));
+                    out.push(GroupChange::MembersAdd {
+                        missing: missing.iter().map(|m| m.to_string()).collect(),
+                        list: self.wanted_members(Some(g)).unwrap_or_default(),
+                    });
                 }
             } else if want != have {
-                let show = |s: &BTreeSet<&str>| {
-                    if s.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        s.iter().copied().collect::<Vec<_>>().join(", ")
-                    }
-                };
-                out.push(Change::new(format!(
-                    "members {} -> {}",
-                    show(&have),
-                    show(&want)
-                )));
+                out.push(GroupChange::Members {
+                    have: owned(&have),
+                    want: owned(&want),
+                });
             }
         }
         out
@@ -189,10 +260,11 @@ impl Group {
     fn require_members(&self, acc: &Accounts) -> ResourceResult<()> {
         for m in self.p.members.iter().flatten() {
             if !acc.users.contains_key(m) {
-                return Err(format!(
-                    "user {m:?}, a member of group {}, does not exist on the target; declare it before this group, or list the group in the user's `groups` instead",
+                return Err(RunError::precondition(format!(
+                    "user {m:?}, a member of group {}, does not exist on the target",
                     self.name
-                ));
+                ))
+                .fix("declare it before this group, or list the group in the user's `groups` instead"));
             }
         }
         Ok(())
@@ -222,7 +294,7 @@ mod tests {
         let acc = Accounts::parse(PASSWD, GROUP);
         g.changes(&acc.groups[&g.name])
             .into_iter()
-            .map(|c| c.summary)
+            .map(|c| c.to_string())
             .collect()
     }
 
@@ -279,7 +351,8 @@ mod tests {
         let acc = Accounts::parse(PASSWD, GROUP);
         let e = group("www", "members = [\"ghost\"]")
             .require_members(&acc)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"ghost\""), "{e}");
     }
 
@@ -292,13 +365,20 @@ mod tests {
         let target = Target::at_root(dir.path());
         let mut cx = Context::new(&target);
         let c = group("ops", "gid = 2000\nmembers = [\"web\"]")
-            .check("create", &mut cx)
-            .unwrap();
+            .plan("create", &mut cx)
+            .unwrap()
+            .changes;
         assert_eq!(c[0].summary, "create group ops (gid 2000, members web)");
-        assert_eq!(group("www", "").check("remove", &mut cx).unwrap().len(), 1);
+        assert_eq!(
+            group("www", "")
+                .check(GroupAction::Remove, &mut cx)
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(
             group("ops", "")
-                .check("remove", &mut cx)
+                .check(GroupAction::Remove, &mut cx)
                 .unwrap()
                 .is_empty()
         );

@@ -1,20 +1,21 @@
 //! `link`: a symbolic link, replaced atomically when it points elsewhere.
 
+use std::fmt;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::file::check_absolute;
-use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef};
-use crate::error::PolicyError;
-
-pub const TYPE: TypeDef = TypeDef {
-    name: "link",
-    actions: &["create", "delete"],
-    properties: &["to"],
-    build,
+use super::{
+    Action, BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef,
+    actions,
 };
+use crate::error::{PolicyError, RunError};
+use crate::fingerprint::{link_to, missing};
+
+pub const TYPE: TypeDef = TypeDef::of::<Link>("link", &["to"], build);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +30,11 @@ struct Link {
 fn build(spec: &Spec, _env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyError> {
     let mut l: Link = spec.props()?;
     check_absolute(&spec.name)?;
-    if l.to.is_empty() && spec.actions.iter().any(|a| a == "create") {
+    let creates = spec
+        .actions
+        .iter()
+        .any(|a| LinkAction::parse(a) == Some(LinkAction::Create));
+    if l.to.is_empty() && creates {
         return Err(PolicyError::new("a link needs `to`, the path it points at")
             .fix("add to = \"/path/it/points/at\", or action = \"delete\""));
     }
@@ -37,47 +42,76 @@ fn build(spec: &Spec, _env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyEr
     Ok(Box::new(l))
 }
 
-impl Resource for Link {
-    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
+actions! {
+    pub enum LinkAction {
+        Create = "create",
+        Delete = "delete",
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum LinkChange {
+    Create { to: String },
+    Retarget { from: String, to: String },
+    ReplaceFile { to: String },
+    Delete,
+}
+
+impl fmt::Display for LinkChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkChange::Create { to } => write!(f, "create -> {to}"),
+            LinkChange::Retarget { from, to } => write!(f, "retarget {from} -> {to}"),
+            LinkChange::ReplaceFile { to } => write!(f, "replace file with link -> {to}"),
+            LinkChange::Delete => write!(f, "delete"),
+        }
+    }
+}
+
+impl Item for LinkChange {}
+
+impl Converge for Link {
+    type Action = LinkAction;
+    type Item = LinkChange;
+
+    fn check(&self, action: LinkAction, cx: &mut Context) -> ResourceResult<Vec<LinkChange>> {
         let host = cx.target.path(&self.path);
         let meta = fs::symlink_metadata(&host).ok();
         let is_link = meta.as_ref().is_some_and(|m| m.file_type().is_symlink());
-        if action == "delete" {
+        let to = || self.to.clone();
+        if action == LinkAction::Delete {
             return Ok(if is_link {
-                vec![Change::new("delete")]
+                vec![LinkChange::Delete]
             } else {
                 vec![]
             });
         }
         match (meta, is_link) {
-            (None, _) => Ok(vec![Change::new(format!("create -> {}", self.to))]),
+            (None, _) => Ok(vec![LinkChange::Create { to: to() }]),
             (Some(_), true) => {
                 let cur = fs::read_link(&host).unwrap_or_default();
                 Ok(if cur == Path::new(&self.to) {
                     vec![]
                 } else {
-                    vec![Change::new(format!(
-                        "retarget {} -> {}",
-                        cur.display(),
-                        self.to
-                    ))]
+                    vec![LinkChange::Retarget {
+                        from: cur.display().to_string(),
+                        to: to(),
+                    }]
                 })
             }
-            (Some(m), false) if m.is_dir() => Err(format!(
+            (Some(m), false) if m.is_dir() => Err(RunError::precondition(format!(
                 "{} is a directory; a link resource will not replace it",
                 self.path
-            )),
-            (Some(_), false) => Ok(vec![Change::new(format!(
-                "replace file with link -> {}",
-                self.to
-            ))]),
+            ))),
+            (Some(_), false) => Ok(vec![LinkChange::ReplaceFile { to: to() }]),
         }
     }
 
-    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
+    fn apply(&self, _: LinkAction, diff: &[LinkChange], cx: &mut Context) -> ResourceResult<()> {
         let host = cx.target.path(&self.path);
-        if action == "delete" {
-            return fs::remove_file(&host).map_err(|e| format!("cannot delete {}: {e}", self.path));
+        if matches!(diff, [LinkChange::Delete]) {
+            return fs::remove_file(&host).map_err(|e| RunError::io("delete", &self.path, e));
         }
         // Build the link under a temporary name, then rename over the old path.
         let dir = host.parent().unwrap_or(Path::new("/"));
@@ -88,10 +122,52 @@ impl Resource for Link {
         ));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&self.to, &tmp)
-            .map_err(|e| format!("cannot create link {}: {e}", self.path))?;
+            .map_err(|e| RunError::io("create link", &self.path, e))?;
         fs::rename(&tmp, &host).map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            format!("cannot replace {}: {e}", self.path)
+            RunError::io("replace", &self.path, e)
         })
+    }
+
+    fn fingerprint(path: &str, state: &mut State) -> Option<String> {
+        let host = state.target.path(path);
+        Some(match fs::symlink_metadata(&host) {
+            Err(e) => missing(&e),
+            // A symlink's mode is always 0777: only its target and owner say anything.
+            Ok(m) if m.file_type().is_symlink() => format!(
+                "to={} owner={} group={}",
+                link_to(&host),
+                state.user_name(m.uid()),
+                state.group_name(m.gid())
+            ),
+            Ok(m) if m.is_dir() => format!("kind=directory {}", state.ownership(&m)),
+            Ok(m) => format!("kind=file {}", state.ownership(&m)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::user::tests::{NoEnv, spec};
+    use super::*;
+    use crate::platform::target::Target;
+
+    #[test]
+    fn the_plan_renders_for_people_and_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::at_root(dir.path());
+        let mut cx = Context::new(&target);
+        let l = build(&spec("/current", "to = \"/srv/app\""), &NoEnv).unwrap();
+        let planned = l.plan("create", &mut cx).unwrap();
+        assert_eq!(planned.changes[0].summary, "create -> /srv/app");
+        assert_eq!(
+            planned.to_json(),
+            serde_json::json!({
+                "action": "create",
+                "changes": [{"change": "create", "to": "/srv/app"}],
+            })
+        );
+        l.apply_plan(&planned, &mut cx).unwrap();
+        assert!(l.plan("create", &mut cx).unwrap().is_empty());
     }
 }

@@ -1,12 +1,16 @@
-//! Resource types. Each lives in its own file behind [`Resource`]: `check`
-//! reads the current state and says what an action would change, `apply`
-//! makes it so. The engine never needs to know a type's internals.
+//! Resource types. Each lives in its own file behind [`Converge`]: `check`
+//! reads the current state once and returns a typed difference, `apply`
+//! carries out exactly that difference, and `fingerprint` reads the state
+//! `kiln fingerprint` hashes. The engine sees them erased, as [`Resource`],
+//! and never needs to know a type's internals.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 
 use serde::de::DeserializeOwned;
 
-use crate::error::PolicyError;
+use crate::error::{PolicyError, RunError};
+pub use crate::fingerprint::State;
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
@@ -25,7 +29,8 @@ pub mod user;
 
 pub mod fsmeta;
 
-/// One difference between the target and the policy.
+/// One difference between the target and the policy, as people and
+/// reports see it (rendered from a type's [`Item`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub summary: String,
@@ -34,28 +39,6 @@ pub struct Change {
     /// Not done on purpose (a service start in a `--root` target): reported,
     /// but not counted as an update.
     pub skipped: bool,
-}
-
-impl Change {
-    pub fn new(summary: impl Into<String>) -> Self {
-        Change {
-            summary: summary.into(),
-            diff: None,
-            skipped: false,
-        }
-    }
-
-    pub fn with_diff(mut self, diff: Option<String>) -> Self {
-        self.diff = diff;
-        self
-    }
-
-    pub fn skipped(summary: impl Into<String>) -> Self {
-        Change {
-            skipped: true,
-            ..Change::new(summary)
-        }
-    }
 }
 
 /// State read from the target, shared by all resources of a run and read
@@ -92,16 +75,204 @@ impl<'a> Context<'a> {
     }
 }
 
-pub type ResourceResult<T> = Result<T, String>;
+pub type ResourceResult<T> = Result<T, RunError>;
 
-pub trait Resource: fmt::Debug + Send + Sync {
-    /// What `action` would change; empty when the target already conforms.
-    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>>;
-    /// Carry out `action`. Called only when `check` found something to do.
-    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()>;
-    /// Packages are applied in batches (one apt transaction); the engine asks.
-    fn package(&self) -> Option<&package::Package> {
+/// A type's actions as an enum, so that resources match on variants and
+/// compile checks names against one list.
+pub trait Action: Copy + fmt::Debug + PartialEq + Send + Sync + 'static {
+    /// Every action, the default first.
+    const ALL: &'static [Self];
+    /// Their names, in the same order.
+    const NAMES: &'static [&'static str];
+    fn name(self) -> &'static str;
+    fn parse(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| Self::ALL[i])
+    }
+}
+
+/// Declares a type's `Action` enum from `Variant = "name"` pairs.
+macro_rules! actions {
+    ($(#[$m:meta])* $vis:vis enum $E:ident { $($V:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $E { $($V),+ }
+        impl serde::Serialize for $E {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str($crate::resource::Action::name(*self))
+            }
+        }
+        impl $crate::resource::Action for $E {
+            const ALL: &'static [Self] = &[$($E::$V),+];
+            const NAMES: &'static [&'static str] = &[$($s),+];
+            fn name(self) -> &'static str {
+                match self { $($E::$V => $s),+ }
+            }
+        }
+    };
+}
+pub(crate) use actions;
+
+/// One item of a type's difference: it says itself for people (Display)
+/// and for machines (Serialize); `apply` matches on it to know what to do.
+pub trait Item: fmt::Debug + fmt::Display + serde::Serialize + Send + Sync + 'static {
+    /// A unified diff of file content, when there is one.
+    fn diff(&self) -> Option<String> {
         None
+    }
+    /// Not done on purpose (reported, not counted as an update).
+    fn skipped(&self) -> bool {
+        false
+    }
+}
+
+/// A resource type's check and apply over one typed difference: `check`
+/// reads the target once and says what differs, `apply` carries out
+/// exactly that difference, so the two never disagree.
+pub trait Converge: fmt::Debug + Send + Sync + Sized + 'static {
+    type Action: Action;
+    /// One difference; `check` returns all of them, empty when converged.
+    type Item: Item;
+    fn check(&self, action: Self::Action, cx: &mut Context) -> ResourceResult<Vec<Self::Item>>;
+    /// Called only with a non-empty difference `check` just returned.
+    fn apply(
+        &self,
+        action: Self::Action,
+        diff: &[Self::Item],
+        cx: &mut Context,
+    ) -> ResourceResult<()>;
+    /// The state of the resource `name` on the target as one line for
+    /// `kiln fingerprint` (`None`: the type has no state). Read from the
+    /// target, never from the policy, so that drift shows.
+    fn fingerprint(name: &str, state: &mut State) -> Option<String>;
+    /// Whether consecutive resources of this type are applied together by
+    /// [`Converge::apply_batch`] (one apt transaction for packages).
+    const BATCHES: bool = false;
+    /// Applies several resources of this type at once; one result each.
+    fn apply_batch(items: &[BatchItem<'_, Self>], cx: &mut Context) -> Vec<ResourceResult<()>> {
+        items.iter().map(|(r, a, d)| r.apply(*a, d, cx)).collect()
+    }
+}
+
+/// One member of a batch: the resource, its action and planned difference.
+pub type BatchItem<'a, T> = (&'a T, <T as Converge>::Action, &'a [<T as Converge>::Item]);
+
+/// What `check` found for one action of one resource: rendered for people
+/// and reports, and kept typed for `apply`.
+#[derive(Debug)]
+pub struct Planned {
+    pub action: &'static str,
+    pub changes: Vec<Change>,
+    typed: Box<dyn Any + Send + Sync>,
+    /// Renders `typed` for machines.
+    json: fn(&(dyn Any + Send + Sync)) -> serde_json::Value,
+}
+
+impl Planned {
+    /// Whether anything is to be done (skipped items are not).
+    pub fn is_real(&self) -> bool {
+        self.changes.iter().any(|c| !c.skipped)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The typed difference for machines: `{action, changes: [...]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "action": self.action,
+            "changes": (self.json)(&*self.typed),
+        })
+    }
+}
+
+struct Typed<T: Converge> {
+    action: T::Action,
+    diff: Vec<T::Item>,
+}
+
+/// The engine's view of a resource: any [`Converge`] type, erased.
+pub trait Resource: fmt::Debug + Send + Sync {
+    /// Checks `action`, a name `compile` validated against the type's actions.
+    fn plan(&self, action: &str, cx: &mut Context) -> ResourceResult<Planned>;
+    /// Carries out what `plan` found.
+    fn apply_plan(&self, planned: &Planned, cx: &mut Context) -> ResourceResult<()>;
+    /// Resources that share a key may go through one [`Resource::apply_batch`].
+    fn batch_key(&self) -> Option<TypeId>;
+    /// Applies this resource's plan together with `rest` (same batch key).
+    fn apply_batch(
+        &self,
+        planned: &Planned,
+        rest: &[(&dyn Resource, &Planned)],
+        cx: &mut Context,
+    ) -> Vec<ResourceResult<()>>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+fn typed<T: Converge>(p: &Planned) -> &Typed<T> {
+    p.typed
+        .downcast_ref::<Typed<T>>()
+        .expect("a plan is applied by the resource that made it")
+}
+
+impl<T: Converge> Resource for T {
+    fn plan(&self, action: &str, cx: &mut Context) -> ResourceResult<Planned> {
+        let a = T::Action::parse(action).ok_or_else(|| {
+            RunError::precondition(format!("this resource has no action {action:?}"))
+        })?;
+        let diff = Converge::check(self, a, cx)?;
+        let changes = diff
+            .iter()
+            .map(|i| Change {
+                summary: i.to_string(),
+                diff: i.diff(),
+                skipped: i.skipped(),
+            })
+            .collect();
+        Ok(Planned {
+            action: a.name(),
+            changes,
+            typed: Box::new(Typed::<T> { action: a, diff }),
+            json: |t| {
+                let t = t.downcast_ref::<Typed<T>>().expect("planned by T");
+                serde_json::to_value(&t.diff).unwrap_or_default()
+            },
+        })
+    }
+
+    fn apply_plan(&self, planned: &Planned, cx: &mut Context) -> ResourceResult<()> {
+        let t = typed::<T>(planned);
+        Converge::apply(self, t.action, &t.diff, cx)
+    }
+
+    fn batch_key(&self) -> Option<TypeId> {
+        T::BATCHES.then(TypeId::of::<T>)
+    }
+
+    fn apply_batch(
+        &self,
+        planned: &Planned,
+        rest: &[(&dyn Resource, &Planned)],
+        cx: &mut Context,
+    ) -> Vec<ResourceResult<()>> {
+        let first = typed::<T>(planned);
+        let mut items: Vec<BatchItem<'_, T>> = vec![(self, first.action, first.diff.as_slice())];
+        for (r, p) in rest {
+            let r = r
+                .as_any()
+                .downcast_ref::<T>()
+                .expect("a batch holds one type");
+            let t = typed::<T>(p);
+            items.push((r, t.action, t.diff.as_slice()));
+        }
+        T::apply_batch(&items, cx)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -170,13 +341,34 @@ impl Spec {
 
 pub type BuildFn = fn(&Spec, &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyError>;
 
-/// A resource type: its actions (the first is the default), its properties and constructor.
+/// A resource type: its actions (the first is the default), its properties,
+/// constructor and fingerprint reader.
 #[derive(Debug)]
 pub struct TypeDef {
     pub name: &'static str,
     pub actions: &'static [&'static str],
     pub properties: &'static [&'static str],
     pub build: BuildFn,
+    pub fingerprint: FingerprintFn,
+}
+
+pub type FingerprintFn = fn(&str, &mut State) -> Option<String>;
+
+impl TypeDef {
+    /// The definition of a type implemented by `T`: actions and fingerprint come from it.
+    pub const fn of<T: Converge>(
+        name: &'static str,
+        properties: &'static [&'static str],
+        build: BuildFn,
+    ) -> TypeDef {
+        TypeDef {
+            name,
+            actions: <T::Action as Action>::NAMES,
+            properties,
+            build,
+            fingerprint: T::fingerprint,
+        }
+    }
 }
 
 /// Properties every resource type accepts.
@@ -269,6 +461,69 @@ mod tests {
         assert_eq!(m("755").unwrap(), 0o755);
         assert!(m("0999").is_err());
         assert_eq!(parse_mode(&toml::Value::Integer(600)).unwrap(), 0o600);
+    }
+
+    /// The rows of README.md's resource table: type, properties, actions.
+    fn readme_table() -> Vec<(String, Vec<String>, Vec<String>)> {
+        let readme = include_str!("../../README.md");
+        let mut lines = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| type (name is) | properties | actions"))
+            .skip(2);
+        let mut rows = Vec::new();
+        while let Some(l) = lines.next().filter(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let [kind, props, actions] = cells[..] else {
+                panic!("a row of three cells: {l}");
+            };
+            let kind = kind.split('`').nth(1).expect("a `type`").to_string();
+            rows.push((kind, names_outside_parentheses(props), words(actions)));
+        }
+        assert!(!rows.is_empty(), "README.md has the resource table");
+        rows
+    }
+
+    /// The `quoted` names of a cell, leaving out what parentheses explain.
+    fn names_outside_parentheses(cell: &str) -> Vec<String> {
+        let mut depth = 0;
+        let mut outside = String::new();
+        for c in cell.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 0 => outside.push(c),
+                _ => {}
+            }
+        }
+        outside
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn words(cell: &str) -> Vec<String> {
+        cell.split(',').map(|w| w.trim().to_string()).collect()
+    }
+
+    #[test]
+    fn the_readme_table_matches_the_registered_types() {
+        let rows = readme_table();
+        let documented: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let registered: Vec<&str> = types().iter().map(|t| t.name).collect();
+        assert_eq!(documented, registered, "the README's types, in order");
+        for ((kind, props, actions), t) in rows.iter().zip(types()) {
+            let mut want: Vec<&str> = t.properties.to_vec();
+            let mut have: Vec<&str> = props.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            have.sort_unstable();
+            assert_eq!(have, want, "properties of {kind} in README.md");
+            assert_eq!(
+                actions, t.actions,
+                "actions of {kind} in README.md (default first)"
+            );
+        }
     }
 
     #[test]

@@ -1,20 +1,22 @@
 //! `package`: a Debian package at the version the whitelist pins, held
-//! there. The engine hands consecutive packages to [`apply_batch`] so that
-//! they go in one apt transaction.
+//! there. Packages batch (see [`Converge::BATCHES`]): the engine hands
+//! consecutive ones over together so that they go in one apt transaction.
 
 use std::cmp::Ordering;
+use std::fmt;
 
-use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef};
-use crate::error::PolicyError;
+use serde::Serialize;
+
+use super::{
+    Action, BatchItem, BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State,
+    TypeDef, actions,
+};
+use crate::error::{PolicyError, RunError};
+use crate::fingerprint::clean;
 use crate::platform::apt;
 use crate::policy::whitelist::{Pin, valid_version};
 
-pub const TYPE: TypeDef = TypeDef {
-    name: "package",
-    actions: &["install", "remove", "purge"],
-    properties: &[],
-    build,
-};
+pub const TYPE: TypeDef = TypeDef::of::<Package>("package", &[], build);
 
 #[derive(Debug)]
 pub struct Package {
@@ -37,7 +39,11 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
         );
     }
     let pin = env.pin(name);
-    if pin.is_none() && spec.actions.iter().any(|a| a == "install") {
+    let installs = spec
+        .actions
+        .iter()
+        .any(|a| PackageAction::parse(a) == Some(PackageAction::Install));
+    if pin.is_none() && installs {
         return Err(PolicyError::new(format!(
             "package {name:?} is not on the whitelist, so kiln will not install it"
         ))
@@ -51,54 +57,142 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
     }))
 }
 
+actions! {
+    pub enum PackageAction {
+        Install = "install",
+        Remove = "remove",
+        Purge = "purge",
+    }
+}
+
+/// How a package differs from its pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum PackageChange {
+    Install {
+        version: String,
+    },
+    /// `downgrade` when the pin is older than what is installed.
+    Move {
+        downgrade: bool,
+        from: String,
+        to: String,
+    },
+    Hold {
+        version: String,
+    },
+    Remove {
+        version: String,
+    },
+    Purge,
+}
+
+impl fmt::Display for PackageChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PackageChange::Install { version } => write!(f, "install {version}"),
+            PackageChange::Move {
+                downgrade,
+                from,
+                to,
+            } => {
+                let dir = if *downgrade { "downgrade" } else { "upgrade" };
+                write!(f, "{dir} {from} -> {to}")
+            }
+            PackageChange::Hold { version } => write!(f, "hold at {version}"),
+            PackageChange::Remove { version } => write!(f, "remove {version}"),
+            PackageChange::Purge => write!(f, "purge"),
+        }
+    }
+}
+
+impl Item for PackageChange {}
+
 impl Package {
     fn version(&self) -> ResourceResult<&str> {
         self.pin
             .as_ref()
             .map(|p| p.version.as_str())
-            .ok_or_else(|| format!("package {} is not on the whitelist", self.name))
+            .ok_or_else(|| {
+                RunError::precondition(format!("package {} is not on the whitelist", self.name))
+            })
     }
 }
 
-impl Resource for Package {
-    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
+impl Converge for Package {
+    type Action = PackageAction;
+    type Item = PackageChange;
+
+    fn check(&self, action: PackageAction, cx: &mut Context) -> ResourceResult<Vec<PackageChange>> {
         let installed = cx.dpkg().installed(&self.name).cloned();
-        let present = cx
-            .dpkg()
-            .packages
-            .get(&self.name)
-            .is_some_and(|p| p.state != "not-installed");
         Ok(match action {
-            "install" => {
-                let want = self.version()?;
+            PackageAction::Install => {
+                let want = self.version()?.to_string();
                 match installed {
-                    None => vec![Change::new(format!("install {want}"))],
+                    None => vec![PackageChange::Install { version: want }],
                     Some(cur) if cur.version != want => {
-                        let dir = match (valid_version(&cur.version), valid_version(want)) {
-                            (Ok(a), Ok(b)) if a.cmp(&b) == Ordering::Greater => "downgrade",
-                            _ => "upgrade",
-                        };
-                        vec![Change::new(format!("{dir} {} -> {want}", cur.version))]
+                        let downgrade = matches!(
+                            (valid_version(&cur.version), valid_version(&want)),
+                            (Ok(a), Ok(b)) if a.cmp(&b) == Ordering::Greater
+                        );
+                        vec![PackageChange::Move {
+                            downgrade,
+                            from: cur.version,
+                            to: want,
+                        }]
                     }
-                    Some(cur) if !cur.is_held() => vec![Change::new(format!("hold at {want}"))],
+                    Some(cur) if !cur.is_held() => vec![PackageChange::Hold { version: want }],
                     Some(_) => vec![],
                 }
             }
-            "remove" => match installed {
-                Some(cur) => vec![Change::new(format!("remove {}", cur.version))],
+            PackageAction::Remove => match installed {
+                Some(cur) => vec![PackageChange::Remove {
+                    version: cur.version,
+                }],
                 None => vec![],
             },
-            "purge" if present => vec![Change::new("purge")],
-            _ => vec![],
+            PackageAction::Purge => {
+                let present = cx
+                    .dpkg()
+                    .packages
+                    .get(&self.name)
+                    .is_some_and(|p| p.state != "not-installed");
+                if present {
+                    vec![PackageChange::Purge]
+                } else {
+                    vec![]
+                }
+            }
         })
     }
 
-    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
-        apply_batch(&[(self, action)], cx).remove(0)
+    fn apply(
+        &self,
+        action: PackageAction,
+        diff: &[PackageChange],
+        cx: &mut Context,
+    ) -> ResourceResult<()> {
+        <Self as Converge>::apply_batch(&[(self, action, diff)], cx).remove(0)
     }
 
-    fn package(&self) -> Option<&Package> {
-        Some(self)
+    fn fingerprint(name: &str, state: &mut State) -> Option<String> {
+        Some(match state.dpkg().packages.get(name) {
+            None => "absent".to_string(),
+            Some(p) if p.is_installed() => format!("version={}", clean(&p.version)),
+            Some(p) => format!("state={} version={}", clean(&p.state), clean(&p.version)),
+        })
+    }
+
+    const BATCHES: bool = true;
+
+    /// One apt transaction for all. The planned differences say which
+    /// packages take part and how; what moves and what is held is decided
+    /// from the dpkg database as it is now, since an earlier package of
+    /// the same run may have moved a dependency.
+    fn apply_batch(items: &[BatchItem<'_, Self>], cx: &mut Context) -> Vec<ResourceResult<()>> {
+        let items: Vec<(&Package, PackageAction)> =
+            items.iter().map(|(p, a, _)| (*p, *a)).collect();
+        apply_batch(&items, cx)
     }
 }
 
@@ -106,7 +200,7 @@ impl Resource for Package {
 /// one transaction for every install, one for removals, one for purges.
 /// Holds are lifted for the packages that move and set again afterwards,
 /// failure or not. Returns one result per item.
-pub fn apply_batch(items: &[(&Package, &str)], cx: &mut Context) -> Vec<ResourceResult<()>> {
+fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<ResourceResult<()>> {
     let target = cx.target;
     // Decide from the database as it is now, not as planned: what moves,
     // what is held.
@@ -114,21 +208,21 @@ pub fn apply_batch(items: &[(&Package, &str)], cx: &mut Context) -> Vec<Resource
     let before = cx.dpkg().clone();
     let installs: Vec<(String, String)> = items
         .iter()
-        .filter(|(_, a)| *a == "install")
+        .filter(|(_, a)| *a == PackageAction::Install)
         .filter_map(|(p, _)| {
             p.pin
                 .as_ref()
                 .map(|pin| (p.name.clone(), pin.version.clone()))
         })
         .collect();
-    let of = |action: &str| -> Vec<String> {
+    let of = |action: PackageAction| -> Vec<String> {
         items
             .iter()
             .filter(|(_, a)| *a == action)
             .map(|(p, _)| p.name.clone())
             .collect()
     };
-    let (removes, purges) = (of("remove"), of("purge"));
+    let (removes, purges) = (of(PackageAction::Remove), of(PackageAction::Purge));
 
     // Moving a held package needs its hold lifted first.
     let moving: Vec<String> = installs
@@ -154,7 +248,7 @@ pub fn apply_batch(items: &[(&Package, &str)], cx: &mut Context) -> Vec<Resource
         .map(|(n, _)| n.clone())
         .collect();
 
-    let mut failure: Option<String> = apt::set_hold(target, &moving, false).err();
+    let mut failure: Option<RunError> = apt::set_hold(target, &moving, false).err();
     let to_install: Vec<(String, String)> = installs
         .iter()
         .filter(|(n, v)| before.installed(n).is_none_or(|i| &i.version != v))
@@ -208,11 +302,11 @@ pub fn apply_batch(items: &[(&Package, &str)], cx: &mut Context) -> Vec<Resource
         .map(|(p, action)| {
             let now = after.installed(&p.name);
             let done = match *action {
-                "install" => p.pin.as_ref().is_some_and(|pin| {
+                PackageAction::Install => p.pin.as_ref().is_some_and(|pin| {
                     now.is_some_and(|i| i.version == pin.version && i.is_held())
                 }),
-                "remove" => now.is_none(),
-                _ => after
+                PackageAction::Remove => now.is_none(),
+                PackageAction::Purge => after
                     .packages
                     .get(&p.name)
                     .is_none_or(|i| i.state == "not-installed"),
@@ -223,13 +317,15 @@ pub fn apply_batch(items: &[(&Package, &str)], cx: &mut Context) -> Vec<Resource
                 let state = now.map_or("not installed".to_string(), |i| {
                     format!("installed at {}", i.version)
                 });
-                Err(format!(
-                    "{action} {} did not complete (now {state}): {}",
-                    p.name,
-                    failure
-                        .clone()
-                        .unwrap_or_else(|| "apt reported no error".into())
-                ))
+                let what = format!(
+                    "{} {} did not complete (now {state})",
+                    action.name(),
+                    p.name
+                );
+                Err(match &failure {
+                    Some(e) => e.clone().context(what),
+                    None => RunError::precondition(format!("{what}: apt reported no error")),
+                })
             }
         })
         .collect()

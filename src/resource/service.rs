@@ -3,25 +3,22 @@
 //! no running system to start it in), so only enable and disable act there;
 //! start, stop, restart and reload are reported as skipped.
 
+use std::fmt;
+use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::user::unknown_action;
-use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef};
-use crate::error::PolicyError;
+use super::{
+    Action, BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef,
+    actions,
+};
+use crate::error::{CommandFailed, PolicyError, RunError};
 use crate::platform::target::{Target, output_tail};
 
-pub const TYPE: TypeDef = TypeDef {
-    name: "service",
-    actions: &[
-        "enable", "start", "disable", "stop", "restart", "reload", "nothing",
-    ],
-    properties: &["provider", "pattern"],
-    build,
-};
+pub const TYPE: TypeDef = TypeDef::of::<Service>("service", &["provider", "pattern"], build);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -199,44 +196,51 @@ impl Service {
         }
         .map_err(|e| match provider {
             Provider::Systemd => systemctl_missing(&e),
-            _ => format!("could not ask whether {} is running: {e}", self.name),
+            _ => RunError::spawn(format!("{} status", self.script()), e)
+                .context(format!("could not ask whether {} is running", self.name)),
         })?;
         Ok(out.status.success())
     }
 
-    fn act(&self, target: &Target, provider: Provider, action: &str) -> ResourceResult<()> {
+    fn act(
+        &self,
+        target: &Target,
+        provider: Provider,
+        action: ServiceAction,
+    ) -> ResourceResult<()> {
         match provider {
             Provider::Systemd => {
                 let unit = self.unit();
-                let out = target
-                    .run(&["systemctl", action, &unit])
-                    .map_err(|e| systemctl_missing(&e))?;
-                check_output(&format!("systemctl {action} {unit}"), &out)
+                let argv = ["systemctl", action.name(), &unit];
+                let out = target.run(&argv).map_err(|e| systemctl_missing(&e))?;
+                check_output(&argv, &out)
             }
             _ => match action {
-                "enable" => {
+                ServiceAction::Enable => {
                     // `defaults` makes the links from the LSB header if there are
                     // none; `enable` turns K links left by a disable back into S.
                     self.update_rc(target, "defaults")?;
                     self.update_rc(target, "enable")
                 }
-                "disable" => self.update_rc(target, "disable"),
-                "reload" => {
+                ServiceAction::Disable => self.update_rc(target, "disable"),
+                ServiceAction::Reload => {
+                    let script = self.script();
                     let out = self.init_script(target, "reload")?;
                     // LSB: 3 is "unimplemented feature"; force-reload is mandatory
                     // in Debian (it restarts when the daemon cannot reload).
                     if out.status.code() == Some(3) {
                         let out = self.init_script(target, "force-reload")?;
-                        return check_output(&format!("{} force-reload", self.script()), &out)
-                            .map_err(|e| {
-                                format!("{} has no reload (status 3), and {e}", self.script())
-                            });
+                        return check_output(&[&script, "force-reload"], &out).map_err(|e| {
+                            e.context(format!(
+                                "{script} has no reload (status 3), so kiln tried force-reload"
+                            ))
+                        });
                     }
-                    check_output(&format!("{} reload", self.script()), &out)
+                    check_output(&[&script, "reload"], &out)
                 }
                 verb => {
-                    let out = self.init_script(target, verb)?;
-                    check_output(&format!("{} {verb}", self.script()), &out)
+                    let out = self.init_script(target, verb.name())?;
+                    check_output(&[&self.script(), verb.name()], &out)
                 }
             },
         }
@@ -245,8 +249,8 @@ impl Service {
     fn update_rc(&self, target: &Target, verb: &str) -> ResourceResult<()> {
         let out = target
             .run(&["update-rc.d", self.sysv_name(), verb])
-            .map_err(|e| format!("could not run update-rc.d on the target: {e}"))?;
-        check_output(&format!("update-rc.d {} {verb}", self.sysv_name()), &out)
+            .map_err(|e| RunError::spawn("update-rc.d on the target", e))?;
+        check_output(&["update-rc.d", self.sysv_name(), verb], &out)
     }
 
     /// Runs the init script (`Target::run` keeps a daemon's inherited
@@ -255,7 +259,7 @@ impl Service {
         let script = self.script();
         target
             .run(&[&script, verb])
-            .map_err(|e| format!("could not run {script} {verb}: {e}"))
+            .map_err(|e| RunError::spawn(format!("{script} {verb}"), e))
     }
 }
 
@@ -283,26 +287,17 @@ fn process_matches(target: &Target, pattern: &str) -> bool {
     })
 }
 
-fn systemctl_missing(e: &io::Error) -> String {
-    format!(
-        "could not run systemctl on the target ({e}); with provider = \"systemd\" the target needs systemd installed, or use provider = \"sysv\""
+fn systemctl_missing(e: &io::Error) -> RunError {
+    RunError::precondition(format!("could not run systemctl on the target ({e})")).fix(
+        "with provider = \"systemd\" the target needs systemd installed, or use provider = \"sysv\"",
     )
 }
 
-fn check_output(what: &str, out: &Output) -> ResourceResult<()> {
+fn check_output(argv: &[&str], out: &Output) -> ResourceResult<()> {
     if out.status.success() {
         return Ok(());
     }
-    let code = out
-        .status
-        .code()
-        .map_or_else(|| "a signal".to_string(), |c| format!("status {c}"));
-    let tail = output_tail(out);
-    Err(if tail.is_empty() {
-        format!("`{what}` failed with {code}")
-    } else {
-        format!("`{what}` failed with {code}: {tail}")
-    })
+    Err(CommandFailed::new(argv, out.status, output_tail(out)).into())
 }
 
 fn exists(p: &Path) -> bool {
@@ -368,77 +363,135 @@ pub(crate) fn sysv_enabled(target: &Target, name: &str) -> bool {
     })
 }
 
-impl Resource for Service {
-    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
-        let target = cx.target;
-        if !TYPE.actions.contains(&action) {
-            return Err(unknown_action("service", action));
+actions! {
+    pub enum ServiceAction {
+        Enable = "enable",
+        Start = "start",
+        Disable = "disable",
+        Stop = "stop",
+        Restart = "restart",
+        Reload = "reload",
+        Nothing = "nothing",
+    }
+}
+
+impl ServiceAction {
+    /// Acts on the running system, not on boot configuration.
+    fn runtime(self) -> bool {
+        matches!(
+            self,
+            ServiceAction::Start
+                | ServiceAction::Stop
+                | ServiceAction::Restart
+                | ServiceAction::Reload
+        )
+    }
+}
+
+/// What an action would do to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", content = "action", rename_all = "snake_case")]
+pub enum ServiceChange {
+    Act(ServiceAction),
+    /// Not installed when checked: a package earlier in the run may install
+    /// it (why-run must be able to plan that); apply says what is missing.
+    NotInstalledYet(ServiceAction),
+    /// A runtime action in a `--root` target: reported, never done.
+    SkippedInRoot(ServiceAction),
+}
+
+impl fmt::Display for ServiceChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceChange::Act(a) => write!(f, "{}", a.name()),
+            ServiceChange::NotInstalledYet(a) => write!(f, "{} (not installed yet)", a.name()),
+            ServiceChange::SkippedInRoot(a) => write!(f, "{} skipped: --root target", a.name()),
         }
-        if action == "nothing" {
+    }
+}
+
+impl Item for ServiceChange {
+    fn skipped(&self) -> bool {
+        matches!(self, ServiceChange::SkippedInRoot(_))
+    }
+}
+
+impl Converge for Service {
+    type Action = ServiceAction;
+    type Item = ServiceChange;
+
+    fn check(&self, action: ServiceAction, cx: &mut Context) -> ResourceResult<Vec<ServiceChange>> {
+        use ServiceAction as A;
+        let target = cx.target;
+        if action == A::Nothing {
             return Ok(Vec::new());
         }
-        let runtime = matches!(action, "start" | "stop" | "restart" | "reload");
-        if runtime && target.is_chroot() {
-            return Ok(vec![Change::skipped(format!(
-                "{action} skipped: --root target"
-            ))]);
+        if action.runtime() && target.is_chroot() {
+            return Ok(vec![ServiceChange::SkippedInRoot(action)]);
         }
         let provider = self.provider(target);
         if !self.installed(target, provider) {
-            // Not an error yet: a package earlier in the run may install it
-            // (why-run must be able to plan that). apply says what is missing.
             return Ok(match action {
-                "disable" | "stop" => Vec::new(),
-                _ => vec![Change::new(format!("{action} (not installed yet)"))],
+                A::Disable | A::Stop => Vec::new(),
+                _ => vec![ServiceChange::NotInstalledYet(action)],
             });
         }
         let change = match action {
-            "enable" => self.is_enabled(target, provider)? == Enabled::No,
-            "disable" => self.is_enabled(target, provider)? == Enabled::Yes,
-            "start" => !self.is_running(target, provider)?,
-            "stop" => self.is_running(target, provider)?,
+            A::Enable => self.is_enabled(target, provider)? == Enabled::No,
+            A::Disable => self.is_enabled(target, provider)? == Enabled::Yes,
+            A::Start => !self.is_running(target, provider)?,
+            A::Stop => self.is_running(target, provider)?,
             // Unconditional, as in Chef: usually the target of a notification.
-            _ => true,
+            A::Restart | A::Reload | A::Nothing => true,
         };
         Ok(if change {
-            vec![Change::new(action.to_string())]
+            vec![ServiceChange::Act(action)]
         } else {
             Vec::new()
         })
     }
 
-    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
+    fn apply(
+        &self,
+        _: ServiceAction,
+        diff: &[ServiceChange],
+        cx: &mut Context,
+    ) -> ResourceResult<()> {
         let target = cx.target;
-        if !TYPE.actions.contains(&action) {
-            return Err(unknown_action("service", action));
-        }
-        let runtime = matches!(action, "start" | "stop" | "restart" | "reload");
-        if action == "nothing" || runtime && target.is_chroot() {
-            return Ok(());
-        }
-        let provider = self.provider(target);
-        if !self.installed(target, provider) {
-            if matches!(action, "disable" | "stop") {
-                return Ok(());
+        for c in diff {
+            let action = match *c {
+                ServiceChange::SkippedInRoot(_) => continue,
+                ServiceChange::NotInstalledYet(action) => {
+                    let provider = self.provider(target);
+                    return Err(RunError::precondition(format!(
+                        "cannot {} service {}: {} on the target",
+                        action.name(),
+                        self.name,
+                        self.looked_for(provider)
+                    ))
+                    .fix("install its package before this resource"));
+                }
+                ServiceChange::Act(action) => action,
+            };
+            let provider = self.provider(target);
+            // systemctl enables offline, but starting needs a running systemd.
+            if provider == Provider::Systemd && action.runtime() && !target.uses_systemd() {
+                return Err(RunError::precondition(format!(
+                    "cannot {} service {}: it has provider = \"systemd\" but systemd is not running on this host",
+                    action.name(),
+                    self.name
+                )));
             }
-            return Err(format!(
-                "cannot {action} service {}: {} on the target; install its package before this resource",
-                self.name,
-                self.looked_for(provider)
-            ));
-        }
-        // systemctl enables offline, but starting needs a running systemd.
-        if provider == Provider::Systemd && runtime && !target.uses_systemd() {
-            return Err(format!(
-                "cannot {action} service {}: it has provider = \"systemd\" but systemd is not running on this host",
-                self.name
-            ));
-        }
-        self.act(target, provider, action)?;
-        if matches!(action, "start" | "restart") {
-            self.confirm_running(target, provider, action)?;
+            self.act(target, provider, action)?;
+            if matches!(action, ServiceAction::Start | ServiceAction::Restart) {
+                self.confirm_running(target, provider, action)?;
+            }
         }
         Ok(())
+    }
+
+    fn fingerprint(name: &str, state: &mut State) -> Option<String> {
+        Some(fingerprint_part(state.target, name))
     }
 }
 
@@ -449,7 +502,7 @@ impl Service {
         &self,
         target: &Target,
         provider: Provider,
-        action: &str,
+        action: ServiceAction,
     ) -> ResourceResult<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         // Give a daemon that dies at once the time to do so.
@@ -459,14 +512,125 @@ impl Service {
                 return Ok(());
             }
             if std::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "service {}: {action} reported success, but the service is not running 5 s later; check its log and configuration",
-                    self.name
-                ));
+                return Err(RunError::precondition(format!(
+                    "service {}: {} reported success, but the service is not running 5 s later",
+                    self.name,
+                    action.name()
+                ))
+                .fix("check its log and configuration"));
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
+}
+
+/// Whether a service starts at boot: `enabled=yes|no|static|masked`, or
+/// `absent` when neither a systemd unit nor an init script is installed.
+/// Read from files: systemd's wants/ and requires/ links where systemd is
+/// the init system, else the SysV rc links. The provider is left out of the
+/// part, so that a service enabled on a systemd host and on a SysV one
+/// compares equal.
+fn fingerprint_part(target: &Target, name: &str) -> String {
+    let unit = if UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    };
+    if target.uses_systemd()
+        && let Some(state) = systemd_state(target, &unit)
+    {
+        return format!("enabled={state}");
+    }
+    let sysv = name.strip_suffix(".service").unwrap_or(name);
+    if target
+        .path(&format!("/etc/init.d/{sysv}"))
+        .symlink_metadata()
+        .is_err()
+    {
+        return "absent".to_string();
+    }
+    if sysv_enabled(target, sysv) {
+        "enabled=yes".to_string()
+    } else {
+        "enabled=no".to_string()
+    }
+}
+
+/// Directories whose `*.wants/` and `*.requires/` links enable units, and
+/// where a link to /dev/null masks one.
+const SYSTEMD_CONFIG_DIRS: &[&str] = &["/etc/systemd/system", "/run/systemd/system"];
+
+/// The unit's enablement as `systemctl is-enabled` would put it, from files;
+/// `None` when no unit file exists (systemd then runs the SysV script).
+fn systemd_state(target: &Target, unit: &str) -> Option<&'static str> {
+    for d in SYSTEMD_CONFIG_DIRS {
+        if fs::read_link(target.path(&format!("{d}/{unit}")))
+            .is_ok_and(|t| t == Path::new("/dev/null"))
+        {
+            return Some("masked");
+        }
+    }
+    // An instance `getty@tty1.service` is enabled as itself, from the template's file.
+    let template = unit
+        .split_once('@')
+        .and_then(|(head, tail)| Some(format!("{head}@{}", &tail[tail.rfind('.')?..])));
+    let file = UNIT_DIRS.iter().find_map(|d| {
+        std::iter::once(unit)
+            .chain(template.as_deref())
+            .map(|u| target.path(&format!("{d}/{u}")))
+            .find(|p| p.symlink_metadata().is_ok())
+    })?;
+    let wanted = SYSTEMD_CONFIG_DIRS.iter().any(|d| {
+        fs::read_dir(target.path(d)).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let dir = e.file_name();
+                let dir = dir.to_string_lossy();
+                (dir.ends_with(".wants") || dir.ends_with(".requires"))
+                    && e.path().join(unit).symlink_metadata().is_ok()
+            })
+        })
+    });
+    if wanted {
+        return Some("yes");
+    }
+    let text = fs::read_to_string(resolve_in(target, &file)).unwrap_or_default();
+    Some(if has_install_section(&text) {
+        "no"
+    } else {
+        "static"
+    })
+}
+
+/// Follows symlinks at `host` (a path in the target) without leaving the target.
+fn resolve_in(target: &Target, host: &Path) -> PathBuf {
+    let mut p = host.to_path_buf();
+    for _ in 0..8 {
+        let Ok(to) = fs::read_link(&p) else { break };
+        p = if to.is_absolute() {
+            target.path(&to.to_string_lossy())
+        } else {
+            p.parent().unwrap_or(Path::new("/")).join(to)
+        };
+    }
+    p
+}
+
+/// Whether a unit file can be enabled: an `[Install]` section with
+/// WantedBy, RequiredBy, Alias or Also. Without one the unit is static.
+fn has_install_section(unit: &str) -> bool {
+    let mut in_install = false;
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_install = line == "[Install]";
+        } else if in_install
+            && ["WantedBy", "RequiredBy", "Alias", "Also", "UpheldBy"]
+                .iter()
+                .any(|k| line.split('=').next().is_some_and(|x| x.trim() == *k))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -498,8 +662,9 @@ mod tests {
 
     fn summaries(r: &dyn Resource, action: &str, target: &Target) -> Vec<(String, bool)> {
         let mut cx = Context::new(target);
-        r.check(action, &mut cx)
+        r.plan(action, &mut cx)
             .unwrap()
+            .changes
             .into_iter()
             .map(|c| (c.summary, c.skipped))
             .collect()
@@ -594,7 +759,9 @@ mod tests {
                 summaries(&*s, a, &t),
                 [(format!("{a} skipped: --root target"), true)]
             );
-            s.apply(a, &mut Context::new(&t)).unwrap();
+            let mut cx = Context::new(&t);
+            let planned = s.plan(a, &mut cx).unwrap();
+            s.apply_plan(&planned, &mut cx).unwrap();
         }
         assert!(summaries(&*s, "nothing", &t).is_empty());
     }
@@ -609,10 +776,15 @@ mod tests {
             [("enable (not installed yet)".into(), false)]
         );
         assert!(summaries(&*s, "disable", &t).is_empty());
-        let e = s.apply("enable", &mut Context::new(&t)).unwrap_err();
+        let apply = |s: &dyn Resource| {
+            let mut cx = Context::new(&t);
+            let planned = s.plan("enable", &mut cx).unwrap();
+            s.apply_plan(&planned, &mut cx).unwrap_err().to_string()
+        };
+        let e = apply(&*s);
         assert!(e.contains("/etc/init.d/memcached"), "{e}");
         let s = service("memcached", "provider = \"systemd\"");
-        let e = s.apply("enable", &mut Context::new(&t)).unwrap_err();
+        let e = apply(&*s);
         assert!(
             e.contains("memcached.service") && e.contains("/lib/systemd/system"),
             "{e}"

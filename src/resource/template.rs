@@ -9,12 +9,12 @@ use super::fsmeta::Meta;
 use super::{BuildEnv, Resource, Spec, TypeDef};
 use crate::error::PolicyError;
 
-pub const TYPE: TypeDef = TypeDef {
-    name: "template",
-    actions: &["create", "delete", "create_if_missing"],
-    properties: &["source", "variables", "owner", "group", "mode"],
+/// A `file` in all but how its content is made: same actions, same fingerprint.
+pub const TYPE: TypeDef = TypeDef::of::<File>(
+    "template",
+    &["source", "variables", "owner", "group", "mode"],
     build,
-};
+);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,17 +3,22 @@
 //! skeleton files and the user's private group stay as Debian keeps them.
 //! State is read from the files, so a converged user costs no process.
 
-use serde::Deserialize;
+use std::fmt;
 
-use super::{BuildEnv, Change, Context, Resource, ResourceResult, Spec, TypeDef, string_list};
-use crate::error::PolicyError;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
+    string_list,
+};
+use crate::error::{CommandFailed, PolicyError, RunError};
+use crate::fingerprint::clean;
 use crate::platform::accounts::{Accounts, Passwd};
 use crate::platform::target::{Target, output_tail};
 
-pub const TYPE: TypeDef = TypeDef {
-    name: "user",
-    actions: &["create", "remove"],
-    properties: &[
+pub const TYPE: TypeDef = TypeDef::of::<User>(
+    "user",
+    &[
         "uid",
         "group",
         "groups",
@@ -24,7 +29,7 @@ pub const TYPE: TypeDef = TypeDef {
         "comment",
     ],
     build,
-};
+);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,14 +88,79 @@ fn build(spec: &Spec, _env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyEr
     }))
 }
 
-impl Resource for User {
-    fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
+actions! {
+    pub enum UserAction {
+        Create = "create",
+        Remove = "remove",
+    }
+}
+
+/// One difference of an account; `apply` turns these into one useradd,
+/// usermod or userdel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserChange {
+    /// A new account; the text lists what is set.
+    Create(String),
+    Remove(String),
+    Uid {
+        from: u32,
+        to: u32,
+    },
+    Group {
+        from: String,
+        to: String,
+    },
+    /// Supplementary groups the user is not in yet.
+    Groups(Vec<String>),
+    Home {
+        from: String,
+        to: String,
+        moves: bool,
+    },
+    CreateHome(String),
+    Shell {
+        from: String,
+        to: String,
+    },
+    Comment {
+        from: String,
+        to: String,
+    },
+}
+
+impl fmt::Display for UserChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserChange::Create(s) => write!(f, "{s}"),
+            UserChange::Remove(name) => write!(f, "remove user {name}"),
+            UserChange::Uid { from, to } => write!(f, "uid {from} -> {to}"),
+            UserChange::Group { from, to } => write!(f, "group {from} -> {to}"),
+            UserChange::Groups(g) => write!(f, "groups += {}", g.join(", ")),
+            UserChange::Home { from, to, moves } => {
+                let how = if *moves { " (moved)" } else { "" };
+                write!(f, "home {from} -> {to}{how}")
+            }
+            UserChange::CreateHome(h) => write!(f, "create home directory {h}"),
+            UserChange::Shell { from, to } => write!(f, "shell {from} -> {to}"),
+            UserChange::Comment { from, to } => write!(f, "comment {from:?} -> {to:?}"),
+        }
+    }
+}
+
+impl Item for UserChange {}
+
+impl Converge for User {
+    type Action = UserAction;
+    type Item = UserChange;
+
+    fn check(&self, action: UserAction, cx: &mut Context) -> ResourceResult<Vec<UserChange>> {
         match action {
-            "create" => {
+            UserAction::Create => {
                 let target = cx.target;
                 let acc = cx.accounts();
                 let Some(pw) = acc.users.get(&self.name) else {
-                    return Ok(vec![Change::new(self.create_summary())]);
+                    return Ok(vec![UserChange::Create(self.create_summary())]);
                 };
                 // The comment (GECOS) is not in `Passwd`; read it only when it matters.
                 let gecos = self
@@ -102,35 +172,46 @@ impl Resource for User {
                 let home_present = target.path(home).is_dir();
                 Ok(self.changes(pw, acc, gecos.as_deref(), home_present))
             }
-            "remove" => Ok(if cx.accounts().users.contains_key(&self.name) {
-                vec![Change::new(format!("remove user {}", self.name))]
+            UserAction::Remove => Ok(if cx.accounts().users.contains_key(&self.name) {
+                vec![UserChange::Remove(self.name.clone())]
             } else {
                 Vec::new()
             }),
-            other => Err(unknown_action("user", other)),
         }
     }
 
-    fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
-        match action {
-            "create" => {
-                let acc = cx.accounts().clone();
-                self.require_groups(&acc)?;
-                match acc.users.get(&self.name) {
-                    None => self.useradd(cx.target, &acc),
-                    Some(pw) => self.usermod(cx.target, &acc, pw),
-                }
+    fn apply(&self, _: UserAction, diff: &[UserChange], cx: &mut Context) -> ResourceResult<()> {
+        if let [UserChange::Remove(_)] = diff {
+            let mut argv = vec!["userdel"];
+            if self.p.manage_home {
+                argv.push("-r");
             }
-            "remove" => {
-                let mut argv = vec!["userdel"];
-                if self.p.manage_home {
-                    argv.push("-r");
-                }
-                argv.push(&self.name);
-                run(cx.target, &argv)
-            }
-            other => Err(unknown_action("user", other)),
+            argv.push(&self.name);
+            return run(cx.target, &argv);
         }
+        let acc = cx.accounts().clone();
+        self.require_groups(&acc)?;
+        if let [UserChange::Create(_)] = diff {
+            return self.useradd(cx.target, &acc);
+        }
+        self.usermod(cx.target, diff)
+    }
+
+    fn fingerprint(login: &str, state: &mut State) -> Option<String> {
+        let acc = state.accounts();
+        let Some(u) = acc.users.get(login) else {
+            return Some("absent".to_string());
+        };
+        // Sorted: `groups_of` walks the groups by name.
+        let groups = acc.groups_of(login);
+        Some(format!(
+            "uid={} gid={} home={} shell={} groups={}",
+            u.uid,
+            u.gid,
+            clean(&u.home),
+            clean(&u.shell),
+            clean(&groups.join(","))
+        ))
     }
 }
 
@@ -172,13 +253,16 @@ impl User {
         acc: &Accounts,
         gecos: Option<&str>,
         home_present: bool,
-    ) -> Vec<Change> {
+    ) -> Vec<UserChange> {
         let p = &self.p;
         let mut out = Vec::new();
         if let Some(uid) = p.uid
             && uid != pw.uid
         {
-            out.push(Change::new(format!("uid {} -> {uid}", pw.uid)));
+            out.push(UserChange::Uid {
+                from: pw.uid,
+                to: uid,
+            });
         }
         if let Some(g) = &p.group
             && acc.gid(g) != Some(pw.gid)
@@ -186,33 +270,45 @@ impl User {
             let cur = acc
                 .group_name(pw.gid)
                 .map_or_else(|| pw.gid.to_string(), str::to_string);
-            out.push(Change::new(format!("group {cur} -> {g}")));
+            out.push(UserChange::Group {
+                from: cur,
+                to: g.clone(),
+            });
         }
         let missing = self.missing_groups(acc);
         if !missing.is_empty() {
-            out.push(Change::new(format!("groups += {}", missing.join(", "))));
+            out.push(UserChange::Groups(missing));
         }
         let mut home_moves = false;
         if let Some(h) = &p.home
             && *h != pw.home
         {
             home_moves = p.manage_home;
-            let how = if home_moves { " (moved)" } else { "" };
-            out.push(Change::new(format!("home {} -> {h}{how}", pw.home)));
+            out.push(UserChange::Home {
+                from: pw.home.clone(),
+                to: h.clone(),
+                moves: home_moves,
+            });
         }
         if p.manage_home && !home_present && !home_moves {
             let h = p.home.as_deref().unwrap_or(&pw.home);
-            out.push(Change::new(format!("create home directory {h}")));
+            out.push(UserChange::CreateHome(h.to_string()));
         }
         if let Some(s) = &p.shell
             && *s != pw.shell
         {
-            out.push(Change::new(format!("shell {} -> {s}", pw.shell)));
+            out.push(UserChange::Shell {
+                from: pw.shell.clone(),
+                to: s.clone(),
+            });
         }
         if let (Some(c), Some(cur)) = (&p.comment, gecos)
             && c != cur
         {
-            out.push(Change::new(format!("comment {cur:?} -> {c:?}")));
+            out.push(UserChange::Comment {
+                from: cur.to_string(),
+                to: c.clone(),
+            });
         }
         out
     }
@@ -240,10 +336,13 @@ impl User {
     fn require_groups(&self, acc: &Accounts) -> ResourceResult<()> {
         for g in self.p.group.iter().chain(&self.p.groups) {
             if acc.gid(g).is_none() {
-                return Err(format!(
-                    "group {g:?} of user {} does not exist on the target; declare a `group = \"{g}\"` resource before this user",
+                return Err(RunError::precondition(format!(
+                    "group {g:?} of user {} does not exist on the target",
                     self.name
-                ));
+                ))
+                .fix(format!(
+                    "declare a `group = \"{g}\"` resource before this user"
+                )));
             }
         }
         Ok(())
@@ -284,49 +383,45 @@ impl User {
         run(target, &argv)
     }
 
-    fn usermod(&self, target: &Target, acc: &Accounts, pw: &Passwd) -> ResourceResult<()> {
+    /// One usermod for the differences `check` found, then the home
+    /// directory if it is managed and still missing.
+    fn usermod(&self, target: &Target, diff: &[UserChange]) -> ResourceResult<()> {
         let p = &self.p;
-        let uid = p.uid.filter(|u| *u != pw.uid).map(|u| u.to_string());
-        let missing = self.missing_groups(acc).join(",");
-        let mut argv: Vec<&str> = vec!["usermod"];
-        if let Some(uid) = &uid {
-            argv.extend(["-u", uid]);
-        }
-        if let Some(g) = &p.group
-            && acc.gid(g) != Some(pw.gid)
-        {
-            argv.extend(["-g", g]);
-        }
-        if !missing.is_empty() {
-            argv.extend(["-a", "-G", &missing]);
-        }
-        if let Some(h) = p.home.as_ref().filter(|h| **h != pw.home) {
-            argv.extend(["-d", h]);
-            // usermod -m refuses to move onto an existing directory; one that
-            // exists already (a directory resource made it) is simply adopted.
-            if p.manage_home && !target.path(h).exists() {
-                argv.push("-m");
+        let mut args: Vec<String> = Vec::new();
+        let mut home = None;
+        for c in diff {
+            match c {
+                UserChange::Uid { to, .. } => args.extend(["-u".into(), to.to_string()]),
+                UserChange::Group { to, .. } => args.extend(["-g".into(), to.clone()]),
+                UserChange::Groups(g) => args.extend(["-a".into(), "-G".into(), g.join(",")]),
+                UserChange::Home { to, .. } => {
+                    args.extend(["-d".into(), to.clone()]);
+                    // usermod -m refuses to move onto an existing directory; one that
+                    // exists already (a directory resource made it) is simply adopted.
+                    if p.manage_home && !target.path(to).exists() {
+                        args.push("-m".into());
+                    }
+                    home = Some(to.as_str());
+                }
+                UserChange::CreateHome(h) => home = Some(h.as_str()),
+                UserChange::Shell { to, .. } => args.extend(["-s".into(), to.clone()]),
+                UserChange::Comment { to, .. } => args.extend(["-c".into(), to.clone()]),
+                UserChange::Create(_) | UserChange::Remove(_) => {}
             }
         }
-        if let Some(s) = p.shell.as_ref().filter(|s| **s != pw.shell) {
-            argv.extend(["-s", s]);
-        }
-        if let Some(c) = &p.comment
-            && read_gecos(target, &self.name).as_deref() != Some(c.as_str())
-        {
-            argv.extend(["-c", c]);
-        }
-        if argv.len() > 1 {
+        if !args.is_empty() {
+            let mut argv: Vec<&str> = vec!["usermod"];
+            argv.extend(args.iter().map(String::as_str));
             argv.push(&self.name);
             run(target, &argv)?;
         }
-        if p.manage_home {
-            let home = p.home.as_deref().unwrap_or(&pw.home);
-            if !target.path(home).is_dir() {
-                // Also covers a move whose old home did not exist (usermod
-                // then creates nothing).
-                run(target, &["mkhomedir_helper", &self.name])?;
-            }
+        if p.manage_home
+            && let Some(home) = home
+            && !target.path(home).is_dir()
+        {
+            // Also covers a move whose old home did not exist (usermod
+            // then creates nothing).
+            run(target, &["mkhomedir_helper", &self.name])?;
         }
         Ok(())
     }
@@ -347,26 +442,12 @@ fn gecos_in(passwd: &str, name: &str) -> Option<String> {
 
 /// Runs an account tool on the target; a failure quotes its stderr.
 pub(super) fn run(target: &Target, argv: &[&str]) -> ResourceResult<()> {
-    let out = target
-        .run(argv)
-        .map_err(|e| format!("could not run {}: {e}", argv[0]))?;
+    let out = target.run(argv).map_err(|e| RunError::spawn(argv[0], e))?;
     if out.status.success() {
         Ok(())
     } else {
-        let code = out
-            .status
-            .code()
-            .map_or_else(|| "a signal".to_string(), |c| format!("status {c}"));
-        Err(format!(
-            "`{}` failed with {code}: {}",
-            argv.join(" "),
-            output_tail(&out)
-        ))
+        Err(CommandFailed::new(argv, out.status, output_tail(&out)).into())
     }
-}
-
-pub(super) fn unknown_action(kind: &str, action: &str) -> String {
-    format!("{kind} has no action {action:?}")
 }
 
 /// Names useradd and groupadd accept on Debian: no separators, no leading
@@ -514,7 +595,7 @@ pub(super) mod tests {
         let pw = &acc.users[&u.name];
         u.changes(pw, &acc, gecos.as_deref(), true)
             .into_iter()
-            .map(|c| c.summary)
+            .map(|c| c.to_string())
             .collect()
     }
 
@@ -602,7 +683,7 @@ pub(super) mod tests {
         let pw = &acc.users["web"];
         let u = user("web", "manage_home = true");
         let c = u.changes(pw, &acc, None, false);
-        assert_eq!(c[0].summary, "create home directory /srv/web");
+        assert_eq!(c[0].to_string(), "create home directory /srv/web");
         assert!(user("web", "").changes(pw, &acc, None, false).is_empty());
     }
 
@@ -611,7 +692,8 @@ pub(super) mod tests {
         let acc = Accounts::parse(PASSWD, GROUP);
         let e = user("new", "groups = [\"docker\"]")
             .require_groups(&acc)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("\"docker\"") && e.contains("group = \"docker\""),
             "{e}"
@@ -637,13 +719,13 @@ pub(super) mod tests {
         let target = Target::at_root(dir.path());
         let mut cx = Context::new(&target);
         let u = user("web", "comment = \"Web App\"\nshell = \"/bin/sh\"");
-        assert!(u.check("create", &mut cx).unwrap().is_empty());
-        let c = user("nobody2", "").check("create", &mut cx).unwrap();
+        assert!(u.check(UserAction::Create, &mut cx).unwrap().is_empty());
+        let c = user("nobody2", "").plan("create", &mut cx).unwrap().changes;
         assert_eq!(c[0].summary, "create user nobody2");
-        assert_eq!(u.check("remove", &mut cx).unwrap().len(), 1);
+        assert_eq!(u.check(UserAction::Remove, &mut cx).unwrap().len(), 1);
         assert!(
             user("nobody2", "")
-                .check("remove", &mut cx)
+                .check(UserAction::Remove, &mut cx)
                 .unwrap()
                 .is_empty()
         );

@@ -222,7 +222,7 @@ fn run(
         );
         copy_files(&cache.join("archives"), &archives);
         copy_files(&cache.join("lists"), &lists);
-        apt::download(&Target::at_root(overlay.root()), &pins)?;
+        apt::download(&Target::at_root(overlay.root()), &pins).map_err(|e| e.to_string())?;
         copy_files(&archives, &cache.join("archives"));
         copy_files(&lists, &cache.join("lists"));
     }
