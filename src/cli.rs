@@ -141,6 +141,13 @@ enum WhitelistCommand {
         fqdn: Option<String>,
         #[arg(long = "role", value_name = "R")]
         roles: Vec<String>,
+        /// Also list the binary packages that follow each pin (built from
+        /// the same source), read from this system's apt index.
+        #[arg(long)]
+        siblings: bool,
+        /// With --siblings: read the index of this directory tree instead.
+        #[arg(long, value_name = "DIR", requires = "siblings")]
+        root: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -541,9 +548,22 @@ pub fn main() -> i32 {
             lock_timeout: lock.lock_timeout,
         }),
         Command::Whitelist(w) => match w {
-            WhitelistCommand::Explain { fqdn, roles, json } => {
-                commands::whitelist::explain(&cli.repo, fqdn.as_deref(), &roles, json)
-            }
+            WhitelistCommand::Explain {
+                fqdn,
+                roles,
+                siblings,
+                root,
+                json,
+            } => commands::whitelist::explain(
+                &cli.repo,
+                fqdn.as_deref(),
+                &roles,
+                siblings.then(|| match &root {
+                    Some(r) => crate::platform::target::Target::at_root(r),
+                    None => crate::platform::target::Target::host(),
+                }),
+                json,
+            ),
             WhitelistCommand::Promote { rollout } => {
                 commands::whitelist::promote(&cli.repo, &rollout)
             }

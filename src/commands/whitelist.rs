@@ -8,6 +8,7 @@ use crate::error::{Error, PolicyError};
 use crate::platform::archive::{self, Offer};
 use crate::platform::dpkg::Dpkg;
 use crate::platform::facts::Facts;
+use crate::platform::siblings;
 use crate::platform::target::Target;
 use crate::policy::Repository;
 use crate::policy::runlist::expand;
@@ -19,6 +20,7 @@ pub fn explain(
     repo: &Path,
     fqdn: Option<&str>,
     roles: &[String],
+    siblings_of: Option<Target>,
     json: bool,
 ) -> Result<i32, Error> {
     let repo = Repository::open(repo)?;
@@ -27,11 +29,32 @@ pub fn explain(
     let expanded = expand(&repo, &items)?;
     let fqdn = fqdn.unwrap_or("");
     let pins = wl.resolve(fqdn, &expanded.role_names())?;
+    // The binary packages that follow each pin, from a target's apt index.
+    let sibs = match &siblings_of {
+        Some(target) => {
+            let list: Vec<(String, String)> = pins
+                .iter()
+                .map(|(n, p)| (n.clone(), p.version.clone()))
+                .collect();
+            let dpkg = Dpkg::read(target);
+            let mut all = Vec::new();
+            // One pin at a time: two pins of one source may differ on purpose
+            // in a rollout, and each is explained on its own.
+            for pin in list {
+                all.extend(siblings::resolve(target, &[pin], &dpkg).map_err(Error::Target)?);
+            }
+            Some(all)
+        }
+        None => None,
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&pins).unwrap_or_default()
-        );
+        let text = match &sibs {
+            Some(s) => {
+                serde_json::to_string_pretty(&serde_json::json!({"pins": pins, "siblings": s}))
+            }
+            None => serde_json::to_string_pretty(&pins),
+        };
+        println!("{}", text.unwrap_or_default());
         return Ok(0);
     }
     let matched: Vec<&String> = wl
@@ -44,6 +67,14 @@ pub fn explain(
     println!("{:<width$}  {:<24}  rule", "package", "version");
     for (name, pin) in &pins {
         println!("{name:<width$}  {:<24}  {}", pin.version, pin.rule);
+        for s in sibs.iter().flatten().filter(|s| &s.follows == name) {
+            let now = match &s.installed {
+                Some(v) if v == &s.version => format!("{} (installed)", s.version),
+                Some(v) => format!("{v} -> {}", s.version),
+                None => format!("{} (when installed)", s.version),
+            };
+            println!("  {} follows {name}: {now}", s.name);
+        }
     }
     if !matched.is_empty() {
         let names: Vec<&str> = matched.iter().map(|s| s.as_str()).collect();
@@ -232,6 +263,31 @@ pub fn audit(
             package: name.clone(),
             problem,
         });
+    }
+    // Siblings that left their pin's upload (moved by hand, or by apt).
+    let at_pin: Vec<(String, String)> = installed_pins(&policy)
+        .into_iter()
+        .filter(|(n, p)| dpkg.installed(n).is_some_and(|i| i.version == p.version))
+        .map(|(n, p)| (n, p.version))
+        .collect();
+    for pin in at_pin {
+        for s in siblings::resolve(&target, &[pin], &dpkg).unwrap_or_default() {
+            let Some(installed) = &s.installed else {
+                continue;
+            };
+            let held = dpkg.installed(&s.name).is_some_and(|i| i.is_held());
+            if installed != &s.version || !held {
+                findings.push(Finding {
+                    package: s.name.clone(),
+                    problem: format!(
+                        "follows {} at {}, installed {installed}{}",
+                        s.follows,
+                        s.version,
+                        if held { "" } else { ", not held" }
+                    ),
+                });
+            }
+        }
     }
     // By hand: installed on request (not as a dependency), needed by no
     // other package, not part of the base system, and managed by nothing.

@@ -9,7 +9,7 @@ use crate::policy::attributes::merge;
 use crate::policy::recipe::RawResource;
 use crate::policy::render::{RenderFailure, Renderer};
 use crate::policy::runlist::{Expanded, expand};
-use crate::policy::whitelist::{Pin, Whitelist};
+use crate::policy::whitelist::{FallbackSource, Pin, Whitelist};
 use crate::policy::{Cookbook, Repository};
 use crate::resource::{
     BuildEnv, COMMON_PROPERTIES, Resource, ResourceId, Spec, TypeDef, string_list, type_def, types,
@@ -107,14 +107,22 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     let attributes = merge_attributes(&expanded, &cookbooks, &order, req, facts)
         .map_err(|e| PolicyErrors(vec![e]))?;
     let renderer = Renderer::new(&attributes);
-    let pins =
-        match Whitelist::load(repo).and_then(|w| w.resolve(&facts.fqdn, &expanded.role_names())) {
-            Ok(p) => p,
-            Err(e) => {
-                errors.push(e);
-                BTreeMap::new()
-            }
-        };
+    let mut fallback = None;
+    let pins = match Whitelist::load(repo).and_then(|w| {
+        if !w.fallback.is_empty() {
+            fallback = Some(std::sync::Arc::new(FallbackSource {
+                fallback: w.fallback.clone(),
+                repo: repo.dir.clone(),
+            }));
+        }
+        w.resolve(&facts.fqdn, &expanded.role_names())
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.push(e);
+            BTreeMap::new()
+        }
+    };
 
     let mut resources = Vec::new();
     let mut pending: Vec<(usize, Vec<PendingNotify>)> = Vec::new();
@@ -149,6 +157,7 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             cookbook: cb,
             renderer: &renderer,
             pins: &pins,
+            fallback: fallback.clone(),
         };
         for raw in &recipe.resources {
             match compile_one(raw, &renderer, &env) {
@@ -530,11 +539,16 @@ struct CookbookEnv<'a> {
     cookbook: &'a Cookbook,
     renderer: &'a Renderer,
     pins: &'a BTreeMap<String, Pin>,
+    fallback: Option<std::sync::Arc<FallbackSource>>,
 }
 
 impl BuildEnv for CookbookEnv<'_> {
     fn pin(&self, package: &str) -> Option<Pin> {
         self.pins.get(package).cloned()
+    }
+
+    fn fallback(&self) -> Option<std::sync::Arc<FallbackSource>> {
+        self.fallback.clone()
     }
 
     fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError> {

@@ -121,7 +121,28 @@ pub fn index_knows(target: &Target, pins: &[(String, String)]) -> bool {
     let args: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
     let mut argv = vec!["apt-cache", "show", "--no-all-versions"];
     argv.extend(args.iter().map(String::as_str));
-    apt(target, &argv).is_ok_and(|o| o.status.success())
+    // apt-cache exits 0 for a version it does not know and prints nothing
+    // for it: what counts is which records come back.
+    let Ok(out) = apt(target, &argv) else {
+        return false;
+    };
+    let shown = shown_versions(&String::from_utf8_lossy(&out.stdout));
+    pins.iter()
+        .all(|(n, v)| shown.iter().any(|(sn, sv)| sn == n && sv == v))
+}
+
+/// `(Package, Version)` of each record `apt-cache show` printed.
+fn shown_versions(text: &str) -> Vec<(String, String)> {
+    text.split("\n\n")
+        .filter_map(|stanza| {
+            let field = |key: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+            };
+            Some((field("Package: ")?, field("Version: ")?))
+        })
+        .collect()
 }
 
 pub fn update(target: &Target) -> Result<(), RunError> {

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::Command;
 
 use super::apt;
-use super::dpkg::Dpkg;
 use super::rootfs::{self, Overlay, TEST_ROOT};
 use super::siblings;
 use super::target::{Target, output_tail};
@@ -32,12 +31,8 @@ pub fn write(
     let target = Target::at_root(overlay.root());
     progress("reading the archive's index");
     apt::update(&target).map_err(|e| e.to_string())?;
-    let dpkg = Dpkg::read(&target);
     for pins in pin_sets {
-        let mut all = pins.clone();
-        for s in siblings::resolve(&target, pins, &dpkg)? {
-            all.push((s.name, s.version));
-        }
+        let all = siblings::with_pins(&target, pins)?;
         progress(&format!(
             "downloading {} pinned package(s) and what they need",
             all.len()

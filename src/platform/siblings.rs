@@ -148,6 +148,19 @@ pub fn resolve(
     Ok(siblings.into_values().collect())
 }
 
+/// `pins` and their siblings, for callers outside a converge (prefetching
+/// for `kiln test`, mirrors), against the target's dpkg database.
+pub fn with_pins(
+    target: &Target,
+    pins: &[(String, String)],
+) -> Result<Vec<(String, String)>, String> {
+    let mut all = pins.to_vec();
+    for s in resolve(target, pins, &Dpkg::read(target))? {
+        all.push((s.name, s.version));
+    }
+    Ok(all)
+}
+
 /// Every version of `names` in the index, by package.
 fn show(target: &Target, names: &[String]) -> Result<BTreeMap<String, Vec<Record>>, String> {
     let mut argv = vec!["apt-cache", "show"];

@@ -28,6 +28,13 @@ pub struct Fallback {
     pub line: usize,
 }
 
+/// The fallback sources with the repository that holds their key files.
+#[derive(Debug, Clone)]
+pub struct FallbackSource {
+    pub fallback: Fallback,
+    pub repo: PathBuf,
+}
+
 /// An apt repository of pinned versions, such as `kiln whitelist mirror`
 /// writes (a flat repository: suite `./`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

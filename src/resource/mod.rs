@@ -312,6 +312,10 @@ pub trait BuildEnv {
     fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError>;
     /// The whitelist's version of a package for this node.
     fn pin(&self, package: &str) -> Option<Pin>;
+    /// The whitelist's fallback sources, when it names any.
+    fn fallback(&self) -> Option<std::sync::Arc<crate::policy::whitelist::FallbackSource>> {
+        None
+    }
     /// Renders `templates/<source>` with the node's attributes and `variables`.
     fn render_template(
         &self,

@@ -11,10 +11,12 @@ use super::{
     Action, BatchItem, BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State,
     TypeDef, actions,
 };
+use std::sync::Arc;
+
 use crate::error::{PolicyError, RunError};
 use crate::fingerprint::clean;
-use crate::platform::apt;
-use crate::policy::whitelist::{Pin, valid_version};
+use crate::platform::{apt, archive, fallback, siblings};
+use crate::policy::whitelist::{FallbackSource, Pin, valid_version};
 
 pub const TYPE: TypeDef = TypeDef::of::<Package>("package", &[], build);
 
@@ -23,6 +25,8 @@ pub struct Package {
     pub name: String,
     /// `None` only for remove and purge, which need no pin.
     pub pin: Option<Pin>,
+    /// Where pinned versions come from once the ordinary sources dropped them.
+    pub fallback: Option<Arc<FallbackSource>>,
 }
 
 fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyError> {
@@ -54,6 +58,7 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
     Ok(Box::new(Package {
         name: name.clone(),
         pin,
+        fallback: env.fallback(),
     }))
 }
 
@@ -85,6 +90,13 @@ pub enum PackageChange {
         version: String,
     },
     Purge,
+    /// A binary package built from the same source, moving with the pin.
+    Sibling {
+        name: String,
+        follows: String,
+        from: Option<String>,
+        to: String,
+    },
 }
 
 impl fmt::Display for PackageChange {
@@ -102,6 +114,18 @@ impl fmt::Display for PackageChange {
             PackageChange::Hold { version } => write!(f, "hold at {version}"),
             PackageChange::Remove { version } => write!(f, "remove {version}"),
             PackageChange::Purge => write!(f, "purge"),
+            PackageChange::Sibling {
+                name,
+                follows,
+                from: Some(from),
+                to,
+            } => write!(f, "{name} follows {follows}: {from} -> {to}"),
+            PackageChange::Sibling {
+                name,
+                follows,
+                from: None,
+                to,
+            } => write!(f, "{name} follows {follows}: install {to}"),
         }
     }
 }
@@ -128,8 +152,10 @@ impl Converge for Package {
         Ok(match action {
             PackageAction::Install => {
                 let want = self.version()?.to_string();
-                match installed {
-                    None => vec![PackageChange::Install { version: want }],
+                let mut changes = match installed {
+                    None => vec![PackageChange::Install {
+                        version: want.clone(),
+                    }],
                     Some(cur) if cur.version != want => {
                         let downgrade = matches!(
                             (valid_version(&cur.version), valid_version(&want)),
@@ -138,12 +164,36 @@ impl Converge for Package {
                         vec![PackageChange::Move {
                             downgrade,
                             from: cur.version,
-                            to: want,
+                            to: want.clone(),
                         }]
                     }
-                    Some(cur) if !cur.is_held() => vec![PackageChange::Hold { version: want }],
+                    Some(cur) if !cur.is_held() => vec![PackageChange::Hold {
+                        version: want.clone(),
+                    }],
                     Some(_) => vec![],
+                };
+                // Only when the pin moves: the no-op path asks apt nothing.
+                if matches!(
+                    changes.first(),
+                    Some(PackageChange::Install { .. } | PackageChange::Move { .. })
+                ) && apt::index_knows(cx.target, &[])
+                {
+                    let dpkg = cx.dpkg().clone();
+                    let pin = [(self.name.clone(), want)];
+                    for s in
+                        siblings::resolve(cx.target, &pin, &dpkg).map_err(RunError::precondition)?
+                    {
+                        if s.installed.as_deref() != Some(s.version.as_str()) {
+                            changes.push(PackageChange::Sibling {
+                                name: s.name,
+                                follows: s.follows,
+                                from: s.installed,
+                                to: s.version,
+                            });
+                        }
+                    }
                 }
+                changes
             }
             PackageAction::Remove => match installed {
                 Some(cur) => vec![PackageChange::Remove {
@@ -248,21 +298,44 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
         .map(|(n, _)| n.clone())
         .collect();
 
-    let mut failure: Option<RunError> = apt::set_hold(target, &moving, false).err();
-    let to_install: Vec<(String, String)> = installs
+    let mut to_install: Vec<(String, String)> = installs
         .iter()
         .filter(|(n, v)| before.installed(n).is_none_or(|i| &i.version != v))
         .cloned()
         .collect();
+    // Every pin must be offered, and its siblings follow it, before apt
+    // changes anything.
+    let fallback = items.iter().find_map(|(p, _)| p.fallback.clone());
+    let mut failure: Option<RunError> = None;
+    let mut sibling_pins: Vec<(String, String)> = Vec::new();
+    if !to_install.is_empty() {
+        match offered(target, &to_install, fallback.as_deref()).and_then(|()| {
+            siblings::resolve(target, &to_install, &before).map_err(RunError::precondition)
+        }) {
+            Ok(sibs) => {
+                sibling_pins = sibs.into_iter().map(|s| (s.name, s.version)).collect();
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    let moving_siblings = sibling_pins
+        .iter()
+        .filter(|(n, v)| before.installed(n).is_none_or(|i| &i.version != v));
+    let moving: Vec<String> = moving
+        .into_iter()
+        .chain(
+            moving_siblings
+                .clone()
+                .filter(|(n, _)| before.installed(n).is_some_and(|i| i.is_held()))
+                .map(|(n, _)| n.clone()),
+        )
+        .collect();
+    to_install.extend(moving_siblings.cloned());
+    if failure.is_none() {
+        failure = apt::set_hold(target, &moving, false).err();
+    }
     if failure.is_none() && !to_install.is_empty() {
-        if !apt::index_knows(target, &to_install)
-            && let Err(e) = apt::update(target)
-        {
-            failure = Some(e);
-        }
-        if failure.is_none() {
-            failure = apt::install(target, &to_install).err();
-        }
+        failure = apt::install(target, &to_install).err();
     }
     if failure.is_none() && !removes.is_empty() {
         failure = apt::remove(target, &removes, false).err();
@@ -276,6 +349,7 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
     let after = cx.dpkg().clone();
     let mut hold: Vec<String> = installs
         .iter()
+        .chain(&sibling_pins)
         .filter(|(n, v)| {
             after
                 .installed(n)
@@ -329,4 +403,67 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
             }
         })
         .collect()
+}
+
+/// Makes sure the target's sources offer every pin: the index is refreshed
+/// when it lacks one, then the whitelist's fallback sources are added when
+/// still needed. A pin that nothing offers is an error naming what is.
+fn offered(
+    target: &crate::platform::target::Target,
+    pins: &[(String, String)],
+    fb: Option<&FallbackSource>,
+) -> ResourceResult<()> {
+    if apt::index_knows(target, pins) {
+        return Ok(());
+    }
+    apt::update(target)?;
+    if apt::index_knows(target, pins) {
+        return Ok(());
+    }
+    if let Some(fb) = fb
+        && fallback::install(target, &fb.fallback, &fb.repo).map_err(RunError::precondition)?
+    {
+        apt::update(target)?;
+        if apt::index_knows(target, pins) {
+            return Ok(());
+        }
+    }
+    let names: Vec<String> = pins.iter().map(|(n, _)| n.clone()).collect();
+    let offers = archive::offers(target, &names).map_err(RunError::precondition)?;
+    let missing: Vec<String> = pins
+        .iter()
+        .filter(|(n, v)| {
+            !offers
+                .get(n)
+                .is_some_and(|o| o.iter().any(|o| &o.version == v))
+        })
+        .map(|(n, v)| {
+            let have: Vec<&str> = offers
+                .get(n)
+                .map(|o| o.iter().map(|o| o.version.as_str()).collect())
+                .unwrap_or_default();
+            format!(
+                "{n} {v} (offered: {})",
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
+            )
+        })
+        .collect();
+    let tried = if fb.is_some() {
+        "the ordinary sources and the whitelist's [fallback] sources"
+    } else {
+        "the target's apt sources"
+    };
+    Err(RunError::precondition(format!(
+        "no source offers the pinned version of {}: {tried} do not carry it",
+        missing.join("; ")
+    ))
+    .fix(
+        "pin a version that is offered (kiln whitelist outdated lists them), or name a \
+         fallback in whitelist.toml: [fallback] snapshot = \"YYYYMMDDTHHMMSSZ\", or \
+         [[fallback.mirrors]] with a repository written by kiln whitelist mirror",
+    ))
 }

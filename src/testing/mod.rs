@@ -16,10 +16,10 @@ use serde::Serialize;
 use shared_child::SharedChild;
 
 use crate::engine::{self, Request};
-use crate::platform::apt;
 use crate::platform::facts::Facts;
 use crate::platform::rootfs::{self, Overlay, TEST_ROOT};
 use crate::platform::target::Target;
+use crate::platform::{apt, siblings};
 use crate::policy::Repository;
 use inside::{InsideOutcome, PHASE};
 
@@ -222,7 +222,13 @@ fn run(
         );
         copy_files(&cache.join("archives"), &archives);
         copy_files(&cache.join("lists"), &lists);
-        apt::download(&Target::at_root(overlay.root()), &pins).map_err(|e| e.to_string())?;
+        let target = Target::at_root(overlay.root());
+        if !apt::index_knows(&target, &pins) {
+            apt::update(&target).map_err(|e| e.to_string())?;
+        }
+        // Siblings of the pins follow them (the same source's upload).
+        let pins = siblings::with_pins(&target, &pins)?;
+        apt::download(&target, &pins).map_err(|e| e.to_string())?;
         copy_files(&archives, &cache.join("archives"));
         copy_files(&lists, &cache.join("lists"));
     }

@@ -23,3 +23,4 @@ mod policy;
 mod siblings;
 mod signed;
 mod stack;
+mod vanished;

@@ -191,7 +191,7 @@ fn a_package_off_the_whitelist_is_refused_before_anything_changes() {
 }
 
 #[test]
-fn an_unknown_version_fails_with_apts_reason_and_changes_nothing_else() {
+fn an_unknown_version_fails_naming_the_offered_ones_and_changes_nothing_else() {
     let root = root_with_repo();
     let good = policy("[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\n");
     converge(&good, &root, "web02.example.com").code(2);
@@ -199,7 +199,9 @@ fn an_unknown_version_fails_with_apts_reason_and_changes_nothing_else() {
     let bad = policy("[packages]\nkiln-hello = \"2.0-1\"\nkiln-world = \"9.9-1\"\n");
     let out = converge(&bad, &root, "web02.example.com")
         .code(4)
-        .stdout_contains("Version '9.9-1' for 'kiln-world' was not found");
+        .stdout_contains(
+            "no source offers the pinned version of kiln-world 9.9-1 (offered: 1.1-1, 1.0-1)",
+        );
     // Reported per package.
     assert!(
         out.stdout.contains("FAILED       package[kiln-hello]"),

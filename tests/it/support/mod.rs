@@ -333,7 +333,8 @@ impl Outcome {
 // ---------------------------------------------------------------------------
 
 /// Top-level directories and subtrees that [`tree_hash`] ignores: kernel
-/// filesystems, scratch space, kiln's own run reports, caches and logs.
+/// filesystems, scratch space, kiln's own run reports, caches (apt's
+/// package index among them) and logs.
 const UNHASHED: &[&str] = &[
     "proc",
     "sys",
@@ -342,6 +343,7 @@ const UNHASHED: &[&str] = &[
     "tmp",
     "var/lib/kiln",
     "var/cache",
+    "var/lib/apt/lists",
     "var/log",
 ];
 
@@ -587,7 +589,8 @@ impl StaticServer {
                 }
                 let mut words = request.split_whitespace();
                 let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
-                let relative = path.trim_start_matches('/');
+                // apt asks for `+` and `~` percent-encoded.
+                let relative = percent_decode(path.trim_start_matches('/'));
                 let file = (!relative.split('/').any(|c| c == ".."))
                     .then(|| dir.join(relative))
                     .filter(|p| p.is_file())
@@ -622,6 +625,29 @@ impl StaticServer {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .filter(|_| b[i] == b'%')
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match hex {
+            Some(c) => {
+                out.push(c);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Drop for StaticServer {

@@ -1,0 +1,74 @@
+//! A pin that no source offers any more never strands a host: converge
+//! refuses before it changes anything, naming the versions that are
+//! offered, and with a fallback source in whitelist.toml (a repository
+//! served on loopback that still carries the version) the same converge
+//! succeeds.
+
+use crate::support::apt_repo::AptRepo;
+use crate::support::*;
+
+fn repo(package: &str, version: &str, fallback: &str) -> Repo {
+    Repo::new()
+        .role("node", "run_list = [\"recipe[pkg]\"]")
+        .recipe(
+            "pkg",
+            "default",
+            &format!("[[resource]]\npackage = \"{package}\"\n"),
+        )
+        .whitelist(&format!(
+            "[packages]\n{package} = \"{version}\"\n{fallback}"
+        ))
+}
+
+fn converge(repo: &Repo, root: &TestRoot) -> Outcome {
+    kiln()
+        .arg("converge")
+        .repo(repo)
+        .root(root)
+        .args(["--role", "node", "--detailed-exitcodes"])
+        .run()
+}
+
+#[test]
+fn a_vanished_pin_is_refused_before_any_change_and_a_fallback_source_serves_it() {
+    let root = TestRoot::new();
+    let offered = archive_versions(&root, "memcached");
+    let before = tree_hash(&root);
+    let failed = converge(&repo("memcached", "0.0.1-0kiln1", ""), &root).code(4);
+    let said = format!("{}{}", failed.stdout, failed.stderr);
+    assert!(
+        said.contains("no source offers the pinned version of memcached 0.0.1-0kiln1 (offered: "),
+        "{said}"
+    );
+    assert!(said.contains(&offered[0].0), "{said}");
+    assert!(said.contains("[fallback]"), "{said}");
+    assert_eq!(
+        tree_hash(&root),
+        before,
+        "a refused converge changed the root"
+    );
+
+    // A version only the team's repository still carries.
+    let carried = tempfile::tempdir().unwrap();
+    let dir = AptRepo::new()
+        .package("kiln-pinned", "2.0-1")
+        .write_into(carried.path());
+    let server = StaticServer::serve(&dir);
+    converge(&repo("kiln-pinned", "2.0-1", ""), &root)
+        .code(4)
+        .stdout_contains("kiln-pinned 2.0-1 (offered: none)");
+    let with_fallback = repo(
+        "kiln-pinned",
+        "2.0-1",
+        &format!(
+            "\n[fallback]\n[[fallback.mirrors]]\nuri = \"{}\"\ntrusted = true\n",
+            server.url()
+        ),
+    );
+    converge(&with_fallback, &root)
+        .code(2)
+        .stdout_contains("install 2.0-1");
+    assert_eq!(read(&root, "/usr/share/kiln-pinned/version"), "2.0-1\n");
+    assert!(read(&root, "/etc/apt/sources.list.d/kiln-fallback.sources").contains(&server.url()));
+    converge(&with_fallback, &root).code(0);
+}
