@@ -155,15 +155,8 @@ enum WhitelistCommand {
     Promote { rollout: String },
     /// Packages on a target that differ from their pins, or that nothing manages.
     Audit {
-        /// Audit this directory tree instead of the running system.
-        #[arg(long, value_name = "DIR")]
-        root: Option<PathBuf>,
-        /// Default: the fqdn of the target's last kiln run.
-        #[arg(long)]
-        fqdn: Option<String>,
-        /// Default: the roles of the target's last kiln run.
-        #[arg(long = "role", value_name = "R")]
-        roles: Vec<String>,
+        #[command(flatten)]
+        node: WhitelistNode,
         #[arg(long)]
         json: bool,
     },
@@ -202,7 +195,8 @@ enum WhitelistCommand {
     },
 }
 
-/// The target whose sources and pins `outdated` and `stage` read.
+/// The target whose packages, sources and pins `audit`, `outdated` and
+/// `stage` read.
 #[derive(Args)]
 struct WhitelistNode {
     /// This directory tree instead of the running system.
@@ -214,6 +208,16 @@ struct WhitelistNode {
     /// Default: the roles of the target's last kiln run.
     #[arg(long = "role", value_name = "R")]
     roles: Vec<String>,
+}
+
+impl WhitelistNode {
+    fn as_node(&self) -> commands::whitelist::Node<'_> {
+        commands::whitelist::Node {
+            root: self.root.as_ref(),
+            fqdn: self.fqdn.as_deref(),
+            roles: &self.roles,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -567,21 +571,12 @@ pub fn main() -> i32 {
             WhitelistCommand::Promote { rollout } => {
                 commands::whitelist::promote(&cli.repo, &rollout)
             }
-            WhitelistCommand::Audit {
-                root,
-                fqdn,
-                roles,
-                json,
-            } => {
-                commands::whitelist::audit(&cli.repo, root.as_ref(), fqdn.as_deref(), &roles, json)
+            WhitelistCommand::Audit { node, json } => {
+                commands::whitelist::audit(&cli.repo, &node.as_node(), json)
             }
-            WhitelistCommand::Outdated { node, json } => commands::whitelist::outdated(
-                &cli.repo,
-                node.root.as_ref(),
-                node.fqdn.as_deref(),
-                &node.roles,
-                json,
-            ),
+            WhitelistCommand::Outdated { node, json } => {
+                commands::whitelist::outdated(&cli.repo, &node.as_node(), json)
+            }
             WhitelistCommand::Mirror { out, roles } => {
                 commands::whitelist::mirror(&cli.repo, &out, &roles)
             }
@@ -593,9 +588,7 @@ pub fn main() -> i32 {
                 node,
             } => commands::whitelist::stage(
                 &cli.repo,
-                node.root.as_ref(),
-                node.fqdn.as_deref(),
-                &node.roles,
+                &node.as_node(),
                 &commands::whitelist::Stage {
                     name: &name,
                     packages: &packages,

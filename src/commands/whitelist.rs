@@ -190,14 +190,20 @@ pub struct Finding {
     pub problem: String,
 }
 
+/// The target whose packages and sources `audit`, `outdated` and `stage`
+/// read: a directory tree or the running system, and the node it is.
+pub struct Node<'a> {
+    pub root: Option<&'a PathBuf>,
+    /// Default: the fqdn of the target's last kiln run.
+    pub fqdn: Option<&'a str>,
+    /// Default: the roles of the target's last kiln run.
+    pub roles: &'a [String],
+}
+
 /// The policy compiled for a target: its roles and fqdn from the
 /// arguments, else from the target's last kiln run.
-fn target_policy(
-    repo: &Path,
-    root: Option<&PathBuf>,
-    fqdn: Option<&str>,
-    roles: &[String],
-) -> Result<(Target, engine::Policy), Error> {
+fn target_policy(repo: &Path, node: &Node) -> Result<(Target, engine::Policy), Error> {
+    let Node { root, fqdn, roles } = *node;
     let repo = Repository::open(repo)?;
     let target = match root {
         Some(r) => Target::at_root(r),
@@ -233,14 +239,8 @@ fn target_policy(
 }
 
 /// Compares a target's packages with its pins, and lists what was installed by hand.
-pub fn audit(
-    repo: &Path,
-    root: Option<&PathBuf>,
-    fqdn: Option<&str>,
-    roles: &[String],
-    json: bool,
-) -> Result<i32, Error> {
-    let (target, policy) = target_policy(repo, root, fqdn, roles)?;
+pub fn audit(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
+    let (target, policy) = target_policy(repo, node)?;
     let managed: BTreeSet<String> = installed_pins(&policy).into_keys().collect();
     let dpkg = Dpkg::read(&target);
     let mut findings = Vec::new();
@@ -397,14 +397,8 @@ fn outdated_rows(target: &Target, policy: &engine::Policy) -> Result<Vec<Outdate
 
 /// For each pin in force on a target: the newer versions its sources
 /// offer (security updates marked), and pins no source offers any more.
-pub fn outdated(
-    repo: &Path,
-    root: Option<&PathBuf>,
-    fqdn: Option<&str>,
-    roles: &[String],
-    json: bool,
-) -> Result<i32, Error> {
-    let (target, policy) = target_policy(repo, root, fqdn, roles)?;
+pub fn outdated(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
+    let (target, policy) = target_policy(repo, node)?;
     let rows = outdated_rows(&target, &policy)?;
     let vanished = rows.iter().filter(|r| r.vanished).count();
     if json {
@@ -464,13 +458,7 @@ pub struct Stage<'a> {
 /// Writes `[rollouts.NAME]` with newer versions from the target's sources:
 /// by default every security update of a pin in force, else the newest
 /// version of each named package. Keeps the file's comments and layout.
-pub fn stage(
-    repo_dir: &Path,
-    root: Option<&PathBuf>,
-    fqdn: Option<&str>,
-    roles: &[String],
-    stage: &Stage,
-) -> Result<i32, Error> {
+pub fn stage(repo_dir: &Path, node: &Node, stage: &Stage) -> Result<i32, Error> {
     let repo = Repository::open(repo_dir)?;
     let path = repo.dir.join("whitelist.toml");
     let shown = repo.display_path("whitelist.toml");
@@ -495,7 +483,7 @@ pub fn stage(
                 .into(),
         );
     }
-    let (target, policy) = target_policy(repo_dir, root, fqdn, roles)?;
+    let (target, policy) = target_policy(repo_dir, node)?;
     let rows = outdated_rows(&target, &policy)?;
     let mut chosen: Vec<(String, String, String)> = Vec::new();
     for wanted in stage.packages {

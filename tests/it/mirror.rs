@@ -9,14 +9,11 @@ fn a_mirror_is_the_only_source_a_fresh_root_needs_for_its_pins() {
     let probe = TestRoot::new();
     let (package, older, _newer) = archive_pair(&probe, &["memcached"]);
     drop(probe);
-    let repo = Repo::new()
-        .role("cache", "run_list = [\"recipe[pkg]\"]")
-        .recipe(
-            "pkg",
-            "default",
-            &format!("[[resource]]\npackage = \"{package}\"\n"),
-        )
-        .whitelist(&format!("[packages]\n{package} = \"{older}\"\n"));
+    let repo = Repo::one_package(
+        "cache",
+        &package,
+        &format!("[packages]\n{package} = \"{older}\"\n"),
+    );
     let out = tempfile::tempdir().unwrap();
     kiln()
         .args(["whitelist", "mirror", "--role", "cache", "--out"])

@@ -6,16 +6,11 @@
 use crate::support::*;
 
 fn repo(package: &str, version: &str) -> Repo {
-    Repo::new()
-        .role("node", "run_list = [\"recipe[pkg]\"]")
-        .recipe(
-            "pkg",
-            "default",
-            &format!("[[resource]]\npackage = \"{package}\"\n"),
-        )
-        .whitelist(&format!(
-            "# fleet pins\n[packages]\n{package} = \"{version}\"   # today\n"
-        ))
+    Repo::one_package(
+        "node",
+        package,
+        &format!("# fleet pins\n[packages]\n{package} = \"{version}\"   # today\n"),
+    )
 }
 
 #[test]

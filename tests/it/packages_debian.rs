@@ -30,14 +30,11 @@ fn a_package_rolls_from_its_older_to_its_newer_archive_version() {
     // Packages with no exact-version siblings, so one pin moves alone.
     let (package, older, newer) = archive_pair(&root, &["memcached", "tzdata"]);
     let repo = |rollout: &str| {
-        Repo::new()
-            .role("cache", "run_list = [\"recipe[pkg]\"]")
-            .recipe(
-                "pkg",
-                "default",
-                &format!("[[resource]]\npackage = \"{package}\"\n"),
-            )
-            .whitelist(&format!("[packages]\n{package} = \"{older}\"\n{rollout}"))
+        Repo::one_package(
+            "cache",
+            &package,
+            &format!("[packages]\n{package} = \"{older}\"\n{rollout}"),
+        )
     };
     let converge = |repo: &Repo| {
         kiln()

@@ -35,14 +35,11 @@ fn rollback_and_forward(package: &str, source: &str) {
     let root = TestRoot::new();
     let (package, older, newer) = archive_pair(&root, &[package]);
     let repo = |version: &str| {
-        Repo::new()
-            .role("node", "run_list = [\"recipe[pkg]\"]")
-            .recipe(
-                "pkg",
-                "default",
-                &format!("[[resource]]\npackage = \"{package}\"\n"),
-            )
-            .whitelist(&format!("[packages]\n\"{package}\" = \"{version}\"\n"))
+        Repo::one_package(
+            "node",
+            &package,
+            &format!("[packages]\n\"{package}\" = \"{version}\"\n"),
+        )
     };
     let converge = |repo: &Repo| {
         kiln()

@@ -8,16 +8,11 @@ use crate::support::apt_repo::AptRepo;
 use crate::support::*;
 
 fn repo(package: &str, version: &str, fallback: &str) -> Repo {
-    Repo::new()
-        .role("node", "run_list = [\"recipe[pkg]\"]")
-        .recipe(
-            "pkg",
-            "default",
-            &format!("[[resource]]\npackage = \"{package}\"\n"),
-        )
-        .whitelist(&format!(
-            "[packages]\n{package} = \"{version}\"\n{fallback}"
-        ))
+    Repo::one_package(
+        "node",
+        package,
+        &format!("[packages]\n{package} = \"{version}\"\n{fallback}"),
+    )
 }
 
 fn converge(repo: &Repo, root: &TestRoot) -> Outcome {

@@ -99,6 +99,19 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// A repository whose role `role` installs one package, with `whitelist`
+    /// as its whitelist.toml: what the package tests converge.
+    pub fn one_package(role: &str, package: &str, whitelist: &str) -> Repo {
+        Repo::new()
+            .role(role, "run_list = [\"recipe[pkg]\"]")
+            .recipe(
+                "pkg",
+                "default",
+                &format!("[[resource]]\npackage = \"{package}\"\n"),
+            )
+            .whitelist(whitelist)
+    }
+
     pub fn new() -> Repo {
         let dir = tempfile::Builder::new()
             .prefix("kiln-repo-")
