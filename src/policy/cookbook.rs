@@ -179,7 +179,8 @@ fn inside(dir: &Path, path: &Path, shown: &Path) -> Result<(), PolicyError> {
         return Ok(());
     }
     Err(PolicyError::new(format!(
-        "is a symbolic link to {}, outside the cookbook",
+        "{} is a symbolic link to {}, outside the cookbook",
+        shown.display(),
         real.display()
     ))
     .in_file(shown)

@@ -443,8 +443,13 @@ pub fn parse_mode(v: &toml::Value) -> Result<u32, PolicyError> {
 pub fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     use serde::Deserialize;
     let v = Option::<toml::Value>::deserialize(d)?;
-    v.map(|v| parse_mode(&v).map_err(|e| serde::de::Error::custom(e.message)))
-        .transpose()
+    v.map(|v| {
+        parse_mode(&v).map_err(|e| {
+            let fix = e.fix.map(|f| format!("; {f}")).unwrap_or_default();
+            serde::de::Error::custom(format!("{}{fix}", e.message))
+        })
+    })
+    .transpose()
 }
 
 /// A string or list of strings, as `action` and `notifies` accept.
