@@ -145,7 +145,15 @@ impl Check {
         let probe = match **kind {
             "http" => Probe::Http {
                 url: main,
-                status: number("status", 200)? as u16,
+                status: match number("status", 200)? {
+                    s @ 100..=599 => s as u16,
+                    s => {
+                        return Err(PolicyError::new(format!(
+                            "verify check, status: {s} is not an HTTP status"
+                        ))
+                        .fix("use a status from 100 to 599, e.g. status = 200"));
+                    }
+                },
                 contains,
             },
             "port" => Probe::Port {

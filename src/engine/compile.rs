@@ -109,6 +109,14 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     let renderer = Renderer::new(&attributes);
     let mut fallback = None;
     let pins = match Whitelist::load(repo).and_then(|w| {
+        // Converge refuses what `kiln check` refuses: a version apt cannot
+        // parse, or a rollout that can never match, must not pass silently.
+        let invalid = w.validate_in(repo);
+        let mut invalid = invalid.into_iter();
+        if let Some(first) = invalid.next() {
+            errors.extend(invalid);
+            return Err(first);
+        }
         if !w.fallback.is_empty() {
             fallback = Some(std::sync::Arc::new(FallbackSource {
                 fallback: w.fallback.clone(),
@@ -127,6 +135,10 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     let mut resources = Vec::new();
     let mut pending: Vec<(usize, Vec<PendingNotify>)> = Vec::new();
     let mut verify = Vec::new();
+    // Each identity's rendered properties where first declared: an identical
+    // duplicate is harmless, a different one would fight it on every run.
+    let mut declared: HashMap<ResourceId, (toml::Table, std::path::PathBuf, usize)> =
+        HashMap::new();
     for role in &expanded.roles {
         for t in &role.verify {
             match Check::parse(t, &renderer, &format!("role[{}]", role.name)) {
@@ -161,7 +173,24 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         };
         for raw in &recipe.resources {
             match compile_one(raw, &renderer, &env) {
-                Ok((c, notes)) => {
+                Ok((c, notes, props)) => {
+                    if let Some((other, file, line)) = declared.get(&c.id) {
+                        if *other != props {
+                            errors.push(
+                                PolicyError::new(format!(
+                                    "{} is declared twice with different properties (first at {}:{line})",
+                                    c.id,
+                                    file.display()
+                                ))
+                                .in_file(&recipe.file)
+                                .at_line(raw.line, None)
+                                .fix("declare it once with the properties it needs, or give the two different names"),
+                            );
+                            continue;
+                        }
+                    } else {
+                        declared.insert(c.id.clone(), (props, recipe.file.clone(), raw.line));
+                    }
                     let c = Compiled {
                         origin: format!("recipe[{}]", recipe.id()),
                         file: recipe.file.clone(),
@@ -208,6 +237,23 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
                 );
                 continue;
             };
+            if j == *i {
+                errors.push(
+                    PolicyError::new(format!(
+                        "{} {} itself",
+                        me.id,
+                        if n.subscribe {
+                            "subscribes to"
+                        } else {
+                            "notifies"
+                        }
+                    ))
+                    .fix("remove the entry: a resource's own change cannot trigger it again")
+                    .in_file(&me.file)
+                    .at_line(me.line, None),
+                );
+                continue;
+            }
             let (source, target) = if n.subscribe { (j, *i) } else { (*i, j) };
             let def = type_def(&resources[target].id.kind).expect("compiled type");
             if !def.actions.contains(&n.action.as_str()) {
@@ -319,11 +365,15 @@ fn render_error(f: RenderFailure, what: &str, origin: &str) -> PolicyError {
     }
 }
 
+/// A compiled resource, its notifications, and its rendered table (to
+/// compare duplicates by).
+type CompiledOne = (Compiled, Vec<PendingNotify>, toml::Table);
+
 fn compile_one(
     raw: &RawResource,
     renderer: &Renderer,
     env: &CookbookEnv,
-) -> Result<(Compiled, Vec<PendingNotify>), PolicyError> {
+) -> Result<CompiledOne, PolicyError> {
     let def = find_type(&raw.table)?;
     let mut table = raw.table.clone();
     let name_value = table.remove(def.name).expect("type key present");
@@ -336,6 +386,22 @@ fn compile_one(
     let name = renderer
         .render(&name_tpl)
         .map_err(|f| render_error(f, &format!("{}[{name_tpl}]", def.name), "name"))?;
+    if name.trim().is_empty() {
+        return Err(
+            PolicyError::new(format!("{}[{name_tpl}]: the name is empty", def.name)).fix(format!(
+                "give the {} a name (a path, package or label): {} = \"...\"",
+                def.name, def.name
+            )),
+        );
+    }
+    if name.contains('\0') {
+        return Err(PolicyError::new(format!(
+            "{}[{}]: the name contains a NUL byte",
+            def.name,
+            name.escape_debug()
+        ))
+        .fix("remove the \\u0000 from the name: no path, package or command can hold one"));
+    }
     let id = ResourceId {
         kind: def.name.to_string(),
         name: name.clone(),
@@ -361,6 +427,14 @@ fn compile_one(
             .render_value(v)
             .map_err(|f| render_error(f, &whose(k), &id.to_string()))?;
     }
+
+    if let Some(key) = table.iter().find_map(|(k, v)| has_nul(v).then_some(k)) {
+        return Err(
+            PolicyError::new(format!("{id}, property {key}: contains a NUL byte"))
+                .fix("remove the \\u0000: no path, name or command can hold one"),
+        );
+    }
+    let rendered = table.clone();
 
     let take_list = |table: &mut toml::Table, key: &str| -> Result<Vec<String>, PolicyError> {
         match table.remove(key) {
@@ -447,7 +521,18 @@ fn compile_one(
             imp,
         },
         notes,
+        rendered,
     ))
+}
+
+/// Whether a string anywhere in the value holds a NUL byte.
+fn has_nul(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::String(s) => s.contains('\0'),
+        toml::Value::Array(a) => a.iter().any(has_nul),
+        toml::Value::Table(t) => t.values().any(has_nul),
+        _ => false,
+    }
 }
 
 /// The resource's type: exactly one key of the table names one.

@@ -46,6 +46,7 @@ impl Bundle {
     pub fn build(repo: &Path) -> Result<Bundle, Error> {
         let files = Repository {
             dir: repo.to_path_buf(),
+            ..Repository::default()
         }
         .files()?;
         let mut tar = tar::Builder::new(Vec::new());

@@ -28,7 +28,7 @@ fn check(repo: &Repository, compile: &CompileRole) -> Vec<PolicyError> {
     };
     match Whitelist::load(repo) {
         Ok(w) => {
-            for e in w.validate() {
+            for e in w.validate_in(repo) {
                 add(e, &mut errors);
             }
         }

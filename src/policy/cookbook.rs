@@ -31,6 +31,12 @@ pub struct Cookbook {
 
 impl Cookbook {
     pub fn load(repo: &Repository, name: &str) -> Result<Cookbook, PolicyError> {
+        if !super::runlist::is_plain_name(name) {
+            return Err(PolicyError::new(format!(
+                "{name:?} is not a cookbook name: it would be read from outside cookbooks/"
+            ))
+            .fix("name cookbooks with letters, digits, '-', '_' and '.' only (no '/', no leading '.')"));
+        }
         let rel = format!("cookbooks/{name}");
         let dir = repo.dir.join(&rel);
         let display_dir = repo.display_path(&rel);
@@ -50,6 +56,25 @@ impl Cookbook {
                     .fix("add metadata.toml with name and version"),
             );
         }
+        let top = repo
+            .dir
+            .canonicalize()
+            .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(&repo.dir))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(&display_dir))?;
+        if !dir.starts_with(&top) {
+            return Err(PolicyError::new(format!(
+                "cookbook {name:?} is a symbolic link to {}, outside the repository",
+                dir.display()
+            ))
+            .in_file(&display_dir)
+            .fix(format!(
+                "copy the cookbook into {rel}/ instead of linking to it"
+            )));
+        }
+        let meta_path = dir.join("metadata.toml");
+        inside(&dir, &meta_path, &display_dir.join("metadata.toml"))?;
         let (metadata, _): (Metadata, _) =
             load_toml(&meta_path).map_err(|e| relabel(e, &display_dir.join("metadata.toml")))?;
         if metadata.name != name {
@@ -62,6 +87,7 @@ impl Cookbook {
         }
         let attr_path = dir.join("attributes.toml");
         let attributes = if attr_path.is_file() {
+            inside(&dir, &attr_path, &display_dir.join("attributes.toml"))?;
             load_toml(&attr_path)
                 .map_err(|e| relabel(e, &display_dir.join("attributes.toml")))?
                 .0
@@ -90,6 +116,7 @@ impl Cookbook {
                     .fix(format!("create {}, or fix the run list", shown.display())),
             );
         }
+        inside(&self.dir, &path, &shown)?;
         Recipe::load(&path, &shown, &self.name, name)
     }
 
@@ -136,8 +163,28 @@ impl Cookbook {
                 self.display_dir.display()
             )));
         }
+        inside(&self.dir, &path, &self.display_dir.join(folder).join(rel))?;
         Ok(path)
     }
+}
+
+/// Refuses a cookbook file that is a symbolic link leading out of the
+/// cookbook: policy must not read (and ship to targets) files from
+/// elsewhere on the machine that runs it. `dir` is canonical.
+fn inside(dir: &Path, path: &Path, shown: &Path) -> Result<(), PolicyError> {
+    let real = path
+        .canonicalize()
+        .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(shown))?;
+    if real.starts_with(dir) {
+        return Ok(());
+    }
+    Err(PolicyError::new(format!(
+        "{} is a symbolic link to {}, outside the cookbook",
+        shown.display(),
+        real.display()
+    ))
+    .in_file(shown)
+    .fix("copy the file into the cookbook instead of linking to it"))
 }
 
 /// Shows a repository-relative path in an error instead of the absolute one.

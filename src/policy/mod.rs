@@ -23,9 +23,12 @@ pub use role::Role;
 
 /// A policy repository on disk. Roles and cookbooks are read when asked
 /// for, so that one broken file does not stop an unrelated converge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Repository {
     pub dir: PathBuf,
+    /// Roles already parsed: `kiln check` expands every role, and a deep
+    /// chain would otherwise be re-read once per role above it.
+    pub(crate) roles: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Role>>>,
 }
 
 impl Repository {
@@ -39,6 +42,7 @@ impl Repository {
         }
         Ok(Repository {
             dir: dir.to_path_buf(),
+            ..Repository::default()
         })
     }
 
@@ -53,7 +57,23 @@ impl Repository {
     }
 
     pub fn role(&self, name: &str) -> Result<Role, PolicyError> {
-        Role::load(self, name)
+        let cache = |r: &Role| {
+            self.roles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), r.clone());
+        };
+        if let Some(r) = self
+            .roles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(r.clone());
+        }
+        let r = Role::load(self, name)?;
+        cache(&r);
+        Ok(r)
     }
 
     pub fn cookbook(&self, name: &str) -> Result<Cookbook, PolicyError> {

@@ -59,6 +59,7 @@ impl Renderer {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
+        check_partials(text)?;
         self.hb.render_template(text, ctx).map_err(|e| {
             let (missing, message) = match e.reason() {
                 RenderErrorReason::MissingVariable(Some(path)) => (
@@ -98,6 +99,92 @@ impl Renderer {
     }
 }
 
+/// How deep inline partials may call each other. handlebars recurses on
+/// the stack without a limit: a partial that calls itself overflowed it.
+pub const MAX_PARTIAL_DEPTH: usize = 32;
+
+/// Refuses, before rendering, partial calls that recurse or nest deeper
+/// than [`MAX_PARTIAL_DEPTH`]. Only inline partials exist (kiln registers
+/// none), so the call graph is all in `text`.
+fn check_partials(text: &str) -> Result<(), RenderFailure> {
+    use std::collections::HashMap;
+    let fail = |line: usize, message: String| RenderFailure {
+        missing: None,
+        line: Some(line),
+        message,
+    };
+    // Calls made at the top level ("") and inside each `{{#*inline}}`.
+    let mut calls: HashMap<String, Vec<(String, usize)>> = HashMap::new();
+    let mut inside: Vec<String> = Vec::new();
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(open) = rest.find("{{") {
+        let start = offset + open;
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else { break };
+        let tag = after[..close].trim_start_matches(['{', '~']).trim();
+        let line = text[..start].matches('\n').count() + 1;
+        let word = |t: &str| {
+            t.split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_matches(['"', '\''])
+                .to_string()
+        };
+        if let Some(def) = tag.strip_prefix("#*inline") {
+            inside.push(word(def));
+        } else if tag.starts_with("/inline") {
+            inside.pop();
+        } else if let Some(call) = tag.strip_prefix('>').or_else(|| tag.strip_prefix("#>")) {
+            let call = call.trim();
+            if call.starts_with('(') {
+                return Err(fail(
+                    line,
+                    "dynamic partials ({{> (...)}}) are not supported: name the partial".into(),
+                ));
+            }
+            let name = word(call);
+            if !name.starts_with('@') {
+                let from = inside.last().cloned().unwrap_or_default();
+                calls.entry(from).or_default().push((name, line));
+            }
+        }
+        offset = start + 2 + close + 2;
+        rest = &text[offset..];
+    }
+    // Depth-first from the top level; the path is the current call chain.
+    fn walk(
+        calls: &HashMap<String, Vec<(String, usize)>>,
+        from: &str,
+        path: &mut Vec<String>,
+    ) -> Result<(), (usize, String)> {
+        for (name, line) in calls.get(from).into_iter().flatten() {
+            if let Some(pos) = path.iter().position(|p| p == name) {
+                let mut cycle = path[pos..].to_vec();
+                cycle.push(name.clone());
+                return Err((
+                    *line,
+                    format!(
+                        "partial {name:?} calls itself ({}): it would recurse forever",
+                        cycle.join(" -> ")
+                    ),
+                ));
+            }
+            if path.len() >= MAX_PARTIAL_DEPTH {
+                return Err((
+                    *line,
+                    format!("partials nest more than {MAX_PARTIAL_DEPTH} deep"),
+                ));
+            }
+            path.push(name.clone());
+            walk(calls, name, path)?;
+            path.pop();
+        }
+        Ok(())
+    }
+    walk(&calls, "", &mut Vec::new()).map_err(|(line, message)| fail(line, message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +209,26 @@ mod tests {
     fn variables_overlay_attributes() {
         let vars: toml::Table = toml::from_str("port = 8080").unwrap();
         assert_eq!(r().render_vars("{{port}}", Some(&vars)).unwrap(), "8080");
+    }
+
+    #[test]
+    fn recursive_and_deep_partials_are_refused() {
+        let e = r()
+            .render("a\n{{#*inline \"p\"}}{{> p}}{{/inline}}\n{{> p}}")
+            .unwrap_err();
+        assert!(e.message.contains("calls itself"), "{e:?}");
+        let mut deep = String::new();
+        for i in 0..40 {
+            deep += &format!(
+                "{{{{#*inline \"p{i}\"}}}}{{{{> p{}}}}}{{{{/inline}}}}",
+                i + 1
+            );
+        }
+        deep += "{{#*inline \"p40\"}}x{{/inline}}{{> p0}}";
+        let e = r().render(&deep).unwrap_err();
+        assert!(e.message.contains("more than 32 deep"), "{e:?}");
+        let ok =
+            "{{#*inline \"a\"}}A{{> b}}{{/inline}}{{#*inline \"b\"}}B{{/inline}}{{> a}}{{> a}}";
+        assert_eq!(r().render(ok).unwrap(), "ABAB");
     }
 }

@@ -29,11 +29,7 @@ impl Item {
         } else {
             ("recipe", s)
         };
-        let valid = |n: &str| {
-            !n.is_empty()
-                && n.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        };
+        let valid = |n: &str| is_plain_name(n);
         if kind == "role" {
             return if valid(inner) {
                 Ok(Item::Role(inner.to_string()))
@@ -48,6 +44,19 @@ impl Item {
             Err(bad())
         }
     }
+}
+
+/// How deep roles may include roles. Deeper is a mistake, and refusing it
+/// keeps expansion (and `kiln check`, which expands every role) bounded.
+pub const MAX_ROLE_DEPTH: usize = 64;
+
+/// A role, cookbook or recipe name: letters, digits, `-`, `_` and `.`, not
+/// starting with a dot, so that it can never name `..` or a hidden folder.
+pub fn is_plain_name(n: &str) -> bool {
+    !n.is_empty()
+        && !n.starts_with('.')
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// The expanded run list.
@@ -104,6 +113,17 @@ fn walk(
                 if out.roles.iter().any(|r| r.name == name) {
                     continue;
                 }
+                if stack.len() >= MAX_ROLE_DEPTH {
+                    let parent = &stack[stack.len() - 1];
+                    return Err(PolicyError::new(format!(
+                        "roles nest more than {MAX_ROLE_DEPTH} deep: role[{}] -> ... -> role[{parent}] -> role[{name}]",
+                        stack[0]
+                    ))
+                    .in_file(&repo.display_path(&format!("roles/{parent}.toml")))
+                    .fix(format!(
+                        "flatten the chain: list the recipes of deep roles directly, so that roles nest at most {MAX_ROLE_DEPTH} levels"
+                    )));
+                }
                 let role = repo.role(&name)?;
                 let children = role.run_list.clone();
                 stack.push(name);
@@ -144,6 +164,10 @@ mod tests {
         );
         assert!(Item::parse("role[web").is_err());
         assert!(Item::parse("recipe[../x]").is_err());
+        assert!(Item::parse("recipe[..]").is_err());
+        assert!(Item::parse("recipe[.]").is_err());
+        assert!(Item::parse("role[..]").is_err());
+        assert!(Item::parse("recipe[a/b]").is_err());
     }
 
     #[test]
@@ -177,5 +201,27 @@ mod tests {
                 .contains("role[a] -> role[b] -> role[c] -> role[a]"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn deep_chains_are_refused_not_overflowed() {
+        let n = 200;
+        let files: Vec<(String, String)> = (0..n)
+            .map(|i| {
+                (
+                    format!("roles/r{i}.toml"),
+                    format!("run_list = [\"role[r{}]\"]", i + 1),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let (_d, r) = repo(&refs);
+        let err = expand(&r, &["role[r0]".into()]).unwrap_err();
+        assert!(err.message.contains("more than 64 deep"), "{err}");
+        assert!(err.file.unwrap().ends_with("roles/r63.toml"));
+        assert!(expand(&r, &["role[r150]".into()]).is_err());
     }
 }

@@ -230,6 +230,43 @@ impl Whitelist {
         errors
     }
 
+    /// [`Whitelist::validate`] plus what needs the repository: a rollout
+    /// must name roles that exist and packages on `[packages]`, or it
+    /// silently never applies. `kiln check` and every compile run this.
+    pub fn validate_in(&self, repo: &Repository) -> Vec<PolicyError> {
+        let mut errors = self.validate();
+        let roles = repo.names_in("roles");
+        for (name, r) in &self.rollouts {
+            for role in &r.roles {
+                if !roles.contains(role) {
+                    errors.push(
+                        PolicyError::new(format!(
+                            "rollout {name:?}: role {role:?} does not exist (no roles/{role}.toml)"
+                        ))
+                        .in_file(&self.file)
+                        .at_line(r.line, None)
+                        .fix(format!("use one of: {}", roles.join(", "))),
+                    );
+                }
+            }
+            for (p, e) in &r.packages {
+                if !self.packages.contains_key(p) {
+                    errors.push(
+                        PolicyError::new(format!(
+                            "rollout {name:?}: package {p:?} is not in [packages]"
+                        ))
+                        .in_file(&self.file)
+                        .at_line(e.line, None)
+                        .fix(format!(
+                            "pin {p:?} in [packages] first (the version hosts outside the rollout get), or correct the name"
+                        )),
+                    );
+                }
+            }
+        }
+        errors
+    }
+
     /// Whether a rollout applies to a node.
     pub fn matches(rollout: &Rollout, fqdn: &str, roles: &[String]) -> bool {
         rollout

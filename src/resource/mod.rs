@@ -410,17 +410,28 @@ pub fn type_def(name: &str) -> Option<&'static TypeDef> {
 /// Parses a mode given as `"0644"`, `"644"` or an integer written in octal digits.
 pub fn parse_mode(v: &toml::Value) -> Result<u32, PolicyError> {
     let s = match v {
-        toml::Value::String(s) => s.clone(),
-        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::String(s) => s,
+        // `0o644` and `644` are both TOML integers and cannot be told
+        // apart (0o644 is 420): guessing wrote 0420 files. Refuse.
+        toml::Value::Integer(i) => {
+            return Err(PolicyError::new(format!(
+                "mode is the TOML integer {i} (octal {i:o}), not a file mode"
+            ))
+            .fix("quote the mode as an octal string, e.g. mode = \"0644\""));
+        }
         other => {
             return Err(PolicyError::new(format!(
                 "mode must be a string such as \"0644\", not {}",
                 other.type_str()
-            )));
+            ))
+            .fix("quote the mode as an octal string, e.g. mode = \"0644\""));
         }
     };
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
+    // Octal digits only: no sign, no spaces, no other radix.
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    Some(digits)
+        .filter(|d| !d.is_empty() && d.len() <= 5 && d.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+        .and_then(|d| u32::from_str_radix(d, 8).ok())
         .filter(|m| *m <= 0o7777)
         .ok_or_else(|| {
             PolicyError::new(format!("mode {s:?} is not an octal file mode"))
@@ -432,8 +443,13 @@ pub fn parse_mode(v: &toml::Value) -> Result<u32, PolicyError> {
 pub fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     use serde::Deserialize;
     let v = Option::<toml::Value>::deserialize(d)?;
-    v.map(|v| parse_mode(&v).map_err(|e| serde::de::Error::custom(e.message)))
-        .transpose()
+    v.map(|v| {
+        parse_mode(&v).map_err(|e| {
+            let fix = e.fix.map(|f| format!("; {f}")).unwrap_or_default();
+            serde::de::Error::custom(format!("{}{fix}", e.message))
+        })
+    })
+    .transpose()
 }
 
 /// A string or list of strings, as `action` and `notifies` accept.
@@ -464,7 +480,12 @@ mod tests {
         assert_eq!(m("0644").unwrap(), 0o644);
         assert_eq!(m("755").unwrap(), 0o755);
         assert!(m("0999").is_err());
-        assert_eq!(parse_mode(&toml::Value::Integer(600)).unwrap(), 0o600);
+        assert_eq!(m("0o640").unwrap(), 0o640);
+        for bad in ["+0644", "-644", " 644", "0x1a4", "", "0o", "1_0", "77777"] {
+            assert!(m(bad).is_err(), "{bad:?}");
+        }
+        let e = parse_mode(&toml::Value::Integer(0o644)).unwrap_err();
+        assert!(e.fix.unwrap().contains("\"0644\""));
     }
 
     /// The rows of README.md's resource table: type, properties, actions.

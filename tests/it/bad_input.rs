@@ -166,3 +166,190 @@ fn check_passes_a_good_repository() {
         .success()
         .stdout_contains("ok");
 }
+
+/// `kiln check`, `kiln converge --why-run` and `kiln converge` all refuse
+/// the repository with every needle in the message; the target is untouched.
+#[track_caller]
+fn refused_everywhere(repo: &Repo, needles: &[&str]) {
+    let check = kiln().arg("check").repo(repo).run().code(1);
+    let root = TestRoot::new();
+    let before = tree_hash(&root);
+    let why = kiln()
+        .args(["converge", "--why-run"])
+        .repo(repo)
+        .root(&root)
+        .args(["--run-list", "role[node]"])
+        .run()
+        .code(1);
+    assert_eq!(tree_hash(&root), before, "--why-run changed the target");
+    let run = refused(repo, "role[node]");
+    for n in needles {
+        for out in [&check, &why, &run] {
+            assert!(
+                out.stderr.contains(n),
+                "{n:?} not in {}:\n{}",
+                out.command,
+                out.stderr
+            );
+        }
+    }
+}
+
+/// A repository whose role `node` runs `recipe[cb]` = GOOD + `extra`.
+fn node(extra: &str) -> Repo {
+    Repo::new()
+        .role("node", "run_list = [\"recipe[cb]\"]")
+        .recipe("cb", "default", &format!("{GOOD}{extra}"))
+}
+
+#[test]
+fn deep_role_chains_are_refused_quickly() {
+    let mut repo = Repo::new().recipe("cb", "default", GOOD);
+    for i in 0..10_000 {
+        repo = repo.role(
+            &format!("r{i}"),
+            &format!("run_list = [\"role[r{}]\"]", i + 1),
+        );
+    }
+    repo = repo.role("r10000", "run_list = [\"recipe[cb]\"]");
+    let started = std::time::Instant::now();
+    kiln()
+        .arg("check")
+        .repo(&repo)
+        .run()
+        .code(1)
+        .stderr_contains("roles/r63.toml: roles nest more than 64 deep")
+        .stderr_contains("fix: flatten the chain");
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    refused(&repo, "role[r0]").stderr_contains("roles nest more than 64 deep");
+}
+
+#[test]
+fn recursive_partial_is_refused() {
+    let repo = node("[[resource]]\ntemplate = \"/etc/t\"\nsource = \"t.hbs\"\n").template(
+        "cb",
+        "t.hbs",
+        "{{#*inline \"p\"}}{{> p}}{{/inline}}\n{{> p}}\n",
+    );
+    refused_everywhere(
+        &repo,
+        &["templates/t.hbs line 1", "partial \"p\" calls itself"],
+    );
+}
+
+#[test]
+fn integer_and_signed_modes_are_refused() {
+    let repo = node("[[resource]]\nfile = \"/etc/m\"\ncontent = \"\"\nmode = 0o644\n");
+    refused_everywhere(
+        &repo,
+        &["default.toml:5", "TOML integer 420", "mode = \"0644\""],
+    );
+    let repo = node("[[resource]]\nfile = \"/etc/m\"\ncontent = \"\"\nmode = \"+0644\"\n");
+    refused_everywhere(
+        &repo,
+        &["default.toml:5", "\"+0644\" is not an octal file mode"],
+    );
+}
+
+#[test]
+fn converge_validates_the_whitelist_as_check_does() {
+    for (wl, needle) in [
+        (
+            "[packages]\ncurl = \"not a version!\"\n",
+            "is not a valid Debian version",
+        ),
+        (
+            "[packages]\ncurl = \"1.0-1\"\n[rollouts.x]\nhosts = [\"web[\"]\npackages = { curl = \"2.0-1\" }\n",
+            "rollout \"x\": host pattern \"web[\"",
+        ),
+        (
+            "[packages]\ncurl = \"1.0-1\"\n[rollouts.x]\nroles = [\"canary\"]\npackages = { curl = \"2.0-1\" }\n",
+            "role \"canary\" does not exist",
+        ),
+        (
+            "[packages]\ncurl = \"1.0-1\"\n[rollouts.x]\nroles = [\"node\"]\npackages = { curll = \"2.0-1\" }\n",
+            "package \"curll\" is not in [packages]",
+        ),
+    ] {
+        refused_everywhere(&node("").whitelist(wl), &["whitelist.toml:", needle]);
+    }
+}
+
+#[test]
+fn self_notification_and_conflicting_duplicates() {
+    let repo = node(
+        "[[resource]]\nfile = \"/etc/y\"\ncontent = \"\"\nnotifies = [\"create file[/etc/y]\"]\n",
+    );
+    refused_everywhere(&repo, &["default.toml:5", "file[/etc/y] notifies itself"]);
+    let repo = node("[[resource]]\nfile = \"/etc/kiln-good\"\ncontent = \"y\\n\"\n");
+    refused_everywhere(
+        &repo,
+        &[
+            "default.toml:5",
+            "file[/etc/kiln-good] is declared twice with different properties (first at",
+            "default.toml:1)",
+        ],
+    );
+    // An identical duplicate is allowed (it converges once, then is a no-op).
+    kiln().arg("check").repo(&node(GOOD)).run().success();
+}
+
+#[test]
+fn verify_status_out_of_range() {
+    let repo = node("[[verify]]\nhttp = \"http://127.0.0.1/\"\nstatus = 65736\n");
+    refused_everywhere(&repo, &["65736 is not an HTTP status", "100 to 599"]);
+}
+
+#[test]
+fn cookbook_names_cannot_leave_cookbooks() {
+    let repo = Repo::new()
+        .role("node", "run_list = [\"recipe[..]\"]")
+        .recipe("cb", "default", GOOD)
+        .file("metadata.toml", "name = \"..\"\nversion = \"1\"\n");
+    refused_everywhere(&repo, &["\"recipe[..]\" is not role[NAME]"]);
+    let repo = node("")
+        .metadata("cb", "name = \"cb\"\nversion = \"1\"\ndepends = [\"..\"]\n")
+        .file("metadata.toml", "name = \"..\"\nversion = \"1\"\n");
+    refused_everywhere(&repo, &["cookbook \"cb\" depends on \"..\""]);
+}
+
+#[test]
+fn cookbook_files_linking_out_are_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "s3cr3t\n").unwrap();
+    for (folder, res) in [
+        (
+            "templates",
+            "[[resource]]\ntemplate = \"/etc/t\"\nsource = \"t.hbs\"\n",
+        ),
+        (
+            "files",
+            "[[resource]]\nfile = \"/etc/t\"\nsource = \"t.hbs\"\n",
+        ),
+    ] {
+        let repo = node(res);
+        let dir = repo.path().join("cookbooks/cb").join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.join("t.hbs")).unwrap();
+        refused_everywhere(
+            &repo,
+            &[
+                &format!("cookbooks/cb/{folder}/t.hbs is a symbolic link to"),
+                "outside the cookbook",
+            ],
+        );
+    }
+}
+
+#[test]
+fn empty_names_and_nul_bytes() {
+    let repo = node("[[resource]]\nexecute = \"\"\ncommand = \"true\"\n");
+    refused_everywhere(&repo, &["default.toml:5", "execute[]: the name is empty"]);
+    let repo = node("[[resource]]\nfile = \"/etc/a\\u0000b\"\ncontent = \"\"\n");
+    refused_everywhere(&repo, &["default.toml:5", "contains a NUL byte"]);
+    let repo = node("[[resource]]\nexecute = \"x\"\ncommand = \"echo \\u0000\"\n");
+    refused_everywhere(
+        &repo,
+        &["default.toml:5", "property command: contains a NUL byte"],
+    );
+}
