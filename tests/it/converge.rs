@@ -583,3 +583,38 @@ not_if = "test -e /etc/p.txt"
     assert!(!at(&root, "/etc/only-if-false").exists());
     assert!(!at(&root, "/etc/not-if-true").exists());
 }
+
+/// The mariadb cookbook's password reaches mariadb on standard input (a
+/// here-document body), never on a command line, where ps would show it.
+#[test]
+fn the_mariadb_cookbook_keeps_its_password_out_of_argv() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/cookbooks/mariadb/recipes/default.toml"
+    );
+    let recipe: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    let mut seen = 0;
+    for r in recipe["resource"].as_array().unwrap() {
+        for key in ["command", "only_if", "not_if"] {
+            let Some(script) = r.get(key).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if !script.contains("{{mariadb.app.password}}") {
+                continue;
+            }
+            seen += 1;
+            assert_eq!(r.get("sensitive").and_then(|v| v.as_bool()), Some(true));
+            // Every line naming the password lies between `<<'KILN_SQL'` and `KILN_SQL`.
+            let mut in_heredoc = false;
+            for line in script.lines() {
+                if in_heredoc {
+                    in_heredoc = line != "KILN_SQL";
+                } else {
+                    assert!(!line.contains("password"), "{key} has in argv: {line}");
+                    in_heredoc = line.contains("<<'KILN_SQL'");
+                }
+            }
+        }
+    }
+    assert_eq!(seen, 2, "the account's command and guard");
+}
