@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::compile::{Compiled, Policy};
+use super::compile::Policy;
 use crate::platform::target::Target;
 use crate::resource::fsmeta::{Ids, atomic_write};
 
@@ -50,12 +50,42 @@ pub struct ResourceReport {
     pub note: Option<String>,
     /// Reading state, guards and applying, for finding slow resources.
     pub elapsed_ms: f64,
+    /// A sensitive resource's real name, until [`ResourceReport::redact`].
+    #[serde(skip)]
+    hidden: Option<String>,
+}
+
+/// What stands for a sensitive resource's name in reports.
+const SENSITIVE: &str = "(sensitive)";
+
+impl Policy {
+    /// How reports, logs and plans name resource `i`: `type[name]`, or for a
+    /// sensitive resource `type[sensitive #N]`, N counting the policy's
+    /// distinct sensitive resources in order. That is stable from run to
+    /// run of one policy and, unlike a hash of the name, cannot be checked
+    /// against a guessed secret. The real id stays in memory for notifications.
+    pub fn shown_id(&self, i: usize) -> String {
+        let r = &self.resources[i];
+        if !r.sensitive {
+            return r.id.to_string();
+        }
+        let mut seen: Vec<&crate::resource::ResourceId> = Vec::new();
+        for s in self.resources[..=i].iter().filter(|s| s.sensitive) {
+            if !seen.contains(&&s.id) {
+                seen.push(&s.id);
+            }
+        }
+        let n = seen.iter().position(|id| **id == r.id).map_or(0, |p| p + 1);
+        format!("{}[sensitive #{n}]", r.id.kind)
+    }
 }
 
 impl ResourceReport {
-    pub fn new(r: &Compiled) -> Self {
+    /// The entry for resource `i` of `policy`, named as [`Policy::shown_id`] says.
+    pub fn new(policy: &Policy, i: usize) -> Self {
+        let r = &policy.resources[i];
         ResourceReport {
-            resource: r.id.to_string(),
+            resource: policy.shown_id(i),
             origin: format!("{} ({}:{})", r.origin, r.file.display(), r.line),
             status: Status::UpToDate,
             actions: vec![],
@@ -64,7 +94,27 @@ impl ResourceReport {
             error: None,
             note: None,
             elapsed_ms: 0.0,
+            hidden: r.sensitive.then(|| r.id.name.clone()),
         }
+    }
+
+    /// Takes a sensitive resource's name out of everything the entry says,
+    /// as the last step before anyone sees it: an error from deep inside a
+    /// resource type may quote its name (a path, a label).
+    pub fn redact(&mut self) {
+        let Some(name) = self.hidden.take().filter(|n| !n.is_empty()) else {
+            return;
+        };
+        let scrub = |s: &mut String| {
+            if s.contains(name.as_str()) {
+                *s = s.replace(name.as_str(), SENSITIVE);
+            }
+        };
+        self.changes.iter_mut().for_each(scrub);
+        [&mut self.diff, &mut self.error, &mut self.note]
+            .into_iter()
+            .flatten()
+            .for_each(scrub);
     }
 
     pub fn fail(&mut self, e: String) {
@@ -276,6 +326,9 @@ pub fn managed_ids(policy: &Policy) -> Vec<String> {
         .resources
         .iter()
         .filter(|r| r.actions.iter().any(|a| a != "nothing"))
+        // A sensitive execute's name would be printed and contributes no
+        // part; other types need their real name to read their state.
+        .filter(|r| !(r.sensitive && r.id.kind == crate::resource::execute::TYPE.name))
         .map(|r| r.id.to_string())
         .filter(|id| seen.insert(id.clone()))
         .collect()

@@ -44,7 +44,8 @@ impl Plan<'_> {
             .resources
             .iter()
             .zip(&self.steps)
-            .map(|(r, step)| {
+            .enumerate()
+            .map(|(i, (_, step))| {
                 let actions: Vec<serde_json::Value> = step
                     .actions
                     .iter()
@@ -52,15 +53,35 @@ impl Plan<'_> {
                         Ok(p) => p.to_json(),
                         Err(e) => serde_json::json!({ "error": e.to_string() }),
                     })
+                    .map(|mut a| {
+                        redact_json(&mut a, &self.policy.resources[i]);
+                        a
+                    })
                     .collect();
                 serde_json::json!({
-                    "resource": r.id.to_string(),
+                    "resource": self.policy.shown_id(i),
                     "guard": step.guard,
                     "actions": actions,
                 })
             })
             .collect();
         serde_json::Value::Array(steps)
+    }
+}
+
+/// Takes a sensitive resource's name out of every string of its planned
+/// difference, as [`ResourceReport::redact`] does for reports.
+fn redact_json(v: &mut serde_json::Value, r: &Compiled) {
+    if !r.sensitive || r.id.name.is_empty() {
+        return;
+    }
+    match v {
+        serde_json::Value::String(s) if s.contains(r.id.name.as_str()) => {
+            *s = s.replace(r.id.name.as_str(), "(sensitive)");
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_json(x, r)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|x| redact_json(x, r)),
+        _ => {}
     }
 }
 
@@ -193,6 +214,7 @@ impl Walk<'_, '_> {
             if failed && r.ignore_failure {
                 entry.status = Status::FailedIgnored;
             }
+            entry.redact();
             progress(&entry);
             report.push(entry);
             if failed && !r.ignore_failure {
@@ -200,12 +222,13 @@ impl Walk<'_, '_> {
                 let mut rest: Vec<_> = self.batched.drain().collect();
                 rest.sort_by_key(|(j, _)| *j);
                 for (j, (planned, result)) in rest {
-                    let mut e = ResourceReport::new(&policy.resources[j]);
+                    let mut e = ResourceReport::new(policy, j);
                     record(&mut e, &planned);
                     match result {
                         Ok(()) => e.status = Status::Updated,
                         Err(err) => e.fail(err.to_string()),
                     }
+                    e.redact();
                     progress(&e);
                     report.push(e);
                 }
@@ -218,8 +241,9 @@ impl Walk<'_, '_> {
             for n in &r.notifies {
                 match n.timing {
                     Timing::Immediately => {
-                        let label = format!("{} (notified by {})", n.action, r.id);
-                        let e = self.notify(n.target, &n.action, &label);
+                        let label = format!("{} (notified by {})", n.action, policy.shown_id(i));
+                        let mut e = self.notify(n.target, &n.action, &label);
+                        e.redact();
                         stopped |= e.status == Status::Failed;
                         progress(&e);
                         report.push(e);
@@ -242,7 +266,8 @@ impl Walk<'_, '_> {
         // of an unrelated resource (as Chef does), so a changed config is not left unapplied.
         for (t, action) in delayed {
             let label = format!("{action} (delayed notification)");
-            let e = self.notify(t, &action, &label);
+            let mut e = self.notify(t, &action, &label);
+            e.redact();
             progress(&e);
             report.push(e);
         }
@@ -250,7 +275,7 @@ impl Walk<'_, '_> {
 
     /// Walks one resource's step: re-planned if the target changed since.
     fn resource(&mut self, i: usize, r: &Compiled, step: Step) -> ResourceReport {
-        let mut entry = ResourceReport::new(r);
+        let mut entry = ResourceReport::new(self.policy, i);
         if let Some((planned, result)) = self.batched.remove(&i) {
             // Carried out already, with an earlier package's transaction.
             self.dirty = true;
@@ -374,7 +399,7 @@ impl Walk<'_, '_> {
     /// A notified action, checked now and carried out (unless why-run).
     fn notify(&mut self, idx: usize, action: &str, label: &str) -> ResourceReport {
         let r = &self.policy.resources[idx];
-        let mut entry = ResourceReport::new(r);
+        let mut entry = ResourceReport::new(self.policy, idx);
         entry.note = Some(label.to_string());
         // A notified action honours the resource's guards, as in Chef.
         if let Some(g) = guard(r, self.cx.target, &Guards::new()) {

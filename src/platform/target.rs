@@ -120,28 +120,21 @@ impl Target {
         capture(self.command(argv))
     }
 
-    /// Runs `script` with /bin/sh on the target.
+    /// Runs `script` with /bin/sh on the target. The script goes to `sh -s`
+    /// on standard input, never into argv, so that `ps` (world-readable
+    /// /proc/*/cmdline) shows no secret a command or guard carries.
     pub fn shell(&self, script: &str, opts: &ShellOpts) -> io::Result<Output> {
         let mut argv: Vec<&str> = Vec::new();
         if let Some(user) = opts.user {
             argv.extend(["runuser", "-u", user, "--"]);
         }
-        let wrapped;
-        let script = match opts.cwd {
-            Some(cwd) => {
-                wrapped = format!("cd {} && {}", shell_quote(cwd), script);
-                wrapped.as_str()
-            }
-            None => script,
-        };
-        argv.extend(["/bin/sh", "-c", script]);
+        argv.extend(["/bin/sh", "-s"]);
         let mut cmd = self.command(&argv);
         for (k, v) in opts.env {
             cmd = cmd.env(k, v);
         }
-        capture(cmd)
+        capture_with_stdin(cmd, stdin_script(script, opts.cwd).into_bytes())
     }
-
     /// Whether systemd manages services on this target.
     pub fn uses_systemd(&self) -> bool {
         if self.is_chroot() {
@@ -153,16 +146,37 @@ impl Target {
     }
 }
 
+/// What `sh -s` reads: the script as one brace group, parsed whole before
+/// any of it runs, with an empty here-document as its standard input, so
+/// that a command reading stdin sees end-of-file (as with `sh -c` and a
+/// null stdin) rather than the rest of the script. A here-document needs
+/// no /dev/null, which an image root may lack.
+fn stdin_script(script: &str, cwd: Option<&str>) -> String {
+    let cd = match cwd {
+        Some(cwd) => format!("cd {} || exit\n", shell_quote(cwd)),
+        None => String::new(),
+    };
+    format!("{{\n{cd}{script}\n}} <<'KILN_NO_INPUT'\nKILN_NO_INPUT\n")
+}
+
 /// Runs `cmd` with its output in temporary files rather than pipes, so that
 /// a daemon it leaves behind holding stdout does not keep kiln waiting.
 pub fn capture(cmd: duct::Expression) -> io::Result<Output> {
+    capture_output(cmd.stdin_null())
+}
+
+/// [`capture`], with `input` as the command's standard input.
+pub fn capture_with_stdin(cmd: duct::Expression, input: Vec<u8>) -> io::Result<Output> {
+    capture_output(cmd.stdin_bytes(input))
+}
+
+fn capture_output(cmd: duct::Expression) -> io::Result<Output> {
     use std::io::{Read, Seek};
     let mut out = tempfile::tempfile()?;
     let mut err = tempfile::tempfile()?;
     let status = cmd
         .stdout_file(out.try_clone()?)
         .stderr_file(err.try_clone()?)
-        .stdin_null()
         .run()?
         .status;
     let read = |f: &mut std::fs::File| -> io::Result<Vec<u8>> {
@@ -237,6 +251,25 @@ mod tests {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn scripts_go_on_stdin_and_their_commands_read_end_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ShellOpts {
+            cwd: Some(dir.path().to_str().unwrap()),
+            ..ShellOpts::default()
+        };
+        let script = "set -e\nwc -c\npwd\nexit 4\necho unreachable";
+        let out = Target::host().shell(script, &opts).unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout, format!("0\n{}\n", dir.path().display()));
+        assert_eq!(out.status.code(), Some(4));
+        // The script is not in sh's argv, where ps would show it.
+        let out = Target::host()
+            .shell("tr '\\0' ' ' < /proc/$$/cmdline", &ShellOpts::default())
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "/bin/sh -s");
     }
 
     #[test]

@@ -196,10 +196,14 @@ impl Converge for Execute {
             env: &self.env,
             user: self.user.as_deref(),
         };
-        let out = cx
-            .target
-            .shell(&self.command, &opts)
-            .map_err(|e| RunError::spawn(format!("/bin/sh for execute[{}]", self.label), e))?;
+        let out = cx.target.shell(&self.command, &opts).map_err(|e| {
+            let what = if self.sensitive {
+                "/bin/sh for a sensitive execute".to_string()
+            } else {
+                format!("/bin/sh for execute[{}]", self.label)
+            };
+            RunError::spawn(what, e)
+        })?;
         if out.status.code().is_some_and(|c| self.returns.contains(&c)) {
             return Ok(());
         }

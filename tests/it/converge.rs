@@ -342,6 +342,142 @@ sensitive = true
     assert!(!read(&root, "/var/lib/kiln/last_run.json").contains("hunter2"));
 }
 
+/// Every place a report of a run against `root` lands that mentions `secret`.
+fn leaks(root: &TestRoot, secret: &str, outputs: &[Outcome]) -> Vec<String> {
+    let mut found: Vec<String> = outputs
+        .iter()
+        .filter(|o| o.stdout.contains(secret) || o.stderr.contains(secret))
+        .map(|o| format!("output of {}:\n{}\n{}", o.command, o.stdout, o.stderr))
+        .collect();
+    let mut todo = vec![at(root, "/var/lib/kiln")];
+    while let Some(p) = todo.pop() {
+        if p.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if std::fs::read_to_string(&p).is_ok_and(|t| t.contains(secret)) {
+            found.push(p.display().to_string());
+        }
+    }
+    found
+}
+
+/// Command lines of every process now running that contain `needle`.
+fn cmdlines_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[test]
+fn sensitive_names_guards_commands_and_output_are_never_shown() {
+    const SECRET: &str = "S3cr3tPW";
+    let repo = Repo::new().recipe(
+        "pw",
+        "default",
+        r#"
+[[resource]]
+execute = "set pw S3cr3tPW"
+only_if = "test S3cr3tPW = S3cr3tPW"
+not_if = "test -e /etc/pw-set-S3cr3tPW"
+command = '''
+sleep 3.25 # S3cr3tPW
+echo S3cr3tPW; echo S3cr3tPW >&2
+touch /etc/pw-set-S3cr3tPW
+'''
+sensitive = true
+notifies_immediately = ["run execute[after the password]"]
+
+[[resource]]
+execute = "after the password"
+command = "touch /etc/notified"
+action = "nothing"
+"#,
+    );
+    let root = TestRoot::new();
+    let why = kiln()
+        .arg("converge")
+        .repo(&repo)
+        .root(&root)
+        .args(["--run-list", "recipe[pw]", "--why-run", "--json"])
+        .run()
+        .success();
+    assert!(
+        why.stdout.contains("execute[sensitive #1]"),
+        "{}",
+        why.stdout
+    );
+
+    // While the command runs, no process shows the secret in its argv.
+    let run =
+        kiln()
+            .arg("converge")
+            .repo(&repo)
+            .root(&root)
+            .args(["--run-list", "recipe[pw]", "--json"]);
+    let running = std::thread::spawn(move || run.run());
+    let (mut saw_sleep, mut in_argv) = (false, Vec::new());
+    while !running.is_finished() {
+        saw_sleep |= !cmdlines_with("sleep 3.25").is_empty();
+        in_argv.extend(cmdlines_with(SECRET));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let json = running.join().unwrap().success();
+    assert!(saw_sleep, "the command was never seen running");
+    assert!(in_argv.is_empty(), "secret in argv: {in_argv:?}");
+    assert!(
+        json.stdout.contains("execute[sensitive #1]"),
+        "{}",
+        json.stdout
+    );
+    assert!(
+        json.stdout.contains("(notified by execute[sensitive #1])"),
+        "{}",
+        json.stdout
+    );
+    // The notification still found its resource through the real id.
+    assert!(at(&root, "/etc/notified").exists());
+    assert!(at(&root, "/etc/pw-set-S3cr3tPW").exists());
+    let again = kiln()
+        .arg("converge")
+        .repo(&repo)
+        .root(&root)
+        .args(["--run-list", "recipe[pw]"])
+        .run()
+        .success();
+
+    // A failing sensitive execute names neither its command nor its output.
+    let failing = Repo::new().recipe(
+        "pw",
+        "default",
+        r#"
+[[resource]]
+execute = "set pw S3cr3tPW again"
+not_if = "false S3cr3tPW"
+command = "echo S3cr3tPW; echo S3cr3tPW >&2; exit 3"
+sensitive = true
+"#,
+    );
+    let mut outputs = vec![why, json, again];
+    for extra in [&[][..], &["--json"][..]] {
+        let out = kiln()
+            .arg("converge")
+            .repo(&failing)
+            .root(&root)
+            .args(["--run-list", "recipe[pw]"])
+            .args(extra)
+            .run()
+            .failure();
+        let both = format!("{}{}", out.stdout, out.stderr);
+        assert!(both.contains("execute[sensitive #1]"), "{both}");
+        outputs.push(out);
+    }
+    assert!(at(&root, "/var/lib/kiln/last_run.json").exists());
+    let found = leaks(&root, SECRET, &outputs);
+    assert!(found.is_empty(), "the secret leaked: {found:#?}");
+}
+
 #[test]
 fn a_failed_resource_stops_the_run_and_ignore_failure_does_not() {
     let repo = Repo::new().recipe(
@@ -446,4 +582,39 @@ not_if = "test -e /etc/p.txt"
     );
     assert!(!at(&root, "/etc/only-if-false").exists());
     assert!(!at(&root, "/etc/not-if-true").exists());
+}
+
+/// The mariadb cookbook's password reaches mariadb on standard input (a
+/// here-document body), never on a command line, where ps would show it.
+#[test]
+fn the_mariadb_cookbook_keeps_its_password_out_of_argv() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/cookbooks/mariadb/recipes/default.toml"
+    );
+    let recipe: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    let mut seen = 0;
+    for r in recipe["resource"].as_array().unwrap() {
+        for key in ["command", "only_if", "not_if"] {
+            let Some(script) = r.get(key).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if !script.contains("{{mariadb.app.password}}") {
+                continue;
+            }
+            seen += 1;
+            assert_eq!(r.get("sensitive").and_then(|v| v.as_bool()), Some(true));
+            // Every line naming the password lies between `<<'KILN_SQL'` and `KILN_SQL`.
+            let mut in_heredoc = false;
+            for line in script.lines() {
+                if in_heredoc {
+                    in_heredoc = line != "KILN_SQL";
+                } else {
+                    assert!(!line.contains("password"), "{key} has in argv: {line}");
+                    in_heredoc = line.contains("<<'KILN_SQL'");
+                }
+            }
+        }
+    }
+    assert_eq!(seen, 2, "the account's command and guard");
 }
