@@ -11,17 +11,13 @@
 //! The fingerprint is the sha256 of the sorted lines, each ending in `\n`.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::platform::accounts::Accounts;
-use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
+use crate::resource::state::hex;
+pub use crate::resource::state::{State, clean, link_to, missing, sha256_file};
 use crate::resource::{ResourceId, type_def};
 
 /// One managed resource's contribution.
@@ -99,116 +95,14 @@ pub fn compute(target: &Target, ids: &[String]) -> Fingerprint {
     }
 }
 
-/// The target's state for fingerprint parts, each source read at most once.
-/// Each resource type reads its own part through it ([`crate::resource::Converge::fingerprint`]).
-pub struct State<'a> {
-    pub target: &'a Target,
-    accounts: Accounts,
-    dpkg: Option<Dpkg>,
-}
-
-impl<'a> State<'a> {
-    pub fn new(target: &'a Target) -> Self {
-        State {
-            target,
-            accounts: Accounts::read(target),
-            dpkg: None,
-        }
-    }
-
-    pub fn accounts(&self) -> &Accounts {
-        &self.accounts
-    }
-
-    pub fn dpkg(&mut self) -> &Dpkg {
-        let target = self.target;
-        self.dpkg.get_or_insert_with(|| Dpkg::read(target))
-    }
-
-    /// Owner and group by their names on the target (numbers when unnamed), and mode.
-    pub fn ownership(&self, m: &fs::Metadata) -> String {
-        format!(
-            "owner={} group={} mode={:04o}",
-            self.user_name(m.uid()),
-            self.group_name(m.gid()),
-            m.mode() & 0o7777
-        )
-    }
-
-    pub fn user_name(&self, uid: u32) -> String {
-        // By name order, so that two names for one uid always give the same one.
-        self.accounts
-            .users
-            .values()
-            .find(|u| u.uid == uid)
-            .map_or_else(|| uid.to_string(), |u| clean(&u.name))
-    }
-
-    pub fn group_name(&self, gid: u32) -> String {
-        self.accounts
-            .group_name(gid)
-            .map_or_else(|| gid.to_string(), clean)
-    }
-}
-
-/// `absent`, or why a path could not be looked at (never the host path).
-pub fn missing(e: &io::Error) -> String {
-    if e.kind() == io::ErrorKind::NotFound {
-        "absent".to_string()
-    } else {
-        format!("unreadable ({})", e.kind())
-    }
-}
-
-pub fn link_to(host: &Path) -> String {
-    fs::read_link(host).map_or_else(
-        |e| format!("unreadable ({})", e.kind()),
-        |t| clean(&t.to_string_lossy()),
-    )
-}
-
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// Keeps a part on one line: control characters are written as escapes.
-pub fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::MetadataExt as _;
     use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::path::Path;
+
+    use crate::platform::accounts::Accounts;
 
     use super::*;
 

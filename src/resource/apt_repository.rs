@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::file::{File, FileAction, FileChange};
 use super::fsmeta::Meta;
+use super::state::sha256_file;
 use super::{
     Action, BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef,
     actions,
 };
 use crate::error::PolicyError;
-use crate::fingerprint::sha256_file;
 use crate::platform::apt;
 
 pub const TYPE: TypeDef = TypeDef::of::<AptRepository>(

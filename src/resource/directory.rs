@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::file::check_absolute;
 use super::fsmeta::{Meta, MetaChange};
+use super::state::{link_to, missing};
 use super::{
     BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
 };
 use crate::error::{PolicyError, RunError};
-use crate::fingerprint::{link_to, missing};
 
 pub const TYPE: TypeDef =
     TypeDef::of::<Directory>("directory", &["owner", "group", "mode", "recursive"], build);

@@ -8,11 +8,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::fsmeta::{Meta, MetaChange, atomic_write, content_diff, temp_path};
+use super::state::{link_to, missing, sha256_file};
 use super::{
     BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
 };
 use crate::error::{PolicyError, RunError};
-use crate::fingerprint::{link_to, missing, sha256_file};
 
 pub const TYPE: TypeDef = TypeDef::of::<File>(
     "file",

@@ -7,12 +7,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::state::clean;
 use super::user::{check_account_name, de_bool, de_id, de_names, run};
 use super::{
     BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
 };
 use crate::error::{PolicyError, RunError};
-use crate::fingerprint::clean;
 use crate::platform::accounts::{Accounts, Group as GroupEntry};
 
 pub const TYPE: TypeDef =

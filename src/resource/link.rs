@@ -8,12 +8,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::file::check_absolute;
+use super::state::{link_to, missing};
 use super::{
     Action, BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef,
     actions,
 };
 use crate::error::{PolicyError, RunError};
-use crate::fingerprint::{link_to, missing};
 
 pub const TYPE: TypeDef = TypeDef::of::<Link>("link", &["to"], build);
 

@@ -10,11 +10,11 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{PolicyError, RunError};
-pub use crate::fingerprint::State;
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
 use crate::policy::whitelist::Pin;
+pub use state::State;
 
 pub mod apt_repository;
 pub mod directory;
@@ -28,6 +28,7 @@ pub mod template;
 pub mod user;
 
 pub mod fsmeta;
+pub mod state;
 
 /// One difference between the target and the policy, as people and
 /// reports see it (rendered from a type's [`Item`]).

@@ -13,8 +13,8 @@ use super::{
 };
 use std::sync::Arc;
 
+use super::state::clean;
 use crate::error::{PolicyError, RunError};
-use crate::fingerprint::clean;
 use crate::platform::{apt, archive, fallback, siblings};
 use crate::policy::whitelist::{FallbackSource, Pin, valid_version};
 

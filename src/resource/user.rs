@@ -7,12 +7,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::state::clean;
 use super::{
     BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
     string_list,
 };
 use crate::error::{CommandFailed, PolicyError, RunError};
-use crate::fingerprint::clean;
 use crate::platform::accounts::{Accounts, Passwd};
 use crate::platform::target::{Target, output_tail};
 
