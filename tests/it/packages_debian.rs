@@ -7,18 +7,16 @@ use std::process::Command;
 use crate::support::*;
 
 fn installed_version(root: &TestRoot, name: &str) -> Option<String> {
-    let out = Command::new("chroot")
-        .arg(root.path())
-        .args([
+    let out = in_root(
+        root,
+        &[
             "dpkg-query",
             "-W",
             "-f",
             "${Version} ${db:Status-Want}",
             name,
-        ])
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .unwrap();
+        ],
+    );
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -85,12 +83,7 @@ fn a_package_rolls_from_its_older_to_its_newer_archive_version() {
         Some(format!("{newer} hold"))
     );
     converge(&rolled).code(0);
-    let sim = Command::new("chroot")
-        .arg(root.path())
-        .args(["apt-get", "-s", "upgrade"])
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .unwrap();
+    let sim = in_root(&root, &["apt-get", "-s", "upgrade"]);
     let sim = String::from_utf8_lossy(&sim.stdout);
     assert!(
         !sim.lines()

@@ -4,23 +4,19 @@
 //! one (a rollback), and every installed binary package built from the
 //! same source moves back with it and is held; pinned forward, all move up.
 
-use std::process::Command;
-
 use crate::support::*;
 
 /// `name -> (version, want)` of every installed package built from `source`.
 fn from_source(root: &TestRoot, source: &str) -> Vec<(String, String, String)> {
-    let out = Command::new("chroot")
-        .arg(root.path())
-        .args([
+    let out = in_root(
+        root,
+        &[
             "dpkg-query",
             "-W",
             "-f",
             "${Package} ${Version} ${db:Status-Want} ${db:Status-Status} ${source:Package}\\n",
-        ])
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .unwrap();
+        ],
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {

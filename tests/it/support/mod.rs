@@ -498,21 +498,25 @@ fn colon_entry(root: &Path, file: &str, name: &str) -> Option<Vec<String>> {
 // Versions from the archive, as it is today
 // ---------------------------------------------------------------------------
 
+/// Runs a command inside the target (chroot), with a plain PATH and locale.
+pub fn in_root(root: impl AsRef<Path>, args: &[&str]) -> std::process::Output {
+    let root = root.as_ref();
+    Command::new("chroot")
+        .arg(root)
+        .args(args)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap_or_else(|e| panic!("chroot {}: {e}", root.display()))
+}
+
 /// Runs `apt-get update` in `root` (once per root) and returns the versions
 /// of `package` that its sources offer, newest first, with their suite
 /// (`bookworm-security/main`). Tests take real version pairs from here at
 /// run time, so that a Debian update never makes them rot.
 pub fn archive_versions(root: impl AsRef<Path>, package: &str) -> Vec<(String, String)> {
     let root = root.as_ref();
-    let chroot = |args: &[&str]| {
-        Command::new("chroot")
-            .arg(root)
-            .args(args)
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap_or_else(|e| panic!("chroot {}: {e}", root.display()))
-    };
+    let chroot = |args: &[&str]| in_root(root, args);
     if !root.join("var/lib/apt/lists/lock").exists()
         || fs::read_dir(root.join("var/lib/apt/lists"))
             .map(|d| {
