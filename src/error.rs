@@ -144,6 +144,13 @@ pub enum RunError {
         #[source]
         source: std::sync::Arc<std::io::Error>,
     },
+    /// A path on the target leads through a symlink loop or a chain longer
+    /// than the kernel follows (40 links): refused, never resolved otherwise.
+    #[error(
+        "cannot {op} {path}: a symlink loop or a chain of more than 40 links on the way; \
+         replace the links on that path with a shorter chain or the real directory"
+    )]
+    LinkLoop { op: &'static str, path: String },
     /// Something the resource needs is missing; `fix` says what to do.
     #[error("{problem}{}", fix.as_ref().map(|f| format!("; {f}")).unwrap_or_default())]
     Precondition {
@@ -167,7 +174,14 @@ impl RunError {
         }
     }
 
+    /// An I/O error on `path`; `ELOOP` becomes [`RunError::LinkLoop`].
     pub fn io(op: &'static str, path: impl fmt::Display, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            return RunError::LinkLoop {
+                op,
+                path: path.to_string(),
+            };
+        }
         RunError::Io {
             op,
             path: path.to_string(),

@@ -251,7 +251,9 @@ impl Check {
                 }
             }
             Probe::File { path, contains } => {
-                let text = std::fs::read_to_string(target.path(path))
+                let text = target
+                    .fs()
+                    .read_to_string(path)
                     .map_err(|e| format!("cannot read {path}: {e}"))?;
                 match contains {
                     Some(c) if !text.contains(c.as_str()) => {

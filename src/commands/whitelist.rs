@@ -106,7 +106,7 @@ pub fn promote(repo: &Path, name: &str) -> Result<i32, Error> {
     }
     let (new_text, moved) =
         promote_text(&text, name).map_err(|e| PolicyError::new(e).in_file(&shown))?;
-    atomic_write(&path, new_text.as_bytes(), file_mode(&path), Ids::default())?;
+    rewrite(&path, &new_text)?;
     for (pkg, from, to) in &moved {
         match from {
             Some(f) => println!("  {pkg}: {f} -> {to}"),
@@ -120,9 +120,17 @@ pub fn promote(repo: &Path, name: &str) -> Result<i32, Error> {
     Ok(0)
 }
 
-fn file_mode(path: &Path) -> u32 {
+/// Replaces the whitelist file atomically, keeping its mode.
+fn rewrite(path: &Path, text: &str) -> Result<(), crate::error::RunError> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).map_or(0o644, |m| m.mode() & 0o7777)
+    let mode = std::fs::metadata(path).map_or(0o644, |m| m.mode() & 0o7777);
+    atomic_write(
+        Target::host().fs(),
+        path,
+        text.as_bytes(),
+        mode,
+        Ids::default(),
+    )
 }
 
 type Moved = Vec<(String, Option<String>, String)>;
@@ -515,8 +523,7 @@ pub fn stage(repo_dir: &Path, node: &Node, stage: &Stage) -> Result<i32, Error> 
         stage_text(&text, stage, &chosen).map_err(|e| PolicyError::new(e).in_file(&shown))?;
     // What is written must read back as a valid whitelist.
     Whitelist::parse(&new_text, shown.clone())?;
-    atomic_write(&path, new_text.as_bytes(), file_mode(&path), Ids::default())
-        .map_err(|e| Error::Target(e.to_string()))?;
+    rewrite(&path, &new_text).map_err(|e| Error::Target(e.to_string()))?;
     for (package, from, to) in &chosen {
         println!("  {package}: {from} -> {to}");
     }
@@ -633,8 +640,10 @@ pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Erro
 
 /// Packages apt installed as dependencies (`Auto-Installed: 1`).
 fn auto_installed(target: &Target) -> BTreeSet<String> {
-    let text =
-        std::fs::read_to_string(target.path("/var/lib/apt/extended_states")).unwrap_or_default();
+    let text = target
+        .fs()
+        .read_to_string("/var/lib/apt/extended_states")
+        .unwrap_or_default();
     text.split("\n\n")
         .filter(|s| s.lines().any(|l| l.trim() == "Auto-Installed: 1"))
         .filter_map(|s| {

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use super::run;
 use crate::error::{Error, IoContext};
+use crate::platform::tfs::Tfs;
 use crate::policy::Repository;
 
 /// Where the policy repository lives inside a VM.
@@ -45,33 +46,37 @@ pub struct GuestConfig<'a> {
     pub kiln_binary: &'a str,
 }
 
-/// The host path of `path` in the tree, resolving symlinks as chroot would
-/// (an absolute link never leads out of the tree).
-fn in_tree(tree: &Path, path: &str) -> std::path::PathBuf {
-    crate::platform::target::Target::at_root(tree).path(path)
+/// The tree's files, every path resolved inside it by the kernel (an
+/// absolute link never leads out of the tree).
+fn in_tree(tree: &Path) -> Tfs {
+    Tfs::new(tree, true)
+}
+
+/// Creates the directories leading to `path` in the tree.
+fn parents(t: &Tfs, path: &str) -> Result<(), Error> {
+    let parent = Path::new(path).parent().unwrap_or(Path::new("/"));
+    t.create_dir_all(parent, 0o755)
+        .ctx(|| format!("creating {} in the image", parent.display()))
+}
+
+fn write_bytes(tree: &Path, path: &str, content: &[u8], mode: u32) -> Result<(), Error> {
+    let t = in_tree(tree);
+    parents(&t, path)?;
+    // A symlink (e.g. /etc/resolv.conf) is replaced, never followed.
+    t.write_atomic(path, content, mode, Default::default())
+        .ctx(|| format!("writing {path} in the image"))
 }
 
 fn write(tree: &Path, path: &str, content: &str, mode: u32) -> Result<(), Error> {
-    let full = in_tree(tree, path);
-    if let Some(parent) = full.parent() {
-        fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
-    }
-    // A symlink (e.g. /etc/resolv.conf) is replaced, never followed out of the tree.
-    if fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
-        fs::remove_file(&full).ctx(|| format!("removing {}", full.display()))?;
-    }
-    fs::write(&full, content).ctx(|| format!("writing {}", full.display()))?;
-    fs::set_permissions(&full, fs::Permissions::from_mode(mode))
-        .ctx(|| format!("chmod {}", full.display()))
+    write_bytes(tree, path, content.as_bytes(), mode)
 }
 
 fn symlink(tree: &Path, path: &str, to: &str) -> Result<(), Error> {
-    let full = in_tree(tree, path);
-    if let Some(parent) = full.parent() {
-        fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
-    }
-    let _ = fs::remove_file(&full);
-    std::os::unix::fs::symlink(to, &full).ctx(|| format!("linking {}", full.display()))
+    let t = in_tree(tree);
+    parents(&t, path)?;
+    let _ = t.remove_file(path);
+    t.symlink(to, path)
+        .ctx(|| format!("linking {path} in the image"))
 }
 
 /// The fstab: the root disk, and the app share (nofail: a VM booted
@@ -145,7 +150,8 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
         0o644,
     )?;
     write(tree, "/etc/fstab", &fstab(c.app_mount), 0o644)?;
-    fs::create_dir_all(tree.join(c.app_mount.trim_start_matches('/')))
+    in_tree(tree)
+        .create_dir_all(c.app_mount, 0o755)
         .ctx(|| format!("creating {} in the image", c.app_mount))?;
     write(
         tree,
@@ -176,16 +182,13 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
         &format!("{}\n", c.authorized_key),
         0o600,
     )?;
-    fs::set_permissions(tree.join("root/.ssh"), fs::Permissions::from_mode(0o700))
+    let t = in_tree(tree);
+    t.set_meta("/root/.ssh", Default::default(), Some(0o700), false)
         .ctx(|| "chmod /root/.ssh".to_string())?;
     // Host keys of this image, not of the shared base root.
-    for e in fs::read_dir(tree.join("etc/ssh"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-            let _ = fs::remove_file(e.path());
+    for name in t.read_dir("/etc/ssh").unwrap_or_default() {
+        if name.to_string_lossy().starts_with("ssh_host_") {
+            let _ = t.remove_file(Path::new("/etc/ssh").join(name));
         }
     }
     run(
@@ -206,29 +209,23 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
 /// Installs kiln (this very binary), the policy repository and the boot
 /// converge unit into `tree`, after the role is converged.
 pub fn install_kiln(tree: &Path, repo: &Path, c: &GuestConfig) -> Result<(), Error> {
-    let bin = in_tree(tree, c.kiln_binary);
-    if fs::symlink_metadata(&bin).is_ok_and(|m| m.file_type().is_symlink()) {
-        fs::remove_file(&bin).ctx(|| format!("removing {}", bin.display()))?;
-    }
-    fs::create_dir_all(bin.parent().expect("has a parent"))
-        .ctx(|| format!("creating {}", bin.display()))?;
+    let t = in_tree(tree);
     let exe = super::self_exe();
-    fs::copy(&exe, &bin).ctx(|| format!("copying {} to {}", exe.display(), bin.display()))?;
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))
-        .ctx(|| format!("chmod {}", bin.display()))?;
+    let bytes = fs::read(&exe).ctx(|| format!("reading {}", exe.display()))?;
+    write_bytes(tree, c.kiln_binary, &bytes, 0o755)?;
     // /usr/local/bin/kiln: the binary itself, or the policy's link to it.
-    if c.kiln_binary != KILN_BIN && fs::symlink_metadata(in_tree(tree, KILN_BIN)).is_err() {
+    if c.kiln_binary != KILN_BIN && t.symlink_metadata(KILN_BIN).is_err() {
         symlink(tree, KILN_BIN, c.kiln_binary)?;
     }
-    let dest = in_tree(tree, POLICY_DIR);
-    let _ = fs::remove_dir_all(&dest);
-    fs::create_dir_all(&dest).ctx(|| format!("creating {}", dest.display()))?;
+    let _ = t.remove_dir_all(POLICY_DIR);
+    t.create_dir_all(POLICY_DIR, 0o755)
+        .ctx(|| format!("creating {POLICY_DIR} in the image"))?;
     for f in Repository::open(repo)?.files()? {
-        let to = dest.join(&f.rel);
-        if let Some(parent) = to.parent() {
-            fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
-        }
-        fs::copy(&f.path, &to).ctx(|| format!("copying {}", f.path.display()))?;
+        let to = Path::new(POLICY_DIR).join(&f.rel);
+        let to = to.to_string_lossy();
+        let bytes = fs::read(&f.path).ctx(|| format!("reading {}", f.path.display()))?;
+        let mode = fs::metadata(&f.path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+        write_bytes(tree, &to, &bytes, mode)?;
     }
     write(
         tree,

@@ -1,7 +1,7 @@
 //! One run at a time per target: an exclusive lock on a file in the target's
 //! /run, holding the holder's pid and command line for whoever waits.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,9 @@ use fs2::FileExt;
 use crate::error::RunError;
 use crate::platform::target::Target;
 
+/// The lock file, on the target.
+const LOCK: &str = "/run/kiln.lock";
+
 pub struct RunLock {
     file: File,
 }
@@ -17,15 +20,21 @@ pub struct RunLock {
 impl RunLock {
     /// Waits up to `timeout` for the target's lock.
     pub fn acquire(target: &Target, timeout: Duration) -> Result<RunLock, RunError> {
-        let run = target.path("/run");
-        std::fs::create_dir_all(&run).map_err(|e| RunError::io("create", run.display(), e))?;
-        let path = run.join("kiln.lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let tfs = target.fs();
+        tfs.create_dir_all("/run", 0o755)
+            .map_err(|e| RunError::io("create", "/run", e))?;
+        let path = target.root().join(LOCK.trim_start_matches('/'));
+        // Opened inside the target, never through a link and never
+        // truncated before it is held: a link planted there is refused.
+        if tfs.symlink_metadata(LOCK).is_ok_and(|m| m.is_symlink()) {
+            return Err(RunError::precondition(format!(
+                "{} is a symlink; kiln takes its run lock only on a regular file",
+                path.display()
+            ))
+            .fix("remove the link (kiln creates the lock file itself)"));
+        }
+        let mut file = tfs
+            .open_lock(LOCK)
             .map_err(|e| RunError::io("open lock", path.display(), e))?;
         let start = Instant::now();
         loop {

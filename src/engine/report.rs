@@ -266,16 +266,16 @@ impl Report {
         )
     }
 
-    /// The path of the target's last run report.
+    /// The path of the target's last run report, as shown to people.
     pub fn last_run_path(target: &Target) -> PathBuf {
-        target.path(LAST_RUN)
+        target.root().join(LAST_RUN.trim_start_matches('/'))
     }
 
     /// The target's last run, None when it has none; an unreadable or
     /// foreign file is an error that says how to get a new one.
     pub fn load_last(target: &Target) -> Result<Option<Report>, String> {
         let path = Self::last_run_path(target);
-        match std::fs::read_to_string(&path) {
+        match target.fs().read_to_string(LAST_RUN) {
             Ok(text) => Self::parse(&text).map(Some).map_err(|e| {
                 format!(
                     "{} is not a kiln run report: {e}; run kiln converge again to rewrite it",
@@ -295,26 +295,45 @@ impl Report {
     /// Keeps this run as [`LAST_RUN`] and in a bounded history.
     pub fn save(&self, target: &Target) -> Result<(), String> {
         const KEEP: usize = 20;
-        let runs = target.path(RUNS);
-        std::fs::create_dir_all(&runs)
-            .map_err(|e| format!("cannot create {}: {e}", runs.display()))?;
+        let tfs = target.fs();
+        let shown = |e: std::io::Error| format!("cannot keep the run history in {RUNS}: {e}");
+        // The history is kiln's own directory: a link planted there is
+        // replaced, never followed, so pruning cannot reach elsewhere.
+        if tfs.symlink_metadata(RUNS).is_ok_and(|m| !m.is_dir()) {
+            tfs.remove_file(RUNS).map_err(shown)?;
+        }
+        tfs.create_dir_all(RUNS, 0o755).map_err(shown)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         let name = format!("{}-{}.json", self.started_at, std::process::id());
-        atomic_write(&runs.join(name), &json, 0o600, Ids::default()).map_err(|e| e.to_string())?;
-        atomic_write(&Self::last_run_path(target), &json, 0o600, Ids::default())
+        atomic_write(tfs, format!("{RUNS}/{name}"), &json, 0o600, Ids::default())
             .map_err(|e| e.to_string())?;
-        let mut old: Vec<_> = std::fs::read_dir(&runs)
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .map(|e| e.path())
+        atomic_write(tfs, LAST_RUN, &json, 0o600, Ids::default()).map_err(|e| e.to_string())?;
+        let mut old: Vec<String> = tfs
+            .read_dir_nofollow(RUNS)
+            .map_err(shown)?
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter(|n| is_report_name(n))
             .collect();
         old.sort();
         let excess = old.len().saturating_sub(KEEP);
-        for p in &old[..excess] {
-            let _ = std::fs::remove_file(p);
+        for n in &old[..excess] {
+            let _ = tfs.remove_file(format!("{RUNS}/{n}"));
         }
         Ok(())
     }
+}
+
+/// Whether `name` is one of the reports [`Report::save`] keeps in
+/// `runs/` (`<started_at>-<pid>.json`): pruning removes nothing else.
+fn is_report_name(name: &str) -> bool {
+    name.strip_suffix(".json")
+        .and_then(|n| n.split_once('-'))
+        .is_some_and(|(t, p)| {
+            [t, p]
+                .iter()
+                .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// The resources a policy manages, as `type[name]`: every resource with an

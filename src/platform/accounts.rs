@@ -28,8 +28,11 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn read(target: &Target) -> Self {
-        let passwd = std::fs::read_to_string(target.path("/etc/passwd")).unwrap_or_default();
-        let group = std::fs::read_to_string(target.path("/etc/group")).unwrap_or_default();
+        let passwd = target
+            .fs()
+            .read_to_string("/etc/passwd")
+            .unwrap_or_default();
+        let group = target.fs().read_to_string("/etc/group").unwrap_or_default();
         Accounts::parse(&passwd, &group)
     }
 

@@ -10,34 +10,37 @@ use crate::error::{CommandFailed, RunError};
 /// Keeps package maintainer scripts from starting services inside a
 /// `--root` tree (they would run on the build host), for as long as it lives.
 struct NoServiceStarts {
-    path: Option<PathBuf>,
+    /// The target while kiln's policy-rc.d is in place, and the dangling
+    /// link it replaced (put back afterwards).
+    placed: Option<(Target, Option<PathBuf>)>,
 }
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 impl NoServiceStarts {
     fn new(target: &Target) -> Self {
-        if !target.is_chroot() {
-            return NoServiceStarts { path: None };
+        let tfs = target.fs();
+        // One that leads to a file inside the target is the tree's own.
+        if !target.is_chroot() || tfs.exists(POLICY_RC_D) {
+            return NoServiceStarts { placed: None };
         }
-        let path = target.path("/usr/sbin/policy-rc.d");
-        if path.exists() {
-            return NoServiceStarts { path: None };
-        }
-        use std::os::unix::fs::PermissionsExt;
-        let ok = std::fs::write(
-            &path,
-            "#!/bin/sh\n# kiln: no service starts in a --root target\nexit 101\n",
-        )
-        .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)));
+        // A dangling link is replaced (in the target, never followed) and restored.
+        let link = tfs.read_link(POLICY_RC_D).ok();
+        let script = "#!/bin/sh\n# kiln: no service starts in a --root target\nexit 101\n";
+        let ok = tfs.write_atomic(POLICY_RC_D, script.as_bytes(), 0o755, Default::default());
         NoServiceStarts {
-            path: ok.ok().map(|_| path),
+            placed: ok.ok().map(|_| (target.clone(), link)),
         }
     }
 }
 
 impl Drop for NoServiceStarts {
     fn drop(&mut self) {
-        if let Some(p) = &self.path {
-            let _ = std::fs::remove_file(p);
+        if let Some((target, link)) = &self.placed {
+            let _ = target.fs().remove_file(POLICY_RC_D);
+            if let Some(to) = link {
+                let _ = target.fs().symlink(to, POLICY_RC_D);
+            }
         }
     }
 }
@@ -105,12 +108,10 @@ pub fn apt_reason(out: &Output) -> String {
 
 /// Whether the target's package index knows every `name=version`.
 pub fn index_knows(target: &Target, pins: &[(String, String)]) -> bool {
-    let lists = target.path("/var/lib/apt/lists");
-    let has_index = std::fs::read_dir(&lists)
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
-        })
+    let has_index = target
+        .fs()
+        .read_dir("/var/lib/apt/lists")
+        .map(|d| d.iter().any(|n| n.to_string_lossy().contains("_Packages")))
         .unwrap_or(false);
     if !has_index {
         return false;

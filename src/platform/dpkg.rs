@@ -35,7 +35,10 @@ pub struct Dpkg {
 
 impl Dpkg {
     pub fn read(target: &Target) -> Self {
-        let text = std::fs::read_to_string(target.path("/var/lib/dpkg/status")).unwrap_or_default();
+        let text = target
+            .fs()
+            .read_to_string("/var/lib/dpkg/status")
+            .unwrap_or_default();
         Dpkg::parse(&text)
     }
 

@@ -21,7 +21,9 @@ impl Facts {
         let fqdn = fqdn
             .map(str::to_string)
             .or_else(|| {
-                std::fs::read_to_string(target.path("/etc/hostname"))
+                target
+                    .fs()
+                    .read_to_string("/etc/hostname")
                     .ok()
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
@@ -33,7 +35,10 @@ impl Facts {
             })
             .unwrap_or_else(|| "localhost".to_string());
         let hostname = fqdn.split('.').next().unwrap_or(&fqdn).to_string();
-        let os = std::fs::read_to_string(target.path("/etc/os-release")).unwrap_or_default();
+        let os = target
+            .fs()
+            .read_to_string("/etc/os-release")
+            .unwrap_or_default();
         Facts {
             hostname,
             fqdn,

@@ -61,16 +61,19 @@ pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool
         if let Some(key) = &m.key {
             let bytes = std::fs::read(repo.join(key))
                 .map_err(|e| format!("cannot read the fallback mirror key {key}: {e}"))?;
-            let path = target.path(&key_file(i));
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
+            let path = key_file(i);
+            if let Some(dir) = std::path::Path::new(&path).parent() {
+                target
+                    .fs()
+                    .create_dir_all(dir, 0o755)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
-            atomic_write(&path, &bytes, 0o644, Ids::default())?;
+            atomic_write(target.fs(), &path, &bytes, 0o644, Ids::default())?;
         }
     }
     atomic_write(
-        &target.path(SOURCES),
+        target.fs(),
+        SOURCES,
         render(fallback, &codename).as_bytes(),
         0o644,
         Ids::default(),
@@ -80,8 +83,8 @@ pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool
 
 /// The target's release codename (`bookworm`), from its os-release.
 pub fn codename(target: &Target) -> String {
-    let text = std::fs::read_to_string(target.path("/etc/os-release"))
-        .or_else(|_| std::fs::read_to_string(target.path("/usr/lib/os-release")))
+    let text = (target.fs().read_to_string("/etc/os-release"))
+        .or_else(|_| target.fs().read_to_string("/usr/lib/os-release"))
         .unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix("VERSION_CODENAME="))

@@ -10,3 +10,4 @@ pub mod mirror;
 pub mod rootfs;
 pub mod siblings;
 pub mod target;
+pub mod tfs;

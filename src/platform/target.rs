@@ -5,10 +5,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use super::tfs::Tfs;
+
 /// Where kiln's files and commands land.
 #[derive(Debug, Clone)]
 pub struct Target {
     root: PathBuf,
+    fs: Tfs,
 }
 
 /// How a shell command is run on the target.
@@ -25,12 +28,14 @@ impl Target {
     pub fn host() -> Self {
         Target {
             root: PathBuf::from("/"),
+            fs: Tfs::new(Path::new("/"), false),
         }
     }
 
     pub fn at_root(dir: &Path) -> Self {
         Target {
             root: dir.to_path_buf(),
+            fs: Tfs::new(dir, dir != Path::new("/")),
         }
     }
 
@@ -43,61 +48,9 @@ impl Target {
         &self.root
     }
 
-    /// The host path of an absolute path on the target. In a `--root` tree the
-    /// directories leading to it are resolved as chroot would, so that an
-    /// absolute symlink such as `/var/run -> /run` stays inside the tree; the
-    /// last component is left alone for `link` to manage.
-    pub fn path(&self, p: &str) -> PathBuf {
-        if !self.is_chroot() {
-            return PathBuf::from(p);
-        }
-        let rel = Path::new(p.trim_start_matches('/'));
-        let Some(last) = rel.file_name() else {
-            return self.root.clone();
-        };
-        let parent = self.resolve_dir(rel.parent().unwrap_or(Path::new("")));
-        parent.join(last)
-    }
-
-    /// Follows symlinks in `rel` (relative to the root) without leaving the root.
-    fn resolve_dir(&self, rel: &Path) -> PathBuf {
-        let mut stack: Vec<std::ffi::OsString> = Vec::new();
-        let mut todo: Vec<std::ffi::OsString> = rel
-            .components()
-            .rev()
-            .map(|c| c.as_os_str().to_os_string())
-            .collect();
-        let mut hops = 0;
-        while let Some(comp) = todo.pop() {
-            match comp.to_str() {
-                Some(".") | Some("") => continue,
-                Some("..") => {
-                    stack.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            let mut here = self.root.clone();
-            here.extend(&stack);
-            here.push(&comp);
-            match std::fs::read_link(&here) {
-                Ok(to) if hops < 40 => {
-                    hops += 1;
-                    if to.is_absolute() {
-                        stack.clear();
-                    }
-                    for c in to.components().rev() {
-                        if !matches!(c, std::path::Component::RootDir) {
-                            todo.push(c.as_os_str().to_os_string());
-                        }
-                    }
-                }
-                _ => stack.push(comp),
-            }
-        }
-        let mut out = self.root.clone();
-        out.extend(&stack);
-        out
+    /// The target's files, every path resolved inside the target.
+    pub fn fs(&self) -> &Tfs {
+        &self.fs
     }
 
     /// A program with arguments, run on the target.
@@ -139,7 +92,7 @@ impl Target {
     pub fn uses_systemd(&self) -> bool {
         if self.is_chroot() {
             // An image being built: systemd will run it if it is installed.
-            self.path("/bin/systemctl").exists() || self.path("/usr/bin/systemctl").exists()
+            self.fs.exists("/bin/systemctl") || self.fs.exists("/usr/bin/systemctl")
         } else {
             Path::new("/run/systemd/system").is_dir()
         }
@@ -220,28 +173,6 @@ pub fn output_tail(out: &Output) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_map_into_the_root() {
-        let t = Target::at_root(Path::new("/srv/r"));
-        assert_eq!(t.path("/etc/x"), PathBuf::from("/srv/r/etc/x"));
-        assert!(t.is_chroot());
-        assert_eq!(Target::host().path("/etc/x"), PathBuf::from("/etc/x"));
-    }
-
-    #[test]
-    fn absolute_symlinks_stay_inside_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("run")).unwrap();
-        std::fs::create_dir_all(dir.path().join("var")).unwrap();
-        std::os::unix::fs::symlink("/run", dir.path().join("var/run")).unwrap();
-        std::os::unix::fs::symlink("../run", dir.path().join("var/rel")).unwrap();
-        let t = Target::at_root(dir.path());
-        assert_eq!(t.path("/var/run/x.pid"), dir.path().join("run/x.pid"));
-        assert_eq!(t.path("/var/rel/y"), dir.path().join("run/y"));
-        // The last component is not followed.
-        assert_eq!(t.path("/var/run"), dir.path().join("var/run"));
-    }
 
     #[test]
     fn a_background_child_does_not_hold_the_run() {

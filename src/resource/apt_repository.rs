@@ -3,7 +3,6 @@
 //! refreshes that repository's index at once, as Chef does.
 
 use std::fmt;
-use std::fs;
 
 use serde::{Deserialize, Serialize};
 
@@ -215,10 +214,10 @@ impl Converge for AptRepository {
     /// The sources entry and the signing key it writes.
     fn fingerprint(name: &str, state: &mut State) -> Option<String> {
         let hash = |p: &str| {
-            let host = state.target.path(p);
-            match fs::symlink_metadata(&host) {
+            let tfs = state.target.fs();
+            match tfs.symlink_metadata(p) {
                 Ok(m) if m.is_file() => {
-                    sha256_file(&host).unwrap_or_else(|e| format!("unreadable ({})", e.kind()))
+                    sha256_file(tfs, p).unwrap_or_else(|e| format!("unreadable ({})", e.kind()))
                 }
                 Ok(_) => "not-a-file".to_string(),
                 Err(_) => "absent".to_string(),
@@ -228,7 +227,7 @@ impl Converge for AptRepository {
         let key = ["asc", "gpg"]
             .iter()
             .map(|ext| format!("/etc/apt/keyrings/{name}.{ext}"))
-            .find(|p| state.target.path(p).symlink_metadata().is_ok())
+            .find(|p| state.target.fs().symlink_metadata(p).is_ok())
             .map_or_else(|| "none".to_string(), |p| hash(&p));
         Some(format!("sources_sha256={sources} key_sha256={key}"))
     }

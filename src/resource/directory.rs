@@ -1,8 +1,6 @@
 //! `directory`: a directory with owner, group and mode.
 
 use std::fmt;
-use std::fs;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -72,14 +70,37 @@ impl Converge for Directory {
         action: DirectoryAction,
         cx: &mut Context,
     ) -> ResourceResult<Vec<DirectoryChange>> {
-        let host = cx.target.path(&self.path);
-        let meta = fs::metadata(&host).ok();
+        let tfs = cx.target.fs();
+        let own = match tfs.symlink_metadata(&self.path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(RunError::io("inspect", &self.path, e)),
+        };
+        let is_link = own.as_ref().is_some_and(|m| m.is_symlink());
         if action == DirectoryAction::Delete {
-            return Ok(match meta {
-                Some(m) if m.is_dir() => vec![DirectoryChange::Delete],
-                _ => vec![],
-            });
+            return match own {
+                Some(_) if is_link => Err(RunError::precondition(format!(
+                    "{} is a symlink; a directory resource will not delete it",
+                    self.path
+                ))
+                .fix("manage it with a link resource")),
+                Some(m) if m.is_dir() => Ok(vec![DirectoryChange::Delete]),
+                _ => Ok(vec![]),
+            };
         }
+        // A link is followed as Chef does, by the kernel and inside the
+        // target: on a `--root` tree it cannot lead to the build host.
+        let meta = match own {
+            Some(_) if is_link => Some(tfs.metadata(&self.path).map_err(|e| {
+                RunError::precondition(format!(
+                    "{} is a symlink to {}, which leads to no directory on the target ({e})",
+                    self.path,
+                    link_to(tfs, &self.path)
+                ))
+                .fix("point the link at a directory, or remove it")
+            })?),
+            m => m,
+        };
         match meta {
             None => Ok(vec![DirectoryChange::Create]),
             Some(m) if !m.is_dir() => Err(RunError::precondition(format!(
@@ -102,37 +123,37 @@ impl Converge for Directory {
         diff: &[DirectoryChange],
         cx: &mut Context,
     ) -> ResourceResult<()> {
-        let host = cx.target.path(&self.path);
+        let tfs = cx.target.fs();
         let fail = |what: &'static str, e: std::io::Error| RunError::io(what, &self.path, e);
         let mut meta = Vec::new();
         for c in diff {
             match c {
                 DirectoryChange::Delete => {
                     let r = if self.recursive {
-                        fs::remove_dir_all(&host)
+                        tfs.remove_dir_all(&self.path)
                     } else {
-                        fs::remove_dir(&host)
+                        tfs.remove_dir(&self.path)
                     };
                     return r.map_err(|e| fail("delete", e));
                 }
                 DirectoryChange::Create => {
-                    self.create(&host)?;
+                    self.create(cx)?;
                     // A new directory gets everything the policy sets.
-                    return self.meta.set(&host, &self.all_meta(), cx);
+                    return self.meta.set(&self.path, &self.all_meta(), false, cx);
                 }
                 DirectoryChange::Meta(m) => meta.push(m),
             }
         }
-        self.meta.set(&host, meta, cx)
+        self.meta.set(&self.path, meta, true, cx)
     }
 
     fn fingerprint(path: &str, state: &mut State) -> Option<String> {
-        let host = state.target.path(path);
-        Some(match fs::symlink_metadata(&host) {
+        let tfs = state.target.fs();
+        Some(match tfs.symlink_metadata(path) {
             Err(e) => missing(&e),
             Ok(m) if m.is_dir() => state.ownership(&m),
             Ok(m) if m.file_type().is_symlink() => {
-                format!("kind=symlink to={}", link_to(&host))
+                format!("kind=symlink to={}", link_to(tfs, path))
             }
             Ok(m) => format!("kind=file {}", state.ownership(&m)),
         })
@@ -140,11 +161,13 @@ impl Converge for Directory {
 }
 
 impl Directory {
-    fn create(&self, host: &Path) -> ResourceResult<()> {
+    fn create(&self, cx: &mut Context) -> ResourceResult<()> {
+        let tfs = cx.target.fs();
+        // 0777 less the umask, as mkdir(1) makes them.
         let r = if self.recursive {
-            fs::create_dir_all(host)
+            tfs.create_dir_all(&self.path, 0o777)
         } else {
-            fs::create_dir(host)
+            tfs.create_dir(&self.path, 0o777)
         };
         r.map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -158,8 +181,7 @@ impl Directory {
             }
         })?;
         if self.meta.mode.is_none() {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(host, fs::Permissions::from_mode(0o755))
+            tfs.set_meta(&self.path, Default::default(), Some(0o755), false)
                 .map_err(|e| RunError::io("chmod", &self.path, e))?;
         }
         Ok(())

@@ -183,7 +183,7 @@ impl Converge for Execute {
         }
         if let Some(c) = &self.creates {
             // symlink_metadata: a dangling link still counts as created.
-            if cx.target.path(c).symlink_metadata().is_ok() {
+            if cx.target.fs().symlink_metadata(c).is_ok() {
                 return Ok(Vec::new());
             }
         }

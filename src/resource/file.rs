@@ -3,7 +3,6 @@
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -153,12 +152,17 @@ impl Converge for File {
     type Item = FileChange;
 
     fn check(&self, action: FileAction, cx: &mut Context) -> ResourceResult<Vec<FileChange>> {
-        let host = cx.target.path(&self.path);
+        let tfs = cx.target.fs();
         let mut out = Vec::new();
-        if fs::symlink_metadata(temp_path(&host)).is_ok() {
+        let look = |p: &str| match tfs.symlink_metadata(p) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RunError::io("inspect", p, e)),
+        };
+        if look(&temp_path(self.path.as_ref()).to_string_lossy())?.is_some() {
             out.push(FileChange::RemovePartial);
         }
-        let meta = fs::symlink_metadata(&host).ok();
+        let meta = look(&self.path)?;
         if action == FileAction::Delete {
             if meta.is_some() {
                 out.push(FileChange::Delete);
@@ -181,14 +185,15 @@ impl Converge for File {
         }
         let stat = Stat::of(&meta);
         if let (Some(want), FileAction::Create) = (&self.content, action) {
-            // Cheap test first: a size mismatch needs no read.
+            // Cheap test first: a size mismatch needs no read. A link is
+            // read where it leads inside the target, and replaced itself.
             let cur = (meta.is_file() && meta.len() == want.len() as u64)
-                .then(|| fs::read(&host).ok())
+                .then(|| tfs.read(&self.path).ok())
                 .flatten();
             if cur.as_ref() != Some(want) {
                 let cur = match cur {
                     Some(c) => c,
-                    None => fs::read(&host).unwrap_or_default(),
+                    None => tfs.read(&self.path).unwrap_or_default(),
                 };
                 let diff = content_diff(&self.path, &cur, want, self.sensitive);
                 out.push(FileChange::Content { diff, stat });
@@ -204,23 +209,23 @@ impl Converge for File {
     }
 
     fn apply(&self, _: FileAction, diff: &[FileChange], cx: &mut Context) -> ResourceResult<()> {
-        let host = cx.target.path(&self.path);
+        let tfs = cx.target.fs();
         let mut meta = Vec::new();
         for c in diff {
             match c {
                 FileChange::RemovePartial => {
-                    let _ = fs::remove_file(temp_path(&host));
+                    let _ = tfs.remove_file(temp_path(self.path.as_ref()));
                 }
-                FileChange::Delete => match fs::remove_file(&host) {
+                FileChange::Delete => match tfs.remove_file(&self.path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         return Err(RunError::io("delete", &self.path, e));
                     }
                     _ => {}
                 },
-                FileChange::Create { .. } => return self.write(&host, None, cx),
-                FileChange::Content { stat, .. } => return self.write(&host, Some(*stat), cx),
+                FileChange::Create { .. } => return self.write(None, cx),
+                FileChange::Content { stat, .. } => return self.write(Some(*stat), cx),
                 FileChange::Meta { stat, .. } if !stat.regular => {
-                    return self.write(&host, Some(*stat), cx);
+                    return self.write(Some(*stat), cx);
                 }
                 FileChange::Meta { change, .. } => meta.push(change),
             }
@@ -228,23 +233,23 @@ impl Converge for File {
         if meta.is_empty() {
             return Ok(());
         }
-        self.meta.set(&host, meta, cx)
+        self.meta.set(&self.path, meta, false, cx)
     }
 
     fn fingerprint(path: &str, state: &mut State) -> Option<String> {
-        let host = state.target.path(path);
-        let meta = match fs::symlink_metadata(&host) {
+        let tfs = state.target.fs();
+        let meta = match tfs.symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => return Some(missing(&e)),
         };
         let kind = meta.file_type();
         Some(if kind.is_file() {
-            match sha256_file(&host) {
+            match sha256_file(tfs, path) {
                 Ok(h) => format!("sha256={h} {}", state.ownership(&meta)),
                 Err(e) => format!("unreadable ({})", e.kind()),
             }
         } else if kind.is_symlink() {
-            format!("kind=symlink to={}", link_to(&host))
+            format!("kind=symlink to={}", link_to(tfs, path))
         } else if kind.is_dir() {
             format!("kind=directory {}", state.ownership(&meta))
         } else {
@@ -257,13 +262,14 @@ impl File {
     /// Writes the whole file atomically with owner and mode; `existing` is
     /// what is there now, whose owner and mode are kept where the policy
     /// sets none.
-    fn write(&self, host: &Path, existing: Option<Stat>, cx: &mut Context) -> ResourceResult<()> {
+    fn write(&self, existing: Option<Stat>, cx: &mut Context) -> ResourceResult<()> {
         let current;
         let content: &[u8] = match &self.content {
             Some(c) => c,
             None => {
-                // create_if_missing without content, over a non-file: keep what it reads as.
-                current = fs::read(host).unwrap_or_default();
+                // create_if_missing without content, over a non-file: keep
+                // what it reads as (a link read inside the target).
+                current = cx.target.fs().read(&self.path).unwrap_or_default();
                 &current
             }
         };
@@ -274,6 +280,6 @@ impl File {
             ids.uid = ids.uid.or(Some(s.uid));
             ids.gid = ids.gid.or(Some(s.gid));
         }
-        atomic_write(host, content, mode, ids)
+        atomic_write(cx.target.fs(), &self.path, content, mode, ids)
     }
 }

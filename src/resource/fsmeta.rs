@@ -3,14 +3,16 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Context, de_mode};
 use crate::error::RunError;
+pub use crate::platform::tfs::Owner as Ids;
+use crate::platform::tfs::Tfs;
+pub use crate::platform::tfs::temp_path;
 
 /// Ownership and permissions a resource asks for; `None` leaves it alone.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -19,13 +21,6 @@ pub struct Meta {
     pub group: Option<String>,
     #[serde(default, deserialize_with = "de_mode")]
     pub mode: Option<u32>,
-}
-
-/// Numeric ids, resolved against the target's own passwd and group.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Ids {
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
 }
 
 /// One difference of owner, group or mode.
@@ -100,12 +95,13 @@ impl Meta {
         out
     }
 
-    /// Sets what `changes` found different on an existing path (not
-    /// following a final symlink for ownership).
+    /// Sets what `changes` found different on an existing path, through a
+    /// descriptor of it; `follow` follows a final link (inside the target).
     pub fn set<'a>(
         &self,
-        path: &Path,
+        path: &str,
         changes: impl IntoIterator<Item = &'a MetaChange>,
+        follow: bool,
         cx: &mut Context,
     ) -> Result<(), RunError> {
         let ids = self.ids(cx)?;
@@ -117,61 +113,28 @@ impl Meta {
                 MetaChange::Mode { to, .. } => mode = Some(*to),
             }
         }
-        if uid.is_some() || gid.is_some() {
-            std::os::unix::fs::lchown(path, uid, gid)
-                .map_err(|e| RunError::io("chown", path.display(), e))?;
+        if uid.is_none() && gid.is_none() && mode.is_none() {
+            return Ok(());
         }
-        if let Some(m) = mode {
-            fs::set_permissions(path, fs::Permissions::from_mode(m))
-                .map_err(|e| RunError::io("chmod", path.display(), e))?;
-        }
-        Ok(())
+        cx.target
+            .fs()
+            .set_meta(path, Ids { uid, gid }, mode, follow)
+            .map_err(|e| RunError::io("set owner and mode of", path, e))
     }
 }
 
-/// The temporary file beside `path` that an atomic write goes through. Its
-/// name is fixed so that the next run finds and removes one left by a run
-/// that was killed mid-write.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.kiln-new"))
-}
-
-/// Writes `content` to `path` so that readers see the old file or the new
-/// one, never a part: the temporary file, owner and mode set, fsync, rename,
-/// fsync of the directory. The caller holds the run lock, so the temporary
-/// name is ours alone.
-pub fn atomic_write(path: &Path, content: &[u8], mode: u32, ids: Ids) -> Result<(), RunError> {
-    let dir = path.parent().ok_or_else(|| {
-        RunError::precondition(format!("{} has no parent directory", path.display()))
-    })?;
-    let err = |what: &'static str, e: std::io::Error| RunError::io(what, path.display(), e);
-    let tmp = temp_path(path);
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| err("create a temporary file beside", e))?;
-    let result = (|| {
-        f.write_all(content).map_err(|e| err("write", e))?;
-        if ids.uid.is_some() || ids.gid.is_some() {
-            std::os::unix::fs::fchown(&f, ids.uid, ids.gid).map_err(|e| err("chown", e))?;
-        }
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| err("chmod", e))?;
-        f.sync_all().map_err(|e| err("fsync", e))?;
-        fs::rename(&tmp, path).map_err(|e| err("rename into", e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+/// Writes `content` to `path` on the target atomically, with owner and
+/// mode (see [`Tfs::write_atomic`]).
+pub fn atomic_write(
+    fs: &Tfs,
+    path: impl AsRef<Path>,
+    content: &[u8],
+    mode: u32,
+    ids: Ids,
+) -> Result<(), RunError> {
+    let path = path.as_ref();
+    fs.write_atomic(path, content, mode, ids)
+        .map_err(|e| RunError::io("write", path.display(), e))
 }
 
 /// A unified diff for people, or a note when the content must not be shown.
@@ -201,15 +164,16 @@ mod tests {
     fn atomic_write_sets_content_and_mode() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        atomic_write(&p, b"one\n", 0o600, Ids::default()).unwrap();
-        atomic_write(&p, b"two\n", 0o640, Ids::default()).unwrap();
+        let fs_ = Tfs::new(Path::new("/"), false);
+        atomic_write(&fs_, &p, b"one\n", 0o600, Ids::default()).unwrap();
+        atomic_write(&fs_, &p, b"two\n", 0o640, Ids::default()).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two\n");
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         // A stale one from a killed run is replaced, not an obstacle.
         fs::write(temp_path(&p), b"half").unwrap();
-        atomic_write(&p, b"three\n", 0o640, Ids::default()).unwrap();
+        atomic_write(&fs_, &p, b"three\n", 0o640, Ids::default()).unwrap();
         assert!(!temp_path(&p).exists());
     }
 

@@ -1,7 +1,6 @@
 //! `link`: a symbolic link, replaced atomically when it points elsewhere.
 
 use std::fmt;
-use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -76,8 +75,12 @@ impl Converge for Link {
     type Item = LinkChange;
 
     fn check(&self, action: LinkAction, cx: &mut Context) -> ResourceResult<Vec<LinkChange>> {
-        let host = cx.target.path(&self.path);
-        let meta = fs::symlink_metadata(&host).ok();
+        let tfs = cx.target.fs();
+        let meta = match tfs.symlink_metadata(&self.path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(RunError::io("inspect", &self.path, e)),
+        };
         let is_link = meta.as_ref().is_some_and(|m| m.file_type().is_symlink());
         let to = || self.to.clone();
         if action == LinkAction::Delete {
@@ -90,7 +93,7 @@ impl Converge for Link {
         match (meta, is_link) {
             (None, _) => Ok(vec![LinkChange::Create { to: to() }]),
             (Some(_), true) => {
-                let cur = fs::read_link(&host).unwrap_or_default();
+                let cur = tfs.read_link(&self.path).unwrap_or_default();
                 Ok(if cur == Path::new(&self.to) {
                     vec![]
                 } else {
@@ -109,34 +112,36 @@ impl Converge for Link {
     }
 
     fn apply(&self, _: LinkAction, diff: &[LinkChange], cx: &mut Context) -> ResourceResult<()> {
-        let host = cx.target.path(&self.path);
+        let tfs = cx.target.fs();
         if matches!(diff, [LinkChange::Delete]) {
-            return fs::remove_file(&host).map_err(|e| RunError::io("delete", &self.path, e));
+            return tfs
+                .remove_file(&self.path)
+                .map_err(|e| RunError::io("delete", &self.path, e));
         }
         // Build the link under a temporary name, then rename over the old path.
-        let dir = host.parent().unwrap_or(Path::new("/"));
-        let tmp = dir.join(format!(
+        let path = Path::new(&self.path);
+        let tmp = path.with_file_name(format!(
             ".kiln-link-{}-{}",
             std::process::id(),
-            host.file_name().unwrap_or_default().to_string_lossy()
+            path.file_name().unwrap_or_default().to_string_lossy()
         ));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&self.to, &tmp)
+        let _ = tfs.remove_file(&tmp);
+        tfs.symlink(&self.to, &tmp)
             .map_err(|e| RunError::io("create link", &self.path, e))?;
-        fs::rename(&tmp, &host).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
+        tfs.rename(&tmp, path).map_err(|e| {
+            let _ = tfs.remove_file(&tmp);
             RunError::io("replace", &self.path, e)
         })
     }
 
     fn fingerprint(path: &str, state: &mut State) -> Option<String> {
-        let host = state.target.path(path);
-        Some(match fs::symlink_metadata(&host) {
+        let tfs = state.target.fs();
+        Some(match tfs.symlink_metadata(path) {
             Err(e) => missing(&e),
             // A symlink's mode is always 0777: only its target and owner say anything.
             Ok(m) if m.file_type().is_symlink() => format!(
                 "to={} owner={} group={}",
-                link_to(&host),
+                link_to(tfs, path),
                 state.user_name(m.uid()),
                 state.group_name(m.gid())
             ),

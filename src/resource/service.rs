@@ -4,9 +4,9 @@
 //! start, stop, restart and reload are reported as skipped.
 
 use std::fmt;
-use std::fs;
+
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use serde::{Deserialize, Serialize};
@@ -133,14 +133,14 @@ impl Service {
         UNIT_DIRS.iter().any(|d| {
             std::iter::once(&unit)
                 .chain(&template)
-                .any(|u| exists(&target.path(&format!("{d}/{u}"))))
-        }) || exists(&target.path(&self.script()))
+                .any(|u| exists(target, &format!("{d}/{u}")))
+        }) || exists(target, &self.script())
     }
 
     fn installed(&self, target: &Target, provider: Provider) -> bool {
         match provider {
             Provider::Systemd => self.unit_installed(target),
-            _ => exists(&target.path(&self.script())),
+            _ => exists(target, &self.script()),
         }
     }
 
@@ -300,8 +300,9 @@ fn check_output(argv: &[&str], out: &Output) -> ResourceResult<()> {
     Err(CommandFailed::new(argv, out.status, output_tail(out)).into())
 }
 
-fn exists(p: &Path) -> bool {
-    p.symlink_metadata().is_ok()
+/// Whether `p` is on the target (a dangling link counts).
+fn exists(target: &Target, p: &str) -> bool {
+    target.fs().symlink_metadata(p).is_ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,15 +349,16 @@ fn sysv_runlevel(script: &str) -> String {
 
 /// Enabled = a start link `S<NN><name>` in the rc directory of the script's runlevel.
 pub(crate) fn sysv_enabled(target: &Target, name: &str) -> bool {
-    let script =
-        std::fs::read_to_string(target.path(&format!("/etc/init.d/{name}"))).unwrap_or_default();
-    let dir = target.path(&format!("/etc/rc{}.d", sysv_runlevel(&script)));
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let script = target
+        .fs()
+        .read_to_string(format!("/etc/init.d/{name}"))
+        .unwrap_or_default();
+    let dir = format!("/etc/rc{}.d", sysv_runlevel(&script));
+    let Ok(entries) = target.fs().read_dir(dir) else {
         return false;
     };
-    entries.flatten().any(|e| {
-        e.file_name()
-            .to_str()
+    entries.iter().any(|e| {
+        e.to_str()
             .and_then(|f| f.strip_prefix('S'))
             .map(|f| f.trim_start_matches(|c: char| c.is_ascii_digit()))
             .is_some_and(|f| f == name)
@@ -542,11 +544,7 @@ fn fingerprint_part(target: &Target, name: &str) -> String {
         return format!("enabled={state}");
     }
     let sysv = name.strip_suffix(".service").unwrap_or(name);
-    if target
-        .path(&format!("/etc/init.d/{sysv}"))
-        .symlink_metadata()
-        .is_err()
-    {
+    if !exists(target, &format!("/etc/init.d/{sysv}")) {
         return "absent".to_string();
     }
     if sysv_enabled(target, sysv) {
@@ -564,7 +562,9 @@ const SYSTEMD_CONFIG_DIRS: &[&str] = &["/etc/systemd/system", "/run/systemd/syst
 /// `None` when no unit file exists (systemd then runs the SysV script).
 fn systemd_state(target: &Target, unit: &str) -> Option<&'static str> {
     for d in SYSTEMD_CONFIG_DIRS {
-        if fs::read_link(target.path(&format!("{d}/{unit}")))
+        if target
+            .fs()
+            .read_link(format!("{d}/{unit}"))
             .is_ok_and(|t| t == Path::new("/dev/null"))
         {
             return Some("masked");
@@ -577,42 +577,28 @@ fn systemd_state(target: &Target, unit: &str) -> Option<&'static str> {
     let file = UNIT_DIRS.iter().find_map(|d| {
         std::iter::once(unit)
             .chain(template.as_deref())
-            .map(|u| target.path(&format!("{d}/{u}")))
-            .find(|p| p.symlink_metadata().is_ok())
+            .map(|u| format!("{d}/{u}"))
+            .find(|p| exists(target, p))
     })?;
     let wanted = SYSTEMD_CONFIG_DIRS.iter().any(|d| {
-        fs::read_dir(target.path(d)).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                let dir = e.file_name();
-                let dir = dir.to_string_lossy();
+        target.fs().read_dir(d).is_ok_and(|entries| {
+            entries.iter().any(|e| {
+                let dir = e.to_string_lossy();
                 (dir.ends_with(".wants") || dir.ends_with(".requires"))
-                    && e.path().join(unit).symlink_metadata().is_ok()
+                    && exists(target, &format!("{d}/{dir}/{unit}"))
             })
         })
     });
     if wanted {
         return Some("yes");
     }
-    let text = fs::read_to_string(resolve_in(target, &file)).unwrap_or_default();
+    // Read where a link leads, as the kernel resolves it inside the target.
+    let text = target.fs().read_to_string(&file).unwrap_or_default();
     Some(if has_install_section(&text) {
         "no"
     } else {
         "static"
     })
-}
-
-/// Follows symlinks at `host` (a path in the target) without leaving the target.
-fn resolve_in(target: &Target, host: &Path) -> PathBuf {
-    let mut p = host.to_path_buf();
-    for _ in 0..8 {
-        let Ok(to) = fs::read_link(&p) else { break };
-        p = if to.is_absolute() {
-            target.path(&to.to_string_lossy())
-        } else {
-            p.parent().unwrap_or(Path::new("/")).join(to)
-        };
-    }
-    p
 }
 
 /// Whether a unit file can be enabled: an `[Install]` section with

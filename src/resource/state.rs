@@ -6,13 +6,13 @@
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
+use crate::platform::tfs::Tfs;
 
 /// The target's state for fingerprint parts, each source read at most once.
 /// Each resource type reads its own part through it ([`crate::resource::Converge::fingerprint`]).
@@ -75,15 +75,17 @@ pub fn missing(e: &io::Error) -> String {
     }
 }
 
-pub fn link_to(host: &Path) -> String {
-    fs::read_link(host).map_or_else(
+/// Where the link at `path` on the target points, as stored.
+pub fn link_to(tfs: &Tfs, path: &str) -> String {
+    tfs.read_link(path).map_or_else(
         |e| format!("unreadable ({})", e.kind()),
         |t| clean(&t.to_string_lossy()),
     )
 }
 
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = fs::File::open(path)?;
+/// The SHA-256 of the file `path` on the target.
+pub fn sha256_file(tfs: &Tfs, path: &str) -> io::Result<String> {
+    let mut f = tfs.open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

@@ -169,7 +169,7 @@ impl Converge for User {
                     .as_ref()
                     .map(|_| read_gecos(target, &self.name).unwrap_or_default());
                 let home = self.p.home.as_deref().unwrap_or(&pw.home);
-                let home_present = target.path(home).is_dir();
+                let home_present = target.fs().is_dir(home);
                 Ok(self.changes(pw, acc, gecos.as_deref(), home_present))
             }
             UserAction::Remove => Ok(if cx.accounts().users.contains_key(&self.name) {
@@ -398,7 +398,7 @@ impl User {
                     args.extend(["-d".into(), to.clone()]);
                     // usermod -m refuses to move onto an existing directory; one that
                     // exists already (a directory resource made it) is simply adopted.
-                    if p.manage_home && !target.path(to).exists() {
+                    if p.manage_home && !target.fs().exists(to) {
                         args.push("-m".into());
                     }
                     home = Some(to.as_str());
@@ -417,7 +417,7 @@ impl User {
         }
         if p.manage_home
             && let Some(home) = home
-            && !target.path(home).is_dir()
+            && !target.fs().is_dir(home)
         {
             // Also covers a move whose old home did not exist (usermod
             // then creates nothing).
@@ -429,7 +429,7 @@ impl User {
 
 /// The GECOS field of a user, from the target's /etc/passwd.
 fn read_gecos(target: &Target, name: &str) -> Option<String> {
-    let text = std::fs::read_to_string(target.path("/etc/passwd")).ok()?;
+    let text = target.fs().read_to_string("/etc/passwd").ok()?;
     gecos_in(&text, name)
 }
 

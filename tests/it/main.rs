@@ -8,6 +8,7 @@ mod support;
 
 mod agent;
 mod bad_input;
+mod confine;
 mod converge;
 mod devvm;
 mod fingerprint;

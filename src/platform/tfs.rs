@@ -1,0 +1,448 @@
+//! The target's filesystem: every file operation kiln makes on a target.
+//!
+//! On a `--root` tree the kernel resolves each path inside the tree
+//! (`openat2` with `RESOLVE_IN_ROOT` from a descriptor of the root), so that
+//! a symlink planted in the tree, absolute or `../`, lands inside it and
+//! never on the build host; a loop or a chain longer than the kernel's 40
+//! hops is `ELOOP`, never a path resolved some other way. Operations that
+//! replace, remove or change a path act on its final component relative to
+//! the descriptor of its parent and do not follow it. The running system
+//! (root `/`) gets the same code without the confinement flags, so links
+//! there are followed as on any host.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, ResolveFlags, Uid};
+
+/// A target's filesystem, by a descriptor of its root.
+#[derive(Debug, Clone)]
+pub struct Tfs {
+    root: Arc<io::Result<OwnedFd>>,
+    confined: bool,
+}
+
+/// Owner and group to set; `None` leaves one alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Owner {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl Tfs {
+    /// `confined` for a `--root` tree; the descriptor is opened once here,
+    /// and an error opening it is returned by every operation.
+    pub fn new(root: &Path, confined: bool) -> Self {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from);
+        Tfs {
+            root: Arc::new(fd),
+            confined,
+        }
+    }
+
+    fn resolve(&self) -> ResolveFlags {
+        if self.confined {
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
+        } else {
+            ResolveFlags::empty()
+        }
+    }
+
+    /// Opens `p` (a path on the target) resolved by the kernel.
+    fn open_at(&self, p: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let root = match &*self.root {
+            Ok(fd) => fd,
+            Err(e) => return Err(io::Error::new(e.kind(), e.to_string())),
+        };
+        let rel = relative(p);
+        // EAGAIN: a rename elsewhere raced a `..` lookup; the kernel asks to retry.
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(root, &rel, flags | OFlags::CLOEXEC, mode, self.resolve()) {
+                Err(rustix::io::Errno::AGAIN) if tries < 16 => tries += 1,
+                r => return r.map_err(io::Error::from),
+            }
+        }
+    }
+
+    /// The directory holding `p`'s final component, and that component.
+    fn parent(&self, p: &Path) -> io::Result<(OwnedFd, OsString)> {
+        let name = match p.components().next_back() {
+            Some(Component::Normal(n)) => n.to_os_string(),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} names no file in a directory", p.display()),
+                ));
+            }
+        };
+        let dir = p.parent().unwrap_or(Path::new("/"));
+        let fd = self.open_at(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        Ok((fd, name))
+    }
+
+    /// Opens `p` for reading, following links (inside the root).
+    pub fn open(&self, p: impl AsRef<Path>) -> io::Result<File> {
+        let flags = OFlags::RDONLY | OFlags::NOCTTY;
+        Ok(File::from(self.open_at(
+            p.as_ref(),
+            flags,
+            Mode::empty(),
+        )?))
+    }
+
+    pub fn read(&self, p: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.open(p)?.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    pub fn read_to_string(&self, p: impl AsRef<Path>) -> io::Result<String> {
+        let mut s = String::new();
+        self.open(p)?.read_to_string(&mut s)?;
+        Ok(s)
+    }
+
+    /// The metadata of what `p` leads to, following links (inside the root).
+    pub fn metadata(&self, p: impl AsRef<Path>) -> io::Result<Metadata> {
+        File::from(self.open_at(p.as_ref(), OFlags::PATH, Mode::empty())?).metadata()
+    }
+
+    /// The metadata of `p` itself: a final symlink is not followed.
+    pub fn symlink_metadata(&self, p: impl AsRef<Path>) -> io::Result<Metadata> {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW;
+        File::from(self.open_at(p.as_ref(), flags, Mode::empty())?).metadata()
+    }
+
+    /// Whether `p` leads somewhere (a dangling link does not).
+    pub fn exists(&self, p: impl AsRef<Path>) -> bool {
+        self.metadata(p).is_ok()
+    }
+
+    pub fn is_dir(&self, p: impl AsRef<Path>) -> bool {
+        self.metadata(p).is_ok_and(|m| m.is_dir())
+    }
+
+    pub fn read_link(&self, p: impl AsRef<Path>) -> io::Result<PathBuf> {
+        let (dir, name) = self.parent(p.as_ref())?;
+        let to = rustix::fs::readlinkat(&dir, name.as_os_str(), Vec::new())?;
+        Ok(PathBuf::from(OsStr::from_bytes(to.as_bytes())))
+    }
+
+    /// The names in directory `p` (following links to it, inside the root).
+    pub fn read_dir(&self, p: impl AsRef<Path>) -> io::Result<Vec<OsString>> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        let fd = self.open_at(p.as_ref(), flags, Mode::empty())?;
+        names(fd)
+    }
+
+    /// The names in directory `p`, which itself must not be a symlink.
+    pub fn read_dir_nofollow(&self, p: impl AsRef<Path>) -> io::Result<Vec<OsString>> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        let fd = self.open_at(p.as_ref(), flags, Mode::empty())?;
+        names(fd)
+    }
+
+    /// Removes `p` itself (a link, never what it points at).
+    pub fn remove_file(&self, p: impl AsRef<Path>) -> io::Result<()> {
+        let (dir, name) = self.parent(p.as_ref())?;
+        Ok(rustix::fs::unlinkat(
+            &dir,
+            name.as_os_str(),
+            AtFlags::empty(),
+        )?)
+    }
+
+    pub fn remove_dir(&self, p: impl AsRef<Path>) -> io::Result<()> {
+        let (dir, name) = self.parent(p.as_ref())?;
+        Ok(rustix::fs::unlinkat(
+            &dir,
+            name.as_os_str(),
+            AtFlags::REMOVEDIR,
+        )?)
+    }
+
+    /// Removes directory `p` and everything in it, following no link.
+    pub fn remove_dir_all(&self, p: impl AsRef<Path>) -> io::Result<()> {
+        let (dir, name) = self.parent(p.as_ref())?;
+        remove_tree(&dir, &name)
+    }
+
+    pub fn create_dir(&self, p: impl AsRef<Path>, mode: u32) -> io::Result<()> {
+        let (dir, name) = self.parent(p.as_ref())?;
+        Ok(rustix::fs::mkdirat(
+            &dir,
+            name.as_os_str(),
+            Mode::from_raw_mode(mode),
+        )?)
+    }
+
+    /// Creates `p` and its missing parents (each resolved inside the root).
+    pub fn create_dir_all(&self, p: impl AsRef<Path>, mode: u32) -> io::Result<()> {
+        let mut sofar = PathBuf::from("/");
+        for c in p.as_ref().components() {
+            if let Component::Normal(n) = c {
+                sofar.push(n);
+                match self.create_dir(&sofar, mode) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    r => r?,
+                }
+            }
+        }
+        if self.is_dir(p.as_ref()) {
+            Ok(())
+        } else {
+            Err(io::Error::from(io::ErrorKind::NotADirectory))
+        }
+    }
+
+    /// Creates a symlink at `p` pointing at `to` (stored as given).
+    pub fn symlink(&self, to: impl AsRef<Path>, p: impl AsRef<Path>) -> io::Result<()> {
+        let (dir, name) = self.parent(p.as_ref())?;
+        Ok(rustix::fs::symlinkat(to.as_ref(), &dir, name.as_os_str())?)
+    }
+
+    /// Renames `from` over `to`, replacing `to` itself if it is a link.
+    pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+        let (fdir, fname) = self.parent(from.as_ref())?;
+        let (tdir, tname) = self.parent(to.as_ref())?;
+        Ok(rustix::fs::renameat(
+            &fdir,
+            fname.as_os_str(),
+            &tdir,
+            tname.as_os_str(),
+        )?)
+    }
+
+    /// Writes `content` to `p` so that readers see the old file or the new
+    /// one: a temporary file beside it (see [`temp_name`]) created in the
+    /// parent's descriptor, owner and mode set on it, fsync, rename over the
+    /// name (a link there is replaced, not followed), fsync of the directory.
+    pub fn write_atomic(
+        &self,
+        p: impl AsRef<Path>,
+        content: &[u8],
+        mode: u32,
+        owner: Owner,
+    ) -> io::Result<()> {
+        let (dir, name) = self.parent(p.as_ref())?;
+        let tmp = temp_name(&name);
+        let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let fd = rustix::fs::openat(
+            &dir,
+            tmp.as_os_str(),
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let result = (|| -> io::Result<()> {
+            let mut f = File::from(fd);
+            f.write_all(content)?;
+            set_owner_mode(&f, owner, Some(mode))?;
+            f.sync_all()?;
+            rustix::fs::renameat(&dir, tmp.as_os_str(), &dir, name.as_os_str())?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
+        }
+        result?;
+        let _ = rustix::fs::fsync(&dir);
+        Ok(())
+    }
+
+    /// Sets owner, group and mode of `p` through a descriptor of it. With
+    /// `follow` a link is followed (inside the root), as for a directory;
+    /// without, a final link is an error (`ELOOP`) and nothing changes.
+    pub fn set_meta(
+        &self,
+        p: impl AsRef<Path>,
+        owner: Owner,
+        mode: Option<u32>,
+        follow: bool,
+    ) -> io::Result<()> {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer.
+        let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+        if !follow {
+            flags |= OFlags::NOFOLLOW;
+        }
+        let f = File::from(self.open_at(p.as_ref(), flags, Mode::empty())?);
+        set_owner_mode(&f, owner, mode)
+    }
+
+    /// Opens (creating it 0600) the file `p` for reading and writing without
+    /// truncating it and without following a final link: for a lock file.
+    pub fn open_lock(&self, p: impl AsRef<Path>) -> io::Result<File> {
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW;
+        let fd = self.open_at(p.as_ref(), flags, Mode::from_raw_mode(0o600))?;
+        let f = File::from(fd);
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", p.as_ref().display()),
+            ));
+        }
+        Ok(f)
+    }
+}
+
+/// The temporary name an atomic write of `name` goes through. It is fixed
+/// so that the next run finds and removes one left by a run killed
+/// mid-write; the caller holds the run lock, so the name is ours alone.
+pub fn temp_name(name: &OsStr) -> OsString {
+    let mut t = OsString::from(".");
+    t.push(name);
+    t.push(".kiln-new");
+    t
+}
+
+/// The target path of the temporary file for an atomic write of `p`.
+pub fn temp_path(p: &Path) -> PathBuf {
+    p.with_file_name(temp_name(p.file_name().unwrap_or_default()))
+}
+
+fn set_owner_mode(f: &File, owner: Owner, mode: Option<u32>) -> io::Result<()> {
+    if owner.uid.is_some() || owner.gid.is_some() {
+        let uid = owner.uid.map(Uid::from_raw);
+        let gid = owner.gid.map(Gid::from_raw);
+        rustix::fs::fchown(f.as_fd(), uid, gid)?;
+    }
+    if let Some(m) = mode {
+        rustix::fs::fchmod(f.as_fd(), Mode::from_raw_mode(m))?;
+    }
+    Ok(())
+}
+
+/// `p` relative to the root: `/etc/x` -> `etc/x`, `/` -> `.`.
+fn relative(p: &Path) -> PathBuf {
+    let rel = p.strip_prefix("/").unwrap_or(p);
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel.to_path_buf()
+    }
+}
+
+fn names(fd: OwnedFd) -> io::Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for e in rustix::fs::Dir::new(fd)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `name` in `dir`: a directory with its content, descending by
+/// descriptors that never follow a link.
+fn remove_tree(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(sub) => {
+            let list = rustix::fs::openat(&sub, ".", flags, Mode::empty())?;
+            for n in names(list)? {
+                remove_tree(&sub, &n)?;
+            }
+            Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+        }
+        // Not a directory (or a link to one): the name itself goes.
+        Err(rustix::io::Errno::NOTDIR) | Err(rustix::io::Errno::LOOP) => {
+            Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, symlink};
+
+    /// A root with a sentinel directory beside it, outside.
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, Tfs) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let out = d.path().join("outside");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(&out).unwrap();
+        fs::write(out.join("secret"), "host secret").unwrap();
+        let t = Tfs::new(&root, true);
+        (d, root, out, t)
+    }
+
+    #[test]
+    fn links_resolve_inside_the_root() {
+        let (_d, root, out, t) = setup();
+        fs::write(root.join("etc/shadow"), "tree shadow").unwrap();
+        symlink(out.join("secret"), root.join("etc/abs")).unwrap();
+        symlink("/etc/shadow", root.join("etc/s")).unwrap();
+        symlink("../../../../outside/secret", root.join("etc/rel")).unwrap();
+        assert_eq!(t.read_to_string("/etc/s").unwrap(), "tree shadow");
+        // The host path of the secret means nothing inside the root.
+        assert!(t.read("/etc/abs").is_err());
+        assert!(t.read("/etc/rel").is_err());
+        assert!(t.symlink_metadata("/etc/abs").unwrap().is_symlink());
+        assert_eq!(t.read_link("/etc/s").unwrap(), Path::new("/etc/shadow"));
+    }
+
+    #[test]
+    fn replacing_a_link_replaces_the_link() {
+        let (_d, root, out, t) = setup();
+        symlink(out.join("secret"), root.join("etc/f")).unwrap();
+        t.write_atomic("/etc/f", b"new", 0o640, Owner::default())
+            .unwrap();
+        assert_eq!(fs::read(out.join("secret")).unwrap(), b"host secret");
+        let m = fs::symlink_metadata(root.join("etc/f")).unwrap();
+        assert!(m.is_file() && m.mode() & 0o7777 == 0o640);
+        assert_eq!(fs::read_dir(root.join("etc")).unwrap().count(), 1);
+        // chmod without following refuses a link rather than touching its target.
+        symlink(&out, root.join("etc/d")).unwrap();
+        assert!(
+            t.set_meta("/etc/d", Owner::default(), Some(0o777), false)
+                .is_err()
+        );
+        assert!(t.open_lock("/etc/d").is_err());
+        t.remove_dir_all("/etc/d").unwrap();
+        assert!(out.join("secret").exists());
+    }
+
+    #[test]
+    fn a_long_chain_is_a_loop_error() {
+        let (_d, root, out, t) = setup();
+        symlink(&out, root.join("l41")).unwrap();
+        for i in (0..41).rev() {
+            symlink(format!("/l{}", i + 1), root.join(format!("l{i}"))).unwrap();
+        }
+        let e = t.write_atomic("/l0/x", b"x", 0o644, Owner::default());
+        assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_host_follows_links() {
+        let (_d, root, _out, _t) = setup();
+        symlink(root.join("etc"), root.join("e")).unwrap();
+        let host = Tfs::new(Path::new("/"), false);
+        let p = root.join("e/x");
+        host.write_atomic(&p, b"x", 0o600, Owner::default())
+            .unwrap();
+        assert_eq!(fs::read(root.join("etc/x")).unwrap(), b"x");
+        assert_eq!(
+            host.read_dir(root.join("e")).unwrap(),
+            vec![OsString::from("x")]
+        );
+    }
+}

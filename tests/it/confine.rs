@@ -1,0 +1,243 @@
+//! `--root` holds kiln in: symlinks planted in a target tree, absolute or
+//! `../` chains, at every place kiln reads, writes, chmods or prunes, lead
+//! inside the tree or to a clear error, and a sentinel directory on the
+//! build host, outside the root, is left exactly as it was.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use crate::support::apt_repo::AptRepo;
+use crate::support::*;
+
+const SECRET: &str = "SENTINEL-SECRET-7d1f0c";
+
+/// A directory on the host, beside the root, that kiln must never touch: a
+/// 0600 secret, a file a lock could truncate, a directory a chmod could
+/// open, and a history of run-report-like files that pruning could delete.
+struct Sentinel {
+    dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    fn new() -> Sentinel {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-sentinel-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        fs::write(p.join("secret"), format!("{SECRET}\n")).unwrap();
+        fs::set_permissions(p.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(p.join("victim"), "a host file a lock must not truncate\n").unwrap();
+        fs::create_dir(p.join("hostdir")).unwrap();
+        fs::set_permissions(p.join("hostdir"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::create_dir(p.join("history")).unwrap();
+        for i in 0..30 {
+            fs::write(p.join(format!("history/{}-1.json", 1_000 + i)), "{}").unwrap();
+        }
+        fs::create_dir(p.join("chain-end")).unwrap();
+        Sentinel { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn hash(&self) -> String {
+        tree_hash(self.dir.path())
+    }
+}
+
+/// A link `../../…/<host path>` from `from` (a path in the root) that,
+/// resolved on the host, reaches `to`.
+fn dotdot_to(from: &str, to: &Path) -> String {
+    let up = "../".repeat(from.matches('/').count() + 40);
+    format!("{up}{}", to.display().to_string().trim_start_matches('/'))
+}
+
+fn plant(root: &TestRoot, path: &str, to: impl AsRef<Path>) {
+    let p = at(root, path);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let _ = fs::remove_file(&p);
+    symlink(to, &p).unwrap();
+}
+
+/// The secret's content in anything kiln printed, with which run printed it.
+fn leaked(outs: &[&Outcome]) -> Vec<String> {
+    outs.iter()
+        .filter(|o| o.stdout.contains(SECRET) || o.stderr.contains(SECRET))
+        .map(|o| o.command.clone())
+        .collect()
+}
+
+#[test]
+fn planted_links_never_lead_kiln_out_of_the_root() {
+    let sentinel = Sentinel::new();
+    let root = TestRoot::new();
+    AptRepo::new()
+        .package("kiln-hello", "1.0-1")
+        .install_into(root.path());
+    // A file and a mode-only file whose paths link to the host's secret,
+    // one by its absolute host path and one by a `../` chain.
+    plant(&root, "/etc/app.conf", sentinel.path("secret"));
+    plant(
+        &root,
+        "/etc/app.key",
+        dotdot_to("/etc/app.key", &sentinel.path("secret")),
+    );
+    // An absolute link means the same path inside the root.
+    fs::write(at(&root, "/etc/kiln-inroot"), "in-root content\n").unwrap();
+    plant(&root, "/etc/app.ini", "/etc/kiln-inroot");
+    // A managed directory that links to a host directory.
+    plant(
+        &root,
+        "/srv/hostdir",
+        dotdot_to("/srv/hostdir", &sentinel.path("hostdir")),
+    );
+    // 41 links: one more than the kernel follows.
+    for i in 0..40 {
+        plant(&root, &format!("/chain/l{i}"), format!("/chain/l{}", i + 1));
+    }
+    plant(&root, "/chain/l40", sentinel.path("chain-end"));
+    // kiln's run history, and apt's policy-rc.d dangling onto the host.
+    plant(&root, "/var/lib/kiln/runs", sentinel.path("history"));
+    let _ = fs::remove_file(at(&root, "/usr/sbin/policy-rc.d"));
+    plant(&root, "/usr/sbin/policy-rc.d", sentinel.path("policy-rc.d"));
+
+    let repo = Repo::new()
+        .recipe(
+            "hostile",
+            "default",
+            r#"
+[[resource]]
+file = "/etc/app.conf"
+content = "managed\n"
+
+[[resource]]
+file = "/etc/app.key"
+mode = "0640"
+
+[[resource]]
+file = "/etc/app.ini"
+content = "managed ini\n"
+
+[[resource]]
+directory = "/srv/hostdir"
+mode = "0777"
+ignore_failure = true
+
+[[resource]]
+file = "/chain/l0/escaped"
+content = "x\n"
+ignore_failure = true
+
+[[resource]]
+package = "kiln-hello"
+"#,
+        )
+        .whitelist("[packages]\nkiln-hello = \"1.0-1\"\n");
+    let before = sentinel.hash();
+    let converge = |extra: &[&str]| {
+        kiln()
+            .arg("converge")
+            .repo(&repo)
+            .root(&root)
+            .args(["--run-list", "recipe[hostile]", "--detailed-exitcodes"])
+            .args(extra)
+            .run()
+    };
+
+    let why = converge(&["--why-run"]);
+    assert_eq!(
+        sentinel.hash(),
+        before,
+        "why-run changed the host:\n{why:?}"
+    );
+    // The absolute link was read inside the root.
+    let why = why
+        .stdout_contains("-in-root content")
+        .stdout_contains("directory[/srv/hostdir]")
+        .stdout_contains("leads to no directory on the target")
+        .stdout_contains("file[/chain/l0/escaped]")
+        .stdout_contains("a symlink loop or a chain of more than 40 links");
+    assert!(
+        fs::symlink_metadata(at(&root, "/etc/app.conf"))
+            .unwrap()
+            .is_symlink(),
+        "why-run changed the root"
+    );
+
+    let real = converge(&[])
+        .stdout_contains("failed (ignored) directory[/srv/hostdir]")
+        .stdout_contains("failed (ignored) file[/chain/l0/escaped]")
+        .stdout_contains("a symlink loop or a chain of more than 40 links");
+    assert_eq!(
+        sentinel.hash(),
+        before,
+        "the converge changed the host:\n{real:?}"
+    );
+    assert_eq!(leaked(&[&why, &real]), Vec::<String>::new());
+
+    // What was replaced is each link itself, by a regular file in the root.
+    for (path, content, mode_bits) in [
+        ("/etc/app.conf", "managed\n", 0o644),
+        ("/etc/app.key", "", 0o640),
+        ("/etc/app.ini", "managed ini\n", 0o644),
+    ] {
+        let m = fs::symlink_metadata(at(&root, path)).unwrap();
+        assert!(m.is_file(), "{path} is not a regular file");
+        assert_eq!(read(&root, path), content, "{path}");
+        assert_eq!(mode(&root, path), mode_bits, "{path}");
+    }
+    assert_eq!(read(&root, "/etc/kiln-inroot"), "in-root content\n");
+    assert!(!at(&root, "/chain/l40/escaped").exists());
+    // The history link was replaced by kiln's own directory, pruned there.
+    let runs = at(&root, "/var/lib/kiln/runs");
+    assert!(fs::symlink_metadata(&runs).unwrap().is_dir());
+    assert_eq!(fs::read_dir(&runs).unwrap().count(), 1);
+    let last = read(&root, "/var/lib/kiln/last_run.json");
+    assert!(!last.contains(SECRET));
+    // The package installed with kiln's policy-rc.d in the root, and the
+    // dangling link is back as it was.
+    assert!(passwd_entry(&root, "root").is_some());
+    assert!(
+        in_root(&root, &["dpkg", "-s", "kiln-hello"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        fs::read_link(at(&root, "/usr/sbin/policy-rc.d")).unwrap(),
+        sentinel.path("policy-rc.d")
+    );
+    assert!(!sentinel.path("policy-rc.d").exists());
+}
+
+#[test]
+fn a_lock_file_link_is_refused_and_nothing_is_truncated() {
+    let sentinel = Sentinel::new();
+    let root = TestRoot::new();
+    plant(&root, "/run/kiln.lock", sentinel.path("victim"));
+    let repo = Repo::new().recipe(
+        "f",
+        "default",
+        "[[resource]]\nfile = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
+    );
+    let before = sentinel.hash();
+    for extra in [vec!["--why-run"], vec![]] {
+        kiln()
+            .arg("converge")
+            .repo(&repo)
+            .root(&root)
+            .args(["--run-list", "recipe[f]"])
+            .args(&extra)
+            .run()
+            .failure()
+            .stderr_contains(
+                "kiln.lock is a symlink; kiln takes its run lock only on a regular file",
+            );
+        assert_eq!(sentinel.hash(), before, "{extra:?} changed the host");
+    }
+    assert!(at(&root, "/run/kiln.lock").is_symlink());
+    let motd = fs::read_to_string(at(&root, "/etc/motd")).unwrap_or_default();
+    assert_ne!(motd, "hi\n", "the run went on without its lock");
+}
