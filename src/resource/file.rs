@@ -159,10 +159,11 @@ impl Converge for File {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(RunError::io("inspect", p, e)),
         };
+        // The path first: an error on the way to it names it, not the temporary file.
+        let meta = look(&self.path)?;
         if look(&temp_path(self.path.as_ref()).to_string_lossy())?.is_some() {
             out.push(FileChange::RemovePartial);
         }
-        let meta = look(&self.path)?;
         if action == FileAction::Delete {
             if meta.is_some() {
                 out.push(FileChange::Delete);
