@@ -398,4 +398,37 @@ mod tests {
         std::fs::write(Report::last_run_path(&t), "not json").unwrap();
         assert!(Report::load_last(&t).unwrap_err().contains("kiln converge"));
     }
+
+    #[test]
+    fn pruning_keeps_to_kiln_s_own_reports_in_its_own_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, outside) = (d.path().join("root"), d.path().join("outside"));
+        std::fs::create_dir_all(root.join("var/lib/kiln")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        for i in 0..25 {
+            std::fs::write(outside.join(format!("{}-1.json", 1000 + i)), "{}").unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, root.join("var/lib/kiln/runs")).unwrap();
+        let t = Target::at_root(&root);
+        let r = Report {
+            started_at: 2000,
+            ..Report::default()
+        };
+        r.save(&t).unwrap();
+        // The link was replaced, not followed: nothing outside went.
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 25);
+        let runs = root.join("var/lib/kiln/runs");
+        assert!(std::fs::symlink_metadata(&runs).unwrap().is_dir());
+        // Inside, only names kiln writes are pruned.
+        for i in 0..25 {
+            std::fs::write(runs.join(format!("{}-1.json", 1000 + i)), "{}").unwrap();
+        }
+        std::fs::write(runs.join("notes.txt"), "mine").unwrap();
+        r.save(&t).unwrap();
+        let left = std::fs::read_dir(&runs).unwrap().count();
+        assert_eq!(left, 21, "20 reports and the foreign file");
+        assert!(runs.join("notes.txt").exists());
+        assert!(is_report_name("1700000000-42.json"));
+        assert!(!is_report_name("-42.json") && !is_report_name("a-1.json"));
+    }
 }
