@@ -37,6 +37,10 @@ fn check(repo: &Repository, compile: &CompileRole) -> Vec<PolicyError> {
         }
         Err(e) => add(e, &mut errors),
     }
+    // What a bundle would carry: a link in it is refused there, so here too.
+    if let Err(e) = repo.files() {
+        add(e, &mut errors);
+    }
     // Every cookbook parses, even one no role uses yet.
     for name in repo.names_in("cookbooks") {
         match repo.cookbook(&name) {

@@ -376,6 +376,13 @@ fn bundles_refuse_symbolic_links() {
         let repo = node("");
         std::fs::create_dir_all(repo.path().join(link).parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&to, repo.path().join(link)).unwrap();
+        let message = format!("{link}: is a symbolic link (to {})", to.display());
+        kiln()
+            .arg("check")
+            .repo(&repo)
+            .run()
+            .failure()
+            .stderr_contains(&message);
         let dest = out.path().join(link.replace('/', "_"));
         kiln()
             .repo(&repo)
