@@ -97,3 +97,41 @@ fn a_role_cannot_leave_the_test_sandbox() {
         secret
     );
 }
+
+#[test]
+fn a_role_that_outlives_its_timeout_is_torn_down_whole() {
+    // A number no other test sleeps for, to find the process by.
+    let repo = Repo::new()
+        .recipe(
+            "hang",
+            "default",
+            "[[resource]]\nexecute = \"hang\"\ncommand = \"sleep 987654 & sleep 987654\"\n",
+        )
+        .role("hang", "run_list = [\"recipe[hang]\"]");
+    let tmp = tempfile::tempdir().unwrap();
+    kiln()
+        .args(["test", "hang", "--timeout", "3"])
+        .repo(&repo)
+        .env("TMPDIR", tmp.path())
+        .run()
+        .code(1)
+        .stdout_contains("role hang: timed out after 3 s");
+    // Killing the sandbox's outer process ends the namespaces and all in them.
+    let started = std::time::Instant::now();
+    let left = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "sleep 987654"])
+            .status()
+            .unwrap()
+            .success()
+    };
+    while left() && started.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!left(), "a process of the timed-out role is still running");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&tmp.path().display().to_string()),
+        "the target is still mounted"
+    );
+}
