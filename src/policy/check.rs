@@ -2,7 +2,10 @@
 //! of its sizes), every cookbook parsed, every problem collected at once.
 //! `kiln check` prints them; `kiln fleet` refuses to roll out a policy with any.
 
+use std::collections::HashSet;
+
 use super::Repository;
+use super::runlist::{Item, is_too_deep};
 use super::whitelist::Whitelist;
 use crate::error::{PolicyError, PolicyErrors};
 
@@ -34,6 +37,10 @@ fn check(repo: &Repository, compile: &CompileRole) -> Vec<PolicyError> {
         }
         Err(e) => add(e, &mut errors),
     }
+    // What a bundle would carry: a link in it is refused there, so here too.
+    if let Err(e) = repo.files() {
+        add(e, &mut errors);
+    }
     // Every cookbook parses, even one no role uses yet.
     for name in repo.names_in("cookbooks") {
         match repo.cookbook(&name) {
@@ -47,6 +54,7 @@ fn check(repo: &Repository, compile: &CompileRole) -> Vec<PolicyError> {
             Err(e) => add(e, &mut errors),
         }
     }
+    let mut compiled = Vec::new();
     for name in repo.names_in("roles") {
         let role = match repo.role(&name) {
             Ok(r) => r,
@@ -57,16 +65,41 @@ fn check(repo: &Repository, compile: &CompileRole) -> Vec<PolicyError> {
         };
         let mut sizes: Vec<Option<String>> = vec![None];
         sizes.extend(role.sizes.keys().cloned().map(Some));
+        let mut found = Vec::new();
         for size in sizes {
             if let Err(PolicyErrors(es)) = compile(repo, &name, size) {
-                for e in es {
-                    let e = if e.file.is_none() {
+                found.extend(es.into_iter().map(|e| {
+                    if e.file.is_none() {
                         e.in_file(&role.file)
                     } else {
                         e
-                    };
-                    add(e, &mut errors);
-                }
+                    }
+                }));
+            }
+        }
+        compiled.push((role, found));
+    }
+    // A chain too deep is too deep from each of its roles down to the last
+    // 64: report it once, from the role that starts it.
+    let too_deep: HashSet<&str> = compiled
+        .iter()
+        .filter(|(_, es)| es.iter().any(is_too_deep))
+        .map(|(r, _)| r.name.as_str())
+        .collect();
+    let within_deeper: HashSet<String> = compiled
+        .iter()
+        .filter(|(r, _)| too_deep.contains(r.name.as_str()))
+        .flat_map(|(r, _)| r.run_list.iter())
+        .filter_map(|item| match Item::parse(item) {
+            Ok(Item::Role(child)) => Some(child),
+            _ => None,
+        })
+        .collect();
+    for (role, es) in compiled {
+        let repeats_parent = within_deeper.contains(&role.name);
+        for e in es {
+            if !(repeats_parent && is_too_deep(&e)) {
+                add(e, &mut errors);
             }
         }
     }

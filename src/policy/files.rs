@@ -14,7 +14,7 @@ pub const CONTENTS: &[&str] = &["roles", "cookbooks", "whitelist.toml"];
 pub struct PolicyFile {
     /// Relative to the repository, `/`-separated.
     pub rel: String,
-    /// Where to read it (a link inside the repository is followed).
+    /// Where to read it.
     pub path: PathBuf,
 }
 
@@ -26,53 +26,60 @@ fn is_dropping(name: &str) -> bool {
 
 impl Repository {
     /// The policy's files, sorted by relative path: [`CONTENTS`] without
-    /// editor droppings, and without links that lead out of the repository
-    /// (or nowhere), so that nothing outside it is shipped or hashed.
+    /// editor droppings. A symbolic link anywhere in them is refused: a
+    /// bundle or image carries plain files, and a link followed would ship
+    /// whatever it points to, inside the repository or not.
     pub fn files(&self) -> Result<Vec<PolicyFile>, PolicyError> {
         let io = |p: &Path, e: &dyn std::fmt::Display| {
             PolicyError::new(format!("cannot read: {e}")).in_file(p)
         };
-        let top = self.dir.canonicalize().map_err(|e| io(&self.dir, &e))?;
-        let inside = |p: &Path| p.canonicalize().is_ok_and(|c| c.starts_with(&top));
         let mut out = Vec::new();
         for item in CONTENTS {
             let root = self.dir.join(item);
-            if std::fs::symlink_metadata(&root).is_err() || !inside(&root) {
+            if std::fs::symlink_metadata(&root).is_err() {
                 continue;
             }
             let walk = walkdir::WalkDir::new(&root)
-                .follow_links(true)
+                .follow_links(false)
+                .follow_root_links(false)
                 .into_iter()
-                .filter_entry(|e| {
-                    e.depth() == 0
-                        || !is_dropping(&e.file_name().to_string_lossy())
-                            && (!e.path_is_symlink() || inside(e.path()))
-                });
+                .filter_entry(|e| e.depth() == 0 || !is_dropping(&e.file_name().to_string_lossy()));
             for entry in walk {
-                let entry = match entry {
-                    Ok(e) => e,
-                    // A dangling link leads nowhere: not policy.
-                    Err(e) if e.path().is_some_and(|p| p.is_symlink() && !p.exists()) => continue,
-                    Err(e) => return Err(io(e.path().unwrap_or(&root), &e)),
-                };
-                if !entry.file_type().is_file() {
-                    continue;
-                }
+                let entry = entry.map_err(|e| io(e.path().unwrap_or(&root), &e))?;
                 let rel = entry
                     .path()
                     .strip_prefix(&self.dir)
                     .expect("below the repository")
                     .to_string_lossy()
                     .into_owned();
-                out.push(PolicyFile {
-                    rel,
-                    path: entry.into_path(),
-                });
+                if entry.path_is_symlink() {
+                    return Err(link_refused(&self.display_path(&rel), entry.path()));
+                }
+                if entry.file_type().is_file() {
+                    out.push(PolicyFile {
+                        rel,
+                        path: entry.into_path(),
+                    });
+                }
             }
         }
         out.sort();
         Ok(out)
     }
+}
+
+fn link_refused(shown: &Path, path: &Path) -> PolicyError {
+    let to = std::fs::read_link(path)
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    PolicyError::new(format!(
+        "is a symbolic link (to {to}); the policy is shipped as plain files, and a link would ship what it points to"
+    ))
+    .in_file(shown)
+    .fix(format!(
+        "replace the link with a copy of what it points to (cp --remove-destination \"$(readlink -f {p})\" {p}), or remove it",
+        p = shown.display()
+    ))
 }
 
 #[cfg(test)]
@@ -86,7 +93,7 @@ mod tests {
     }
 
     #[test]
-    fn droppings_and_links_out_are_not_policy() {
+    fn droppings_are_not_policy_and_links_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path().join("repo");
         write(&r, "roles/web.toml", "run_list = []\n");
@@ -96,20 +103,33 @@ mod tests {
         write(&r, "cookbooks/a/recipes/default.toml~", "x");
         write(&r, "cookbooks/a/.git/config", "x");
         write(&r, "README.md", "not policy");
-        write(d.path(), "secret", "outside");
-        std::os::unix::fs::symlink(d.path().join("secret"), r.join("cookbooks/a/out")).unwrap();
-        std::os::unix::fs::symlink("default.toml", r.join("cookbooks/a/recipes/in.toml")).unwrap();
-        std::os::unix::fs::symlink("/nonexistent", r.join("cookbooks/a/dangling")).unwrap();
         let repo = Repository::open(&r).unwrap();
         let rels: Vec<String> = repo.files().unwrap().into_iter().map(|f| f.rel).collect();
         assert_eq!(
             rels,
             [
                 "cookbooks/a/recipes/default.toml",
-                "cookbooks/a/recipes/in.toml",
                 "roles/web.toml",
                 "whitelist.toml"
             ]
         );
+        // Inside the repository, outside it, nowhere, or a whole folder:
+        // each link is refused by name.
+        write(d.path(), "secret", "outside");
+        for (name, to) in [
+            (
+                "cookbooks/a/recipes/in.toml",
+                r.join("cookbooks/a/recipes/default.toml"),
+            ),
+            ("cookbooks/a/out", d.path().join("secret")),
+            ("cookbooks/a/dangling", "/nonexistent".into()),
+            ("cookbooks/b", d.path().to_path_buf()),
+        ] {
+            std::os::unix::fs::symlink(&to, r.join(name)).unwrap();
+            let e = repo.files().unwrap_err();
+            assert_eq!(e.file.as_deref(), Some(r.join(name).as_path()), "{e}");
+            assert!(e.message.contains("is a symbolic link"), "{e}");
+            std::fs::remove_file(r.join(name)).unwrap();
+        }
     }
 }

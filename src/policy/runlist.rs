@@ -50,6 +50,14 @@ impl Item {
 /// keeps expansion (and `kiln check`, which expands every role) bounded.
 pub const MAX_ROLE_DEPTH: usize = 64;
 
+const TOO_DEEP: &str = "roles nest more than";
+
+/// Whether `e` is the refusal of a role chain deeper than `MAX_ROLE_DEPTH`:
+/// `kiln check` reports a chain once, from its top, not once per level.
+pub fn is_too_deep(e: &PolicyError) -> bool {
+    e.message.starts_with(TOO_DEEP)
+}
+
 /// A role, cookbook or recipe name: letters, digits, `-`, `_` and `.`, not
 /// starting with a dot, so that it can never name `..` or a hidden folder.
 pub fn is_plain_name(n: &str) -> bool {
@@ -116,7 +124,7 @@ fn walk(
                 if stack.len() >= MAX_ROLE_DEPTH {
                     let parent = &stack[stack.len() - 1];
                     return Err(PolicyError::new(format!(
-                        "roles nest more than {MAX_ROLE_DEPTH} deep: role[{}] -> ... -> role[{parent}] -> role[{name}]",
+                        "{TOO_DEEP} {MAX_ROLE_DEPTH} deep: role[{}] -> ... -> role[{parent}] -> role[{name}]",
                         stack[0]
                     ))
                     .in_file(&repo.display_path(&format!("roles/{parent}.toml")))

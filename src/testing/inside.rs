@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::sandbox;
+use super::{namespaces, sandbox};
 use crate::engine::{self, Converge, Event, Status};
 use crate::platform::target::Target;
 pub use crate::verify::CheckOutcome;
@@ -90,7 +90,14 @@ fn reap_until(worker: libc::pid_t) -> i32 {
 }
 
 pub fn run(a: InsideArgs) -> i32 {
-    let outcome = inside(&a);
+    // Only PID 1 of the new namespaces comes back from here.
+    let outcome = match namespaces::enter() {
+        Ok(()) => inside(&a),
+        Err(e) => InsideOutcome {
+            error: Some(e),
+            ..InsideOutcome::default()
+        },
+    };
     println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
     // The worker's exit ends the reaper, and with it the namespace.
     std::process::exit(0)

@@ -5,6 +5,7 @@
 
 pub mod inside;
 pub mod junit;
+mod namespaces;
 mod sandbox;
 
 use std::io::{BufRead, BufReader, Write};
@@ -242,26 +243,14 @@ fn run(
         std::process::id(),
         std::os::fd::AsRawFd::as_raw_fd(&exe_file)
     );
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--uts",
-        "--ipc",
-        "--net",
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--propagation",
-        "private",
-        "--",
-    ])
-    .arg(&exe)
-    .arg("__sandbox")
-    .arg("--root")
-    .arg(overlay.root())
-    .arg("--repo")
-    .arg(&repo_dir)
-    .args(["--role", role, "--fqdn", &fqdn]);
+    // The sandbox makes its own namespaces (`namespaces`), user first.
+    let mut cmd = Command::new(&exe);
+    cmd.arg("__sandbox")
+        .arg("--root")
+        .arg(overlay.root())
+        .arg("--repo")
+        .arg(&repo_dir)
+        .args(["--role", role, "--fqdn", &fqdn]);
     if let Some(s) = &opts.size {
         cmd.args(["--size", s]);
     }
@@ -270,7 +259,7 @@ fn run(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     )
-    .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
+    .map_err(|e| format!("cannot run the sandbox: {e}"))?;
     let stderr = child.take_stderr().expect("piped");
     let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();

@@ -1,10 +1,13 @@
-//! The inside of a test target: kiln runs as PID 1 of fresh mount, PID, UTS,
-//! IPC and network namespaces (made by `unshare`), then chroots into the
-//! target root. Services started there see only loopback, and all die with
-//! the namespace when kiln exits.
+//! The inside of a test target: kiln runs as PID 1 of fresh user, mount,
+//! PID, UTS, IPC and network namespaces (see `namespaces`), makes the target
+//! root its `/` with `pivot_root` and lets go of the host's tree, so that no
+//! path inside leads out, not even through a second chroot. Services started
+//! there see only loopback, and all die with the namespace when kiln exits.
 
 use std::ffi::CString;
 use std::path::Path;
+
+use libc::c_int;
 
 fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in paths")
@@ -71,24 +74,198 @@ fn loopback_up() -> Result<(), String> {
     }
 }
 
-/// Mounts what daemons expect, names the host, and chroots into `root`.
-/// Must run as PID 1 of new namespaces.
+/// Makes `target` read-only: the kernel knobs under /proc are global, and
+/// root inside is the host's uid 0 to their permission checks.
+fn read_only(target: &Path) -> Result<(), String> {
+    if !target.exists() {
+        return Ok(());
+    }
+    let t = target.to_string_lossy();
+    mount(&t, target, "", libc::MS_BIND | libc::MS_REC, "")?;
+    mount(
+        "none",
+        target,
+        "",
+        libc::MS_BIND
+            | libc::MS_REMOUNT
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC,
+        "",
+    )
+}
+
+/// Capabilities the converge has no use for; with them gone, nothing inside
+/// can mount (and so undo the read-only knobs), make device nodes or reach
+/// kernel facilities. CAP_SYS_CHROOT stays: sshd and other daemons chroot
+/// into their own directories, and with the host's tree gone a chroot leads
+/// nowhere.
+const DROPPED_CAPS: [u32; 16] = [
+    9,  // CAP_LINUX_IMMUTABLE
+    16, // CAP_SYS_MODULE
+    17, // CAP_SYS_RAWIO
+    20, // CAP_SYS_PACCT
+    21, // CAP_SYS_ADMIN
+    22, // CAP_SYS_BOOT
+    25, // CAP_SYS_TIME
+    27, // CAP_MKNOD
+    30, // CAP_AUDIT_CONTROL
+    32, // CAP_MAC_OVERRIDE
+    33, // CAP_MAC_ADMIN
+    34, // CAP_SYSLOG
+    35, // CAP_WAKE_ALARM
+    36, // CAP_BLOCK_SUSPEND
+    38, // CAP_PERFMON
+    39, // CAP_BPF
+];
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Drops `DROPPED_CAPS` from the bounding set (no program run later gets
+/// them back) and from this process, and sets no_new_privs (no set-user-ID
+/// or file-capability program gains anything).
+fn restrict() -> Result<(), String> {
+    for cap in DROPPED_CAPS {
+        // SAFETY: plain prctl with integer arguments.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        // EINVAL: a capability this kernel does not know.
+        if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return Err(format!(
+                "cannot drop capability {cap}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget fills two CapData for version 3.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(format!("capget: {}", std::io::Error::last_os_error()));
+    }
+    for cap in DROPPED_CAPS {
+        let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+        data[word].effective &= !bit;
+        data[word].permitted &= !bit;
+        data[word].inheritable &= !bit;
+    }
+    // SAFETY: as above, with the sets we just read, made smaller.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Makes `root` the new `/` and detaches the old one, host and all.
+fn pivot_into(root: &Path) -> Result<(), String> {
+    std::env::set_current_dir(root).map_err(|e| format!("cd {}: {e}", root.display()))?;
+    // pivot_root(".", "."): the old root ends up mounted on top of the new
+    // one, where it is detached; no directory in the target is needed.
+    // SAFETY: valid C strings.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } != 0 {
+        return Err(format!(
+            "pivot_root {}: {}",
+            root.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(format!(
+            "cannot detach the host's root: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    std::env::set_current_dir("/").map_err(|e| e.to_string())
+}
+
+/// Mounts what daemons expect, names the host, makes `root` the only tree
+/// there is and drops what the converge does not need. Must run as PID 1
+/// of new namespaces (`namespaces::enter`).
 pub fn enter(root: &Path, hostname: &str) -> Result<(), String> {
     if std::process::id() != 1 {
         return Err("the test sandbox must run as PID 1 of its own namespaces".into());
     }
-    mount("proc", &root.join("proc"), "proc", 0, "")?;
+    // The root must be a mount point of its own to become `/`.
+    mount(
+        &root.to_string_lossy(),
+        root,
+        "",
+        libc::MS_BIND | libc::MS_REC,
+        "",
+    )?;
+    let (nosuid, nodev, noexec) = (libc::MS_NOSUID, libc::MS_NODEV, libc::MS_NOEXEC);
+    mount(
+        "proc",
+        &root.join("proc"),
+        "proc",
+        nosuid | nodev | noexec,
+        "",
+    )?;
+    for knob in [
+        "proc/sys",
+        "proc/sysrq-trigger",
+        "proc/irq",
+        "proc/bus",
+        "proc/fs",
+    ] {
+        read_only(&root.join(knob))?;
+    }
     let _ = std::fs::create_dir_all(root.join("dev/pts"));
     let _ = std::fs::create_dir_all(root.join("dev/shm"));
     mount(
         "devpts",
         &root.join("dev/pts"),
         "devpts",
-        0,
+        nosuid | noexec,
         "newinstance,ptmxmode=0666",
     )?;
-    mount("tmpfs", &root.join("dev/shm"), "tmpfs", 0, "mode=1777")?;
-    mount("tmpfs", &root.join("run"), "tmpfs", 0, "mode=0755")?;
+    mount(
+        "tmpfs",
+        &root.join("dev/shm"),
+        "tmpfs",
+        nosuid | nodev,
+        "mode=1777",
+    )?;
+    mount(
+        "tmpfs",
+        &root.join("run"),
+        "tmpfs",
+        nosuid | nodev,
+        "mode=0755",
+    )?;
+    // The host's console is not the target's.
+    let console = root.join("dev/console");
+    if console.exists() {
+        mount(
+            &root.join("dev/null").to_string_lossy(),
+            &console,
+            "",
+            libc::MS_BIND,
+            "",
+        )?;
+    }
     // What a booting system makes in /run before any service starts.
     let lock = root.join("run/lock");
     std::fs::create_dir_all(&lock).map_err(|e| format!("cannot create /run/lock: {e}"))?;
@@ -99,8 +276,8 @@ pub fn enter(root: &Path, hostname: &str) -> Result<(), String> {
         return Err(format!("sethostname: {}", std::io::Error::last_os_error()));
     }
     loopback_up()?;
-    std::os::unix::fs::chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
-    std::env::set_current_dir("/").map_err(|e| e.to_string())?;
+    pivot_into(root)?;
+    restrict()?;
     // A clean environment for the services kiln starts.
     for (k, _) in std::env::vars_os() {
         if k != "TERM" {

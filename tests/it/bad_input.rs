@@ -213,14 +213,22 @@ fn deep_role_chains_are_refused_quickly() {
     }
     repo = repo.role("r10000", "run_list = [\"recipe[cb]\"]");
     let started = std::time::Instant::now();
-    kiln()
+    let out = kiln()
         .arg("check")
         .repo(&repo)
         .run()
         .code(1)
-        .stderr_contains("roles/r63.toml: roles nest more than 64 deep")
-        .stderr_contains("fix: flatten the chain");
+        .stderr_contains("roles/r63.toml: roles nest more than 64 deep: role[r0] -> ...")
+        .stderr_contains("fix: flatten the chain")
+        .stderr_contains("kiln check: 1 problem(s)");
     assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    // One error for the chain, not one per level.
+    assert_eq!(
+        out.stderr.matches("nest more than").count(),
+        1,
+        "{}",
+        out.stderr
+    );
     refused(&repo, "role[r0]").stderr_contains("roles nest more than 64 deep");
 }
 
@@ -352,4 +360,38 @@ fn empty_names_and_nul_bytes() {
         &repo,
         &["default.toml:5", "property command: contains a NUL byte"],
     );
+}
+
+#[test]
+fn bundles_refuse_symbolic_links() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "s3cr3t\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // A link out of the repository, and one inside it: a bundle carries
+    // plain files, never what a link points to.
+    for (link, to) in [
+        ("cookbooks/cb/files/passwd", outside.path().join("secret")),
+        ("roles/alias.toml", "node.toml".into()),
+    ] {
+        let repo = node("");
+        std::fs::create_dir_all(repo.path().join(link).parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&to, repo.path().join(link)).unwrap();
+        let message = format!("{link}: is a symbolic link (to {})", to.display());
+        kiln()
+            .arg("check")
+            .repo(&repo)
+            .run()
+            .failure()
+            .stderr_contains(&message);
+        let dest = out.path().join(link.replace('/', "_"));
+        kiln()
+            .repo(&repo)
+            .args(["fleet", "bundle", "--allow-unsigned", "--out"])
+            .arg(&dest)
+            .run()
+            .failure()
+            .stderr_contains(&format!("{link}: is a symbolic link (to {})", to.display()))
+            .stderr_contains("fix: replace the link with a copy of what it points to");
+        assert!(!dest.join("bundle.tar").exists());
+    }
 }

@@ -21,6 +21,7 @@ mod outdated;
 mod packages;
 mod packages_debian;
 mod policy;
+mod sandbox;
 mod siblings;
 mod signed;
 mod stack;

@@ -1,0 +1,137 @@
+//! The `kiln test` sandbox holds a role in: an `execute` that tries the
+//! double-chroot escape, a write to a host path, reading a host-only file
+//! and making a block device gets nowhere, and the host is unchanged.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::support::*;
+
+const ESCAPE: &str = include_str!("fixtures/escape/escape.pl");
+
+/// What the execute does: the perl escape, a block device, the kernel's
+/// global knobs. Results go to a file in the target the verify checks read.
+const ATTEMPTS: &str = r#"
+[[resource]]
+file = "/usr/local/bin/escape.pl"
+source = "escape.pl"
+mode = "0755"
+
+[[resource]]
+execute = "try to leave the target"
+creates = "/var/tmp/escape.txt"
+command = """
+out=/var/tmp/escape.new
+perl /usr/local/bin/escape.pl '{{escape.host}}' > $out 2>&1
+if mknod /var/tmp/blockdev b 8 0 2>/var/tmp/mknod.err; then
+  echo 'mknod: made' >> $out
+else
+  echo "mknod: failed $(cat /var/tmp/mknod.err)" >> $out
+fi
+if test -w /proc/sys/kernel/core_pattern; then
+  echo 'core_pattern: writable' >> $out
+else
+  echo 'core_pattern: read-only' >> $out
+fi
+mv $out /var/tmp/escape.txt
+"""
+
+[[verify]]
+command = "grep -q '^escape-write: failed' /var/tmp/escape.txt"
+
+[[verify]]
+command = "grep -q '^escape-read: failed' /var/tmp/escape.txt"
+
+[[verify]]
+command = "grep -q '^direct-read: failed' /var/tmp/escape.txt"
+
+[[verify]]
+command = "! grep -q '{{escape.secret}}' /var/tmp/escape.txt"
+
+[[verify]]
+command = "grep -q '^mknod: failed' /var/tmp/escape.txt && ! test -e /var/tmp/blockdev"
+
+[[verify]]
+command = "grep -q '^core_pattern: read-only' /var/tmp/escape.txt"
+"#;
+
+#[test]
+fn a_role_cannot_leave_the_test_sandbox() {
+    // The host directory the role aims at, with a file only the host has.
+    let host = tempfile::tempdir().unwrap();
+    let secret = format!(
+        "host-only-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    std::fs::write(host.path().join("sentinel"), &secret).unwrap();
+    let before = tree_hash(host.path());
+    let repo = Repo::new()
+        .cookbook_file("escape", "escape.pl", ESCAPE)
+        .recipe("escape", "default", ATTEMPTS)
+        .attributes(
+            "escape",
+            &format!(
+                "[escape]\nhost = \"{}\"\nsecret = \"{secret}\"\n",
+                host.path().display()
+            ),
+        )
+        .role("escape", "run_list = [\"recipe[escape]\"]");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln()
+        .args(["test", "escape"])
+        .repo(&repo)
+        .env("TMPDIR", tmp.path())
+        .run();
+    let log = std::fs::read_to_string(tmp.path().join("kiln-test/escape.log")).unwrap_or_default();
+    out.success()
+        .stdout_contains("verified 6/6")
+        .stdout_contains("1/1 role(s) passed");
+    // The host saw nothing: no new file, the sentinel as it was.
+    assert!(!host.path().join("escaped").exists(), "{log}");
+    assert!(!host.path().join("direct").exists(), "{log}");
+    assert_eq!(tree_hash(host.path()), before, "{log}");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("sentinel")).unwrap(),
+        secret
+    );
+}
+
+#[test]
+fn a_role_that_outlives_its_timeout_is_torn_down_whole() {
+    // A number no other test sleeps for, to find the process by.
+    let repo = Repo::new()
+        .recipe(
+            "hang",
+            "default",
+            "[[resource]]\nexecute = \"hang\"\ncommand = \"sleep 987654 & sleep 987654\"\n",
+        )
+        .role("hang", "run_list = [\"recipe[hang]\"]");
+    let tmp = tempfile::tempdir().unwrap();
+    kiln()
+        .args(["test", "hang", "--timeout", "3"])
+        .repo(&repo)
+        .env("TMPDIR", tmp.path())
+        .run()
+        .code(1)
+        .stdout_contains("role hang: timed out after 3 s");
+    // Killing the sandbox's outer process ends the namespaces and all in them.
+    let started = std::time::Instant::now();
+    let left = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "sleep 987654"])
+            .status()
+            .unwrap()
+            .success()
+    };
+    while left() && started.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!left(), "a process of the timed-out role is still running");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&tmp.path().display().to_string()),
+        "the target is still mounted"
+    );
+}
