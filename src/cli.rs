@@ -435,6 +435,7 @@ pub fn main() -> i32 {
                 root: a.root,
                 why_run: a.why_run,
                 lock_timeout: a.lock.lock_timeout,
+                test_secrets: false,
             },
             a.json,
             a.detailed_exitcodes,

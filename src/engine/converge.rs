@@ -34,6 +34,9 @@ pub struct Converge {
     pub root: Option<PathBuf>,
     pub why_run: bool,
     pub lock_timeout: Duration,
+    /// `kiln test`: secrets get random test values instead of being
+    /// decrypted with the target's host key.
+    pub test_secrets: bool,
 }
 
 impl Converge {
@@ -49,6 +52,7 @@ impl Converge {
             root: None,
             why_run: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            test_secrets: false,
         }
     }
 }
@@ -112,10 +116,21 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         None => Target::host(),
     };
     let facts = Facts::gather(&target, c.fqdn.as_deref().or(node.fqdn.as_deref()));
+    // Secrets are decrypted here, on the target, with its own host key.
+    let secrets = if c.test_secrets {
+        crate::secrets::Source::Test
+    } else {
+        crate::secrets::Source::Decrypt {
+            repo: c.repo.clone(),
+            identity: target.path(&format!("/{}", crate::secrets::HOST_IDENTITY)),
+            host: facts.fqdn.clone(),
+        }
+    };
     let req = Request {
         run_list,
         size: c.size.clone().or(node.size),
         node_attributes: node.attributes,
+        secrets,
     };
     let policy = compile(&repo, &req, &facts)?;
     Ok(Prepared {

@@ -7,7 +7,13 @@ use super::Repository;
 use crate::error::PolicyError;
 
 /// What belongs to the policy, relative to the repository.
-pub const CONTENTS: &[&str] = &["roles", "cookbooks", "whitelist.toml"];
+/// `secrets` carries only ciphertext (`*.age`) and `recipients.toml`.
+pub const CONTENTS: &[&str] = &["roles", "cookbooks", "whitelist.toml", "secrets"];
+
+/// Whether a file under `secrets/` may travel: never a stray cleartext.
+fn secret_file_ships(rel: &str) -> bool {
+    !rel.starts_with("secrets/") || rel.ends_with(".age") || rel == crate::secrets::RECIPIENTS
+}
 
 /// One file of the policy.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,6 +70,9 @@ impl Repository {
                     .expect("below the repository")
                     .to_string_lossy()
                     .into_owned();
+                if !secret_file_ships(&rel) {
+                    continue;
+                }
                 out.push(PolicyFile {
                     rel,
                     path: entry.into_path(),
