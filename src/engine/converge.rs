@@ -37,6 +37,8 @@ pub struct Converge {
     /// `kiln test`: secrets get random test values instead of being
     /// decrypted with the target's host key.
     pub test_secrets: bool,
+    /// Node attributes laid over the node file's (the inventory's, in a fleet).
+    pub attributes: toml::Table,
 }
 
 impl Converge {
@@ -53,6 +55,7 @@ impl Converge {
             why_run: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             test_secrets: false,
+            attributes: toml::Table::new(),
         }
     }
 }
@@ -89,10 +92,11 @@ pub struct Prepared {
 /// before the lock is taken or anything changes.
 pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
     let repo = Repository::open(&c.repo)?;
-    let node: NodeFile = match &c.node {
+    let mut node: NodeFile = match &c.node {
         Some(p) => load_toml(p)?.0,
         None => NodeFile::default(),
     };
+    crate::policy::attributes::merge(&mut node.attributes, &c.attributes);
     let mut run_list: Vec<String> = c.roles.iter().map(|r| format!("role[{r}]")).collect();
     run_list.extend(c.run_list.iter().cloned());
     if run_list.is_empty() {
