@@ -73,6 +73,9 @@ pub struct Policy {
     pub verify: Vec<Check>,
     /// The secrets the policy uses, by name.
     pub secrets: std::collections::BTreeSet<String>,
+    /// Keys the fingerprint's content hashes when real secrets were used
+    /// (see [`crate::secrets::Resolver::fingerprint_key`]).
+    pub fingerprint_key: Option<Vec<u8>>,
 }
 
 pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy, PolicyErrors> {
@@ -331,6 +334,7 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         resources,
         verify,
         secrets: renderer.secrets().used(),
+        fingerprint_key: renderer.secrets().fingerprint_key(),
     })
 }
 

@@ -170,6 +170,16 @@ impl Prepared {
         {
             on(Event::Warning(&format!("cannot keep the run report: {e}")));
         }
+        if !self.why_run
+            && let Err(e) = crate::resource::state::keep_fingerprint_key(
+                &self.target,
+                self.policy.fingerprint_key.as_deref(),
+            )
+        {
+            on(Event::Warning(&format!(
+                "cannot keep the fingerprint key: {e}"
+            )));
+        }
         Ok(report)
     }
 }

@@ -20,6 +20,39 @@ pub struct State<'a> {
     pub target: &'a Target,
     accounts: Accounts,
     dpkg: Option<Dpkg>,
+    /// [`FINGERPRINT_KEY`] of the target, read once.
+    content_key: Option<Option<Vec<u8>>>,
+}
+
+/// Where a converge that used secrets keeps the key of content hashes
+/// (root only): file contents are then fingerprinted by HMAC-SHA256, so
+/// that a fingerprint never lets anyone test guesses of a secret.
+pub const FINGERPRINT_KEY: &str = "/var/lib/kiln/fingerprint.key";
+
+/// Writes (or, with no secrets used, removes) the target's fingerprint key.
+pub fn keep_fingerprint_key(target: &Target, key: Option<&[u8]>) -> Result<(), String> {
+    let path = target.path(FINGERPRINT_KEY);
+    match key {
+        Some(k) => {
+            if fs::read(&path).is_ok_and(|old| old == k) {
+                return Ok(());
+            }
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            }
+            crate::resource::fsmeta::atomic_write(
+                &path,
+                k,
+                0o600,
+                crate::resource::fsmeta::Ids::default(),
+            )
+            .map_err(|e| e.to_string())
+        }
+        None => match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.to_string()),
+            _ => Ok(()),
+        },
+    }
 }
 
 impl<'a> State<'a> {
@@ -28,6 +61,7 @@ impl<'a> State<'a> {
             target,
             accounts: Accounts::read(target),
             dpkg: None,
+            content_key: None,
         }
     }
 
@@ -38,6 +72,25 @@ impl<'a> State<'a> {
     pub fn dpkg(&mut self) -> &Dpkg {
         let target = self.target;
         self.dpkg.get_or_insert_with(|| Dpkg::read(target))
+    }
+
+    /// A file's content as a fingerprint part: `sha256=HEX`, or
+    /// `hmac-sha256=HEX` keyed with the target's [`FINGERPRINT_KEY`].
+    pub fn content_hash(&mut self, path: &Path) -> io::Result<String> {
+        let target = self.target;
+        let key = self
+            .content_key
+            .get_or_insert_with(|| fs::read(target.path(FINGERPRINT_KEY)).ok())
+            .clone();
+        match key {
+            None => sha256_file(path).map(|h| format!("sha256={h}")),
+            Some(k) => {
+                use hmac::{KeyInit, Mac};
+                let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&k).expect("any key length");
+                mac.update(&fs::read(path)?);
+                Ok(format!("hmac-sha256={}", hex(&mac.finalize().into_bytes())))
+            }
+        }
     }
 
     /// Owner and group by their names on the target (numbers when unnamed), and mode.

@@ -78,6 +78,31 @@ impl Resolver {
         self.used.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The key that fingerprints file contents on a host that holds
+    /// secrets: an HMAC over the values used, so that hosts with the same
+    /// secrets compare equal, while a content hash never lets anyone test
+    /// guesses of a secret. None when no real value was used.
+    pub fn fingerprint_key(&self) -> Option<Vec<u8>> {
+        if matches!(self.source, Source::Placeholder) {
+            return None;
+        }
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        if values.is_empty() {
+            return None;
+        }
+        let mut material = Vec::new();
+        for (name, value) in values.iter() {
+            material.extend_from_slice(name.as_bytes());
+            material.push(0);
+            material.extend_from_slice(value.as_bytes());
+            material.push(0);
+        }
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(&material).expect("any key length");
+        mac.update(b"kiln fingerprint key v1");
+        Some(mac.finalize().into_bytes().to_vec())
+    }
+
     /// Whether `text` holds a marker.
     pub fn has_marker(text: &str) -> bool {
         text.contains(OPEN)
@@ -204,5 +229,10 @@ mod tests {
         assert_ne!(v, a.value("other").unwrap());
         assert_ne!(v, b.value("db/pw").unwrap());
         assert!(v.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert!(a.fingerprint_key().is_some());
+        assert_ne!(a.fingerprint_key(), b.fingerprint_key());
+        let p = Resolver::new(Source::Placeholder);
+        p.value("db/pw").unwrap();
+        assert_eq!(p.fingerprint_key(), None);
     }
 }
