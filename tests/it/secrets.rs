@@ -180,6 +180,20 @@ fn db_hosts_read_their_secret_a_new_host_is_refused_until_rekey() {
 
     // Never in clear: not in fleet output, the bundle, reports, or
     // anything kiln keeps on the hosts.
+    // The fingerprint keys its content hashes: hosts with the same secret
+    // agree, and no plain hash of the file lets anyone test a guess.
+    let fp = |h: &str| {
+        kiln()
+            .args(["fingerprint", "--explain", "--root"])
+            .arg(f.host(h).path())
+            .run()
+            .success()
+            .stdout
+    };
+    let (one, two) = (fp("db01.example.com"), fp("db02.example.com"));
+    assert_eq!(one, two);
+    assert!(one.contains("template[/etc/db.conf] hmac-sha256="), "{one}");
+    output.push_str(&one);
     assert!(!output.contains(cleartext), "{output}");
     let out = tempfile::tempdir().unwrap();
     kiln()
