@@ -338,6 +338,22 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     })
 }
 
+impl Policy {
+    /// The paths of the sensitive `file` and `template` resources: those
+    /// whose fingerprint is keyed on a host that holds secrets.
+    pub fn sensitive_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|r| r.sensitive && matches!(r.id.kind.as_str(), "file" | "template"))
+            .map(|r| r.id.name.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// Precedence, low to high: cookbook attributes < role defaults (later roles
 /// win) < size attributes < node attributes < role overrides < facts.
 fn merge_attributes(

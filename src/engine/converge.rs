@@ -174,6 +174,7 @@ impl Prepared {
             && let Err(e) = crate::resource::state::keep_fingerprint_key(
                 &self.target,
                 self.policy.fingerprint_key.as_deref(),
+                &self.policy.sensitive_files(),
             )
         {
             on(Event::Warning(&format!(

@@ -239,7 +239,7 @@ impl Converge for File {
         };
         let kind = meta.file_type();
         Some(if kind.is_file() {
-            match state.content_hash(&host) {
+            match state.content_hash(path, &host) {
                 Ok(h) => format!("{h} {}", state.ownership(&meta)),
                 Err(e) => format!("unreadable ({})", e.kind()),
             }

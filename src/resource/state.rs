@@ -21,19 +21,51 @@ pub struct State<'a> {
     accounts: Accounts,
     dpkg: Option<Dpkg>,
     /// [`FINGERPRINT_KEY`] of the target, read once.
-    content_key: Option<Option<Vec<u8>>>,
+    content_key: Option<Option<ContentKey>>,
+}
+
+/// The key of keyed content hashes, and the paths it applies to.
+#[derive(Clone)]
+struct ContentKey {
+    key: Vec<u8>,
+    paths: std::collections::BTreeSet<String>,
+}
+
+impl ContentKey {
+    fn read(target: &Target) -> Option<ContentKey> {
+        let text = fs::read_to_string(target.path(FINGERPRINT_KEY)).ok()?;
+        let mut lines = text.lines();
+        let key = lines.next()?.trim().as_bytes().to_vec();
+        Some(ContentKey {
+            key,
+            paths: lines.map(str::to_string).collect(),
+        })
+    }
 }
 
 /// Where a converge that used secrets keeps the key of content hashes
-/// (root only): file contents are then fingerprinted by HMAC-SHA256, so
-/// that a fingerprint never lets anyone test guesses of a secret.
+/// (root only; first line, hex) and the paths of the sensitive files it
+/// applies to (one a line): their contents are then fingerprinted by
+/// HMAC-SHA256, so that a fingerprint never lets anyone test guesses of a
+/// secret, while every other file keeps its plain sha256.
 pub const FINGERPRINT_KEY: &str = "/var/lib/kiln/fingerprint.key";
 
 /// Writes (or, with no secrets used, removes) the target's fingerprint key.
-pub fn keep_fingerprint_key(target: &Target, key: Option<&[u8]>) -> Result<(), String> {
+pub fn keep_fingerprint_key(
+    target: &Target,
+    key: Option<&[u8]>,
+    paths: &[String],
+) -> Result<(), String> {
     let path = target.path(FINGERPRINT_KEY);
     match key {
         Some(k) => {
+            let mut text = hex(k);
+            for p in paths {
+                text.push('\n');
+                text.push_str(&clean(p));
+            }
+            text.push('\n');
+            let k = text.as_bytes();
             if fs::read(&path).is_ok_and(|old| old == k) {
                 return Ok(());
             }
@@ -74,20 +106,23 @@ impl<'a> State<'a> {
         self.dpkg.get_or_insert_with(|| Dpkg::read(target))
     }
 
-    /// A file's content as a fingerprint part: `sha256=HEX`, or
-    /// `hmac-sha256=HEX` keyed with the target's [`FINGERPRINT_KEY`].
-    pub fn content_hash(&mut self, path: &Path) -> io::Result<String> {
+    /// The content of the file `name` (at `host`) as a fingerprint part:
+    /// `sha256=HEX`, or `hmac-sha256=HEX` for a file the target's
+    /// [`FINGERPRINT_KEY`] lists.
+    pub fn content_hash(&mut self, name: &str, host: &Path) -> io::Result<String> {
         let target = self.target;
         let key = self
             .content_key
-            .get_or_insert_with(|| fs::read(target.path(FINGERPRINT_KEY)).ok())
-            .clone();
+            .get_or_insert_with(|| ContentKey::read(target))
+            .as_ref()
+            .filter(|k| k.paths.contains(name))
+            .map(|k| k.key.clone());
         match key {
-            None => sha256_file(path).map(|h| format!("sha256={h}")),
+            None => sha256_file(host).map(|h| format!("sha256={h}")),
             Some(k) => {
                 use hmac::{KeyInit, Mac};
                 let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&k).expect("any key length");
-                mac.update(&fs::read(path)?);
+                mac.update(&fs::read(host)?);
                 Ok(format!("hmac-sha256={}", hex(&mac.finalize().into_bytes())))
             }
         }
