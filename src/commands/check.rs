@@ -14,6 +14,7 @@ pub fn run(dir: &Path, inventory: Option<&Path>) -> Result<i32, Error> {
     let started = Instant::now();
     let repo = Repository::open(dir)?;
     let mut errors = crate::engine::check(&repo);
+    errors.extend(crate::fleet::secrets::check_devvm_roles(&repo));
     match crate::secrets::RecipientsFile::load(dir) {
         Err(e) => errors.push(e),
         Ok(recipients) => {

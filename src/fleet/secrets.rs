@@ -50,33 +50,26 @@ pub fn host_refs(repo: &Repository, inv: &Inventory) -> Vec<HostRef> {
 /// The secrets a run list uses on a node, by compiling it with
 /// placeholders (nothing is decrypted). A run list that does not compile
 /// uses none here: `kiln check` reports it on its own.
-pub fn used_by(
-    repo: &Repository,
-    run_list: Vec<String>,
-    fqdn: &str,
-    attributes: &toml::Table,
-) -> BTreeSet<String> {
+pub fn used_by(repo: &Repository, req: &Request, fqdn: &str) -> BTreeSet<String> {
     let facts = Facts::gather(&Target::host(), Some(fqdn));
-    let req = Request {
-        run_list,
-        node_attributes: attributes.clone(),
-        ..Request::default()
-    };
-    compile(repo, &req, &facts)
+    compile(repo, req, &facts)
         .map(|p| p.secrets)
         .unwrap_or_default()
+}
+
+fn role_request(role: &str, size: Option<String>) -> Request {
+    Request {
+        run_list: vec![format!("role[{role}]")],
+        size,
+        ..Request::default()
+    }
 }
 
 /// For each secret, the roles of the repository that use it.
 pub fn roles_using(repo: &Repository) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for role in repo.names_in("roles") {
-        let used = used_by(
-            repo,
-            vec![format!("role[{role}]")],
-            "check.kiln.invalid",
-            &toml::Table::new(),
-        );
+        let used = used_by(repo, &role_request(&role, None), "check.kiln.invalid");
         for s in used {
             out.entry(s).or_default().push(role.clone());
         }
@@ -156,11 +149,36 @@ pub fn check(repo: &Repository, inv: &Inventory) -> Vec<PolicyError> {
     errors
 }
 
+/// A role with dev VM sizes must use no secret: a dev VM's host key is
+/// made when its image is built, so it is nobody's recipient, and a new
+/// engineer must need no key.
+pub fn check_devvm_roles(repo: &Repository) -> Vec<PolicyError> {
+    let mut errors = Vec::new();
+    for name in repo.names_in("roles") {
+        let Ok(role) = repo.role(&name) else { continue };
+        for size in role.sizes.keys() {
+            let req = role_request(&name, Some(size.clone()));
+            let used = used_by(repo, &req, "devvm.kiln.invalid");
+            if let Some(secret) = used.iter().next() {
+                errors.push(
+                    PolicyError::new(format!(
+                        "role {name:?} (dev VM size {size}) uses secret {secret:?}, which a dev VM cannot decrypt: its host key is nobody's recipient"
+                    ))
+                    .in_file(&role.file)
+                    .fix("give the dev VM role a development value of its own (an attribute in clear), as roles/devvm.toml does"),
+                );
+                break;
+            }
+        }
+    }
+    errors
+}
+
 fn host_secrets(repo: &Repository, h: &Host) -> BTreeSet<String> {
-    used_by(
-        repo,
-        h.roles.iter().map(|r| format!("role[{r}]")).collect(),
-        &h.fqdn,
-        &h.attributes,
-    )
+    let req = Request {
+        run_list: h.roles.iter().map(|r| format!("role[{r}]")).collect(),
+        node_attributes: h.attributes.clone(),
+        ..Request::default()
+    };
+    used_by(repo, &req, &h.fqdn)
 }

@@ -296,6 +296,18 @@ fn a_host_that_cannot_decrypt_fails_before_anything_changes() {
         .stderr_contains("kiln secret rekey");
     assert_eq!(tree_hash(root.path()), before, "the target changed");
 
+    // A dev VM is nobody's recipient: a role with sizes may not use one.
+    let vm = policy().role(
+        "vm",
+        "run_list = [\"role[db]\"]\n[sizes.small]\ncpus = 1\nmemory_mb = 512\ndisk_gb = 4\n",
+    );
+    kiln()
+        .arg("check")
+        .repo(&vm)
+        .run()
+        .failure()
+        .stderr_contains("role \"vm\" (dev VM size small) uses secret \"db/password\"");
+
     // kiln test needs no key: random test values, never the real one.
     kiln().args(["test", "db"]).repo(&repo).run().success();
 }
