@@ -88,8 +88,15 @@ pub fn check(repo: &Repository, inv: &Inventory) -> Vec<PolicyError> {
     let refs = host_refs(repo, inv);
     let mut known: Option<KnownHosts> = None;
     let mut files: BTreeMap<String, Result<SecretFile, PolicyError>> = BTreeMap::new();
+    // Hosts alike (roles and attributes) use the same secrets: compile once.
+    let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (h, r) in inv.hosts.iter().zip(&refs) {
-        for name in host_secrets(repo, h) {
+        let alike = format!("{:?} {}", h.roles, h.attributes);
+        let used = uses
+            .entry(alike)
+            .or_insert_with(|| host_secrets(repo, h))
+            .clone();
+        for name in used {
             let file = files
                 .entry(name.clone())
                 .or_insert_with(|| SecretFile::load(&repo.dir, &name));
