@@ -292,6 +292,24 @@ mod tests {
     }
 
     #[test]
+    fn malformed_files_are_refused_with_the_fix() {
+        let p = Path::new("secrets/x.age");
+        let e = SecretFile::parse("-----BEGIN AGE ENCRYPTED FILE-----\n", p).unwrap_err();
+        assert!(e.message.contains("recipients"), "{e}");
+        assert!(e.fix.unwrap().contains("kiln secret set"));
+        let e = SecretFile::parse("# recipients: sha256:00\nhunter2\n", p).unwrap_err();
+        assert!(e.message.contains("ASCII-armored"), "{e}");
+        // A rekey compares hashes only: the same keys give the same header.
+        let id = age::x25519::Identity::generate();
+        let key = Key::parse(&id.to_public().to_string()).unwrap();
+        let a = SecretFile::encrypt(b"v", std::slice::from_ref(&key)).unwrap();
+        let b = SecretFile::encrypt(b"v", std::slice::from_ref(&key)).unwrap();
+        assert_eq!(a.recipients_hash, b.recipients_hash);
+        assert_eq!(a.to, b.to);
+        assert_ne!(a.armor, b.armor, "age encrypts with a fresh file key");
+    }
+
+    #[test]
     fn set_hash_ignores_order() {
         let a = Key::parse(&age::x25519::Identity::generate().to_public().to_string()).unwrap();
         let b = Key::parse(&age::x25519::Identity::generate().to_public().to_string()).unwrap();
