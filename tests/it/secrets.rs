@@ -36,9 +36,10 @@ mode = "0600"
 
 [[resource]]
 file = "/etc/db-motd"
-content = "not a secret\n"
+content = "{{db.greeting}}\n"
 "#,
         )
+        .attributes("db", "[db]\ngreeting = \"not a secret\"\n")
         .template(
             "db",
             "db.conf.hbs",
@@ -89,7 +90,11 @@ fn db_hosts_read_their_secret_a_new_host_is_refused_until_rekey() {
     );
     f.start();
     let inventory = f.inventory();
-    let full = std::fs::read_to_string(&inventory).unwrap();
+    // Node attributes from the inventory (not secrets) reach the host.
+    let full = std::fs::read_to_string(&inventory).unwrap().replace(
+        "[hosts.\"db01.example.com\"]\n",
+        "[hosts.\"db01.example.com\"]\nattributes = { db = { greeting = \"hello db01\" } }\n",
+    );
     let (two, _) = full.split_once("\n[hosts.\"db03.example.com\"]").unwrap();
     std::fs::write(&inventory, two).unwrap();
 
@@ -165,6 +170,14 @@ fn db_hosts_read_their_secret_a_new_host_is_refused_until_rekey() {
             .symlink_metadata()
             .is_err()
     );
+    assert_eq!(
+        read(f.host("db01.example.com").path(), "/etc/db-motd"),
+        "hello db01\n"
+    );
+    assert_eq!(
+        read(f.host("db02.example.com").path(), "/etc/db-motd"),
+        "not a secret\n"
+    );
 
     // A why-run and the fingerprint say nothing of it either.
     let o = f
@@ -191,7 +204,15 @@ fn db_hosts_read_their_secret_a_new_host_is_refused_until_rekey() {
             .stdout
     };
     let (one, two) = (fp("db01.example.com"), fp("db02.example.com"));
-    assert_eq!(one, two);
+    let keyed = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains("hmac-sha256="))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(keyed(&one).len(), 2, "{one}");
+    assert_eq!(keyed(&one), keyed(&two));
+    assert!(one.contains("file[/etc/db-motd] sha256="), "{one}");
     assert!(one.contains("template[/etc/db.conf] hmac-sha256="), "{one}");
     output.push_str(&one);
     assert!(!output.contains(cleartext), "{output}");
