@@ -29,7 +29,12 @@ enum Command {
     /// Converge a target to its roles and run list.
     Converge(ConvergeArgs),
     /// Validate the whole repository without touching any host.
-    Check,
+    Check {
+        /// An inventory whose hosts must each be able to read the secrets they use
+        /// (default: the one secrets/recipients.toml names, else ./inventory.toml if any).
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
+    },
     /// Converge each role twice in a throwaway Debian root and run its verify checks.
     Test(TestArgs),
     /// The inside of a `kiln test` target (internal).
@@ -66,6 +71,9 @@ enum Command {
         /// With --converge: converge --why-run, and check nothing.
         #[arg(long)]
         why_run: bool,
+        /// The node's attributes from the inventory, as a JSON object (not secrets).
+        #[arg(long, value_name = "JSON")]
+        attributes: Option<String>,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -87,8 +95,59 @@ enum Command {
     Whitelist(WhitelistCommand),
     /// The managed state of a target as one sha256, to compare hosts.
     Fingerprint(FingerprintArgs),
+    /// Encrypted secrets of the repository: set, show, list, rekey.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Developer VMs: build an image of a role, boot it with QEMU, reach it.
     Devvm(DevvmArgs),
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Encrypt a value (standard input, or --file) to the secret's recipients.
+    Set {
+        /// The secret's name, e.g. mariadb/app_password (secrets/NAME.age).
+        name: String,
+        /// Read the value from this file instead of standard input.
+        #[arg(long, value_name = "F")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        inv: SecretInventory,
+    },
+    /// Print a secret's value (for a person holding a recipient's identity).
+    Show {
+        name: String,
+        #[command(flatten)]
+        id: SecretIdentity,
+    },
+    /// Every secret, who can read it, and which roles use it.
+    List {
+        #[command(flatten)]
+        inv: SecretInventory,
+    },
+    /// Re-encrypt the secrets whose recipient set changed (only those).
+    Rekey {
+        #[command(flatten)]
+        id: SecretIdentity,
+        #[command(flatten)]
+        inv: SecretInventory,
+    },
+}
+
+#[derive(Args)]
+struct SecretInventory {
+    /// The inventory whose hosts roles resolve to (default: the one
+    /// secrets/recipients.toml names, else ./inventory.toml if any).
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SecretIdentity {
+    /// The private key to decrypt with: an unencrypted ssh-ed25519 key or an
+    /// age identity file (default: ~/.ssh/id_ed25519; a host uses /etc/ssh/ssh_host_ed25519_key).
+    #[arg(long, value_name = "PATH", env = "KILN_IDENTITY")]
+    identity: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -435,11 +494,13 @@ pub fn main() -> i32 {
                 root: a.root,
                 why_run: a.why_run,
                 lock_timeout: a.lock.lock_timeout,
+                test_secrets: false,
+                attributes: toml::Table::new(),
             },
             a.json,
             a.detailed_exitcodes,
         ),
-        Command::Check => commands::check::run(&cli.repo),
+        Command::Check { inventory } => commands::check::run(&cli.repo, inventory.as_deref()),
         Command::Test(t) if t.print_base_root => commands::test::print_base_root(),
         Command::Test(t) => commands::test::run(commands::test::TestArgs {
             repo: cli.repo,
@@ -470,6 +531,24 @@ pub fn main() -> i32 {
                 crate::devvm::paths::set_vms_dir(dir);
             }
             commands::devvm::run(&cli.repo, d.command)
+        }
+        Command::Secret(s) => {
+            let ctx = |inventory: Option<PathBuf>| commands::secret::Ctx {
+                repo: cli.repo.clone(),
+                inventory,
+            };
+            match s {
+                SecretCommand::Set { name, file, inv } => {
+                    commands::secret::set(&ctx(inv.inventory), &name, file.as_deref())
+                }
+                SecretCommand::Show { name, id } => {
+                    commands::secret::show(&ctx(None), &name, id.identity.as_deref())
+                }
+                SecretCommand::List { inv } => commands::secret::list(&ctx(inv.inventory)),
+                SecretCommand::Rekey { id, inv } => {
+                    commands::secret::rekey(&ctx(inv.inventory), id.identity.as_deref())
+                }
+            }
         }
         Command::Fingerprint(a) => commands::fingerprint::run(commands::fingerprint::Fingerprint {
             repo: cli.repo,
@@ -540,6 +619,7 @@ pub fn main() -> i32 {
             json,
             converge,
             why_run,
+            attributes,
             lock,
         } => commands::verify::run(commands::verify::Verify {
             repo: cli.repo,
@@ -549,6 +629,7 @@ pub fn main() -> i32 {
             json,
             converge,
             why_run,
+            attributes,
             lock_timeout: lock.lock_timeout,
         }),
         Command::Whitelist(w) => match w {

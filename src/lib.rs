@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod platform;
 pub mod policy;
 pub mod resource;
+pub mod secrets;
 pub mod testing;
 pub mod trust;
 pub mod verify;

@@ -7,10 +7,25 @@ use std::time::Instant;
 use crate::error::{Error, PolicyErrors};
 use crate::policy::Repository;
 
-pub fn run(dir: &Path) -> Result<i32, Error> {
+/// With an inventory (`--inventory`, the recipients file's, or the
+/// repository's `inventory.toml`), also checks that every host can read
+/// the secrets its roles use.
+pub fn run(dir: &Path, inventory: Option<&Path>) -> Result<i32, Error> {
     let started = Instant::now();
     let repo = Repository::open(dir)?;
-    let errors = crate::engine::check(&repo);
+    let mut errors = crate::engine::check(&repo);
+    errors.extend(crate::fleet::secrets::check_devvm_roles(&repo));
+    match crate::secrets::RecipientsFile::load(dir) {
+        Err(e) => errors.push(e),
+        Ok(recipients) => {
+            if let Some(inv) = crate::fleet::secrets::inventory_path(dir, &recipients, inventory) {
+                match crate::fleet::inventory::Inventory::load(&inv) {
+                    Ok(inv) => errors.extend(crate::fleet::secrets::check(&repo, &inv)),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+    }
     let roles = repo.names_in("roles").len();
     let cookbooks = repo.names_in("cookbooks").len();
     if errors.is_empty() {

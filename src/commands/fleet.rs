@@ -143,8 +143,13 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         None => None,
     };
     let (inv, hosts) = select(&c.common, &repo)?;
-    // The bundle's policy must compile at all before it goes anywhere.
+    // The bundle's policy must compile at all before it goes anywhere,
+    // and every host must be able to read the secrets it needs.
     check_policy(&repo)?;
+    let unreadable = crate::fleet::secrets::check(&repo, &inv);
+    if !unreadable.is_empty() {
+        return Err(crate::error::PolicyErrors(unreadable).into());
+    }
     let key = signing_key(
         c.signing_key.as_deref().or(inv.signing_key.as_deref()),
         c.allow_unsigned,

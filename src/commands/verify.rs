@@ -20,6 +20,8 @@ pub struct Verify {
     /// host), and check only after a successful converge.
     pub converge: bool,
     pub why_run: bool,
+    /// Node attributes as JSON (`kiln fleet converge` passes the inventory's).
+    pub attributes: Option<String>,
     pub lock_timeout: Duration,
 }
 
@@ -29,8 +31,17 @@ pub fn run(v: Verify) -> Result<i32, Error> {
             .fix("pass --role NAME")
             .into());
     }
+    let attributes: toml::Table = match &v.attributes {
+        None => toml::Table::new(),
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            PolicyError::new(format!(
+                "--attributes: not a JSON object of attributes: {e}"
+            ))
+        })?,
+    };
     let c = Converge {
         fqdn: v.fqdn.clone(),
+        attributes,
         root: v.root.clone(),
         why_run: v.why_run,
         lock_timeout: v.lock_timeout,

@@ -136,6 +136,7 @@ impl Inputs {
                 run_list: vec![format!("role[{}]", req.role)],
                 size: Some(req.size.clone()),
                 node_attributes: toml::Table::new(),
+                ..Request::default()
             },
             &facts,
         )?;

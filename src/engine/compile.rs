@@ -22,6 +22,9 @@ pub struct Request {
     pub run_list: Vec<String>,
     pub size: Option<String>,
     pub node_attributes: toml::Table,
+    /// Where `{{secret "NAME"}}` gets its values: placeholders unless the
+    /// compile is for a converge on the target.
+    pub secrets: crate::secrets::Source,
 }
 
 /// When a notification fires.
@@ -68,6 +71,11 @@ pub struct Policy {
     pub size: Option<String>,
     pub resources: Vec<Compiled>,
     pub verify: Vec<Check>,
+    /// The secrets the policy uses, by name.
+    pub secrets: std::collections::BTreeSet<String>,
+    /// Keys the fingerprint's content hashes when real secrets were used
+    /// (see [`crate::secrets::Resolver::fingerprint_key`]).
+    pub fingerprint_key: Option<Vec<u8>>,
 }
 
 pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy, PolicyErrors> {
@@ -104,9 +112,21 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             }),
         }
     }
-    let attributes = merge_attributes(&expanded, &cookbooks, &order, req, facts)
+    let mut attributes = merge_attributes(&expanded, &cookbooks, &order, req, facts)
         .map_err(|e| PolicyErrors(vec![e]))?;
-    let renderer = Renderer::new(&attributes);
+    for (key, v) in attributes.iter_mut() {
+        if let Err(f) = crate::policy::render::mark_secrets(v) {
+            errors.push(
+                PolicyError::new(format!("attribute {key}: {}", f.message)).fix(
+                    "write the secret as the whole value: password = \"{{secret \\\"NAME\\\"}}\"",
+                ),
+            );
+        }
+    }
+    let renderer = Renderer::with_secrets(
+        &attributes,
+        std::sync::Arc::new(crate::secrets::Resolver::new(req.secrets.clone())),
+    );
     let mut fallback = None;
     let pins = match Whitelist::load(repo).and_then(|w| {
         // Converge refuses what `kiln check` refuses: a version apt cannot
@@ -139,9 +159,27 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     // duplicate is harmless, a different one would fight it on every run.
     let mut declared: HashMap<ResourceId, (toml::Table, std::path::PathBuf, usize)> =
         HashMap::new();
+    // Verify checks print what they ran and saw: no secret may go in one.
+    let no_secret = |c: Result<Check, PolicyError>, before: usize| {
+        c.and_then(|c| {
+            if renderer.secrets().uses() > before {
+                Err(PolicyError::new(format!(
+                    "a verify check of {} uses a secret, and checks are printed and reported",
+                    c.origin
+                ))
+                .fix("check the service without the secret (a port, a page, a status command)"))
+            } else {
+                Ok(c)
+            }
+        })
+    };
     for role in &expanded.roles {
         for t in &role.verify {
-            match Check::parse(t, &renderer, &format!("role[{}]", role.name)) {
+            let before = renderer.secrets().uses();
+            match no_secret(
+                Check::parse(t, &renderer, &format!("role[{}]", role.name)),
+                before,
+            ) {
                 Ok(c) => verify.push(c),
                 Err(e) => errors.push(e.in_file(&role.file)),
             }
@@ -160,7 +198,11 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             }
         };
         for t in &recipe.verify {
-            match Check::parse(t, &renderer, &format!("recipe[{}]", recipe.id())) {
+            let before = renderer.secrets().uses();
+            match no_secret(
+                Check::parse(t, &renderer, &format!("recipe[{}]", recipe.id())),
+                before,
+            ) {
                 Ok(c) => verify.push(c),
                 Err(e) => errors.push(e.in_file(&recipe.file)),
             }
@@ -291,7 +333,25 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         size: req.size.clone(),
         resources,
         verify,
+        secrets: renderer.secrets().used(),
+        fingerprint_key: renderer.secrets().fingerprint_key(),
     })
+}
+
+impl Policy {
+    /// The paths of the sensitive `file` and `template` resources: those
+    /// whose fingerprint is keyed on a host that holds secrets.
+    pub fn sensitive_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|r| r.sensitive && matches!(r.id.kind.as_str(), "file" | "template"))
+            .map(|r| r.id.name.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 /// Precedence, low to high: cookbook attributes < role defaults (later roles
@@ -402,6 +462,9 @@ fn compile_one(
         ))
         .fix("remove the \\u0000 from the name: no path, package or command can hold one"));
     }
+    // A resource whose name, properties or template used a secret is
+    // sensitive, whatever it says.
+    let uses_before = renderer.secrets().uses();
     let id = ResourceId {
         kind: def.name.to_string(),
         name: name.clone(),
@@ -494,18 +557,27 @@ fn compile_one(
     let only_if = take_str(&mut table, "only_if")?;
     let not_if = take_str(&mut table, "not_if")?;
     let ignore_failure = take_bool(&mut table, "ignore_failure")?;
-    let sensitive = take_bool(&mut table, "sensitive")?;
+    let sensitive = take_bool(&mut table, "sensitive")? || renderer.secrets().uses() > uses_before;
 
-    let spec = Spec {
+    let mut spec = Spec {
         name: name.clone(),
         props: table,
         sensitive,
         actions: actions.clone(),
     };
-    let imp = (def.build)(&spec, env).map_err(|mut e| {
-        e.message = format!("{id}: {}", e.message);
-        e
-    })?;
+    let build = |spec: &Spec| {
+        (def.build)(spec, env).map_err(|mut e| {
+            e.message = format!("{id}: {}", e.message);
+            e
+        })
+    };
+    let mut imp = build(&spec)?;
+    if !spec.sensitive && renderer.secrets().uses() > uses_before {
+        // Its template used a secret.
+        spec.sensitive = true;
+        imp = build(&spec)?;
+    }
+    let sensitive = spec.sensitive;
     Ok((
         Compiled {
             id,

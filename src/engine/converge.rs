@@ -34,6 +34,11 @@ pub struct Converge {
     pub root: Option<PathBuf>,
     pub why_run: bool,
     pub lock_timeout: Duration,
+    /// `kiln test`: secrets get random test values instead of being
+    /// decrypted with the target's host key.
+    pub test_secrets: bool,
+    /// Node attributes laid over the node file's (the inventory's, in a fleet).
+    pub attributes: toml::Table,
 }
 
 impl Converge {
@@ -49,6 +54,8 @@ impl Converge {
             root: None,
             why_run: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            test_secrets: false,
+            attributes: toml::Table::new(),
         }
     }
 }
@@ -85,10 +92,11 @@ pub struct Prepared {
 /// before the lock is taken or anything changes.
 pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
     let repo = Repository::open(&c.repo)?;
-    let node: NodeFile = match &c.node {
+    let mut node: NodeFile = match &c.node {
         Some(p) => load_toml(p)?.0,
         None => NodeFile::default(),
     };
+    crate::policy::attributes::merge(&mut node.attributes, &c.attributes);
     let mut run_list: Vec<String> = c.roles.iter().map(|r| format!("role[{r}]")).collect();
     run_list.extend(c.run_list.iter().cloned());
     if run_list.is_empty() {
@@ -112,10 +120,22 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         None => Target::host(),
     };
     let facts = Facts::gather(&target, c.fqdn.as_deref().or(node.fqdn.as_deref()));
+    // Secrets are decrypted here, on the target, with its own host key.
+    let secrets = if c.test_secrets {
+        crate::secrets::Source::Test
+    } else {
+        crate::secrets::Source::Decrypt {
+            repo: c.repo.clone(),
+            target: target.clone(),
+            identity: format!("/{}", crate::secrets::HOST_IDENTITY).into(),
+            host: facts.fqdn.clone(),
+        }
+    };
     let req = Request {
         run_list,
         size: c.size.clone().or(node.size),
         node_attributes: node.attributes,
+        secrets,
     };
     let policy = compile(&repo, &req, &facts)?;
     Ok(Prepared {
@@ -150,6 +170,17 @@ impl Prepared {
             && let Err(e) = report.save(&self.target)
         {
             on(Event::Warning(&format!("cannot keep the run report: {e}")));
+        }
+        if !self.why_run
+            && let Err(e) = crate::resource::state::keep_fingerprint_key(
+                &self.target,
+                self.policy.fingerprint_key.as_deref(),
+                &self.policy.sensitive_files(),
+            )
+        {
+            on(Event::Warning(&format!(
+                "cannot keep the fingerprint key: {e}"
+            )));
         }
         Ok(report)
     }

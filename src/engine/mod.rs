@@ -24,6 +24,7 @@ pub fn check(repo: &Repository) -> Vec<PolicyError> {
             run_list: vec![format!("role[{role}]")],
             size,
             node_attributes: toml::Table::new(),
+            ..Request::default()
         };
         compile(repo, &req, &facts).map(drop)
     })

@@ -10,7 +10,7 @@ use crate::error::{PolicyError, line_col};
 use crate::policy::Repository;
 
 /// One host, with the defaults and its group already applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Host {
     /// The table key: the node's fqdn.
     pub fqdn: String,
@@ -20,6 +20,9 @@ pub struct Host {
     pub roles: Vec<String>,
     /// Marked `canary = true`, or has the `canary` role.
     pub canary: bool,
+    /// Node attributes (`attributes = {...}`: defaults < group < host), for
+    /// values that are not secret; secrets go in `secrets/`.
+    pub attributes: toml::Table,
     /// Line of the host's table, for messages.
     pub line: usize,
 }
@@ -51,6 +54,7 @@ struct Settings {
     roles: Option<Vec<String>>,
     canary: Option<bool>,
     group: Option<toml::Spanned<String>>,
+    attributes: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -82,7 +86,7 @@ impl Inventory {
     pub fn parse(text: &str, path: &Path) -> Result<Inventory, PolicyError> {
         let raw: RawInventory =
             toml::from_str(text).map_err(|e| PolicyError::toml(path, text, &e).fix(
-                "valid keys: known_hosts, identity, ssh_options, signing_key, [defaults], [groups.NAME], [hosts.\"FQDN\"] with address, port, user, roles, canary, group",
+                "valid keys: known_hosts, identity, ssh_options, signing_key, [defaults], [groups.NAME], [hosts.\"FQDN\"] with address, port, user, roles, canary, group, attributes",
             ))?;
         let err = |offset: usize, msg: String, fix: &str| {
             let (line, col) = line_col(text, offset);
@@ -210,6 +214,12 @@ impl Inventory {
             }
             let canary = layers.iter().find_map(|s| s.canary).unwrap_or(false)
                 || roles.iter().any(|r| r == "canary");
+            let mut attributes = toml::Table::new();
+            for layer in layers.iter().rev() {
+                if let Some(a) = &layer.attributes {
+                    crate::policy::attributes::merge(&mut attributes, a);
+                }
+            }
             hosts.push(Host {
                 fqdn,
                 address,
@@ -217,6 +227,7 @@ impl Inventory {
                 user,
                 roles,
                 canary,
+                attributes,
                 line: line_col(text, offset).0,
             });
         }
@@ -330,6 +341,7 @@ address = "10.0.0.2"
 group = "web"
 [hosts."m.example.com"]
 roles = ["canary", "web"]
+attributes = { app = { db_host = "10.0.0.5" } }
 "#,
         )
         .unwrap();
@@ -342,6 +354,11 @@ roles = ["canary", "web"]
         assert_eq!(inv.hosts[1].roles, ["web"]);
         assert_eq!(inv.hosts[2].address, "m.example.com");
         assert!(inv.hosts[2].canary);
+        assert_eq!(
+            inv.hosts[2].attributes["app"]["db_host"].as_str(),
+            Some("10.0.0.5")
+        );
+        assert!(inv.hosts[0].attributes.is_empty());
     }
 
     #[test]

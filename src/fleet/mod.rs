@@ -6,5 +6,6 @@ pub mod bundle;
 pub mod inventory;
 pub mod protocol;
 pub mod rollout;
+pub mod secrets;
 pub mod ssh;
 pub mod status;

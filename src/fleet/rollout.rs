@@ -379,6 +379,12 @@ fn node_args(host: &Host) -> String {
     }
     s.push_str(" --fqdn ");
     s.push_str(&q(&host.fqdn));
+    if !host.attributes.is_empty() {
+        s.push_str(" --attributes ");
+        s.push_str(&q(
+            &serde_json::to_string(&host.attributes).unwrap_or_default()
+        ));
+    }
     s
 }
 
@@ -700,6 +706,7 @@ mod tests {
                 user: "root".into(),
                 roles: vec!["web".into()],
                 canary: canary.contains(&i),
+                attributes: toml::Table::new(),
                 line: 1,
             })
             .collect()

@@ -7,7 +7,13 @@ use super::Repository;
 use crate::error::PolicyError;
 
 /// What belongs to the policy, relative to the repository.
-pub const CONTENTS: &[&str] = &["roles", "cookbooks", "whitelist.toml"];
+/// `secrets` carries only ciphertext (`*.age`) and `recipients.toml`.
+pub const CONTENTS: &[&str] = &["roles", "cookbooks", "whitelist.toml", "secrets"];
+
+/// Whether a file under `secrets/` may travel: never a stray cleartext.
+fn secret_file_ships(rel: &str) -> bool {
+    !rel.starts_with("secrets/") || rel.ends_with(".age") || rel == crate::secrets::RECIPIENTS
+}
 
 /// One file of the policy.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,7 +61,7 @@ impl Repository {
                 if entry.path_is_symlink() {
                     return Err(link_refused(&self.display_path(&rel), entry.path()));
                 }
-                if entry.file_type().is_file() {
+                if entry.file_type().is_file() && secret_file_ships(&rel) {
                     out.push(PolicyFile {
                         rel,
                         path: entry.into_path(),

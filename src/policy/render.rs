@@ -1,7 +1,13 @@
 //! Handlebars rendering in strict mode: a missing attribute is an error,
 //! never an empty string. Output is not HTML-escaped: it is config text.
 
-use handlebars::{Handlebars, RenderErrorReason};
+use std::sync::Arc;
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
+};
+
+use crate::secrets::{Resolver, Source};
 
 /// Why a string or template did not render.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,15 +21,83 @@ pub struct RenderFailure {
 pub struct Renderer {
     hb: Handlebars<'static>,
     context: serde_json::Value,
+    secrets: Arc<Resolver>,
+}
+
+/// `{{secret "NAME"}}`: writes a marker that the renderer replaces with
+/// the value once the text is rendered (see [`crate::secrets::resolve`]).
+fn secret_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let name = match (h.param(0).and_then(|p| p.value().as_str()), h.param(1)) {
+        (Some(n), None) => n,
+        _ => {
+            return Err(RenderErrorReason::Other(
+                "secret takes one quoted name: {{secret \"mariadb/app_password\"}}".into(),
+            )
+            .into());
+        }
+    };
+    crate::secrets::validate_name(name).map_err(|e| RenderErrorReason::Other(e.message))?;
+    out.write(&crate::secrets::resolve::marker(name))?;
+    Ok(())
+}
+
+fn handlebars() -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_helper("secret", Box::new(secret_helper));
+    hb
+}
+
+/// Turns `{{secret "NAME"}}` in attribute values into markers, so that an
+/// attribute can carry a secret to wherever it is used (and make that
+/// resource sensitive) without its value ever being in the attributes.
+pub fn mark_secrets(value: &mut toml::Value) -> Result<(), RenderFailure> {
+    match value {
+        toml::Value::String(s) if s.contains("{{") && s.contains("secret") => {
+            let hb = handlebars();
+            *s = hb
+                .render_template(s, &serde_json::Value::Null)
+                .map_err(|e| RenderFailure {
+                    missing: None,
+                    line: None,
+                    message: format!(
+                        "attribute value {s:?}: {} (attribute values may use {{{{secret \"NAME\"}}}} only)",
+                        e.reason()
+                    ),
+                })?;
+            Ok(())
+        }
+        toml::Value::Array(a) => a.iter_mut().try_for_each(mark_secrets),
+        toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, v)| mark_secrets(v)),
+        _ => Ok(()),
+    }
 }
 
 impl Renderer {
+    /// A renderer whose secrets are placeholders (static compiles).
     pub fn new(attributes: &toml::Table) -> Self {
-        let mut hb = Handlebars::new();
-        hb.set_strict_mode(true);
-        hb.register_escape_fn(handlebars::no_escape);
+        Self::with_secrets(attributes, Arc::new(Resolver::new(Source::Placeholder)))
+    }
+
+    pub fn with_secrets(attributes: &toml::Table, secrets: Arc<Resolver>) -> Self {
         let context = serde_json::to_value(attributes).unwrap_or_default();
-        Renderer { hb, context }
+        Renderer {
+            hb: handlebars(),
+            context,
+            secrets,
+        }
+    }
+
+    /// Where this renderer's secret values come from, and what it used.
+    pub fn secrets(&self) -> &Resolver {
+        &self.secrets
     }
 
     /// The attributes, as templates see them.
@@ -60,7 +134,7 @@ impl Renderer {
             return Ok(text.to_string());
         }
         check_partials(text)?;
-        self.hb.render_template(text, ctx).map_err(|e| {
+        let out = self.hb.render_template(text, ctx).map_err(|e| {
             let (missing, message) = match e.reason() {
                 RenderErrorReason::MissingVariable(Some(path)) => (
                     Some(path.clone()),
@@ -80,7 +154,17 @@ impl Renderer {
                 line,
                 message,
             }
-        })
+        })?;
+        if !Resolver::has_marker(&out) {
+            return Ok(out);
+        }
+        self.secrets
+            .substitute(&out)
+            .map_err(|message| RenderFailure {
+                missing: None,
+                line: None,
+                message,
+            })
     }
 
     /// Renders every string inside a TOML value, in place.
@@ -209,6 +293,27 @@ mod tests {
     fn variables_overlay_attributes() {
         let vars: toml::Table = toml::from_str("port = 8080").unwrap();
         assert_eq!(r().render_vars("{{port}}", Some(&vars)).unwrap(), "8080");
+    }
+
+    #[test]
+    fn secrets_render_through_templates_and_attributes() {
+        let mut attrs: toml::Table =
+            toml::from_str("[db]\npassword = '{{secret \"db/pw\"}}'").unwrap();
+        for (_, v) in attrs.iter_mut() {
+            mark_secrets(v).unwrap();
+        }
+        let r = Renderer::with_secrets(&attrs, Arc::new(Resolver::new(Source::Placeholder)));
+        assert_eq!(
+            r.render("pw={{db.password}}").unwrap(),
+            format!("pw={}", crate::secrets::resolve::PLACEHOLDER)
+        );
+        assert_eq!(r.secrets().uses(), 1);
+        r.render("{{secret \"other\"}}").unwrap();
+        assert_eq!(r.secrets().used().len(), 2);
+        assert!(r.render("{{secret \"../x\"}}").is_err());
+        assert!(r.render("{{secret}}").is_err());
+        let mut bad = toml::Value::String("{{secret \"a\"}}{{db.x}}".into());
+        assert!(mark_secrets(&mut bad).is_err());
     }
 
     #[test]

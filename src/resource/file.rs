@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use serde::{Deserialize, Serialize};
 
 use super::fsmeta::{Meta, MetaChange, atomic_write, content_diff, temp_path};
-use super::state::{link_to, missing, sha256_file};
+use super::state::{link_to, missing};
 use super::{
     BuildEnv, Context, Converge, Item, Resource, ResourceResult, Spec, State, TypeDef, actions,
 };
@@ -245,8 +245,8 @@ impl Converge for File {
         };
         let kind = meta.file_type();
         Some(if kind.is_file() {
-            match sha256_file(tfs, path) {
-                Ok(h) => format!("sha256={h} {}", state.ownership(&meta)),
+            match state.content_hash(path) {
+                Ok(h) => format!("{h} {}", state.ownership(&meta)),
                 Err(e) => format!("unreadable ({})", e.kind()),
             }
         } else if kind.is_symlink() {

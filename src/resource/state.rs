@@ -20,6 +20,71 @@ pub struct State<'a> {
     pub target: &'a Target,
     accounts: Accounts,
     dpkg: Option<Dpkg>,
+    /// [`FINGERPRINT_KEY`] of the target, read once.
+    content_key: Option<Option<ContentKey>>,
+}
+
+/// The key of keyed content hashes, and the paths it applies to.
+#[derive(Clone)]
+struct ContentKey {
+    key: Vec<u8>,
+    paths: std::collections::BTreeSet<String>,
+}
+
+impl ContentKey {
+    fn read(target: &Target) -> Option<ContentKey> {
+        let text = target.fs().read_to_string(FINGERPRINT_KEY).ok()?;
+        let mut lines = text.lines();
+        let key = lines.next()?.trim().as_bytes().to_vec();
+        Some(ContentKey {
+            key,
+            paths: lines.map(str::to_string).collect(),
+        })
+    }
+}
+
+/// Where a converge that used secrets keeps the key of content hashes
+/// (root only; first line, hex) and the paths of the sensitive files it
+/// applies to (one a line): their contents are then fingerprinted by
+/// HMAC-SHA256, so that a fingerprint never lets anyone test guesses of a
+/// secret, while every other file keeps its plain sha256.
+pub const FINGERPRINT_KEY: &str = "/var/lib/kiln/fingerprint.key";
+
+/// Writes (or, with no secrets used, removes) the target's fingerprint key.
+pub fn keep_fingerprint_key(
+    target: &Target,
+    key: Option<&[u8]>,
+    paths: &[String],
+) -> Result<(), String> {
+    let tfs = target.fs();
+    match key {
+        Some(k) => {
+            let mut text = hex(k);
+            for p in paths {
+                text.push('\n');
+                text.push_str(&clean(p));
+            }
+            text.push('\n');
+            let k = text.as_bytes();
+            if tfs.read(FINGERPRINT_KEY).is_ok_and(|old| old == k) {
+                return Ok(());
+            }
+            tfs.create_dir_all("/var/lib/kiln", 0o755)
+                .map_err(|e| e.to_string())?;
+            crate::resource::fsmeta::atomic_write(
+                tfs,
+                FINGERPRINT_KEY,
+                k,
+                0o600,
+                crate::resource::fsmeta::Ids::default(),
+            )
+            .map_err(|e| e.to_string())
+        }
+        None => match tfs.remove_file(FINGERPRINT_KEY) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.to_string()),
+            _ => Ok(()),
+        },
+    }
 }
 
 impl<'a> State<'a> {
@@ -28,6 +93,7 @@ impl<'a> State<'a> {
             target,
             accounts: Accounts::read(target),
             dpkg: None,
+            content_key: None,
         }
     }
 
@@ -38,6 +104,28 @@ impl<'a> State<'a> {
     pub fn dpkg(&mut self) -> &Dpkg {
         let target = self.target;
         self.dpkg.get_or_insert_with(|| Dpkg::read(target))
+    }
+
+    /// The content of the file `name` as a fingerprint part:
+    /// `sha256=HEX`, or `hmac-sha256=HEX` for a file the target's
+    /// [`FINGERPRINT_KEY`] lists.
+    pub fn content_hash(&mut self, name: &str) -> io::Result<String> {
+        let target = self.target;
+        let key = self
+            .content_key
+            .get_or_insert_with(|| ContentKey::read(target))
+            .as_ref()
+            .filter(|k| k.paths.contains(name))
+            .map(|k| k.key.clone());
+        match key {
+            None => sha256_file(target.fs(), name).map(|h| format!("sha256={h}")),
+            Some(k) => {
+                use hmac::{KeyInit, Mac};
+                let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&k).expect("any key length");
+                mac.update(&target.fs().read(name)?);
+                Ok(format!("hmac-sha256={}", hex(&mac.finalize().into_bytes())))
+            }
+        }
     }
 
     /// Owner and group by their names on the target (numbers when unnamed), and mode.

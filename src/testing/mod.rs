@@ -192,6 +192,7 @@ fn run(
         run_list: vec![format!("role[{role}]")],
         size: opts.size.clone(),
         node_attributes: toml::Table::new(),
+        ..Request::default()
     };
     let policy = engine::compile(&repo, &req, &facts).map_err(|e| e.to_string())?;
     let mut overlay = Overlay::new(&base, &std::env::temp_dir().join("kiln-test"), role)?;

@@ -22,6 +22,7 @@ mod packages;
 mod packages_debian;
 mod policy;
 mod sandbox;
+mod secrets;
 mod siblings;
 mod signed;
 mod stack;

@@ -25,6 +25,9 @@ const DECLARED: &[(&str, &[&str])] = &[
             "template[/etc/php/8.2/apache2/conf.d/90-kiln.ini]",
             // the vhost's ServerName is the node's fqdn
             "template[/etc/apache2/sites-available/shop.conf]",
+            // the database password: a secret (a random value in kiln test)
+            // in production, a development value of its own on a dev VM
+            "template[/etc/kiln-shop/config.php]",
             // a dev VM's agent converges from the policy in its image
             AGENT,
         ],
