@@ -20,6 +20,7 @@ mod outdated;
 mod packages;
 mod packages_debian;
 mod policy;
+mod releases;
 mod siblings;
 mod signed;
 mod stack;
