@@ -151,3 +151,104 @@ fn one_policy_installs_each_release_its_own_pin() {
         .failure()
         .stderr_contains("the target runs \"trixie\", not \"bookworm\"");
 }
+
+/// A fleet in the middle of a release upgrade: two web hosts on bookworm,
+/// two on trixie. One rollout reaches the trixie hosts only; status lists
+/// the hosts by release and judges drift within a release, where the
+/// versions differ by design between releases.
+#[test]
+fn a_fleet_on_two_releases_rolls_out_to_trixie_only_and_groups_status() {
+    use crate::support::apt_repo::AptRepo;
+    use crate::support::fleet::{Fleet, spec};
+    let apt = AptRepo::new()
+        .package("kiln-hello", "1.0-1")
+        .package("kiln-hello", "2.0-1");
+    let specs = [
+        "web01-bookworm",
+        "web02-bookworm",
+        "web03-trixie",
+        "web04-trixie",
+    ]
+    .iter()
+    .map(|name| {
+        let mut s = spec(&format!("{name}.example.com"), &["web"]);
+        s.release = Some(name.split('-').nth(1).unwrap().to_string());
+        s
+    })
+    .collect();
+    let mut f = Fleet::new(specs, |root: &std::path::Path| {
+        apt.install_into(root);
+    });
+    f.start();
+    let repo = Repo::new()
+        .role("web", "run_list = [\"recipe[site]\"]")
+        .recipe(
+            "site",
+            "default",
+            "[[resource]]\npackage = \"kiln-hello\"\n\n[[resource]]\nfile = \"/etc/kiln-site.conf\"\ncontent = \"{{site.greeting}}\\n\"\n",
+        )
+        .attributes(
+            "site",
+            "[site]\ngreeting = \"hello bookworm\"\n\n[releases.trixie.site]\ngreeting = \"hello trixie\"\n",
+        )
+        .whitelist(
+            "[packages]\nkiln-hello = \"1.0-1\"\n\n[releases.bookworm]\n\n[releases.trixie]\n\n\
+             [rollouts.trixie-first]\nreleases = [\"trixie\"]\npackages = { kiln-hello = \"2.0-1\" }\n",
+        );
+    f.kiln(&["converge"]).repo(&repo).run().success();
+    for h in &f.hosts {
+        let trixie = h.fqdn.contains("trixie");
+        assert_eq!(
+            h.version("kiln-hello").as_deref(),
+            Some(if trixie { "2.0-1" } else { "1.0-1" }),
+            "{}",
+            h.fqdn
+        );
+        assert_eq!(
+            read(h.path(), "/etc/kiln-site.conf"),
+            if trixie {
+                "hello trixie\n"
+            } else {
+                "hello bookworm\n"
+            }
+        );
+    }
+    // Grouped by release; hosts of one role differ between releases by
+    // design, and that is not drift.
+    let o = f.kiln(&["status"]).repo(&repo).run().success();
+    let bookworm = o
+        .stdout
+        .find("release bookworm (2 host(s)):")
+        .expect(&o.stdout);
+    let trixie = o
+        .stdout
+        .find("release trixie (2 host(s)):")
+        .expect(&o.stdout);
+    let pos = |h: &str| o.stdout.find(h).unwrap();
+    assert!(bookworm < pos("web01-bookworm") && pos("web02-bookworm") < trixie);
+    assert!(trixie < pos("web03-trixie") && trixie < pos("web04-trixie"));
+    assert!(o.stdout.contains("no drift"), "{}", o.stdout);
+    // A change by hand on one trixie host is drift among the trixie hosts.
+    std::fs::write(
+        at(
+            f.host("web04-trixie.example.com").path(),
+            "/etc/kiln-site.conf",
+        ),
+        "edited\n",
+    )
+    .unwrap();
+    let o = f.kiln(&["status", "--json"]).repo(&repo).run().failure();
+    let s: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(s["drift"].as_array().unwrap().len(), 1, "{}", o.stdout);
+    assert_eq!(s["drift"][0]["release"], "trixie");
+    // Two hosts, two fingerprints: either may be the odd one out.
+    let outlier = s["drift"][0]["outliers"][0]["fqdn"].as_str().unwrap();
+    assert!(outlier.ends_with("-trixie.example.com"), "{outlier}");
+    let releases: Vec<&str> = s["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["release"].as_str().unwrap())
+        .collect();
+    assert_eq!(releases, ["bookworm", "bookworm", "trixie", "trixie"]);
+}
