@@ -8,6 +8,7 @@ use crate::error::{Error, PolicyError};
 use crate::platform::archive::{self, Offer};
 use crate::platform::dpkg::Dpkg;
 use crate::platform::facts::Facts;
+use crate::platform::rootfs::{self, Overlay};
 use crate::platform::siblings;
 use crate::platform::target::Target;
 use crate::policy::Repository;
@@ -304,7 +305,16 @@ pub struct Node<'a> {
 /// The policy compiled for a target: its roles and fqdn from the
 /// arguments, else from the target's last kiln run.
 /// Also returns the target's release (its codename).
-fn target_policy(repo: &Path, node: &Node) -> Result<(Target, String, engine::Policy), Error> {
+///
+/// With `archive_only` (what the archive offers, not what is installed), a
+/// `--release` other than this system's, without `--root`, reads a
+/// throwaway root of that release, kept in `scratch` while it is read.
+fn target_policy(
+    repo: &Path,
+    node: &Node,
+    archive_only: bool,
+    scratch: &mut Option<Overlay>,
+) -> Result<(Target, String, engine::Policy), Error> {
     let Node {
         root,
         fqdn,
@@ -312,9 +322,24 @@ fn target_policy(repo: &Path, node: &Node) -> Result<(Target, String, engine::Po
         release,
     } = *node;
     let repo = Repository::open(repo)?;
-    let target = match root {
-        Some(r) => Target::at_root(r),
-        None => Target::host(),
+    let target = match (root, release) {
+        (Some(r), _) => Target::at_root(r),
+        (None, Some(r))
+            if archive_only
+                && !roles.is_empty()
+                && Facts::gather(&Target::host(), None).codename != r =>
+        {
+            let base = rootfs::base_root(&rootfs::TEST_ROOT.on(r)?, &|m| {
+                eprintln!("kiln whitelist: {m}")
+            })?;
+            let overlay = scratch.insert(Overlay::new(
+                &base,
+                &std::env::temp_dir().join("kiln-whitelist"),
+                r,
+            )?);
+            Target::at_root(overlay.root())
+        }
+        (None, _) => Target::host(),
     };
     // The node as kiln last converged it, unless told otherwise.
     let last = Report::load_last(&target)
@@ -345,7 +370,7 @@ fn target_policy(repo: &Path, node: &Node) -> Result<(Target, String, engine::Po
             facts.codename
         ))
         .fix(format!(
-            "point --root at a {r} tree (kiln test --release {r} --keep leaves one), or drop --release"
+            "point --root at a {r} tree, or drop --root (outdated and stage with --role read a throwaway {r} root), or drop --release"
         ))
         .into());
     }
@@ -359,7 +384,7 @@ fn target_policy(repo: &Path, node: &Node) -> Result<(Target, String, engine::Po
 
 /// Compares a target's packages with its pins, and lists what was installed by hand.
 pub fn audit(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
-    let (target, release, policy) = target_policy(repo, node)?;
+    let (target, release, policy) = target_policy(repo, node, false, &mut None)?;
     let managed: BTreeSet<String> = installed_pins(&policy).into_keys().collect();
     let dpkg = Dpkg::read(&target);
     let mut findings = Vec::new();
@@ -517,7 +542,8 @@ fn outdated_rows(target: &Target, policy: &engine::Policy) -> Result<Vec<Outdate
 /// For each pin in force on a target: the newer versions its sources
 /// offer (security updates marked), and pins no source offers any more.
 pub fn outdated(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
-    let (target, release, policy) = target_policy(repo, node)?;
+    let mut scratch = None;
+    let (target, release, policy) = target_policy(repo, node, true, &mut scratch)?;
     let rows = outdated_rows(&target, &policy)?;
     let vanished = rows.iter().filter(|r| r.vanished).count();
     if json {
@@ -602,7 +628,8 @@ pub fn stage(repo_dir: &Path, node: &Node, stage: &Stage) -> Result<i32, Error> 
                 .into(),
         );
     }
-    let (target, release, policy) = target_policy(repo_dir, node)?;
+    let mut scratch = None;
+    let (target, release, policy) = target_policy(repo_dir, node, true, &mut scratch)?;
     let rows = outdated_rows(&target, &policy)?;
     let mut chosen: Vec<(String, String, String)> = Vec::new();
     for wanted in stage.packages {

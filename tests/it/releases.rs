@@ -150,6 +150,24 @@ fn one_policy_installs_each_release_its_own_pin() {
         .run()
         .failure()
         .stderr_contains("the target runs \"trixie\", not \"bookworm\"");
+    // Without --root, outdated reads the archive of the release asked for
+    // in a throwaway root: the trixie pin is trixie's newest.
+    kiln()
+        .args([
+            "whitelist",
+            "outdated",
+            "--role",
+            "cache",
+            "--release",
+            "trixie",
+        ])
+        .repo(&repo)
+        .run()
+        .success()
+        .stdout_contains(&format!(
+            "memcached {new} (releases.trixie.packages): current"
+        ))
+        .stdout_contains("release trixie, 1 pin(s)");
 }
 
 /// A fleet in the middle of a release upgrade: two web hosts on bookworm,
