@@ -134,34 +134,28 @@ fn one_policy_installs_each_release_its_own_pin() {
             .stdout_contains(&format!("release {codename}, 1 managed package(s)"))
             .stdout_lacks("memcached: pinned");
     }
+    let outdated = |release: &str| {
+        kiln()
+            .args([
+                "whitelist",
+                "outdated",
+                "--role",
+                "cache",
+                "--release",
+                release,
+            ])
+            .repo(&repo)
+    };
     // Asking for the other release of a target is refused, naming both.
-    kiln()
-        .args([
-            "whitelist",
-            "outdated",
-            "--role",
-            "cache",
-            "--release",
-            "bookworm",
-            "--root",
-        ])
+    outdated("bookworm")
+        .arg("--root")
         .arg(trixie.path())
-        .repo(&repo)
         .run()
         .failure()
         .stderr_contains("the target runs \"trixie\", not \"bookworm\"");
     // Without --root, outdated reads the archive of the release asked for
     // in a throwaway root: the trixie pin is trixie's newest.
-    kiln()
-        .args([
-            "whitelist",
-            "outdated",
-            "--role",
-            "cache",
-            "--release",
-            "trixie",
-        ])
-        .repo(&repo)
+    outdated("trixie")
         .run()
         .success()
         .stdout_contains(&format!(
