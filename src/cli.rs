@@ -200,6 +200,10 @@ enum WhitelistCommand {
         /// Only the packages these roles install (default: every role).
         #[arg(long = "role", value_name = "R")]
         roles: Vec<String>,
+        /// The Debian release whose pins and archive the mirror holds
+        /// (default: this system's).
+        #[arg(long, value_name = "CODENAME")]
+        release: Option<String>,
     },
 }
 
@@ -595,9 +599,11 @@ pub fn main() -> i32 {
             WhitelistCommand::Outdated { node, json } => {
                 commands::whitelist::outdated(&cli.repo, &node.as_node(), json)
             }
-            WhitelistCommand::Mirror { out, roles } => {
-                commands::whitelist::mirror(&cli.repo, &out, &roles)
-            }
+            WhitelistCommand::Mirror {
+                out,
+                roles,
+                release,
+            } => commands::whitelist::mirror(&cli.repo, &out, &roles, release.as_deref()),
             WhitelistCommand::Stage {
                 name,
                 packages,

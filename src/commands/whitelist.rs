@@ -731,7 +731,14 @@ pub fn stage_text(
 /// Writes an apt repository of the pinned versions (and each rollout's) of
 /// the packages `roles` install (default: every role), with their siblings
 /// and what they pull in beyond a base Debian root.
-pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Error> {
+/// One release's pins: a mirror is read from that release's archive, and
+/// goes under `[releases.CODENAME.fallback]` when the fleet runs several.
+pub fn mirror(
+    repo_dir: &Path,
+    out: &Path,
+    roles: &[String],
+    release: Option<&str>,
+) -> Result<i32, Error> {
     let repo = Repository::open(repo_dir)?;
     let wl = Whitelist::load(&repo)?;
     let roles = if roles.is_empty() {
@@ -739,7 +746,12 @@ pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Erro
     } else {
         roles.to_vec()
     };
-    let facts = Facts::gather(&Target::host(), None);
+    let host = Facts::gather(&Target::host(), None);
+    let facts = match release {
+        Some(r) => host.on_release(r),
+        None => host,
+    };
+    wl.release(&facts.codename)?;
     let mut packages: BTreeSet<String> = BTreeSet::new();
     for role in &roles {
         let req = Request {
@@ -756,7 +768,7 @@ pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Erro
                 .filter_map(|p| Some((p.clone(), versions.get(p)?.version.clone())))
                 .collect()
         };
-    // The pins of this host's release: the mirror is built from its sources.
+    // The pins of that release: the mirror is built from its archive.
     let mut base = wl.packages.clone();
     if let Some(r) = wl.release(&facts.codename)? {
         base.extend(r.packages.clone());
@@ -774,9 +786,10 @@ pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Erro
             sets.push(set);
         }
     }
-    let written =
-        crate::platform::mirror::write(out, &sets, &|m| eprintln!("kiln whitelist mirror: {m}"))
-            .map_err(Error::Target)?;
+    let written = crate::platform::mirror::write(out, &facts.codename, &sets, &|m| {
+        eprintln!("kiln whitelist mirror: {m}")
+    })
+    .map_err(Error::Target)?;
     println!(
         "kiln whitelist mirror: {} package file(s) for {} pinned package(s) of {} role(s) in {}",
         written.len(),
