@@ -112,6 +112,15 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, Ru
         return Err(RunError::precondition("mmdebstrap is not installed")
             .fix("install it with: apt-get install -y mmdebstrap"));
     }
+    // mmdebstrap checks the archive's signatures with the host's keyring: a
+    // release newer than the keyring fails there, with a vaguer message.
+    if !has_release_keys(recipe.suite) {
+        return Err(RunError::precondition(format!(
+            "this host's debian-archive-keyring has no keys of {} (no {KEYRINGS}/debian-archive-{}-stable.gpg)",
+            recipe.suite, recipe.suite
+        ))
+        .fix("update it with: apt-get update && apt-get install -y debian-archive-keyring (bookworm's 2023.3+deb12u2 holds trixie's keys)"));
+    }
     // Leftovers of a killed build.
     let prefix = format!("{key}.build-");
     for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -148,6 +157,20 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, Ru
     }
     fs::rename(&build, &done).map_err(|e| RunError::io("rename", build.display(), e))?;
     Ok(root)
+}
+
+const KEYRINGS: &str = "/usr/share/keyrings";
+
+/// Whether debian-archive-keyring holds a release's archive keys (named
+/// `.gpg`, or `.pgp` as newer versions name them). A host without Debian's
+/// keyrings at all is left to mmdebstrap's own checks.
+fn has_release_keys(suite: &str) -> bool {
+    !Path::new(KEYRINGS).is_dir()
+        || ["gpg", "pgp"].iter().any(|ext| {
+            Path::new(KEYRINGS)
+                .join(format!("debian-archive-{suite}-stable.{ext}"))
+                .exists()
+        })
 }
 
 pub fn which(prog: &str) -> Option<PathBuf> {
@@ -338,6 +361,11 @@ mod tests {
         assert_eq!(trixie.key(), "e8563c9e4d94f41c");
         assert_eq!(TEST_ROOT.on("bookworm").unwrap().key(), TEST_ROOT.key());
         assert!(TEST_ROOT.on("sarge; rm -rf /").is_err());
+        // This bookworm host's keyring holds both releases' keys.
+        if Path::new("/usr/share/keyrings/debian-archive-bookworm-stable.gpg").exists() {
+            assert!(has_release_keys("bookworm") && has_release_keys("trixie"));
+            assert!(!has_release_keys("sarge"));
+        }
     }
 
     #[test]
