@@ -169,6 +169,10 @@ struct DevvmArgs {
 struct TestArgs {
     /// Roles to test (default: every role in the repository).
     roles: Vec<String>,
+    /// Test on this Debian release (codename, repeatable); default: every
+    /// release the whitelist pins.
+    #[arg(long = "release", value_name = "CODENAME")]
+    releases: Vec<String>,
     /// Write a JUnit XML report here.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -200,6 +204,10 @@ enum WhitelistCommand {
         fqdn: Option<String>,
         #[arg(long = "role", value_name = "R")]
         roles: Vec<String>,
+        /// Only this Debian release (codename); default: every release the
+        /// whitelist pins (with --siblings: the target's own).
+        #[arg(long, value_name = "CODENAME")]
+        release: Option<String>,
         /// Also list the binary packages that follow each pin (built from
         /// the same source), read from this system's apt index.
         #[arg(long)]
@@ -251,6 +259,10 @@ enum WhitelistCommand {
         /// Only the packages these roles install (default: every role).
         #[arg(long = "role", value_name = "R")]
         roles: Vec<String>,
+        /// The Debian release whose pins and archive the mirror holds
+        /// (default: this system's).
+        #[arg(long, value_name = "CODENAME")]
+        release: Option<String>,
     },
 }
 
@@ -267,6 +279,10 @@ struct WhitelistNode {
     /// Default: the roles of the target's last kiln run.
     #[arg(long = "role", value_name = "R")]
     roles: Vec<String>,
+    /// The Debian release (codename) the target must run; its pins are
+    /// those of its own release, read from its /etc/os-release.
+    #[arg(long, value_name = "CODENAME")]
+    release: Option<String>,
 }
 
 impl WhitelistNode {
@@ -275,6 +291,7 @@ impl WhitelistNode {
             root: self.root.as_ref(),
             fqdn: self.fqdn.as_deref(),
             roles: &self.roles,
+            release: self.release.as_deref(),
         }
     }
 }
@@ -501,10 +518,13 @@ pub fn main() -> i32 {
             a.detailed_exitcodes,
         ),
         Command::Check { inventory } => commands::check::run(&cli.repo, inventory.as_deref()),
-        Command::Test(t) if t.print_base_root => commands::test::print_base_root(),
+        Command::Test(t) if t.print_base_root => {
+            commands::test::print_base_root(t.releases.first().map(String::as_str))
+        }
         Command::Test(t) => commands::test::run(commands::test::TestArgs {
             repo: cli.repo,
             roles: t.roles,
+            releases: t.releases,
             junit: t.junit,
             json: t.json,
             keep: t.keep,
@@ -636,6 +656,7 @@ pub fn main() -> i32 {
             WhitelistCommand::Explain {
                 fqdn,
                 roles,
+                release,
                 siblings,
                 root,
                 json,
@@ -643,6 +664,7 @@ pub fn main() -> i32 {
                 &cli.repo,
                 fqdn.as_deref(),
                 &roles,
+                release.as_deref(),
                 siblings.then(|| match &root {
                     Some(r) => crate::platform::target::Target::at_root(r),
                     None => crate::platform::target::Target::host(),
@@ -658,9 +680,11 @@ pub fn main() -> i32 {
             WhitelistCommand::Outdated { node, json } => {
                 commands::whitelist::outdated(&cli.repo, &node.as_node(), json)
             }
-            WhitelistCommand::Mirror { out, roles } => {
-                commands::whitelist::mirror(&cli.repo, &out, &roles)
-            }
+            WhitelistCommand::Mirror {
+                out,
+                roles,
+                release,
+            } => commands::whitelist::mirror(&cli.repo, &out, &roles, release.as_deref()),
             WhitelistCommand::Stage {
                 name,
                 packages,

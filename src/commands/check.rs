@@ -28,16 +28,25 @@ pub fn run(dir: &Path, inventory: Option<&Path>) -> Result<i32, Error> {
     }
     let roles = repo.names_in("roles").len();
     let cookbooks = repo.names_in("cookbooks").len();
+    // Roles compile once per pinned release (a problem names its release).
+    let releases = crate::policy::whitelist::Whitelist::load(&repo)
+        .map(|w| w.pinned_releases())
+        .unwrap_or_default();
+    let on = if releases.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", releases.join(", "))
+    };
     if errors.is_empty() {
         println!(
-            "kiln check: {roles} roles, {cookbooks} cookbooks: ok in {:.0} ms",
+            "kiln check: {roles} roles{on}, {cookbooks} cookbooks: ok in {:.0} ms",
             started.elapsed().as_secs_f64() * 1000.0
         );
         Ok(0)
     } else {
         let n = errors.len();
         eprintln!("{}", PolicyErrors(errors));
-        eprintln!("kiln check: {n} problem(s) in {roles} roles, {cookbooks} cookbooks");
+        eprintln!("kiln check: {n} problem(s) in {roles} roles{on}, {cookbooks} cookbooks");
         Ok(1)
     }
 }

@@ -21,6 +21,10 @@ pub struct ImageArgs {
     /// A size of the role: small, medium, large.
     #[arg(long, default_value = "small")]
     pub size: String,
+    /// The Debian release (codename) the VM runs; it must be one the
+    /// whitelist pins.
+    #[arg(long, default_value = crate::devvm::base::DEFAULT_RELEASE)]
+    pub release: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,6 +102,7 @@ fn request(repo: &Path, image: &ImageArgs, force: bool) -> BuildRequest {
     BuildRequest {
         repo: repo.to_path_buf(),
         role: image.role.clone(),
+        release: image.release.clone(),
         size: image.size.clone(),
         force,
     }

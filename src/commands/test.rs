@@ -1,5 +1,6 @@
-//! `kiln test [ROLE]...`: each role converged twice and verified in a
-//! throwaway root; one line per role, JUnit XML and JSON for machines.
+//! `kiln test [--release R] [ROLE]...`: each role converged twice and
+//! verified in a throwaway root of each Debian release the whitelist pins;
+//! one line per role and release, JUnit XML and JSON for machines.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,11 +8,14 @@ use std::time::Duration;
 
 use crate::error::{Error, IoContext};
 use crate::policy::Repository;
+use crate::policy::whitelist::Whitelist;
 use crate::testing::{self, Options, RoleOutcome};
 
 pub struct TestArgs {
     pub repo: PathBuf,
     pub roles: Vec<String>,
+    /// Default: every release the whitelist pins.
+    pub releases: Vec<String>,
     pub junit: Option<PathBuf>,
     pub json: bool,
     pub keep: bool,
@@ -20,11 +24,11 @@ pub struct TestArgs {
     pub timeout: Duration,
 }
 
-/// The cached root `kiln test` builds its targets on, built if missing.
-pub fn print_base_root() -> Result<i32, Error> {
-    let root = crate::platform::rootfs::base_root(&crate::platform::rootfs::TEST_ROOT, &|m| {
-        eprintln!("{m}")
-    })?;
+/// The cached root `kiln test` builds its targets on (of `release`,
+/// default bookworm), built if missing.
+pub fn print_base_root(release: Option<&str>) -> Result<i32, Error> {
+    let recipe = crate::platform::rootfs::TEST_ROOT.on(release.unwrap_or(testing::DEFAULT_SUITE))?;
+    let root = crate::platform::rootfs::base_root(&recipe, &|m| eprintln!("{m}"))?;
     println!("{}", root.display());
     Ok(0)
 }
@@ -36,16 +40,28 @@ pub fn run(a: TestArgs) -> Result<i32, Error> {
     } else {
         a.roles.clone()
     };
-    let opts = Options {
-        repo: a.repo.clone(),
-        fqdn: a.fqdn.clone(),
-        size: a.size.clone(),
-        keep: a.keep,
-        timeout: a.timeout,
-    };
+    let whitelist = Whitelist::load(&repo)?;
+    let mut releases = Vec::new();
+    if a.releases.is_empty() {
+        releases = whitelist.releases_or(None, testing::DEFAULT_SUITE)?;
+    }
+    for r in &a.releases {
+        releases.extend(whitelist.releases_or(Some(r), r)?);
+    }
     let tty = std::io::stderr().is_terminal();
     let mut outcomes: Vec<RoleOutcome> = Vec::new();
-    for role in &roles {
+    let jobs = releases
+        .iter()
+        .flat_map(|rel| roles.iter().map(move |role| (rel, role)));
+    for (release, role) in jobs {
+        let opts = Options {
+            repo: a.repo.clone(),
+            release: release.clone(),
+            fqdn: a.fqdn.clone(),
+            size: a.size.clone(),
+            keep: a.keep,
+            timeout: a.timeout,
+        };
         let bar = indicatif::ProgressBar::new_spinner();
         if tty {
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -54,9 +70,9 @@ pub fn run(a: TestArgs) -> Result<i32, Error> {
         }
         let progress = |step: &str| {
             if tty {
-                bar.set_message(format!("{role}: {step}"));
+                bar.set_message(format!("{role} ({release}): {step}"));
             } else if !a.json {
-                eprintln!("  {role}: {step}");
+                eprintln!("  {role} ({release}): {step}");
             }
         };
         let o = testing::test_role(role, &opts, &progress);
@@ -90,7 +106,12 @@ pub fn run(a: TestArgs) -> Result<i32, Error> {
             serde_json::to_string_pretty(&outcomes).unwrap_or_default()
         );
     } else {
-        println!("kiln test: {passed}/{} role(s) passed", outcomes.len());
+        println!(
+            "kiln test: {passed}/{} role test(s) passed ({} role(s) on {})",
+            outcomes.len(),
+            roles.len(),
+            releases.join(", ")
+        );
     }
     Ok(if passed == outcomes.len() { 0 } else { 1 })
 }

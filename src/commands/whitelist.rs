@@ -8,6 +8,7 @@ use crate::error::{Error, PolicyError};
 use crate::platform::archive::{self, Offer};
 use crate::platform::dpkg::Dpkg;
 use crate::platform::facts::Facts;
+use crate::platform::rootfs::{self, Overlay};
 use crate::platform::siblings;
 use crate::platform::target::Target;
 use crate::policy::Repository;
@@ -16,21 +17,75 @@ use crate::policy::whitelist::{Pin, Whitelist};
 use crate::resource::fsmeta::{Ids, atomic_write};
 
 /// For each package, the version a node gets and the rule it comes from.
+/// With `siblings_of`, the release is that target's own; else `release`,
+/// else every release the whitelist pins, one after the other.
 pub fn explain(
     repo: &Path,
     fqdn: Option<&str>,
     roles: &[String],
+    release: Option<&str>,
     siblings_of: Option<Target>,
     json: bool,
 ) -> Result<i32, Error> {
     let repo = Repository::open(repo)?;
     let wl = Whitelist::load(&repo)?;
+    let own = siblings_of
+        .as_ref()
+        .map(|t| Facts::gather(t, None).codename)
+        .or_else(|| Some(Facts::gather(&Target::host(), None).codename))
+        .unwrap_or_default();
+    let releases = match (&siblings_of, release) {
+        (Some(_), None) => vec![own],
+        _ => wl.releases_or(release, &own)?,
+    };
+    let mut all_json = serde_json::Map::new();
+    for codename in &releases {
+        let one = explain_release(
+            &repo,
+            &wl,
+            fqdn,
+            roles,
+            codename,
+            siblings_of.as_ref(),
+            json,
+        )?;
+        all_json.insert(codename.clone(), one);
+    }
+    if json {
+        // One release: its pins as before; several: keyed by codename.
+        let value = if all_json.len() == 1 {
+            all_json
+                .into_iter()
+                .next()
+                .map(|(_, v)| v)
+                .unwrap_or_default()
+        } else {
+            serde_json::Value::Object(all_json)
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+/// [`explain`] for one release: printed as text, or returned as JSON.
+fn explain_release(
+    repo: &Repository,
+    wl: &Whitelist,
+    fqdn: Option<&str>,
+    roles: &[String],
+    codename: &str,
+    siblings_of: Option<&Target>,
+    json: bool,
+) -> Result<serde_json::Value, Error> {
     let items: Vec<String> = roles.iter().map(|r| format!("role[{r}]")).collect();
-    let expanded = expand(&repo, &items)?;
+    let expanded = expand(repo, &items)?;
     let fqdn = fqdn.unwrap_or("");
-    let pins = wl.resolve(fqdn, &expanded.role_names())?;
+    let pins = wl.resolve(fqdn, &expanded.role_names(), codename)?;
     // The binary packages that follow each pin, from a target's apt index.
-    let sibs = match &siblings_of {
+    let sibs = match siblings_of {
         Some(target) => {
             let list: Vec<(String, String)> = pins
                 .iter()
@@ -48,21 +103,20 @@ pub fn explain(
         None => None,
     };
     if json {
-        let text = match &sibs {
-            Some(s) => {
-                serde_json::to_string_pretty(&serde_json::json!({"pins": pins, "siblings": s}))
-            }
-            None => serde_json::to_string_pretty(&pins),
-        };
-        println!("{}", text.unwrap_or_default());
-        return Ok(0);
+        return Ok(match &sibs {
+            Some(s) => serde_json::json!({"pins": pins, "siblings": s}),
+            None => serde_json::to_value(&pins).unwrap_or_default(),
+        });
     }
     let matched: Vec<&String> = wl
         .rollouts
         .iter()
-        .filter(|(_, r)| Whitelist::matches(r, fqdn, &expanded.role_names()))
+        .filter(|(_, r)| Whitelist::matches(r, fqdn, &expanded.role_names(), codename))
         .map(|(n, _)| n)
         .collect();
+    if !wl.releases.is_empty() {
+        println!("release {codename}:");
+    }
     let width = pins.keys().map(String::len).max().unwrap_or(7).max(7);
     println!("{:<width$}  {:<24}  rule", "package", "version");
     for (name, pin) in &pins {
@@ -80,7 +134,7 @@ pub fn explain(
         let names: Vec<&str> = matched.iter().map(|s| s.as_str()).collect();
         println!("rollouts matching this node: {}", names.join(", "));
     }
-    Ok(0)
+    Ok(serde_json::Value::Null)
 }
 
 /// Moves a rollout's versions into the base pins and deletes the rollout,
@@ -104,8 +158,25 @@ pub fn promote(repo: &Path, name: &str) -> Result<i32, Error> {
             })
             .into());
     }
+    // A rollout of one pinned release is promoted into that release's pins.
+    let rollout = &wl.rollouts[name];
+    let into = match rollout.releases.as_slice() {
+        _ if wl.releases.is_empty() => None,
+        [] => None,
+        [one] => Some(one.as_str()),
+        _ => {
+            return Err(PolicyError::new(format!(
+                "rollout {name:?} matches several releases ({}): their pins differ, so it has no one table to go into",
+                rollout.releases.join(", ")
+            ))
+            .in_file(&shown)
+            .at_line(rollout.line, None)
+            .fix("split it into one rollout per release (releases = [\"trixie\"]), then promote each")
+            .into());
+        }
+    };
     let (new_text, moved) =
-        promote_text(&text, name).map_err(|e| PolicyError::new(e).in_file(&shown))?;
+        promote_text(&text, name, into).map_err(|e| PolicyError::new(e).in_file(&shown))?;
     rewrite(&path, &new_text)?;
     for (pkg, from, to) in &moved {
         match from {
@@ -114,8 +185,11 @@ pub fn promote(repo: &Path, name: &str) -> Result<i32, Error> {
         }
     }
     println!(
-        "kiln whitelist: promoted rollout {name} ({} package(s)) into [packages]",
-        moved.len()
+        "kiln whitelist: promoted rollout {name} ({} package(s)) into {}",
+        moved.len(),
+        into.map_or("[packages]".to_string(), |r| format!(
+            "[releases.{r}.packages]"
+        ))
     );
     Ok(0)
 }
@@ -136,7 +210,12 @@ fn rewrite(path: &Path, text: &str) -> Result<(), crate::error::RunError> {
 type Moved = Vec<(String, Option<String>, String)>;
 
 /// The edit itself, on the text: `(new text, [(package, old pin, new pin)])`.
-pub fn promote_text(text: &str, name: &str) -> Result<(String, Moved), String> {
+/// With `release`, the versions go into `[releases.RELEASE.packages]`.
+pub fn promote_text(
+    text: &str,
+    name: &str,
+    release: Option<&str>,
+) -> Result<(String, Moved), String> {
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
     let rollout_pkgs: Vec<(String, toml_edit::Value)> = {
         let rollout = doc
@@ -154,12 +233,33 @@ pub fn promote_text(text: &str, name: &str) -> Result<(String, Moved), String> {
             _ => vec![],
         }
     };
-    if !doc.contains_key("packages") {
-        doc["packages"] = toml_edit::table();
-    }
-    let packages = doc["packages"]
-        .as_table_like_mut()
-        .ok_or("[packages] is not a table")?;
+    let packages = match release {
+        None => {
+            if !doc.contains_key("packages") {
+                doc["packages"] = toml_edit::table();
+            }
+            doc["packages"]
+                .as_table_like_mut()
+                .ok_or("[packages] is not a table")?
+        }
+        Some(r) => {
+            let releases = doc
+                .get_mut("releases")
+                .and_then(|t| t.as_table_like_mut())
+                .ok_or("[releases] is not a table")?;
+            let table = releases
+                .get_mut(r)
+                .and_then(|t| t.as_table_like_mut())
+                .ok_or_else(|| format!("[releases.{r}] is not a table"))?;
+            if table.get("packages").is_none() {
+                table.insert("packages", toml_edit::table());
+            }
+            table
+                .get_mut("packages")
+                .and_then(|t| t.as_table_like_mut())
+                .ok_or_else(|| format!("[releases.{r}.packages] is not a table"))?
+        }
+    };
     let mut moved = Vec::new();
     for (pkg, value) in rollout_pkgs {
         let version = value.as_str().unwrap_or_default().to_string();
@@ -206,16 +306,48 @@ pub struct Node<'a> {
     pub fqdn: Option<&'a str>,
     /// Default: the roles of the target's last kiln run.
     pub roles: &'a [String],
+    /// The release the target must run (default: whatever it runs).
+    pub release: Option<&'a str>,
 }
 
 /// The policy compiled for a target: its roles and fqdn from the
 /// arguments, else from the target's last kiln run.
-fn target_policy(repo: &Path, node: &Node) -> Result<(Target, engine::Policy), Error> {
-    let Node { root, fqdn, roles } = *node;
+/// Also returns the target's release (its codename).
+///
+/// With `archive_only` (what the archive offers, not what is installed), a
+/// `--release` other than this system's, without `--root`, reads a
+/// throwaway root of that release, kept in `scratch` while it is read.
+fn target_policy(
+    repo: &Path,
+    node: &Node,
+    archive_only: bool,
+    scratch: &mut Option<Overlay>,
+) -> Result<(Target, String, engine::Policy), Error> {
+    let Node {
+        root,
+        fqdn,
+        roles,
+        release,
+    } = *node;
     let repo = Repository::open(repo)?;
-    let target = match root {
-        Some(r) => Target::at_root(r),
-        None => Target::host(),
+    let target = match (root, release) {
+        (Some(r), _) => Target::at_root(r),
+        (None, Some(r))
+            if archive_only
+                && !roles.is_empty()
+                && Facts::gather(&Target::host(), None).codename != r =>
+        {
+            let base = rootfs::base_root(&rootfs::TEST_ROOT.on(r)?, &|m| {
+                eprintln!("kiln whitelist: {m}")
+            })?;
+            let overlay = scratch.insert(Overlay::new(
+                &base,
+                &std::env::temp_dir().join("kiln-whitelist"),
+                r,
+            )?);
+            Target::at_root(overlay.root())
+        }
+        (None, _) => Target::host(),
     };
     // The node as kiln last converged it, unless told otherwise.
     let last = Report::load_last(&target)
@@ -238,17 +370,29 @@ fn target_policy(repo: &Path, node: &Node) -> Result<(Target, engine::Policy), E
         .map(str::to_string)
         .or_else(|| Some(last.fqdn).filter(|f| !f.is_empty()));
     let facts = Facts::gather(&target, fqdn.as_deref());
+    if let Some(r) = release
+        && r != facts.codename
+    {
+        return Err(PolicyError::new(format!(
+            "the target runs {:?}, not {r:?}: its pins are those of its own release",
+            facts.codename
+        ))
+        .fix(format!(
+            "point --root at a {r} tree, or drop --root (outdated and stage with --role read a throwaway {r} root), or drop --release"
+        ))
+        .into());
+    }
     let req = Request {
         run_list: roles.iter().map(|r| format!("role[{r}]")).collect(),
         ..Request::default()
     };
     let policy = engine::compile(&repo, &req, &facts)?;
-    Ok((target, policy))
+    Ok((target, facts.codename, policy))
 }
 
 /// Compares a target's packages with its pins, and lists what was installed by hand.
 pub fn audit(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
-    let (target, policy) = target_policy(repo, node)?;
+    let (target, release, policy) = target_policy(repo, node, false, &mut None)?;
     let managed: BTreeSet<String> = installed_pins(&policy).into_keys().collect();
     let dpkg = Dpkg::read(&target);
     let mut findings = Vec::new();
@@ -334,7 +478,7 @@ pub fn audit(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
             println!("  {}: {}", f.package, f.problem);
         }
         println!(
-            "kiln whitelist audit: {} managed package(s), {} finding(s)",
+            "kiln whitelist audit: release {release}, {} managed package(s), {} finding(s)",
             managed.len(),
             findings.len()
         );
@@ -406,7 +550,8 @@ fn outdated_rows(target: &Target, policy: &engine::Policy) -> Result<Vec<Outdate
 /// For each pin in force on a target: the newer versions its sources
 /// offer (security updates marked), and pins no source offers any more.
 pub fn outdated(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
-    let (target, policy) = target_policy(repo, node)?;
+    let mut scratch = None;
+    let (target, release, policy) = target_policy(repo, node, true, &mut scratch)?;
     let rows = outdated_rows(&target, &policy)?;
     let vanished = rows.iter().filter(|r| r.vanished).count();
     if json {
@@ -444,7 +589,7 @@ pub fn outdated(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
         }
         let security = rows.iter().filter(|r| r.security_update.is_some()).count();
         println!(
-            "kiln whitelist outdated: {} pin(s), {security} with a security update, {vanished} vanished",
+            "kiln whitelist outdated: release {release}, {} pin(s), {security} with a security update, {vanished} vanished",
             rows.len()
         );
         if security > 0 {
@@ -491,7 +636,8 @@ pub fn stage(repo_dir: &Path, node: &Node, stage: &Stage) -> Result<i32, Error> 
                 .into(),
         );
     }
-    let (target, policy) = target_policy(repo_dir, node)?;
+    let mut scratch = None;
+    let (target, release, policy) = target_policy(repo_dir, node, true, &mut scratch)?;
     let rows = outdated_rows(&target, &policy)?;
     let mut chosen: Vec<(String, String, String)> = Vec::new();
     for wanted in stage.packages {
@@ -519,8 +665,10 @@ pub fn stage(repo_dir: &Path, node: &Node, stage: &Stage) -> Result<i32, Error> 
         println!("kiln whitelist stage: nothing newer to stage; whitelist.toml unchanged");
         return Ok(0);
     }
+    // Versions read from one release's archive hold for that release only.
+    let only = (!wl.releases.is_empty()).then_some(release.as_str());
     let new_text =
-        stage_text(&text, stage, &chosen).map_err(|e| PolicyError::new(e).in_file(&shown))?;
+        stage_text(&text, stage, only, &chosen).map_err(|e| PolicyError::new(e).in_file(&shown))?;
     // What is written must read back as a valid whitelist.
     Whitelist::parse(&new_text, shown.clone())?;
     rewrite(&path, &new_text).map_err(|e| Error::Target(e.to_string()))?;
@@ -528,7 +676,7 @@ pub fn stage(repo_dir: &Path, node: &Node, stage: &Stage) -> Result<i32, Error> 
         println!("  {package}: {from} -> {to}");
     }
     println!(
-        "kiln whitelist: staged rollout {} ({} package(s)); converge the canaries, then: kiln whitelist promote {}",
+        "kiln whitelist: staged rollout {} for release {release} ({} package(s)); converge the canaries, then: kiln whitelist promote {}",
         stage.name,
         chosen.len(),
         stage.name
@@ -536,10 +684,12 @@ pub fn stage(repo_dir: &Path, node: &Node, stage: &Stage) -> Result<i32, Error> 
     Ok(0)
 }
 
-/// Appends the rollout table to the whitelist's text.
+/// Appends the rollout table to the whitelist's text; with `release`, the
+/// rollout matches hosts of that release only.
 pub fn stage_text(
     text: &str,
     stage: &Stage,
+    release: Option<&str>,
     chosen: &[(String, String, String)],
 ) -> Result<String, String> {
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
@@ -565,6 +715,9 @@ pub fn stage_text(
     if !stage.rollout_roles.is_empty() {
         table["roles"] = list(stage.rollout_roles);
     }
+    if let Some(r) = release {
+        table["releases"] = list(&[r.to_string()]);
+    }
     let mut packages = toml_edit::InlineTable::new();
     for (package, _, version) in chosen {
         packages.insert(package, version.as_str().into());
@@ -585,7 +738,14 @@ pub fn stage_text(
 /// Writes an apt repository of the pinned versions (and each rollout's) of
 /// the packages `roles` install (default: every role), with their siblings
 /// and what they pull in beyond a base Debian root.
-pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Error> {
+/// One release's pins: a mirror is read from that release's archive, and
+/// goes under `[releases.CODENAME.fallback]` when the fleet runs several.
+pub fn mirror(
+    repo_dir: &Path,
+    out: &Path,
+    roles: &[String],
+    release: Option<&str>,
+) -> Result<i32, Error> {
     let repo = Repository::open(repo_dir)?;
     let wl = Whitelist::load(&repo)?;
     let roles = if roles.is_empty() {
@@ -593,7 +753,12 @@ pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Erro
     } else {
         roles.to_vec()
     };
-    let facts = Facts::gather(&Target::host(), None);
+    let host = Facts::gather(&Target::host(), None);
+    let facts = match release {
+        Some(r) => host.on_release(r),
+        None => host,
+    };
+    wl.release(&facts.codename)?;
     let mut packages: BTreeSet<String> = BTreeSet::new();
     for role in &roles {
         let req = Request {
@@ -610,8 +775,17 @@ pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Erro
                 .filter_map(|p| Some((p.clone(), versions.get(p)?.version.clone())))
                 .collect()
         };
-    let mut sets = vec![pick(&wl.packages)];
-    for r in wl.rollouts.values() {
+    // The pins of that release: the mirror is built from its archive.
+    let mut base = wl.packages.clone();
+    if let Some(r) = wl.release(&facts.codename)? {
+        base.extend(r.packages.clone());
+    }
+    let mut sets = vec![pick(&base)];
+    for r in wl
+        .rollouts
+        .values()
+        .filter(|r| r.releases.is_empty() || r.releases.contains(&facts.codename))
+    {
         let mut set: BTreeMap<String, String> = sets[0].iter().cloned().collect();
         set.extend(pick(&r.packages));
         let set: Vec<(String, String)> = set.into_iter().collect();
@@ -619,9 +793,10 @@ pub fn mirror(repo_dir: &Path, out: &Path, roles: &[String]) -> Result<i32, Erro
             sets.push(set);
         }
     }
-    let written =
-        crate::platform::mirror::write(out, &sets, &|m| eprintln!("kiln whitelist mirror: {m}"))
-            .map_err(Error::Target)?;
+    let written = crate::platform::mirror::write(out, &facts.codename, &sets, &|m| {
+        eprintln!("kiln whitelist mirror: {m}")
+    })
+    .map_err(Error::Target)?;
     println!(
         "kiln whitelist mirror: {} package file(s) for {} pinned package(s) of {} role(s) in {}",
         written.len(),
@@ -673,6 +848,7 @@ mod tests {
                 hosts: &["web01.*".to_string()],
                 rollout_roles: &["canary".to_string()],
             },
+            None,
             &chosen,
         )
         .unwrap();
@@ -687,7 +863,7 @@ mod tests {
                 "# staged by kiln whitelist stage: memcached 1.6.18-1 -> 1.6.18-1+deb12u1"
             )
         );
-        let (promoted, _) = promote_text(&staged, "security-1").unwrap();
+        let (promoted, _) = promote_text(&staged, "security-1", None).unwrap();
         assert!(
             promoted.starts_with("# Pins for the fleet.\n[packages]\n# the cache\nmemcached = \"1.6.18-1+deb12u1\"   # bookworm\nsudo = \"1.9\"\n"),
             "{promoted}"
@@ -712,7 +888,7 @@ packages = { memcached = "1.6.18-1+deb12u1", "libevent-2.1-7" = "2.1.12-stable-8
 roles = ["canary"]
 packages = { redis = "5:7.0.15-1~deb12u1" }
 "#;
-        let (out, moved) = promote_text(text, "mc-sec").unwrap();
+        let (out, moved) = promote_text(text, "mc-sec", None).unwrap();
         assert!(out.contains("# Pins for the fleet."));
         assert!(
             out.contains("# the cache\nmemcached = \"1.6.18-1+deb12u1\"   # bookworm"),
@@ -736,5 +912,41 @@ packages = { redis = "5:7.0.15-1~deb12u1" }
         // Still a whitelist kiln reads.
         let w = Whitelist::parse(&out, "w".into()).unwrap();
         assert_eq!(w.packages["memcached"].version, "1.6.18-1+deb12u1");
+    }
+
+    #[test]
+    fn a_release_rollout_is_staged_and_promoted_into_its_release() {
+        let text = "[packages]\n\n[releases.bookworm.packages]\nmemcached = \"1.6.18-1\"\n\n[releases.trixie.packages]\n# 1.6.38 is trixie's\nmemcached = \"1.6.38-1\"\n";
+        let chosen = vec![(
+            "memcached".to_string(),
+            "1.6.38-1".to_string(),
+            "1.6.38-1+deb13u1".to_string(),
+        )];
+        let stage = Stage {
+            name: "mc",
+            packages: &[],
+            hosts: &["web01.*".to_string()],
+            rollout_roles: &[],
+        };
+        let staged = stage_text(text, &stage, Some("trixie"), &chosen).unwrap();
+        let w = Whitelist::parse(&staged, "w".into()).unwrap();
+        assert_eq!(w.rollouts["mc"].releases, ["trixie"]);
+        assert!(w.validate().is_empty());
+        let (promoted, moved) = promote_text(&staged, "mc", Some("trixie")).unwrap();
+        assert_eq!(moved[0].1.as_deref(), Some("1.6.38-1"));
+        let w = Whitelist::parse(&promoted, "w".into()).unwrap();
+        assert_eq!(
+            w.releases["trixie"].packages["memcached"].version,
+            "1.6.38-1+deb13u1"
+        );
+        assert_eq!(
+            w.releases["bookworm"].packages["memcached"].version,
+            "1.6.18-1"
+        );
+        assert!(w.rollouts.is_empty());
+        assert!(
+            promoted.contains("# 1.6.38 is trixie's\nmemcached = \"1.6.38-1+deb13u1\""),
+            "{promoted}"
+        );
     }
 }

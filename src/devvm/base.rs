@@ -1,11 +1,12 @@
-//! The base Debian root every dev VM image starts from: bookworm minbase
-//! with a kernel, systemd, udev, dbus and openssh-server, built once with
-//! mmdebstrap and cached under a key that hashes its recipe.
+//! The base Debian root every dev VM image starts from: minbase of the
+//! release asked for (trixie unless told otherwise) with a kernel, systemd,
+//! udev, dbus and openssh-server, built once with mmdebstrap and cached
+//! under a key that hashes its recipe.
 
 use std::path::PathBuf;
 
 use super::{step, tools};
-use crate::error::Error;
+use crate::error::{Error, RunError};
 use crate::platform::rootfs::{self, Recipe};
 
 /// The smallest set that boots under systemd, gets an address by DHCP
@@ -25,35 +26,45 @@ pub const INCLUDE: &[&str] = &[
 ];
 
 /// Bump `version` when the way the root is built changes without the
-/// package list changing.
+/// package list changing. Its suite is a default: see [`recipe_on`].
 pub const RECIPE: Recipe = Recipe {
     version: "kiln-devvm-base/1",
-    suite: "bookworm",
+    suite: rootfs::DEFAULT_SUITE,
     variant: "minbase",
     include: INCLUDE,
 };
 
-/// The recipe as text, for the image key.
-pub fn recipe() -> String {
-    format!(
-        "recipe={}\nsuite={}\nvariant={}\ninclude={}\n",
-        RECIPE.version,
-        RECIPE.suite,
-        RECIPE.variant,
-        RECIPE.include.join(",")
-    )
+/// The release a dev VM runs unless asked for another: new hosts and new
+/// developer VMs are on Debian 13.
+pub const DEFAULT_RELEASE: &str = "trixie";
+
+/// The recipe for Debian release `codename`.
+pub fn recipe_on(codename: &str) -> Result<Recipe, RunError> {
+    RECIPE.on(codename)
 }
 
-pub fn key() -> String {
-    RECIPE.key()
+/// The recipe as text, for the image key.
+pub fn recipe(codename: &str) -> Result<String, RunError> {
+    let r = recipe_on(codename)?;
+    Ok(format!(
+        "recipe={}\nsuite={}\nvariant={}\ninclude={}\n",
+        r.version,
+        r.suite,
+        r.variant,
+        r.include.join(",")
+    ))
+}
+
+pub fn key(codename: &str) -> Result<String, RunError> {
+    Ok(recipe_on(codename)?.key())
 }
 
 /// The cached root (`~/.cache/kiln/roots/<key>/root`, shared with `kiln
-/// test`'s machinery), built now with mmdebstrap if missing. Never written
-/// to: copy it.
-pub fn root() -> Result<PathBuf, Error> {
+/// test`'s machinery) of release `codename`, built now with mmdebstrap if
+/// missing. Never written to: copy it.
+pub fn root(codename: &str) -> Result<PathBuf, Error> {
     tools::require(&[tools::MMDEBSTRAP])?;
-    rootfs::base_root(&RECIPE, &|msg: &str| {
+    rootfs::base_root(&recipe_on(codename)?, &|msg: &str| {
         step(format!(
             "{msg}: kernel, systemd, udev, dbus, openssh-server"
         ))
@@ -67,8 +78,10 @@ mod tests {
 
     #[test]
     fn key_is_stable_and_short() {
-        assert_eq!(key(), key());
-        assert_eq!(key().len(), 16);
-        assert!(recipe().contains("openssh-server"));
+        assert_eq!(key("trixie").unwrap(), key("trixie").unwrap());
+        assert_eq!(key("trixie").unwrap().len(), 16);
+        assert_ne!(key("trixie").unwrap(), key("bookworm").unwrap());
+        assert!(recipe("trixie").unwrap().contains("suite=trixie\n"));
+        assert!(recipe("bookworm").unwrap().contains("openssh-server"));
     }
 }

@@ -42,6 +42,8 @@ pub const INPUTS: &str = "inputs.txt";
 pub struct BuildRequest {
     pub repo: PathBuf,
     pub role: String,
+    /// The Debian release (codename) of the image.
+    pub release: String,
     pub size: String,
     /// Rebuild even when the cache has the image.
     pub force: bool,
@@ -52,6 +54,9 @@ pub struct BuildRequest {
 pub struct Manifest {
     pub key: String,
     pub role: String,
+    /// The Debian release (codename); images from before releases were bookworm.
+    #[serde(default = "bookworm")]
+    pub release: String,
     pub size: String,
     pub cpus: u32,
     pub memory_mb: u64,
@@ -66,6 +71,10 @@ pub struct Manifest {
     /// `kiln fingerprint` of the tree, when this kiln has that command.
     #[serde(default)]
     pub fingerprint: Option<String>,
+}
+
+fn bookworm() -> String {
+    "bookworm".into()
 }
 
 /// A built image in the cache.
@@ -110,6 +119,7 @@ impl Image {
 #[derive(Debug)]
 pub struct Inputs {
     pub role: String,
+    pub release: String,
     pub size: String,
     pub cpus: u32,
     pub memory_mb: u64,
@@ -129,7 +139,9 @@ impl Inputs {
         let repo = Repository::open(&req.repo)?;
         let role = repo.role(&req.role)?;
         let hostname = format!("devvm-{}", user_name());
-        let facts = Facts::gather(&Target::host(), Some(&hostname));
+        // Compiled as on the image's release, which must be a pinned one.
+        crate::policy::whitelist::Whitelist::load(&repo)?.release(&req.release)?;
+        let facts = Facts::gather(&Target::host(), Some(&hostname)).on_release(&req.release);
         let policy = engine::compile(
             &repo,
             &Request {
@@ -164,7 +176,7 @@ impl Inputs {
 
         let mut text = format!(
             "layout={LAYOUT_VERSION}\nbase={}\nrole={}\nsize={}\ncpus={}\nmemory_mb={}\ndisk_gb={}\nhostname={hostname}\napp_mount={app_mount}\nkiln_binary={kiln_binary}\nkey={authorized_key}\n",
-            base::recipe(),
+            base::recipe(&req.release)?,
             req.role,
             req.size,
             size.cpus,
@@ -183,6 +195,7 @@ impl Inputs {
         }
         Ok(Inputs {
             role: req.role.clone(),
+            release: req.release.clone(),
             size: req.size.clone(),
             cpus: size.cpus,
             memory_mb: size.memory_mb,
@@ -248,7 +261,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     }
     let started = Instant::now();
     clean_leftovers(&images, &key);
-    let base = base::root()?;
+    let base = base::root(&inputs.release)?;
     let work = tempfile::Builder::new()
         .prefix(&format!(".build-{key}-"))
         .tempdir_in(&images)
@@ -353,6 +366,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     let manifest = Manifest {
         key: key.clone(),
         role: inputs.role.clone(),
+        release: inputs.release.clone(),
         size: inputs.size.clone(),
         cpus: inputs.cpus,
         memory_mb: inputs.memory_mb,
@@ -360,7 +374,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
         hostname: inputs.hostname.clone(),
         app_mount: inputs.app_mount.clone(),
         kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-        base_key: base::key(),
+        base_key: base::key(&inputs.release)?,
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -557,6 +571,7 @@ mod tests {
         let req = |size: &str| BuildRequest {
             repo: r.to_path_buf(),
             role: "vm".into(),
+            release: "trixie".into(),
             size: size.into(),
             force: false,
         };
@@ -601,6 +616,7 @@ mod tests {
         let req = BuildRequest {
             repo: r.to_path_buf(),
             role: "vm".into(),
+            release: "trixie".into(),
             size: "small".into(),
             force: false,
         };

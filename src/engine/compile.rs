@@ -137,13 +137,14 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             errors.extend(invalid);
             return Err(first);
         }
-        if !w.fallback.is_empty() {
+        let own = w.fallback_for(&facts.codename);
+        if !own.is_empty() {
             fallback = Some(std::sync::Arc::new(FallbackSource {
-                fallback: w.fallback.clone(),
+                fallback: own.clone(),
                 repo: repo.dir.clone(),
             }));
         }
-        w.resolve(&facts.fqdn, &expanded.role_names())
+        w.resolve(&facts.fqdn, &expanded.role_names(), &facts.codename)
     }) {
         Ok(p) => p,
         Err(e) => {
@@ -366,8 +367,14 @@ fn merge_attributes(
     let mut attrs = toml::Table::new();
     let mut names: Vec<&String> = order.iter().collect();
     names.sort();
-    for name in names {
-        merge(&mut attrs, &cookbooks[name].attributes);
+    for name in &names {
+        merge(&mut attrs, &cookbooks[*name].attributes);
+    }
+    // What differs on the target's Debian release, before any role speaks.
+    for name in &names {
+        if let Some(overlay) = cookbooks[*name].release_overlay(&facts.codename) {
+            merge(&mut attrs, overlay);
+        }
     }
     for role in &expanded.roles {
         merge(&mut attrs, &role.default_attributes);

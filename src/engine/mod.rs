@@ -17,8 +17,19 @@ use crate::policy::Repository;
 
 /// Every problem in the repository (`kiln check`): the policy layer's
 /// checks, with roles compiled by this engine for a placeholder node.
+/// Each role is compiled for every release the whitelist pins (or the
+/// host's own when it pins none); an error names the release it is about.
 pub fn check(repo: &Repository) -> Vec<PolicyError> {
-    let facts = Facts::gather(&Target::host(), Some("check.kiln.invalid"));
+    let host = Facts::gather(&Target::host(), Some("check.kiln.invalid"));
+    let releases = crate::policy::whitelist::Whitelist::load(repo)
+        .map(|w| w.pinned_releases())
+        .unwrap_or_default();
+    let several = !releases.is_empty();
+    let releases = if several {
+        releases
+    } else {
+        vec![host.codename.clone()]
+    };
     repo.check(&|repo, role, size| {
         let req = Request {
             run_list: vec![format!("role[{role}]")],
@@ -26,6 +37,40 @@ pub fn check(repo: &Repository) -> Vec<PolicyError> {
             node_attributes: toml::Table::new(),
             ..Request::default()
         };
-        compile(repo, &req, &facts).map(drop)
+        let per_release: Vec<(&String, Vec<PolicyError>)> = releases
+            .iter()
+            .map(|r| {
+                let facts = if several {
+                    host.on_release(r)
+                } else {
+                    host.clone()
+                };
+                let es = compile(repo, &req, &facts).err().map(|e| e.0);
+                (r, es.unwrap_or_default())
+            })
+            .collect();
+        // An error of every release is said once; one of some releases names them.
+        let mut errors: Vec<PolicyError> = Vec::new();
+        for (r, es) in &per_release {
+            for e in es {
+                let everywhere = per_release.iter().all(|(_, o)| o.contains(e));
+                let e = if everywhere || !several {
+                    e.clone()
+                } else {
+                    PolicyError {
+                        message: format!("release {r}: role {role}: {}", e.message),
+                        ..e.clone()
+                    }
+                };
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::error::PolicyErrors(errors))
+        }
     })
 }

@@ -1,6 +1,7 @@
-//! `kiln fleet status`: each host's last run and fingerprint, and drift:
-//! hosts of the same roles whose fingerprints differ, with the parts that
-//! differ.
+//! `kiln fleet status`: each host's last run and fingerprint, grouped by
+//! the Debian release the host runs, and drift: hosts of the same roles and
+//! release whose fingerprints differ, with the parts that differ (hosts of
+//! two releases differ by design: other versions, other paths).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -43,6 +44,9 @@ pub struct HostStatus {
     pub fqdn: String,
     pub address: String,
     pub roles: Vec<String>,
+    /// The host's Debian release (os-release's VERSION_CODENAME); empty
+    /// when it could not be read.
+    pub release: String,
     pub last_run: Option<LastRun>,
     pub fingerprint: Option<String>,
     #[serde(skip)]
@@ -69,6 +73,7 @@ pub struct Outlier {
 #[derive(Debug, Clone, Serialize)]
 pub struct Drift {
     pub roles: Vec<String>,
+    pub release: String,
     /// The fingerprint most hosts of these roles have.
     pub majority: String,
     pub hosts_with_majority: Vec<String>,
@@ -82,12 +87,15 @@ pub struct Status {
 }
 
 const SEP: &str = "--kiln-fingerprint--";
+/// The first line of the status script's output: the host's release.
+const RELEASE: &str = "kiln-release:";
 /// The host's kiln binary (named `kiln.SHA256`) no longer has its hash.
 const ALTERED: &str = "kiln-binary-altered:";
 
 pub fn collect(hosts: &[Host], t: &Transport) -> Status {
     let script = format!(
-        "cat {LAST_RUN} 2>/dev/null; echo; echo {SEP}; \
+        "echo \"{RELEASE} $(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release 2>/dev/null | tr -d '\\\"')\"; \
+         cat {LAST_RUN} 2>/dev/null; echo; echo {SEP}; \
          K=$(readlink -f {BIN_DIR}/kiln); case \"${{K##*/}}\" in kiln.*) S=${{K##*/kiln.}};; *) S=;; esac; \
          if [ -x \"$K\" ] && [ -n \"$S\" ] && [ \"$(sha256sum < \"$K\" | cut -d' ' -f1)\" != \"$S\" ]; then \
          echo \"{ALTERED} $K does not have the sha256 it was pushed with: altered on the host, not run\"; \
@@ -111,10 +119,12 @@ pub fn collect(hosts: &[Host], t: &Transport) -> Status {
             });
         }
     });
-    let hosts: Vec<HostStatus> = results
+    let mut hosts: Vec<HostStatus> = results
         .into_iter()
         .map(|m| m.into_inner().unwrap().expect("every host visited"))
         .collect();
+    // Grouped by release, in inventory order within each.
+    hosts.sort_by(|a, b| a.release.cmp(&b.release));
     let drift = drift(&hosts);
     Status { hosts, drift }
 }
@@ -124,6 +134,7 @@ fn one(h: &Host, t: &Transport, script: &str) -> HostStatus {
         fqdn: h.fqdn.clone(),
         address: h.address.clone(),
         roles: h.roles.clone(),
+        release: String::new(),
         last_run: None,
         fingerprint: None,
         parts: vec![],
@@ -133,7 +144,14 @@ fn one(h: &Host, t: &Transport, script: &str) -> HostStatus {
         Err(e) => st.error = Some(e.to_string()),
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout);
-            let (run, fp) = text.split_once(SEP).unwrap_or((&text, ""));
+            let text = match text.split_once('\n') {
+                Some((first, rest)) if first.starts_with(RELEASE) => {
+                    st.release = first[RELEASE.len()..].trim().to_string();
+                    rest
+                }
+                _ => &text,
+            };
+            let (run, fp) = text.split_once(SEP).unwrap_or((text, ""));
             if !run.trim().is_empty() {
                 match Report::parse(run.trim()) {
                     Ok(r) => st.last_run = Some(r.into()),
@@ -152,16 +170,19 @@ fn one(h: &Host, t: &Transport, script: &str) -> HostStatus {
 }
 
 fn drift(hosts: &[HostStatus]) -> Vec<Drift> {
-    let mut groups: BTreeMap<Vec<String>, Vec<&HostStatus>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, Vec<String>), Vec<&HostStatus>> = BTreeMap::new();
     for h in hosts {
         if h.fingerprint.is_some() {
             let mut roles = h.roles.clone();
             roles.sort();
-            groups.entry(roles).or_default().push(h);
+            groups
+                .entry((h.release.clone(), roles))
+                .or_default()
+                .push(h);
         }
     }
     let mut out = Vec::new();
-    for (roles, members) in groups {
+    for ((release, roles), members) in groups {
         let mut by_fp: BTreeMap<&str, Vec<&HostStatus>> = BTreeMap::new();
         for h in &members {
             by_fp
@@ -212,6 +233,7 @@ fn drift(hosts: &[HostStatus]) -> Vec<Drift> {
         }
         out.push(Drift {
             roles,
+            release,
             majority,
             hosts_with_majority: with.iter().map(|h| h.fqdn.clone()).collect(),
             outliers,
@@ -245,7 +267,18 @@ pub fn render(st: &Status) -> String {
         .iter()
         .flat_map(|d| d.outliers.iter().map(|o| o.fqdn.as_str()))
         .collect();
+    let mut release = None;
     for h in &st.hosts {
+        if release != Some(&h.release) {
+            release = Some(&h.release);
+            let n = st.hosts.iter().filter(|o| o.release == h.release).count();
+            let name = if h.release.is_empty() {
+                "unknown"
+            } else {
+                &h.release
+            };
+            let _ = writeln!(s, "release {name} ({n} host(s)):");
+        }
         let (when, result, changed) = match &h.last_run {
             Some(r) => (
                 ago(r.started_at),
@@ -284,8 +317,13 @@ pub fn render(st: &Status) -> String {
     for d in &st.drift {
         let _ = writeln!(
             s,
-            "\ndrift in roles {}: {} host(s) at {} ({})",
+            "\ndrift in roles {} on {}: {} host(s) at {} ({})",
             d.roles.join(","),
+            if d.release.is_empty() {
+                "an unknown release"
+            } else {
+                &d.release
+            },
             d.hosts_with_majority.len(),
             &d.majority[..12.min(d.majority.len())],
             d.hosts_with_majority.join(", ")
@@ -311,7 +349,7 @@ pub fn render(st: &Status) -> String {
     if st.drift.is_empty() {
         let _ = writeln!(
             s,
-            "\nno drift: hosts of the same roles have the same fingerprint"
+            "\nno drift: hosts of the same roles and release have the same fingerprint"
         );
     }
     s

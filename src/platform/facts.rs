@@ -10,6 +10,9 @@ pub struct Facts {
     pub hostname: String,
     pub platform: String,
     pub platform_version: String,
+    /// The release's codename (`bookworm`, `trixie`): which
+    /// `[releases.NAME]` of the whitelist and of cookbook attributes apply.
+    pub codename: String,
     pub cpus: u64,
     pub memory_mb: u64,
     pub ipaddress: String,
@@ -38,15 +41,38 @@ impl Facts {
         let os = target
             .fs()
             .read_to_string("/etc/os-release")
+            .or_else(|_| target.fs().read_to_string("/usr/lib/os-release"))
             .unwrap_or_default();
         Facts {
             hostname,
             fqdn,
             platform: os_field(&os, "ID").unwrap_or_else(|| "unknown".into()),
             platform_version: os_field(&os, "VERSION_ID").unwrap_or_default(),
+            codename: os_field(&os, "VERSION_CODENAME").unwrap_or_default(),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             memory_mb: memory_mb(),
             ipaddress: ipaddress().unwrap_or_else(|| "127.0.0.1".into()),
+        }
+    }
+}
+
+/// The Debian releases kiln knows, by codename, with os-release's VERSION_ID.
+pub const DEBIAN_RELEASES: &[(&str, &str)] =
+    &[("bookworm", "12"), ("trixie", "13"), ("forky", "14")];
+
+impl Facts {
+    /// These facts as on a target of release `codename` (for compiling a
+    /// policy per release, as `kiln check` does).
+    pub fn on_release(&self, codename: &str) -> Facts {
+        let version = DEBIAN_RELEASES
+            .iter()
+            .find(|(c, _)| *c == codename)
+            .map_or("", |(_, v)| v);
+        Facts {
+            platform: "debian".into(),
+            platform_version: version.into(),
+            codename: codename.into(),
+            ..self.clone()
         }
     }
 }
@@ -102,6 +128,11 @@ mod tests {
         let os = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n";
         assert_eq!(os_field(os, "ID").as_deref(), Some("debian"));
         assert_eq!(os_field(os, "VERSION_ID").as_deref(), Some("12"));
+        let trixie = "VERSION_ID=\"13\"\nVERSION_CODENAME=trixie\nID=debian\n";
+        assert_eq!(
+            os_field(trixie, "VERSION_CODENAME").as_deref(),
+            Some("trixie")
+        );
     }
 
     #[test]

@@ -12,12 +12,15 @@ use super::apt;
 use super::rootfs::{self, Overlay, TEST_ROOT};
 use super::siblings;
 use super::target::{Target, output_tail};
+use crate::platform::facts::DEBIAN_RELEASES;
 
 /// Fills `out` with the .deb files for each set of `pins` (the base pins,
 /// then each rollout's) and writes `Packages`, `Packages.gz` and `Release`
-/// there (a flat repository: suite `./`). Returns the packages' file names.
+/// there (a flat repository: suite `./`), reading the archive of Debian
+/// release `release`. Returns the packages' file names.
 pub fn write(
     out: &Path,
+    release: &str,
     pin_sets: &[Vec<(String, String)>],
     progress: &dyn Fn(&str),
 ) -> Result<Vec<String>, String> {
@@ -26,7 +29,13 @@ pub fn write(
             "apt-ftparchive is not installed; install it with: apt-get install -y apt-utils".into(),
         );
     }
-    let base = rootfs::base_root(&TEST_ROOT, progress)?;
+    // A host whose release kiln builds no root of gets the default one.
+    let recipe = if DEBIAN_RELEASES.iter().any(|(c, _)| *c == release) {
+        TEST_ROOT.on(release).map_err(|e| e.to_string())?
+    } else {
+        TEST_ROOT
+    };
+    let base = rootfs::base_root(&recipe, progress)?;
     let overlay = Overlay::new(&base, &std::env::temp_dir().join("kiln-mirror"), "mirror")?;
     let target = Target::at_root(overlay.root());
     progress("reading the archive's index");

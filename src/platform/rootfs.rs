@@ -16,7 +16,9 @@ use crate::error::{CommandFailed, RunError};
 
 /// What goes into a base root; the cache key is a hash of all of it. This is
 /// the one builder of Debian roots: `kiln test`, `kiln devvm`, the
-/// benchmarks and the integration tests all come here.
+/// benchmarks and the integration tests all come here. The constants name
+/// the default release; [`Recipe::on`] gives the same recipe for another.
+#[derive(Debug, Clone, Copy)]
 pub struct Recipe {
     pub version: &'static str,
     pub suite: &'static str,
@@ -26,7 +28,7 @@ pub struct Recipe {
 
 pub const TEST_ROOT: Recipe = Recipe {
     version: "kiln-test-root/1",
-    suite: "bookworm",
+    suite: DEFAULT_SUITE,
     variant: "minbase",
     include: &["init-system-helpers", "passwd", "procps"],
 };
@@ -37,7 +39,32 @@ pub const SSH_TEST_ROOT: Recipe = Recipe {
     ..TEST_ROOT
 };
 
+/// The release roots are built for unless one is asked for.
+pub const DEFAULT_SUITE: &str = "bookworm";
+
 impl Recipe {
+    /// This recipe for Debian release `codename` (its suite). The host's
+    /// debian-archive-keyring must hold that release's keys (bookworm's
+    /// 2023.3+deb12u2 holds trixie's); mmdebstrap checks every signature.
+    pub fn on(&self, codename: &str) -> Result<Recipe, RunError> {
+        let suite = crate::platform::facts::DEBIAN_RELEASES
+            .iter()
+            .map(|(c, _)| *c)
+            .find(|c| *c == codename)
+            .ok_or_else(|| {
+                RunError::precondition(format!("kiln cannot build a root of release {codename:?}"))
+                    .fix(format!(
+                        "use one of: {}",
+                        crate::platform::facts::DEBIAN_RELEASES
+                            .iter()
+                            .map(|(c, _)| *c)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+            })?;
+        Ok(Recipe { suite, ..*self })
+    }
+
     pub fn key(&self) -> String {
         let text = format!(
             "recipe={}\nsuite={}\nvariant={}\ninclude={}\n",
@@ -85,6 +112,15 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, Ru
         return Err(RunError::precondition("mmdebstrap is not installed")
             .fix("install it with: apt-get install -y mmdebstrap"));
     }
+    // mmdebstrap checks the archive's signatures with the host's keyring: a
+    // release newer than the keyring fails there, with a vaguer message.
+    if !has_release_keys(recipe.suite) {
+        return Err(RunError::precondition(format!(
+            "this host's debian-archive-keyring has no keys of {} (no {KEYRINGS}/debian-archive-{}-stable.gpg)",
+            recipe.suite, recipe.suite
+        ))
+        .fix("update it with: apt-get update && apt-get install -y debian-archive-keyring (bookworm's 2023.3+deb12u2 holds trixie's keys)"));
+    }
     // Leftovers of a killed build.
     let prefix = format!("{key}.build-");
     for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -121,6 +157,20 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, Ru
     }
     fs::rename(&build, &done).map_err(|e| RunError::io("rename", build.display(), e))?;
     Ok(root)
+}
+
+const KEYRINGS: &str = "/usr/share/keyrings";
+
+/// Whether debian-archive-keyring holds a release's archive keys (named
+/// `.gpg`, or `.pgp` as newer versions name them). A host without Debian's
+/// keyrings at all is left to mmdebstrap's own checks.
+fn has_release_keys(suite: &str) -> bool {
+    !Path::new(KEYRINGS).is_dir()
+        || ["gpg", "pgp"].iter().any(|ext| {
+            Path::new(KEYRINGS)
+                .join(format!("debian-archive-{suite}-stable.{ext}"))
+                .exists()
+        })
 }
 
 pub fn which(prog: &str) -> Option<PathBuf> {
@@ -305,6 +355,17 @@ mod tests {
         assert_eq!(TEST_ROOT.key().len(), 16);
         assert_eq!(TEST_ROOT.key(), "a23ba8f150240707");
         assert_ne!(SSH_TEST_ROOT.key(), TEST_ROOT.key());
+        // The suite is part of the key; bookworm's stays what it was.
+        let trixie = TEST_ROOT.on("trixie").unwrap();
+        assert_eq!(trixie.suite, "trixie");
+        assert_eq!(trixie.key(), "e8563c9e4d94f41c");
+        assert_eq!(TEST_ROOT.on("bookworm").unwrap().key(), TEST_ROOT.key());
+        assert!(TEST_ROOT.on("sarge; rm -rf /").is_err());
+        // This bookworm host's keyring holds both releases' keys.
+        if Path::new("/usr/share/keyrings/debian-archive-bookworm-stable.gpg").exists() {
+            assert!(has_release_keys("bookworm") && has_release_keys("trixie"));
+            assert!(!has_release_keys("sarge"));
+        }
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct Cookbook {
     pub display_dir: PathBuf,
     pub metadata: Metadata,
     pub attributes: toml::Table,
+    /// `[releases.CODENAME]` of attributes.toml: defaults for targets of
+    /// that Debian release, laid over `attributes` (before any role's).
+    pub release_attributes: std::collections::BTreeMap<String, toml::Table>,
 }
 
 impl Cookbook {
@@ -86,7 +89,7 @@ impl Cookbook {
             .fix("make the name and the folder agree"));
         }
         let attr_path = dir.join("attributes.toml");
-        let attributes = if attr_path.is_file() {
+        let mut attributes = if attr_path.is_file() {
             inside(&dir, &attr_path, &display_dir.join("attributes.toml"))?;
             load_toml(&attr_path)
                 .map_err(|e| relabel(e, &display_dir.join("attributes.toml")))?
@@ -94,13 +97,22 @@ impl Cookbook {
         } else {
             toml::Table::new()
         };
+        let release_attributes =
+            split_releases(&mut attributes, &display_dir.join("attributes.toml"))?;
         Ok(Cookbook {
             name: name.to_string(),
             dir,
             display_dir,
             metadata,
             attributes,
+            release_attributes,
         })
+    }
+
+    /// The defaults for a target of release `codename`: the release's
+    /// overlay laid over the cookbook's own defaults.
+    pub fn release_overlay(&self, codename: &str) -> Option<&toml::Table> {
+        self.release_attributes.get(codename)
     }
 
     pub fn recipe(&self, name: &str) -> Result<Recipe, PolicyError> {
@@ -191,4 +203,58 @@ fn inside(dir: &Path, path: &Path, shown: &Path) -> Result<(), PolicyError> {
 fn relabel(mut e: PolicyError, shown: &Path) -> PolicyError {
     e.file = Some(shown.to_path_buf());
     e
+}
+
+/// Takes `[releases.CODENAME]` out of a cookbook's attributes: `releases`
+/// is the one reserved top-level key, and each of its entries must be a
+/// table keyed by a codename.
+fn split_releases(
+    attributes: &mut toml::Table,
+    file: &Path,
+) -> Result<std::collections::BTreeMap<String, toml::Table>, PolicyError> {
+    let Some(value) = attributes.remove("releases") else {
+        return Ok(Default::default());
+    };
+    let fix =
+        "write release defaults as [releases.trixie.COOKBOOK] KEY = VALUE (a table per codename)";
+    let toml::Value::Table(t) = value else {
+        return Err(
+            PolicyError::new("releases must be a table of [releases.CODENAME] tables")
+                .in_file(file)
+                .fix(fix),
+        );
+    };
+    t.into_iter()
+        .map(|(codename, v)| match v {
+            toml::Value::Table(t) if super::whitelist::is_codename(&codename) => Ok((codename, t)),
+            _ => Err(PolicyError::new(format!(
+                "[releases.{codename}] must be a table named by a Debian codename (lowercase letters)"
+            ))
+            .in_file(file)
+            .fix(fix)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_defaults_are_taken_out_of_the_attributes() {
+        let mut t: toml::Table = toml::from_str(
+            "[php]\nversion = \"8.2\"\n\n[releases.trixie.php]\nversion = \"8.4\"\n",
+        )
+        .unwrap();
+        let r = split_releases(&mut t, Path::new("attributes.toml")).unwrap();
+        assert!(!t.contains_key("releases"));
+        assert_eq!(r["trixie"]["php"]["version"].as_str(), Some("8.4"));
+        let mut bad: toml::Table = toml::from_str("[releases]\nTrixie = 1\n").unwrap();
+        let e = split_releases(&mut bad, Path::new("cookbooks/php/attributes.toml")).unwrap_err();
+        assert!(
+            e.to_string().contains("cookbooks/php/attributes.toml"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("[releases.Trixie]"), "{e}");
+    }
 }

@@ -1,5 +1,7 @@
-//! `whitelist.toml`: the only source of package versions. Base pins, plus
-//! staged rollouts that give matching hosts other versions first.
+//! `whitelist.toml`: the only source of package versions. Base pins, the
+//! pins of each Debian release (`[releases.NAME]`, chosen by the target's
+//! own os-release), plus staged rollouts that give matching hosts other
+//! versions first.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,9 +14,23 @@ use crate::error::{PolicyError, line_col};
 #[derive(Debug, Clone, Default)]
 pub struct Whitelist {
     pub file: PathBuf,
+    /// Pins every release shares.
     pub packages: BTreeMap<String, Entry>,
+    /// The releases the whitelist pins, by codename, with the pins that
+    /// differ there. None: `[packages]` applies to whatever release a target runs.
+    pub releases: BTreeMap<String, Release>,
     pub rollouts: BTreeMap<String, Rollout>,
     pub fallback: Fallback,
+}
+
+/// `[releases.NAME]`: a Debian release (its codename) the fleet runs, and
+/// the pins that differ there from `[packages]`.
+#[derive(Debug, Clone, Default)]
+pub struct Release {
+    pub packages: BTreeMap<String, Entry>,
+    /// Replaces `[fallback]` for targets of this release, when given.
+    pub fallback: Option<Fallback>,
+    pub line: usize,
 }
 
 /// Where pinned versions come from once the ordinary sources dropped them:
@@ -69,6 +85,9 @@ pub struct Entry {
 pub struct Rollout {
     pub hosts: Vec<String>,
     pub roles: Vec<String>,
+    /// Only targets of these releases (empty: any). With neither hosts nor
+    /// roles, every host of these releases.
+    pub releases: Vec<String>,
     pub packages: BTreeMap<String, Entry>,
     pub line: usize,
 }
@@ -77,7 +96,7 @@ pub struct Rollout {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pin {
     pub version: String,
-    /// `packages` or `rollouts.NAME`.
+    /// `packages`, `releases.NAME.packages` or `rollouts.NAME`.
     pub rule: String,
 }
 
@@ -87,7 +106,18 @@ struct RawFile {
     #[serde(default)]
     packages: BTreeMap<String, toml::Spanned<String>>,
     #[serde(default)]
+    releases: BTreeMap<String, toml::Spanned<RawRelease>>,
+    #[serde(default)]
     rollouts: BTreeMap<String, toml::Spanned<RawRollout>>,
+    #[serde(default)]
+    fallback: Option<toml::Spanned<RawFallback>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelease {
+    #[serde(default)]
+    packages: BTreeMap<String, toml::Spanned<String>>,
     #[serde(default)]
     fallback: Option<toml::Spanned<RawFallback>>,
 }
@@ -108,6 +138,8 @@ struct RawRollout {
     hosts: Vec<String>,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    releases: Vec<String>,
     #[serde(default)]
     packages: BTreeMap<String, toml::Spanned<String>>,
 }
@@ -131,7 +163,7 @@ impl Whitelist {
     pub fn parse(text: &str, file: PathBuf) -> Result<Whitelist, PolicyError> {
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             PolicyError::toml(&file, text, &e)
-                .fix("the whitelist holds [packages] NAME = \"VERSION\", [rollouts.NAME] and [fallback] tables")
+                .fix("the whitelist holds [packages] NAME = \"VERSION\", [releases.CODENAME.packages], [rollouts.NAME] and [fallback] tables")
         })?;
         let entries = |m: BTreeMap<String, toml::Spanned<String>>| {
             m.into_iter()
@@ -158,29 +190,45 @@ impl Whitelist {
                     Rollout {
                         hosts: r.hosts,
                         roles: r.roles,
+                        releases: r.releases,
                         packages: entries(r.packages),
                         line,
                     },
                 )
             })
             .collect();
-        let fallback = raw
-            .fallback
-            .map(|f| {
-                let line = line_col(text, f.span().start).0;
-                let f = f.into_inner();
-                Fallback {
-                    snapshot: f.snapshot,
-                    mirrors: f.mirrors,
-                    line,
-                }
+        let fallback = |f: toml::Spanned<RawFallback>| {
+            let line = line_col(text, f.span().start).0;
+            let f = f.into_inner();
+            Fallback {
+                snapshot: f.snapshot,
+                mirrors: f.mirrors,
+                line,
+            }
+        };
+        let releases = raw
+            .releases
+            .into_iter()
+            .map(|(name, r)| {
+                let line =
+                    release_line(text, &name).unwrap_or_else(|| line_col(text, r.span().start).0);
+                let r = r.into_inner();
+                (
+                    name,
+                    Release {
+                        packages: entries(r.packages),
+                        fallback: r.fallback.map(fallback),
+                        line,
+                    },
+                )
             })
-            .unwrap_or_default();
+            .collect();
         Ok(Whitelist {
             file,
             packages: entries(raw.packages),
+            releases,
             rollouts,
-            fallback,
+            fallback: raw.fallback.map(fallback).unwrap_or_default(),
         })
     }
 
@@ -204,9 +252,39 @@ impl Whitelist {
         for (p, e) in &self.packages {
             version(p, e, &mut errors);
         }
+        for (name, r) in &self.releases {
+            for (p, e) in &r.packages {
+                version(p, e, &mut errors);
+            }
+            if !is_codename(name) {
+                errors.push(
+                    PolicyError::new(format!(
+                        "[releases.{name}]: {name:?} is not a Debian release codename"
+                    ))
+                    .in_file(&self.file)
+                    .at_line(r.line, None)
+                    .fix("name releases as os-release's VERSION_CODENAME does: [releases.bookworm], [releases.trixie]"),
+                );
+            }
+            if let Some(f) = &r.fallback {
+                errors.extend(f.validate(&self.file));
+            }
+        }
         for (name, r) in &self.rollouts {
             for (p, e) in &r.packages {
                 version(p, e, &mut errors);
+            }
+            for rel in &r.releases {
+                if !self.releases.is_empty() && !self.releases.contains_key(rel) {
+                    errors.push(
+                        PolicyError::new(format!(
+                            "rollout {name:?}: release {rel:?} is not pinned (no [releases.{rel}])"
+                        ))
+                        .in_file(&self.file)
+                        .at_line(r.line, None)
+                        .fix(format!("use one of: {}", self.pinned_releases().join(", "))),
+                    );
+                }
             }
             for h in &r.hosts {
                 if let Err(e) = globset::Glob::new(h) {
@@ -217,12 +295,12 @@ impl Whitelist {
                     );
                 }
             }
-            if r.hosts.is_empty() && r.roles.is_empty() {
+            if r.hosts.is_empty() && r.roles.is_empty() && r.releases.is_empty() {
                 errors.push(
                     PolicyError::new(format!("rollout {name:?} matches no host"))
                         .in_file(&self.file)
                         .at_line(r.line, None)
-                        .fix("give it hosts = [\"PATTERN\"] or roles = [\"ROLE\"]"),
+                        .fix("give it hosts = [\"PATTERN\"], roles = [\"ROLE\"] or releases = [\"CODENAME\"]"),
                 );
             }
         }
@@ -249,16 +327,40 @@ impl Whitelist {
                     );
                 }
             }
+            // Every release the rollout can reach must pin the package, or
+            // hosts of that release outside the rollout have no version.
+            let reach: Vec<&String> = self
+                .releases
+                .keys()
+                .filter(|rel| r.releases.is_empty() || r.releases.contains(rel))
+                .collect();
             for (p, e) in &r.packages {
-                if !self.packages.contains_key(p) {
+                let unpinned: Vec<&str> = reach
+                    .iter()
+                    .filter(|rel| !self.releases[rel.as_str()].packages.contains_key(p))
+                    .map(|rel| rel.as_str())
+                    .collect();
+                if !self.packages.contains_key(p) && (reach.is_empty() || !unpinned.is_empty()) {
+                    let where_ = if unpinned.is_empty() {
+                        "[packages]".to_string()
+                    } else {
+                        format!(
+                            "[packages] nor in {}",
+                            unpinned
+                                .iter()
+                                .map(|r| format!("[releases.{r}.packages]"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
                     errors.push(
                         PolicyError::new(format!(
-                            "rollout {name:?}: package {p:?} is not in [packages]"
+                            "rollout {name:?}: package {p:?} is not in {where_}"
                         ))
                         .in_file(&self.file)
                         .at_line(e.line, None)
                         .fix(format!(
-                            "pin {p:?} in [packages] first (the version hosts outside the rollout get), or correct the name"
+                            "pin {p:?} in [packages] (or each release's packages) first (the version hosts outside the rollout get), or correct the name"
                         )),
                     );
                 }
@@ -267,38 +369,103 @@ impl Whitelist {
         errors
     }
 
-    /// Whether a rollout applies to a node.
-    pub fn matches(rollout: &Rollout, fqdn: &str, roles: &[String]) -> bool {
-        rollout
-            .hosts
-            .iter()
-            .any(|h| globset::Glob::new(h).is_ok_and(|g| g.compile_matcher().is_match(fqdn)))
-            || rollout.roles.iter().any(|r| roles.contains(r))
+    /// The releases this whitelist pins (`[releases.NAME]`), in name order.
+    pub fn pinned_releases(&self) -> Vec<String> {
+        self.releases.keys().cloned().collect()
     }
 
-    /// Every package's version for a node. Two matching rollouts that pin
-    /// the same package are a conflict, named.
+    /// The releases a command speaks of: the one asked for (which must be
+    /// pinned, when any is), else every pinned release, else the one given
+    /// as the default (a whitelist without `[releases]`).
+    pub fn releases_or(
+        &self,
+        asked: Option<&str>,
+        default: &str,
+    ) -> Result<Vec<String>, PolicyError> {
+        match asked {
+            Some(r) => {
+                self.release(r)?;
+                Ok(vec![r.to_string()])
+            }
+            None if self.releases.is_empty() => Ok(vec![default.to_string()]),
+            None => Ok(self.pinned_releases()),
+        }
+    }
+
+    /// Checks that `codename` is a release this whitelist pins (any is,
+    /// when it pins none).
+    pub fn release(&self, codename: &str) -> Result<Option<&Release>, PolicyError> {
+        if self.releases.is_empty() {
+            return Ok(None);
+        }
+        match self.releases.get(codename) {
+            Some(r) => Ok(Some(r)),
+            None => Err(PolicyError::new(format!(
+                "release {:?} is not pinned: the whitelist pins {}",
+                if codename.is_empty() { "unknown" } else { codename },
+                self.pinned_releases().join(", ")
+            ))
+            .in_file(&self.file)
+            .fix(format!(
+                "add [releases.{}] with the versions of that release (kiln whitelist outdated --release lists them), or run the target on a pinned release",
+                if codename.is_empty() { "CODENAME" } else { codename }
+            ))),
+        }
+    }
+
+    /// The fallback sources for targets of `codename`.
+    pub fn fallback_for(&self, codename: &str) -> &Fallback {
+        self.releases
+            .get(codename)
+            .and_then(|r| r.fallback.as_ref())
+            .unwrap_or(&self.fallback)
+    }
+
+    /// Whether a rollout applies to a node of release `codename`.
+    pub fn matches(rollout: &Rollout, fqdn: &str, roles: &[String], codename: &str) -> bool {
+        let release = rollout.releases.is_empty() || rollout.releases.iter().any(|r| r == codename);
+        let who =
+            (rollout.hosts.is_empty() && rollout.roles.is_empty() && !rollout.releases.is_empty())
+                || rollout.hosts.iter().any(|h| {
+                    globset::Glob::new(h).is_ok_and(|g| g.compile_matcher().is_match(fqdn))
+                })
+                || rollout.roles.iter().any(|r| roles.contains(r));
+        release && who
+    }
+
+    /// Every package's version for a node of release `codename` (its
+    /// os-release VERSION_CODENAME). Two matching rollouts that pin the
+    /// same package are a conflict, named.
     pub fn resolve(
         &self,
         fqdn: &str,
         roles: &[String],
+        codename: &str,
     ) -> Result<BTreeMap<String, Pin>, PolicyError> {
-        let mut pins: BTreeMap<String, Pin> = self
-            .packages
-            .iter()
-            .map(|(k, e)| {
+        let entry = |rule: &str| {
+            let rule = rule.to_string();
+            move |(k, e): (&String, &Entry)| {
                 (
                     k.clone(),
                     Pin {
                         version: e.version.clone(),
-                        rule: "packages".into(),
+                        rule: rule.clone(),
                     },
                 )
-            })
-            .collect();
+            }
+        };
+        let mut pins: BTreeMap<String, Pin> = self.packages.iter().map(entry("packages")).collect();
+        if let Some(release) = self.release(codename)? {
+            pins.extend(
+                release
+                    .packages
+                    .iter()
+                    .map(entry(&format!("releases.{codename}.packages"))),
+            );
+        }
         let mut from_rollout: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, r) in &self.rollouts {
-            if !Whitelist::matches(r, fqdn, roles) {
+            if !Whitelist::matches(r, fqdn, roles, codename) {
                 continue;
             }
             for (p, e) in &r.packages {
@@ -373,6 +540,24 @@ impl Fallback {
     }
 }
 
+/// A Debian codename as os-release spells it: lowercase letters.
+pub fn is_codename(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase())
+}
+
+/// The line of `[releases.NAME]` or `[releases.NAME.packages]`, whichever
+/// comes first: a table only implied by its subtable has no span of its own.
+fn release_line(text: &str, name: &str) -> Option<usize> {
+    let heads = [
+        format!("[releases.{name}]"),
+        format!("[releases.{name}."),
+        format!("[releases.\"{name}\""),
+    ];
+    text.lines()
+        .position(|l| heads.iter().any(|h| l.trim_start().starts_with(h.as_str())))
+        .map(|i| i + 1)
+}
+
 /// `YYYYMMDDTHHMMSSZ`, as snapshot.debian.org names its archive states.
 pub fn is_snapshot_stamp(s: &str) -> bool {
     let b = s.as_bytes();
@@ -442,13 +627,13 @@ packages = { memcached = "1.6.18-1+deb12u1" }
     #[test]
     fn rollouts_match_by_host_or_role() {
         let w = wl(TEXT);
-        let p = w.resolve("web01.example.com", &[]).unwrap();
+        let p = w.resolve("web01.example.com", &[], "bookworm").unwrap();
         assert_eq!(p["memcached"].version, "1.6.18-1+deb12u1");
         assert_eq!(p["memcached"].rule, "rollouts.mc-new");
-        let p = w.resolve("web02.example.com", &[]).unwrap();
+        let p = w.resolve("web02.example.com", &[], "bookworm").unwrap();
         assert_eq!(p["memcached"].version, "1.6.18-1");
         assert_eq!(p["memcached"].rule, "packages");
-        let p = w.resolve("db01", &["canary".into()]).unwrap();
+        let p = w.resolve("db01", &["canary".into()], "bookworm").unwrap();
         assert_eq!(p["memcached"].rule, "rollouts.mc-new");
     }
 
@@ -457,7 +642,7 @@ packages = { memcached = "1.6.18-1+deb12u1" }
         let text = format!(
             "{TEXT}\n[rollouts.other]\nhosts = [\"web*\"]\npackages = {{ memcached = \"1.6.19-1\" }}\n"
         );
-        let e = wl(&text).resolve("web01.x", &[]).unwrap_err();
+        let e = wl(&text).resolve("web01.x", &[], "bookworm").unwrap_err();
         assert!(e.message.contains("\"mc-new\" and \"other\""), "{e}");
     }
 
@@ -468,5 +653,93 @@ packages = { memcached = "1.6.18-1+deb12u1" }
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert_eq!(errs[0].line, Some(3));
         assert!(valid_version("2:1.0~rc1-3+deb12u1").is_ok());
+    }
+
+    const RELEASES: &str = r#"
+[packages]
+common = "1.0-1"
+
+[releases.bookworm]
+packages = { php = "8.2.36-1~deb12u1", memcached = "1.6.18-1+deb12u1" }
+
+[releases.trixie.packages]
+php = "8.4.28-1~deb13u1"
+memcached = "1.6.38-1"
+
+[rollouts.mc-trixie]
+releases = ["trixie"]
+hosts = ["web01.*"]
+packages = { memcached = "1.6.39-1" }
+
+[rollouts.all-trixie]
+releases = ["trixie"]
+packages = { php = "8.4.29-1~deb13u1" }
+"#;
+
+    #[test]
+    fn each_release_gets_its_own_pins_over_the_common_ones() {
+        let w = wl(RELEASES);
+        assert!(w.validate().is_empty(), "{:?}", w.validate());
+        assert_eq!(w.pinned_releases(), ["bookworm", "trixie"]);
+        assert_eq!(w.releases["bookworm"].line, 5);
+        assert_eq!(w.releases["trixie"].line, 8);
+        let b = w.resolve("web01.x", &[], "bookworm").unwrap();
+        assert_eq!(b["php"].version, "8.2.36-1~deb12u1");
+        assert_eq!(b["php"].rule, "releases.bookworm.packages");
+        assert_eq!(b["common"].rule, "packages");
+        assert_eq!(b["memcached"].version, "1.6.18-1+deb12u1");
+        // Rollouts of trixie reach trixie hosts only; one without hosts or
+        // roles reaches every host of its release.
+        let t = w.resolve("web01.x", &[], "trixie").unwrap();
+        assert_eq!(t["memcached"].rule, "rollouts.mc-trixie");
+        assert_eq!(t["php"].version, "8.4.29-1~deb13u1");
+        let t2 = w.resolve("db01.x", &[], "trixie").unwrap();
+        assert_eq!(t2["memcached"].version, "1.6.38-1");
+        assert_eq!(t2["php"].rule, "rollouts.all-trixie");
+    }
+
+    #[test]
+    fn an_unpinned_release_is_refused_by_name() {
+        let w = wl(RELEASES);
+        let e = w.resolve("h", &[], "forky").unwrap_err();
+        assert!(e.message.contains("\"forky\" is not pinned"), "{e}");
+        assert!(e.to_string().contains("[releases.forky]"), "{e}");
+        assert_eq!(w.releases_or(None, "x").unwrap(), ["bookworm", "trixie"]);
+        assert_eq!(w.releases_or(Some("trixie"), "x").unwrap(), ["trixie"]);
+        assert!(w.releases_or(Some("buster"), "x").is_err());
+        // Without [releases], [packages] serves whatever a target runs.
+        let plain = wl(TEXT);
+        assert!(plain.resolve("h", &[], "trixie").is_ok());
+        assert_eq!(plain.releases_or(None, "bookworm").unwrap(), ["bookworm"]);
+    }
+
+    #[test]
+    fn release_mistakes_are_named_with_their_line() {
+        let w = wl(
+            "[releases.Trixie.packages]\nx = \"1\"\n\n[releases.bookworm.packages]\nx = \"1\"\n\n[rollouts.r]\nreleases = [\"sid\"]\npackages = { x = \"2\" }\n",
+        );
+        let errors: Vec<String> = w.validate().iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("whitelist.toml:1") && errors[0].contains("codename"));
+        assert!(
+            errors[1].contains("release \"sid\" is not pinned"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_release_may_replace_the_fallback() {
+        let w = wl(
+            "[fallback]\nsnapshot = \"20261121T000000Z\"\n\n[releases.bookworm]\n\n[releases.trixie.fallback]\nsnapshot = \"20261122T000000Z\"\n",
+        );
+        assert!(w.validate().is_empty());
+        assert_eq!(
+            w.fallback_for("trixie").snapshot.as_deref(),
+            Some("20261122T000000Z")
+        );
+        assert_eq!(
+            w.fallback_for("bookworm").snapshot.as_deref(),
+            Some("20261121T000000Z")
+        );
     }
 }

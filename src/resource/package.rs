@@ -52,7 +52,7 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
             "package {name:?} is not on the whitelist, so kiln will not install it"
         ))
         .fix(format!(
-            "pin it in whitelist.toml under [packages]: {name:?} = \"VERSION\" (apt-cache policy {name} shows the versions)"
+            "pin it in whitelist.toml under [packages] (or [releases.CODENAME.packages] when it differs per release): {name:?} = \"VERSION\" (apt-cache policy {name} shows the versions)"
         )));
     }
     Ok(Box::new(Package {

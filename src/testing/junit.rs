@@ -1,5 +1,6 @@
 //! JUnit XML, as Jenkins and most CI systems read it: one testsuite per
-//! role, one testcase per step and per verify check.
+//! role and release, one testcase per step and per verify check, each
+//! named with both (`web on trixie: converge`).
 
 use std::fmt::Write as _;
 
@@ -28,16 +29,20 @@ pub fn render(outcomes: &[RoleOutcome]) -> String {
         let failures = cases.iter().filter(|c| c.failure.is_some()).count();
         let _ = writeln!(
             x,
-            "  <testsuite name=\"role[{}]\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">",
+            "  <testsuite name=\"role[{}] on {}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">",
             esc(&o.role),
+            esc(&o.release),
             cases.len(),
             o.elapsed.as_secs_f64()
         );
         for c in cases {
             let _ = write!(
                 x,
-                "    <testcase classname=\"kiln.role.{}\" name=\"{}\"",
+                "    <testcase classname=\"kiln.{}.role.{}\" name=\"{} on {}: {}\"",
+                esc(&o.release),
                 esc(&o.role),
+                esc(&o.role),
+                esc(&o.release),
                 esc(&c.name)
             );
             match c.failure {

@@ -18,6 +18,7 @@ use shared_child::SharedChild;
 
 use crate::engine::{self, Request};
 use crate::platform::facts::Facts;
+pub use crate::platform::rootfs::DEFAULT_SUITE;
 use crate::platform::rootfs::{self, Overlay, TEST_ROOT};
 use crate::platform::target::Target;
 use crate::platform::{apt, siblings};
@@ -26,6 +27,8 @@ use inside::{InsideOutcome, PHASE};
 
 pub struct Options {
     pub repo: PathBuf,
+    /// The Debian release (codename) of the throwaway root.
+    pub release: String,
     pub fqdn: Option<String>,
     pub size: Option<String>,
     pub keep: bool,
@@ -37,6 +40,7 @@ pub struct Options {
 #[derive(Debug, Clone, Serialize)]
 pub struct RoleOutcome {
     pub role: String,
+    pub release: String,
     #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
     /// Set up, policy and sandbox problems.
@@ -123,7 +127,7 @@ impl RoleOutcome {
 
     /// The one line people see for the role.
     pub fn line(&self) -> String {
-        let mut parts = vec![format!("{:<10}", self.role)];
+        let mut parts = vec![format!("{:<10} {:<9}", self.role, self.release)];
         match &self.inside.first {
             Some(f) if f.failed.is_empty() && self.inside.error.is_none() => parts.push(format!(
                 "converged ({}/{} updated)",
@@ -158,6 +162,7 @@ pub fn test_role(role: &str, opts: &Options, progress: &dyn Fn(&str)) -> RoleOut
     let started = Instant::now();
     let mut o = RoleOutcome {
         role: role.to_string(),
+        release: opts.release.clone(),
         elapsed: Duration::ZERO,
         error: None,
         inside: InsideOutcome::default(),
@@ -165,7 +170,7 @@ pub fn test_role(role: &str, opts: &Options, progress: &dyn Fn(&str)) -> RoleOut
         log: None,
     };
     if let Err(e) = run(role, opts, progress, &mut o) {
-        o.error = Some(format!("role {role}: {e}"));
+        o.error = Some(format!("role {role} on {}: {e}", opts.release));
     }
     o.elapsed = started.elapsed();
     o
@@ -185,7 +190,7 @@ fn run(
         std::fs::canonicalize(&opts.repo).map_err(|e| format!("{}: {e}", opts.repo.display()))?;
     let repo = Repository::open(&repo_dir).map_err(|e| e.to_string())?;
     progress("preparing the root");
-    let base = rootfs::base_root(&TEST_ROOT, progress)?;
+    let base = rootfs::base_root(&TEST_ROOT.on(&opts.release)?, progress)?;
     // Policy errors surface before any root is made.
     let facts = Facts::gather(&Target::at_root(&base), Some(&fqdn));
     let req = Request {
@@ -195,7 +200,11 @@ fn run(
         ..Request::default()
     };
     let policy = engine::compile(&repo, &req, &facts).map_err(|e| e.to_string())?;
-    let mut overlay = Overlay::new(&base, &std::env::temp_dir().join("kiln-test"), role)?;
+    let mut overlay = Overlay::new(
+        &base,
+        &std::env::temp_dir().join("kiln-test"),
+        &format!("{role}-{}", opts.release),
+    )?;
     if opts.keep {
         overlay.keep();
         o.kept = Some(overlay.root().to_path_buf());
@@ -217,13 +226,16 @@ fn run(
         .collect();
     if !pins.is_empty() {
         progress(&format!("downloading {} pinned package(s)", pins.len()));
+        // Package files are shared (their names carry version and
+        // architecture); each release keeps its own index.
         let cache = rootfs::cache_dir().join("apt");
+        let cached_lists = cache.join("lists").join(&opts.release);
         let (archives, lists) = (
             overlay.root().join("var/cache/apt/archives"),
             overlay.root().join("var/lib/apt/lists"),
         );
         copy_files(&cache.join("archives"), &archives);
-        copy_files(&cache.join("lists"), &lists);
+        copy_files(&cached_lists, &lists);
         let target = Target::at_root(overlay.root());
         if !apt::index_knows(&target, &pins) {
             apt::update(&target).map_err(|e| e.to_string())?;
@@ -232,7 +244,7 @@ fn run(
         let pins = siblings::with_pins(&target, &pins)?;
         apt::download(&target, &pins).map_err(|e| e.to_string())?;
         copy_files(&archives, &cache.join("archives"));
-        copy_files(&lists, &cache.join("lists"));
+        copy_files(&lists, &cached_lists);
     }
 
     progress("converging");
@@ -293,7 +305,7 @@ fn run(
     };
     let _ = reader.join();
     let stdout = out_reader.join().unwrap_or_default();
-    let kept_log = keep_log(role, &log_path);
+    let kept_log = keep_log(&format!("{role}-{}", opts.release), &log_path);
     o.log = kept_log.or(o.log.take());
     let Some(status) = status else {
         return Err(format!(

@@ -330,7 +330,7 @@ fn a_failed_canary_health_check_holds_the_push_and_status_shows_drift() {
         .repo(&repo)
         .run()
         .failure()
-        .stdout_contains("drift in roles web: 7 host(s)")
+        .stdout_contains("drift in roles web on bookworm: 7 host(s)")
         .stdout_contains("web06.example.com at")
         .stdout_contains("file[/etc/kiln-site.conf]");
     let j = f.kiln(&["status", "--json"]).repo(&repo).run().failure();

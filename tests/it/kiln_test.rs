@@ -1,6 +1,7 @@
 //! `kiln test` end to end: a role whose service really starts inside the
-//! throwaway target's namespaces and answers HTTP there; bad cookbooks fail
-//! with the role, the resource and the reason, in the output and in JUnit.
+//! throwaway target's namespaces and answers HTTP there, on each Debian
+//! release the whitelist pins; bad cookbooks fail with the role, the
+//! resource and the reason, in the output and in JUnit.
 
 use std::process::Command;
 
@@ -8,6 +9,11 @@ use crate::support::*;
 
 const HTTPD: &str = include_str!("fixtures/tiny/tiny-httpd");
 const INIT: &str = include_str!("fixtures/tiny/tiny-httpd.init");
+
+/// The start of a role's line in `kiln test`'s output.
+fn line(role: &str, release: &str) -> String {
+    format!("{role:<10} {release:<9}  ")
+}
 
 /// A port nothing on the host listens on right now.
 fn free_port() -> u16 {
@@ -81,7 +87,8 @@ fn no_leaks() {
 fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_port();
-    let repo = tiny_on(Repo::new(), port);
+    // Both releases pinned (nothing to install): the role runs on each.
+    let repo = tiny_on(Repo::new(), port).whitelist("[releases.bookworm]\n[releases.trixie]\n");
     let junit = repo.path().join("junit.xml");
     // A temporary directory of its own: other tests run `kiln test` on a
     // role named web at the same time.
@@ -94,18 +101,31 @@ fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
         .env("TMPDIR", tmp.path())
         .run()
         .success()
-        .stdout_contains("web         converged (3/3 updated)  idempotent")
+        .stdout_contains(&format!(
+            "{}converged (3/3 updated)  idempotent",
+            line("web", "bookworm")
+        ))
+        .stdout_contains(&format!(
+            "{}converged (3/3 updated)  idempotent",
+            line("web", "trixie")
+        ))
         .stdout_contains("verified 4/4")
-        .stdout_contains("1/1 role(s) passed");
+        .stdout_contains("2/2 role test(s) passed (1 role(s) on bookworm, trixie)");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(
-        xml.contains("<testsuite name=\"role[web]\" tests=\"6\" failures=\"0\""),
-        "{xml}"
-    );
-    assert!(
-        xml.contains(&format!("name=\"verify http http://127.0.0.1:{port}/\"/>")),
-        "{xml}"
-    );
+    for release in ["bookworm", "trixie"] {
+        assert!(
+            xml.contains(&format!(
+                "<testsuite name=\"role[web] on {release}\" tests=\"6\" failures=\"0\""
+            )),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(&format!(
+                "classname=\"kiln.{release}.role.web\" name=\"web on {release}: verify http http://127.0.0.1:{port}/\"/>"
+            )),
+            "{xml}"
+        );
+    }
     no_leaks();
     // Nothing of the target is left behind.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -134,13 +154,13 @@ fn a_resource_that_changes_every_run_fails_the_role_by_name() {
         .repo(&repo)
         .run()
         .code(1)
-        .stdout_contains("flappy      converged")
+        .stdout_contains(&format!("{}converged", line("flappy", "bookworm")))
         .stdout_contains("NOT IDEMPOTENT (1 updated)")
         .stdout_contains("role flappy: not idempotent, the second converge updated 1 resource(s): execute[always]")
-        .stdout_contains("1/2 role(s) passed");
+        .stdout_contains("1/2 role test(s) passed");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
-        xml.contains("<testsuite name=\"role[flappy]\" tests=\"2\" failures=\"1\""),
+        xml.contains("<testsuite name=\"role[flappy] on bookworm\" tests=\"2\" failures=\"1\""),
         "{xml}"
     );
     assert!(
@@ -148,7 +168,7 @@ fn a_resource_that_changes_every_run_fails_the_role_by_name() {
         "{xml}"
     );
     assert!(
-        xml.contains("<testsuite name=\"role[web]\" tests=\"6\" failures=\"0\""),
+        xml.contains("<testsuite name=\"role[web] on bookworm\" tests=\"6\" failures=\"0\""),
         "{xml}"
     );
     no_leaks();
@@ -196,11 +216,11 @@ timeout = 1
         .repo(&repo)
         .run()
         .code(1)
-        .stdout_contains("broken      NOT CONVERGED")
+        .stdout_contains(&format!("{}NOT CONVERGED", line("broken", "bookworm")))
         .stdout_contains("role broken: converge failed: service[broken]: service broken: start reported success, but the service is not running")
-        .stdout_contains("tpl         NOT CONVERGED")
+        .stdout_contains(&format!("{}NOT CONVERGED", line("tpl", "bookworm")))
         .stdout_contains("\"missing.attribute\" is not defined");
-    assert!(out.stdout.contains("0/2 role(s) passed"));
+    assert!(out.stdout.contains("0/2 role test(s) passed"));
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
         xml.contains("role broken: converge failed: service[broken]"),

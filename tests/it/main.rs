@@ -21,6 +21,7 @@ mod outdated;
 mod packages;
 mod packages_debian;
 mod policy;
+mod releases;
 mod sandbox;
 mod secrets;
 mod siblings;

@@ -1,10 +1,12 @@
 //! This repository's own roles under `kiln test`, as CI runs them: every
-//! role converges, converges again without change, and passes its verify
+//! role, on every Debian release the whitelist pins (bookworm and trixie),
+//! converges, converges again without change, and passes its verify
 //! checks (for devvm: the shop page through Apache with listings from
 //! MariaDB, the second request served from memcached, the Redis counter).
-//! Then the parity rule: a resource that devvm and a production role both
-//! manage has the same fingerprint part on both, except the differences the
-//! roles declare on purpose (sizes, listen addresses, the motd naming the role).
+//! Then the parity rule, per release: a resource that devvm and a production
+//! role both manage on one release has the same fingerprint part on both,
+//! except the differences the roles declare on purpose (sizes, listen
+//! addresses, the motd naming the role).
 //! Needs the network to deb.debian.org, as CI has.
 
 use std::collections::BTreeMap;
@@ -13,6 +15,9 @@ use std::path::{Path, PathBuf};
 use crate::support::*;
 
 const AGENT: &str = "template[/etc/systemd/system/kiln-agent.service]";
+/// The php.ini drop-in, whose path names the release's PHP (8.2, 8.4).
+const PHP_INI: &str = "template[/etc/php/PHP/apache2/conf.d/90-kiln.ini]";
+const RELEASES: &[(&str, &str)] = &[("bookworm", "8.2"), ("trixie", "8.4")];
 
 /// Resources whose content the roles make differ on purpose, per production role.
 const DECLARED: &[(&str, &[&str])] = &[
@@ -22,7 +27,7 @@ const DECLARED: &[(&str, &[&str])] = &[
             // motd names the roles; workers and php memory follow the size.
             "template[/etc/motd]",
             "template[/etc/apache2/mods-available/mpm_prefork.conf]",
-            "template[/etc/php/8.2/apache2/conf.d/90-kiln.ini]",
+            PHP_INI,
             // the vhost's ServerName is the node's fqdn
             "template[/etc/apache2/sites-available/shop.conf]",
             // the database password: a secret (a random value in kiln test)
@@ -78,15 +83,18 @@ fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
         .arg("--repo")
         .arg(&repo)
         .run();
-    let kept: BTreeMap<String, PathBuf> = out
+    // (role, release) -> the kept root.
+    let kept: BTreeMap<(String, String), PathBuf> = out
         .stdout
         .lines()
         .collect::<Vec<_>>()
         .windows(2)
         .filter_map(|w| {
-            let role = w[0].split_whitespace().next()?;
+            let mut words = w[0].split_whitespace();
+            let role = words.next()?;
+            let release = words.next()?;
             let path = w[1].trim().strip_prefix("kept: ")?;
-            Some((role.to_string(), PathBuf::from(path)))
+            Some(((role.to_string(), release.to_string()), PathBuf::from(path)))
         })
         .collect();
     let cleanup = || {
@@ -98,19 +106,38 @@ fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
         cleanup();
         panic!("kiln test failed:\n{}\n{}", out.stdout, out.stderr);
     }
-    assert!(out.stdout.contains("5/5 role(s) passed"), "{}", out.stdout);
-    let xml = std::fs::read_to_string(junit.path()).unwrap();
-    assert_eq!(xml.matches("<testsuite ").count(), 5, "{xml}");
-    assert!(!xml.contains("<failure"), "{xml}");
     assert!(
-        xml.contains("name=\"verify http http://127.0.0.1/\""),
-        "{xml}"
+        out.stdout
+            .contains("10/10 role test(s) passed (5 role(s) on bookworm, trixie)"),
+        "{}",
+        out.stdout
     );
+    assert_eq!(kept.len(), 10, "{kept:?}");
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    assert_eq!(xml.matches("<testsuite ").count(), 10, "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+    for (release, _) in RELEASES {
+        assert!(
+            xml.contains(&format!(
+                "name=\"devvm on {release}: verify http http://127.0.0.1/\""
+            )),
+            "{xml}"
+        );
+    }
 
-    let devvm = parts(&kept["devvm"]);
     let mut unexpected = Vec::new();
-    for (role, declared) in DECLARED {
-        let other = parts(&kept[*role]);
+    for ((release, php), (role, declared)) in RELEASES
+        .iter()
+        .flat_map(|r| DECLARED.iter().map(move |d| (r, d)))
+    {
+        let key = |role: &str| (role.to_string(), release.to_string());
+        let devvm = parts(&kept[&key("devvm")]);
+        let declared: Vec<String> = declared
+            .iter()
+            .map(|d| d.replace("/PHP/", &format!("/{php}/")))
+            .collect();
+        let other = parts(&kept[&key(role)]);
+        let role = format!("{role} on {release}");
         let shared: Vec<&String> = other.keys().filter(|k| devvm.contains_key(*k)).collect();
         assert!(
             shared.len() >= 10,
@@ -119,7 +146,7 @@ fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
         );
         for id in shared {
             let differs = other[id] != devvm[id];
-            let on_purpose = declared.contains(&id.as_str());
+            let on_purpose = declared.contains(id);
             if differs && !on_purpose {
                 unexpected.push(format!(
                     "{role}: {id}\n  devvm: {}\n  {role}: {}",

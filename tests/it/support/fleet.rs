@@ -27,9 +27,25 @@ pub fn ssh_base_root() -> PathBuf {
 /// An overlay copy of the ssh base root.
 pub struct HostRoot(super::TestRoot);
 
+/// [`ssh_base_root`] of another Debian release, from the same recipe.
+pub fn ssh_release_root(codename: &str) -> PathBuf {
+    let recipe = rootfs::SSH_TEST_ROOT
+        .on(codename)
+        .unwrap_or_else(|e| panic!("no root recipe for {codename}: {e}"));
+    super::cached_root(&recipe)
+}
+
 impl HostRoot {
     pub fn new() -> HostRoot {
         HostRoot(super::TestRoot::of(&ssh_base_root(), "kiln-host"))
+    }
+
+    /// A host of Debian release `codename`.
+    pub fn on(codename: &str) -> HostRoot {
+        HostRoot(super::TestRoot::of(
+            &ssh_release_root(codename),
+            &format!("kiln-host-{codename}"),
+        ))
     }
 
     pub fn path(&self) -> &Path {
@@ -212,6 +228,8 @@ pub struct HostSpec {
     pub fqdn: String,
     pub roles: Vec<String>,
     pub canary: bool,
+    /// The host's Debian release (None: the default root's, bookworm).
+    pub release: Option<String>,
 }
 
 pub fn spec(fqdn: &str, roles: &[&str]) -> HostSpec {
@@ -219,6 +237,7 @@ pub fn spec(fqdn: &str, roles: &[&str]) -> HostSpec {
         fqdn: fqdn.into(),
         roles: roles.iter().map(|s| s.to_string()).collect(),
         canary: false,
+        release: None,
     }
 }
 
@@ -245,7 +264,10 @@ impl Fleet {
         let mut hosts = Vec::new();
         let mut known = String::new();
         for (i, s) in specs.into_iter().enumerate() {
-            let root = HostRoot::new();
+            let root = match &s.release {
+                Some(codename) => HostRoot::on(codename),
+                None => HostRoot::new(),
+            };
             let r = root.path();
             for e in fs::read_dir(r.join("etc/ssh")).unwrap().flatten() {
                 if e.file_name().to_string_lossy().starts_with("ssh_host_") {

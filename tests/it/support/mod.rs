@@ -42,6 +42,15 @@ pub fn base_root() -> PathBuf {
     ROOT.get_or_init(|| cached_root(&rootfs::TEST_ROOT)).clone()
 }
 
+/// [`base_root`] of another Debian release (`trixie`), built by the same
+/// recipe with that suite.
+pub fn release_root(codename: &str) -> PathBuf {
+    let recipe = rootfs::TEST_ROOT
+        .on(codename)
+        .unwrap_or_else(|e| panic!("no root recipe for {codename}: {e}"));
+    cached_root(&recipe)
+}
+
 /// A fresh, writable copy of a cached root for one test: the library's
 /// overlayfs [`rootfs::Overlay`] in a temporary directory. Dropping it
 /// unmounts everything mounted inside (proc, a bind-mounted /dev) and
@@ -53,6 +62,11 @@ pub struct TestRoot {
 impl TestRoot {
     pub fn new() -> TestRoot {
         TestRoot::of(&base_root(), "kiln-root")
+    }
+
+    /// A fresh copy of the `kiln test` root of release `codename`.
+    pub fn on(codename: &str) -> TestRoot {
+        TestRoot::of(&release_root(codename), &format!("kiln-root-{codename}"))
     }
 
     pub fn of(lower: &Path, name: &str) -> TestRoot {
