@@ -84,10 +84,11 @@ fn a_role_cannot_leave_the_test_sandbox() {
         .repo(&repo)
         .env("TMPDIR", tmp.path())
         .run();
-    let log = std::fs::read_to_string(tmp.path().join("kiln-test/escape.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(tmp.path().join("kiln-test/escape-bookworm.log"))
+        .unwrap_or_default();
     out.success()
         .stdout_contains("verified 6/6")
-        .stdout_contains("1/1 role(s) passed");
+        .stdout_contains("1/1 role test(s) passed");
     // The host saw nothing: no new file, the sentinel as it was.
     assert!(!host.path().join("escaped").exists(), "{log}");
     assert!(!host.path().join("direct").exists(), "{log}");
@@ -115,7 +116,7 @@ fn a_role_that_outlives_its_timeout_is_torn_down_whole() {
         .env("TMPDIR", tmp.path())
         .run()
         .code(1)
-        .stdout_contains("role hang: timed out after 3 s");
+        .stdout_contains("role hang on bookworm: timed out after 3 s");
     // Killing the sandbox's outer process ends the namespaces and all in them.
     let started = std::time::Instant::now();
     let left = || {

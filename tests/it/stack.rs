@@ -13,8 +13,16 @@ fn policy_repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Converges `role` twice; returns the first run's output.
+/// Converges `role` twice; returns the first run's output. A fresh root is
+/// nobody's recipient of the production secrets, so the database password
+/// is given as a node attribute (which wins over the roles' secret).
 fn converge_twice(root: &TestRoot, role: &str, extra: &[&str]) -> Outcome {
+    let node = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        node.path(),
+        "[attributes.mariadb.app]\npassword = \"stack-test-password\"\n",
+    )
+    .unwrap();
     let run = || {
         kiln()
             .arg("converge")
@@ -22,6 +30,8 @@ fn converge_twice(root: &TestRoot, role: &str, extra: &[&str]) -> Outcome {
             .arg(policy_repo())
             .root(root)
             .args(["--role", role, "--fqdn", &format!("{role}01.example.com")])
+            .arg("--node")
+            .arg(node.path())
             .args(extra)
             .arg("--detailed-exitcodes")
             .run()
