@@ -259,17 +259,16 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     for (i, notes) in &pending {
         for n in notes {
             let me = &resources[*i];
+            let verb = if n.subscribe {
+                "subscribes to"
+            } else {
+                "notifies"
+            };
             let Some(&j) = index.get(&n.other) else {
                 errors.push(
                     PolicyError::new(format!(
-                        "{} {} {}, which is not in the run list",
-                        me.id,
-                        if n.subscribe {
-                            "subscribes to"
-                        } else {
-                            "notifies"
-                        },
-                        n.other
+                        "{} {verb} {}, which is not in the run list",
+                        me.id, n.other
                     ))
                     .fix(format!(
                         "declare {} in a recipe of the run list, or correct the name",
@@ -282,18 +281,10 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             };
             if j == *i {
                 errors.push(
-                    PolicyError::new(format!(
-                        "{} {} itself",
-                        me.id,
-                        if n.subscribe {
-                            "subscribes to"
-                        } else {
-                            "notifies"
-                        }
-                    ))
-                    .fix("remove the entry: a resource's own change cannot trigger it again")
-                    .in_file(&me.file)
-                    .at_line(me.line, None),
+                    PolicyError::new(format!("{} {verb} itself", me.id))
+                        .fix("remove the entry: a resource's own change cannot trigger it again")
+                        .in_file(&me.file)
+                        .at_line(me.line, None),
                 );
                 continue;
             }
