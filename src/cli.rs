@@ -48,6 +48,8 @@ enum Command {
         fqdn: String,
         #[arg(long)]
         size: Option<String>,
+        #[arg(long)]
+        strict_pins: bool,
     },
     /// Roll the policy out to an inventory of hosts over SSH, and see their state.
     #[command(subcommand)]
@@ -190,6 +192,10 @@ struct TestArgs {
     /// Seconds one role may take before it is stopped.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// Refuse a pinned version that no source offers any more, as production
+    /// does, instead of testing with what the sources offer (with a warning).
+    #[arg(long)]
+    strict_pins: bool,
     /// Print the cached base root's path (building it if missing) and exit:
     /// for benchmarks, which converge the same root the tests do.
     #[arg(long, hide = true)]
@@ -465,6 +471,11 @@ struct ConvergeArgs {
     /// Exit 0 when nothing changed, 2 when something changed, 4 on failure, 6 for both.
     #[arg(long)]
     detailed_exitcodes: bool,
+    /// For image builds and tests, never production: a pinned version that no
+    /// source offers any more is replaced by the version the sources offer
+    /// (with its siblings), held, warned about and recorded in the report.
+    #[arg(long)]
+    substitute_vanished_pins: bool,
     #[command(flatten)]
     lock: LockArgs,
 }
@@ -495,6 +506,15 @@ fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?}: {e}; expected a duration such as 30s, 10m, 1h"))
 }
 
+/// `--strict-pins` of dev VMs and `kiln test`, which substitute by default.
+fn pin_mode(strict: bool) -> crate::engine::PinMode {
+    if strict {
+        crate::engine::PinMode::Strict
+    } else {
+        crate::engine::PinMode::Substitute
+    }
+}
+
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
     let mut cli = Cli::parse();
@@ -513,6 +533,11 @@ pub fn main() -> i32 {
                 lock_timeout: a.lock.lock_timeout,
                 test_secrets: false,
                 attributes: toml::Table::new(),
+                pins: if a.substitute_vanished_pins {
+                    crate::engine::PinMode::Substitute
+                } else {
+                    crate::engine::PinMode::Strict
+                },
             },
             a.json,
             a.detailed_exitcodes,
@@ -531,12 +556,14 @@ pub fn main() -> i32 {
             fqdn: t.fqdn,
             size: t.size,
             timeout: Duration::from_secs(t.timeout),
+            pins: pin_mode(t.strict_pins),
         }),
         Command::Sandbox {
             root,
             role,
             fqdn,
             size,
+            strict_pins,
         } => Ok(crate::testing::inside::run(
             crate::testing::inside::InsideArgs {
                 root,
@@ -544,6 +571,7 @@ pub fn main() -> i32 {
                 role,
                 fqdn,
                 size,
+                pins: pin_mode(strict_pins),
             },
         )),
         Command::Devvm(d) => {

@@ -25,6 +25,10 @@ pub struct ImageArgs {
     /// whitelist pins.
     #[arg(long, default_value = crate::devvm::base::DEFAULT_RELEASE)]
     pub release: String,
+    /// Refuse a pinned version that no source offers any more, as production
+    /// does, instead of taking what the sources offer (with a warning).
+    #[arg(long)]
+    pub strict_pins: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +109,7 @@ fn request(repo: &Path, image: &ImageArgs, force: bool) -> BuildRequest {
         release: image.release.clone(),
         size: image.size.clone(),
         force,
+        strict_pins: image.strict_pins,
     }
 }
 

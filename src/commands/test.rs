@@ -22,6 +22,8 @@ pub struct TestArgs {
     pub fqdn: Option<String>,
     pub size: Option<String>,
     pub timeout: Duration,
+    /// Substitute vanished pins (the default) or refuse them.
+    pub pins: crate::engine::PinMode,
 }
 
 /// The cached root `kiln test` builds its targets on (of `release`,
@@ -61,6 +63,7 @@ pub fn run(a: TestArgs) -> Result<i32, Error> {
             size: a.size.clone(),
             keep: a.keep,
             timeout: a.timeout,
+            pins: a.pins,
         };
         let bar = indicatif::ProgressBar::new_spinner();
         if tty {
@@ -88,6 +91,12 @@ pub fn run(a: TestArgs) -> Result<i32, Error> {
                 && let Some(log) = &o.log
             {
                 println!("    log: {}", log.display());
+            }
+            if !o.inside.substitutions.is_empty() {
+                println!(
+                    "    warning: {}",
+                    crate::platform::pins::warning(&o.inside.substitutions, &o.release)
+                );
             }
             if let Some(k) = &o.kept {
                 println!("    kept: {}", k.display());

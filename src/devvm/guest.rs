@@ -107,7 +107,7 @@ pub fn converge_unit(role: &str, size: &str, app_mount: &str) -> String {
          Type=oneshot\n\
          RemainAfterExit=yes\n\
          WorkingDirectory={POLICY_DIR}\n\
-         ExecStart={KILN_BIN} --repo {POLICY_DIR} converge --role {role} --size {size}\n\
+         ExecStart={KILN_BIN} --repo {POLICY_DIR} converge --role {role} --size {size} --substitute-vanished-pins\n\
          TimeoutStartSec=30min\n\
          StandardOutput=journal+console\n\
          \n\

@@ -23,6 +23,7 @@ use super::{base, file_sha256, hex, paths, run, sshkey, step, tools, user_name};
 use crate::engine::{self, Converge, Event, Request};
 use crate::error::{Error, IoContext, PolicyError};
 use crate::platform::facts::Facts;
+use crate::platform::pins::{PinMode, Substitution};
 use crate::platform::target::Target;
 use crate::policy::Repository;
 
@@ -47,6 +48,8 @@ pub struct BuildRequest {
     pub size: String,
     /// Rebuild even when the cache has the image.
     pub force: bool,
+    /// Refuse vanished pins instead of substituting them.
+    pub strict_pins: bool,
 }
 
 /// What an image is and how to boot it; `manifest.json` in its directory.
@@ -71,6 +74,10 @@ pub struct Manifest {
     /// `kiln fingerprint` of the tree, when this kiln has that command.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// Pins no source offered at build time and what the image has instead:
+    /// a declared difference from production.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substitutions: Vec<Substitution>,
 }
 
 fn bookworm() -> String {
@@ -236,7 +243,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     if !req.force
         && let Some(img) = Image::open(&key)
     {
-        return Ok(img);
+        return cached(img, req);
     }
     tools::require(&[tools::MMDEBSTRAP, tools::MKE2FS, tools::QEMU_IMG])?;
     // SAFETY: geteuid has no preconditions.
@@ -257,7 +264,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     if !req.force
         && let Some(img) = Image::open(&key)
     {
-        return Ok(img);
+        return cached(img, req);
     }
     let started = Instant::now();
     clean_leftovers(&images, &key);
@@ -300,6 +307,11 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
         fqdn: Some(inputs.hostname.clone()),
         size: Some(inputs.size.clone()),
         root: Some(tree.clone()),
+        pins: if req.strict_pins {
+            PinMode::Strict
+        } else {
+            PinMode::Substitute
+        },
         ..Converge::roles(&req.repo, std::slice::from_ref(&inputs.role))
     };
     let report = engine::converge(&converge, &mut |e| match e {
@@ -333,6 +345,9 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     guest::install_kiln(&tree, &req.repo, &cfg)?;
     let fingerprint = fingerprint(&tree, &req.repo);
     extract_boot_files(&tree, &out)?;
+    // A pin fetched once is not lost on this machine: keep the packages
+    // in kiln's cache (see platform::pincache), then out of the image.
+    crate::platform::pincache::keep(&tree.join("var/cache/apt/archives"));
     // Package caches do not belong in an image.
     for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
         clear_dir(&tree.join(dir));
@@ -380,6 +395,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
             .map_or(0, |d| d.as_secs()),
         build_seconds: started.elapsed().as_secs_f64(),
         fingerprint,
+        substitutions: report.substitutions.clone(),
     };
     fs::write(out.join(INPUTS), &inputs.text).ctx(|| "writing inputs.txt".to_string())?;
     let mut f = File::create(out.join(MANIFEST)).ctx(|| "writing manifest.json".to_string())?;
@@ -405,6 +421,28 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
         manifest,
         cached: false,
     })
+}
+
+/// A cached image, unless `--strict-pins` refuses the substitutions it was built with.
+fn cached(img: Image, req: &BuildRequest) -> Result<Image, Error> {
+    let subs = &img.manifest.substitutions;
+    if req.strict_pins && !subs.is_empty() {
+        let list: Vec<String> = subs.iter().map(ToString::to_string).collect();
+        return Err(Error::Target(format!(
+            "the cached image {} was built with substituted pins ({}), and --strict-pins \
+             refuses them; fix the pins (kiln whitelist outdated, stage, promote) or drop \
+             --strict-pins",
+            &img.manifest.key[..12.min(img.manifest.key.len())],
+            list.join(", ")
+        )));
+    }
+    if !subs.is_empty() {
+        eprintln!(
+            "warning: {}",
+            crate::platform::pins::warning(subs, &img.manifest.release)
+        );
+    }
+    Ok(img)
 }
 
 /// Build directories of killed builds: `.build-<key>-*` whose key's lock
@@ -574,6 +612,7 @@ mod tests {
             release: "trixie".into(),
             size: size.into(),
             force: false,
+            strict_pins: false,
         };
         let a = Inputs::resolve(&req("small")).expect("inputs");
         assert_eq!(a.app_mount, "/srv/www");
@@ -619,6 +658,7 @@ mod tests {
             release: "trixie".into(),
             size: "small".into(),
             force: false,
+            strict_pins: false,
         };
         let key = || Inputs::resolve(&req).expect("inputs").key();
         let bundle = || {

@@ -589,6 +589,20 @@ pub fn status(name: &str) -> Result<i32, Error> {
         println!("app:      {} -> {}", s.app_dir.display(), s.app_mount);
     }
     println!("serial:   {}", vm.serial_log().display());
+    if let Some(img) = Image::open(&s.image_key)
+        && !img.manifest.substitutions.is_empty()
+    {
+        let list: Vec<String> = img
+            .manifest
+            .substitutions
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        println!(
+            "pins:     substituted (a declared difference from production: no source offers the pin): {}",
+            list.join(", ")
+        );
+    }
     if running {
         println!("fingerprint: {}", fingerprint_status(&s));
     }

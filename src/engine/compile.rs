@@ -76,6 +76,10 @@ pub struct Policy {
     /// Keys the fingerprint's content hashes when real secrets were used
     /// (see [`crate::secrets::Resolver::fingerprint_key`]).
     pub fingerprint_key: Option<Vec<u8>>,
+    /// Where pins the ordinary sources dropped may still be found.
+    pub fallback: Option<std::sync::Arc<FallbackSource>>,
+    /// The target's Debian release, whose pins apply.
+    pub codename: String,
 }
 
 pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy, PolicyErrors> {
@@ -327,10 +331,27 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         verify,
         secrets: renderer.secrets().used(),
         fingerprint_key: renderer.secrets().fingerprint_key(),
+        fallback,
+        codename: facts.codename.clone(),
     })
 }
 
 impl Policy {
+    /// `(package, pin)` of every package the policy installs, in order.
+    pub fn install_pins(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for r in &self.resources {
+            if r.id.kind == crate::resource::package::TYPE.name
+                && r.actions.iter().any(|a| a == "install")
+                && let Some(p) = self.pins.get(&r.id.name)
+                && !out.iter().any(|(n, _)| n == &r.id.name)
+            {
+                out.push((r.id.name.clone(), p.version.clone()));
+            }
+        }
+        out
+    }
+
     /// The paths of the sensitive `file` and `template` resources: those
     /// whose fingerprint is keyed on a host that holds secrets.
     pub fn sensitive_files(&self) -> Vec<String> {

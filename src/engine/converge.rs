@@ -14,6 +14,7 @@ use super::report::{Report, ResourceReport};
 use super::run;
 use crate::error::{Error, PolicyError};
 use crate::platform::facts::Facts;
+pub use crate::platform::pins::PinMode;
 use crate::platform::target::Target;
 use crate::policy::{Repository, load_toml};
 
@@ -39,6 +40,8 @@ pub struct Converge {
     pub test_secrets: bool,
     /// Node attributes laid over the node file's (the inventory's, in a fleet).
     pub attributes: toml::Table,
+    /// Refuse a pin no source offers (production), or substitute it.
+    pub pins: PinMode,
 }
 
 impl Converge {
@@ -56,6 +59,7 @@ impl Converge {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             test_secrets: false,
             attributes: toml::Table::new(),
+            pins: PinMode::Strict,
         }
     }
 }
@@ -85,6 +89,7 @@ pub struct Prepared {
     pub target: Target,
     pub policy: Policy,
     pub why_run: bool,
+    pub pins: PinMode,
     pub lock_timeout: Duration,
 }
 
@@ -142,6 +147,7 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         target,
         policy,
         why_run: c.why_run,
+        pins: c.pins,
         lock_timeout: c.lock_timeout,
     })
 }
@@ -163,9 +169,16 @@ impl Prepared {
             &self.policy,
             &run::Options {
                 why_run: self.why_run,
+                pins: self.pins,
             },
             &mut progress,
         );
+        if !report.substitutions.is_empty() {
+            on(Event::Warning(&crate::platform::pins::warning(
+                &report.substitutions,
+                &self.policy.codename,
+            )));
+        }
         if !self.why_run
             && let Err(e) = report.save(&self.target)
         {

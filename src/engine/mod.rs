@@ -7,7 +7,9 @@ pub mod report;
 mod run;
 
 pub use compile::{Policy, Request, compile};
-pub use converge::{Converge, DEFAULT_LOCK_TIMEOUT, Event, NodeFile, Prepared, converge, prepare};
+pub use converge::{
+    Converge, DEFAULT_LOCK_TIMEOUT, Event, NodeFile, PinMode, Prepared, converge, prepare,
+};
 pub use report::{LAST_RUN, Report, ResourceReport, Status, managed_ids};
 pub use run::{Plan, Step, plan};
 

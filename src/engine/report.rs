@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::compile::Policy;
+use crate::platform::pins::{PinMode, Substitution};
 use crate::platform::target::Target;
 use crate::resource::fsmeta::{Ids, atomic_write};
 
@@ -176,6 +177,12 @@ pub struct Report {
     pub updated: usize,
     pub failed: usize,
     pub success: bool,
+    /// Whether vanished pins were refused (production) or substituted.
+    pub pin_mode: PinMode,
+    /// Pins no source offered, and what this run took instead: a declared
+    /// difference from the whitelist.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub substitutions: Vec<Substitution>,
     pub resources: Vec<ResourceReport>,
 }
 
@@ -210,6 +217,8 @@ impl Report {
             updated: 0,
             failed: 0,
             success: true,
+            pin_mode: PinMode::Strict,
+            substitutions: vec![],
             resources: vec![],
         }
     }

@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 use super::compile::{Compiled, Policy, Timing};
 use super::report::{Report, ResourceReport, Status};
 use crate::error::RunError;
+use crate::platform::pins::{self, PinMode, Substitution};
 use crate::platform::target::{ShellOpts, Target};
 use crate::resource::{Change, Context, Planned, Resource, ResourceResult};
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub why_run: bool,
+    /// What to do with a pin no source offers.
+    pub pins: PinMode,
 }
 
 /// What one resource would do.
@@ -175,6 +178,26 @@ pub fn converge(
     let started = Instant::now();
     let mut cx = Context::new(target);
     let mut report = Report::new(target, policy, opts.why_run);
+    report.pin_mode = opts.pins;
+    match pins_in_force(policy, &mut cx, opts) {
+        Ok(subs) => {
+            cx.substitutes = subs
+                .iter()
+                .map(|s| (s.package.clone(), s.substitute.clone()))
+                .collect();
+            report.substitutions = subs;
+        }
+        Err((i, e)) => {
+            // Refused before anything changed: the package that needs the pin fails.
+            let mut entry = ResourceReport::new(policy, i);
+            entry.fail(e.to_string());
+            entry.redact();
+            progress(&entry);
+            report.push(entry);
+            report.finish(started.elapsed());
+            return report;
+        }
+    }
     let plan = plan(policy, &mut cx);
     let mut walk = Walk {
         policy: plan.policy,
@@ -186,6 +209,47 @@ pub fn converge(
     walk.run(plan, &mut report, progress);
     report.finish(started.elapsed());
     report
+}
+
+/// Before the plan: every pin this run installs is offered by the target's
+/// sources, or (as `opts.pins` allows) stood in for by what they offer.
+/// Packages already at their pins start no process. On refusal, the index
+/// of the first package resource concerned, with the reason.
+fn pins_in_force(
+    policy: &Policy,
+    cx: &mut Context,
+    opts: &Options,
+) -> Result<Vec<Substitution>, (usize, RunError)> {
+    let all = policy.install_pins();
+    if all.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dpkg = cx.dpkg().clone();
+    let wanted: Vec<(String, String)> = all
+        .into_iter()
+        .filter(|(n, v)| dpkg.installed(n).is_none_or(|i| &i.version != v))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let installed = |n: &str| dpkg.installed(n).map(|i| i.version.clone());
+    let fb = policy.fallback.as_deref();
+    let sources = pins::Sources {
+        fallback: fb.map(|f| &f.fallback),
+        repo: fb.map_or(std::path::Path::new("."), |f| f.repo.as_path()),
+        change: !opts.why_run,
+    };
+    pins::ensure(cx.target, &wanted, &installed, &sources, opts.pins).map_err(|e| {
+        let first = policy
+            .resources
+            .iter()
+            .position(|r| {
+                r.id.kind == crate::resource::package::TYPE.name
+                    && wanted.iter().any(|(n, _)| n == &r.id.name)
+            })
+            .unwrap_or(0);
+        (first, e)
+    })
 }
 
 /// A package applied with an earlier one's transaction: its plan and outcome.

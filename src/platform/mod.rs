@@ -7,6 +7,8 @@ pub mod dpkg;
 pub mod facts;
 pub mod fallback;
 pub mod mirror;
+pub mod pincache;
+pub mod pins;
 pub mod rootfs;
 pub mod siblings;
 pub mod target;

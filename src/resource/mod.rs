@@ -48,6 +48,9 @@ pub struct Context<'a> {
     pub target: &'a Target,
     accounts: Option<Accounts>,
     dpkg: Option<Dpkg>,
+    /// Versions that stand in for pins no source offers this run
+    /// (see [`crate::platform::pins`]), by package.
+    pub substitutes: std::collections::BTreeMap<String, String>,
 }
 
 impl<'a> Context<'a> {
@@ -56,6 +59,7 @@ impl<'a> Context<'a> {
             target,
             accounts: None,
             dpkg: None,
+            substitutes: Default::default(),
         }
     }
 

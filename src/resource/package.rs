@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::state::clean;
 use crate::error::{PolicyError, RunError};
-use crate::platform::{apt, archive, fallback, siblings};
+use crate::platform::{apt, pins, siblings};
 use crate::policy::whitelist::{FallbackSource, Pin, valid_version};
 
 pub const TYPE: TypeDef = TypeDef::of::<Package>("package", &[], build);
@@ -133,13 +133,16 @@ impl fmt::Display for PackageChange {
 impl Item for PackageChange {}
 
 impl Package {
-    fn version(&self) -> ResourceResult<&str> {
-        self.pin
-            .as_ref()
-            .map(|p| p.version.as_str())
-            .ok_or_else(|| {
-                RunError::precondition(format!("package {} is not on the whitelist", self.name))
-            })
+    /// The version this run installs: the pin, or what stands in for it.
+    fn version(&self, cx: &Context) -> ResourceResult<String> {
+        let pin = self.pin.as_ref().ok_or_else(|| {
+            RunError::precondition(format!("package {} is not on the whitelist", self.name))
+        })?;
+        Ok(cx
+            .substitutes
+            .get(&self.name)
+            .unwrap_or(&pin.version)
+            .clone())
     }
 }
 
@@ -151,7 +154,7 @@ impl Converge for Package {
         let installed = cx.dpkg().installed(&self.name).cloned();
         Ok(match action {
             PackageAction::Install => {
-                let want = self.version()?.to_string();
+                let want = self.version(cx)?;
                 let mut changes = match installed {
                     None => vec![PackageChange::Install {
                         version: want.clone(),
@@ -259,11 +262,7 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
     let installs: Vec<(String, String)> = items
         .iter()
         .filter(|(_, a)| *a == PackageAction::Install)
-        .filter_map(|(p, _)| {
-            p.pin
-                .as_ref()
-                .map(|pin| (p.name.clone(), pin.version.clone()))
-        })
+        .filter_map(|(p, _)| p.version(cx).ok().map(|v| (p.name.clone(), v)))
         .collect();
     let of = |action: PackageAction| -> Vec<String> {
         items
@@ -309,7 +308,27 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
     let mut failure: Option<RunError> = None;
     let mut sibling_pins: Vec<(String, String)> = Vec::new();
     if !to_install.is_empty() {
-        match offered(target, &to_install, fallback.as_deref()).and_then(|()| {
+        let sources = fallback.as_deref().map(|fb| pins::Sources {
+            fallback: Some(&fb.fallback),
+            repo: &fb.repo,
+            change: true,
+        });
+        let none = pins::Sources {
+            fallback: None,
+            repo: std::path::Path::new("."),
+            change: true,
+        };
+        // Substitutions were decided before the plan: here every version
+        // must be offered as it stands.
+        let installed = |_: &str| None;
+        match pins::ensure(
+            target,
+            &to_install,
+            &installed,
+            sources.as_ref().unwrap_or(&none),
+            pins::PinMode::Strict,
+        )
+        .and_then(|_| {
             siblings::resolve(target, &to_install, &before).map_err(RunError::precondition)
         }) {
             Ok(sibs) => {
@@ -376,9 +395,10 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
         .map(|(p, action)| {
             let now = after.installed(&p.name);
             let done = match *action {
-                PackageAction::Install => p.pin.as_ref().is_some_and(|pin| {
-                    now.is_some_and(|i| i.version == pin.version && i.is_held())
-                }),
+                PackageAction::Install => installs
+                    .iter()
+                    .find(|(n, _)| n == &p.name)
+                    .is_some_and(|(_, v)| now.is_some_and(|i| &i.version == v && i.is_held())),
                 PackageAction::Remove => now.is_none(),
                 PackageAction::Purge => after
                     .packages
@@ -403,67 +423,4 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
             }
         })
         .collect()
-}
-
-/// Makes sure the target's sources offer every pin: the index is refreshed
-/// when it lacks one, then the whitelist's fallback sources are added when
-/// still needed. A pin that nothing offers is an error naming what is.
-fn offered(
-    target: &crate::platform::target::Target,
-    pins: &[(String, String)],
-    fb: Option<&FallbackSource>,
-) -> ResourceResult<()> {
-    if apt::index_knows(target, pins) {
-        return Ok(());
-    }
-    apt::update(target)?;
-    if apt::index_knows(target, pins) {
-        return Ok(());
-    }
-    if let Some(fb) = fb
-        && fallback::install(target, &fb.fallback, &fb.repo).map_err(RunError::precondition)?
-    {
-        apt::update(target)?;
-        if apt::index_knows(target, pins) {
-            return Ok(());
-        }
-    }
-    let names: Vec<String> = pins.iter().map(|(n, _)| n.clone()).collect();
-    let offers = archive::offers(target, &names).map_err(RunError::precondition)?;
-    let missing: Vec<String> = pins
-        .iter()
-        .filter(|(n, v)| {
-            !offers
-                .get(n)
-                .is_some_and(|o| o.iter().any(|o| &o.version == v))
-        })
-        .map(|(n, v)| {
-            let have: Vec<&str> = offers
-                .get(n)
-                .map(|o| o.iter().map(|o| o.version.as_str()).collect())
-                .unwrap_or_default();
-            format!(
-                "{n} {v} (offered: {})",
-                if have.is_empty() {
-                    "none".to_string()
-                } else {
-                    have.join(", ")
-                }
-            )
-        })
-        .collect();
-    let tried = if fb.is_some() {
-        "the ordinary sources and the whitelist's [fallback] sources"
-    } else {
-        "the target's apt sources"
-    };
-    Err(RunError::precondition(format!(
-        "no source offers the pinned version of {}: {tried} do not carry it",
-        missing.join("; ")
-    ))
-    .fix(
-        "pin a version that is offered (kiln whitelist outdated lists them), or name a \
-         fallback in whitelist.toml: [fallback] snapshot = \"YYYYMMDDTHHMMSSZ\", or \
-         [[fallback.mirrors]] with a repository written by kiln whitelist mirror",
-    ))
 }

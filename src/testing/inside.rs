@@ -17,6 +17,7 @@ pub struct InsideArgs {
     pub role: String,
     pub fqdn: String,
     pub size: Option<String>,
+    pub pins: engine::PinMode,
 }
 
 /// One converge, as the orchestrator needs it.
@@ -35,6 +36,9 @@ pub struct InsideOutcome {
     pub first: Option<RunSummary>,
     pub second: Option<RunSummary>,
     pub verify: Vec<CheckOutcome>,
+    /// Pins no source offered, and what the test converged instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substitutions: Vec<crate::platform::pins::Substitution>,
 }
 
 /// Phase markers on stderr let the orchestrator show progress.
@@ -112,6 +116,7 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
         root: Some(a.root.clone()),
         // Throwaway roots are nobody's recipients: random test values.
         test_secrets: true,
+        pins: a.pins,
         ..Converge::roles(&a.repo, std::slice::from_ref(&a.role))
     };
     let prepared = match engine::prepare(&c) {
@@ -162,6 +167,7 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
         return out;
     };
     out.first = Some(summarize(&first));
+    out.substitutions = first.substitutions.clone();
     if !first.success {
         return out;
     }
@@ -172,7 +178,14 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
     out.second = Some(summarize(&second));
     phase("verify");
     let policy = &prepared.policy;
-    for c in crate::verify::run_all(&policy.verify, &prepared.target, &policy.pins) {
+    // A package check holds the version the converge installed.
+    let mut pins = policy.pins.clone();
+    for s in &second.substitutions {
+        if let Some(p) = pins.get_mut(&s.package) {
+            p.version = s.substitute.clone();
+        }
+    }
+    for c in crate::verify::run_all(&policy.verify, &prepared.target, &pins) {
         let r: Result<&str, &str> = if c.ok { Ok(&c.detail) } else { Err(&c.detail) };
         eprintln!("  verify {}: {:?}", c.check, r);
         out.verify.push(c);

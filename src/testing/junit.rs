@@ -35,6 +35,18 @@ pub fn render(outcomes: &[RoleOutcome]) -> String {
             cases.len(),
             o.elapsed.as_secs_f64()
         );
+        if !o.inside.substitutions.is_empty() {
+            x.push_str("    <properties>\n");
+            for s in &o.inside.substitutions {
+                let _ = writeln!(
+                    x,
+                    "      <property name=\"kiln.substituted.{}\" value=\"{}\"/>",
+                    esc(&s.package),
+                    esc(&format!("{} -> {}", s.pin, s.substitute))
+                );
+            }
+            x.push_str("    </properties>\n");
+        }
         for c in cases {
             let _ = write!(
                 x,

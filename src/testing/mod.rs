@@ -17,11 +17,13 @@ use serde::Serialize;
 use shared_child::SharedChild;
 
 use crate::engine::{self, Request};
+use crate::platform::dpkg::Dpkg;
 use crate::platform::facts::Facts;
+use crate::platform::pins::{self, PinMode};
 pub use crate::platform::rootfs::DEFAULT_SUITE;
 use crate::platform::rootfs::{self, Overlay, TEST_ROOT};
 use crate::platform::target::Target;
-use crate::platform::{apt, siblings};
+use crate::platform::{apt, pincache, siblings};
 use crate::policy::Repository;
 use inside::{InsideOutcome, PHASE};
 
@@ -34,6 +36,8 @@ pub struct Options {
     pub keep: bool,
     /// How long one role may take before it is stopped.
     pub timeout: Duration,
+    /// Substitute vanished pins (the default) or refuse them.
+    pub pins: PinMode,
 }
 
 /// What happened to one role.
@@ -213,17 +217,7 @@ fn run(
     o.log = Some(log_path.clone());
 
     // Inside the sandbox there is no network: fetch the pinned packages now.
-    let pins: Vec<(String, String)> = policy
-        .resources
-        .iter()
-        .filter(|r| r.id.kind == "package" && r.actions.iter().any(|a| a == "install"))
-        .filter_map(|r| {
-            policy
-                .pins
-                .get(&r.id.name)
-                .map(|p| (r.id.name.clone(), p.version.clone()))
-        })
-        .collect();
+    let pins = policy.install_pins();
     if !pins.is_empty() {
         progress(&format!("downloading {} pinned package(s)", pins.len()));
         // Package files are shared (their names carry version and
@@ -234,17 +228,33 @@ fn run(
             overlay.root().join("var/cache/apt/archives"),
             overlay.root().join("var/lib/apt/lists"),
         );
-        copy_files(&cache.join("archives"), &archives);
-        copy_files(&cached_lists, &lists);
+        pincache::copy_files(&cache.join("archives"), &archives);
+        pincache::copy_files(&cached_lists, &lists);
         let target = Target::at_root(overlay.root());
-        if !apt::index_knows(&target, &pins) {
-            apt::update(&target).map_err(|e| e.to_string())?;
-        }
+        // The converge's own rules for a pin no source offers, here where
+        // the network is: refreshed index, kiln's cache, [fallback], then
+        // refused or substituted, with kiln's own message.
+        let dpkg = Dpkg::read(&target);
+        let wanted: Vec<(String, String)> = pins
+            .iter()
+            .filter(|(n, v)| dpkg.installed(n).is_none_or(|i| &i.version != v))
+            .cloned()
+            .collect();
+        let installed = |n: &str| dpkg.installed(n).map(|i| i.version.clone());
+        let fb = policy.fallback.as_deref();
+        let sources = pins::Sources {
+            fallback: fb.map(|f| &f.fallback),
+            repo: fb.map_or(Path::new("."), |f| f.repo.as_path()),
+            change: true,
+        };
+        let subs = pins::ensure(&target, &wanted, &installed, &sources, opts.pins)
+            .map_err(|e| e.to_string())?;
+        let pins = pins::substituted(&pins, &subs);
         // Siblings of the pins follow them (the same source's upload).
         let pins = siblings::with_pins(&target, &pins)?;
         apt::download(&target, &pins).map_err(|e| e.to_string())?;
-        copy_files(&archives, &cache.join("archives"));
-        copy_files(&lists, &cached_lists);
+        pincache::copy_files(&archives, &cache.join("archives"));
+        pincache::copy_files(&lists, &cached_lists);
     }
 
     progress("converging");
@@ -266,6 +276,9 @@ fn run(
         .args(["--role", role, "--fqdn", &fqdn]);
     if let Some(s) = &opts.size {
         cmd.args(["--size", s]);
+    }
+    if opts.pins == PinMode::Strict {
+        cmd.arg("--strict-pins");
     }
     let child = SharedChild::spawn(
         cmd.stdin(Stdio::null())
@@ -322,34 +335,6 @@ fn run(
         )
     })?;
     Ok(())
-}
-
-/// Copies the regular files of `from` that `to` lacks (or has at another
-/// size), each through a temporary name: the package cache that spares warm
-/// runs the download.
-fn copy_files(from: &Path, to: &Path) {
-    let Ok(entries) = std::fs::read_dir(from) else {
-        return;
-    };
-    let _ = std::fs::create_dir_all(to);
-    for e in entries.flatten() {
-        // The entry itself, never what a link there points to.
-        let Ok(meta) = e.path().symlink_metadata() else {
-            continue;
-        };
-        let name = e.file_name();
-        if !meta.is_file() || name == "lock" {
-            continue;
-        }
-        let dest = to.join(&name);
-        let same = std::fs::metadata(&dest).is_ok_and(|m| m.len() == meta.len());
-        if !same {
-            let tmp = to.join(format!(".{}.kiln-new", name.to_string_lossy()));
-            if std::fs::copy(e.path(), &tmp).is_ok() {
-                let _ = std::fs::rename(&tmp, &dest);
-            }
-        }
-    }
 }
 
 /// Copies the sandbox log out of the target, which is about to be removed.

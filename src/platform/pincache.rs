@@ -1,0 +1,144 @@
+//! A pin fetched once is not lost on that machine. `kiln test` and dev VM
+//! image builds keep the packages they download in kiln's cache
+//! (`~/.cache/kiln/apt/archives`, files named as apt names them); when the
+//! archive has dropped a pinned version, the cached file is served to the
+//! target as a flat repository inside it, before any fallback source or
+//! substitution is tried.
+//!
+//! The repository is marked trusted: its files are ones apt already
+//! checked against a signed index when it downloaded them into the cache,
+//! which only root on this machine writes.
+
+use std::path::{Path, PathBuf};
+
+use super::rootfs;
+use super::target::{Target, capture};
+use crate::resource::fsmeta::{Ids, atomic_write};
+use crate::resource::state::sha256_file;
+
+/// Where the cached packages are put inside the target.
+const DIR: &str = "/var/cache/kiln/pins";
+/// The apt source that names them.
+pub const SOURCES: &str = "/etc/apt/sources.list.d/kiln-pins.sources";
+
+/// The package files of kiln's cache.
+pub fn archives() -> PathBuf {
+    rootfs::cache_dir().join("apt").join("archives")
+}
+
+/// apt's file name for a package version, without the architecture:
+/// `name_version_` with the epoch's colon escaped as apt does.
+fn prefix(name: &str, version: &str) -> String {
+    format!("{name}_{}_", version.replace(':', "%3a"))
+}
+
+/// Serves the cached files of `pins` to the target; false when the cache
+/// holds none of them (nothing was written).
+pub fn serve(target: &Target, pins: &[(String, String)]) -> Result<bool, String> {
+    let Ok(entries) = std::fs::read_dir(archives()) else {
+        return Ok(false);
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".deb"))
+        .collect();
+    let found: Vec<&String> = pins
+        .iter()
+        .filter_map(|(n, v)| {
+            let p = prefix(n, v);
+            names.iter().find(|f| f.starts_with(&p))
+        })
+        .collect();
+    if found.is_empty() {
+        return Ok(false);
+    }
+    let tfs = target.fs();
+    tfs.create_dir_all(DIR, 0o755)
+        .map_err(|e| format!("cannot create {DIR} in the target: {e}"))?;
+    let mut index = String::new();
+    for file in found {
+        let bytes = std::fs::read(archives().join(file))
+            .map_err(|e| format!("cannot read {file} from kiln's package cache: {e}"))?;
+        let path = format!("{DIR}/{file}");
+        atomic_write(tfs, &path, &bytes, 0o644, Ids::default())?;
+        let out = capture(target.command(&["dpkg-deb", "-f", &path]))
+            .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+        if !out.status.success() {
+            // A damaged file in the cache is no source: leave it out.
+            let _ = tfs.remove_file(&path);
+            continue;
+        }
+        let control = String::from_utf8_lossy(&out.stdout);
+        index.push_str(control.trim_end());
+        let sha256 = sha256_file(tfs, &path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        index.push_str(&format!(
+            "\nFilename: ./{file}\nSize: {}\nSHA256: {sha256}\n\n",
+            bytes.len()
+        ));
+    }
+    if index.is_empty() {
+        return Ok(false);
+    }
+    atomic_write(
+        tfs,
+        format!("{DIR}/Packages"),
+        index.as_bytes(),
+        0o644,
+        Ids::default(),
+    )?;
+    let sources = format!(
+        "# Written by kiln: pinned versions from kiln's own package cache.\n\
+         Types: deb\nURIs: file:{DIR}\nSuites: ./\nTrusted: yes\n"
+    );
+    atomic_write(tfs, SOURCES, sources.as_bytes(), 0o644, Ids::default())?;
+    Ok(true)
+}
+
+/// Keeps the package files of `dir` (a target's apt archive) in kiln's cache.
+pub fn keep(dir: &Path) {
+    copy_files(dir, &archives());
+}
+
+/// Copies the regular files of `from` that `to` lacks (or has at another
+/// size), each through a temporary name: the package cache that spares warm
+/// runs the download.
+pub fn copy_files(from: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(to);
+    for e in entries.flatten() {
+        // The entry itself, never what a link there points to.
+        let Ok(meta) = e.path().symlink_metadata() else {
+            continue;
+        };
+        let name = e.file_name();
+        if !meta.is_file() || name == "lock" {
+            continue;
+        }
+        let dest = to.join(&name);
+        let same = std::fs::metadata(&dest).is_ok_and(|m| m.len() == meta.len());
+        if !same {
+            let tmp = to.join(format!(".{}.kiln-new", name.to_string_lossy()));
+            if std::fs::copy(e.path(), &tmp).is_ok() {
+                let _ = std::fs::rename(&tmp, &dest);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_escape_the_epoch_as_apt_does() {
+        assert_eq!(
+            prefix("mariadb-server", "1:11.8.6-0+deb13u1"),
+            "mariadb-server_1%3a11.8.6-0+deb13u1_"
+        );
+        assert_eq!(prefix("sudo", "1.9.16p2-3"), "sudo_1.9.16p2-3_");
+    }
+}
