@@ -42,6 +42,11 @@ pub struct Fingerprint {
     pub fingerprint: String,
     #[serde(default)]
     pub parts: Vec<Part>,
+    /// Pins the last run could not have and what it installed instead: a
+    /// declared difference, so a package part that differs from
+    /// production's is never a silent one. Not hashed (the parts are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substitutions: Vec<crate::platform::pins::Substitution>,
 }
 
 impl Fingerprint {
@@ -56,6 +61,12 @@ impl Fingerprint {
         for p in &self.parts {
             s.push_str(&p.line());
             s.push('\n');
+        }
+        for sub in &self.substitutions {
+            s.push_str(&format!(
+                "# declared difference: package[{}] pinned {}, substituted {} (no source offers the pin)\n",
+                sub.package, sub.pin, sub.substitute
+            ));
         }
         s.push_str(&self.fingerprint);
         s.push('\n');
@@ -90,6 +101,7 @@ pub fn compute(target: &Target, ids: &[String]) -> Fingerprint {
         h.update(b"\n");
     }
     Fingerprint {
+        substitutions: Vec::new(),
         fingerprint: hex(&h.finalize()),
         parts,
     }

@@ -51,10 +51,11 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
     } else {
         // By policy: the resources these roles would manage on this node.
         let repo = Repository::open(&c.repo)?;
-        let fqdn = c
-            .fqdn
-            .clone()
-            .or_else(|| last.map(|l| l.fqdn).filter(|f| !f.is_empty()));
+        let fqdn = c.fqdn.clone().or_else(|| {
+            last.as_ref()
+                .map(|l| l.fqdn.clone())
+                .filter(|f| !f.is_empty())
+        });
         let facts = Facts::gather(&target, fqdn.as_deref());
         let req = Request {
             run_list: c.roles.iter().map(|r| format!("role[{r}]")).collect(),
@@ -64,7 +65,10 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
         engine::managed_ids(&policy)
     };
 
-    let fp = fingerprint::compute(&target, &ids);
+    let mut fp = fingerprint::compute(&target, &ids);
+    if let Some(last) = &last {
+        fp.substitutions = last.substitutions.clone();
+    }
     if c.json {
         println!("{}", serde_json::to_string_pretty(&fp).unwrap_or_default());
     } else if c.explain {

@@ -92,14 +92,14 @@ pub fn run(a: TestArgs) -> Result<i32, Error> {
             {
                 println!("    log: {}", log.display());
             }
+            if let Some(k) = &o.kept {
+                println!("    kept: {}", k.display());
+            }
             if !o.inside.substitutions.is_empty() {
                 println!(
                     "    warning: {}",
                     crate::platform::pins::warning(&o.inside.substitutions, &o.release)
                 );
-            }
-            if let Some(k) = &o.kept {
-                println!("    kept: {}", k.display());
             }
         }
         outcomes.push(o);

@@ -81,6 +81,11 @@ pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool
     Ok(true)
 }
 
+/// Takes the fallback sources out of the target again.
+pub fn remove(target: &Target) {
+    let _ = target.fs().remove_file(SOURCES);
+}
+
 /// The target's release codename (`bookworm`), from its os-release.
 pub fn codename(target: &Target) -> String {
     let text = (target.fs().read_to_string("/etc/os-release"))

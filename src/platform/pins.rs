@@ -89,33 +89,55 @@ pub fn ensure(
             return Ok(Vec::new());
         }
     } else {
+        // Offline (a sandbox, a VM without network), substitution goes on
+        // with the index at hand, or none.
         match apt::update(target) {
-            Ok(()) => {}
-            // Offline (a sandbox, a VM without network): the index at hand decides.
-            Err(_) if mode == PinMode::Substitute && apt::index_knows(target, &[]) => {}
-            Err(e) => return Err(e),
+            Err(e) if mode == PinMode::Strict => return Err(e),
+            _ => {}
         }
         if apt::index_knows(target, pins) {
             return Ok(Vec::new());
         }
-        let missing: Vec<(String, String)> = missing(target, pins)?;
-        if pincache::serve(target, &missing).map_err(RunError::precondition)? {
-            let _ = apt::update_one(target, pincache::SOURCES);
-            if apt::index_knows(target, pins) {
-                return Ok(Vec::new());
+        if apt::index_knows(target, &[]) {
+            let missing = missing(target, pins)?;
+            if pincache::serve(target, &missing).map_err(RunError::precondition)? {
+                let _ = apt::update_one(target, pincache::SOURCES);
+                if apt::index_knows(target, pins) {
+                    return Ok(Vec::new());
+                }
             }
         }
         if let Some(fb) = sources.fallback
             && fallback::install(target, fb, sources.repo).map_err(RunError::precondition)?
         {
-            match apt::update(target) {
-                Ok(()) => {}
-                Err(_) if mode == PinMode::Substitute => {}
-                Err(e) => return Err(e),
-            }
+            // A fallback that does not answer leaves the other lists as
+            // they were: what they offer decides below.
+            let _ = apt::update(target);
             if apt::index_knows(target, pins) {
                 return Ok(Vec::new());
             }
+            // No help: taken out again, so that a source that does not
+            // answer fails no later apt-get update.
+            fallback::remove(target);
+        }
+        if !apt::index_knows(target, &[]) {
+            // No index could be had: what is installed stands in, and a
+            // package not installed cannot be had at all.
+            return pins
+                .iter()
+                .map(|(name, pin)| match installed(name) {
+                    Some(substitute) => Ok(Substitution {
+                        package: name.clone(),
+                        pin: pin.clone(),
+                        substitute,
+                    }),
+                    None => Err(RunError::precondition(format!(
+                        "{name} {pin} is not installed and the target has no package index \
+                         (apt-get update failed)"
+                    ))
+                    .fix("give the target a network path to its apt sources, then run again")),
+                })
+                .collect();
         }
     }
     let names: Vec<String> = pins.iter().map(|(n, _)| n.clone()).collect();

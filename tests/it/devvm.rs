@@ -14,11 +14,14 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::kiln;
+use crate::support::{Repo, kiln};
 
-/// The repository's own policy (roles/, cookbooks/, whitelist.toml).
-fn policy_repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// A scratch copy of the repository's own policy (roles/, cookbooks/,
+/// whitelist.toml) whose trixie pin of memcached no source offers: a dev
+/// VM must come up anyway, on the version the archive offers, and say so.
+/// Every test here makes the same copy, so they share one image.
+fn policy_repo() -> Repo {
+    Repo::policy_with_pin("trixie", "memcached", crate::substitute::IMPOSSIBLE)
 }
 
 /// VM state of this test, apart from the engineer's VMs; QEMU is killed and
@@ -128,11 +131,12 @@ fn port_of(status: &str, key: &str) -> u16 {
 fn missing_host_tools_are_named_with_the_install_command() {
     let empty = tempfile::tempdir().expect("tempdir");
     let vms = tempfile::tempdir().expect("tempdir");
+    let repo = policy_repo();
     kiln()
         .env("PATH", empty.path())
         .env("KILN_DEVVM_VMS", vms.path())
         .arg("--repo")
-        .arg(policy_repo())
+        .arg(repo.path())
         .args(["devvm", "up", "notools"])
         .run()
         .failure()
@@ -250,10 +254,11 @@ fn a_killed_build_leaves_no_half_image() {
 fn a_vm_that_does_not_answer_in_time_is_stopped() {
     let g = VmGuard::new(&format!("slow-{}", std::process::id()));
     let app = tempfile::tempdir().expect("tempdir");
+    let repo = policy_repo();
     let out = g
         .kiln()
         .arg("--repo")
-        .arg(policy_repo())
+        .arg(repo.path())
         .args(["devvm", "up", &g.name, "--accel", "tcg", "--timeout", "3"])
         .arg("--app")
         .arg(app.path())
@@ -273,7 +278,8 @@ fn a_vm_that_does_not_answer_in_time_is_stopped() {
 
 #[test]
 fn devvm_end_to_end_under_tcg() {
-    let repo = policy_repo();
+    let policy = policy_repo();
+    let repo = policy.path().to_path_buf();
     let g = VmGuard::new(&format!("e2e-{}", std::process::id()));
     let app = tempfile::Builder::new()
         .prefix("kiln-devvm-app-")
@@ -284,13 +290,25 @@ fn devvm_end_to_end_under_tcg() {
     // Build (a cache hit when nothing changed since the last build), then
     // a second build must be a cache hit.
     let t = Instant::now();
+    let vanished = format!("memcached {} -> ", crate::substitute::IMPOSSIBLE);
     g.kiln()
         .arg("--repo")
         .arg(&repo)
         .args(["devvm", "build", "--role", "devvm", "--size", "small"])
         .run()
-        .success();
+        .success()
+        .stderr_contains(&vanished)
+        .stderr_contains("kiln whitelist promote");
     eprintln!("build: {:.1} s", t.elapsed().as_secs_f64());
+    // As production would: refused, naming the pin.
+    g.kiln()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["devvm", "build", "--role", "devvm", "--size", "small"])
+        .arg("--strict-pins")
+        .run()
+        .failure()
+        .stderr_contains("--strict-pins refuses them");
     let t = Instant::now();
     let warm = g
         .kiln()
@@ -417,7 +435,9 @@ fn devvm_end_to_end_under_tcg() {
         .stdout_contains("state:    running")
         .stdout_contains("accel:    tcg")
         .stdout_contains("uptime:")
-        .stdout_contains("unchanged since first boot");
+        .stdout_contains("unchanged since first boot")
+        .stdout_contains("pins:     substituted")
+        .stdout_contains(&vanished);
     let http_port = port_of(&status.stdout, "http:");
     assert_ne!(http_port, busy_port);
     assert!(
@@ -485,6 +505,7 @@ fn devvm_end_to_end_under_tcg() {
             "devvm",
             "--size",
             "small",
+            "--substitute-vanished-pins",
         ])
         .run()
         .success()

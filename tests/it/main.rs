@@ -27,4 +27,5 @@ mod secrets;
 mod siblings;
 mod signed;
 mod stack;
+mod substitute;
 mod vanished;

@@ -138,6 +138,28 @@ impl Repo {
         self.dir.path()
     }
 
+    /// A scratch copy of this repository's own policy (roles, cookbooks,
+    /// whitelist, secrets, vagrant) with the pin of `package` for `release`
+    /// set to `version`: a version that no source offers, on purpose.
+    pub fn policy_with_pin(release: &str, package: &str, version: &str) -> Repo {
+        let repo = Repo::new();
+        let own = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for part in ["roles", "cookbooks", "secrets", "vagrant", "whitelist.toml"] {
+            let ok = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(own.join(part))
+                .arg(repo.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "copying {part} of the policy");
+        }
+        let path = repo.path().join("whitelist.toml");
+        let mut doc: toml_edit::DocumentMut = fs::read_to_string(&path).unwrap().parse().unwrap();
+        doc["releases"][release]["packages"][package] = toml_edit::value(version);
+        fs::write(&path, doc.to_string()).unwrap();
+        repo
+    }
+
     /// Writes `contents` at `path` (relative to the repository), creating
     /// parent directories.
     pub fn file(self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Repo {
