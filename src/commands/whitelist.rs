@@ -14,7 +14,6 @@ use crate::platform::target::Target;
 use crate::policy::Repository;
 use crate::policy::runlist::expand;
 use crate::policy::whitelist::{Pin, Whitelist};
-use crate::resource::fsmeta::{Ids, atomic_write};
 
 /// For each package, the version a node gets and the rule it comes from.
 /// With `siblings_of`, the release is that target's own; else `release`,
@@ -196,15 +195,8 @@ pub fn promote(repo: &Path, name: &str) -> Result<i32, Error> {
 
 /// Replaces the whitelist file atomically, keeping its mode.
 fn rewrite(path: &Path, text: &str) -> Result<(), crate::error::RunError> {
-    use std::os::unix::fs::MetadataExt;
-    let mode = std::fs::metadata(path).map_or(0o644, |m| m.mode() & 0o7777);
-    atomic_write(
-        Target::host().fs(),
-        path,
-        text.as_bytes(),
-        mode,
-        Ids::default(),
-    )
+    crate::policy::files::replace(path, text.as_bytes())
+        .map_err(|e| crate::error::RunError::io("write", path.display(), e))
 }
 
 type Moved = Vec<(String, Option<String>, String)>;

@@ -250,18 +250,8 @@ impl Identity {
 /// Writes `text` to `path` atomically (temporary file, fsync, rename), so
 /// that a secret file is never half-written.
 pub fn write_file(path: &Path, text: &str) -> Result<(), PolicyError> {
-    let dir = path.parent().expect("secret files are below secrets/");
-    let fail = |e: std::io::Error| PolicyError::new(format!("cannot write: {e}")).in_file(path);
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    tmp.write_all(text.as_bytes()).map_err(fail)?;
-    tmp.as_file().sync_all().map_err(fail)?;
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
+    crate::policy::files::replace(path, text.as_bytes())
+        .map_err(|e| PolicyError::new(format!("cannot write: {e}")).in_file(path))
 }
 
 #[cfg(test)]

@@ -287,6 +287,12 @@ impl Kiln {
         self
     }
 
+    /// Runs in `dir`, as a user does from inside a repository.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Kiln {
+        self.command.current_dir(dir);
+        self
+    }
+
     /// Runs to completion, stdin closed, capturing stdout and stderr.
     pub fn run(mut self) -> Outcome {
         let output = self
