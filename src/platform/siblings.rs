@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::archive::compare;
 use super::dpkg::Dpkg;
-use super::target::{Target, capture};
+use super::target::{Target, capture, output_tail};
 
 /// A binary package that moves with a pin because it shares its source.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -53,12 +53,16 @@ struct Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Relation {
     name: String,
-    /// `any`, `native` or an architecture. Kept for completeness: the index
-    /// of one architecture answers for the name alone.
+    /// `any`, `native` or an architecture. Read apart from the name so that
+    /// `python3:any` looks up `python3`; the host's own index answers for
+    /// the name alone.
     arch: Option<String>,
     constraint: Option<(Op, String)>,
 }
 
+/// Every operator counts: siblings are tied by `=` or by a `>=`/`<<` range
+/// (binNMUs), and another source's version is chosen by what its
+/// dependents allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Earlier,
@@ -170,8 +174,20 @@ impl Index for AptCache<'_> {
         let out = capture(self.0.command(&argv).env("LC_ALL", "C"))
             .map_err(|e| format!("cannot run apt-cache show: {e}"))?;
         // A name the index does not know (a virtual package) makes
-        // apt-cache fail, but it still prints the others.
-        parse_records(&String::from_utf8_lossy(&out.stdout))
+        // apt-cache fail, but it still prints the others; only a failure
+        // that is not about names means the index itself is unreadable.
+        let records = parse_records(&String::from_utf8_lossy(&out.stdout))?;
+        let broken = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .any(|l| l.starts_with("E: ") && !l.contains("No packages found"));
+        if !out.status.success() && records.is_empty() && broken {
+            return Err(format!(
+                "apt-cache show cannot read the package index: {}. \
+                 Fix: repair the target's apt index (apt-get update) and run again",
+                output_tail(&out)
+            ));
+        }
+        Ok(records)
     }
 }
 
