@@ -1,20 +1,29 @@
 //! Siblings follow the pin. Debian builds several binary packages from one
-//! source package and ties them with exact-version dependencies
-//! (`php8.2-common (= 8.2.32-1~deb12u1)`), so pinning one of them to a
-//! version that is not the archive's candidate breaks unless its siblings
-//! move with it. kiln computes each sibling's matching version from the
-//! target's own package index (`apt-cache show`, the Source field) and names
-//! it explicitly in the same apt transaction; then it is held like the pin.
+//! source package and ties them with versioned dependencies, exact
+//! (`php8.2-common (= 8.2.32-1~deb12u1)`) or a range that admits binNMUs
+//! (`nginx-common (>= V), nginx-common (<< V.1~)`), so pinning one of them
+//! to a version that is not the archive's candidate breaks unless its
+//! siblings move with it. kiln names each sibling at the version built from
+//! the pin's own source upload in the same apt transaction; then it is held
+//! like the pin.
+//!
+//! The siblings come from the target's package index (`apt-cache show`, the
+//! Source, Depends and Pre-Depends fields), not from a simulated `apt-get
+//! install`: the simulation fails for exactly the reason siblings exist
+//! (`X-cli : Depends: X-common (= OLD) but NEW is to be installed`), so on a
+//! host where the pinned package is not installed yet it names nothing.
 //!
 //! Explicit `name=version` pairs, rather than apt preferences on `src:NAME`,
 //! because binNMUs and binaries versioned apart from their source (a
 //! library's own version) do not carry the source's version, and because
 //! every sibling then shows in the plan and in the report by name.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::archive::compare;
 use super::dpkg::Dpkg;
-use super::target::{Target, capture};
+use super::target::{Target, capture, output_tail};
 
 /// A binary package that moves with a pin because it shares its source.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -35,7 +44,160 @@ struct Record {
     version: String,
     source: String,
     source_version: String,
+    /// Depends and Pre-Depends: every group must hold, one alternative of
+    /// each is enough.
+    depends: Vec<Vec<Relation>>,
 }
+
+/// One alternative of a dependency: `name[:arch] [(op version)]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Relation {
+    name: String,
+    /// `any`, `native` or an architecture. Read apart from the name so that
+    /// `python3:any` looks up `python3`; the host's own index answers for
+    /// the name alone.
+    arch: Option<String>,
+    constraint: Option<(Op, String)>,
+}
+
+/// Every operator counts: siblings are tied by `=` or by a `>=`/`<<` range
+/// (binNMUs), and another source's version is chosen by what its
+/// dependents allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Earlier,
+    EarlierOrEqual,
+    Equal,
+    LaterOrEqual,
+    Later,
+}
+
+impl Relation {
+    /// Whether `version` of this package meets the relation.
+    fn allows(&self, version: &str) -> bool {
+        let Some((op, wanted)) = &self.constraint else {
+            return true;
+        };
+        let order = compare(version, wanted);
+        match op {
+            Op::Earlier => order == Ordering::Less,
+            Op::EarlierOrEqual => order != Ordering::Greater,
+            Op::Equal => order == Ordering::Equal,
+            Op::LaterOrEqual => order != Ordering::Less,
+            Op::Later => order == Ordering::Greater,
+        }
+    }
+}
+
+/// A Depends-style field: groups separated by commas, alternatives by `|`.
+fn parse_relations(field: &str) -> Result<Vec<Vec<Relation>>, String> {
+    field
+        .split(',')
+        .map(str::trim)
+        .filter(|group| !group.is_empty())
+        .map(|group| group.split('|').map(parse_relation).collect())
+        .collect()
+}
+
+fn parse_relation(text: &str) -> Result<Relation, String> {
+    let bad = |why: &str| format!("cannot read the dependency {:?}: {why}", text.trim());
+    let text = text.trim();
+    let name_end = text
+        .find(|c: char| c.is_whitespace() || c == '(' || c == ':' || c == '[' || c == '<')
+        .unwrap_or(text.len());
+    let (name, mut rest) = text.split_at(name_end);
+    if name.is_empty() {
+        return Err(bad("no package name"));
+    }
+    let mut arch = None;
+    if let Some(after) = rest.strip_prefix(':') {
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '(')
+            .unwrap_or(after.len());
+        if end == 0 {
+            return Err(bad("an empty architecture after ':'"));
+        }
+        arch = Some(after[..end].to_string());
+        rest = &after[end..];
+    }
+    let rest = rest.trim_start();
+    let mut constraint = None;
+    if let Some(inner) = rest.strip_prefix('(') {
+        let Some((inner, _)) = inner.split_once(')') else {
+            return Err(bad("no closing ')'"));
+        };
+        let inner = inner.trim();
+        // Longest operators first; `<` and `>` are dpkg's old spellings of
+        // `<=` and `>=`.
+        let (op, version) = [
+            ("<<", Op::Earlier),
+            ("<=", Op::EarlierOrEqual),
+            (">>", Op::Later),
+            (">=", Op::LaterOrEqual),
+            ("=", Op::Equal),
+            ("<", Op::EarlierOrEqual),
+            (">", Op::LaterOrEqual),
+        ]
+        .into_iter()
+        .find_map(|(spelled, op)| inner.strip_prefix(spelled).map(|v| (op, v.trim())))
+        .ok_or_else(|| bad("no relation operator (<<, <=, =, >=, >>)"))?;
+        if version.is_empty() || version.contains(char::is_whitespace) {
+            return Err(bad("no single version after the operator"));
+        }
+        constraint = Some((op, version.to_string()));
+    } else if !rest.is_empty() && !rest.starts_with('[') && !rest.starts_with('<') {
+        // Architecture lists and build profiles only appear in source
+        // packages' build dependencies; anything else is not a relation.
+        return Err(bad("unexpected text after the package name"));
+    }
+    Ok(Relation {
+        name: name.to_string(),
+        arch,
+        constraint,
+    })
+}
+
+/// Where the walk reads the index: `apt-cache show` on a target, or fixed
+/// records in the unit tests.
+trait Index {
+    /// Every version of each of `names` the index knows; a purely virtual
+    /// or unknown name has none.
+    fn show(&mut self, names: &[String]) -> Result<Vec<Record>, String>;
+}
+
+struct AptCache<'a>(&'a Target);
+
+impl Index for AptCache<'_> {
+    fn show(&mut self, names: &[String]) -> Result<Vec<Record>, String> {
+        let mut argv = vec!["apt-cache", "show"];
+        argv.extend(names.iter().map(String::as_str));
+        let out = capture(self.0.command(&argv).env("LC_ALL", "C"))
+            .map_err(|e| format!("cannot run apt-cache show: {e}"))?;
+        // A name the index does not know (a virtual package) makes
+        // apt-cache fail, but it still prints the others; only a failure
+        // that is not about names means the index itself is unreadable.
+        let records = parse_records(&String::from_utf8_lossy(&out.stdout))?;
+        let broken = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .any(|l| l.starts_with("E: ") && !l.contains("No packages found"));
+        if !out.status.success() && records.is_empty() && broken {
+            return Err(format!(
+                "apt-cache show cannot read the package index: {}. \
+                 Fix: repair the target's apt index (apt-get update) and run again",
+                output_tail(&out)
+            ));
+        }
+        Ok(records)
+    }
+}
+
+/// How many `apt-cache show` processes one resolve may start: one a level
+/// of the dependency graph below the pins, and real graphs are a dozen
+/// levels deep over what a host has installed.
+const MAX_ROUNDS: usize = 32;
+/// How many packages the transaction may install, the pins' whole closure
+/// of not yet installed dependencies; a full desktop is about 2000.
+const MAX_PACKAGES: usize = 5000;
 
 /// The siblings of `pins` that the transaction would install or that are
 /// installed, each at the version that matches its pin, including those
@@ -49,103 +211,7 @@ pub fn resolve(
     if pins.is_empty() {
         return Ok(Vec::new());
     }
-    let pinned: BTreeSet<&str> = pins.iter().map(|(n, _)| n.as_str()).collect();
-    let names: Vec<String> = pins.iter().map(|(n, _)| n.clone()).collect();
-    let records = show(target, &names)?;
-    // source name -> (source version, the pin that decides it)
-    let mut sources: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for (name, version) in pins {
-        let Some(r) = records
-            .get(name)
-            .and_then(|rs| rs.iter().find(|r| &r.version == version))
-        else {
-            continue;
-        };
-        if let Some((other_version, other)) = sources.get(&r.source)
-            && other_version != &r.source_version
-        {
-            return Err(format!(
-                "{name} {version} and {other} are built from {} at different versions \
-                 ({} and {other_version}); apt cannot install them together. \
-                 Fix: pin both at versions of the same {} upload",
-                r.source, r.source_version, r.source
-            ));
-        }
-        sources.insert(r.source.clone(), (r.source_version.clone(), name.clone()));
-    }
-    if sources.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Candidates: installed packages of those sources, and what apt would
-    // pull in for the pins (read from a simulated transaction).
-    let mut candidates: BTreeSet<String> = dpkg
-        .packages
-        .iter()
-        .filter(|(name, p)| {
-            p.is_installed() && sources.contains_key(&p.source) && !pinned.contains(name.as_str())
-        })
-        .map(|(name, _)| name.clone())
-        .collect();
-    let mut siblings: BTreeMap<String, Sibling> = BTreeMap::new();
-    for _round in 0..4 {
-        let mut wanted: Vec<(String, String)> = pins.to_vec();
-        wanted.extend(
-            siblings
-                .values()
-                .map(|s| (s.name.clone(), s.version.clone())),
-        );
-        candidates.extend(
-            simulate(target, &wanted)?
-                .into_iter()
-                .filter(|n| !pinned.contains(n.as_str()) && !siblings.contains_key(n)),
-        );
-        let fresh: Vec<String> = candidates
-            .iter()
-            .filter(|n| !siblings.contains_key(*n))
-            .cloned()
-            .collect();
-        if fresh.is_empty() {
-            break;
-        }
-        let known = show(target, &fresh)?;
-        for name in fresh {
-            candidates.remove(&name);
-            let Some(versions) = known.get(&name) else {
-                continue;
-            };
-            // Only a package some version of which comes from a pinned source.
-            let Some((source, (source_version, follows))) = versions
-                .iter()
-                .find_map(|r| sources.get_key_value(&r.source))
-            else {
-                continue;
-            };
-            let Some(matching) = versions
-                .iter()
-                .find(|r| &r.source == source && &r.source_version == source_version)
-            else {
-                let offered: Vec<&str> = versions.iter().map(|r| r.version.as_str()).collect();
-                return Err(format!(
-                    "{name} is built from {source} like {follows}, but no source offers a \
-                     {name} built from {source} {source_version} (offered: {}). \
-                     Fix: pin {follows} at a version whose siblings are all available, \
-                     or add a fallback source that carries them",
-                    offered.join(", ")
-                ));
-            };
-            let installed = dpkg.installed(&name).map(|i| i.version.clone());
-            siblings.insert(
-                name.clone(),
-                Sibling {
-                    name,
-                    version: matching.version.clone(),
-                    follows: follows.clone(),
-                    installed,
-                },
-            );
-        }
-    }
-    Ok(siblings.into_values().collect())
+    walk(&mut AptCache(target), pins, dpkg)
 }
 
 /// `pins` and their siblings, for callers outside a converge (prefetching
@@ -161,96 +227,284 @@ pub fn with_pins(
     Ok(all)
 }
 
-/// Every version of `names` in the index, by package.
-fn show(target: &Target, names: &[String]) -> Result<BTreeMap<String, Vec<Record>>, String> {
-    let mut argv = vec!["apt-cache", "show"];
-    argv.extend(names.iter().map(String::as_str));
-    let out = capture(target.command(&argv).env("LC_ALL", "C"))
-        .map_err(|e| format!("cannot run apt-cache show: {e}"))?;
-    // A name the index does not know makes apt-cache fail, but it still
-    // prints the others.
-    let mut by_name: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-    for r in parse_records(&String::from_utf8_lossy(&out.stdout)) {
-        let list = by_name.entry(r.package.clone()).or_default();
-        if !list.contains(&r) {
-            list.push(r);
-        }
-    }
-    Ok(by_name)
+/// What the walk still has to settle.
+enum Todo {
+    /// An installed package of a pinned source: it moves to the upload.
+    Installed(String),
+    /// A dependency group of a package the transaction installs.
+    Group(Vec<Relation>),
 }
 
-fn parse_records(text: &str) -> Vec<Record> {
-    text.split("\n\n")
-        .filter_map(|stanza| {
-            let field = |key: &str| {
-                stanza
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key).map(str::trim))
+/// The walk over the index, as apt's transaction would go: from each pin
+/// at its version through Depends and Pre-Depends to every package not yet
+/// installed (of any source: another source's package that apt pulls in
+/// may depend on a sibling), plus every installed package of a pinned
+/// source. A package of a pinned source is put at the version built from
+/// the pin's upload; another at the newest version its dependency allows,
+/// as apt's candidate would be. One `apt-cache show` a round, for every
+/// name that round needs.
+fn walk(
+    index: &mut dyn Index,
+    pins: &[(String, String)],
+    dpkg: &Dpkg,
+) -> Result<Vec<Sibling>, String> {
+    let mut known: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let mut rounds = 0;
+    let mut look_up = |names: BTreeSet<String>,
+                       known: &mut BTreeMap<String, Vec<Record>>|
+     -> Result<(), String> {
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| !known.contains_key(n))
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        rounds += 1;
+        if rounds > MAX_ROUNDS {
+            return Err(too_far(pins, &format!("{MAX_ROUNDS} levels deep")));
+        }
+        for name in &names {
+            known.insert(name.clone(), Vec::new());
+        }
+        for r in index.show(&names)? {
+            let list = known.entry(r.package.clone()).or_default();
+            if !list.iter().any(|o| o.version == r.version) {
+                list.push(r);
+            }
+        }
+        Ok(())
+    };
+
+    look_up(pins.iter().map(|(n, _)| n.clone()).collect(), &mut known)?;
+    // source name -> (source version, the pin that decides it)
+    let mut sources: BTreeMap<String, (String, String)> = BTreeMap::new();
+    // What the transaction installs, at which version.
+    let mut planned: BTreeMap<String, Record> = BTreeMap::new();
+    let mut todo: Vec<Todo> = Vec::new();
+    for (name, version) in pins {
+        let Some(r) = versions(&known, name)
+            .iter()
+            .find(|r| &r.version == version)
+        else {
+            continue;
+        };
+        if let Some((other_version, other)) = sources.get(&r.source)
+            && other_version != &r.source_version
+        {
+            return Err(format!(
+                "{name} {version} and {other} are built from {} at different versions \
+                 ({} and {other_version}); apt cannot install them together. \
+                 Fix: pin both at versions of the same {} upload",
+                r.source, r.source_version, r.source
+            ));
+        }
+        sources.insert(r.source.clone(), (r.source_version.clone(), name.clone()));
+        todo.extend(r.depends.iter().cloned().map(Todo::Group));
+        planned.insert(name.clone(), r.clone());
+    }
+    if sources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut installed: Vec<&String> = dpkg
+        .packages
+        .iter()
+        .filter(|(name, p)| {
+            p.is_installed() && sources.contains_key(&p.source) && !planned.contains_key(*name)
+        })
+        .map(|(name, _)| name)
+        .collect();
+    installed.sort();
+    todo.splice(0..0, installed.into_iter().cloned().map(Todo::Installed));
+
+    while !todo.is_empty() {
+        let mut wanted = BTreeSet::new();
+        for item in &todo {
+            match item {
+                Todo::Installed(name) => {
+                    wanted.insert(name.clone());
+                }
+                Todo::Group(group) => {
+                    if !satisfied(group, &planned, dpkg, &sources) {
+                        wanted.extend(group.iter().map(|r| r.name.clone()));
+                    }
+                }
+            }
+        }
+        look_up(wanted, &mut known)?;
+        let mut next = Vec::new();
+        for item in std::mem::take(&mut todo) {
+            let chosen = match item {
+                Todo::Installed(name) => {
+                    let sibling = upload_of(&name, versions(&known, &name), &sources)?;
+                    // An installed package no longer in the index stays as it is.
+                    sibling.map(|r| (name, r))
+                }
+                Todo::Group(group) => {
+                    if satisfied(&group, &planned, dpkg, &sources) {
+                        continue;
+                    }
+                    choose(&group, &known, &sources)?
+                }
             };
-            let package = field("Package: ")?.to_string();
-            let version = field("Version: ")?.to_string();
-            let (source, source_version) = match field("Source: ") {
-                None => (package.clone(), version.clone()),
-                Some(s) => match s.split_once(' ') {
-                    Some((name, v)) => (
-                        name.to_string(),
-                        v.trim()
-                            .trim_start_matches('(')
-                            .trim_end_matches(')')
-                            .to_string(),
-                    ),
-                    None => (s.to_string(), version.clone()),
-                },
+            let Some((name, record)) = chosen else {
+                continue;
             };
-            Some(Record {
-                package,
-                version,
-                source,
-                source_version,
+            if planned.contains_key(&name) {
+                continue;
+            }
+            next.extend(record.depends.iter().cloned().map(Todo::Group));
+            planned.insert(name, record);
+            if planned.len() > MAX_PACKAGES {
+                return Err(too_far(pins, &format!("{MAX_PACKAGES} packages")));
+            }
+        }
+        todo = next;
+    }
+
+    let pinned: BTreeSet<&str> = pins.iter().map(|(n, _)| n.as_str()).collect();
+    Ok(planned
+        .into_values()
+        .filter(|r| !pinned.contains(r.package.as_str()))
+        .filter_map(|r| {
+            let (_, follows) = sources.get(&r.source)?;
+            Some(Sibling {
+                installed: dpkg.installed(&r.package).map(|i| i.version.clone()),
+                follows: follows.clone(),
+                name: r.package,
+                version: r.version,
             })
         })
-        .collect()
+        .collect())
 }
 
-/// Names a simulated `apt-get install` of `wanted` would install, and names
-/// its unmet exact-version dependencies point at.
-fn simulate(target: &Target, wanted: &[(String, String)]) -> Result<Vec<String>, String> {
-    let args: Vec<String> = wanted.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    let mut argv = vec![
-        "apt-get",
-        "install",
-        "-s",
-        "-q",
-        "--no-install-recommends",
-        "--allow-downgrades",
-        "--allow-change-held-packages",
-    ];
-    argv.extend(args.iter().map(String::as_str));
-    let out = capture(target.command(&argv).env("LC_ALL", "C"))
-        .map_err(|e| format!("cannot run apt-get -s install: {e}"))?;
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(simulated_names(&text))
+fn versions<'a>(known: &'a BTreeMap<String, Vec<Record>>, name: &str) -> &'a [Record] {
+    known.get(name).map_or(&[], Vec::as_slice)
 }
 
-fn simulated_names(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("Inst ") {
-            if let Some(name) = rest.split_whitespace().next() {
-                names.push(name.split(':').next().unwrap_or(name).to_string());
-            }
-        } else if let Some((_, dep)) = line.split_once("Depends: ")
-            && dep.contains("(= ")
-            && let Some(name) = dep.split_whitespace().next()
-        {
-            names.push(name.split(':').next().unwrap_or(name).to_string());
+/// Whether the transaction needs nothing more for `group`: one of its
+/// alternatives is planned at a version it allows, or installed at one and
+/// not about to move (installed packages of a pinned source are planned).
+fn satisfied(
+    group: &[Relation],
+    planned: &BTreeMap<String, Record>,
+    dpkg: &Dpkg,
+    sources: &BTreeMap<String, (String, String)>,
+) -> bool {
+    group.iter().any(|rel| match planned.get(&rel.name) {
+        Some(r) => rel.allows(&r.version),
+        None => dpkg
+            .installed(&rel.name)
+            .is_some_and(|i| !sources.contains_key(&i.source) && rel.allows(&i.version)),
+    })
+}
+
+/// The alternative apt would install for an unmet group, at its version:
+/// the first the index has a version of that fits (a sibling at its
+/// upload's version whatever the relation says, since apt has no other
+/// choice for it). None when only virtual packages remain: apt picks a
+/// provider, and kiln follows no further.
+fn choose(
+    group: &[Relation],
+    known: &BTreeMap<String, Vec<Record>>,
+    sources: &BTreeMap<String, (String, String)>,
+) -> Result<Option<(String, Record)>, String> {
+    for rel in group {
+        let versions = versions(known, &rel.name);
+        if let Some(r) = upload_of(&rel.name, versions, sources)? {
+            return Ok(Some((rel.name.clone(), r)));
+        }
+        let newest = versions
+            .iter()
+            .filter(|r| rel.allows(&r.version))
+            .max_by(|a, b| compare(&a.version, &b.version));
+        if let Some(r) = newest {
+            return Ok(Some((rel.name.clone(), r.clone())));
         }
     }
-    names
+    Ok(None)
+}
+
+/// `name`'s version built from a pinned source's upload, if some version
+/// of `name` comes from a pinned source; an error if that upload's is not
+/// among them.
+fn upload_of(
+    name: &str,
+    versions: &[Record],
+    sources: &BTreeMap<String, (String, String)>,
+) -> Result<Option<Record>, String> {
+    let Some((source, (source_version, follows))) = versions
+        .iter()
+        .find_map(|r| sources.get_key_value(&r.source))
+    else {
+        return Ok(None);
+    };
+    match versions
+        .iter()
+        .find(|r| &r.source == source && &r.source_version == source_version)
+    {
+        Some(r) => Ok(Some(r.clone())),
+        None => {
+            let offered: Vec<&str> = versions.iter().map(|r| r.version.as_str()).collect();
+            Err(format!(
+                "{name} is built from {source} like {follows}, but no source offers a \
+                 {name} built from {source} {source_version} (offered: {}). \
+                 Fix: pin {follows} at a version whose siblings are all available, \
+                 or add a fallback source that carries them",
+                offered.join(", ")
+            ))
+        }
+    }
+}
+
+fn too_far(pins: &[(String, String)], limit: &str) -> String {
+    let pins: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    format!(
+        "the dependencies of {} that are not installed yet go beyond {limit}; kiln \
+         stops looking for their siblings there rather than guess. Fix: install part \
+         of those dependencies in an earlier run, or pin the siblings in the \
+         whitelist too",
+        pins.join(" ")
+    )
+}
+
+/// The records of `apt-cache show`; the Source field gives the upload
+/// (`mariadb (1:10.11.18-0+deb12u1)`, or the package's own name and
+/// version when absent or unversioned).
+fn parse_records(text: &str) -> Result<Vec<Record>, String> {
+    let mut records = Vec::new();
+    for stanza in text.split("\n\n") {
+        let field = |key: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(key).map(str::trim))
+        };
+        let (Some(package), Some(version)) = (field("Package: "), field("Version: ")) else {
+            continue;
+        };
+        let (source, source_version) = match field("Source: ") {
+            None => (package, version),
+            Some(s) => match s.split_once(' ') {
+                Some((name, v)) => (name, v.trim().trim_start_matches('(').trim_end_matches(')')),
+                None => (s, version),
+            },
+        };
+        let mut depends = Vec::new();
+        for key in ["Pre-Depends: ", "Depends: "] {
+            if let Some(f) = field(key) {
+                depends
+                    .extend(parse_relations(f).map_err(|e| format!("{package} {version}: {e}"))?);
+            }
+        }
+        records.push(Record {
+            package: package.to_string(),
+            version: version.to_string(),
+            source: source.to_string(),
+            source_version: source_version.to_string(),
+            depends,
+        });
+    }
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -258,11 +512,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_carry_their_source_version() {
+    fn records_carry_their_source_version_and_dependencies() {
         let text = "Package: php8.2-common\nVersion: 8.2.32-1~deb12u1\nSource: php8.2\n\n\
                     Package: libmariadb3\nVersion: 1:10.11.18-0+deb12u1\nSource: mariadb (1:10.11.18-0+deb12u1)\n\n\
-                    Package: memcached\nVersion: 1.6.18-1+b1\nSource: memcached (1.6.18-1)\n";
-        let r = parse_records(text);
+                    Package: memcached\nVersion: 1.6.18-1+b1\nSource: memcached (1.6.18-1)\n\
+                    Pre-Depends: init-system-helpers (>= 1.54~)\n\
+                    Depends: libc6 (>= 2.34), adduser | passwd\n\
+                    Description: a cache\n Depends: not a field\n";
+        let r = parse_records(text).unwrap();
         assert_eq!(
             (r[0].source.as_str(), r[0].source_version.as_str()),
             ("php8.2", "8.2.32-1~deb12u1")
@@ -272,17 +529,290 @@ mod tests {
             (r[2].source.as_str(), r[2].source_version.as_str()),
             ("memcached", "1.6.18-1")
         );
+        let names: Vec<Vec<&str>> = r[2]
+            .depends
+            .iter()
+            .map(|g| g.iter().map(|rel| rel.name.as_str()).collect())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                vec!["init-system-helpers"],
+                vec!["libc6"],
+                vec!["adduser", "passwd"]
+            ]
+        );
+    }
+
+    fn rel(name: &str, arch: Option<&str>, op: Option<(Op, &str)>) -> Relation {
+        Relation {
+            name: name.into(),
+            arch: arch.map(Into::into),
+            constraint: op.map(|(o, v)| (o, v.into())),
+        }
     }
 
     #[test]
-    fn simulation_names_installs_and_unmet_exact_dependencies() {
-        let text = "Inst php8.2-common [8.2.36-1~deb12u1] (8.2.32-1~deb12u1 Debian:12.12/oldstable [amd64])\n\
-                    Inst libc6:amd64 (2.36)\n\
-                    The following packages have unmet dependencies:\n \
-                    php8.2-fpm : Depends: php8.2-opcache (= 8.2.32-1~deb12u1) but 8.2.36-1~deb12u1 is to be installed\n";
+    fn relations_have_every_operator_qualifier_and_alternative() {
+        let groups = parse_relations(
+            "libc6 (>= 2.34), python3:any, foo:amd64 (=1:2.0-1) | bar (<< 1.2-3.1~),\
+             baz (<= 2), qux (>>2~rc1), old (< 1) | older (> 2),\n nginx-abi-1.22.1-7",
+        )
+        .unwrap();
+        use Op::*;
         assert_eq!(
-            simulated_names(text),
-            ["php8.2-common", "libc6", "php8.2-opcache"]
+            groups,
+            [
+                vec![rel("libc6", None, Some((LaterOrEqual, "2.34")))],
+                vec![rel("python3", Some("any"), None)],
+                vec![
+                    rel("foo", Some("amd64"), Some((Equal, "1:2.0-1"))),
+                    rel("bar", None, Some((Earlier, "1.2-3.1~"))),
+                ],
+                vec![rel("baz", None, Some((EarlierOrEqual, "2")))],
+                vec![rel("qux", None, Some((Later, "2~rc1")))],
+                vec![
+                    rel("old", None, Some((EarlierOrEqual, "1"))),
+                    rel("older", None, Some((LaterOrEqual, "2"))),
+                ],
+                vec![rel("nginx-abi-1.22.1-7", None, None)],
+            ]
         );
+        assert!(parse_relations("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_relations_are_errors() {
+        for bad in [
+            "foo (>= 1",
+            "foo (~ 1)",
+            "foo (>= )",
+            "foo (= 1 2)",
+            "foo bar",
+            "foo:",
+            "(= 1)",
+            "a, | b",
+        ] {
+            assert!(parse_relations(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn relations_compare_in_debian_order() {
+        let r = |op, v: &str| rel("x", None, Some((op, v)));
+        assert!(r(Op::Earlier, "1.0-1.1~").allows("1.0-1"));
+        assert!(r(Op::Earlier, "1.0-1.1~").allows("1.0-1+b1"));
+        assert!(!r(Op::Earlier, "1.0-1.1~").allows("1.0-1.1"));
+        assert!(r(Op::LaterOrEqual, "1.0-1").allows("1:0.9"));
+        assert!(!r(Op::Later, "1.0").allows("1.0"));
+        assert!(r(Op::EarlierOrEqual, "1.0").allows("1.0~rc1"));
+        assert!(r(Op::Equal, "2.0-1").allows("2.0-1"));
+        assert!(rel("x", None, None).allows("anything"));
+    }
+
+    /// A fixed index that records what each round asked for.
+    struct Fixed {
+        records: Vec<Record>,
+        rounds: Vec<Vec<String>>,
+    }
+
+    impl Index for Fixed {
+        fn show(&mut self, names: &[String]) -> Result<Vec<Record>, String> {
+            self.rounds.push(names.to_vec());
+            Ok(self
+                .records
+                .iter()
+                .filter(|r| names.contains(&r.package))
+                .cloned()
+                .collect())
+        }
+    }
+
+    /// `package version source source_version depends...` lines.
+    fn index(text: &str) -> Fixed {
+        let records = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut words = l.splitn(5, ' ');
+                let mut w = || words.next().unwrap_or_default().to_string();
+                let (package, version, source, source_version) = (w(), w(), w(), w());
+                Record {
+                    depends: parse_relations(&w()).unwrap(),
+                    package,
+                    version,
+                    source,
+                    source_version,
+                }
+            })
+            .collect();
+        Fixed {
+            records,
+            rounds: Vec::new(),
+        }
+    }
+
+    fn installed(lines: &[(&str, &str, &str)]) -> Dpkg {
+        let text: Vec<String> = lines
+            .iter()
+            .map(|(name, version, source)| {
+                format!(
+                    "Package: {name}\nStatus: install ok installed\nVersion: {version}\nSource: {source}\n"
+                )
+            })
+            .collect();
+        Dpkg::parse(&text.join("\n"))
+    }
+
+    fn pin(name: &str, version: &str) -> Vec<(String, String)> {
+        vec![(name.into(), version.into())]
+    }
+
+    fn found(siblings: &[Sibling]) -> Vec<(&str, &str, Option<&str>)> {
+        siblings
+            .iter()
+            .map(|s| (s.name.as_str(), s.version.as_str(), s.installed.as_deref()))
+            .collect()
+    }
+
+    /// The archive of a fresh bookworm host pinned below bookworm-security:
+    /// an `=` tie, a `<< V.1~` range tie, and a sibling reached only
+    /// through a package of another source that is not installed.
+    const ARCHIVE: &str = "
+        x-cli 2.0-1 x 2.0-1 x-common (= 2.0-1), libc6 (>= 2.34), helper
+        x-cli 2.0-2 x 2.0-2 x-common (= 2.0-2), libc6 (>= 2.34), helper
+        x-common 2.0-1 x 2.0-1 x-data (>= 2.0-1), x-data (<< 2.0-1.1~)
+        x-common 2.0-2 x 2.0-2 x-data (>= 2.0-2), x-data (<< 2.0-2.1~)
+        x-data 2.0-1 x 2.0-1
+        x-data 2.0-2 x 2.0-2
+        x-plugin 2.0-1+b1 x 2.0-1 x-common (>= 2.0-1)
+        x-plugin 2.0-2 x 2.0-2 x-common (>= 2.0-2)
+        x-doc 2.0-1 x 2.0-1
+        x-doc 2.0-2 x 2.0-2
+        helper 1.0 helper 1.0 x-plugin | x-doc
+        helper 1.1 helper 1.1 x-plugin | x-doc
+        libc6 2.36 glibc 2.36
+    ";
+
+    #[test]
+    fn a_fresh_host_installs_every_reached_sibling_at_the_upload() {
+        let mut index = index(ARCHIVE);
+        let dpkg = installed(&[("libc6", "2.36", "glibc")]);
+        let siblings = walk(&mut index, &pin("x-cli", "2.0-1"), &dpkg).unwrap();
+        // x-plugin through helper (another source), at the binNMU of 2.0-1;
+        // x-doc is an alternative apt does not take.
+        assert_eq!(
+            found(&siblings),
+            [
+                ("x-common", "2.0-1", None),
+                ("x-data", "2.0-1", None),
+                ("x-plugin", "2.0-1+b1", None),
+            ]
+        );
+        assert!(siblings.iter().all(|s| s.follows == "x-cli"));
+        // One process a level, never one a package; installed libc6 is
+        // not asked about.
+        assert_eq!(
+            index.rounds,
+            [
+                vec!["x-cli"],
+                vec!["helper", "x-common"],
+                vec!["x-data", "x-doc", "x-plugin"],
+            ]
+        );
+    }
+
+    #[test]
+    fn installed_siblings_move_whether_reached_or_not() {
+        let mut index = index(ARCHIVE);
+        let dpkg = installed(&[
+            ("libc6", "2.36", "glibc"),
+            ("helper", "1.1", "helper"),
+            ("x-cli", "2.0-2", "x"),
+            ("x-common", "2.0-2", "x"),
+            ("x-data", "2.0-2", "x"),
+            ("x-doc", "2.0-2", "x"),
+        ]);
+        let siblings = walk(&mut index, &pin("x-cli", "2.0-1"), &dpkg).unwrap();
+        // helper is installed, so nothing pulls x-plugin in.
+        assert_eq!(
+            found(&siblings),
+            [
+                ("x-common", "2.0-1", Some("2.0-2")),
+                ("x-data", "2.0-1", Some("2.0-2")),
+                ("x-doc", "2.0-1", Some("2.0-2")),
+            ]
+        );
+        assert_eq!(index.rounds.len(), 2, "{:?}", index.rounds);
+    }
+
+    #[test]
+    fn a_sibling_the_sources_lack_is_an_error_before_apt() {
+        let mut index = index(
+            "x-cli 2.0-1 x 2.0-1 x-common (= 2.0-1)\n\
+             x-common 2.0-2 x 2.0-2\n",
+        );
+        let e = walk(&mut index, &pin("x-cli", "2.0-1"), &Dpkg::default()).unwrap_err();
+        assert!(
+            e.contains("x-common is built from x like x-cli, but no source offers a x-common built from x 2.0-1 (offered: 2.0-2)")
+                && e.contains("Fix: pin x-cli"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_sources_take_the_newest_version_their_dependency_allows() {
+        let mut index = index(
+            "x-cli 2.0-1 x 2.0-1 lib (<< 3)\n\
+             lib 2.5 lib 2.5 x-data\n\
+             lib 3.0 lib 3.0\n\
+             x-data 2.0-1 x 2.0-1\n",
+        );
+        let siblings = walk(&mut index, &pin("x-cli", "2.0-1"), &Dpkg::default()).unwrap();
+        assert_eq!(found(&siblings), [("x-data", "2.0-1", None)]);
+    }
+
+    #[test]
+    fn virtual_names_unknown_pins_and_no_pins_end_quietly() {
+        let mut index = index("x-cli 2.0-1 x 2.0-1 virtual-thing | x-data\nx-data 2.0-1 x 2.0-1\n");
+        let siblings = walk(&mut index, &pin("x-cli", "2.0-1"), &Dpkg::default()).unwrap();
+        assert_eq!(found(&siblings), [("x-data", "2.0-1", None)]);
+        let mut index = self::index(ARCHIVE);
+        assert!(
+            walk(&mut index, &pin("gone", "1"), &Dpkg::default())
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            walk(&mut index, &pin("x-cli", "9"), &Dpkg::default())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn pins_of_one_source_at_two_uploads_are_refused() {
+        let mut index = index(ARCHIVE);
+        let pins = [
+            ("x-cli".to_string(), "2.0-1".to_string()),
+            ("x-doc".to_string(), "2.0-2".to_string()),
+        ];
+        let e = walk(&mut index, &pins, &Dpkg::default()).unwrap_err();
+        assert!(
+            e.contains("Fix: pin both at versions of the same x upload"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_walk_is_bounded() {
+        let chain: String = (0..=MAX_ROUNDS + 1)
+            .map(|i| format!("p{i} 1 p{i} 1 p{}\n", i + 1))
+            .collect();
+        let mut index = index(&chain);
+        let e = walk(&mut index, &pin("p0", "1"), &Dpkg::default()).unwrap_err();
+        assert!(e.contains("32 levels deep") && e.contains("Fix:"), "{e}");
+        assert_eq!(index.rounds.len(), MAX_ROUNDS);
     }
 }
