@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use super::apt;
 use super::target::Target;
 use crate::policy::whitelist::{Fallback, SNAPSHOT_URI_FIX, check_snapshot_uri};
 use crate::resource::fsmeta::{Ids, atomic_write};
@@ -84,7 +85,7 @@ fn choose_snapshot_uri(fallback: &Fallback, env: Option<String>) -> Result<Strin
         Some(v) if !v.is_empty() => match check_snapshot_uri(&v) {
             Ok(()) => Ok(v),
             Err(why) => Err(format!(
-                "{SNAPSHOT_URI_ENV} {v:?} {why}; fix: {SNAPSHOT_URI_FIX}, or unset it to use the whitelist's"
+                "{SNAPSHOT_URI_ENV} {v:?} {why}; {SNAPSHOT_URI_FIX}, or unset it to use the whitelist's"
             )),
         },
         _ => Ok(fallback
@@ -94,8 +95,9 @@ fn choose_snapshot_uri(fallback: &Fallback, env: Option<String>) -> Result<Strin
     }
 }
 
-/// Writes the fallback sources (and mirror keys, copied from the policy
-/// repository at `repo`) into the target. Returns false when `fallback`
+/// Writes the fallback sources (and their keys, copied from the policy
+/// repository at `repo`) into the target and refreshes apt's lists of them;
+/// sources apt refuses are removed again. Returns false when `fallback`
 /// names nothing, so there is nothing to try.
 pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool, String> {
     if fallback.is_empty() {
@@ -126,7 +128,32 @@ pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool
         0o644,
         Ids::default(),
     )?;
+    // A source apt refuses (signed by another key than the one named) fails
+    // every later `apt-get update` on the target, the next run's first one
+    // included, whatever the policy says by then. So these sources are
+    // refreshed alone first and taken back out when apt refuses them.
+    if let Err(e) = apt::update_one(target, SOURCES) {
+        let _ = target.fs().remove_file(SOURCES);
+        for key in installed_keys(fallback) {
+            let _ = target.fs().remove_file(key);
+        }
+        return Err(format!(
+            "{e}; kiln took the fallback sources back out of the target: make each \
+             source and the key the whitelist names for it agree ([fallback] \
+             snapshot_key for the snapshot, key for a mirror)"
+        ));
+    }
     Ok(true)
+}
+
+/// The key files [`install`] copies into the target.
+fn installed_keys(fallback: &Fallback) -> Vec<String> {
+    let mirrors = (fallback.mirrors.iter().enumerate())
+        .filter(|(_, m)| m.key.is_some())
+        .map(|(i, _)| key_file(i));
+    let snapshot = (fallback.snapshot.is_some() && fallback.snapshot_key.is_some())
+        .then(|| snapshot_keyring(fallback));
+    mirrors.chain(snapshot).collect()
 }
 
 /// Copies a key file of the policy repository to `path` on the target, so
@@ -238,7 +265,7 @@ mod tests {
         let e = choose_snapshot_uri(&f, Some("snap.example.com".into())).unwrap_err();
         assert!(
             e.contains("KILN_SNAPSHOT_URI \"snap.example.com\" is not an http(s) URL")
-                && e.contains("fix:"),
+                && e.contains("or unset it"),
             "{e}"
         );
     }

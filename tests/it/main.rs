@@ -26,5 +26,6 @@ mod sandbox;
 mod secrets;
 mod siblings;
 mod signed;
+mod snapshot;
 mod stack;
 mod vanished;
