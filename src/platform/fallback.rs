@@ -5,28 +5,40 @@
 
 use std::path::Path;
 
+use super::apt;
 use super::target::Target;
-use crate::policy::whitelist::Fallback;
+use crate::policy::whitelist::{Fallback, SNAPSHOT_URI_FIX, check_snapshot_uri};
 use crate::resource::fsmeta::{Ids, atomic_write};
 
 /// Where kiln writes the fallback sources on a target.
 pub const SOURCES: &str = "/etc/apt/sources.list.d/kiln-fallback.sources";
 const KEYRINGS: &str = "/etc/apt/keyrings";
 const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// snapshot.debian.org itself, when neither the whitelist nor the
+/// environment names the team's copy.
+pub const SNAPSHOT_URI: &str = "http://snapshot.debian.org";
+/// Overrides `[fallback] snapshot_uri` for one run: a host that cannot reach
+/// the copy the whitelist names (another site, a test) is pointed elsewhere
+/// without a policy change.
+pub const SNAPSHOT_URI_ENV: &str = "KILN_SNAPSHOT_URI";
 
-/// The deb822 sources of `fallback` for a target of release `codename`.
-pub fn render(fallback: &Fallback, codename: &str) -> String {
+/// The deb822 sources of `fallback` for a target of release `codename`,
+/// with the snapshot served under `snapshot_uri` (see [`snapshot_uri`]).
+pub fn render(fallback: &Fallback, codename: &str, snapshot_uri: &str) -> String {
     let mut out =
         String::from("# Written by kiln: pinned versions the ordinary sources dropped.\n");
     if let Some(stamp) = &fallback.snapshot {
-        // Snapshot Release files are past their Valid-Until by design.
+        let base = snapshot_uri.trim_end_matches('/');
+        let keyring = snapshot_keyring(fallback);
+        // Snapshot Release files are past their Valid-Until by design; the
+        // signature is still checked, against Debian's key or the copy's own.
         out.push_str(&format!(
-            "\nTypes: deb\nURIs: http://snapshot.debian.org/archive/debian/{stamp}/\n\
+            "\nTypes: deb\nURIs: {base}/archive/debian/{stamp}/\n\
              Suites: {codename} {codename}-updates\nComponents: main\n\
-             Signed-By: {DEBIAN_KEYRING}\nCheck-Valid-Until: no\n\
-             \nTypes: deb\nURIs: http://snapshot.debian.org/archive/debian-security/{stamp}/\n\
+             Signed-By: {keyring}\nCheck-Valid-Until: no\n\
+             \nTypes: deb\nURIs: {base}/archive/debian-security/{stamp}/\n\
              Suites: {codename}-security\nComponents: main\n\
-             Signed-By: {DEBIAN_KEYRING}\nCheck-Valid-Until: no\n"
+             Signed-By: {keyring}\nCheck-Valid-Until: no\n"
         ));
     }
     for (i, m) in fallback.mirrors.iter().enumerate() {
@@ -49,41 +61,123 @@ fn key_file(i: usize) -> String {
     format!("{KEYRINGS}/kiln-fallback-{i}.asc")
 }
 
-/// Writes the fallback sources (and mirror keys, copied from the policy
-/// repository at `repo`) into the target. Returns false when `fallback`
+/// Where the snapshot's key lies on the target. A key of the repository
+/// keeps its extension, because apt reads `*.asc` as armored and anything
+/// else as binary.
+fn snapshot_keyring(fallback: &Fallback) -> String {
+    match &fallback.snapshot_key {
+        Some(k) if k.ends_with(".asc") => format!("{KEYRINGS}/kiln-fallback-snapshot.asc"),
+        Some(_) => format!("{KEYRINGS}/kiln-fallback-snapshot.gpg"),
+        None => DEBIAN_KEYRING.into(),
+    }
+}
+
+/// The base URL of the snapshot archive this run uses: `KILN_SNAPSHOT_URI`
+/// when set and not empty, else the whitelist's `snapshot_uri`, else
+/// snapshot.debian.org. The environment's value is checked here, as
+/// `kiln check` checks the whitelist's.
+pub fn snapshot_uri(fallback: &Fallback) -> Result<String, String> {
+    choose_snapshot_uri(fallback, std::env::var(SNAPSHOT_URI_ENV).ok())
+}
+
+fn choose_snapshot_uri(fallback: &Fallback, env: Option<String>) -> Result<String, String> {
+    match env {
+        Some(v) if !v.is_empty() => match check_snapshot_uri(&v) {
+            Ok(()) => Ok(v),
+            Err(why) => Err(format!(
+                "{SNAPSHOT_URI_ENV} {v:?} {why}; {SNAPSHOT_URI_FIX}, or unset it to use the whitelist's"
+            )),
+        },
+        _ => Ok(fallback
+            .snapshot_uri
+            .clone()
+            .unwrap_or_else(|| SNAPSHOT_URI.into())),
+    }
+}
+
+/// Writes the fallback sources (and their keys, copied from the policy
+/// repository at `repo`) into the target and refreshes apt's lists of them;
+/// sources apt refuses are removed again. Returns false when `fallback`
 /// names nothing, so there is nothing to try.
 pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool, String> {
     if fallback.is_empty() {
         return Ok(false);
     }
     let codename = codename(target);
+    let snapshot_uri = snapshot_uri(fallback)?;
     for (i, m) in fallback.mirrors.iter().enumerate() {
         if let Some(key) = &m.key {
-            let bytes = std::fs::read(repo.join(key))
-                .map_err(|e| format!("cannot read the fallback mirror key {key}: {e}"))?;
-            let path = key_file(i);
-            if let Some(dir) = std::path::Path::new(&path).parent() {
-                target
-                    .fs()
-                    .create_dir_all(dir, 0o755)
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            }
-            atomic_write(target.fs(), &path, &bytes, 0o644, Ids::default())?;
+            copy_key(target, repo, key, &key_file(i), "fallback mirror key")?;
         }
+    }
+    if fallback.snapshot.is_some()
+        && let Some(key) = &fallback.snapshot_key
+    {
+        copy_key(
+            target,
+            repo,
+            key,
+            &snapshot_keyring(fallback),
+            "[fallback] snapshot_key",
+        )?;
     }
     atomic_write(
         target.fs(),
         SOURCES,
-        render(fallback, &codename).as_bytes(),
+        render(fallback, &codename, &snapshot_uri).as_bytes(),
         0o644,
         Ids::default(),
     )?;
+    // A source apt refuses (signed by another key than the one named) fails
+    // every later `apt-get update` on the target, the next run's first one
+    // included, whatever the policy says by then. So these sources are
+    // refreshed alone first and taken back out when apt refuses them.
+    if let Err(e) = apt::update_one(target, SOURCES) {
+        let _ = target.fs().remove_file(SOURCES);
+        for key in installed_keys(fallback) {
+            let _ = target.fs().remove_file(key);
+        }
+        return Err(format!(
+            "{e}; kiln took the fallback sources back out of the target: make each \
+             source and the key the whitelist names for it agree ([fallback] \
+             snapshot_key for the snapshot, key for a mirror)"
+        ));
+    }
     Ok(true)
 }
 
-/// Takes the fallback sources out of the target again.
-pub fn remove(target: &Target) {
+/// Takes the fallback sources (and the keys copied for them) out of the
+/// target again, when they did not help.
+pub fn remove(target: &Target, fallback: &Fallback) {
     let _ = target.fs().remove_file(SOURCES);
+    for key in installed_keys(fallback) {
+        let _ = target.fs().remove_file(key);
+    }
+}
+
+/// The key files [`install`] copies into the target.
+fn installed_keys(fallback: &Fallback) -> Vec<String> {
+    let mirrors = (fallback.mirrors.iter().enumerate())
+        .filter(|(_, m)| m.key.is_some())
+        .map(|(i, _)| key_file(i));
+    let snapshot = (fallback.snapshot.is_some() && fallback.snapshot_key.is_some())
+        .then(|| snapshot_keyring(fallback));
+    mirrors.chain(snapshot).collect()
+}
+
+/// Copies a key file of the policy repository to `path` on the target, so
+/// that the sources' Signed-By names a file the target holds.
+fn copy_key(target: &Target, repo: &Path, key: &str, path: &str, what: &str) -> Result<(), String> {
+    let bytes =
+        std::fs::read(repo.join(key)).map_err(|e| format!("cannot read the {what} {key}: {e}"))?;
+    if let Some(dir) = Path::new(path).parent() {
+        target
+            .fs()
+            .create_dir_all(dir, 0o755)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    atomic_write(target.fs(), path, &bytes, 0o644, Ids::default())?;
+    Ok(())
 }
 
 /// The target's release codename (`bookworm`), from its os-release.
@@ -103,10 +197,17 @@ mod tests {
     use super::*;
     use crate::policy::whitelist::Mirror;
 
+    fn snapshot(stamp: &str) -> Fallback {
+        Fallback {
+            snapshot: Some(stamp.into()),
+            line: 1,
+            ..Fallback::default()
+        }
+    }
+
     #[test]
     fn snapshot_and_mirrors_render_as_deb822() {
         let f = Fallback {
-            snapshot: Some("20261121T000000Z".into()),
             mirrors: vec![
                 Mirror {
                     uri: "https://apt.example.com/kiln".into(),
@@ -123,13 +224,58 @@ mod tests {
                     trusted: true,
                 },
             ],
-            line: 1,
+            ..snapshot("20261121T000000Z")
         };
-        let text = render(&f, "bookworm");
-        assert!(text.contains("URIs: http://snapshot.debian.org/archive/debian/20261121T000000Z/\nSuites: bookworm bookworm-updates\n"));
-        assert!(text.contains("URIs: http://snapshot.debian.org/archive/debian-security/20261121T000000Z/\nSuites: bookworm-security\n"));
-        assert!(text.contains("Check-Valid-Until: no"));
+        let text = render(&f, "bookworm", SNAPSHOT_URI);
+        assert!(text.contains("URIs: http://snapshot.debian.org/archive/debian/20261121T000000Z/\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\nCheck-Valid-Until: no\n"), "{text}");
+        assert!(text.contains("URIs: http://snapshot.debian.org/archive/debian-security/20261121T000000Z/\nSuites: bookworm-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\nCheck-Valid-Until: no\n"), "{text}");
         assert!(text.contains("URIs: https://apt.example.com/kiln\nSuites: ./\nSigned-By: /etc/apt/keyrings/kiln-fallback-0.asc\n"));
         assert!(text.contains("URIs: http://127.0.0.1:8080\nSuites: ./\nTrusted: yes\n"));
+        // Only the mirror marked so is trusted without a signature.
+        assert_eq!(text.matches("Trusted: yes").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_snapshot_copy_renders_at_its_own_uri_with_its_own_key() {
+        let mut f = Fallback {
+            snapshot_uri: Some("https://snap.example.com/".into()),
+            snapshot_key: Some("keys/snapshot.asc".into()),
+            ..snapshot("20261121T000000Z")
+        };
+        let uri = choose_snapshot_uri(&f, None).unwrap();
+        let text = render(&f, "trixie", &uri);
+        assert!(text.contains("URIs: https://snap.example.com/archive/debian/20261121T000000Z/\nSuites: trixie trixie-updates\nComponents: main\nSigned-By: /etc/apt/keyrings/kiln-fallback-snapshot.asc\nCheck-Valid-Until: no\n"), "{text}");
+        assert!(text.contains("URIs: https://snap.example.com/archive/debian-security/20261121T000000Z/\nSuites: trixie-security\n"), "{text}");
+        assert!(!text.contains("Trusted"), "{text}");
+        f.snapshot_key = Some("keys/snapshot.gpg".into());
+        assert!(
+            render(&f, "trixie", &uri)
+                .contains("Signed-By: /etc/apt/keyrings/kiln-fallback-snapshot.gpg\n")
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_whitelists_snapshot_uri() {
+        let plain = snapshot("20261121T000000Z");
+        assert_eq!(choose_snapshot_uri(&plain, None).unwrap(), SNAPSHOT_URI);
+        let f = Fallback {
+            snapshot_uri: Some("http://snap.example.com".into()),
+            ..plain
+        };
+        assert_eq!(
+            choose_snapshot_uri(&f, Some("http://127.0.0.1:8080".into())).unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        // Set but empty is unset, as shells make it easy to write.
+        assert_eq!(
+            choose_snapshot_uri(&f, Some(String::new())).unwrap(),
+            "http://snap.example.com"
+        );
+        let e = choose_snapshot_uri(&f, Some("snap.example.com".into())).unwrap_err();
+        assert!(
+            e.contains("KILN_SNAPSHOT_URI \"snap.example.com\" is not an http(s) URL")
+                && e.contains("or unset it"),
+            "{e}"
+        );
     }
 }

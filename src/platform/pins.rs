@@ -83,6 +83,7 @@ pub fn ensure(
     if pins.is_empty() || apt::index_knows(target, pins) {
         return Ok(Vec::new());
     }
+    let mut fallback_failed: Option<String> = None;
     if !sources.change {
         // Why-run reads the index as it is; without one it cannot tell.
         if !apt::index_knows(target, &[]) {
@@ -107,18 +108,21 @@ pub fn ensure(
                 }
             }
         }
-        if let Some(fb) = sources.fallback
-            && fallback::install(target, fb, sources.repo).map_err(RunError::precondition)?
-        {
-            // A fallback that does not answer leaves the other lists as
-            // they were: what they offer decides below.
-            let _ = apt::update(target);
-            if apt::index_knows(target, pins) {
-                return Ok(Vec::new());
+        if let Some(fb) = sources.fallback {
+            match fallback::install(target, fb, sources.repo) {
+                Ok(false) => {}
+                Ok(true) => {
+                    if apt::index_knows(target, pins) {
+                        return Ok(Vec::new());
+                    }
+                    // No help: taken out again, so that no later apt-get
+                    // update depends on a source this run did not need.
+                    fallback::remove(target, fb);
+                }
+                // Unreachable or refused (install took it back out): the
+                // ordinary sources decide, and the refusal says why.
+                Err(e) => fallback_failed = Some(e),
             }
-            // No help: taken out again, so that a source that does not
-            // answer fails no later apt-get update.
-            fallback::remove(target);
         }
         if !apt::index_knows(target, &[]) {
             // No index could be had: what is installed stands in, and a
@@ -153,7 +157,14 @@ pub fn ensure(
     if vanished.is_empty() {
         return Ok(Vec::new());
     }
-    let refused = || vanished_error(&vanished, &offers, sources.fallback.is_some());
+    let refused = || {
+        vanished_error(
+            &vanished,
+            &offers,
+            sources.fallback.is_some(),
+            fallback_failed.as_deref(),
+        )
+    };
     if mode == PinMode::Strict {
         return Err(refused());
     }
@@ -198,6 +209,7 @@ fn vanished_error(
     vanished: &[&(String, String)],
     offers: &BTreeMap<String, Vec<archive::Offer>>,
     has_fallback: bool,
+    fallback_failed: Option<&str>,
 ) -> RunError {
     let list: Vec<String> = vanished
         .iter()
@@ -221,8 +233,11 @@ fn vanished_error(
     } else {
         "the target's apt sources and kiln's package cache"
     };
+    let why = fallback_failed.map_or(String::new(), |e| {
+        format!("; the [fallback] sources could not be used: {e}")
+    });
     RunError::precondition(format!(
-        "no source offers the pinned version of {}: {tried} do not carry it",
+        "no source offers the pinned version of {}: {tried} do not carry it{why}",
         list.join("; ")
     ))
     .fix(

@@ -40,6 +40,12 @@ pub struct Fallback {
     /// A snapshot.debian.org timestamp (`20261121T000000Z`): that day's
     /// main and security archives.
     pub snapshot: Option<String>,
+    /// The team's own copy of snapshot.debian.org, for when the real one
+    /// cannot be reached; `KILN_SNAPSHOT_URI` overrides it on one run.
+    pub snapshot_uri: Option<String>,
+    /// The key that copy is signed with, a file of the policy repository,
+    /// when it is not Debian's archive key (a copy re-signed by the team).
+    pub snapshot_key: Option<String>,
     pub mirrors: Vec<Mirror>,
     pub line: usize,
 }
@@ -128,6 +134,10 @@ struct RawFallback {
     #[serde(default)]
     snapshot: Option<String>,
     #[serde(default)]
+    snapshot_uri: Option<String>,
+    #[serde(default)]
+    snapshot_key: Option<String>,
+    #[serde(default)]
     mirrors: Vec<Mirror>,
 }
 
@@ -202,6 +212,8 @@ impl Whitelist {
             let f = f.into_inner();
             Fallback {
                 snapshot: f.snapshot,
+                snapshot_uri: f.snapshot_uri,
+                snapshot_key: f.snapshot_key,
                 mirrors: f.mirrors,
                 line,
             }
@@ -313,6 +325,25 @@ impl Whitelist {
     /// silently never applies. `kiln check` and every compile run this.
     pub fn validate_in(&self, repo: &Repository) -> Vec<PolicyError> {
         let mut errors = self.validate();
+        // A missing key would otherwise surface only on a host, mid-run,
+        // the day a pin first needs the snapshot.
+        let fallbacks = std::iter::once(&self.fallback)
+            .chain(self.releases.values().filter_map(|r| r.fallback.as_ref()));
+        for f in fallbacks {
+            if let Some(k) = &f.snapshot_key
+                && !k.starts_with('/')
+                && !repo.dir.join(k).is_file()
+            {
+                errors.push(
+                    PolicyError::new(format!(
+                        "[fallback] snapshot_key {k:?} is not a file of the repository"
+                    ))
+                    .in_file(&self.file)
+                    .at_line(f.line, None)
+                    .fix("add the key the snapshot copy is signed with (gpg --export --armor KEYID > keys/snapshot.asc), or correct the path"),
+                );
+            }
+        }
         let roles = repo.names_in("roles");
         for (name, r) in &self.rollouts {
             for role in &r.roles {
@@ -508,6 +539,40 @@ impl Fallback {
                 "write it as YYYYMMDDTHHMMSSZ, e.g. snapshot = \"20261121T000000Z\"",
             )));
         }
+        if let Some(u) = &self.snapshot_uri
+            && let Err(why) = check_snapshot_uri(u)
+        {
+            errors.push(at(PolicyError::new(format!(
+                "[fallback] snapshot_uri {u:?} {why}"
+            ))
+            .fix(SNAPSHOT_URI_FIX)));
+        }
+        if let Some(k) = &self.snapshot_key {
+            if k.starts_with('/') || k.split('/').any(|c| c == "..") {
+                errors.push(at(PolicyError::new(format!(
+                    "[fallback] snapshot_key {k:?} must be a path inside the repository"
+                ))
+                .fix("keep the key in the policy repository, e.g. snapshot_key = \"keys/snapshot.asc\"")));
+            } else if !(k.ends_with(".asc") || k.ends_with(".gpg")) {
+                errors.push(at(PolicyError::new(format!(
+                    "[fallback] snapshot_key {k:?} ends in neither .asc nor .gpg"
+                ))
+                .fix("apt tells the key's format by its name: call an armored key *.asc, a binary one *.gpg")));
+            }
+        }
+        if self.snapshot.is_none() {
+            for (field, value) in [
+                ("snapshot_uri", &self.snapshot_uri),
+                ("snapshot_key", &self.snapshot_key),
+            ] {
+                if value.is_some() {
+                    errors.push(at(PolicyError::new(format!(
+                        "[fallback] {field} is given without a snapshot, so nothing uses it"
+                    ))
+                    .fix("name the snapshot in the same table: snapshot = \"YYYYMMDDTHHMMSSZ\" (a release's [releases.CODENAME.fallback] replaces [fallback] whole)")));
+                }
+            }
+        }
         for m in &self.mirrors {
             if !(m.uri.starts_with("http://")
                 || m.uri.starts_with("https://")
@@ -558,6 +623,38 @@ fn release_line(text: &str, name: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// What to write instead of a `snapshot_uri` (or `KILN_SNAPSHOT_URI`) that
+/// [`check_snapshot_uri`] refuses.
+pub const SNAPSHOT_URI_FIX: &str = "give the base URL of a copy of snapshot.debian.org, \
+     under which /archive/debian/STAMP/ and /archive/debian-security/STAMP/ are served, \
+     e.g. \"http://snapshot.example.com\"";
+
+/// A base URL that apt can reach and kiln can append snapshot.debian.org's
+/// layout to; `Err` says what is wrong with it. The whitelist and the
+/// `KILN_SNAPSHOT_URI` environment variable share it, so that one value is
+/// not good in one place and refused in the other.
+pub fn check_snapshot_uri(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or("is not an http(s) URL")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("names no host".into());
+    }
+    if u.chars().any(|c| c.is_whitespace() || c == '?' || c == '#') {
+        return Err(
+            "holds a space, a query or a fragment, which apt's sources cannot carry".into(),
+        );
+    }
+    // kiln appends the archive's path itself; given twice, every
+    // request of apt would 404 with no hint why.
+    if rest.contains("/archive/") {
+        return Err("already holds /archive/, which kiln appends itself".into());
+    }
+    Ok(())
+}
+
 /// `YYYYMMDDTHHMMSSZ`, as snapshot.debian.org names its archive states.
 pub fn is_snapshot_stamp(s: &str) -> bool {
     let b = s.as_bytes();
@@ -606,6 +703,69 @@ mod tests {
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("whitelist.toml:1") && errors[0].contains("YYYYMMDDTHHMMSSZ"));
         assert!(errors[2].contains("no signing key") && errors[2].contains("trusted = true"));
+    }
+
+    #[test]
+    fn a_snapshot_copy_is_named_by_uri_and_key() {
+        let w = Whitelist::parse(
+            "[fallback]\nsnapshot = \"20261121T000000Z\"\nsnapshot_uri = \"http://snap.example.com:8080/debian-snapshot\"\nsnapshot_key = \"keys/snapshot.asc\"\n",
+            "whitelist.toml".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            w.fallback.snapshot_uri.as_deref(),
+            Some("http://snap.example.com:8080/debian-snapshot")
+        );
+        assert_eq!(
+            w.fallback.snapshot_key.as_deref(),
+            Some("keys/snapshot.asc")
+        );
+        assert!(w.validate().is_empty(), "{:?}", w.validate());
+
+        let bad = Whitelist::parse(
+            "[packages]\nx = \"1.0\"\n\n[fallback]\nsnapshot = \"20261121T000000Z\"\nsnapshot_uri = \"snapshot.example.com\"\nsnapshot_key = \"/etc/snapshot.asc\"\n\n[releases.trixie.fallback]\nsnapshot_uri = \"https://snap.example.com/archive/debian/\"\nsnapshot_key = \"keys/snapshot.key\"\n",
+            "whitelist.toml".into(),
+        )
+        .unwrap();
+        let errors: Vec<String> = bad.validate().iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 6, "{errors:?}");
+        let has = |line: &str, what: &str, fix: &str| {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains(line) && e.contains(what) && e.contains(fix)),
+                "no {line} {what:?} with {fix:?} in {errors:?}"
+            )
+        };
+        has(
+            "whitelist.toml:4",
+            "is not an http(s) URL",
+            "http://snapshot.example.com",
+        );
+        has(
+            "whitelist.toml:4",
+            "must be a path inside the repository",
+            "keys/snapshot.asc",
+        );
+        has("whitelist.toml:9", "already holds /archive/", "base URL");
+        has(
+            "whitelist.toml:9",
+            "neither .asc nor .gpg",
+            "armored key *.asc",
+        );
+        has(
+            "whitelist.toml:9",
+            "snapshot_uri is given without a snapshot",
+            "snapshot = ",
+        );
+        has(
+            "whitelist.toml:9",
+            "snapshot_key is given without a snapshot",
+            "snapshot = ",
+        );
+        assert!(check_snapshot_uri("https://").is_err());
+        assert!(check_snapshot_uri("http://127.0.0.1:9/").is_ok());
+        assert!(check_snapshot_uri("http://h/a b").is_err());
     }
 
     const TEXT: &str = r#"

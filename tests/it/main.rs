@@ -27,6 +27,7 @@ mod sandbox;
 mod secrets;
 mod siblings;
 mod signed;
+mod snapshot;
 mod stack;
 mod substitute;
 mod vanished;

@@ -94,22 +94,58 @@ impl AptRepo {
         let dir = root.join(IN_ROOT);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
+        let index = self.write_debs(&dir, ".");
+        fs::write(dir.join("Packages"), index).unwrap();
+        dir
+    }
+
+    /// Writes the packages into `archive` as Debian's archive lays them out
+    /// (`pool/main/k/NAME/`, `dists/SUITE/main/binary-amd64/Packages`),
+    /// with an unsigned `dists/SUITE/Release` that carries `fields` (e.g.
+    /// `Valid-Until: ...`). Returns the Release file, for the caller to sign.
+    pub fn write_suite(&self, archive: &Path, suite: &str, fields: &str) -> PathBuf {
+        let index = self.write_debs(archive, "pool/main");
+        let dists = archive.join("dists").join(suite);
+        let packages = "main/binary-amd64/Packages";
+        fs::create_dir_all(dists.join("main/binary-amd64")).unwrap();
+        fs::write(dists.join(packages), &index).unwrap();
+        let release = dists.join("Release");
+        fs::write(
+            &release,
+            format!(
+                "Suite: {suite}\nCodename: {suite}\nArchitectures: amd64\nComponents: main\n{fields}SHA256:\n {} {} {packages}\n",
+                super::hex(&Sha256::digest(index.as_bytes())),
+                index.len()
+            ),
+        )
+        .unwrap();
+        release
+    }
+
+    /// Writes each package file under `dir/prefix` and returns their
+    /// `Packages` index, whose `Filename`s are relative to `dir`.
+    fn write_debs(&self, dir: &Path, prefix: &str) -> String {
         let mut index = String::new();
-        for (_, file, bytes) in &self.debs {
-            fs::write(dir.join(file), bytes).unwrap();
+        for (name, file, bytes) in &self.debs {
+            let filename = match prefix {
+                "." => format!("./{file}"),
+                _ => format!("{prefix}/{}/{name}/{file}", &name[..1]),
+            };
+            let path = dir.join(&filename);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
             let control = Command::new("dpkg-deb")
                 .arg("-f")
-                .arg(dir.join(file))
+                .arg(&path)
                 .output()
                 .unwrap();
             index.push_str(String::from_utf8_lossy(&control.stdout).trim_end());
             index.push_str(&format!(
-                "\nFilename: ./{file}\nSize: {}\nSHA256: {}\n\n",
+                "\nFilename: {filename}\nSize: {}\nSHA256: {}\n\n",
                 bytes.len(),
                 super::hex(&Sha256::digest(bytes))
             ));
         }
-        fs::write(dir.join("Packages"), index).unwrap();
-        dir
+        index
     }
 }

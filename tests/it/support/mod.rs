@@ -4,6 +4,7 @@
 
 pub mod apt_repo;
 pub mod fleet;
+pub mod signing_key;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
