@@ -187,13 +187,16 @@ pub fn converge(
                 .collect();
             report.substitutions = subs;
         }
-        Err((i, e)) => {
-            // Refused before anything changed: the package that needs the pin fails.
-            let mut entry = ResourceReport::new(policy, i);
-            entry.fail(e.to_string());
-            entry.redact();
-            progress(&entry);
-            report.push(entry);
+        Err((failed, e)) => {
+            // Refused before anything changed: each package that was to
+            // move fails, as its apt transaction would have as a whole.
+            for i in failed {
+                let mut entry = ResourceReport::new(policy, i);
+                entry.fail(e.to_string());
+                entry.redact();
+                progress(&entry);
+                report.push(entry);
+            }
             report.finish(started.elapsed());
             return report;
         }
@@ -219,9 +222,13 @@ fn pins_in_force(
     policy: &Policy,
     cx: &mut Context,
     opts: &Options,
-) -> Result<Vec<Substitution>, (usize, RunError)> {
+) -> Result<Vec<Substitution>, (Vec<usize>, RunError)> {
     let all = policy.install_pins();
-    if all.is_empty() {
+    // A source the policy adds on the way may carry a pin: production
+    // leaves the check to each package's own turn (still before apt runs).
+    let adds_sources =
+        (policy.resources.iter()).any(|r| r.id.kind == crate::resource::apt_repository::TYPE.name);
+    if all.is_empty() || (opts.pins == PinMode::Strict && adds_sources) {
         return Ok(Vec::new());
     }
     let dpkg = cx.dpkg().clone();
@@ -238,17 +245,18 @@ fn pins_in_force(
         fallback: fb.map(|f| &f.fallback),
         repo: fb.map_or(std::path::Path::new("."), |f| f.repo.as_path()),
         change: !opts.why_run,
+        defer_unknown: true,
     };
     pins::ensure(cx.target, &wanted, &installed, &sources, opts.pins).map_err(|e| {
-        let first = policy
-            .resources
-            .iter()
-            .position(|r| {
-                r.id.kind == crate::resource::package::TYPE.name
-                    && wanted.iter().any(|(n, _)| n == &r.id.name)
-            })
-            .unwrap_or(0);
-        (first, e)
+        let mut failed: Vec<usize> = Vec::new();
+        for (i, r) in policy.resources.iter().enumerate() {
+            let moves = r.id.kind == crate::resource::package::TYPE.name
+                && wanted.iter().any(|(n, _)| n == &r.id.name);
+            if moves && !failed.iter().any(|&j| policy.resources[j].id == r.id) {
+                failed.push(i);
+            }
+        }
+        (failed, e)
     })
 }
 

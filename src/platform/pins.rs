@@ -67,6 +67,10 @@ pub struct Sources<'a> {
     pub repo: &'a Path,
     /// The run may change the target's sources and index (not why-run).
     pub change: bool,
+    /// Before the plan: a package no source knows at all is left to the
+    /// package's own turn, since a source the policy adds on the way (an
+    /// `apt_repository`) may carry it; nothing could stand in for it anyway.
+    pub defer_unknown: bool,
 }
 
 /// Makes the target's sources offer every `(name, version)` of `pins`, and
@@ -149,9 +153,10 @@ pub fn ensure(
     let vanished: Vec<&(String, String)> = pins
         .iter()
         .filter(|(n, v)| {
-            !offers
-                .get(n)
-                .is_some_and(|o| o.iter().any(|o| &o.version == v))
+            let o = offers.get(n).map_or(&[][..], Vec::as_slice);
+            let offered = o.iter().any(|o| &o.version == v);
+            let deferred = sources.defer_unknown && o.is_empty();
+            !offered && !deferred
         })
         .collect();
     if vanished.is_empty() {

@@ -312,11 +312,13 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
             fallback: Some(&fb.fallback),
             repo: &fb.repo,
             change: true,
+            defer_unknown: false,
         });
         let none = pins::Sources {
             fallback: None,
             repo: std::path::Path::new("."),
             change: true,
+            defer_unknown: false,
         };
         // Substitutions were decided before the plan: here every version
         // must be offered as it stands.

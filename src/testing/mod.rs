@@ -246,6 +246,7 @@ fn run(
             fallback: fb.map(|f| &f.fallback),
             repo: fb.map_or(Path::new("."), |f| f.repo.as_path()),
             change: true,
+            defer_unknown: false,
         };
         let subs = pins::ensure(&target, &wanted, &installed, &sources, opts.pins)
             .map_err(|e| e.to_string())?;
