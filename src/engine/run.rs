@@ -279,10 +279,10 @@ impl Walk<'_, '_> {
         let policy = self.policy;
         let mut delayed: Vec<(usize, String)> = Vec::new();
         for (i, (r, step)) in policy.resources.iter().zip(plan.steps).enumerate() {
-            let entry = self.resource(i, r, step);
+            let (mut entry, loud) = self.resource(i, r, step);
             let failed = entry.status == Status::Failed;
-            let changed = matches!(entry.status, Status::Updated | Status::WouldUpdate);
-            let mut entry = entry;
+            // Updated, by a change that is news to the resources it notifies.
+            let changed = loud && matches!(entry.status, Status::Updated | Status::WouldUpdate);
             if failed && r.ignore_failure {
                 entry.status = Status::FailedIgnored;
             }
@@ -346,7 +346,9 @@ impl Walk<'_, '_> {
     }
 
     /// Walks one resource's step: re-planned if the target changed since.
-    fn resource(&mut self, i: usize, r: &Compiled, step: Step) -> ResourceReport {
+    /// Also says whether a change that fires notifications was carried out
+    /// (or would be, in why-run): see [`crate::resource::Item::notifies`].
+    fn resource(&mut self, i: usize, r: &Compiled, step: Step) -> (ResourceReport, bool) {
         let mut entry = ResourceReport::new(self.policy, i);
         if let Some((planned, result)) = self.batched.remove(&i) {
             // Carried out already, with an earlier package's transaction.
@@ -356,7 +358,7 @@ impl Walk<'_, '_> {
                 Ok(()) => entry.status = Status::Updated,
                 Err(e) => entry.fail(e.to_string()),
             }
-            return entry;
+            return (entry, planned.notifies());
         }
         let step = if self.dirty {
             // The target changed since the guards ran: ask again.
@@ -369,9 +371,9 @@ impl Walk<'_, '_> {
         if let Some(g) = step.guard {
             entry.status = Status::Skipped;
             entry.changes.push(format!("skipped: {g}"));
-            return entry;
+            return (entry, false);
         }
-        let (mut would, mut applied) = (false, false);
+        let (mut would, mut applied, mut loud) = (false, false, false);
         for (k, (checked, name)) in step.actions.into_iter().zip(&r.actions).enumerate() {
             // A second action on a resource that just changed sees the new state.
             let checked = if applied && k > 0 {
@@ -390,6 +392,7 @@ impl Walk<'_, '_> {
                 continue;
             }
             would = true;
+            loud |= planned.notifies();
             match self.carry(i, r, &planned) {
                 None => {}
                 Some(Ok(())) => applied = true,
@@ -411,7 +414,7 @@ impl Walk<'_, '_> {
             };
         }
         entry.elapsed_ms += applying.elapsed().as_secs_f64() * 1000.0;
-        entry
+        (entry, loud)
     }
 
     /// Carries out one planned difference (with the batch it starts, for a
@@ -515,6 +518,7 @@ fn record(entry: &mut ResourceReport, planned: &Planned) -> bool {
             summary,
             diff,
             skipped,
+            ..
         } = c;
         if !*skipped {
             real = true;

@@ -40,6 +40,8 @@ pub struct Change {
     /// Not done on purpose (a service start in a `--root` target): reported,
     /// but not counted as an update.
     pub skipped: bool,
+    /// Whether the resources this one notifies hear of it (see [`Item::notifies`]).
+    pub notifies: bool,
 }
 
 /// State read from the target, shared by all resources of a run and read
@@ -131,6 +133,12 @@ pub trait Item: fmt::Debug + fmt::Display + serde::Serialize + Send + Sync + 'st
     fn skipped(&self) -> bool {
         false
     }
+    /// Whether this change fires the resource's notifications. Most do; a
+    /// bookkeeping change that leaves what runs as it was (a package held
+    /// at the version it already has) is an update that restarts nothing.
+    fn notifies(&self) -> bool {
+        true
+    }
 }
 
 /// A resource type's check and apply over one typed difference: `check`
@@ -179,6 +187,11 @@ impl Planned {
     /// Whether anything is to be done (skipped items are not).
     pub fn is_real(&self) -> bool {
         self.changes.iter().any(|c| !c.skipped)
+    }
+
+    /// Whether carrying it out fires the resource's notifications.
+    pub fn notifies(&self) -> bool {
+        self.changes.iter().any(|c| !c.skipped && c.notifies)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -235,6 +248,7 @@ impl<T: Converge> Resource for T {
                 summary: i.to_string(),
                 diff: i.diff(),
                 skipped: i.skipped(),
+                notifies: i.notifies(),
             })
             .collect();
         Ok(Planned {

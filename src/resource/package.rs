@@ -130,7 +130,15 @@ impl fmt::Display for PackageChange {
     }
 }
 
-impl Item for PackageChange {}
+impl Item for PackageChange {
+    /// A hold only marks the installed version in dpkg: the files on disk,
+    /// and so the daemons a package carries, stay as they were. Every
+    /// change of version (install, upgrade, downgrade, a sibling, removal)
+    /// does replace them, and notifies.
+    fn notifies(&self) -> bool {
+        !matches!(self, PackageChange::Hold { .. })
+    }
+}
 
 impl Package {
     /// The version this run installs: the pin, or what stands in for it.
@@ -425,4 +433,32 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_change_of_version_notifies() {
+        let v = |s: &str| s.to_string();
+        let loud = [
+            PackageChange::Install { version: v("1") },
+            PackageChange::Move {
+                downgrade: true,
+                from: v("2"),
+                to: v("1"),
+            },
+            PackageChange::Remove { version: v("1") },
+            PackageChange::Purge,
+            PackageChange::Sibling {
+                name: v("b"),
+                follows: v("a"),
+                from: None,
+                to: v("1"),
+            },
+        ];
+        assert!(loud.iter().all(Item::notifies));
+        assert!(!PackageChange::Hold { version: v("1") }.notifies());
+    }
 }
