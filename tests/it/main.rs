@@ -25,6 +25,7 @@ mod releases;
 mod repo_paths;
 mod sandbox;
 mod secrets;
+mod services;
 mod siblings;
 mod signed;
 mod snapshot;

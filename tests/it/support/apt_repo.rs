@@ -3,6 +3,7 @@
 //! `deb [trusted=yes] file:/srv/kiln-apt ./` so tests never reach a mirror.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,6 +11,33 @@ use sha2::{Digest, Sha256};
 
 /// Where the repository sits inside a root.
 pub const IN_ROOT: &str = "srv/kiln-apt";
+
+/// One file a test package ships.
+pub struct PackageFile {
+    /// Absolute, as installed.
+    pub path: String,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+}
+
+impl PackageFile {
+    /// A regular file, mode 0644.
+    pub fn new(path: impl Into<String>, contents: impl Into<Vec<u8>>) -> PackageFile {
+        PackageFile {
+            path: path.into(),
+            contents: contents.into(),
+            mode: 0o644,
+        }
+    }
+
+    /// The same, executable (0755).
+    pub fn executable(path: impl Into<String>, contents: impl Into<Vec<u8>>) -> PackageFile {
+        PackageFile {
+            mode: 0o755,
+            ..PackageFile::new(path, contents)
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct AptRepo {
@@ -29,15 +57,27 @@ impl AptRepo {
 
     /// Like [`AptRepo::package`], with extra control fields (e.g. `Depends: x`).
     pub fn package_with(&mut self, name: &str, version: &str, extra: &str) {
+        let file = PackageFile::new(format!("/usr/share/{name}/version"), format!("{version}\n"));
+        self.package_files(name, version, extra, &[file]);
+    }
+
+    /// A package that ships exactly `files` (and the control fields
+    /// `extra`): a daemon with its init script, for tests where an upgrade
+    /// must replace a running program on disk as a real package does.
+    pub fn package_files(&mut self, name: &str, version: &str, extra: &str, files: &[PackageFile]) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("pkg");
         fs::create_dir_all(root.join("DEBIAN")).unwrap();
-        fs::create_dir_all(root.join("usr/share").join(name)).unwrap();
-        fs::write(
-            root.join("usr/share").join(name).join("version"),
-            format!("{version}\n"),
-        )
-        .unwrap();
+        for f in files {
+            let rel = f
+                .path
+                .strip_prefix('/')
+                .expect("package paths are absolute");
+            let path = root.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, &f.contents).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(f.mode)).unwrap();
+        }
         let mut control = format!(
             "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: kiln tests <kiln@localhost>\nPriority: optional\nSection: misc\nDescription: kiln test package {name}\n"
         );
