@@ -126,7 +126,7 @@ impl Bundle {
             // Nothing of the machine that built it: no times, owners or umask.
             let mut h = tar::Header::new_ustar();
             h.set_size(data.len() as u64);
-            h.set_mode(if exec { 0o755 } else { 0o644 });
+            h.set_mode(if *exec { 0o755 } else { 0o644 });
             h.set_mtime(0);
             h.set_uid(0);
             h.set_gid(0);
