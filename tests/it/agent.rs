@@ -229,6 +229,10 @@ fn agent_converges_from_a_url_keeps_the_last_good_bundle_and_picks_up_a_new_one(
     }
     assert!(metrics.contains("kiln.agent.run_time_ms:"), "{metrics}");
     assert!(metrics.contains("kiln.agent.failed:0|g"), "{metrics}");
+    assert!(
+        metrics.contains("kiln.agent.checks_failed:0|g"),
+        "{metrics}"
+    );
 
     // The URL fails: the agent keeps converging with the last good bundle
     // (a change by hand is put back).
