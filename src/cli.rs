@@ -73,9 +73,12 @@ enum Command {
         /// With --converge: converge --why-run, and check nothing.
         #[arg(long)]
         why_run: bool,
-        /// The node's attributes from the inventory, as a JSON object (not secrets).
-        #[arg(long, value_name = "JSON")]
-        attributes: Option<String>,
+        /// A node file (fqdn, run_list, attributes): a bundle's nodes/FQDN.toml.
+        #[arg(long, value_name = "FILE")]
+        node: Option<PathBuf>,
+        /// A developer VM size defined by a role ([sizes.NAME]).
+        #[arg(long)]
+        size: Option<String>,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -397,6 +400,9 @@ enum FleetCommand {
         /// The name of the current bundle in DIR.
         #[arg(long, default_value = "bundle.tar")]
         name: String,
+        /// Carry each host's node file (fqdn, roles, attributes) from this inventory.
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
         #[command(flatten)]
         signing: Signing,
     },
@@ -630,10 +636,16 @@ pub fn main() -> i32 {
             FleetCommand::Status { target } => {
                 commands::fleet::status(fleet_common(cli.repo, target))
             }
-            FleetCommand::Bundle { out, name, signing } => commands::fleet::bundle(
+            FleetCommand::Bundle {
+                out,
+                name,
+                inventory,
+                signing,
+            } => commands::fleet::bundle(
                 &cli.repo,
                 &out,
                 &name,
+                inventory.as_deref(),
                 signing.signing_key.as_deref(),
                 signing.allow_unsigned,
             ),
@@ -667,7 +679,8 @@ pub fn main() -> i32 {
             json,
             converge,
             why_run,
-            attributes,
+            node,
+            size,
             lock,
         } => commands::verify::run(commands::verify::Verify {
             repo: cli.repo,
@@ -677,7 +690,8 @@ pub fn main() -> i32 {
             json,
             converge,
             why_run,
-            attributes,
+            node,
+            size,
             lock_timeout: lock.lock_timeout,
         }),
         Command::Whitelist(w) => match w {

@@ -4,7 +4,10 @@
 //! (`.sig`, checked against the allowed_signers file), not for where it came
 //! from; its `.sha256` only names it. A failed fetch or a refused bundle
 //! keeps the last good bundle, whose signature is checked again each run so
-//! that a revoked key stops counting.
+//! that a revoked key stops counting. A bundle's node file for this host
+//! (`nodes/FQDN.toml`, covered by the signature) gives the fqdn, roles and
+//! attributes, so the agent converges what the last push converged; the
+//! roles' verify checks run after, as in a push.
 
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
@@ -17,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{LAST_RUN, Report, Status};
 use crate::error::Error;
-use crate::fleet::bundle::{unpack, write_atomic};
+use crate::fleet::bundle::{node_path, unpack, write_atomic};
+use crate::fleet::protocol::HostReport;
 use crate::platform::target::Target;
 use crate::trust::{AllowedSigners, sig_path};
 
@@ -95,11 +99,6 @@ pub fn run(a: Agent) -> Result<i32, Error> {
             state.size = last.size;
         }
     }
-    if state.roles.is_empty() {
-        return Err(Error::Usage(format!(
-            "kiln agent: this host's roles are unknown (no --role, and no earlier run in {LAST_RUN}): pass --role R (remembered for later runs)"
-        )));
-    }
     let statsd = match &a.statsd {
         None => None,
         Some(addr) => {
@@ -109,15 +108,30 @@ pub fn run(a: Agent) -> Result<i32, Error> {
             Some(sock)
         }
     };
-    log(&format!(
-        "roles {}, every {:?} with up to {:?} splay, from {}",
-        state.roles.join(","),
-        interval,
-        splay,
-        a.source.as_deref().unwrap_or(&a.repo.display().to_string())
-    ));
+    let roles = if state.roles.is_empty() {
+        "from the bundle's node file".to_string()
+    } else {
+        state.roles.join(",")
+    };
+    let from = a
+        .source
+        .as_deref()
+        .unwrap_or(&a.repo.display().to_string())
+        .to_string();
+    if a.once {
+        // Run by hand or by a timer that spreads hosts itself: now.
+        log(&format!("roles {roles}, once, now (no splay), from {from}"));
+    } else {
+        log(&format!(
+            "roles {roles}, every {interval:?} with up to {splay:?} splay, from {from}"
+        ));
+    }
     loop {
-        let wait = random_below(splay);
+        let wait = if a.once {
+            Duration::ZERO
+        } else {
+            random_below(splay)
+        };
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
@@ -133,9 +147,12 @@ pub fn run(a: Agent) -> Result<i32, Error> {
     }
 }
 
-/// Fetches (if the source is a bundle) and converges once.
+/// Fetches (if the source is a bundle), converges and runs the verify
+/// checks once. False when any of it failed, a refused or unfetchable
+/// bundle included (even when the last good one converged instead).
 fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) -> bool {
     let started = Instant::now();
+    let mut fetched = true;
     let repo = match &a.source {
         None => a.repo.clone(),
         Some(s) if Path::new(s).is_dir() => PathBuf::from(s),
@@ -166,6 +183,7 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
                         log(&format!(
                             "fetching {s} failed ({e}); converging with the last good bundle {sha}"
                         ));
+                        fetched = false;
                         a.state_dir.join("bundles").join(sha)
                     }
                     None => {
@@ -186,26 +204,64 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
         return false;
     }
     let mut c = Command::new(exe);
-    c.arg("--repo").arg(&repo).arg("converge").arg("--json");
-    for r in &state.roles {
-        c.arg("--role").arg(r);
-    }
-    if let Some(f) = &state.fqdn {
-        c.arg("--fqdn").arg(f);
+    // `verify --converge`: the same converge and health checks a push runs.
+    c.arg("--repo")
+        .arg(&repo)
+        .args(["verify", "--converge", "--json"]);
+    // The bundle's node file of this host, when it has one: fqdn, roles and
+    // attributes as the push converged them, signed with the bundle.
+    let node = state
+        .fqdn
+        .clone()
+        .or_else(|| {
+            crate::platform::facts::Facts::gather(&Target::host(), None)
+                .fqdn
+                .into()
+        })
+        .map(|f| node_path(&repo, &f))
+        .filter(|p| p.is_file());
+    match &node {
+        Some(n) => {
+            c.arg("--node").arg(n);
+            // Roles given to this agent on its command line still win.
+            for r in &a.roles {
+                c.arg("--role").arg(r);
+            }
+        }
+        None if state.roles.is_empty() => {
+            log(&format!(
+                "not converging: this host's roles are unknown (no --role, no node file of {} in the bundle, and no earlier run in {LAST_RUN}); pass --role R (remembered for later runs), or push to the host with kiln fleet converge",
+                state.fqdn.as_deref().unwrap_or("this host")
+            ));
+            metric(statsd, "kiln.agent.failed:1|g");
+            return false;
+        }
+        None => {
+            for r in &state.roles {
+                c.arg("--role").arg(r);
+            }
+            if let Some(f) = &state.fqdn {
+                c.arg("--fqdn").arg(f);
+            }
+        }
     }
     if let Some(size) = &state.size {
         c.arg("--size").arg(size);
     }
+    if let Some(n) = &node {
+        log(&format!("node from {}", n.display()));
+    }
     let out = match c.output() {
         Ok(o) => o,
         Err(e) => {
-            log(&format!("cannot run kiln converge: {e}"));
+            log(&format!("cannot run kiln verify --converge: {e}"));
             return false;
         }
     };
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    let report = Report::parse(&String::from_utf8_lossy(&out.stdout)).ok();
-    let (updated, failed, success) = match &report {
+    let doc = HostReport::parse(&String::from_utf8_lossy(&out.stdout)).ok();
+    let report = doc.as_ref().and_then(|d| d.converge.as_ref());
+    let (updated, failed, success) = match report {
         Some(r) => (r.updated, r.failed, r.success),
         None => (0, 1, false),
     };
@@ -216,7 +272,6 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
     } else {
         // The failed resources' own errors, else what kiln printed.
         let mut why: Vec<String> = report
-            .as_ref()
             .into_iter()
             .flat_map(|r| &r.resources)
             .filter(|e| e.status == Status::Failed)
@@ -230,15 +285,50 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
             why.join("; ")
         ));
     }
+    // The health checks ran only after a successful converge.
+    let checks = doc.as_ref().and_then(|d| d.checks.as_deref());
+    let checks_failed = match checks {
+        Some(checks) => {
+            let bad: Vec<String> = checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("{} ({}): {}", c.check, c.origin, c.detail))
+                .collect();
+            if bad.is_empty() {
+                log(&format!(
+                    "verify: {}/{} checks passed",
+                    checks.len(),
+                    checks.len()
+                ));
+            } else {
+                log(&format!(
+                    "verify FAILED: {}/{} checks passed; {}",
+                    checks.len() - bad.len(),
+                    checks.len(),
+                    bad.join("; ")
+                ));
+            }
+            bad.len()
+        }
+        None => 0,
+    };
+    // Kept for people and tools, as last_run.json is for the converge.
+    if let Some(d) = &doc {
+        let _ = write_atomic(&a.state_dir.join(LAST_AGENT_RUN), d.to_json().as_bytes());
+    }
     metric(
         statsd,
         &format!(
-            "kiln.agent.run_time_ms:{elapsed:.0}|ms\nkiln.agent.changed:{updated}|g\nkiln.agent.failed:{}|g",
+            "kiln.agent.run_time_ms:{elapsed:.0}|ms\nkiln.agent.changed:{updated}|g\nkiln.agent.failed:{}|g\nkiln.agent.checks_failed:{checks_failed}|g",
             if success { failed } else { failed.max(1) }
         ),
     );
-    success
+    fetched && success && checks_failed == 0
 }
+
+/// The agent's last converge and checks (a `kiln verify --json` document),
+/// in its state directory.
+const LAST_AGENT_RUN: &str = "last_run.json";
 
 fn metric(sock: Option<&std::net::UdpSocket>, payload: &str) {
     if let Some(s) = sock {

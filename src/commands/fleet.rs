@@ -156,7 +156,9 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
     )?;
     let transport = Transport::for_inventory(&inv, c.common.accept_new_host_keys, &c.common.ssh)
         .map_err(Error::Usage)?;
-    let bundle = Bundle::build(&c.common.repo)?;
+    // Node files for the whole inventory, not only the selected hosts: the
+    // bundle (and its hash) is the same whichever hosts a push reaches.
+    let bundle = Bundle::build(&c.common.repo, &inv.hosts)?;
     let bundle_sig = key.as_ref().map(|k| k.sign(&bundle.bytes)).transpose()?;
     let (binary_path, binary_sha) = self_binary(c.binary.as_deref())?;
     let payload = Payload {
@@ -394,13 +396,45 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
                 out,
                 "PUSH HOLD: {}\n  changed: {}\n  failed: {}\n  not reached: {}",
                 result.hold_reason.as_deref().unwrap_or(""),
-                names(State::Changed),
+                changed_hosts(&result.hosts),
                 names(State::Failed),
                 names(State::NotReached)
             );
         }
     }
     Ok(if failed > 0 || result.held { 1 } else { 0 })
+}
+
+/// Every host that changed, for the push-hold summary: a host that failed
+/// after changing something (a canary whose new config was written and its
+/// service restarted before its health check failed) is left changed, and
+/// what changed on it is named, since nothing else will put it back.
+fn changed_hosts(hosts: &[rollout::HostOutcome]) -> String {
+    let mut names = Vec::new();
+    let mut left = String::new();
+    for h in hosts {
+        match h.state {
+            State::Changed => names.push(h.fqdn.clone()),
+            State::Failed if h.changed > 0 => {
+                names.push(format!("{} (failed)", h.fqdn));
+                let done: Vec<&str> = h
+                    .changes
+                    .iter()
+                    .filter(|c| !c.contains(" FAILED: "))
+                    .map(String::as_str)
+                    .collect();
+                left.push_str(&format!("\n    {}, before it failed:", h.fqdn));
+                for c in done {
+                    left.push_str(&format!("\n      {c}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if names.is_empty() {
+        return "none".into();
+    }
+    format!("{}{left}", names.join(", "))
 }
 
 pub fn status(c: Common) -> Result<i32, Error> {
@@ -426,17 +460,29 @@ pub fn status(c: Common) -> Result<i32, Error> {
 }
 
 /// `kiln fleet bundle --out DIR`: writes the bundle for agents to fetch,
-/// with its signature (`NAME.sig`, `SHA.tar.sig`).
+/// with its signature (`NAME.sig`, `SHA.tar.sig`). With an inventory it
+/// carries each host's node file, as a push does, so that an agent
+/// converges its host with the inventory's attributes.
 pub fn bundle(
     repo: &Path,
     out: &Path,
     name: &str,
+    inventory: Option<&Path>,
     key: Option<&Path>,
     allow_unsigned: bool,
 ) -> Result<i32, Error> {
     let key = signing_key(key, allow_unsigned)?;
-    check_policy(&Repository::open(repo)?)?;
-    let b = Bundle::build(repo)?;
+    let policy = Repository::open(repo)?;
+    let hosts = match inventory {
+        None => Vec::new(),
+        Some(file) => {
+            let inv = Inventory::load(file)?;
+            inv.check_roles(&policy)?;
+            inv.hosts
+        }
+    };
+    check_policy(&policy)?;
+    let b = Bundle::build(repo, &hosts)?;
     let sig = key.as_ref().map(|k| k.sign(&b.bytes)).transpose()?;
     if let Some(sig) = &sig {
         // Before the bundle: an agent that sees the new bundle finds its

@@ -20,28 +20,24 @@ pub struct Verify {
     /// host), and check only after a successful converge.
     pub converge: bool,
     pub why_run: bool,
-    /// Node attributes as JSON (`kiln fleet converge` passes the inventory's).
-    pub attributes: Option<String>,
+    /// A node file: the fleet and the agent pass the bundle's
+    /// `nodes/FQDN.toml`, so that a host's fqdn, roles and attributes come
+    /// signed, never from a command line.
+    pub node: Option<PathBuf>,
+    pub size: Option<String>,
     pub lock_timeout: Duration,
 }
 
 pub fn run(v: Verify) -> Result<i32, Error> {
-    if v.roles.is_empty() {
+    if v.roles.is_empty() && v.node.is_none() {
         return Err(PolicyError::new("verify: no role given")
-            .fix("pass --role NAME")
+            .fix("pass --role NAME, or --node FILE with a run_list")
             .into());
     }
-    let attributes: toml::Table = match &v.attributes {
-        None => toml::Table::new(),
-        Some(json) => serde_json::from_str(json).map_err(|e| {
-            PolicyError::new(format!(
-                "--attributes: not a JSON object of attributes: {e}"
-            ))
-        })?,
-    };
     let c = Converge {
         fqdn: v.fqdn.clone(),
-        attributes,
+        node: v.node.clone(),
+        size: v.size.clone(),
         root: v.root.clone(),
         why_run: v.why_run,
         lock_timeout: v.lock_timeout,

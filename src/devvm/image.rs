@@ -662,7 +662,7 @@ mod tests {
         };
         let key = || Inputs::resolve(&req).expect("inputs").key();
         let bundle = || {
-            crate::fleet::bundle::Bundle::build(r)
+            crate::fleet::bundle::Bundle::build(r, &[])
                 .expect("bundle")
                 .sha256
         };

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::compile::{Policy, Request, compile};
 use super::lock::RunLock;
@@ -38,7 +38,8 @@ pub struct Converge {
     /// `kiln test`: secrets get random test values instead of being
     /// decrypted with the target's host key.
     pub test_secrets: bool,
-    /// Node attributes laid over the node file's (the inventory's, in a fleet).
+    /// Node attributes laid over the node file's (a fleet's come in the
+    /// bundle's node file instead, signed).
     pub attributes: toml::Table,
     /// Refuse a pin no source offers (production), or substitute it.
     pub pins: PinMode,
@@ -64,13 +65,17 @@ impl Converge {
     }
 }
 
-/// A node file: what one host adds to the policy.
-#[derive(Debug, Default, Deserialize)]
+/// A node file: what one host adds to the policy. A fleet bundle carries
+/// one per inventory host (`nodes/FQDN.toml`), so that the push and the
+/// agent converge a host with the same signed fqdn, run list and attributes.
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fqdn: Option<String>,
     #[serde(default)]
     pub run_list: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
     #[serde(default)]
     pub attributes: toml::Table,

@@ -1,14 +1,62 @@
-//! A policy bundle: the repository's roles, cookbooks and whitelist as one
-//! deterministic tar archive (sorted entries, fixed mtime, owner and mode),
-//! named by its sha256.
+//! A policy bundle: the repository's roles, cookbooks and whitelist, and a
+//! node file per inventory host, as one deterministic tar archive (sorted
+//! entries, fixed mtime, owner and mode), named by its sha256. The node
+//! files ride inside so that the signature covers what a host is converged
+//! as (fqdn, roles, attributes): on a host, only signed input counts.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::Error;
+use super::inventory::Host;
+use crate::engine::NodeFile;
+use crate::error::{Error, PolicyError};
 use crate::policy::{PolicyFile, Repository};
+
+/// Where a bundle keeps its node files: `nodes/FQDN.toml`.
+pub const NODES: &str = "nodes";
+
+/// The node file of `fqdn` in an unpacked bundle (it may not exist: a
+/// bundle made without an inventory has none).
+pub fn node_path(bundle: &Path, fqdn: &str) -> PathBuf {
+    bundle.join(NODES).join(format!("{fqdn}.toml"))
+}
+
+/// A host's node file as the bundle carries it: its fqdn, its roles as the
+/// run list, and its inventory attributes (ranked as node attributes).
+fn node_file(h: &Host) -> Result<(String, Vec<u8>), Error> {
+    let safe = !h.fqdn.is_empty()
+        && !h.fqdn.starts_with('.')
+        && h.fqdn
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !safe {
+        return Err(PolicyError::new(format!(
+            "host {:?}: not a host name, so it cannot name its node file in the bundle",
+            h.fqdn
+        ))
+        .fix("name the host by its fqdn: letters, digits, '.', '-' and '_'")
+        .into());
+    }
+    let node = NodeFile {
+        fqdn: Some(h.fqdn.clone()),
+        run_list: h.roles.iter().map(|r| format!("role[{r}]")).collect(),
+        size: None,
+        attributes: h.attributes.clone(),
+    };
+    let text = toml::to_string(&node).map_err(|e| {
+        PolicyError::new(format!(
+            "host {}: its attributes cannot be written as TOML: {e}",
+            h.fqdn
+        ))
+        .fix("give the host's attributes = {...} plain TOML values")
+    })?;
+    Ok((
+        format!("{NODES}/{}.toml", h.fqdn),
+        format!("# made by kiln fleet from the inventory: do not edit\n{text}").into_bytes(),
+    ))
+}
 
 pub struct Bundle {
     pub bytes: Vec<u8>,
@@ -43,13 +91,18 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 }
 
 impl Bundle {
-    pub fn build(repo: &Path) -> Result<Bundle, Error> {
+    /// The policy of `repo`, and a node file for each of `hosts` (the whole
+    /// inventory, so that the bundle is the same whichever hosts a push
+    /// selects).
+    pub fn build(repo: &Path, hosts: &[Host]) -> Result<Bundle, Error> {
         let files = Repository {
             dir: repo.to_path_buf(),
             ..Repository::default()
         }
         .files()?;
-        let mut tar = tar::Builder::new(Vec::new());
+        // (name, content, executable), sorted by name: policy files and
+        // node files interleave in one order, whatever built them.
+        let mut entries: Vec<(String, Vec<u8>, bool)> = Vec::new();
         for PolicyFile { rel, path } in &files {
             let data = std::fs::read(path).map_err(|e| Error::Io {
                 context: format!("reading {}", path.display()),
@@ -61,10 +114,19 @@ impl Bundle {
                     .map(|m| m.permissions().mode() & 0o111 != 0)
                     .unwrap_or(false)
             };
+            entries.push((rel.clone(), data, exec));
+        }
+        for h in hosts {
+            let (rel, data) = node_file(h)?;
+            entries.push((rel, data, false));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut tar = tar::Builder::new(Vec::new());
+        for (rel, data, exec) in &entries {
             // Nothing of the machine that built it: no times, owners or umask.
             let mut h = tar::Header::new_ustar();
             h.set_size(data.len() as u64);
-            h.set_mode(if exec { 0o755 } else { 0o644 });
+            h.set_mode(if *exec { 0o755 } else { 0o644 });
             h.set_mtime(0);
             h.set_uid(0);
             h.set_gid(0);
@@ -80,7 +142,7 @@ impl Bundle {
         Ok(Bundle {
             bytes: out,
             sha256,
-            files: files.len(),
+            files: entries.len(),
         })
     }
 
@@ -146,10 +208,10 @@ mod tests {
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
             std::fs::write(f, c).unwrap();
         }
-        let a = Bundle::build(&repo).unwrap();
+        let a = Bundle::build(&repo, &[]).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(repo.join("roles/web.toml"), "run_list = []\n").unwrap();
-        let b = Bundle::build(&repo).unwrap();
+        let b = Bundle::build(&repo, &[]).unwrap();
         assert_eq!(a.sha256, b.sha256);
         assert_eq!(a.files, 4);
         let tar = d.path().join("b.tar");
@@ -162,6 +224,55 @@ mod tests {
         );
         assert!(out.join("roles/web.toml").is_file());
         std::fs::write(repo.join("whitelist.toml"), "[packages]\nx = \"1\"\n").unwrap();
-        assert_ne!(Bundle::build(&repo).unwrap().sha256, a.sha256);
+        assert_ne!(Bundle::build(&repo, &[]).unwrap().sha256, a.sha256);
+    }
+
+    fn host(fqdn: &str, port: i64) -> Host {
+        let attributes: toml::Table =
+            toml::from_str(&format!("[memcached]\nport = {port}\n")).unwrap();
+        Host {
+            fqdn: fqdn.into(),
+            address: "10.0.0.1".into(),
+            port: 22,
+            user: "root".into(),
+            roles: vec!["cache".into()],
+            canary: false,
+            attributes,
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn node_files_are_inside_the_hashed_bundle() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("repo");
+        std::fs::create_dir_all(repo.join("roles")).unwrap();
+        std::fs::write(repo.join("roles/cache.toml"), "run_list = []\n").unwrap();
+        let a = Bundle::build(&repo, &[host("c1.example.com", 11212)]).unwrap();
+        assert_eq!(a.files, 2);
+        // Deterministic, and an attribute is part of what is hashed (and so
+        // of what is signed).
+        let again = Bundle::build(&repo, &[host("c1.example.com", 11212)]).unwrap();
+        assert_eq!(again.sha256, a.sha256);
+        let other = Bundle::build(&repo, &[host("c1.example.com", 11213)]).unwrap();
+        assert_ne!(other.sha256, a.sha256);
+        assert_ne!(Bundle::build(&repo, &[]).unwrap().sha256, a.sha256);
+        // The host reads it back as a node file of its own fqdn.
+        let tar = d.path().join("b.tar");
+        std::fs::write(&tar, &a.bytes).unwrap();
+        let out = d.path().join("out");
+        unpack(&tar, &out).unwrap();
+        let node: NodeFile =
+            toml::from_str(&std::fs::read_to_string(node_path(&out, "c1.example.com")).unwrap())
+                .unwrap();
+        assert_eq!(node.fqdn.as_deref(), Some("c1.example.com"));
+        assert_eq!(node.run_list, ["role[cache]"]);
+        assert_eq!(
+            node.attributes["memcached"]["port"].as_integer(),
+            Some(11212)
+        );
+        // A name that is not a host name cannot name a file in the bundle.
+        let e = Bundle::build(&repo, &[host("../x", 1)]).err().unwrap();
+        assert!(e.to_string().contains("not a host name"), "{e}");
     }
 }

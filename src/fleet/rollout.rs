@@ -370,22 +370,12 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(6)..].join("\n")
 }
 
-/// The `--role R ... --fqdn F` arguments of a host's converge.
-fn node_args(host: &Host) -> String {
-    let mut s = String::new();
-    for r in &host.roles {
-        s.push_str(" --role ");
-        s.push_str(&q(r));
-    }
-    s.push_str(" --fqdn ");
-    s.push_str(&q(&host.fqdn));
-    if !host.attributes.is_empty() {
-        s.push_str(" --attributes ");
-        s.push_str(&q(
-            &serde_json::to_string(&host.attributes).unwrap_or_default()
-        ));
-    }
-    s
+/// The node argument of a host's converge: its node file in the bundle,
+/// which the bundle's signature covers. Nothing about the node (roles,
+/// attributes) travels on the command line, where it would be unsigned.
+fn node_args(host: &Host, p: &Payload) -> String {
+    let node = super::bundle::node_path(std::path::Path::new(&p.remote_repo()), &host.fqdn);
+    format!(" --node {}", q(&node.to_string_lossy()))
 }
 
 pub fn converge_host(
@@ -413,7 +403,7 @@ const NEED: &str = "kiln-need:";
 /// has (or say what it needs), converge, keep the current links, and run the
 /// health checks after a successful converge.
 fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
-    let node = node_args(host);
+    let node = node_args(host, p);
     let mut s = format!(
         "K={k}; R={r}; need=''; [ -x \"$K\" ] || need=\"$need binary\"; \
          {{ [ -f \"$R.tar\" ] && [ -d \"$R\" ]; }} || need=\"$need bundle\"; \

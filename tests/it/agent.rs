@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::apt_repo::AptRepo;
-use crate::support::fleet::{HostRoot, kiln_binary};
+use crate::support::fleet::{Fleet, HostRoot, kiln_binary, spec};
 use crate::support::*;
 
 /// A tiny HTTP server: GET of a published file, or 503 while `failing`.
@@ -229,6 +229,10 @@ fn agent_converges_from_a_url_keeps_the_last_good_bundle_and_picks_up_a_new_one(
     }
     assert!(metrics.contains("kiln.agent.run_time_ms:"), "{metrics}");
     assert!(metrics.contains("kiln.agent.failed:0|g"), "{metrics}");
+    assert!(
+        metrics.contains("kiln.agent.checks_failed:0|g"),
+        "{metrics}"
+    );
 
     // The URL fails: the agent keeps converging with the last good bundle
     // (a change by hand is put back).
@@ -334,4 +338,148 @@ fn agent_refuses_bad_sources_and_durations() {
         .run()
         .failure()
         .stdout_contains("b.tar.sha256");
+}
+
+/// Runs a command inside a host's root as its own agent runs there: in
+/// mount and PID namespaces of its own (with /proc), chrooted.
+fn in_host(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("unshare")
+        .args(["--mount", "--pid", "--fork", "--kill-child"])
+        .arg(format!("--mount-proc={}", root.join("proc").display()))
+        .arg("chroot")
+        .arg(root)
+        .args(args)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A site whose config file says what the node's attributes say, with a
+/// verify check that reads the same attribute.
+fn greeting_policy() -> Repo {
+    Repo::new()
+        .role(
+            "web",
+            "run_list = [\"recipe[site]\"]\n\n[[verify]]\nfile = \"/etc/kiln-site.conf\"\ncontains = \"{{site.greeting}}\"\n",
+        )
+        .attributes("site", "[site]\ngreeting = \"the cookbook default\"\n")
+        .recipe(
+            "site",
+            "default",
+            "[[resource]]\nfile = \"/etc/kiln-site.conf\"\ncontent = \"hello from {{site.greeting}}\\n\"\n",
+        )
+        .whitelist("[packages]\n")
+}
+
+/// Gives the host inventory attributes: `site.greeting`.
+fn set_greeting(inventory: &Path, greeting: &str) {
+    let inv: String = std::fs::read_to_string(inventory)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("attributes"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let host = "[hosts.\"attr01.example.com\"]\n";
+    std::fs::write(
+        inventory,
+        inv.replace(
+            host,
+            &format!("{host}attributes = {{ site = {{ greeting = \"{greeting}\" }} }}\n"),
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_agent_converges_what_the_push_converged() {
+    let mut f = Fleet::new(vec![spec("attr01.example.com", &["web"])], |_: &Path| {});
+    set_greeting(&f.inventory(), "the inventory");
+    f.start();
+    let repo = greeting_policy();
+    let root = f.host("attr01.example.com").path().to_path_buf();
+    let conf = || read(&root, "/etc/kiln-site.conf");
+    f.kiln(&["converge"]).repo(&repo).run().success();
+    assert_eq!(conf(), "hello from the inventory\n");
+
+    // The agent, on the host, converges the pushed bundle with the same
+    // node: nothing changes, the checks pass, and --once waits no splay
+    // (an hour of it would hold this test up).
+    let agent = |source: &str| {
+        in_host(
+            &root,
+            &[
+                "/var/lib/kiln/bin/kiln",
+                "agent",
+                "--once",
+                "--splay",
+                "1h",
+                "--source",
+                source,
+            ],
+        )
+    };
+    let out = agent("/var/lib/kiln/bundles/current");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("once, now (no splay)"), "{text}");
+    assert!(text.contains("nodes/attr01.example.com.toml"), "{text}");
+    assert!(text.contains("converged: 0 resource(s) updated"), "{text}");
+    assert!(text.contains("verify: 1/1 checks passed"), "{text}");
+    assert_eq!(conf(), "hello from the inventory\n");
+    let kept = read(&root, "/var/lib/kiln/agent/last_run.json");
+    assert!(kept.contains("\"checks\""), "{kept}");
+
+    // And the next push finds nothing to put back: no flapping.
+    let o = f.kiln(&["converge", "--json"]).repo(&repo).run().success();
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(r["totals"]["unchanged"], 1, "{}", o.stdout);
+
+    // A published bundle made with the inventory carries the node file too.
+    let publish = |key: &Path| {
+        kiln()
+            .repo(&repo)
+            .args(["fleet", "bundle", "--out"])
+            .arg(root.join("srv/pub"))
+            .arg("--inventory")
+            .arg(f.inventory())
+            .arg("--signing-key")
+            .arg(key)
+            .run()
+            .success();
+    };
+    publish(&f.dir.path().join("signing_key"));
+    let out = agent("/srv/pub/bundle.tar");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("converged: 0 resource(s) updated"), "{text}");
+
+    // A new bundle signed by a key the host does not trust is refused: the
+    // last good bundle converges (its node unchanged), and the exit code
+    // says that the new one was refused.
+    let other = tempfile::tempdir().unwrap();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mallory", "-f"])
+        .arg(other.path().join("key"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    set_greeting(&f.inventory(), "an untrusted signer");
+    publish(&other.path().join("key"));
+    let out = agent("/srv/pub/bundle.tar");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("converging with the last good bundle"),
+        "{text}"
+    );
+    assert!(text.contains("converged: 0 resource(s) updated"), "{text}");
+    assert_eq!(conf(), "hello from the inventory\n");
 }

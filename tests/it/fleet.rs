@@ -551,3 +551,33 @@ fn ctrl_c_holds_the_push_and_lets_hosts_in_flight_finish() {
         Some("1.0-1")
     );
 }
+
+#[test]
+fn the_push_hold_names_a_failed_canary_and_what_changed_on_it() {
+    let f = web_fleet(2, &[0]);
+    let repo = policy("1.0-1");
+    f.kiln(&["converge"]).repo(&repo).run().success();
+    // The canary upgrades, then fails its health check: it is left changed,
+    // and the summary says so, with the change, instead of "changed: none".
+    set_pin(&repo, "3.0+broken-1");
+    let o = f
+        .kiln(&["converge"])
+        .repo(&repo)
+        .run()
+        .failure()
+        .stdout_contains("PUSH HOLD: canary web01.example.com failed")
+        .stdout_contains("  changed: web01.example.com (failed)\n")
+        .stdout_contains("    web01.example.com, before it failed:\n");
+    let hold = &o.stdout[o.stdout.find("PUSH HOLD").unwrap()..];
+    let left = hold
+        .lines()
+        .skip_while(|l| !l.contains("before it failed"))
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        left.contains("package[kiln-hello]") && left.contains("1.0-1 -> 3.0+broken-1"),
+        "{}",
+        o.stdout
+    );
+    assert!(hold.contains("not reached: web02.example.com"), "{hold}");
+}

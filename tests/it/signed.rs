@@ -442,14 +442,15 @@ fn agent_over_https_refuses_forged_and_revoked_bundles_and_keeps_the_last_good()
     assert_eq!(site_conf(), "one\n");
 
     // Forged: a new bundle and its matching .sha256, beside the old
-    // signature. Refused; the last good bundle converges (and puts back a
-    // change made by hand).
+    // signature. Refused (the run fails); the last good bundle converges
+    // (and puts back a change made by hand).
     let good_sig = std::fs::read(serve.join("bundle.tar.sig")).unwrap();
     bundle(&site("forged"), &serve, &keys.key("old"));
     std::fs::write(serve.join("bundle.tar.sig"), &good_sig).unwrap();
     std::fs::write(&conf, "changed by hand\n").unwrap();
     let (ok, log) = agent_once(r, &url);
-    assert!(ok, "{log}");
+    // Refused: --once says so in its exit code.
+    assert!(!ok, "{log}");
     assert!(log.contains("bad signature"), "{log}");
     assert!(
         log.contains("converging with the last good bundle"),
@@ -460,7 +461,8 @@ fn agent_over_https_refuses_forged_and_revoked_bundles_and_keeps_the_last_good()
     // Forged and signed by a key nobody trusts.
     bundle(&site("forged"), &serve, &keys.key("mallory"));
     let (ok, log) = agent_once(r, &url);
-    assert!(ok, "{log}");
+    // Refused: --once says so in its exit code.
+    assert!(!ok, "{log}");
     assert!(log.contains("unknown or revoked signer"), "{log}");
     assert_eq!(site_conf(), "one\n");
 
@@ -478,7 +480,8 @@ fn agent_over_https_refuses_forged_and_revoked_bundles_and_keeps_the_last_good()
     allow(&["new"]);
     bundle(&site("three"), &serve, &keys.key("old"));
     let (ok, log) = agent_once(r, &url);
-    assert!(ok, "{log}");
+    // Refused: --once says so in its exit code.
+    assert!(!ok, "{log}");
     assert!(log.contains("unknown or revoked signer"), "{log}");
     assert_eq!(site_conf(), "two\n");
 
