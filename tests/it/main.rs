@@ -32,3 +32,4 @@ mod snapshot;
 mod stack;
 mod substitute;
 mod vanished;
+mod workflow;
