@@ -482,3 +482,87 @@ pub fn render(st: &Status) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host that matched its policy, with `(resource, desired, part)`.
+    fn host(fqdn: &str, parts: &[(&str, &str, &str)]) -> HostStatus {
+        HostStatus {
+            fqdn: fqdn.into(),
+            address: fqdn.into(),
+            roles: vec!["web".into()],
+            release: "bookworm".into(),
+            last_run: None,
+            fingerprint: Some(format!("fp-{fqdn}")),
+            parts: parts
+                .iter()
+                .map(|(r, _, p)| Part {
+                    resource: r.to_string(),
+                    part: p.to_string(),
+                })
+                .collect(),
+            against_policy: Some(vec![]),
+            desired: parts
+                .iter()
+                .map(|(r, d, _)| (r.to_string(), d.to_string()))
+                .collect(),
+            guarded: BTreeSet::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn parts_are_compared_only_where_the_policies_want_the_same() {
+        // Every motd differs, as each host's policy wants: no drift.
+        let hosts: Vec<HostStatus> = ["a", "b", "c"]
+            .iter()
+            .map(|h| {
+                host(
+                    h,
+                    &[
+                        (
+                            "template[/etc/motd]",
+                            &format!("want-{h}"),
+                            &format!("got-{h}"),
+                        ),
+                        ("file[/etc/x]", "same", "mode=0644"),
+                    ],
+                )
+            })
+            .collect();
+        assert!(drift(&hosts).is_empty());
+
+        // One host's mode, which the policy leaves open, differs from the
+        // two others': that host only, with what the others have.
+        let mut hosts = hosts;
+        hosts[1] = host("b", &[("file[/etc/x]", "same", "mode=0600")]);
+        let d = drift(&hosts);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].fqdn, "b");
+        assert_eq!(d[0].parts[0].expected.as_deref(), Some("mode=0644"));
+        assert_eq!(d[0].parts[0].hosts_with_expected, ["a", "c"]);
+
+        // A resource the why-run already names is not said twice.
+        hosts[1].against_policy = Some(vec![PolicyDifference {
+            resource: "file[/etc/x]".into(),
+            changes: vec!["update mode".into()],
+            diff: None,
+            error: None,
+        }]);
+        let d = drift(&hosts);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].parts.is_empty());
+        assert_eq!(d[0].resources.len(), 1);
+
+        // Two hosts, no majority: both are named, no part is "expected".
+        let two = [
+            host("a", &[("file[/etc/x]", "same", "mode=0644")]),
+            host("b", &[("file[/etc/x]", "same", "mode=0600")]),
+        ];
+        let d = drift(&two);
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().all(|h| h.parts[0].expected.is_none()));
+    }
+}
