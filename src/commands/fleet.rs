@@ -251,6 +251,14 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
             }
             for ch in &outcome.changes {
                 line.push_str(&format!("\n      {ch}"));
+                // Under why-run, a file's change with its diff, as the
+                // local `converge --why-run` prints it.
+                let resource = ch.split_once(": ").map_or(ch.as_str(), |(r, _)| r);
+                if let Some(d) = outcome.diffs.get(resource) {
+                    for l in d.lines() {
+                        line.push_str(&format!("\n        {l}"));
+                    }
+                }
             }
             if !json || !tty {
                 say(line);

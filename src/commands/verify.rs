@@ -62,6 +62,9 @@ pub fn run(v: Verify) -> Result<i32, Error> {
         }
         let ok = report.success;
         doc.converge = Some(report);
+        if v.why_run {
+            doc.desired = engine::desired_digests(&prepared.policy);
+        }
         if !ok || v.why_run {
             if json {
                 let _ = writeln!(out, "{}", doc.to_json());

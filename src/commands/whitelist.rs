@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::engine::{self, Report, Request};
 use crate::error::{Error, PolicyError};
 use crate::platform::archive::{self, Offer};
-use crate::platform::dpkg::Dpkg;
+use crate::platform::dpkg::{self, Dpkg};
 use crate::platform::facts::Facts;
 use crate::platform::rootfs::{self, Overlay};
 use crate::platform::siblings;
@@ -82,7 +82,26 @@ fn explain_release(
     let items: Vec<String> = roles.iter().map(|r| format!("role[{r}]")).collect();
     let expanded = expand(repo, &items)?;
     let fqdn = fqdn.unwrap_or("");
-    let pins = wl.resolve(fqdn, &expanded.role_names(), codename)?;
+    let mut pins = wl.resolve(fqdn, &expanded.role_names(), codename)?;
+    if !roles.is_empty() {
+        // The roles' own packages, from their compiled policy (a package
+        // name may be a template): a pin no package of theirs uses is
+        // another role's business.
+        let mut facts = Facts::gather(&Target::host(), Some(fqdn).filter(|f| !f.is_empty()));
+        facts.codename = codename.to_string();
+        let req = Request {
+            run_list: items,
+            ..Request::default()
+        };
+        let policy = engine::compile(repo, &req, &facts)?;
+        let used: BTreeSet<&str> = policy
+            .resources
+            .iter()
+            .filter(|r| r.id.kind == "package")
+            .map(|r| r.id.name.as_str())
+            .collect();
+        pins.retain(|name, _| used.contains(name.as_str()));
+    }
     // The binary packages that follow each pin, from a target's apt index.
     let sibs = match siblings_of {
         Some(target) => {
@@ -382,7 +401,8 @@ fn target_policy(
     Ok((target, facts.codename, policy))
 }
 
-/// Compares a target's packages with its pins, and lists what was installed by hand.
+/// Compares a target's packages with its pins, and lists what was installed
+/// by hand since kiln first ran there.
 pub fn audit(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
     let (target, release, policy) = target_policy(repo, node, false, &mut None)?;
     let managed: BTreeSet<String> = installed_pins(&policy).into_keys().collect();
@@ -434,7 +454,14 @@ pub fn audit(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
         }
     }
     // By hand: installed on request (not as a dependency), needed by no
-    // other package, not part of the base system, and managed by nothing.
+    // other package, not part of the base system, managed by nothing, and
+    // installed after kiln first ran there: what the image came with
+    // (openssh-server, ca-certificates) was there before kiln and is not
+    // "by hand". dpkg's log says when each package was installed (an
+    // upgrade is not an install); a package whose install left the logs
+    // falls back to its file list's mtime.
+    let since = Report::first_run(&target).map(|t| t as i64);
+    let logged = dpkg::install_times(&target);
     let auto = auto_installed(&target);
     let needed: BTreeSet<&str> = dpkg
         .packages
@@ -454,6 +481,22 @@ pub fn audit(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
             by_hand.insert(name, &p.version);
         }
     }
+    let unlogged: Vec<&str> = by_hand
+        .keys()
+        .filter(|n| !logged.contains_key(n.as_str()))
+        .map(|n| n.as_str())
+        .collect();
+    let unpacked = dpkg::unpack_times(&target, &unlogged);
+    by_hand.retain(|name, _| {
+        let when = logged.get(name.as_str()).or(unpacked.get(name.as_str()));
+        match (since, when) {
+            // Kiln never ran here: everything predates it.
+            (None, _) => false,
+            (Some(since), Some(&t)) => t >= since,
+            // No trace of when: said, rather than hidden.
+            (Some(_), None) => true,
+        }
+    });
     for (name, version) in by_hand {
         findings.push(Finding {
             package: name.clone(),

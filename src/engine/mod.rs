@@ -10,7 +10,7 @@ pub use compile::{Policy, Request, compile};
 pub use converge::{
     Converge, DEFAULT_LOCK_TIMEOUT, Event, NodeFile, PinMode, Prepared, converge, prepare,
 };
-pub use report::{LAST_RUN, Report, ResourceReport, Status, managed_ids};
+pub use report::{LAST_RUN, Report, ResourceReport, Status, desired_digests, managed_ids};
 pub use run::{Plan, Step, plan};
 
 use crate::error::PolicyError;

@@ -12,12 +12,17 @@ use super::compile::Policy;
 use crate::platform::pins::{PinMode, Substitution};
 use crate::platform::target::Target;
 use crate::resource::fsmeta::{Ids, atomic_write};
+use crate::resource::state::hex;
 
 /// Where a target keeps its last run; the agent, `fingerprint`, `whitelist
 /// audit` and `fleet status` all read it back.
 pub const LAST_RUN: &str = "/var/lib/kiln/last_run.json";
 /// The bounded history of runs beside it.
 const RUNS: &str = "/var/lib/kiln/runs";
+/// When kiln first ran on the target (seconds since the epoch): the history
+/// is bounded, and `whitelist audit` tells a base image's packages from
+/// those installed later by this time.
+const FIRST_RUN: &str = "/var/lib/kiln/first_run";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -275,6 +280,31 @@ impl Report {
         )
     }
 
+    /// When kiln first ran on `target`: the recorded time, else the oldest
+    /// run it keeps, else its last run; None when kiln never ran there.
+    pub fn first_run(target: &Target) -> Option<u64> {
+        let tfs = target.fs();
+        if let Ok(t) = tfs.read_to_string(FIRST_RUN)
+            && let Ok(t) = t.trim().parse()
+        {
+            return Some(t);
+        }
+        let oldest = tfs
+            .read_dir_nofollow(RUNS)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter(|n| is_report_name(n))
+            .filter_map(|n| n.split_once('-')?.0.parse::<u64>().ok())
+            .min();
+        oldest.or_else(|| {
+            Report::load_last(target)
+                .ok()
+                .flatten()
+                .map(|r| r.started_at)
+        })
+    }
+
     /// The path of the target's last run report, as shown to people.
     pub fn last_run_path(target: &Target) -> PathBuf {
         target.root().join(LAST_RUN.trim_start_matches('/'))
@@ -312,6 +342,19 @@ impl Report {
             tfs.remove_file(RUNS).map_err(shown)?;
         }
         tfs.create_dir_all(RUNS, 0o755).map_err(shown)?;
+        if !tfs.exists(FIRST_RUN) {
+            // A target converged by a kiln before this file existed: its
+            // oldest kept run is the best record of the first.
+            let first = Report::first_run(target).unwrap_or(self.started_at);
+            atomic_write(
+                tfs,
+                FIRST_RUN,
+                format!("{first}\n").as_bytes(),
+                0o644,
+                Ids::default(),
+            )
+            .map_err(|e| e.to_string())?;
+        }
         let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         let name = format!("{}-{}.json", self.started_at, std::process::id());
         atomic_write(tfs, format!("{RUNS}/{name}"), &json, 0o600, Ids::default())
@@ -359,6 +402,47 @@ pub fn managed_ids(policy: &Policy) -> Vec<String> {
         .filter(|r| !(r.sensitive && r.id.kind == crate::resource::execute::TYPE.name))
         .map(|r| r.id.to_string())
         .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+/// What the policy wants of each managed resource (keyed as in
+/// [`managed_ids`]), as one digest of its compiled actions and properties.
+/// `kiln fleet status` compares two hosts' fingerprint parts only where
+/// these agree: a resource the policy renders per host (a motd with the
+/// fqdn) or changes for a rollout is judged against each host's own policy,
+/// never against its neighbours. A sensitive resource's digest is keyed
+/// with the fingerprint key, so it never lets anyone test guesses of a secret.
+pub fn desired_digests(policy: &Policy) -> std::collections::BTreeMap<String, String> {
+    use hmac::{KeyInit as _, Mac as _};
+    use sha2::Digest as _;
+    let managed: BTreeSet<String> = managed_ids(policy).into_iter().collect();
+    let mut wanted: std::collections::BTreeMap<String, String> = Default::default();
+    for r in &policy.resources {
+        let id = r.id.to_string();
+        if !managed.contains(&id) {
+            continue;
+        }
+        // A resource declared twice (identically) contributes both actions.
+        let _ = writeln!(wanted.entry(id).or_default(), "{:?} {:?}", r.actions, r.imp);
+    }
+    wanted
+        .into_iter()
+        .map(|(id, bytes)| {
+            let sensitive = policy
+                .resources
+                .iter()
+                .any(|r| r.sensitive && r.id.to_string() == id);
+            let digest = match (&policy.fingerprint_key, sensitive) {
+                (Some(k), true) => {
+                    let mut mac =
+                        hmac::Hmac::<sha2::Sha256>::new_from_slice(k).expect("any key length");
+                    mac.update(bytes.as_bytes());
+                    format!("hmac-sha256={}", hex(&mac.finalize().into_bytes()))
+                }
+                _ => format!("sha256={}", hex(&sha2::Sha256::digest(bytes.as_bytes()))),
+            };
+            (crate::resource::state::clean(&id), digest)
+        })
         .collect()
 }
 

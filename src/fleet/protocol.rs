@@ -2,6 +2,8 @@
 //! one JSON document, so that both ends share one type and no marker
 //! splits the output.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Report;
@@ -17,6 +19,11 @@ pub struct HostReport {
     /// The verify checks, run only after a successful real converge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<CheckOutcome>>,
+    /// With `--converge --why-run`: what the host's policy wants of each
+    /// managed resource, as [`crate::engine::desired_digests`], so that
+    /// `fleet status` compares hosts only where their policies agree.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub desired: BTreeMap<String, String>,
 }
 
 impl HostReport {
@@ -26,6 +33,7 @@ impl HostReport {
             converge: None,
             success: checks.iter().all(|c| c.ok),
             checks: Some(checks),
+            desired: BTreeMap::new(),
         }
     }
 

@@ -178,6 +178,10 @@ pub struct HostOutcome {
     pub changed: usize,
     /// One line per changed resource: `package[x]: upgrade 1.0 -> 2.0`.
     pub changes: Vec<String>,
+    /// With --why-run: unified diffs of file content by resource, as the
+    /// local why-run prints them (sensitive content redacted by the host).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub diffs: std::collections::BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -196,6 +200,7 @@ impl HostOutcome {
             state: State::NotReached,
             changed: 0,
             changes: vec![],
+            diffs: Default::default(),
             failure: None,
             health: vec![],
             sent_binary: false,
@@ -370,7 +375,8 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(6)..].join("\n")
 }
 
-/// The node argument of a host's converge: its node file in the bundle,
+/// The node argument of a host's converge (and of `fleet status`'s why-run,
+/// which judges the host by the same node): its node file in the bundle,
 /// which the bundle's signature covers. Nothing about the node (roles,
 /// attributes) travels on the command line, where it would be unsigned.
 fn node_args(host: &Host, p: &Payload) -> String {
@@ -524,6 +530,9 @@ fn steps(
                 }
                 if !o.changes.contains(&line) {
                     o.changes.push(line);
+                }
+                if why_run && let Some(d) = &r.diff {
+                    o.diffs.insert(r.resource.clone(), d.clone());
                 }
             }
             Status::Failed => o.changes.push(format!(

@@ -1,7 +1,10 @@
 //! `kiln fleet status`: each host's last run and fingerprint, grouped by
-//! the Debian release the host runs, and drift: hosts of the same roles and
-//! release whose fingerprints differ, with the parts that differ (hosts of
-//! two releases differ by design: other versions, other paths).
+//! the Debian release the host runs, and drift. Drift is a host against its
+//! own policy: what a why-run of that host's policy would change (hosts
+//! differ by design: a template with the fqdn, a rollout, a release). Then,
+//! as a second opinion on what the policy leaves open, fingerprint parts
+//! are compared between hosts of the same roles and release, but only
+//! where their policies want the same of the resource.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -10,9 +13,11 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::inventory::Host;
-use super::rollout::BIN_DIR;
+use super::protocol::HostReport;
+use super::rollout::{BIN_DIR, BUNDLE_DIR};
 use super::ssh::Transport;
-use crate::engine::{LAST_RUN, Report};
+use super::ssh::q;
+use crate::engine::{LAST_RUN, Report, Status as EngineStatus};
 use crate::fingerprint::{Fingerprint, Part};
 
 /// What status shows of a host's last run report.
@@ -51,33 +56,54 @@ pub struct HostStatus {
     pub fingerprint: Option<String>,
     #[serde(skip)]
     parts: Vec<Part>,
+    /// What a why-run of the host's own policy would change (None: it
+    /// could not run, and `error` says why).
+    pub against_policy: Option<Vec<PolicyDifference>>,
+    /// The host's policy's digest of each managed resource.
+    #[serde(skip)]
+    desired: BTreeMap<String, String>,
+    /// Resources the why-run skipped (a guard): their state is the host's.
+    #[serde(skip)]
+    guarded: BTreeSet<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+/// A resource whose state differs from what the host's policy wants, as
+/// `kiln converge --why-run` says it (sensitive content redacted there).
 #[derive(Debug, Clone, Serialize)]
-pub struct Difference {
+pub struct PolicyDifference {
     pub resource: String,
-    /// The part on most hosts of the roles (None: not managed there).
-    pub expected: Option<String>,
-    pub found: Option<String>,
+    pub changes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// The why-run could not check it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
+/// A fingerprint part that differs from other hosts of the same roles and
+/// release whose policy wants the same of that resource.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outlier {
-    pub fqdn: String,
-    pub fingerprint: String,
-    pub differs: Vec<Difference>,
+pub struct PartDifference {
+    pub resource: String,
+    pub found: String,
+    /// The part most of those hosts have (None: no majority, each host is
+    /// named).
+    pub expected: Option<String>,
+    pub hosts_with_expected: Vec<String>,
 }
 
+/// One host that is not what its policy wants.
 #[derive(Debug, Clone, Serialize)]
 pub struct Drift {
+    pub fqdn: String,
     pub roles: Vec<String>,
     pub release: String,
-    /// The fingerprint most hosts of these roles have.
-    pub majority: String,
-    pub hosts_with_majority: Vec<String>,
-    pub outliers: Vec<Outlier>,
+    /// Against its own policy.
+    pub resources: Vec<PolicyDifference>,
+    /// Against hosts whose policy wants the same.
+    pub parts: Vec<PartDifference>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,20 +113,35 @@ pub struct Status {
 }
 
 const SEP: &str = "--kiln-fingerprint--";
+/// Between the fingerprint and the why-run's report.
+const SEP_PLAN: &str = "--kiln-why-run--";
+/// The host has no pushed bundle to judge it against.
+const NO_BUNDLE: &str = "kiln-no-bundle";
 /// The first line of the status script's output: the host's release.
 const RELEASE: &str = "kiln-release:";
 /// The host's kiln binary (named `kiln.SHA256`) no longer has its hash.
 const ALTERED: &str = "kiln-binary-altered:";
 
-pub fn collect(hosts: &[Host], t: &Transport) -> Status {
-    let script = format!(
+/// One ssh exec per host: its release, last run, fingerprint, and a why-run
+/// of its own policy (its node file in the bundle it last converged: the
+/// roles, fqdn and attributes the push gave it), which changes
+/// nothing and keeps no report.
+fn script(h: &Host) -> String {
+    // The node file of the bundle it last converged, as the push gave it.
+    let node = q(&super::bundle::node_path(std::path::Path::new(""), &h.fqdn).to_string_lossy());
+    format!(
         "echo \"{RELEASE} $(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release 2>/dev/null | tr -d '\\\"')\"; \
          cat {LAST_RUN} 2>/dev/null; echo; echo {SEP}; \
          K=$(readlink -f {BIN_DIR}/kiln); case \"${{K##*/}}\" in kiln.*) S=${{K##*/kiln.}};; *) S=;; esac; \
          if [ -x \"$K\" ] && [ -n \"$S\" ] && [ \"$(sha256sum < \"$K\" | cut -d' ' -f1)\" != \"$S\" ]; then \
          echo \"{ALTERED} $K does not have the sha256 it was pushed with: altered on the host, not run\"; \
-         elif [ -x \"$K\" ] && \"$K\" fingerprint --help >/dev/null 2>&1; then cd / && \"$K\" fingerprint --json 2>&1; fi; exit 0"
-    );
+         elif [ -x \"$K\" ] && \"$K\" fingerprint --help >/dev/null 2>&1; then cd / && \"$K\" fingerprint --json 2>&1; \
+         echo {SEP_PLAN}; R={BUNDLE_DIR}/current; \
+         if [ -d \"$R/\" ]; then \"$K\" --repo \"$R/\" verify --converge --why-run --json --node \"$R\"/{node}; else echo {NO_BUNDLE}; fi; fi; exit 0",
+    )
+}
+
+pub fn collect(hosts: &[Host], t: &Transport) -> Status {
     let results: Vec<Mutex<Option<HostStatus>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
     let next = Mutex::new(0usize);
     std::thread::scope(|s| {
@@ -114,7 +155,7 @@ pub fn collect(hosts: &[Host], t: &Transport) -> Status {
                         i
                     };
                     let Some(h) = hosts.get(i) else { break };
-                    *results[i].lock().unwrap() = Some(one(h, t, &script));
+                    *results[i].lock().unwrap() = Some(one(h, t));
                 }
             });
         }
@@ -129,7 +170,7 @@ pub fn collect(hosts: &[Host], t: &Transport) -> Status {
     Status { hosts, drift }
 }
 
-fn one(h: &Host, t: &Transport, script: &str) -> HostStatus {
+fn one(h: &Host, t: &Transport) -> HostStatus {
     let mut st = HostStatus {
         fqdn: h.fqdn.clone(),
         address: h.address.clone(),
@@ -138,9 +179,12 @@ fn one(h: &Host, t: &Transport, script: &str) -> HostStatus {
         last_run: None,
         fingerprint: None,
         parts: vec![],
+        against_policy: None,
+        desired: BTreeMap::new(),
+        guarded: BTreeSet::new(),
         error: None,
     };
-    match t.run(h, script, None) {
+    match t.run(h, &script(h), None) {
         Err(e) => st.error = Some(e.to_string()),
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout);
@@ -151,7 +195,8 @@ fn one(h: &Host, t: &Transport, script: &str) -> HostStatus {
                 }
                 _ => &text,
             };
-            let (run, fp) = text.split_once(SEP).unwrap_or((text, ""));
+            let (run, rest) = text.split_once(SEP).unwrap_or((text, ""));
+            let (fp, plan) = rest.split_once(SEP_PLAN).unwrap_or((rest, ""));
             if !run.trim().is_empty() {
                 match Report::parse(run.trim()) {
                     Ok(r) => st.last_run = Some(r.into()),
@@ -160,86 +205,155 @@ fn one(h: &Host, t: &Transport, script: &str) -> HostStatus {
             }
             if let Some(why) = fp.trim().strip_prefix(ALTERED) {
                 st.error = Some(format!("kiln binary altered: {}", why.trim()));
-            } else if let Ok(f) = Fingerprint::parse(fp.trim()) {
+                return st;
+            }
+            if let Ok(f) = Fingerprint::parse(fp.trim()) {
                 st.fingerprint = Some(f.fingerprint);
                 st.parts = f.parts;
             }
+            judge(&mut st, plan.trim(), &out.stderr);
         }
     }
     st
 }
 
-fn drift(hosts: &[HostStatus]) -> Vec<Drift> {
-    let mut groups: BTreeMap<(String, Vec<String>), Vec<&HostStatus>> = BTreeMap::new();
-    for h in hosts {
-        if h.fingerprint.is_some() {
-            let mut roles = h.roles.clone();
-            roles.sort();
-            groups
-                .entry((h.release.clone(), roles))
-                .or_default()
-                .push(h);
-        }
-    }
-    let mut out = Vec::new();
-    for ((release, roles), members) in groups {
-        let mut by_fp: BTreeMap<&str, Vec<&HostStatus>> = BTreeMap::new();
-        for h in &members {
-            by_fp
-                .entry(h.fingerprint.as_deref().unwrap())
-                .or_default()
-                .push(h);
-        }
-        if by_fp.len() < 2 {
-            continue;
-        }
-        let (majority, with) = by_fp
-            .iter()
-            .max_by_key(|(fp, hs)| (hs.len(), std::cmp::Reverse(*fp)))
-            .map(|(fp, hs)| (fp.to_string(), hs.clone()))
-            .unwrap();
-        let reference: BTreeMap<&str, &str> = with[0]
-            .parts
-            .iter()
-            .map(|p| (p.resource.as_str(), p.part.as_str()))
-            .collect();
-        let mut outliers = Vec::new();
-        for (fp, hs) in &by_fp {
-            if *fp == majority {
-                continue;
-            }
-            for h in hs {
-                let theirs: BTreeMap<&str, &str> = h
-                    .parts
-                    .iter()
-                    .map(|p| (p.resource.as_str(), p.part.as_str()))
-                    .collect();
-                let keys: BTreeSet<&str> = reference.keys().chain(theirs.keys()).copied().collect();
-                let differs = keys
-                    .into_iter()
-                    .filter(|k| reference.get(k) != theirs.get(k))
-                    .map(|k| Difference {
-                        resource: k.to_string(),
-                        expected: reference.get(k).map(|s| s.to_string()),
-                        found: theirs.get(k).map(|s| s.to_string()),
-                    })
-                    .collect();
-                outliers.push(Outlier {
-                    fqdn: h.fqdn.clone(),
-                    fingerprint: fp.to_string(),
-                    differs,
-                });
-            }
-        }
-        out.push(Drift {
-            roles,
-            release,
-            majority,
-            hosts_with_majority: with.iter().map(|h| h.fqdn.clone()).collect(),
-            outliers,
+/// Reads the host's why-run of its own policy into `st`.
+fn judge(st: &mut HostStatus, plan: &str, stderr: &str) {
+    if plan.is_empty() {
+        st.error.get_or_insert_with(|| {
+            "no kiln on the host to judge it against its policy: run kiln fleet converge".into()
         });
+        return;
     }
-    out
+    if plan == NO_BUNDLE {
+        st.error.get_or_insert_with(|| {
+            format!(
+                "no pushed bundle ({BUNDLE_DIR}/current) to judge the host against: run kiln fleet converge"
+            )
+        });
+        return;
+    }
+    let report = HostReport::parse(plan).ok().and_then(|d| {
+        let r = d.converge?;
+        Some((r, d.desired))
+    });
+    let Some((report, desired)) = report else {
+        let why: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        st.error.get_or_insert_with(|| {
+            format!(
+                "the why-run of its policy failed: {}",
+                why[why.len().saturating_sub(4)..].join(" | ")
+            )
+        });
+        return;
+    };
+    let mut differs = Vec::new();
+    for r in report.resources {
+        match r.status {
+            EngineStatus::WouldUpdate => differs.push(PolicyDifference {
+                resource: r.resource,
+                changes: r.changes,
+                diff: r.diff,
+                error: None,
+            }),
+            EngineStatus::Failed | EngineStatus::FailedIgnored => differs.push(PolicyDifference {
+                resource: r.resource,
+                changes: r.changes,
+                diff: None,
+                error: Some(r.error.unwrap_or_else(|| "could not be checked".into())),
+            }),
+            EngineStatus::Skipped => {
+                st.guarded.insert(r.resource);
+            }
+            EngineStatus::UpToDate | EngineStatus::Updated => {}
+        }
+    }
+    st.against_policy = Some(differs);
+    st.desired = desired;
+}
+
+/// Per host: what its own policy would change, then the fingerprint parts
+/// that differ from hosts of the same roles and release whose policy wants
+/// the same of that resource (where a strict majority of them agree; with
+/// none, each is named). A part the policy renders per host, or that a
+/// rollout changes, is never compared; nor is one the host's why-run
+/// already names or skips by a guard.
+fn drift(hosts: &[HostStatus]) -> Vec<Drift> {
+    let mut parts: BTreeMap<&str, Vec<PartDifference>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, Vec<&String>), Vec<&HostStatus>> = BTreeMap::new();
+    for h in hosts {
+        if h.against_policy.is_some() && h.fingerprint.is_some() {
+            let mut roles: Vec<&String> = h.roles.iter().collect();
+            roles.sort();
+            groups.entry((&h.release, roles)).or_default().push(h);
+        }
+    }
+    for members in groups.values() {
+        let ids: BTreeSet<&str> = members
+            .iter()
+            .flat_map(|h| h.parts.iter().map(|p| p.resource.as_str()))
+            .collect();
+        for id in ids {
+            // Hosts whose policy wants the same of `id`, with their part.
+            let mut by_desired: BTreeMap<&str, Vec<(&HostStatus, &str)>> = BTreeMap::new();
+            for h in members {
+                let named = h.against_policy.iter().flatten().any(|d| d.resource == id);
+                let (Some(want), Some(part)) =
+                    (h.desired.get(id), h.parts.iter().find(|p| p.resource == id))
+                else {
+                    continue;
+                };
+                if named || h.guarded.contains(id) {
+                    continue;
+                }
+                by_desired
+                    .entry(want)
+                    .or_default()
+                    .push((h, part.part.as_str()));
+            }
+            for alike in by_desired.values() {
+                let mut by_part: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                for (h, part) in alike {
+                    by_part.entry(part).or_default().push(&h.fqdn);
+                }
+                if by_part.len() < 2 {
+                    continue;
+                }
+                let majority = by_part
+                    .iter()
+                    .find(|(_, hs)| hs.len() * 2 > alike.len())
+                    .map(|(p, hs)| (*p, hs.clone()));
+                for (h, part) in alike {
+                    if majority.as_ref().is_some_and(|(p, _)| p == part) {
+                        continue;
+                    }
+                    parts.entry(&h.fqdn).or_default().push(PartDifference {
+                        resource: id.to_string(),
+                        found: part.to_string(),
+                        expected: majority.as_ref().map(|(p, _)| p.to_string()),
+                        hosts_with_expected: majority
+                            .as_ref()
+                            .map(|(_, hs)| hs.iter().map(|s| s.to_string()).collect())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+    hosts
+        .iter()
+        .filter_map(|h| {
+            let resources = h.against_policy.clone().unwrap_or_default();
+            let parts = parts.remove(h.fqdn.as_str()).unwrap_or_default();
+            (!resources.is_empty() || !parts.is_empty()).then(|| Drift {
+                fqdn: h.fqdn.clone(),
+                roles: h.roles.clone(),
+                release: h.release.clone(),
+                resources,
+                parts,
+            })
+        })
+        .collect()
 }
 
 fn ago(t: u64) -> String {
@@ -262,10 +376,10 @@ pub fn render(st: &Status) -> String {
         "{:<28} {:<16} {:<10} {:<8} {:>7}  {:<14} DETAIL",
         "HOST", "ROLES", "LAST RUN", "RESULT", "CHANGED", "FINGERPRINT"
     );
-    let drifted: BTreeSet<&str> = st
+    let drifted: BTreeMap<&str, usize> = st
         .drift
         .iter()
-        .flat_map(|d| d.outliers.iter().map(|o| o.fqdn.as_str()))
+        .map(|d| (d.fqdn.as_str(), d.resources.len() + d.parts.len()))
         .collect();
     let mut release = None;
     for h in &st.hosts {
@@ -297,10 +411,10 @@ pub fn render(st: &Status) -> String {
             .fingerprint
             .as_deref()
             .map_or("-".to_string(), |f| f[..12.min(f.len())].to_string());
-        let detail = match &h.error {
-            Some(e) => e.clone(),
-            None if drifted.contains(h.fqdn.as_str()) => "DRIFT".into(),
-            None => String::new(),
+        let detail = match (&h.error, drifted.get(h.fqdn.as_str())) {
+            (Some(e), _) => e.clone(),
+            (None, Some(n)) => format!("DRIFT: {n} resource(s)"),
+            (None, None) => String::new(),
         };
         let _ = writeln!(
             s,
@@ -317,40 +431,140 @@ pub fn render(st: &Status) -> String {
     for d in &st.drift {
         let _ = writeln!(
             s,
-            "\ndrift in roles {} on {}: {} host(s) at {} ({})",
+            "\ndrift on {} (roles {}, {}):",
+            d.fqdn,
             d.roles.join(","),
             if d.release.is_empty() {
                 "an unknown release"
             } else {
                 &d.release
             },
-            d.hosts_with_majority.len(),
-            &d.majority[..12.min(d.majority.len())],
-            d.hosts_with_majority.join(", ")
         );
-        for o in &d.outliers {
-            let _ = writeln!(
-                s,
-                "  {} at {}:",
-                o.fqdn,
-                &o.fingerprint[..12.min(o.fingerprint.len())]
-            );
-            for x in &o.differs {
-                let _ = writeln!(
-                    s,
-                    "    {}\n      expected: {}\n      found:    {}",
-                    x.resource,
-                    x.expected.as_deref().unwrap_or("(not managed)"),
-                    x.found.as_deref().unwrap_or("(not managed)")
-                );
+        if !d.resources.is_empty() {
+            let _ = writeln!(s, "  not as its policy wants:");
+        }
+        for x in &d.resources {
+            let mut line = format!("    {}", x.resource);
+            if !x.changes.is_empty() {
+                let _ = write!(line, ": {}", x.changes.join(", "));
             }
+            if let Some(e) = &x.error {
+                let _ = write!(line, ": cannot check: {}", e.replace('\n', " | "));
+            }
+            let _ = writeln!(s, "{line}");
+            for l in x.diff.iter().flat_map(|d| d.lines()) {
+                let _ = writeln!(s, "      {l}");
+            }
+        }
+        if !d.parts.is_empty() {
+            let _ = writeln!(s, "  unlike hosts whose policy wants the same:");
+        }
+        for x in &d.parts {
+            let _ = writeln!(s, "    {}", x.resource);
+            match &x.expected {
+                Some(e) => {
+                    let _ = writeln!(
+                        s,
+                        "      expected: {e} (as on {})",
+                        x.hosts_with_expected.join(", ")
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "      expected: (no majority among those hosts)");
+                }
+            }
+            let _ = writeln!(s, "      found:    {}", x.found);
         }
     }
     if st.drift.is_empty() {
         let _ = writeln!(
             s,
-            "\nno drift: hosts of the same roles and release have the same fingerprint"
+            "\nno drift: every host reached is as its own policy wants"
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host that matched its policy, with `(resource, desired, part)`.
+    fn host(fqdn: &str, parts: &[(&str, &str, &str)]) -> HostStatus {
+        HostStatus {
+            fqdn: fqdn.into(),
+            address: fqdn.into(),
+            roles: vec!["web".into()],
+            release: "bookworm".into(),
+            last_run: None,
+            fingerprint: Some(format!("fp-{fqdn}")),
+            parts: parts
+                .iter()
+                .map(|(r, _, p)| Part {
+                    resource: r.to_string(),
+                    part: p.to_string(),
+                })
+                .collect(),
+            against_policy: Some(vec![]),
+            desired: parts
+                .iter()
+                .map(|(r, d, _)| (r.to_string(), d.to_string()))
+                .collect(),
+            guarded: BTreeSet::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn parts_are_compared_only_where_the_policies_want_the_same() {
+        // Every motd differs, as each host's policy wants: no drift.
+        let hosts: Vec<HostStatus> = ["a", "b", "c"]
+            .iter()
+            .map(|h| {
+                host(
+                    h,
+                    &[
+                        (
+                            "template[/etc/motd]",
+                            &format!("want-{h}"),
+                            &format!("got-{h}"),
+                        ),
+                        ("file[/etc/x]", "same", "mode=0644"),
+                    ],
+                )
+            })
+            .collect();
+        assert!(drift(&hosts).is_empty());
+
+        // One host's mode, which the policy leaves open, differs from the
+        // two others': that host only, with what the others have.
+        let mut hosts = hosts;
+        hosts[1] = host("b", &[("file[/etc/x]", "same", "mode=0600")]);
+        let d = drift(&hosts);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].fqdn, "b");
+        assert_eq!(d[0].parts[0].expected.as_deref(), Some("mode=0644"));
+        assert_eq!(d[0].parts[0].hosts_with_expected, ["a", "c"]);
+
+        // A resource the why-run already names is not said twice.
+        hosts[1].against_policy = Some(vec![PolicyDifference {
+            resource: "file[/etc/x]".into(),
+            changes: vec!["update mode".into()],
+            diff: None,
+            error: None,
+        }]);
+        let d = drift(&hosts);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].parts.is_empty());
+        assert_eq!(d[0].resources.len(), 1);
+
+        // Two hosts, no majority: both are named, no part is "expected".
+        let two = [
+            host("a", &[("file[/etc/x]", "same", "mode=0644")]),
+            host("b", &[("file[/etc/x]", "same", "mode=0600")]),
+        ];
+        let d = drift(&two);
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().all(|h| h.parts[0].expected.is_none()));
+    }
 }

@@ -102,9 +102,95 @@ fn dependency_names(field: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
+/// When dpkg last installed each package (not upgraded: a base image's
+/// package that a security update moved was still there first), in seconds
+/// since the epoch, from `/var/log/dpkg.log` and its first rotation (the
+/// compressed older ones are not read). dpkg logs local time; the host's
+/// own time zone (this process's) reads it back.
+pub fn install_times(target: &Target) -> HashMap<String, i64> {
+    let mut times = HashMap::new();
+    // Oldest first, so that a later install (after a removal) wins.
+    for log in ["/var/log/dpkg.log.1", "/var/log/dpkg.log"] {
+        let text = target.fs().read_to_string(log).unwrap_or_default();
+        for (name, t) in text.lines().filter_map(install_line) {
+            times.insert(name, t);
+        }
+    }
+    times
+}
+
+/// `2024-05-01 10:00:00 install openssh-server:amd64 <none> 1:9.2p1-2`:
+/// the package and when.
+fn install_line(line: &str) -> Option<(String, i64)> {
+    let mut w = line.split_whitespace();
+    let (date, time, what, pkg) = (w.next()?, w.next()?, w.next()?, w.next()?);
+    if what != "install" {
+        return None;
+    }
+    let name = pkg.split_once(':').map_or(pkg, |(n, _)| n);
+    let num =
+        |s: &str, sep: char| -> Option<Vec<i32>> { s.split(sep).map(|x| x.parse().ok()).collect() };
+    let (d, t) = (num(date, '-')?, num(time, ':')?);
+    let [y, mo, da] = d[..] else { return None };
+    let [h, mi, se] = t[..] else { return None };
+    // SAFETY: `tm` is a plain C struct, fully initialised here (zeroed,
+    // then every field mktime reads), and mktime only reads and
+    // normalises it.
+    let t = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = y - 1900;
+        tm.tm_mon = mo - 1;
+        tm.tm_mday = da;
+        tm.tm_hour = h;
+        tm.tm_min = mi;
+        tm.tm_sec = se;
+        tm.tm_isdst = -1;
+        libc::mktime(&mut tm)
+    };
+    (t != -1).then(|| (name.to_string(), t))
+}
+
+/// When dpkg last unpacked each of `names` (its file list's mtime): the
+/// fallback for a package whose install left the logs. An upgrade rewrites
+/// the list too, so this errs towards "later", which an audit may.
+pub fn unpack_times(target: &Target, names: &[&str]) -> HashMap<String, i64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = "/var/lib/dpkg/info";
+    let fs = target.fs();
+    let mut out = HashMap::new();
+    for f in fs.read_dir(dir).unwrap_or_default() {
+        let Some(f) = f.to_str() else { continue };
+        let Some(stem) = f.strip_suffix(".list") else {
+            continue;
+        };
+        let name = stem.split_once(':').map_or(stem, |(n, _)| n);
+        if names.contains(&name)
+            && let Ok(m) = fs.metadata(format!("{dir}/{f}"))
+        {
+            out.insert(name.to_string(), m.mtime());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn install_lines_are_installs_only() {
+        let (name, t) =
+            install_line("2024-05-01 10:00:00 install openssh-server:amd64 <none> 1:9.2p1-2")
+                .unwrap();
+        assert_eq!(name, "openssh-server");
+        let (_, later) =
+            install_line("2024-05-01 10:00:07 install openssh-server:amd64 <none> 1:9.2p1-2")
+                .unwrap();
+        assert_eq!(later - t, 7);
+        assert!(install_line("2024-05-01 10:00:00 upgrade openssh-server:amd64 1 2").is_none());
+        assert!(install_line("2024-05-01 10:00:00 status installed x:amd64 1").is_none());
+        assert!(install_line("garbage").is_none());
+    }
 
     #[test]
     fn parses_status_stanzas() {

@@ -330,9 +330,8 @@ fn a_failed_canary_health_check_holds_the_push_and_status_shows_drift() {
         .repo(&repo)
         .run()
         .failure()
-        .stdout_contains("drift in roles web on bookworm: 7 host(s)")
-        .stdout_contains("web06.example.com at")
-        .stdout_contains("file[/etc/kiln-site.conf]");
+        .stdout_contains("drift on web06.example.com (roles web, bookworm):")
+        .stdout_contains("file[/etc/kiln-site.conf]: update content");
     let j = f.kiln(&["status", "--json"]).repo(&repo).run().failure();
     let s = json(&j);
     let hosts = s["hosts"].as_array().unwrap();
@@ -342,7 +341,104 @@ fn a_failed_canary_health_check_holds_the_push_and_status_shows_drift() {
         "{}",
         o.stdout
     );
-    assert_eq!(s["drift"][0]["outliers"][0]["fqdn"], "web06.example.com");
+    assert_eq!(s["drift"].as_array().unwrap().len(), 1, "{}", j.stdout);
+    assert_eq!(s["drift"][0]["fqdn"], "web06.example.com");
+}
+
+/// A policy where every host differs by design: a motd with the host's
+/// fqdn, and a rollout that gives web01 another package version.
+fn policy_per_host() -> Repo {
+    policy("1.0-1")
+        .recipe(
+            "site",
+            "default",
+            r#"[[resource]]
+package = "kiln-hello"
+
+[[resource]]
+file = "/etc/kiln-site.conf"
+content = "served by kiln\n"
+
+[[resource]]
+template = "/etc/motd"
+source = "motd.hbs"
+"#,
+        )
+        .template("site", "motd.hbs", "{{site.greeting}} from {{node.fqdn}}\n")
+        .attributes("site", "[site]\ngreeting = \"hello\"\n")
+        .whitelist(
+            r#"[packages]
+kiln-hello = "1.0-1"
+
+[rollouts.hello-2]
+hosts = ["web01.*"]
+packages = { kiln-hello = "2.0-1" }
+"#,
+        )
+}
+
+#[test]
+fn status_judges_each_host_against_its_own_policy() {
+    let f = web_fleet(3, &[]);
+    let repo = policy_per_host();
+    f.kiln(&["converge"]).repo(&repo).run().success();
+    assert_eq!(
+        read(f.host("web01.example.com").path(), "/etc/motd"),
+        "hello from web01.example.com\n"
+    );
+    assert_eq!(
+        f.host("web01.example.com").version("kiln-hello").as_deref(),
+        Some("2.0-1")
+    );
+
+    // Freshly converged: every fingerprint differs (motd, the rollout),
+    // and that is no drift.
+    let o = f
+        .kiln(&["status"])
+        .repo(&repo)
+        .run()
+        .success()
+        .stdout_contains("no drift")
+        .stdout_lacks("DRIFT");
+    let j = json(&f.kiln(&["status", "--json"]).repo(&repo).run().success());
+    assert_eq!(j["drift"], serde_json::json!([]), "{}", o.stdout);
+
+    // A line added by hand to a managed file on one host: that host, that
+    // resource, with a diff, and no other host.
+    let conf = at(f.host("web02.example.com").path(), "/etc/kiln-site.conf");
+    std::fs::write(&conf, "served by kiln\nadded by hand\n").unwrap();
+    let o = f
+        .kiln(&["status"])
+        .repo(&repo)
+        .run()
+        .failure()
+        .stdout_contains("drift on web02.example.com (roles web, bookworm):")
+        .stdout_contains("file[/etc/kiln-site.conf]: update content")
+        .stdout_contains("-added by hand");
+    for clean in ["web01.example.com", "web03.example.com"] {
+        assert!(
+            !o.stdout.contains(&format!("drift on {clean}")),
+            "{}",
+            o.stdout
+        );
+    }
+    let j = json(&f.kiln(&["status", "--json"]).repo(&repo).run().failure());
+    let drift = j["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 1, "{j}");
+    assert_eq!(drift[0]["fqdn"], "web02.example.com");
+    assert_eq!(
+        drift[0]["resources"][0]["resource"],
+        "file[/etc/kiln-site.conf]"
+    );
+    assert_eq!(drift[0]["parts"], serde_json::json!([]), "{j}");
+
+    // The fleet's why-run shows the same diff.
+    f.kiln(&["converge", "--why-run"])
+        .repo(&repo)
+        .run()
+        .success()
+        .stdout_contains("file[/etc/kiln-site.conf]: update content")
+        .stdout_contains("-added by hand");
 }
 
 #[test]

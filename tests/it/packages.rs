@@ -2,6 +2,7 @@
 //! the tests build, converging real Debian roots with real apt and dpkg.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::apt_repo::AptRepo;
 use crate::support::*;
@@ -251,6 +252,73 @@ fn remove_and_purge() {
     assert_eq!(installed(&root, "kiln-hello"), None);
     assert_eq!(installed(&root, "kiln-world"), None);
     run().code(0);
+}
+
+/// Runs `cmd` with sh inside `root`, as an operator would by hand.
+fn sh_in(root: &TestRoot, cmd: &str) {
+    let out = Command::new("chroot")
+        .arg(root.path())
+        .args(["sh", "-c", cmd])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn explain_shows_a_roles_pins_and_audit_spares_the_base_image() {
+    let repo = policy(
+        "[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\nkiln-other = \"9.9-1\"\n",
+    );
+    // Only the pins the role's packages use; without a role, every pin.
+    kiln()
+        .args(["whitelist", "explain", "--role", "web"])
+        .repo(&repo)
+        .run()
+        .success()
+        .stdout_contains("kiln-hello")
+        .stdout_contains("kiln-world")
+        .stdout_lacks("kiln-other");
+    kiln()
+        .args(["whitelist", "explain"])
+        .repo(&repo)
+        .run()
+        .success()
+        .stdout_contains("kiln-other");
+
+    // A package the image came with, before kiln first ran, is the image's;
+    // one installed by hand after it is a finding.
+    let root = TestRoot::new();
+    let mut apt = apt_repo();
+    apt.package_with("kiln-image", "0.1-1", "");
+    apt.package_with("kiln-extra", "0.1-1", "");
+    apt.install_into(root.path());
+    sh_in(&root, "apt-get update -q && apt-get install -y kiln-image");
+    // dpkg's log counts seconds.
+    std::thread::sleep(Duration::from_millis(1100));
+    converge(&repo, &root, "web02.example.com").code(2);
+    kiln()
+        .args(["whitelist", "audit"])
+        .repo(&repo)
+        .root(&root)
+        .run()
+        .success()
+        .stdout_contains("2 managed package(s), 0 finding(s)");
+    std::thread::sleep(Duration::from_millis(1100));
+    sh_in(&root, "apt-get install -y kiln-extra");
+    kiln()
+        .args(["whitelist", "audit"])
+        .repo(&repo)
+        .root(&root)
+        .run()
+        .code(1)
+        .stdout_contains("kiln-extra: installed by hand (0.1-1)")
+        .stdout_lacks("kiln-image")
+        .stdout_contains("1 finding(s)");
 }
 
 #[test]
