@@ -1,5 +1,6 @@
-//! Commands that write into the policy repository write where the user
-//! said: `--repo` left at `.`, a relative `--repo` and an absolute one all
+//! Commands that write into the policy repository (whitelist promote,
+//! secret set and rekey, fleet bundle --out; stage is in workflow.rs, devvm
+//! box in devvm.rs) write where the user said: `--repo` left at `.`, a relative `--repo` and an absolute one all
 //! edit the repository's own files (as `git diff` shows) and nothing
 //! appears at `/`, which a target's confined view of the running system
 //! would have resolved them against.
@@ -65,8 +66,11 @@ fn git_diff(dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Another person's age recipient (its identity is not needed here).
+const CAROL: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
 #[test]
-fn promote_and_secret_set_edit_the_repository_with_any_repo_path() {
+fn writers_edit_the_repository_with_any_repo_path() {
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("ops");
     let made = Command::new("ssh-keygen")
@@ -109,11 +113,35 @@ fn promote_and_secret_set_edit_the_repository_with_any_repo_path() {
             value.to_str().unwrap(),
         ])
         .success();
-        assert!(dir.join("secrets/app/token.age").is_file(), "{case}");
+        let sealed = dir.join("secrets/app/token.age");
+        assert!(sealed.is_file(), "{case}");
+        // A second person: rekey rewrites the file in the repository.
+        let before = std::fs::read_to_string(&sealed).unwrap();
+        let recipients = dir.join("secrets/recipients.toml");
+        let text = std::fs::read_to_string(&recipients)
+            .unwrap()
+            .replace("[people]\n", &format!("[people]\ncarol = \"{CAROL}\"\n"));
+        std::fs::write(&recipients, text).unwrap();
+        run(&["secret", "rekey", "--identity", key.to_str().unwrap()]).success();
+        assert_ne!(std::fs::read_to_string(&sealed).unwrap(), before, "{case}");
+        // A published bundle goes where --out says, relative to the working directory.
+        let (out, published) = match case {
+            "absolute" => {
+                let p = parent.path().join("published");
+                (p.display().to_string(), p)
+            }
+            _ => ("published".to_string(), cwd.join("published")),
+        };
+        run(&["fleet", "bundle", "--allow-unsigned", "--out", &out]).success();
+        assert!(published.join("bundle.tar").is_file(), "{case}");
         let diff = git_diff(&dir);
         assert!(diff.contains(" M whitelist.toml"), "{case}: {diff}");
         assert!(diff.contains("?? secrets/app/"), "{case}: {diff}");
-        for stray in ["/whitelist.toml", "/secrets/app/token.age", "/secrets"] {
+        assert!(
+            diff.contains(" M secrets/recipients.toml"),
+            "{case}: {diff}"
+        );
+        for stray in ["/whitelist.toml", "/secrets", "/published"] {
             assert!(!Path::new(stray).exists(), "{case}: {stray} was written");
         }
     }
