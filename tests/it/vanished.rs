@@ -67,3 +67,43 @@ fn a_vanished_pin_is_refused_before_any_change_and_a_fallback_source_serves_it()
     assert!(read(&root, "/etc/apt/sources.list.d/kiln-fallback.sources").contains(&server.url()));
     converge(&with_fallback, &root).code(0);
 }
+
+/// A pin fetched once is not lost on that machine: a version that only
+/// kiln's own package cache still holds (as `kiln test` and dev VM builds
+/// leave it there) is served to the target before anything is refused or
+/// substituted, on a production converge too.
+#[test]
+fn a_pin_only_kilns_package_cache_holds_is_installed_from_it() {
+    let root = TestRoot::new();
+    let cache = tempfile::tempdir().unwrap();
+    let built = tempfile::tempdir().unwrap();
+    let dir = AptRepo::new()
+        .package("kiln-cached", "3.0-1")
+        .write_into(built.path());
+    let archives = cache.path().join("kiln/apt/archives");
+    std::fs::create_dir_all(&archives).unwrap();
+    let deb = "kiln-cached_3.0-1_all.deb";
+    std::fs::copy(dir.join(deb), archives.join(deb)).unwrap();
+    let repo = repo("kiln-cached", "3.0-1", "");
+    let run = |cache: &std::path::Path| {
+        kiln()
+            .env("XDG_CACHE_HOME", cache)
+            .arg("converge")
+            .repo(&repo)
+            .root(&root)
+            .args(["--role", "node", "--detailed-exitcodes"])
+            .run()
+    };
+    // Without the cache nothing offers it.
+    let empty = tempfile::tempdir().unwrap();
+    run(empty.path()).code(4).stdout_contains(
+        "no source offers the pinned version of kiln-cached 3.0-1 (offered: none)",
+    );
+    run(cache.path()).code(2).stdout_contains("install 3.0-1");
+    assert_eq!(read(&root, "/usr/share/kiln-cached/version"), "3.0-1\n");
+    assert!(
+        read(&root, "/etc/apt/sources.list.d/kiln-pins.sources")
+            .contains("file:/var/cache/kiln/pins")
+    );
+    run(cache.path()).code(0);
+}
