@@ -150,15 +150,7 @@ pub fn ensure(
     }
     let names: Vec<String> = pins.iter().map(|(n, _)| n.clone()).collect();
     let offers = archive::offers(target, &names).map_err(RunError::precondition)?;
-    let vanished: Vec<&(String, String)> = pins
-        .iter()
-        .filter(|(n, v)| {
-            let o = offers.get(n).map_or(&[][..], Vec::as_slice);
-            let offered = o.iter().any(|o| &o.version == v);
-            let deferred = sources.defer_unknown && o.is_empty();
-            !offered && !deferred
-        })
-        .collect();
+    let vanished = not_offered(pins, &offers, sources.defer_unknown);
     if vanished.is_empty() {
         return Ok(Vec::new());
     }
@@ -198,15 +190,27 @@ pub fn ensure(
 fn missing(target: &Target, pins: &[(String, String)]) -> Result<Vec<(String, String)>, RunError> {
     let names: Vec<String> = pins.iter().map(|(n, _)| n.clone()).collect();
     let offers = archive::offers(target, &names).map_err(RunError::precondition)?;
-    Ok(pins
-        .iter()
-        .filter(|(n, v)| {
-            !offers
-                .get(n)
-                .is_some_and(|o| o.iter().any(|o| &o.version == v))
-        })
+    Ok(not_offered(pins, &offers, false)
+        .into_iter()
         .cloned()
         .collect())
+}
+
+/// The pins `offers` lacks; with `defer_unknown`, not those of a package
+/// no source knows at all.
+fn not_offered<'p>(
+    pins: &'p [(String, String)],
+    offers: &BTreeMap<String, Vec<archive::Offer>>,
+    defer_unknown: bool,
+) -> Vec<&'p (String, String)> {
+    pins.iter()
+        .filter(|(n, v)| {
+            let o = offers.get(n).map_or(&[][..], Vec::as_slice);
+            let offered = o.iter().any(|o| &o.version == v);
+            let deferred = defer_unknown && o.is_empty();
+            !offered && !deferred
+        })
+        .collect()
 }
 
 /// kiln's one message for a pin that no source offers.
@@ -286,5 +290,31 @@ mod tests {
         assert!(w.contains("kiln whitelist promote NAME"), "{w}");
         let pins = [("sudo".to_string(), "1.9.16p2-3+deb13u2".to_string())];
         assert_eq!(substituted(&pins, &subs)[0].1, "1.9.16p2-3+deb13u5");
+    }
+
+    #[test]
+    fn a_package_no_source_knows_waits_for_its_turn_only_before_the_plan() {
+        let offer = |v: &str| archive::Offer {
+            version: v.into(),
+            suites: vec!["trixie/main".into()],
+        };
+        let offers = BTreeMap::from([
+            ("sudo".to_string(), vec![offer("2"), offer("1")]),
+            ("own".to_string(), vec![]),
+        ]);
+        let pins = [
+            ("sudo".to_string(), "1".to_string()),
+            ("sudo-ldap".to_string(), "1".to_string()),
+            ("own".to_string(), "1".to_string()),
+            ("sudo".to_string(), "0".to_string()),
+        ];
+        let names = |v: Vec<&(String, String)>| -> Vec<String> {
+            v.iter().map(|(n, v)| format!("{n}={v}")).collect()
+        };
+        assert_eq!(
+            names(not_offered(&pins, &offers, false)),
+            ["sudo-ldap=1", "own=1", "sudo=0"]
+        );
+        assert_eq!(names(not_offered(&pins, &offers, true)), ["sudo=0"]);
     }
 }
