@@ -77,6 +77,22 @@ fn summarize(r: &engine::Report) -> RunSummary {
     s
 }
 
+/// Closes every descriptor above stderr. Only for a process that owns no
+/// descriptor any more (PID 1 before it reaps, and then exits).
+fn close_inherited() {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|fd| *fd > 2) {
+        // SAFETY: the process owns no descriptor it will use again.
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Reaps every child until `worker` exits; returns its exit code.
 fn reap_until(worker: libc::pid_t) -> i32 {
     loop {
@@ -140,6 +156,10 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
         return out;
     }
     if worker > 0 {
+        // PID 1 only reaps from here on: nothing it opened before the
+        // pivot (the target's root among them, whose `..` leads back to
+        // the host) may stay readable through /proc/1/fd.
+        close_inherited();
         std::process::exit(reap_until(worker));
     }
     // Inside the sandbox the target's root is `/`.

@@ -269,6 +269,15 @@ fn run(
     );
     // The sandbox makes its own namespaces (`namespaces`), user first.
     let mut cmd = Command::new(&exe);
+    // The role sees a fixed environment, never the caller's (a CI token
+    // would be readable in /proc/1/environ).
+    cmd.env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LANG", "C.UTF-8")
+        .env("HOME", "/root");
     cmd.arg("__sandbox")
         .arg("--root")
         .arg(overlay.root())

@@ -136,3 +136,72 @@ fn a_role_that_outlives_its_timeout_is_torn_down_whole() {
         "the target is still mounted"
     );
 }
+
+/// Every route of the inherited kind, from inside: each open descriptor,
+/// working directory and root of every process the role can see, walked
+/// up by `..` towards a host-only file, and every environment it can read,
+/// searched for a token that only the caller's environment holds.
+const LOOK: &str = r#"
+[[resource]]
+execute = "look for the host"
+creates = "/var/tmp/look.txt"
+command = """
+out=/var/tmp/look.new
+: > $out
+for f in /proc/[0-9]*/fd/* /proc/[0-9]*/cwd /proc/[0-9]*/root; do
+  up="$f"
+  for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do
+    if test -e "$up{{look.host}}/sentinel"; then echo "host reached through $f" >> $out; break; fi
+    up="$up/.."
+  done
+done
+for e in /proc/[0-9]*/environ; do
+  if tr '\\0' '\\n' < "$e" 2>/dev/null | grep -q '^KILN_TEST_CALLER_TOKEN='; then
+    echo "the caller's environment in $e" >> $out
+  fi
+done
+mv $out /var/tmp/look.txt
+"""
+
+[[verify]]
+command = "! test -s /var/tmp/look.txt"
+"#;
+
+#[test]
+fn nothing_of_the_host_is_inherited_by_a_role() {
+    let host = tempfile::Builder::new()
+        .prefix("kiln-inherited-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::write(host.path().join("sentinel"), "host only").unwrap();
+    let repo = Repo::new()
+        .recipe("look", "default", LOOK)
+        .attributes(
+            "look",
+            &format!("[look]\nhost = \"{}\"\n", host.path().display()),
+        )
+        .role("look", "run_list = [\"recipe[look]\"]");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln()
+        .args(["test", "look", "--keep"])
+        .repo(&repo)
+        .env("TMPDIR", tmp.path())
+        .env("KILN_TEST_CALLER_TOKEN", "ci-secret-token")
+        .run();
+    let kept = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("kept: "))
+        .map(std::path::PathBuf::from);
+    let found = kept
+        .as_ref()
+        .and_then(|k| std::fs::read_to_string(k.join("var/tmp/look.txt")).ok())
+        .unwrap_or_default();
+    if let Some(k) = &kept {
+        kiln::platform::rootfs::remove_tree(k.parent().unwrap());
+    }
+    assert!(found.is_empty(), "the role reached the host:\n{found}");
+    out.success()
+        .stdout_contains("verified 1/1")
+        .stdout_contains("1/1 role test(s) passed");
+}
