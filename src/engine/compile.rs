@@ -516,6 +516,25 @@ fn compile_one(
                 .fix("remove the \\u0000: no path, name or command can hold one"),
         );
     }
+    // Whatever kiln writes from these lands in line-oriented files (deb822
+    // sources, passwd, unit files) or argv: a newline there would add a
+    // line of the value's choosing. Scripts and contents may span lines.
+    if let Some(key) = table.iter().find_map(|(k, v)| {
+        (!MULTILINE_PROPERTIES.contains(&k.as_str()) && has_control(v)).then_some(k)
+    }) {
+        return Err(PolicyError::new(format!(
+            "{id}, property {key}: contains a control character (a newline, tab or escape)"
+        ))
+        .fix("give it on one line of printable text; only content, command, only_if, not_if, variables and environment may span lines"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(PolicyError::new(format!(
+            "{}[{}]: the name contains a control character (a newline, tab or escape)",
+            def.name,
+            name.escape_debug()
+        ))
+        .fix("name it on one line of printable text"));
+    }
     let rendered = table.clone();
 
     let take_list = |table: &mut toml::Table, key: &str| -> Result<Vec<String>, PolicyError> {
@@ -617,6 +636,26 @@ fn compile_one(
 }
 
 /// Whether a string anywhere in the value holds a NUL byte.
+/// Properties whose values may span lines: contents, scripts, and what a
+/// template or a command's environment receives as data.
+const MULTILINE_PROPERTIES: &[&str] = &[
+    "content",
+    "command",
+    "only_if",
+    "not_if",
+    "variables",
+    "environment",
+];
+
+fn has_control(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::String(s) => s.chars().any(char::is_control),
+        toml::Value::Array(a) => a.iter().any(has_control),
+        toml::Value::Table(t) => t.values().any(has_control),
+        _ => false,
+    }
+}
+
 fn has_nul(v: &toml::Value) -> bool {
     match v {
         toml::Value::String(s) => s.contains('\0'),

@@ -393,3 +393,42 @@ fn bundles_refuse_symbolic_links() {
         assert!(!dest.join("bundle.tar").exists());
     }
 }
+
+/// A newline in a value kiln writes into a line-oriented file (a deb822
+/// source, passwd, a unit) would add a line of the value's choosing: every
+/// single-line property refuses control characters, whatever resource
+/// type and however the value arrives (here through an attribute).
+#[test]
+fn control_characters_in_single_line_properties_are_refused() {
+    for (resource, property) in [
+        (
+            "apt_repository = \"x\"\nuri = \"{{evil.value}}\"\nsuite = \"./\"\ntrusted = false",
+            "uri",
+        ),
+        ("user = \"app\"\ncomment = \"{{evil.value}}\"", "comment"),
+        ("link = \"/etc/l\"\nto = \"{{evil.value}}\"", "to"),
+        (
+            "directory = \"/srv/x\"\nowner = \"{{evil.value}}\"",
+            "owner",
+        ),
+    ] {
+        let repo = Repo::new()
+            .recipe(
+                "cb",
+                "default",
+                &format!("{GOOD}[[resource]]\n{resource}\n"),
+            )
+            .attributes("cb", "[evil]\nvalue = \"http://x/\\nTrusted: yes\"\n");
+        refused(&repo, "recipe[cb]")
+            .stderr_contains(&format!(
+                "property {property}: contains a control character"
+            ))
+            .stderr_contains("fix: give it on one line");
+    }
+    let repo = Repo::new().recipe(
+        "cb",
+        "default",
+        &format!("{GOOD}[[resource]]\nexecute = \"two\\nlines\"\ncommand = \"true\"\n"),
+    );
+    refused(&repo, "recipe[cb]").stderr_contains("the name contains a control character");
+}
