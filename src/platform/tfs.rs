@@ -27,6 +27,47 @@ pub struct Tfs {
     confined: bool,
 }
 
+/// The most kiln reads of one file on a target into memory (contents it
+/// compares and diffs, reports, os-release); hashes stream instead.
+pub const READ_CAP: u64 = 256 << 20;
+
+fn too_large(p: &Path, len: usize) -> io::Result<()> {
+    if len as u64 > READ_CAP {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is larger than the {} MiB kiln reads of one file",
+                p.display(),
+                READ_CAP >> 20
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What `m` is when it is a special file (a FIFO, socket or device), for
+/// messages; None for a file, directory or link.
+pub fn special(m: &Metadata) -> Option<&'static str> {
+    let t = m.file_type();
+    (!t.is_file() && !t.is_dir() && !t.is_symlink()).then(|| special_kind(&t))
+}
+
+/// What a special file is, for messages.
+fn special_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else {
+        "a special file"
+    }
+}
+
 /// Owner and group to set; `None` leaves one alone.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Owner {
@@ -91,25 +132,38 @@ impl Tfs {
         Ok((fd, name))
     }
 
-    /// Opens `p` for reading, following links (inside the root).
+    /// Opens `p` for reading, following links (inside the root). Only a
+    /// regular file (or a directory) is opened: a FIFO would hang kiln, a
+    /// device would hand it the host's disk or an endless stream, so they
+    /// are errors, found without blocking (the open does not wait).
     pub fn open(&self, p: impl AsRef<Path>) -> io::Result<File> {
-        let flags = OFlags::RDONLY | OFlags::NOCTTY;
-        Ok(File::from(self.open_at(
-            p.as_ref(),
-            flags,
-            Mode::empty(),
-        )?))
+        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let f = File::from(self.open_at(p.as_ref(), flags, Mode::empty())?);
+        let kind = f.metadata()?.file_type();
+        if !kind.is_file() && !kind.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is {}, not a regular file: kiln never reads one",
+                    p.as_ref().display(),
+                    special_kind(&kind)
+                ),
+            ));
+        }
+        Ok(f)
     }
 
     pub fn read(&self, p: impl AsRef<Path>) -> io::Result<Vec<u8>> {
         let mut v = Vec::new();
-        self.open(p)?.read_to_end(&mut v)?;
+        self.open(&p)?.take(READ_CAP + 1).read_to_end(&mut v)?;
+        too_large(p.as_ref(), v.len())?;
         Ok(v)
     }
 
     pub fn read_to_string(&self, p: impl AsRef<Path>) -> io::Result<String> {
         let mut s = String::new();
-        self.open(p)?.read_to_string(&mut s)?;
+        self.open(&p)?.take(READ_CAP + 1).read_to_string(&mut s)?;
+        too_large(p.as_ref(), s.len())?;
         Ok(s)
     }
 
@@ -283,22 +337,34 @@ impl Tfs {
     /// Opens (creating it 0600) the file `p` for reading and writing without
     /// truncating it and without following a final link: for a lock file.
     pub fn open_lock(&self, p: impl AsRef<Path>) -> io::Result<File> {
-        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW;
+        use std::os::unix::fs::MetadataExt;
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
         let fd = self.open_at(p.as_ref(), flags, Mode::from_raw_mode(0o600))?;
         let f = File::from(fd);
-        if !f.metadata()?.is_file() {
+        let meta = f.metadata()?;
+        if meta.is_file() && meta.nlink() == 1 {
+            return Ok(f);
+        }
+        // A hard link to some other file, or a special file: never used
+        // in place. A lock of kiln's own is made anew beside nothing.
+        drop(f);
+        if meta.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a regular file", p.as_ref().display()),
             ));
         }
-        Ok(f)
+        self.remove_file(p.as_ref())?;
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        Ok(File::from(self.open_at(
+            p.as_ref(),
+            flags,
+            Mode::from_raw_mode(0o600),
+        )?))
     }
 }
 
-/// The temporary name an atomic write of `name` goes through. It is fixed
-/// so that the next run finds and removes one left by a run killed
-/// mid-write; the caller holds the run lock, so the name is ours alone.
 pub fn temp_name(name: &OsStr) -> OsString {
     let mut t = OsString::from(".");
     t.push(name);
@@ -367,6 +433,39 @@ fn remove_tree(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lock_that_is_a_hard_link_is_made_anew_and_the_other_file_kept() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let (root, victim) = (d.path().join("root"), d.path().join("victim"));
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::fs::write(&victim, "host\n").unwrap();
+        std::fs::hard_link(&victim, root.join("run/kiln.lock")).unwrap();
+        let tfs = Tfs::new(&root, true);
+        let lock = tfs.open_lock("/run/kiln.lock").unwrap();
+        assert_eq!(lock.metadata().unwrap().nlink(), 1);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host\n");
+        assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let tfs = Tfs::new(d.path(), true);
+        let e = tfs.read("/fifo").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/fifo is a FIFO, not a regular file"),
+            "{e}"
+        );
+    }
+
     use super::*;
     use std::fs;
     use std::os::unix::fs::{MetadataExt, symlink};

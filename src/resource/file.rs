@@ -184,6 +184,20 @@ impl Converge for File {
                 self.path
             )));
         }
+        // A FIFO, socket or device (or a link to one) is never read, shown
+        // or written through: it could hang kiln or be the host's disk.
+        let followed = if meta.is_symlink() {
+            tfs.metadata(&self.path).ok()
+        } else {
+            Some(meta.clone())
+        };
+        if let Some(kind) = followed.as_ref().and_then(crate::platform::tfs::special) {
+            return Err(RunError::precondition(format!(
+                "{} is {kind}, not a regular file: kiln never reads one or writes through it",
+                self.path
+            ))
+            .fix("remove it from the target (it is no file of the policy's), then run again"));
+        }
         let stat = Stat::of(&meta);
         if let (Some(want), FileAction::Create) = (&self.content, action) {
             // Cheap test first: a size mismatch needs no read. A link is

@@ -243,3 +243,54 @@ fn a_lock_file_link_is_refused_and_nothing_is_truncated() {
     let motd = fs::read_to_string(at(&root, "/etc/motd")).unwrap_or_default();
     assert_ne!(motd, "hi\n", "the run went on without its lock");
 }
+
+/// Special files planted in a `--root` tree where kiln reads (a managed
+/// file, os-release) are clear errors, never read and never waited on: a
+/// FIFO, a character device (`/dev/zero`'s numbers) and a block device.
+#[test]
+fn special_files_in_a_root_are_never_read() {
+    use std::process::Command;
+    let repo = Repo::new()
+        .recipe(
+            "cb",
+            "default",
+            "[[resource]]\nfile = \"/etc/fifo\"\ncontent = \"x\\n\"\nignore_failure = true\n\n\
+             [[resource]]\nfile = \"/etc/zero\"\ncontent = \"x\\n\"\nignore_failure = true\n\n\
+             [[resource]]\nfile = \"/etc/disk\"\ncontent = \"x\\n\"\nignore_failure = true\n",
+        )
+        .role("node", "run_list = [\"recipe[cb]\"]");
+    let root = TestRoot::new();
+    let r = root.path();
+    let made = |args: &[&str]| {
+        let ok = Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(ok.success(), "{args:?}");
+    };
+    let at_root = |p: &str| r.join(p).display().to_string();
+    made(&["mkfifo", &at_root("etc/fifo")]);
+    made(&["mknod", &at_root("etc/zero"), "c", "1", "5"]);
+    made(&["mknod", &at_root("etc/disk"), "b", "7", "0"]);
+    fs::remove_file(r.join("etc/os-release")).ok();
+    made(&["mkfifo", &at_root("etc/os-release")]);
+    for why_run in [true, false] {
+        let mut k = kiln()
+            .arg("converge")
+            .repo(&repo)
+            .root(&root)
+            .args(["--role", "node"]);
+        if why_run {
+            k = k.arg("--why-run");
+        }
+        let out = k.run().success();
+        let said = format!("{}{}", out.stdout, out.stderr);
+        for (path, kind) in [
+            ("/etc/fifo", "a FIFO"),
+            ("/etc/zero", "a character device"),
+            ("/etc/disk", "a block device"),
+        ] {
+            assert!(
+                said.contains(&format!("{path} is {kind}, not a regular file")),
+                "{path}: {said}"
+            );
+        }
+    }
+}
