@@ -340,6 +340,13 @@ fn split_options(s: &str) -> Vec<String> {
     out
 }
 
+/// Where a host remembers that it trusted a signer list: beside the list.
+pub fn trusted_marker(allowed: &Path) -> std::path::PathBuf {
+    let mut name = allowed.file_name().unwrap_or_default().to_os_string();
+    name.push(".trusted");
+    allowed.with_file_name(name)
+}
+
 /// `kiln verify-bundle` (hidden): what a fleet host runs, with the kiln
 /// binary it just checked, before it unpacks a pushed bundle. When the host
 /// has no allowed_signers yet and `first_contact` is given, the bundle's own
@@ -350,6 +357,19 @@ pub fn verify_command(
     allowed: &Path,
     first_contact: bool,
 ) -> Result<i32, Error> {
+    let marker = trusted_marker(allowed);
+    if !allowed.exists() && first_contact && marker.exists() {
+        return Err(TrustError::AllowedSigners {
+            path: allowed.to_path_buf(),
+            reason: format!(
+                "missing on this host, which has trusted a signer list before ({} says so): \
+                 a host never returns to first contact. Fix: put the signer list back by hand \
+                 (the kiln cookbook's files/allowed_signers), then push again",
+                marker.display()
+            ),
+        }
+        .into());
+    }
     let signers = if !allowed.exists() && first_contact {
         let out = std::process::Command::new("tar")
             .arg("-xOf")
@@ -375,6 +395,17 @@ pub fn verify_command(
         AllowedSigners::load(allowed)?
     };
     let who = signers.verify_file(file, sig)?;
+    // From now on this host has trusted signers: remembered apart from the
+    // list, so that losing the list never re-arms first contact.
+    if !marker.exists() {
+        let _ = std::fs::write(
+            &marker,
+            format!(
+                "kiln: this host trusts the signers of {}; without that file it refuses every bundle\n",
+                allowed.display()
+            ),
+        );
+    }
     println!(
         "{}: signed by {who} (per {})",
         file.display(),

@@ -628,3 +628,44 @@ fn fleet_hosts_refuse_an_altered_binary_and_an_untrusted_bundle() {
         .stdout_contains("kiln binary altered")
         .stdout_contains("bundle signature refused");
 }
+
+/// First contact happens once: a host that verified a bundle remembers it
+/// trusted a signer list, so a list deleted later (by a recipe, by hand)
+/// never makes the next bundle, signed by anyone, a new first contact.
+#[test]
+fn a_host_never_returns_to_first_contact() {
+    let keys = Keys::new(&["ops", "intruder"]);
+    let d = tempfile::tempdir().unwrap();
+    let with_list = |key: &str| {
+        site("one")
+            .metadata("kiln", "name = \"kiln\"\nversion = \"1.0.0\"\n")
+            .cookbook_file("kiln", "allowed_signers", keys.allowed(&[key]))
+    };
+    let (ours, theirs) = (d.path().join("ours"), d.path().join("theirs"));
+    bundle(&with_list("ops"), &ours, &keys.key("ops"));
+    bundle(&with_list("intruder"), &theirs, &keys.key("intruder"));
+    let allowed = d.path().join("etc/allowed_signers");
+    std::fs::create_dir_all(allowed.parent().unwrap()).unwrap();
+    let verify = |dir: &Path| {
+        kiln()
+            .arg("verify-bundle")
+            .arg(dir.join("bundle.tar"))
+            .arg("--allowed-signers")
+            .arg(&allowed)
+            .arg("--first-contact")
+            .run()
+    };
+    // The first bundle starts from its own list, once.
+    verify(&ours)
+        .success()
+        .stdout_contains("signed by ops@example.com");
+    assert!(allowed.with_file_name("allowed_signers.trusted").is_file());
+    // The list is gone: any bundle is refused, its own list notwithstanding.
+    let refused = verify(&theirs).failure();
+    assert!(
+        refused.stderr.contains("never returns to first contact"),
+        "{}",
+        refused.stderr
+    );
+    verify(&ours).failure();
+}
