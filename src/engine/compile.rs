@@ -564,7 +564,17 @@ fn compile_one(
         }
     };
 
+    let given = table.contains_key("action");
     let mut actions = take_list(&mut table, "action")?;
+    if actions.is_empty() && given {
+        // An empty list would silently do nothing, unlike a missing key.
+        return Err(PolicyError::new(format!("{id}: action = [] names no action"))
+            .fix(format!(
+                "name one or more ({}), or action = \"nothing\" where the type has it, or leave action out for {}",
+                def.actions.join(", "),
+                def.actions[0]
+            )));
+    }
     if actions.is_empty() {
         actions.push(def.actions[0].to_string());
     }

@@ -249,6 +249,14 @@ impl Whitelist {
     pub fn validate(&self) -> Vec<PolicyError> {
         let mut errors = Vec::new();
         let version = |pkg: &str, e: &Entry, errors: &mut Vec<PolicyError>| {
+            if !is_package_name(pkg) {
+                errors.push(
+                    PolicyError::new(format!("{pkg:?} is not a Debian package name"))
+                        .in_file(&self.file)
+                        .at_line(e.line, None)
+                        .fix("name the binary package as apt does: lower-case letters, digits, '+', '-' and '.', starting with a letter or digit"),
+                );
+            }
             if let Err(why) = valid_version(&e.version) {
                 errors.push(
                     PolicyError::new(format!(
@@ -287,6 +295,18 @@ impl Whitelist {
                 version(p, e, &mut errors);
             }
             for rel in &r.releases {
+                if self.releases.is_empty() && !DEBIAN_CODENAMES.contains(&rel.as_str()) {
+                    errors.push(
+                        PolicyError::new(format!(
+                            "rollout {name:?}: {rel:?} is not a Debian release codename"
+                        ))
+                        .in_file(&self.file)
+                        .at_line(r.line, None)
+                        .fix(
+                            "name releases as os-release's VERSION_CODENAME does: bookworm, trixie",
+                        ),
+                    );
+                }
                 if !self.releases.is_empty() && !self.releases.contains_key(rel) {
                     errors.push(
                         PolicyError::new(format!(
@@ -606,6 +626,13 @@ impl Fallback {
 }
 
 /// A Debian codename as os-release spells it: lowercase letters.
+/// Debian's release codenames, the future ones included (Debian names
+/// them years ahead): a rollout in a whitelist without `[releases]` can
+/// only be checked against these.
+pub const DEBIAN_CODENAMES: &[&str] = &[
+    "buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid",
+];
+
 pub fn is_codename(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase())
 }
@@ -677,6 +704,16 @@ pub fn valid_version(v: &str) -> Result<debversion::Version, String> {
         return Err("the upstream version must start with a digit".into());
     }
     Ok(parsed)
+}
+
+/// A Debian binary package name (Policy 5.6.1, without its two-character
+/// minimum): what apt can be asked for, never an option (`-o...`) on its
+/// command line.
+pub fn is_package_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::state::clean;
 use crate::error::{PolicyError, RunError};
 use crate::platform::{apt, pins, siblings};
-use crate::policy::whitelist::{FallbackSource, Pin, valid_version};
+use crate::policy::whitelist::{FallbackSource, Pin, is_package_name, valid_version};
 
 pub const TYPE: TypeDef = TypeDef::of::<Package>("package", &[], build);
 
@@ -31,12 +31,7 @@ pub struct Package {
 
 fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyError> {
     let name = &spec.name;
-    let valid = !name.is_empty()
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
-    if !valid {
+    if !is_package_name(name) {
         return Err(
             PolicyError::new(format!("{name:?} is not a Debian package name"))
                 .fix("name the binary package as apt does, e.g. \"libapache2-mod-php8.2\""),

@@ -432,3 +432,32 @@ fn control_characters_in_single_line_properties_are_refused() {
     );
     refused(&repo, "recipe[cb]").stderr_contains("the name contains a control character");
 }
+
+/// What was accepted without a word: an empty action list, a whitelist
+/// name that is no Debian package (an apt option, here), and a rollout
+/// release that is no codename.
+#[test]
+fn empty_actions_foreign_package_names_and_unknown_releases_are_refused() {
+    let repo = node("[[resource]]\nfile = \"/etc/x\"\ncontent = \"x\"\naction = []\n");
+    refused_everywhere(
+        &repo,
+        &[
+            "default.toml:5",
+            "file[/etc/x]: action = [] names no action",
+        ],
+    );
+    let repo = node("").whitelist("[packages]\n\"-oDpkg::Pre-Invoke::=x\" = \"1.0-1\"\n");
+    refused_everywhere(
+        &repo,
+        &[
+            "whitelist.toml:2",
+            "\"-oDpkg::Pre-Invoke::=x\" is not a Debian package name",
+        ],
+    );
+    let repo = node("")
+        .whitelist("[packages]\n\n[rollouts.r]\nreleases = [\"bookwrom\"]\npackages = {}\n");
+    refused_everywhere(
+        &repo,
+        &["rollout \"r\": \"bookwrom\" is not a Debian release codename"],
+    );
+}
