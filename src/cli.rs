@@ -786,9 +786,11 @@ fn default_repo(repo: PathBuf) -> PathBuf {
 }
 
 fn report_error(e: &Error) {
+    let text = e.to_string();
+    let text = crate::text::terminal_safe(&text);
     match e {
-        Error::Policy(_) => eprintln!("{e}"),
-        _ => eprintln!("error: {e}"),
+        Error::Policy(_) => eprintln!("{text}"),
+        _ => eprintln!("error: {text}"),
     }
 }
 

@@ -13,5 +13,6 @@ pub mod policy;
 pub mod resource;
 pub mod secrets;
 pub mod testing;
+pub mod text;
 pub mod trust;
 pub mod verify;

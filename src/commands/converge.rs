@@ -4,6 +4,7 @@ use std::io::Write;
 
 use crate::engine::{self, Converge, Event};
 use crate::error::Error;
+use crate::text::terminal_safe;
 
 /// Converges and prints: one line per changed resource (with diffs under
 /// `--why-run`) and a summary, or the report as JSON. Returns the exit code.
@@ -14,15 +15,15 @@ pub fn run(c: &Converge, json: bool, detailed_exitcodes: bool) -> Result<i32, Er
         Event::Resource(_) if json => {}
         Event::Resource(r) => {
             if let Some(line) = r.line() {
-                let _ = writeln!(out, "{line}");
+                let _ = writeln!(out, "{}", terminal_safe(&line));
                 if why_run && let Some(d) = &r.diff {
                     for l in d.lines() {
-                        let _ = writeln!(out, "      {l}");
+                        let _ = writeln!(out, "      {}", terminal_safe(l));
                     }
                 }
             }
         }
-        Event::Warning(w) => eprintln!("warning: {w}"),
+        Event::Warning(w) => eprintln!("warning: {}", terminal_safe(w)),
     })?;
     if json {
         let _ = serde_json::to_writer_pretty(&mut out, &report);

@@ -181,6 +181,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
     let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
     let counts = Mutex::new((0usize, 0usize, 0usize));
     let say = |line: String| {
+        let line = crate::text::terminal_safe(&line).into_owned();
         let b = bar.lock().unwrap();
         match &*b {
             Some(pb) => pb.println(line),
@@ -456,7 +457,7 @@ pub fn status(c: Common) -> Result<i32, Error> {
         let _ = serde_json::to_writer_pretty(&mut out, &st);
         let _ = writeln!(out);
     } else {
-        let _ = write!(out, "{}", status::render(&st));
+        let _ = write!(out, "{}", crate::text::terminal_safe(&status::render(&st)));
     }
     Ok(
         if st.hosts.iter().any(|h| h.error.is_some()) || !st.drift.is_empty() {

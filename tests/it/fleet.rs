@@ -677,3 +677,28 @@ fn the_push_hold_names_a_failed_canary_and_what_changed_on_it() {
     );
     assert!(hold.contains("not reached: web02.example.com"), "{hold}");
 }
+
+/// A host's strings reach the terminal as text: escape sequences planted
+/// in its os-release are shown escaped, never sent raw.
+#[test]
+fn a_hosts_escape_sequences_never_reach_the_terminal() {
+    let f = web_fleet(1, &[]);
+    let repo = policy("1.0-1");
+    f.kiln(&["converge"]).repo(&repo).run().success();
+    let host = f.host("web01.example.com");
+    let os = std::fs::read_to_string(at(host.path(), "/etc/os-release")).unwrap();
+    let planted: String = os
+        .lines()
+        .map(|l| match l.strip_prefix("VERSION_CODENAME=") {
+            Some(v) => format!("VERSION_CODENAME={v}\x1b]0;owned\x07\x1b[2J\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let path = at(host.path(), "/etc/os-release");
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, planted).unwrap();
+    let out = f.kiln(&["status"]).repo(&repo).run();
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(!all.contains('\x1b') && !all.contains('\x07'), "{all:?}");
+    assert!(all.contains("\\x1b]0;owned\\x07\\x1b[2J"), "{all}");
+}
