@@ -290,7 +290,10 @@ impl File {
         };
         let mut ids = self.meta.ids(cx)?;
         let existing = existing.filter(|s| s.regular);
-        let mode = self.meta.mode.or(existing.map(|s| s.mode)).unwrap_or(0o644);
+        // Sensitive content (a secret used in it makes it so) is nobody
+        // else's to read unless the policy says otherwise.
+        let fresh = if self.sensitive { 0o600 } else { 0o644 };
+        let mode = self.meta.mode.or(existing.map(|s| s.mode)).unwrap_or(fresh);
         if let Some(s) = existing {
             ids.uid = ids.uid.or(Some(s.uid));
             ids.gid = ids.gid.or(Some(s.gid));

@@ -618,3 +618,29 @@ fn the_mariadb_cookbook_keeps_its_password_out_of_argv() {
     }
     assert_eq!(seen, 2, "the account's command and guard");
 }
+
+/// A new file with sensitive content (declared, or a secret used in it)
+/// is 0600 unless the policy names a mode; other new files are 0644.
+#[test]
+fn sensitive_files_are_created_private_unless_a_mode_is_given() {
+    let root = TestRoot::new();
+    let repo = Repo::new()
+        .recipe(
+            "cb",
+            "default",
+            "[[resource]]\nfile = \"/etc/kiln-private\"\ncontent = \"token\\n\"\nsensitive = true\n\n\
+             [[resource]]\nfile = \"/etc/kiln-shared\"\ncontent = \"hello\\n\"\n\n\
+             [[resource]]\nfile = \"/etc/kiln-chosen\"\ncontent = \"token\\n\"\nsensitive = true\nmode = \"0640\"\n",
+        )
+        .role("node", "run_list = [\"recipe[cb]\"]");
+    kiln()
+        .arg("converge")
+        .repo(&repo)
+        .root(&root)
+        .args(["--role", "node"])
+        .run()
+        .success();
+    assert_eq!(mode(&root, "/etc/kiln-private"), 0o600);
+    assert_eq!(mode(&root, "/etc/kiln-shared"), 0o644);
+    assert_eq!(mode(&root, "/etc/kiln-chosen"), 0o640);
+}
