@@ -384,7 +384,7 @@ not_if = "test -e /etc/pw-set-S3cr3tPW"
 command = '''
 sleep 3.25 # S3cr3tPW
 echo S3cr3tPW; echo S3cr3tPW >&2
-touch /etc/pw-set-S3cr3tPW
+: > /etc/pw-set-S3cr3tPW
 '''
 sensitive = true
 notifies_immediately = ["run execute[after the password]"]
@@ -409,7 +409,9 @@ action = "nothing"
         why.stdout
     );
 
-    // While the command runs, no process shows the secret in its argv.
+    // While the command runs, no process shows the secret in its argv (the
+    // command itself keeps it out of its programs' argv: builtins and a
+    // redirection, as a policy must; a `touch` of that path would show it).
     let run =
         kiln()
             .arg("converge")
