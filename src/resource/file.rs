@@ -199,6 +199,30 @@ impl Converge for File {
             .fix("remove it from the target (it is no file of the policy's), then run again"));
         }
         let stat = Stat::of(&meta);
+        // A file other names share (a hard link planted to a host file) is
+        // never read, shown or changed in place: replaced by a file of its
+        // own when there is content to write, else refused.
+        let links = std::os::unix::fs::MetadataExt::nlink(&meta);
+        if meta.is_file() && links > 1 {
+            if let (Some(_), FileAction::Create) = (&self.content, action) {
+                out.push(FileChange::Content {
+                    diff: format!(
+                        "(not shown: {} has {links} hard links; kiln replaces it with a file of its own)",
+                        self.path
+                    ),
+                    stat,
+                });
+                return Ok(out);
+            }
+            if !self.meta.changes(&meta, cx).is_empty() {
+                return Err(RunError::precondition(format!(
+                    "{} has {links} hard links: kiln changes no file that other names share in place",
+                    self.path
+                ))
+                .fix("remove the other names (or the file), or give the resource content so that kiln replaces it"));
+            }
+            return Ok(out);
+        }
         if let (Some(want), FileAction::Create) = (&self.content, action) {
             // Cheap test first: a size mismatch needs no read. A link is
             // read where it leads inside the target, and replaced itself.

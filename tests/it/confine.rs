@@ -294,3 +294,57 @@ fn special_files_in_a_root_are_never_read() {
         }
     }
 }
+
+/// A managed path that is a hard link (here to a file elsewhere in the
+/// tree, as a planted link to a host file would be) is never read, shown
+/// or changed in place: with content it is replaced by a file of its own,
+/// and the other name keeps its content and mode; a mode-only resource on
+/// it is refused.
+#[test]
+fn hard_linked_files_are_replaced_never_changed_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let root = TestRoot::new();
+    let r = root.path();
+    fs::write(r.join("etc/other-name"), "SHARED-CONTENT-4711\n").unwrap();
+    fs::set_permissions(r.join("etc/other-name"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::hard_link(r.join("etc/other-name"), r.join("etc/managed")).unwrap();
+    fs::hard_link(r.join("etc/other-name"), r.join("etc/mode-only")).unwrap();
+    let repo = Repo::new()
+        .recipe(
+            "cb",
+            "default",
+            "[[resource]]\nfile = \"/etc/managed\"\ncontent = \"kiln's\\n\"\nmode = \"0644\"\n\n\
+             [[resource]]\nfile = \"/etc/mode-only\"\nmode = \"0666\"\nignore_failure = true\n",
+        )
+        .role("node", "run_list = [\"recipe[cb]\"]");
+    let run = |extra: &[&str]| {
+        kiln()
+            .arg("converge")
+            .repo(&repo)
+            .root(&root)
+            .args(["--role", "node"])
+            .args(extra)
+            .run()
+            .success()
+    };
+    let why = run(&["--why-run"]);
+    assert!(!why.stdout.contains("SHARED-CONTENT"), "{}", why.stdout);
+    assert!(
+        why.stdout.contains("hard links; kiln replaces it"),
+        "{}",
+        why.stdout
+    );
+    let out = run(&[]);
+    assert!(!out.stdout.contains("SHARED-CONTENT"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("kiln changes no file that other names share in place"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(read(&root, "/etc/managed"), "kiln's\n");
+    assert_eq!(fs::metadata(r.join("etc/managed")).unwrap().nlink(), 1);
+    assert_eq!(read(&root, "/etc/other-name"), "SHARED-CONTENT-4711\n");
+    assert_eq!(mode(&root, "/etc/other-name"), 0o600);
+    assert_eq!(mode(&root, "/etc/mode-only"), 0o600);
+}
