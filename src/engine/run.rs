@@ -231,14 +231,17 @@ fn pins_in_force(
     if all.is_empty() || (opts.pins == PinMode::Strict && adds_sources) {
         return Ok(Vec::new());
     }
-    let dpkg = cx.dpkg().clone();
-    let wanted: Vec<(String, String)> = all
-        .into_iter()
-        .filter(|(n, v)| dpkg.installed(n).is_none_or(|i| &i.version != v))
-        .collect();
+    // The no-op path: read the database the plan reads anyway, copy nothing.
+    let wanted: Vec<(String, String)> = {
+        let dpkg = cx.dpkg();
+        all.into_iter()
+            .filter(|(n, v)| dpkg.installed(n).is_none_or(|i| &i.version != v))
+            .collect()
+    };
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
+    let dpkg = cx.dpkg().clone();
     let installed = |n: &str| dpkg.installed(n).map(|i| i.version.clone());
     let fb = policy.fallback.as_deref();
     let sources = pins::Sources {
