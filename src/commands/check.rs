@@ -18,9 +18,15 @@ pub fn run(dir: &Path, inventory: Option<&Path>) -> Result<i32, Error> {
     match crate::secrets::RecipientsFile::load(dir) {
         Err(e) => errors.push(e),
         Ok(recipients) => {
+            errors.extend(crate::fleet::secrets::check_files(&repo, &recipients));
             if let Some(inv) = crate::fleet::secrets::inventory_path(dir, &recipients, inventory) {
                 match crate::fleet::inventory::Inventory::load(&inv) {
-                    Ok(inv) => errors.extend(crate::fleet::secrets::check(&repo, &inv)),
+                    Ok(inv) => {
+                        if let Err(e) = inv.check_roles(&repo) {
+                            errors.push(e);
+                        }
+                        errors.extend(crate::fleet::secrets::check(&repo, &inv));
+                    }
                     Err(e) => errors.push(e),
                 }
             }

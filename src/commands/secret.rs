@@ -174,7 +174,8 @@ pub fn list(c: &Ctx) -> Result<i32, Error> {
     }
     for name in names {
         let state = match SecretFile::load(&c.repo, &name) {
-            Err(_) => "not set".to_string(),
+            Err(_) if !crate::secrets::path(&c.repo, &name).exists() => "not set".to_string(),
+            Err(e) => format!("unreadable: {}", e.message),
             Ok(f) => match r.recipients(&name) {
                 Ok(want) if set_hash(&keys(&want)) == f.recipients_hash => "ok".into(),
                 Ok(_) => "recipients changed: run kiln secret rekey".into(),

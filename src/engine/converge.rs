@@ -103,7 +103,11 @@ pub struct Prepared {
 pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
     let repo = Repository::open(&c.repo)?;
     let mut node: NodeFile = match &c.node {
-        Some(p) => load_toml(p)?.0,
+        Some(p) => {
+            let (node, text): (NodeFile, String) = load_toml(p)?;
+            crate::policy::attributes::refuse_facts(&node.attributes, &text, p, &["attributes"])?;
+            node
+        }
         None => NodeFile::default(),
     };
     crate::policy::attributes::merge(&mut node.attributes, &c.attributes);

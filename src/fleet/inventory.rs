@@ -188,21 +188,18 @@ impl Inventory {
                     "add roles = [\"ROLE\"] to the host, its group or [defaults]",
                 ));
             }
-            if address.is_empty()
-                || address.contains(char::is_whitespace)
-                || address.starts_with('-')
-            {
+            if !is_address(&address) {
                 return Err(err(
                     offset,
                     format!("host {fqdn}: address {address:?} is not a host name or IP address"),
                     "address = \"10.1.0.11\" or a resolvable name",
                 ));
             }
-            if user.is_empty() || user.starts_with('-') || user.contains(char::is_whitespace) {
+            if !is_login_name(&user) {
                 return Err(err(
                     offset,
                     format!("host {fqdn}: user {user:?} is not a login name"),
-                    "user = \"root\"",
+                    "user = \"root\" (lowercase letters, digits, '_', '-', '.'; the address goes in address)",
                 ));
             }
             if let Some(other) = seen.insert((address.clone(), port), fqdn.clone()) {
@@ -219,6 +216,15 @@ impl Inventory {
                 if let Some(a) = &layer.attributes {
                     crate::policy::attributes::merge(&mut attributes, a);
                 }
+            }
+            if attributes.contains_key(crate::policy::attributes::FACTS) {
+                return Err(err(
+                    offset,
+                    format!(
+                        "host {fqdn}: attributes set node.*, the facts kiln gathers on the host"
+                    ),
+                    "put the value under a cookbook's name, e.g. attributes = { app = { ... } }",
+                ));
             }
             hosts.push(Host {
                 fqdn,
@@ -263,6 +269,52 @@ impl Inventory {
     }
 }
 
+/// A host name, IPv4 or IPv6 address, as ssh takes it after `user@`:
+/// nothing that a shell, ssh's own `%` tokens or a second `@` could read
+/// as something else.
+fn is_address(a: &str) -> bool {
+    !a.is_empty()
+        && a.len() <= 253
+        && !a.starts_with(['-', '.'])
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:_".contains(c))
+}
+
+/// A POSIX login name, as useradd accepts it by default.
+fn is_login_name(u: &str) -> bool {
+    let mut chars = u.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && u.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c))
+}
+
+/// Options whose value is a list of algorithms.
+const SSH_ALGORITHM_OPTIONS: &[&str] = &[
+    "CASignatureAlgorithms",
+    "Ciphers",
+    "HostKeyAlgorithms",
+    "KexAlgorithms",
+    "MACs",
+    "PubkeyAcceptedAlgorithms",
+];
+
+/// An algorithm OpenSSH keeps only for old peers: CBC and RC4 ciphers,
+/// MD5 and SHA-1 MACs and key exchanges, DSA and SHA-1 RSA signatures.
+/// An inventory may narrow ssh's defaults, never widen them to these.
+fn is_weak_algorithm(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("-cbc")
+        || n.contains("arcfour")
+        || n.contains("3des")
+        || n.contains("blowfish")
+        || n.contains("md5")
+        || n.contains("sha1")
+        || n.contains("ripemd")
+        || n.starts_with("ssh-dss")
+        || n == "ssh-rsa"
+        || n == "ssh-rsa-cert-v01@openssh.com"
+}
+
 /// The ssh options an inventory may set: transport tuning only. Nothing
 /// that touches host key checking (StrictHostKeyChecking, *KnownHosts*,
 /// VerifyHostKeyDNS, ...), runs a command (ProxyCommand, LocalCommand,
@@ -304,13 +356,24 @@ fn check_ssh_option(o: &str) -> Result<(), String> {
         ));
     };
     let value = value.trim();
-    if value.is_empty()
-        || value.starts_with('-')
-        || value
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\'')
-    {
-        return Err(format!("{key}: value {value:?} is not a plain value"));
+    // ssh reads one word; ProxyJump hosts, addresses, algorithm lists and
+    // numbers need no more than these, and no shell or ssh token is among them.
+    let plain = |c: char| c.is_ascii_alphanumeric() || "@._,:+-^/=".contains(c);
+    if value.is_empty() || value.starts_with('-') || !value.chars().all(plain) {
+        return Err(format!(
+            "{key}: value {value:?} is not a plain value (letters, digits and @ . _ , : + - ^ / = only)"
+        ));
+    }
+    let algorithms = SSH_ALGORITHM_OPTIONS
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(key));
+    if algorithms {
+        let names = value.trim_start_matches(['+', '^']).split(',');
+        if let Some(weak) = names.into_iter().find(|n| is_weak_algorithm(n)) {
+            return Err(format!(
+                "{key}: {weak} is a legacy algorithm; kiln does not let an inventory weaken ssh"
+            ));
+        }
     }
     Ok(())
 }

@@ -77,6 +77,36 @@ pub fn roles_using(repo: &Repository) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// What `kiln check` finds in `secrets/` with no inventory: every secret
+/// file readable as one (a mangled file would surface only on the host
+/// that needs it), and recipients rules naming roles the repository has.
+pub fn check_files(repo: &Repository, recipients: &RecipientsFile) -> Vec<PolicyError> {
+    let mut errors: Vec<PolicyError> = crate::secrets::names(&repo.dir)
+        .into_iter()
+        .filter_map(|name| SecretFile::load(&repo.dir, &name).err())
+        .collect();
+    let text = std::fs::read_to_string(&recipients.file).unwrap_or_default();
+    let shown = repo.display_path(crate::secrets::RECIPIENTS);
+    let known = repo.names_in("roles");
+    for (name, rule) in &recipients.secrets {
+        for role in rule.roles.iter().filter(|r| !known.contains(r)) {
+            let mut e = PolicyError::new(format!(
+                "secret {name:?} names role {role:?}, which is not in roles/"
+            ))
+            .in_file(&shown)
+            .fix(format!(
+                "correct the name (roles: {}), or add roles/{role}.toml",
+                known.join(", ")
+            ));
+            if let Some(line) = crate::policy::spans::key_line(&text, &["secrets", name, "roles"]) {
+                e = e.at_line(line, None);
+            }
+            errors.push(e);
+        }
+    }
+    errors
+}
+
 /// Every host of the inventory that uses a secret must be one of its
 /// recipients, with the file to prove it. Checked before any connection.
 pub fn check(repo: &Repository, inv: &Inventory) -> Vec<PolicyError> {

@@ -295,6 +295,7 @@ pub fn private_dir(dir: &Path) -> Result<(), String> {
     let fix = "remove it (if it is not yours, find out who made it), or set KILN_SSH_CONTROL_DIR to a directory of your own";
     if let Some(parent) = dir.parent() {
         let _ = std::fs::create_dir_all(parent);
+        safe_ancestors(parent, me)?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
@@ -329,6 +330,40 @@ pub fn private_dir(dir: &Path) -> Result<(), String> {
                 dir.display()
             )
         })?;
+    }
+    Ok(())
+}
+
+/// Every directory above the control directory is root's or ours, and no
+/// one else may write there (unless sticky, as /tmp): whoever can rename
+/// an entry on the way could put their own directory in its place.
+fn safe_ancestors(parent: &Path, me: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = parent.canonicalize().map_err(|e| {
+        format!(
+            "the ssh control directory's parent {}: {e}",
+            parent.display()
+        )
+    })?;
+    for dir in real.ancestors() {
+        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let owner_ok = m.uid() == 0 || m.uid() == me;
+        let sticky = m.mode() & 0o1000 != 0;
+        let others_write = m.mode() & 0o022 != 0;
+        if !owner_ok || (others_write && !sticky) {
+            return Err(format!(
+                "the ssh control directory {} is under {}, which {}: \
+                 whoever can write there could swap kiln's directory for theirs; \
+                 set KILN_SSH_CONTROL_DIR to a directory under one only you and root can write",
+                parent.display(),
+                dir.display(),
+                if owner_ok {
+                    "others may write to".to_string()
+                } else {
+                    format!("belongs to uid {}", m.uid())
+                }
+            ));
+        }
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::attributes::refuse_facts;
 use super::recipe::Recipe;
 use super::{Repository, load_toml};
 use crate::error::PolicyError;
@@ -17,6 +18,57 @@ pub struct Metadata {
     pub description: String,
     #[serde(default)]
     pub depends: Vec<String>,
+}
+
+impl Metadata {
+    /// A version that orders (MAJOR.MINOR.PATCH, as Chef and semver write
+    /// them) and dependencies that name cookbooks.
+    fn validate(&self, text: &str, file: &Path) -> Result<(), PolicyError> {
+        let line = |key: &str| super::spans::key_line(text, &[key]);
+        let at = |e: PolicyError, key: &str| match line(key) {
+            Some(l) => e.at_line(l, None),
+            None => e,
+        };
+        if !is_version(&self.version) {
+            return Err(at(
+                PolicyError::new(format!(
+                    "version {:?} is not MAJOR.MINOR.PATCH",
+                    self.version
+                ))
+                .in_file(file)
+                .fix("write the version as three numbers, e.g. version = \"1.2.0\""),
+                "version",
+            ));
+        }
+        if let Some(bad) = self
+            .depends
+            .iter()
+            .find(|d| !super::runlist::is_plain_name(d))
+        {
+            return Err(at(
+                PolicyError::new(format!(
+                    "cookbook {:?} depends on {bad:?}, which is not a cookbook name",
+                    self.name
+                ))
+                    .in_file(file)
+                    .fix("list cookbook names: letters, digits, '-', '_' and '.' (no leading '.' or '-')"),
+                "depends",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `MAJOR.MINOR.PATCH`, each a number without leading zeros.
+fn is_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 9
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (p.len() == 1 || !p.starts_with('0'))
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -36,9 +88,11 @@ impl Cookbook {
     pub fn load(repo: &Repository, name: &str) -> Result<Cookbook, PolicyError> {
         if !super::runlist::is_plain_name(name) {
             return Err(PolicyError::new(format!(
-                "{name:?} is not a cookbook name: it would be read from outside cookbooks/"
+                "{name:?} is not a cookbook name: cookbooks are read from cookbooks/NAME, \
+                 and names that begin with '-' or '.' or hold '/' are refused"
             ))
-            .fix("name cookbooks with letters, digits, '-', '_' and '.' only (no '/', no leading '.')"));
+            .in_file(&repo.display_path("cookbooks"))
+            .fix("name cookbooks with letters, digits, '-', '_' and '.' only (no '/', no leading '.' or '-')"));
         }
         let rel = format!("cookbooks/{name}");
         let dir = repo.dir.join(&rel);
@@ -78,8 +132,10 @@ impl Cookbook {
         }
         let meta_path = dir.join("metadata.toml");
         inside(&dir, &meta_path, &display_dir.join("metadata.toml"))?;
-        let (metadata, _): (Metadata, _) =
-            load_toml(&meta_path).map_err(|e| relabel(e, &display_dir.join("metadata.toml")))?;
+        let meta_shown = display_dir.join("metadata.toml");
+        let (metadata, meta_text): (Metadata, _) =
+            load_toml(&meta_path).map_err(|e| relabel(e, &meta_shown))?;
+        metadata.validate(&meta_text, &meta_shown)?;
         if metadata.name != name {
             return Err(PolicyError::new(format!(
                 "metadata names the cookbook {:?} but its folder is {name:?}",
@@ -89,16 +145,18 @@ impl Cookbook {
             .fix("make the name and the folder agree"));
         }
         let attr_path = dir.join("attributes.toml");
-        let mut attributes = if attr_path.is_file() {
-            inside(&dir, &attr_path, &display_dir.join("attributes.toml"))?;
-            load_toml(&attr_path)
-                .map_err(|e| relabel(e, &display_dir.join("attributes.toml")))?
-                .0
+        let attr_shown = display_dir.join("attributes.toml");
+        let (mut attributes, attr_text) = if attr_path.is_file() {
+            inside(&dir, &attr_path, &attr_shown)?;
+            load_toml(&attr_path).map_err(|e| relabel(e, &attr_shown))?
         } else {
-            toml::Table::new()
+            (toml::Table::new(), String::new())
         };
-        let release_attributes =
-            split_releases(&mut attributes, &display_dir.join("attributes.toml"))?;
+        let release_attributes = split_releases(&mut attributes, &attr_text, &attr_shown)?;
+        refuse_facts(&attributes, &attr_text, &attr_shown, &[])?;
+        for (codename, overlay) in &release_attributes {
+            refuse_facts(overlay, &attr_text, &attr_shown, &["releases", codename])?;
+        }
         Ok(Cookbook {
             name: name.to_string(),
             dir,
@@ -210,6 +268,7 @@ fn relabel(mut e: PolicyError, shown: &Path) -> PolicyError {
 /// table keyed by a codename.
 fn split_releases(
     attributes: &mut toml::Table,
+    text: &str,
     file: &Path,
 ) -> Result<std::collections::BTreeMap<String, toml::Table>, PolicyError> {
     let Some(value) = attributes.remove("releases") else {
@@ -225,13 +284,29 @@ fn split_releases(
         );
     };
     t.into_iter()
-        .map(|(codename, v)| match v {
-            toml::Value::Table(t) if super::whitelist::is_codename(&codename) => Ok((codename, t)),
-            _ => Err(PolicyError::new(format!(
-                "[releases.{codename}] must be a table named by a Debian codename (lowercase letters)"
-            ))
-            .in_file(file)
-            .fix(fix)),
+        .map(|(codename, v)| {
+            let at = |e: PolicyError| match super::spans::key_line(text, &["releases", &codename]) {
+                Some(l) => e.at_line(l, None),
+                None => e,
+            };
+            match v {
+                toml::Value::Table(_) if !super::whitelist::DEBIAN_CODENAMES.contains(&codename.as_str()) => {
+                    Err(at(PolicyError::new(format!(
+                        "[releases.{codename}]: {codename:?} is not a Debian release kiln knows"
+                    ))
+                    .in_file(file)
+                    .fix(format!(
+                        "name a Debian codename: {}",
+                        super::whitelist::DEBIAN_CODENAMES.join(", ")
+                    ))))
+                }
+                toml::Value::Table(t) => Ok((codename, t)),
+                _ => Err(at(PolicyError::new(format!(
+                    "[releases.{codename}] must be a table named by a Debian codename (lowercase letters)"
+                ))
+                .in_file(file)
+                .fix(fix))),
+            }
         })
         .collect()
 }
@@ -246,15 +321,41 @@ mod tests {
             "[php]\nversion = \"8.2\"\n\n[releases.trixie.php]\nversion = \"8.4\"\n",
         )
         .unwrap();
-        let r = split_releases(&mut t, Path::new("attributes.toml")).unwrap();
+        let r = split_releases(&mut t, "", Path::new("attributes.toml")).unwrap();
         assert!(!t.contains_key("releases"));
         assert_eq!(r["trixie"]["php"]["version"].as_str(), Some("8.4"));
         let mut bad: toml::Table = toml::from_str("[releases]\nTrixie = 1\n").unwrap();
-        let e = split_releases(&mut bad, Path::new("cookbooks/php/attributes.toml")).unwrap_err();
+        let e =
+            split_releases(&mut bad, "", Path::new("cookbooks/php/attributes.toml")).unwrap_err();
         assert!(
             e.to_string().contains("cookbooks/php/attributes.toml"),
             "{e}"
         );
         assert!(e.to_string().contains("[releases.Trixie]"), "{e}");
+        let text = "[releases.bogus.php]\nversion = \"1\"\n";
+        let mut unknown: toml::Table = toml::from_str(text).unwrap();
+        let e = split_releases(&mut unknown, text, Path::new("a.toml")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("a.toml:1: [releases.bogus]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn versions_are_three_numbers() {
+        for good in ["1.0.0", "0.10.3", "12.0.999"] {
+            assert!(is_version(good), "{good}");
+        }
+        for bad in [
+            "banana",
+            "1.0",
+            "1.0.0.0",
+            "01.0.0",
+            "1..0",
+            "1.0.0-rc1",
+            "",
+        ] {
+            assert!(!is_version(bad), "{bad}");
+        }
     }
 }

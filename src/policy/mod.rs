@@ -9,6 +9,7 @@ pub mod recipe;
 pub mod render;
 pub mod role;
 pub mod runlist;
+pub mod spans;
 pub mod whitelist;
 
 use std::path::{Path, PathBuf};

@@ -62,7 +62,7 @@ pub fn is_too_deep(e: &PolicyError) -> bool {
 /// starting with a dot, so that it can never name `..` or a hidden folder.
 pub fn is_plain_name(n: &str) -> bool {
     !n.is_empty()
-        && !n.starts_with('.')
+        && !n.starts_with(['.', '-'])
         && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }

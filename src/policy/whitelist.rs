@@ -155,15 +155,21 @@ struct RawRollout {
 }
 
 impl Whitelist {
-    /// Loads the repository's whitelist; a repository without one pins nothing.
+    /// Loads the repository's whitelist. A repository without one is refused
+    /// rather than read as pinning nothing: that is what a wrong `--repo` or
+    /// a lost file looks like, and every package would then be refused.
     pub fn load(repo: &Repository) -> Result<Whitelist, PolicyError> {
         let path = repo.dir.join("whitelist.toml");
         let file = repo.display_path("whitelist.toml");
         if !path.is_file() {
-            return Ok(Whitelist {
-                file,
-                ..Whitelist::default()
-            });
+            return Err(PolicyError::new(
+                "the file is missing: the repository has no package whitelist",
+            )
+            .in_file(&file)
+            .fix(format!(
+                "create it (an empty file pins nothing: touch {}), or point --repo at the policy repository",
+                file.display()
+            )));
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(&file))?;
@@ -594,15 +600,24 @@ impl Fallback {
             }
         }
         for m in &self.mirrors {
-            if !(m.uri.starts_with("http://")
-                || m.uri.starts_with("https://")
-                || m.uri.starts_with("file:/"))
-            {
+            if let Err(why) = check_mirror_uri(&m.uri) {
                 errors.push(at(PolicyError::new(format!(
-                    "[fallback] mirror uri {:?} is not an http(s) or file: URI",
+                    "[fallback] mirror uri {:?} {why}",
                     m.uri
                 ))
-                .fix("uri = \"https://apt.example.com/kiln\"")));
+                .fix(
+                    "serve the mirror over http(s): uri = \"https://apt.example.com/kiln\"",
+                )));
+            }
+            let words = std::iter::once(("suite", &m.suite))
+                .chain(m.components.iter().map(|c| ("component", c)));
+            for (what, w) in words {
+                if !is_archive_word(w) {
+                    errors.push(at(PolicyError::new(format!(
+                        "[fallback] mirror {what} {w:?} is not a suite or component name"
+                    ))
+                    .fix("use letters, digits and . _ - / only, e.g. suite = \"trixie\", components = [\"main\"]")));
+                }
             }
             if m.key.is_none() && !m.trusted {
                 errors.push(at(PolicyError::new(format!(
@@ -660,6 +675,32 @@ pub const SNAPSHOT_URI_FIX: &str = "give the base URL of a copy of snapshot.debi
 /// layout to; `Err` says what is wrong with it. The whitelist and the
 /// `KILN_SNAPSHOT_URI` environment variable share it, so that one value is
 /// not good in one place and refused in the other.
+/// A fallback mirror's URI: http(s) only. A `file:` source would be a
+/// directory on each target, and whoever can write there (on a `trusted`
+/// mirror, anyone) would choose the packages root installs.
+fn check_mirror_uri(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or("is not an http(s) URL")?;
+    if rest.split('/').next().unwrap_or_default().is_empty() {
+        return Err("names no host".into());
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(
+            "holds a space or a control character, which apt's sources cannot carry".into(),
+        );
+    }
+    Ok(())
+}
+
+/// A suite or component as a deb822 source carries it: one word.
+fn is_archive_word(w: &str) -> bool {
+    !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+}
+
 pub fn check_snapshot_uri(u: &str) -> Result<(), String> {
     let rest = u
         .strip_prefix("http://")
@@ -669,7 +710,9 @@ pub fn check_snapshot_uri(u: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("names no host".into());
     }
-    if u.chars().any(|c| c.is_whitespace() || c == '?' || c == '#') {
+    if u.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+    {
         return Err(
             "holds a space, a query or a fragment, which apt's sources cannot carry".into(),
         );

@@ -59,14 +59,27 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
     }))
 }
 
-/// Paths on the target are absolute, so that `--root` can place them.
+/// Paths on the target are absolute, so that `--root` can place them, and
+/// written one way only: `/etc/x/`, `/etc//x` and `/etc/./x` would be the
+/// same file under a second resource name, and two resources could then
+/// manage it without the duplicate check seeing it.
 pub fn check_absolute(path: &str) -> Result<(), PolicyError> {
-    if path.starts_with('/') && !path.split('/').any(|c| c == "..") {
-        Ok(())
-    } else {
-        Err(PolicyError::new(format!("path {path:?} is not absolute"))
-            .fix("name the resource by its absolute path on the target, e.g. \"/etc/motd\""))
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(PolicyError::new(format!("path {path:?} is not absolute"))
+            .fix("name the resource by its absolute path on the target, e.g. \"/etc/motd\""));
     }
+    let odd = path != "/" && path[1..].split('/').any(|c| c.is_empty() || c == ".");
+    if odd {
+        let plain: Vec<&str> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        return Err(PolicyError::new(format!(
+            "path {path:?} has a trailing '/', a '//' or a '.' in it"
+        ))
+        .fix(format!("write it as \"/{}\"", plain.join("/"))));
+    }
+    Ok(())
 }
 
 actions! {

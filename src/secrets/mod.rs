@@ -142,6 +142,15 @@ impl SecretFile {
                 .in_file(file)
                 .fix("write it with kiln secret set NAME"));
         }
+        // The header parses without a key: a file mangled in transit or by
+        // hand is found by `kiln check`, not by the host that needs it.
+        if let Err(e) =
+            age::Decryptor::new_buffered(age::armor::ArmoredReader::new(armor.as_bytes()))
+        {
+            return Err(PolicyError::new(format!("not a readable age file: {e}"))
+                .in_file(file)
+                .fix("write it again with kiln secret set NAME"));
+        }
         Ok(SecretFile {
             recipients_hash,
             to,

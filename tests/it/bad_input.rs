@@ -314,7 +314,10 @@ fn cookbook_names_cannot_leave_cookbooks() {
         .file("metadata.toml", "name = \"..\"\nversion = \"1\"\n");
     refused_everywhere(&repo, &["\"recipe[..]\" is not role[NAME]"]);
     let repo = node("")
-        .metadata("cb", "name = \"cb\"\nversion = \"1\"\ndepends = [\"..\"]\n")
+        .metadata(
+            "cb",
+            "name = \"cb\"\nversion = \"1.0.0\"\ndepends = [\"..\"]\n",
+        )
         .file("metadata.toml", "name = \"..\"\nversion = \"1\"\n");
     refused_everywhere(&repo, &["cookbook \"cb\" depends on \"..\""]);
 }

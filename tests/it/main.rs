@@ -28,6 +28,7 @@ mod secrets;
 mod services;
 mod siblings;
 mod signed;
+mod silent;
 mod snapshot;
 mod stack;
 mod substitute;
