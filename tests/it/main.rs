@@ -22,6 +22,7 @@ mod packages;
 mod packages_debian;
 mod policy;
 mod releases;
+mod rollback;
 mod repo_paths;
 mod sandbox;
 mod secrets;
