@@ -217,7 +217,10 @@ fn an_equal_serial_with_other_content_is_refused() {
     host.serve(other.path());
     let (ok, log) = host.agent("/srv/pub/bundle.tar");
     assert!(!ok, "{log}");
-    assert!(log.contains("serial 7000") && log.contains("other content"), "{log}");
+    assert!(
+        log.contains("serial 7000") && log.contains("other content"),
+        "{log}"
+    );
     assert_eq!(host.conf(), "two\n");
 
     // The same content again under the same serial (built anew): fine.
@@ -354,7 +357,11 @@ fn publish_with(host: &Host, name: &[u8], kind: tar::EntryType, data: &[u8], lin
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
-    std::fs::write(dir.join("bundle.tar.sha256"), format!("{sha}  bundle.tar\n")).unwrap();
+    std::fs::write(
+        dir.join("bundle.tar.sha256"),
+        format!("{sha}  bundle.tar\n"),
+    )
+    .unwrap();
     let st = Command::new("ssh-keygen")
         .args(["-q", "-Y", "sign", "-n", "kiln-bundle", "-f"])
         .arg(host.key())
