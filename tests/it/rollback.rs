@@ -484,3 +484,61 @@ fn a_member_twice_is_refused() {
         "twice",
     );
 }
+
+// ---------------------------------------------------------------------------
+// First contact, once
+// ---------------------------------------------------------------------------
+
+/// A fresh host often has no /etc/kiln at all when its first bundle
+/// arrives: that first contact is remembered all the same, so once the
+/// signer list the kiln cookbook installs is deleted, a bundle signed by
+/// anyone, carrying its own list, is refused.
+#[test]
+fn first_contact_is_remembered_on_a_host_without_etc_kiln() {
+    let host = Host::new();
+    let intruder = tempfile::tempdir().unwrap();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "intruder", "-f"])
+        .arg(intruder.path().join("key"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let with_list = |key: &Path| {
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let repo = site("one")
+            .metadata("kiln", "name = \"kiln\"\nversion = \"1.0.0\"\n")
+            .cookbook_file(
+                "kiln",
+                "allowed_signers",
+                format!("ops@example.com namespaces=\"kiln-bundle\" {public}"),
+            );
+        let out = tempfile::tempdir().unwrap();
+        kiln()
+            .repo(&repo)
+            .args(["fleet", "bundle", "--out"])
+            .arg(out.path())
+            .arg("--signing-key")
+            .arg(key)
+            .run()
+            .success();
+        out
+    };
+    let ours = with_list(&host.key());
+    let theirs = with_list(&intruder.path().join("key"));
+    let d = tempfile::tempdir().unwrap();
+    let allowed = d.path().join("etc/kiln/allowed_signers");
+    let verify = |dir: &Path| {
+        kiln()
+            .arg("verify-bundle")
+            .arg(dir.join("bundle.tar"))
+            .arg("--allowed-signers")
+            .arg(&allowed)
+            .arg("--first-contact")
+            .run()
+    };
+    verify(ours.path()).success();
+    assert!(allowed.with_file_name("allowed_signers.trusted").is_file());
+    verify(theirs.path())
+        .failure()
+        .stderr_contains("never returns to first contact");
+}
