@@ -218,6 +218,9 @@ fn bad_path(path: &[u8]) -> Option<&'static str> {
     if path.starts_with(b"/") {
         return Some("has an absolute path");
     }
+    if path.contains(&0) {
+        return Some("has a NUL byte in its name");
+    }
     let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
     if parts.contains(&&b".."[..]) {
         return Some("leaves the bundle (a .. in its path)");
@@ -465,5 +468,59 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("not a host name"), "{e}");
+    }
+
+    /// A tar of `(name, content)` regular files, names written as given.
+    fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in members {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn metadata_must_match_what_the_bundle_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("b.tar");
+        let read_back = |members: &[(&str, &[u8])]| {
+            std::fs::write(&file, tar_of(members)).unwrap();
+            read(&file, "b.tar")
+        };
+        let policy: &[u8] = b"run_list = []\n";
+        let content = content_digest([("roles/web.toml", policy, false)]);
+        let meta = BundleMeta {
+            serial: 3,
+            created: "2026-01-01T00:00:00.000Z".into(),
+            content,
+        };
+        let text = meta.to_toml();
+        let ok = read_back(&[("roles/web.toml", policy), (META, text.as_bytes())]).unwrap();
+        assert_eq!(ok.meta, Some(meta.clone()));
+        // No metadata: a bundle of an older kiln (the caller decides).
+        assert_eq!(read_back(&[("roles/web.toml", policy)]).unwrap().meta, None);
+        // Metadata that names other content, or is not metadata at all.
+        let e = read_back(&[
+            ("roles/web.toml", b"run_list = [\"x\"]\n"),
+            (META, text.as_bytes()),
+        ])
+        .err()
+        .unwrap();
+        assert!(e.contains("names other content"), "{e}");
+        let e = read_back(&[("roles/web.toml", policy), (META, b"serial = \"new\"\n")])
+            .err()
+            .unwrap();
+        assert!(e.contains("not kiln bundle metadata"), "{e}");
+        let e = read_back(&[("roles/./web.toml", policy)]).err().unwrap();
+        assert!(e.contains("not a plain relative path"), "{e}");
+        let e = read_back(&[("roles", policy), ("roles/web.toml", policy)])
+            .err()
+            .unwrap();
+        assert!(e.contains("needs it to be a directory"), "{e}");
     }
 }
