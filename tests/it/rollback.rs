@@ -258,6 +258,30 @@ fn a_rollback_published_as_a_new_bundle_is_accepted() {
     assert!(record.contains(&serial.to_string()), "{record}");
 }
 
+/// A bundle from before serials (validly signed, made by an older kiln)
+/// is a rollback too, once the host recorded a serial.
+#[test]
+fn a_bundle_without_a_serial_is_refused_once_a_serial_is_recorded() {
+    let host = Host::new();
+    let now = host.build(&site("two"), &[]);
+    host.serve(now.path());
+    let (ok, log) = host.agent("/srv/pub/bundle.tar");
+    assert!(ok, "{log}");
+    // The same policy as an older kiln built it: no kiln-bundle.toml.
+    let old = host.build(&site("one"), &[]);
+    let mut b = tar::Builder::new(Vec::new());
+    for (mut h, path, body) in members_of(old.path()) {
+        if path != Path::new("kiln-bundle.toml") {
+            b.append_data(&mut h, path, body.as_slice()).unwrap();
+        }
+    }
+    publish_tar(&host, &b.into_inner().unwrap());
+    let (ok, log) = host.agent("/srv/bad/bundle.tar");
+    assert!(!ok, "{log}");
+    assert!(log.contains("carries no serial"), "{log}");
+    assert_eq!(host.conf(), "two\n");
+}
+
 /// `--root`: the record is kept in the target, and an older bundle
 /// (unpacked by hand) is refused there before anything changes.
 #[test]
@@ -329,30 +353,30 @@ fn raw_header(name: &[u8], kind: tar::EntryType, size: u64, link: &[u8]) -> tar:
     h
 }
 
-/// A good bundle of `site("good")` with one more member, signed by the
-/// host's trusted key and published at /srv/bad: only its members are bad.
-fn publish_with(host: &Host, name: &[u8], kind: tar::EntryType, data: &[u8], link: &[u8]) {
-    let good = host.build(&site("good"), &[]);
-    let mut a = tar::Archive::new(std::fs::File::open(good.path().join("bundle.tar")).unwrap());
-    let mut b = tar::Builder::new(Vec::new());
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let mut h = e.header().clone();
-        let path = e.path().unwrap().into_owned();
-        let mut body = Vec::new();
-        e.read_to_end(&mut body).unwrap();
-        b.append_data(&mut h, path, body.as_slice()).unwrap();
-    }
-    b.append(&raw_header(name, kind, data.len() as u64, link), data)
-        .unwrap();
-    let bytes = b.into_inner().unwrap();
+/// The members of a built bundle, as they are.
+fn members_of(built: &Path) -> Vec<(tar::Header, PathBuf, Vec<u8>)> {
+    let mut a = tar::Archive::new(std::fs::File::open(built.join("bundle.tar")).unwrap());
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            (e.header().clone(), e.path().unwrap().into_owned(), body)
+        })
+        .collect()
+}
+
+/// Publishes `bytes` as a bundle at /srv/bad, with its sha256, signed by
+/// the host's trusted key: only what is inside can be wrong.
+fn publish_tar(host: &Host, bytes: &[u8]) {
     let dir = host.path().join("srv/bad");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bundle.tar");
-    std::fs::write(&file, &bytes).unwrap();
+    std::fs::write(&file, bytes).unwrap();
     let sha = {
         use sha2::Digest;
-        sha2::Sha256::digest(&bytes)
+        sha2::Sha256::digest(bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
@@ -362,6 +386,7 @@ fn publish_with(host: &Host, name: &[u8], kind: tar::EntryType, data: &[u8], lin
         format!("{sha}  bundle.tar\n"),
     )
     .unwrap();
+    let _ = std::fs::remove_file(dir.join("bundle.tar.sig"));
     let st = Command::new("ssh-keygen")
         .args(["-q", "-Y", "sign", "-n", "kiln-bundle", "-f"])
         .arg(host.key())
@@ -369,6 +394,19 @@ fn publish_with(host: &Host, name: &[u8], kind: tar::EntryType, data: &[u8], lin
         .status()
         .unwrap();
     assert!(st.success());
+}
+
+/// A good bundle of `site("good")` with one more member, signed by the
+/// host's trusted key and published at /srv/bad: only its members are bad.
+fn publish_with(host: &Host, name: &[u8], kind: tar::EntryType, data: &[u8], link: &[u8]) {
+    let good = host.build(&site("good"), &[]);
+    let mut b = tar::Builder::new(Vec::new());
+    for (mut h, path, body) in members_of(good.path()) {
+        b.append_data(&mut h, path, body.as_slice()).unwrap();
+    }
+    b.append(&raw_header(name, kind, data.len() as u64, link), data)
+        .unwrap();
+    publish_tar(host, &b.into_inner().unwrap());
 }
 
 /// Plants a bundle with one bad member; the agent refuses it whole, names
