@@ -148,9 +148,9 @@ fn serial_of(built: &Path) -> u64 {
 
 /// The reviewer's attack: after the agent converged v2 from a URL, the
 /// same URL serves the older, validly signed v1. Refused, the host keeps
-/// v2; and so once the agent's whole state (its bundle cache) is emptied.
+/// v2, and again on the next run.
 #[test]
-fn an_agent_refuses_an_older_bundle_from_its_server_even_with_its_cache_emptied() {
+fn an_agent_refuses_an_older_bundle_from_its_server() {
     let host = Host::new();
     let server = StaticServer::serve(&host.path().join("srv/pub"));
     let url = format!("{}bundle.tar", server.url());
@@ -159,35 +159,57 @@ fn an_agent_refuses_an_older_bundle_from_its_server_even_with_its_cache_emptied(
     let before = host.sentinel_hash();
 
     host.serve(v2.path());
-    let (ok, log) = host.agent(&url);
-    assert!(ok, "{log}");
+    let (ok, first) = host.agent(&url);
+    assert!(ok, "{first}");
     assert_eq!(host.conf(), "two\n");
-    let serial2 = serial_of(v2.path());
-    assert!(log.contains(&format!("serial {serial2}")), "{log}");
 
-    // The server turns hostile: v1 again, its signature valid.
+    // The server turns hostile: v1 again, its signature valid. Refused.
     host.serve(v1.path());
-    let serial1 = serial_of(v1.path());
-    assert!(serial1 < serial2);
     let (ok, log) = host.agent(&url);
     assert!(!ok, "{log}");
+    assert_eq!(host.conf(), "two\n");
+    let (serial1, serial2) = (serial_of(v1.path()), serial_of(v2.path()));
+    assert!(serial1 < serial2);
+    assert!(first.contains(&format!("serial {serial2}")), "{first}");
     assert!(
         log.contains(&format!("serial {serial1}"))
             && log.contains(&format!("serial {serial2}"))
             && log.contains("new bundle with a higher serial"),
         "{log}"
     );
-    assert_eq!(host.conf(), "two\n");
 
-    // The agent's state and cache gone: still refused, nothing converges.
-    std::fs::remove_dir_all(host.path().join("var/lib/kiln/agent")).unwrap();
-    std::fs::write(host.path().join("etc/kiln-site.conf"), "two\n").unwrap();
-    let etc = tree_hash(host.path().join("etc"));
+    // And on the next run, from its cache.
     let (ok, log) = host.agent(&url);
     assert!(!ok, "{log}");
     assert!(log.contains("older than"), "{log}");
     assert_eq!(host.conf(), "two\n");
+    assert_eq!(host.sentinel_hash(), before);
+    drop(server);
+}
+
+/// The same attack on an agent whose whole state (its bundle cache, its
+/// last good bundle) was emptied after it converged v2: the record is not
+/// in the cache, so v1 is still refused, and nothing converges.
+#[test]
+fn emptying_the_agents_cache_does_not_reset_the_serial() {
+    let host = Host::new();
+    let server = StaticServer::serve(&host.path().join("srv/pub"));
+    let url = format!("{}bundle.tar", server.url());
+    let v1 = host.build(&site("one"), &[]);
+    let v2 = host.build(&site("two"), &[]);
+    let before = host.sentinel_hash();
+    host.serve(v2.path());
+    let (ok, log) = host.agent(&url);
+    assert!(ok, "{log}");
+
+    std::fs::remove_dir_all(host.path().join("var/lib/kiln/agent")).unwrap();
+    host.serve(v1.path());
+    let etc = tree_hash(host.path().join("etc"));
+    let (ok, log) = host.agent(&url);
+    assert!(!ok, "{log}");
+    assert_eq!(host.conf(), "two\n");
     assert_eq!(tree_hash(host.path().join("etc")), etc);
+    assert!(log.contains("older than"), "{log}");
     assert!(
         !host
             .path()
