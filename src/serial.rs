@@ -122,6 +122,13 @@ impl BundleMeta {
         format!("content = \"{content}\"")
     }
 
+    /// The line of [`RECORD`] that names the content, as [`admit_on`]
+    /// writes it: a fleet host converges its current bundle again only
+    /// while that is the policy it last recorded.
+    pub fn record_content_line(content: &str) -> String {
+        format!("\"content\": \"{content}\"")
+    }
+
     /// `serial N`, for people.
     pub fn short(&self) -> String {
         format!("serial {}", self.serial)
@@ -147,7 +154,8 @@ pub fn recorded(target: &Target) -> Result<Option<BundleMeta>, RollbackError> {
 
 /// Refuses the bundle `what` (whose metadata is `meta`, none for a bundle
 /// without) when it is older than the `newest` one this host converged, or
-/// has its serial with other content.
+/// has its serial with other content. The same policy under another
+/// serial (another build of it) is no rollback: it is accepted.
 pub fn admit(
     newest: Option<&BundleMeta>,
     meta: Option<&BundleMeta>,
@@ -163,6 +171,9 @@ pub fn admit(
             newest: newest.serial,
         });
     };
+    if meta.content == newest.content {
+        return Ok(());
+    }
     if meta.serial < newest.serial {
         return Err(RollbackError::Older {
             what,
@@ -193,7 +204,7 @@ pub fn admit_on(
 ) -> Result<(), RollbackError> {
     let newest = recorded(target)?;
     admit(newest.as_ref(), Some(meta), what)?;
-    if check_only || newest.as_ref() == Some(meta) {
+    if check_only || newest.as_ref().is_some_and(|n| n.serial >= meta.serial) {
         return Ok(());
     }
     let fs = target.fs();
@@ -227,7 +238,9 @@ mod tests {
         assert!(admit(None, None, "b").is_ok());
         assert!(admit(Some(&newest), Some(&meta(6, "x")), "b").is_ok());
         assert!(admit(Some(&newest), Some(&meta(5, "a")), "b").is_ok());
-        let e = admit(Some(&newest), Some(&meta(4, "a")), "b").unwrap_err();
+        // Another build of the same policy is no rollback.
+        assert!(admit(Some(&newest), Some(&meta(4, "a")), "b").is_ok());
+        let e = admit(Some(&newest), Some(&meta(4, "x")), "b").unwrap_err();
         assert!(e.to_string().contains("serial 4"), "{e}");
         assert!(e.to_string().contains("serial 5"), "{e}");
         let e = admit(Some(&newest), Some(&meta(5, "b")), "b").unwrap_err();
@@ -247,5 +260,11 @@ mod tests {
         assert_eq!(back, m);
         let line = BundleMeta::content_line("c");
         assert!(m.to_toml().lines().any(|l| l == line), "{}", m.to_toml());
+        let json = String::from_utf8(serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        let line = BundleMeta::record_content_line("c");
+        assert!(
+            json.lines().any(|l| l.trim().trim_end_matches(',') == line),
+            "{json}"
+        );
     }
 }

@@ -416,14 +416,16 @@ const NEED: &str = "kiln-need:";
 /// has (or say what it needs), converge, keep the current links, and run the
 /// health checks after a successful converge. Each build of a bundle has a
 /// serial of its own, so a host whose current bundle holds the same policy
-/// (the same content digest in its signed metadata) converges that one.
+/// (the same content digest in its signed metadata), and recorded that
+/// policy as the newest it converged, converges that one.
 fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
     let node = node_args(host);
     let mut s = format!(
         "K={k}; R={r}; need=''; [ -x \"$K\" ] || need=\"$need binary\"; \
          if ! {{ [ -f \"$R.tar\" ] && [ -d \"$R\" ]; }}; then \
          C={BUNDLE_DIR}/$(readlink {BUNDLE_DIR}/current 2>/dev/null); \
-         if [ -f \"$C.tar\" ] && grep -qxF {same} \"$C/{meta}\" 2>/dev/null; then R=$C; \
+         if [ -f \"$C.tar\" ] && grep -qxF {same} \"$C/{meta}\" 2>/dev/null \
+         && grep -qF {recorded} {record} 2>/dev/null; then R=$C; \
          else need=\"$need bundle\"; fi; fi; \
          if [ -n \"$need\" ]; then echo \"{NEED}$need\"; exit 0; fi; \
          {check} \
@@ -431,6 +433,10 @@ fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
         k = q(&p.remote_kiln()),
         r = q(&p.remote_repo()),
         same = q(&crate::serial::BundleMeta::content_line(&p.bundle_content)),
+        recorded = q(&crate::serial::BundleMeta::record_content_line(
+            &p.bundle_content
+        )),
+        record = crate::serial::RECORD,
         meta = crate::serial::META,
         why = if why_run { " --why-run" } else { "" },
         check = check_binary(p),
