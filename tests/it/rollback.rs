@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::fleet::{HostRoot, kiln_binary};
+use crate::support::fleet::{Fleet, HostRoot, kiln_binary, spec};
 use crate::support::*;
 
 /// Where a host keeps the newest bundle serial it converged.
@@ -302,6 +302,62 @@ fn a_bundle_without_a_serial_is_refused_once_a_serial_is_recorded() {
     assert!(!ok, "{log}");
     assert!(log.contains("carries no serial"), "{log}");
     assert_eq!(host.conf(), "two\n");
+}
+
+/// A pushed host converges its current bundle again only while it holds
+/// the policy the host recorded: once its agent converged a newer bundle
+/// from elsewhere, a push of the old policy sends a new build of it (a
+/// higher serial), which the host takes, instead of converging the stale
+/// current bundle, which it would refuse.
+#[test]
+fn a_push_after_the_agent_moved_on_sends_a_new_build() {
+    let mut f = Fleet::new(vec![spec("web01.example.com", &["web"])], |_| {});
+    f.start();
+    let root = f.host("web01.example.com").path().to_path_buf();
+    let push = |repo: &Repo| {
+        let o = f.kiln(&["converge", "--json"]).repo(repo).run().success();
+        let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        r["hosts"][0].clone()
+    };
+    let one = site("one");
+    assert_eq!(push(&one)["sent_bundle"], true);
+    assert_eq!(push(&one)["sent_bundle"], false);
+    assert_eq!(read(&root, "/etc/kiln-site.conf"), "one\n");
+
+    // The host's agent converges a newer bundle published for it.
+    kiln()
+        .repo(&site("two"))
+        .args(["fleet", "bundle", "--out"])
+        .arg(root.join("srv/pub"))
+        .arg("--inventory")
+        .arg(f.inventory())
+        .arg("--signing-key")
+        .arg(f.dir.path().join("signing_key"))
+        .run()
+        .success();
+    let out = Command::new("unshare")
+        .args(["--mount", "--pid", "--fork", "--kill-child"])
+        .arg(format!("--mount-proc={}", root.join("proc").display()))
+        .arg("chroot")
+        .arg(&root)
+        .args(["/var/lib/kiln/bin/kiln", "agent", "--once", "--splay", "0"])
+        .args(["--source", "/srv/pub/bundle.tar"])
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(read(&root, "/etc/kiln-site.conf"), "two\n");
+
+    // The old policy pushed again: a new build, sent and taken.
+    let h = push(&one);
+    assert_eq!(h["sent_bundle"], true, "{h:#}");
+    assert_eq!(h["state"], "changed", "{h:#}");
+    assert_eq!(read(&root, "/etc/kiln-site.conf"), "one\n");
 }
 
 /// `--root`: the record is kept in the target, and an older bundle
