@@ -264,11 +264,11 @@ pub fn read(tar: &Path, what: &str) -> Result<Members, String> {
         use std::io::Read;
         let mut entry = entry.map_err(not_tar)?;
         let path = entry.path_bytes().into_owned();
-        if let Some(why) = bad_path(&path) {
-            return Err(refuse(what, &path, why));
-        }
         if let Some(why) = bad_type(entry.header().entry_type()) {
             return Err(refuse(what, &path, &why));
+        }
+        if let Some(why) = bad_path(&path) {
+            return Err(refuse(what, &path, why));
         }
         let Ok(name) = String::from_utf8(path.clone()) else {
             return Err(refuse(what, &path, "has a name that is not UTF-8"));

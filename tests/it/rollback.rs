@@ -408,6 +408,59 @@ fn a_root_target_keeps_its_own_record() {
         .stderr_contains("older than");
 }
 
+/// A link planted at the record's path in a `--root` tree leads nowhere
+/// outside it: what it points at (a record that would refuse every
+/// bundle) is neither read nor written, and the link is replaced.
+#[test]
+fn a_link_at_the_record_in_a_root_leads_nowhere() {
+    let root = TestRoot::new();
+    let sentinel = tempfile::tempdir().unwrap();
+    let planted = sentinel.path().join("record.json");
+    std::fs::write(
+        &planted,
+        "{\"serial\": 99999999999999999, \"created\": \"2999-01-01T00:00:00.000Z\", \"content\": \"x\"}",
+    )
+    .unwrap();
+    let record = at(root.path(), &format!("/{RECORD}"));
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&planted, &record).unwrap();
+    let before = tree_hash(sentinel.path());
+    let out = tempfile::tempdir().unwrap();
+    kiln()
+        .repo(&site("two"))
+        .args(["fleet", "bundle", "--allow-unsigned", "--out"])
+        .arg(out.path())
+        .run()
+        .success();
+    let dir = out.path().join("unpacked");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(out.path().join("bundle.tar"))
+            .arg("-C")
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success()
+    );
+    kiln()
+        .arg("--repo")
+        .arg(&dir)
+        .args(["converge", "--role", "web", "--root"])
+        .arg(root.path())
+        .run()
+        .success();
+    assert_eq!(tree_hash(sentinel.path()), before);
+    let kept = std::fs::symlink_metadata(&record).unwrap();
+    assert!(kept.is_file(), "{kept:?}");
+    assert!(
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .contains("\"serial\"")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // What a bundle may hold
 // ---------------------------------------------------------------------------
