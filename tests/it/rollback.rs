@@ -360,25 +360,28 @@ fn a_push_after_the_agent_moved_on_sends_a_new_build() {
     assert_eq!(read(&root, "/etc/kiln-site.conf"), "one\n");
 }
 
+/// A built bundle unpacked by hand into `built/unpacked`, as a repository
+/// to converge with `--root`.
+fn unpacked(built: &Path) -> PathBuf {
+    let dir = built.join("unpacked");
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(built.join("bundle.tar"))
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dir
+}
+
 /// `--root`: the record is kept in the target, and an older bundle
 /// (unpacked by hand) is refused there before anything changes.
 #[test]
 fn a_root_target_keeps_its_own_record() {
     let host = Host::new();
     let root = TestRoot::new();
-    let unpacked = |built: &Path| {
-        let dir = built.join("unpacked");
-        std::fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("tar")
-            .arg("-xf")
-            .arg(built.join("bundle.tar"))
-            .arg("-C")
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        dir
-    };
     let v1 = host.build(&site("one"), &[]);
     let v2 = host.build(&site("two"), &[]);
     let converge = |dir: &Path| {
@@ -432,18 +435,7 @@ fn a_link_at_the_record_in_a_root_leads_nowhere() {
         .arg(out.path())
         .run()
         .success();
-    let dir = out.path().join("unpacked");
-    std::fs::create_dir_all(&dir).unwrap();
-    assert!(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(out.path().join("bundle.tar"))
-            .arg("-C")
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let dir = unpacked(out.path());
     kiln()
         .arg("--repo")
         .arg(&dir)
