@@ -404,10 +404,15 @@ pub fn verify_command(
             "kiln: this host trusts the signers of {}; without that file it refuses every bundle\n",
             allowed.display()
         );
-        let kept = marker
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| crate::fleet::bundle::write_atomic(&marker, text.as_bytes()));
+        let dir = marker.parent().unwrap_or(Path::new("/"));
+        let kept = std::fs::create_dir_all(dir)
+            .and_then(|_| tempfile::NamedTempFile::new_in(dir))
+            .and_then(|mut t| {
+                use std::io::Write;
+                t.write_all(text.as_bytes())?;
+                t.as_file().sync_all()?;
+                t.persist(&marker).map_err(|e| e.error)
+            });
         if let Err(e) = kept
             && !allowed.exists()
         {
@@ -416,7 +421,7 @@ pub fn verify_command(
                 reason: format!(
                     "first contact refused: cannot remember it in {} ({e}), and without that a later bundle could start over. Fix: make {} writable",
                     marker.display(),
-                    marker.parent().unwrap_or(Path::new("/")).display()
+                    dir.display()
                 ),
             }
             .into());

@@ -354,10 +354,20 @@ fn a_push_after_the_agent_moved_on_sends_a_new_build() {
     assert_eq!(read(&root, "/etc/kiln-site.conf"), "two\n");
 
     // The old policy pushed again: a new build, sent and taken.
-    let h = push(&one);
+    let o = f.kiln(&["converge", "--json"]).repo(&one).run().success();
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let h = &r["hosts"][0];
     assert_eq!(h["sent_bundle"], true, "{h:#}");
     assert_eq!(h["state"], "changed", "{h:#}");
     assert_eq!(read(&root, "/etc/kiln-site.conf"), "one\n");
+    // fleet status shows the serial the host runs.
+    let serial = r["bundle_serial"].as_u64().unwrap();
+    f.kiln(&["status"])
+        .repo(&one)
+        .run()
+        .success()
+        .stdout_contains("SERIAL")
+        .stdout_contains(&serial.to_string());
 }
 
 /// A built bundle unpacked by hand into `built/unpacked`, as a repository
