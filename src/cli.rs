@@ -95,6 +95,9 @@ enum Command {
         #[arg(long)]
         first_contact: bool,
     },
+    /// Unpack a verified bundle (what fleet hosts run after verify-bundle): every member a regular file, once; no older serial than this host converged.
+    #[command(name = "unpack-bundle", hide = true)]
+    UnpackBundle { file: PathBuf, dest: PathBuf },
     /// Explain, promote and audit package pins.
     #[command(subcommand)]
     Whitelist(WhitelistCommand),
@@ -403,6 +406,9 @@ enum FleetCommand {
         /// Carry each host's node file (fqdn, roles, attributes) from this inventory.
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// The bundle's serial (default: its UTC build time, YYYYMMDDhhmmssmmm); hosts refuse a serial older than the one they converged.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
+        serial: Option<u64>,
         #[command(flatten)]
         signing: Signing,
     },
@@ -640,15 +646,17 @@ pub fn main() -> i32 {
                 out,
                 name,
                 inventory,
+                serial,
                 signing,
-            } => commands::fleet::bundle(
-                &cli.repo,
-                &out,
-                &name,
-                inventory.as_deref(),
-                signing.signing_key.as_deref(),
-                signing.allow_unsigned,
-            ),
+            } => commands::fleet::bundle(commands::fleet::Publish {
+                repo: &cli.repo,
+                out: &out,
+                name: &name,
+                inventory: inventory.as_deref(),
+                serial,
+                key: signing.signing_key.as_deref(),
+                allow_unsigned: signing.allow_unsigned,
+            }),
         },
         Command::Agent(a) => commands::agent::run(commands::agent::Agent {
             repo: cli.repo,
@@ -672,6 +680,7 @@ pub fn main() -> i32 {
                 .unwrap_or_else(|| PathBuf::from(crate::trust::sig_path(&file.to_string_lossy())));
             crate::trust::verify_command(&file, &sig, &allowed_signers, first_contact)
         }
+        Command::UnpackBundle { file, dest } => commands::fleet::unpack_bundle(&file, &dest),
         Command::Verify {
             roles,
             fqdn,

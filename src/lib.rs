@@ -12,6 +12,7 @@ pub mod platform;
 pub mod policy;
 pub mod resource;
 pub mod secrets;
+pub mod serial;
 pub mod testing;
 pub mod text;
 pub mod trust;

@@ -396,15 +396,36 @@ pub fn verify_command(
     };
     let who = signers.verify_file(file, sig)?;
     // From now on this host has trusted signers: remembered apart from the
-    // list, so that losing the list never re-arms first contact.
+    // list, so that losing the list never re-arms first contact. A fresh
+    // host may have no directory for either yet; a first contact that
+    // cannot be remembered does not happen.
     if !marker.exists() {
-        let _ = std::fs::write(
-            &marker,
-            format!(
-                "kiln: this host trusts the signers of {}; without that file it refuses every bundle\n",
-                allowed.display()
-            ),
+        let text = format!(
+            "kiln: this host trusts the signers of {}; without that file it refuses every bundle\n",
+            allowed.display()
         );
+        let dir = marker.parent().unwrap_or(Path::new("/"));
+        let kept = std::fs::create_dir_all(dir)
+            .and_then(|_| tempfile::NamedTempFile::new_in(dir))
+            .and_then(|mut t| {
+                use std::io::Write;
+                t.write_all(text.as_bytes())?;
+                t.as_file().sync_all()?;
+                t.persist(&marker).map_err(|e| e.error)
+            });
+        if let Err(e) = kept
+            && !allowed.exists()
+        {
+            return Err(TrustError::AllowedSigners {
+                path: allowed.to_path_buf(),
+                reason: format!(
+                    "first contact refused: cannot remember it in {} ({e}), and without that a later bundle could start over. Fix: make {} writable",
+                    marker.display(),
+                    dir.display()
+                ),
+            }
+            .into());
+        }
     }
     println!(
         "{}: signed by {who} (per {})",

@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::fleet::bundle::{node_path, unpack, write_atomic};
 use crate::fleet::protocol::HostReport;
 use crate::platform::target::Target;
+use crate::serial::BundleMeta;
 use crate::trust::{AllowedSigners, sig_path};
 
 pub struct Agent {
@@ -157,9 +158,13 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
         None => a.repo.clone(),
         Some(s) if Path::new(s).is_dir() => PathBuf::from(s),
         Some(s) => match fetch(s, &a.state_dir, &a.allowed_signers) {
-            Ok(sha) => {
+            Ok((sha, meta)) => {
                 if state.current.as_deref() != Some(&sha) {
-                    log(&format!("new bundle {sha}"));
+                    log(&format!(
+                        "new bundle {sha}{}",
+                        meta.map(|m| format!(" ({}, made {})", m.short(), m.created))
+                            .unwrap_or_default()
+                    ));
                 }
                 state.current = Some(sha.clone());
                 a.state_dir.join("bundles").join(sha)
@@ -474,9 +479,15 @@ fn reverify(state: &Path, sha: &str, allowed: &Path) -> Result<String, String> {
 
 /// Fetches a bundle, its published sha256 and its signature from a path or
 /// http(s):// URL, streams it to disk, verifies the hash and the signature
-/// against the allowed signers, and only then unpacks it under
-/// `state/bundles/<sha>`. Returns the sha.
-fn fetch(source: &str, state: &Path, allowed: &Path) -> Result<String, String> {
+/// against the allowed signers, refuses it when it is older than the newest
+/// bundle this host converged (whatever the cache holds: the record is
+/// kiln's, not the cache's), and only then unpacks it under
+/// `state/bundles/<sha>`. Returns the sha and the bundle's metadata.
+fn fetch(
+    source: &str,
+    state: &Path,
+    allowed: &Path,
+) -> Result<(String, Option<BundleMeta>), String> {
     let published = get_small(&format!("{source}.sha256"))?;
     let want = String::from_utf8_lossy(&published)
         .split_whitespace()
@@ -486,13 +497,20 @@ fn fetch(source: &str, state: &Path, allowed: &Path) -> Result<String, String> {
     if want.len() != 64 || !want.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!("{source}.sha256 holds no sha256"));
     }
+    let newest = crate::serial::recorded(&Target::host()).map_err(|e| e.to_string())?;
+    let admit = |meta: Option<&BundleMeta>| {
+        crate::serial::admit(newest.as_ref(), meta, source).map_err(|e| e.to_string())
+    };
     let dir = state.join("bundles");
     let unpacked = dir.join(&want);
     if unpacked.is_dir() {
         // Already have it: nothing to download, but its signature must
-        // still count (a signer removed since is refused).
+        // still count (a signer removed since is refused), and so must its
+        // serial (a newer bundle may have converged since).
         reverify(state, &want, allowed)?;
-        return Ok(want);
+        let meta = BundleMeta::load(&unpacked).map_err(|e| e.to_string())?;
+        admit(meta.as_ref())?;
+        return Ok((want, meta));
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let part = dir.join(format!("{want}.tar.part.{}", std::process::id()));
@@ -518,14 +536,19 @@ fn fetch(source: &str, state: &Path, allowed: &Path) -> Result<String, String> {
             .map_err(|e| e.to_string().replace(&part.display().to_string(), source))?;
         log(&format!("{source}: bundle {want} signed by {who}"));
         let tar = dir.join(format!("{want}.tar"));
-        std::fs::rename(&part_sig, sig_path(&tar.to_string_lossy()))
+        let tar_sig = sig_path(&tar.to_string_lossy());
+        std::fs::rename(&part_sig, &tar_sig)
             .and_then(|_| std::fs::rename(&part, &tar))
             .map_err(|e| format!("keeping {}: {e}", tar.display()))?;
-        unpack(&tar, &unpacked)
+        unpack(&tar, source, &unpacked, admit).inspect_err(|_| {
+            // Refused: nothing of it is kept.
+            let _ = std::fs::remove_file(&tar);
+            let _ = std::fs::remove_file(&tar_sig);
+        })
     })();
     let _ = std::fs::remove_file(&part);
     let _ = std::fs::remove_file(&part_sig);
-    result?;
+    let meta = result?;
     // Keep the five newest bundles.
     let mut old: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
         .into_iter()
@@ -541,7 +564,7 @@ fn fetch(source: &str, state: &Path, allowed: &Path) -> Result<String, String> {
         let _ = std::fs::remove_file(p.with_extension("tar"));
         let _ = std::fs::remove_file(p.with_extension("tar.sig"));
     }
-    Ok(want)
+    Ok((want, meta))
 }
 
 #[cfg(test)]

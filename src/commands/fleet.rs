@@ -158,12 +158,13 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         .map_err(Error::Usage)?;
     // Node files for the whole inventory, not only the selected hosts: the
     // bundle (and its hash) is the same whichever hosts a push reaches.
-    let bundle = Bundle::build(&c.common.repo, &inv.hosts)?;
+    let bundle = Bundle::build(&c.common.repo, &inv.hosts, None)?;
     let bundle_sig = key.as_ref().map(|k| k.sign(&bundle.bytes)).transpose()?;
     let (binary_path, binary_sha) = self_binary(c.binary.as_deref())?;
     let payload = Payload {
         bundle: Arc::new(bundle.bytes),
         bundle_sha: bundle.sha256.clone(),
+        bundle_content: bundle.meta.content.clone(),
         bundle_sig,
         binary_path,
         binary_sha: binary_sha.clone(),
@@ -191,9 +192,10 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
     };
     if !json {
         say(format!(
-            "kiln fleet: {} host(s), bundle {} ({} files, {}), kiln {}{}",
+            "kiln fleet: {} host(s), bundle {} ({}, {} files, {}), kiln {}{}",
             hosts.len(),
             &bundle.sha256[..12],
+            bundle.meta.short(),
             bundle.files,
             match &key {
                 Some(k) => format!("signed by {}", k.fingerprint()),
@@ -292,6 +294,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
     if json {
         let v = serde_json::json!({
             "bundle": bundle.sha256,
+            "bundle_serial": bundle.meta.serial,
             "kiln": binary_sha,
             "why_run": c.why_run,
             "held": result.held,
@@ -468,18 +471,32 @@ pub fn status(c: Common) -> Result<i32, Error> {
     )
 }
 
+/// What `kiln fleet bundle` publishes, and how.
+pub struct Publish<'a> {
+    pub repo: &'a Path,
+    pub out: &'a Path,
+    pub name: &'a str,
+    pub inventory: Option<&'a Path>,
+    /// `--serial`: instead of the build time.
+    pub serial: Option<u64>,
+    pub key: Option<&'a Path>,
+    pub allow_unsigned: bool,
+}
+
 /// `kiln fleet bundle --out DIR`: writes the bundle for agents to fetch,
 /// with its signature (`NAME.sig`, `SHA.tar.sig`). With an inventory it
 /// carries each host's node file, as a push does, so that an agent
 /// converges its host with the inventory's attributes.
-pub fn bundle(
-    repo: &Path,
-    out: &Path,
-    name: &str,
-    inventory: Option<&Path>,
-    key: Option<&Path>,
-    allow_unsigned: bool,
-) -> Result<i32, Error> {
+pub fn bundle(p: Publish) -> Result<i32, Error> {
+    let Publish {
+        repo,
+        out,
+        name,
+        inventory,
+        serial,
+        key,
+        allow_unsigned,
+    } = p;
     let key = signing_key(key, allow_unsigned)?;
     let policy = Repository::open(repo)?;
     let hosts = match inventory {
@@ -491,7 +508,7 @@ pub fn bundle(
         }
     };
     check_policy(&policy)?;
-    let b = Bundle::build(repo, &hosts)?;
+    let b = Bundle::build(repo, &hosts, serial)?;
     let sig = key.as_ref().map(|k| k.sign(&b.bytes)).transpose()?;
     if let Some(sig) = &sig {
         // Before the bundle: an agent that sees the new bundle finds its
@@ -509,14 +526,30 @@ pub fn bundle(
     }
     let path = b.publish(out, name)?;
     println!(
-        "{}  {} ({} files, {})",
+        "{}  {} ({}, {} files, {})",
         b.sha256,
         path.display(),
+        b.meta.short(),
         b.files,
         match &key {
             Some(k) => format!("signed by {}", k.fingerprint()),
             None => "unsigned".into(),
         }
     );
+    Ok(0)
+}
+
+/// `kiln unpack-bundle FILE DEST` (hidden): what a fleet host runs, with
+/// the kiln binary it just checked, on a bundle whose signature it just
+/// verified: every member is checked and the serial is compared with this
+/// host's record before anything is unpacked.
+pub fn unpack_bundle(file: &Path, dest: &Path) -> Result<i32, Error> {
+    let target = crate::platform::target::Target::host();
+    let what = file.display().to_string();
+    let newest = crate::serial::recorded(&target)?;
+    crate::fleet::bundle::unpack(file, &what, dest, |meta| {
+        crate::serial::admit(newest.as_ref(), meta, &what).map_err(|e| e.to_string())
+    })
+    .map_err(Error::Usage)?;
     Ok(0)
 }

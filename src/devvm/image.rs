@@ -662,9 +662,10 @@ mod tests {
         };
         let key = || Inputs::resolve(&req).expect("inputs").key();
         let bundle = || {
-            crate::fleet::bundle::Bundle::build(r, &[])
+            crate::fleet::bundle::Bundle::build(r, &[], None)
                 .expect("bundle")
-                .sha256
+                .meta
+                .content
         };
         let (key_before, bundle_before) = (key(), bundle());
         write(r, "cookbooks/web/recipes/.foo.toml.swp", "swap");

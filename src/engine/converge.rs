@@ -17,6 +17,7 @@ use crate::platform::facts::Facts;
 pub use crate::platform::pins::PinMode;
 use crate::platform::target::Target;
 use crate::policy::{Repository, load_toml};
+use crate::serial::BundleMeta;
 
 /// How long a converge waits for another run's lock unless told otherwise.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -96,6 +97,9 @@ pub struct Prepared {
     pub why_run: bool,
     pub pins: PinMode,
     pub lock_timeout: Duration,
+    /// The repository is an unpacked bundle with this serial (and this
+    /// path): checked against the target's record, and recorded.
+    pub bundle: Option<(BundleMeta, String)>,
 }
 
 /// Compiles the policy for the target: every policy error surfaces here,
@@ -133,6 +137,11 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         }
         None => Target::host(),
     };
+    // An older bundle is refused before anything else is looked at.
+    let bundle = BundleMeta::load(&c.repo)?.map(|m| (m, c.repo.display().to_string()));
+    if let Some((meta, what)) = &bundle {
+        crate::serial::admit_on(&target, meta, what, true)?;
+    }
     let facts = Facts::gather(&target, c.fqdn.as_deref().or(node.fqdn.as_deref()));
     // Secrets are decrypted here, on the target, with its own host key.
     let secrets = if c.test_secrets {
@@ -158,6 +167,7 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         why_run: c.why_run,
         pins: c.pins,
         lock_timeout: c.lock_timeout,
+        bundle,
     })
 }
 
@@ -172,8 +182,12 @@ impl Prepared {
     /// (unless why-run). A failed resource is in the report, not an error.
     pub fn apply(&self, on: &mut dyn FnMut(Event)) -> Result<Report, Error> {
         let _lock = RunLock::acquire(&self.target, self.lock_timeout)?;
+        // Under the lock: no other run records a newer serial in between.
+        if let Some((meta, what)) = &self.bundle {
+            crate::serial::admit_on(&self.target, meta, what, self.why_run)?;
+        }
         let mut progress = |r: &ResourceReport| on(Event::Resource(r));
-        let report = run::converge(
+        let mut report = run::converge(
             &self.target,
             &self.policy,
             &run::Options {
@@ -182,6 +196,7 @@ impl Prepared {
             },
             &mut progress,
         );
+        report.bundle_serial = self.bundle.as_ref().map(|(m, _)| m.serial);
         if !report.substitutions.is_empty() {
             on(Event::Warning(&crate::platform::pins::warning(
                 &report.substitutions,

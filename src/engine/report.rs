@@ -173,6 +173,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
     pub run_list: Vec<String>,
+    /// The serial of the bundle this run converged, when it came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle_serial: Option<u64>,
     /// Every resource the policy manages (`type[name]`), for `kiln fingerprint`;
     /// absent from reports of kilns before it existed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,6 +219,7 @@ impl Report {
                 .iter()
                 .map(|(c, r)| format!("recipe[{c}::{r}]"))
                 .collect(),
+            bundle_serial: None,
             managed: Some(managed_ids(policy)),
             why_run,
             total: policy.resources.len(),

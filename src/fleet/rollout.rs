@@ -26,11 +26,18 @@ const BINARY_ALTERED: i32 = 98;
 /// Exit code of the upload script when the host refuses the bundle's
 /// signature.
 const SIGNATURE_REFUSED: i32 = 96;
+/// Exit code of the upload script when the host refuses to unpack the
+/// bundle: a member it may not hold, or a serial older than it converged.
+const BUNDLE_REFUSED: i32 = 95;
 
 /// What the hosts get.
 pub struct Payload {
     pub bundle: Arc<Vec<u8>>,
     pub bundle_sha: String,
+    /// The digest of the bundle's policy, its serial aside: a host whose
+    /// current bundle holds the same policy converges that one again
+    /// instead of receiving this build of it.
+    pub bundle_content: String,
     /// The bundle's SSHSIG signature (armored); `None` only when the
     /// operator pushes unsigned on purpose (`--allow-unsigned`).
     pub bundle_sig: Option<String>,
@@ -375,13 +382,13 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(6)..].join("\n")
 }
 
-/// The node argument of a host's converge (and of `fleet status`'s why-run,
-/// which judges the host by the same node): its node file in the bundle,
-/// which the bundle's signature covers. Nothing about the node (roles,
-/// attributes) travels on the command line, where it would be unsigned.
-fn node_args(host: &Host, p: &Payload) -> String {
-    let node = super::bundle::node_path(std::path::Path::new(&p.remote_repo()), &host.fqdn);
-    format!(" --node {}", q(&node.to_string_lossy()))
+/// The node argument of a host's converge: its node file in the bundle
+/// `$R`, which the bundle's signature covers. Nothing about the node
+/// (roles, attributes) travels on the command line, where it would be
+/// unsigned.
+fn node_args(host: &Host) -> String {
+    let node = super::bundle::node_path(std::path::Path::new(""), &host.fqdn);
+    format!(" --node \"$R\"/{}", q(&node.to_string_lossy()))
 }
 
 pub fn converge_host(
@@ -405,19 +412,32 @@ pub fn converge_host(
 const NEED: &str = "kiln-need:";
 
 /// One remote script for the whole no-op path, so that a host that already
-/// has this kiln and this bundle costs one ssh exec: check what the host
+/// has this kiln and this policy costs one ssh exec: check what the host
 /// has (or say what it needs), converge, keep the current links, and run the
-/// health checks after a successful converge.
+/// health checks after a successful converge. Each build of a bundle has a
+/// serial of its own, so a host whose current bundle holds the same policy
+/// (the same content digest in its signed metadata), and recorded that
+/// policy as the newest it converged, converges that one.
 fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
-    let node = node_args(host, p);
+    let node = node_args(host);
     let mut s = format!(
         "K={k}; R={r}; need=''; [ -x \"$K\" ] || need=\"$need binary\"; \
-         {{ [ -f \"$R.tar\" ] && [ -d \"$R\" ]; }} || need=\"$need bundle\"; \
+         if ! {{ [ -f \"$R.tar\" ] && [ -d \"$R\" ]; }}; then \
+         C={BUNDLE_DIR}/$(readlink {BUNDLE_DIR}/current 2>/dev/null); \
+         if [ -f \"$C.tar\" ] && grep -qxF {same} \"$C/{meta}\" 2>/dev/null \
+         && grep -qF {recorded} {record} 2>/dev/null; then R=$C; \
+         else need=\"$need bundle\"; fi; fi; \
          if [ -n \"$need\" ]; then echo \"{NEED}$need\"; exit 0; fi; \
          {check} \
          \"$K\" --repo \"$R\" verify --converge --json{why}{node}; rc=$?; ",
         k = q(&p.remote_kiln()),
         r = q(&p.remote_repo()),
+        same = q(&crate::serial::BundleMeta::content_line(&p.bundle_content)),
+        recorded = q(&crate::serial::BundleMeta::record_content_line(
+            &p.bundle_content
+        )),
+        record = crate::serial::RECORD,
+        meta = crate::serial::META,
         why = if why_run { " --why-run" } else { "" },
         check = check_binary(p),
     );
@@ -426,9 +446,8 @@ fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
         // the binary the kiln cookbook links to /usr/local/bin/kiln.
         s.push_str(&format!(
             "ln -sfn kiln.{b} {BIN_DIR}/kiln.new && mv -Tf {BIN_DIR}/kiln.new {BIN_DIR}/kiln; \
-             ln -sfn {sha} {BUNDLE_DIR}/current.new && mv -Tf {BUNDLE_DIR}/current.new {BUNDLE_DIR}/current; ",
+             ln -sfn \"${{R##*/}}\" {BUNDLE_DIR}/current.new && mv -Tf {BUNDLE_DIR}/current.new {BUNDLE_DIR}/current; ",
             b = p.binary_sha,
-            sha = p.bundle_sha,
         ));
     }
     s.push_str("exit $rc");
@@ -478,8 +497,12 @@ fn steps(
         }
         if need.contains("bundle") {
             let repo = p.remote_repo();
+            // kiln unpacks it, not tar: every member checked, the serial
+            // compared with the host's record, before anything is written.
             let unpack = format!(
-                "rm -rf {r}.new && mkdir -p {r}.new && tar -xf {r}.tar -C {r}.new --no-same-owner && rm -rf {r} && mv {r}.new {r}; {prune}",
+                "K={k}; {check} \"$K\" unpack-bundle {r}.tar {r} || {{ rm -f {r}.tar {r}.tar.sig; exit {BUNDLE_REFUSED}; }}; {prune}",
+                k = q(&p.remote_kiln()),
+                check = check_binary(p),
                 r = q(&repo),
                 prune = prune(BUNDLE_DIR, "", ".tar", "current", 5),
             );
@@ -673,6 +696,11 @@ fn upload(
         SIGNATURE_REFUSED => Err(Failure {
             stage: "upload",
             kind: "bundle signature refused".into(),
+            reason: format!("{dest}: {}", tail(&out.stderr)),
+        }),
+        BUNDLE_REFUSED => Err(Failure {
+            stage: "upload",
+            kind: "bundle refused".into(),
             reason: format!("{dest}: {}", tail(&out.stderr)),
         }),
         HASH_MISMATCH => Err(Failure {

@@ -29,6 +29,9 @@ pub struct LastRun {
     pub updated: usize,
     pub failed: usize,
     pub why_run: bool,
+    /// The serial of the bundle the run converged, if it came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle_serial: Option<u64>,
 }
 
 impl From<Report> for LastRun {
@@ -40,6 +43,7 @@ impl From<Report> for LastRun {
             updated: r.updated,
             failed: r.failed,
             why_run: r.why_run,
+            bundle_serial: r.bundle_serial,
         }
     }
 }
@@ -373,8 +377,8 @@ pub fn render(st: &Status) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<28} {:<16} {:<10} {:<8} {:>7}  {:<14} DETAIL",
-        "HOST", "ROLES", "LAST RUN", "RESULT", "CHANGED", "FINGERPRINT"
+        "{:<28} {:<16} {:<10} {:<8} {:>7}  {:<14} {:<17} DETAIL",
+        "HOST", "ROLES", "LAST RUN", "RESULT", "CHANGED", "FINGERPRINT", "SERIAL"
     );
     let drifted: BTreeMap<&str, usize> = st
         .drift
@@ -411,6 +415,11 @@ pub fn render(st: &Status) -> String {
             .fingerprint
             .as_deref()
             .map_or("-".to_string(), |f| f[..12.min(f.len())].to_string());
+        let serial = h
+            .last_run
+            .as_ref()
+            .and_then(|r| r.bundle_serial)
+            .map_or("-".to_string(), |n| n.to_string());
         let detail = match (&h.error, drifted.get(h.fqdn.as_str())) {
             (Some(e), _) => e.clone(),
             (None, Some(n)) => format!("DRIFT: {n} resource(s)"),
@@ -418,13 +427,14 @@ pub fn render(st: &Status) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<28} {:<16} {:<10} {:<8} {:>7}  {:<14} {}",
+            "{:<28} {:<16} {:<10} {:<8} {:>7}  {:<14} {:<17} {}",
             h.fqdn,
             h.roles.join(","),
             when,
             result,
             changed,
             fp,
+            serial,
             detail
         );
     }
