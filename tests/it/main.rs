@@ -23,6 +23,7 @@ mod packages_debian;
 mod policy;
 mod releases;
 mod repo_paths;
+mod root_sandbox;
 mod sandbox;
 mod secrets;
 mod services;
