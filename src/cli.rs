@@ -51,6 +51,16 @@ enum Command {
         #[arg(long)]
         strict_pins: bool,
     },
+    /// One program of a `--root` tree, run in a sandbox (internal).
+    #[command(name = "__root-exec", hide = true)]
+    RootExec {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+        #[arg(last = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
     /// Roll the policy out to an inventory of hosts over SSH, and see their state.
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -580,6 +590,11 @@ pub fn main() -> i32 {
                 pins: pin_mode(strict_pins),
             },
         )),
+        Command::RootExec {
+            root,
+            read_only,
+            argv,
+        } => Ok(crate::platform::sandbox::exec::run(&root, read_only, &argv)),
         Command::Devvm(d) => {
             if let Some(dir) = d.vms_dir {
                 crate::devvm::paths::set_vms_dir(dir);
@@ -708,7 +723,7 @@ pub fn main() -> i32 {
                 &roles,
                 release.as_deref(),
                 siblings.then(|| match &root {
-                    Some(r) => crate::platform::target::Target::at_root(r),
+                    Some(r) => crate::platform::target::Target::at_root_read_only(r),
                     None => crate::platform::target::Target::host(),
                 }),
                 json,

@@ -46,12 +46,13 @@ impl Drop for NoServiceStarts {
 }
 
 fn apt(target: &Target, argv: &[&str]) -> std::io::Result<Output> {
-    capture(
-        target
-            .command(argv)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .env("APT_LISTCHANGES_FRONTEND", "none"),
-    )
+    capture(target.command_env(
+        argv,
+        &[
+            ("DEBIAN_FRONTEND", "noninteractive"),
+            ("APT_LISTCHANGES_FRONTEND", "none"),
+        ],
+    ))
 }
 
 fn checked(target: &Target, argv: &[&str]) -> Result<String, RunError> {

@@ -141,6 +141,7 @@ fn a_planted_apt_cache_under_whitelist_outdated_stays_in_the_sandbox() {
     let (root, sentinel) = (TestRoot::new(), Sentinel::new());
     let repo = Repo::one_package("r", "tzdata", "[packages]\ntzdata = \"0.0.1-0kiln1\"\n");
     plant(&root, "/usr/bin/apt-cache", &hostile(&sentinel));
+    fs::write(at(&root, "/var/lib/apt/lists/kiln-probe_Packages"), "").unwrap();
     read_only_held(
         &root,
         &sentinel,
