@@ -112,7 +112,9 @@ fn a_planted_shell_in_a_why_run_guard_stays_in_the_sandbox() {
         &sentinel,
         &repo,
         &["converge", "--role", "r", "--why-run"],
-    );
+    )
+    // It ran, and failed.
+    .stdout_contains("only_if false");
 }
 
 #[test]
@@ -133,7 +135,9 @@ fn a_planted_apt_under_a_why_run_package_stays_in_the_sandbox() {
         &sentinel,
         &repo,
         &["converge", "--role", "r", "--why-run"],
-    );
+    )
+    // It ran, in a tree it could not write.
+    .stdout_contains("kiln-hostile-seen: Read-only file system");
 }
 
 #[test]
@@ -149,7 +153,7 @@ fn a_planted_apt_cache_under_whitelist_outdated_stays_in_the_sandbox() {
         &["whitelist", "outdated", "--role", "r"],
     )
     .failure()
-    .stderr_contains("hostile");
+    .stderr_contains("kiln-hostile-seen: Read-only file system");
 }
 
 #[test]
@@ -185,7 +189,8 @@ fn a_planted_systemctl_in_a_why_run_service_check_stays_in_the_sandbox() {
         &sentinel,
         &repo,
         &["converge", "--role", "r", "--why-run"],
-    );
+    )
+    .stdout_contains("would update service[kiln-probe]: enable");
 }
 
 #[test]
