@@ -60,6 +60,10 @@ pub fn run(root: &Path, read_only: bool, argv: &[OsString]) -> i32 {
     // Neither /proc/1 nor a ptrace shows what PID 1 holds.
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // A session of its own, without the caller's terminal: /dev/tty then
+    // opens nothing, and no TIOCSTI types commands into the caller's shell.
+    // SAFETY: setsid has no preconditions; it fails only for a group leader.
+    unsafe { libc::setsid() };
     // SAFETY: this process has one thread.
     let worker = unsafe { libc::fork() };
     if worker < 0 {
