@@ -814,6 +814,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_root_program_keeps_its_arguments_whole() {
+        let root = std::path::Path::new("/srv/tree");
+        let mut line = vec![std::ffi::OsString::from("kiln")];
+        line.extend(crate::platform::sandbox::exec::args(
+            root,
+            true,
+            &["apt-cache", "--root", "-x", "--", "a b"],
+        ));
+        match Cli::try_parse_from(line).unwrap().command {
+            Command::RootExec {
+                root: r,
+                read_only,
+                argv,
+            } => {
+                assert_eq!(r, root);
+                assert!(read_only);
+                assert_eq!(argv, ["apt-cache", "--root", "-x", "--", "a b"]);
+            }
+            _ => panic!("not __root-exec"),
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(duration("30").unwrap(), Duration::from_secs(30));

@@ -242,6 +242,16 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_kiln_passes_reaches_the_program() {
+        let cmd = Target::host().command_env(
+            &["/bin/sh", "-c", "echo $KILN_PASSED $LC_ALL"],
+            &[("KILN_PASSED", "yes")],
+        );
+        let out = capture(cmd).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "yes C\n");
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(shell_quote("/tmp/a"), "/tmp/a");
         assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
