@@ -212,3 +212,23 @@ fn a_planted_useradd_in_a_converge_stays_in_the_sandbox_without_the_callers_envi
     );
     assert!(seen.contains("PATH="), "{seen}");
 }
+
+#[test]
+fn an_execute_in_a_converge_gets_the_policys_environment_and_nothing_of_the_callers() {
+    let (root, sentinel) = (TestRoot::new(), Sentinel::new());
+    let repo = Repo::new().role("r", "run_list = [\"recipe[e]\"]").recipe(
+        "e",
+        "default",
+        "[[resource]]\nexecute = \"probe\"\ncommand = \"/usr/local/bin/kiln-probe\"\n\
+         environment = { KILN_POLICY_VAR = \"from-policy\" }\n",
+    );
+    plant(&root, "/usr/local/bin/kiln-probe", &hostile(&sentinel));
+    let out = run_held(&root, &sentinel, &repo, &["converge", "--role", "r"]);
+    let seen = fs::read_to_string(at(&root, SEEN))
+        .unwrap_or_else(|e| panic!("the execute left nothing ({e}): {out:?}"));
+    assert!(
+        !seen.contains(TOKEN),
+        "the execute saw the caller's token:\n{seen}"
+    );
+    assert!(seen.contains("KILN_POLICY_VAR=from-policy"), "{seen}");
+}
