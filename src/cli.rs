@@ -51,6 +51,16 @@ enum Command {
         #[arg(long)]
         strict_pins: bool,
     },
+    /// One program of a `--root` tree, run in a sandbox (internal).
+    #[command(name = "__root-exec", hide = true)]
+    RootExec {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+        #[arg(last = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
     /// Roll the policy out to an inventory of hosts over SSH, and see their state.
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -586,6 +596,11 @@ pub fn main() -> i32 {
                 pins: pin_mode(strict_pins),
             },
         )),
+        Command::RootExec {
+            root,
+            read_only,
+            argv,
+        } => Ok(crate::platform::sandbox::exec::run(&root, read_only, &argv)),
         Command::Devvm(d) => {
             if let Some(dir) = d.vms_dir {
                 crate::devvm::paths::set_vms_dir(dir);
@@ -717,7 +732,7 @@ pub fn main() -> i32 {
                 &roles,
                 release.as_deref(),
                 siblings.then(|| match &root {
-                    Some(r) => crate::platform::target::Target::at_root(r),
+                    Some(r) => crate::platform::target::Target::at_root_read_only(r),
                     None => crate::platform::target::Target::host(),
                 }),
                 json,
@@ -806,6 +821,29 @@ fn report_error(e: &Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_program_keeps_its_arguments_whole() {
+        let root = std::path::Path::new("/srv/tree");
+        let mut line = vec![std::ffi::OsString::from("kiln")];
+        line.extend(crate::platform::sandbox::exec::args(
+            root,
+            true,
+            &["apt-cache", "--root", "-x", "--", "a b"],
+        ));
+        match Cli::try_parse_from(line).unwrap().command {
+            Command::RootExec {
+                root: r,
+                read_only,
+                argv,
+            } => {
+                assert_eq!(r, root);
+                assert!(read_only);
+                assert_eq!(argv, ["apt-cache", "--root", "-x", "--", "a b"]);
+            }
+            _ => panic!("not __root-exec"),
+        }
+    }
 
     #[test]
     fn durations() {

@@ -27,7 +27,7 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
                 dir.display()
             )));
         }
-        Some(dir) => Target::at_root(dir),
+        Some(dir) => Target::at_root_read_only(dir),
         None => Target::host(),
     };
     let last_path = Report::last_run_path(&target);

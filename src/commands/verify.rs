@@ -39,7 +39,8 @@ pub fn run(v: Verify) -> Result<i32, Error> {
         node: v.node.clone(),
         size: v.size.clone(),
         root: v.root.clone(),
-        why_run: v.why_run,
+        // Checks alone only read: a --root tree's programs see it read-only.
+        why_run: v.why_run || !v.converge,
         lock_timeout: v.lock_timeout,
         ..Converge::roles(&v.repo, &v.roles)
     };

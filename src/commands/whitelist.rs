@@ -342,7 +342,7 @@ fn target_policy(
     } = *node;
     let repo = Repository::open(repo)?;
     let target = match (root, release) {
-        (Some(r), _) => Target::at_root(r),
+        (Some(r), _) => Target::at_root_read_only(r),
         (None, Some(r))
             if archive_only
                 && !roles.is_empty()

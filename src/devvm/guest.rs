@@ -5,10 +5,9 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
-use super::run;
 use crate::error::{Error, IoContext};
+use crate::platform::target::{Target, output_tail};
 use crate::platform::tfs::Tfs;
 use crate::policy::Repository;
 
@@ -191,10 +190,18 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
             let _ = t.remove_file(Path::new("/etc/ssh").join(name));
         }
     }
-    run(
-        Command::new("chroot").arg(tree).args(["ssh-keygen", "-A"]),
-        "generating the image's ssh host keys",
-    )?;
+    // The tree's own ssh-keygen, in the sandbox every --root program gets.
+    let what = "generating the image's ssh host keys";
+    let out = Target::at_root(tree)
+        .run(&["ssh-keygen", "-A"])
+        .map_err(|e| Error::Target(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Target(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            output_tail(&out)
+        )));
+    }
     // Periodic housekeeping that would otherwise run at every first boot
     // and, under TCG, delay the VM by a minute: a dev VM is rebuilt, not
     // maintained.

@@ -249,7 +249,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::Usage(
-            "building a dev VM image needs root (mmdebstrap and chroot): run it with sudo; \
+            "building a dev VM image needs root (mmdebstrap, and the namespaces its programs run in): run it with sudo; \
              booting the image does not"
                 .into(),
         ));

@@ -133,7 +133,12 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
                     dir.display()
                 )));
             }
-            Target::at_root(dir)
+            // A why-run only reads: the tree's programs may not change it.
+            if c.why_run {
+                Target::at_root_read_only(dir)
+            } else {
+                Target::at_root(dir)
+            }
         }
         None => Target::host(),
     };

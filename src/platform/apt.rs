@@ -8,7 +8,8 @@ use super::target::{Target, capture, output_tail};
 use crate::error::{CommandFailed, RunError};
 
 /// Keeps package maintainer scripts from starting services inside a
-/// `--root` tree (they would run on the build host), for as long as it lives.
+/// `--root` tree (a tree is converged, not booted: a daemon would bind the
+/// build host's ports and die with its sandbox), for as long as it lives.
 struct NoServiceStarts {
     /// The target while kiln's policy-rc.d is in place, and the dangling
     /// link it replaced (put back afterwards).
@@ -46,12 +47,13 @@ impl Drop for NoServiceStarts {
 }
 
 fn apt(target: &Target, argv: &[&str]) -> std::io::Result<Output> {
-    capture(
-        target
-            .command(argv)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .env("APT_LISTCHANGES_FRONTEND", "none"),
-    )
+    capture(target.command_env(
+        argv,
+        &[
+            ("DEBIAN_FRONTEND", "noninteractive"),
+            ("APT_LISTCHANGES_FRONTEND", "none"),
+        ],
+    ))
 }
 
 fn checked(target: &Target, argv: &[&str]) -> Result<String, RunError> {

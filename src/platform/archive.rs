@@ -33,6 +33,13 @@ pub fn offers(
     packages: &[String],
 ) -> Result<BTreeMap<String, Vec<Offer>>, String> {
     if !apt::index_knows(target, &[]) {
+        if target.is_read_only() {
+            return Err(format!(
+                "{} has no apt index, and this command does not change the tree: \
+                 run `apt-get update` in it (or converge it once), then run again",
+                target.root().display()
+            ));
+        }
         apt::update(target)?;
     }
     let mut by_package: BTreeMap<String, Vec<Offer>> =
@@ -42,8 +49,8 @@ pub fn offers(
     }
     let mut argv = vec!["apt-cache", "madison"];
     argv.extend(packages.iter().map(String::as_str));
-    let out = capture(target.command(&argv).env("LC_ALL", "C"))
-        .map_err(|e| format!("cannot run apt-cache madison: {e}"))?;
+    let out =
+        capture(target.command(&argv)).map_err(|e| format!("cannot run apt-cache madison: {e}"))?;
     if !out.status.success() {
         return Err(format!("apt-cache madison failed: {}", output_tail(&out)));
     }

@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod pincache;
 pub mod pins;
 pub mod rootfs;
+pub mod sandbox;
 pub mod siblings;
 pub mod target;
 pub mod tfs;

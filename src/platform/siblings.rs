@@ -171,7 +171,7 @@ impl Index for AptCache<'_> {
     fn show(&mut self, names: &[String]) -> Result<Vec<Record>, String> {
         let mut argv = vec!["apt-cache", "show"];
         argv.extend(names.iter().map(String::as_str));
-        let out = capture(self.0.command(&argv).env("LC_ALL", "C"))
+        let out = capture(self.0.command(&argv))
             .map_err(|e| format!("cannot run apt-cache show: {e}"))?;
         // A name the index does not know (a virtual package) makes
         // apt-cache fail, but it still prints the others; only a failure

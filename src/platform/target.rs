@@ -1,10 +1,12 @@
 //! The system being converged: the running host, or a directory tree
-//! (`--root`) whose commands run through chroot.
+//! (`--root`) whose programs run only in a sandbox (`sandbox::exec`), with
+//! the tree as their `/`, never as host root through chroot.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use super::sandbox::exec as root_exec;
 use super::tfs::Tfs;
 
 /// Where kiln's files and commands land.
@@ -12,6 +14,8 @@ use super::tfs::Tfs;
 pub struct Target {
     root: PathBuf,
     fs: Tfs,
+    /// A `--root` tree that the tree's programs may read, never change.
+    read_only: bool,
 }
 
 /// How a shell command is run on the target.
@@ -29,6 +33,7 @@ impl Target {
         Target {
             root: PathBuf::from("/"),
             fs: Tfs::new(Path::new("/"), false),
+            read_only: false,
         }
     }
 
@@ -36,12 +41,28 @@ impl Target {
         Target {
             root: dir.to_path_buf(),
             fs: Tfs::new(dir, dir != Path::new("/")),
+            read_only: false,
+        }
+    }
+
+    /// A `--root` tree for a command that only reads (why-run, whitelist
+    /// reports, fingerprint): the tree's programs see it read-only, with no
+    /// capability and no network.
+    pub fn at_root_read_only(dir: &Path) -> Self {
+        Target {
+            read_only: true,
+            ..Target::at_root(dir)
         }
     }
 
     /// True for a `--root` tree: services are enabled there, never started.
     pub fn is_chroot(&self) -> bool {
         self.root != Path::new("/")
+    }
+
+    /// True for a tree whose programs may not change it.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn root(&self) -> &Path {
@@ -55,17 +76,32 @@ impl Target {
 
     /// A program with arguments, run on the target.
     pub fn command(&self, argv: &[&str]) -> duct::Expression {
-        let (prog, args): (&str, Vec<String>) = if self.is_chroot() {
-            let mut a = vec![self.root.display().to_string()];
-            a.extend(argv.iter().map(|s| s.to_string()));
-            ("chroot", a)
-        } else {
-            (argv[0], argv[1..].iter().map(|s| s.to_string()).collect())
-        };
-        duct::cmd(prog, args)
-            .env("PATH", PATH)
-            .env("LC_ALL", "C")
+        self.command_env(argv, &[])
+    }
+
+    /// [`Target::command`] with `env` added to its environment. In a
+    /// `--root` tree the program gets PATH, LC_ALL and `env`, nothing of
+    /// the caller's: pass variables here, since an `.env()` on the
+    /// expression does not reach it there.
+    pub fn command_env(&self, argv: &[&str], env: &[(&str, &str)]) -> duct::Expression {
+        let fixed = [("PATH", PATH), ("LC_ALL", "C")];
+        if self.is_chroot() {
+            let all = fixed.iter().chain(env).map(|(k, v)| (*k, *v));
+            duct::cmd(
+                root_exec::SELF,
+                root_exec::args(&self.root, self.read_only, argv),
+            )
+            .full_env(all.collect::<std::collections::HashMap<_, _>>())
             .unchecked()
+        } else {
+            env.iter()
+                .chain(&fixed)
+                .fold(
+                    duct::cmd(argv[0], argv[1..].iter().copied()),
+                    |c, (k, v)| c.env(k, v),
+                )
+                .unchecked()
+        }
     }
 
     /// Runs a program and captures its output; a non-zero exit is not an error here.
@@ -82,10 +118,12 @@ impl Target {
             argv.extend(["runuser", "-u", user, "--"]);
         }
         argv.extend(["/bin/sh", "-s"]);
-        let mut cmd = self.command(&argv);
-        for (k, v) in opts.env {
-            cmd = cmd.env(k, v);
-        }
+        let env: Vec<(&str, &str)> = opts
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let cmd = self.command_env(&argv, &env);
         capture_with_stdin(cmd, stdin_script(script, opts.cwd).into_bytes())
     }
     /// Whether systemd manages services on this target.
@@ -201,6 +239,16 @@ mod tests {
             .shell("tr '\\0' ' ' < /proc/$$/cmdline", &ShellOpts::default())
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "/bin/sh -s");
+    }
+
+    #[test]
+    fn the_environment_kiln_passes_reaches_the_program() {
+        let cmd = Target::host().command_env(
+            &["/bin/sh", "-c", "echo $KILN_PASSED $LC_ALL"],
+            &[("KILN_PASSED", "yes")],
+        );
+        let out = capture(cmd).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "yes C\n");
     }
 
     #[test]

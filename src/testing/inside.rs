@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{namespaces, sandbox};
 use crate::engine::{self, Converge, Event, Status};
+use crate::platform::sandbox::namespaces::{self, Network};
+use crate::platform::sandbox::{self, close_inherited, reap_until};
 use crate::platform::target::Target;
 pub use crate::verify::CheckOutcome;
 
@@ -77,41 +78,9 @@ fn summarize(r: &engine::Report) -> RunSummary {
     s
 }
 
-/// Closes every descriptor above stderr. Only for a process that owns no
-/// descriptor any more (PID 1 before it reaps, and then exits).
-fn close_inherited() {
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    for fd in fds.into_iter().filter(|fd| *fd > 2) {
-        // SAFETY: the process owns no descriptor it will use again.
-        unsafe { libc::close(fd) };
-    }
-}
-
-/// Reaps every child until `worker` exits; returns its exit code.
-fn reap_until(worker: libc::pid_t) -> i32 {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes the status of a child we own.
-        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if pid == worker || pid < 0 {
-            return if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                1
-            };
-        }
-    }
-}
-
 pub fn run(a: InsideArgs) -> i32 {
     // Only PID 1 of the new namespaces comes back from here.
-    let outcome = match namespaces::enter() {
+    let outcome = match namespaces::enter(Network::Own) {
         Ok(()) => inside(&a),
         Err(e) => InsideOutcome {
             error: Some(e),

@@ -5,8 +5,6 @@
 
 pub mod inside;
 pub mod junit;
-mod namespaces;
-mod sandbox;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -24,6 +24,7 @@ mod policy;
 mod releases;
 mod repo_paths;
 mod rollback;
+mod root_sandbox;
 mod sandbox;
 mod secrets;
 mod services;

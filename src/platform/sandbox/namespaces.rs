@@ -1,8 +1,9 @@
-//! The namespaces of a test target, made by kiln itself rather than by
-//! `unshare(1)`: a user namespace comes first and owns the mount, PID, UTS,
-//! IPC and network namespaces made with it, so that root inside holds its
-//! capabilities only over those, never over the host (no device nodes, no
-//! block filesystems, no raising of host limits).
+//! The namespaces of a sandbox (a `kiln test` target, or one program run in
+//! a `--root` tree), made by kiln itself rather than by `unshare(1)`: a user
+//! namespace comes first and owns the mount, PID, UTS, IPC and (unless the
+//! program needs the host's network) network namespaces made with it, so
+//! that root inside holds its capabilities only over those, never over the
+//! host (no device nodes, no block filesystems, no raising of host limits).
 //!
 //! Three processes: the caller stays outside and writes the new namespace's
 //! id maps (only a process outside may map more than one id), the second
@@ -17,8 +18,7 @@ const FLAGS: c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWNET;
+    | libc::CLONE_NEWIPC;
 
 /// An identity map of the first 65536 ids: the owners dpkg records on the
 /// overlay stay the real ones, and every id a package creates is mapped.
@@ -85,7 +85,7 @@ fn exit_with(pid: libc::pid_t) -> ! {
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("kiln test sandbox: {msg}");
+    eprintln!("kiln sandbox: {msg}");
     // SAFETY: as in `exit_with`.
     unsafe { libc::_exit(SETUP_FAILED) }
 }
@@ -124,10 +124,22 @@ fn write_map(pid: libc::pid_t, file: &str) -> Result<(), String> {
     std::fs::write(&path, ID_MAP).map_err(|e| format!("cannot write {path}: {e}"))
 }
 
-/// Returns in PID 1 of fresh user, mount, PID, UTS, IPC and network
-/// namespaces, with every mount private to them. Must be called while
-/// the process has one thread.
-pub fn enter() -> Result<(), String> {
+/// Whether the sandbox gets a network of its own (loopback only) or keeps
+/// the host's, where apt fetches from (root inside has no capability over it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Own,
+    Host,
+}
+
+/// Returns in PID 1 of fresh user, mount, PID, UTS, IPC and (with
+/// `Network::Own`) network namespaces, with every mount private to them.
+/// Must be called while the process has one thread.
+pub fn enter(network: Network) -> Result<(), String> {
+    let flags = match network {
+        Network::Own => FLAGS | libc::CLONE_NEWNET,
+        Network::Host => FLAGS,
+    };
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let (alive_r, alive_w) = pipe()?;
@@ -156,7 +168,7 @@ pub fn enter() -> Result<(), String> {
     close(alive_w);
     die_with_parent(alive_r);
     // SAFETY: this process has one thread, as unshare(CLONE_NEWUSER) needs.
-    if unsafe { libc::unshare(FLAGS) } != 0 {
+    if unsafe { libc::unshare(flags) } != 0 {
         fail(&os_err("unshare"));
     }
     send(ready_w);

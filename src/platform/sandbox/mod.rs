@@ -1,8 +1,13 @@
-//! The inside of a test target: kiln runs as PID 1 of fresh user, mount,
-//! PID, UTS, IPC and network namespaces (see `namespaces`), makes the target
-//! root its `/` with `pivot_root` and lets go of the host's tree, so that no
-//! path inside leads out, not even through a second chroot. Services started
-//! there see only loopback, and all die with the namespace when kiln exits.
+//! Sandboxes: kiln runs as PID 1 of fresh user, mount, PID, UTS, IPC (and
+//! network) namespaces (see `namespaces`), makes a target root its `/` with
+//! `pivot_root` and lets go of the host's tree, so that no path inside
+//! leads out, not even through a second chroot. Two users: a `kiln test`
+//! target, where services run and see only loopback, and each program kiln
+//! runs in a `--root` tree (`exec`), so that a tree's own programs never run
+//! on the host. Everything started inside dies with the namespace.
+
+pub mod exec;
+pub mod namespaces;
 
 use std::ffi::CString;
 use std::path::Path;
@@ -76,7 +81,7 @@ fn loopback_up() -> Result<(), String> {
 
 /// Makes `target` read-only: the kernel knobs under /proc are global, and
 /// root inside is the host's uid 0 to their permission checks.
-fn read_only(target: &Path) -> Result<(), String> {
+fn read_only_mount(target: &Path) -> Result<(), String> {
     if !target.exists() {
         return Ok(());
     }
@@ -136,11 +141,27 @@ struct CapData {
 
 const CAP_VERSION_3: u32 = 0x2008_0522;
 
-/// Drops `DROPPED_CAPS` from the bounding set (no program run later gets
-/// them back) and from this process, and sets no_new_privs (no set-user-ID
-/// or file-capability program gains anything).
-fn restrict() -> Result<(), String> {
-    for cap in DROPPED_CAPS {
+/// What root inside keeps of its capabilities (in its user namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caps {
+    /// All but `DROPPED_CAPS`: what a converge needs (chown, setuid, ...).
+    Converge,
+    /// None: for commands that only read.
+    None,
+}
+
+/// The highest capability number any kernel kiln runs on knows.
+const LAST_CAP: u32 = 63;
+
+/// Drops capabilities (see [`Caps`]) from the bounding set (no program run
+/// later gets them back) and from this process, and sets no_new_privs (no
+/// set-user-ID or file-capability program gains anything).
+fn restrict(caps: Caps) -> Result<(), String> {
+    let dropped: Vec<u32> = match caps {
+        Caps::Converge => DROPPED_CAPS.to_vec(),
+        Caps::None => (0..=LAST_CAP).collect(),
+    };
+    for &cap in &dropped {
         // SAFETY: plain prctl with integer arguments.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         // EINVAL: a capability this kernel does not know.
@@ -160,7 +181,7 @@ fn restrict() -> Result<(), String> {
     if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
         return Err(format!("capget: {}", std::io::Error::last_os_error()));
     }
-    for cap in DROPPED_CAPS {
+    for &cap in &dropped {
         let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
         data[word].effective &= !bit;
         data[word].permitted &= !bit;
@@ -170,7 +191,17 @@ fn restrict() -> Result<(), String> {
     if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
         return Err(format!("capset: {}", std::io::Error::last_os_error()));
     }
-    // SAFETY: plain prctl with integer arguments.
+    // SAFETY: plain prctl calls with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    // SAFETY: as above.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
@@ -230,7 +261,7 @@ pub fn enter(root: &Path, hostname: &str) -> Result<(), String> {
         "proc/bus",
         "proc/fs",
     ] {
-        read_only(&root.join(knob))?;
+        read_only_mount(&root.join(knob))?;
     }
     let _ = std::fs::create_dir_all(root.join("dev/pts"));
     let _ = std::fs::create_dir_all(root.join("dev/shm"));
@@ -277,7 +308,7 @@ pub fn enter(root: &Path, hostname: &str) -> Result<(), String> {
     }
     loopback_up()?;
     pivot_into(root)?;
-    restrict()?;
+    restrict(Caps::Converge)?;
     // A clean environment for the services kiln starts.
     for (k, _) in std::env::vars_os() {
         if k != "TERM" {
@@ -295,4 +326,106 @@ pub fn enter(root: &Path, hostname: &str) -> Result<(), String> {
         std::env::set_var("LANG", "C.UTF-8");
     }
     Ok(())
+}
+
+/// The host devices a program in a `--root` tree may use: nothing that
+/// reaches a disk, a console or kernel memory.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Makes `root` (a `--root` tree) the only tree there is for one program:
+/// mounted without devices or set-user-ID (and read-only if asked), a
+/// fresh /proc, and a /dev with [`DEVICES`] only. Must run as PID 1 of new
+/// namespaces (`namespaces::enter`).
+pub fn enter_tree(root: &Path, read_only: bool) -> Result<(), String> {
+    if std::process::id() != 1 {
+        return Err(
+            "the sandbox of a --root program must run as PID 1 of its own namespaces".into(),
+        );
+    }
+    let (nosuid, nodev, noexec) = (libc::MS_NOSUID, libc::MS_NODEV, libc::MS_NOEXEC);
+    let r = root.to_string_lossy();
+    mount(&r, root, "", libc::MS_BIND | libc::MS_REC, "")?;
+    // A device node planted in the tree opens nothing.
+    let ro = if read_only { libc::MS_RDONLY } else { 0 };
+    mount(
+        "none",
+        root,
+        "",
+        libc::MS_BIND | libc::MS_REMOUNT | nosuid | nodev | ro,
+        "",
+    )?;
+    // A mount point the tree lacks is made, unless the tree may not change.
+    let dir = |name: &str| -> Option<std::path::PathBuf> {
+        let p = root.join(name);
+        let is_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+        (is_dir || (!read_only && std::fs::create_dir(&p).is_ok())).then_some(p)
+    };
+    if let Some(proc) = dir("proc") {
+        mount("proc", &proc, "proc", nosuid | nodev | noexec, "")?;
+        for knob in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
+            read_only_mount(&proc.join(knob))?;
+        }
+    }
+    if let Some(dev) = dir("dev") {
+        mount("tmpfs", &dev, "tmpfs", nosuid | noexec, "mode=0755")?;
+        for name in DEVICES {
+            if !Path::new("/dev").join(name).exists() {
+                continue;
+            }
+            let node = dev.join(name);
+            std::fs::write(&node, "").map_err(|e| format!("cannot create /dev/{name}: {e}"))?;
+            mount(&format!("/dev/{name}"), &node, "", libc::MS_BIND, "")?;
+        }
+        for (link, to) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            std::os::unix::fs::symlink(to, dev.join(link))
+                .map_err(|e| format!("cannot link /dev/{link}: {e}"))?;
+        }
+    }
+    // Scratch space for a program that only reads the tree.
+    if read_only && let Some(tmp) = dir("tmp") {
+        mount("tmpfs", &tmp, "tmpfs", nosuid | nodev, "mode=1777")?;
+    }
+    pivot_into(root)?;
+    restrict(if read_only {
+        Caps::None
+    } else {
+        Caps::Converge
+    })
+}
+
+/// Closes every descriptor above stderr. Only for a process that owns no
+/// descriptor any more (PID 1 before it reaps, a program before its exec).
+pub fn close_inherited() {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|fd| *fd > 2) {
+        // SAFETY: the process owns no descriptor it will use again.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Reaps every child until `worker` exits; returns its exit code.
+pub fn reap_until(worker: libc::pid_t) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status of a child we own.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == worker || pid < 0 {
+            return if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                1
+            };
+        }
+    }
 }
