@@ -20,7 +20,10 @@ pub fn run(dir: &Path, inventory: Option<&Path>) -> Result<i32, Error> {
         Ok(recipients) => {
             if let Some(inv) = crate::fleet::secrets::inventory_path(dir, &recipients, inventory) {
                 match crate::fleet::inventory::Inventory::load(&inv) {
-                    Ok(inv) => errors.extend(crate::fleet::secrets::check(&repo, &inv)),
+                    Ok(inv) => {
+                        errors.extend(crate::fleet::secrets::check(&repo, &inv));
+                        errors.extend(crate::fleet::inventory::check_attributes(&repo, &inv));
+                    }
                     Err(e) => errors.push(e),
                 }
             }

@@ -146,6 +146,7 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         size: c.size.clone().or(node.size),
         node_attributes: node.attributes,
         secrets,
+        node_origin: c.node.as_deref().map(crate::policy::types::Origin::file),
     };
     let policy = compile(&repo, &req, &facts)?;
     Ok(Prepared {

@@ -17,6 +17,63 @@ use crate::error::PolicyError;
 use crate::platform::{facts::Facts, target::Target};
 use crate::policy::Repository;
 
+/// A node of an inventory, as `kiln check --inventory` compiles it.
+pub struct HostNode<'a> {
+    pub fqdn: &'a str,
+    pub roles: &'a [String],
+    pub attributes: &'a toml::Table,
+    pub origin: crate::policy::types::Origin,
+}
+
+/// What a host's own attributes break: the problems of its run list with
+/// them that the run list alone does not have (those `check` reports once,
+/// by role), for every release the whitelist pins. Each names the host.
+pub fn check_host(repo: &Repository, host: &HostNode) -> Vec<PolicyError> {
+    let facts = Facts::gather(&Target::host(), Some(host.fqdn));
+    let mut releases = crate::policy::whitelist::Whitelist::load(repo)
+        .map(|w| w.pinned_releases())
+        .unwrap_or_default();
+    if releases.is_empty() {
+        releases.push(facts.codename.clone());
+    }
+    let run_list: Vec<String> = host.roles.iter().map(|r| format!("role[{r}]")).collect();
+    let mut errors: Vec<PolicyError> = Vec::new();
+    for r in &releases {
+        let facts = facts.on_release(r);
+        let alone = Request {
+            run_list: run_list.clone(),
+            ..Request::default()
+        };
+        let own = compile(repo, &alone, &facts)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        let with = Request {
+            node_attributes: host.attributes.clone(),
+            node_origin: Some(host.origin.clone()),
+            ..alone
+        };
+        for e in compile(repo, &with, &facts)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default()
+        {
+            let e = PolicyError {
+                message: format!("host {}: {}", host.fqdn, e.message),
+                ..e
+            };
+            if !own
+                .iter()
+                .any(|o| o.fix == e.fix && e.message.ends_with(&o.message))
+                && !errors.contains(&e)
+            {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
 /// Every problem in the repository (`kiln check`): the policy layer's
 /// checks, with roles compiled by this engine for a placeholder node.
 /// Each role is compiled for every release the whitelist pins (or the

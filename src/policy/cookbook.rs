@@ -30,6 +30,8 @@ pub struct Cookbook {
     /// `[releases.CODENAME]` of attributes.toml: defaults for targets of
     /// that Debian release, laid over `attributes` (before any role's).
     pub release_attributes: std::collections::BTreeMap<String, toml::Table>,
+    /// `[types.COOKBOOK]` of attributes.toml: what its attributes may hold.
+    pub types: super::types::Types,
 }
 
 impl Cookbook {
@@ -99,6 +101,8 @@ impl Cookbook {
         };
         let release_attributes =
             split_releases(&mut attributes, &display_dir.join("attributes.toml"))?;
+        let types =
+            super::types::split_types(&mut attributes, &display_dir.join("attributes.toml"))?;
         Ok(Cookbook {
             name: name.to_string(),
             dir,
@@ -106,6 +110,7 @@ impl Cookbook {
             metadata,
             attributes,
             release_attributes,
+            types,
         })
     }
 

@@ -31,5 +31,6 @@ mod signed;
 mod snapshot;
 mod stack;
 mod substitute;
+mod typed_attrs;
 mod vanished;
 mod workflow;
