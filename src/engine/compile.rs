@@ -408,14 +408,16 @@ fn merge_attributes(
     for name in &names {
         let cb = &cookbooks[*name];
         if let Some(overlay) = cb.release_overlay(&facts.codename) {
-            layer(&mut attrs, overlay, defaults(cb));
+            let file = cb.display_dir.join("attributes.toml");
+            let table = format!("releases.{}", facts.codename);
+            layer(&mut attrs, overlay, Origin::under(&file, &table));
         }
     }
     for role in &expanded.roles {
         layer(
             &mut attrs,
             &role.default_attributes,
-            Origin::file(&role.file),
+            Origin::under(&role.file, "default_attributes"),
         );
     }
     if let Some(size) = &req.size {
@@ -424,7 +426,10 @@ fn merge_attributes(
             .iter()
             .find_map(|r| r.sizes.get(size).map(|s| (r, s)));
         match found {
-            Some((r, s)) => layer(&mut attrs, &s.attributes, Origin::file(&r.file)),
+            Some((r, s)) => {
+                let table = format!("sizes.{size}.attributes");
+                layer(&mut attrs, &s.attributes, Origin::under(&r.file, &table))
+            }
             None => {
                 let known: Vec<String> = expanded
                     .roles
@@ -442,17 +447,16 @@ fn merge_attributes(
             }
         }
     }
-    let node = req.node_origin.clone().unwrap_or_else(|| Origin {
-        file: "--node".into(),
-        line: None,
-        what: None,
-    });
+    let node = req
+        .node_origin
+        .clone()
+        .unwrap_or_else(|| Origin::under("--node".as_ref(), "attributes"));
     layer(&mut attrs, &req.node_attributes, node);
     for role in &expanded.roles {
         layer(
             &mut attrs,
             &role.override_attributes,
-            Origin::file(&role.file),
+            Origin::under(&role.file, "override_attributes"),
         );
     }
     let facts = toml::Table::try_from(facts).expect("facts serialize");

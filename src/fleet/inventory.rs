@@ -280,9 +280,8 @@ pub fn check_attributes(repo: &Repository, inv: &Inventory) -> Vec<PolicyError> 
             roles: &h.roles,
             attributes: &h.attributes,
             origin: crate::policy::types::Origin {
-                file: inv.file.clone(),
                 line: Some(h.line),
-                what: None,
+                ..crate::policy::types::Origin::file(&inv.file)
             },
         };
         for e in crate::engine::check_host(repo, &node) {

@@ -285,24 +285,31 @@ fn is_path(s: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub file: PathBuf,
+    /// The table the layer's attributes live under in the file
+    /// (`default_attributes`, `releases.trixie`; empty for the top).
+    pub table: String,
     /// The line when the key's own cannot be found (an inventory host's).
     pub line: Option<usize>,
-    /// `host web01.example.com` for an inventory, for messages.
-    pub what: Option<String>,
 }
 
 impl Origin {
+    /// Attributes at the top of `file`.
     pub fn file(file: &Path) -> Origin {
+        Origin::under(file, "")
+    }
+
+    /// Attributes under `[table]` of `file`.
+    pub fn under(file: &Path, table: &str) -> Origin {
         Origin {
             file: file.to_path_buf(),
+            table: table.to_string(),
             line: None,
-            what: None,
         }
     }
 
     /// The line of `path`'s key in the file, when it can be told.
     pub fn line_of(&self, path: &str) -> Option<usize> {
-        line_of(&self.file, path).or(self.line)
+        line_of(&self.file, &join(&self.table, path)).or(self.line)
     }
 
     /// `FILE:LINE` (or `FILE`) for a message.
@@ -314,21 +321,21 @@ impl Origin {
     }
 }
 
-/// The origin of every leaf of a merged attribute table.
+/// The origin of every value of a merged attribute table, by dotted path.
 pub type Origins = BTreeMap<String, Origin>;
 
-/// Records `origin` for every leaf of `layer`, as [`super::attributes::merge`]
+/// Records `origin` for every value of `layer`, as [`super::attributes::merge`]
 /// lays it over what is there.
 pub fn record(origins: &mut Origins, layer: &toml::Table, origin: &Origin) {
     fn walk(t: &toml::Table, prefix: &str, origins: &mut Origins, origin: &Origin) {
         for (k, v) in t {
             let path = join(prefix, k);
-            match v {
-                toml::Value::Table(inner) => walk(inner, &path, origins, origin),
-                _ => {
-                    origins.insert(path, origin.clone());
-                }
+            // A table too: a typed attribute that a layer made a table
+            // names that layer.
+            if let toml::Value::Table(inner) = v {
+                walk(inner, &path, origins, origin);
             }
+            origins.insert(path, origin.clone());
         }
     }
     walk(layer, "", origins, origin);
@@ -363,18 +370,13 @@ pub fn check(attributes: &toml::Table, types: &Types, origins: &Origins) -> Vec<
             .get(path)
             .cloned()
             .unwrap_or_else(|| Origin::file(&d.file));
-        let who = origin
-            .what
-            .as_ref()
-            .map(|w| format!("{w}: "))
-            .unwrap_or_default();
         // On one line, control characters escaped, as TOML would write it.
         let shown = match v {
             toml::Value::String(s) => format!("{s:?}"),
             other => other.to_string(),
         };
         let mut e = PolicyError::new(format!(
-            "{who}attribute {path} = {shown}: {problem} (its type is declared in {})",
+            "attribute {path} = {shown}: {problem} (its type is declared in {})",
             d.file.display()
         ))
         .in_file(&origin.file)
@@ -387,48 +389,41 @@ pub fn check(attributes: &toml::Table, types: &Types, origins: &Origins) -> Vec<
     errors
 }
 
-/// The line of the key of `path` in a TOML file: under the table header of
-/// its parents (`[a.b]` then `c =`), as a dotted key (`b.c =`), or in an
-/// inline table (`b = { c = ...`). Only a line that is the one candidate
-/// counts.
+/// The line of the key of the dotted `path` in a TOML file: a `key =`
+/// line whose table header and dotted key make up the path (`[a.b]` then
+/// `c =`, or `b.c =` under `[a]`), else an inline table's `{ c =` (an
+/// inventory's `attributes = {...}`). Only a line that is the one
+/// candidate counts.
 fn line_of(file: &Path, path: &str) -> Option<usize> {
     let text = std::fs::read_to_string(file).ok()?;
     let last = path.rsplit('.').next()?;
-    let is_key = |l: &str| {
-        let l = l.trim_start();
-        let quoted = format!("\"{last}\"");
-        let after = l
-            .strip_prefix(last)
-            .or_else(|| l.strip_prefix(quoted.as_str()));
-        after.is_some_and(|a| a.trim_start().starts_with('='))
+    let unquote = |k: &str| -> String {
+        k.split('.')
+            .map(|p| p.trim().trim_matches(['"', '\'']))
+            .collect::<Vec<_>>()
+            .join(".")
     };
-    let inline = |l: &str| {
-        let needle = |sep: &str| format!("{sep}{last} =");
-        l.contains(&needle("{ ")) || l.contains(&needle(", ")) || l.contains(&needle("."))
-    };
-    // Under a header whose name ends with the path's parent, or anywhere
-    // as an inline or dotted key.
-    let parent = path.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+    let needles = [format!("{{ {last} ="), format!(", {last} =")];
     let mut header = String::new();
-    let mut found: Vec<usize> = Vec::new();
+    let (mut exact, mut inline) = (Vec::new(), Vec::new());
     for (i, l) in text.lines().enumerate() {
         let t = l.trim();
         if t.starts_with('[') {
-            header = t.trim_matches(['[', ']']).trim().to_string();
+            header = unquote(t.trim_matches(['[', ']']));
             continue;
         }
-        // `[releases.trixie.php]`, `[default_attributes.php]`, but not the
-        // declaration of its type.
-        let under = !parent.is_empty()
-            && (header == parent
-                || (header.ends_with(&format!(".{parent}"))
-                    && (parent.starts_with("types.") || !header.starts_with("types."))));
-        if (under && is_key(l)) || inline(l) {
-            found.push(i + 1);
+        if let Some((key, _)) = t.split_once('=')
+            && !key.contains(['{', '[', '#'])
+            && join(&header, &unquote(key)) == path
+        {
+            exact.push(i + 1);
+        }
+        if needles.iter().any(|n| l.contains(n.as_str())) {
+            inline.push(i + 1);
         }
     }
-    match found.as_slice() {
-        [one] => Some(*one),
+    match (exact.as_slice(), inline.as_slice()) {
+        ([one], _) | ([], [one]) => Some(*one),
         _ => None,
     }
 }

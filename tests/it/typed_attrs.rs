@@ -285,6 +285,19 @@ fn each_type_accepts_a_good_value_and_refuses_a_bad_one_naming_file_and_attribut
     .code(1)
     .stderr_contains("roles/r.toml:4")
     .stderr_contains("attribute t.mode");
+    // A release's defaults and a dev VM size's attributes.
+    let both = "[packages]\n\n[releases.bookworm.packages]\n\n[releases.trixie.packages]\n";
+    check(&typed("\n[releases.trixie.t]\nmode = \"maybe\"\n").whitelist(both))
+        .code(1)
+        .stderr_contains("cookbooks/t/attributes.toml:11")
+        .stderr_contains("release trixie: role r: attribute t.mode");
+    check(&typed("").role(
+        "r",
+        "run_list = [\"recipe[t]\"]\n\n[sizes.small]\ncpus = 1\nmemory_mb = 512\ndisk_gb = 4\n[sizes.small.attributes.t]\nport = -1\n",
+    ))
+    .code(1)
+    .stderr_contains("roles/r.toml:8")
+    .stderr_contains("attribute t.port");
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory(dir.path(), "[\"r\"]", "{ t = { every = \"soon\" } }");
     check_inventory(&typed(""), &inv)
