@@ -136,7 +136,7 @@ fn parse(v: &toml::Value) -> Result<AttrType, String> {
             let (k, v) = t.iter().next().expect("one key");
             match (k.as_str(), v) {
                 ("pattern", toml::Value::String(p)) => {
-                    let re = regex::Regex::new(&format!("^(?:{p})$"))
+                    let re = whole(p)
                         .map_err(|e| format!("pattern {p:?} is not a regular expression: {e}"))?;
                     Ok(AttrType::Pattern {
                         source: p.clone(),
@@ -160,6 +160,25 @@ fn parse(v: &toml::Value) -> Result<AttrType, String> {
         }
         other => Err(format!("{other} is not a type")),
     }
+}
+
+/// A regex that matches `pattern` against a whole value. Compiled once
+/// per process: every compile loads the cookbooks anew, and `kiln check`
+/// compiles each role for each release.
+fn whole(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, regex::Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = regex::Regex::new(&format!("^(?:{pattern})$"))?;
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pattern.to_string(), re.clone());
+    Ok(re)
 }
 
 impl AttrType {
