@@ -25,10 +25,14 @@ pub struct HostNode<'a> {
     pub origin: crate::policy::types::Origin,
 }
 
+/// The problems of a run list on a release without node attributes, by
+/// both: hosts of the same roles share them.
+pub type AloneErrors = std::collections::HashMap<(Vec<String>, String), Vec<PolicyError>>;
+
 /// What a host's own attributes break: the problems of its run list with
 /// them that the run list alone does not have (those `check` reports once,
 /// by role), for every release the whitelist pins. Each names the host.
-pub fn check_host(repo: &Repository, host: &HostNode) -> Vec<PolicyError> {
+pub fn check_host(repo: &Repository, host: &HostNode, alone: &mut AloneErrors) -> Vec<PolicyError> {
     let facts = Facts::gather(&Target::host(), Some(host.fqdn));
     let mut releases = crate::policy::whitelist::Whitelist::load(repo)
         .map(|w| w.pinned_releases())
@@ -40,24 +44,20 @@ pub fn check_host(repo: &Repository, host: &HostNode) -> Vec<PolicyError> {
     let mut errors: Vec<PolicyError> = Vec::new();
     for r in &releases {
         let facts = facts.on_release(r);
-        let alone = Request {
+        let bare = Request {
             run_list: run_list.clone(),
             ..Request::default()
         };
-        let own = compile(repo, &alone, &facts)
-            .err()
-            .map(|e| e.0)
-            .unwrap_or_default();
+        let problems = |req: &Request| compile(repo, req, &facts).err().map(|e| e.0);
+        let own = alone
+            .entry((run_list.clone(), r.clone()))
+            .or_insert_with(|| problems(&bare).unwrap_or_default());
         let with = Request {
             node_attributes: host.attributes.clone(),
             node_origin: Some(host.origin.clone()),
-            ..alone
+            ..bare
         };
-        for e in compile(repo, &with, &facts)
-            .err()
-            .map(|e| e.0)
-            .unwrap_or_default()
-        {
+        for e in problems(&with).unwrap_or_default() {
             let e = PolicyError {
                 message: format!("host {}: {}", host.fqdn, e.message),
                 ..e

@@ -270,6 +270,7 @@ impl Inventory {
 pub fn check_attributes(repo: &Repository, inv: &Inventory) -> Vec<PolicyError> {
     let mut errors: Vec<PolicyError> = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut alone = crate::engine::AloneErrors::new();
     for h in inv.hosts.iter().filter(|h| !h.attributes.is_empty()) {
         // Hosts alike are compiled once (the first one names the problem).
         if !seen.insert(format!("{:?} {}", h.roles, h.attributes)) {
@@ -284,7 +285,7 @@ pub fn check_attributes(repo: &Repository, inv: &Inventory) -> Vec<PolicyError> 
                 ..crate::policy::types::Origin::file(&inv.file)
             },
         };
-        for e in crate::engine::check_host(repo, &node) {
+        for e in crate::engine::check_host(repo, &node, &mut alone) {
             if !errors.contains(&e) {
                 errors.push(e);
             }
