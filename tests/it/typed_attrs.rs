@@ -98,6 +98,19 @@ fn check_refuses_extra_agent_arguments_in_the_source_from_an_inventory() {
         .stderr_contains("inventory.toml:6")
         .stderr_contains("kiln.source")
         .stderr_contains("fix:");
+    // Nor does a bundle for agents carry it: refused before it is written.
+    let out = dir.path().join("out");
+    kiln()
+        .repo(&repo)
+        .args(["fleet", "bundle", "--allow-unsigned", "--out"])
+        .arg(&out)
+        .arg("--inventory")
+        .arg(&inv)
+        .run()
+        .code(1)
+        .stderr_contains("inventory.toml:6")
+        .stderr_contains("kiln.source");
+    assert!(!out.exists(), "a refused bundle was written");
     // What the cookbook declares is accepted: a URL, or an absolute path.
     for good in ["https://example.com/b.tar", "/srv/kiln/bundle.tar"] {
         let inv = inventory(
