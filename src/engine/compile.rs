@@ -32,6 +32,15 @@ pub struct Request {
     pub node_origin: Option<Origin>,
 }
 
+impl Request {
+    /// Where the node attributes come from, for messages.
+    fn node_origin(&self) -> Origin {
+        self.node_origin
+            .clone()
+            .unwrap_or_else(|| Origin::under("--node".as_ref(), "attributes"))
+    }
+}
+
 /// When a notification fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,6 +149,11 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         }
     }
     errors.extend(crate::policy::types::check(&attributes, &types, &origins));
+    errors.extend(crate::policy::types::check_node(
+        &req.node_attributes,
+        &types,
+        &req.node_origin(),
+    ));
     let renderer = Renderer::typed(
         &attributes,
         std::sync::Arc::new(crate::secrets::Resolver::new(req.secrets.clone())),
@@ -447,11 +461,7 @@ fn merge_attributes(
             }
         }
     }
-    let node = req
-        .node_origin
-        .clone()
-        .unwrap_or_else(|| Origin::under("--node".as_ref(), "attributes"));
-    layer(&mut attrs, &req.node_attributes, node);
+    layer(&mut attrs, &req.node_attributes, req.node_origin());
     for role in &expanded.roles {
         layer(
             &mut attrs,

@@ -370,6 +370,41 @@ pub fn lookup<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
     Some(v)
 }
 
+/// A node's own attributes (a node file, an inventory host) hold no
+/// control character, typed or not, unless the attribute's type allows
+/// one: a template that writes such a value without an escaping helper
+/// would take its lines as its own.
+pub fn check_node(node: &toml::Table, types: &Types, origin: &Origin) -> Vec<PolicyError> {
+    fn walk(v: &toml::Value, path: &str, out: &mut Vec<String>) {
+        match v {
+            toml::Value::String(s) if s.chars().any(char::is_control) => out.push(path.to_string()),
+            toml::Value::Array(a) => a.iter().for_each(|x| walk(x, path, out)),
+            toml::Value::Table(t) => t.iter().for_each(|(k, x)| walk(x, &join(path, k), out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    node.iter().for_each(|(k, v)| walk(v, k, &mut found));
+    found.dedup();
+    found
+        .into_iter()
+        .filter(|path| !types.get(path).is_some_and(|d| d.ty.allows_control()))
+        .map(|path| {
+            let e = PolicyError::new(format!(
+                "attribute {path}: a node's attribute holds a control character (a newline, tab or escape)"
+            ))
+            .in_file(&origin.file)
+            .fix(format!(
+                "give {path} on one line of printable text, or declare its type as \"text\" under [types] in its cookbook's attributes.toml"
+            ));
+            match origin.line_of(&path) {
+                Some(l) => e.at_line(l, None),
+                None => e,
+            }
+        })
+        .collect()
+}
+
 /// Every problem of the typed attributes' final values, each naming the
 /// file (and line) that set the value, the attribute, what is wrong and
 /// the fix. A secret's value is not known here and is not checked.

@@ -395,3 +395,33 @@ fn user_fields_that_would_add_a_passwd_field_are_refused() {
             .stderr_contains(prop);
     }
 }
+
+/// A template that writes a value without an escaping helper still gets
+/// no line from a node's attributes: an inventory's or a node file's value
+/// with a control character is refused, typed or not, unless its type is
+/// text.
+#[test]
+fn node_attributes_carry_no_line_of_their_own_into_a_plain_template() {
+    let repo = Repo::new()
+        .attributes(
+            "t",
+            "[t]\nx = \"a\"\nnote = \"a\"\n\n[types.t]\nnote = \"text\"\n",
+        )
+        .template("t", "t.hbs", "x = {{t.x}}\n# {{t.note}}\n")
+        .recipe(
+            "t",
+            "default",
+            "[[resource]]\ntemplate = \"/etc/t\"\nsource = \"t.hbs\"\n",
+        )
+        .role("r", "run_list = [\"recipe[t]\"]\n");
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), "[\"r\"]", "{ t = { x = \"a\\nx = evil\" } }");
+    check_inventory(&repo, &inv)
+        .code(1)
+        .stderr_contains("inventory.toml:6")
+        .stderr_contains("attribute t.x")
+        .stderr_contains("control character")
+        .stderr_contains("fix:");
+    let inv = inventory(dir.path(), "[\"r\"]", "{ t = { note = \"two\\nlines\" } }");
+    check_inventory(&repo, &inv).success();
+}
