@@ -238,6 +238,19 @@ fn check(repo: &Repo) -> Outcome {
     kiln().repo(repo).arg("check").run()
 }
 
+/// Role `r` renders cookbook `t`'s one template into `/etc/t`.
+fn one_template(attributes: &str, template: &str) -> Repo {
+    Repo::new()
+        .attributes("t", attributes)
+        .template("t", "t.hbs", template)
+        .recipe(
+            "t",
+            "default",
+            "[[resource]]\ntemplate = \"/etc/t\"\nsource = \"t.hbs\"\n",
+        )
+        .role("r", "run_list = [\"recipe[t]\"]\n")
+}
+
 #[test]
 fn each_type_accepts_a_good_value_and_refuses_a_bad_one_naming_file_and_attribute() {
     check(&typed("")).success();
@@ -324,54 +337,32 @@ fn each_type_accepts_a_good_value_and_refuses_a_bad_one_naming_file_and_attribut
 /// type does not allow one, and says which attribute and template.
 #[test]
 fn escaping_helpers_refuse_control_characters_unless_the_type_allows_them() {
-    let repo = Repo::new()
-        .attributes(
-            "t",
-            "[t]\nfree = \"a\\nb\"\ntext = \"a\\nb\"\n\n[types.t]\ntext = \"text\"\n",
-        )
-        .template(
-            "t",
-            "u.hbs",
-            "[Service]\nExecStart=/bin/true {{systemd_arg t.free}}\n",
-        )
-        .recipe(
-            "t",
-            "default",
-            "[[resource]]\ntemplate = \"/etc/u.service\"\nsource = \"u.hbs\"\n",
-        )
-        .role("r", "run_list = [\"recipe[t]\"]\n");
+    let repo = one_template(
+        "[t]\nfree = \"a\\nb\"\ntext = \"a\\nb\"\n\n[types.t]\ntext = \"text\"\n",
+        "[Service]\nExecStart=/bin/true {{systemd_arg t.free}}\n",
+    );
     check(&repo)
         .code(1)
-        .stderr_contains("cookbooks/t/templates/u.hbs line 2")
+        .stderr_contains("cookbooks/t/templates/t.hbs line 2")
         .stderr_contains("attribute t.free")
         .stderr_contains("control character")
         .stderr_contains("cookbooks/t/attributes.toml:2")
         .stderr_contains("fix:");
     for helper in ["line", "ini", "deb822", "systemd_value"] {
-        let repo = Repo::new()
-            .attributes("t", "[t]\nfree = \"a\\rb\"\n")
-            .template("t", "u.hbs", &format!("x = {{{{{helper} t.free}}}}\n"))
-            .recipe(
-                "t",
-                "default",
-                "[[resource]]\ntemplate = \"/etc/u\"\nsource = \"u.hbs\"\n",
-            )
-            .role("r", "run_list = [\"recipe[t]\"]\n");
+        let repo = one_template(
+            "[t]\nfree = \"a\\rb\"\n",
+            &format!("x = {{{{{helper} t.free}}}}\n"),
+        );
         check(&repo)
             .code(1)
             .stderr_contains("attribute t.free")
             .stderr_contains("control character");
     }
     // A type that allows lines lets them through.
-    let repo = Repo::new()
-        .attributes("t", "[t]\ntext = \"a\\nb\"\n\n[types.t]\ntext = \"text\"\n")
-        .template("t", "u.hbs", "x = {{line t.text}}\n")
-        .recipe(
-            "t",
-            "default",
-            "[[resource]]\ntemplate = \"/etc/u\"\nsource = \"u.hbs\"\n",
-        )
-        .role("r", "run_list = [\"recipe[t]\"]\n");
+    let repo = one_template(
+        "[t]\ntext = \"a\\nb\"\n\n[types.t]\ntext = \"text\"\n",
+        "x = {{line t.text}}\n",
+    );
     check(&repo).success();
 }
 
@@ -402,18 +393,10 @@ fn user_fields_that_would_add_a_passwd_field_are_refused() {
 /// text.
 #[test]
 fn node_attributes_carry_no_line_of_their_own_into_a_plain_template() {
-    let repo = Repo::new()
-        .attributes(
-            "t",
-            "[t]\nx = \"a\"\nnote = \"a\"\n\n[types.t]\nnote = \"text\"\n",
-        )
-        .template("t", "t.hbs", "x = {{t.x}}\n# {{t.note}}\n")
-        .recipe(
-            "t",
-            "default",
-            "[[resource]]\ntemplate = \"/etc/t\"\nsource = \"t.hbs\"\n",
-        )
-        .role("r", "run_list = [\"recipe[t]\"]\n");
+    let repo = one_template(
+        "[t]\nx = \"a\"\nnote = \"a\"\n\n[types.t]\nnote = \"text\"\n",
+        "x = {{t.x}}\n# {{t.note}}\n",
+    );
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory(dir.path(), "[\"r\"]", "{ t = { x = \"a\\nx = evil\" } }");
     check_inventory(&repo, &inv)
