@@ -413,18 +413,19 @@ fn merge_attributes(
     };
     let mut names: Vec<&String> = order.iter().collect();
     names.sort();
-    let defaults = |cb: &Cookbook| Origin::file(&cb.display_dir.join("attributes.toml"));
+    let file = |name: &str| cookbooks[name].display_dir.join("attributes.toml");
     for name in &names {
-        let cb = &cookbooks[*name];
-        layer(&mut attrs, &cb.attributes, defaults(cb));
+        layer(
+            &mut attrs,
+            &cookbooks[*name].attributes,
+            Origin::file(&file(name)),
+        );
     }
     // What differs on the target's Debian release, before any role speaks.
+    let release = format!("releases.{}", facts.codename);
     for name in &names {
-        let cb = &cookbooks[*name];
-        if let Some(overlay) = cb.release_overlay(&facts.codename) {
-            let file = cb.display_dir.join("attributes.toml");
-            let table = format!("releases.{}", facts.codename);
-            layer(&mut attrs, overlay, Origin::under(&file, &table));
+        if let Some(overlay) = cookbooks[*name].release_overlay(&facts.codename) {
+            layer(&mut attrs, overlay, Origin::under(&file(name), &release));
         }
     }
     for role in &expanded.roles {

@@ -370,10 +370,10 @@ pub fn lookup<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
     Some(v)
 }
 
-/// A node's own attributes (a node file, an inventory host) hold no
-/// control character, typed or not, unless the attribute's type allows
-/// one: a template that writes such a value without an escaping helper
-/// would take its lines as its own.
+/// A node's own untyped attributes (a node file, an inventory host) hold
+/// no control character: a template that writes such a value without an
+/// escaping helper would take its lines as its own. A typed one answers
+/// to its type ([`check`]).
 pub fn check_node(node: &toml::Table, types: &Types, origin: &Origin) -> Vec<PolicyError> {
     fn walk(v: &toml::Value, path: &str, out: &mut Vec<String>) {
         match v {
@@ -388,14 +388,14 @@ pub fn check_node(node: &toml::Table, types: &Types, origin: &Origin) -> Vec<Pol
     found.dedup();
     found
         .into_iter()
-        .filter(|path| !types.get(path).is_some_and(|d| d.ty.allows_control()))
+        .filter(|path| !types.contains_key(path))
         .map(|path| {
             let e = PolicyError::new(format!(
                 "attribute {path}: a node's attribute holds a control character (a newline, tab or escape)"
             ))
             .in_file(&origin.file)
             .fix(format!(
-                "give {path} on one line of printable text, or declare its type as \"text\" under [types] in its cookbook's attributes.toml"
+                "give {path} on one line of printable text, or declare its type (\"text\" if it may span lines) under [types] in its cookbook's attributes.toml"
             ));
             match origin.line_of(&path) {
                 Some(l) => e.at_line(l, None),
