@@ -111,6 +111,16 @@ fn check_refuses_extra_agent_arguments_in_the_source_from_an_inventory() {
         .stderr_contains("inventory.toml:6")
         .stderr_contains("kiln.source");
     assert!(!out.exists(), "a refused bundle was written");
+    // And a push refuses it before any connection.
+    kiln()
+        .repo(&repo)
+        .args(["fleet", "converge", "--allow-unsigned", "--inventory"])
+        .arg(&inv)
+        .run()
+        .code(1)
+        .stderr_contains("inventory.toml:6")
+        .stderr_contains("kiln.source")
+        .stdout_lacks("127.0.0.9");
     // What the cookbook declares is accepted: a URL, or an absolute path.
     for good in ["https://example.com/b.tar", "/srv/kiln/bundle.tar"] {
         let inv = inventory(
