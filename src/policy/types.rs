@@ -115,6 +115,7 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
+/// One type declaration: a name, a one-key table, or a list of either.
 fn parse(v: &toml::Value) -> Result<AttrType, String> {
     match v {
         toml::Value::String(s) => match s.as_str() {
