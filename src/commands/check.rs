@@ -26,6 +26,7 @@ pub fn run(dir: &Path, inventory: Option<&Path>) -> Result<i32, Error> {
                             errors.push(e);
                         }
                         errors.extend(crate::fleet::secrets::check(&repo, &inv));
+                        errors.extend(crate::fleet::inventory::check_attributes(&repo, &inv));
                     }
                     Err(e) => errors.push(e),
                 }

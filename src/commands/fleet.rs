@@ -60,7 +60,11 @@ fn signing_key(
 
 /// The policy must pass `kiln check` before it goes anywhere.
 fn check_policy(repo: &Repository) -> Result<(), Error> {
-    let errors = crate::engine::check(repo);
+    refuse(crate::engine::check(repo))
+}
+
+/// Every problem found, as one error; none is Ok.
+fn refuse(errors: Vec<PolicyError>) -> Result<(), Error> {
     if errors.is_empty() {
         Ok(())
     } else {
@@ -68,10 +72,16 @@ fn check_policy(repo: &Repository) -> Result<(), Error> {
     }
 }
 
+/// The hosts' attributes, checked as each host's converge would check them.
+fn check_attributes(repo: &Repository, inv: &Inventory) -> Result<(), Error> {
+    refuse(crate::fleet::inventory::check_attributes(repo, inv))
+}
+
 /// Loads the inventory and selects hosts: every error before any connection.
 fn select(c: &Common, repo: &Repository) -> Result<(Inventory, Vec<Host>), Error> {
     let inv = Inventory::load(&c.inventory)?;
     inv.check_roles(repo)?;
+    check_attributes(repo, &inv)?;
     if !c.accept_new_host_keys && !inv.known_hosts.is_file() {
         return Err(PolicyError::new(format!(
             "the known_hosts file {} does not exist",
@@ -504,6 +514,7 @@ pub fn bundle(p: Publish) -> Result<i32, Error> {
         Some(file) => {
             let inv = Inventory::load(file)?;
             inv.check_roles(&policy)?;
+            check_attributes(&policy, &inv)?;
             inv.hosts
         }
     };

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use crate::error::{PolicyError, PolicyErrors};
 use crate::platform::facts::Facts;
 use crate::policy::attributes::merge;
+use crate::policy::escape::Typing;
 use crate::policy::recipe::RawResource;
 use crate::policy::render::{RenderFailure, Renderer};
 use crate::policy::runlist::{Expanded, expand};
+use crate::policy::types::{Origin, Origins, Types, record};
 use crate::policy::whitelist::{FallbackSource, Pin, Whitelist};
 use crate::policy::{Cookbook, Repository};
 use crate::resource::{
@@ -25,6 +27,18 @@ pub struct Request {
     /// Where `{{secret "NAME"}}` gets its values: placeholders unless the
     /// compile is for a converge on the target.
     pub secrets: crate::secrets::Source,
+    /// Where `node_attributes` come from (a node file, an inventory host),
+    /// so that a bad value names it.
+    pub node_origin: Option<Origin>,
+}
+
+impl Request {
+    /// Where the node attributes come from, for messages.
+    fn node_origin(&self) -> Origin {
+        self.node_origin
+            .clone()
+            .unwrap_or_else(|| Origin::under("--node".as_ref(), "attributes"))
+    }
 }
 
 /// When a notification fires.
@@ -116,8 +130,15 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             }),
         }
     }
-    let mut attributes = merge_attributes(&expanded, &cookbooks, &order, req, facts)
+    let (mut attributes, origins) = merge_attributes(&expanded, &cookbooks, &order, req, facts)
         .map_err(|e| PolicyErrors(vec![e]))?;
+    // Every typed value is checked where it ended up, whichever file set it.
+    let mut types = Types::new();
+    for name in &order {
+        for (path, d) in &cookbooks[name].types {
+            types.entry(path.clone()).or_insert_with(|| d.clone());
+        }
+    }
     for (key, v) in attributes.iter_mut() {
         if let Err(f) = crate::policy::render::mark_secrets(v) {
             errors.push(
@@ -127,9 +148,16 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             );
         }
     }
-    let renderer = Renderer::with_secrets(
+    errors.extend(crate::policy::types::check(&attributes, &types, &origins));
+    errors.extend(crate::policy::types::check_node(
+        &req.node_attributes,
+        &types,
+        &req.node_origin(),
+    ));
+    let renderer = Renderer::typed(
         &attributes,
         std::sync::Arc::new(crate::secrets::Resolver::new(req.secrets.clone())),
+        std::sync::Arc::new(Typing { types, origins }),
     );
     let mut fallback = None;
     let pins = match Whitelist::load(repo).and_then(|w| {
@@ -368,28 +396,44 @@ impl Policy {
 }
 
 /// Precedence, low to high: cookbook attributes < role defaults (later roles
-/// win) < size attributes < node attributes < role overrides < facts.
+/// win) < size attributes < node attributes < role overrides < facts. With
+/// the file each final value came from.
 fn merge_attributes(
     expanded: &Expanded,
     cookbooks: &HashMap<String, Cookbook>,
     order: &[String],
     req: &Request,
     facts: &Facts,
-) -> Result<toml::Table, PolicyError> {
+) -> Result<(toml::Table, Origins), PolicyError> {
     let mut attrs = toml::Table::new();
+    let mut origins = Origins::new();
+    let mut layer = |attrs: &mut toml::Table, t: &toml::Table, origin: Origin| {
+        merge(attrs, t);
+        record(&mut origins, t, &origin);
+    };
     let mut names: Vec<&String> = order.iter().collect();
     names.sort();
+    let file = |name: &str| cookbooks[name].display_dir.join("attributes.toml");
     for name in &names {
-        merge(&mut attrs, &cookbooks[*name].attributes);
+        layer(
+            &mut attrs,
+            &cookbooks[*name].attributes,
+            Origin::file(&file(name)),
+        );
     }
     // What differs on the target's Debian release, before any role speaks.
+    let release = format!("releases.{}", facts.codename);
     for name in &names {
         if let Some(overlay) = cookbooks[*name].release_overlay(&facts.codename) {
-            merge(&mut attrs, overlay);
+            layer(&mut attrs, overlay, Origin::under(&file(name), &release));
         }
     }
     for role in &expanded.roles {
-        merge(&mut attrs, &role.default_attributes);
+        layer(
+            &mut attrs,
+            &role.default_attributes,
+            Origin::under(&role.file, "default_attributes"),
+        );
     }
     if let Some(size) = &req.size {
         let found = expanded
@@ -397,7 +441,10 @@ fn merge_attributes(
             .iter()
             .find_map(|r| r.sizes.get(size).map(|s| (r, s)));
         match found {
-            Some((_, s)) => merge(&mut attrs, &s.attributes),
+            Some((r, s)) => {
+                let table = format!("sizes.{size}.attributes");
+                layer(&mut attrs, &s.attributes, Origin::under(&r.file, &table))
+            }
             None => {
                 let known: Vec<String> = expanded
                     .roles
@@ -415,15 +462,19 @@ fn merge_attributes(
             }
         }
     }
-    merge(&mut attrs, &req.node_attributes);
+    layer(&mut attrs, &req.node_attributes, req.node_origin());
     for role in &expanded.roles {
-        merge(&mut attrs, &role.override_attributes);
+        layer(
+            &mut attrs,
+            &role.override_attributes,
+            Origin::under(&role.file, "override_attributes"),
+        );
     }
     let facts = toml::Table::try_from(facts).expect("facts serialize");
     let mut node = toml::Table::new();
     node.insert("node".into(), toml::Value::Table(facts));
     merge(&mut attrs, &node);
-    Ok(attrs)
+    Ok((attrs, origins))
 }
 
 struct PendingNotify {
@@ -436,11 +487,12 @@ struct PendingNotify {
 
 fn render_error(f: RenderFailure, what: &str, origin: &str) -> PolicyError {
     let e = PolicyError::new(format!("{what}: {}", f.message));
-    match f.missing {
-        Some(attr) => e.fix(format!(
+    match (f.missing, f.fix) {
+        (Some(attr), _) => e.fix(format!(
             "define {attr} in the cookbook's attributes.toml or a role's default_attributes ({origin})"
         )),
-        None => e,
+        (None, Some(fix)) => e.fix(fix),
+        (None, None) => e,
     }
 }
 
@@ -798,11 +850,12 @@ impl BuildEnv for CookbookEnv<'_> {
                 shown.display(),
                 f.message
             ));
-            match f.missing {
-                Some(attr) => e.fix(format!(
+            match (f.missing, f.fix) {
+                (Some(attr), _) => e.fix(format!(
                     "define {attr} in the cookbook's attributes.toml, a role's default_attributes, or the resource's variables"
                 )),
-                None => e.fix("correct the handlebars syntax in the template"),
+                (None, Some(fix)) => e.fix(fix),
+                (None, None) => e.fix("correct the handlebars syntax in the template"),
             }
         })
     }

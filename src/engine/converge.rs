@@ -164,6 +164,10 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         size: c.size.clone().or(node.size),
         node_attributes: node.attributes,
         secrets,
+        node_origin: c
+            .node
+            .as_deref()
+            .map(|f| crate::policy::types::Origin::under(f, "attributes")),
     };
     let policy = compile(&repo, &req, &facts)?;
     Ok(Prepared {

@@ -17,6 +17,63 @@ use crate::error::PolicyError;
 use crate::platform::{facts::Facts, target::Target};
 use crate::policy::Repository;
 
+/// A node of an inventory, as `kiln check --inventory` compiles it.
+pub struct HostNode<'a> {
+    pub fqdn: &'a str,
+    pub roles: &'a [String],
+    pub attributes: &'a toml::Table,
+    pub origin: crate::policy::types::Origin,
+}
+
+/// The problems of a run list on a release without node attributes, by
+/// both: hosts of the same roles share them.
+pub type AloneErrors = std::collections::HashMap<(Vec<String>, String), Vec<PolicyError>>;
+
+/// What a host's own attributes break: the problems of its run list with
+/// them that the run list alone does not have (those `check` reports once,
+/// by role), for every release the whitelist pins. Each names the host.
+pub fn check_host(repo: &Repository, host: &HostNode, alone: &mut AloneErrors) -> Vec<PolicyError> {
+    let facts = Facts::gather(&Target::host(), Some(host.fqdn));
+    let mut releases = crate::policy::whitelist::Whitelist::load(repo)
+        .map(|w| w.pinned_releases())
+        .unwrap_or_default();
+    if releases.is_empty() {
+        releases.push(facts.codename.clone());
+    }
+    let run_list: Vec<String> = host.roles.iter().map(|r| format!("role[{r}]")).collect();
+    let mut errors: Vec<PolicyError> = Vec::new();
+    for r in &releases {
+        let facts = facts.on_release(r);
+        let bare = Request {
+            run_list: run_list.clone(),
+            ..Request::default()
+        };
+        let problems = |req: &Request| compile(repo, req, &facts).err().map(|e| e.0);
+        let own = alone
+            .entry((run_list.clone(), r.clone()))
+            .or_insert_with(|| problems(&bare).unwrap_or_default());
+        let with = Request {
+            node_attributes: host.attributes.clone(),
+            node_origin: Some(host.origin.clone()),
+            ..bare
+        };
+        for e in problems(&with).unwrap_or_default() {
+            let e = PolicyError {
+                message: format!("host {}: {}", host.fqdn, e.message),
+                ..e
+            };
+            if !own
+                .iter()
+                .any(|o| o.fix == e.fix && e.message.ends_with(&o.message))
+                && !errors.contains(&e)
+            {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
 /// Every problem in the repository (`kiln check`): the policy layer's
 /// checks, with roles compiled by this engine for a placeholder node.
 /// Each role is compiled for every release the whitelist pins (or the

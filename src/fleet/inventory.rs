@@ -315,6 +315,37 @@ fn is_weak_algorithm(name: &str) -> bool {
         || n == "ssh-rsa-cert-v01@openssh.com"
 }
 
+/// What the hosts' attributes break once laid over their roles (a value
+/// that is not of its declared type, one an escaping helper refuses),
+/// named by host and inventory line: `kiln check --inventory` and a push
+/// refuse before any connection what each host's converge would refuse.
+pub fn check_attributes(repo: &Repository, inv: &Inventory) -> Vec<PolicyError> {
+    let mut errors: Vec<PolicyError> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut alone = crate::engine::AloneErrors::new();
+    for h in inv.hosts.iter().filter(|h| !h.attributes.is_empty()) {
+        // Hosts alike are compiled once (the first one names the problem).
+        if !seen.insert(format!("{:?} {}", h.roles, h.attributes)) {
+            continue;
+        }
+        let node = crate::engine::HostNode {
+            fqdn: &h.fqdn,
+            roles: &h.roles,
+            attributes: &h.attributes,
+            origin: crate::policy::types::Origin {
+                line: Some(h.line),
+                ..crate::policy::types::Origin::file(&inv.file)
+            },
+        };
+        for e in crate::engine::check_host(repo, &node, &mut alone) {
+            if !errors.contains(&e) {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
 /// The ssh options an inventory may set: transport tuning only. Nothing
 /// that touches host key checking (StrictHostKeyChecking, *KnownHosts*,
 /// VerifyHostKeyDNS, ...), runs a command (ProxyCommand, LocalCommand,

@@ -82,6 +82,8 @@ pub struct Cookbook {
     /// `[releases.CODENAME]` of attributes.toml: defaults for targets of
     /// that Debian release, laid over `attributes` (before any role's).
     pub release_attributes: std::collections::BTreeMap<String, toml::Table>,
+    /// `[types.COOKBOOK]` of attributes.toml: what its attributes may hold.
+    pub types: super::types::Types,
 }
 
 impl Cookbook {
@@ -153,6 +155,7 @@ impl Cookbook {
             (toml::Table::new(), String::new())
         };
         let release_attributes = split_releases(&mut attributes, &attr_text, &attr_shown)?;
+        let types = super::types::split_types(&mut attributes, &attr_shown)?;
         refuse_facts(&attributes, &attr_text, &attr_shown, &[])?;
         for (codename, overlay) in &release_attributes {
             refuse_facts(overlay, &attr_text, &attr_shown, &["releases", codename])?;
@@ -164,6 +167,7 @@ impl Cookbook {
             metadata,
             attributes,
             release_attributes,
+            types,
         })
     }
 

@@ -4,12 +4,14 @@
 pub mod attributes;
 pub mod check;
 pub mod cookbook;
+pub mod escape;
 pub mod files;
 pub mod recipe;
 pub mod render;
 pub mod role;
 pub mod runlist;
 pub mod spans;
+pub mod types;
 pub mod whitelist;
 
 use std::path::{Path, PathBuf};

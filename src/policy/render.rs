@@ -7,6 +7,7 @@ use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
 };
 
+use super::escape::Typing;
 use crate::secrets::{Resolver, Source};
 
 /// Why a string or template did not render.
@@ -16,12 +17,16 @@ pub struct RenderFailure {
     pub missing: Option<String>,
     pub line: Option<usize>,
     pub message: String,
+    /// The fix, when the failure knows it (an escaping helper's).
+    pub fix: Option<String>,
 }
 
 pub struct Renderer {
     hb: Handlebars<'static>,
     context: serde_json::Value,
     secrets: Arc<Resolver>,
+    /// Set by an escaping helper that refused a value.
+    last_fix: super::escape::LastFix,
 }
 
 /// `{{secret "NAME"}}`: writes a marker that the renderer replaces with
@@ -47,11 +52,12 @@ fn secret_helper(
     Ok(())
 }
 
-fn handlebars() -> Handlebars<'static> {
+fn handlebars(typing: &Arc<Typing>, last_fix: &super::escape::LastFix) -> Handlebars<'static> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(handlebars::no_escape);
     hb.register_helper("secret", Box::new(secret_helper));
+    super::escape::register(&mut hb, typing, last_fix);
     hb
 }
 
@@ -61,7 +67,7 @@ fn handlebars() -> Handlebars<'static> {
 pub fn mark_secrets(value: &mut toml::Value) -> Result<(), RenderFailure> {
     match value {
         toml::Value::String(s) if s.contains("{{") && s.contains("secret") => {
-            let hb = handlebars();
+            let hb = handlebars(&Arc::default(), &Arc::default());
             *s = hb
                 .render_template(s, &serde_json::Value::Null)
                 .map_err(|e| RenderFailure {
@@ -71,6 +77,7 @@ pub fn mark_secrets(value: &mut toml::Value) -> Result<(), RenderFailure> {
                         "attribute value {s:?}: {} (attribute values may use {{{{secret \"NAME\"}}}} only)",
                         e.reason()
                     ),
+                    fix: None,
                 })?;
             Ok(())
         }
@@ -87,11 +94,19 @@ impl Renderer {
     }
 
     pub fn with_secrets(attributes: &toml::Table, secrets: Arc<Resolver>) -> Self {
+        Self::typed(attributes, secrets, Arc::default())
+    }
+
+    /// A renderer whose escaping helpers know the attributes' types and
+    /// origins.
+    pub fn typed(attributes: &toml::Table, secrets: Arc<Resolver>, typing: Arc<Typing>) -> Self {
         let context = serde_json::to_value(attributes).unwrap_or_default();
+        let last_fix = super::escape::LastFix::default();
         Renderer {
-            hb: handlebars(),
+            hb: handlebars(&typing, &last_fix),
             context,
             secrets,
+            last_fix,
         }
     }
 
@@ -149,10 +164,16 @@ impl Renderer {
                 RenderErrorReason::TemplateError(t) => t.pos().map(|p| p.0),
                 _ => e.line_no,
             };
+            let fix = self
+                .last_fix
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             RenderFailure {
                 missing,
                 line,
                 message,
+                fix,
             }
         })?;
         if !Resolver::has_marker(&out) {
@@ -164,6 +185,7 @@ impl Renderer {
                 missing: None,
                 line: None,
                 message,
+                fix: None,
             })
     }
 
@@ -196,6 +218,7 @@ fn check_partials(text: &str) -> Result<(), RenderFailure> {
         missing: None,
         line: Some(line),
         message,
+        fix: None,
     };
     // Calls made at the top level ("") and inside each `{{#*inline}}`.
     let mut calls: HashMap<String, Vec<(String, usize)>> = HashMap::new();

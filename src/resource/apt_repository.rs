@@ -68,6 +68,21 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
                 .fix("e.g. uri = \"http://deb.debian.org/debian\", suite = \"bookworm-backports\", components = [\"main\"]"));
         }
     };
+    // Each is one word of a deb822 field: a space adds a URI, suite or
+    // component of the value's choosing, a newline a field.
+    for (field, value) in std::iter::once(("uri", &uri))
+        .chain(std::iter::once(("suite", &suite)))
+        .chain(p.components.iter().map(|c| ("components", c)))
+    {
+        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(PolicyError::new(format!(
+                "{field} {value:?} holds a space or a control character: in the deb822 sources file it would add a {field} or a line"
+            ))
+            .fix(format!(
+                "give {field} as one word; several components are a list: components = [\"main\", \"contrib\"]"
+            )));
+        }
+    }
     let flat = suite.ends_with('/');
     if adding && !flat && p.components.is_empty() {
         return Err(PolicyError::new(format!(

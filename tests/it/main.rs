@@ -34,5 +34,6 @@ mod silent;
 mod snapshot;
 mod stack;
 mod substitute;
+mod typed_attrs;
 mod vanished;
 mod workflow;

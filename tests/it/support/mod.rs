@@ -139,10 +139,9 @@ impl Repo {
         self.dir.path()
     }
 
-    /// A scratch copy of this repository's own policy (roles, cookbooks,
-    /// whitelist, secrets, vagrant) with the pin of `package` for `release`
-    /// set to `version`: a version that no source offers, on purpose.
-    pub fn policy_with_pin(release: &str, package: &str, version: &str) -> Repo {
+    /// A scratch copy of this repository's own policy: roles, cookbooks,
+    /// whitelist, secrets, vagrant.
+    pub fn own_policy() -> Repo {
         let repo = Repo::new();
         let own = Path::new(env!("CARGO_MANIFEST_DIR"));
         for part in ["roles", "cookbooks", "secrets", "vagrant", "whitelist.toml"] {
@@ -154,6 +153,14 @@ impl Repo {
                 .is_ok_and(|s| s.success());
             assert!(ok, "copying {part} of the policy");
         }
+        repo
+    }
+
+    /// A scratch copy of this repository's own policy (roles, cookbooks,
+    /// whitelist, secrets, vagrant) with the pin of `package` for `release`
+    /// set to `version`: a version that no source offers, on purpose.
+    pub fn policy_with_pin(release: &str, package: &str, version: &str) -> Repo {
+        let repo = Repo::own_policy();
         let path = repo.path().join("whitelist.toml");
         let mut doc: toml_edit::DocumentMut = fs::read_to_string(&path).unwrap().parse().unwrap();
         doc["releases"][release]["packages"][package] = toml_edit::value(version);
