@@ -220,6 +220,15 @@ impl Inventory {
                     crate::policy::attributes::merge(&mut attributes, a);
                 }
             }
+            if let Some(key) = crate::policy::render::secret_in(&attributes) {
+                return Err(err(
+                    offset,
+                    format!(
+                        "host {fqdn}: attribute {key} uses a secret: inventory attributes cannot (they would carry any secret into any file)"
+                    ),
+                    "use the secret in a role's or cookbook's attributes, or in the template itself",
+                ));
+            }
             hosts.push(Host {
                 fqdn,
                 address,

@@ -80,6 +80,27 @@ pub fn mark_secrets(value: &mut toml::Value) -> Result<(), RenderFailure> {
     }
 }
 
+/// The dotted key of the first value in `table` that calls the secret
+/// helper. Node and inventory attributes may not: they are not the
+/// policy's own, and would carry any secret into any file. A value that
+/// does not render alone and names `secret` counts as one.
+pub fn secret_in(table: &toml::Table) -> Option<String> {
+    fn walk(v: &toml::Value, at: &str) -> Option<String> {
+        match v {
+            toml::Value::String(s) if s.contains("{{") && s.contains("secret") => {
+                let mut probe = v.clone();
+                let uses = mark_secrets(&mut probe)
+                    .map_or(true, |()| probe.as_str().is_some_and(Resolver::has_marker));
+                uses.then(|| at.to_string())
+            }
+            toml::Value::Array(a) => a.iter().find_map(|x| walk(x, at)),
+            toml::Value::Table(t) => t.iter().find_map(|(k, x)| walk(x, &format!("{at}.{k}"))),
+            _ => None,
+        }
+    }
+    table.iter().find_map(|(k, v)| walk(v, k))
+}
+
 impl Renderer {
     /// A renderer whose secrets are placeholders (static compiles).
     pub fn new(attributes: &toml::Table) -> Self {

@@ -24,7 +24,9 @@ pub const TYPE: TypeDef = TypeDef::of::<Execute>(
         "returns",
     ],
     build,
-);
+)
+// A command that uses a secret is sensitive: it goes to the shell on stdin.
+.secrets_in(&["command"]);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -24,6 +24,7 @@ mod policy;
 mod releases;
 mod repo_paths;
 mod sandbox;
+mod secret_leaks;
 mod secrets;
 mod services;
 mod siblings;
