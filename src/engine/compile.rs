@@ -725,17 +725,15 @@ fn compile_one(
 /// system file. `what` names the resource as the recipe wrote it.
 fn secret_out_of_place(def: &TypeDef, what: &str, field: &str) -> PolicyError {
     let allowed = if def.secret_properties.is_empty() {
-        format!("a {} takes none", def.name)
+        format!("{} resources take no secret", def.name)
     } else {
         format!(
-            "in a {} only {} may hold one",
+            "of {} resources only {} may hold one",
             def.name,
             def.secret_properties.join(", ")
         )
     };
-    PolicyError::new(format!(
-        "{what}, {field}: uses a secret, and {allowed}"
-    ))
+    PolicyError::new(format!("{what}, {field}: uses a secret; {allowed}"))
     .fix("a secret goes into content only: a file's content, a template, or an execute's command (on stdin); refer to that file here instead")
 }
 
