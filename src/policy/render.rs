@@ -338,6 +338,22 @@ mod tests {
     }
 
     #[test]
+    fn secrets_in_node_attributes_are_found_by_key() {
+        let t: toml::Table = toml::from_str(
+            "[app]\nmotd = \"hi\"\nlist = [\"x\", '{{ secret \"a/b\" }}']\nplain = \"{{not a secret}}\"",
+        )
+        .unwrap();
+        assert_eq!(secret_in(&t).as_deref(), Some("app.list"));
+        let t: toml::Table = toml::from_str("motd = '{{~secret \"a\"~}}'").unwrap();
+        assert_eq!(secret_in(&t).as_deref(), Some("motd"));
+        // What cannot be told apart from a use is refused, plain text is not.
+        let t: toml::Table = toml::from_str("motd = '{{x}} secret'").unwrap();
+        assert_eq!(secret_in(&t).as_deref(), Some("motd"));
+        let t: toml::Table = toml::from_str("motd = 'a secret {x}'").unwrap();
+        assert_eq!(secret_in(&t), None);
+    }
+
+    #[test]
     fn recursive_and_deep_partials_are_refused() {
         let e = r()
             .render("a\n{{#*inline \"p\"}}{{> p}}{{/inline}}\n{{> p}}")
