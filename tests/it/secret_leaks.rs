@@ -307,6 +307,14 @@ mode = "0600"
     let real = p.converge(&[]).success();
     let after = p.converge(&["--why-run"]).success();
     p.assert_no_leak(&[&real, &after], VALUE);
+    // That run wrote the path without a secret: later diffs show again.
+    p.write(
+        "cookbooks/app/templates/app.conf.hbs",
+        "password = changed\n",
+    );
+    p.converge(&["--why-run"])
+        .success()
+        .stdout_contains("+password = changed");
 }
 
 #[test]
