@@ -489,9 +489,8 @@ fn render_error(f: RenderFailure, what: &str, origin: &str) -> PolicyError {
     }
 }
 
-/// A compiled resource, its notifications, and its rendered table (to
-/// compare duplicates by).
-/// Also what `kiln check` should warn of.
+/// A compiled resource, its notifications, its rendered table (to compare
+/// duplicates by), and what `kiln check` should warn of.
 type CompiledOne = (
     Compiled,
     Vec<PendingNotify>,
