@@ -282,6 +282,7 @@ impl Check {
                     name: name.clone(),
                     props: toml::Table::new(),
                     sensitive: false,
+                    secret: false,
                     actions: vec!["start".into()],
                 };
                 let svc = (def.build)(&spec, &NoFiles).map_err(|e| e.message)?;

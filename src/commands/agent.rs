@@ -69,7 +69,7 @@ fn log(msg: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    println!("[{now}] kiln agent: {msg}");
+    println!("[{now}] kiln agent: {}", crate::text::terminal_safe(msg));
 }
 
 pub fn run(a: Agent) -> Result<i32, Error> {

@@ -13,7 +13,10 @@ use crate::policy::Repository;
 pub fn run(dir: &Path, inventory: Option<&Path>) -> Result<i32, Error> {
     let started = Instant::now();
     let repo = Repository::open(dir)?;
-    let mut errors = crate::engine::check(&repo);
+    let (mut errors, warnings) = crate::engine::check_and_warn(&repo);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     errors.extend(crate::fleet::secrets::check_devvm_roles(&repo));
     match crate::secrets::RecipientsFile::load(dir) {
         Err(e) => errors.push(e),

@@ -26,7 +26,7 @@ pub fn run(c: &Converge, json: bool, detailed_exitcodes: bool) -> Result<i32, Er
         Event::Warning(w) => eprintln!("warning: {}", terminal_safe(w)),
     })?;
     if json {
-        let _ = serde_json::to_writer_pretty(&mut out, &report);
+        let _ = serde_json::to_writer_pretty(&mut out, &report.to_json());
         let _ = writeln!(out);
     } else {
         let _ = writeln!(out, "{}", report.summary());

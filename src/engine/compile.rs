@@ -24,6 +24,8 @@ pub struct Request {
     pub run_list: Vec<String>,
     pub size: Option<String>,
     pub node_attributes: toml::Table,
+    /// Where the node attributes come from (a `--node` file), for messages.
+    pub node_file: Option<std::path::PathBuf>,
     /// Where `{{secret "NAME"}}` gets its values: placeholders unless the
     /// compile is for a converge on the target.
     pub secrets: crate::secrets::Source,
@@ -94,6 +96,13 @@ pub struct Policy {
     pub fallback: Option<std::sync::Arc<FallbackSource>>,
     /// The target's Debian release, whose pins apply.
     pub codename: String,
+    /// Paths whose content diff is never shown: the sensitive files of
+    /// this policy and those the target's last run recorded (see
+    /// [`Policy::hide_paths_of_last_run`]).
+    pub hidden_diffs: std::collections::BTreeSet<String>,
+    /// What `kiln check` warns of without refusing (a secret in a file
+    /// others may read).
+    pub warnings: Vec<PolicyError>,
 }
 
 pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy, PolicyErrors> {
@@ -129,6 +138,16 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
                 None => e,
             }),
         }
+    }
+    if let Some(key) = crate::policy::render::secret_in(&req.node_attributes) {
+        let e = PolicyError::new(format!(
+            "node attribute {key} uses a secret: node attributes cannot (they would carry any secret into any file)"
+        ))
+        .fix("use the secret in a role's or cookbook's attributes, or in the template itself");
+        errors.push(match &req.node_file {
+            Some(f) => e.in_file(f),
+            None => e,
+        });
     }
     let (mut attributes, origins) = merge_attributes(&expanded, &cookbooks, &order, req, facts)
         .map_err(|e| PolicyErrors(vec![e]))?;
@@ -186,6 +205,7 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     };
 
     let mut resources = Vec::new();
+    let mut warnings = Vec::new();
     let mut pending: Vec<(usize, Vec<PendingNotify>)> = Vec::new();
     let mut verify = Vec::new();
     // Each identity's rendered properties where first declared: an identical
@@ -248,7 +268,10 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         };
         for raw in &recipe.resources {
             match compile_one(raw, &renderer, &env) {
-                Ok((c, notes, props)) => {
+                Ok((c, notes, props, warning)) => {
+                    if let Some(w) = warning {
+                        warnings.push(w.in_file(&recipe.file).at_line(raw.line, None));
+                    }
                     if let Some((other, file, line)) = declared.get(&c.id) {
                         if *other != props {
                             errors.push(
@@ -350,7 +373,7 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     if !errors.is_empty() {
         return Err(PolicyErrors(errors));
     }
-    Ok(Policy {
+    let mut policy = Policy {
         expanded,
         attributes,
         pins,
@@ -361,7 +384,11 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
         fingerprint_key: renderer.secrets().fingerprint_key(),
         fallback,
         codename: facts.codename.clone(),
-    })
+        hidden_diffs: Default::default(),
+        warnings,
+    };
+    policy.hidden_diffs = policy.sensitive_files().into_iter().collect();
+    Ok(policy)
 }
 
 impl Policy {
@@ -380,19 +407,37 @@ impl Policy {
         out
     }
 
+    /// Whether resource `r` writes content at a path whose diff is withheld.
+    pub fn hides_content(&self, r: &Compiled) -> bool {
+        is_file_kind(&r.id.kind) && self.hidden_diffs.contains(&r.id.name)
+    }
+
+    /// Adds the paths that held a secret in the target's last run (the
+    /// report's `sensitive_paths`), so that a why-run never diffs the old,
+    /// secret content once the policy stops using the secret there or
+    /// another resource takes the path over.
+    pub fn hide_paths_of_last_run(&mut self, last: &[String]) {
+        self.hidden_diffs.extend(last.iter().cloned());
+    }
+
     /// The paths of the sensitive `file` and `template` resources: those
     /// whose fingerprint is keyed on a host that holds secrets.
     pub fn sensitive_files(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .resources
             .iter()
-            .filter(|r| r.sensitive && matches!(r.id.kind.as_str(), "file" | "template"))
+            .filter(|r| r.sensitive && is_file_kind(&r.id.kind))
             .map(|r| r.id.name.clone())
             .collect();
         out.sort();
         out.dedup();
         out
     }
+}
+
+/// Whether resources of `kind` write a file's content at their name.
+fn is_file_kind(kind: &str) -> bool {
+    kind == crate::resource::file::TYPE.name || kind == crate::resource::template::TYPE.name
 }
 
 /// Precedence, low to high: cookbook attributes < role defaults (later roles
@@ -496,9 +541,14 @@ fn render_error(f: RenderFailure, what: &str, origin: &str) -> PolicyError {
     }
 }
 
-/// A compiled resource, its notifications, and its rendered table (to
-/// compare duplicates by).
-type CompiledOne = (Compiled, Vec<PendingNotify>, toml::Table);
+/// A compiled resource, its notifications, its rendered table (to compare
+/// duplicates by), and what `kiln check` should warn of.
+type CompiledOne = (
+    Compiled,
+    Vec<PendingNotify>,
+    toml::Table,
+    Option<PolicyError>,
+);
 
 fn compile_one(
     raw: &RawResource,
@@ -514,9 +564,18 @@ fn compile_one(
             def.name
         )));
     };
+    let before_name = renderer.secrets().uses();
     let name = renderer
         .render(&name_tpl)
         .map_err(|f| render_error(f, &format!("{}[{name_tpl}]", def.name), "name"))?;
+    if renderer.secrets().uses() > before_name {
+        // Named by its template: the rendered name holds the value.
+        return Err(secret_out_of_place(
+            def,
+            &format!("{}[{name_tpl}]", def.name),
+            "name",
+        ));
+    }
     if name.trim().is_empty() {
         return Err(
             PolicyError::new(format!("{}[{name_tpl}]: the name is empty", def.name)).fix(format!(
@@ -557,9 +616,17 @@ fn compile_one(
         }
     }
     for (k, v) in table.iter_mut() {
+        let before = renderer.secrets().uses();
         renderer
             .render_value(v)
             .map_err(|f| render_error(f, &whose(k), &id.to_string()))?;
+        if renderer.secrets().uses() > before && !def.secret_properties.contains(&k.as_str()) {
+            return Err(secret_out_of_place(
+                def,
+                &id.to_string(),
+                &format!("property {k}"),
+            ));
+        }
     }
 
     if let Some(key) = table.iter().find_map(|(k, v)| has_nul(v).then_some(k)) {
@@ -663,6 +730,7 @@ fn compile_one(
         name: name.clone(),
         props: table,
         sensitive,
+        secret: renderer.secrets().uses() > uses_before,
         actions: actions.clone(),
     };
     let build = |spec: &Spec| {
@@ -672,12 +740,17 @@ fn compile_one(
         })
     };
     let mut imp = build(&spec)?;
-    if !spec.sensitive && renderer.secrets().uses() > uses_before {
+    if !spec.secret && renderer.secrets().uses() > uses_before {
         // Its template used a secret.
         spec.sensitive = true;
+        spec.secret = true;
         imp = build(&spec)?;
     }
     let sensitive = spec.sensitive;
+    let warning = spec
+        .secret
+        .then(|| readable_by_others(&id, &rendered))
+        .flatten();
     Ok((
         Compiled {
             id,
@@ -694,7 +767,41 @@ fn compile_one(
         },
         notes,
         rendered,
+        warning,
     ))
+}
+
+/// A `{{secret}}` where it may not go: in a name, or a property that is
+/// printed, reported, put on a command line or written to a world-readable
+/// system file. `what` names the resource as the recipe wrote it.
+fn secret_out_of_place(def: &TypeDef, what: &str, field: &str) -> PolicyError {
+    let allowed = if def.secret_properties.is_empty() {
+        format!("{} resources take no secret", def.name)
+    } else {
+        format!(
+            "of {} resources only {} may hold one",
+            def.name,
+            def.secret_properties.join(", ")
+        )
+    };
+    PolicyError::new(format!("{what}, {field}: uses a secret; {allowed}"))
+    .fix("a secret goes into content only: a file's content, a template, or an execute's command (on stdin); refer to that file here instead")
+}
+
+/// A mode wider than 0640 on a file whose content holds a secret: a
+/// warning, since the policy may mean it.
+fn readable_by_others(id: &ResourceId, rendered: &toml::Table) -> Option<PolicyError> {
+    let mode = match rendered.get("mode")? {
+        toml::Value::String(s) => u32::from_str_radix(s.trim(), 8).ok()?,
+        toml::Value::Integer(n) => u32::try_from(*n).ok()?,
+        _ => return None,
+    };
+    (mode & 0o7137 != 0).then(|| {
+        PolicyError::new(format!(
+            "{id}: its content holds a secret, and mode {mode:04o} lets more than owner and group read it"
+        ))
+        .fix("give it mode = \"0600\" (or \"0640\" for a group that needs it), or leave mode out for 0600")
+    })
 }
 
 /// Whether a string anywhere in the value holds a NUL byte.

@@ -163,13 +163,19 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         run_list,
         size: c.size.clone().or(node.size),
         node_attributes: node.attributes,
+        node_file: c.node.clone(),
         secrets,
         node_origin: c
             .node
             .as_deref()
             .map(|f| crate::policy::types::Origin::under(f, "attributes")),
     };
-    let policy = compile(&repo, &req, &facts)?;
+    let mut policy = compile(&repo, &req, &facts)?;
+    // A path that held a secret in the last run is never diffed: its old
+    // content may still hold it. An unreadable report hides nothing more.
+    if let Ok(Some(last)) = Report::load_last(&target) {
+        policy.hide_paths_of_last_run(&last.sensitive_paths);
+    }
     Ok(Prepared {
         target,
         policy,

@@ -79,6 +79,12 @@ pub fn check_host(repo: &Repository, host: &HostNode, alone: &mut AloneErrors) -
 /// Each role is compiled for every release the whitelist pins (or the
 /// host's own when it pins none); an error names the release it is about.
 pub fn check(repo: &Repository) -> Vec<PolicyError> {
+    check_and_warn(repo).0
+}
+
+/// [`check`], with what it warns of without refusing (each once).
+pub fn check_and_warn(repo: &Repository) -> (Vec<PolicyError>, Vec<PolicyError>) {
+    let warnings: std::cell::RefCell<Vec<PolicyError>> = Default::default();
     let host = Facts::gather(&Target::host(), Some("check.kiln.invalid"));
     let releases = crate::policy::whitelist::Whitelist::load(repo)
         .map(|w| w.pinned_releases())
@@ -89,7 +95,7 @@ pub fn check(repo: &Repository) -> Vec<PolicyError> {
     } else {
         vec![host.codename.clone()]
     };
-    repo.check(&|repo, role, size| {
+    let errors = repo.check(&|repo, role, size| {
         let req = Request {
             run_list: vec![format!("role[{role}]")],
             size,
@@ -104,8 +110,18 @@ pub fn check(repo: &Repository) -> Vec<PolicyError> {
                 } else {
                     host.clone()
                 };
-                let es = compile(repo, &req, &facts).err().map(|e| e.0);
-                (r, es.unwrap_or_default())
+                match compile(repo, &req, &facts) {
+                    Ok(p) => {
+                        let mut w = warnings.borrow_mut();
+                        for e in p.warnings {
+                            if !w.contains(&e) {
+                                w.push(e);
+                            }
+                        }
+                        (r, Vec::new())
+                    }
+                    Err(e) => (r, e.0),
+                }
             })
             .collect();
         // An error of every release is said once; one of some releases names them.
@@ -131,5 +147,6 @@ pub fn check(repo: &Repository) -> Vec<PolicyError> {
         } else {
             Err(crate::error::PolicyErrors(errors))
         }
-    })
+    });
+    (errors, warnings.into_inner())
 }

@@ -56,13 +56,11 @@ pub struct ResourceReport {
     pub note: Option<String>,
     /// Reading state, guards and applying, for finding slow resources.
     pub elapsed_ms: f64,
-    /// A sensitive resource's real name, until [`ResourceReport::redact`].
+    /// Whether the resource's path held a secret, now or in the last
+    /// run: its diff is then never shown (see [`ResourceReport::redact`]).
     #[serde(skip)]
-    hidden: Option<String>,
+    hide_diff: bool,
 }
-
-/// What stands for a sensitive resource's name in reports.
-const SENSITIVE: &str = "(sensitive)";
 
 impl Policy {
     /// How reports, logs and plans name resource `i`: `type[name]`, or for a
@@ -100,27 +98,26 @@ impl ResourceReport {
             error: None,
             note: None,
             elapsed_ms: 0.0,
-            hidden: r.sensitive.then(|| r.id.name.clone()),
+            hide_diff: policy.hides_content(r),
         }
     }
 
-    /// Takes a sensitive resource's name out of everything the entry says,
-    /// as the last step before anyone sees it: an error from deep inside a
-    /// resource type may quote its name (a path, a label).
+    /// The last step before anyone sees the entry: every secret value this
+    /// run resolved is taken out of what it says (an error or a command's
+    /// output may quote one), and the diff of a path that held a secret
+    /// now or in the last run is withheld (it would show the old content).
     pub fn redact(&mut self) {
-        let Some(name) = self.hidden.take().filter(|n| !n.is_empty()) else {
-            return;
-        };
-        let scrub = |s: &mut String| {
-            if s.contains(name.as_str()) {
-                *s = s.replace(name.as_str(), SENSITIVE);
-            }
-        };
+        if self.hide_diff && self.diff.is_some() {
+            self.diff = Some(crate::resource::fsmeta::SUPPRESSED.to_string());
+        }
+        let scrub = crate::secrets::redact::in_place;
         self.changes.iter_mut().for_each(scrub);
         [&mut self.diff, &mut self.error, &mut self.note]
             .into_iter()
             .flatten()
             .for_each(scrub);
+        scrub(&mut self.resource);
+        scrub(&mut self.origin);
     }
 
     pub fn fail(&mut self, e: String) {
@@ -192,6 +189,10 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub substitutions: Vec<Substitution>,
     pub resources: Vec<ResourceReport>,
+    /// Paths whose content held a secret (in this run, or in an earlier one
+    /// and not rewritten since): a later why-run never diffs them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sensitive_paths: Vec<String>,
 }
 
 impl Report {
@@ -229,6 +230,7 @@ impl Report {
             pin_mode: PinMode::Strict,
             substitutions: vec![],
             resources: vec![],
+            sensitive_paths: policy.hidden_diffs.iter().cloned().collect(),
         }
     }
 
@@ -245,6 +247,35 @@ impl Report {
             _ => {}
         }
         self.resources.push(r);
+    }
+
+    /// Drops from `sensitive_paths` each path that this (real) run left
+    /// holding the policy's content without a secret: a file resource
+    /// that is not sensitive, updated or already up to date there.
+    pub fn settle_sensitive_paths(&mut self, policy: &Policy) {
+        let still: BTreeSet<&str> = policy
+            .resources
+            .iter()
+            .filter(|r| r.sensitive)
+            .map(|r| r.id.name.as_str())
+            .collect();
+        let settled: BTreeSet<&str> = policy
+            .resources
+            .iter()
+            .filter(|r| !r.sensitive && policy.hides_content(r))
+            .filter(|r| {
+                let id = r.id.to_string();
+                self.resources.iter().any(|e| {
+                    e.resource == id
+                        && e.note.is_none()
+                        && matches!(e.status, Status::Updated | Status::UpToDate)
+                })
+            })
+            .map(|r| r.id.name.as_str())
+            .filter(|p| !still.contains(p))
+            .collect();
+        self.sensitive_paths
+            .retain(|p| !settled.contains(p.as_str()));
     }
 
     pub fn finish(&mut self, elapsed: Duration) {
@@ -335,6 +366,14 @@ impl Report {
         serde_json::from_str(text)
     }
 
+    /// The report as `--json` prints it and [`Report::save`] keeps it, with
+    /// every secret value this run resolved taken out.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        crate::secrets::redact::json(&mut v);
+        v
+    }
+
     /// Keeps this run as [`LAST_RUN`] and in a bounded history.
     pub fn save(&self, target: &Target) -> Result<(), String> {
         const KEEP: usize = 20;
@@ -359,7 +398,7 @@ impl Report {
             )
             .map_err(|e| e.to_string())?;
         }
-        let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec_pretty(&self.to_json()).map_err(|e| e.to_string())?;
         let name = format!("{}-{}.json", self.started_at, std::process::id());
         atomic_write(tfs, format!("{RUNS}/{name}"), &json, 0o600, Ids::default())
             .map_err(|e| e.to_string())?;

@@ -57,7 +57,10 @@ impl Plan<'_> {
                         Err(e) => serde_json::json!({ "error": e.to_string() }),
                     })
                     .map(|mut a| {
-                        redact_json(&mut a, &self.policy.resources[i]);
+                        if self.policy.hides_content(&self.policy.resources[i]) {
+                            hide_diffs(&mut a);
+                        }
+                        crate::secrets::redact::json(&mut a);
                         a
                     })
                     .collect();
@@ -72,18 +75,20 @@ impl Plan<'_> {
     }
 }
 
-/// Takes a sensitive resource's name out of every string of its planned
-/// difference, as [`ResourceReport::redact`] does for reports.
-fn redact_json(v: &mut serde_json::Value, r: &Compiled) {
-    if !r.sensitive || r.id.name.is_empty() {
-        return;
-    }
+/// Withholds every diff of a planned difference, as
+/// [`ResourceReport::redact`] does for a path that held a secret.
+fn hide_diffs(v: &mut serde_json::Value) {
     match v {
-        serde_json::Value::String(s) if s.contains(r.id.name.as_str()) => {
-            *s = s.replace(r.id.name.as_str(), "(sensitive)");
+        serde_json::Value::Array(a) => a.iter_mut().for_each(hide_diffs),
+        serde_json::Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if k == "diff" && x.is_string() {
+                    *x = crate::resource::fsmeta::SUPPRESSED.into();
+                } else {
+                    hide_diffs(x);
+                }
+            }
         }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_json(x, r)),
-        serde_json::Value::Object(o) => o.values_mut().for_each(|x| redact_json(x, r)),
         _ => {}
     }
 }
@@ -210,6 +215,9 @@ pub fn converge(
         batched: HashMap::new(),
     };
     walk.run(plan, &mut report, progress);
+    if !opts.why_run {
+        report.settle_sensitive_paths(policy);
+    }
     report.finish(started.elapsed());
     report
 }

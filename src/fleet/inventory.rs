@@ -226,6 +226,15 @@ impl Inventory {
                     "put the value under a cookbook's name, e.g. attributes = { app = { ... } }",
                 ));
             }
+            if let Some(key) = crate::policy::render::secret_in(&attributes) {
+                return Err(err(
+                    offset,
+                    format!(
+                        "host {fqdn}: attribute {key} uses a secret: inventory attributes cannot (they would carry any secret into any file)"
+                    ),
+                    "use the secret in a role's or cookbook's attributes, or in the template itself",
+                ));
+            }
             hosts.push(Host {
                 fqdn,
                 address,

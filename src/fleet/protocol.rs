@@ -41,8 +41,11 @@ impl HostReport {
         serde_json::from_str(text.trim())
     }
 
+    /// The report as it leaves the host: no secret value in it.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        crate::secrets::redact::json(&mut v);
+        v.to_string()
     }
 }
 

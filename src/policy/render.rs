@@ -87,6 +87,27 @@ pub fn mark_secrets(value: &mut toml::Value) -> Result<(), RenderFailure> {
     }
 }
 
+/// The dotted key of the first value in `table` that calls the secret
+/// helper. Node and inventory attributes may not: they are not the
+/// policy's own, and would carry any secret into any file. A value that
+/// does not render alone and names `secret` counts as one.
+pub fn secret_in(table: &toml::Table) -> Option<String> {
+    fn walk(v: &toml::Value, at: &str) -> Option<String> {
+        match v {
+            toml::Value::String(s) if s.contains("{{") && s.contains("secret") => {
+                let mut probe = v.clone();
+                let uses = mark_secrets(&mut probe)
+                    .map_or(true, |()| probe.as_str().is_some_and(Resolver::has_marker));
+                uses.then(|| at.to_string())
+            }
+            toml::Value::Array(a) => a.iter().find_map(|x| walk(x, at)),
+            toml::Value::Table(t) => t.iter().find_map(|(k, x)| walk(x, &format!("{at}.{k}"))),
+            _ => None,
+        }
+    }
+    table.iter().find_map(|(k, v)| walk(v, k))
+}
+
 impl Renderer {
     /// A renderer whose secrets are placeholders (static compiles).
     pub fn new(attributes: &toml::Table) -> Self {
@@ -337,6 +358,22 @@ mod tests {
         assert!(r.render("{{secret}}").is_err());
         let mut bad = toml::Value::String("{{secret \"a\"}}{{db.x}}".into());
         assert!(mark_secrets(&mut bad).is_err());
+    }
+
+    #[test]
+    fn secrets_in_node_attributes_are_found_by_key() {
+        let t: toml::Table = toml::from_str(
+            "[app]\nmotd = \"hi\"\nlist = [\"x\", '{{ secret \"a/b\" }}']\nplain = \"{{not a secret}}\"",
+        )
+        .unwrap();
+        assert_eq!(secret_in(&t).as_deref(), Some("app.list"));
+        let t: toml::Table = toml::from_str("motd = '{{~secret \"a\"~}}'").unwrap();
+        assert_eq!(secret_in(&t).as_deref(), Some("motd"));
+        // What cannot be told apart from a use is refused, plain text is not.
+        let t: toml::Table = toml::from_str("motd = '{{x}} secret'").unwrap();
+        assert_eq!(secret_in(&t).as_deref(), Some("motd"));
+        let t: toml::Table = toml::from_str("motd = 'a secret {x}'").unwrap();
+        assert_eq!(secret_in(&t), None);
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub const TYPE: TypeDef = TypeDef::of::<Execute>(
         "returns",
     ],
     build,
-);
+)
+// A command (and its guards) that uses a secret is sensitive: it goes to the
+// shell on stdin, never in argv, and is never printed. The mariadb cookbook
+// checks an account's password in a guard.
+.secrets_in(&["command", "only_if", "not_if"]);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

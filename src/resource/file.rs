@@ -17,7 +17,8 @@ pub const TYPE: TypeDef = TypeDef::of::<File>(
     "file",
     &["content", "source", "owner", "group", "mode"],
     build,
-);
+)
+.secrets_in(&["content"]);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,9 +55,18 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
     Ok(Box::new(File {
         path: spec.name.clone(),
         content,
-        meta: p.meta,
+        meta: secret_mode(p.meta, spec),
         sensitive: spec.sensitive,
     }))
+}
+
+/// A file whose content holds a secret is the owner's alone unless the
+/// policy sets a mode: 0600, for a new file and for one already there.
+pub fn secret_mode(mut meta: Meta, spec: &Spec) -> Meta {
+    if spec.secret && meta.mode.is_none() {
+        meta.mode = Some(0o600);
+    }
+    meta
 }
 
 /// Paths on the target are absolute, so that `--root` can place them, and

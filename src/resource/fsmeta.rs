@@ -138,9 +138,12 @@ pub fn atomic_write(
 }
 
 /// A unified diff for people, or a note when the content must not be shown.
+/// What stands for the diff of content that is, or was, sensitive.
+pub const SUPPRESSED: &str = "(content is sensitive: diff suppressed)";
+
 pub fn content_diff(path: &str, old: &[u8], new: &[u8], sensitive: bool) -> String {
     if sensitive {
-        return "(content is sensitive: diff suppressed)".to_string();
+        return SUPPRESSED.to_string();
     }
     match (std::str::from_utf8(old), std::str::from_utf8(new)) {
         (Ok(a), Ok(b)) => similar::TextDiff::from_lines(a, b)

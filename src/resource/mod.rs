@@ -350,6 +350,8 @@ pub struct Spec {
     pub name: String,
     pub props: toml::Table,
     pub sensitive: bool,
+    /// Its content holds a secret (a file without a mode is then 0600).
+    pub secret: bool,
     pub actions: Vec<String>,
 }
 
@@ -371,6 +373,12 @@ pub struct TypeDef {
     pub name: &'static str,
     pub actions: &'static [&'static str],
     pub properties: &'static [&'static str],
+    /// The properties that may hold a `{{secret}}`: those whose value
+    /// only ever goes into content or onto stdin (a file's content, an
+    /// execute's command). A secret anywhere else is a policy error, since
+    /// names, paths, argv and messages are printed, reported or visible
+    /// to every user of the host.
+    pub secret_properties: &'static [&'static str],
     pub build: BuildFn,
     pub fingerprint: FingerprintFn,
 }
@@ -388,8 +396,17 @@ impl TypeDef {
             name,
             actions: <T::Action as Action>::NAMES,
             properties,
+            secret_properties: &[],
             build,
             fingerprint: T::fingerprint,
+        }
+    }
+
+    /// The same type, whose `properties` may hold a secret.
+    pub const fn secrets_in(self, properties: &'static [&'static str]) -> TypeDef {
+        TypeDef {
+            secret_properties: properties,
+            ..self
         }
     }
 }

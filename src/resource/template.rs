@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::file::{File, check_absolute};
+use super::file::{File, check_absolute, secret_mode};
 use super::fsmeta::Meta;
 use super::{BuildEnv, Resource, Spec, TypeDef};
 use crate::error::PolicyError;
@@ -14,7 +14,9 @@ pub const TYPE: TypeDef = TypeDef::of::<File>(
     "template",
     &["source", "variables", "owner", "group", "mode"],
     build,
-);
+)
+// Variables go into the rendered content, and only there.
+.secrets_in(&["variables"]);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +34,7 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
     Ok(Box::new(File {
         path: spec.name.clone(),
         content: Some(text.into_bytes()),
-        meta: p.meta,
+        meta: secret_mode(p.meta, spec),
         sensitive: spec.sensitive,
     }))
 }

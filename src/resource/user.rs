@@ -573,6 +573,7 @@ pub(super) mod tests {
             name: name.to_string(),
             props: toml::from_str(props).unwrap(),
             sensitive: false,
+            secret: false,
             actions: vec![],
         }
     }

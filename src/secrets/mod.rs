@@ -8,6 +8,7 @@
 //! `kiln secret rekey` rewrites only the files whose set changed.
 
 pub mod recipients;
+pub mod redact;
 pub mod resolve;
 
 use std::collections::BTreeSet;

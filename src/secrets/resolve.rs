@@ -147,6 +147,9 @@ impl Resolver {
                 host,
             } => decrypt(repo, target, identity, host, name)?,
         };
+        if !matches!(self.source, Source::Placeholder) {
+            super::redact::register(&v);
+        }
         values.insert(name.to_string(), v.clone());
         Ok(v)
     }

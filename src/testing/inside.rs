@@ -87,7 +87,9 @@ pub fn run(a: InsideArgs) -> i32 {
             ..InsideOutcome::default()
         },
     };
-    println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+    let mut shown = serde_json::to_value(&outcome).unwrap_or_default();
+    crate::secrets::redact::json(&mut shown);
+    println!("{shown}");
     // The worker's exit ends the reaper, and with it the namespace.
     std::process::exit(0)
 }

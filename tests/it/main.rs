@@ -26,6 +26,7 @@ mod repo_paths;
 mod rollback;
 mod root_sandbox;
 mod sandbox;
+mod secret_leaks;
 mod secrets;
 mod services;
 mod siblings;
