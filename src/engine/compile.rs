@@ -436,11 +436,12 @@ struct PendingNotify {
 
 fn render_error(f: RenderFailure, what: &str, origin: &str) -> PolicyError {
     let e = PolicyError::new(format!("{what}: {}", f.message));
-    match f.missing {
-        Some(attr) => e.fix(format!(
+    match (f.missing, f.fix) {
+        (Some(attr), _) => e.fix(format!(
             "define {attr} in the cookbook's attributes.toml or a role's default_attributes ({origin})"
         )),
-        None => e,
+        (None, Some(fix)) => e.fix(fix),
+        (None, None) => e,
     }
 }
 
@@ -798,11 +799,12 @@ impl BuildEnv for CookbookEnv<'_> {
                 shown.display(),
                 f.message
             ));
-            match f.missing {
-                Some(attr) => e.fix(format!(
+            match (f.missing, f.fix) {
+                (Some(attr), _) => e.fix(format!(
                     "define {attr} in the cookbook's attributes.toml, a role's default_attributes, or the resource's variables"
                 )),
-                None => e.fix("correct the handlebars syntax in the template"),
+                (None, Some(fix)) => e.fix(fix),
+                (None, None) => e.fix("correct the handlebars syntax in the template"),
             }
         })
     }

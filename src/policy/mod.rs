@@ -5,6 +5,7 @@ pub mod attributes;
 pub mod check;
 pub mod cookbook;
 pub mod files;
+pub mod limits;
 pub mod recipe;
 pub mod render;
 pub mod role;
