@@ -31,5 +31,6 @@ mod signed;
 mod snapshot;
 mod stack;
 mod substitute;
+mod templates;
 mod vanished;
 mod workflow;
