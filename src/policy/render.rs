@@ -75,14 +75,21 @@ fn handlebars() -> Handlebars<'static> {
 pub fn mark_secrets(value: &mut toml::Value) -> Result<(), RenderFailure> {
     match value {
         toml::Value::String(s) if s.contains("{{") && s.contains("secret") => {
-            let hb = handlebars();
-            *s = hb
-                .render_template(s, &serde_json::Value::Null)
+            let shown = format!("{s:?}");
+            // Held to the same limits as templates: a partial calling itself
+            // in an attribute overflowed the stack here too.
+            let template = super::limits::parse(s).map_err(|f| RenderFailure {
+                message: format!("attribute value {shown}: {}", f.message),
+                ..f
+            })?;
+            let empty = Context::from(serde_json::Value::Null);
+            *s = template
+                .renders(&handlebars(), &empty, &mut RenderContext::new(None))
                 .map_err(|e| RenderFailure {
                     missing: None,
                     line: None,
                     message: format!(
-                        "attribute value {s:?}: {} (attribute values may use {{{{secret \"NAME\"}}}} only)",
+                        "attribute value {shown}: {} (attribute values may use {{{{secret \"NAME\"}}}} only)",
                         e.reason()
                     ),
                     fix: None,
@@ -262,5 +269,11 @@ mod tests {
         assert!(r.render("{{secret}}").is_err());
         let mut bad = toml::Value::String("{{secret \"a\"}}{{db.x}}".into());
         assert!(mark_secrets(&mut bad).is_err());
+        let mut recursive = toml::Value::String(
+            "{{#*inline \"p\"}}{{!-- }} {{/inline}} --}}{{> p}}{{/inline}}{{> p}}{{secret \"a\"}}"
+                .into(),
+        );
+        let e = mark_secrets(&mut recursive).unwrap_err();
+        assert!(e.message.contains("calls itself"), "{e:?}");
     }
 }

@@ -75,6 +75,21 @@ fn deep_nesting_is_refused_not_overflowed() {
 }
 
 #[test]
+fn recursion_in_an_attribute_value_is_refused() {
+    // Attribute values that use a secret are rendered too, to mark it.
+    let repo = with_template("{{cb.name}}").attributes(
+        "cb",
+        &format!("[cb]\nname = 'x'\nevil = '{REVIEWED}{{{{secret \"a\"}}}}'\n"),
+    );
+    kiln()
+        .arg("check")
+        .repo(&repo)
+        .run()
+        .code(1)
+        .stderr_contains("calls itself");
+}
+
+#[test]
 fn a_refused_template_changes_nothing_on_the_target() {
     let repo = with_template(REVIEWED);
     let root = TestRoot::new();
