@@ -138,7 +138,16 @@ fn parse_here(text: &str) -> Result<Template, RenderFailure> {
                     FLATTEN,
                 );
             }
-            reason => format!("template syntax: {reason}"),
+            reason => {
+                // The reason may quote the whole of a long parameter.
+                let reason = reason.to_string();
+                let cut = (0..=reason.len().min(200))
+                    .rev()
+                    .find(|&i| reason.is_char_boundary(i))
+                    .unwrap_or(0);
+                let more = if cut < reason.len() { "..." } else { "" };
+                format!("template syntax: {}{more}", &reason[..cut])
+            }
         };
         failure(
             e.pos().map(|p| p.0),
@@ -549,6 +558,12 @@ mod tests {
             refused(&subs(100_000))
                 .message
                 .contains("too large to parse")
+        );
+        let arrays = "{{lookup cb ".to_string() + &"[".repeat(2_000) + &"]".repeat(2_000) + "}}";
+        let e = refused(&arrays);
+        assert!(
+            e.message.contains("syntax") && e.message.len() < 300,
+            "{e:?}"
         );
         let chain = |n: usize| {
             "{{#if cb.f}}a".to_string() + &"{{else if cb.f}}b".repeat(n) + "{{else}}c{{/if}}"
