@@ -34,8 +34,8 @@ pub struct Renderer {
 
 type Parsed = Result<Arc<Template>, RenderFailure>;
 
-/// Texts at least this long are kept parsed; shorter ones (names and
-/// properties, mostly unique) are parsed each time.
+/// Strings at least this long are kept parsed, as template files are;
+/// shorter ones (names and properties, mostly unique) are parsed each time.
 const KEEP_PARSED: usize = 256;
 
 /// `{{secret "NAME"}}`: writes a marker that the renderer replaces with
@@ -129,17 +129,18 @@ impl Renderer {
     }
 
     pub fn render(&self, text: &str) -> Result<String, RenderFailure> {
-        self.render_with(text, &self.context)
+        self.render_with(text, &self.context, text.len() >= KEEP_PARSED)
     }
 
-    /// Renders with the attributes plus `variables` laid over them.
+    /// Renders a template file with the attributes plus `variables` laid
+    /// over them.
     pub fn render_vars(
         &self,
         text: &str,
         variables: Option<&toml::Table>,
     ) -> Result<String, RenderFailure> {
         match variables {
-            None => self.render(text),
+            None => self.render_with(text, &self.context, true),
             Some(vars) => {
                 let mut ctx = self.context.clone();
                 if let (Some(obj), Ok(serde_json::Value::Object(v))) =
@@ -147,18 +148,18 @@ impl Renderer {
                 {
                     obj.extend(v);
                 }
-                self.render_with(text, &ctx)
+                self.render_with(text, &ctx, true)
             }
         }
     }
 
-    fn render_with(&self, text: &str, ctx: &Context) -> Result<String, RenderFailure> {
+    fn render_with(&self, text: &str, ctx: &Context, keep: bool) -> Result<String, RenderFailure> {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
         // Parsed and held to kiln's limits first: handlebars itself would
         // recurse without end on a partial that calls itself.
-        let template = self.parse(text)?;
+        let template = self.parse(text, keep)?;
         let rendered = template.renders(&self.hb, ctx, &mut RenderContext::new(None));
         let out = rendered.map_err(|e| {
             let (missing, message) = match e.reason() {
@@ -195,8 +196,8 @@ impl Renderer {
             })
     }
 
-    fn parse(&self, text: &str) -> Parsed {
-        if text.len() < KEEP_PARSED {
+    fn parse(&self, text: &str, keep: bool) -> Parsed {
+        if !keep {
             return super::limits::parse(text).map(Arc::new);
         }
         let known = self.parsed.lock().unwrap().get(text).cloned();
