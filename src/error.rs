@@ -52,6 +52,25 @@ impl PolicyError {
     }
 }
 
+/// Where each line of a text starts, so that the lines of many offsets
+/// cost a binary search each: [`line_col`] per item of a long file made
+/// parsing it quadratic.
+pub struct Lines(Vec<usize>);
+
+impl Lines {
+    pub fn new(text: &str) -> Lines {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines(starts)
+    }
+
+    /// 1-based line of a byte offset.
+    pub fn line(&self, offset: usize) -> usize {
+        self.0.partition_point(|&start| start <= offset)
+    }
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -299,6 +318,11 @@ mod tests {
     fn line_and_column_are_one_based() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        let text = "ab\ncd\n\nx";
+        let lines = Lines::new(text);
+        for offset in 0..=text.len() + 1 {
+            assert_eq!(lines.line(offset), line_col(text, offset).0, "{offset}");
+        }
     }
 
     #[test]

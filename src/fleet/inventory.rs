@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{PolicyError, line_col};
+use crate::error::{Lines, PolicyError, line_col};
 use crate::policy::Repository;
 
 /// One host, with the defaults and its group already applied.
@@ -95,6 +95,7 @@ impl Inventory {
                 .at_line(line, Some(col))
                 .fix(fix.to_string())
         };
+        let lines = Lines::new(text);
         let dir = path.parent().unwrap_or(Path::new("."));
         let known_hosts = match &raw.known_hosts {
             Some(k) => dir.join(k.get_ref()),
@@ -243,7 +244,7 @@ impl Inventory {
                 roles,
                 canary,
                 attributes,
-                line: line_col(text, offset).0,
+                line: lines.line(offset),
             });
         }
         Ok(Inventory {

@@ -6,6 +6,7 @@ pub mod check;
 pub mod cookbook;
 pub mod escape;
 pub mod files;
+pub mod limits;
 pub mod recipe;
 pub mod render;
 pub mod role;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{PolicyError, line_col};
+use crate::error::{Lines, PolicyError};
 
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -44,11 +44,12 @@ impl Recipe {
             PolicyError::toml(shown, &text, &e)
                 .fix("a recipe holds [[resource]] and [[verify]] tables only")
         })?;
+        let lines = Lines::new(&text);
         let resources = file
             .resource
             .into_iter()
             .map(|s| {
-                let line = line_col(&text, s.span().start).0;
+                let line = lines.line(s.span().start);
                 RawResource {
                     table: s.into_inner(),
                     line,

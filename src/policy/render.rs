@@ -1,10 +1,12 @@
 //! Handlebars rendering in strict mode: a missing attribute is an error,
 //! never an empty string. Output is not HTML-escaped: it is config text.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
+    Renderable, Template,
 };
 
 use super::escape::Typing;
@@ -23,11 +25,21 @@ pub struct RenderFailure {
 
 pub struct Renderer {
     hb: Handlebars<'static>,
-    context: serde_json::Value,
+    /// The attributes, converted for handlebars once (not per render).
+    context: Context,
     secrets: Arc<Resolver>,
     /// Set by an escaping helper that refused a value.
     last_fix: super::escape::LastFix,
+    /// Template files, parsed once: a template that many resources use
+    /// would otherwise be parsed once per resource.
+    parsed: Mutex<HashMap<String, Parsed>>,
 }
+
+type Parsed = Result<Arc<Template>, RenderFailure>;
+
+/// Strings at least this long are kept parsed, as template files are;
+/// shorter ones (names and properties, mostly unique) are parsed each time.
+const KEEP_PARSED: usize = 256;
 
 /// `{{secret "NAME"}}`: writes a marker that the renderer replaces with
 /// the value once the text is rendered (see [`crate::secrets::resolve`]).
@@ -67,14 +79,21 @@ fn handlebars(typing: &Arc<Typing>, last_fix: &super::escape::LastFix) -> Handle
 pub fn mark_secrets(value: &mut toml::Value) -> Result<(), RenderFailure> {
     match value {
         toml::Value::String(s) if s.contains("{{") && s.contains("secret") => {
-            let hb = handlebars(&Arc::default(), &Arc::default());
-            *s = hb
-                .render_template(s, &serde_json::Value::Null)
+            let shown = format!("{s:?}");
+            // Held to the same limits as templates: a partial calling itself
+            // in an attribute overflowed the stack here too.
+            let template = super::limits::parse(s).map_err(|f| RenderFailure {
+                message: format!("attribute value {shown}: {}", f.message),
+                ..f
+            })?;
+            let empty = Context::from(serde_json::Value::Null);
+            *s = template
+                .renders(&handlebars(&Arc::default(), &Arc::default()), &empty, &mut RenderContext::new(None))
                 .map_err(|e| RenderFailure {
                     missing: None,
                     line: None,
                     message: format!(
-                        "attribute value {s:?}: {} (attribute values may use {{{{secret \"NAME\"}}}} only)",
+                        "attribute value {shown}: {} (attribute values may use {{{{secret \"NAME\"}}}} only)",
                         e.reason()
                     ),
                     fix: None,
@@ -121,13 +140,14 @@ impl Renderer {
     /// A renderer whose escaping helpers know the attributes' types and
     /// origins.
     pub fn typed(attributes: &toml::Table, secrets: Arc<Resolver>, typing: Arc<Typing>) -> Self {
-        let context = serde_json::to_value(attributes).unwrap_or_default();
+        let context = Context::from(serde_json::to_value(attributes).unwrap_or_default());
         let last_fix = super::escape::LastFix::default();
         Renderer {
             hb: handlebars(&typing, &last_fix),
             context,
             secrets,
             last_fix,
+            parsed: Mutex::default(),
         }
     }
 
@@ -138,39 +158,43 @@ impl Renderer {
 
     /// The attributes, as templates see them.
     pub fn context(&self) -> &serde_json::Value {
-        &self.context
+        self.context.data()
     }
 
     pub fn render(&self, text: &str) -> Result<String, RenderFailure> {
-        self.render_with(text, &self.context)
+        self.render_with(text, &self.context, text.len() >= KEEP_PARSED)
     }
 
-    /// Renders with the attributes plus `variables` laid over them.
+    /// Renders a template file with the attributes plus `variables` laid
+    /// over them.
     pub fn render_vars(
         &self,
         text: &str,
         variables: Option<&toml::Table>,
     ) -> Result<String, RenderFailure> {
         match variables {
-            None => self.render(text),
+            None => self.render_with(text, &self.context, true),
             Some(vars) => {
                 let mut ctx = self.context.clone();
                 if let (Some(obj), Ok(serde_json::Value::Object(v))) =
-                    (ctx.as_object_mut(), serde_json::to_value(vars))
+                    (ctx.data_mut().as_object_mut(), serde_json::to_value(vars))
                 {
                     obj.extend(v);
                 }
-                self.render_with(text, &ctx)
+                self.render_with(text, &ctx, true)
             }
         }
     }
 
-    fn render_with(&self, text: &str, ctx: &serde_json::Value) -> Result<String, RenderFailure> {
+    fn render_with(&self, text: &str, ctx: &Context, keep: bool) -> Result<String, RenderFailure> {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
-        check_partials(text)?;
-        let out = self.hb.render_template(text, ctx).map_err(|e| {
+        // Parsed and held to kiln's limits first: handlebars itself would
+        // recurse without end on a partial that calls itself.
+        let template = self.parse(text, keep)?;
+        let rendered = template.renders(&self.hb, ctx, &mut RenderContext::new(None));
+        let out = rendered.map_err(|e| {
             let (missing, message) = match e.reason() {
                 RenderErrorReason::MissingVariable(Some(path)) => (
                     Some(path.clone()),
@@ -210,6 +234,19 @@ impl Renderer {
             })
     }
 
+    fn parse(&self, text: &str, keep: bool) -> Parsed {
+        if !keep {
+            return super::limits::parse(text).map(Arc::new);
+        }
+        let known = self.parsed.lock().unwrap().get(text).cloned();
+        known.unwrap_or_else(|| {
+            let parsed = super::limits::parse(text).map(Arc::new);
+            let mut kept = self.parsed.lock().unwrap();
+            kept.insert(text.to_string(), parsed.clone());
+            parsed
+        })
+    }
+
     /// Renders every string inside a TOML value, in place.
     pub fn render_value(&self, v: &mut toml::Value) -> Result<(), RenderFailure> {
         match v {
@@ -224,93 +261,6 @@ impl Renderer {
             _ => Ok(()),
         }
     }
-}
-
-/// How deep inline partials may call each other. handlebars recurses on
-/// the stack without a limit: a partial that calls itself overflowed it.
-pub const MAX_PARTIAL_DEPTH: usize = 32;
-
-/// Refuses, before rendering, partial calls that recurse or nest deeper
-/// than [`MAX_PARTIAL_DEPTH`]. Only inline partials exist (kiln registers
-/// none), so the call graph is all in `text`.
-fn check_partials(text: &str) -> Result<(), RenderFailure> {
-    use std::collections::HashMap;
-    let fail = |line: usize, message: String| RenderFailure {
-        missing: None,
-        line: Some(line),
-        message,
-        fix: None,
-    };
-    // Calls made at the top level ("") and inside each `{{#*inline}}`.
-    let mut calls: HashMap<String, Vec<(String, usize)>> = HashMap::new();
-    let mut inside: Vec<String> = Vec::new();
-    let mut rest = text;
-    let mut offset = 0;
-    while let Some(open) = rest.find("{{") {
-        let start = offset + open;
-        let after = &rest[open + 2..];
-        let Some(close) = after.find("}}") else { break };
-        let tag = after[..close].trim_start_matches(['{', '~']).trim();
-        let line = text[..start].matches('\n').count() + 1;
-        let word = |t: &str| {
-            t.split_whitespace()
-                .next()
-                .unwrap_or("")
-                .trim_matches(['"', '\''])
-                .to_string()
-        };
-        if let Some(def) = tag.strip_prefix("#*inline") {
-            inside.push(word(def));
-        } else if tag.starts_with("/inline") {
-            inside.pop();
-        } else if let Some(call) = tag.strip_prefix('>').or_else(|| tag.strip_prefix("#>")) {
-            let call = call.trim();
-            if call.starts_with('(') {
-                return Err(fail(
-                    line,
-                    "dynamic partials ({{> (...)}}) are not supported: name the partial".into(),
-                ));
-            }
-            let name = word(call);
-            if !name.starts_with('@') {
-                let from = inside.last().cloned().unwrap_or_default();
-                calls.entry(from).or_default().push((name, line));
-            }
-        }
-        offset = start + 2 + close + 2;
-        rest = &text[offset..];
-    }
-    // Depth-first from the top level; the path is the current call chain.
-    fn walk(
-        calls: &HashMap<String, Vec<(String, usize)>>,
-        from: &str,
-        path: &mut Vec<String>,
-    ) -> Result<(), (usize, String)> {
-        for (name, line) in calls.get(from).into_iter().flatten() {
-            if let Some(pos) = path.iter().position(|p| p == name) {
-                let mut cycle = path[pos..].to_vec();
-                cycle.push(name.clone());
-                return Err((
-                    *line,
-                    format!(
-                        "partial {name:?} calls itself ({}): it would recurse forever",
-                        cycle.join(" -> ")
-                    ),
-                ));
-            }
-            if path.len() >= MAX_PARTIAL_DEPTH {
-                return Err((
-                    *line,
-                    format!("partials nest more than {MAX_PARTIAL_DEPTH} deep"),
-                ));
-            }
-            path.push(name.clone());
-            walk(calls, name, path)?;
-            path.pop();
-        }
-        Ok(())
-    }
-    walk(&calls, "", &mut Vec::new()).map_err(|(line, message)| fail(line, message))
 }
 
 #[cfg(test)]
@@ -358,6 +308,12 @@ mod tests {
         assert!(r.render("{{secret}}").is_err());
         let mut bad = toml::Value::String("{{secret \"a\"}}{{db.x}}".into());
         assert!(mark_secrets(&mut bad).is_err());
+        let mut recursive = toml::Value::String(
+            "{{#*inline \"p\"}}{{!-- }} {{/inline}} --}}{{> p}}{{/inline}}{{> p}}{{secret \"a\"}}"
+                .into(),
+        );
+        let e = mark_secrets(&mut recursive).unwrap_err();
+        assert!(e.message.contains("calls itself"), "{e:?}");
     }
 
     #[test]
@@ -374,26 +330,5 @@ mod tests {
         assert_eq!(secret_in(&t).as_deref(), Some("motd"));
         let t: toml::Table = toml::from_str("motd = 'a secret {x}'").unwrap();
         assert_eq!(secret_in(&t), None);
-    }
-
-    #[test]
-    fn recursive_and_deep_partials_are_refused() {
-        let e = r()
-            .render("a\n{{#*inline \"p\"}}{{> p}}{{/inline}}\n{{> p}}")
-            .unwrap_err();
-        assert!(e.message.contains("calls itself"), "{e:?}");
-        let mut deep = String::new();
-        for i in 0..40 {
-            deep += &format!(
-                "{{{{#*inline \"p{i}\"}}}}{{{{> p{}}}}}{{{{/inline}}}}",
-                i + 1
-            );
-        }
-        deep += "{{#*inline \"p40\"}}x{{/inline}}{{> p0}}";
-        let e = r().render(&deep).unwrap_err();
-        assert!(e.message.contains("more than 32 deep"), "{e:?}");
-        let ok =
-            "{{#*inline \"a\"}}A{{> b}}{{/inline}}{{#*inline \"b\"}}B{{/inline}}{{> a}}{{> a}}";
-        assert_eq!(r().render(ok).unwrap(), "ABAB");
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::Repository;
-use crate::error::{PolicyError, line_col};
+use crate::error::{Lines, PolicyError};
 
 #[derive(Debug, Clone, Default)]
 pub struct Whitelist {
@@ -181,10 +181,11 @@ impl Whitelist {
             PolicyError::toml(&file, text, &e)
                 .fix("the whitelist holds [packages] NAME = \"VERSION\", [releases.CODENAME.packages], [rollouts.NAME] and [fallback] tables")
         })?;
+        let lines = Lines::new(text);
         let entries = |m: BTreeMap<String, toml::Spanned<String>>| {
             m.into_iter()
                 .map(|(k, v)| {
-                    let line = line_col(text, v.span().start).0;
+                    let line = lines.line(v.span().start);
                     (
                         k,
                         Entry {
@@ -199,7 +200,7 @@ impl Whitelist {
             .rollouts
             .into_iter()
             .map(|(name, r)| {
-                let line = line_col(text, r.span().start).0;
+                let line = lines.line(r.span().start);
                 let r = r.into_inner();
                 (
                     name,
@@ -214,7 +215,7 @@ impl Whitelist {
             })
             .collect();
         let fallback = |f: toml::Spanned<RawFallback>| {
-            let line = line_col(text, f.span().start).0;
+            let line = lines.line(f.span().start);
             let f = f.into_inner();
             Fallback {
                 snapshot: f.snapshot,
@@ -228,8 +229,7 @@ impl Whitelist {
             .releases
             .into_iter()
             .map(|(name, r)| {
-                let line =
-                    release_line(text, &name).unwrap_or_else(|| line_col(text, r.span().start).0);
+                let line = release_line(text, &name).unwrap_or_else(|| lines.line(r.span().start));
                 let r = r.into_inner();
                 (
                     name,

@@ -35,6 +35,7 @@ mod silent;
 mod snapshot;
 mod stack;
 mod substitute;
+mod templates;
 mod typed_attrs;
 mod vanished;
 mod workflow;
