@@ -6,9 +6,9 @@
 
 mod support;
 
+mod adversarial;
 mod agent;
 mod bad_input;
-mod confine;
 mod converge;
 mod devvm;
 mod fingerprint;
@@ -23,19 +23,13 @@ mod packages_debian;
 mod policy;
 mod releases;
 mod repo_paths;
-mod rollback;
-mod root_sandbox;
 mod sandbox;
-mod secret_leaks;
 mod secrets;
 mod services;
 mod siblings;
 mod signed;
-mod silent;
 mod snapshot;
 mod stack;
 mod substitute;
-mod templates;
-mod typed_attrs;
 mod vanished;
 mod workflow;
