@@ -24,8 +24,6 @@ pub struct Request {
     pub run_list: Vec<String>,
     pub size: Option<String>,
     pub node_attributes: toml::Table,
-    /// Where the node attributes come from (a `--node` file), for messages.
-    pub node_file: Option<std::path::PathBuf>,
     /// Where `{{secret "NAME"}}` gets its values: placeholders unless the
     /// compile is for a converge on the target.
     pub secrets: crate::secrets::Source,
@@ -144,8 +142,8 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             "node attribute {key} uses a secret: node attributes cannot (they would carry any secret into any file)"
         ))
         .fix("use the secret in a role's or cookbook's attributes, or in the template itself");
-        errors.push(match &req.node_file {
-            Some(f) => e.in_file(f),
+        errors.push(match &req.node_origin {
+            Some(o) => e.in_file(&o.file),
             None => e,
         });
     }

@@ -163,7 +163,6 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         run_list,
         size: c.size.clone().or(node.size),
         node_attributes: node.attributes,
-        node_file: c.node.clone(),
         secrets,
         node_origin: c
             .node
