@@ -83,10 +83,12 @@ fn failure(line: Option<usize>, message: String, fix: &str) -> RenderFailure {
 
 const FLATTEN: &str = "nest fewer blocks inside blocks, and call fewer partials from partials";
 
-/// Refuses, before the parser sees it, a text that nests blocks deeper than
-/// [`MAX_NESTING`] by a count of its `{{#` and `{{/` tags, or that would
-/// take the parser more than [`MAX_PARSE_WORK`]. The count may see tags
-/// in comments and raw blocks: it only errs towards refusing.
+/// Refuses, before the parser sees it, a text that would take the parser
+/// more than [`MAX_PARSE_WORK`], or that nests blocks deeper than
+/// [`MAX_NESTING`] by a count of its `{{#` and `{{/` tags. That count is a
+/// quick answer for the common case, not the guard: tags in comments can
+/// push it either way. What keeps kiln safe from deep input is the
+/// parser's own stack check, the large stack, and the walk of the result.
 fn precheck(text: &str) -> Result<(), RenderFailure> {
     let (mut depth, mut tags, mut line) = (0usize, 0usize, 1usize);
     let bytes = text.as_bytes();
