@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::platform::target::Target;
-use crate::resource::state::hex;
 pub use crate::resource::state::{State, clean, link_to, missing, sha256_file};
 use crate::resource::{ResourceId, type_def};
 
@@ -102,7 +101,7 @@ pub fn compute(target: &Target, ids: &[String]) -> Fingerprint {
     }
     Fingerprint {
         substitutions: Vec::new(),
-        fingerprint: hex(&h.finalize()),
+        fingerprint: hex::encode(h.finalize()),
         parts,
     }
 }
@@ -173,7 +172,7 @@ mod tests {
         let r = root();
         let t = Target::at_root(r.path());
         let (u, g) = me(r.path());
-        let hash = hex(&Sha256::digest(b"port=8080\n"));
+        let hash = crate::digest::sha256_hex(b"port=8080\n");
         assert_eq!(
             parts(
                 &t,
@@ -215,7 +214,7 @@ mod tests {
         assert_eq!(last, fp.fingerprint);
         assert_eq!(
             fp.fingerprint,
-            hex(&Sha256::digest(format!("{body}\n").as_bytes()))
+            crate::digest::sha256_hex(format!("{body}\n").as_bytes())
         );
         // Order and repetition of the ids do not matter.
         let again = compute(
@@ -382,7 +381,7 @@ mod tests {
         )
         .unwrap();
         let t = Target::at_root(p);
-        let h = hex(&Sha256::digest(b"Types: deb\n"));
+        let h = crate::digest::sha256_hex(b"Types: deb\n");
         assert_eq!(
             parts(&t, &["apt_repository[local]", "apt_repository[gone]"]),
             [

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod devvm;
+pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod fingerprint;

@@ -352,7 +352,7 @@ fn check_pushed_binary(exe: &Path) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let got = crate::fleet::bundle::sha256_file(exe)
+    let got = crate::digest::sha256_file(exe)
         .map_err(|e| format!("cannot hash {}: {e}", exe.display()))?;
     if got != want {
         return Err(format!(
@@ -464,7 +464,7 @@ fn download(what: &str, dest: &Path) -> Result<String, String> {
     }
     f.sync_all()
         .map_err(|e| format!("writing {}: {e}", dest.display()))?;
-    Ok(crate::fleet::bundle::hex(&h.finalize()))
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Checks a kept bundle's signature against the allowed signers as they are

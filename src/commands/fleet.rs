@@ -8,8 +8,9 @@ use std::time::Instant;
 use globset::Glob;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::digest::sha256_file;
 use crate::error::{Error, PolicyError};
-use crate::fleet::bundle::{Bundle, sha256_file};
+use crate::fleet::bundle::Bundle;
 use crate::fleet::inventory::{Host, Inventory};
 use crate::fleet::rollout::{self, BatchSize, Event, Payload, State};
 use crate::fleet::ssh::{Client, Transport};

@@ -11,9 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::{hex, paths};
+use super::paths;
 use crate::error::Error;
 
 /// What the guest kernel prints when it has finished booting and finds no
@@ -94,7 +93,7 @@ fn host_identity() -> String {
 }
 
 fn verdict_path(identity: &str) -> std::path::PathBuf {
-    let mut k = hex(&Sha256::digest(identity.as_bytes()));
+    let mut k = crate::digest::sha256_hex(identity.as_bytes());
     k.truncate(16);
     paths::accel_dir().join(format!("{k}.json"))
 }

@@ -16,10 +16,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::guest::{self, GuestConfig};
-use super::{base, file_sha256, hex, paths, run, sshkey, step, tools, user_name};
+use super::{base, paths, run, sshkey, step, tools, user_name};
 use crate::engine::{self, Converge, Event, Request};
 use crate::error::{Error, IoContext, PolicyError};
 use crate::platform::facts::Facts;
@@ -194,10 +193,11 @@ impl Inputs {
         text.push_str(&format!(
             "kiln={} {}\n",
             env!("CARGO_PKG_VERSION"),
-            file_sha256(&exe).ctx(|| format!("hashing {}", exe.display()))?
+            crate::digest::sha256_file(&exe).ctx(|| format!("hashing {}", exe.display()))?
         ));
         for f in repo.files()? {
-            let sum = file_sha256(&f.path).ctx(|| format!("hashing {}", f.path.display()))?;
+            let sum = crate::digest::sha256_file(&f.path)
+                .ctx(|| format!("hashing {}", f.path.display()))?;
             text.push_str(&format!("file {} {sum}\n", f.rel));
         }
         Ok(Inputs {
@@ -216,7 +216,7 @@ impl Inputs {
     }
 
     pub fn key(&self) -> String {
-        hex(&Sha256::digest(self.text.as_bytes()))
+        crate::digest::sha256_hex(self.text.as_bytes())
     }
 }
 

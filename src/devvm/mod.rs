@@ -20,37 +20,9 @@ pub mod tools;
 pub mod vagrant;
 pub mod vm;
 
-use std::fmt::Write as _;
-use std::io::Read;
-use std::path::Path;
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use crate::error::Error;
-
-/// Lower-case hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// sha256 of a file's content, streamed.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
 
 /// This very kiln binary: `/proc/self/exe`, which stays readable even when
 /// a rebuild replaces the file it was started from.

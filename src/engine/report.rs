@@ -12,7 +12,6 @@ use super::compile::Policy;
 use crate::platform::pins::{PinMode, Substitution};
 use crate::platform::target::Target;
 use crate::resource::fsmeta::{Ids, atomic_write};
-use crate::resource::state::hex;
 
 /// Where a target keeps its last run; the agent, `fingerprint`, `whitelist
 /// audit` and `fleet status` all read it back.
@@ -457,7 +456,6 @@ pub fn managed_ids(policy: &Policy) -> Vec<String> {
 /// with the fingerprint key, so it never lets anyone test guesses of a secret.
 pub fn desired_digests(policy: &Policy) -> std::collections::BTreeMap<String, String> {
     use hmac::{KeyInit as _, Mac as _};
-    use sha2::Digest as _;
     let managed: BTreeSet<String> = managed_ids(policy).into_iter().collect();
     let mut wanted: std::collections::BTreeMap<String, String> = Default::default();
     for r in &policy.resources {
@@ -480,9 +478,9 @@ pub fn desired_digests(policy: &Policy) -> std::collections::BTreeMap<String, St
                     let mut mac =
                         hmac::Hmac::<sha2::Sha256>::new_from_slice(k).expect("any key length");
                     mac.update(bytes.as_bytes());
-                    format!("hmac-sha256={}", hex(&mac.finalize().into_bytes()))
+                    format!("hmac-sha256={}", hex::encode(mac.finalize().into_bytes()))
                 }
-                _ => format!("sha256={}", hex(&sha2::Sha256::digest(bytes.as_bytes()))),
+                _ => format!("sha256={}", crate::digest::sha256_hex(bytes.as_bytes())),
             };
             (crate::resource::state::clean(&id), digest)
         })

@@ -4,7 +4,6 @@
 //! files ride inside so that the signature covers what a host is converged
 //! as (fqdn, roles, attributes): on a host, only signed input counts.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -81,33 +80,7 @@ pub fn content_digest<'a>(members: impl IntoIterator<Item = (&'a str, &'a [u8], 
         h.update((data.len() as u64).to_be_bytes());
         h.update(data);
     }
-    hex(&h.finalize())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// The sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        match f.read(&mut buf)? {
-            0 => break,
-            n => h.update(&buf[..n]),
-        }
-    }
-    Ok(hex(&h.finalize()))
+    hex::encode(h.finalize())
 }
 
 impl Bundle {
@@ -168,7 +141,7 @@ impl Bundle {
             context: "finishing the bundle".into(),
             source: e,
         })?;
-        let sha256 = sha256_hex(&out);
+        let sha256 = crate::digest::sha256_hex(&out);
         Ok(Bundle {
             bytes: out,
             sha256,

@@ -73,8 +73,7 @@ impl Recipe {
             self.variant,
             self.include.join(",")
         );
-        let digest = Sha256::digest(text.as_bytes());
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
     }
 }
 

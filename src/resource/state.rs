@@ -4,10 +4,10 @@
 //! driver depends on the resource types and not the other way round.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
@@ -59,7 +59,7 @@ pub fn keep_fingerprint_key(
     let tfs = target.fs();
     match key {
         Some(k) => {
-            let mut text = hex(k);
+            let mut text = hex::encode(k);
             for p in paths {
                 text.push('\n');
                 text.push_str(&clean(p));
@@ -123,7 +123,10 @@ impl<'a> State<'a> {
                 use hmac::{KeyInit, Mac};
                 let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&k).expect("any key length");
                 mac.update(&target.fs().read(name)?);
-                Ok(format!("hmac-sha256={}", hex(&mac.finalize().into_bytes())))
+                Ok(format!(
+                    "hmac-sha256={}",
+                    hex::encode(mac.finalize().into_bytes())
+                ))
             }
         }
     }
@@ -173,26 +176,7 @@ pub fn link_to(tfs: &Tfs, path: &str) -> String {
 
 /// The SHA-256 of the file `path` on the target.
 pub fn sha256_file(tfs: &Tfs, path: &str) -> io::Result<String> {
-    let mut f = tfs.open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(hex(&h.finalize()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    crate::digest::sha256_reader(tfs.open(path)?)
 }
 
 /// Keeps a part on one line: control characters are written as escapes.

@@ -113,7 +113,7 @@ pub fn set_hash(keys: &[Key]) -> String {
         h.update(k.as_bytes());
         h.update(b"\n");
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 impl SecretFile {

@@ -212,8 +212,7 @@ fn test_value(key: &[u8], name: &str) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
     mac.update(name.as_bytes());
     let tag = mac.finalize().into_bytes();
-    let hex: String = tag.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("kilntest{hex}")
+    format!("kilntest{}", hex::encode(&tag[..12]))
 }
 
 #[cfg(test)]

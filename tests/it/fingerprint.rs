@@ -138,10 +138,6 @@ fn explain(root: &TestRoot) -> (Vec<String>, String) {
     (lines, total)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn hosts_converged_alike_match_until_one_drifts() {
     let repo = fixture();
@@ -166,11 +162,11 @@ fn hosts_converged_alike_match_until_one_drifts() {
     sorted.sort();
     assert_eq!(lines_a, sorted);
     let body: String = lines_a.iter().map(|l| format!("{l}\n")).collect();
-    assert_eq!(hex(&Sha256::digest(body.as_bytes())), total);
+    assert_eq!(hex::encode(Sha256::digest(body.as_bytes())), total);
 
     let shared = format!(
         "template[/etc/kiln-fp/shared.conf] sha256={} owner=fpuser group=fpops mode=0640",
-        hex(&Sha256::digest(SHARED_CONF.as_bytes()))
+        hex::encode(Sha256::digest(SHARED_CONF.as_bytes()))
     );
     for want in [
         shared.as_str(),
@@ -196,7 +192,7 @@ fn hosts_converged_alike_match_until_one_drifts() {
     assert!(!lines_a.iter().any(|l| l.starts_with("execute[")));
     let secret = format!(
         "file[/etc/kiln-fp/secret] sha256={} owner=root group=root mode=0600",
-        hex(&Sha256::digest(b"hunter2\n"))
+        hex::encode(Sha256::digest(b"hunter2\n"))
     );
     assert!(lines_a.contains(&secret), "{}", lines_a.join("\n"));
     assert!(!lines_a.iter().any(|l| l.contains("hunter2")));

@@ -509,10 +509,7 @@ fn publish_tar(host: &Host, bytes: &[u8]) {
     std::fs::write(&file, bytes).unwrap();
     let sha = {
         use sha2::Digest;
-        sha2::Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        hex::encode(sha2::Sha256::digest(bytes))
     };
     std::fs::write(
         dir.join("bundle.tar.sha256"),

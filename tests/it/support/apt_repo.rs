@@ -154,7 +154,7 @@ impl AptRepo {
             &release,
             format!(
                 "Suite: {suite}\nCodename: {suite}\nArchitectures: amd64\nComponents: main\n{fields}SHA256:\n {} {} {packages}\n",
-                super::hex(&Sha256::digest(index.as_bytes())),
+                hex::encode(Sha256::digest(index.as_bytes())),
                 index.len()
             ),
         )
@@ -183,7 +183,7 @@ impl AptRepo {
             index.push_str(&format!(
                 "\nFilename: {filename}\nSize: {}\nSHA256: {}\n\n",
                 bytes.len(),
-                super::hex(&Sha256::digest(bytes))
+                hex::encode(Sha256::digest(bytes))
             ));
         }
         index

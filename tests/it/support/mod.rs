@@ -7,7 +7,6 @@ pub mod fleet;
 pub mod signing_key;
 
 use std::ffi::OsStr;
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Write as _};
 use std::os::unix::ffi::OsStrExt;
@@ -466,7 +465,7 @@ pub fn tree_hash(root: impl AsRef<Path>) -> String {
             hash_content(&mut hasher, path);
         }
     }
-    hex(&hasher.finalize())
+    hex::encode(hasher.finalize())
 }
 
 /// A length-prefixed field, so that concatenations cannot collide.
@@ -486,13 +485,6 @@ fn hash_content(hasher: &mut Sha256, path: &Path) {
             Err(e) => panic!("reading {}: {e}", path.display()),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// The host path of `path` (absolute, as seen inside the target) below
