@@ -362,7 +362,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
         .and_then(|f| f.set_len(inputs.disk_gb << 30))
         .ctx(|| format!("creating {}", raw.display()))?;
     run(
-        Command::new(tools::which("mke2fs").unwrap_or_else(|| "mke2fs".into()))
+        Command::new(crate::platform::which("mke2fs").unwrap_or_else(|| "mke2fs".into()))
             .args(["-q", "-F", "-t", "ext4", "-L", "kiln-root", "-d"])
             .arg(&tree)
             .arg(&raw),

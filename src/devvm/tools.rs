@@ -1,8 +1,7 @@
 //! Host programs the dev VM commands need, and how to install them.
 
-use std::path::PathBuf;
-
 use crate::error::Error;
+use crate::platform::which;
 
 /// A program and the Debian package that ships it.
 pub struct Tool {
@@ -38,16 +37,6 @@ pub const TAR: Tool = Tool {
     program: "tar",
     package: "tar",
 };
-
-/// The full path of a program on PATH (plus the sbin directories, which a
-/// non-root PATH often lacks).
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
 
 /// Fails, naming every missing program and the one command that installs
 /// them all, unless every tool is there.

@@ -24,7 +24,7 @@ pub fn write(
     pin_sets: &[Vec<(String, String)>],
     progress: &dyn Fn(&str),
 ) -> Result<Vec<String>, String> {
-    if rootfs::which("apt-ftparchive").is_none() {
+    if super::which("apt-ftparchive").is_none() {
         return Err(
             "apt-ftparchive is not installed; install it with: apt-get install -y apt-utils".into(),
         );

@@ -107,7 +107,7 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, Ru
     if root.is_dir() {
         return Ok(root);
     }
-    if which("mmdebstrap").is_none() {
+    if super::which("mmdebstrap").is_none() {
         return Err(RunError::precondition("mmdebstrap is not installed")
             .fix("install it with: apt-get install -y mmdebstrap"));
     }
@@ -170,14 +170,6 @@ fn has_release_keys(suite: &str) -> bool {
                 .join(format!("debian-archive-{suite}-stable.{ext}"))
                 .exists()
         })
-}
-
-pub fn which(prog: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(prog))
-            .find(|c| c.is_file())
-    })
 }
 
 /// A writable copy-on-write view of a base root; unmounted and removed on drop
