@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{LAST_RUN, Report, Status};
 use crate::error::Error;
-use crate::fleet::bundle::{node_path, unpack, write_atomic};
+use crate::fleet::bundle::{node_path, unpack};
 use crate::fleet::protocol::HostReport;
+use crate::platform::hostfile;
 use crate::platform::target::Target;
 use crate::serial::BundleMeta;
 use crate::trust::{AllowedSigners, sig_path};
@@ -137,7 +138,7 @@ pub fn run(a: Agent) -> Result<i32, Error> {
             std::thread::sleep(wait);
         }
         let ok = run_once(&a, &mut state, statsd.as_ref());
-        let _ = write_atomic(
+        let _ = hostfile::replace(
             &state_file,
             &serde_json::to_vec_pretty(&state).unwrap_or_default(),
         );
@@ -319,7 +320,7 @@ fn run_once(a: &Agent, state: &mut State, statsd: Option<&std::net::UdpSocket>) 
     };
     // Kept for people and tools, as last_run.json is for the converge.
     if let Some(d) = &doc {
-        let _ = write_atomic(&a.state_dir.join(LAST_AGENT_RUN), d.to_json().as_bytes());
+        let _ = hostfile::replace(&a.state_dir.join(LAST_AGENT_RUN), d.to_json().as_bytes());
     }
     metric(
         statsd,

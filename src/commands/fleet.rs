@@ -529,7 +529,7 @@ pub fn bundle(p: Publish) -> Result<i32, Error> {
         for f in [format!("{}.tar", b.sha256), name.to_string()] {
             let p = out.join(crate::trust::sig_path(&f));
             std::fs::create_dir_all(out)
-                .and_then(|_| crate::fleet::bundle::write_atomic(&p, sig.as_bytes()))
+                .and_then(|_| crate::platform::hostfile::replace(&p, sig.as_bytes()))
                 .map_err(|source| Error::Io {
                     context: format!("writing {}", p.display()),
                     source,

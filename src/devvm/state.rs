@@ -91,10 +91,9 @@ impl VmDir {
 
     pub fn save(&self, s: &State) -> Result<(), Error> {
         let path = self.state_file();
-        let tmp = path.with_extension("tmp");
         let text = serde_json::to_string_pretty(s).expect("state serializes");
-        fs::write(&tmp, text + "\n").ctx(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &path).ctx(|| format!("writing {}", path.display()))
+        crate::platform::hostfile::replace(&path, (text + "\n").as_bytes())
+            .ctx(|| format!("writing {}", path.display()))
     }
 
     /// QEMU's pid, when its pidfile names a live QEMU process.

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::inventory::Host;
 use crate::engine::NodeFile;
 use crate::error::{Error, PolicyError};
+use crate::platform::hostfile::replace;
 use crate::policy::{PolicyFile, Repository};
 use crate::serial::{BundleMeta, META};
 
@@ -156,22 +157,14 @@ impl Bundle {
         let io = |context: String| move |source| Error::Io { context, source };
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
         let by_hash = dir.join(format!("{}.tar", self.sha256));
-        write_atomic(&by_hash, &self.bytes)
-            .map_err(io(format!("writing {}", by_hash.display())))?;
+        replace(&by_hash, &self.bytes).map_err(io(format!("writing {}", by_hash.display())))?;
         let current = dir.join(name);
-        write_atomic(&current, &self.bytes)
-            .map_err(io(format!("writing {}", current.display())))?;
+        replace(&current, &self.bytes).map_err(io(format!("writing {}", current.display())))?;
         let sum = dir.join(format!("{name}.sha256"));
-        write_atomic(&sum, format!("{}  {name}\n", self.sha256).as_bytes())
+        replace(&sum, format!("{}  {name}\n", self.sha256).as_bytes())
             .map_err(io(format!("writing {}", sum.display())))?;
         Ok(current)
     }
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// A member a bundle may not hold: named, with the bundle, in the error.

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod dpkg;
 pub mod facts;
 pub mod fallback;
+pub mod hostfile;
 pub mod mirror;
 pub mod pincache;
 pub mod pins;

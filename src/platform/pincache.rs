@@ -121,10 +121,9 @@ pub fn copy_files(from: &Path, to: &Path) {
         let dest = to.join(&name);
         let same = std::fs::metadata(&dest).is_ok_and(|m| m.len() == meta.len());
         if !same {
-            let tmp = to.join(format!(".{}.kiln-new", name.to_string_lossy()));
-            if std::fs::copy(e.path(), &tmp).is_ok() {
-                let _ = std::fs::rename(&tmp, &dest);
-            }
+            let _ = super::hostfile::replace_with(&dest, |f| {
+                std::io::copy(&mut std::fs::File::open(e.path())?, f).map(drop)
+            });
         }
     }
 }

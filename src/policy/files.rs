@@ -89,25 +89,14 @@ fn link_refused(shown: &Path, path: &Path) -> PolicyError {
 }
 
 /// Replaces a file of the policy repository, at `path` as the user gave it
-/// (relative to the working directory): a temporary file beside it, fsync,
-/// rename, keeping the old file's mode. The repository is the user's own
-/// working tree, never a target, so no target's confined view resolves it.
+/// (relative to the working directory), creating its directory. The
+/// repository is the user's own working tree, never a target, so no
+/// target's confined view resolves it.
 pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d)?;
+    }
+    crate::platform::hostfile::replace(path, bytes)
 }
 
 #[cfg(test)]
