@@ -347,6 +347,30 @@ pub fn trusted_marker(allowed: &Path) -> std::path::PathBuf {
     allowed.with_file_name(name)
 }
 
+/// The bundle's own copy of the signer list ([`BUNDLED_ALLOWED_SIGNERS`]):
+/// `None` when the bundle is no readable tar archive, or holds no such
+/// regular file, or holds it twice (which copy would count is unclear).
+fn bundled_signers(bundle: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(bundle).ok()?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
+    let mut found = None;
+    for entry in archive.entries().ok()? {
+        let mut entry = entry.ok()?;
+        if *entry.path_bytes() != *BUNDLED_ALLOWED_SIGNERS.as_bytes() {
+            continue;
+        }
+        if found.is_some() || !entry.header().entry_type().is_file() {
+            return None;
+        }
+        // A signer list is a few lines; a larger member is no signer list.
+        let mut data = Vec::new();
+        (&mut entry).take(1 << 20).read_to_end(&mut data).ok()?;
+        found = Some(data);
+    }
+    found
+}
+
 /// `kiln verify-bundle` (hidden): what a fleet host runs, with the kiln
 /// binary it just checked, before it unpacks a pushed bundle. When the host
 /// has no allowed_signers yet and `first_contact` is given, the bundle's own
@@ -371,13 +395,7 @@ pub fn verify_command(
         .into());
     }
     let signers = if !allowed.exists() && first_contact {
-        let out = std::process::Command::new("tar")
-            .arg("-xOf")
-            .arg(file)
-            .arg(BUNDLED_ALLOWED_SIGNERS)
-            .output()
-            .map_err(|e| Error::Usage(format!("running tar: {e}")))?;
-        if !out.status.success() {
+        let Some(bundled) = bundled_signers(file) else {
             return Err(TrustError::AllowedSigners {
                 path: allowed.to_path_buf(),
                 reason: format!(
@@ -385,8 +403,8 @@ pub fn verify_command(
                 ),
             }
             .into());
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
+        };
+        let text = String::from_utf8_lossy(&bundled);
         AllowedSigners::parse(
             &text,
             &Path::new(&format!("{}:", file.display())).join(BUNDLED_ALLOWED_SIGNERS),
@@ -481,5 +499,48 @@ mod tests {
         let e = AllowedSigners::parse(&format!("ops cert-authority {public}\n"), Path::new("a"))
             .unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn the_bundled_signer_list_is_read_once_and_only_as_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let bundle = |name: &str, members: &[(&str, tar::EntryType)]| {
+            let p = d.path().join(name);
+            let mut b = tar::Builder::new(std::fs::File::create(&p).unwrap());
+            for (path, kind) in members {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(*kind);
+                h.set_size(if kind.is_file() { 4 } else { 0 });
+                h.set_mode(0o644);
+                let data: &[u8] = if kind.is_file() { b"ops\n" } else { b"" };
+                b.append_data(&mut h, path, data).unwrap();
+            }
+            b.finish().unwrap();
+            p
+        };
+        let file = tar::EntryType::Regular;
+        let one = bundle(
+            "one",
+            &[("roles/web.toml", file), (BUNDLED_ALLOWED_SIGNERS, file)],
+        );
+        assert_eq!(bundled_signers(&one).as_deref(), Some(&b"ops\n"[..]));
+        let none = bundle("none", &[("roles/web.toml", file)]);
+        assert_eq!(bundled_signers(&none), None);
+        let twice = bundle(
+            "twice",
+            &[
+                (BUNDLED_ALLOWED_SIGNERS, file),
+                (BUNDLED_ALLOWED_SIGNERS, file),
+            ],
+        );
+        assert_eq!(bundled_signers(&twice), None);
+        let dir = bundle(
+            "dir",
+            &[(BUNDLED_ALLOWED_SIGNERS, tar::EntryType::Directory)],
+        );
+        assert_eq!(bundled_signers(&dir), None);
+        let not_tar = d.path().join("not-tar");
+        std::fs::write(&not_tar, b"hello").unwrap();
+        assert_eq!(bundled_signers(&not_tar), None);
     }
 }
