@@ -424,13 +424,7 @@ pub fn verify_command(
         );
         let dir = marker.parent().unwrap_or(Path::new("/"));
         let kept = std::fs::create_dir_all(dir)
-            .and_then(|_| tempfile::NamedTempFile::new_in(dir))
-            .and_then(|mut t| {
-                use std::io::Write;
-                t.write_all(text.as_bytes())?;
-                t.as_file().sync_all()?;
-                t.persist(&marker).map_err(|e| e.error)
-            });
+            .and_then(|_| crate::platform::hostfile::replace(&marker, text.as_bytes()));
         if let Err(e) = kept
             && !allowed.exists()
         {
