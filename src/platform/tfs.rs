@@ -19,6 +19,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, ResolveFlags, Uid};
+use sha2::{Digest, Sha256};
+
+use crate::error::RunError;
 
 /// A target's filesystem, by a descriptor of its root.
 #[derive(Debug, Clone)]
@@ -370,6 +373,44 @@ pub fn temp_name(name: &OsStr) -> OsString {
     t.push(name);
     t.push(".kiln-new");
     t
+}
+
+/// Writes `content` to `path` on the target atomically, with owner and
+/// mode (see [`Tfs::write_atomic`]), as a [`RunError`] that names the path.
+pub fn atomic_write(
+    fs: &Tfs,
+    path: impl AsRef<Path>,
+    content: &[u8],
+    mode: u32,
+    owner: Owner,
+) -> Result<(), RunError> {
+    let path = path.as_ref();
+    fs.write_atomic(path, content, mode, owner)
+        .map_err(|e| RunError::io("write", path.display(), e))
+}
+
+/// The SHA-256 of the file `path` on the target, in hex.
+pub fn sha256_file(tfs: &Tfs, path: &str) -> io::Result<String> {
+    let mut f = tfs.open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// The target path of the temporary file for an atomic write of `p`.

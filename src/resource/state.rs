@@ -4,15 +4,17 @@
 //! driver depends on the resource types and not the other way round.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
 use crate::platform::tfs::Tfs;
+pub(crate) use crate::platform::tfs::hex;
+pub use crate::platform::tfs::sha256_file;
 
 /// The target's state for fingerprint parts, each source read at most once.
 /// Each resource type reads its own part through it ([`crate::resource::Converge::fingerprint`]).
@@ -169,30 +171,6 @@ pub fn link_to(tfs: &Tfs, path: &str) -> String {
         |e| format!("unreadable ({})", e.kind()),
         |t| clean(&t.to_string_lossy()),
     )
-}
-
-/// The SHA-256 of the file `path` on the target.
-pub fn sha256_file(tfs: &Tfs, path: &str) -> io::Result<String> {
-    let mut f = tfs.open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(hex(&h.finalize()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Keeps a part on one line: control characters are written as escapes.
