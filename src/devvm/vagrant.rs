@@ -49,40 +49,92 @@ pub fn metadata(img: &Image) -> String {
     )
 }
 
-/// The repository's `vagrant/Vagrantfile`: the box of the size in
-/// `KILN_DEVVM_SIZE` (default small), the app shared, converged by kiln.
+/// The one template of the repository's `vagrant/Vagrantfile`: the box of
+/// the size in `KILN_DEVVM_SIZE` (default small), the app shared, converged
+/// by kiln. Placeholders are `@NAME@`, so that Ruby's `#{...}` stays as is.
+const REPO_TEMPLATE: &str = include_str!("Vagrantfile.in");
+
+/// `vagrant/Vagrantfile` for a role whose app share is `app_mount`.
 pub fn repo_vagrantfile(role: &str, app_mount: &str) -> String {
-    format!(
-        r#"# -*- mode: ruby -*-
-# Dev VM with Vagrant (vagrant-libvirt), for engineers who prefer it to
-# `kiln devvm up`. Build the box first:
-#
-#   kiln devvm box --role {role} --size small      # or medium, large
-#   KILN_DEVVM_SIZE=small vagrant up --provider=libvirt
-#
-# The box boots its own kernel (direct kernel boot) and has kiln and the
-# policy inside; provisioning converges the role again, which after a boot
-# changes nothing.
+    let mut out = String::with_capacity(REPO_TEMPLATE.len());
+    let mut rest = REPO_TEMPLATE;
+    // One pass, so that a value holding `@NAME@` is never expanded again.
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 1..];
+        let value = tail.find('@').and_then(|end| {
+            let v = match &tail[..end] {
+                "ROLE" => ruby_escape(role),
+                "APP_MOUNT" => ruby_escape(app_mount),
+                "KILN" => guest::KILN_BIN.to_string(),
+                "POLICY" => guest::POLICY_DIR.to_string(),
+                _ => return None,
+            };
+            Some((v, end))
+        });
+        match value {
+            Some((v, end)) => {
+                out.push_str(&v);
+                rest = &tail[end + 1..];
+            }
+            None => {
+                out.push('@');
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
 
-SIZE = ENV.fetch("KILN_DEVVM_SIZE", "small")
-ROLE = ENV.fetch("KILN_DEVVM_ROLE", "{role}")
-BOX_FILE = File.expand_path("~/.cache/kiln/devvm/boxes/#{{ROLE}}-#{{SIZE}}.box")
-APP_DIR = File.expand_path("../app", __dir__)
+/// `s` as the inside of a Ruby double-quoted string: a role or mount path
+/// from the policy stays data, never code (`#{`) or a new line.
+fn ruby_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '"' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
-Vagrant.configure("2") do |config|
-  config.vm.box = "kiln/#{{ROLE}}-#{{SIZE}}"
-  config.vm.box_url = "file://#{{BOX_FILE}}"
-  config.vm.network :forwarded_port, guest: 80, host: 8080, host_ip: "127.0.0.1", auto_correct: true
-  if File.directory?(APP_DIR)
-    config.vm.synced_folder APP_DIR, "{app_mount}", type: "9p", accessmode: "mapped", mount: true
-  end
-  config.vm.provision "shell",
-    inline: "{kiln} --repo {policy} converge --role #{{ROLE}} --size #{{SIZE}}"
-end
-"#,
-        kiln = guest::KILN_BIN,
-        policy = guest::POLICY_DIR,
-    )
+/// Writes `repo/vagrant/Vagrantfile` when missing. One that differs from
+/// the template is the engineer's: it is left alone, with a word on how to
+/// have it written afresh.
+fn write_repo_vagrantfile(repo: &Path, role: &str, app_mount: &str) -> Result<(), Error> {
+    let dir = repo.join("vagrant");
+    let vf = dir.join("Vagrantfile");
+    let want = repo_vagrantfile(role, app_mount);
+    match fs::read_to_string(&vf) {
+        Ok(have) if have == want => println!("{} is up to date", vf.display()),
+        Ok(_) => println!(
+            "{} differs from what kiln writes for role {role}; left as it is \
+             (remove it and run `kiln devvm box` again to have it written afresh)",
+            vf.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+            // Written whole or not at all.
+            let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+                .ctx(|| format!("creating a file in {}", dir.display()))?;
+            std::io::Write::write_all(&mut tmp, want.as_bytes())
+                .and_then(|()| tmp.as_file().sync_all())
+                .ctx(|| format!("writing {}", vf.display()))?;
+            tmp.persist(&vf)
+                .map_err(|e| e.error)
+                .ctx(|| format!("writing {}", vf.display()))?;
+            println!("wrote {}", vf.display());
+        }
+        Err(e) => return Err(e).ctx(|| format!("reading {}", vf.display())),
+    }
+    Ok(())
 }
 
 /// The box file of a role and size.
@@ -131,24 +183,68 @@ pub fn make_box(img: &Image, repo: &Path) -> Result<PathBuf, Error> {
         .and_then(|f| f.sync_all())
         .ctx(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &out).ctx(|| format!("renaming to {}", out.display()))?;
-    let vf = repo.join("vagrant/Vagrantfile");
-    if vf.exists() {
-        println!("{} exists; left as it is", vf.display());
-    } else {
-        fs::create_dir_all(repo.join("vagrant")).ctx(|| "creating vagrant/".to_string())?;
-        fs::write(
-            &vf,
-            repo_vagrantfile(&img.manifest.role, &img.manifest.app_mount),
-        )
-        .ctx(|| format!("writing {}", vf.display()))?;
-        println!("wrote {}", vf.display());
-    }
+    write_repo_vagrantfile(repo, &img.manifest.role, &img.manifest.app_mount)?;
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `kiln devvm box` resolves for this repository with its defaults:
+    /// role devvm, whose app share is the apache2 cookbook's docroot.
+    const REPO_ROLE: &str = "devvm";
+    const REPO_APP_MOUNT: &str = "/var/www/shop";
+
+    fn committed() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/Vagrantfile")
+    }
+
+    /// The committed file is the template rendered with the repository's
+    /// defaults, byte for byte. `KILN_WRITE_VAGRANTFILE=1` writes it.
+    #[test]
+    fn committed_vagrantfile_is_the_rendered_template() {
+        let want = repo_vagrantfile(REPO_ROLE, REPO_APP_MOUNT);
+        if std::env::var_os("KILN_WRITE_VAGRANTFILE").is_some() {
+            fs::write(committed(), &want).expect("writing vagrant/Vagrantfile");
+        }
+        let have = fs::read_to_string(committed()).expect("reading vagrant/Vagrantfile");
+        assert!(
+            have == want,
+            "vagrant/Vagrantfile differs from src/devvm/Vagrantfile.in rendered for role \
+             {REPO_ROLE}; edit the template, then regenerate the file with\n  \
+             KILN_WRITE_VAGRANTFILE=1 cargo test --lib committed_vagrantfile\n\
+             --- committed\n{have}\n--- rendered\n{want}"
+        );
+    }
+
+    #[test]
+    fn repo_app_mount_is_the_devvm_roles_share() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut attrs = toml::Table::new();
+        for cookbook in ["apache2", "app"] {
+            let file = dir.join(format!("cookbooks/{cookbook}/attributes.toml"));
+            if let Ok(text) = fs::read_to_string(&file) {
+                attrs.extend(toml::from_str::<toml::Table>(&text).expect("attributes"));
+            }
+        }
+        let role: toml::Table =
+            toml::from_str(&fs::read_to_string(dir.join("roles/devvm.toml")).expect("role"))
+                .expect("role toml");
+        if let Some(toml::Value::Table(d)) = role.get("default_attributes") {
+            for key in ["devvm", "app", "apache2"] {
+                if let Some(toml::Value::Table(t)) = d.get(key) {
+                    let slot = attrs
+                        .entry(key)
+                        .or_insert_with(|| toml::Value::Table(Default::default()));
+                    if let toml::Value::Table(s) = slot {
+                        s.extend(t.clone());
+                    }
+                }
+            }
+        }
+        assert_eq!(super::super::image::app_mount(&attrs), REPO_APP_MOUNT);
+    }
 
     #[test]
     fn repo_vagrantfile_has_size_variable_and_provisioner() {
@@ -159,5 +255,20 @@ mod tests {
         );
         assert!(v.contains("converge --role #{ROLE} --size #{SIZE}"), "{v}");
         assert!(v.contains(r#""/var/www/html", type: "9p""#), "{v}");
+        assert!(!v.contains('@'), "{v}");
+    }
+
+    #[test]
+    fn policy_values_stay_inside_their_ruby_strings() {
+        let v = repo_vagrantfile("a\"b\nc", "/x\"; system(\"id\") #{`id`} @ROLE@ \\");
+        assert!(
+            v.contains(r#"ENV.fetch("KILN_DEVVM_ROLE", "a\"b\nc")"#),
+            "{v}"
+        );
+        assert!(
+            v.contains(r#"APP_DIR, "/x\"; system(\"id\") \#{`id`} @ROLE@ \\", type"#),
+            "{v}"
+        );
+        assert_eq!(v.lines().count(), REPO_TEMPLATE.lines().count(), "{v}");
     }
 }

@@ -5,10 +5,11 @@
 
 use std::path::Path;
 
+use serde::Deserialize;
+
 use super::apt;
 use super::target::Target;
-use crate::policy::whitelist::{Fallback, SNAPSHOT_URI_FIX, check_snapshot_uri};
-use crate::resource::fsmeta::{Ids, atomic_write};
+use super::tfs::{Owner, atomic_write};
 
 /// Where kiln writes the fallback sources on a target.
 pub const SOURCES: &str = "/etc/apt/sources.list.d/kiln-fallback.sources";
@@ -21,6 +22,88 @@ pub const SNAPSHOT_URI: &str = "http://snapshot.debian.org";
 /// the copy the whitelist names (another site, a test) is pointed elsewhere
 /// without a policy change.
 pub const SNAPSHOT_URI_ENV: &str = "KILN_SNAPSHOT_URI";
+
+/// Where pinned versions come from once the ordinary sources dropped them:
+/// kiln adds these to a target only when a pin needs one.
+/// (`[fallback]` of whitelist.toml, read by `policy::whitelist`; defined
+/// here so that the target side needs nothing from the layers above.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fallback {
+    /// A snapshot.debian.org timestamp (`20261121T000000Z`): that day's
+    /// main and security archives.
+    pub snapshot: Option<String>,
+    /// The team's own copy of snapshot.debian.org, for when the real one
+    /// cannot be reached; `KILN_SNAPSHOT_URI` overrides it on one run.
+    pub snapshot_uri: Option<String>,
+    /// The key that copy is signed with, a file of the policy repository,
+    /// when it is not Debian's archive key (a copy re-signed by the team).
+    pub snapshot_key: Option<String>,
+    pub mirrors: Vec<Mirror>,
+    pub line: usize,
+}
+
+impl Fallback {
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.mirrors.is_empty()
+    }
+}
+
+/// An apt repository of pinned versions, such as `kiln whitelist mirror`
+/// writes (a flat repository: suite `./`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub uri: String,
+    #[serde(default = "flat_suite")]
+    pub suite: String,
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// An armored or binary OpenPGP key file of the repository that signs
+    /// the mirror's Release file.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// An unsigned mirror is used only when marked so, on purpose.
+    #[serde(default)]
+    pub trusted: bool,
+}
+
+fn flat_suite() -> String {
+    "./".into()
+}
+
+/// What to write instead of a `snapshot_uri` (or `KILN_SNAPSHOT_URI`) that
+/// [`check_snapshot_uri`] refuses.
+pub const SNAPSHOT_URI_FIX: &str = "give the base URL of a copy of snapshot.debian.org, \
+     under which /archive/debian/STAMP/ and /archive/debian-security/STAMP/ are served, \
+     e.g. \"http://snapshot.example.com\"";
+
+/// A base URL that apt can reach and kiln can append snapshot.debian.org's
+/// layout to; `Err` says what is wrong with it. The whitelist and the
+/// `KILN_SNAPSHOT_URI` environment variable share it, so that one value is
+/// not good in one place and refused in the other.
+pub fn check_snapshot_uri(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or("is not an http(s) URL")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("names no host".into());
+    }
+    if u.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+    {
+        return Err(
+            "holds a space, a query or a fragment, which apt's sources cannot carry".into(),
+        );
+    }
+    // kiln appends the archive's path itself; given twice, every
+    // request of apt would 404 with no hint why.
+    if rest.contains("/archive/") {
+        return Err("already holds /archive/, which kiln appends itself".into());
+    }
+    Ok(())
+}
 
 /// The deb822 sources of `fallback` for a target of release `codename`,
 /// with the snapshot served under `snapshot_uri` (see [`snapshot_uri`]).
@@ -126,7 +209,7 @@ pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool
         SOURCES,
         render(fallback, &codename, &snapshot_uri).as_bytes(),
         0o644,
-        Ids::default(),
+        Owner::default(),
     )?;
     // A source apt refuses (signed by another key than the one named) fails
     // every later `apt-get update` on the target, the next run's first one
@@ -176,7 +259,7 @@ fn copy_key(target: &Target, repo: &Path, key: &str, path: &str, what: &str) -> 
             .create_dir_all(dir, 0o755)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    atomic_write(target.fs(), path, &bytes, 0o644, Ids::default())?;
+    atomic_write(target.fs(), path, &bytes, 0o644, Owner::default())?;
     Ok(())
 }
 
@@ -195,7 +278,6 @@ pub fn codename(target: &Target) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::whitelist::Mirror;
 
     fn snapshot(stamp: &str) -> Fallback {
         Fallback {

@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::rootfs;
 use super::target::{Target, capture};
-use crate::resource::fsmeta::{Ids, atomic_write};
-use crate::resource::state::sha256_file;
+use super::tfs::{Owner as Ids, atomic_write, sha256_file};
 
 /// Where the cached packages are put inside the target.
 const DIR: &str = "/var/cache/kiln/pins";

@@ -13,10 +13,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::fallback::Fallback;
 use super::target::Target;
 use super::{apt, archive, fallback, pincache};
 use crate::error::RunError;
-use crate::policy::whitelist::Fallback;
 
 /// What a run does with a pin that no source offers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, ResolveFlags, Uid};
 
+use crate::error::RunError;
+
 /// A target's filesystem, by a descriptor of its root.
 #[derive(Debug, Clone)]
 pub struct Tfs {
@@ -370,6 +372,25 @@ pub fn temp_name(name: &OsStr) -> OsString {
     t.push(name);
     t.push(".kiln-new");
     t
+}
+
+/// Writes `content` to `path` on the target atomically, with owner and
+/// mode (see [`Tfs::write_atomic`]), as a [`RunError`] that names the path.
+pub fn atomic_write(
+    fs: &Tfs,
+    path: impl AsRef<Path>,
+    content: &[u8],
+    mode: u32,
+    owner: Owner,
+) -> Result<(), RunError> {
+    let path = path.as_ref();
+    fs.write_atomic(path, content, mode, owner)
+        .map_err(|e| RunError::io("write", path.display(), e))
+}
+
+/// The SHA-256 of the file `path` on the target, in hex.
+pub fn sha256_file(tfs: &Tfs, path: &str) -> io::Result<String> {
+    crate::digest::sha256_reader(tfs.open(path)?)
 }
 
 /// The target path of the temporary file for an atomic write of `p`.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Repository;
 use crate::error::{Lines, PolicyError};
+pub use crate::platform::fallback::{Fallback, Mirror, SNAPSHOT_URI_FIX, check_snapshot_uri};
 
 #[derive(Debug, Clone, Default)]
 pub struct Whitelist {
@@ -33,51 +34,11 @@ pub struct Release {
     pub line: usize,
 }
 
-/// Where pinned versions come from once the ordinary sources dropped them:
-/// kiln adds these to a target only when a pin needs one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fallback {
-    /// A snapshot.debian.org timestamp (`20261121T000000Z`): that day's
-    /// main and security archives.
-    pub snapshot: Option<String>,
-    /// The team's own copy of snapshot.debian.org, for when the real one
-    /// cannot be reached; `KILN_SNAPSHOT_URI` overrides it on one run.
-    pub snapshot_uri: Option<String>,
-    /// The key that copy is signed with, a file of the policy repository,
-    /// when it is not Debian's archive key (a copy re-signed by the team).
-    pub snapshot_key: Option<String>,
-    pub mirrors: Vec<Mirror>,
-    pub line: usize,
-}
-
 /// The fallback sources with the repository that holds their key files.
 #[derive(Debug, Clone)]
 pub struct FallbackSource {
     pub fallback: Fallback,
     pub repo: PathBuf,
-}
-
-/// An apt repository of pinned versions, such as `kiln whitelist mirror`
-/// writes (a flat repository: suite `./`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mirror {
-    pub uri: String,
-    #[serde(default = "flat_suite")]
-    pub suite: String,
-    #[serde(default)]
-    pub components: Vec<String>,
-    /// An armored or binary OpenPGP key file of the repository that signs
-    /// the mirror's Release file.
-    #[serde(default)]
-    pub key: Option<String>,
-    /// An unsigned mirror is used only when marked so, on purpose.
-    #[serde(default)]
-    pub trusted: bool,
-}
-
-fn flat_suite() -> String {
-    "./".into()
 }
 
 /// A pinned version and the line it is written on.
@@ -548,10 +509,6 @@ impl Whitelist {
 }
 
 impl Fallback {
-    pub fn is_empty(&self) -> bool {
-        self.snapshot.is_none() && self.mirrors.is_empty()
-    }
-
     fn validate(&self, file: &std::path::Path) -> Vec<PolicyError> {
         let mut errors = Vec::new();
         let at = |e: PolicyError| e.in_file(file).at_line(self.line, None);
@@ -665,16 +622,6 @@ fn release_line(text: &str, name: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// What to write instead of a `snapshot_uri` (or `KILN_SNAPSHOT_URI`) that
-/// [`check_snapshot_uri`] refuses.
-pub const SNAPSHOT_URI_FIX: &str = "give the base URL of a copy of snapshot.debian.org, \
-     under which /archive/debian/STAMP/ and /archive/debian-security/STAMP/ are served, \
-     e.g. \"http://snapshot.example.com\"";
-
-/// A base URL that apt can reach and kiln can append snapshot.debian.org's
-/// layout to; `Err` says what is wrong with it. The whitelist and the
-/// `KILN_SNAPSHOT_URI` environment variable share it, so that one value is
-/// not good in one place and refused in the other.
 /// A fallback mirror's URI: http(s) only. A `file:` source would be a
 /// directory on each target, and whoever can write there (on a `trusted`
 /// mirror, anyone) would choose the packages root installs.
@@ -699,30 +646,6 @@ fn is_archive_word(w: &str) -> bool {
     !w.is_empty()
         && w.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
-}
-
-pub fn check_snapshot_uri(u: &str) -> Result<(), String> {
-    let rest = u
-        .strip_prefix("http://")
-        .or_else(|| u.strip_prefix("https://"))
-        .ok_or("is not an http(s) URL")?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() {
-        return Err("names no host".into());
-    }
-    if u.chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
-    {
-        return Err(
-            "holds a space, a query or a fragment, which apt's sources cannot carry".into(),
-        );
-    }
-    // kiln appends the archive's path itself; given twice, every
-    // request of apt would 404 with no hint why.
-    if rest.contains("/archive/") {
-        return Err("already holds /archive/, which kiln appends itself".into());
-    }
-    Ok(())
 }
 
 /// `YYYYMMDDTHHMMSSZ`, as snapshot.debian.org names its archive states.

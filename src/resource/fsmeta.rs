@@ -4,14 +4,13 @@
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Context, de_mode};
 use crate::error::RunError;
 pub use crate::platform::tfs::Owner as Ids;
-use crate::platform::tfs::Tfs;
+pub use crate::platform::tfs::atomic_write;
 pub use crate::platform::tfs::temp_path;
 
 /// Ownership and permissions a resource asks for; `None` leaves it alone.
@@ -123,20 +122,6 @@ impl Meta {
     }
 }
 
-/// Writes `content` to `path` on the target atomically, with owner and
-/// mode (see [`Tfs::write_atomic`]).
-pub fn atomic_write(
-    fs: &Tfs,
-    path: impl AsRef<Path>,
-    content: &[u8],
-    mode: u32,
-    ids: Ids,
-) -> Result<(), RunError> {
-    let path = path.as_ref();
-    fs.write_atomic(path, content, mode, ids)
-        .map_err(|e| RunError::io("write", path.display(), e))
-}
-
 /// A unified diff for people, or a note when the content must not be shown.
 /// What stands for the diff of content that is, or was, sensitive.
 pub const SUPPRESSED: &str = "(content is sensitive: diff suppressed)";
@@ -161,7 +146,10 @@ pub fn content_diff(path: &str, old: &[u8], new: &[u8], sensitive: bool) -> Stri
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::platform::tfs::Tfs;
 
     #[test]
     fn atomic_write_sets_content_and_mode() {

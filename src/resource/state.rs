@@ -13,6 +13,7 @@ use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
 use crate::platform::tfs::Tfs;
+pub use crate::platform::tfs::sha256_file;
 
 /// The target's state for fingerprint parts, each source read at most once.
 /// Each resource type reads its own part through it ([`crate::resource::Converge::fingerprint`]).
@@ -172,11 +173,6 @@ pub fn link_to(tfs: &Tfs, path: &str) -> String {
         |e| format!("unreadable ({})", e.kind()),
         |t| clean(&t.to_string_lossy()),
     )
-}
-
-/// The SHA-256 of the file `path` on the target.
-pub fn sha256_file(tfs: &Tfs, path: &str) -> io::Result<String> {
-    crate::digest::sha256_reader(tfs.open(path)?)
 }
 
 /// Keeps a part on one line: control characters are written as escapes.
