@@ -5,48 +5,12 @@
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::support::apt_repo::AptRepo;
 use crate::support::*;
 
-const SECRET: &str = "SENTINEL-SECRET-7d1f0c";
-
-/// A directory on the host, beside the root, that kiln must never touch: a
-/// 0600 secret, a file a lock could truncate, a directory a chmod could
-/// open, and a history of run-report-like files that pruning could delete.
-struct Sentinel {
-    dir: tempfile::TempDir,
-}
-
-impl Sentinel {
-    fn new() -> Sentinel {
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-sentinel-")
-            .tempdir()
-            .unwrap();
-        let p = dir.path();
-        fs::write(p.join("secret"), format!("{SECRET}\n")).unwrap();
-        fs::set_permissions(p.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
-        fs::write(p.join("victim"), "a host file a lock must not truncate\n").unwrap();
-        fs::create_dir(p.join("hostdir")).unwrap();
-        fs::set_permissions(p.join("hostdir"), fs::Permissions::from_mode(0o750)).unwrap();
-        fs::create_dir(p.join("history")).unwrap();
-        for i in 0..30 {
-            fs::write(p.join(format!("history/{}-1.json", 1_000 + i)), "{}").unwrap();
-        }
-        fs::create_dir(p.join("chain-end")).unwrap();
-        Sentinel { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn hash(&self) -> String {
-        tree_hash(self.dir.path())
-    }
-}
+use super::{SECRET, Sentinel};
 
 /// A link `../../…/<host path>` from `from` (a path in the root) that,
 /// resolved on the host, reaches `to`.

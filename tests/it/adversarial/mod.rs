@@ -20,6 +20,12 @@
 //! a host (`fleet::a_hosts_escape_sequences_never_reach_the_terminal`) and
 //! first contact (`signed::a_host_never_returns_to_first_contact`).
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::support::tree_hash;
+
 mod confine;
 mod rollback;
 mod root_sandbox;
@@ -27,3 +33,46 @@ mod secret_leaks;
 mod silent;
 mod templates;
 mod typed_attrs;
+
+pub const SECRET: &str = "SENTINEL-SECRET-7d1f0c";
+
+/// A directory on the host, beside the root, that kiln must never touch: a
+/// 0600 secret, a file a lock could truncate, a directory a chmod could
+/// open, and a history of run-report-like files that pruning could delete.
+pub struct Sentinel {
+    dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    pub fn new() -> Sentinel {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-sentinel-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        fs::write(p.join("secret"), format!("{SECRET}\n")).unwrap();
+        fs::set_permissions(p.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(p.join("victim"), "a host file a lock must not truncate\n").unwrap();
+        fs::create_dir(p.join("hostdir")).unwrap();
+        fs::set_permissions(p.join("hostdir"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::create_dir(p.join("history")).unwrap();
+        for i in 0..30 {
+            fs::write(p.join(format!("history/{}-1.json", 1_000 + i)), "{}").unwrap();
+        }
+        fs::create_dir(p.join("chain-end")).unwrap();
+        Sentinel { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The directory itself, for a hostile program to aim at.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn hash(&self) -> String {
+        tree_hash(self.dir.path())
+    }
+}

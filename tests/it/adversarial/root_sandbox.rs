@@ -8,28 +8,10 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use super::Sentinel;
 use crate::support::*;
 
 const TOKEN: &str = "KILN-CI-TOKEN-5e0a9c";
-
-/// A directory on the host, beside the target, that nothing run in the
-/// target may reach.
-struct Sentinel(tempfile::TempDir);
-
-impl Sentinel {
-    fn new() -> Sentinel {
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-sentinel-")
-            .tempdir()
-            .unwrap();
-        fs::write(dir.path().join("untouched"), "the host's own file\n").unwrap();
-        Sentinel(dir)
-    }
-
-    fn hash(&self) -> String {
-        tree_hash(self.0.path())
-    }
-}
 
 /// Where the hostile program leaves what it saw, inside the target.
 const SEEN: &str = "/root/kiln-hostile-seen";
@@ -37,7 +19,7 @@ const SEEN: &str = "/root/kiln-hostile-seen";
 /// A program that tries every way out it knows, then dumps what it can
 /// see of environments into the target, and fails.
 fn hostile(sentinel: &Sentinel) -> String {
-    let s = sentinel.0.path().display();
+    let s = sentinel.dir().display();
     format!(
         r#"#!/bin/dash
 S={s}
