@@ -4,6 +4,7 @@
 //!
 //! Run one module with `cargo test --release --test it converge::`.
 
+#[macro_use]
 mod support;
 
 mod adversarial;

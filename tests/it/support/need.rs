@@ -1,0 +1,93 @@
+//! The two test tiers. A plain `cargo test`, as any user and offline, runs
+//! every test that needs only a build: the policy-level ones. A test that
+//! needs more says so in its first line, `need!(DebianRoot, Network);`, and
+//! when something is missing it passes at once, after one line on stderr
+//! that names it and says why. `scripts/test` sets `KILN_TEST_REQUIRE_ALL=1`,
+//! under which a missing need fails the test instead, so that CI can never
+//! pass by skipping.
+
+use std::io::{self, Write as _};
+use std::net::{TcpStream, ToSocketAddrs as _};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Set by `scripts/test`: every test must run.
+pub const REQUIRE_ALL: &str = "KILN_TEST_REQUIRE_ALL";
+
+/// What a test needs beyond a build of kiln.
+#[derive(Clone, Copy, Debug)]
+pub enum Need {
+    /// Overlay copies of a cached Debian root (`TestRoot`, `HostRoot`):
+    /// mounts, chroot, and mmdebstrap to build the cache.
+    DebianRoot,
+    /// sshd test hosts on 127.x.y.z, each a Debian root in its own
+    /// namespaces.
+    Sshd,
+    /// `kiln test`'s sandbox: Debian roots in namespaces.
+    Sandbox,
+    /// Anything else only root may do (a chown to another user, a dev VM
+    /// image built with mmdebstrap).
+    Root,
+    /// Debian's archive at run time: versions read with apt, packages
+    /// installed from it, a dev VM image.
+    Network,
+    /// QEMU, to boot a dev VM.
+    Qemu,
+}
+
+impl Need {
+    /// Why the test cannot run here, or `None` when this need is met.
+    fn missing(self) -> Option<&'static str> {
+        match self {
+            Need::DebianRoot if !root() => Some("root (Debian roots are overlay mounts)"),
+            Need::Sshd if !root() => Some("root (sshd test hosts run in namespaces)"),
+            Need::Sandbox if !root() => Some("root (kiln test's sandbox)"),
+            Need::Root if !root() => Some("root"),
+            Need::Network if !network() => Some("the network (Debian's archive)"),
+            Need::Qemu if which::which("qemu-system-x86_64").is_err() => {
+                Some("QEMU (qemu-system-x86_64)")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether the calling test may run: true when every one of `needs` is met.
+/// Otherwise prints `skipped it::NAME: needs ...` and returns false, or,
+/// under [`REQUIRE_ALL`], fails the test with the same words.
+pub fn met(needs: &[Need]) -> bool {
+    let missing: Vec<&str> = needs.iter().filter_map(|n| n.missing()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    // libtest names each test's thread after the test.
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("an unnamed test")
+        .to_string();
+    let why = missing.join(", ");
+    if std::env::var_os(REQUIRE_ALL).is_some_and(|v| v == "1") {
+        panic!("it::{test} needs {why}, and {REQUIRE_ALL}=1 allows no skipped test");
+    }
+    // Straight to the stderr handle, past the harness's capture, so that
+    // every skip is seen.
+    let _ = writeln!(io::stderr().lock(), "skipped it::{test}: needs {why}");
+    false
+}
+
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether Debian's archive answers, asked once per test run.
+fn network() -> bool {
+    static UP: OnceLock<bool> = OnceLock::new();
+    *UP.get_or_init(|| {
+        ("deb.debian.org", 80)
+            .to_socket_addrs()
+            .into_iter()
+            .flatten()
+            .any(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).is_ok())
+    })
+}
