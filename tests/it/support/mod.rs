@@ -42,6 +42,7 @@ macro_rules! need {
 /// (`kiln::platform::rootfs`), as `kiln test` builds it. Never write to it:
 /// use [`TestRoot`] for a writable copy.
 pub fn cached_root(recipe: &rootfs::Recipe) -> PathBuf {
+    need::assert_root("a Debian root");
     rootfs::base_root(recipe, &|message| {
         // Straight to the stderr handle, not eprintln!, so that the test
         // harness's capture does not hide why the first test is slow.

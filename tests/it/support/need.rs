@@ -60,11 +60,7 @@ pub fn met(needs: &[Need]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    // libtest names each test's thread after the test.
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("an unnamed test")
-        .to_string();
+    let test = test_name();
     let why = missing.join(", ");
     if std::env::var_os(REQUIRE_ALL).is_some_and(|v| v == "1") {
         panic!("it::{test} needs {why}, and {REQUIRE_ALL}=1 allows no skipped test");
@@ -73,6 +69,25 @@ pub fn met(needs: &[Need]) -> bool {
     // every skip is seen.
     let _ = writeln!(io::stderr().lock(), "skipped it::{test}: needs {why}");
     false
+}
+
+/// For the harness's root-only parts: a test that reaches one without its
+/// `need!` line fails naming the fix, not with mmdebstrap's "need to be root".
+pub fn assert_root(what: &str) {
+    assert!(
+        root(),
+        "it::{}: {what} needs root; make `need!(DebianRoot);` (or Sshd, Sandbox) \
+         the test's first line",
+        test_name()
+    );
+}
+
+/// libtest names each test's thread after the test.
+fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("an unnamed test")
+        .to_string()
 }
 
 fn root() -> bool {
