@@ -25,27 +25,30 @@ pub enum Need {
     Sshd,
     /// `kiln test`'s sandbox: Debian roots in namespaces.
     Sandbox,
-    /// Anything else only root may do (a chown to another user, a dev VM
-    /// image built with mmdebstrap).
+    /// A dev VM image, built with mmdebstrap and namespaces.
+    VmImage,
+    /// Anything else only root may do (a chown to another user).
     Root,
     /// Debian's archive at run time: versions read with apt, packages
-    /// installed from it, a dev VM image.
+    /// installed from it.
     Network,
     /// QEMU, to boot a dev VM.
     Qemu,
 }
 
 impl Need {
-    /// Why the test cannot run here, or `None` when this need is met.
-    fn missing(self) -> Option<&'static str> {
+    /// What is missing here for this need, and what for (empty when it
+    /// says enough), or `None` when the need is met.
+    fn missing(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Need::DebianRoot if !root() => Some("root (Debian roots are overlay mounts)"),
-            Need::Sshd if !root() => Some("root (sshd test hosts run in namespaces)"),
-            Need::Sandbox if !root() => Some("root (kiln test's sandbox)"),
-            Need::Root if !root() => Some("root"),
-            Need::Network if !network() => Some("the network (Debian's archive)"),
+            Need::DebianRoot if !root() => Some(("root", "Debian roots are overlay mounts")),
+            Need::Sshd if !root() => Some(("root", "sshd test hosts run in namespaces")),
+            Need::Sandbox if !root() => Some(("root", "kiln test's sandbox")),
+            Need::VmImage if !root() => Some(("root", "dev VM images are built with mmdebstrap")),
+            Need::Root if !root() => Some(("root", "")),
+            Need::Network if !network() => Some(("the network", "Debian's archive")),
             Need::Qemu if which::which("qemu-system-x86_64").is_err() => {
-                Some("QEMU (qemu-system-x86_64)")
+                Some(("QEMU", "qemu-system-x86_64"))
             }
             _ => None,
         }
@@ -53,15 +56,33 @@ impl Need {
 }
 
 /// Whether the calling test may run: true when every one of `needs` is met.
-/// Otherwise prints `skipped it::NAME: needs ...` and returns false, or,
-/// under [`REQUIRE_ALL`], fails the test with the same words.
+/// Otherwise prints `skipped it::NAME: needs root (...), the network (...)`
+/// and returns false, or, under [`REQUIRE_ALL`], fails the test with the
+/// same words.
 pub fn met(needs: &[Need]) -> bool {
-    let missing: Vec<&str> = needs.iter().filter_map(|n| n.missing()).collect();
+    // Each missing thing once, with all it is wanted for.
+    let mut missing: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (thing, purpose) in needs.iter().filter_map(|n| n.missing()) {
+        match missing.iter_mut().find(|(t, _)| *t == thing) {
+            Some((_, purposes)) => purposes.push(purpose),
+            None => missing.push((thing, vec![purpose])),
+        }
+    }
     if missing.is_empty() {
         return true;
     }
+    let why = missing
+        .iter()
+        .map(|(thing, purposes)| {
+            let purposes: Vec<&str> = purposes.iter().copied().filter(|p| !p.is_empty()).collect();
+            match purposes.as_slice() {
+                [] => thing.to_string(),
+                _ => format!("{thing} ({})", purposes.join("; ")),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let test = test_name();
-    let why = missing.join(", ");
     if std::env::var_os(REQUIRE_ALL).is_some_and(|v| v == "1") {
         panic!("it::{test} needs {why}, and {REQUIRE_ALL}=1 allows no skipped test");
     }
