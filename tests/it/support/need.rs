@@ -87,8 +87,9 @@ pub fn met(needs: &[Need]) -> bool {
         panic!("it::{test} needs {why}, and {REQUIRE_ALL}=1 allows no skipped test");
     }
     // Straight to the stderr handle, past the harness's capture, so that
-    // every skip is seen.
-    let _ = writeln!(io::stderr().lock(), "skipped it::{test}: needs {why}");
+    // every skip is seen; in one write, so that no other output splits it.
+    let line = format!("skipped it::{test}: needs {why}\n");
+    let _ = io::stderr().write_all(line.as_bytes());
     false
 }
 
