@@ -163,6 +163,7 @@ impl Drop for Agent {
 
 #[test]
 fn agent_converges_from_a_url_keeps_the_last_good_bundle_and_picks_up_a_new_one() {
+    need!(DebianRoot);
     let root = HostRoot::new();
     AptRepo::new()
         .package("kiln-hello", "1.0-1")
@@ -396,6 +397,7 @@ fn set_greeting(inventory: &Path, greeting: &str) {
 
 #[test]
 fn the_agent_converges_what_the_push_converged() {
+    need!(Sshd);
     let mut f = Fleet::new(vec![spec("attr01.example.com", &["web"])], |_: &Path| {});
     set_greeting(&f.inventory(), "the inventory");
     f.start();

@@ -25,6 +25,7 @@ fn refused(repo: &Repo, run_list: &str) -> Outcome {
 
 #[test]
 fn malformed_toml_names_file_line_and_column() {
+    need!(DebianRoot);
     let repo = Repo::new().recipe(
         "cb",
         "default",
@@ -37,6 +38,7 @@ fn malformed_toml_names_file_line_and_column() {
 
 #[test]
 fn unknown_resource_type_lists_the_valid_ones() {
+    need!(DebianRoot);
     let repo = Repo::new().recipe(
         "cb",
         "default",
@@ -50,6 +52,7 @@ fn unknown_resource_type_lists_the_valid_ones() {
 
 #[test]
 fn unknown_property_lists_the_valid_ones() {
+    need!(DebianRoot);
     let repo = Repo::new().recipe(
         "cb",
         "default",
@@ -62,6 +65,7 @@ fn unknown_property_lists_the_valid_ones() {
 
 #[test]
 fn missing_attribute_names_recipe_resource_and_attribute() {
+    need!(DebianRoot);
     let repo = Repo::new().recipe(
         "cb",
         "default",
@@ -75,6 +79,7 @@ fn missing_attribute_names_recipe_resource_and_attribute() {
 
 #[test]
 fn missing_attribute_in_a_template_names_the_template() {
+    need!(DebianRoot);
     let repo = Repo::new()
         .template("cb", "t.hbs", "line one\nport={{app.port}}\n")
         .recipe(
@@ -90,6 +95,7 @@ fn missing_attribute_in_a_template_names_the_template() {
 
 #[test]
 fn missing_template_file_is_named() {
+    need!(DebianRoot);
     let repo = Repo::new().recipe(
         "cb",
         "default",
@@ -102,6 +108,7 @@ fn missing_template_file_is_named() {
 
 #[test]
 fn notification_to_a_missing_resource() {
+    need!(DebianRoot);
     let repo = Repo::new().recipe(
         "cb",
         "default",
@@ -114,6 +121,7 @@ fn notification_to_a_missing_resource() {
 
 #[test]
 fn run_list_cycle_is_printed() {
+    need!(DebianRoot);
     let repo = Repo::new()
         .role("a", "run_list = [\"recipe[cb]\", \"role[b]\"]")
         .role("b", "run_list = [\"role[a]\"]")
@@ -123,6 +131,7 @@ fn run_list_cycle_is_printed() {
 
 #[test]
 fn source_that_escapes_the_cookbook() {
+    need!(DebianRoot);
     let repo = Repo::new().file("secret.txt", "s").recipe(
         "cb",
         "default",
@@ -204,6 +213,7 @@ fn node(extra: &str) -> Repo {
 
 #[test]
 fn deep_role_chains_are_refused_once() {
+    need!(DebianRoot);
     let mut repo = Repo::new().recipe("cb", "default", GOOD);
     for i in 0..10_000 {
         repo = repo.role(
@@ -232,6 +242,7 @@ fn deep_role_chains_are_refused_once() {
 
 #[test]
 fn recursive_partial_is_refused() {
+    need!(DebianRoot);
     let repo = node("[[resource]]\ntemplate = \"/etc/t\"\nsource = \"t.hbs\"\n").template(
         "cb",
         "t.hbs",
@@ -245,6 +256,7 @@ fn recursive_partial_is_refused() {
 
 #[test]
 fn integer_and_signed_modes_are_refused() {
+    need!(DebianRoot);
     let repo = node("[[resource]]\nfile = \"/etc/m\"\ncontent = \"\"\nmode = 0o644\n");
     refused_everywhere(
         &repo,
@@ -259,6 +271,7 @@ fn integer_and_signed_modes_are_refused() {
 
 #[test]
 fn converge_validates_the_whitelist_as_check_does() {
+    need!(DebianRoot);
     for (wl, needle) in [
         (
             "[packages]\ncurl = \"not a version!\"\n",
@@ -283,6 +296,7 @@ fn converge_validates_the_whitelist_as_check_does() {
 
 #[test]
 fn self_notification_and_conflicting_duplicates() {
+    need!(DebianRoot);
     let repo = node(
         "[[resource]]\nfile = \"/etc/y\"\ncontent = \"\"\nnotifies = [\"create file[/etc/y]\"]\n",
     );
@@ -302,12 +316,14 @@ fn self_notification_and_conflicting_duplicates() {
 
 #[test]
 fn verify_status_out_of_range() {
+    need!(DebianRoot);
     let repo = node("[[verify]]\nhttp = \"http://127.0.0.1/\"\nstatus = 65736\n");
     refused_everywhere(&repo, &["65736 is not an HTTP status", "100 to 599"]);
 }
 
 #[test]
 fn cookbook_names_cannot_leave_cookbooks() {
+    need!(DebianRoot);
     let repo = Repo::new()
         .role("node", "run_list = [\"recipe[..]\"]")
         .recipe("cb", "default", GOOD)
@@ -324,6 +340,7 @@ fn cookbook_names_cannot_leave_cookbooks() {
 
 #[test]
 fn cookbook_files_linking_out_are_refused() {
+    need!(DebianRoot);
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret"), "s3cr3t\n").unwrap();
     for (folder, res) in [
@@ -352,6 +369,7 @@ fn cookbook_files_linking_out_are_refused() {
 
 #[test]
 fn empty_names_and_nul_bytes() {
+    need!(DebianRoot);
     let repo = node("[[resource]]\nexecute = \"\"\ncommand = \"true\"\n");
     refused_everywhere(&repo, &["default.toml:5", "execute[]: the name is empty"]);
     let repo = node("[[resource]]\nfile = \"/etc/a\\u0000b\"\ncontent = \"\"\n");
@@ -403,6 +421,7 @@ fn bundles_refuse_symbolic_links() {
 /// type and however the value arrives (here through an attribute).
 #[test]
 fn control_characters_in_single_line_properties_are_refused() {
+    need!(DebianRoot);
     for (resource, property) in [
         (
             "apt_repository = \"x\"\nuri = \"{{evil.value}}\"\nsuite = \"./\"\ntrusted = false",
@@ -441,6 +460,7 @@ fn control_characters_in_single_line_properties_are_refused() {
 /// release that is no codename.
 #[test]
 fn empty_actions_foreign_package_names_and_unknown_releases_are_refused() {
+    need!(DebianRoot);
     let repo = node("[[resource]]\nfile = \"/etc/x\"\ncontent = \"x\"\naction = []\n");
     refused_everywhere(
         &repo,

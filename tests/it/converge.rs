@@ -112,6 +112,7 @@ fn json(out: &Outcome) -> serde_json::Value {
 
 #[test]
 fn converges_a_debian_root_and_then_changes_nothing() {
+    need!(DebianRoot);
     let repo = fixture();
     let root = TestRoot::new();
     let first = kiln()
@@ -213,6 +214,7 @@ fn converges_a_debian_root_and_then_changes_nothing() {
 
 #[test]
 fn why_run_shows_exactly_what_the_real_run_then_does() {
+    need!(DebianRoot);
     let repo = fixture();
     let root = TestRoot::new();
     let args = ["--role", "fixture", "--fqdn", "web01.example.com"];
@@ -303,6 +305,7 @@ fn why_run_shows_exactly_what_the_real_run_then_does() {
 
 #[test]
 fn sensitive_content_is_never_printed() {
+    need!(DebianRoot);
     let repo = Repo::new()
         .attributes("secret", "[db]\npassword = \"hunter2-s3cret\"\n")
         .recipe(
@@ -372,6 +375,7 @@ fn cmdlines_with(needle: &str) -> Vec<String> {
 
 #[test]
 fn sensitive_names_guards_commands_and_output_are_never_shown() {
+    need!(DebianRoot);
     const SECRET: &str = "S3cr3tPW";
     let repo = Repo::new().recipe(
         "pw",
@@ -482,6 +486,7 @@ sensitive = true
 
 #[test]
 fn a_failed_resource_stops_the_run_and_ignore_failure_does_not() {
+    need!(DebianRoot);
     let repo = Repo::new().recipe(
         "f",
         "default",
@@ -528,6 +533,7 @@ content = "y\n"
 
 #[test]
 fn guards_and_attribute_precedence() {
+    need!(DebianRoot);
     let repo = Repo::new()
         .role(
             "r",
@@ -625,6 +631,7 @@ fn the_mariadb_cookbook_keeps_its_password_out_of_argv() {
 /// is 0600 unless the policy names a mode; other new files are 0644.
 #[test]
 fn sensitive_files_are_created_private_unless_a_mode_is_given() {
+    need!(DebianRoot);
     let root = TestRoot::new();
     let repo = Repo::new()
         .recipe(

@@ -174,6 +174,7 @@ fn images_dir() -> PathBuf {
 
 #[test]
 fn a_killed_build_leaves_no_half_image() {
+    need!(VmImage, Network);
     use std::os::unix::process::CommandExt;
     // A role of its own, with content unique to this run: a cache miss.
     let stamp = format!("{}-{:?}", std::process::id(), Instant::now());
@@ -252,6 +253,7 @@ fn a_killed_build_leaves_no_half_image() {
 
 #[test]
 fn a_vm_that_does_not_answer_in_time_is_stopped() {
+    need!(VmImage, Network, Qemu);
     let g = VmGuard::new(&format!("slow-{}", std::process::id()));
     let app = tempfile::tempdir().expect("tempdir");
     let repo = policy_repo();
@@ -278,6 +280,7 @@ fn a_vm_that_does_not_answer_in_time_is_stopped() {
 
 #[test]
 fn devvm_end_to_end_under_tcg() {
+    need!(VmImage, Network, Qemu);
     let policy = policy_repo();
     let repo = policy.path().to_path_buf();
     let g = VmGuard::new(&format!("e2e-{}", std::process::id()));

@@ -140,6 +140,7 @@ fn explain(root: &TestRoot) -> (Vec<String>, String) {
 
 #[test]
 fn hosts_converged_alike_match_until_one_drifts() {
+    need!(DebianRoot);
     let repo = fixture();
     let (a, b) = (root(), root());
     // Different names: nothing host-specific reaches the parts.
@@ -241,6 +242,7 @@ fn hosts_converged_alike_match_until_one_drifts() {
 
 #[test]
 fn a_resource_two_roles_manage_alike_has_one_part() {
+    need!(DebianRoot);
     let repo = fixture();
     let (web, cache) = (root(), root());
     converge(&repo, &web, "web", "web01.example.com");
@@ -266,6 +268,7 @@ fn a_resource_two_roles_manage_alike_has_one_part() {
 
 #[test]
 fn without_a_last_run_it_says_what_to_do_and_policy_can_stand_in() {
+    need!(DebianRoot);
     let repo = fixture();
     let root = root();
     kiln()

@@ -94,6 +94,7 @@ fn versions(f: &Fleet) -> Vec<Option<String>> {
 
 #[test]
 fn rollout_reaches_the_canary_first_then_all_and_rolls_back() {
+    need!(Sshd);
     let f = web_fleet(8, &[4]);
     let repo = policy("1.0-1");
 
@@ -266,6 +267,7 @@ fn failure(r: &serde_json::Value, fqdn: &str) -> String {
 
 #[test]
 fn a_failed_canary_health_check_holds_the_push_and_status_shows_drift() {
+    need!(Sshd);
     let f = web_fleet(8, &[0]);
     let repo = policy("1.0-1");
     f.kiln(&["converge", "--batch", "4"])
@@ -379,6 +381,7 @@ packages = { kiln-hello = "2.0-1" }
 
 #[test]
 fn status_judges_each_host_against_its_own_policy() {
+    need!(Sshd);
     let f = web_fleet(3, &[]);
     let repo = policy_per_host();
     f.kiln(&["converge"]).repo(&repo).run().success();
@@ -443,6 +446,7 @@ fn status_judges_each_host_against_its_own_policy() {
 
 #[test]
 fn faults_are_reported_per_host_and_count_toward_max_fail() {
+    need!(Sshd);
     let mut f = web_fleet(8, &[]);
     let repo = policy("1.0-1");
     f.kiln(&["converge"]).repo(&repo).run().success();
@@ -585,6 +589,7 @@ fn faults_are_reported_per_host_and_count_toward_max_fail() {
 
 #[test]
 fn ctrl_c_holds_the_push_and_lets_hosts_in_flight_finish() {
+    need!(Sshd);
     let f = web_fleet(3, &[]);
     let repo = policy("1.0-1");
     f.kiln(&["converge"]).repo(&repo).run().success();
@@ -650,6 +655,7 @@ fn ctrl_c_holds_the_push_and_lets_hosts_in_flight_finish() {
 
 #[test]
 fn the_push_hold_names_a_failed_canary_and_what_changed_on_it() {
+    need!(Sshd);
     let f = web_fleet(2, &[0]);
     let repo = policy("1.0-1");
     f.kiln(&["converge"]).repo(&repo).run().success();
@@ -682,6 +688,7 @@ fn the_push_hold_names_a_failed_canary_and_what_changed_on_it() {
 /// in its os-release are shown escaped, never sent raw.
 #[test]
 fn a_hosts_escape_sequences_never_reach_the_terminal() {
+    need!(Sshd);
     let f = web_fleet(1, &[]);
     let repo = policy("1.0-1");
     f.kiln(&["converge"]).repo(&repo).run().success();

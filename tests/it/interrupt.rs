@@ -57,6 +57,7 @@ fn whole(root: &TestRoot) {
 
 #[test]
 fn sigkill_at_any_moment_leaves_old_or_new_files() {
+    need!(DebianRoot);
     let repo = repo();
     let root = TestRoot::new();
     let mut killed_mid_run = 0;
@@ -124,6 +125,7 @@ fn sigkill_at_any_moment_leaves_old_or_new_files() {
 
 #[test]
 fn a_second_run_waits_for_the_lock_then_names_the_holder() {
+    need!(DebianRoot);
     let repo = Repo::new().recipe(
         "slow",
         "default",

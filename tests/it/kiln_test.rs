@@ -85,6 +85,7 @@ fn no_leaks() {
 
 #[test]
 fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
+    need!(Sandbox);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_port();
     // Both releases pinned (nothing to install): the role runs on each.
@@ -139,6 +140,7 @@ fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
 
 #[test]
 fn a_resource_that_changes_every_run_fails_the_role_by_name() {
+    need!(Sandbox);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let repo = tiny(Repo::new())
         .recipe(
@@ -176,6 +178,7 @@ fn a_resource_that_changes_every_run_fails_the_role_by_name() {
 
 #[test]
 fn a_service_that_fails_to_start_and_a_template_error_are_reported() {
+    need!(Sandbox);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let repo = Repo::new()
         .cookbook_file(

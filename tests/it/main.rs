@@ -3,7 +3,12 @@
 //! repositories, sshd test hosts or VMs, through the harness in `support`.
 //!
 //! Run one module with `cargo test --release --test it converge::`.
+//!
+//! A test that needs root, Debian's archive or QEMU says so in its first
+//! line, `need!(DebianRoot);` (`support/need.rs`): a plain `cargo test` skips
+//! it with one line, and `scripts/test` fails it when the need is missing.
 
+#[macro_use]
 mod support;
 
 mod adversarial;

@@ -6,6 +6,7 @@ use crate::support::*;
 
 #[test]
 fn a_mirror_is_the_only_source_a_fresh_root_needs_for_its_pins() {
+    need!(DebianRoot, Network);
     let probe = TestRoot::new();
     let (package, older, _newer) = archive_pair(&probe, &["memcached"]);
     drop(probe);

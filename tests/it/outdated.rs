@@ -15,6 +15,7 @@ fn repo(package: &str, version: &str) -> Repo {
 
 #[test]
 fn outdated_lists_newer_versions_and_vanished_pins_and_stage_writes_the_rollout() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     let (package, older, newer) = archive_pair(&root, &["memcached", "tzdata"]);
     let newer_is_security = archive_versions(&root, &package)

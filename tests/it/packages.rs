@@ -87,6 +87,7 @@ fn transactions(root: &TestRoot) -> usize {
 
 #[test]
 fn installs_at_the_pin_holds_it_and_moves_with_it() {
+    need!(DebianRoot);
     let root = root_with_repo();
     let pins = |hello: &str| {
         policy(&format!(
@@ -145,6 +146,7 @@ fn installs_at_the_pin_holds_it_and_moves_with_it() {
 
 #[test]
 fn a_rollout_reaches_matching_hosts_only() {
+    need!(DebianRoot);
     let repo = policy(
         r#"
 [packages]
@@ -181,6 +183,7 @@ packages = { kiln-hello = "2.0-1" }
 
 #[test]
 fn a_package_off_the_whitelist_is_refused_before_anything_changes() {
+    need!(DebianRoot);
     let repo = policy("[packages]\nkiln-hello = \"1.0-1\"\n");
     let root = root_with_repo();
     let before = tree_hash(&root);
@@ -193,6 +196,7 @@ fn a_package_off_the_whitelist_is_refused_before_anything_changes() {
 
 #[test]
 fn an_unknown_version_fails_naming_the_offered_ones_and_changes_nothing_else() {
+    need!(DebianRoot);
     let root = root_with_repo();
     let good = policy("[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\n");
     converge(&good, &root, "web02.example.com").code(2);
@@ -223,6 +227,7 @@ fn an_unknown_version_fails_naming_the_offered_ones_and_changes_nothing_else() {
 
 #[test]
 fn remove_and_purge() {
+    need!(DebianRoot);
     let root = root_with_repo();
     converge(
         &policy("[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\n"),
@@ -271,6 +276,7 @@ fn sh_in(root: &TestRoot, cmd: &str) {
 
 #[test]
 fn explain_shows_a_roles_pins_and_audit_spares_the_base_image() {
+    need!(DebianRoot);
     let repo = policy(
         "[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\nkiln-other = \"9.9-1\"\n",
     );
@@ -323,6 +329,7 @@ fn explain_shows_a_roles_pins_and_audit_spares_the_base_image() {
 
 #[test]
 fn explain_promote_and_audit() {
+    need!(DebianRoot);
     let repo = policy(
         r#"# fleet pins
 [packages]
@@ -439,6 +446,7 @@ fn check_validates_the_whitelist() {
 
 #[test]
 fn apt_repository_adds_a_source_before_its_packages() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     apt_repo().write_into(root.path());
     let repo = Repo::new()

@@ -74,6 +74,7 @@ fn parts(root: &Path) -> BTreeMap<String, String> {
 
 #[test]
 fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
+    need!(Sandbox, Network);
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     kiln().arg("check").arg("--repo").arg(&repo).run().success();
     let junit = tempfile::NamedTempFile::new().unwrap();

@@ -97,6 +97,7 @@ fn installed(root: &TestRoot, package: &str) -> String {
 
 #[test]
 fn one_policy_installs_each_release_its_own_pin() {
+    need!(DebianRoot, Network);
     let (bookworm, trixie) = (TestRoot::on("bookworm"), TestRoot::on("trixie"));
     let (old, new) = (newest(&bookworm, "memcached"), newest(&trixie, "memcached"));
     assert_ne!(old, new, "bookworm and trixie ship one memcached version");
@@ -170,6 +171,7 @@ fn one_policy_installs_each_release_its_own_pin() {
 /// versions differ by design between releases.
 #[test]
 fn a_fleet_on_two_releases_rolls_out_to_trixie_only_and_groups_status() {
+    need!(Sshd);
     use crate::support::apt_repo::AptRepo;
     use crate::support::fleet::{Fleet, spec};
     let apt = AptRepo::new()

@@ -56,6 +56,7 @@ command = "grep -q '^core_pattern: read-only' /var/tmp/escape.txt"
 
 #[test]
 fn a_role_cannot_leave_the_test_sandbox() {
+    need!(Sandbox);
     // The host directory the role aims at, with a file only the host has.
     let host = tempfile::tempdir().unwrap();
     let secret = format!(
@@ -101,6 +102,7 @@ fn a_role_cannot_leave_the_test_sandbox() {
 
 #[test]
 fn a_role_that_outlives_its_timeout_is_torn_down_whole() {
+    need!(Sandbox);
     // A number no other test sleeps for, to find the process by.
     let repo = Repo::new()
         .recipe(
@@ -169,6 +171,7 @@ command = "! test -s /var/tmp/look.txt"
 
 #[test]
 fn nothing_of_the_host_is_inherited_by_a_role() {
+    need!(Sandbox);
     let host = tempfile::Builder::new()
         .prefix("kiln-inherited-")
         .tempdir_in("/var/tmp")

@@ -80,6 +80,7 @@ fn secret(repo: &Repo, args: &[&str]) -> Kiln {
 
 #[test]
 fn db_hosts_read_their_secret_a_new_host_is_refused_until_rekey() {
+    need!(Sshd);
     let mut f = Fleet::new(
         vec![
             spec("db01.example.com", &["db"]),
@@ -292,6 +293,7 @@ fn db_hosts_read_their_secret_a_new_host_is_refused_until_rekey() {
 
 #[test]
 fn a_host_that_cannot_decrypt_fails_before_anything_changes() {
+    need!(DebianRoot, Sandbox, Network);
     let keys = tempfile::tempdir().unwrap();
     let (_, ops_pub) = person(keys.path());
     let repo = policy().file(

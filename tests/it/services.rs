@@ -49,6 +49,7 @@ fn converge_root(repo: &Repo, root: &TestRoot) -> Outcome {
 /// notify; a converged package and one that is only held again do not.
 #[test]
 fn a_package_notifies_when_its_version_moves_and_not_when_only_held() {
+    need!(DebianRoot);
     let root = TestRoot::new();
     AptRepo::new()
         .package("kiln-hello", "1.0-1")
@@ -201,6 +202,7 @@ fn running(f: &Fleet, h: &TestHost, name: &str) -> (u32, String) {
 /// notify keeps the deleted one, and a rollback pin restarts it again.
 #[test]
 fn a_package_version_change_restarts_its_daemon_on_the_new_program() {
+    need!(Sshd);
     let mut apt = AptRepo::new();
     for name in ["kiln-daemon", "kiln-quiet"] {
         for version in ["1.0-1", "2.0-1"] {

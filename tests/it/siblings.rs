@@ -90,11 +90,13 @@ fn rollback_and_forward(package: &str, source: &str) {
 
 #[test]
 fn mod_php_rolls_back_and_forward_with_its_siblings() {
+    need!(DebianRoot, Network);
     rollback_and_forward("libapache2-mod-php8.2", "php8.2");
 }
 
 #[test]
 fn mariadb_rolls_back_and_forward_with_its_siblings() {
+    need!(DebianRoot, Network);
     rollback_and_forward("mariadb-server", "mariadb");
 }
 
@@ -215,10 +217,12 @@ fn fresh_host_below_security(package: &str, source: &str, tie: &str) {
 
 #[test]
 fn mod_php_on_a_fresh_host_pins_below_security_with_its_exact_siblings() {
+    need!(DebianRoot, Network);
     fresh_host_below_security("libapache2-mod-php8.2", "php8.2", "php8.2-common (= ");
 }
 
 #[test]
 fn nginx_on_a_fresh_host_pins_below_security_with_its_range_siblings() {
+    need!(DebianRoot, Network);
     fresh_host_below_security("nginx", "nginx", "nginx-common (<< ");
 }

@@ -189,6 +189,7 @@ fn unsigned_bundles_are_not_published_unless_asked() {
 
 #[test]
 fn a_foreign_control_directory_and_host_key_options_are_refused() {
+    need!(Root);
     let repo = site("one");
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("known_hosts"), "").unwrap();
@@ -417,6 +418,7 @@ fn agent_once(root: &Path, url: &str) -> (bool, String) {
 
 #[test]
 fn agent_over_https_refuses_forged_and_revoked_bundles_and_keeps_the_last_good() {
+    need!(DebianRoot);
     let root = HostRoot::new();
     let r = root.path();
     std::fs::copy(kiln_binary(), r.join("usr/local/bin/kiln")).unwrap();
@@ -507,6 +509,7 @@ fn host<'a>(report: &'a serde_json::Value, fqdn: &str) -> &'a serde_json::Value 
 
 #[test]
 fn fleet_hosts_refuse_an_altered_binary_and_an_untrusted_bundle() {
+    need!(Sshd);
     let mut f = Fleet::new(
         vec![
             spec("web01.example.com", &["web"]),

@@ -81,6 +81,7 @@ fn installed(root: &TestRoot, package: &str) -> bool {
 
 #[test]
 fn a_pin_only_a_snapshot_copy_carries_is_installed_from_it_with_its_signature_checked() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     let codename = codename(&root);
     let archive = SigningKey::new("snapshot");
@@ -152,6 +153,7 @@ fn a_pin_only_a_snapshot_copy_carries_is_installed_from_it_with_its_signature_ch
 
 #[test]
 fn a_snapshot_copy_signed_by_another_key_than_the_whitelist_names_is_refused() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     let codename = codename(&root);
     let archive = SigningKey::new("snapshot");

@@ -94,6 +94,7 @@ fn the_policy_repository_checks_clean() {
 
 #[test]
 fn role_base_converges_and_then_changes_nothing() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     converge_twice(&root, "base", &[]);
     assert_eq!(mode(root.path(), "/etc/sudoers.d/sysadmin"), 0o440);
@@ -104,6 +105,7 @@ fn role_base_converges_and_then_changes_nothing() {
 
 #[test]
 fn role_web_converges_and_then_changes_nothing() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     converge_twice(&root, "web", &[]);
     let r = root.path();
@@ -138,6 +140,7 @@ fn role_web_converges_and_then_changes_nothing() {
 
 #[test]
 fn role_db_converges_and_then_changes_nothing() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     let first = converge_twice(&root, "db", &[]);
     // No server runs in a --root target: the database steps wait for one.
@@ -149,6 +152,7 @@ fn role_db_converges_and_then_changes_nothing() {
 
 #[test]
 fn role_cache_converges_and_then_changes_nothing() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     converge_twice(&root, "cache", &[]);
     assert!(read(root.path(), "/etc/memcached.conf").contains("-m 1024"));
@@ -158,6 +162,7 @@ fn role_cache_converges_and_then_changes_nothing() {
 
 #[test]
 fn role_devvm_converges_and_then_changes_nothing() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     converge_twice(&root, "devvm", &["--size", "medium"]);
     let r = root.path();

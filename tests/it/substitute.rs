@@ -34,6 +34,7 @@ fn dpkg_field(root: &TestRoot, package: &str, format: &str) -> String {
 
 #[test]
 fn converge_refuses_a_vanished_pin_before_any_change_and_substitutes_only_when_asked() {
+    need!(DebianRoot, Network);
     let repo = Repo::policy_with_pin("trixie", "sudo", IMPOSSIBLE);
     let root = TestRoot::on("trixie");
     let offered = archive_versions(&root, "sudo");
@@ -111,6 +112,7 @@ fn converge_refuses_a_vanished_pin_before_any_change_and_substitutes_only_when_a
 
 #[test]
 fn kiln_test_substitutes_a_vanished_pin_with_a_warning_and_strict_pins_refuses() {
+    need!(Sandbox, Network);
     let repo = Repo::policy_with_pin("trixie", "sudo", IMPOSSIBLE);
     let junit = repo.path().join("junit.xml");
     let passed = kiln()
@@ -155,6 +157,7 @@ fn kiln_test_substitutes_a_vanished_pin_with_a_warning_and_strict_pins_refuses()
 
 #[test]
 fn fleet_converge_refuses_a_vanished_pin_before_any_change() {
+    need!(Sshd);
     let policy = Repo::new()
         .role("web", "run_list = [\"recipe[site]\"]")
         .recipe(

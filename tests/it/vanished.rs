@@ -26,6 +26,7 @@ fn converge(repo: &Repo, root: &TestRoot) -> Outcome {
 
 #[test]
 fn a_vanished_pin_is_refused_before_any_change_and_a_fallback_source_serves_it() {
+    need!(DebianRoot, Network);
     let root = TestRoot::new();
     let offered = archive_versions(&root, "memcached");
     let before = tree_hash(&root);
@@ -74,6 +75,7 @@ fn a_vanished_pin_is_refused_before_any_change_and_a_fallback_source_serves_it()
 /// substituted, on a production converge too.
 #[test]
 fn a_pin_only_kilns_package_cache_holds_is_installed_from_it() {
+    need!(DebianRoot);
     let root = TestRoot::new();
     let cache = tempfile::tempdir().unwrap();
     let built = tempfile::tempdir().unwrap();

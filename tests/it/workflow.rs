@@ -30,6 +30,7 @@ fn json(o: &Outcome) -> serde_json::Value {
 
 #[test]
 fn a_security_update_goes_to_the_canary_then_everywhere_and_rolls_back() {
+    need!(Sshd);
     let apt = AptRepo::new()
         .package("kiln-hello", "1.0-1")
         .package("kiln-hello", "1.0-1+deb12u1");

@@ -151,6 +151,7 @@ fn serial_of(built: &Path) -> u64 {
 /// v2, and again on the next run.
 #[test]
 fn an_agent_refuses_an_older_bundle_from_its_server() {
+    need!(DebianRoot);
     let host = Host::new();
     let server = StaticServer::serve(&host.path().join("srv/pub"));
     let url = format!("{}bundle.tar", server.url());
@@ -192,6 +193,7 @@ fn an_agent_refuses_an_older_bundle_from_its_server() {
 /// in the cache, so v1 is still refused, and nothing converges.
 #[test]
 fn emptying_the_agents_cache_does_not_reset_the_serial() {
+    need!(DebianRoot);
     let host = Host::new();
     let server = StaticServer::serve(&host.path().join("srv/pub"));
     let url = format!("{}bundle.tar", server.url());
@@ -227,6 +229,7 @@ fn emptying_the_agents_cache_does_not_reset_the_serial() {
 /// refused, the same serial with the same content converges again.
 #[test]
 fn an_equal_serial_with_other_content_is_refused() {
+    need!(DebianRoot);
     let host = Host::new();
     let first = host.build(&site("two"), &["--serial", "7000"]);
     host.serve(first.path());
@@ -258,6 +261,7 @@ fn an_equal_serial_with_other_content_is_refused() {
 /// higher serial, and the host takes it and records it.
 #[test]
 fn a_rollback_published_as_a_new_bundle_is_accepted() {
+    need!(DebianRoot);
     let host = Host::new();
     let v1 = host.build(&site("one"), &[]);
     let v2 = host.build(&site("two"), &[]);
@@ -284,6 +288,7 @@ fn a_rollback_published_as_a_new_bundle_is_accepted() {
 /// is a rollback too, once the host recorded a serial.
 #[test]
 fn a_bundle_without_a_serial_is_refused_once_a_serial_is_recorded() {
+    need!(DebianRoot);
     let host = Host::new();
     let now = host.build(&site("two"), &[]);
     host.serve(now.path());
@@ -311,6 +316,7 @@ fn a_bundle_without_a_serial_is_refused_once_a_serial_is_recorded() {
 /// current bundle, which it would refuse.
 #[test]
 fn a_push_after_the_agent_moved_on_sends_a_new_build() {
+    need!(Sshd);
     let mut f = Fleet::new(vec![spec("web01.example.com", &["web"])], |_| {});
     f.start();
     let root = f.host("web01.example.com").path().to_path_buf();
@@ -390,6 +396,7 @@ fn unpacked(built: &Path) -> PathBuf {
 /// (unpacked by hand) is refused there before anything changes.
 #[test]
 fn a_root_target_keeps_its_own_record() {
+    need!(DebianRoot);
     let host = Host::new();
     let root = TestRoot::new();
     let v1 = host.build(&site("one"), &[]);
@@ -426,6 +433,7 @@ fn a_root_target_keeps_its_own_record() {
 /// bundle) is neither read nor written, and the link is replaced.
 #[test]
 fn a_link_at_the_record_in_a_root_leads_nowhere() {
+    need!(DebianRoot);
     let root = TestRoot::new();
     let sentinel = tempfile::tempdir().unwrap();
     let planted = sentinel.path().join("record.json");
@@ -567,6 +575,7 @@ fn refused(name: &str, kind: tar::EntryType, data: &[u8], link: &str, why: &str)
 
 #[test]
 fn a_member_with_dot_dot_is_refused() {
+    need!(DebianRoot);
     refused(
         "cookbooks/site/../../../../srv/pwned",
         tar::EntryType::Regular,
@@ -578,6 +587,7 @@ fn a_member_with_dot_dot_is_refused() {
 
 #[test]
 fn an_absolute_member_is_refused() {
+    need!(DebianRoot);
     refused(
         "/pwned",
         tar::EntryType::Regular,
@@ -589,6 +599,7 @@ fn an_absolute_member_is_refused() {
 
 #[test]
 fn a_character_device_member_is_refused() {
+    need!(DebianRoot);
     refused(
         "cookbooks/site/files/disk",
         tar::EntryType::Char,
@@ -600,6 +611,7 @@ fn a_character_device_member_is_refused() {
 
 #[test]
 fn a_block_device_member_is_refused() {
+    need!(DebianRoot);
     refused(
         "cookbooks/site/files/sda",
         tar::EntryType::Block,
@@ -611,6 +623,7 @@ fn a_block_device_member_is_refused() {
 
 #[test]
 fn a_fifo_member_is_refused() {
+    need!(DebianRoot);
     refused(
         "cookbooks/site/files/fifo",
         tar::EntryType::Fifo,
@@ -622,6 +635,7 @@ fn a_fifo_member_is_refused() {
 
 #[test]
 fn a_symlink_member_is_refused() {
+    need!(DebianRoot);
     refused(
         "cookbooks/site/files/passwd",
         tar::EntryType::Symlink,
@@ -633,6 +647,7 @@ fn a_symlink_member_is_refused() {
 
 #[test]
 fn a_hard_link_member_is_refused() {
+    need!(DebianRoot);
     refused(
         "cookbooks/site/files/shadow",
         tar::EntryType::Link,
@@ -644,6 +659,7 @@ fn a_hard_link_member_is_refused() {
 
 #[test]
 fn a_member_twice_is_refused() {
+    need!(DebianRoot);
     refused(
         "cookbooks/site/recipes/default.toml",
         tar::EntryType::Regular,
@@ -663,6 +679,7 @@ fn a_member_twice_is_refused() {
 /// anyone, carrying its own list, is refused.
 #[test]
 fn first_contact_is_remembered_on_a_host_without_etc_kiln() {
+    need!(DebianRoot);
     let host = Host::new();
     let intruder = tempfile::tempdir().unwrap();
     let st = Command::new("ssh-keygen")

@@ -82,6 +82,7 @@ fn read_only_held(root: &TestRoot, sentinel: &Sentinel, repo: &Repo, args: &[&st
 
 #[test]
 fn a_planted_shell_in_a_why_run_guard_stays_in_the_sandbox() {
+    need!(DebianRoot);
     let (root, sentinel) = (TestRoot::new(), Sentinel::new());
     let repo = Repo::new().role("r", "run_list = [\"recipe[g]\"]").recipe(
         "g",
@@ -101,6 +102,7 @@ fn a_planted_shell_in_a_why_run_guard_stays_in_the_sandbox() {
 
 #[test]
 fn a_planted_apt_under_a_why_run_package_stays_in_the_sandbox() {
+    need!(DebianRoot);
     let (root, sentinel) = (TestRoot::new(), Sentinel::new());
     let repo = Repo::one_package("r", "tzdata", "[packages]\ntzdata = \"0.0.1-0kiln1\"\n");
     for p in [
@@ -124,6 +126,7 @@ fn a_planted_apt_under_a_why_run_package_stays_in_the_sandbox() {
 
 #[test]
 fn a_planted_apt_cache_under_whitelist_outdated_stays_in_the_sandbox() {
+    need!(DebianRoot);
     let (root, sentinel) = (TestRoot::new(), Sentinel::new());
     let repo = Repo::one_package("r", "tzdata", "[packages]\ntzdata = \"0.0.1-0kiln1\"\n");
     plant(&root, "/usr/bin/apt-cache", &hostile(&sentinel));
@@ -140,6 +143,7 @@ fn a_planted_apt_cache_under_whitelist_outdated_stays_in_the_sandbox() {
 
 #[test]
 fn a_planted_apt_cache_under_whitelist_explain_siblings_stays_in_the_sandbox() {
+    need!(DebianRoot);
     let (root, sentinel) = (TestRoot::new(), Sentinel::new());
     let repo = Repo::one_package("r", "tzdata", "[packages]\ntzdata = \"0.0.1-0kiln1\"\n");
     plant(&root, "/usr/bin/apt-cache", &hostile(&sentinel));
@@ -153,6 +157,7 @@ fn a_planted_apt_cache_under_whitelist_explain_siblings_stays_in_the_sandbox() {
 
 #[test]
 fn a_planted_systemctl_in_a_why_run_service_check_stays_in_the_sandbox() {
+    need!(DebianRoot);
     let (root, sentinel) = (TestRoot::new(), Sentinel::new());
     let repo = Repo::new().role("r", "run_list = [\"recipe[s]\"]").recipe(
         "s",
@@ -177,6 +182,7 @@ fn a_planted_systemctl_in_a_why_run_service_check_stays_in_the_sandbox() {
 
 #[test]
 fn a_planted_useradd_in_a_converge_stays_in_the_sandbox_without_the_callers_environment() {
+    need!(DebianRoot);
     let (root, sentinel) = (TestRoot::new(), Sentinel::new());
     let repo = Repo::new().role("r", "run_list = [\"recipe[u]\"]").recipe(
         "u",
@@ -197,6 +203,7 @@ fn a_planted_useradd_in_a_converge_stays_in_the_sandbox_without_the_callers_envi
 
 #[test]
 fn an_execute_in_a_converge_gets_the_policys_environment_and_nothing_of_the_callers() {
+    need!(DebianRoot);
     let (root, sentinel) = (TestRoot::new(), Sentinel::new());
     let repo = Repo::new().role("r", "run_list = [\"recipe[e]\"]").recipe(
         "e",

@@ -172,6 +172,7 @@ fn refused(p: &Planted, resource: &str, field: &str) {
 
 #[test]
 fn a_secret_in_a_resource_name_is_refused() {
+    need!(DebianRoot);
     let p = plant(
         r#"[[resource]]
 file = '/etc/app-{{secret "app/pw"}}'
@@ -183,6 +184,7 @@ content = "x\n"
 
 #[test]
 fn a_secret_in_an_execute_label_is_refused() {
+    need!(DebianRoot);
     let p = plant(
         r#"[[resource]]
 execute = 'set the password to {{secret "app/pw"}}'
@@ -194,6 +196,7 @@ command = "true"
 
 #[test]
 fn a_secret_in_a_link_target_is_refused() {
+    need!(DebianRoot);
     let p = plant(
         r#"[[resource]]
 link = "/etc/app-link"
@@ -205,6 +208,7 @@ to = '/etc/{{secret "app/pw"}}'
 
 #[test]
 fn a_secret_in_an_apt_repository_uri_is_refused_and_names_stay_as_they_are() {
+    need!(DebianRoot);
     let p = plant(
         r#"[[resource]]
 apt_repository = "r"
@@ -218,6 +222,7 @@ components = ["main"]
 
 #[test]
 fn a_secret_in_a_user_comment_is_refused_and_never_in_argv() {
+    need!(DebianRoot);
     let p = plant(
         r#"[[resource]]
 user = "leaky"
@@ -250,6 +255,7 @@ comment = 'Leaky {{secret "app/pw"}}'
 
 #[test]
 fn a_secret_in_action_notifies_mode_or_owner_is_refused_without_quoting_it() {
+    need!(DebianRoot);
     for (field, line) in [
         ("action", r#"action = '{{secret "app/pw"}}'"#),
         ("notifies", r#"notifies = ['{{secret "app/pw"}}']"#),
@@ -265,6 +271,7 @@ fn a_secret_in_action_notifies_mode_or_owner_is_refused_without_quoting_it() {
 
 #[test]
 fn no_diff_is_shown_for_a_path_a_sensitive_resource_managed_in_the_last_run() {
+    need!(DebianRoot);
     let p = plant(
         r#"[[resource]]
 file = "/etc/app.conf"
@@ -319,6 +326,7 @@ mode = "0600"
 
 #[test]
 fn node_and_inventory_attributes_cannot_use_secrets() {
+    need!(DebianRoot);
     let p = plant_with(
         r#"[[resource]]
 template = "/etc/motd"
@@ -362,6 +370,7 @@ source = "motd.hbs"
 
 #[test]
 fn a_rendered_file_holding_a_secret_is_0600_unless_the_policy_sets_a_mode() {
+    need!(DebianRoot);
     let p = plant_with(
         r#"[[resource]]
 template = "/etc/app.conf"
@@ -411,6 +420,7 @@ content = '''
 
 #[test]
 fn a_secret_is_redacted_by_value_wherever_it_turns_up() {
+    need!(DebianRoot);
     // A multi-line secret that a plain (not sensitive) command prints in
     // its failure: the value and each of its lines are taken out.
     let value = "first-line-Zq8leaky\nsecond-line-Zq8leaky\n";

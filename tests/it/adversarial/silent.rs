@@ -49,6 +49,7 @@ fn refused(repo: &Repo, needles: &[&str]) {
 
 #[test]
 fn an_empty_role_is_refused_and_one_of_attributes_only_is_not() {
+    need!(DebianRoot);
     let repo = node().role("empty", "description = \"nothing yet\"\n");
     refused(
         &repo.role("node", "run_list = [\"role[empty]\", \"recipe[cb]\"]"),
@@ -62,6 +63,7 @@ fn an_empty_role_is_refused_and_one_of_attributes_only_is_not() {
 
 #[test]
 fn facts_cannot_be_overridden_by_policy() {
+    need!(DebianRoot);
     refused(
         &node().role(
             "node",
@@ -102,6 +104,7 @@ fn facts_cannot_be_overridden_by_policy() {
 /// cycle is a documented choice, not an error. Versions must order.
 #[test]
 fn cookbook_dependency_cycles_are_allowed_and_versions_must_order() {
+    need!(DebianRoot);
     let repo = Repo::new()
         .role("node", "run_list = [\"recipe[cb]\"]")
         .metadata(
@@ -141,6 +144,7 @@ fn cookbook_dependency_cycles_are_allowed_and_versions_must_order() {
 
 #[test]
 fn release_overlays_name_known_releases() {
+    need!(DebianRoot);
     let repo = node().attributes("cb", "[cb]\nport = 1\n\n[releases.trixy.cb]\nport = 2\n");
     refused(
         &repo,
@@ -172,6 +176,7 @@ fn names_that_read_as_options_are_refused() {
 
 #[test]
 fn paths_are_written_one_way() {
+    need!(DebianRoot);
     for (path, plain) in [
         ("/etc/x/", "/etc/x"),
         ("/etc//x", "/etc/x"),
@@ -196,6 +201,7 @@ fn paths_are_written_one_way() {
 
 #[test]
 fn a_missing_whitelist_is_refused() {
+    need!(DebianRoot);
     let repo = node();
     std::fs::remove_file(repo.path().join("whitelist.toml")).unwrap();
     refused(&repo, &["whitelist.toml: the file is missing", "touch"]);
@@ -203,6 +209,7 @@ fn a_missing_whitelist_is_refused() {
 
 #[test]
 fn fallback_mirrors_are_http_and_one_word_each() {
+    need!(DebianRoot);
     for (mirror, needle) in [
         (
             "uri = \"file:/tmp/debs\"\ntrusted = true",

@@ -137,6 +137,7 @@ fn check_refuses_extra_agent_arguments_in_the_source_from_an_inventory() {
 /// value's choosing. Refused before anything is written.
 #[test]
 fn apt_repository_fields_that_would_add_a_line_or_a_field_are_refused() {
+    need!(DebianRoot);
     let sentinel = sentinel();
     let before = tree_hash(sentinel.path());
     for (uri, components, what) in [
@@ -165,6 +166,7 @@ fn apt_repository_fields_that_would_add_a_line_or_a_field_are_refused() {
 /// an earlier run wrote stays as it was.
 #[test]
 fn a_hostile_node_file_cannot_write_a_line_into_the_agent_unit() {
+    need!(DebianRoot);
     let repo = Repo::own_policy();
     let sentinel = sentinel();
     let before = tree_hash(sentinel.path());
@@ -380,6 +382,7 @@ fn escaping_helpers_refuse_control_characters_unless_the_type_allows_them() {
 /// line-oriented files: a ':' in a passwd field.
 #[test]
 fn user_fields_that_would_add_a_passwd_field_are_refused() {
+    need!(DebianRoot);
     for (prop, value) in [
         ("comment", "x:0:0::/root:/bin/sh"),
         ("home", "/home/x:/bin/sh"),

@@ -4,6 +4,7 @@
 
 pub mod apt_repo;
 pub mod fleet;
+pub mod need;
 pub mod signing_key;
 
 use std::ffi::OsStr;
@@ -20,6 +21,19 @@ use kiln::platform::rootfs;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+/// The first line of a test that needs more than a build ([`need`]):
+/// `need!(DebianRoot, Network);` returns from the test, after one line
+/// that says why, when one of them is missing here. (The fleet benchmark
+/// shares this module and skips nothing.)
+#[allow(unused_macros)]
+macro_rules! need {
+    ($($need:ident),+ $(,)?) => {
+        if !$crate::support::need::met(&[$($crate::support::need::Need::$need),+]) {
+            return;
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------
 // Debian roots: the library's one builder and its overlays
 // ---------------------------------------------------------------------------
@@ -28,6 +42,7 @@ use tempfile::TempDir;
 /// (`kiln::platform::rootfs`), as `kiln test` builds it. Never write to it:
 /// use [`TestRoot`] for a writable copy.
 pub fn cached_root(recipe: &rootfs::Recipe) -> PathBuf {
+    need::assert_root("a Debian root");
     rootfs::base_root(recipe, &|message| {
         // Straight to the stderr handle, not eprintln!, so that the test
         // harness's capture does not hide why the first test is slow.
