@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod fingerprint;
 pub mod fleet;
+pub mod pins;
 pub mod platform;
 pub mod policy;
 pub mod resource;
