@@ -1,6 +1,7 @@
 //! kiln: converges hosts to a policy repository of roles, cookbooks and a
 //! pinned package whitelist.
 
+pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod devvm;
