@@ -10,7 +10,8 @@ use crate::platform::target::Target;
 use crate::policy::Repository;
 use crate::policy::whitelist_edit;
 
-pub use crate::pins::Node;
+/// The name `cli.rs` builds it by.
+pub use crate::pins::TargetNode as Node;
 pub use crate::policy::whitelist_edit::Stage;
 
 /// For each package, the version a node gets and the rule it comes from.

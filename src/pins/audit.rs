@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::{Node, installed_pins, target_policy};
+use super::{TargetNode, installed_pins, target_policy};
 use crate::engine::Report;
 use crate::error::Error;
 use crate::platform::dpkg::{self, Dpkg};
@@ -29,7 +29,7 @@ pub struct Audit {
 
 /// Compares a target's packages with its pins, and lists what was installed
 /// by hand since kiln first ran there.
-pub fn audit(repo: &Path, node: &Node) -> Result<Audit, Error> {
+pub fn audit(repo: &Path, node: &TargetNode) -> Result<Audit, Error> {
     let (target, release, policy) = target_policy(repo, node, false, &mut None, &|_| {})?;
     let managed: BTreeSet<String> = installed_pins(&policy).into_keys().collect();
     let dpkg = Dpkg::read(&target);

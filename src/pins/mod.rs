@@ -30,7 +30,7 @@ pub use outdated::{Outdated, Outdates, Staged, outdated, stage};
 
 /// The target whose packages and sources `audit`, `outdated` and `stage`
 /// read: a directory tree or the running system, and the node it is.
-pub struct Node<'a> {
+pub struct TargetNode<'a> {
     pub root: Option<&'a PathBuf>,
     /// Default: the fqdn of the target's last kiln run.
     pub fqdn: Option<&'a str>,
@@ -50,12 +50,12 @@ pub struct Node<'a> {
 /// `progress` hears how making that root goes.
 fn target_policy(
     repo: &Path,
-    node: &Node,
+    node: &TargetNode,
     archive_only: bool,
     scratch: &mut Option<Overlay>,
     progress: &dyn Fn(&str),
 ) -> Result<(Target, String, engine::Policy), Error> {
-    let Node {
+    let TargetNode {
         root,
         fqdn,
         roles,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Node, installed_pins, target_policy};
+use super::{TargetNode, installed_pins, target_policy};
 use crate::engine;
 use crate::error::{Error, PolicyError};
 use crate::platform::archive::{self, Offer};
@@ -88,7 +88,11 @@ fn outdated_rows(target: &Target, policy: &engine::Policy) -> Result<Vec<Outdate
 /// For each pin in force on a target: the newer versions its sources
 /// offer (security updates marked), and pins no source offers any more.
 /// `progress` hears how a throwaway root of another release is made.
-pub fn outdated(repo: &Path, node: &Node, progress: &dyn Fn(&str)) -> Result<Outdates, Error> {
+pub fn outdated(
+    repo: &Path,
+    node: &TargetNode,
+    progress: &dyn Fn(&str),
+) -> Result<Outdates, Error> {
     let mut scratch = None;
     let (target, release, policy) = target_policy(repo, node, true, &mut scratch, progress)?;
     let rows = outdated_rows(&target, &policy)?;
@@ -110,7 +114,7 @@ pub struct Staged {
 /// version of each named package. Keeps the file's comments and layout.
 pub fn stage(
     repo_dir: &Path,
-    node: &Node,
+    node: &TargetNode,
     stage: &Stage,
     progress: &dyn Fn(&str),
 ) -> Result<Staged, Error> {
