@@ -1,6 +1,7 @@
 //! kiln: converges hosts to a policy repository of roles, cookbooks and a
 //! pinned package whitelist.
 
+pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod devvm;
@@ -9,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod fingerprint;
 pub mod fleet;
+pub mod pins;
 pub mod platform;
 pub mod policy;
 pub mod resource;

@@ -14,6 +14,7 @@ pub mod runlist;
 pub mod spans;
 pub mod types;
 pub mod whitelist;
+pub mod whitelist_edit;
 
 use std::path::{Path, PathBuf};
 
