@@ -6,6 +6,7 @@ pub mod converge;
 pub mod devvm;
 pub mod fingerprint;
 pub mod fleet;
+pub mod root_exec;
 pub mod secret;
 pub mod test;
 pub mod verify;
