@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::paths;
+use super::{Event, paths};
 use crate::error::Error;
 
 /// What the guest kernel prints when it has finished booting and finds no
@@ -105,8 +105,8 @@ pub fn cached() -> Option<Verdict> {
 }
 
 /// Resolves `--accel` to what QEMU gets, probing (once per host) for `auto`.
-/// `kernel` is a guest kernel to probe with. Prints a warning for TCG.
-pub fn choose(choice: Choice, kernel: &Path) -> Result<Accel, Error> {
+/// `kernel` is a guest kernel to probe with. Warns of TCG through `on`.
+pub fn choose(choice: Choice, kernel: &Path, on: &dyn Fn(Event)) -> Result<Accel, Error> {
     match choice {
         Choice::Tcg => Ok(Accel::Tcg),
         Choice::Kvm => {
@@ -118,16 +118,16 @@ pub fn choose(choice: Choice, kernel: &Path) -> Result<Accel, Error> {
             Ok(Accel::Kvm)
         }
         Choice::Auto => {
-            let v = verdict(kernel);
+            let v = verdict(kernel, on);
             if v.kvm {
                 Ok(Accel::Kvm)
             } else {
-                eprintln!(
-                    "warning: KVM is not usable here ({}); using TCG software emulation, which is \
+                on(Event::Warning(format!(
+                    "KVM is not usable here ({}); using TCG software emulation, which is \
                      several times slower (verdict cached in {}; delete it to probe again)",
                     v.reason,
                     verdict_path(&host_identity()).display()
-                );
+                )));
                 Ok(Accel::Tcg)
             }
         }
@@ -135,7 +135,7 @@ pub fn choose(choice: Choice, kernel: &Path) -> Result<Accel, Error> {
 }
 
 /// The cached verdict, or a fresh probe's (then cached).
-pub fn verdict(kernel: &Path) -> Verdict {
+pub fn verdict(kernel: &Path, on: &dyn Fn(Event)) -> Verdict {
     let identity = host_identity();
     let path = verdict_path(&identity);
     if let Ok(text) = fs::read_to_string(&path)
@@ -146,7 +146,9 @@ pub fn verdict(kernel: &Path) -> Verdict {
     let (kvm, reason) = match kvm_device() {
         Err(why) => (false, why),
         Ok(()) => {
-            super::step("probing whether KVM really works (a bounded test boot, once per host)");
+            on(Event::Step(
+                "probing whether KVM really works (a bounded test boot, once per host)".into(),
+            ));
             probe(kernel)
         }
     };
