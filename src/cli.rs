@@ -792,17 +792,38 @@ struct LockArgs {
     lock_timeout: Duration,
 }
 
+/// A value given for a duration option that is no duration; clap names
+/// the option.
+#[derive(Debug, thiserror::Error)]
+enum BadDuration {
+    #[error("{text:?}: {source}")]
+    Seconds {
+        text: String,
+        source: std::num::ParseIntError,
+    },
+    #[error("{text:?}: {source}; expected a duration such as 30s, 10m, 1h")]
+    Written {
+        text: String,
+        source: humantime::DurationError,
+    },
+}
+
 /// A duration as people write it (`30s`, `10m`, `1h 30m`, `250ms`), or bare seconds.
-fn duration(s: &str) -> Result<Duration, String> {
+fn duration(s: &str) -> Result<Duration, BadDuration> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s
             .parse()
             .map(Duration::from_secs)
-            .map_err(|e| format!("{s:?}: {e}"));
+            .map_err(|source| BadDuration::Seconds {
+                text: s.to_string(),
+                source,
+            });
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?}: {e}; expected a duration such as 30s, 10m, 1h"))
+    humantime::parse_duration(s).map_err(|source| BadDuration::Written {
+        text: s.to_string(),
+        source,
+    })
 }
 
 /// `--strict-pins` of dev VMs and `kiln test`, which substitute by default.
@@ -1037,8 +1058,12 @@ mod tests {
         assert_eq!(duration("0").unwrap(), Duration::ZERO);
         assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert!(duration("5x").is_err());
+        let e = duration("5x").unwrap_err();
+        assert!(matches!(e, BadDuration::Written { .. }), "{e}");
+        assert!(e.to_string().contains("such as 30s"), "{e}");
         assert!(duration("").is_err());
+        let e = duration("99999999999999999999").unwrap_err();
+        assert!(matches!(e, BadDuration::Seconds { .. }), "{e}");
     }
 
     #[test]

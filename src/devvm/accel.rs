@@ -45,16 +45,30 @@ pub enum Choice {
     Tcg,
 }
 
+/// An `--accel` value that is none of the three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: use kvm, tcg or auto")]
+pub struct UnknownAccel(pub String);
+
 impl std::str::FromStr for Choice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownAccel;
+    fn from_str(s: &str) -> Result<Self, UnknownAccel> {
         match s {
             "auto" => Ok(Choice::Auto),
             "kvm" => Ok(Choice::Kvm),
             "tcg" => Ok(Choice::Tcg),
-            _ => Err(format!("{s:?}: use kvm, tcg or auto")),
+            _ => Err(UnknownAccel(s.to_string())),
         }
     }
+}
+
+/// Why this host's KVM cannot be used, before any probe boot.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmUnusable {
+    #[error("no /dev/kvm")]
+    NoDevice,
+    #[error("/dev/kvm cannot be opened ({0})")]
+    CannotOpen(std::io::Error),
 }
 
 /// The probe's cached conclusion.
@@ -144,7 +158,7 @@ pub fn verdict(kernel: &Path, on: &dyn Fn(Event)) -> Verdict {
         return v;
     }
     let (kvm, reason) = match kvm_device() {
-        Err(why) => (false, why),
+        Err(why) => (false, why.to_string()),
         Ok(()) => {
             on(Event::Step(
                 "probing whether KVM really works (a bounded test boot, once per host)".into(),
@@ -173,15 +187,15 @@ pub fn verdict(kernel: &Path, on: &dyn Fn(Event)) -> Verdict {
 }
 
 /// Whether /dev/kvm is there and openable read-write.
-fn kvm_device() -> Result<(), String> {
+fn kvm_device() -> Result<(), KvmUnusable> {
     match fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
     {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no /dev/kvm".into()),
-        Err(e) => Err(format!("/dev/kvm cannot be opened ({e})")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KvmUnusable::NoDevice),
+        Err(e) => Err(KvmUnusable::CannotOpen(e)),
     }
 }
 
@@ -267,6 +281,7 @@ mod tests {
     fn choice_parses() {
         assert_eq!("auto".parse::<Choice>(), Ok(Choice::Auto));
         assert_eq!("tcg".parse::<Choice>(), Ok(Choice::Tcg));
-        assert!("xen".parse::<Choice>().is_err());
+        let e = "xen".parse::<Choice>().unwrap_err();
+        assert_eq!(e.to_string(), "\"xen\": use kvm, tcg or auto");
     }
 }
