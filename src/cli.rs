@@ -1051,6 +1051,43 @@ mod tests {
         }
     }
 
+    /// The arguments reach the command's options whole, defaults included.
+    #[test]
+    fn arguments_become_the_commands_options() {
+        let parse = |line: &[&str]| Cli::try_parse_from(line).unwrap().command;
+        let Command::Devvm(d) = parse(&["kiln", "devvm", "up", "--timeout", "5", "--recreate"])
+        else {
+            panic!("not devvm");
+        };
+        match d.command.options(PathBuf::from("/policy")) {
+            commands::devvm::Devvm::Up(u) => {
+                assert_eq!(u.name, commands::devvm::DEFAULT_NAME);
+                assert_eq!(u.timeout, Some(Duration::from_secs(5)));
+                assert!(u.recreate);
+                assert_eq!(u.build.repo, PathBuf::from("/policy"));
+                assert_eq!(u.build.role, "devvm");
+                assert!(!u.build.force);
+            }
+            _ => panic!("not up"),
+        }
+        let Command::Test(t) = parse(&["kiln", "test", "web", "--strict-pins"]) else {
+            panic!("not test");
+        };
+        let t = t.options(PathBuf::from("."));
+        assert_eq!(t.roles, ["web"]);
+        assert_eq!(t.pins, crate::engine::PinMode::Strict);
+        assert_eq!(t.timeout, Duration::from_secs(1800));
+        let Command::VerifyBundle(v) = parse(&["kiln", "verify-bundle", "b.tar"]) else {
+            panic!("not verify-bundle");
+        };
+        let v = commands::verify::Bundle::from(v);
+        assert_eq!(v.signature, None);
+        assert_eq!(
+            v.allowed_signers,
+            PathBuf::from(crate::trust::ALLOWED_SIGNERS)
+        );
+    }
+
     #[test]
     fn durations() {
         assert_eq!(duration("10m").unwrap(), Duration::from_secs(600));

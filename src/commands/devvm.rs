@@ -303,3 +303,37 @@ fn show_list(l: &Listing) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_read_against_the_image_and_the_first_boot() {
+        let fp = |c: char| Some(c.to_string().repeat(64));
+        let line = |now, image, first_boot| {
+            fingerprint_line(
+                "dev",
+                &Fingerprints {
+                    now,
+                    image,
+                    first_boot,
+                },
+            )
+        };
+        assert_eq!(
+            line(fp('a'), fp('a'), fp('a')),
+            "aaaaaaaaaaaa; matches the image; unchanged since first boot"
+        );
+        let drifted = line(fp('a'), fp('b'), fp('c'));
+        assert!(
+            drifted.contains("differs from the image's bbbbbbbbbbbb"),
+            "{drifted}"
+        );
+        assert!(
+            drifted.contains("DRIFTED since first boot (cccccccccccc): kiln devvm ssh dev --"),
+            "{drifted}"
+        );
+        assert!(line(None, fp('a'), None).starts_with("unknown"));
+    }
+}

@@ -223,6 +223,24 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/Vagrantfile")
     }
 
+    #[test]
+    fn the_repository_vagrantfile_is_written_once_then_left_to_the_engineer() {
+        let repo = tempfile::tempdir().unwrap();
+        let vf = repo.path().join("vagrant/Vagrantfile");
+        let write = || write_repo_vagrantfile(repo.path(), "devvm", "/srv/app").unwrap();
+        assert_eq!(write(), RepoVagrantfile::Written(vf.clone()));
+        assert_eq!(write(), RepoVagrantfile::UpToDate(vf.clone()));
+        fs::write(&vf, "# mine\n").unwrap();
+        assert_eq!(
+            write(),
+            RepoVagrantfile::Kept {
+                path: vf.clone(),
+                role: "devvm".into()
+            }
+        );
+        assert_eq!(fs::read_to_string(&vf).unwrap(), "# mine\n");
+    }
+
     /// The committed file is the template rendered with the repository's
     /// defaults, byte for byte. `KILN_WRITE_VAGRANTFILE=1` writes it.
     #[test]
