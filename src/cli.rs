@@ -838,7 +838,7 @@ fn pin_mode(strict: bool) -> crate::engine::PinMode {
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    match cli.command.run(default_repo(cli.repo)) {
+    match cli.command.run(commands::repo_dir(cli.repo)) {
         Ok(code) => code,
         Err(e) => {
             report_error(&e);
@@ -1000,22 +1000,6 @@ fn fleet_common(repo: PathBuf, t: FleetTarget) -> commands::fleet::Common {
             control_dir: t.ssh_control_dir,
             connect_timeout: t.connect_timeout,
         },
-    }
-}
-
-/// Where the policy comes from when `--repo` is not given and the current
-/// directory is no repository: the copy installed on the host (dev VM
-/// images and fleet hosts keep it in /etc/kiln/policy).
-fn default_repo(repo: PathBuf) -> PathBuf {
-    const INSTALLED: &str = "/etc/kiln/policy";
-    let is_repo = |d: &std::path::Path| d.join("roles").is_dir() || d.join("cookbooks").is_dir();
-    if repo == std::path::Path::new(".")
-        && !is_repo(&repo)
-        && is_repo(std::path::Path::new(INSTALLED))
-    {
-        PathBuf::from(INSTALLED)
-    } else {
-        repo
     }
 }
 
