@@ -1,4 +1,6 @@
-//! The command line: clap types live here and nowhere else.
+//! The command line: clap types live here and nowhere else. Each command's
+//! arguments turn into the options of its `commands::*` function, which
+//! does the work and renders it; `main` only parses and dispatches.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
+use crate::devvm::image::BuildRequest;
+use crate::devvm::vm::UpRequest;
 use crate::engine::Converge;
 use crate::error::Error;
 
@@ -29,38 +33,15 @@ enum Command {
     /// Converge a target to its roles and run list.
     Converge(ConvergeArgs),
     /// Validate the whole repository without touching any host.
-    Check {
-        /// An inventory whose hosts must each be able to read the secrets they use
-        /// (default: the one secrets/recipients.toml names, else ./inventory.toml if any).
-        #[arg(long, value_name = "FILE")]
-        inventory: Option<PathBuf>,
-    },
+    Check(CheckArgs),
     /// Converge each role twice in a throwaway Debian root and run its verify checks.
     Test(TestArgs),
     /// The inside of a `kiln test` target (internal).
     #[command(name = "__sandbox", hide = true)]
-    Sandbox {
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long)]
-        role: String,
-        #[arg(long)]
-        fqdn: String,
-        #[arg(long)]
-        size: Option<String>,
-        #[arg(long)]
-        strict_pins: bool,
-    },
+    Sandbox(SandboxArgs),
     /// One program of a `--root` tree, run in a sandbox (internal).
     #[command(name = "__root-exec", hide = true)]
-    RootExec {
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long)]
-        read_only: bool,
-        #[arg(last = true, required = true)]
-        argv: Vec<std::ffi::OsString>,
-    },
+    RootExec(RootExecArgs),
     /// Roll the policy out to an inventory of hosts over SSH, and see their state.
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -68,46 +49,13 @@ enum Command {
     Agent(AgentArgs),
     /// Run the verify checks of roles on this target (fleet health checks).
     #[command(hide = true)]
-    Verify {
-        #[arg(long = "role", value_name = "R")]
-        roles: Vec<String>,
-        #[arg(long)]
-        fqdn: Option<String>,
-        #[arg(long, value_name = "DIR")]
-        root: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-        /// Converge first (as `converge --json`); check only after a successful converge.
-        #[arg(long)]
-        converge: bool,
-        /// With --converge: converge --why-run, and check nothing.
-        #[arg(long)]
-        why_run: bool,
-        /// A node file (fqdn, run_list, attributes): a bundle's nodes/FQDN.toml.
-        #[arg(long, value_name = "FILE")]
-        node: Option<PathBuf>,
-        /// A developer VM size defined by a role ([sizes.NAME]).
-        #[arg(long)]
-        size: Option<String>,
-        #[command(flatten)]
-        lock: LockArgs,
-    },
+    Verify(VerifyArgs),
     /// Check a bundle's signature against an allowed_signers file (what fleet hosts run before unpacking).
     #[command(name = "verify-bundle", hide = true)]
-    VerifyBundle {
-        file: PathBuf,
-        /// The SSHSIG signature (default: FILE.sig).
-        #[arg(long, value_name = "FILE")]
-        signature: Option<PathBuf>,
-        #[arg(long, value_name = "FILE", default_value = crate::trust::ALLOWED_SIGNERS)]
-        allowed_signers: PathBuf,
-        /// With no allowed_signers file yet: start from the bundle's kiln cookbook copy.
-        #[arg(long)]
-        first_contact: bool,
-    },
+    VerifyBundle(VerifyBundleArgs),
     /// Unpack a verified bundle (what fleet hosts run after verify-bundle): every member a regular file, once; no older serial than this host converged.
     #[command(name = "unpack-bundle", hide = true)]
-    UnpackBundle { file: PathBuf, dest: PathBuf },
+    UnpackBundle(UnpackBundleArgs),
     /// Explain, promote and audit package pins.
     #[command(subcommand)]
     Whitelist(WhitelistCommand),
@@ -118,6 +66,124 @@ enum Command {
     Secret(SecretCommand),
     /// Developer VMs: build an image of a role, boot it with QEMU, reach it.
     Devvm(DevvmArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// An inventory whose hosts must each be able to read the secrets they use
+    /// (default: the one secrets/recipients.toml names, else ./inventory.toml if any).
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long)]
+    role: String,
+    #[arg(long)]
+    fqdn: String,
+    #[arg(long)]
+    size: Option<String>,
+    #[arg(long)]
+    strict_pins: bool,
+}
+
+impl SandboxArgs {
+    fn options(self, repo: PathBuf) -> crate::testing::inside::InsideArgs {
+        crate::testing::inside::InsideArgs {
+            repo,
+            root: self.root,
+            role: self.role,
+            fqdn: self.fqdn,
+            size: self.size,
+            pins: pin_mode(self.strict_pins),
+        }
+    }
+}
+
+#[derive(Args)]
+struct RootExecArgs {
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long)]
+    read_only: bool,
+    #[arg(last = true, required = true)]
+    argv: Vec<std::ffi::OsString>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[arg(long = "role", value_name = "R")]
+    roles: Vec<String>,
+    #[arg(long)]
+    fqdn: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+    /// Converge first (as `converge --json`); check only after a successful converge.
+    #[arg(long)]
+    converge: bool,
+    /// With --converge: converge --why-run, and check nothing.
+    #[arg(long)]
+    why_run: bool,
+    /// A node file (fqdn, run_list, attributes): a bundle's nodes/FQDN.toml.
+    #[arg(long, value_name = "FILE")]
+    node: Option<PathBuf>,
+    /// A developer VM size defined by a role ([sizes.NAME]).
+    #[arg(long)]
+    size: Option<String>,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+impl VerifyArgs {
+    fn options(self, repo: PathBuf) -> commands::verify::Verify {
+        commands::verify::Verify {
+            repo,
+            roles: self.roles,
+            fqdn: self.fqdn,
+            root: self.root,
+            json: self.json,
+            converge: self.converge,
+            why_run: self.why_run,
+            node: self.node,
+            size: self.size,
+            lock_timeout: self.lock.lock_timeout,
+        }
+    }
+}
+
+#[derive(Args)]
+struct VerifyBundleArgs {
+    file: PathBuf,
+    /// The SSHSIG signature (default: FILE.sig).
+    #[arg(long, value_name = "FILE")]
+    signature: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", default_value = crate::trust::ALLOWED_SIGNERS)]
+    allowed_signers: PathBuf,
+    /// With no allowed_signers file yet: start from the bundle's kiln cookbook copy.
+    #[arg(long)]
+    first_contact: bool,
+}
+
+impl From<VerifyBundleArgs> for commands::verify::Bundle {
+    fn from(a: VerifyBundleArgs) -> Self {
+        commands::verify::Bundle {
+            file: a.file,
+            signature: a.signature,
+            allowed_signers: a.allowed_signers,
+            first_contact: a.first_contact,
+        }
+    }
+}
+
+#[derive(Args)]
+struct UnpackBundleArgs {
+    file: PathBuf,
+    dest: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -180,7 +246,143 @@ struct DevvmArgs {
     )]
     vms_dir: Option<PathBuf>,
     #[command(subcommand)]
-    command: commands::devvm::DevvmCommand,
+    command: DevvmCommand,
+}
+
+#[derive(Args)]
+struct ImageArgs {
+    /// The role the VM converges (it defines the sizes).
+    #[arg(long, default_value = "devvm")]
+    role: String,
+    /// A size of the role: small, medium, large.
+    #[arg(long, default_value = "small")]
+    size: String,
+    /// The Debian release (codename) the VM runs; it must be one the
+    /// whitelist pins.
+    #[arg(long, default_value = crate::devvm::base::DEFAULT_RELEASE)]
+    release: String,
+    /// Refuse a pinned version that no source offers any more, as production
+    /// does, instead of taking what the sources offer (with a warning).
+    #[arg(long)]
+    strict_pins: bool,
+}
+
+impl ImageArgs {
+    fn request(self, repo: PathBuf, force: bool) -> BuildRequest {
+        BuildRequest {
+            repo,
+            role: self.role,
+            release: self.release,
+            size: self.size,
+            force,
+            strict_pins: self.strict_pins,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DevvmCommand {
+    /// Build (or find in the cache) the disk image of a role and size.
+    Build {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Rebuild even when the cache has an image for these inputs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Boot a VM (building its image first if needed) and wait until it serves.
+    Up(UpArgs),
+    /// ssh into a running VM (extra arguments are the remote command).
+    Ssh {
+        #[arg(default_value = commands::devvm::DEFAULT_NAME)]
+        name: String,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// State, ports, accel, uptime and fingerprint of a VM.
+    Status {
+        #[arg(default_value = commands::devvm::DEFAULT_NAME)]
+        name: String,
+    },
+    /// Shut a VM down cleanly (ACPI), killing it after a timeout.
+    Down {
+        #[arg(default_value = commands::devvm::DEFAULT_NAME)]
+        name: String,
+        #[arg(long, value_name = "SECS", default_value_t = 90)]
+        timeout: u64,
+    },
+    /// Shut a VM down and remove its disk and state.
+    Destroy {
+        #[arg(default_value = commands::devvm::DEFAULT_NAME)]
+        name: String,
+        #[arg(long, value_name = "SECS", default_value_t = 90)]
+        timeout: u64,
+    },
+    /// The VMs and the cached images.
+    List,
+    /// Package the image as a vagrant-libvirt box and write vagrant/Vagrantfile.
+    Box {
+        #[command(flatten)]
+        image: ImageArgs,
+    },
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// The VM's name.
+    #[arg(default_value = commands::devvm::DEFAULT_NAME)]
+    name: String,
+    #[command(flatten)]
+    image: ImageArgs,
+    /// kvm, tcg, or auto (KVM when a probe boot shows it works, else TCG).
+    #[arg(long, default_value = "auto")]
+    accel: crate::devvm::accel::Choice,
+    /// Host port for ssh (a taken one picks another; default 2222).
+    #[arg(long)]
+    ssh_port: Option<u16>,
+    /// Host port for http (a taken one picks another; default 8080).
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// The app checkout shared into the VM at the app's docroot (default: the repository's app/).
+    #[arg(long, value_name = "DIR")]
+    app: Option<PathBuf>,
+    /// Seconds the VM gets to answer and finish booting (default 900 under TCG, 300 under KVM).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// When the policy changed since the VM was made, start it over on the new image.
+    #[arg(long)]
+    recreate: bool,
+}
+
+impl DevvmCommand {
+    fn options(self, repo: PathBuf) -> commands::devvm::Devvm {
+        use commands::devvm::Devvm;
+        match self {
+            DevvmCommand::Build { image, force } => Devvm::Build(image.request(repo, force)),
+            DevvmCommand::Up(u) => Devvm::Up(UpRequest {
+                name: u.name,
+                build: u.image.request(repo, false),
+                accel: u.accel,
+                ssh_port: u.ssh_port,
+                http_port: u.http_port,
+                app_dir: u.app,
+                timeout: u.timeout.map(Duration::from_secs),
+                recreate: u.recreate,
+            }),
+            DevvmCommand::Ssh { name, command } => Devvm::Ssh { name, command },
+            DevvmCommand::Status { name } => Devvm::Status { name },
+            DevvmCommand::Down { name, timeout } => Devvm::Down {
+                name,
+                timeout: Duration::from_secs(timeout),
+            },
+            DevvmCommand::Destroy { name, timeout } => Devvm::Destroy {
+                name,
+                timeout: Duration::from_secs(timeout),
+            },
+            DevvmCommand::List => Devvm::List,
+            DevvmCommand::Box { image } => Devvm::Box(image.request(repo, false)),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -216,6 +418,23 @@ struct TestArgs {
     /// for benchmarks, which converge the same root the tests do.
     #[arg(long, hide = true)]
     print_base_root: bool,
+}
+
+impl TestArgs {
+    fn options(self, repo: PathBuf) -> commands::test::TestArgs {
+        commands::test::TestArgs {
+            repo,
+            roles: self.roles,
+            releases: self.releases,
+            junit: self.junit,
+            json: self.json,
+            keep: self.keep,
+            fqdn: self.fqdn,
+            size: self.size,
+            timeout: Duration::from_secs(self.timeout),
+            pins: pin_mode(self.strict_pins),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -335,6 +554,19 @@ struct FingerprintArgs {
     /// With --role: the node's name (default: the last run's, else the target's hostname).
     #[arg(long, requires = "roles")]
     fqdn: Option<String>,
+}
+
+impl FingerprintArgs {
+    fn options(self, repo: PathBuf) -> commands::fingerprint::Fingerprint {
+        commands::fingerprint::Fingerprint {
+            repo,
+            root: self.root,
+            roles: self.roles,
+            fqdn: self.fqdn,
+            explain: self.explain,
+            json: self.json,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -464,6 +696,23 @@ struct AgentArgs {
     state_dir: PathBuf,
 }
 
+impl AgentArgs {
+    fn options(self, repo: PathBuf) -> commands::agent::Agent {
+        commands::agent::Agent {
+            repo,
+            interval: self.interval,
+            splay: self.splay,
+            source: self.source,
+            roles: self.roles,
+            fqdn: self.fqdn,
+            once: self.once,
+            statsd: self.statsd,
+            state_dir: self.state_dir,
+            allowed_signers: self.allowed_signers,
+        }
+    }
+}
+
 #[derive(Args)]
 struct ConvergeArgs {
     /// A role to apply (repeatable); its run list is expanded recursively.
@@ -502,49 +751,12 @@ struct ConvergeArgs {
     lock: LockArgs,
 }
 
-#[derive(Args)]
-struct LockArgs {
-    /// How long to wait for another kiln run on the target to finish (seconds, or 30s, 5m).
-    #[arg(
-        long = "lock-timeout",
-        env = "KILN_LOCK_TIMEOUT",
-        value_name = "DURATION",
-        default_value = "60",
-        value_parser = duration
-    )]
-    lock_timeout: Duration,
-}
-
-/// A duration as people write it (`30s`, `10m`, `1h 30m`, `250ms`), or bare seconds.
-fn duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse()
-            .map(Duration::from_secs)
-            .map_err(|e| format!("{s:?}: {e}"));
-    }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?}: {e}; expected a duration such as 30s, 10m, 1h"))
-}
-
-/// `--strict-pins` of dev VMs and `kiln test`, which substitute by default.
-fn pin_mode(strict: bool) -> crate::engine::PinMode {
-    if strict {
-        crate::engine::PinMode::Strict
-    } else {
-        crate::engine::PinMode::Substitute
-    }
-}
-
-/// Parses arguments, runs the command, and returns the process exit code.
-pub fn main() -> i32 {
-    let mut cli = Cli::parse();
-    cli.repo = default_repo(cli.repo);
-    let result = match cli.command {
-        Command::Converge(a) => commands::converge::run(
+impl ConvergeArgs {
+    fn run(self, repo: PathBuf) -> Result<i32, Error> {
+        let a = self;
+        commands::converge::run(
             &Converge {
-                repo: cli.repo,
+                repo,
                 roles: a.roles,
                 run_list: a.run_list,
                 fqdn: a.fqdn,
@@ -563,77 +775,126 @@ pub fn main() -> i32 {
             },
             a.json,
             a.detailed_exitcodes,
-        ),
-        Command::Check { inventory } => commands::check::run(&cli.repo, inventory.as_deref()),
-        Command::Test(t) if t.print_base_root => {
-            commands::test::print_base_root(t.releases.first().map(String::as_str))
+        )
+    }
+}
+
+#[derive(Args)]
+struct LockArgs {
+    /// How long to wait for another kiln run on the target to finish (seconds, or 30s, 5m).
+    #[arg(
+        long = "lock-timeout",
+        env = "KILN_LOCK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "60",
+        value_parser = duration
+    )]
+    lock_timeout: Duration,
+}
+
+/// A value given for a duration option that is no duration; clap names
+/// the option.
+#[derive(Debug, thiserror::Error)]
+enum BadDuration {
+    #[error("{text:?}: {source}")]
+    Seconds {
+        text: String,
+        source: std::num::ParseIntError,
+    },
+    #[error("{text:?}: {source}; expected a duration such as 30s, 10m, 1h")]
+    Written {
+        text: String,
+        source: humantime::DurationError,
+    },
+}
+
+/// A duration as people write it (`30s`, `10m`, `1h 30m`, `250ms`), or bare seconds.
+fn duration(s: &str) -> Result<Duration, BadDuration> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|source| BadDuration::Seconds {
+                text: s.to_string(),
+                source,
+            });
+    }
+    humantime::parse_duration(s).map_err(|source| BadDuration::Written {
+        text: s.to_string(),
+        source,
+    })
+}
+
+/// `--strict-pins` of dev VMs and `kiln test`, which substitute by default.
+fn pin_mode(strict: bool) -> crate::engine::PinMode {
+    if strict {
+        crate::engine::PinMode::Strict
+    } else {
+        crate::engine::PinMode::Substitute
+    }
+}
+
+/// Parses arguments, runs the command, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command.run(commands::repo_dir(cli.repo)) {
+        Ok(code) => code,
+        Err(e) => {
+            report_error(&e);
+            1
         }
-        Command::Test(t) => commands::test::run(commands::test::TestArgs {
-            repo: cli.repo,
-            roles: t.roles,
-            releases: t.releases,
-            junit: t.junit,
-            json: t.json,
-            keep: t.keep,
-            fqdn: t.fqdn,
-            size: t.size,
-            timeout: Duration::from_secs(t.timeout),
-            pins: pin_mode(t.strict_pins),
-        }),
-        Command::Sandbox {
-            root,
-            role,
-            fqdn,
-            size,
-            strict_pins,
-        } => Ok(crate::testing::inside::run(
-            crate::testing::inside::InsideArgs {
-                root,
-                repo: cli.repo,
-                role,
-                fqdn,
-                size,
-                pins: pin_mode(strict_pins),
-            },
-        )),
-        Command::RootExec {
-            root,
-            read_only,
-            argv,
-        } => Ok(crate::platform::sandbox::exec::run(&root, read_only, &argv)),
-        Command::Devvm(d) => {
-            if let Some(dir) = d.vms_dir {
-                crate::devvm::paths::set_vms_dir(dir);
+    }
+}
+
+impl Command {
+    fn run(self, repo: PathBuf) -> Result<i32, Error> {
+        match self {
+            Command::Converge(a) => a.run(repo),
+            Command::Check(a) => commands::check::run(&repo, a.inventory.as_deref()),
+            Command::Test(t) if t.print_base_root => {
+                commands::test::print_base_root(t.releases.first().map(String::as_str))
             }
-            commands::devvm::run(&cli.repo, d.command)
+            Command::Test(t) => commands::test::run(t.options(repo)),
+            Command::Sandbox(a) => commands::test::inside(a.options(repo)),
+            Command::RootExec(a) => commands::root_exec::run(&a.root, a.read_only, &a.argv),
+            Command::Devvm(d) => commands::devvm::run(d.vms_dir, d.command.options(repo)),
+            Command::Secret(s) => s.run(repo),
+            Command::Fingerprint(a) => commands::fingerprint::run(a.options(repo)),
+            Command::Fleet(f) => f.run(repo),
+            Command::Agent(a) => commands::agent::run(a.options(repo)),
+            Command::VerifyBundle(a) => commands::verify::bundle(a.into()),
+            Command::UnpackBundle(a) => commands::fleet::unpack_bundle(&a.file, &a.dest),
+            Command::Verify(a) => commands::verify::run(a.options(repo)),
+            Command::Whitelist(w) => w.run(repo),
         }
-        Command::Secret(s) => {
-            let ctx = |inventory: Option<PathBuf>| commands::secret::Ctx {
-                repo: cli.repo.clone(),
-                inventory,
-            };
-            match s {
-                SecretCommand::Set { name, file, inv } => {
-                    commands::secret::set(&ctx(inv.inventory), &name, file.as_deref())
-                }
-                SecretCommand::Show { name, id } => {
-                    commands::secret::show(&ctx(None), &name, id.identity.as_deref())
-                }
-                SecretCommand::List { inv } => commands::secret::list(&ctx(inv.inventory)),
-                SecretCommand::Rekey { id, inv } => {
-                    commands::secret::rekey(&ctx(inv.inventory), id.identity.as_deref())
-                }
+    }
+}
+
+impl SecretCommand {
+    fn run(self, repo: PathBuf) -> Result<i32, Error> {
+        let ctx = |inventory: Option<PathBuf>| commands::secret::Ctx {
+            repo: repo.clone(),
+            inventory,
+        };
+        match self {
+            SecretCommand::Set { name, file, inv } => {
+                commands::secret::set(&ctx(inv.inventory), &name, file.as_deref())
+            }
+            SecretCommand::Show { name, id } => {
+                commands::secret::show(&ctx(None), &name, id.identity.as_deref())
+            }
+            SecretCommand::List { inv } => commands::secret::list(&ctx(inv.inventory)),
+            SecretCommand::Rekey { id, inv } => {
+                commands::secret::rekey(&ctx(inv.inventory), id.identity.as_deref())
             }
         }
-        Command::Fingerprint(a) => commands::fingerprint::run(commands::fingerprint::Fingerprint {
-            repo: cli.repo,
-            root: a.root,
-            roles: a.roles,
-            fqdn: a.fqdn,
-            explain: a.explain,
-            json: a.json,
-        }),
-        Command::Fleet(f) => match f {
+    }
+}
+
+impl FleetCommand {
+    fn run(self, repo: PathBuf) -> Result<i32, Error> {
+        match self {
             FleetCommand::Converge {
                 target,
                 canary,
@@ -644,7 +905,7 @@ pub fn main() -> i32 {
                 signing,
                 binary,
             } => commands::fleet::converge(commands::fleet::FleetConverge {
-                common: fleet_common(cli.repo, target),
+                common: fleet_common(repo, target),
                 canary,
                 batch,
                 parallel,
@@ -654,9 +915,7 @@ pub fn main() -> i32 {
                 allow_unsigned: signing.allow_unsigned,
                 binary,
             }),
-            FleetCommand::Status { target } => {
-                commands::fleet::status(fleet_common(cli.repo, target))
-            }
+            FleetCommand::Status { target } => commands::fleet::status(fleet_common(repo, target)),
             FleetCommand::Bundle {
                 out,
                 name,
@@ -664,7 +923,7 @@ pub fn main() -> i32 {
                 serial,
                 signing,
             } => commands::fleet::bundle(commands::fleet::Publish {
-                repo: &cli.repo,
+                repo: &repo,
                 out: &out,
                 name: &name,
                 inventory: inventory.as_deref(),
@@ -672,53 +931,13 @@ pub fn main() -> i32 {
                 key: signing.signing_key.as_deref(),
                 allow_unsigned: signing.allow_unsigned,
             }),
-        },
-        Command::Agent(a) => commands::agent::run(commands::agent::Agent {
-            repo: cli.repo,
-            interval: a.interval,
-            splay: a.splay,
-            source: a.source,
-            roles: a.roles,
-            fqdn: a.fqdn,
-            once: a.once,
-            statsd: a.statsd,
-            state_dir: a.state_dir,
-            allowed_signers: a.allowed_signers,
-        }),
-        Command::VerifyBundle {
-            file,
-            signature,
-            allowed_signers,
-            first_contact,
-        } => {
-            let sig = signature
-                .unwrap_or_else(|| PathBuf::from(crate::trust::sig_path(&file.to_string_lossy())));
-            crate::trust::verify_command(&file, &sig, &allowed_signers, first_contact)
         }
-        Command::UnpackBundle { file, dest } => commands::fleet::unpack_bundle(&file, &dest),
-        Command::Verify {
-            roles,
-            fqdn,
-            root,
-            json,
-            converge,
-            why_run,
-            node,
-            size,
-            lock,
-        } => commands::verify::run(commands::verify::Verify {
-            repo: cli.repo,
-            roles,
-            fqdn,
-            root,
-            json,
-            converge,
-            why_run,
-            node,
-            size,
-            lock_timeout: lock.lock_timeout,
-        }),
-        Command::Whitelist(w) => match w {
+    }
+}
+
+impl WhitelistCommand {
+    fn run(self, repo: PathBuf) -> Result<i32, Error> {
+        match self {
             WhitelistCommand::Explain {
                 fqdn,
                 roles,
@@ -727,7 +946,7 @@ pub fn main() -> i32 {
                 root,
                 json,
             } => commands::whitelist::explain(
-                &cli.repo,
+                &repo,
                 fqdn.as_deref(),
                 &roles,
                 release.as_deref(),
@@ -737,20 +956,18 @@ pub fn main() -> i32 {
                 }),
                 json,
             ),
-            WhitelistCommand::Promote { rollout } => {
-                commands::whitelist::promote(&cli.repo, &rollout)
-            }
+            WhitelistCommand::Promote { rollout } => commands::whitelist::promote(&repo, &rollout),
             WhitelistCommand::Audit { node, json } => {
-                commands::whitelist::audit(&cli.repo, &node.as_node(), json)
+                commands::whitelist::audit(&repo, &node.as_node(), json)
             }
             WhitelistCommand::Outdated { node, json } => {
-                commands::whitelist::outdated(&cli.repo, &node.as_node(), json)
+                commands::whitelist::outdated(&repo, &node.as_node(), json)
             }
             WhitelistCommand::Mirror {
                 out,
                 roles,
                 release,
-            } => commands::whitelist::mirror(&cli.repo, &out, &roles, release.as_deref()),
+            } => commands::whitelist::mirror(&repo, &out, &roles, release.as_deref()),
             WhitelistCommand::Stage {
                 name,
                 packages,
@@ -758,7 +975,7 @@ pub fn main() -> i32 {
                 rollout_roles,
                 node,
             } => commands::whitelist::stage(
-                &cli.repo,
+                &repo,
                 &node.as_node(),
                 &commands::whitelist::Stage {
                     name: &name,
@@ -767,13 +984,6 @@ pub fn main() -> i32 {
                     rollout_roles: &rollout_roles,
                 },
             ),
-        },
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            report_error(&e);
-            1
         }
     }
 }
@@ -790,22 +1000,6 @@ fn fleet_common(repo: PathBuf, t: FleetTarget) -> commands::fleet::Common {
             control_dir: t.ssh_control_dir,
             connect_timeout: t.connect_timeout,
         },
-    }
-}
-
-/// Where the policy comes from when `--repo` is not given and the current
-/// directory is no repository: the copy installed on the host (dev VM
-/// images and fleet hosts keep it in /etc/kiln/policy).
-fn default_repo(repo: PathBuf) -> PathBuf {
-    const INSTALLED: &str = "/etc/kiln/policy";
-    let is_repo = |d: &std::path::Path| d.join("roles").is_dir() || d.join("cookbooks").is_dir();
-    if repo == std::path::Path::new(".")
-        && !is_repo(&repo)
-        && is_repo(std::path::Path::new(INSTALLED))
-    {
-        PathBuf::from(INSTALLED)
-    } else {
-        repo
     }
 }
 
@@ -832,17 +1026,50 @@ mod tests {
             &["apt-cache", "--root", "-x", "--", "a b"],
         ));
         match Cli::try_parse_from(line).unwrap().command {
-            Command::RootExec {
-                root: r,
-                read_only,
-                argv,
-            } => {
-                assert_eq!(r, root);
-                assert!(read_only);
-                assert_eq!(argv, ["apt-cache", "--root", "-x", "--", "a b"]);
+            Command::RootExec(a) => {
+                assert_eq!(a.root, root);
+                assert!(a.read_only);
+                assert_eq!(a.argv, ["apt-cache", "--root", "-x", "--", "a b"]);
             }
             _ => panic!("not __root-exec"),
         }
+    }
+
+    /// The arguments reach the command's options whole, defaults included.
+    #[test]
+    fn arguments_become_the_commands_options() {
+        let parse = |line: &[&str]| Cli::try_parse_from(line).unwrap().command;
+        let Command::Devvm(d) = parse(&["kiln", "devvm", "up", "--timeout", "5", "--recreate"])
+        else {
+            panic!("not devvm");
+        };
+        match d.command.options(PathBuf::from("/policy")) {
+            commands::devvm::Devvm::Up(u) => {
+                assert_eq!(u.name, commands::devvm::DEFAULT_NAME);
+                assert_eq!(u.timeout, Some(Duration::from_secs(5)));
+                assert!(u.recreate);
+                assert_eq!(u.build.repo, PathBuf::from("/policy"));
+                assert_eq!(u.build.role, "devvm");
+                assert!(!u.build.force);
+            }
+            _ => panic!("not up"),
+        }
+        let Command::Test(t) = parse(&["kiln", "test", "web", "--strict-pins"]) else {
+            panic!("not test");
+        };
+        let t = t.options(PathBuf::from("."));
+        assert_eq!(t.roles, ["web"]);
+        assert_eq!(t.pins, crate::engine::PinMode::Strict);
+        assert_eq!(t.timeout, Duration::from_secs(1800));
+        let Command::VerifyBundle(v) = parse(&["kiln", "verify-bundle", "b.tar"]) else {
+            panic!("not verify-bundle");
+        };
+        let v = commands::verify::Bundle::from(v);
+        assert_eq!(v.signature, None);
+        assert_eq!(
+            v.allowed_signers,
+            PathBuf::from(crate::trust::ALLOWED_SIGNERS)
+        );
     }
 
     #[test]
@@ -852,8 +1079,12 @@ mod tests {
         assert_eq!(duration("0").unwrap(), Duration::ZERO);
         assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert!(duration("5x").is_err());
+        let e = duration("5x").unwrap_err();
+        assert!(matches!(e, BadDuration::Written { .. }), "{e}");
+        assert!(e.to_string().contains("such as 30s"), "{e}");
         assert!(duration("").is_err());
+        let e = duration("99999999999999999999").unwrap_err();
+        assert!(matches!(e, BadDuration::Seconds { .. }), "{e}");
     }
 
     #[test]

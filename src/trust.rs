@@ -371,16 +371,26 @@ fn bundled_signers(bundle: &Path) -> Option<Vec<u8>> {
     found
 }
 
-/// `kiln verify-bundle` (hidden): what a fleet host runs, with the kiln
-/// binary it just checked, before it unpacks a pushed bundle. When the host
-/// has no allowed_signers yet and `first_contact` is given, the bundle's own
+/// A bundle whose signature holds.
+#[derive(Debug)]
+pub struct Verified {
+    /// The principals of the signer's allowed_signers line.
+    pub signer: String,
+    /// The signer list that vouched for it: the host's, or on first
+    /// contact the bundle's own copy.
+    pub allowed_signers: PathBuf,
+}
+
+/// What a fleet host checks (`kiln verify-bundle`), with the kiln binary it
+/// just checked, before it unpacks a pushed bundle. When the host has no
+/// allowed_signers yet and `first_contact` is given, the bundle's own
 /// `kiln` cookbook copy is used, once, as with a new host key.
-pub fn verify_command(
+pub fn verify_bundle(
     file: &Path,
     sig: &Path,
     allowed: &Path,
     first_contact: bool,
-) -> Result<i32, Error> {
+) -> Result<Verified, TrustError> {
     let marker = trusted_marker(allowed);
     if !allowed.exists() && first_contact && marker.exists() {
         return Err(TrustError::AllowedSigners {
@@ -391,8 +401,7 @@ pub fn verify_command(
                  (the kiln cookbook's files/allowed_signers), then push again",
                 marker.display()
             ),
-        }
-        .into());
+        });
     }
     let signers = if !allowed.exists() && first_contact {
         let Some(bundled) = bundled_signers(file) else {
@@ -401,8 +410,7 @@ pub fn verify_command(
                 reason: format!(
                     "missing on this host, and the bundle has no {BUNDLED_ALLOWED_SIGNERS} to start from"
                 ),
-            }
-            .into());
+            });
         };
         let text = String::from_utf8_lossy(&bundled);
         AllowedSigners::parse(
@@ -435,16 +443,13 @@ pub fn verify_command(
                     marker.display(),
                     dir.display()
                 ),
-            }
-            .into());
+            });
         }
     }
-    println!(
-        "{}: signed by {who} (per {})",
-        file.display(),
-        signers.path().display()
-    );
-    Ok(0)
+    Ok(Verified {
+        signer: who,
+        allowed_signers: signers.path().to_path_buf(),
+    })
 }
 
 #[cfg(test)]

@@ -1,161 +1,339 @@
-//! `kiln devvm`: developer VMs built from a role and booted with QEMU.
+//! `kiln devvm`: developer VMs built from a role and booted with QEMU. The
+//! work is `devvm`'s; this renders its progress and outcomes and picks the
+//! exit code.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
-
-use crate::devvm::accel::Choice;
 use crate::devvm::image::{self, BuildRequest};
-use crate::devvm::{step, vagrant, vm};
+use crate::devvm::state::{human_duration, now};
+use crate::devvm::vagrant::{self, RepoVagrantfile};
+use crate::devvm::vm::{self, Destroy, Down, Fingerprints, Listing, Status, Up};
+use crate::devvm::{Event, guest};
 use crate::error::Error;
 
 /// The default VM name and role.
 pub const DEFAULT_NAME: &str = "devvm";
 
-#[derive(Args, Debug, Clone)]
-pub struct ImageArgs {
-    /// The role the VM converges (it defines the sizes).
-    #[arg(long, default_value = "devvm")]
-    pub role: String,
-    /// A size of the role: small, medium, large.
-    #[arg(long, default_value = "small")]
-    pub size: String,
-    /// The Debian release (codename) the VM runs; it must be one the
-    /// whitelist pins.
-    #[arg(long, default_value = crate::devvm::base::DEFAULT_RELEASE)]
-    pub release: String,
-    /// Refuse a pinned version that no source offers any more, as production
-    /// does, instead of taking what the sources offer (with a warning).
-    #[arg(long)]
-    pub strict_pins: bool,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum DevvmCommand {
-    /// Build (or find in the cache) the disk image of a role and size.
-    Build {
-        #[command(flatten)]
-        image: ImageArgs,
-        /// Rebuild even when the cache has an image for these inputs.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Boot a VM (building its image first if needed) and wait until it serves.
-    Up {
-        /// The VM's name.
-        #[arg(default_value = DEFAULT_NAME)]
-        name: String,
-        #[command(flatten)]
-        image: ImageArgs,
-        /// kvm, tcg, or auto (KVM when a probe boot shows it works, else TCG).
-        #[arg(long, default_value = "auto")]
-        accel: Choice,
-        /// Host port for ssh (a taken one picks another; default 2222).
-        #[arg(long)]
-        ssh_port: Option<u16>,
-        /// Host port for http (a taken one picks another; default 8080).
-        #[arg(long)]
-        http_port: Option<u16>,
-        /// The app checkout shared into the VM at the app's docroot (default: the repository's app/).
-        #[arg(long, value_name = "DIR")]
-        app: Option<PathBuf>,
-        /// Seconds the VM gets to answer and finish booting (default 900 under TCG, 300 under KVM).
-        #[arg(long, value_name = "SECS")]
-        timeout: Option<u64>,
-        /// When the policy changed since the VM was made, start it over on the new image.
-        #[arg(long)]
-        recreate: bool,
-    },
-    /// ssh into a running VM (extra arguments are the remote command).
-    Ssh {
-        #[arg(default_value = DEFAULT_NAME)]
-        name: String,
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
-    /// State, ports, accel, uptime and fingerprint of a VM.
-    Status {
-        #[arg(default_value = DEFAULT_NAME)]
-        name: String,
-    },
-    /// Shut a VM down cleanly (ACPI), killing it after a timeout.
-    Down {
-        #[arg(default_value = DEFAULT_NAME)]
-        name: String,
-        #[arg(long, value_name = "SECS", default_value_t = 90)]
-        timeout: u64,
-    },
-    /// Shut a VM down and remove its disk and state.
-    Destroy {
-        #[arg(default_value = DEFAULT_NAME)]
-        name: String,
-        #[arg(long, value_name = "SECS", default_value_t = 90)]
-        timeout: u64,
-    },
-    /// The VMs and the cached images.
+/// One `kiln devvm` subcommand, with what it works on.
+pub enum Devvm {
+    Build(BuildRequest),
+    Up(vm::UpRequest),
+    Ssh { name: String, command: Vec<String> },
+    Status { name: String },
+    Down { name: String, timeout: Duration },
+    Destroy { name: String, timeout: Duration },
     List,
-    /// Package the image as a vagrant-libvirt box and write vagrant/Vagrantfile.
-    Box {
-        #[command(flatten)]
-        image: ImageArgs,
-    },
+    Box(BuildRequest),
 }
 
-fn request(repo: &Path, image: &ImageArgs, force: bool) -> BuildRequest {
-    BuildRequest {
-        repo: repo.to_path_buf(),
-        role: image.role.clone(),
-        release: image.release.clone(),
-        size: image.size.clone(),
-        force,
-        strict_pins: image.strict_pins,
+/// `vms_dir`: where VMs keep their state, instead of kiln's cache.
+pub fn run(vms_dir: Option<PathBuf>, cmd: Devvm) -> Result<i32, Error> {
+    if let Some(dir) = vms_dir {
+        crate::devvm::paths::set_vms_dir(dir);
     }
-}
-
-pub fn run(repo: &Path, cmd: DevvmCommand) -> Result<i32, Error> {
+    let on = &progress;
     match cmd {
-        DevvmCommand::Build { image, force } => {
-            let started = std::time::Instant::now();
-            let img = image::build(&request(repo, &image, force))?;
+        Devvm::Build(req) => {
+            let started = Instant::now();
+            let img = image::build(&req, on)?;
             if img.cached {
-                step(format!(
+                progress(Event::Step(format!(
                     "cache hit in {:.2} s: nothing changed since this image was built",
                     started.elapsed().as_secs_f64()
-                ));
+                )));
             }
             println!("{}", img.dir.display());
             Ok(0)
         }
-        DevvmCommand::Up {
-            name,
-            image,
-            accel,
-            ssh_port,
-            http_port,
-            app,
-            timeout,
-            recreate,
-        } => vm::up(&vm::UpRequest {
-            name,
-            build: request(repo, &image, false),
-            accel,
-            ssh_port,
-            http_port,
-            app_dir: app,
-            timeout: timeout.map(Duration::from_secs),
-            recreate,
-        }),
-        DevvmCommand::Ssh { name, command } => vm::ssh(&name, &command),
-        DevvmCommand::Status { name } => vm::status(&name),
-        DevvmCommand::Down { name, timeout } => vm::down(&name, Duration::from_secs(timeout)),
-        DevvmCommand::Destroy { name, timeout } => vm::destroy(&name, Duration::from_secs(timeout)),
-        DevvmCommand::List => vm::list(),
-        DevvmCommand::Box { image } => {
-            let img = image::build(&request(repo, &image, false))?;
-            let out = vagrant::make_box(&img, repo)?;
-            println!("{}", out.display());
+        Devvm::Up(req) => Ok(show_up(&vm::up(&req, on)?)),
+        Devvm::Ssh { name, command } => match vm::ssh(&name, &command)? {},
+        Devvm::Status { name } => {
+            show_status(&vm::status(&name)?);
             Ok(0)
         }
+        Devvm::Down { name, timeout } => {
+            show_down(&name, vm::down(&name, timeout, on)?);
+            Ok(0)
+        }
+        Devvm::Destroy { name, timeout } => {
+            match vm::destroy(&name, timeout, on)? {
+                Destroy::Absent => println!("No VM named {name}: nothing to destroy."),
+                Destroy::Destroyed { down } => {
+                    if let Some(d) = down {
+                        show_down(&name, d);
+                    }
+                    println!("VM {name} is destroyed (its image stays cached).");
+                }
+            }
+            Ok(0)
+        }
+        Devvm::List => {
+            show_list(&vm::list());
+            Ok(0)
+        }
+        Devvm::Box(req) => {
+            let img = image::build(&req, on)?;
+            let boxed = vagrant::make_box(&img, &req.repo, on)?;
+            match &boxed.vagrantfile {
+                RepoVagrantfile::UpToDate(vf) => println!("{} is up to date", vf.display()),
+                RepoVagrantfile::Kept { path, role } => println!(
+                    "{} differs from what kiln writes for role {role}; left as it is \
+                     (remove it and run `kiln devvm box` again to have it written afresh)",
+                    path.display()
+                ),
+                RepoVagrantfile::Written(vf) => println!("wrote {}", vf.display()),
+            }
+            println!("{}", boxed.path.display());
+            Ok(0)
+        }
+    }
+}
+
+/// Progress on stderr, so that stdout stays for results; the image's
+/// converge prints its resources on stdout, as `kiln converge` does.
+fn progress(e: Event) {
+    match e {
+        Event::Step(msg) => eprintln!("==> {msg}"),
+        Event::Note(msg) => eprintln!("note: {msg}"),
+        Event::Warning(msg) => eprintln!("warning: {msg}"),
+        Event::Booting { elapsed, console } => {
+            eprintln!("    ... {:.0} s, {console}", elapsed.as_secs_f64())
+        }
+        Event::Converged(line) | Event::ConvergeSummary(line) => println!("{line}"),
+    }
+}
+
+/// Prints how `up` ended; returns the exit code.
+fn show_up(up: &Up) -> i32 {
+    match up {
+        Up::AlreadyRunning { name, state } => {
+            println!("VM {name} is already running.");
+            if let Some(s) = state {
+                println!("  url: {}", vm::url(s));
+                println!("  ssh: {}", vm::ssh_line(s.ssh_port));
+            }
+            0
+        }
+        Up::Ready { state, took } => {
+            progress(Event::Step(format!(
+                "VM {} is up in {:.0} s",
+                state.name,
+                took.as_secs_f64()
+            )));
+            println!("url: {}", vm::url(state));
+            println!(
+                "ssh: {}   (or: kiln devvm ssh {})",
+                vm::ssh_line(state.ssh_port),
+                state.name
+            );
+            if !state.app_dir.as_os_str().is_empty() {
+                println!(
+                    "app: {} is {} in the VM",
+                    state.app_dir.display(),
+                    state.app_mount
+                );
+            }
+            0
+        }
+        Up::ConvergeFailed {
+            name,
+            unit,
+            journal,
+        } => {
+            eprintln!(
+                "error: the boot converge ({}) did not succeed ({unit}):\n{journal}",
+                guest::CONVERGE_UNIT
+            );
+            eprintln!("VM {name} is left running for a look: kiln devvm ssh {name}");
+            1
+        }
+    }
+}
+
+fn show_down(name: &str, d: Down) {
+    match d {
+        Down::NotRunning => println!("VM {name} is not running."),
+        Down::Stopped { took } => {
+            println!("VM {name} is stopped ({:.0} s).", took.as_secs_f64())
+        }
+    }
+}
+
+fn show_status(st: &Status) {
+    let s = &st.state;
+    println!("name:     {}", s.name);
+    println!(
+        "state:    {}",
+        if st.running {
+            if s.ready.is_some() {
+                "running"
+            } else {
+                "booting"
+            }
+        } else {
+            "stopped"
+        }
+    );
+    println!(
+        "role:     {} (size {}, {} CPUs, {} MB)",
+        s.role, s.size, s.cpus, s.memory_mb
+    );
+    println!("accel:    {}", s.accel);
+    println!("image:    {}", s.image_dir.display());
+    if st.running {
+        println!(
+            "uptime:   {}",
+            human_duration(now().saturating_sub(s.started))
+        );
+        println!(
+            "ssh:      127.0.0.1:{}  ({})",
+            s.ssh_port,
+            vm::ssh_line(s.ssh_port)
+        );
+        println!("http:     {}", vm::url(s));
+    }
+    if !s.app_dir.as_os_str().is_empty() {
+        println!("app:      {} -> {}", s.app_dir.display(), s.app_mount);
+    }
+    println!("serial:   {}", st.serial_log.display());
+    if !st.substitutions.is_empty() {
+        println!(
+            "pins:     substituted (a declared difference from production: no source offers the pin): {}",
+            st.substitutions.join(", ")
+        );
+    }
+    if let Some(f) = &st.fingerprint {
+        println!("fingerprint: {}", fingerprint_line(&s.name, f));
+    }
+}
+
+fn short(fp: &str) -> &str {
+    &fp[..12.min(fp.len())]
+}
+
+/// The VM's fingerprint against the image's and its first boot's.
+fn fingerprint_line(name: &str, f: &Fingerprints) -> String {
+    let Some(now) = &f.now else {
+        return "unknown (kiln fingerprint did not run in the VM)".into();
+    };
+    let vs_image = match &f.image {
+        Some(i) if i == now => "matches the image".to_string(),
+        Some(i) => format!(
+            "differs from the image's {} (the boot converge ran what needs running services)",
+            short(i)
+        ),
+        None => "the image has none".to_string(),
+    };
+    let vs_boot = match &f.first_boot {
+        Some(b) if b == now => "unchanged since first boot".to_string(),
+        Some(b) => format!(
+            "DRIFTED since first boot ({}): kiln devvm ssh {} -- kiln --repo {} fingerprint --explain",
+            short(b),
+            name,
+            guest::POLICY_DIR
+        ),
+        None => "no first-boot fingerprint".to_string(),
+    };
+    format!("{}; {vs_image}; {vs_boot}", short(now))
+}
+
+/// Every VM, one line each, then the cached images.
+fn show_list(l: &Listing) {
+    if l.vms.is_empty() {
+        println!("No VMs. Create one with: kiln devvm up");
+    } else {
+        println!(
+            "{:<16} {:<8} {:<10} {:<7} {:<4} {:>6} {:>6}  UPTIME",
+            "NAME", "STATE", "ROLE", "SIZE", "ACCEL", "SSH", "HTTP"
+        );
+        for vm in &l.vms {
+            let running = vm.running;
+            match &vm.state {
+                Some(s) => println!(
+                    "{:<16} {:<8} {:<10} {:<7} {:<4} {:>6} {:>6}  {}",
+                    s.name,
+                    if running { "running" } else { "stopped" },
+                    s.role,
+                    s.size,
+                    s.accel,
+                    s.ssh_port,
+                    s.http_port,
+                    if running {
+                        human_duration(now().saturating_sub(s.started))
+                    } else {
+                        "-".into()
+                    }
+                ),
+                None => println!(
+                    "{:<16} {:<8} (no state)",
+                    vm.name,
+                    if running { "running" } else { "stopped" }
+                ),
+            }
+        }
+    }
+    if let Some(v) = &l.kvm {
+        println!();
+        println!(
+            "KVM: {} ({})",
+            if v.kvm {
+                "works here"
+            } else {
+                "not usable here, VMs use TCG"
+            },
+            v.reason
+        );
+    }
+    if !l.images.is_empty() {
+        println!();
+        println!(
+            "{:<14} {:<10} {:<7} {:>5}  BUILT",
+            "IMAGE", "ROLE", "SIZE", "DISK"
+        );
+        for i in &l.images {
+            println!(
+                "{:<14} {:<10} {:<7} {:>4}G  {} s ago",
+                &i.manifest.key[..12],
+                i.manifest.role,
+                i.manifest.size,
+                i.manifest.disk_gb,
+                now().saturating_sub(i.manifest.created)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_read_against_the_image_and_the_first_boot() {
+        let fp = |c: char| Some(c.to_string().repeat(64));
+        let line = |now, image, first_boot| {
+            fingerprint_line(
+                "dev",
+                &Fingerprints {
+                    now,
+                    image,
+                    first_boot,
+                },
+            )
+        };
+        assert_eq!(
+            line(fp('a'), fp('a'), fp('a')),
+            "aaaaaaaaaaaa; matches the image; unchanged since first boot"
+        );
+        let drifted = line(fp('a'), fp('b'), fp('c'));
+        assert!(
+            drifted.contains("differs from the image's bbbbbbbbbbbb"),
+            "{drifted}"
+        );
+        assert!(
+            drifted.contains("DRIFTED since first boot (cccccccccccc): kiln devvm ssh dev --"),
+            "{drifted}"
+        );
+        assert!(line(None, fp('a'), None).starts_with("unknown"));
     }
 }

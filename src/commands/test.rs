@@ -35,6 +35,12 @@ pub fn print_base_root(release: Option<&str>) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// `kiln __sandbox` (hidden): the inside of one test target, which prints
+/// its outcome as one JSON line for the orchestrator.
+pub fn inside(a: testing::inside::InsideArgs) -> Result<i32, Error> {
+    Ok(testing::inside::run(a))
+}
+
 pub fn run(a: TestArgs) -> Result<i32, Error> {
     let repo = Repository::open(&a.repo)?;
     let roles = if a.roles.is_empty() {

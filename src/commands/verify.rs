@@ -1,5 +1,6 @@
 //! `kiln verify` (hidden): runs a role's verify checks on this target, the
-//! fleet's health checks after a converge.
+//! fleet's health checks after a converge; and `kiln verify-bundle`
+//! (hidden), the signature check a fleet host makes before it unpacks.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -88,6 +89,31 @@ pub fn run(v: Verify) -> Result<i32, Error> {
         print_checks(&mut out, doc.checks.as_deref().unwrap_or_default());
     }
     Ok(if doc.success { 0 } else { 1 })
+}
+
+/// What `kiln verify-bundle` is asked to check.
+pub struct Bundle {
+    pub file: PathBuf,
+    /// Default: the file beside it, FILE.sig.
+    pub signature: Option<PathBuf>,
+    pub allowed_signers: PathBuf,
+    /// With no allowed_signers yet: start from the bundle's own copy.
+    pub first_contact: bool,
+}
+
+/// Checks a bundle's signature and names its signer; a refusal is an error.
+pub fn bundle(b: Bundle) -> Result<i32, Error> {
+    let sig = b
+        .signature
+        .unwrap_or_else(|| PathBuf::from(crate::trust::sig_path(&b.file.to_string_lossy())));
+    let v = crate::trust::verify_bundle(&b.file, &sig, &b.allowed_signers, b.first_contact)?;
+    println!(
+        "{}: signed by {} (per {})",
+        b.file.display(),
+        v.signer,
+        v.allowed_signers.display()
+    );
+    Ok(0)
 }
 
 fn print_checks(out: &mut impl Write, checks: &[CheckOutcome]) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::paths;
+use super::{Event, paths};
 use crate::error::Error;
 
 /// What the guest kernel prints when it has finished booting and finds no
@@ -45,16 +45,30 @@ pub enum Choice {
     Tcg,
 }
 
+/// An `--accel` value that is none of the three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: use kvm, tcg or auto")]
+pub struct UnknownAccel(pub String);
+
 impl std::str::FromStr for Choice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownAccel;
+    fn from_str(s: &str) -> Result<Self, UnknownAccel> {
         match s {
             "auto" => Ok(Choice::Auto),
             "kvm" => Ok(Choice::Kvm),
             "tcg" => Ok(Choice::Tcg),
-            _ => Err(format!("{s:?}: use kvm, tcg or auto")),
+            _ => Err(UnknownAccel(s.to_string())),
         }
     }
+}
+
+/// Why this host's KVM cannot be used, before any probe boot.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmUnusable {
+    #[error("no /dev/kvm")]
+    NoDevice,
+    #[error("/dev/kvm cannot be opened ({0})")]
+    CannotOpen(std::io::Error),
 }
 
 /// The probe's cached conclusion.
@@ -105,8 +119,8 @@ pub fn cached() -> Option<Verdict> {
 }
 
 /// Resolves `--accel` to what QEMU gets, probing (once per host) for `auto`.
-/// `kernel` is a guest kernel to probe with. Prints a warning for TCG.
-pub fn choose(choice: Choice, kernel: &Path) -> Result<Accel, Error> {
+/// `kernel` is a guest kernel to probe with. Warns of TCG through `on`.
+pub fn choose(choice: Choice, kernel: &Path, on: &dyn Fn(Event)) -> Result<Accel, Error> {
     match choice {
         Choice::Tcg => Ok(Accel::Tcg),
         Choice::Kvm => {
@@ -118,16 +132,16 @@ pub fn choose(choice: Choice, kernel: &Path) -> Result<Accel, Error> {
             Ok(Accel::Kvm)
         }
         Choice::Auto => {
-            let v = verdict(kernel);
+            let v = verdict(kernel, on);
             if v.kvm {
                 Ok(Accel::Kvm)
             } else {
-                eprintln!(
-                    "warning: KVM is not usable here ({}); using TCG software emulation, which is \
+                on(Event::Warning(format!(
+                    "KVM is not usable here ({}); using TCG software emulation, which is \
                      several times slower (verdict cached in {}; delete it to probe again)",
                     v.reason,
                     verdict_path(&host_identity()).display()
-                );
+                )));
                 Ok(Accel::Tcg)
             }
         }
@@ -135,7 +149,7 @@ pub fn choose(choice: Choice, kernel: &Path) -> Result<Accel, Error> {
 }
 
 /// The cached verdict, or a fresh probe's (then cached).
-pub fn verdict(kernel: &Path) -> Verdict {
+pub fn verdict(kernel: &Path, on: &dyn Fn(Event)) -> Verdict {
     let identity = host_identity();
     let path = verdict_path(&identity);
     if let Ok(text) = fs::read_to_string(&path)
@@ -144,9 +158,11 @@ pub fn verdict(kernel: &Path) -> Verdict {
         return v;
     }
     let (kvm, reason) = match kvm_device() {
-        Err(why) => (false, why),
+        Err(why) => (false, why.to_string()),
         Ok(()) => {
-            super::step("probing whether KVM really works (a bounded test boot, once per host)");
+            on(Event::Step(
+                "probing whether KVM really works (a bounded test boot, once per host)".into(),
+            ));
             probe(kernel)
         }
     };
@@ -171,15 +187,15 @@ pub fn verdict(kernel: &Path) -> Verdict {
 }
 
 /// Whether /dev/kvm is there and openable read-write.
-fn kvm_device() -> Result<(), String> {
+fn kvm_device() -> Result<(), KvmUnusable> {
     match fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
     {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no /dev/kvm".into()),
-        Err(e) => Err(format!("/dev/kvm cannot be opened ({e})")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KvmUnusable::NoDevice),
+        Err(e) => Err(KvmUnusable::CannotOpen(e)),
     }
 }
 
@@ -265,6 +281,7 @@ mod tests {
     fn choice_parses() {
         assert_eq!("auto".parse::<Choice>(), Ok(Choice::Auto));
         assert_eq!("tcg".parse::<Choice>(), Ok(Choice::Tcg));
-        assert!("xen".parse::<Choice>().is_err());
+        let e = "xen".parse::<Choice>().unwrap_err();
+        assert_eq!(e.to_string(), "\"xen\": use kvm, tcg or auto");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::{step, tools};
+use super::{Event, tools};
 use crate::error::{Error, RunError};
 use crate::platform::rootfs::{self, Recipe};
 
@@ -62,12 +62,12 @@ pub fn key(codename: &str) -> Result<String, RunError> {
 /// The cached root (`~/.cache/kiln/roots/<key>/root`, shared with `kiln
 /// test`'s machinery) of release `codename`, built now with mmdebstrap if
 /// missing. Never written to: copy it.
-pub fn root(codename: &str) -> Result<PathBuf, Error> {
+pub fn root(codename: &str, on: &dyn Fn(Event)) -> Result<PathBuf, Error> {
     tools::require(&[tools::MMDEBSTRAP])?;
     rootfs::base_root(&recipe_on(codename)?, &|msg: &str| {
-        step(format!(
+        on(Event::Step(format!(
             "{msg}: kernel, systemd, udev, dbus, openssh-server"
-        ))
+        )))
     })
     .map_err(Error::from)
 }

@@ -18,7 +18,7 @@ use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use super::guest::{self, GuestConfig};
-use super::{base, paths, run, sshkey, step, tools, user_name};
+use super::{base, paths, run, sshkey, tools, user_name};
 use crate::engine::{self, Converge, Event, Request};
 use crate::error::{Error, IoContext, PolicyError};
 use crate::platform::facts::Facts;
@@ -236,14 +236,16 @@ pub fn app_mount(attrs: &toml::Table) -> String {
         .unwrap_or_else(|| "/srv/app".to_string())
 }
 
-/// The image for `req`: from the cache when every input is unchanged, else built.
-pub fn build(req: &BuildRequest) -> Result<Image, Error> {
+/// The image for `req`: from the cache when every input is unchanged, else
+/// built, reporting its steps and its converge to `on`.
+pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Error> {
+    let step = |msg: String| on(super::Event::Step(msg));
     let inputs = Inputs::resolve(req)?;
     let key = inputs.key();
     if !req.force
         && let Some(img) = Image::open(&key)
     {
-        return cached(img, req);
+        return cached(img, req, on);
     }
     tools::require(&[tools::MMDEBSTRAP, tools::MKE2FS, tools::QEMU_IMG])?;
     // SAFETY: geteuid has no preconditions.
@@ -264,11 +266,11 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     if !req.force
         && let Some(img) = Image::open(&key)
     {
-        return cached(img, req);
+        return cached(img, req, on);
     }
     let started = Instant::now();
     clean_leftovers(&images, &key);
-    let base = base::root(&inputs.release)?;
+    let base = base::root(&inputs.release, on)?;
     let work = tempfile::Builder::new()
         .prefix(&format!(".build-{key}-"))
         .tempdir_in(&images)
@@ -317,12 +319,12 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     let report = engine::converge(&converge, &mut |e| match e {
         Event::Resource(r) => {
             if let Some(line) = r.line() {
-                println!("{line}");
+                on(super::Event::Converged(line));
             }
         }
-        Event::Warning(w) => eprintln!("warning: {w}"),
+        Event::Warning(w) => on(super::Event::Warning(w.to_string())),
     })?;
-    println!("{}", report.summary());
+    on(super::Event::ConvergeSummary(report.summary()));
     if !report.success {
         return Err(Error::Target(format!(
             "converging role {} into the image failed; nothing was cached",
@@ -341,7 +343,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
             "keeping the deployed app for the share",
         )?;
     }
-    step("installing kiln, the policy and the boot converge unit");
+    step("installing kiln, the policy and the boot converge unit".into());
     guest::install_kiln(&tree, &req.repo, &cfg)?;
     let fingerprint = fingerprint(&tree, &req.repo);
     extract_boot_files(&tree, &out)?;
@@ -368,7 +370,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
             .arg(&raw),
         "mke2fs",
     )?;
-    step("converting to qcow2");
+    step("converting to qcow2".into());
     run(
         Command::new("qemu-img")
             .args(["convert", "-f", "raw", "-O", "qcow2"])
@@ -410,7 +412,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
     }
     fs::rename(&out, &dest).ctx(|| format!("renaming the image into {}", dest.display()))?;
     drop(work);
-    prune(KEEP_IMAGES);
+    prune(KEEP_IMAGES, on);
     step(format!(
         "image {} built in {:.0} s",
         &key[..12],
@@ -424,7 +426,7 @@ pub fn build(req: &BuildRequest) -> Result<Image, Error> {
 }
 
 /// A cached image, unless `--strict-pins` refuses the substitutions it was built with.
-fn cached(img: Image, req: &BuildRequest) -> Result<Image, Error> {
+fn cached(img: Image, req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Error> {
     let subs = &img.manifest.substitutions;
     if req.strict_pins && !subs.is_empty() {
         let list: Vec<String> = subs.iter().map(ToString::to_string).collect();
@@ -437,10 +439,10 @@ fn cached(img: Image, req: &BuildRequest) -> Result<Image, Error> {
         )));
     }
     if !subs.is_empty() {
-        eprintln!(
-            "warning: {}",
-            crate::platform::pins::warning(subs, &img.manifest.release)
-        );
+        on(super::Event::Warning(crate::platform::pins::warning(
+            subs,
+            &img.manifest.release,
+        )));
     }
     Ok(img)
 }
@@ -473,7 +475,7 @@ fn clean_leftovers(images: &Path, ours: &str) {
 const KEEP_IMAGES: usize = 3;
 
 /// Removes all but the `keep` newest images, sparing any a VM's disk is on.
-pub fn prune(keep: usize) {
+pub fn prune(keep: usize, on: &dyn Fn(super::Event)) {
     let used: Vec<String> = super::state::all()
         .iter()
         .filter_map(|vm| vm.load())
@@ -481,10 +483,10 @@ pub fn prune(keep: usize) {
         .collect();
     for img in list().into_iter().skip(keep) {
         if !used.contains(&img.manifest.key) {
-            step(format!(
+            on(super::Event::Step(format!(
                 "removing old image {} (the cache keeps {keep})",
                 &img.manifest.key[..12]
-            ));
+            )));
             let _ = fs::remove_dir_all(&img.dir);
             let _ = fs::remove_file(img.dir.with_extension("lock"));
         }

@@ -5,7 +5,9 @@
 //! programs), [`base`] (the cached Debian root), [`guest`] (what kiln writes
 //! into the tree), [`sshkey`], [`image`] (build and cache), [`accel`] (KVM or
 //! TCG), [`ports`], [`qemu`] (command line and monitor), [`state`] (one
-//! VM's files), [`vm`] (up, down, status), [`vagrant`] (the box).
+//! VM's files), [`vm`] (up, down, status), [`vagrant`] (the box). They
+//! return what happened and report progress as [`Event`]s; `commands::devvm`
+//! renders both.
 
 pub mod accel;
 pub mod base;
@@ -21,6 +23,7 @@ pub mod vagrant;
 pub mod vm;
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::error::Error;
 
@@ -87,9 +90,23 @@ pub fn sanitize(s: &str) -> String {
     if out.is_empty() { "user".into() } else { out }
 }
 
-/// Prints one step of progress to stderr, so that stdout stays for results.
-pub fn step(msg: impl std::fmt::Display) {
-    eprintln!("==> {msg}");
+/// What devvm work reports while it goes, for the command to render:
+/// nothing under `devvm/` prints, and a boot takes minutes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The next step of a long piece of work.
+    Step(String),
+    /// Something the engineer should know (a taken port, an older image kept).
+    Note(String),
+    /// Something went wrong without stopping the work.
+    Warning(String),
+    /// Still waiting for a booting VM: the time since `up` began, and the
+    /// last line on its serial console.
+    Booting { elapsed: Duration, console: String },
+    /// A changed resource of the converge that builds an image.
+    Converged(String),
+    /// That converge's summary.
+    ConvergeSummary(String),
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::image::Image;
 use super::qemu::APPEND;
-use super::{guest, paths, sshkey, step};
+use super::{Event, guest, paths, sshkey};
 use crate::error::{Error, IoContext};
 
 /// The box's own Vagrantfile: boot the kernel and initrd that ship in the
@@ -105,20 +105,41 @@ fn ruby_escape(s: &str) -> String {
     out
 }
 
+/// What became of the repository's `vagrant/Vagrantfile`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoVagrantfile {
+    UpToDate(PathBuf),
+    /// It differs from the template: the engineer's, left alone.
+    Kept {
+        path: PathBuf,
+        role: String,
+    },
+    Written(PathBuf),
+}
+
+/// A packaged box, and the repository's Vagrantfile that uses it.
+#[derive(Debug)]
+pub struct Boxed {
+    pub path: PathBuf,
+    pub vagrantfile: RepoVagrantfile,
+}
+
 /// Writes `repo/vagrant/Vagrantfile` when missing. One that differs from
-/// the template is the engineer's: it is left alone, with a word on how to
-/// have it written afresh.
-fn write_repo_vagrantfile(repo: &Path, role: &str, app_mount: &str) -> Result<(), Error> {
+/// the template is the engineer's: it is left alone.
+fn write_repo_vagrantfile(
+    repo: &Path,
+    role: &str,
+    app_mount: &str,
+) -> Result<RepoVagrantfile, Error> {
     let dir = repo.join("vagrant");
     let vf = dir.join("Vagrantfile");
     let want = repo_vagrantfile(role, app_mount);
     match fs::read_to_string(&vf) {
-        Ok(have) if have == want => println!("{} is up to date", vf.display()),
-        Ok(_) => println!(
-            "{} differs from what kiln writes for role {role}; left as it is \
-             (remove it and run `kiln devvm box` again to have it written afresh)",
-            vf.display()
-        ),
+        Ok(have) if have == want => Ok(RepoVagrantfile::UpToDate(vf)),
+        Ok(_) => Ok(RepoVagrantfile::Kept {
+            path: vf,
+            role: role.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
             // Written whole or not at all.
@@ -130,11 +151,10 @@ fn write_repo_vagrantfile(repo: &Path, role: &str, app_mount: &str) -> Result<()
             tmp.persist(&vf)
                 .map_err(|e| e.error)
                 .ctx(|| format!("writing {}", vf.display()))?;
-            println!("wrote {}", vf.display());
+            Ok(RepoVagrantfile::Written(vf))
         }
-        Err(e) => return Err(e).ctx(|| format!("reading {}", vf.display())),
+        Err(e) => Err(e).ctx(|| format!("reading {}", vf.display())),
     }
-    Ok(())
 }
 
 /// The box file of a role and size.
@@ -143,7 +163,7 @@ pub fn box_path(role: &str, size: &str) -> PathBuf {
 }
 
 /// Packages `img` as a box; writes `repo/vagrant/Vagrantfile` if missing.
-pub fn make_box(img: &Image, repo: &Path) -> Result<PathBuf, Error> {
+pub fn make_box(img: &Image, repo: &Path, on: &dyn Fn(Event)) -> Result<Boxed, Error> {
     let out = box_path(&img.manifest.role, &img.manifest.size);
     let dir = paths::boxes_dir();
     fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
@@ -161,7 +181,7 @@ pub fn make_box(img: &Image, repo: &Path) -> Result<PathBuf, Error> {
     ] {
         std::os::unix::fs::symlink(&from, s.join(name)).ctx(|| format!("linking {name}"))?;
     }
-    step(format!("packaging {}", out.display()));
+    on(Event::Step(format!("packaging {}", out.display())));
     let tmp = dir.join(format!(
         ".{}.tmp",
         out.file_name().unwrap_or_default().to_string_lossy()
@@ -183,8 +203,11 @@ pub fn make_box(img: &Image, repo: &Path) -> Result<PathBuf, Error> {
         .and_then(|f| f.sync_all())
         .ctx(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &out).ctx(|| format!("renaming to {}", out.display()))?;
-    write_repo_vagrantfile(repo, &img.manifest.role, &img.manifest.app_mount)?;
-    Ok(out)
+    let vagrantfile = write_repo_vagrantfile(repo, &img.manifest.role, &img.manifest.app_mount)?;
+    Ok(Boxed {
+        path: out,
+        vagrantfile,
+    })
 }
 
 #[cfg(test)]
@@ -198,6 +221,24 @@ mod tests {
 
     fn committed() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/Vagrantfile")
+    }
+
+    #[test]
+    fn the_repository_vagrantfile_is_written_once_then_left_to_the_engineer() {
+        let repo = tempfile::tempdir().unwrap();
+        let vf = repo.path().join("vagrant/Vagrantfile");
+        let write = || write_repo_vagrantfile(repo.path(), "devvm", "/srv/app").unwrap();
+        assert_eq!(write(), RepoVagrantfile::Written(vf.clone()));
+        assert_eq!(write(), RepoVagrantfile::UpToDate(vf.clone()));
+        fs::write(&vf, "# mine\n").unwrap();
+        assert_eq!(
+            write(),
+            RepoVagrantfile::Kept {
+                path: vf.clone(),
+                role: "devvm".into()
+            }
+        );
+        assert_eq!(fs::read_to_string(&vf).unwrap(), "# mine\n");
     }
 
     /// The committed file is the template rendered with the repository's

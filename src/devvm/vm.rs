@@ -1,4 +1,5 @@
-//! A VM's life: up, ssh, status, down, destroy, list.
+//! A VM's life: up, ssh, status, down, destroy, list. Each returns what
+//! it came to, and reports progress as [`Event`]s; nothing here prints.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,8 @@ use std::time::{Duration, Instant};
 use super::accel::{self, Choice};
 use super::image::{self, BuildRequest, Image};
 use super::qemu::{Machine, Qmp};
-use super::state::{self, State, VmDir, human_duration, now};
-use super::{guest, ports, run, sshkey, step, tools};
+use super::state::{self, State, VmDir, now};
+use super::{Event, guest, ports, run, sshkey, tools};
 use crate::error::{Error, IoContext};
 
 /// Default forwarded ports; a taken one picks the next free.
@@ -90,22 +91,37 @@ pub fn ssh_run(port: u16, remote: &str, timeout: Duration) -> Option<Output> {
     run_bounded(ssh_command(port).arg(remote), timeout)
 }
 
-fn url(s: &State) -> String {
+/// Where a VM serves http on this host.
+pub fn url(s: &State) -> String {
     format!("http://127.0.0.1:{}/", s.http_port)
 }
 
+/// What `up` came to.
+#[derive(Debug)]
+pub enum Up {
+    /// The VM was running already (with its state, when readable).
+    AlreadyRunning { name: String, state: Option<State> },
+    /// Booted, converged and serving.
+    Ready { state: State, took: Duration },
+    /// Booted, but the boot converge did not succeed: the VM is left
+    /// running for a look. `unit` is the unit's state, `journal` its log.
+    ConvergeFailed {
+        name: String,
+        unit: String,
+        journal: String,
+    },
+}
+
 /// Boots VM `req.name`, building its image first when needed, and waits
-/// until it serves. Returns the exit code.
-pub fn up(req: &UpRequest) -> Result<i32, Error> {
+/// until it serves.
+pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
+    let step = |msg: String| on(Event::Step(msg));
     let vm = VmDir::new(&req.name)?;
     if vm.running() {
-        let s = vm.load();
-        println!("VM {} is already running.", req.name);
-        if let Some(s) = s {
-            println!("  url: {}", url(&s));
-            println!("  ssh: {}", ssh_line(s.ssh_port));
-        }
-        return Ok(0);
+        return Ok(Up::AlreadyRunning {
+            name: req.name.clone(),
+            state: vm.load(),
+        });
     }
     tools::require(&[tools::QEMU, tools::QEMU_IMG, tools::SSH])?;
     let t0 = Instant::now();
@@ -113,7 +129,7 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         "image for role {} size {}",
         req.build.role, req.build.size
     ));
-    let img = image::build(&req.build)?;
+    let img = image::build(&req.build, on)?;
     if img.cached {
         step(format!(
             "image {} from the cache ({})",
@@ -137,21 +153,21 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         Some(s) if vm.overlay().is_file() && s.image_key != img.manifest.key => {
             match Image::open(&s.image_key) {
                 Some(prev) => {
-                    eprintln!(
-                        "note: VM {} was created from image {}; the policy has changed since \
+                    on(Event::Note(format!(
+                        "VM {} was created from image {}; the policy has changed since \
                          (image {}). `kiln devvm up {} --recreate` starts it over on the new one.",
                         req.name,
                         &s.image_key[..12],
                         &img.manifest.key[..12],
                         req.name
-                    );
+                    )));
                     prev
                 }
                 None => {
-                    eprintln!(
-                        "note: the image VM {} was made from is gone; recreating its disk",
+                    on(Event::Note(format!(
+                        "the image VM {} was made from is gone; recreating its disk",
                         req.name
-                    );
+                    )));
                     let _ = fs::remove_file(vm.overlay());
                     img
                 }
@@ -160,7 +176,7 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         _ => img,
     };
     if !vm.overlay().is_file() {
-        step("creating the VM's copy-on-write disk on the image");
+        step("creating the VM's copy-on-write disk on the image".into());
         run(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
@@ -169,7 +185,7 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
             "qemu-img create",
         )?;
     }
-    let accel = accel::choose(req.accel, &img.kernel())?;
+    let accel = accel::choose(req.accel, &img.kernel(), on)?;
     // The app share: --app, else what this VM had, else the repository's
     // app/, else a directory of the VM's own; edit it on the host.
     let app_dir = match &req.app_dir {
@@ -203,11 +219,11 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!(
-                "warning: could not seed the app share {} from {}",
+            on(Event::Warning(format!(
+                "could not seed the app share {} from {}",
                 app_dir.display(),
                 seed.display()
-            );
+            )));
         }
     }
     let app_dir = Some(app_dir);
@@ -220,10 +236,14 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         let http_port = ports::pick(req.http_port.or(Some(DEFAULT_HTTP_PORT)), &[ssh_port])
             .ctx(|| "finding a free port".to_string())?;
         if let Some(p) = req.ssh_port.filter(|p| *p != ssh_port) {
-            eprintln!("note: port {p} is taken; ssh is forwarded from {ssh_port}");
+            on(Event::Note(format!(
+                "port {p} is taken; ssh is forwarded from {ssh_port}"
+            )));
         }
         if let Some(p) = req.http_port.filter(|p| *p != http_port) {
-            eprintln!("note: port {p} is taken; http is forwarded from {http_port}");
+            on(Event::Note(format!(
+                "port {p} is taken; http is forwarded from {http_port}"
+            )));
         }
         for f in [vm.pidfile(), vm.monitor(), vm.serial_log()] {
             let _ = fs::remove_file(f);
@@ -296,7 +316,7 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         accel::Accel::Kvm => Duration::from_secs(300),
         accel::Accel::Tcg => Duration::from_secs(900),
     });
-    match wait_ready(&vm, &state, t0, timeout) {
+    match wait_ready(&vm, &state, t0, timeout, on) {
         Ok(()) => {}
         Err(Wait::Timeout(what)) => {
             step(format!("{what}; stopping the VM"));
@@ -316,13 +336,12 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
                 vm.qemu_log().display()
             )));
         }
-        Err(Wait::Failed(msg)) => {
-            eprintln!("{msg}");
-            eprintln!(
-                "VM {} is left running for a look: kiln devvm ssh {}",
-                req.name, req.name
-            );
-            return Ok(1);
+        Err(Wait::ConvergeFailed { unit, journal }) => {
+            return Ok(Up::ConvergeFailed {
+                name: req.name.clone(),
+                unit,
+                journal,
+            });
         }
     }
     let mut state = state;
@@ -331,34 +350,26 @@ pub fn up(req: &UpRequest) -> Result<i32, Error> {
         state.boot_fingerprint = vm_fingerprint(state.ssh_port);
     }
     vm.save(&state)?;
-    step(format!(
-        "VM {} is up in {:.0} s",
-        req.name,
-        t0.elapsed().as_secs_f64()
-    ));
-    println!("url: {}", url(&state));
-    println!(
-        "ssh: {}   (or: kiln devvm ssh {})",
-        ssh_line(state.ssh_port),
-        req.name
-    );
-    if !state.app_dir.as_os_str().is_empty() {
-        println!(
-            "app: {} is {} in the VM",
-            state.app_dir.display(),
-            state.app_mount
-        );
-    }
-    Ok(0)
+    Ok(Up::Ready {
+        state,
+        took: t0.elapsed(),
+    })
 }
 
 enum Wait {
     Timeout(String),
     Died,
-    Failed(String),
+    ConvergeFailed { unit: String, journal: String },
 }
 
-fn wait_ready(vm: &VmDir, s: &State, t0: Instant, timeout: Duration) -> Result<(), Wait> {
+fn wait_ready(
+    vm: &VmDir,
+    s: &State,
+    t0: Instant,
+    timeout: Duration,
+    on: &dyn Fn(Event),
+) -> Result<(), Wait> {
+    let step = |msg: String| on(Event::Step(msg));
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     step(format!(
@@ -380,11 +391,10 @@ fn wait_ready(vm: &VmDir, s: &State, t0: Instant, timeout: Duration) -> Result<(
         }
         if last_note.elapsed() > Duration::from_secs(30) {
             last_note = Instant::now();
-            eprintln!(
-                "    ... {:.0} s, {}",
-                t0.elapsed().as_secs_f64(),
-                boot_progress(&vm.serial_log())
-            );
+            on(Event::Booting {
+                elapsed: t0.elapsed(),
+                console: boot_progress(&vm.serial_log()),
+            });
         }
         std::thread::sleep(Duration::from_secs(2));
     }
@@ -423,10 +433,7 @@ fn wait_ready(vm: &VmDir, s: &State, t0: Instant, timeout: Duration) -> Result<(
         )
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-        return Err(Wait::Failed(format!(
-            "error: the boot converge ({}) did not succeed ({unit}):\n{journal}",
-            guest::CONVERGE_UNIT
-        )));
+        return Err(Wait::ConvergeFailed { unit, journal });
     }
     if verdict != "running" {
         let failed = ssh_run(
@@ -436,7 +443,9 @@ fn wait_ready(vm: &VmDir, s: &State, t0: Instant, timeout: Duration) -> Result<(
         )
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-        eprintln!("warning: systemd reports {verdict:?}; failed units:\n{failed}");
+        on(Event::Warning(format!(
+            "systemd reports {verdict:?}; failed units:\n{failed}"
+        )));
     }
     Ok(())
 }
@@ -472,9 +481,19 @@ fn kill(vm: &VmDir) {
     let _ = fs::remove_file(vm.monitor());
 }
 
+/// What `down` came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Down {
+    NotRunning,
+    /// Powered off (or killed after the timeout) in `took`.
+    Stopped {
+        took: Duration,
+    },
+}
+
 /// A clean shutdown: ACPI power button through the monitor, then, after
 /// `timeout`, QEMU is killed.
-pub fn down(name: &str, timeout: Duration) -> Result<i32, Error> {
+pub fn down(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Down, Error> {
     let vm = VmDir::new(name)?;
     if !vm.exists() {
         return Err(Error::Usage(format!(
@@ -482,14 +501,13 @@ pub fn down(name: &str, timeout: Duration) -> Result<i32, Error> {
         )));
     }
     if !vm.running() {
-        println!("VM {name} is not running.");
         let _ = fs::remove_file(vm.pidfile());
-        return Ok(0);
+        return Ok(Down::NotRunning);
     }
-    step(format!(
+    on(Event::Step(format!(
         "ACPI shutdown of VM {name} (up to {} s)",
         timeout.as_secs()
-    ));
+    )));
     let t = Instant::now();
     match Qmp::connect(&vm.monitor()).and_then(|mut q| q.execute("system_powerdown")) {
         Ok(_) => {
@@ -497,36 +515,46 @@ pub fn down(name: &str, timeout: Duration) -> Result<i32, Error> {
                 std::thread::sleep(Duration::from_millis(250));
             }
         }
-        Err(e) => eprintln!("warning: {e}"),
+        Err(e) => on(Event::Warning(e.to_string())),
     }
     if vm.running() {
-        eprintln!("warning: VM {name} did not power off in time; killing QEMU");
+        on(Event::Warning(format!(
+            "VM {name} did not power off in time; killing QEMU"
+        )));
         kill(&vm);
     } else {
         let _ = fs::remove_file(vm.pidfile());
         let _ = fs::remove_file(vm.monitor());
     }
-    println!("VM {name} is stopped ({:.0} s).", t.elapsed().as_secs_f64());
-    Ok(0)
+    Ok(Down::Stopped { took: t.elapsed() })
+}
+
+/// What `destroy` came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destroy {
+    /// There was no such VM.
+    Absent,
+    /// Removed; `down` is how it was stopped first, if it ran.
+    Destroyed { down: Option<Down> },
 }
 
 /// down, then the VM's overlay and state are removed.
-pub fn destroy(name: &str, timeout: Duration) -> Result<i32, Error> {
+pub fn destroy(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Destroy, Error> {
     let vm = VmDir::new(name)?;
     if !vm.exists() {
-        println!("No VM named {name}: nothing to destroy.");
-        return Ok(0);
+        return Ok(Destroy::Absent);
     }
-    if vm.running() {
-        down(name, timeout)?;
-    }
+    let down = if vm.running() {
+        Some(down(name, timeout, on)?)
+    } else {
+        None
+    };
     fs::remove_dir_all(&vm.dir).ctx(|| format!("removing {}", vm.dir.display()))?;
-    println!("VM {name} is destroyed (its image stays cached).");
-    Ok(0)
+    Ok(Destroy::Destroyed { down })
 }
 
-/// Replaces this process with ssh into the VM.
-pub fn ssh(name: &str, command: &[String]) -> Result<i32, Error> {
+/// Replaces this process with ssh into the VM; returns only when it cannot.
+pub fn ssh(name: &str, command: &[String]) -> Result<std::convert::Infallible, Error> {
     use std::os::unix::process::CommandExt;
     let vm = VmDir::new(name)?;
     let Some(s) = vm.load().filter(|_| vm.running()) else {
@@ -545,8 +573,30 @@ pub fn ssh(name: &str, command: &[String]) -> Result<i32, Error> {
     Err(Error::Target(format!("cannot run ssh: {e}")))
 }
 
-/// One VM's status lines.
-pub fn status(name: &str) -> Result<i32, Error> {
+/// One VM as `status` finds it.
+#[derive(Debug)]
+pub struct Status {
+    pub state: State,
+    pub running: bool,
+    pub serial_log: PathBuf,
+    /// Pins its image substituted (a declared difference from production).
+    pub substitutions: Vec<String>,
+    /// Asked of the VM only while it runs.
+    pub fingerprint: Option<Fingerprints>,
+}
+
+/// The VM's fingerprint now, beside the image's (its build converge) and
+/// its own first boot's (after the converge that needs running services).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprints {
+    /// `None` when `kiln fingerprint` did not run in the VM.
+    pub now: Option<String>,
+    pub image: Option<String>,
+    pub first_boot: Option<String>,
+}
+
+/// One VM's status.
+pub fn status(name: &str) -> Result<Status, Error> {
     let vm = VmDir::new(name)?;
     let Some(s) = vm.load() else {
         return Err(Error::Usage(format!(
@@ -554,59 +604,29 @@ pub fn status(name: &str) -> Result<i32, Error> {
         )));
     };
     let running = vm.running();
-    println!("name:     {}", s.name);
-    println!(
-        "state:    {}",
-        if running {
-            if s.ready.is_some() {
-                "running"
-            } else {
-                "booting"
-            }
-        } else {
-            "stopped"
-        }
-    );
-    println!(
-        "role:     {} (size {}, {} CPUs, {} MB)",
-        s.role, s.size, s.cpus, s.memory_mb
-    );
-    println!("accel:    {}", s.accel);
-    println!("image:    {}", s.image_dir.display());
-    if running {
-        println!(
-            "uptime:   {}",
-            human_duration(now().saturating_sub(s.started))
-        );
-        println!(
-            "ssh:      127.0.0.1:{}  ({})",
-            s.ssh_port,
-            ssh_line(s.ssh_port)
-        );
-        println!("http:     {}", url(&s));
-    }
-    if !s.app_dir.as_os_str().is_empty() {
-        println!("app:      {} -> {}", s.app_dir.display(), s.app_mount);
-    }
-    println!("serial:   {}", vm.serial_log().display());
-    if let Some(img) = Image::open(&s.image_key)
-        && !img.manifest.substitutions.is_empty()
-    {
-        let list: Vec<String> = img
-            .manifest
-            .substitutions
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        println!(
-            "pins:     substituted (a declared difference from production: no source offers the pin): {}",
-            list.join(", ")
-        );
-    }
-    if running {
-        println!("fingerprint: {}", fingerprint_status(&s));
-    }
-    Ok(0)
+    let image = Image::open(&s.image_key);
+    let substitutions = image
+        .as_ref()
+        .map(|i| {
+            i.manifest
+                .substitutions
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let fingerprint = running.then(|| Fingerprints {
+        now: vm_fingerprint(s.ssh_port),
+        image: image.and_then(|i| i.manifest.fingerprint),
+        first_boot: s.boot_fingerprint.clone(),
+    });
+    Ok(Status {
+        state: s,
+        running,
+        serial_log: vm.serial_log(),
+        substitutions,
+        fingerprint,
+    })
 }
 
 /// The VM's `kiln fingerprint` (of its last run), if kiln there has the command.
@@ -626,103 +646,33 @@ fn vm_fingerprint(port: u16) -> Option<String> {
         .map(str::to_string)
 }
 
-fn short(fp: &str) -> &str {
-    &fp[..12.min(fp.len())]
+/// One VM of `list`: its state when readable.
+#[derive(Debug)]
+pub struct Listed {
+    pub name: String,
+    pub running: bool,
+    pub state: Option<State>,
 }
 
-/// The VM's fingerprint against the image's (its build converge) and its
-/// own first boot's (after the converge that needs running services).
-fn fingerprint_status(s: &State) -> String {
-    let Some(now) = vm_fingerprint(s.ssh_port) else {
-        return "unknown (kiln fingerprint did not run in the VM)".into();
-    };
-    let image = Image::open(&s.image_key).and_then(|i| i.manifest.fingerprint);
-    let vs_image = match image {
-        Some(i) if i == now => "matches the image".to_string(),
-        Some(i) => format!(
-            "differs from the image's {} (the boot converge ran what needs running services)",
-            short(&i)
-        ),
-        None => "the image has none".to_string(),
-    };
-    let vs_boot = match &s.boot_fingerprint {
-        Some(b) if *b == now => "unchanged since first boot".to_string(),
-        Some(b) => format!(
-            "DRIFTED since first boot ({}): kiln devvm ssh {} -- kiln --repo {} fingerprint --explain",
-            short(b),
-            s.name,
-            guest::POLICY_DIR
-        ),
-        None => "no first-boot fingerprint".to_string(),
-    };
-    format!("{}; {vs_image}; {vs_boot}", short(&now))
+/// Every VM, this host's KVM verdict if probed, and the cached images.
+#[derive(Debug)]
+pub struct Listing {
+    pub vms: Vec<Listed>,
+    pub kvm: Option<accel::Verdict>,
+    pub images: Vec<Image>,
 }
 
-/// Every VM, one line each, then the cached images.
-pub fn list() -> Result<i32, Error> {
-    let vms = state::all();
-    if vms.is_empty() {
-        println!("No VMs. Create one with: kiln devvm up");
-    } else {
-        println!(
-            "{:<16} {:<8} {:<10} {:<7} {:<4} {:>6} {:>6}  UPTIME",
-            "NAME", "STATE", "ROLE", "SIZE", "ACCEL", "SSH", "HTTP"
-        );
-        for vm in vms {
-            let running = vm.running();
-            match vm.load() {
-                Some(s) => println!(
-                    "{:<16} {:<8} {:<10} {:<7} {:<4} {:>6} {:>6}  {}",
-                    s.name,
-                    if running { "running" } else { "stopped" },
-                    s.role,
-                    s.size,
-                    s.accel,
-                    s.ssh_port,
-                    s.http_port,
-                    if running {
-                        human_duration(now().saturating_sub(s.started))
-                    } else {
-                        "-".into()
-                    }
-                ),
-                None => println!(
-                    "{:<16} {:<8} (no state)",
-                    vm.name,
-                    if running { "running" } else { "stopped" }
-                ),
-            }
-        }
+pub fn list() -> Listing {
+    Listing {
+        vms: state::all()
+            .into_iter()
+            .map(|vm| Listed {
+                running: vm.running(),
+                state: vm.load(),
+                name: vm.name,
+            })
+            .collect(),
+        kvm: accel::cached(),
+        images: image::list(),
     }
-    if let Some(v) = accel::cached() {
-        println!();
-        println!(
-            "KVM: {} ({})",
-            if v.kvm {
-                "works here"
-            } else {
-                "not usable here, VMs use TCG"
-            },
-            v.reason
-        );
-    }
-    let images = image::list();
-    if !images.is_empty() {
-        println!();
-        println!(
-            "{:<14} {:<10} {:<7} {:>5}  BUILT",
-            "IMAGE", "ROLE", "SIZE", "DISK"
-        );
-        for i in images {
-            println!(
-                "{:<14} {:<10} {:<7} {:>4}G  {} s ago",
-                &i.manifest.key[..12],
-                i.manifest.role,
-                i.manifest.size,
-                i.manifest.disk_gb,
-                now().saturating_sub(i.manifest.created)
-            );
-        }
-    }
-    Ok(0)
 }
