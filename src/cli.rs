@@ -773,7 +773,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             report_error(&e);
-            1
+            e.exit_code()
         }
     }
 }
@@ -810,12 +810,7 @@ fn default_repo(repo: PathBuf) -> PathBuf {
 }
 
 fn report_error(e: &Error) {
-    let text = e.to_string();
-    let text = crate::text::terminal_safe(&text);
-    match e {
-        Error::Policy(_) => eprintln!("{text}"),
-        _ => eprintln!("error: {text}"),
-    }
+    eprintln!("{}", crate::text::terminal_safe(&e.render()));
 }
 
 #[cfg(test)]

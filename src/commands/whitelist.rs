@@ -114,7 +114,7 @@ fn explain_release(
             // One pin at a time: two pins of one source may differ on purpose
             // in a rollout, and each is explained on its own.
             for pin in list {
-                all.extend(siblings::resolve(target, &[pin], &dpkg).map_err(Error::Target)?);
+                all.extend(siblings::resolve(target, &[pin], &dpkg)?);
             }
             Some(all)
         }
@@ -551,7 +551,7 @@ pub struct Outdated {
 fn outdated_rows(target: &Target, policy: &engine::Policy) -> Result<Vec<Outdated>, Error> {
     let pins = installed_pins(policy);
     let names: Vec<String> = pins.keys().cloned().collect();
-    let offers = archive::offers(target, &names).map_err(Error::Target)?;
+    let offers = archive::offers(target, &names)?;
     let dpkg = Dpkg::read(target);
     Ok(pins
         .into_iter()
@@ -830,8 +830,7 @@ pub fn mirror(
     }
     let written = crate::platform::mirror::write(out, &facts.codename, &sets, &|m| {
         eprintln!("kiln whitelist mirror: {m}")
-    })
-    .map_err(Error::Target)?;
+    })?;
     println!(
         "kiln whitelist mirror: {} package file(s) for {} pinned package(s) of {} role(s) in {}",
         written.len(),
