@@ -289,12 +289,6 @@ impl RunError {
     }
 }
 
-/// For callers above the engine that still report errors as text.
-impl From<RunError> for String {
-    fn from(e: RunError) -> Self {
-        e.to_string()
-    }
-}
 
 /// A command that ran and failed: the one place that words
 /// "`cmd` failed with status N: tail".
