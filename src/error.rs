@@ -289,7 +289,6 @@ impl RunError {
     }
 }
 
-
 /// A command that ran and failed: the one place that words
 /// "`cmd` failed with status N: tail".
 #[derive(Debug, Clone, PartialEq, Eq)]

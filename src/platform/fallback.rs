@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::apt;
+use super::deb822::paragraph;
 use super::target::Target;
 use super::tfs::{Owner, atomic_write};
 use crate::error::RunError;
@@ -160,29 +161,39 @@ pub fn render(fallback: &Fallback, codename: &str, snapshot_uri: &str) -> String
     if let Some(stamp) = &fallback.snapshot {
         let base = snapshot_uri.trim_end_matches('/');
         let keyring = snapshot_keyring(fallback);
-        // Snapshot Release files are past their Valid-Until by design; the
-        // signature is still checked, against Debian's key or the copy's own.
-        out.push_str(&format!(
-            "\nTypes: deb\nURIs: {base}/archive/debian/{stamp}/\n\
-             Suites: {codename} {codename}-updates\nComponents: main\n\
-             Signed-By: {keyring}\nCheck-Valid-Until: no\n\
-             \nTypes: deb\nURIs: {base}/archive/debian-security/{stamp}/\n\
-             Suites: {codename}-security\nComponents: main\n\
-             Signed-By: {keyring}\nCheck-Valid-Until: no\n"
-        ));
+        let archives = [
+            ("debian", format!("{codename} {codename}-updates")),
+            ("debian-security", format!("{codename}-security")),
+        ];
+        for (archive, suites) in archives {
+            // Snapshot Release files are past their Valid-Until by design; the
+            // signature is still checked, against Debian's key or the copy's own.
+            out.push('\n');
+            out.push_str(&paragraph([
+                ("Types", "deb".to_string()),
+                ("URIs", format!("{base}/archive/{archive}/{stamp}/")),
+                ("Suites", suites),
+                ("Components", "main".to_string()),
+                ("Signed-By", keyring.clone()),
+                ("Check-Valid-Until", "no".to_string()),
+            ]));
+        }
     }
     for (i, m) in fallback.mirrors.iter().enumerate() {
-        out.push_str(&format!(
-            "\nTypes: deb\nURIs: {}\nSuites: {}\n",
-            m.uri, m.suite
-        ));
+        let mut fields = vec![
+            ("Types", "deb".to_string()),
+            ("URIs", m.uri.clone()),
+            ("Suites", m.suite.clone()),
+        ];
         if !m.components.is_empty() {
-            out.push_str(&format!("Components: {}\n", m.components.join(" ")));
+            fields.push(("Components", m.components.join(" ")));
         }
-        match &m.key {
-            Some(_) => out.push_str(&format!("Signed-By: {}\n", key_file(i))),
-            None => out.push_str("Trusted: yes\n"),
-        }
+        fields.push(match &m.key {
+            Some(_) => ("Signed-By", key_file(i)),
+            None => ("Trusted", "yes".to_string()),
+        });
+        out.push('\n');
+        out.push_str(&paragraph(fields));
     }
     out
 }

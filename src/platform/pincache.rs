@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::deb822::paragraph;
 use super::rootfs;
 use super::target::{Target, capture};
 use super::tfs::{Owner as Ids, atomic_write, sha256_file};
@@ -74,10 +75,13 @@ pub fn serve(target: &Target, pins: &[(String, String)]) -> Result<bool, RunErro
         let control = String::from_utf8_lossy(&out.stdout);
         index.push_str(control.trim_end());
         let sha256 = sha256_file(tfs, &path).map_err(|e| RunError::io("read", &path, e))?;
-        index.push_str(&format!(
-            "\nFilename: ./{file}\nSize: {}\nSHA256: {sha256}\n\n",
-            bytes.len()
-        ));
+        index.push('\n');
+        index.push_str(&paragraph([
+            ("Filename", format!("./{file}")),
+            ("Size", bytes.len().to_string()),
+            ("SHA256", sha256),
+        ]));
+        index.push('\n');
     }
     if index.is_empty() {
         return Ok(false);
@@ -89,10 +93,14 @@ pub fn serve(target: &Target, pins: &[(String, String)]) -> Result<bool, RunErro
         0o644,
         Ids::default(),
     )?;
-    let sources = format!(
-        "# Written by kiln: pinned versions from kiln's own package cache.\n\
-         Types: deb\nURIs: file:{DIR}\nSuites: ./\nTrusted: yes\n"
-    );
+    let sources =
+        String::from("# Written by kiln: pinned versions from kiln's own package cache.\n")
+            + &paragraph([
+                ("Types", "deb".to_string()),
+                ("URIs", format!("file:{DIR}")),
+                ("Suites", "./".to_string()),
+                ("Trusted", "yes".to_string()),
+            ]);
     atomic_write(tfs, SOURCES, sources.as_bytes(), 0o644, Ids::default())?;
     Ok(true)
 }

@@ -540,16 +540,13 @@ fn too_far(pins: &[(String, String)], limit: &str) -> SiblingError {
 /// version when absent or unversioned).
 fn parse_records(text: &str) -> Result<Vec<Record>, SiblingError> {
     let mut records = Vec::new();
-    for stanza in text.split("\n\n") {
-        let field = |key: &str| {
-            stanza
-                .lines()
-                .find_map(|l| l.strip_prefix(key).map(str::trim))
-        };
-        let (Some(package), Some(version)) = (field("Package: "), field("Version: ")) else {
+    for p in super::deb822::paragraphs(text) {
+        let (Some(package), Some(version)) = (p.get("Package"), p.get("Version")) else {
             continue;
         };
-        let (source, source_version) = match field("Source: ") {
+        let (package, version) = (package.as_ref(), version.as_ref());
+        let source_field = p.get("Source");
+        let (source, source_version) = match source_field.as_deref() {
             None => (package, version),
             Some(s) => match s.split_once(' ') {
                 Some((name, v)) => (name, v.trim().trim_start_matches('(').trim_end_matches(')')),
@@ -557,9 +554,9 @@ fn parse_records(text: &str) -> Result<Vec<Record>, SiblingError> {
             },
         };
         let mut depends = Vec::new();
-        for key in ["Pre-Depends: ", "Depends: "] {
-            if let Some(f) = field(key) {
-                depends.extend(parse_relations(f).map_err(|e| SiblingError::Record {
+        for key in ["Pre-Depends", "Depends"] {
+            if let Some(f) = p.get(key) {
+                depends.extend(parse_relations(&f).map_err(|e| SiblingError::Record {
                     package: package.to_string(),
                     version: version.to_string(),
                     source: Box::new(e),
