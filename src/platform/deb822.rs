@@ -18,10 +18,13 @@ impl<'a> Paragraph<'a> {
         self.0.get(name).map(value)
     }
 
-    /// Every field, in the order of the file, with values as
-    /// [`get`](Self::get) gives them.
-    pub fn fields(&self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> + '_ {
-        self.0.iter().map(|f| (f.name(), value(f.lines())))
+    /// The values of every field named in `names` (any case), in the
+    /// order of the file; the others are skipped unread.
+    pub fn each(&self, names: &[&str]) -> Vec<Cow<'a, str>> {
+        (self.0.iter())
+            .filter(|f| names.iter().any(|n| f.name().eq_ignore_ascii_case(n)))
+            .map(|f| value(f.lines()))
+            .collect()
     }
 }
 

@@ -47,10 +47,8 @@ impl Dpkg {
         let mut packages = HashMap::new();
         for p in deb822::paragraphs(text) {
             let mut depends = Vec::new();
-            for (field, v) in p.fields() {
-                if field == "Depends" || field == "Pre-Depends" {
-                    depends.extend(dependency_names(&v));
-                }
+            for v in p.each(&["Depends", "Pre-Depends"]) {
+                depends.extend(dependency_names(&v));
             }
             let field = |key: &str| p.get(key).unwrap_or_default();
             let (name, version, status, priority) = (
