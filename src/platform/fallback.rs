@@ -422,5 +422,12 @@ mod tests {
                 && e.contains("or unset it"),
             "{e}"
         );
+        for (uri, problem) in [
+            ("http://", UriProblem::NoHost),
+            ("https://h/x?y", UriProblem::NotABase),
+            ("http://h/archive/debian/", UriProblem::HoldsArchive),
+        ] {
+            assert_eq!(check_snapshot_uri(uri), Err(problem), "{uri}");
+        }
     }
 }

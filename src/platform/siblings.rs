@@ -886,6 +886,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("32 levels deep") && e.contains("Fix:"), "{e}");
+        // Carried whole up to the top, where it reads the same.
+        let top = Error::from(too_far(&pin("p0", "1"), "32 levels deep"));
+        assert!(matches!(top, Error::Run(RunError::Platform(_))));
+        assert_eq!(top.to_string(), e);
         assert_eq!(index.rounds.len(), MAX_ROUNDS);
     }
 }

@@ -456,3 +456,33 @@ pub fn reap_until(worker: libc::pid_t) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pid_1_of_new_namespaces_may_enter() {
+        // A test process is never PID 1: refused before any mount.
+        let e = enter_tree(Path::new("/nonexistent"), true).unwrap_err();
+        assert!(matches!(e, SandboxError::NotInit(_)));
+        assert_eq!(
+            e.to_string(),
+            "the sandbox of a --root program must run as PID 1 of its own namespaces"
+        );
+        let e = enter(Path::new("/nonexistent"), "h").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the test sandbox must run as PID 1 of its own namespaces"
+        );
+        let os = SandboxError::io(
+            "cannot create /run/lock",
+            std::io::Error::from_raw_os_error(libc::EROFS),
+        );
+        assert!(
+            os.to_string()
+                .starts_with("cannot create /run/lock: Read-only file system"),
+            "{os}"
+        );
+    }
+}
