@@ -842,7 +842,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             report_error(&e);
-            1
+            e.exit_code()
         }
     }
 }
@@ -1004,12 +1004,7 @@ fn fleet_common(repo: PathBuf, t: FleetTarget) -> commands::fleet::Common {
 }
 
 fn report_error(e: &Error) {
-    let text = e.to_string();
-    let text = crate::text::terminal_safe(&text);
-    match e {
-        Error::Policy(_) => eprintln!("{text}"),
-        _ => eprintln!("error: {text}"),
-    }
+    eprintln!("{}", crate::text::terminal_safe(&e.render()));
 }
 
 #[cfg(test)]

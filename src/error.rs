@@ -119,11 +119,30 @@ impl fmt::Display for PolicyErrors {
 
 impl std::error::Error for PolicyErrors {}
 
-/// Why kiln stopped.
+/// An error of a layer above this module (a signature refused, an ssh
+/// host unreachable), carried whole: its own type stays reachable through
+/// `source()` and downcasting, its text is shown as it is.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why kiln stopped: one variant per kind of failure, so that how it is
+/// shown and the exit code ([`Error::exit_code`]) follow from the kind and
+/// never from reading its text.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The policy repository is wrong; nothing on the target changed.
     #[error("{0}")]
     Policy(#[from] PolicyErrors),
+    /// A step on the target failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A bundle, a signature or a serial was refused (`trust`, `serial`).
+    #[error("{0}")]
+    Trust(Cause),
+    /// A fleet host could not be reached or spoken to over ssh.
+    #[error("{0}")]
+    Ssh(Cause),
+    /// Deprecated: a target failure as text. New code returns
+    /// [`Error::Run`] with a [`RunError`]; kept while callers move over.
     #[error("{0}")]
     Target(String),
     #[error("{context}: {source}")]
@@ -132,8 +151,38 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The command line asks for something kiln cannot do: a flag value,
+    /// a missing argument, an option that does not fit the others. Not for
+    /// failures at run time ([`Error::Run`], [`Error::Io`]).
     #[error("{0}")]
     Usage(String),
+}
+
+impl Error {
+    /// The process exit code for this error: the one place that decides it.
+    /// Every kind is 1 today (the `--detailed-exitcodes` codes of a converge
+    /// that ran are results, not errors).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Policy(_)
+            | Error::Run(_)
+            | Error::Trust(_)
+            | Error::Ssh(_)
+            | Error::Target(_)
+            | Error::Io { .. }
+            | Error::Usage(_) => 1,
+        }
+    }
+
+    /// The text shown on stderr: policy errors carry their own `error:`
+    /// prefix on each line, every other kind gets one.
+    pub fn render(&self) -> String {
+        let text = self.to_string();
+        match self {
+            Error::Policy(_) => text,
+            _ => format!("error: {text}"),
+        }
+    }
 }
 
 impl From<PolicyError> for Error {
@@ -176,6 +225,10 @@ pub enum RunError {
         problem: String,
         fix: Option<String>,
     },
+    /// A platform step with an error type of its own (siblings, fallback
+    /// sources, kiln's package cache, the archive's offers), carried whole.
+    #[error(transparent)]
+    Platform(std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// An error with what kiln was doing when it happened.
     #[error("{context}: {source}")]
     Context {
@@ -223,24 +276,16 @@ impl RunError {
         self
     }
 
+    /// Wraps a platform module's own error (see [`RunError::Platform`]).
+    pub fn platform(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        RunError::Platform(std::sync::Arc::new(e))
+    }
+
     pub fn context(self, context: impl Into<String>) -> Self {
         RunError::Context {
             context: context.into(),
             source: Box::new(self),
         }
-    }
-}
-
-impl From<RunError> for Error {
-    fn from(e: RunError) -> Self {
-        Error::Target(e.to_string())
-    }
-}
-
-/// For callers above the engine that still report errors as text.
-impl From<RunError> for String {
-    fn from(e: RunError) -> Self {
-        e.to_string()
     }
 }
 
@@ -346,6 +391,30 @@ mod tests {
             p.to_string(),
             "group \"web\" does not exist; declare it first"
         );
+    }
+
+    #[test]
+    fn the_kind_chooses_the_exit_code_and_the_prefix() {
+        let run = Error::from(RunError::precondition("no index").fix("run apt-get update"));
+        assert!(matches!(run, Error::Run(RunError::Precondition { .. })));
+        assert_eq!(run.render(), "error: no index; run apt-get update");
+        assert_eq!(run.exit_code(), 1);
+        // Policy errors carry their own prefix, one a line.
+        let policy = Error::from(PolicyErrors(vec![
+            PolicyError::new("a"),
+            PolicyError::new("b"),
+        ]));
+        assert_eq!(policy.render(), "error: a\nerror: b");
+        assert_eq!(policy.exit_code(), 1);
+        let trust = Error::Trust(Box::new(CommandFailed {
+            command: "ssh-keygen".into(),
+            quoted: true,
+            code: Some(255),
+            signal: None,
+            note: String::new(),
+            tail: String::new(),
+        }));
+        assert_eq!(trust.render(), "error: `ssh-keygen` failed with status 255");
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub enum RollbackError {
 
 impl From<RollbackError> for Error {
     fn from(e: RollbackError) -> Self {
-        Error::Usage(e.to_string())
+        Error::Trust(Box::new(e))
     }
 }
 

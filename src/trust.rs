@@ -46,7 +46,7 @@ pub enum TrustError {
 
 impl From<TrustError> for Error {
     fn from(e: TrustError) -> Self {
-        Error::Usage(e.to_string())
+        Error::Trust(Box::new(e))
     }
 }
 

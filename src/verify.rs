@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::PolicyError;
+use crate::error::{PolicyError, RunError};
 use crate::platform::dpkg::Dpkg;
 use crate::platform::target::{ShellOpts, Target, output_tail};
 use crate::policy::render::Renderer;
@@ -77,6 +77,62 @@ pub struct CheckOutcome {
     pub detail: String,
 }
 
+/// Why a check failed: the `detail` of its outcome, which `kiln test`,
+/// `kiln verify` and fleet health checks show next to the check's name.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckFailed {
+    /// The request did not get an answer (or its body could not be read).
+    #[error("GET {url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("status {got}, expected {expected}")]
+    Status { got: u16, expected: u16 },
+    #[error("status {got}, but the body does not contain {wanted:?} (body starts: {start:?})")]
+    Body {
+        got: u16,
+        wanted: String,
+        start: String,
+    },
+    #[error("{0}")]
+    Resolve(#[source] std::io::Error),
+    #[error("no address")]
+    NoAddress,
+    #[error("nothing accepts connections: {0}")]
+    Refused(#[source] std::io::Error),
+    /// The command's shell could not be started.
+    #[error("{0}")]
+    Start(#[source] std::io::Error),
+    #[error("{status}: {tail}")]
+    Exit {
+        status: std::process::ExitStatus,
+        tail: String,
+    },
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} does not contain {wanted:?}")]
+    Missing { path: String, wanted: String },
+    #[error("{0} is not installed")]
+    NotInstalled(String),
+    #[error("{name} is at {installed}, pinned {pin} ({rule})")]
+    OffPin {
+        name: String,
+        installed: String,
+        pin: String,
+        rule: String,
+    },
+    #[error("{0}")]
+    Service(PolicyError),
+    #[error("{name} cannot run here: {why}")]
+    CannotRun { name: String, why: String },
+    #[error("{0} is not running")]
+    NotRunning(String),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
 /// Runs every check, in order; one failing does not stop the others.
 pub fn run_all(
     checks: &[Check],
@@ -91,7 +147,7 @@ pub fn run_all(
                 check: c.label(),
                 origin: c.origin.clone(),
                 ok: r.is_ok(),
-                detail: r.unwrap_or_else(|e| e),
+                detail: r.unwrap_or_else(|e| e.to_string()),
             }
         })
         .collect()
@@ -191,7 +247,11 @@ impl Check {
 
     /// Runs the check on `target`, retrying until its timeout for checks that
     /// wait on a service coming up. `Ok` carries a short detail.
-    pub fn run(&self, target: &Target, pins: &BTreeMap<String, Pin>) -> Result<String, String> {
+    pub fn run(
+        &self,
+        target: &Target,
+        pins: &BTreeMap<String, Pin>,
+    ) -> Result<String, CheckFailed> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let r = self.once(target, pins);
@@ -209,7 +269,7 @@ impl Check {
         }
     }
 
-    fn once(&self, target: &Target, pins: &BTreeMap<String, Pin>) -> Result<String, String> {
+    fn once(&self, target: &Target, pins: &BTreeMap<String, Pin>) -> Result<String, CheckFailed> {
         match &self.probe {
             Probe::Http {
                 url,
@@ -218,47 +278,59 @@ impl Check {
             } => {
                 let (got, body) = http_get(url)?;
                 if got != *status {
-                    return Err(format!("status {got}, expected {status}"));
+                    return Err(CheckFailed::Status {
+                        got,
+                        expected: *status,
+                    });
                 }
                 if let Some(c) = contains
                     && !body.contains(c.as_str())
                 {
-                    return Err(format!(
-                        "status {got}, but the body does not contain {c:?} (body starts: {:?})",
-                        body.chars().take(200).collect::<String>()
-                    ));
+                    return Err(CheckFailed::Body {
+                        got,
+                        wanted: c.clone(),
+                        start: body.chars().take(200).collect(),
+                    });
                 }
                 Ok(format!("status {got}"))
             }
             Probe::Port { host, port } => {
                 let addr: SocketAddr = (host.as_str(), *port)
                     .to_socket_addrs()
-                    .map_err(|e| e.to_string())?
+                    .map_err(CheckFailed::Resolve)?
                     .next()
-                    .ok_or("no address")?;
+                    .ok_or(CheckFailed::NoAddress)?;
                 TcpStream::connect_timeout(&addr, Duration::from_secs(2))
                     .map(|_| "listening".to_string())
-                    .map_err(|e| format!("nothing accepts connections: {e}"))
+                    .map_err(CheckFailed::Refused)
             }
             Probe::Command { command } => {
                 let out = target
                     .shell(command, &ShellOpts::default())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(CheckFailed::Start)?;
                 if out.status.success() {
                     Ok("exit 0".into())
                 } else {
-                    Err(format!("{}: {}", out.status, output_tail(&out)))
+                    Err(CheckFailed::Exit {
+                        status: out.status,
+                        tail: output_tail(&out),
+                    })
                 }
             }
             Probe::File { path, contains } => {
-                let text = target
-                    .fs()
-                    .read_to_string(path)
-                    .map_err(|e| format!("cannot read {path}: {e}"))?;
+                let text =
+                    target
+                        .fs()
+                        .read_to_string(path)
+                        .map_err(|source| CheckFailed::Unreadable {
+                            path: path.clone(),
+                            source,
+                        })?;
                 match contains {
-                    Some(c) if !text.contains(c.as_str()) => {
-                        Err(format!("{path} does not contain {c:?}"))
-                    }
+                    Some(c) if !text.contains(c.as_str()) => Err(CheckFailed::Missing {
+                        path: path.clone(),
+                        wanted: c.clone(),
+                    }),
                     _ => Ok("present".into()),
                 }
             }
@@ -266,12 +338,14 @@ impl Check {
                 let dpkg = Dpkg::read(target);
                 let installed = dpkg
                     .installed(name)
-                    .ok_or_else(|| format!("{name} is not installed"))?;
+                    .ok_or_else(|| CheckFailed::NotInstalled(name.clone()))?;
                 match pins.get(name) {
-                    Some(pin) if pin.version != installed.version => Err(format!(
-                        "{name} is at {}, pinned {} ({})",
-                        installed.version, pin.version, pin.rule
-                    )),
+                    Some(pin) if pin.version != installed.version => Err(CheckFailed::OffPin {
+                        name: name.clone(),
+                        installed: installed.version.clone(),
+                        pin: pin.version.clone(),
+                        rule: pin.rule.clone(),
+                    }),
                     Some(pin) => Ok(format!("at its pin {}", pin.version)),
                     None => Ok(format!("installed {}", installed.version)),
                 }
@@ -285,16 +359,16 @@ impl Check {
                     secret: false,
                     actions: vec!["start".into()],
                 };
-                let svc = (def.build)(&spec, &NoFiles).map_err(|e| e.message)?;
+                let svc = (def.build)(&spec, &NoFiles).map_err(CheckFailed::Service)?;
                 let mut cx = Context::new(target);
-                let changes = svc
-                    .plan("start", &mut cx)
-                    .map_err(|e| e.to_string())?
-                    .changes;
+                let changes = svc.plan("start", &mut cx)?.changes;
                 match changes.iter().find(|c| !c.skipped) {
                     None if changes.is_empty() => Ok("running".into()),
-                    None => Err(format!("{name} cannot run here: {}", changes[0].summary)),
-                    Some(_) => Err(format!("{name} is not running")),
+                    None => Err(CheckFailed::CannotRun {
+                        name: name.clone(),
+                        why: changes[0].summary.clone(),
+                    }),
+                    Some(_) => Err(CheckFailed::NotRunning(name.clone())),
                 }
             }
         }
@@ -302,23 +376,24 @@ impl Check {
 }
 
 /// A plain HTTP GET: (status, body).
-fn http_get(url: &str) -> Result<(u16, String), String> {
+fn http_get(url: &str) -> Result<(u16, String), CheckFailed> {
+    let failed = |reason: String| CheckFailed::Http {
+        url: url.to_string(),
+        reason,
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into();
-    let mut resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("GET {url}: {e}"))?;
+    let mut resp = agent.get(url).call().map_err(|e| failed(e.to_string()))?;
     let status = resp.status().as_u16();
     let mut body = String::new();
     resp.body_mut()
         .as_reader()
         .take(1 << 20)
         .read_to_string(&mut body)
-        .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+        .map_err(|e| failed(format!("reading the body: {e}")))?;
     Ok((status, body))
 }
 
@@ -395,7 +470,7 @@ mod tests {
         let fail = parse("command = \"exit 3\"\ntimeout = 0")
             .unwrap()
             .run(&host, &pins);
-        assert!(fail.unwrap_err().contains("3"));
+        assert!(fail.unwrap_err().to_string().contains("3"));
     }
 
     #[test]

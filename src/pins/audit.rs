@@ -142,11 +142,8 @@ fn auto_installed(target: &Target) -> BTreeSet<String> {
         .fs()
         .read_to_string("/var/lib/apt/extended_states")
         .unwrap_or_default();
-    text.split("\n\n")
-        .filter(|s| s.lines().any(|l| l.trim() == "Auto-Installed: 1"))
-        .filter_map(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Package: ").map(|p| p.trim().to_string()))
-        })
+    crate::platform::deb822::paragraphs(&text)
+        .filter(|p| p.get("Auto-Installed").is_some_and(|v| v.trim() == "1"))
+        .filter_map(|p| p.get("Package").map(|n| n.trim().to_string()))
         .collect()
 }

@@ -106,7 +106,7 @@ impl Explain<'_> {
                 // One pin at a time: two pins of one source may differ on
                 // purpose in a rollout, and each is explained on its own.
                 for pin in list {
-                    all.extend(siblings::resolve(target, &[pin], &dpkg).map_err(Error::Target)?);
+                    all.extend(siblings::resolve(target, &[pin], &dpkg)?);
                 }
                 Some(all)
             }

@@ -57,8 +57,7 @@ pub fn mirror(
         packages.extend(installed_pins(&policy).into_keys());
     }
     let sets = pin_sets(&wl, &facts.codename, &packages)?;
-    let written = crate::platform::mirror::write(out, &facts.codename, &sets, progress)
-        .map_err(Error::Target)?;
+    let written = crate::platform::mirror::write(out, &facts.codename, &sets, progress)?;
     Ok(Mirrored {
         files: written.len(),
         packages: packages.len(),

@@ -54,7 +54,7 @@ impl Outdates {
 fn outdated_rows(target: &Target, policy: &engine::Policy) -> Result<Vec<Outdated>, Error> {
     let pins = installed_pins(policy);
     let names: Vec<String> = pins.keys().cloned().collect();
-    let offers = archive::offers(target, &names).map_err(Error::Target)?;
+    let offers = archive::offers(target, &names)?;
     let dpkg = Dpkg::read(target);
     Ok(pins
         .into_iter()

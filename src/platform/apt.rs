@@ -136,14 +136,12 @@ pub fn index_knows(target: &Target, pins: &[(String, String)]) -> bool {
 
 /// `(Package, Version)` of each record `apt-cache show` printed.
 fn shown_versions(text: &str) -> Vec<(String, String)> {
-    text.split("\n\n")
-        .filter_map(|stanza| {
-            let field = |key: &str| {
-                stanza
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
-            };
-            Some((field("Package: ")?, field("Version: ")?))
+    super::deb822::paragraphs(text)
+        .filter_map(|p| {
+            Some((
+                p.get("Package")?.into_owned(),
+                p.get("Version")?.into_owned(),
+            ))
         })
         .collect()
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::apt;
 use super::target::{Target, capture, output_tail};
+use crate::error::RunError;
 
 /// One version of a package and the suites that carry it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -31,14 +32,14 @@ impl Offer {
 pub fn offers(
     target: &Target,
     packages: &[String],
-) -> Result<BTreeMap<String, Vec<Offer>>, String> {
+) -> Result<BTreeMap<String, Vec<Offer>>, RunError> {
     if !apt::index_knows(target, &[]) {
         if target.is_read_only() {
-            return Err(format!(
+            return Err(RunError::precondition(format!(
                 "{} has no apt index, and this command does not change the tree: \
                  run `apt-get update` in it (or converge it once), then run again",
                 target.root().display()
-            ));
+            )));
         }
         apt::update(target)?;
     }
@@ -50,9 +51,12 @@ pub fn offers(
     let mut argv = vec!["apt-cache", "madison"];
     argv.extend(packages.iter().map(String::as_str));
     let out =
-        capture(target.command(&argv)).map_err(|e| format!("cannot run apt-cache madison: {e}"))?;
+        capture(target.command(&argv)).map_err(|e| RunError::io("run", "apt-cache madison", e))?;
     if !out.status.success() {
-        return Err(format!("apt-cache madison failed: {}", output_tail(&out)));
+        return Err(RunError::precondition(format!(
+            "apt-cache madison failed: {}",
+            output_tail(&out)
+        )));
     }
     for (package, version, suite) in parse_madison(&String::from_utf8_lossy(&out.stdout)) {
         let Some(list) = by_package.get_mut(&package) else {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use super::deb822;
 use super::target::Target;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,29 +45,20 @@ impl Dpkg {
 
     pub fn parse(text: &str) -> Self {
         let mut packages = HashMap::new();
-        for stanza in text.split("\n\n") {
-            let (mut name, mut version, mut status, mut priority) = ("", "", "", "");
-            let mut source = "";
+        for p in deb822::paragraphs(text) {
             let mut depends = Vec::new();
-            for line in stanza.lines() {
-                if let Some(v) = line
-                    .strip_prefix("Depends: ")
-                    .or_else(|| line.strip_prefix("Pre-Depends: "))
-                {
-                    depends.extend(dependency_names(v));
-                }
-                if let Some(v) = line.strip_prefix("Package: ") {
-                    name = v.trim();
-                } else if let Some(v) = line.strip_prefix("Version: ") {
-                    version = v.trim();
-                } else if let Some(v) = line.strip_prefix("Status: ") {
-                    status = v.trim();
-                } else if let Some(v) = line.strip_prefix("Priority: ") {
-                    priority = v.trim();
-                } else if let Some(v) = line.strip_prefix("Source: ") {
-                    source = v.split_whitespace().next().unwrap_or_default();
-                }
+            for v in p.each(&["Depends", "Pre-Depends"]) {
+                depends.extend(dependency_names(&v));
             }
+            let field = |key: &str| p.get(key).unwrap_or_default();
+            let (name, version, status, priority) = (
+                field("Package"),
+                field("Version"),
+                field("Status"),
+                field("Priority"),
+            );
+            let source = field("Source");
+            let source = source.split_whitespace().next().unwrap_or_default();
             if name.is_empty() {
                 continue;
             }
@@ -81,7 +73,7 @@ impl Dpkg {
                     state,
                     priority: priority.to_string(),
                     depends,
-                    source: if source.is_empty() { name } else { source }.to_string(),
+                    source: if source.is_empty() { &name } else { source }.to_string(),
                 },
             );
         }

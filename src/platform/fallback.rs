@@ -8,8 +8,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::apt;
+use super::deb822::paragraph;
 use super::target::Target;
 use super::tfs::{Owner, atomic_write};
+use crate::error::RunError;
 
 /// Where kiln writes the fallback sources on a target.
 pub const SOURCES: &str = "/etc/apt/sources.list.d/kiln-fallback.sources";
@@ -77,32 +79,78 @@ pub const SNAPSHOT_URI_FIX: &str = "give the base URL of a copy of snapshot.debi
      under which /archive/debian/STAMP/ and /archive/debian-security/STAMP/ are served, \
      e.g. \"http://snapshot.example.com\"";
 
+/// What is wrong with the URL of an apt source: worded to follow the
+/// value it is about (`uri "x" is not an http(s) URL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UriProblem {
+    #[error("is not an http(s) URL")]
+    NotHttp,
+    #[error("names no host")]
+    NoHost,
+    #[error("holds a space or a control character, which apt's sources cannot carry")]
+    Unquotable,
+    #[error("holds a space, a query or a fragment, which apt's sources cannot carry")]
+    NotABase,
+    #[error("already holds /archive/, which kiln appends itself")]
+    HoldsArchive,
+}
+
+/// The host and path of an http(s) URL that names a host.
+pub fn http_rest(u: &str) -> Result<&str, UriProblem> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or(UriProblem::NotHttp)?;
+    if rest.split('/').next().unwrap_or_default().is_empty() {
+        return Err(UriProblem::NoHost);
+    }
+    Ok(rest)
+}
+
 /// A base URL that apt can reach and kiln can append snapshot.debian.org's
 /// layout to; `Err` says what is wrong with it. The whitelist and the
 /// `KILN_SNAPSHOT_URI` environment variable share it, so that one value is
 /// not good in one place and refused in the other.
-pub fn check_snapshot_uri(u: &str) -> Result<(), String> {
-    let rest = u
-        .strip_prefix("http://")
-        .or_else(|| u.strip_prefix("https://"))
-        .ok_or("is not an http(s) URL")?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() {
-        return Err("names no host".into());
-    }
+pub fn check_snapshot_uri(u: &str) -> Result<(), UriProblem> {
+    let rest = http_rest(u)?;
     if u.chars()
         .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
     {
-        return Err(
-            "holds a space, a query or a fragment, which apt's sources cannot carry".into(),
-        );
+        return Err(UriProblem::NotABase);
     }
     // kiln appends the archive's path itself; given twice, every
     // request of apt would 404 with no hint why.
     if rest.contains("/archive/") {
-        return Err("already holds /archive/, which kiln appends itself".into());
+        return Err(UriProblem::HoldsArchive);
     }
     Ok(())
+}
+
+/// Why the fallback sources could not be put on a target.
+#[derive(Debug, thiserror::Error)]
+pub enum FallbackError {
+    #[error(
+        "{SNAPSHOT_URI_ENV} {value:?} {problem}; {SNAPSHOT_URI_FIX}, or unset it to use the whitelist's"
+    )]
+    Environment { value: String, problem: UriProblem },
+    /// A key file the whitelist names is missing from the policy repository.
+    #[error("cannot read the {what} {key}: {source}")]
+    Key {
+        what: &'static str,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// apt refused the sources (a key that does not sign them, a source
+    /// that cannot be reached); they were taken back out.
+    #[error(
+        "{0}; kiln took the fallback sources back out of the target: make each \
+         source and the key the whitelist names for it agree ([fallback] \
+         snapshot_key for the snapshot, key for a mirror)"
+    )]
+    Refused(RunError),
 }
 
 /// The deb822 sources of `fallback` for a target of release `codename`,
@@ -113,29 +161,39 @@ pub fn render(fallback: &Fallback, codename: &str, snapshot_uri: &str) -> String
     if let Some(stamp) = &fallback.snapshot {
         let base = snapshot_uri.trim_end_matches('/');
         let keyring = snapshot_keyring(fallback);
-        // Snapshot Release files are past their Valid-Until by design; the
-        // signature is still checked, against Debian's key or the copy's own.
-        out.push_str(&format!(
-            "\nTypes: deb\nURIs: {base}/archive/debian/{stamp}/\n\
-             Suites: {codename} {codename}-updates\nComponents: main\n\
-             Signed-By: {keyring}\nCheck-Valid-Until: no\n\
-             \nTypes: deb\nURIs: {base}/archive/debian-security/{stamp}/\n\
-             Suites: {codename}-security\nComponents: main\n\
-             Signed-By: {keyring}\nCheck-Valid-Until: no\n"
-        ));
+        let archives = [
+            ("debian", format!("{codename} {codename}-updates")),
+            ("debian-security", format!("{codename}-security")),
+        ];
+        for (archive, suites) in archives {
+            // Snapshot Release files are past their Valid-Until by design; the
+            // signature is still checked, against Debian's key or the copy's own.
+            out.push('\n');
+            out.push_str(&paragraph([
+                ("Types", "deb".to_string()),
+                ("URIs", format!("{base}/archive/{archive}/{stamp}/")),
+                ("Suites", suites),
+                ("Components", "main".to_string()),
+                ("Signed-By", keyring.clone()),
+                ("Check-Valid-Until", "no".to_string()),
+            ]));
+        }
     }
     for (i, m) in fallback.mirrors.iter().enumerate() {
-        out.push_str(&format!(
-            "\nTypes: deb\nURIs: {}\nSuites: {}\n",
-            m.uri, m.suite
-        ));
+        let mut fields = vec![
+            ("Types", "deb".to_string()),
+            ("URIs", m.uri.clone()),
+            ("Suites", m.suite.clone()),
+        ];
         if !m.components.is_empty() {
-            out.push_str(&format!("Components: {}\n", m.components.join(" ")));
+            fields.push(("Components", m.components.join(" ")));
         }
-        match &m.key {
-            Some(_) => out.push_str(&format!("Signed-By: {}\n", key_file(i))),
-            None => out.push_str("Trusted: yes\n"),
-        }
+        fields.push(match &m.key {
+            Some(_) => ("Signed-By", key_file(i)),
+            None => ("Trusted", "yes".to_string()),
+        });
+        out.push('\n');
+        out.push_str(&paragraph(fields));
     }
     out
 }
@@ -159,17 +217,15 @@ fn snapshot_keyring(fallback: &Fallback) -> String {
 /// when set and not empty, else the whitelist's `snapshot_uri`, else
 /// snapshot.debian.org. The environment's value is checked here, as
 /// `kiln check` checks the whitelist's.
-pub fn snapshot_uri(fallback: &Fallback) -> Result<String, String> {
+pub fn snapshot_uri(fallback: &Fallback) -> Result<String, FallbackError> {
     choose_snapshot_uri(fallback, std::env::var(SNAPSHOT_URI_ENV).ok())
 }
 
-fn choose_snapshot_uri(fallback: &Fallback, env: Option<String>) -> Result<String, String> {
+fn choose_snapshot_uri(fallback: &Fallback, env: Option<String>) -> Result<String, FallbackError> {
     match env {
         Some(v) if !v.is_empty() => match check_snapshot_uri(&v) {
             Ok(()) => Ok(v),
-            Err(why) => Err(format!(
-                "{SNAPSHOT_URI_ENV} {v:?} {why}; {SNAPSHOT_URI_FIX}, or unset it to use the whitelist's"
-            )),
+            Err(problem) => Err(FallbackError::Environment { value: v, problem }),
         },
         _ => Ok(fallback
             .snapshot_uri
@@ -182,7 +238,7 @@ fn choose_snapshot_uri(fallback: &Fallback, env: Option<String>) -> Result<Strin
 /// repository at `repo`) into the target and refreshes apt's lists of them;
 /// sources apt refuses are removed again. Returns false when `fallback`
 /// names nothing, so there is nothing to try.
-pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool, String> {
+pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool, FallbackError> {
     if fallback.is_empty() {
         return Ok(false);
     }
@@ -220,11 +276,7 @@ pub fn install(target: &Target, fallback: &Fallback, repo: &Path) -> Result<bool
         for key in installed_keys(fallback) {
             let _ = target.fs().remove_file(key);
         }
-        return Err(format!(
-            "{e}; kiln took the fallback sources back out of the target: make each \
-             source and the key the whitelist names for it agree ([fallback] \
-             snapshot_key for the snapshot, key for a mirror)"
-        ));
+        return Err(FallbackError::Refused(e));
     }
     Ok(true)
 }
@@ -250,14 +302,23 @@ fn installed_keys(fallback: &Fallback) -> Vec<String> {
 
 /// Copies a key file of the policy repository to `path` on the target, so
 /// that the sources' Signed-By names a file the target holds.
-fn copy_key(target: &Target, repo: &Path, key: &str, path: &str, what: &str) -> Result<(), String> {
-    let bytes =
-        std::fs::read(repo.join(key)).map_err(|e| format!("cannot read the {what} {key}: {e}"))?;
+fn copy_key(
+    target: &Target,
+    repo: &Path,
+    key: &str,
+    path: &str,
+    what: &'static str,
+) -> Result<(), FallbackError> {
+    let bytes = std::fs::read(repo.join(key)).map_err(|source| FallbackError::Key {
+        what,
+        key: key.to_string(),
+        source,
+    })?;
     if let Some(dir) = Path::new(path).parent() {
         target
             .fs()
             .create_dir_all(dir, 0o755)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| RunError::io("create", dir.display(), e))?;
     }
     atomic_write(target.fs(), path, &bytes, 0o644, Owner::default())?;
     Ok(())
@@ -353,11 +414,20 @@ mod tests {
             choose_snapshot_uri(&f, Some(String::new())).unwrap(),
             "http://snap.example.com"
         );
-        let e = choose_snapshot_uri(&f, Some("snap.example.com".into())).unwrap_err();
+        let e = choose_snapshot_uri(&f, Some("snap.example.com".into()))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("KILN_SNAPSHOT_URI \"snap.example.com\" is not an http(s) URL")
                 && e.contains("or unset it"),
             "{e}"
         );
+        for (uri, problem) in [
+            ("http://", UriProblem::NoHost),
+            ("https://h/x?y", UriProblem::NotABase),
+            ("http://h/archive/debian/", UriProblem::HoldsArchive),
+        ] {
+            assert_eq!(check_snapshot_uri(uri), Err(problem), "{uri}");
+        }
     }
 }

@@ -12,6 +12,7 @@ use super::apt;
 use super::rootfs::{self, Overlay, TEST_ROOT};
 use super::siblings;
 use super::target::{Target, output_tail};
+use crate::error::RunError;
 use crate::platform::facts::DEBIAN_RELEASES;
 
 /// Fills `out` with the .deb files for each set of `pins` (the base pins,
@@ -23,15 +24,14 @@ pub fn write(
     release: &str,
     pin_sets: &[Vec<(String, String)>],
     progress: &dyn Fn(&str),
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, RunError> {
     if super::which("apt-ftparchive").is_none() {
-        return Err(
-            "apt-ftparchive is not installed; install it with: apt-get install -y apt-utils".into(),
-        );
+        return Err(RunError::precondition("apt-ftparchive is not installed")
+            .fix("install it with: apt-get install -y apt-utils"));
     }
     // A host whose release kiln builds no root of gets the default one.
     let recipe = if DEBIAN_RELEASES.iter().any(|(c, _)| *c == release) {
-        TEST_ROOT.on(release).map_err(|e| e.to_string())?
+        TEST_ROOT.on(release)?
     } else {
         TEST_ROOT
     };
@@ -39,24 +39,26 @@ pub fn write(
     let overlay = Overlay::new(&base, &std::env::temp_dir().join("kiln-mirror"), "mirror")?;
     let target = Target::at_root(overlay.root());
     progress("reading the archive's index");
-    apt::update(&target).map_err(|e| e.to_string())?;
+    apt::update(&target)?;
     for pins in pin_sets {
         let all = siblings::with_pins(&target, pins)?;
         progress(&format!(
             "downloading {} pinned package(s) and what they need",
             all.len()
         ));
-        apt::download(&target, &all).map_err(|e| e.to_string())?;
+        apt::download(&target, &all)?;
     }
-    fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    fs::create_dir_all(out).map_err(|e| RunError::io("create", out.display(), e))?;
     let mut names = Vec::new();
     let archives = overlay.root().join("var/cache/apt/archives");
-    for entry in fs::read_dir(&archives).map_err(|e| format!("{}: {e}", archives.display()))? {
-        let entry = entry.map_err(|e| e.to_string())?;
+    let unreadable = |e| RunError::io("read", archives.display(), e);
+    for entry in fs::read_dir(&archives).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type().is_ok_and(|t| t.is_file()) && name.ends_with(".deb") {
-            fs::copy(entry.path(), out.join(&name))
-                .map_err(|e| format!("cannot copy {name} to {}: {e}", out.display()))?;
+            fs::copy(entry.path(), out.join(&name)).map_err(|e| {
+                RunError::io("copy", format_args!("{name} to {}", out.display()), e)
+            })?;
             names.push(name);
         }
     }
@@ -66,35 +68,35 @@ pub fn write(
 }
 
 /// `Packages`, `Packages.gz` and `Release` for the .deb files in `dir`.
-fn index(dir: &Path) -> Result<(), String> {
+fn index(dir: &Path) -> Result<(), RunError> {
     let run = |args: &[&str]| {
         let out = Command::new("apt-ftparchive")
             .args(args)
             .current_dir(dir)
             .output()
-            .map_err(|e| format!("cannot run apt-ftparchive: {e}"))?;
+            .map_err(|e| RunError::io("run", "apt-ftparchive", e))?;
         if out.status.success() {
             Ok(out.stdout)
         } else {
-            Err(format!(
+            Err(RunError::precondition(format!(
                 "apt-ftparchive {} failed: {}",
                 args.join(" "),
                 output_tail(&out)
-            ))
+            )))
         }
     };
     let packages = run(&["packages", "."])?;
     let write = |name: &str, bytes: &[u8]| {
-        fs::write(dir.join(name), bytes).map_err(|e| format!("cannot write {name}: {e}"))
+        fs::write(dir.join(name), bytes).map_err(|e| RunError::io("write", name, e))
     };
     write("Packages", &packages)?;
     let gz = Command::new("gzip")
         .args(["-9nkf", "Packages"])
         .current_dir(dir)
         .status()
-        .map_err(|e| format!("cannot run gzip: {e}"))?;
+        .map_err(|e| RunError::io("run", "gzip", e))?;
     if !gz.success() {
-        return Err("gzip Packages failed".into());
+        return Err(RunError::precondition("gzip Packages failed"));
     }
     let release = run(&["release", "."])?;
     write("Release", &release)

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod apt;
 pub mod archive;
+pub mod deb822;
 pub mod dpkg;
 pub mod facts;
 pub mod fallback;

@@ -11,9 +11,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::deb822::paragraph;
 use super::rootfs;
 use super::target::{Target, capture};
 use super::tfs::{Owner as Ids, atomic_write, sha256_file};
+use crate::error::RunError;
 
 /// Where the cached packages are put inside the target.
 const DIR: &str = "/var/cache/kiln/pins";
@@ -33,7 +35,7 @@ fn prefix(name: &str, version: &str) -> String {
 
 /// Serves the cached files of `pins` to the target; false when the cache
 /// holds none of them (nothing was written).
-pub fn serve(target: &Target, pins: &[(String, String)]) -> Result<bool, String> {
+pub fn serve(target: &Target, pins: &[(String, String)]) -> Result<bool, RunError> {
     let Ok(entries) = std::fs::read_dir(archives()) else {
         return Ok(false);
     };
@@ -55,15 +57,16 @@ pub fn serve(target: &Target, pins: &[(String, String)]) -> Result<bool, String>
     }
     let tfs = target.fs();
     tfs.create_dir_all(DIR, 0o755)
-        .map_err(|e| format!("cannot create {DIR} in the target: {e}"))?;
+        .map_err(|e| RunError::io("create", format_args!("{DIR} in the target"), e))?;
     let mut index = String::new();
     for file in found {
-        let bytes = std::fs::read(archives().join(file))
-            .map_err(|e| format!("cannot read {file} from kiln's package cache: {e}"))?;
+        let bytes = std::fs::read(archives().join(file)).map_err(|e| {
+            RunError::io("read", format_args!("{file} from kiln's package cache"), e)
+        })?;
         let path = format!("{DIR}/{file}");
         atomic_write(tfs, &path, &bytes, 0o644, Ids::default())?;
         let out = capture(target.command(&["dpkg-deb", "-f", &path]))
-            .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+            .map_err(|e| RunError::io("run", "dpkg-deb", e))?;
         if !out.status.success() {
             // A damaged file in the cache is no source: leave it out.
             let _ = tfs.remove_file(&path);
@@ -71,11 +74,14 @@ pub fn serve(target: &Target, pins: &[(String, String)]) -> Result<bool, String>
         }
         let control = String::from_utf8_lossy(&out.stdout);
         index.push_str(control.trim_end());
-        let sha256 = sha256_file(tfs, &path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        index.push_str(&format!(
-            "\nFilename: ./{file}\nSize: {}\nSHA256: {sha256}\n\n",
-            bytes.len()
-        ));
+        let sha256 = sha256_file(tfs, &path).map_err(|e| RunError::io("read", &path, e))?;
+        index.push('\n');
+        index.push_str(&paragraph([
+            ("Filename", format!("./{file}")),
+            ("Size", bytes.len().to_string()),
+            ("SHA256", sha256),
+        ]));
+        index.push('\n');
     }
     if index.is_empty() {
         return Ok(false);
@@ -87,10 +93,14 @@ pub fn serve(target: &Target, pins: &[(String, String)]) -> Result<bool, String>
         0o644,
         Ids::default(),
     )?;
-    let sources = format!(
-        "# Written by kiln: pinned versions from kiln's own package cache.\n\
-         Types: deb\nURIs: file:{DIR}\nSuites: ./\nTrusted: yes\n"
-    );
+    let sources =
+        String::from("# Written by kiln: pinned versions from kiln's own package cache.\n")
+            + &paragraph([
+                ("Types", "deb".to_string()),
+                ("URIs", format!("file:{DIR}")),
+                ("Suites", "./".to_string()),
+                ("Trusted", "yes".to_string()),
+            ]);
     atomic_write(tfs, SOURCES, sources.as_bytes(), 0o644, Ids::default())?;
     Ok(true)
 }

@@ -87,7 +87,7 @@ pub fn ensure(
     if pins.is_empty() || apt::index_knows(target, pins) {
         return Ok(Vec::new());
     }
-    let mut fallback_failed: Option<String> = None;
+    let mut fallback_failed: Option<fallback::FallbackError> = None;
     if !sources.change {
         // Why-run reads the index as it is; without one it cannot tell.
         if !apt::index_knows(target, &[]) {
@@ -105,7 +105,7 @@ pub fn ensure(
         }
         if apt::index_knows(target, &[]) {
             let missing = missing(target, pins)?;
-            if pincache::serve(target, &missing).map_err(RunError::precondition)? {
+            if pincache::serve(target, &missing)? {
                 let _ = apt::update_one(target, pincache::SOURCES);
                 if apt::index_knows(target, pins) {
                     return Ok(Vec::new());
@@ -149,7 +149,7 @@ pub fn ensure(
         }
     }
     let names: Vec<String> = pins.iter().map(|(n, _)| n.clone()).collect();
-    let offers = archive::offers(target, &names).map_err(RunError::precondition)?;
+    let offers = archive::offers(target, &names)?;
     let vanished = not_offered(pins, &offers, sources.defer_unknown);
     if vanished.is_empty() {
         return Ok(Vec::new());
@@ -159,7 +159,7 @@ pub fn ensure(
             &vanished,
             &offers,
             sources.fallback.is_some(),
-            fallback_failed.as_deref(),
+            fallback_failed.as_ref(),
         )
     };
     if mode == PinMode::Strict {
@@ -189,7 +189,7 @@ pub fn ensure(
 /// The pins whose version the target's index does not list.
 fn missing(target: &Target, pins: &[(String, String)]) -> Result<Vec<(String, String)>, RunError> {
     let names: Vec<String> = pins.iter().map(|(n, _)| n.clone()).collect();
-    let offers = archive::offers(target, &names).map_err(RunError::precondition)?;
+    let offers = archive::offers(target, &names)?;
     Ok(not_offered(pins, &offers, false)
         .into_iter()
         .cloned()
@@ -218,7 +218,7 @@ fn vanished_error(
     vanished: &[&(String, String)],
     offers: &BTreeMap<String, Vec<archive::Offer>>,
     has_fallback: bool,
-    fallback_failed: Option<&str>,
+    fallback_failed: Option<&fallback::FallbackError>,
 ) -> RunError {
     let list: Vec<String> = vanished
         .iter()

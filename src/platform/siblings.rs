@@ -24,6 +24,75 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::archive::compare;
 use super::dpkg::Dpkg;
 use super::target::{Target, capture, output_tail};
+use crate::error::{Error, RunError};
+
+/// Why the siblings of a set of pins cannot be named. Each says what to
+/// change: a pin, the sources, or the target's index.
+#[derive(Debug, thiserror::Error)]
+pub enum SiblingError {
+    #[error("cannot read the dependency {text:?}: {problem}")]
+    Relation { text: String, problem: &'static str },
+    /// A record of the index whose dependencies do not parse.
+    #[error("{package} {version}: {source}")]
+    Record {
+        package: String,
+        version: String,
+        #[source]
+        source: Box<SiblingError>,
+    },
+    #[error("cannot run apt-cache show: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error(
+        "apt-cache show cannot read the package index: {tail}. \
+         Fix: repair the target's apt index (apt-get update) and run again"
+    )]
+    Index { tail: String },
+    #[error(
+        "{pin} and {other} are built from {source_name} at different versions \
+         ({source_version} and {other_version}); apt cannot install them together. \
+         Fix: pin both at versions of the same {source_name} upload"
+    )]
+    TwoUploads {
+        /// `name version` of the pin.
+        pin: String,
+        other: String,
+        source_name: String,
+        source_version: String,
+        other_version: String,
+    },
+    #[error(
+        "{name} is built from {source_name} like {follows}, but no source offers a \
+         {name} built from {source_name} {source_version} (offered: {offered}). \
+         Fix: pin {follows} at a version whose siblings are all available, \
+         or add a fallback source that carries them"
+    )]
+    NotOffered {
+        name: String,
+        source_name: String,
+        follows: String,
+        source_version: String,
+        offered: String,
+    },
+    #[error(
+        "the dependencies of {pins} that are not installed yet go beyond {limit}; kiln \
+         stops looking for their siblings there rather than guess. Fix: install part \
+         of those dependencies in an earlier run, or pin the siblings in the \
+         whitelist too"
+    )]
+    TooFar { pins: String, limit: String },
+}
+
+impl From<SiblingError> for RunError {
+    fn from(e: SiblingError) -> Self {
+        RunError::platform(e)
+    }
+}
+
+impl From<SiblingError> for Error {
+    fn from(e: SiblingError) -> Self {
+        Error::Run(e.into())
+    }
+}
 
 /// A binary package that moves with a pin because it shares its source.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -90,7 +159,7 @@ impl Relation {
 }
 
 /// A Depends-style field: groups separated by commas, alternatives by `|`.
-fn parse_relations(field: &str) -> Result<Vec<Vec<Relation>>, String> {
+fn parse_relations(field: &str) -> Result<Vec<Vec<Relation>>, SiblingError> {
     field
         .split(',')
         .map(str::trim)
@@ -99,8 +168,11 @@ fn parse_relations(field: &str) -> Result<Vec<Vec<Relation>>, String> {
         .collect()
 }
 
-fn parse_relation(text: &str) -> Result<Relation, String> {
-    let bad = |why: &str| format!("cannot read the dependency {:?}: {why}", text.trim());
+fn parse_relation(text: &str) -> Result<Relation, SiblingError> {
+    let bad = |problem: &'static str| SiblingError::Relation {
+        text: text.trim().to_string(),
+        problem,
+    };
     let text = text.trim();
     let name_end = text
         .find(|c: char| c.is_whitespace() || c == '(' || c == ':' || c == '[' || c == '<')
@@ -162,17 +234,16 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
 trait Index {
     /// Every version of each of `names` the index knows; a purely virtual
     /// or unknown name has none.
-    fn show(&mut self, names: &[String]) -> Result<Vec<Record>, String>;
+    fn show(&mut self, names: &[String]) -> Result<Vec<Record>, SiblingError>;
 }
 
 struct AptCache<'a>(&'a Target);
 
 impl Index for AptCache<'_> {
-    fn show(&mut self, names: &[String]) -> Result<Vec<Record>, String> {
+    fn show(&mut self, names: &[String]) -> Result<Vec<Record>, SiblingError> {
         let mut argv = vec!["apt-cache", "show"];
         argv.extend(names.iter().map(String::as_str));
-        let out = capture(self.0.command(&argv))
-            .map_err(|e| format!("cannot run apt-cache show: {e}"))?;
+        let out = capture(self.0.command(&argv)).map_err(SiblingError::Spawn)?;
         // A name the index does not know (a virtual package) makes
         // apt-cache fail, but it still prints the others; only a failure
         // that is not about names means the index itself is unreadable.
@@ -181,11 +252,9 @@ impl Index for AptCache<'_> {
             .lines()
             .any(|l| l.starts_with("E: ") && !l.contains("No packages found"));
         if !out.status.success() && records.is_empty() && broken {
-            return Err(format!(
-                "apt-cache show cannot read the package index: {}. \
-                 Fix: repair the target's apt index (apt-get update) and run again",
-                output_tail(&out)
-            ));
+            return Err(SiblingError::Index {
+                tail: output_tail(&out),
+            });
         }
         Ok(records)
     }
@@ -207,7 +276,7 @@ pub fn resolve(
     target: &Target,
     pins: &[(String, String)],
     dpkg: &Dpkg,
-) -> Result<Vec<Sibling>, String> {
+) -> Result<Vec<Sibling>, SiblingError> {
     if pins.is_empty() {
         return Ok(Vec::new());
     }
@@ -219,7 +288,7 @@ pub fn resolve(
 pub fn with_pins(
     target: &Target,
     pins: &[(String, String)],
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, SiblingError> {
     let mut all = pins.to_vec();
     for s in resolve(target, pins, &Dpkg::read(target))? {
         all.push((s.name, s.version));
@@ -247,12 +316,12 @@ fn walk(
     index: &mut dyn Index,
     pins: &[(String, String)],
     dpkg: &Dpkg,
-) -> Result<Vec<Sibling>, String> {
+) -> Result<Vec<Sibling>, SiblingError> {
     let mut known: BTreeMap<String, Vec<Record>> = BTreeMap::new();
     let mut rounds = 0;
     let mut look_up = |names: BTreeSet<String>,
                        known: &mut BTreeMap<String, Vec<Record>>|
-     -> Result<(), String> {
+     -> Result<(), SiblingError> {
         let names: Vec<String> = names
             .into_iter()
             .filter(|n| !known.contains_key(n))
@@ -292,12 +361,13 @@ fn walk(
         if let Some((other_version, other)) = sources.get(&r.source)
             && other_version != &r.source_version
         {
-            return Err(format!(
-                "{name} {version} and {other} are built from {} at different versions \
-                 ({} and {other_version}); apt cannot install them together. \
-                 Fix: pin both at versions of the same {} upload",
-                r.source, r.source_version, r.source
-            ));
+            return Err(SiblingError::TwoUploads {
+                pin: format!("{name} {version}"),
+                other: other.clone(),
+                source_name: r.source.clone(),
+                source_version: r.source_version.clone(),
+                other_version: other_version.clone(),
+            });
         }
         sources.insert(r.source.clone(), (r.source_version.clone(), name.clone()));
         todo.extend(r.depends.iter().cloned().map(Todo::Group));
@@ -408,7 +478,7 @@ fn choose(
     group: &[Relation],
     known: &BTreeMap<String, Vec<Record>>,
     sources: &BTreeMap<String, (String, String)>,
-) -> Result<Option<(String, Record)>, String> {
+) -> Result<Option<(String, Record)>, SiblingError> {
     for rel in group {
         let versions = versions(known, &rel.name);
         if let Some(r) = upload_of(&rel.name, versions, sources)? {
@@ -432,7 +502,7 @@ fn upload_of(
     name: &str,
     versions: &[Record],
     sources: &BTreeMap<String, (String, String)>,
-) -> Result<Option<Record>, String> {
+) -> Result<Option<Record>, SiblingError> {
     let Some((source, (source_version, follows))) = versions
         .iter()
         .find_map(|r| sources.get_key_value(&r.source))
@@ -446,43 +516,37 @@ fn upload_of(
         Some(r) => Ok(Some(r.clone())),
         None => {
             let offered: Vec<&str> = versions.iter().map(|r| r.version.as_str()).collect();
-            Err(format!(
-                "{name} is built from {source} like {follows}, but no source offers a \
-                 {name} built from {source} {source_version} (offered: {}). \
-                 Fix: pin {follows} at a version whose siblings are all available, \
-                 or add a fallback source that carries them",
-                offered.join(", ")
-            ))
+            Err(SiblingError::NotOffered {
+                name: name.to_string(),
+                source_name: source.clone(),
+                follows: follows.clone(),
+                source_version: source_version.clone(),
+                offered: offered.join(", "),
+            })
         }
     }
 }
 
-fn too_far(pins: &[(String, String)], limit: &str) -> String {
+fn too_far(pins: &[(String, String)], limit: &str) -> SiblingError {
     let pins: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    format!(
-        "the dependencies of {} that are not installed yet go beyond {limit}; kiln \
-         stops looking for their siblings there rather than guess. Fix: install part \
-         of those dependencies in an earlier run, or pin the siblings in the \
-         whitelist too",
-        pins.join(" ")
-    )
+    SiblingError::TooFar {
+        pins: pins.join(" "),
+        limit: limit.to_string(),
+    }
 }
 
 /// The records of `apt-cache show`; the Source field gives the upload
 /// (`mariadb (1:10.11.18-0+deb12u1)`, or the package's own name and
 /// version when absent or unversioned).
-fn parse_records(text: &str) -> Result<Vec<Record>, String> {
+fn parse_records(text: &str) -> Result<Vec<Record>, SiblingError> {
     let mut records = Vec::new();
-    for stanza in text.split("\n\n") {
-        let field = |key: &str| {
-            stanza
-                .lines()
-                .find_map(|l| l.strip_prefix(key).map(str::trim))
-        };
-        let (Some(package), Some(version)) = (field("Package: "), field("Version: ")) else {
+    for p in super::deb822::paragraphs(text) {
+        let (Some(package), Some(version)) = (p.get("Package"), p.get("Version")) else {
             continue;
         };
-        let (source, source_version) = match field("Source: ") {
+        let (package, version) = (package.as_ref(), version.as_ref());
+        let source_field = p.get("Source");
+        let (source, source_version) = match source_field.as_deref() {
             None => (package, version),
             Some(s) => match s.split_once(' ') {
                 Some((name, v)) => (name, v.trim().trim_start_matches('(').trim_end_matches(')')),
@@ -490,10 +554,13 @@ fn parse_records(text: &str) -> Result<Vec<Record>, String> {
             },
         };
         let mut depends = Vec::new();
-        for key in ["Pre-Depends: ", "Depends: "] {
-            if let Some(f) = field(key) {
-                depends
-                    .extend(parse_relations(f).map_err(|e| format!("{package} {version}: {e}"))?);
+        for key in ["Pre-Depends", "Depends"] {
+            if let Some(f) = p.get(key) {
+                depends.extend(parse_relations(&f).map_err(|e| SiblingError::Record {
+                    package: package.to_string(),
+                    version: version.to_string(),
+                    source: Box::new(e),
+                })?);
             }
         }
         records.push(Record {
@@ -617,7 +684,7 @@ mod tests {
     }
 
     impl Index for Fixed {
-        fn show(&mut self, names: &[String]) -> Result<Vec<Record>, String> {
+        fn show(&mut self, names: &[String]) -> Result<Vec<Record>, SiblingError> {
             self.rounds.push(names.to_vec());
             Ok(self
                 .records
@@ -753,7 +820,9 @@ mod tests {
             "x-cli 2.0-1 x 2.0-1 x-common (= 2.0-1)\n\
              x-common 2.0-2 x 2.0-2\n",
         );
-        let e = walk(&mut index, &pin("x-cli", "2.0-1"), &Dpkg::default()).unwrap_err();
+        let e = walk(&mut index, &pin("x-cli", "2.0-1"), &Dpkg::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("x-common is built from x like x-cli, but no source offers a x-common built from x 2.0-1 (offered: 2.0-2)")
                 && e.contains("Fix: pin x-cli"),
@@ -798,7 +867,9 @@ mod tests {
             ("x-cli".to_string(), "2.0-1".to_string()),
             ("x-doc".to_string(), "2.0-2".to_string()),
         ];
-        let e = walk(&mut index, &pins, &Dpkg::default()).unwrap_err();
+        let e = walk(&mut index, &pins, &Dpkg::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("Fix: pin both at versions of the same x upload"),
             "{e}"
@@ -811,8 +882,14 @@ mod tests {
             .map(|i| format!("p{i} 1 p{i} 1 p{}\n", i + 1))
             .collect();
         let mut index = index(&chain);
-        let e = walk(&mut index, &pin("p0", "1"), &Dpkg::default()).unwrap_err();
+        let e = walk(&mut index, &pin("p0", "1"), &Dpkg::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("32 levels deep") && e.contains("Fix:"), "{e}");
+        // Carried whole up to the top, where it reads the same.
+        let top = Error::from(too_far(&pin("p0", "1"), "32 levels deep"));
+        assert!(matches!(top, Error::Run(RunError::Platform(_))));
+        assert_eq!(top.to_string(), e);
         assert_eq!(index.rounds.len(), MAX_ROUNDS);
     }
 }

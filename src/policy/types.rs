@@ -115,8 +115,26 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
+/// What is wrong with one type declaration, worded to follow its key
+/// (`types.apache2.port: unknown type "prot"`).
+#[derive(Debug, thiserror::Error)]
+enum TypeProblem {
+    #[error("unknown type {0:?}")]
+    UnknownName(String),
+    #[error("pattern {pattern:?} is not a regular expression: {source}")]
+    Pattern {
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("integer takes [MIN, MAX], two integers with MIN <= MAX")]
+    IntegerRange,
+    #[error("{0} is not a type")]
+    NotAType(String),
+}
+
 /// One type declaration: a name, a one-key table, or a list of either.
-fn parse(v: &toml::Value) -> Result<AttrType, String> {
+fn parse(v: &toml::Value) -> Result<AttrType, TypeProblem> {
     match v {
         toml::Value::String(s) => match s.as_str() {
             "string" => Ok(AttrType::String),
@@ -128,7 +146,7 @@ fn parse(v: &toml::Value) -> Result<AttrType, String> {
                 min: None,
                 max: None,
             }),
-            other => Err(format!("unknown type {other:?}")),
+            other => Err(TypeProblem::UnknownName(other.to_string())),
         },
         toml::Value::Array(a) if !a.is_empty() => Ok(AttrType::Any(
             a.iter().map(parse).collect::<Result<_, _>>()?,
@@ -137,8 +155,10 @@ fn parse(v: &toml::Value) -> Result<AttrType, String> {
             let (k, v) = t.iter().next().expect("one key");
             match (k.as_str(), v) {
                 ("pattern", toml::Value::String(p)) => {
-                    let re = whole(p)
-                        .map_err(|e| format!("pattern {p:?} is not a regular expression: {e}"))?;
+                    let re = whole(p).map_err(|source| TypeProblem::Pattern {
+                        pattern: p.clone(),
+                        source,
+                    })?;
                     Ok(AttrType::Pattern {
                         source: p.clone(),
                         re,
@@ -151,15 +171,15 @@ fn parse(v: &toml::Value) -> Result<AttrType, String> {
                             max: Some(*max),
                         })
                     }
-                    _ => Err("integer takes [MIN, MAX], two integers with MIN <= MAX".into()),
+                    _ => Err(TypeProblem::IntegerRange),
                 },
                 ("one_of", toml::Value::Array(vs)) if !vs.is_empty() => {
                     Ok(AttrType::OneOf(vs.clone()))
                 }
-                _ => Err(format!("{k} = {v} is not a type")),
+                _ => Err(TypeProblem::NotAType(format!("{k} = {v}"))),
             }
         }
-        other => Err(format!("{other} is not a type")),
+        other => Err(TypeProblem::NotAType(other.to_string())),
     }
 }
 

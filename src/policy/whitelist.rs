@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Repository;
 use crate::error::{Lines, PolicyError};
 pub use crate::platform::fallback::{Fallback, Mirror, SNAPSHOT_URI_FIX, check_snapshot_uri};
+use crate::platform::fallback::{UriProblem, http_rest};
 
 #[derive(Debug, Clone, Default)]
 pub struct Whitelist {
@@ -625,18 +626,10 @@ fn release_line(text: &str, name: &str) -> Option<usize> {
 /// A fallback mirror's URI: http(s) only. A `file:` source would be a
 /// directory on each target, and whoever can write there (on a `trusted`
 /// mirror, anyone) would choose the packages root installs.
-fn check_mirror_uri(u: &str) -> Result<(), String> {
-    let rest = u
-        .strip_prefix("http://")
-        .or_else(|| u.strip_prefix("https://"))
-        .ok_or("is not an http(s) URL")?;
-    if rest.split('/').next().unwrap_or_default().is_empty() {
-        return Err("names no host".into());
-    }
+fn check_mirror_uri(u: &str) -> Result<(), UriProblem> {
+    http_rest(u)?;
     if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(
-            "holds a space or a control character, which apt's sources cannot carry".into(),
-        );
+        return Err(UriProblem::Unquotable);
     }
     Ok(())
 }
@@ -659,17 +652,25 @@ pub fn is_snapshot_stamp(s: &str) -> bool {
 
 /// Debian policy: optional numeric epoch, an upstream part starting with a
 /// digit, an optional revision.
-pub fn valid_version(v: &str) -> Result<debversion::Version, String> {
-    let parsed: debversion::Version = v
-        .parse()
-        .map_err(|e: debversion::ParseError| e.to_string())?;
+pub fn valid_version(v: &str) -> Result<debversion::Version, VersionProblem> {
+    let parsed: debversion::Version = v.parse()?;
     if !parsed
         .upstream_version
         .starts_with(|c: char| c.is_ascii_digit())
     {
-        return Err("the upstream version must start with a digit".into());
+        return Err(VersionProblem::UpstreamNotDigit);
     }
     Ok(parsed)
+}
+
+/// Why a string is not a Debian version, worded to go in parentheses
+/// after it.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionProblem {
+    #[error("{0}")]
+    Syntax(#[from] debversion::ParseError),
+    #[error("the upstream version must start with a digit")]
+    UpstreamNotDigit,
 }
 
 /// A Debian binary package name (Policy 5.6.1, without its two-character

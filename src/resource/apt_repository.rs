@@ -15,6 +15,7 @@ use super::{
 };
 use crate::error::PolicyError;
 use crate::platform::apt;
+use crate::platform::deb822::paragraph;
 
 pub const TYPE: TypeDef = TypeDef::of::<AptRepository>(
     "apt_repository",
@@ -109,16 +110,21 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
         }
         None => None,
     };
-    let mut text = format!("# managed by kiln\nTypes: deb\nURIs: {uri}\nSuites: {suite}\n");
+    let mut fields = vec![
+        ("Types", "deb".to_string()),
+        ("URIs", uri.to_string()),
+        ("Suites", suite.to_string()),
+    ];
     if !flat {
-        text.push_str(&format!("Components: {}\n", p.components.join(" ")));
+        fields.push(("Components", p.components.join(" ")));
     }
     if let Some(k) = &key {
-        text.push_str(&format!("Signed-By: {}\n", k.path));
+        fields.push(("Signed-By", k.path.clone()));
     }
     if p.trusted {
-        text.push_str("Trusted: yes\n");
+        fields.push(("Trusted", "yes".to_string()));
     }
+    let text = String::from("# managed by kiln\n") + &paragraph(fields);
     Ok(Box::new(AptRepository {
         name: name.clone(),
         sources: File {

@@ -246,16 +246,16 @@ mod tests {
     /// Checks and carries out `action`: the changes, then the outcome.
     trait Run {
         fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>>;
-        fn apply(&self, action: &str, cx: &mut Context) -> Result<(), String>;
+        fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()>;
     }
 
     impl Run for Box<dyn Resource> {
         fn check(&self, action: &str, cx: &mut Context) -> ResourceResult<Vec<Change>> {
             self.plan(action, cx).map(|p| p.changes)
         }
-        fn apply(&self, action: &str, cx: &mut Context) -> Result<(), String> {
-            let planned = self.plan(action, cx).map_err(|e| e.to_string())?;
-            self.apply_plan(&planned, cx).map_err(|e| e.to_string())
+        fn apply(&self, action: &str, cx: &mut Context) -> ResourceResult<()> {
+            let planned = self.plan(action, cx)?;
+            self.apply_plan(&planned, cx)
         }
     }
 
@@ -327,14 +327,15 @@ mod tests {
         let (target, _dir) = host_cx();
         let mut cx = Context::new(&target);
         let e = exec("command = 'echo boom >&2; exit 3'");
-        let msg = e.apply("run", &mut cx).unwrap_err();
+        let msg = e.apply("run", &mut cx).unwrap_err().to_string();
         assert!(msg.contains("status 3") && msg.contains("boom"), "{msg}");
         exec("command = 'exit 3'\nreturns = [0, 3]")
             .apply("run", &mut cx)
             .unwrap();
         let msg = exec("command = 'exit 1'\nreturns = [0, 3]")
             .apply("run", &mut cx)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("accepted: 0, 3"), "{msg}");
     }
 
@@ -345,7 +346,7 @@ mod tests {
         let e = sensitive("command = 'echo s3cret >&2; exit 1'");
         let c = e.check("run", &mut cx).unwrap();
         assert_eq!(c[0].summary, "run (sensitive command)");
-        let msg = e.apply("run", &mut cx).unwrap_err();
+        let msg = e.apply("run", &mut cx).unwrap_err().to_string();
         assert!(!msg.contains("s3cret"), "{msg}");
     }
 

@@ -186,9 +186,7 @@ impl Converge for Package {
                 {
                     let dpkg = cx.dpkg().clone();
                     let pin = [(self.name.clone(), want)];
-                    for s in
-                        siblings::resolve(cx.target, &pin, &dpkg).map_err(RunError::precondition)?
-                    {
+                    for s in siblings::resolve(cx.target, &pin, &dpkg)? {
                         if s.installed.as_deref() != Some(s.version.as_str()) {
                             changes.push(PackageChange::Sibling {
                                 name: s.name,
@@ -333,9 +331,8 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
             sources.as_ref().unwrap_or(&none),
             pins::PinMode::Strict,
         )
-        .and_then(|_| {
-            siblings::resolve(target, &to_install, &before).map_err(RunError::precondition)
-        }) {
+        .and_then(|_| siblings::resolve(target, &to_install, &before).map_err(RunError::from))
+        {
             Ok(sibs) => {
                 sibling_pins = sibs.into_iter().map(|s| (s.name, s.version)).collect();
             }

@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 
 use sha2::Sha256;
 
+use crate::error::RunError;
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
 use crate::platform::target::Target;
@@ -56,7 +57,7 @@ pub fn keep_fingerprint_key(
     target: &Target,
     key: Option<&[u8]>,
     paths: &[String],
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let tfs = target.fs();
     match key {
         Some(k) => {
@@ -71,7 +72,7 @@ pub fn keep_fingerprint_key(
                 return Ok(());
             }
             tfs.create_dir_all("/var/lib/kiln", 0o755)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| RunError::io("create", "/var/lib/kiln", e))?;
             crate::resource::fsmeta::atomic_write(
                 tfs,
                 FINGERPRINT_KEY,
@@ -79,10 +80,11 @@ pub fn keep_fingerprint_key(
                 0o600,
                 crate::resource::fsmeta::Ids::default(),
             )
-            .map_err(|e| e.to_string())
         }
         None => match tfs.remove_file(FINGERPRINT_KEY) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.to_string()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(RunError::io("remove", FINGERPRINT_KEY, e))
+            }
             _ => Ok(()),
         },
     }

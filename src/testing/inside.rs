@@ -83,7 +83,7 @@ pub fn run(a: InsideArgs) -> i32 {
     let outcome = match namespaces::enter(Network::Own) {
         Ok(()) => inside(&a),
         Err(e) => InsideOutcome {
-            error: Some(e),
+            error: Some(e.to_string()),
             ..InsideOutcome::default()
         },
     };
@@ -115,7 +115,7 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
     };
     let hostname = a.fqdn.split('.').next().unwrap_or("kiln-test");
     if let Err(e) = sandbox::enter(&a.root, hostname) {
-        out.error = Some(e);
+        out.error = Some(e.to_string());
         return out;
     }
     // PID 1 must reap orphans, or a daemon that died would linger as a

@@ -15,6 +15,7 @@ use serde::Serialize;
 use shared_child::SharedChild;
 
 use crate::engine::{self, Request};
+use crate::error::{PolicyError, PolicyErrors, RunError};
 use crate::platform::dpkg::Dpkg;
 use crate::platform::facts::Facts;
 use crate::platform::pins::{self, PinMode};
@@ -178,19 +179,42 @@ pub fn test_role(role: &str, opts: &Options, progress: &dyn Fn(&str)) -> RoleOut
     o
 }
 
+/// Why one role's test could not produce a result (a failed converge or
+/// check is a result, in the outcome, not one of these).
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error("{0}")]
+    Policy(#[from] PolicyErrors),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("timed out after {secs} s; the log is {}", log.display())]
+    TimedOut { secs: u64, log: PathBuf },
+    #[error("the sandbox ended ({status}) without a result; the log is {}", log.display())]
+    NoResult {
+        status: std::process::ExitStatus,
+        log: PathBuf,
+    },
+}
+
+impl From<PolicyError> for TestError {
+    fn from(e: PolicyError) -> Self {
+        TestError::Policy(PolicyErrors(vec![e]))
+    }
+}
+
 fn run(
     role: &str,
     opts: &Options,
     progress: &dyn Fn(&str),
     o: &mut RoleOutcome,
-) -> Result<(), String> {
+) -> Result<(), TestError> {
     let fqdn = opts
         .fqdn
         .clone()
         .unwrap_or_else(|| format!("test-{role}.kiln.test"));
-    let repo_dir =
-        std::fs::canonicalize(&opts.repo).map_err(|e| format!("{}: {e}", opts.repo.display()))?;
-    let repo = Repository::open(&repo_dir).map_err(|e| e.to_string())?;
+    let repo_dir = std::fs::canonicalize(&opts.repo)
+        .map_err(|e| RunError::io("open", opts.repo.display(), e))?;
+    let repo = Repository::open(&repo_dir)?;
     progress("preparing the root");
     let base = rootfs::base_root(&TEST_ROOT.on(&opts.release)?, progress)?;
     // Policy errors surface before any root is made.
@@ -201,7 +225,7 @@ fn run(
         node_attributes: toml::Table::new(),
         ..Request::default()
     };
-    let policy = engine::compile(&repo, &req, &facts).map_err(|e| e.to_string())?;
+    let policy = engine::compile(&repo, &req, &facts)?;
     let mut overlay = Overlay::new(
         &base,
         &std::env::temp_dir().join("kiln-test"),
@@ -246,12 +270,11 @@ fn run(
             change: true,
             defer_unknown: false,
         };
-        let subs = pins::ensure(&target, &wanted, &installed, &sources, opts.pins)
-            .map_err(|e| e.to_string())?;
+        let subs = pins::ensure(&target, &wanted, &installed, &sources, opts.pins)?;
         let pins = pins::substituted(&pins, &subs);
         // Siblings of the pins follow them (the same source's upload).
-        let pins = siblings::with_pins(&target, &pins)?;
-        apt::download(&target, &pins).map_err(|e| e.to_string())?;
+        let pins = siblings::with_pins(&target, &pins).map_err(RunError::from)?;
+        apt::download(&target, &pins)?;
         pincache::copy_files(&archives, &cache.join("archives"));
         pincache::copy_files(&lists, &cached_lists);
     }
@@ -259,7 +282,8 @@ fn run(
     progress("converging");
     // Through an open descriptor: the sandbox runs this very binary even if
     // the file is replaced (a rebuild) while the test runs.
-    let exe_file = std::fs::File::open("/proc/self/exe").map_err(|e| e.to_string())?;
+    let exe_file = std::fs::File::open("/proc/self/exe")
+        .map_err(|e| RunError::io("open", "/proc/self/exe", e))?;
     let exe = format!(
         "/proc/{}/fd/{}",
         std::process::id(),
@@ -293,9 +317,10 @@ fn run(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     )
-    .map_err(|e| format!("cannot run the sandbox: {e}"))?;
+    .map_err(|e| RunError::io("run", "the sandbox", e))?;
     let stderr = child.take_stderr().expect("piped");
-    let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let mut log = std::fs::File::create(&log_path)
+        .map_err(|e| RunError::io("create", log_path.display(), e))?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -316,7 +341,10 @@ fn run(
     while let Ok(p) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         progress(&p);
     }
-    let status = match child.wait_deadline(deadline).map_err(|e| e.to_string())? {
+    let status = match child
+        .wait_deadline(deadline)
+        .map_err(|e| RunError::io("wait for", "the sandbox", e))?
+    {
         Some(s) => Some(s),
         None => {
             let _ = child.kill();
@@ -328,20 +356,16 @@ fn run(
     let stdout = out_reader.join().unwrap_or_default();
     let kept_log = keep_log(&format!("{role}-{}", opts.release), &log_path);
     o.log = kept_log.or(o.log.take());
+    let log = || o.log.clone().unwrap_or_else(|| PathBuf::from("?"));
     let Some(status) = status else {
-        return Err(format!(
-            "timed out after {} s; the log is {}",
-            opts.timeout.as_secs(),
-            o.log.as_deref().unwrap_or(Path::new("?")).display()
-        ));
+        return Err(TestError::TimedOut {
+            secs: opts.timeout.as_secs(),
+            log: log(),
+        });
     };
     let last = stdout.lines().last().unwrap_or_default();
-    o.inside = serde_json::from_str(last).map_err(|_| {
-        format!(
-            "the sandbox ended ({status}) without a result; the log is {}",
-            o.log.as_deref().unwrap_or(Path::new("?")).display()
-        )
-    })?;
+    o.inside =
+        serde_json::from_str(last).map_err(|_| TestError::NoResult { status, log: log() })?;
     Ok(())
 }
 

@@ -14,6 +14,39 @@ use std::path::Path;
 
 use libc::c_int;
 
+/// Why a sandbox could not be made: the step that failed and the kernel's
+/// reason. The process on its way in prints it and exits with its
+/// setup-failed status; nothing of the target has run yet.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A system call or file step, named as it is shown (`cannot mount
+    /// proc on /x/proc`, `pivot_root /x`), with the kernel's reason.
+    #[error("{step}: {source}")]
+    Os {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Entered by a process that is not PID 1 of fresh namespaces
+    /// (`namespaces::enter` first).
+    #[error("the {0} must run as PID 1 of its own namespaces")]
+    NotInit(&'static str),
+}
+
+impl SandboxError {
+    fn io(step: impl Into<String>, source: std::io::Error) -> Self {
+        SandboxError::Os {
+            step: step.into(),
+            source,
+        }
+    }
+
+    /// `step` failed with the error the last system call left.
+    fn last_os(step: impl Into<String>) -> Self {
+        SandboxError::io(step, std::io::Error::last_os_error())
+    }
+}
+
 fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in paths")
 }
@@ -24,7 +57,7 @@ fn mount(
     fstype: &str,
     flags: libc::c_ulong,
     data: &str,
-) -> Result<(), String> {
+) -> Result<(), SandboxError> {
     let t = cstr(&target.to_string_lossy());
     let (s, f, d) = (cstr(src), cstr(fstype), cstr(data));
     // SAFETY: valid C strings that outlive the call.
@@ -44,21 +77,20 @@ fn mount(
     if rc == 0 {
         Ok(())
     } else {
-        Err(format!(
-            "cannot mount {fstype} on {}: {}",
-            target.display(),
-            std::io::Error::last_os_error()
-        ))
+        Err(SandboxError::last_os(format!(
+            "cannot mount {fstype} on {}",
+            target.display()
+        )))
     }
 }
 
 /// Brings the namespace's loopback interface up, as `ip link set lo up` would.
-fn loopback_up() -> Result<(), String> {
+fn loopback_up() -> Result<(), SandboxError> {
     // SAFETY: a plain socket and ifreq ioctls on a zeroed struct we own.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
         if fd < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+            return Err(SandboxError::last_os("socket"));
         }
         let mut ifr: libc::ifreq = std::mem::zeroed();
         for (i, b) in b"lo".iter().enumerate() {
@@ -74,14 +106,14 @@ fn loopback_up() -> Result<(), String> {
         if rc == 0 {
             Ok(())
         } else {
-            Err(format!("cannot bring up loopback: {err}"))
+            Err(SandboxError::io("cannot bring up loopback", err))
         }
     }
 }
 
 /// Makes `target` read-only: the kernel knobs under /proc are global, and
 /// root inside is the host's uid 0 to their permission checks.
-fn read_only_mount(target: &Path) -> Result<(), String> {
+fn read_only_mount(target: &Path) -> Result<(), SandboxError> {
     if !target.exists() {
         return Ok(());
     }
@@ -156,7 +188,7 @@ const LAST_CAP: u32 = 63;
 /// Drops capabilities (see [`Caps`]) from the bounding set (no program run
 /// later gets them back) and from this process, and sets no_new_privs (no
 /// set-user-ID or file-capability program gains anything).
-fn restrict(caps: Caps) -> Result<(), String> {
+fn restrict(caps: Caps) -> Result<(), SandboxError> {
     let dropped: Vec<u32> = match caps {
         Caps::Converge => DROPPED_CAPS.to_vec(),
         Caps::None => (0..=LAST_CAP).collect(),
@@ -166,10 +198,9 @@ fn restrict(caps: Caps) -> Result<(), String> {
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         // EINVAL: a capability this kernel does not know.
         if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!(
-                "cannot drop capability {cap}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(SandboxError::last_os(format!(
+                "cannot drop capability {cap}"
+            )));
         }
     }
     let mut header = CapHeader {
@@ -179,7 +210,7 @@ fn restrict(caps: Caps) -> Result<(), String> {
     let mut data = [CapData::default(); 2];
     // SAFETY: capget fills two CapData for version 3.
     if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
-        return Err(format!("capget: {}", std::io::Error::last_os_error()));
+        return Err(SandboxError::last_os("capget"));
     }
     for &cap in &dropped {
         let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
@@ -189,7 +220,7 @@ fn restrict(caps: Caps) -> Result<(), String> {
     }
     // SAFETY: as above, with the sets we just read, made smaller.
     if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
-        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+        return Err(SandboxError::last_os("capset"));
     }
     // SAFETY: plain prctl calls with integer arguments.
     unsafe {
@@ -203,40 +234,37 @@ fn restrict(caps: Caps) -> Result<(), String> {
     };
     // SAFETY: as above.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+        return Err(SandboxError::last_os("no_new_privs"));
     }
     Ok(())
 }
 
 /// Makes `root` the new `/` and detaches the old one, host and all.
-fn pivot_into(root: &Path) -> Result<(), String> {
-    std::env::set_current_dir(root).map_err(|e| format!("cd {}: {e}", root.display()))?;
+fn pivot_into(root: &Path) -> Result<(), SandboxError> {
+    std::env::set_current_dir(root)
+        .map_err(|e| SandboxError::io(format!("cd {}", root.display()), e))?;
     // pivot_root(".", "."): the old root ends up mounted on top of the new
     // one, where it is detached; no directory in the target is needed.
     // SAFETY: valid C strings.
     if unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } != 0 {
-        return Err(format!(
-            "pivot_root {}: {}",
-            root.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(SandboxError::last_os(format!(
+            "pivot_root {}",
+            root.display()
+        )));
     }
     // SAFETY: as above.
     if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(format!(
-            "cannot detach the host's root: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(SandboxError::last_os("cannot detach the host's root"));
     }
-    std::env::set_current_dir("/").map_err(|e| e.to_string())
+    std::env::set_current_dir("/").map_err(|e| SandboxError::io("cd /", e))
 }
 
 /// Mounts what daemons expect, names the host, makes `root` the only tree
 /// there is and drops what the converge does not need. Must run as PID 1
 /// of new namespaces (`namespaces::enter`).
-pub fn enter(root: &Path, hostname: &str) -> Result<(), String> {
+pub fn enter(root: &Path, hostname: &str) -> Result<(), SandboxError> {
     if std::process::id() != 1 {
-        return Err("the test sandbox must run as PID 1 of its own namespaces".into());
+        return Err(SandboxError::NotInit("test sandbox"));
     }
     // The root must be a mount point of its own to become `/`.
     mount(
@@ -299,12 +327,12 @@ pub fn enter(root: &Path, hostname: &str) -> Result<(), String> {
     }
     // What a booting system makes in /run before any service starts.
     let lock = root.join("run/lock");
-    std::fs::create_dir_all(&lock).map_err(|e| format!("cannot create /run/lock: {e}"))?;
+    std::fs::create_dir_all(&lock).map_err(|e| SandboxError::io("cannot create /run/lock", e))?;
     let _ = std::fs::set_permissions(&lock, std::os::unix::fs::PermissionsExt::from_mode(0o1777));
     let h = cstr(hostname);
     // SAFETY: a valid buffer of the given length.
     if unsafe { libc::sethostname(h.as_ptr(), hostname.len()) } != 0 {
-        return Err(format!("sethostname: {}", std::io::Error::last_os_error()));
+        return Err(SandboxError::last_os("sethostname"));
     }
     loopback_up()?;
     pivot_into(root)?;
@@ -336,11 +364,9 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// mounted without devices or set-user-ID (and read-only if asked), a
 /// fresh /proc, and a /dev with [`DEVICES`] only. Must run as PID 1 of new
 /// namespaces (`namespaces::enter`).
-pub fn enter_tree(root: &Path, read_only: bool) -> Result<(), String> {
+pub fn enter_tree(root: &Path, read_only: bool) -> Result<(), SandboxError> {
     if std::process::id() != 1 {
-        return Err(
-            "the sandbox of a --root program must run as PID 1 of its own namespaces".into(),
-        );
+        return Err(SandboxError::NotInit("sandbox of a --root program"));
     }
     let (nosuid, nodev, noexec) = (libc::MS_NOSUID, libc::MS_NODEV, libc::MS_NOEXEC);
     let r = root.to_string_lossy();
@@ -373,7 +399,8 @@ pub fn enter_tree(root: &Path, read_only: bool) -> Result<(), String> {
                 continue;
             }
             let node = dev.join(name);
-            std::fs::write(&node, "").map_err(|e| format!("cannot create /dev/{name}: {e}"))?;
+            std::fs::write(&node, "")
+                .map_err(|e| SandboxError::io(format!("cannot create /dev/{name}"), e))?;
             mount(&format!("/dev/{name}"), &node, "", libc::MS_BIND, "")?;
         }
         for (link, to) in [
@@ -383,7 +410,7 @@ pub fn enter_tree(root: &Path, read_only: bool) -> Result<(), String> {
             ("stderr", "/proc/self/fd/2"),
         ] {
             std::os::unix::fs::symlink(to, dev.join(link))
-                .map_err(|e| format!("cannot link /dev/{link}: {e}"))?;
+                .map_err(|e| SandboxError::io(format!("cannot link /dev/{link}"), e))?;
         }
     }
     // Scratch space for a program that only reads the tree.
@@ -427,5 +454,35 @@ pub fn reap_until(worker: libc::pid_t) -> i32 {
                 1
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pid_1_of_new_namespaces_may_enter() {
+        // A test process is never PID 1: refused before any mount.
+        let e = enter_tree(Path::new("/nonexistent"), true).unwrap_err();
+        assert!(matches!(e, SandboxError::NotInit(_)));
+        assert_eq!(
+            e.to_string(),
+            "the sandbox of a --root program must run as PID 1 of its own namespaces"
+        );
+        let e = enter(Path::new("/nonexistent"), "h").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the test sandbox must run as PID 1 of its own namespaces"
+        );
+        let os = SandboxError::io(
+            "cannot create /run/lock",
+            std::io::Error::from_raw_os_error(libc::EROFS),
+        );
+        assert!(
+            os.to_string()
+                .starts_with("cannot create /run/lock: Read-only file system"),
+            "{os}"
+        );
     }
 }

@@ -14,6 +14,8 @@ use std::io::Error;
 
 use libc::c_int;
 
+use super::SandboxError;
+
 const FLAGS: c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
@@ -27,11 +29,11 @@ const ID_MAP: &str = "0 0 65536\n";
 /// Exit status of a process on the way in that could not go on.
 const SETUP_FAILED: c_int = 125;
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", Error::last_os_error())
+fn os_err(what: &str) -> SandboxError {
+    SandboxError::last_os(what)
 }
 
-fn pipe() -> Result<(c_int, c_int), String> {
+fn pipe() -> Result<(c_int, c_int), SandboxError> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -108,7 +110,7 @@ fn die_with_parent(alive: c_int) {
     close(alive);
 }
 
-fn fork() -> Result<libc::pid_t, String> {
+fn fork() -> Result<libc::pid_t, SandboxError> {
     // SAFETY: the caller is single-threaded (the sandbox forks before any
     // thread starts), so the child may go on running Rust code.
     let pid = unsafe { libc::fork() };
@@ -119,9 +121,9 @@ fn fork() -> Result<libc::pid_t, String> {
     }
 }
 
-fn write_map(pid: libc::pid_t, file: &str) -> Result<(), String> {
+fn write_map(pid: libc::pid_t, file: &str) -> Result<(), SandboxError> {
     let path = format!("/proc/{pid}/{file}");
-    std::fs::write(&path, ID_MAP).map_err(|e| format!("cannot write {path}: {e}"))
+    std::fs::write(&path, ID_MAP).map_err(|e| SandboxError::io(format!("cannot write {path}"), e))
 }
 
 /// Whether the sandbox gets a network of its own (loopback only) or keeps
@@ -135,7 +137,7 @@ pub enum Network {
 /// Returns in PID 1 of fresh user, mount, PID, UTS, IPC and (with
 /// `Network::Own`) network namespaces, with every mount private to them.
 /// Must be called while the process has one thread.
-pub fn enter(network: Network) -> Result<(), String> {
+pub fn enter(network: Network) -> Result<(), SandboxError> {
     let flags = match network {
         Network::Own => FLAGS | libc::CLONE_NEWNET,
         Network::Host => FLAGS,
@@ -169,7 +171,7 @@ pub fn enter(network: Network) -> Result<(), String> {
     die_with_parent(alive_r);
     // SAFETY: this process has one thread, as unshare(CLONE_NEWUSER) needs.
     if unsafe { libc::unshare(flags) } != 0 {
-        fail(&os_err("unshare"));
+        fail(&os_err("unshare").to_string());
     }
     send(ready_w);
     close(ready_w);
@@ -177,8 +179,8 @@ pub fn enter(network: Network) -> Result<(), String> {
         fail("the id maps were not written");
     }
     close(go_r);
-    let (alive_r, alive_w) = pipe().unwrap_or_else(|e| fail(&e));
-    let init = fork().unwrap_or_else(|e| fail(&e));
+    let (alive_r, alive_w) = pipe().unwrap_or_else(|e| fail(&e.to_string()));
+    let init = fork().unwrap_or_else(|e| fail(&e.to_string()));
     if init > 0 {
         close(alive_r);
         exit_with(init);
