@@ -1,0 +1,248 @@
+//! The plan: what every resource would change, read from the target once
+//! before anything changes, with the notifications those changes fire
+//! resolved. `--why-run` renders it and a run carries it out (see
+//! [`super::apply`]); neither decides anything the plan did not.
+
+use std::time::{Duration, Instant};
+
+use super::compile::{Compiled, Policy, Timing};
+use super::guards::{self, Guards};
+use crate::resource::{Context, Planned, ResourceResult};
+
+/// Every resource's difference from the target, in policy order. It owns
+/// all it says, and serializes (redacted) as `--why-run --json` prints it.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// The notified actions that the planned changes fire, each checked
+    /// once; [`Notice::check`] points into this list.
+    pub notified: Vec<Step>,
+}
+
+/// What one resource (or one notified action of it) would do.
+#[derive(Debug)]
+pub struct Step {
+    /// The resource's index in the policy.
+    pub index: usize,
+    /// How reports name it (see [`Policy::shown_id`]).
+    pub resource: String,
+    /// Why the resource is skipped (a guard), if it is.
+    pub guard: Option<String>,
+    pub actions: Vec<ResourceResult<Planned>>,
+    /// The resources it notifies, resolved.
+    pub notifies: Vec<Notice>,
+    /// Time spent reading state and running guards.
+    pub took: Duration,
+    /// Its path held a secret: the plan never shows its diffs.
+    hide_diff: bool,
+}
+
+/// One notification of a step: whom, what, when, and whether it fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The notified resource's index in the policy.
+    pub target: usize,
+    pub resource: String,
+    pub action: String,
+    pub timing: Timing,
+    /// When the step's planned change fires it: its check, an index into
+    /// [`Plan::notified`].
+    pub check: Option<usize>,
+}
+
+impl Step {
+    /// Whether carrying the step out as planned fires its notifications:
+    /// no guard skips it, every action could be checked, and one of them
+    /// changes something that is news to the resources it notifies.
+    pub fn fires(&self) -> bool {
+        self.guard.is_none()
+            && self.actions.iter().all(Result::is_ok)
+            && self.actions.iter().flatten().any(Planned::notifies)
+    }
+
+    /// Whether `other` (the same step checked again) says the same: the
+    /// same guard and, action by action, the same changes or errors.
+    pub fn same_as(&self, other: &Step) -> bool {
+        self.guard == other.guard
+            && self.actions.len() == other.actions.len()
+            && (self.actions.iter().zip(&other.actions)).all(|(a, b)| same(a, b))
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let actions: Vec<serde_json::Value> = self
+            .actions
+            .iter()
+            .map(|a| match a {
+                Ok(p) => p.to_json(),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            })
+            .map(|mut a| {
+                if self.hide_diff {
+                    hide_diffs(&mut a);
+                }
+                a
+            })
+            .collect();
+        serde_json::json!({
+            "resource": self.resource,
+            "guard": self.guard,
+            "actions": actions,
+        })
+    }
+}
+
+/// Whether two checks of one action say the same.
+pub fn same(a: &ResourceResult<Planned>, b: &ResourceResult<Planned>) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a.action == b.action && a.changes == b.changes,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    }
+}
+
+impl Plan {
+    /// The delayed notifications the plan fires at the end of the run, once
+    /// each, in the order they are first fired.
+    pub fn delayed(&self) -> Vec<&Notice> {
+        let mut out: Vec<&Notice> = Vec::new();
+        let fired = self.steps.iter().flat_map(|s| &s.notifies);
+        for n in fired.filter(|n| n.timing == Timing::Delayed && n.check.is_some()) {
+            if !out
+                .iter()
+                .any(|o| o.target == n.target && o.action == n.action)
+            {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    /// The plan for machines, with every secret value this run resolved
+    /// taken out: per resource, the guard that skips it or each action's
+    /// typed difference (or why it could not be checked), and whom it
+    /// notifies; then the delayed notifications, as they would run.
+    pub fn to_json(&self) -> serde_json::Value {
+        let notice = |n: &Notice| {
+            let mut v = serde_json::json!({
+                "resource": n.resource,
+                "action": n.action,
+                "timing": n.timing,
+                "fires": n.check.is_some(),
+            });
+            if let Some(c) = n.check.and_then(|c| self.notified.get(c)) {
+                v["check"] = c.to_json();
+            }
+            v
+        };
+        let steps: Vec<serde_json::Value> = self
+            .steps
+            .iter()
+            .map(|s| {
+                let mut v = s.to_json();
+                v["notifies"] = s.notifies.iter().map(notice).collect();
+                v
+            })
+            .collect();
+        let delayed: Vec<serde_json::Value> = self.delayed().into_iter().map(notice).collect();
+        let mut v = serde_json::json!({ "steps": steps, "delayed": delayed });
+        crate::secrets::redact::json(&mut v);
+        v
+    }
+}
+
+impl serde::Serialize for Plan {
+    /// As [`Plan::to_json`]: never without its redactions.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+/// Withholds every diff of a planned difference, as
+/// [`super::ResourceReport::redact`] does for a path that held a secret.
+fn hide_diffs(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Array(a) => a.iter_mut().for_each(hide_diffs),
+        serde_json::Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if k == "diff" && x.is_string() {
+                    *x = crate::resource::fsmeta::SUPPRESSED.into();
+                } else {
+                    hide_diffs(x);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Plans every resource of `policy` against the target as it is now.
+pub fn plan(policy: &Policy, cx: &mut Context) -> Plan {
+    let known = guards::in_parallel(&policy.resources, cx.target);
+    let names = |i: usize| {
+        let shown = policy.shown_id(i);
+        (shown, policy.hides_content(&policy.resources[i]))
+    };
+    plan_with(&policy.resources, &names, &known, cx)
+}
+
+/// How reports name resource `i`, and whether its diffs are withheld.
+pub type Names<'a> = dyn Fn(usize) -> (String, bool) + 'a;
+
+/// [`plan`] over `resources`, with guard verdicts already known.
+pub fn plan_with(resources: &[Compiled], names: &Names, known: &Guards, cx: &mut Context) -> Plan {
+    let mut plan = Plan::default();
+    for (i, r) in resources.iter().enumerate() {
+        let mut step = check(i, r, &r.actions, names(i), known, cx);
+        let fires = step.fires();
+        for n in &r.notifies {
+            let check = fires.then(|| {
+                let seen = (plan.steps.iter().chain([&step]))
+                    .flat_map(|s| &s.notifies)
+                    .find(|o| o.target == n.target && o.action == n.action)
+                    .and_then(|o| o.check);
+                seen.unwrap_or_else(|| {
+                    let t = &resources[n.target];
+                    let action = std::slice::from_ref(&n.action);
+                    let s = check(n.target, t, action, names(n.target), known, cx);
+                    plan.notified.push(s);
+                    plan.notified.len() - 1
+                })
+            });
+            step.notifies.push(Notice {
+                target: n.target,
+                resource: names(n.target).0,
+                action: n.action.clone(),
+                timing: n.timing,
+                check,
+            });
+        }
+        plan.steps.push(step);
+    }
+    plan
+}
+
+/// Checks `actions` of resource `i` (`r`), unless a guard skips it.
+pub fn check(
+    i: usize,
+    r: &Compiled,
+    actions: &[String],
+    (resource, hide_diff): (String, bool),
+    known: &Guards,
+    cx: &mut Context,
+) -> Step {
+    let start = Instant::now();
+    let guard = guards::skips(r, cx.target, known);
+    let actions = match guard {
+        Some(_) => Vec::new(),
+        None => actions.iter().map(|a| r.imp.plan(a, cx)).collect(),
+    };
+    Step {
+        index: i,
+        resource,
+        guard,
+        actions,
+        notifies: Vec::new(),
+        took: start.elapsed(),
+        hide_diff,
+    }
+}
