@@ -246,3 +246,271 @@ pub fn check(
         hide_diff,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+    use std::path::Path;
+
+    use super::*;
+    use crate::engine::compile::Notification;
+    use crate::error::RunError;
+    use crate::platform::target::Target;
+    use crate::resource::{Converge, Item, ResourceId, State, actions};
+
+    actions! {
+        enum Act { Apply = "apply", Restart = "restart", Nothing = "nothing" }
+    }
+
+    #[derive(Debug, serde::Serialize)]
+    struct Would {
+        summary: String,
+        diff: Option<String>,
+    }
+
+    impl fmt::Display for Would {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.summary)
+        }
+    }
+
+    impl Item for Would {
+        fn diff(&self) -> Option<String> {
+            self.diff.clone()
+        }
+    }
+
+    /// A test double of the target's state: what a resource would change,
+    /// by action, given instead of read.
+    #[derive(Debug)]
+    struct Fake(Vec<(&'static str, &'static str)>);
+
+    impl Converge for Fake {
+        type Action = Act;
+        type Item = Would;
+        fn check(&self, a: Act, _: &mut Context) -> ResourceResult<Vec<Would>> {
+            use crate::resource::Action as _;
+            Ok((self.0.iter())
+                .filter(|(n, _)| *n == a.name())
+                .map(|(_, c)| Would {
+                    summary: c.to_string(),
+                    diff: Some(format!("+{c}\n")),
+                })
+                .collect())
+        }
+        fn apply(&self, _: Act, _: &[Would], _: &mut Context) -> ResourceResult<()> {
+            Err(RunError::precondition("a plan never applies"))
+        }
+        fn fingerprint(_: &str, _: &mut State) -> Option<String> {
+            None
+        }
+    }
+
+    fn resource(
+        name: &str,
+        state: Fake,
+        actions: &[&str],
+        notifies: Vec<Notification>,
+    ) -> Compiled {
+        Compiled {
+            id: ResourceId {
+                kind: "fake".into(),
+                name: name.into(),
+            },
+            origin: "recipe[t::default]".into(),
+            file: "recipes/default.toml".into(),
+            line: 1,
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            notifies,
+            only_if: None,
+            not_if: None,
+            ignore_failure: false,
+            sensitive: false,
+            imp: Box::new(state),
+        }
+    }
+
+    fn notify(target: usize, action: &str, timing: Timing) -> Notification {
+        Notification {
+            action: action.into(),
+            target,
+            timing,
+        }
+    }
+
+    /// Plans `resources` against nothing: every state is the doubles'.
+    fn plan_of(resources: &[Compiled], known: &Guards, hidden: &[usize]) -> Plan {
+        let target = Target::at_root(Path::new("/nonexistent/kiln-plan-test"));
+        let mut cx = Context::new(&target);
+        let names = |i: usize| (resources[i].id.to_string(), hidden.contains(&i));
+        plan_with(resources, &names, known, &mut cx)
+    }
+
+    fn summaries(s: &Step) -> Vec<&str> {
+        (s.actions.iter().flatten())
+            .flat_map(|p| &p.changes)
+            .map(|c| c.summary.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_plan_resolves_which_changes_notify_whom_and_when() {
+        let resources = [
+            resource(
+                "conf",
+                Fake(vec![("apply", "write content")]),
+                &["apply"],
+                vec![
+                    notify(3, "restart", Timing::Delayed),
+                    notify(2, "apply", Timing::Immediately),
+                ],
+            ),
+            resource(
+                "unchanged",
+                Fake(vec![]),
+                &["apply"],
+                vec![notify(3, "restart", Timing::Delayed)],
+            ),
+            resource("hook", Fake(vec![("apply", "run")]), &["nothing"], vec![]),
+            resource(
+                "svc",
+                Fake(vec![("restart", "restart")]),
+                &["apply"],
+                vec![],
+            ),
+            resource(
+                "conf2",
+                Fake(vec![("apply", "write content")]),
+                &["apply"],
+                vec![notify(3, "restart", Timing::Delayed)],
+            ),
+        ];
+        let plan = plan_of(&resources, &Guards::new(), &[]);
+        assert_eq!(plan.steps.len(), 5);
+        assert_eq!(summaries(&plan.steps[0]), ["write content"]);
+        assert!(plan.steps[0].fires());
+        assert!(summaries(&plan.steps[1]).is_empty() && !plan.steps[1].fires());
+        assert!(
+            summaries(&plan.steps[3]).is_empty(),
+            "svc's own action changes nothing"
+        );
+
+        // Only a change fires: the unchanged resource's notice is resolved, not fired.
+        let [later, now] = &plan.steps[0].notifies[..] else {
+            panic!("two notices: {:?}", plan.steps[0].notifies);
+        };
+        assert_eq!(
+            (later.resource.as_str(), later.timing),
+            ("fake[svc]", Timing::Delayed)
+        );
+        assert_eq!(
+            (now.resource.as_str(), now.timing),
+            ("fake[hook]", Timing::Immediately)
+        );
+        assert!(later.check.is_some() && now.check.is_some());
+        assert_eq!(plan.steps[1].notifies[0].check, None);
+        // One check per notified action, shared by every change that fires it.
+        assert_eq!(plan.steps[4].notifies[0].check, later.check);
+        assert_eq!(plan.notified.len(), 2);
+        let restart = &plan.notified[later.check.unwrap()];
+        assert_eq!((restart.index, summaries(restart)), (3, vec!["restart"]));
+        assert_eq!(summaries(&plan.notified[now.check.unwrap()]), ["run"]);
+
+        // Delayed notifications run once, at the end.
+        let delayed: Vec<(&str, &str)> = (plan.delayed().into_iter())
+            .map(|n| (n.resource.as_str(), n.action.as_str()))
+            .collect();
+        assert_eq!(delayed, [("fake[svc]", "restart")]);
+    }
+
+    #[test]
+    fn known_guards_skip_steps_and_notified_actions_without_running_anything() {
+        let mut guarded = resource(
+            "guarded",
+            Fake(vec![("apply", "write")]),
+            &["apply"],
+            vec![],
+        );
+        guarded.only_if = Some("probe one".into());
+        let mut svc = resource(
+            "svc",
+            Fake(vec![("restart", "restart")]),
+            &["apply"],
+            vec![],
+        );
+        svc.not_if = Some("probe two".into());
+        let notifier = resource(
+            "conf",
+            Fake(vec![("apply", "write")]),
+            &["apply"],
+            vec![notify(1, "restart", Timing::Immediately)],
+        );
+        let resources = [guarded, svc, notifier];
+        // The double's verdicts: a command not in it would run on the target.
+        let known: Guards = [("probe one".into(), false), ("probe two".into(), true)].into();
+        let plan = plan_of(&resources, &known, &[]);
+        assert_eq!(plan.steps[0].guard.as_deref(), Some("only_if false"));
+        assert!(plan.steps[0].actions.is_empty() && !plan.steps[0].fires());
+        assert_eq!(plan.steps[1].guard.as_deref(), Some("not_if true"));
+        let fired = &plan.notified[plan.steps[2].notifies[0].check.unwrap()];
+        assert_eq!(fired.guard.as_deref(), Some("not_if true"));
+    }
+
+    #[test]
+    fn the_json_plan_withholds_hidden_diffs_and_says_what_fires() {
+        let resources = [
+            resource(
+                "secret",
+                Fake(vec![("apply", "write")]),
+                &["apply"],
+                vec![notify(1, "restart", Timing::Delayed)],
+            ),
+            resource(
+                "svc",
+                Fake(vec![("restart", "restart")]),
+                &["apply"],
+                vec![],
+            ),
+        ];
+        let plan = plan_of(&resources, &Guards::new(), &[0]);
+        let v = serde_json::to_value(&plan).unwrap();
+        let step = &v["steps"][0];
+        assert_eq!(step["resource"], "fake[secret]");
+        assert_eq!(step["actions"][0]["action"], "apply");
+        let change = &step["actions"][0]["changes"][0];
+        assert_eq!(change["summary"], "write");
+        assert_eq!(change["diff"], crate::resource::fsmeta::SUPPRESSED);
+        assert_eq!(step["notifies"][0]["fires"], true);
+        assert_eq!(step["notifies"][0]["timing"], "delayed");
+        let check = &step["notifies"][0]["check"];
+        assert_eq!(check["actions"][0]["changes"][0]["diff"], "+restart\n");
+        assert_eq!(v["delayed"][0]["resource"], "fake[svc]");
+        assert_eq!(v["steps"][1]["notifies"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn a_step_checked_again_is_compared_with_the_plan() {
+        let before = [resource(
+            "f",
+            Fake(vec![("apply", "create")]),
+            &["apply"],
+            vec![],
+        )];
+        let after = [resource(
+            "f",
+            Fake(vec![("apply", "update content")]),
+            &["apply"],
+            vec![],
+        )];
+        let same_again = [resource(
+            "f",
+            Fake(vec![("apply", "create")]),
+            &["apply"],
+            vec![],
+        )];
+        let plan = |r: &[Compiled]| plan_of(r, &Guards::new(), &[]).steps.remove(0);
+        let planned = plan(&before);
+        assert!(planned.same_as(&plan(&same_again)));
+        assert!(!planned.same_as(&plan(&after)));
+    }
+}
