@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use super::batch::{self, Batched};
 use super::compile::{Compiled, Policy};
-use super::guards::Guards;
 use super::notify::Delayed;
 use super::plan::{self, Plan, Step, same};
 use super::report::{Report, ResourceReport, Status};
@@ -138,8 +137,7 @@ impl Walk<'_, '_, '_> {
         let step = match &mut self.cx {
             Some(cx) if self.dirty => {
                 // The target changed since the guards ran: ask again.
-                let names = (String::new(), false);
-                let now = plan::check(i, r, &r.actions, names, &Guards::new(), cx);
+                let now = plan::recheck(self.policy, i, &r.actions, cx);
                 entry.replanned = !now.same_as(&step);
                 now
             }

@@ -8,7 +8,6 @@ use std::collections::VecDeque;
 
 use super::apply::Walk;
 use super::compile::Timing;
-use super::guards::Guards;
 use super::plan::{self, Notice, Step};
 use super::report::{ResourceReport, Status};
 
@@ -70,7 +69,7 @@ impl Walk<'_, '_, '_> {
         let now = match &mut self.cx {
             Some(cx) => {
                 let action = std::slice::from_ref(&n.action);
-                let now = plan::check(idx, r, action, (String::new(), false), &Guards::new(), cx);
+                let now = plan::recheck(self.policy, idx, action, cx);
                 entry.replanned = planned.is_none_or(|p| !p.same_as(&now));
                 Some(now)
             }

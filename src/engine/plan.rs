@@ -178,11 +178,19 @@ fn hide_diffs(v: &mut serde_json::Value) {
 /// Plans every resource of `policy` against the target as it is now.
 pub fn plan(policy: &Policy, cx: &mut Context) -> Plan {
     let known = guards::in_parallel(&policy.resources, cx.target);
-    let names = |i: usize| {
-        let shown = policy.shown_id(i);
-        (shown, policy.hides_content(&policy.resources[i]))
-    };
-    plan_with(&policy.resources, &names, &known, cx)
+    plan_with(&policy.resources, &|i| names(policy, i), &known, cx)
+}
+
+/// Checks `actions` of resource `i` of `policy` again, now: the target has
+/// changed since the plan, so its guards run again too.
+pub fn recheck(policy: &Policy, i: usize, actions: &[String], cx: &mut Context) -> Step {
+    let r = &policy.resources[i];
+    check(i, r, actions, names(policy, i), &Guards::new(), cx)
+}
+
+fn names(policy: &Policy, i: usize) -> (String, bool) {
+    let hidden = policy.hides_content(&policy.resources[i]);
+    (policy.shown_id(i), hidden)
 }
 
 /// How reports name resource `i`, and whether its diffs are withheld.

@@ -570,6 +570,27 @@ mod tests {
     }
 
     #[test]
+    fn a_step_the_run_found_moved_says_so() {
+        let mut e = ResourceReport {
+            resource: "service[x]".into(),
+            status: Status::Updated,
+            changes: vec!["enable".into()],
+            ..ResourceReport::default()
+        };
+        assert!(!serde_json::to_string(&e).unwrap().contains("replanned"));
+        e.replanned = true;
+        assert_eq!(
+            e.line().unwrap(),
+            "  updated      service[x]: enable\n    replanned: the target moved since the plan"
+        );
+        assert_eq!(serde_json::to_value(&e).unwrap()["replanned"], true);
+        // A change the plan had that the run then found done is shown too.
+        e.status = Status::UpToDate;
+        e.changes.clear();
+        assert!(e.line().unwrap().starts_with("  up to date   service[x]\n"));
+    }
+
+    #[test]
     fn a_saved_report_reads_back() {
         let d = tempfile::tempdir().unwrap();
         let t = Target::at_root(d.path());
