@@ -13,7 +13,7 @@ use super::batch::{self, Batched};
 use super::compile::{Compiled, Policy};
 use super::notify::Delayed;
 use super::plan::{self, Plan, Step, same};
-use super::report::{Report, ResourceReport, Status};
+use super::report::{Report, ResourceReport, Sink, Status};
 use crate::resource::{Context, Planned, ResourceResult};
 
 /// Carries out `plan` on `cx`'s target, or renders it when `cx` is None
@@ -31,23 +31,9 @@ pub fn execute(
         dirty: false,
         batched: Batched::new(),
         notified: plan.notified,
-        out: Out { report, progress },
+        out: Sink { report, progress },
     };
     walk.run(plan.steps.into());
-}
-
-/// Where entries go: redacted, shown, then kept in the report.
-pub(super) struct Out<'a> {
-    report: &'a mut Report,
-    progress: &'a mut dyn FnMut(&ResourceReport),
-}
-
-impl Out<'_> {
-    pub(super) fn emit(&mut self, mut entry: ResourceReport) {
-        entry.redact();
-        (self.progress)(&entry);
-        self.report.push(entry);
-    }
 }
 
 /// One pass over a plan.
@@ -60,7 +46,7 @@ pub(super) struct Walk<'p, 't, 'o> {
     batched: Batched,
     /// The plan's checks of notified actions.
     pub(super) notified: Vec<Step>,
-    pub(super) out: Out<'o>,
+    pub(super) out: Sink<'o>,
 }
 
 impl Walk<'_, '_, '_> {
@@ -101,13 +87,7 @@ impl Walk<'_, '_, '_> {
         let mut rest: Vec<_> = self.batched.drain().collect();
         rest.sort_by_key(|(j, _)| *j);
         for (j, c) in rest {
-            let mut e = ResourceReport::new(self.policy, j);
-            e.record(&c.planned);
-            e.replanned = c.replanned;
-            match c.result {
-                Ok(()) => e.status = Status::Updated,
-                Err(err) => e.fail(err.to_string()),
-            }
+            let e = c.entry(self.policy, j);
             self.out.emit(e);
         }
     }
@@ -123,17 +103,12 @@ impl Walk<'_, '_, '_> {
         ahead: &mut VecDeque<Step>,
     ) -> (ResourceReport, bool) {
         let i = step.index;
-        let mut entry = ResourceReport::new(self.policy, i);
         if let Some(c) = self.batched.remove(&i) {
             // Carried out already, with an earlier package's transaction.
-            entry.record(&c.planned);
-            entry.replanned = c.replanned;
-            match c.result {
-                Ok(()) => entry.status = Status::Updated,
-                Err(e) => entry.fail(e.to_string()),
-            }
-            return (entry, c.planned.notifies());
+            let loud = c.planned.notifies();
+            return (c.entry(self.policy, i), loud);
         }
+        let mut entry = ResourceReport::new(self.policy, i);
         let step = match &mut self.cx {
             Some(cx) if self.dirty => {
                 // The target changed since the guards ran: ask again.

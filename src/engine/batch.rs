@@ -4,8 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::compile::Compiled;
+use super::compile::{Compiled, Policy};
 use super::plan::{Step, same};
+use super::report::{ResourceReport, Status};
 use crate::error::RunError;
 use crate::resource::{Context, Planned, Resource, ResourceResult};
 
@@ -15,6 +16,20 @@ pub struct Carried {
     pub result: ResourceResult<()>,
     /// Checked again (the target had moved) and found not as planned.
     pub replanned: bool,
+}
+
+impl Carried {
+    /// The report entry of member `j` of `policy`.
+    pub fn entry(self, policy: &Policy, j: usize) -> ResourceReport {
+        let mut e = ResourceReport::new(policy, j);
+        e.record(&self.planned);
+        e.replanned = self.replanned;
+        match self.result {
+            Ok(()) => e.status = Status::Updated,
+            Err(err) => e.fail(err.to_string()),
+        }
+        e
+    }
 }
 
 /// Members' outcomes, by resource index.

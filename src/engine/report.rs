@@ -188,6 +188,20 @@ impl ResourceReport {
     }
 }
 
+/// Where a run's entries go, in order: redacted, shown, then kept.
+pub struct Sink<'a> {
+    pub report: &'a mut Report,
+    pub progress: &'a mut dyn FnMut(&ResourceReport),
+}
+
+impl Sink<'_> {
+    pub fn emit(&mut self, mut entry: ResourceReport) {
+        entry.redact();
+        (self.progress)(&entry);
+        self.report.push(entry);
+    }
+}
+
 /// A run report: printed by `converge --json`, kept as [`LAST_RUN`], and
 /// read back by whoever needs the target's last run. Fields missing from an
 /// older kiln's report take their defaults.

@@ -6,11 +6,18 @@ use std::time::Instant;
 use super::apply;
 use super::compile::Policy;
 use super::plan::plan;
-use super::report::{Report, ResourceReport};
+use super::report::{Report, ResourceReport, Sink};
 use crate::error::RunError;
 use crate::platform::pins::{self, PinMode, Substitution};
 use crate::platform::target::Target;
 use crate::resource::Context;
+
+/// Pins refused before the plan: the first resource of each package
+/// concerned, and why.
+struct Refused {
+    packages: Vec<usize>,
+    error: RunError,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -40,15 +47,17 @@ pub fn converge(
                 .collect();
             report.substitutions = subs;
         }
-        Err((failed, e)) => {
+        Err(Refused { packages, error }) => {
             // Refused before anything changed: each package that was to
             // move fails, as its apt transaction would have as a whole.
-            for i in failed {
+            let mut out = Sink {
+                report: &mut report,
+                progress,
+            };
+            for i in packages {
                 let mut entry = ResourceReport::new(policy, i);
-                entry.fail(e.to_string());
-                entry.redact();
-                progress(&entry);
-                report.push(entry);
+                entry.fail(error.to_string());
+                out.emit(entry);
             }
             report.finish(started.elapsed());
             return report;
@@ -69,13 +78,12 @@ pub fn converge(
 
 /// Before the plan: every pin this run installs is offered by the target's
 /// sources, or (as `opts.pins` allows) stood in for by what they offer.
-/// Packages already at their pins start no process. On refusal, the index
-/// of the first package resource concerned, with the reason.
+/// Packages already at their pins start no process.
 fn pins_in_force(
     policy: &Policy,
     cx: &mut Context,
     opts: &Options,
-) -> Result<Vec<Substitution>, (Vec<usize>, RunError)> {
+) -> Result<Vec<Substitution>, Refused> {
     let all = policy.install_pins();
     // A source the policy adds on the way may carry a pin: production
     // leaves the check to each package's own turn (still before apt runs).
@@ -103,7 +111,7 @@ fn pins_in_force(
         change: !opts.why_run,
         defer_unknown: true,
     };
-    pins::ensure(cx.target, &wanted, &installed, &sources, opts.pins).map_err(|e| {
+    pins::ensure(cx.target, &wanted, &installed, &sources, opts.pins).map_err(|error| {
         let mut failed: Vec<usize> = Vec::new();
         for (i, r) in policy.resources.iter().enumerate() {
             let moves = r.id.kind == crate::resource::package::TYPE.name
@@ -112,6 +120,9 @@ fn pins_in_force(
                 failed.push(i);
             }
         }
-        (failed, e)
+        Refused {
+            packages: failed,
+            error,
+        }
     })
 }
