@@ -92,7 +92,7 @@ impl Step {
 }
 
 /// Whether two checks of one action say the same.
-pub fn same(a: &ResourceResult<Planned>, b: &ResourceResult<Planned>) -> bool {
+pub(super) fn same(a: &ResourceResult<Planned>, b: &ResourceResult<Planned>) -> bool {
     match (a, b) {
         (Ok(a), Ok(b)) => a.action == b.action && a.changes == b.changes,
         (Err(a), Err(b)) => a.to_string() == b.to_string(),
@@ -183,7 +183,7 @@ pub fn plan(policy: &Policy, cx: &mut Context) -> Plan {
 
 /// Checks `actions` of resource `i` of `policy` again, now: the target has
 /// changed since the plan, so its guards run again too.
-pub fn recheck(policy: &Policy, i: usize, actions: &[String], cx: &mut Context) -> Step {
+pub(super) fn recheck(policy: &Policy, i: usize, actions: &[String], cx: &mut Context) -> Step {
     let r = &policy.resources[i];
     check(i, r, actions, names(policy, i), &Guards::new(), cx)
 }
@@ -194,10 +194,10 @@ fn names(policy: &Policy, i: usize) -> (String, bool) {
 }
 
 /// How reports name resource `i`, and whether its diffs are withheld.
-pub type Names<'a> = dyn Fn(usize) -> (String, bool) + 'a;
+type Names<'a> = dyn Fn(usize) -> (String, bool) + 'a;
 
 /// [`plan`] over `resources`, with guard verdicts already known.
-pub fn plan_with(resources: &[Compiled], names: &Names, known: &Guards, cx: &mut Context) -> Plan {
+fn plan_with(resources: &[Compiled], names: &Names, known: &Guards, cx: &mut Context) -> Plan {
     let mut plan = Plan::default();
     for (i, r) in resources.iter().enumerate() {
         let mut step = check(i, r, &r.actions, names(i), known, cx);
@@ -206,8 +206,8 @@ pub fn plan_with(resources: &[Compiled], names: &Names, known: &Guards, cx: &mut
             let check = fires.then(|| {
                 let seen = (plan.steps.iter().chain([&step]))
                     .flat_map(|s| &s.notifies)
-                    .find(|o| o.target == n.target && o.action == n.action)
-                    .and_then(|o| o.check);
+                    .filter(|o| o.target == n.target && o.action == n.action)
+                    .find_map(|o| o.check);
                 seen.unwrap_or_else(|| {
                     let t = &resources[n.target];
                     let action = std::slice::from_ref(&n.action);
@@ -230,7 +230,7 @@ pub fn plan_with(resources: &[Compiled], names: &Names, known: &Guards, cx: &mut
 }
 
 /// Checks `actions` of resource `i` (`r`), unless a guard skips it.
-pub fn check(
+fn check(
     i: usize,
     r: &Compiled,
     actions: &[String],
@@ -429,6 +429,28 @@ mod tests {
             .map(|n| (n.resource.as_str(), n.action.as_str()))
             .collect();
         assert_eq!(delayed, [("fake[svc]", "restart")]);
+    }
+
+    #[test]
+    fn a_notified_action_is_checked_once_whoever_fires_it() {
+        let restart = || vec![notify(3, "restart", Timing::Delayed)];
+        let resources = [
+            resource("unchanged", Fake(vec![]), &["apply"], restart()),
+            resource("one", Fake(vec![("apply", "write")]), &["apply"], restart()),
+            resource("two", Fake(vec![("apply", "write")]), &["apply"], restart()),
+            resource(
+                "svc",
+                Fake(vec![("restart", "restart")]),
+                &["apply"],
+                vec![],
+            ),
+        ];
+        let plan = plan_of(&resources, &Guards::new(), &[]);
+        let checks: Vec<Option<usize>> = (plan.steps.iter())
+            .map(|s| s.notifies.first().and_then(|n| n.check))
+            .collect();
+        assert_eq!(checks, [None, Some(0), Some(0), None]);
+        assert_eq!(plan.notified.len(), 1);
     }
 
     #[test]
