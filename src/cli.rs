@@ -736,7 +736,7 @@ struct ConvergeArgs {
     /// Print what would change, with diffs, and change nothing.
     #[arg(long)]
     why_run: bool,
-    /// Print the run report as JSON.
+    /// Print the run report as JSON (with --why-run, the plan too).
     #[arg(long)]
     json: bool,
     /// Exit 0 when nothing changed, 2 when something changed, 4 on failure, 6 for both.

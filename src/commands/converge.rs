@@ -7,7 +7,8 @@ use crate::error::Error;
 use crate::text::terminal_safe;
 
 /// Converges and prints: one line per changed resource (with diffs under
-/// `--why-run`) and a summary, or the report as JSON. Returns the exit code.
+/// `--why-run`) and a summary, or the report as JSON (under `--why-run`,
+/// with the plan). Returns the exit code.
 pub fn run(c: &Converge, json: bool, detailed_exitcodes: bool) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     let why_run = c.why_run;
@@ -26,7 +27,12 @@ pub fn run(c: &Converge, json: bool, detailed_exitcodes: bool) -> Result<i32, Er
         Event::Warning(w) => eprintln!("warning: {}", terminal_safe(w)),
     })?;
     if json {
-        let _ = serde_json::to_writer_pretty(&mut out, &report.to_json());
+        let mut doc = report.to_json();
+        // A why-run's report is its plan rendered: the typed plan goes with it.
+        if let (Some(plan), Some(o)) = (&report.plan, doc.as_object_mut()) {
+            o.insert("plan".into(), plan.clone());
+        }
+        let _ = serde_json::to_writer_pretty(&mut out, &doc);
         let _ = writeln!(out);
     } else {
         let _ = writeln!(out, "{}", report.summary());

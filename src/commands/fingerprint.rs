@@ -31,7 +31,7 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
         None => Target::host(),
     };
     let last_path = Report::last_run_path(&target);
-    let last = Report::load_last(&target).map_err(Error::Target)?;
+    let last = Report::load_last(&target).map_err(|e| Error::Target(e.to_string()))?;
 
     let ids = if c.roles.is_empty() {
         let Some(last) = &last else {

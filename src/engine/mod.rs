@@ -1,8 +1,13 @@
 //! compile → plan → apply → report.
 
+mod apply;
+mod batch;
 pub mod compile;
 mod converge;
+mod guards;
 pub mod lock;
+mod notify;
+pub mod plan;
 pub mod report;
 mod run;
 
@@ -10,8 +15,8 @@ pub use compile::{Policy, Request, compile};
 pub use converge::{
     Converge, DEFAULT_LOCK_TIMEOUT, Event, NodeFile, PinMode, Prepared, converge, prepare,
 };
+pub use plan::{Plan, Step, plan};
 pub use report::{LAST_RUN, Report, ResourceReport, Status, desired_digests, managed_ids};
-pub use run::{Plan, Step, plan};
 
 use crate::error::PolicyError;
 use crate::platform::{facts::Facts, target::Target};

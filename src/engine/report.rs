@@ -9,9 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::compile::Policy;
+use crate::error::RunError;
 use crate::platform::pins::{PinMode, Substitution};
 use crate::platform::target::Target;
 use crate::resource::fsmeta::{Ids, atomic_write};
+use crate::resource::{Change, Planned};
 
 /// Where a target keeps its last run; the agent, `fingerprint`, `whitelist
 /// audit` and `fleet status` all read it back.
@@ -55,6 +57,11 @@ pub struct ResourceReport {
     pub note: Option<String>,
     /// Reading state, guards and applying, for finding slow resources.
     pub elapsed_ms: f64,
+    /// The target moved between the plan and this step (an earlier step
+    /// changed it): checked again, it did what it found then, which is
+    /// not what the plan said.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replanned: bool,
     /// Whether the resource's path held a secret, now or in the last
     /// run: its diff is then never shown (see [`ResourceReport::redact`]).
     #[serde(skip)]
@@ -97,6 +104,7 @@ impl ResourceReport {
             error: None,
             note: None,
             elapsed_ms: 0.0,
+            replanned: false,
             hide_diff: policy.hides_content(r),
         }
     }
@@ -124,9 +132,33 @@ impl ResourceReport {
         self.error = Some(e);
     }
 
+    /// Records a planned difference's changes; true when any is a real change.
+    pub fn record(&mut self, planned: &Planned) -> bool {
+        let mut real = false;
+        for c in &planned.changes {
+            let Change {
+                summary,
+                diff,
+                skipped,
+                ..
+            } = c;
+            if !*skipped {
+                real = true;
+                self.actions.push(planned.action.to_string());
+                if let Some(d) = diff {
+                    self.diff.get_or_insert_with(String::new).push_str(d);
+                }
+            }
+            self.changes.push(summary.clone());
+        }
+        self.actions.dedup();
+        real
+    }
+
     /// The line people see, or nothing for a resource already in place.
     pub fn line(&self) -> Option<String> {
         let tag = match self.status {
+            Status::UpToDate if self.replanned => "up to date",
             Status::UpToDate => return None,
             Status::Updated => "updated",
             Status::WouldUpdate => "would update",
@@ -141,6 +173,9 @@ impl ResourceReport {
         if !self.changes.is_empty() {
             let _ = write!(s, ": {}", self.changes.join(", "));
         }
+        if self.replanned {
+            s.push_str("\n    replanned: the target moved since the plan");
+        }
         if let Some(e) = &self.error {
             let _ = write!(
                 s,
@@ -150,6 +185,20 @@ impl ResourceReport {
             );
         }
         Some(s)
+    }
+}
+
+/// Where a run's entries go, in order: redacted, shown, then kept.
+pub struct Sink<'a> {
+    pub report: &'a mut Report,
+    pub progress: &'a mut dyn FnMut(&ResourceReport),
+}
+
+impl Sink<'_> {
+    pub fn emit(&mut self, mut entry: ResourceReport) {
+        entry.redact();
+        (self.progress)(&entry);
+        self.report.push(entry);
     }
 }
 
@@ -192,6 +241,33 @@ pub struct Report {
     /// and not rewritten since): a later why-run never diffs them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sensitive_paths: Vec<String>,
+    /// A why-run's plan as `converge --why-run --json` adds it (already
+    /// redacted); never kept, and absent from the fleet's host reports.
+    #[serde(skip)]
+    pub plan: Option<serde_json::Value>,
+}
+
+/// Why a run report could not be read back or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{} is not a kiln run report: {source}; run kiln converge again to rewrite it", path.display())]
+    Foreign {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot keep the run history in {RUNS}: {0}")]
+    History(#[source] std::io::Error),
+    #[error(transparent)]
+    Write(#[from] RunError),
+    #[error("cannot encode the run report: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 impl Report {
@@ -230,6 +306,7 @@ impl Report {
             substitutions: vec![],
             resources: vec![],
             sensitive_paths: policy.hidden_diffs.iter().cloned().collect(),
+            plan: None,
         }
     }
 
@@ -346,17 +423,14 @@ impl Report {
 
     /// The target's last run, None when it has none; an unreadable or
     /// foreign file is an error that says how to get a new one.
-    pub fn load_last(target: &Target) -> Result<Option<Report>, String> {
+    pub fn load_last(target: &Target) -> Result<Option<Report>, ReportError> {
         let path = Self::last_run_path(target);
         match target.fs().read_to_string(LAST_RUN) {
-            Ok(text) => Self::parse(&text).map(Some).map_err(|e| {
-                format!(
-                    "{} is not a kiln run report: {e}; run kiln converge again to rewrite it",
-                    path.display()
-                )
-            }),
+            Ok(text) => Self::parse(&text)
+                .map(Some)
+                .map_err(|source| ReportError::Foreign { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => Err(ReportError::Unreadable { path, source }),
         }
     }
 
@@ -374,10 +448,10 @@ impl Report {
     }
 
     /// Keeps this run as [`LAST_RUN`] and in a bounded history.
-    pub fn save(&self, target: &Target) -> Result<(), String> {
+    pub fn save(&self, target: &Target) -> Result<(), ReportError> {
         const KEEP: usize = 20;
         let tfs = target.fs();
-        let shown = |e: std::io::Error| format!("cannot keep the run history in {RUNS}: {e}");
+        let shown = ReportError::History;
         // The history is kiln's own directory: a link planted there is
         // replaced, never followed, so pruning cannot reach elsewhere.
         if tfs.symlink_metadata(RUNS).is_ok_and(|m| !m.is_dir()) {
@@ -394,14 +468,12 @@ impl Report {
                 format!("{first}\n").as_bytes(),
                 0o644,
                 Ids::default(),
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
         }
-        let json = serde_json::to_vec_pretty(&self.to_json()).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec_pretty(&self.to_json())?;
         let name = format!("{}-{}.json", self.started_at, std::process::id());
-        atomic_write(tfs, format!("{RUNS}/{name}"), &json, 0o600, Ids::default())
-            .map_err(|e| e.to_string())?;
-        atomic_write(tfs, LAST_RUN, &json, 0o600, Ids::default()).map_err(|e| e.to_string())?;
+        atomic_write(tfs, format!("{RUNS}/{name}"), &json, 0o600, Ids::default())?;
+        atomic_write(tfs, LAST_RUN, &json, 0o600, Ids::default())?;
         let mut old: Vec<String> = tfs
             .read_dir_nofollow(RUNS)
             .map_err(shown)?
@@ -512,6 +584,27 @@ mod tests {
     }
 
     #[test]
+    fn a_step_the_run_found_moved_says_so() {
+        let mut e = ResourceReport {
+            resource: "service[x]".into(),
+            status: Status::Updated,
+            changes: vec!["enable".into()],
+            ..ResourceReport::default()
+        };
+        assert!(!serde_json::to_string(&e).unwrap().contains("replanned"));
+        e.replanned = true;
+        assert_eq!(
+            e.line().unwrap(),
+            "  updated      service[x]: enable\n    replanned: the target moved since the plan"
+        );
+        assert_eq!(serde_json::to_value(&e).unwrap()["replanned"], true);
+        // A change the plan had that the run then found done is shown too.
+        e.status = Status::UpToDate;
+        e.changes.clear();
+        assert!(e.line().unwrap().starts_with("  up to date   service[x]\n"));
+    }
+
+    #[test]
     fn a_saved_report_reads_back() {
         let d = tempfile::tempdir().unwrap();
         let t = Target::at_root(d.path());
@@ -530,7 +623,7 @@ mod tests {
         assert_eq!(back.roles, ["web"]);
         assert_eq!(back.managed_ids().unwrap(), ["file[/a]"]);
         std::fs::write(Report::last_run_path(&t), "not json").unwrap();
-        assert!(Report::load_last(&t).unwrap_err().contains("kiln converge"));
+        assert!((Report::load_last(&t).unwrap_err().to_string()).contains("kiln converge"));
     }
 
     #[test]
