@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::engine::{self, Report, Request};
+use crate::engine::{self, Report};
 use crate::error::{Error, PolicyError};
 use crate::platform::archive::{self, Offer};
 use crate::platform::dpkg::{self, Dpkg};
@@ -14,6 +14,7 @@ use crate::platform::target::Target;
 use crate::policy::Repository;
 use crate::policy::runlist::expand;
 use crate::policy::whitelist::{Pin, Whitelist};
+use crate::secrets::Placeholder;
 
 /// For each package, the version a node gets and the rule it comes from.
 /// With `siblings_of`, the release is that target's own; else `release`,
@@ -87,13 +88,12 @@ fn explain_release(
         // The roles' own packages, from their compiled policy (a package
         // name may be a template): a pin no package of theirs uses is
         // another role's business.
-        let mut facts = Facts::gather(&Target::host(), Some(fqdn).filter(|f| !f.is_empty()));
-        facts.codename = codename.to_string();
-        let req = Request {
-            run_list: items,
-            ..Request::default()
+        let node = engine::Node {
+            fqdn: Some(fqdn.to_string()).filter(|f| !f.is_empty()),
+            ..engine::Node::roles(roles).on(codename)
         };
-        let policy = engine::compile(repo, &req, &facts)?;
+        let facts = node.facts(&Target::host());
+        let policy = engine::compile(repo, &node, &facts, &Placeholder)?;
         let used: BTreeSet<&str> = policy
             .resources
             .iter()
@@ -380,7 +380,11 @@ fn target_policy(
     let fqdn = fqdn
         .map(str::to_string)
         .or_else(|| Some(last.fqdn).filter(|f| !f.is_empty()));
-    let facts = Facts::gather(&target, fqdn.as_deref());
+    let node = engine::Node {
+        fqdn,
+        ..engine::Node::roles(&roles)
+    };
+    let facts = node.facts(&target);
     if let Some(r) = release
         && r != facts.codename
     {
@@ -393,11 +397,7 @@ fn target_policy(
         ))
         .into());
     }
-    let req = Request {
-        run_list: roles.iter().map(|r| format!("role[{r}]")).collect(),
-        ..Request::default()
-    };
-    let policy = engine::compile(&repo, &req, &facts)?;
+    let policy = engine::compile(&repo, &node, &facts, &Placeholder)?;
     Ok((target, facts.codename, policy))
 }
 
@@ -788,19 +788,16 @@ pub fn mirror(
     } else {
         roles.to_vec()
     };
-    let host = Facts::gather(&Target::host(), None);
-    let facts = match release {
-        Some(r) => host.on_release(r),
-        None => host,
+    let on = |node: engine::Node| match release {
+        Some(r) => node.on(r),
+        None => node,
     };
+    let facts = on(engine::Node::default()).facts(&Target::host());
     wl.release(&facts.codename)?;
     let mut packages: BTreeSet<String> = BTreeSet::new();
     for role in &roles {
-        let req = Request {
-            run_list: vec![format!("role[{role}]")],
-            ..Request::default()
-        };
-        let policy = engine::compile(&repo, &req, &facts)?;
+        let node = on(engine::Node::role(role));
+        let policy = engine::compile(&repo, &node, &node.facts_from(&facts), &Placeholder)?;
         packages.extend(installed_pins(&policy).into_keys());
     }
     let pick =

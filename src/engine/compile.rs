@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::node::Node;
 use crate::error::{PolicyError, PolicyErrors};
 use crate::platform::facts::Facts;
 use crate::policy::attributes::merge;
@@ -16,30 +17,8 @@ use crate::policy::{Cookbook, Repository};
 use crate::resource::{
     BuildEnv, COMMON_PROPERTIES, Resource, ResourceId, Spec, TypeDef, string_list, type_def, types,
 };
+use crate::secrets::Secrets;
 use crate::verify::Check;
-
-/// What to converge: the run list and the node's own settings.
-#[derive(Debug, Clone, Default)]
-pub struct Request {
-    pub run_list: Vec<String>,
-    pub size: Option<String>,
-    pub node_attributes: toml::Table,
-    /// Where `{{secret "NAME"}}` gets its values: placeholders unless the
-    /// compile is for a converge on the target.
-    pub secrets: crate::secrets::Source,
-    /// Where `node_attributes` come from (a node file, an inventory host),
-    /// so that a bad value names it.
-    pub node_origin: Option<Origin>,
-}
-
-impl Request {
-    /// Where the node attributes come from, for messages.
-    fn node_origin(&self) -> Origin {
-        self.node_origin
-            .clone()
-            .unwrap_or_else(|| Origin::under("--node".as_ref(), "attributes"))
-    }
-}
 
 /// When a notification fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -103,11 +82,71 @@ pub struct Policy {
     pub warnings: Vec<PolicyError>,
 }
 
-pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy, PolicyErrors> {
-    let expanded = expand(repo, &req.run_list).map_err(|e| PolicyErrors(vec![e]))?;
+/// Compiles the policy of `repo` for `node`, as on a target with `facts`,
+/// taking secret values from `secrets`. Pure: no target is touched, and
+/// every policy problem found is in the error, not only the first.
+pub fn compile(
+    repo: &Repository,
+    node: &Node,
+    facts: &Facts,
+    secrets: &dyn Secrets,
+) -> Result<Policy, PolicyErrors> {
+    let expanded = expand(repo, &node.run_list).map_err(|e| PolicyErrors(vec![e]))?;
     let mut errors = Vec::new();
+    let (cookbooks, order) = cookbooks_of(repo, &expanded, &mut errors);
+    errors.extend(node_attributes_without_secrets(node));
+    let (mut attributes, origins) = merge_attributes(&expanded, &cookbooks, &order, node, facts)
+        .map_err(|e| PolicyErrors(vec![e]))?;
+    errors.extend(mark_attribute_secrets(&mut attributes));
+    let types = types_of(&cookbooks, &order);
+    errors.extend(crate::policy::types::check(&attributes, &types, &origins));
+    errors.extend(crate::policy::types::check_node(
+        &node.attributes,
+        &types,
+        &node.origin(),
+    ));
+    let renderer = Renderer::typed(
+        &attributes,
+        secrets,
+        std::sync::Arc::new(Typing { types, origins }),
+    );
+    let (pins, fallback) = pins_for(repo, &expanded, facts, &mut errors);
+    let mut verify = role_checks(&expanded, &renderer, &mut errors);
+    let env = PolicyEnv {
+        renderer: &renderer,
+        pins: &pins,
+        fallback: fallback.clone(),
+    };
+    let built = build_recipes(&expanded, &cookbooks, &env, &mut verify, &mut errors);
+    let resources = link_notifications(built.resources, built.pending, &mut errors);
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    let mut policy = Policy {
+        expanded,
+        attributes,
+        pins,
+        size: node.size.clone(),
+        resources,
+        verify,
+        secrets: renderer.secrets().used(),
+        fingerprint_key: renderer.secrets().fingerprint_key(),
+        fallback,
+        codename: facts.codename.clone(),
+        hidden_diffs: Default::default(),
+        warnings: built.warnings,
+    };
+    policy.hidden_diffs = policy.sensitive_files().into_iter().collect();
+    Ok(policy)
+}
 
-    // Cookbooks of the run list and everything they depend on.
+/// The cookbooks of the run list and everything they depend on, by name,
+/// and their names in the order found.
+fn cookbooks_of(
+    repo: &Repository,
+    expanded: &Expanded,
+    errors: &mut Vec<PolicyError>,
+) -> (HashMap<String, Cookbook>, Vec<String>) {
     let mut cookbooks: HashMap<String, Cookbook> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut todo: Vec<(String, Option<String>)> = expanded
@@ -137,25 +176,28 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             }),
         }
     }
-    if let Some(key) = crate::policy::render::secret_in(&req.node_attributes) {
-        let e = PolicyError::new(format!(
-            "node attribute {key} uses a secret: node attributes cannot (they would carry any secret into any file)"
-        ))
-        .fix("use the secret in a role's or cookbook's attributes, or in the template itself");
-        errors.push(match &req.node_origin {
-            Some(o) => e.in_file(&o.file),
-            None => e,
-        });
-    }
-    let (mut attributes, origins) = merge_attributes(&expanded, &cookbooks, &order, req, facts)
-        .map_err(|e| PolicyErrors(vec![e]))?;
-    // Every typed value is checked where it ended up, whichever file set it.
-    let mut types = Types::new();
-    for name in &order {
-        for (path, d) in &cookbooks[name].types {
-            types.entry(path.clone()).or_insert_with(|| d.clone());
-        }
-    }
+    (cookbooks, order)
+}
+
+/// Node attributes may not use a secret: they are not the policy's own,
+/// and would carry any secret into any file.
+fn node_attributes_without_secrets(node: &Node) -> Option<PolicyError> {
+    let key = crate::policy::render::secret_in(&node.attributes)?;
+    let e = PolicyError::new(format!(
+        "node attribute {key} uses a secret: node attributes cannot (they would carry any secret into any file)"
+    ))
+    .fix("use the secret in a role's or cookbook's attributes, or in the template itself");
+    Some(match &node.origin {
+        Some(o) => e.in_file(&o.file),
+        None => e,
+    })
+}
+
+/// Turns `{{secret}}` in attribute values into markers (see
+/// [`crate::policy::render::mark_secrets`]); a value that is more than
+/// the secret is an error.
+fn mark_attribute_secrets(attributes: &mut toml::Table) -> Vec<PolicyError> {
+    let mut errors = Vec::new();
     for (key, v) in attributes.iter_mut() {
         if let Err(f) = crate::policy::render::mark_secrets(v) {
             errors.push(
@@ -165,17 +207,32 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             );
         }
     }
-    errors.extend(crate::policy::types::check(&attributes, &types, &origins));
-    errors.extend(crate::policy::types::check_node(
-        &req.node_attributes,
-        &types,
-        &req.node_origin(),
-    ));
-    let renderer = Renderer::typed(
-        &attributes,
-        std::sync::Arc::new(crate::secrets::Resolver::new(req.secrets.clone())),
-        std::sync::Arc::new(Typing { types, origins }),
-    );
+    errors
+}
+
+/// The declared types of attributes, first cookbook first: every typed
+/// value is checked where it ended up, whichever file set it.
+fn types_of(cookbooks: &HashMap<String, Cookbook>, order: &[String]) -> Types {
+    let mut types = Types::new();
+    for name in order {
+        for (path, d) in &cookbooks[name].types {
+            types.entry(path.clone()).or_insert_with(|| d.clone());
+        }
+    }
+    types
+}
+
+/// The whitelist's versions for this node, and its fallback sources for
+/// the node's release.
+fn pins_for(
+    repo: &Repository,
+    expanded: &Expanded,
+    facts: &Facts,
+    errors: &mut Vec<PolicyError>,
+) -> (
+    BTreeMap<String, Pin>,
+    Option<std::sync::Arc<FallbackSource>>,
+) {
     let mut fallback = None;
     let pins = match Whitelist::load(repo).and_then(|w| {
         // Converge refuses what `kiln check` refuses: a version apt cannot
@@ -201,41 +258,69 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             BTreeMap::new()
         }
     };
+    (pins, fallback)
+}
 
-    let mut resources = Vec::new();
-    let mut warnings = Vec::new();
-    let mut pending: Vec<(usize, Vec<PendingNotify>)> = Vec::new();
+/// A verify check, refused when it used a secret: checks print what they
+/// ran and saw.
+fn check_without_secret(
+    renderer: &Renderer,
+    parse: impl FnOnce() -> Result<Check, PolicyError>,
+) -> Result<Check, PolicyError> {
+    let before = renderer.secrets().uses();
+    let c = parse()?;
+    if renderer.secrets().uses() > before {
+        return Err(PolicyError::new(format!(
+            "a verify check of {} uses a secret, and checks are printed and reported",
+            c.origin
+        ))
+        .fix("check the service without the secret (a port, a page, a status command)"));
+    }
+    Ok(c)
+}
+
+/// The verify checks of the roles, in run-list order.
+fn role_checks(
+    expanded: &Expanded,
+    renderer: &Renderer,
+    errors: &mut Vec<PolicyError>,
+) -> Vec<Check> {
     let mut verify = Vec::new();
-    // Each identity's rendered properties where first declared: an identical
-    // duplicate is harmless, a different one would fight it on every run.
-    let mut declared: HashMap<ResourceId, (toml::Table, std::path::PathBuf, usize)> =
-        HashMap::new();
-    // Verify checks print what they ran and saw: no secret may go in one.
-    let no_secret = |c: Result<Check, PolicyError>, before: usize| {
-        c.and_then(|c| {
-            if renderer.secrets().uses() > before {
-                Err(PolicyError::new(format!(
-                    "a verify check of {} uses a secret, and checks are printed and reported",
-                    c.origin
-                ))
-                .fix("check the service without the secret (a port, a page, a status command)"))
-            } else {
-                Ok(c)
-            }
-        })
-    };
     for role in &expanded.roles {
         for t in &role.verify {
-            let before = renderer.secrets().uses();
-            match no_secret(
-                Check::parse(t, &renderer, &format!("role[{}]", role.name)),
-                before,
-            ) {
+            let origin = format!("role[{}]", role.name);
+            match check_without_secret(renderer, || Check::parse(t, renderer, &origin)) {
                 Ok(c) => verify.push(c),
                 Err(e) => errors.push(e.in_file(&role.file)),
             }
         }
     }
+    verify
+}
+
+/// The resources of every recipe, before their notifications are linked.
+#[derive(Default)]
+struct Built {
+    resources: Vec<Compiled>,
+    /// Each resource's notifications, by its index.
+    pending: Vec<(usize, Vec<PendingNotify>)>,
+    warnings: Vec<PolicyError>,
+}
+
+/// Builds the resources and verify checks of every recipe of the run list,
+/// in order. A resource declared twice must be declared the same.
+fn build_recipes(
+    expanded: &Expanded,
+    cookbooks: &HashMap<String, Cookbook>,
+    env: &PolicyEnv,
+    verify: &mut Vec<Check>,
+    errors: &mut Vec<PolicyError>,
+) -> Built {
+    let mut built = Built::default();
+    // Each identity's rendered properties where first declared: an identical
+    // duplicate is harmless, a different one would fight it on every run.
+    let mut declared: HashMap<ResourceId, (toml::Table, std::path::PathBuf, usize)> =
+        HashMap::new();
     for (cb_name, recipe_name) in &expanded.recipes {
         // A missing cookbook is already reported; keep finding other problems.
         let Some(cb) = cookbooks.get(cb_name) else {
@@ -249,26 +334,20 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             }
         };
         for t in &recipe.verify {
-            let before = renderer.secrets().uses();
-            match no_secret(
-                Check::parse(t, &renderer, &format!("recipe[{}]", recipe.id())),
-                before,
-            ) {
+            let origin = format!("recipe[{}]", recipe.id());
+            match check_without_secret(env.renderer, || Check::parse(t, env.renderer, &origin)) {
                 Ok(c) => verify.push(c),
                 Err(e) => errors.push(e.in_file(&recipe.file)),
             }
         }
-        let env = CookbookEnv {
-            cookbook: cb,
-            renderer: &renderer,
-            pins: &pins,
-            fallback: fallback.clone(),
-        };
+        let env = CookbookEnv::new(cb, env);
         for raw in &recipe.resources {
-            match compile_one(raw, &renderer, &env) {
+            match compile_one(raw, &env) {
                 Ok((c, notes, props, warning)) => {
                     if let Some(w) = warning {
-                        warnings.push(w.in_file(&recipe.file).at_line(raw.line, None));
+                        built
+                            .warnings
+                            .push(w.in_file(&recipe.file).at_line(raw.line, None));
                     }
                     if let Some((other, file, line)) = declared.get(&c.id) {
                         if *other != props {
@@ -293,15 +372,23 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
                         line: raw.line,
                         ..c
                     };
-                    pending.push((resources.len(), notes));
-                    resources.push(c);
+                    built.pending.push((built.resources.len(), notes));
+                    built.resources.push(c);
                 }
                 Err(e) => errors.push(e.in_file(&recipe.file).at_line(raw.line, None)),
             }
         }
     }
+    built
+}
 
-    // Notifications and subscriptions must name resources that exist.
+/// Links each notification and subscription to the resource it names,
+/// which must exist, be another one, and have the action.
+fn link_notifications(
+    mut resources: Vec<Compiled>,
+    pending: Vec<(usize, Vec<PendingNotify>)>,
+    errors: &mut Vec<PolicyError>,
+) -> Vec<Compiled> {
     let index: HashMap<&ResourceId, usize> = resources
         .iter()
         .enumerate()
@@ -368,25 +455,7 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     for (source, n) in links {
         resources[source].notifies.push(n);
     }
-    if !errors.is_empty() {
-        return Err(PolicyErrors(errors));
-    }
-    let mut policy = Policy {
-        expanded,
-        attributes,
-        pins,
-        size: req.size.clone(),
-        resources,
-        verify,
-        secrets: renderer.secrets().used(),
-        fingerprint_key: renderer.secrets().fingerprint_key(),
-        fallback,
-        codename: facts.codename.clone(),
-        hidden_diffs: Default::default(),
-        warnings,
-    };
-    policy.hidden_diffs = policy.sensitive_files().into_iter().collect();
-    Ok(policy)
+    resources
 }
 
 impl Policy {
@@ -445,7 +514,7 @@ fn merge_attributes(
     expanded: &Expanded,
     cookbooks: &HashMap<String, Cookbook>,
     order: &[String],
-    req: &Request,
+    node: &Node,
     facts: &Facts,
 ) -> Result<(toml::Table, Origins), PolicyError> {
     let mut attrs = toml::Table::new();
@@ -478,7 +547,7 @@ fn merge_attributes(
             Origin::under(&role.file, "default_attributes"),
         );
     }
-    if let Some(size) = &req.size {
+    if let Some(size) = &node.size {
         let found = expanded
             .roles
             .iter()
@@ -505,7 +574,7 @@ fn merge_attributes(
             }
         }
     }
-    layer(&mut attrs, &req.node_attributes, req.node_origin());
+    layer(&mut attrs, &node.attributes, node.origin());
     for role in &expanded.roles {
         layer(
             &mut attrs,
@@ -548,11 +617,8 @@ type CompiledOne = (
     Option<PolicyError>,
 );
 
-fn compile_one(
-    raw: &RawResource,
-    renderer: &Renderer,
-    env: &CookbookEnv,
-) -> Result<CompiledOne, PolicyError> {
+fn compile_one(raw: &RawResource, env: &CookbookEnv) -> Result<CompiledOne, PolicyError> {
+    let renderer = env.policy.renderer;
     let def = find_type(&raw.table)?;
     let mut table = raw.table.clone();
     let name_value = table.remove(def.name).expect("type key present");
@@ -722,33 +788,23 @@ fn compile_one(
     let only_if = take_str(&mut table, "only_if")?;
     let not_if = take_str(&mut table, "not_if")?;
     let ignore_failure = take_bool(&mut table, "ignore_failure")?;
-    let sensitive = take_bool(&mut table, "sensitive")? || renderer.secrets().uses() > uses_before;
-
-    let mut spec = Spec {
+    let sensitive = take_bool(&mut table, "sensitive")?;
+    let spec = Spec {
         name: name.clone(),
         props: table,
-        sensitive,
+        sensitive: sensitive || renderer.secrets().uses() > uses_before,
         secret: renderer.secrets().uses() > uses_before,
         actions: actions.clone(),
     };
-    let build = |spec: &Spec| {
-        (def.build)(spec, env).map_err(|mut e| {
-            e.message = format!("{id}: {}", e.message);
-            e
-        })
-    };
-    let mut imp = build(&spec)?;
-    if !spec.secret && renderer.secrets().uses() > uses_before {
-        // Its template used a secret.
-        spec.sensitive = true;
-        spec.secret = true;
-        imp = build(&spec)?;
-    }
-    let sensitive = spec.sensitive;
-    let warning = spec
-        .secret
-        .then(|| readable_by_others(&id, &rendered))
-        .flatten();
+    // Built once: a template that uses a secret makes its file sensitive
+    // itself (see [`BuildEnv::template_used_secret`]).
+    let imp = (def.build)(&spec, env).map_err(|mut e| {
+        e.message = format!("{id}: {}", e.message);
+        e
+    })?;
+    let secret = renderer.secrets().uses() > uses_before;
+    let sensitive = sensitive || secret;
+    let warning = secret.then(|| readable_by_others(&id, &rendered)).flatten();
     Ok((
         Compiled {
             id,
@@ -916,27 +972,49 @@ fn parse_notification(s: &str, timing: Timing, subscribe: bool) -> Result<Pendin
     })
 }
 
-/// Cookbook files and templates for the resources of one cookbook.
-struct CookbookEnv<'a> {
-    cookbook: &'a Cookbook,
-    renderer: &'a Renderer,
+/// What every resource of the policy is built with: the renderer and
+/// the node's pins.
+struct PolicyEnv<'a> {
+    renderer: &'a Renderer<'a>,
     pins: &'a BTreeMap<String, Pin>,
     fallback: Option<std::sync::Arc<FallbackSource>>,
 }
 
+/// Cookbook files and templates for the resources of one cookbook.
+struct CookbookEnv<'a> {
+    cookbook: &'a Cookbook,
+    policy: &'a PolicyEnv<'a>,
+    /// Whether the last template rendered used a secret.
+    template_secret: std::cell::Cell<bool>,
+}
+
+impl<'a> CookbookEnv<'a> {
+    fn new(cookbook: &'a Cookbook, policy: &'a PolicyEnv<'a>) -> Self {
+        CookbookEnv {
+            cookbook,
+            policy,
+            template_secret: Default::default(),
+        }
+    }
+}
+
 impl BuildEnv for CookbookEnv<'_> {
     fn pin(&self, package: &str) -> Option<Pin> {
-        self.pins.get(package).cloned()
+        self.policy.pins.get(package).cloned()
     }
 
     fn fallback(&self) -> Option<std::sync::Arc<FallbackSource>> {
-        self.fallback.clone()
+        self.policy.fallback.clone()
     }
 
     fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError> {
         let path = self.cookbook.source_path(dir, source)?;
         std::fs::read(&path)
             .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", path.display())))
+    }
+
+    fn template_used_secret(&self) -> bool {
+        self.template_secret.get()
     }
 
     fn render_template(
@@ -948,7 +1026,11 @@ impl BuildEnv for CookbookEnv<'_> {
         let shown = self.cookbook.display_dir.join("templates").join(source);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", shown.display())))?;
-        self.renderer.render_vars(&text, variables).map_err(|f| {
+        let renderer = self.policy.renderer;
+        let before = renderer.secrets().uses();
+        let rendered = renderer.render_vars(&text, variables);
+        self.template_secret.set(renderer.secrets().uses() > before);
+        rendered.map_err(|f| {
             let line = f.line.map(|l| format!(" line {l}")).unwrap_or_default();
             let e = PolicyError::new(format!(
                 "template {}{line}: {}",
