@@ -1051,6 +1051,228 @@ impl BuildEnv for CookbookEnv<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::file::File;
+    use crate::secrets::{Placeholder, SecretError};
+    use std::cell::RefCell;
+
+    /// Secrets a test knows, and every name it was asked for.
+    #[derive(Default)]
+    struct Known {
+        asked: RefCell<Vec<String>>,
+    }
+
+    impl Secrets for Known {
+        fn value(&self, name: &str) -> Result<String, SecretError> {
+            self.asked.borrow_mut().push(name.to_string());
+            match name {
+                // Registered for redaction in this process: a value no
+                // other test prints.
+                "db/password" => Ok("unit-test-secret-5e1f".into()),
+                _ => Err(SecretError::NotText { name: name.into() }),
+            }
+        }
+    }
+
+    /// A repository of one role, `db`: a package, a template that uses a
+    /// secret through an attribute (no mode), a file that uses it
+    /// directly, a plain file, and a service the template notifies.
+    fn repo() -> (tempfile::TempDir, Repository) {
+        let d = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "roles/db.toml",
+                "run_list = [\"recipe[db]\"]\n[default_attributes.db]\npassword = '{{secret \"db/password\"}}'\n[sizes.small]\ncpus = 2\nmemory_mb = 2048\ndisk_gb = 12\n[sizes.small.attributes.db]\nport = 3307\n",
+            ),
+            (
+                "cookbooks/db/metadata.toml",
+                "name = \"db\"\nversion = \"0.1.0\"\n",
+            ),
+            (
+                "cookbooks/db/attributes.toml",
+                "[db]\ngreeting = \"hello\"\nport = 3306\n",
+            ),
+            (
+                "cookbooks/db/recipes/default.toml",
+                r#"[[resource]]
+package = "mariadb-server"
+
+[[resource]]
+template = "/etc/db.conf"
+source = "db.conf.hbs"
+notifies = ["restart service[mariadb]"]
+
+[[resource]]
+file = "/etc/db-password"
+content = "{{secret \"db/password\"}}"
+mode = "0600"
+
+[[resource]]
+file = "/etc/db-motd"
+content = "{{db.greeting}} from {{node.fqdn}} on port {{db.port}}\n"
+
+[[resource]]
+service = "mariadb"
+action = ["enable", "start"]
+"#,
+            ),
+            (
+                "cookbooks/db/templates/db.conf.hbs",
+                "password = {{db.password}}\n",
+            ),
+            (
+                "whitelist.toml",
+                "[packages]\nmariadb-server = \"1:10.11.6-0+deb12u1\"\n",
+            ),
+        ];
+        for (path, text) in files {
+            let p = d.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let repo = Repository::open(d.path()).unwrap();
+        (d, repo)
+    }
+
+    /// Facts of a bookworm host, made up: no target is read.
+    fn facts(fqdn: &str) -> Facts {
+        Facts {
+            fqdn: fqdn.into(),
+            hostname: fqdn.split('.').next().unwrap().into(),
+            platform: "debian".into(),
+            platform_version: "12".into(),
+            codename: "bookworm".into(),
+            cpus: 2,
+            memory_mb: 2048,
+            ipaddress: "192.0.2.10".into(),
+        }
+    }
+
+    fn file<'p>(policy: &'p Policy, path: &str) -> (&'p Compiled, &'p File) {
+        let r = policy
+            .resources
+            .iter()
+            .find(|r| r.id.name == path)
+            .unwrap_or_else(|| panic!("{path} is not compiled"));
+        (r, r.imp.as_any().downcast_ref::<File>().unwrap())
+    }
+
+    #[test]
+    fn a_node_compiles_without_a_target() {
+        let (_d, repo) = repo();
+        let secrets = Known::default();
+        let node = Node::role("db").named("db01.example.com");
+        let policy = compile(&repo, &node, &facts("db01.example.com"), &secrets).unwrap();
+        let ids: Vec<String> = policy.resources.iter().map(|r| r.id.to_string()).collect();
+        assert_eq!(
+            ids,
+            [
+                "package[mariadb-server]",
+                "template[/etc/db.conf]",
+                "file[/etc/db-password]",
+                "file[/etc/db-motd]",
+                "service[mariadb]"
+            ]
+        );
+        assert_eq!(policy.pins["mariadb-server"].version, "1:10.11.6-0+deb12u1");
+        assert_eq!(policy.codename, "bookworm");
+        // The secret was asked for once, though used twice.
+        assert_eq!(*secrets.asked.borrow(), ["db/password"]);
+        assert_eq!(policy.secrets.iter().collect::<Vec<_>>(), ["db/password"]);
+        assert!(policy.fingerprint_key.is_some());
+        let (conf, built) = file(&policy, "/etc/db.conf");
+        assert_eq!(
+            built.content.as_deref(),
+            Some(&b"password = unit-test-secret-5e1f\n"[..])
+        );
+        assert_eq!(conf.notifies.len(), 1);
+        assert_eq!(
+            policy.resources[conf.notifies[0].target].id.to_string(),
+            "service[mariadb]"
+        );
+        assert_eq!(conf.origin, "recipe[db::default]");
+        let (motd, built) = file(&policy, "/etc/db-motd");
+        assert!(!motd.sensitive && !built.sensitive);
+        assert_eq!(
+            built.content.as_deref(),
+            Some(&b"hello from db01.example.com on port 3306\n"[..])
+        );
+        assert_eq!(
+            policy.sensitive_files(),
+            ["/etc/db-password", "/etc/db.conf"]
+        );
+    }
+
+    #[test]
+    fn a_secret_in_a_template_makes_its_file_sensitive_and_private() {
+        let (_d, repo) = repo();
+        let policy = compile(&repo, &Node::role("db"), &facts("db01"), &Known::default()).unwrap();
+        // The template's own properties hold no secret: its rendering does.
+        let (conf, built) = file(&policy, "/etc/db.conf");
+        assert!(conf.sensitive && built.sensitive);
+        assert_eq!(built.meta.mode, Some(0o600));
+        assert!(policy.hides_content(conf));
+    }
+
+    #[test]
+    fn placeholders_decrypt_nothing_and_key_nothing() {
+        let (_d, repo) = repo();
+        let node = Node::check("db", Some("small".into()));
+        let policy = compile(
+            &repo,
+            &node,
+            &facts(super::super::node::CHECK_FQDN),
+            &Placeholder,
+        )
+        .unwrap();
+        let (_, built) = file(&policy, "/etc/db-password");
+        assert_eq!(
+            built.content.as_deref(),
+            Some(crate::secrets::resolve::PLACEHOLDER.as_bytes())
+        );
+        assert_eq!(policy.fingerprint_key, None);
+        assert_eq!(policy.size.as_deref(), Some("small"));
+        let (_, motd) = file(&policy, "/etc/db-motd");
+        let text = String::from_utf8(motd.content.clone().unwrap()).unwrap();
+        assert!(text.ends_with("on port 3307\n"), "{text}");
+    }
+
+    #[test]
+    fn node_attributes_lie_between_sizes_and_overrides_and_name_their_file() {
+        let (_d, repo) = repo();
+        let attrs: toml::Table = toml::from_str("[db]\nport = 4000").unwrap();
+        let origin = Origin::under("inventory.toml".as_ref(), "hosts.db01.attributes");
+        let node = Node::inventory_host("db01", &["db".into()], &attrs, Some(origin))
+            .sized(Some("small".into()));
+        let policy = compile(&repo, &node, &facts("db01"), &Placeholder).unwrap();
+        let (_, motd) = file(&policy, "/etc/db-motd");
+        let text = String::from_utf8(motd.content.clone().unwrap()).unwrap();
+        assert!(text.ends_with("on port 4000\n"), "{text}");
+
+        let bad: toml::Table = toml::from_str("[db]\nx = '{{secret \"db/password\"}}'").unwrap();
+        let origin = Origin::under("inventory.toml".as_ref(), "hosts.db01.attributes");
+        let node = Node::inventory_host("db01", &["db".into()], &bad, Some(origin));
+        let e = compile(&repo, &node, &facts("db01"), &Placeholder).unwrap_err();
+        assert!(
+            e.0[0].message.contains("node attribute db.x uses a secret"),
+            "{e}"
+        );
+        assert_eq!(e.0[0].file.as_deref(), Some("inventory.toml".as_ref()));
+    }
+
+    #[test]
+    fn a_secret_that_cannot_be_had_is_a_policy_error_naming_it() {
+        let (d, repo) = repo();
+        std::fs::write(
+            d.path().join("cookbooks/db/templates/db.conf.hbs"),
+            "other = {{secret \"db/other\"}}\n",
+        )
+        .unwrap();
+        let e = compile(&repo, &Node::role("db"), &facts("db01"), &Known::default()).unwrap_err();
+        assert!(
+            e.0.iter().any(|e| e.message.contains("\"db/other\"")),
+            "{e}"
+        );
+    }
 
     #[test]
     fn notifications_parse() {

@@ -289,6 +289,45 @@ mod tests {
     }
 
     #[test]
+    fn decrypts_with_the_identity_its_caller_read() {
+        let d = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let key = super::super::Key::parse(&id.to_public().to_string()).unwrap();
+        let file = SecretFile::encrypt(b"hunter2", &[key]).unwrap();
+        let path = super::super::path(d.path(), "db/pw");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, file.render()).unwrap();
+        let key_file = Path::new("/etc/ssh/ssh_host_ed25519_key");
+        let text = id.to_string();
+        let identity = Identity::parse(
+            &format!(
+                "# test\n{}\n",
+                age::secrecy::ExposeSecret::expose_secret(&text)
+            ),
+            key_file,
+        );
+        let good = Decrypt::new(d.path(), identity, key_file, "db01");
+        assert_eq!(good.value("db/pw").unwrap(), "hunter2");
+        let e = good.value("db/none").unwrap_err();
+        assert!(
+            e.to_string().contains("fix: kiln secret set db/none"),
+            "{e}"
+        );
+
+        // An unreadable key matters only to a secret that is used.
+        let unreadable = SecretError::IdentityUnreadable {
+            path: key_file.to_path_buf(),
+            reason: "No such file or directory (os error 2)".into(),
+        };
+        let none = Decrypt::new(d.path(), Err(unreadable), key_file, "db01");
+        let e = none.value("db/pw").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "secret \"db/pw\" cannot be decrypted on host db01: cannot read the identity /etc/ssh/ssh_host_ed25519_key: No such file or directory (os error 2); fix: make the host a recipient of \"db/pw\" in secrets/recipients.toml (by role or host), then run kiln secret rekey and converge again"
+        );
+    }
+
+    #[test]
     fn test_values_are_random_per_run_stable_per_name() {
         let (ta, tb) = (TestValues::new(), TestValues::new());
         let a = Resolver::new(&ta);
