@@ -942,28 +942,52 @@ fn find_type(table: &toml::Table) -> Result<&'static TypeDef, PolicyError> {
     }
 }
 
-fn parse_notification(s: &str, timing: Timing, subscribe: bool) -> Result<PendingNotify, String> {
+/// Why a `notifies` or `subscribes` entry does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NotificationError {
+    /// No space between the action and the resource.
+    NoAction,
+    /// What follows the action is not `TYPE[NAME]`.
+    NotAResource(String),
+    /// A timing other than `immediately` or `delayed` after the resource.
+    Timing(String),
+}
+
+impl std::fmt::Display for NotificationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotificationError::NoAction => f.write_str("expected ACTION TYPE[NAME]"),
+            NotificationError::NotAResource(s) => write!(f, "{s:?} is not TYPE[NAME]"),
+            NotificationError::Timing(t) => {
+                write!(f, "unknown timing {t:?}: use immediately or delayed")
+            }
+        }
+    }
+}
+
+fn parse_notification(
+    s: &str,
+    timing: Timing,
+    subscribe: bool,
+) -> Result<PendingNotify, NotificationError> {
     // The name inside the brackets may hold spaces (execute labels).
     let s = s.trim();
     let (action, rest) = s
         .split_once(char::is_whitespace)
-        .ok_or("expected ACTION TYPE[NAME]")?;
+        .ok_or(NotificationError::NoAction)?;
     let rest = rest.trim();
     let close = rest
         .rfind(']')
-        .ok_or_else(|| format!("{rest:?} is not TYPE[NAME]"))?;
+        .ok_or_else(|| NotificationError::NotAResource(rest.to_string()))?;
     let (target, tail) = rest.split_at(close + 1);
     let timing = match tail.trim() {
         "" => timing,
         "immediately" | "immediate" => Timing::Immediately,
         "delayed" => Timing::Delayed,
-        other => {
-            return Err(format!(
-                "unknown timing {other:?}: use immediately or delayed"
-            ));
-        }
+        other => return Err(NotificationError::Timing(other.to_string())),
     };
-    let other = ResourceId::parse(target).ok_or_else(|| format!("{target:?} is not TYPE[NAME]"))?;
+    let other = ResourceId::parse(target)
+        .ok_or_else(|| NotificationError::NotAResource(target.to_string()))?;
     Ok(PendingNotify {
         action: action.to_string(),
         other,
@@ -1283,7 +1307,15 @@ action = ["enable", "start"]
         let n =
             parse_notification("reload service[x] immediately", Timing::Delayed, false).unwrap();
         assert_eq!(n.timing, Timing::Immediately);
-        assert!(parse_notification("restart", Timing::Delayed, false).is_err());
+        assert_eq!(
+            parse_notification("restart", Timing::Delayed, false).err(),
+            Some(NotificationError::NoAction)
+        );
+        let e = parse_notification("restart service[x] later", Timing::Delayed, false);
+        assert_eq!(
+            e.err().unwrap().to_string(),
+            "unknown timing \"later\": use immediately or delayed"
+        );
         let n = parse_notification(
             "run execute[reload kiln agent] immediately",
             Timing::Delayed,
