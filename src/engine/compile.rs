@@ -621,6 +621,60 @@ fn compile_one(raw: &RawResource, env: &CookbookEnv) -> Result<CompiledOne, Poli
     let renderer = env.policy.renderer;
     let def = find_type(&raw.table)?;
     let mut table = raw.table.clone();
+    let name = render_name(def, &mut table, renderer)?;
+    // A resource whose name, properties or template used a secret is
+    // sensitive, whatever it says.
+    let uses_before = renderer.secrets().uses();
+    let id = ResourceId {
+        kind: def.name.to_string(),
+        name: name.clone(),
+    };
+    render_properties(def, &id, &mut table, renderer)?;
+    check_text(def, &id, &table)?;
+    let rendered = table.clone();
+    let common = Common::take(def, &id, &mut table)?;
+    let spec = Spec {
+        name,
+        props: table,
+        sensitive: common.sensitive || renderer.secrets().uses() > uses_before,
+        secret: renderer.secrets().uses() > uses_before,
+        actions: common.actions.clone(),
+    };
+    // Built once: a template that uses a secret makes its file sensitive
+    // itself (see [`BuildEnv::template_used_secret`]).
+    let imp = (def.build)(&spec, env).map_err(|mut e| {
+        e.message = format!("{id}: {}", e.message);
+        e
+    })?;
+    let secret = renderer.secrets().uses() > uses_before;
+    let warning = secret.then(|| readable_by_others(&id, &rendered)).flatten();
+    Ok((
+        Compiled {
+            id,
+            origin: String::new(),
+            file: Default::default(),
+            line: 0,
+            actions: common.actions,
+            notifies: Vec::new(),
+            only_if: common.only_if,
+            not_if: common.not_if,
+            ignore_failure: common.ignore_failure,
+            sensitive: common.sensitive || secret,
+            imp,
+        },
+        common.notes,
+        rendered,
+        warning,
+    ))
+}
+
+/// Takes the type key out of `table` and renders the resource's name,
+/// which may hold no secret, and may not be empty or hold a NUL byte.
+fn render_name(
+    def: &TypeDef,
+    table: &mut toml::Table,
+    renderer: &Renderer,
+) -> Result<String, PolicyError> {
     let name_value = table.remove(def.name).expect("type key present");
     let toml::Value::String(name_tpl) = name_value else {
         return Err(PolicyError::new(format!(
@@ -656,16 +710,18 @@ fn compile_one(raw: &RawResource, env: &CookbookEnv) -> Result<CompiledOne, Poli
         ))
         .fix("remove the \\u0000 from the name: no path, package or command can hold one"));
     }
-    // A resource whose name, properties or template used a secret is
-    // sensitive, whatever it says.
-    let uses_before = renderer.secrets().uses();
-    let id = ResourceId {
-        kind: def.name.to_string(),
-        name: name.clone(),
-    };
-    let whose = |what: &str| format!("{id}, property {what}");
+    Ok(name)
+}
 
-    // Unknown keys are errors, with the valid ones listed.
+/// Renders every property in place. Unknown keys are errors, with the
+/// valid ones listed; a secret may go only into the type's secret
+/// properties.
+fn render_properties(
+    def: &TypeDef,
+    id: &ResourceId,
+    table: &mut toml::Table,
+    renderer: &Renderer,
+) -> Result<(), PolicyError> {
     for key in table.keys() {
         if !def.properties.contains(&key.as_str()) && !COMMON_PROPERTIES.contains(&key.as_str()) {
             let mut valid: Vec<&str> = def.properties.to_vec();
@@ -683,7 +739,7 @@ fn compile_one(raw: &RawResource, env: &CookbookEnv) -> Result<CompiledOne, Poli
         let before = renderer.secrets().uses();
         renderer
             .render_value(v)
-            .map_err(|f| render_error(f, &whose(k), &id.to_string()))?;
+            .map_err(|f| render_error(f, &format!("{id}, property {k}"), &id.to_string()))?;
         if renderer.secrets().uses() > before && !def.secret_properties.contains(&k.as_str()) {
             return Err(secret_out_of_place(
                 def,
@@ -692,7 +748,12 @@ fn compile_one(raw: &RawResource, env: &CookbookEnv) -> Result<CompiledOne, Poli
             ));
         }
     }
+    Ok(())
+}
 
+/// No NUL byte anywhere, and no control character in a name or a
+/// property that is not multi-line text.
+fn check_text(def: &TypeDef, id: &ResourceId, table: &toml::Table) -> Result<(), PolicyError> {
     if let Some(key) = table.iter().find_map(|(k, v)| has_nul(v).then_some(k)) {
         return Err(
             PolicyError::new(format!("{id}, property {key}: contains a NUL byte"))
@@ -710,119 +771,109 @@ fn compile_one(raw: &RawResource, env: &CookbookEnv) -> Result<CompiledOne, Poli
         ))
         .fix("give it on one line of printable text; only content, command, only_if, not_if, variables and environment may span lines"));
     }
-    if name.chars().any(char::is_control) {
+    if id.name.chars().any(char::is_control) {
         return Err(PolicyError::new(format!(
             "{}[{}]: the name contains a control character (a newline, tab or escape)",
             def.name,
-            name.escape_debug()
+            id.name.escape_debug()
         ))
         .fix("name it on one line of printable text"));
     }
-    let rendered = table.clone();
+    Ok(())
+}
 
-    let take_list = |table: &mut toml::Table, key: &str| -> Result<Vec<String>, PolicyError> {
-        match table.remove(key) {
-            None => Ok(vec![]),
-            Some(v) => string_list(&v).ok_or_else(|| {
-                PolicyError::new(format!("{id}: {key} must be a string or a list of strings"))
-            }),
-        }
-    };
-    let take_bool = |table: &mut toml::Table, key: &str| -> Result<bool, PolicyError> {
-        match table.remove(key) {
-            None => Ok(false),
-            Some(toml::Value::Boolean(b)) => Ok(b),
-            Some(_) => Err(PolicyError::new(format!(
-                "{id}: {key} must be true or false"
-            ))),
-        }
-    };
-    let take_str = |table: &mut toml::Table, key: &str| -> Result<Option<String>, PolicyError> {
-        match table.remove(key) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(PolicyError::new(format!(
-                "{id}: {key} must be a command string"
-            ))),
-        }
-    };
+/// The properties every type has, taken out of a resource's table.
+struct Common {
+    actions: Vec<String>,
+    notes: Vec<PendingNotify>,
+    only_if: Option<String>,
+    not_if: Option<String>,
+    ignore_failure: bool,
+    /// What the recipe says; a secret used makes it sensitive anyway.
+    sensitive: bool,
+}
 
-    let given = table.contains_key("action");
-    let mut actions = take_list(&mut table, "action")?;
-    if actions.is_empty() && given {
-        // An empty list would silently do nothing, unlike a missing key.
-        return Err(PolicyError::new(format!("{id}: action = [] names no action"))
-            .fix(format!(
-                "name one or more ({}), or action = \"nothing\" where the type has it, or leave action out for {}",
-                def.actions.join(", "),
-                def.actions[0]
-            )));
-    }
-    if actions.is_empty() {
-        actions.push(def.actions[0].to_string());
-    }
-    for a in &actions {
-        if !def.actions.contains(&a.as_str()) {
-            return Err(
-                PolicyError::new(format!("{id}: unknown action {a:?}")).fix(format!(
-                    "{} actions: {}",
-                    def.name,
-                    def.actions.join(", ")
-                )),
-            );
+impl Common {
+    fn take(
+        def: &TypeDef,
+        id: &ResourceId,
+        table: &mut toml::Table,
+    ) -> Result<Common, PolicyError> {
+        let take_list = |table: &mut toml::Table, key: &str| -> Result<Vec<String>, PolicyError> {
+            match table.remove(key) {
+                None => Ok(vec![]),
+                Some(v) => string_list(&v).ok_or_else(|| {
+                    PolicyError::new(format!("{id}: {key} must be a string or a list of strings"))
+                }),
+            }
+        };
+        let take_bool = |table: &mut toml::Table, key: &str| -> Result<bool, PolicyError> {
+            match table.remove(key) {
+                None => Ok(false),
+                Some(toml::Value::Boolean(b)) => Ok(b),
+                Some(_) => Err(PolicyError::new(format!(
+                    "{id}: {key} must be true or false"
+                ))),
+            }
+        };
+        let take_str =
+            |table: &mut toml::Table, key: &str| -> Result<Option<String>, PolicyError> {
+                match table.remove(key) {
+                    None => Ok(None),
+                    Some(toml::Value::String(s)) => Ok(Some(s)),
+                    Some(_) => Err(PolicyError::new(format!(
+                        "{id}: {key} must be a command string"
+                    ))),
+                }
+            };
+
+        let given = table.contains_key("action");
+        let mut actions = take_list(table, "action")?;
+        if actions.is_empty() && given {
+            // An empty list would silently do nothing, unlike a missing key.
+            return Err(PolicyError::new(format!("{id}: action = [] names no action"))
+                .fix(format!(
+                    "name one or more ({}), or action = \"nothing\" where the type has it, or leave action out for {}",
+                    def.actions.join(", "),
+                    def.actions[0]
+                )));
         }
-    }
-    let mut notes = Vec::new();
-    for (key, timing, subscribe) in [
-        ("notifies", Timing::Delayed, false),
-        ("notifies_immediately", Timing::Immediately, false),
-        ("subscribes", Timing::Delayed, true),
-    ] {
-        for n in take_list(&mut table, key)? {
-            notes.push(parse_notification(&n, timing, subscribe).map_err(|e| {
-                PolicyError::new(format!("{id}: {key} entry {n:?}: {e}"))
-                    .fix("write it as \"ACTION TYPE[NAME]\", e.g. \"restart service[apache2]\"")
-            })?);
+        if actions.is_empty() {
+            actions.push(def.actions[0].to_string());
         }
-    }
-    let only_if = take_str(&mut table, "only_if")?;
-    let not_if = take_str(&mut table, "not_if")?;
-    let ignore_failure = take_bool(&mut table, "ignore_failure")?;
-    let sensitive = take_bool(&mut table, "sensitive")?;
-    let spec = Spec {
-        name: name.clone(),
-        props: table,
-        sensitive: sensitive || renderer.secrets().uses() > uses_before,
-        secret: renderer.secrets().uses() > uses_before,
-        actions: actions.clone(),
-    };
-    // Built once: a template that uses a secret makes its file sensitive
-    // itself (see [`BuildEnv::template_used_secret`]).
-    let imp = (def.build)(&spec, env).map_err(|mut e| {
-        e.message = format!("{id}: {}", e.message);
-        e
-    })?;
-    let secret = renderer.secrets().uses() > uses_before;
-    let sensitive = sensitive || secret;
-    let warning = secret.then(|| readable_by_others(&id, &rendered)).flatten();
-    Ok((
-        Compiled {
-            id,
-            origin: String::new(),
-            file: Default::default(),
-            line: 0,
+        for a in &actions {
+            if !def.actions.contains(&a.as_str()) {
+                return Err(
+                    PolicyError::new(format!("{id}: unknown action {a:?}")).fix(format!(
+                        "{} actions: {}",
+                        def.name,
+                        def.actions.join(", ")
+                    )),
+                );
+            }
+        }
+        let mut notes = Vec::new();
+        for (key, timing, subscribe) in [
+            ("notifies", Timing::Delayed, false),
+            ("notifies_immediately", Timing::Immediately, false),
+            ("subscribes", Timing::Delayed, true),
+        ] {
+            for n in take_list(table, key)? {
+                notes.push(parse_notification(&n, timing, subscribe).map_err(|e| {
+                    PolicyError::new(format!("{id}: {key} entry {n:?}: {e}"))
+                        .fix("write it as \"ACTION TYPE[NAME]\", e.g. \"restart service[apache2]\"")
+                })?);
+            }
+        }
+        Ok(Common {
             actions,
-            notifies: Vec::new(),
-            only_if,
-            not_if,
-            ignore_failure,
-            sensitive,
-            imp,
-        },
-        notes,
-        rendered,
-        warning,
-    ))
+            notes,
+            only_if: take_str(table, "only_if")?,
+            not_if: take_str(table, "not_if")?,
+            ignore_failure: take_bool(table, "ignore_failure")?,
+            sensitive: take_bool(table, "sensitive")?,
+        })
+    }
 }
 
 /// A `{{secret}}` where it may not go: in a name, or a property that is
