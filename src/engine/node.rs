@@ -151,4 +151,36 @@ mod tests {
         assert_eq!(h.attributes, attrs);
         assert_eq!(h.origin(), Node::default().origin());
     }
+
+    #[test]
+    fn a_node_file_names_itself_and_keeps_facts_out() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("web01.toml");
+        std::fs::write(
+            &path,
+            "fqdn = \"web01.example.com\"\nrun_list = [\"role[web]\"]\nsize = \"small\"\n[attributes.app]\nport = 8080\n",
+        )
+        .unwrap();
+        let n = Node::file(&path).unwrap();
+        assert_eq!(n.fqdn.as_deref(), Some("web01.example.com"));
+        assert_eq!(n.run_list, ["role[web]"]);
+        assert_eq!(n.size.as_deref(), Some("small"));
+        assert_eq!(n.origin(), Origin::under(&path, "attributes"));
+        assert_eq!(n.attributes["app"]["port"].as_integer(), Some(8080));
+        std::fs::write(&path, "[attributes.node]\nfqdn = \"other\"\n").unwrap();
+        assert!(Node::file(&path).is_err());
+    }
+
+    #[test]
+    fn a_release_is_laid_over_the_facts_gathered() {
+        let host = Facts::gather(&Target::host(), Some("x.example.com"));
+        let f = Node::role("web").on("trixie").facts_from(&host);
+        assert_eq!(
+            (f.codename.as_str(), f.platform_version.as_str()),
+            ("trixie", "13")
+        );
+        assert_eq!(f.fqdn, "x.example.com");
+        let same = Node::role("web").facts_from(&host);
+        assert_eq!(same.codename, host.codename);
+    }
 }
