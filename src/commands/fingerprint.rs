@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use crate::engine::{self, Report, Request};
+use crate::engine::{self, Node, Report};
 use crate::error::{Error, PolicyError};
 use crate::fingerprint;
-use crate::platform::facts::Facts;
 use crate::platform::target::Target;
 use crate::policy::Repository;
+use crate::secrets::Placeholder;
 
 pub struct Fingerprint {
     pub repo: PathBuf,
@@ -56,12 +56,12 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
                 .map(|l| l.fqdn.clone())
                 .filter(|f| !f.is_empty())
         });
-        let facts = Facts::gather(&target, fqdn.as_deref());
-        let req = Request {
-            run_list: c.roles.iter().map(|r| format!("role[{r}]")).collect(),
-            ..Request::default()
+        let node = Node {
+            fqdn,
+            ..Node::roles(&c.roles)
         };
-        let policy = engine::compile(&repo, &req, &facts)?;
+        let facts = node.facts(&target);
+        let policy = engine::compile(&repo, &node, &facts, &Placeholder)?;
         engine::managed_ids(&policy)
     };
 

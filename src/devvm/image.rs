@@ -19,9 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::guest::{self, GuestConfig};
 use super::{base, paths, run, sshkey, tools, user_name};
-use crate::engine::{self, Converge, Event, Request};
+use crate::engine::{self, Converge, Event, Node};
 use crate::error::{Error, IoContext, PolicyError};
-use crate::platform::facts::Facts;
 use crate::platform::pins::{PinMode, Substitution};
 use crate::platform::target::Target;
 use crate::policy::Repository;
@@ -147,17 +146,12 @@ impl Inputs {
         let hostname = format!("devvm-{}", user_name());
         // Compiled as on the image's release, which must be a pinned one.
         crate::policy::whitelist::Whitelist::load(&repo)?.release(&req.release)?;
-        let facts = Facts::gather(&Target::host(), Some(&hostname)).on_release(&req.release);
-        let policy = engine::compile(
-            &repo,
-            &Request {
-                run_list: vec![format!("role[{}]", req.role)],
-                size: Some(req.size.clone()),
-                node_attributes: toml::Table::new(),
-                ..Request::default()
-            },
-            &facts,
-        )?;
+        let node = Node::role(&req.role)
+            .named(&hostname)
+            .sized(Some(req.size.clone()))
+            .on(&req.release);
+        let facts = node.facts(&Target::host());
+        let policy = engine::compile(&repo, &node, &facts, &crate::secrets::Placeholder)?;
         let size = policy
             .expanded
             .roles

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::node::Node;
 use crate::error::{PolicyError, PolicyErrors};
 use crate::platform::facts::Facts;
 use crate::policy::attributes::merge;
@@ -16,30 +17,8 @@ use crate::policy::{Cookbook, Repository};
 use crate::resource::{
     BuildEnv, COMMON_PROPERTIES, Resource, ResourceId, Spec, TypeDef, string_list, type_def, types,
 };
+use crate::secrets::Secrets;
 use crate::verify::Check;
-
-/// What to converge: the run list and the node's own settings.
-#[derive(Debug, Clone, Default)]
-pub struct Request {
-    pub run_list: Vec<String>,
-    pub size: Option<String>,
-    pub node_attributes: toml::Table,
-    /// Where `{{secret "NAME"}}` gets its values: placeholders unless the
-    /// compile is for a converge on the target.
-    pub secrets: crate::secrets::Source,
-    /// Where `node_attributes` come from (a node file, an inventory host),
-    /// so that a bad value names it.
-    pub node_origin: Option<Origin>,
-}
-
-impl Request {
-    /// Where the node attributes come from, for messages.
-    fn node_origin(&self) -> Origin {
-        self.node_origin
-            .clone()
-            .unwrap_or_else(|| Origin::under("--node".as_ref(), "attributes"))
-    }
-}
 
 /// When a notification fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -103,11 +82,71 @@ pub struct Policy {
     pub warnings: Vec<PolicyError>,
 }
 
-pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy, PolicyErrors> {
-    let expanded = expand(repo, &req.run_list).map_err(|e| PolicyErrors(vec![e]))?;
+/// Compiles the policy of `repo` for `node`, as on a target with `facts`,
+/// taking secret values from `secrets`. Pure: no target is touched, and
+/// every policy problem found is in the error, not only the first.
+pub fn compile(
+    repo: &Repository,
+    node: &Node,
+    facts: &Facts,
+    secrets: &dyn Secrets,
+) -> Result<Policy, PolicyErrors> {
+    let expanded = expand(repo, &node.run_list).map_err(|e| PolicyErrors(vec![e]))?;
     let mut errors = Vec::new();
+    let (cookbooks, order) = cookbooks_of(repo, &expanded, &mut errors);
+    errors.extend(node_attributes_without_secrets(node));
+    let (mut attributes, origins) = merge_attributes(&expanded, &cookbooks, &order, node, facts)
+        .map_err(|e| PolicyErrors(vec![e]))?;
+    errors.extend(mark_attribute_secrets(&mut attributes));
+    let types = types_of(&cookbooks, &order);
+    errors.extend(crate::policy::types::check(&attributes, &types, &origins));
+    errors.extend(crate::policy::types::check_node(
+        &node.attributes,
+        &types,
+        &node.origin(),
+    ));
+    let renderer = Renderer::typed(
+        &attributes,
+        secrets,
+        std::sync::Arc::new(Typing { types, origins }),
+    );
+    let (pins, fallback) = pins_for(repo, &expanded, facts, &mut errors);
+    let mut verify = role_checks(&expanded, &renderer, &mut errors);
+    let env = PolicyEnv {
+        renderer: &renderer,
+        pins: &pins,
+        fallback: fallback.clone(),
+    };
+    let built = build_recipes(&expanded, &cookbooks, &env, &mut verify, &mut errors);
+    let resources = link_notifications(built.resources, built.pending, &mut errors);
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    let mut policy = Policy {
+        expanded,
+        attributes,
+        pins,
+        size: node.size.clone(),
+        resources,
+        verify,
+        secrets: renderer.secrets().used(),
+        fingerprint_key: renderer.secrets().fingerprint_key(),
+        fallback,
+        codename: facts.codename.clone(),
+        hidden_diffs: Default::default(),
+        warnings: built.warnings,
+    };
+    policy.hidden_diffs = policy.sensitive_files().into_iter().collect();
+    Ok(policy)
+}
 
-    // Cookbooks of the run list and everything they depend on.
+/// The cookbooks of the run list and everything they depend on, by name,
+/// and their names in the order found.
+fn cookbooks_of(
+    repo: &Repository,
+    expanded: &Expanded,
+    errors: &mut Vec<PolicyError>,
+) -> (HashMap<String, Cookbook>, Vec<String>) {
     let mut cookbooks: HashMap<String, Cookbook> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut todo: Vec<(String, Option<String>)> = expanded
@@ -137,25 +176,28 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             }),
         }
     }
-    if let Some(key) = crate::policy::render::secret_in(&req.node_attributes) {
-        let e = PolicyError::new(format!(
-            "node attribute {key} uses a secret: node attributes cannot (they would carry any secret into any file)"
-        ))
-        .fix("use the secret in a role's or cookbook's attributes, or in the template itself");
-        errors.push(match &req.node_origin {
-            Some(o) => e.in_file(&o.file),
-            None => e,
-        });
-    }
-    let (mut attributes, origins) = merge_attributes(&expanded, &cookbooks, &order, req, facts)
-        .map_err(|e| PolicyErrors(vec![e]))?;
-    // Every typed value is checked where it ended up, whichever file set it.
-    let mut types = Types::new();
-    for name in &order {
-        for (path, d) in &cookbooks[name].types {
-            types.entry(path.clone()).or_insert_with(|| d.clone());
-        }
-    }
+    (cookbooks, order)
+}
+
+/// Node attributes may not use a secret: they are not the policy's own,
+/// and would carry any secret into any file.
+fn node_attributes_without_secrets(node: &Node) -> Option<PolicyError> {
+    let key = crate::policy::render::secret_in(&node.attributes)?;
+    let e = PolicyError::new(format!(
+        "node attribute {key} uses a secret: node attributes cannot (they would carry any secret into any file)"
+    ))
+    .fix("use the secret in a role's or cookbook's attributes, or in the template itself");
+    Some(match &node.origin {
+        Some(o) => e.in_file(&o.file),
+        None => e,
+    })
+}
+
+/// Turns `{{secret}}` in attribute values into markers (see
+/// [`crate::policy::render::mark_secrets`]); a value that is more than
+/// the secret is an error.
+fn mark_attribute_secrets(attributes: &mut toml::Table) -> Vec<PolicyError> {
+    let mut errors = Vec::new();
     for (key, v) in attributes.iter_mut() {
         if let Err(f) = crate::policy::render::mark_secrets(v) {
             errors.push(
@@ -165,17 +207,32 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             );
         }
     }
-    errors.extend(crate::policy::types::check(&attributes, &types, &origins));
-    errors.extend(crate::policy::types::check_node(
-        &req.node_attributes,
-        &types,
-        &req.node_origin(),
-    ));
-    let renderer = Renderer::typed(
-        &attributes,
-        std::sync::Arc::new(crate::secrets::Resolver::new(req.secrets.clone())),
-        std::sync::Arc::new(Typing { types, origins }),
-    );
+    errors
+}
+
+/// The declared types of attributes, first cookbook first: every typed
+/// value is checked where it ended up, whichever file set it.
+fn types_of(cookbooks: &HashMap<String, Cookbook>, order: &[String]) -> Types {
+    let mut types = Types::new();
+    for name in order {
+        for (path, d) in &cookbooks[name].types {
+            types.entry(path.clone()).or_insert_with(|| d.clone());
+        }
+    }
+    types
+}
+
+/// The whitelist's versions for this node, and its fallback sources for
+/// the node's release.
+fn pins_for(
+    repo: &Repository,
+    expanded: &Expanded,
+    facts: &Facts,
+    errors: &mut Vec<PolicyError>,
+) -> (
+    BTreeMap<String, Pin>,
+    Option<std::sync::Arc<FallbackSource>>,
+) {
     let mut fallback = None;
     let pins = match Whitelist::load(repo).and_then(|w| {
         // Converge refuses what `kiln check` refuses: a version apt cannot
@@ -201,41 +258,69 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             BTreeMap::new()
         }
     };
+    (pins, fallback)
+}
 
-    let mut resources = Vec::new();
-    let mut warnings = Vec::new();
-    let mut pending: Vec<(usize, Vec<PendingNotify>)> = Vec::new();
+/// A verify check, refused when it used a secret: checks print what they
+/// ran and saw.
+fn check_without_secret(
+    renderer: &Renderer,
+    parse: impl FnOnce() -> Result<Check, PolicyError>,
+) -> Result<Check, PolicyError> {
+    let before = renderer.secrets().uses();
+    let c = parse()?;
+    if renderer.secrets().uses() > before {
+        return Err(PolicyError::new(format!(
+            "a verify check of {} uses a secret, and checks are printed and reported",
+            c.origin
+        ))
+        .fix("check the service without the secret (a port, a page, a status command)"));
+    }
+    Ok(c)
+}
+
+/// The verify checks of the roles, in run-list order.
+fn role_checks(
+    expanded: &Expanded,
+    renderer: &Renderer,
+    errors: &mut Vec<PolicyError>,
+) -> Vec<Check> {
     let mut verify = Vec::new();
-    // Each identity's rendered properties where first declared: an identical
-    // duplicate is harmless, a different one would fight it on every run.
-    let mut declared: HashMap<ResourceId, (toml::Table, std::path::PathBuf, usize)> =
-        HashMap::new();
-    // Verify checks print what they ran and saw: no secret may go in one.
-    let no_secret = |c: Result<Check, PolicyError>, before: usize| {
-        c.and_then(|c| {
-            if renderer.secrets().uses() > before {
-                Err(PolicyError::new(format!(
-                    "a verify check of {} uses a secret, and checks are printed and reported",
-                    c.origin
-                ))
-                .fix("check the service without the secret (a port, a page, a status command)"))
-            } else {
-                Ok(c)
-            }
-        })
-    };
     for role in &expanded.roles {
         for t in &role.verify {
-            let before = renderer.secrets().uses();
-            match no_secret(
-                Check::parse(t, &renderer, &format!("role[{}]", role.name)),
-                before,
-            ) {
+            let origin = format!("role[{}]", role.name);
+            match check_without_secret(renderer, || Check::parse(t, renderer, &origin)) {
                 Ok(c) => verify.push(c),
                 Err(e) => errors.push(e.in_file(&role.file)),
             }
         }
     }
+    verify
+}
+
+/// The resources of every recipe, before their notifications are linked.
+#[derive(Default)]
+struct Built {
+    resources: Vec<Compiled>,
+    /// Each resource's notifications, by its index.
+    pending: Vec<(usize, Vec<PendingNotify>)>,
+    warnings: Vec<PolicyError>,
+}
+
+/// Builds the resources and verify checks of every recipe of the run list,
+/// in order. A resource declared twice must be declared the same.
+fn build_recipes(
+    expanded: &Expanded,
+    cookbooks: &HashMap<String, Cookbook>,
+    env: &PolicyEnv,
+    verify: &mut Vec<Check>,
+    errors: &mut Vec<PolicyError>,
+) -> Built {
+    let mut built = Built::default();
+    // Each identity's rendered properties where first declared: an identical
+    // duplicate is harmless, a different one would fight it on every run.
+    let mut declared: HashMap<ResourceId, (toml::Table, std::path::PathBuf, usize)> =
+        HashMap::new();
     for (cb_name, recipe_name) in &expanded.recipes {
         // A missing cookbook is already reported; keep finding other problems.
         let Some(cb) = cookbooks.get(cb_name) else {
@@ -249,26 +334,20 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
             }
         };
         for t in &recipe.verify {
-            let before = renderer.secrets().uses();
-            match no_secret(
-                Check::parse(t, &renderer, &format!("recipe[{}]", recipe.id())),
-                before,
-            ) {
+            let origin = format!("recipe[{}]", recipe.id());
+            match check_without_secret(env.renderer, || Check::parse(t, env.renderer, &origin)) {
                 Ok(c) => verify.push(c),
                 Err(e) => errors.push(e.in_file(&recipe.file)),
             }
         }
-        let env = CookbookEnv {
-            cookbook: cb,
-            renderer: &renderer,
-            pins: &pins,
-            fallback: fallback.clone(),
-        };
+        let env = CookbookEnv::new(cb, env);
         for raw in &recipe.resources {
-            match compile_one(raw, &renderer, &env) {
+            match compile_one(raw, &env) {
                 Ok((c, notes, props, warning)) => {
                     if let Some(w) = warning {
-                        warnings.push(w.in_file(&recipe.file).at_line(raw.line, None));
+                        built
+                            .warnings
+                            .push(w.in_file(&recipe.file).at_line(raw.line, None));
                     }
                     if let Some((other, file, line)) = declared.get(&c.id) {
                         if *other != props {
@@ -293,15 +372,23 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
                         line: raw.line,
                         ..c
                     };
-                    pending.push((resources.len(), notes));
-                    resources.push(c);
+                    built.pending.push((built.resources.len(), notes));
+                    built.resources.push(c);
                 }
                 Err(e) => errors.push(e.in_file(&recipe.file).at_line(raw.line, None)),
             }
         }
     }
+    built
+}
 
-    // Notifications and subscriptions must name resources that exist.
+/// Links each notification and subscription to the resource it names,
+/// which must exist, be another one, and have the action.
+fn link_notifications(
+    mut resources: Vec<Compiled>,
+    pending: Vec<(usize, Vec<PendingNotify>)>,
+    errors: &mut Vec<PolicyError>,
+) -> Vec<Compiled> {
     let index: HashMap<&ResourceId, usize> = resources
         .iter()
         .enumerate()
@@ -368,25 +455,7 @@ pub fn compile(repo: &Repository, req: &Request, facts: &Facts) -> Result<Policy
     for (source, n) in links {
         resources[source].notifies.push(n);
     }
-    if !errors.is_empty() {
-        return Err(PolicyErrors(errors));
-    }
-    let mut policy = Policy {
-        expanded,
-        attributes,
-        pins,
-        size: req.size.clone(),
-        resources,
-        verify,
-        secrets: renderer.secrets().used(),
-        fingerprint_key: renderer.secrets().fingerprint_key(),
-        fallback,
-        codename: facts.codename.clone(),
-        hidden_diffs: Default::default(),
-        warnings,
-    };
-    policy.hidden_diffs = policy.sensitive_files().into_iter().collect();
-    Ok(policy)
+    resources
 }
 
 impl Policy {
@@ -445,7 +514,7 @@ fn merge_attributes(
     expanded: &Expanded,
     cookbooks: &HashMap<String, Cookbook>,
     order: &[String],
-    req: &Request,
+    node: &Node,
     facts: &Facts,
 ) -> Result<(toml::Table, Origins), PolicyError> {
     let mut attrs = toml::Table::new();
@@ -478,7 +547,7 @@ fn merge_attributes(
             Origin::under(&role.file, "default_attributes"),
         );
     }
-    if let Some(size) = &req.size {
+    if let Some(size) = &node.size {
         let found = expanded
             .roles
             .iter()
@@ -505,7 +574,7 @@ fn merge_attributes(
             }
         }
     }
-    layer(&mut attrs, &req.node_attributes, req.node_origin());
+    layer(&mut attrs, &node.attributes, node.origin());
     for role in &expanded.roles {
         layer(
             &mut attrs,
@@ -548,13 +617,64 @@ type CompiledOne = (
     Option<PolicyError>,
 );
 
-fn compile_one(
-    raw: &RawResource,
-    renderer: &Renderer,
-    env: &CookbookEnv,
-) -> Result<CompiledOne, PolicyError> {
+fn compile_one(raw: &RawResource, env: &CookbookEnv) -> Result<CompiledOne, PolicyError> {
+    let renderer = env.policy.renderer;
     let def = find_type(&raw.table)?;
     let mut table = raw.table.clone();
+    let name = render_name(def, &mut table, renderer)?;
+    // A resource whose name, properties or template used a secret is
+    // sensitive, whatever it says.
+    let uses_before = renderer.secrets().uses();
+    let id = ResourceId {
+        kind: def.name.to_string(),
+        name: name.clone(),
+    };
+    render_properties(def, &id, &mut table, renderer)?;
+    check_text(def, &id, &table)?;
+    let rendered = table.clone();
+    let common = Common::take(def, &id, &mut table)?;
+    let spec = Spec {
+        name,
+        props: table,
+        sensitive: common.sensitive || renderer.secrets().uses() > uses_before,
+        secret: renderer.secrets().uses() > uses_before,
+        actions: common.actions.clone(),
+    };
+    // Built once: a template that uses a secret makes its file sensitive
+    // itself (see [`BuildEnv::template_used_secret`]).
+    let imp = (def.build)(&spec, env).map_err(|mut e| {
+        e.message = format!("{id}: {}", e.message);
+        e
+    })?;
+    let secret = renderer.secrets().uses() > uses_before;
+    let warning = secret.then(|| readable_by_others(&id, &rendered)).flatten();
+    Ok((
+        Compiled {
+            id,
+            origin: String::new(),
+            file: Default::default(),
+            line: 0,
+            actions: common.actions,
+            notifies: Vec::new(),
+            only_if: common.only_if,
+            not_if: common.not_if,
+            ignore_failure: common.ignore_failure,
+            sensitive: common.sensitive || secret,
+            imp,
+        },
+        common.notes,
+        rendered,
+        warning,
+    ))
+}
+
+/// Takes the type key out of `table` and renders the resource's name,
+/// which may hold no secret, and may not be empty or hold a NUL byte.
+fn render_name(
+    def: &TypeDef,
+    table: &mut toml::Table,
+    renderer: &Renderer,
+) -> Result<String, PolicyError> {
     let name_value = table.remove(def.name).expect("type key present");
     let toml::Value::String(name_tpl) = name_value else {
         return Err(PolicyError::new(format!(
@@ -590,16 +710,18 @@ fn compile_one(
         ))
         .fix("remove the \\u0000 from the name: no path, package or command can hold one"));
     }
-    // A resource whose name, properties or template used a secret is
-    // sensitive, whatever it says.
-    let uses_before = renderer.secrets().uses();
-    let id = ResourceId {
-        kind: def.name.to_string(),
-        name: name.clone(),
-    };
-    let whose = |what: &str| format!("{id}, property {what}");
+    Ok(name)
+}
 
-    // Unknown keys are errors, with the valid ones listed.
+/// Renders every property in place. Unknown keys are errors, with the
+/// valid ones listed; a secret may go only into the type's secret
+/// properties.
+fn render_properties(
+    def: &TypeDef,
+    id: &ResourceId,
+    table: &mut toml::Table,
+    renderer: &Renderer,
+) -> Result<(), PolicyError> {
     for key in table.keys() {
         if !def.properties.contains(&key.as_str()) && !COMMON_PROPERTIES.contains(&key.as_str()) {
             let mut valid: Vec<&str> = def.properties.to_vec();
@@ -617,7 +739,7 @@ fn compile_one(
         let before = renderer.secrets().uses();
         renderer
             .render_value(v)
-            .map_err(|f| render_error(f, &whose(k), &id.to_string()))?;
+            .map_err(|f| render_error(f, &format!("{id}, property {k}"), &id.to_string()))?;
         if renderer.secrets().uses() > before && !def.secret_properties.contains(&k.as_str()) {
             return Err(secret_out_of_place(
                 def,
@@ -626,7 +748,12 @@ fn compile_one(
             ));
         }
     }
+    Ok(())
+}
 
+/// No NUL byte anywhere, and no control character in a name or a
+/// property that is not multi-line text.
+fn check_text(def: &TypeDef, id: &ResourceId, table: &toml::Table) -> Result<(), PolicyError> {
     if let Some(key) = table.iter().find_map(|(k, v)| has_nul(v).then_some(k)) {
         return Err(
             PolicyError::new(format!("{id}, property {key}: contains a NUL byte"))
@@ -644,129 +771,109 @@ fn compile_one(
         ))
         .fix("give it on one line of printable text; only content, command, only_if, not_if, variables and environment may span lines"));
     }
-    if name.chars().any(char::is_control) {
+    if id.name.chars().any(char::is_control) {
         return Err(PolicyError::new(format!(
             "{}[{}]: the name contains a control character (a newline, tab or escape)",
             def.name,
-            name.escape_debug()
+            id.name.escape_debug()
         ))
         .fix("name it on one line of printable text"));
     }
-    let rendered = table.clone();
+    Ok(())
+}
 
-    let take_list = |table: &mut toml::Table, key: &str| -> Result<Vec<String>, PolicyError> {
-        match table.remove(key) {
-            None => Ok(vec![]),
-            Some(v) => string_list(&v).ok_or_else(|| {
-                PolicyError::new(format!("{id}: {key} must be a string or a list of strings"))
-            }),
-        }
-    };
-    let take_bool = |table: &mut toml::Table, key: &str| -> Result<bool, PolicyError> {
-        match table.remove(key) {
-            None => Ok(false),
-            Some(toml::Value::Boolean(b)) => Ok(b),
-            Some(_) => Err(PolicyError::new(format!(
-                "{id}: {key} must be true or false"
-            ))),
-        }
-    };
-    let take_str = |table: &mut toml::Table, key: &str| -> Result<Option<String>, PolicyError> {
-        match table.remove(key) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(PolicyError::new(format!(
-                "{id}: {key} must be a command string"
-            ))),
-        }
-    };
+/// The properties every type has, taken out of a resource's table.
+struct Common {
+    actions: Vec<String>,
+    notes: Vec<PendingNotify>,
+    only_if: Option<String>,
+    not_if: Option<String>,
+    ignore_failure: bool,
+    /// What the recipe says; a secret used makes it sensitive anyway.
+    sensitive: bool,
+}
 
-    let given = table.contains_key("action");
-    let mut actions = take_list(&mut table, "action")?;
-    if actions.is_empty() && given {
-        // An empty list would silently do nothing, unlike a missing key.
-        return Err(PolicyError::new(format!("{id}: action = [] names no action"))
-            .fix(format!(
-                "name one or more ({}), or action = \"nothing\" where the type has it, or leave action out for {}",
-                def.actions.join(", "),
-                def.actions[0]
-            )));
-    }
-    if actions.is_empty() {
-        actions.push(def.actions[0].to_string());
-    }
-    for a in &actions {
-        if !def.actions.contains(&a.as_str()) {
-            return Err(
-                PolicyError::new(format!("{id}: unknown action {a:?}")).fix(format!(
-                    "{} actions: {}",
-                    def.name,
-                    def.actions.join(", ")
-                )),
-            );
-        }
-    }
-    let mut notes = Vec::new();
-    for (key, timing, subscribe) in [
-        ("notifies", Timing::Delayed, false),
-        ("notifies_immediately", Timing::Immediately, false),
-        ("subscribes", Timing::Delayed, true),
-    ] {
-        for n in take_list(&mut table, key)? {
-            notes.push(parse_notification(&n, timing, subscribe).map_err(|e| {
-                PolicyError::new(format!("{id}: {key} entry {n:?}: {e}"))
-                    .fix("write it as \"ACTION TYPE[NAME]\", e.g. \"restart service[apache2]\"")
-            })?);
-        }
-    }
-    let only_if = take_str(&mut table, "only_if")?;
-    let not_if = take_str(&mut table, "not_if")?;
-    let ignore_failure = take_bool(&mut table, "ignore_failure")?;
-    let sensitive = take_bool(&mut table, "sensitive")? || renderer.secrets().uses() > uses_before;
+impl Common {
+    fn take(
+        def: &TypeDef,
+        id: &ResourceId,
+        table: &mut toml::Table,
+    ) -> Result<Common, PolicyError> {
+        let take_list = |table: &mut toml::Table, key: &str| -> Result<Vec<String>, PolicyError> {
+            match table.remove(key) {
+                None => Ok(vec![]),
+                Some(v) => string_list(&v).ok_or_else(|| {
+                    PolicyError::new(format!("{id}: {key} must be a string or a list of strings"))
+                }),
+            }
+        };
+        let take_bool = |table: &mut toml::Table, key: &str| -> Result<bool, PolicyError> {
+            match table.remove(key) {
+                None => Ok(false),
+                Some(toml::Value::Boolean(b)) => Ok(b),
+                Some(_) => Err(PolicyError::new(format!(
+                    "{id}: {key} must be true or false"
+                ))),
+            }
+        };
+        let take_str =
+            |table: &mut toml::Table, key: &str| -> Result<Option<String>, PolicyError> {
+                match table.remove(key) {
+                    None => Ok(None),
+                    Some(toml::Value::String(s)) => Ok(Some(s)),
+                    Some(_) => Err(PolicyError::new(format!(
+                        "{id}: {key} must be a command string"
+                    ))),
+                }
+            };
 
-    let mut spec = Spec {
-        name: name.clone(),
-        props: table,
-        sensitive,
-        secret: renderer.secrets().uses() > uses_before,
-        actions: actions.clone(),
-    };
-    let build = |spec: &Spec| {
-        (def.build)(spec, env).map_err(|mut e| {
-            e.message = format!("{id}: {}", e.message);
-            e
-        })
-    };
-    let mut imp = build(&spec)?;
-    if !spec.secret && renderer.secrets().uses() > uses_before {
-        // Its template used a secret.
-        spec.sensitive = true;
-        spec.secret = true;
-        imp = build(&spec)?;
-    }
-    let sensitive = spec.sensitive;
-    let warning = spec
-        .secret
-        .then(|| readable_by_others(&id, &rendered))
-        .flatten();
-    Ok((
-        Compiled {
-            id,
-            origin: String::new(),
-            file: Default::default(),
-            line: 0,
+        let given = table.contains_key("action");
+        let mut actions = take_list(table, "action")?;
+        if actions.is_empty() && given {
+            // An empty list would silently do nothing, unlike a missing key.
+            return Err(PolicyError::new(format!("{id}: action = [] names no action"))
+                .fix(format!(
+                    "name one or more ({}), or action = \"nothing\" where the type has it, or leave action out for {}",
+                    def.actions.join(", "),
+                    def.actions[0]
+                )));
+        }
+        if actions.is_empty() {
+            actions.push(def.actions[0].to_string());
+        }
+        for a in &actions {
+            if !def.actions.contains(&a.as_str()) {
+                return Err(
+                    PolicyError::new(format!("{id}: unknown action {a:?}")).fix(format!(
+                        "{} actions: {}",
+                        def.name,
+                        def.actions.join(", ")
+                    )),
+                );
+            }
+        }
+        let mut notes = Vec::new();
+        for (key, timing, subscribe) in [
+            ("notifies", Timing::Delayed, false),
+            ("notifies_immediately", Timing::Immediately, false),
+            ("subscribes", Timing::Delayed, true),
+        ] {
+            for n in take_list(table, key)? {
+                notes.push(parse_notification(&n, timing, subscribe).map_err(|e| {
+                    PolicyError::new(format!("{id}: {key} entry {n:?}: {e}"))
+                        .fix("write it as \"ACTION TYPE[NAME]\", e.g. \"restart service[apache2]\"")
+                })?);
+            }
+        }
+        Ok(Common {
             actions,
-            notifies: Vec::new(),
-            only_if,
-            not_if,
-            ignore_failure,
-            sensitive,
-            imp,
-        },
-        notes,
-        rendered,
-        warning,
-    ))
+            notes,
+            only_if: take_str(table, "only_if")?,
+            not_if: take_str(table, "not_if")?,
+            ignore_failure: take_bool(table, "ignore_failure")?,
+            sensitive: take_bool(table, "sensitive")?,
+        })
+    }
 }
 
 /// A `{{secret}}` where it may not go: in a name, or a property that is
@@ -886,28 +993,52 @@ fn find_type(table: &toml::Table) -> Result<&'static TypeDef, PolicyError> {
     }
 }
 
-fn parse_notification(s: &str, timing: Timing, subscribe: bool) -> Result<PendingNotify, String> {
+/// Why a `notifies` or `subscribes` entry does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NotificationError {
+    /// No space between the action and the resource.
+    NoAction,
+    /// What follows the action is not `TYPE[NAME]`.
+    NotAResource(String),
+    /// A timing other than `immediately` or `delayed` after the resource.
+    Timing(String),
+}
+
+impl std::fmt::Display for NotificationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotificationError::NoAction => f.write_str("expected ACTION TYPE[NAME]"),
+            NotificationError::NotAResource(s) => write!(f, "{s:?} is not TYPE[NAME]"),
+            NotificationError::Timing(t) => {
+                write!(f, "unknown timing {t:?}: use immediately or delayed")
+            }
+        }
+    }
+}
+
+fn parse_notification(
+    s: &str,
+    timing: Timing,
+    subscribe: bool,
+) -> Result<PendingNotify, NotificationError> {
     // The name inside the brackets may hold spaces (execute labels).
     let s = s.trim();
     let (action, rest) = s
         .split_once(char::is_whitespace)
-        .ok_or("expected ACTION TYPE[NAME]")?;
+        .ok_or(NotificationError::NoAction)?;
     let rest = rest.trim();
     let close = rest
         .rfind(']')
-        .ok_or_else(|| format!("{rest:?} is not TYPE[NAME]"))?;
+        .ok_or_else(|| NotificationError::NotAResource(rest.to_string()))?;
     let (target, tail) = rest.split_at(close + 1);
     let timing = match tail.trim() {
         "" => timing,
         "immediately" | "immediate" => Timing::Immediately,
         "delayed" => Timing::Delayed,
-        other => {
-            return Err(format!(
-                "unknown timing {other:?}: use immediately or delayed"
-            ));
-        }
+        other => return Err(NotificationError::Timing(other.to_string())),
     };
-    let other = ResourceId::parse(target).ok_or_else(|| format!("{target:?} is not TYPE[NAME]"))?;
+    let other = ResourceId::parse(target)
+        .ok_or_else(|| NotificationError::NotAResource(target.to_string()))?;
     Ok(PendingNotify {
         action: action.to_string(),
         other,
@@ -916,27 +1047,49 @@ fn parse_notification(s: &str, timing: Timing, subscribe: bool) -> Result<Pendin
     })
 }
 
-/// Cookbook files and templates for the resources of one cookbook.
-struct CookbookEnv<'a> {
-    cookbook: &'a Cookbook,
-    renderer: &'a Renderer,
+/// What every resource of the policy is built with: the renderer and
+/// the node's pins.
+struct PolicyEnv<'a> {
+    renderer: &'a Renderer<'a>,
     pins: &'a BTreeMap<String, Pin>,
     fallback: Option<std::sync::Arc<FallbackSource>>,
 }
 
+/// Cookbook files and templates for the resources of one cookbook.
+struct CookbookEnv<'a> {
+    cookbook: &'a Cookbook,
+    policy: &'a PolicyEnv<'a>,
+    /// Whether the last template rendered used a secret.
+    template_secret: std::cell::Cell<bool>,
+}
+
+impl<'a> CookbookEnv<'a> {
+    fn new(cookbook: &'a Cookbook, policy: &'a PolicyEnv<'a>) -> Self {
+        CookbookEnv {
+            cookbook,
+            policy,
+            template_secret: Default::default(),
+        }
+    }
+}
+
 impl BuildEnv for CookbookEnv<'_> {
     fn pin(&self, package: &str) -> Option<Pin> {
-        self.pins.get(package).cloned()
+        self.policy.pins.get(package).cloned()
     }
 
     fn fallback(&self) -> Option<std::sync::Arc<FallbackSource>> {
-        self.fallback.clone()
+        self.policy.fallback.clone()
     }
 
     fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError> {
         let path = self.cookbook.source_path(dir, source)?;
         std::fs::read(&path)
             .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", path.display())))
+    }
+
+    fn template_used_secret(&self) -> bool {
+        self.template_secret.get()
     }
 
     fn render_template(
@@ -948,7 +1101,11 @@ impl BuildEnv for CookbookEnv<'_> {
         let shown = self.cookbook.display_dir.join("templates").join(source);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", shown.display())))?;
-        self.renderer.render_vars(&text, variables).map_err(|f| {
+        let renderer = self.policy.renderer;
+        let before = renderer.secrets().uses();
+        let rendered = renderer.render_vars(&text, variables);
+        self.template_secret.set(renderer.secrets().uses() > before);
+        rendered.map_err(|f| {
             let line = f.line.map(|l| format!(" line {l}")).unwrap_or_default();
             let e = PolicyError::new(format!(
                 "template {}{line}: {}",
@@ -969,6 +1126,228 @@ impl BuildEnv for CookbookEnv<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::file::File;
+    use crate::secrets::{Placeholder, SecretError};
+    use std::cell::RefCell;
+
+    /// Secrets a test knows, and every name it was asked for.
+    #[derive(Default)]
+    struct Known {
+        asked: RefCell<Vec<String>>,
+    }
+
+    impl Secrets for Known {
+        fn value(&self, name: &str) -> Result<String, SecretError> {
+            self.asked.borrow_mut().push(name.to_string());
+            match name {
+                // Registered for redaction in this process: a value no
+                // other test prints.
+                "db/password" => Ok("unit-test-secret-5e1f".into()),
+                _ => Err(SecretError::NotText { name: name.into() }),
+            }
+        }
+    }
+
+    /// A repository of one role, `db`: a package, a template that uses a
+    /// secret through an attribute (no mode), a file that uses it
+    /// directly, a plain file, and a service the template notifies.
+    fn repo() -> (tempfile::TempDir, Repository) {
+        let d = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "roles/db.toml",
+                "run_list = [\"recipe[db]\"]\n[default_attributes.db]\npassword = '{{secret \"db/password\"}}'\n[sizes.small]\ncpus = 2\nmemory_mb = 2048\ndisk_gb = 12\n[sizes.small.attributes.db]\nport = 3307\n",
+            ),
+            (
+                "cookbooks/db/metadata.toml",
+                "name = \"db\"\nversion = \"0.1.0\"\n",
+            ),
+            (
+                "cookbooks/db/attributes.toml",
+                "[db]\ngreeting = \"hello\"\nport = 3306\n",
+            ),
+            (
+                "cookbooks/db/recipes/default.toml",
+                r#"[[resource]]
+package = "mariadb-server"
+
+[[resource]]
+template = "/etc/db.conf"
+source = "db.conf.hbs"
+notifies = ["restart service[mariadb]"]
+
+[[resource]]
+file = "/etc/db-password"
+content = "{{secret \"db/password\"}}"
+mode = "0600"
+
+[[resource]]
+file = "/etc/db-motd"
+content = "{{db.greeting}} from {{node.fqdn}} on port {{db.port}}\n"
+
+[[resource]]
+service = "mariadb"
+action = ["enable", "start"]
+"#,
+            ),
+            (
+                "cookbooks/db/templates/db.conf.hbs",
+                "password = {{db.password}}\n",
+            ),
+            (
+                "whitelist.toml",
+                "[packages]\nmariadb-server = \"1:10.11.6-0+deb12u1\"\n",
+            ),
+        ];
+        for (path, text) in files {
+            let p = d.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let repo = Repository::open(d.path()).unwrap();
+        (d, repo)
+    }
+
+    /// Facts of a bookworm host, made up: no target is read.
+    fn facts(fqdn: &str) -> Facts {
+        Facts {
+            fqdn: fqdn.into(),
+            hostname: fqdn.split('.').next().unwrap().into(),
+            platform: "debian".into(),
+            platform_version: "12".into(),
+            codename: "bookworm".into(),
+            cpus: 2,
+            memory_mb: 2048,
+            ipaddress: "192.0.2.10".into(),
+        }
+    }
+
+    fn file<'p>(policy: &'p Policy, path: &str) -> (&'p Compiled, &'p File) {
+        let r = policy
+            .resources
+            .iter()
+            .find(|r| r.id.name == path)
+            .unwrap_or_else(|| panic!("{path} is not compiled"));
+        (r, r.imp.as_any().downcast_ref::<File>().unwrap())
+    }
+
+    #[test]
+    fn a_node_compiles_without_a_target() {
+        let (_d, repo) = repo();
+        let secrets = Known::default();
+        let node = Node::role("db").named("db01.example.com");
+        let policy = compile(&repo, &node, &facts("db01.example.com"), &secrets).unwrap();
+        let ids: Vec<String> = policy.resources.iter().map(|r| r.id.to_string()).collect();
+        assert_eq!(
+            ids,
+            [
+                "package[mariadb-server]",
+                "template[/etc/db.conf]",
+                "file[/etc/db-password]",
+                "file[/etc/db-motd]",
+                "service[mariadb]"
+            ]
+        );
+        assert_eq!(policy.pins["mariadb-server"].version, "1:10.11.6-0+deb12u1");
+        assert_eq!(policy.codename, "bookworm");
+        // The secret was asked for once, though used twice.
+        assert_eq!(*secrets.asked.borrow(), ["db/password"]);
+        assert_eq!(policy.secrets.iter().collect::<Vec<_>>(), ["db/password"]);
+        assert!(policy.fingerprint_key.is_some());
+        let (conf, built) = file(&policy, "/etc/db.conf");
+        assert_eq!(
+            built.content.as_deref(),
+            Some(&b"password = unit-test-secret-5e1f\n"[..])
+        );
+        assert_eq!(conf.notifies.len(), 1);
+        assert_eq!(
+            policy.resources[conf.notifies[0].target].id.to_string(),
+            "service[mariadb]"
+        );
+        assert_eq!(conf.origin, "recipe[db::default]");
+        let (motd, built) = file(&policy, "/etc/db-motd");
+        assert!(!motd.sensitive && !built.sensitive);
+        assert_eq!(
+            built.content.as_deref(),
+            Some(&b"hello from db01.example.com on port 3306\n"[..])
+        );
+        assert_eq!(
+            policy.sensitive_files(),
+            ["/etc/db-password", "/etc/db.conf"]
+        );
+    }
+
+    #[test]
+    fn a_secret_in_a_template_makes_its_file_sensitive_and_private() {
+        let (_d, repo) = repo();
+        let policy = compile(&repo, &Node::role("db"), &facts("db01"), &Known::default()).unwrap();
+        // The template's own properties hold no secret: its rendering does.
+        let (conf, built) = file(&policy, "/etc/db.conf");
+        assert!(conf.sensitive && built.sensitive);
+        assert_eq!(built.meta.mode, Some(0o600));
+        assert!(policy.hides_content(conf));
+    }
+
+    #[test]
+    fn placeholders_decrypt_nothing_and_key_nothing() {
+        let (_d, repo) = repo();
+        let node = Node::check("db", Some("small".into()));
+        let policy = compile(
+            &repo,
+            &node,
+            &facts(super::super::node::CHECK_FQDN),
+            &Placeholder,
+        )
+        .unwrap();
+        let (_, built) = file(&policy, "/etc/db-password");
+        assert_eq!(
+            built.content.as_deref(),
+            Some(crate::secrets::resolve::PLACEHOLDER.as_bytes())
+        );
+        assert_eq!(policy.fingerprint_key, None);
+        assert_eq!(policy.size.as_deref(), Some("small"));
+        let (_, motd) = file(&policy, "/etc/db-motd");
+        let text = String::from_utf8(motd.content.clone().unwrap()).unwrap();
+        assert!(text.ends_with("on port 3307\n"), "{text}");
+    }
+
+    #[test]
+    fn node_attributes_lie_between_sizes_and_overrides_and_name_their_file() {
+        let (_d, repo) = repo();
+        let attrs: toml::Table = toml::from_str("[db]\nport = 4000").unwrap();
+        let origin = Origin::under("inventory.toml".as_ref(), "hosts.db01.attributes");
+        let node = Node::inventory_host("db01", &["db".into()], &attrs, Some(origin))
+            .sized(Some("small".into()));
+        let policy = compile(&repo, &node, &facts("db01"), &Placeholder).unwrap();
+        let (_, motd) = file(&policy, "/etc/db-motd");
+        let text = String::from_utf8(motd.content.clone().unwrap()).unwrap();
+        assert!(text.ends_with("on port 4000\n"), "{text}");
+
+        let bad: toml::Table = toml::from_str("[db]\nx = '{{secret \"db/password\"}}'").unwrap();
+        let origin = Origin::under("inventory.toml".as_ref(), "hosts.db01.attributes");
+        let node = Node::inventory_host("db01", &["db".into()], &bad, Some(origin));
+        let e = compile(&repo, &node, &facts("db01"), &Placeholder).unwrap_err();
+        assert!(
+            e.0[0].message.contains("node attribute db.x uses a secret"),
+            "{e}"
+        );
+        assert_eq!(e.0[0].file.as_deref(), Some("inventory.toml".as_ref()));
+    }
+
+    #[test]
+    fn a_secret_that_cannot_be_had_is_a_policy_error_naming_it() {
+        let (d, repo) = repo();
+        std::fs::write(
+            d.path().join("cookbooks/db/templates/db.conf.hbs"),
+            "other = {{secret \"db/other\"}}\n",
+        )
+        .unwrap();
+        let e = compile(&repo, &Node::role("db"), &facts("db01"), &Known::default()).unwrap_err();
+        assert!(
+            e.0.iter().any(|e| e.message.contains("\"db/other\"")),
+            "{e}"
+        );
+    }
 
     #[test]
     fn notifications_parse() {
@@ -979,7 +1358,15 @@ mod tests {
         let n =
             parse_notification("reload service[x] immediately", Timing::Delayed, false).unwrap();
         assert_eq!(n.timing, Timing::Immediately);
-        assert!(parse_notification("restart", Timing::Delayed, false).is_err());
+        assert_eq!(
+            parse_notification("restart", Timing::Delayed, false).err(),
+            Some(NotificationError::NoAction)
+        );
+        let e = parse_notification("restart service[x] later", Timing::Delayed, false);
+        assert_eq!(
+            e.err().unwrap().to_string(),
+            "unknown timing \"later\": use immediately or delayed"
+        );
         let n = parse_notification(
             "run execute[reload kiln agent] immediately",
             Timing::Delayed,

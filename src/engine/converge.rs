@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::compile::{Policy, Request, compile};
+use super::compile::{Policy, compile};
 use super::lock::RunLock;
+use super::node::Node;
 use super::report::{Report, ResourceReport};
 use super::run;
 use crate::error::{Error, PolicyError};
-use crate::platform::facts::Facts;
 pub use crate::platform::pins::PinMode;
 use crate::platform::target::Target;
-use crate::policy::{Repository, load_toml};
+use crate::policy::Repository;
+use crate::secrets::{Decrypt, TestValues};
 use crate::serial::BundleMeta;
 
 /// How long a converge waits for another run's lock unless told otherwise.
@@ -106,25 +107,7 @@ pub struct Prepared {
 /// before the lock is taken or anything changes.
 pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
     let repo = Repository::open(&c.repo)?;
-    let mut node: NodeFile = match &c.node {
-        Some(p) => {
-            let (node, text): (NodeFile, String) = load_toml(p)?;
-            crate::policy::attributes::refuse_facts(&node.attributes, &text, p, &["attributes"])?;
-            node
-        }
-        None => NodeFile::default(),
-    };
-    crate::policy::attributes::merge(&mut node.attributes, &c.attributes);
-    let mut run_list: Vec<String> = c.roles.iter().map(|r| format!("role[{r}]")).collect();
-    run_list.extend(c.run_list.iter().cloned());
-    if run_list.is_empty() {
-        run_list = node.run_list.clone();
-    }
-    if run_list.is_empty() {
-        return Err(PolicyError::new("nothing to converge: the run list is empty")
-            .fix("pass --role NAME or --run-list recipe[COOKBOOK], or give a --node file with run_list")
-            .into());
-    }
+    let node = node_of(c)?;
     let target = match &c.root {
         Some(dir) => {
             if !dir.is_dir() {
@@ -147,29 +130,14 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
     if let Some((meta, what)) = &bundle {
         crate::serial::admit_on(&target, meta, what, true)?;
     }
-    let facts = Facts::gather(&target, c.fqdn.as_deref().or(node.fqdn.as_deref()));
-    // Secrets are decrypted here, on the target, with its own host key.
-    let secrets = if c.test_secrets {
-        crate::secrets::Source::Test
+    let facts = node.facts(&target);
+    // Secrets are decrypted with the target's own host key, read here.
+    let mut policy = if c.test_secrets {
+        compile(&repo, &node, &facts, &TestValues::new())?
     } else {
-        crate::secrets::Source::Decrypt {
-            repo: c.repo.clone(),
-            target: target.clone(),
-            identity: format!("/{}", crate::secrets::HOST_IDENTITY).into(),
-            host: facts.fqdn.clone(),
-        }
+        let secrets = Decrypt::with_host_key(&c.repo, &target, &facts.fqdn);
+        compile(&repo, &node, &facts, &secrets)?
     };
-    let req = Request {
-        run_list,
-        size: c.size.clone().or(node.size),
-        node_attributes: node.attributes,
-        secrets,
-        node_origin: c
-            .node
-            .as_deref()
-            .map(|f| crate::policy::types::Origin::under(f, "attributes")),
-    };
-    let mut policy = compile(&repo, &req, &facts)?;
     // A path that held a secret in the last run is never diffed: its old
     // content may still hold it. An unreadable report hides nothing more.
     if let Ok(Some(last)) = Report::load_last(&target) {
@@ -183,6 +151,29 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         lock_timeout: c.lock_timeout,
         bundle,
     })
+}
+
+/// The node a converge is for: the node file's, with what the command
+/// line gives laid over it.
+fn node_of(c: &Converge) -> Result<Node, Error> {
+    let mut node = match &c.node {
+        Some(p) => Node::file(p)?,
+        None => Node::default(),
+    };
+    crate::policy::attributes::merge(&mut node.attributes, &c.attributes);
+    let mut run_list: Vec<String> = Node::roles(&c.roles).run_list;
+    run_list.extend(c.run_list.iter().cloned());
+    if !run_list.is_empty() {
+        node.run_list = run_list;
+    }
+    if node.run_list.is_empty() {
+        return Err(PolicyError::new("nothing to converge: the run list is empty")
+            .fix("pass --role NAME or --run-list recipe[COOKBOOK], or give a --node file with run_list")
+            .into());
+    }
+    node.fqdn = c.fqdn.clone().or(node.fqdn);
+    node.size = c.size.clone().or(node.size);
+    Ok(node)
 }
 
 impl Prepared {

@@ -6,21 +6,24 @@ pub mod compile;
 mod converge;
 mod guards;
 pub mod lock;
+pub mod node;
 mod notify;
 pub mod plan;
 pub mod report;
 mod run;
 
-pub use compile::{Policy, Request, compile};
+pub use compile::{Policy, compile};
 pub use converge::{
     Converge, DEFAULT_LOCK_TIMEOUT, Event, NodeFile, PinMode, Prepared, converge, prepare,
 };
+pub use node::Node;
 pub use plan::{Plan, Step, plan};
 pub use report::{LAST_RUN, Report, ResourceReport, Status, desired_digests, managed_ids};
 
 use crate::error::PolicyError;
-use crate::platform::{facts::Facts, target::Target};
+use crate::platform::target::Target;
 use crate::policy::Repository;
+use crate::secrets::Placeholder;
 
 /// A node of an inventory, as `kiln check --inventory` compiles it.
 pub struct HostNode<'a> {
@@ -38,30 +41,27 @@ pub type AloneErrors = std::collections::HashMap<(Vec<String>, String), Vec<Poli
 /// them that the run list alone does not have (those `check` reports once,
 /// by role), for every release the whitelist pins. Each names the host.
 pub fn check_host(repo: &Repository, host: &HostNode, alone: &mut AloneErrors) -> Vec<PolicyError> {
-    let facts = Facts::gather(&Target::host(), Some(host.fqdn));
+    let node = Node::inventory_host(
+        host.fqdn,
+        host.roles,
+        host.attributes,
+        Some(host.origin.clone()),
+    );
+    let facts = node.facts(&Target::host());
     let mut releases = crate::policy::whitelist::Whitelist::load(repo)
         .map(|w| w.pinned_releases())
         .unwrap_or_default();
     if releases.is_empty() {
         releases.push(facts.codename.clone());
     }
-    let run_list: Vec<String> = host.roles.iter().map(|r| format!("role[{r}]")).collect();
     let mut errors: Vec<PolicyError> = Vec::new();
     for r in &releases {
-        let facts = facts.on_release(r);
-        let bare = Request {
-            run_list: run_list.clone(),
-            ..Request::default()
-        };
-        let problems = |req: &Request| compile(repo, req, &facts).err().map(|e| e.0);
+        let with = node.clone().on(r);
+        let facts = with.facts_from(&facts);
+        let problems = |node: &Node| compile(repo, node, &facts, &Placeholder).err().map(|e| e.0);
         let own = alone
-            .entry((run_list.clone(), r.clone()))
-            .or_insert_with(|| problems(&bare).unwrap_or_default());
-        let with = Request {
-            node_attributes: host.attributes.clone(),
-            node_origin: Some(host.origin.clone()),
-            ..bare
-        };
+            .entry((with.run_list.clone(), r.clone()))
+            .or_insert_with(|| problems(&Node::roles(host.roles).on(r)).unwrap_or_default());
         for e in problems(&with).unwrap_or_default() {
             let e = PolicyError {
                 message: format!("host {}: {}", host.fqdn, e.message),
@@ -90,7 +90,7 @@ pub fn check(repo: &Repository) -> Vec<PolicyError> {
 /// [`check`], with what it warns of without refusing (each once).
 pub fn check_and_warn(repo: &Repository) -> (Vec<PolicyError>, Vec<PolicyError>) {
     let warnings: std::cell::RefCell<Vec<PolicyError>> = Default::default();
-    let host = Facts::gather(&Target::host(), Some("check.kiln.invalid"));
+    let host = Node::placeholder().facts(&Target::host());
     let releases = crate::policy::whitelist::Whitelist::load(repo)
         .map(|w| w.pinned_releases())
         .unwrap_or_default();
@@ -101,21 +101,17 @@ pub fn check_and_warn(repo: &Repository) -> (Vec<PolicyError>, Vec<PolicyError>)
         vec![host.codename.clone()]
     };
     let errors = repo.check(&|repo, role, size| {
-        let req = Request {
-            run_list: vec![format!("role[{role}]")],
-            size,
-            node_attributes: toml::Table::new(),
-            ..Request::default()
-        };
+        let node = Node::check(role, size);
         let per_release: Vec<(&String, Vec<PolicyError>)> = releases
             .iter()
             .map(|r| {
-                let facts = if several {
-                    host.on_release(r)
+                let node = if several {
+                    node.clone().on(r)
                 } else {
-                    host.clone()
+                    node.clone()
                 };
-                match compile(repo, &req, &facts) {
+                let facts = node.facts_from(&host);
+                match compile(repo, &node, &facts, &Placeholder) {
                     Ok(p) => {
                         let mut w = warnings.borrow_mut();
                         for e in p.warnings {

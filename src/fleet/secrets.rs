@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::engine::{Request, compile};
+use crate::engine::node::DEVVM_FQDN;
+use crate::engine::{Node, compile};
 use crate::error::PolicyError;
 use crate::fleet::inventory::{Host, Inventory};
-use crate::platform::{facts::Facts, target::Target};
+use crate::platform::target::Target;
 use crate::policy::Repository;
 use crate::policy::runlist::expand;
 use crate::secrets::recipients::{HostRef, KnownHosts};
-use crate::secrets::{RecipientsFile, SecretFile};
+use crate::secrets::{Placeholder, RecipientsFile, SecretFile};
 
 /// The inventory secrets resolve roles against: `--inventory`, else the
 /// recipients file's `inventory`, else `inventory.toml` in the repository
@@ -47,29 +48,21 @@ pub fn host_refs(repo: &Repository, inv: &Inventory) -> Vec<HostRef> {
         .collect()
 }
 
-/// The secrets a run list uses on a node, by compiling it with
-/// placeholders (nothing is decrypted). A run list that does not compile
-/// uses none here: `kiln check` reports it on its own.
-pub fn used_by(repo: &Repository, req: &Request, fqdn: &str) -> BTreeSet<String> {
-    let facts = Facts::gather(&Target::host(), Some(fqdn));
-    compile(repo, req, &facts)
+/// The secrets a node uses, by compiling it with placeholders (nothing
+/// is decrypted). A run list that does not compile uses none here:
+/// `kiln check` reports it on its own.
+pub fn used_by(repo: &Repository, node: &Node) -> BTreeSet<String> {
+    let facts = node.facts(&Target::host());
+    compile(repo, node, &facts, &Placeholder)
         .map(|p| p.secrets)
         .unwrap_or_default()
-}
-
-fn role_request(role: &str, size: Option<String>) -> Request {
-    Request {
-        run_list: vec![format!("role[{role}]")],
-        size,
-        ..Request::default()
-    }
 }
 
 /// For each secret, the roles of the repository that use it.
 pub fn roles_using(repo: &Repository) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for role in repo.names_in("roles") {
-        let used = used_by(repo, &role_request(&role, None), "check.kiln.invalid");
+        let used = used_by(repo, &Node::check(&role, None));
         for s in used {
             out.entry(s).or_default().push(role.clone());
         }
@@ -194,8 +187,10 @@ pub fn check_devvm_roles(repo: &Repository) -> Vec<PolicyError> {
     for name in repo.names_in("roles") {
         let Ok(role) = repo.role(&name) else { continue };
         for size in role.sizes.keys() {
-            let req = role_request(&name, Some(size.clone()));
-            let used = used_by(repo, &req, "devvm.kiln.invalid");
+            let node = Node::role(&name)
+                .named(DEVVM_FQDN)
+                .sized(Some(size.clone()));
+            let used = used_by(repo, &node);
             if let Some(secret) = used.iter().next() {
                 errors.push(
                     PolicyError::new(format!(
@@ -212,10 +207,8 @@ pub fn check_devvm_roles(repo: &Repository) -> Vec<PolicyError> {
 }
 
 fn host_secrets(repo: &Repository, h: &Host) -> BTreeSet<String> {
-    let req = Request {
-        run_list: h.roles.iter().map(|r| format!("role[{r}]")).collect(),
-        node_attributes: h.attributes.clone(),
-        ..Request::default()
-    };
-    used_by(repo, &req, &h.fqdn)
+    used_by(
+        repo,
+        &Node::inventory_host(&h.fqdn, &h.roles, &h.attributes, None),
+    )
 }

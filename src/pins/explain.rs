@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::engine::{self, Request};
+use crate::engine;
 use crate::error::Error;
 use crate::platform::dpkg::Dpkg;
 use crate::platform::facts::Facts;
@@ -13,6 +13,7 @@ use crate::platform::target::Target;
 use crate::policy::Repository;
 use crate::policy::runlist::expand;
 use crate::policy::whitelist::{Pin, Whitelist};
+use crate::secrets::Placeholder;
 
 /// The pins of one release for a node.
 #[derive(Debug)]
@@ -79,13 +80,12 @@ impl Explain<'_> {
             // The roles' own packages, from their compiled policy (a package
             // name may be a template): a pin no package of theirs uses is
             // another role's business.
-            let mut facts = Facts::gather(&Target::host(), Some(fqdn).filter(|f| !f.is_empty()));
-            facts.codename = codename.to_string();
-            let req = Request {
-                run_list: items,
-                ..Request::default()
+            let node = engine::Node {
+                fqdn: Some(fqdn.to_string()).filter(|f| !f.is_empty()),
+                ..engine::Node::roles(roles).on(codename)
             };
-            let policy = engine::compile(repo, &req, &facts)?;
+            let facts = node.facts(&Target::host());
+            let policy = engine::compile(repo, &node, &facts, &Placeholder)?;
             let used: BTreeSet<&str> = policy
                 .resources
                 .iter()

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::installed_pins;
-use crate::engine::{self, Request};
+use crate::engine;
 use crate::error::Error;
-use crate::platform::facts::Facts;
 use crate::platform::target::Target;
 use crate::policy::Repository;
 use crate::policy::whitelist::{Entry, Whitelist};
+use crate::secrets::Placeholder;
 
 /// What `mirror` wrote.
 #[derive(Debug)]
@@ -41,19 +41,16 @@ pub fn mirror(
     } else {
         roles.to_vec()
     };
-    let host = Facts::gather(&Target::host(), None);
-    let facts = match release {
-        Some(r) => host.on_release(r),
-        None => host,
+    let on = |node: engine::Node| match release {
+        Some(r) => node.on(r),
+        None => node,
     };
+    let facts = on(engine::Node::default()).facts(&Target::host());
     wl.release(&facts.codename)?;
     let mut packages: BTreeSet<String> = BTreeSet::new();
     for role in &roles {
-        let req = Request {
-            run_list: vec![format!("role[{role}]")],
-            ..Request::default()
-        };
-        let policy = engine::compile(&repo, &req, &facts)?;
+        let node = on(engine::Node::role(role));
+        let policy = engine::compile(&repo, &node, &node.facts_from(&facts), &Placeholder)?;
         packages.extend(installed_pins(&policy).into_keys());
     }
     let sets = pin_sets(&wl, &facts.codename, &packages)?;

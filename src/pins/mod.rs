@@ -15,13 +15,14 @@ pub mod outdated;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::engine::{self, Report, Request};
+use crate::engine::{self, Report};
 use crate::error::{Error, PolicyError};
 use crate::platform::facts::Facts;
 use crate::platform::rootfs::{self, Overlay};
 use crate::platform::target::Target;
 use crate::policy::Repository;
 use crate::policy::whitelist::Pin;
+use crate::secrets::Placeholder;
 
 pub use audit::{Audit, Finding, audit};
 pub use explain::{Explain, Explained, explain};
@@ -99,7 +100,11 @@ fn target_policy(
     let fqdn = fqdn
         .map(str::to_string)
         .or_else(|| Some(last.fqdn).filter(|f| !f.is_empty()));
-    let facts = Facts::gather(&target, fqdn.as_deref());
+    let node = engine::Node {
+        fqdn,
+        ..engine::Node::roles(&roles)
+    };
+    let facts = node.facts(&target);
     if let Some(r) = release
         && r != facts.codename
     {
@@ -112,11 +117,7 @@ fn target_policy(
         ))
         .into());
     }
-    let req = Request {
-        run_list: roles.iter().map(|r| format!("role[{r}]")).collect(),
-        ..Request::default()
-    };
-    let policy = engine::compile(&repo, &req, &facts)?;
+    let policy = engine::compile(&repo, &node, &facts, &Placeholder)?;
     Ok((target, facts.codename, policy))
 }
 

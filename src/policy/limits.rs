@@ -504,7 +504,7 @@ mod tests {
         }
     }
 
-    fn renderer() -> Renderer {
+    fn renderer() -> Renderer<'static> {
         Renderer::new(
             &toml::from_str("[cb]\nt = true\nf = false\nlist = [1, 2]\nname = \"x\"").unwrap(),
         )

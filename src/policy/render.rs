@@ -10,7 +10,7 @@ use handlebars::{
 };
 
 use super::escape::Typing;
-use crate::secrets::{Resolver, Source};
+use crate::secrets::{Placeholder, Resolver, Secrets};
 
 /// Why a string or template did not render.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,11 +23,11 @@ pub struct RenderFailure {
     pub fix: Option<String>,
 }
 
-pub struct Renderer {
+pub struct Renderer<'s> {
     hb: Handlebars<'static>,
     /// The attributes, converted for handlebars once (not per render).
     context: Context,
-    secrets: Arc<Resolver>,
+    secrets: Resolver<'s>,
     /// Set by an escaping helper that refused a value.
     last_fix: super::escape::LastFix,
     /// Template files, parsed once: a template that many resources use
@@ -127,32 +127,34 @@ pub fn secret_in(table: &toml::Table) -> Option<String> {
     table.iter().find_map(|(k, v)| walk(v, k))
 }
 
-impl Renderer {
+impl Renderer<'static> {
     /// A renderer whose secrets are placeholders (static compiles).
     pub fn new(attributes: &toml::Table) -> Self {
-        Self::with_secrets(attributes, Arc::new(Resolver::new(Source::Placeholder)))
+        Renderer::with_secrets(attributes, &Placeholder)
     }
+}
 
-    pub fn with_secrets(attributes: &toml::Table, secrets: Arc<Resolver>) -> Self {
+impl<'s> Renderer<'s> {
+    pub fn with_secrets(attributes: &toml::Table, secrets: &'s dyn Secrets) -> Self {
         Self::typed(attributes, secrets, Arc::default())
     }
 
     /// A renderer whose escaping helpers know the attributes' types and
-    /// origins.
-    pub fn typed(attributes: &toml::Table, secrets: Arc<Resolver>, typing: Arc<Typing>) -> Self {
+    /// origins; secret values come from `secrets`.
+    pub fn typed(attributes: &toml::Table, secrets: &'s dyn Secrets, typing: Arc<Typing>) -> Self {
         let context = Context::from(serde_json::to_value(attributes).unwrap_or_default());
         let last_fix = super::escape::LastFix::default();
         Renderer {
             hb: handlebars(&typing, &last_fix),
             context,
-            secrets,
+            secrets: Resolver::new(secrets),
             last_fix,
             parsed: Mutex::default(),
         }
     }
 
     /// Where this renderer's secret values come from, and what it used.
-    pub fn secrets(&self) -> &Resolver {
+    pub fn secrets(&self) -> &Resolver<'s> {
         &self.secrets
     }
 
@@ -224,14 +226,12 @@ impl Renderer {
         if !Resolver::has_marker(&out) {
             return Ok(out);
         }
-        self.secrets
-            .substitute(&out)
-            .map_err(|message| RenderFailure {
-                missing: None,
-                line: None,
-                message,
-                fix: None,
-            })
+        self.secrets.substitute(&out).map_err(|e| RenderFailure {
+            missing: None,
+            line: None,
+            message: e.to_string(),
+            fix: None,
+        })
     }
 
     fn parse(&self, text: &str, keep: bool) -> Parsed {
@@ -267,7 +267,7 @@ impl Renderer {
 mod tests {
     use super::*;
 
-    fn r() -> Renderer {
+    fn r() -> Renderer<'static> {
         Renderer::new(&toml::from_str("[apache2]\ndocroot = \"/var/www\"\nhtml = \"<b>\"").unwrap())
     }
 
@@ -296,7 +296,7 @@ mod tests {
         for (_, v) in attrs.iter_mut() {
             mark_secrets(v).unwrap();
         }
-        let r = Renderer::with_secrets(&attrs, Arc::new(Resolver::new(Source::Placeholder)));
+        let r = Renderer::with_secrets(&attrs, &Placeholder);
         assert_eq!(
             r.render("pw={{db.password}}").unwrap(),
             format!("pw={}", crate::secrets::resolve::PLACEHOLDER)

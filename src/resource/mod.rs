@@ -341,6 +341,11 @@ pub trait BuildEnv {
         source: &str,
         variables: Option<&toml::Table>,
     ) -> Result<String, PolicyError>;
+    /// Whether the template just rendered used a secret: its file's
+    /// content then holds one, whatever the spec says.
+    fn template_used_secret(&self) -> bool {
+        false
+    }
 }
 
 /// A resource as the recipe declares it, with strings already rendered and

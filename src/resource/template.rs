@@ -31,6 +31,17 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
     let p: Props = spec.props()?;
     check_absolute(&spec.name)?;
     let text = env.render_template(&p.source, p.variables.as_ref())?;
+    let marked;
+    let spec = if env.template_used_secret() {
+        marked = Spec {
+            sensitive: true,
+            secret: true,
+            ..spec.clone()
+        };
+        &marked
+    } else {
+        spec
+    };
     Ok(Box::new(File {
         path: spec.name.clone(),
         content: Some(text.into_bytes()),

@@ -7,6 +7,7 @@
 //! fingerprints, never names) and a hash of that recipient set, so that
 //! `kiln secret rekey` rewrites only the files whose set changed.
 
+pub mod error;
 pub mod recipients;
 pub mod redact;
 pub mod resolve;
@@ -18,9 +19,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::PolicyError;
+use error::IdentityProblem;
 
+pub use error::SecretError;
 pub use recipients::{Key, RecipientsFile};
-pub use resolve::{Resolver, Source};
+pub use resolve::{Decrypt, Placeholder, Resolver, Secrets, TestValues};
 
 /// The folder of the repository that holds the secrets.
 pub const DIR: &str = "secrets";
@@ -203,14 +206,15 @@ impl SecretFile {
     }
 
     /// Decrypts with one identity; the error says why in words.
-    pub fn decrypt(&self, identity: &Identity) -> Result<Vec<u8>, String> {
+    pub fn decrypt(&self, identity: &Identity) -> Result<Vec<u8>, SecretError> {
+        let fail = |e: &dyn std::fmt::Display| SecretError::Decrypt(e.to_string());
         let dec =
             age::Decryptor::new_buffered(age::armor::ArmoredReader::new(self.armor.as_bytes()))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| fail(&e))?;
         let ids: Vec<&dyn age::Identity> = identity.0.iter().map(|i| i.as_ref() as _).collect();
-        let mut r = dec.decrypt(ids.into_iter()).map_err(|e| e.to_string())?;
+        let mut r = dec.decrypt(ids.into_iter()).map_err(|e| fail(&e))?;
         let mut out = Vec::new();
-        r.read_to_end(&mut out).map_err(|e| e.to_string())?;
+        r.read_to_end(&mut out).map_err(|e| fail(&e))?;
         Ok(out)
     }
 }
@@ -221,20 +225,26 @@ impl SecretFile {
 pub struct Identity(Vec<Box<dyn age::Identity>>);
 
 impl Identity {
-    pub fn load(path: &Path) -> Result<Identity, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the identity {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Identity, SecretError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SecretError::IdentityUnreadable {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         Identity::parse(&text, path)
     }
 
     /// An identity from its file's text; `path` names it in messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Identity, String> {
+    pub fn parse(text: &str, path: &Path) -> Result<Identity, SecretError> {
+        let invalid = |problem| SecretError::IdentityInvalid {
+            path: path.to_path_buf(),
+            problem,
+        };
         if text.contains("AGE-SECRET-KEY-") {
             let file = age::IdentityFile::from_buffer(text.as_bytes())
-                .map_err(|e| format!("{}: not an age identity file: {e}", path.display()))?;
+                .map_err(|e| invalid(IdentityProblem::NotAgeIdentity(e.to_string())))?;
             let ids = file
                 .into_identities()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|e| invalid(IdentityProblem::AgeIdentity(e.to_string())))?;
             return Ok(Identity(
                 ids.into_iter()
                     .map(|i| i as Box<dyn age::Identity>)
@@ -245,14 +255,10 @@ impl Identity {
             Ok(age::ssh::Identity::Unencrypted(k)) => {
                 Ok(Identity(vec![Box::new(age::ssh::Identity::Unencrypted(k))]))
             }
-            Ok(age::ssh::Identity::Encrypted(_)) => Err(format!(
-                "{}: the key is protected by a passphrase, which kiln cannot ask for; use an age identity file (age-keygen) or an unencrypted key",
-                path.display()
-            )),
-            Ok(age::ssh::Identity::Unsupported(_)) | Err(_) => Err(format!(
-                "{}: not an ssh-ed25519 private key or an age identity file",
-                path.display()
-            )),
+            Ok(age::ssh::Identity::Encrypted(_)) => Err(invalid(IdentityProblem::Passphrase)),
+            Ok(age::ssh::Identity::Unsupported(_)) | Err(_) => {
+                Err(invalid(IdentityProblem::NotAKey))
+            }
         }
     }
 }

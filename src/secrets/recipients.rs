@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::error::KeyError;
 use crate::error::PolicyError;
 
 /// A recipient's public key, canonical: `ssh-ed25519 BASE64`,
@@ -26,26 +27,27 @@ use crate::error::PolicyError;
 pub struct Key(String);
 
 impl Key {
-    pub fn parse(s: &str) -> Result<Key, String> {
+    pub fn parse(s: &str) -> Result<Key, KeyError> {
         let s = s.trim();
         if s.starts_with("age1") {
             s.parse::<age::x25519::Recipient>()
-                .map_err(|e| format!("not an age public key: {e}"))?;
+                .map_err(|e| KeyError::NotAge(e.to_string()))?;
             return Ok(Key(s.to_string()));
         }
         let mut parts = s.split_whitespace();
         let (Some(kind), Some(b64)) = (parts.next(), parts.next()) else {
-            return Err("expected \"ssh-ed25519 AAAA...\" or \"age1...\"".into());
+            return Err(KeyError::Shape);
         };
         if kind != "ssh-ed25519" && kind != "ssh-rsa" {
-            return Err(format!(
-                "{kind} keys cannot be recipients: use ssh-ed25519, ssh-rsa or an age key"
-            ));
+            return Err(KeyError::Kind(kind.to_string()));
         }
         let canonical = format!("{kind} {b64}");
         canonical
             .parse::<age::ssh::Recipient>()
-            .map_err(|e| format!("not a valid {kind} public key: {e:?}"))?;
+            .map_err(|e| KeyError::Invalid {
+                kind: kind.to_string(),
+                reason: format!("{e:?}"),
+            })?;
         Ok(Key(canonical))
     }
 

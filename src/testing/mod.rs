@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use shared_child::SharedChild;
 
-use crate::engine::{self, Request};
+use crate::engine::{self, Node};
 use crate::error::{PolicyError, PolicyErrors, RunError};
 use crate::platform::dpkg::Dpkg;
-use crate::platform::facts::Facts;
 use crate::platform::pins::{self, PinMode};
 pub use crate::platform::rootfs::DEFAULT_SUITE;
 use crate::platform::rootfs::{self, Overlay, TEST_ROOT};
@@ -218,14 +217,9 @@ fn run(
     progress("preparing the root");
     let base = rootfs::base_root(&TEST_ROOT.on(&opts.release)?, progress)?;
     // Policy errors surface before any root is made.
-    let facts = Facts::gather(&Target::at_root(&base), Some(&fqdn));
-    let req = Request {
-        run_list: vec![format!("role[{role}]")],
-        size: opts.size.clone(),
-        node_attributes: toml::Table::new(),
-        ..Request::default()
-    };
-    let policy = engine::compile(&repo, &req, &facts)?;
+    let node = Node::role(role).named(&fqdn).sized(opts.size.clone());
+    let facts = node.facts(&Target::at_root(&base));
+    let policy = engine::compile(&repo, &node, &facts, &crate::secrets::Placeholder)?;
     let mut overlay = Overlay::new(
         &base,
         &std::env::temp_dir().join("kiln-test"),
