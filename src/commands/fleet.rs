@@ -11,8 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::digest::sha256_file;
 use crate::error::{Error, PolicyError};
 use crate::fleet::bundle::Bundle;
+use crate::fleet::host::{HostOutcome, Payload, State};
 use crate::fleet::inventory::{Host, Inventory};
-use crate::fleet::rollout::{self, BatchSize, Event, Payload, State};
+use crate::fleet::plan::{self, BatchSize};
+use crate::fleet::pool::{self, Event};
 use crate::fleet::ssh::{Client, Transport};
 use crate::fleet::status;
 use crate::policy::Repository;
@@ -181,7 +183,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         binary_sha: binary_sha.clone(),
         binary: OnceLock::new(),
     };
-    let opts = rollout::Options {
+    let opts = plan::Options {
         canary: c.canary,
         batch,
         parallel: c.parallel.max(1),
@@ -296,8 +298,8 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
             "!! push hold: {reason}; no further host is touched"
         )),
     };
-    rollout::hold_on_interrupt();
-    let result = rollout::run(&hosts, &transport, &payload, &opts, &on_event);
+    pool::hold_on_interrupt();
+    let result = pool::run(&hosts, &transport, &payload, &opts, &on_event);
     let elapsed = started.elapsed();
     let n = |s: State| result.hosts.iter().filter(|h| h.state == s).count();
     let failed = n(State::Failed);
@@ -432,7 +434,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
 /// after changing something (a canary whose new config was written and its
 /// service restarted before its health check failed) is left changed, and
 /// what changed on it is named, since nothing else will put it back.
-fn changed_hosts(hosts: &[rollout::HostOutcome]) -> String {
+fn changed_hosts(hosts: &[HostOutcome]) -> String {
     let mut names = Vec::new();
     let mut left = String::new();
     for h in hosts {

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::inventory::Host;
 use super::protocol::HostReport;
-use super::rollout::{BIN_DIR, BUNDLE_DIR};
+use super::script::{BIN_DIR, BUNDLE_DIR};
 use super::ssh::Transport;
 use super::ssh::q;
 use crate::engine::{LAST_RUN, Report, Status as EngineStatus};
