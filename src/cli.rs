@@ -108,6 +108,9 @@ enum Command {
     /// Unpack a verified bundle (what fleet hosts run after verify-bundle): every member a regular file, once; no older serial than this host converged.
     #[command(name = "unpack-bundle", hide = true)]
     UnpackBundle { file: PathBuf, dest: PathBuf },
+    /// A fleet host's end of the push: one JSON request on stdin, one JSON report on stdout.
+    #[command(name = "__host", hide = true)]
+    Host,
     /// Explain, promote and audit package pins.
     #[command(subcommand)]
     Whitelist(WhitelistCommand),
@@ -696,6 +699,7 @@ pub fn main() -> i32 {
             crate::trust::verify_command(&file, &sig, &allowed_signers, first_contact)
         }
         Command::UnpackBundle { file, dest } => commands::fleet::unpack_bundle(&file, &dest),
+        Command::Host => commands::fleet::host(),
         Command::Verify {
             roles,
             fqdn,

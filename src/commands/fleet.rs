@@ -553,17 +553,34 @@ pub fn bundle(p: Publish) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// `kiln unpack-bundle FILE DEST` (hidden): what a fleet host runs, with
-/// the kiln binary it just checked, on a bundle whose signature it just
-/// verified: every member is checked and the serial is compared with this
-/// host's record before anything is unpacked.
+/// `kiln unpack-bundle FILE DEST` (hidden): unpacks a bundle whose
+/// signature was just verified, as a fleet host does.
 pub fn unpack_bundle(file: &Path, dest: &Path) -> Result<i32, Error> {
-    let target = crate::platform::target::Target::host();
-    let what = file.display().to_string();
-    let newest = crate::serial::recorded(&target)?;
-    crate::fleet::bundle::unpack(file, &what, dest, |meta| {
-        crate::serial::admit(newest.as_ref(), meta, &what).map_err(|e| e.to_string())
-    })
-    .map_err(Error::Usage)?;
+    crate::fleet::serve::unpack(file, dest)?;
+    Ok(0)
+}
+
+/// `kiln __host` (hidden): a fleet host's end of the protocol. Reads one
+/// request on stdin and writes one report on stdout; whatever else this
+/// process prints goes to stderr, so that the report is all stdout holds.
+pub fn host() -> Result<i32, Error> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fds 1 and 2 are this process's; the duplicate of stdout is
+    // owned by `report` alone.
+    let mut report = unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 || libc::dup2(2, 1) < 0 {
+            return Err(Error::Io {
+                context: "keeping stdout for the report".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        std::fs::File::from_raw_fd(fd)
+    };
+    let answer = crate::fleet::serve::answer(&mut std::io::stdin().lock());
+    writeln!(report, "{}", answer.to_json()).map_err(|source| Error::Io {
+        context: "writing the report".into(),
+        source,
+    })?;
     Ok(0)
 }

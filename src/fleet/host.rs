@@ -7,12 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::inventory::Host;
-use super::protocol::HostReport;
-use super::script::{
-    BIN_DIR, BINARY_ALTERED, BUNDLE_DIR, BUNDLE_REFUSED, HASH_MISMATCH, NEED, SIGNATURE_REFUSED,
-    check_binary, check_signature, host_script, prune,
-};
-use super::ssh::{Remote, SshFailure, Transport, q};
+use super::protocol::{BundleRef, HostFailure, HostReport, HostRequest};
+use super::script::{self, BIN_DIR, BUNDLE_DIR};
+use super::ssh::{SshFailure, Transport};
 use crate::engine::Status;
 use crate::verify::CheckOutcome;
 
@@ -30,18 +27,30 @@ pub struct Payload {
     pub binary_path: std::path::PathBuf,
     pub binary_sha: String,
     /// Read on first need: most runs send it to no one.
-    pub binary: OnceLock<Result<Arc<Vec<u8>>, String>>,
+    pub binary: OnceLock<Result<Arc<Vec<u8>>, Arc<std::io::Error>>>,
 }
 
 impl Payload {
-    fn binary(&self) -> Result<Arc<Vec<u8>>, String> {
+    fn binary(&self) -> Result<Arc<Vec<u8>>, Failure> {
         self.binary
             .get_or_init(|| {
                 std::fs::read(&self.binary_path)
                     .map(Arc::new)
-                    .map_err(|e| format!("reading {}: {e}", self.binary_path.display()))
+                    .map_err(Arc::new)
             })
             .clone()
+            .map_err(|e| Failure {
+                stage: Stage::Upload,
+                kind: Kind::Local,
+                reason: format!("reading {}: {e}", self.binary_path.display()),
+            })
+    }
+
+    pub fn bundle_ref(&self) -> BundleRef {
+        BundleRef {
+            sha256: self.bundle_sha.clone(),
+            content: self.bundle_content.clone(),
+        }
     }
 
     pub fn remote_kiln(&self) -> String {
@@ -75,14 +84,80 @@ impl State {
     }
 }
 
+/// Why a host failed: where it stopped, what kind of failure it was (the
+/// words that `--json` and the summary print), and the detail.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
-    /// connect, upload, converge, health
-    pub stage: &'static str,
-    /// unreachable, key refused, host key, bundle hash mismatch, connection
-    /// lost, converge failed, health check failed, ...
-    pub kind: String,
+    pub stage: Stage,
+    pub kind: Kind,
     pub reason: String,
+}
+
+/// Where in its session a host stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Connect,
+    Upload,
+    Converge,
+    Health,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "connect",
+            Stage::Upload => "upload",
+            Stage::Converge => "converge",
+            Stage::Health => "health",
+        })
+    }
+}
+
+/// What kind of failure stopped a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Kind {
+    #[serde(rename = "unreachable")]
+    Unreachable,
+    #[serde(rename = "key refused")]
+    KeyRefused,
+    #[serde(rename = "host key")]
+    HostKey,
+    #[serde(rename = "connection lost")]
+    ConnectionLost,
+    #[serde(rename = "host lost mid-converge")]
+    LostMidConverge,
+    #[serde(rename = "ssh")]
+    Ssh,
+    /// This machine could not read what it was to send.
+    #[serde(rename = "local")]
+    Local,
+    #[serde(rename = "upload failed")]
+    UploadFailed,
+    #[serde(rename = "kiln binary hash mismatch")]
+    BinaryHashMismatch,
+    #[serde(rename = "bundle hash mismatch")]
+    BundleHashMismatch,
+    #[serde(rename = "bundle signature refused")]
+    SignatureRefused,
+    #[serde(rename = "bundle refused")]
+    BundleRefused,
+    #[serde(rename = "kiln binary altered")]
+    BinaryAltered,
+    #[serde(rename = "converge failed")]
+    ConvergeFailed,
+    #[serde(rename = "health check failed")]
+    HealthCheckFailed,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The words `--json` prints.
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => f.write_str(&s),
+            _ => Err(std::fmt::Error),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,29 +203,51 @@ impl HostOutcome {
     }
 }
 
-fn ssh_failure(stage: &'static str, e: SshFailure) -> Failure {
-    let kind = match (&e, stage) {
-        (SshFailure::Lost(_), "converge") => "host lost mid-converge".to_string(),
-        _ => e.kind().to_string(),
-    };
-    let stage = match e {
-        SshFailure::Unreachable(_) | SshFailure::KeyRefused(_) | SshFailure::HostKey(_) => {
-            "connect"
+impl Failure {
+    /// A host's typed answer, as the rollout reports it: the one place
+    /// where the protocol's failures become the summary's words. `stage`
+    /// is the request's, for failures that could come from either.
+    fn from_host(stage: Stage, f: HostFailure) -> Failure {
+        let (stage, kind) = match &f {
+            HostFailure::Need { .. } => (Stage::Upload, Kind::UploadFailed),
+            HostFailure::BinaryAltered { .. } => (Stage::Converge, Kind::BinaryAltered),
+            HostFailure::HashMismatch { path, .. } if path.ends_with(".tar") => {
+                (Stage::Upload, Kind::BundleHashMismatch)
+            }
+            HostFailure::HashMismatch { .. } => (Stage::Upload, Kind::BinaryHashMismatch),
+            HostFailure::SignatureRefused { .. } => (Stage::Upload, Kind::SignatureRefused),
+            HostFailure::BundleRefused { .. } => (Stage::Upload, Kind::BundleRefused),
+            HostFailure::Converge(_) => (Stage::Converge, Kind::ConvergeFailed),
+            HostFailure::Host(_) if stage == Stage::Upload => (stage, Kind::UploadFailed),
+            HostFailure::Host(_) => (stage, Kind::ConvergeFailed),
+        };
+        Failure {
+            stage,
+            kind,
+            reason: f.to_string(),
         }
-        _ => stage,
-    };
-    Failure {
-        stage,
-        kind,
-        reason: e.detail().to_string(),
     }
-}
 
-fn binary_altered(stderr: &str) -> Failure {
-    Failure {
-        stage: "converge",
-        kind: "kiln binary altered".into(),
-        reason: tail(stderr),
+    fn ssh(stage: Stage, e: SshFailure) -> Failure {
+        let kind = match &e {
+            SshFailure::Unreachable(_) => Kind::Unreachable,
+            SshFailure::KeyRefused(_) => Kind::KeyRefused,
+            SshFailure::HostKey(_) => Kind::HostKey,
+            SshFailure::Lost(_) if stage == Stage::Converge => Kind::LostMidConverge,
+            SshFailure::Lost(_) => Kind::ConnectionLost,
+            SshFailure::Other(_) => Kind::Ssh,
+        };
+        let stage = match e {
+            SshFailure::Unreachable(_) | SshFailure::KeyRefused(_) | SshFailure::HostKey(_) => {
+                Stage::Connect
+            }
+            _ => stage,
+        };
+        Failure {
+            stage,
+            kind,
+            reason: e.detail().to_string(),
+        }
     }
 }
 
@@ -177,6 +274,60 @@ pub fn converge_host(
     o
 }
 
+/// Runs `script` on the host with `input` on its stdin, and reads its
+/// answer (with the host's stderr, for a failure that names no resource).
+fn ask(
+    host: &Host,
+    t: &Transport,
+    stage: Stage,
+    script: &str,
+    input: &[u8],
+) -> Result<(HostReport, String), Failure> {
+    let out = t
+        .run(host, script, Some(input))
+        .map_err(|e| Failure::ssh(stage, e))?;
+    let report = answer(stage, &out.stdout, out.code, &out.stderr)?;
+    Ok((report, out.stderr))
+}
+
+/// The host's answer, parsed in this one place: a report, or, when kiln
+/// on the host died before writing one, what its stderr said.
+fn answer(stage: Stage, stdout: &[u8], code: i32, stderr: &str) -> Result<HostReport, Failure> {
+    HostReport::parse(&String::from_utf8_lossy(stdout)).map_err(|_| Failure {
+        stage,
+        kind: if stage == Stage::Upload {
+            Kind::UploadFailed
+        } else {
+            Kind::ConvergeFailed
+        },
+        reason: format!("exit {code}: {}", tail(stderr)),
+    })
+}
+
+/// Sends what the host lacks (each verified by sha256 there).
+fn send(
+    host: &Host,
+    t: &Transport,
+    p: &Payload,
+    binary: bool,
+    bundle: bool,
+) -> Result<(), Failure> {
+    if binary {
+        let bin = p.binary()?;
+        let (got, _) = ask(host, t, Stage::Upload, &script::upload_binary(p), &bin)?;
+        if let Some(f) = got.failure {
+            return Err(Failure::from_host(Stage::Upload, f));
+        }
+    }
+    if bundle {
+        let (got, _) = ask(host, t, Stage::Upload, &script::upload_bundle(p), &p.bundle)?;
+        if let Some(f) = got.failure {
+            return Err(Failure::from_host(Stage::Upload, f));
+        }
+    }
+    Ok(())
+}
+
 fn steps(
     host: &Host,
     t: &Transport,
@@ -184,87 +335,36 @@ fn steps(
     why_run: bool,
     o: &mut HostOutcome,
 ) -> Result<(), Failure> {
-    let script = host_script(host, p, why_run);
-    let mut out = t
-        .run(host, &script, None)
-        .map_err(|e| ssh_failure("converge", e))?;
-    if out.code == BINARY_ALTERED {
-        return Err(binary_altered(&out.stderr));
-    }
+    let request = HostRequest::Converge {
+        bundle: p.bundle_ref(),
+        fqdn: host.fqdn.clone(),
+        why_run,
+        binary_sha: p.binary_sha.clone(),
+    };
+    let mut input = serde_json::to_vec(&request).unwrap_or_default();
+    input.push(b'\n');
+    let script = script::converge(p);
+    let converge = || ask(host, t, Stage::Converge, &script, &input);
+    let (mut doc, mut stderr) = converge()?;
     // First contact with this kiln or this bundle: send what the host
-    // lacks, verified by sha256 there, then run again.
-    if let Some(need) = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .strip_prefix(NEED)
-        .map(str::to_string)
-    {
-        if need.contains("binary") {
-            let bin = p.binary().map_err(|e| Failure {
-                stage: "upload",
-                kind: "local".into(),
-                reason: e,
-            })?;
-            upload(
-                host,
-                t,
-                &bin,
-                &p.remote_kiln(),
-                &p.binary_sha,
-                Install {
-                    mode: "0755",
-                    verify: "",
-                    after: &prune(BIN_DIR, "kiln.", "", "kiln", 3),
-                },
-            )?;
-            o.sent_binary = true;
-        }
-        if need.contains("bundle") {
-            let repo = p.remote_repo();
-            // kiln unpacks it, not tar: every member checked, the serial
-            // compared with the host's record, before anything is written.
-            let unpack = format!(
-                "K={k}; {check} \"$K\" unpack-bundle {r}.tar {r} || {{ rm -f {r}.tar {r}.tar.sig; exit {BUNDLE_REFUSED}; }}; {prune}",
-                k = q(&p.remote_kiln()),
-                check = check_binary(p),
-                r = q(&repo),
-                prune = prune(BUNDLE_DIR, "", ".tar", "current", 5),
-            );
-            upload(
-                host,
-                t,
-                &p.bundle,
-                &format!("{repo}.tar"),
-                &p.bundle_sha,
-                Install {
-                    mode: "0644",
-                    verify: &check_signature(p),
-                    after: &unpack,
-                },
-            )?;
-            o.sent_bundle = true;
-        }
-        out = t
-            .run(host, &script, None)
-            .map_err(|e| ssh_failure("converge", e))?;
-        if out.code == BINARY_ALTERED {
-            return Err(binary_altered(&out.stderr));
-        }
-        if out.stdout.starts_with(NEED.as_bytes()) {
-            return Err(Failure {
-                stage: "upload",
-                kind: "upload failed".into(),
-                reason: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            });
-        }
+    // lacks, then ask again.
+    if let Some(HostFailure::Need { binary, bundle }) = doc.failure {
+        send(host, t, p, binary, bundle)?;
+        o.sent_binary = binary;
+        o.sent_bundle = bundle;
+        (doc, stderr) = converge()?;
     }
-    let doc = HostReport::parse(&String::from_utf8_lossy(&out.stdout));
-    let Some((report, checks)) = doc.ok().and_then(|d| Some((d.converge?, d.checks))) else {
+    if let Some(f) = doc.failure {
+        return Err(Failure::from_host(Stage::Converge, f));
+    }
+    let Some(report) = doc.converge else {
         return Err(Failure {
-            stage: "converge",
-            kind: "converge failed".into(),
-            reason: format!("exit {}: {}", out.code, tail(&out.stderr)),
+            stage: Stage::Converge,
+            kind: Kind::ConvergeFailed,
+            reason: "the host's kiln reported no converge".into(),
         });
     };
+    let checks = doc.checks;
     o.changed = report.updated;
     for r in &report.resources {
         match r.status {
@@ -295,10 +395,10 @@ fn steps(
             .iter()
             .find(|r| r.status == Status::Failed)
             .map(|r| format!("{}: {}", r.resource, r.error.as_deref().unwrap_or("failed")))
-            .unwrap_or_else(|| tail(&out.stderr));
+            .unwrap_or_else(|| tail(&stderr));
         return Err(Failure {
-            stage: "converge",
-            kind: "converge failed".into(),
+            stage: Stage::Converge,
+            kind: Kind::ConvergeFailed,
             reason: first,
         });
     }
@@ -313,87 +413,16 @@ fn steps(
     }
     // Health checks: the roles' verify checks, run on the host.
     o.health = checks.ok_or_else(|| Failure {
-        stage: "health",
-        kind: "health check failed".into(),
-        reason: format!("kiln verify gave no report: {}", tail(&out.stderr)),
+        stage: Stage::Health,
+        kind: Kind::HealthCheckFailed,
+        reason: format!("kiln verify gave no report: {}", tail(&stderr)),
     })?;
     if let Some(bad) = o.health.iter().find(|c| !c.ok) {
         return Err(Failure {
-            stage: "health",
-            kind: "health check failed".into(),
+            stage: Stage::Health,
+            kind: Kind::HealthCheckFailed,
             reason: format!("{} ({}): {}", bad.check, bad.origin, bad.detail),
         });
     }
     Ok(())
-}
-
-/// How an uploaded file is installed on the host once its hash matched.
-struct Install<'a> {
-    mode: &'a str,
-    /// Shell run on the upload (`$T`) before it gets its name: refuses it
-    /// with a non-zero exit.
-    verify: &'a str,
-    /// Shell run after it got its name.
-    after: &'a str,
-}
-
-/// Streams `data` to `dest` on the host through a temporary name, checks
-/// its sha256 there, then runs `after`.
-fn upload(
-    host: &Host,
-    t: &Transport,
-    data: &[u8],
-    dest: &str,
-    sha: &str,
-    install: Install,
-) -> Result<(), Failure> {
-    let Install {
-        mode,
-        verify,
-        after,
-    } = install;
-    let dir = std::path::Path::new(dest)
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "/".into());
-    let script = format!(
-        "set -e; umask 022; mkdir -p {dir}; T={dest}.part.$$; cat > \"$T\"; \
-         got=$(sha256sum \"$T\" | cut -d' ' -f1); \
-         if [ \"$got\" != {sha} ]; then rm -f \"$T\"; echo \"sha256 on the host is $got, expected {sha}\" >&2; exit {HASH_MISMATCH}; fi; \
-         {verify}chmod {mode} \"$T\"; mv -f \"$T\" {dest}; {after}",
-        dir = q(&dir),
-        dest = q(dest),
-        after = if after.is_empty() { ":" } else { after },
-    );
-    let out: Remote = t
-        .run(host, &script, Some(data))
-        .map_err(|e| ssh_failure("upload", e))?;
-    match out.code {
-        0 => Ok(()),
-        BINARY_ALTERED => Err(binary_altered(&out.stderr)),
-        SIGNATURE_REFUSED => Err(Failure {
-            stage: "upload",
-            kind: "bundle signature refused".into(),
-            reason: format!("{dest}: {}", tail(&out.stderr)),
-        }),
-        BUNDLE_REFUSED => Err(Failure {
-            stage: "upload",
-            kind: "bundle refused".into(),
-            reason: format!("{dest}: {}", tail(&out.stderr)),
-        }),
-        HASH_MISMATCH => Err(Failure {
-            stage: "upload",
-            kind: if dest.ends_with(".tar") {
-                "bundle hash mismatch".into()
-            } else {
-                "kiln binary hash mismatch".into()
-            },
-            reason: format!("{dest}: {}", tail(&out.stderr)),
-        }),
-        c => Err(Failure {
-            stage: "upload",
-            kind: "upload failed".into(),
-            reason: format!("{dest}: exit {c}: {}", tail(&out.stderr)),
-        }),
-    }
 }

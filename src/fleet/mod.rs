@@ -10,5 +10,6 @@ pub mod pool;
 pub mod protocol;
 pub mod script;
 pub mod secrets;
+pub mod serve;
 pub mod ssh;
 pub mod status;

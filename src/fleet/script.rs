@@ -1,156 +1,194 @@
-//! The shell that runs on a host before kiln does: the scripts that check
-//! and install what a host lacks.
+//! The only shell a host runs for the fleet, because it runs before the
+//! right kiln is there: say what the host lacks, check the kiln binary and
+//! hand it the request (`kiln __host`), or take an upload. Its answers are
+//! [`HostReport`]s made here, so that the controller parses every answer
+//! in one place.
 
 use super::host::Payload;
-use super::inventory::Host;
+use super::protocol::{HostFailure, HostReport, HostRequest};
 use super::ssh::q;
 
 pub const BIN_DIR: &str = "/var/lib/kiln/bin";
 pub const BUNDLE_DIR: &str = "/var/lib/kiln/bundles";
-/// Exit code of the upload script when the file's hash differs on the host.
-pub const HASH_MISMATCH: i32 = 97;
-/// Exit code of a host script when the kiln binary on the host no longer
-/// has the hash it was uploaded with: it is not run.
-pub const BINARY_ALTERED: i32 = 98;
-/// Exit code of the upload script when the host refuses the bundle's
-/// signature.
-pub const SIGNATURE_REFUSED: i32 = 96;
-/// Exit code of the upload script when the host refuses to unpack the
-/// bundle: a member it may not hold, or a serial older than it converged.
-pub const BUNDLE_REFUSED: i32 = 95;
 
-/// The node argument of a host's converge: its node file in the bundle
-/// `$R`, which the bundle's signature covers. Nothing about the node
-/// (roles, attributes) travels on the command line, where it would be
-/// unsigned.
-pub fn node_args(host: &Host) -> String {
-    let node = super::bundle::node_path(std::path::Path::new(""), &host.fqdn);
-    format!(" --node \"$R\"/{}", q(&node.to_string_lossy()))
+/// Stands for a shell value in a report or request made here.
+const HOLE: &str = "@kiln-hole@";
+
+/// A `printf` of `json`, with the shell value `var` in its [`HOLE`].
+fn say(json: &str, var: &str) -> String {
+    let (before, after) = json.split_once(HOLE).unwrap_or((json, ""));
+    format!("printf '%s%s%s\\n' {} \"{var}\" {}", q(before), q(after))
 }
 
-pub const NEED: &str = "kiln-need:";
-
-/// One remote script for the whole no-op path, so that a host that already
-/// has this kiln and this policy costs one ssh exec: check what the host
-/// has (or say what it needs), converge, keep the current links, and run the
-/// health checks after a successful converge. Each build of a bundle has a
-/// serial of its own, so a host whose current bundle holds the same policy
-/// (the same content digest in its signed metadata), and recorded that
-/// policy as the newest it converged, converges that one.
-pub fn host_script(host: &Host, p: &Payload, why_run: bool) -> String {
-    let node = node_args(host);
-    let mut s = format!(
-        "K={k}; R={r}; need=''; [ -x \"$K\" ] || need=\"$need binary\"; \
-         if ! {{ [ -f \"$R.tar\" ] && [ -d \"$R\" ]; }}; then \
-         C={BUNDLE_DIR}/$(readlink {BUNDLE_DIR}/current 2>/dev/null); \
-         if [ -f \"$C.tar\" ] && grep -qxF {same} \"$C/{meta}\" 2>/dev/null \
-         && grep -qF {recorded} {record} 2>/dev/null; then R=$C; \
-         else need=\"$need bundle\"; fi; fi; \
-         if [ -n \"$need\" ]; then echo \"{NEED}$need\"; exit 0; fi; \
-         {check} \
-         \"$K\" --repo \"$R\" verify --converge --json{why}{node}; rc=$?; ",
-        k = q(&p.remote_kiln()),
-        r = q(&p.remote_repo()),
-        same = q(&crate::serial::BundleMeta::content_line(&p.bundle_content)),
-        recorded = q(&crate::serial::BundleMeta::record_content_line(
-            &p.bundle_content
-        )),
-        record = crate::serial::RECORD,
-        meta = crate::serial::META,
-        why = if why_run { " --why-run" } else { "" },
-        check = check_binary(p),
-    );
-    if !why_run {
-        // What the host last converged to: the agent's default source and
-        // the binary the kiln cookbook links to /usr/local/bin/kiln.
-        s.push_str(&format!(
-            "ln -sfn kiln.{b} {BIN_DIR}/kiln.new && mv -Tf {BIN_DIR}/kiln.new {BIN_DIR}/kiln; \
-             ln -sfn \"${{R##*/}}\" {BUNDLE_DIR}/current.new && mv -Tf {BUNDLE_DIR}/current.new {BUNDLE_DIR}/current; ",
-            b = p.binary_sha,
-        ));
-    }
-    s.push_str("exit $rc");
-    s
+fn failed(f: HostFailure) -> String {
+    say(&HostReport::failed(f).to_json(), "$got")
 }
 
-/// A remote script fragment that stops (exit [`BINARY_ALTERED`]) unless the
-/// kiln binary `$K` still has the hash it was uploaded with: a binary changed
-/// on the host after upload is never run.
-pub fn check_binary(p: &Payload) -> String {
+/// Stops unless the kiln binary `$K` still has the hash it was uploaded
+/// with: a binary changed on the host after upload is never run.
+fn check_binary(p: &Payload, cleanup: &str) -> String {
     format!(
-        "got=$(sha256sum < \"$K\" | cut -d' ' -f1); if [ \"$got\" != {sha} ]; then \
-         echo \"$K has sha256 $got, not {sha} as uploaded: altered on the host, not run\" >&2; \
-         exit {BINARY_ALTERED}; fi;",
+        "got=$(sha256sum < \"$K\" | cut -d' ' -f1); \
+         if [ \"$got\" != {sha} ]; then {cleanup}{altered}; exit 0; fi; ",
         sha = p.binary_sha,
+        altered = failed(HostFailure::BinaryAltered {
+            path: p.remote_kiln(),
+            found: HOLE.into(),
+            expected: p.binary_sha.clone(),
+        }),
     )
 }
 
-/// A remote script fragment that verifies the uploaded bundle `$T` with the
-/// (just checked) kiln binary against the host's allowed_signers, before
-/// anything unpacks it. On a host with no allowed_signers yet, the bundle's
-/// own `kiln` cookbook copy is the start (first contact over a checked
-/// host key, as with `--accept-new-host-keys`).
-pub fn check_signature(p: &Payload) -> String {
-    match &p.bundle_sig {
-        None => String::new(),
-        Some(sig) => format!(
-            "K={k}; {check} printf '%s\\n' {sig} > \"$T.sig\"; \
-             if ! \"$K\" verify-bundle \"$T\" --signature \"$T.sig\" --allowed-signers {allowed} --first-contact >/dev/null; then \
-             rm -f \"$T\" \"$T.sig\"; exit {SIGNATURE_REFUSED}; fi; mv -f \"$T.sig\" {dest_sig}; ",
-            k = q(&p.remote_kiln()),
-            check = check_binary(p),
-            sig = q(sig.trim()),
-            allowed = q(crate::trust::ALLOWED_SIGNERS),
-            dest_sig = q(&format!("{}.tar.sig", p.remote_repo())),
-        ),
-    }
+/// What the host lacks, said before anything there is hash-checked; then
+/// the request on stdin goes to the host's kiln, once its hash is checked.
+/// A host whose current bundle holds the same policy (the same content
+/// digest in its signed metadata), and recorded that policy as the newest
+/// it converged, lacks no bundle: it converges that one.
+pub fn converge(p: &Payload) -> String {
+    let same = crate::serial::BundleMeta::content_line(&p.bundle_content);
+    let recorded = crate::serial::BundleMeta::record_content_line(&p.bundle_content);
+    let need = |binary, bundle| failed(HostFailure::Need { binary, bundle });
+    format!(
+        "K={k}; R={r}; got=; b=; u=; [ -x \"$K\" ] || b=1; \
+         if ! {{ [ -f \"$R.tar\" ] && [ -d \"$R\" ]; }}; then \
+         C={BUNDLE_DIR}/$(readlink {BUNDLE_DIR}/current 2>/dev/null); \
+         {{ [ -f \"$C.tar\" ] && grep -qxF {same} \"$C/{meta}\" 2>/dev/null \
+         && grep -qF {recorded} {record} 2>/dev/null; }} || u=1; fi; \
+         if [ -n \"$b$u\" ]; then \
+         if [ -z \"$u\" ]; then {b}; elif [ -z \"$b\" ]; then {u}; else {bu}; fi; exit 0; fi; \
+         {check}exec \"$K\" __host",
+        k = q(&p.remote_kiln()),
+        r = q(&p.remote_repo()),
+        same = q(&same),
+        recorded = q(&recorded),
+        record = crate::serial::RECORD,
+        meta = crate::serial::META,
+        b = need(true, false),
+        u = need(false, true),
+        bu = need(true, true),
+        check = check_binary(p, ""),
+    )
 }
 
-/// A remote script that keeps the `keep` newest `PREFIX*SUFFIX` files of
-/// `dir` (and for bundles their unpacked directories), never the one the
-/// `current` link points at. Runs only when something new arrives.
-pub fn prune(dir: &str, prefix: &str, suffix: &str, current: &str, keep: usize) -> String {
+/// Streams stdin to `dest` on the host through a temporary name `$T`,
+/// checks its sha256 there, then runs `then`.
+fn upload(dest: &str, sha: &str, then: &str) -> String {
+    let dir = std::path::Path::new(dest)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/".into());
     format!(
-        "(cd {dir} && cur=$(readlink {current} 2>/dev/null); \
-         ls -1t {prefix}*{suffix} 2>/dev/null | tail -n +{n} | while read -r f; do \
-         b=${{f%{suffix}}}; [ \"$b\" = \"$cur\" ] || [ \"$f\" = \"$cur\" ] || rm -rf \"$f\" \"$b\"; done) || true",
-        n = keep + 1,
+        "set -e; umask 022; mkdir -p {dir}; T={d}.part.$$; cat > \"$T\"; \
+         got=$(sha256sum \"$T\" | cut -d' ' -f1); \
+         if [ \"$got\" != {sha} ]; then rm -f \"$T\"; {mismatch}; exit 0; fi; {then}",
+        dir = q(&dir),
+        d = q(dest),
+        mismatch = failed(HostFailure::HashMismatch {
+            path: dest.to_string(),
+            found: HOLE.into(),
+            expected: sha.to_string(),
+        }),
+    )
+}
+
+/// Installs the kiln binary sent on stdin under its name.
+pub fn upload_binary(p: &Payload) -> String {
+    let dest = p.remote_kiln();
+    let ok = HostReport {
+        success: true,
+        ..HostReport::default()
+    }
+    .to_json();
+    upload(
+        &dest,
+        &p.binary_sha,
+        &format!(
+            "chmod 0755 \"$T\"; mv -f \"$T\" {d}; printf '%s\\n' {ok}",
+            d = q(&dest),
+            ok = q(&ok),
+        ),
+    )
+}
+
+/// Takes the bundle sent on stdin, then hands it to the (checked) kiln
+/// binary, which verifies, unpacks or refuses it.
+pub fn upload_bundle(p: &Payload) -> String {
+    let request = HostRequest::Receive {
+        bundle: p.bundle_ref(),
+        upload: HOLE.into(),
+        signature: p.bundle_sig.as_ref().map(|s| s.trim().to_string()),
+    };
+    let request = serde_json::to_string(&request).unwrap_or_default();
+    upload(
+        &format!("{}.tar", p.remote_repo()),
+        &p.bundle_sha,
+        &format!(
+            "K={k}; {check}{send} | \"$K\" __host",
+            k = q(&p.remote_kiln()),
+            check = check_binary(p, "rm -f \"$T\"; "),
+            send = say(&request, "$T"),
+        ),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, OnceLock};
+
+    fn payload() -> Payload {
+        Payload {
+            bundle: Arc::new(b"bundle".to_vec()),
+            bundle_sha: "00bundle".into(),
+            bundle_content: "c0ntent".into(),
+            bundle_sig: Some("-----BEGIN SSH SIGNATURE-----\nx'y\n".into()),
+            binary_path: "/nonexistent".into(),
+            binary_sha: "00kiln-never-installed".into(),
+            binary: OnceLock::new(),
+        }
+    }
+
+    fn run(script: &str, input: &[u8]) -> HostReport {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        HostReport::parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    }
 
     #[test]
-    fn prune_keeps_the_newest_and_the_current() {
+    fn a_host_without_kiln_answers_what_it_lacks() {
+        let r = run(&converge(&payload()), b"{}\n");
+        assert_eq!(
+            r.failure,
+            Some(HostFailure::Need {
+                binary: true,
+                bundle: true
+            })
+        );
+    }
+
+    #[test]
+    fn an_upload_that_arrives_altered_is_answered_with_both_hashes() {
         let d = tempfile::tempdir().unwrap();
-        let dir = d.path();
-        for (i, sha) in ["a", "b", "c", "d"].iter().enumerate() {
-            std::fs::write(dir.join(format!("{sha}.tar")), "x").unwrap();
-            std::fs::create_dir(dir.join(sha)).unwrap();
-            let t =
-                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
-            std::fs::File::options()
-                .write(true)
-                .open(dir.join(format!("{sha}.tar")))
-                .unwrap()
-                .set_modified(t)
-                .unwrap();
-        }
-        std::os::unix::fs::symlink("a", dir.join("current")).unwrap();
-        let script = prune(&dir.display().to_string(), "", ".tar", "current", 2);
-        let st = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let mut left: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["a", "a.tar", "c", "c.tar", "current", "d", "d.tar"]);
+        let dest = d.path().join("kiln.x").display().to_string();
+        let r = run(&upload(&dest, "ab", ":"), b"sent");
+        let Some(HostFailure::HashMismatch {
+            path,
+            found,
+            expected,
+        }) = r.failure
+        else {
+            panic!("{r:?}");
+        };
+        assert_eq!((path, expected), (dest, "ab".to_string()));
+        assert_eq!(found, crate::digest::sha256_hex(b"sent"));
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
 }
