@@ -61,6 +61,11 @@ fn signing_key(
     }
 }
 
+/// A fleet error as the command reports it.
+fn usage(e: impl std::fmt::Display) -> Error {
+    Error::Usage(e.to_string())
+}
+
 /// The policy must pass `kiln check` before it goes anywhere.
 fn check_policy(repo: &Repository) -> Result<(), Error> {
     refuse(crate::engine::check(repo))
@@ -152,7 +157,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
     let started = Instant::now();
     let repo = Repository::open(&c.common.repo)?;
     let batch = match &c.batch {
-        Some(b) => Some(b.parse::<BatchSize>().map_err(Error::Usage)?),
+        Some(b) => Some(b.parse::<BatchSize>().map_err(usage)?),
         None => None,
     };
     let (inv, hosts) = select(&c.common, &repo)?;
@@ -168,7 +173,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         c.allow_unsigned,
     )?;
     let transport = Transport::for_inventory(&inv, c.common.accept_new_host_keys, &c.common.ssh)
-        .map_err(Error::Usage)?;
+        .map_err(usage)?;
     // Node files for the whole inventory, not only the selected hosts: the
     // bundle (and its hash) is the same whichever hosts a push reaches.
     let bundle = Bundle::build(&c.common.repo, &inv.hosts, None)?;
@@ -466,7 +471,7 @@ pub fn status(c: Common) -> Result<i32, Error> {
     let repo = Repository::open(&c.repo)?;
     let (inv, hosts) = select(&c, &repo)?;
     let transport =
-        Transport::for_inventory(&inv, c.accept_new_host_keys, &c.ssh).map_err(Error::Usage)?;
+        Transport::for_inventory(&inv, c.accept_new_host_keys, &c.ssh).map_err(usage)?;
     let st = status::collect(&hosts, &transport);
     let mut out = std::io::stdout().lock();
     if c.json {

@@ -20,10 +20,15 @@ pub enum BatchSize {
     Percent(usize),
 }
 
+/// A `--batch` that is neither a number of hosts nor a percentage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--batch {0:?}: expected a number of hosts (5) or a percentage (25%)")]
+pub struct BadBatch(pub String);
+
 impl std::str::FromStr for BatchSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("--batch {s:?}: expected a number of hosts (5) or a percentage (25%)");
+    type Err = BadBatch;
+    fn from_str(s: &str) -> Result<Self, BadBatch> {
+        let bad = || BadBatch(s.to_string());
         match s.strip_suffix('%') {
             Some(p) => match p.parse::<usize>() {
                 Ok(n) if (1..=100).contains(&n) => Ok(BatchSize::Percent(n)),

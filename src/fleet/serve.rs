@@ -6,6 +6,7 @@
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
+use super::bundle::BundleError;
 use super::protocol::{BundleRef, HostFailure, HostReport, HostRequest};
 use super::script::{BIN_DIR, BUNDLE_DIR};
 use crate::engine::{self, Converge, Event};
@@ -237,9 +238,9 @@ pub fn unpack(file: &Path, dest: &Path) -> Result<(), Error> {
     let what = file.display().to_string();
     let newest = crate::serial::recorded(&target)?;
     super::bundle::unpack(file, &what, dest, |meta| {
-        crate::serial::admit(newest.as_ref(), meta, &what).map_err(|e| e.to_string())
+        crate::serial::admit(newest.as_ref(), meta, &what).map_err(BundleError::from)
     })
-    .map_err(Error::Usage)?;
+    .map_err(|e| Error::Usage(e.to_string()))?;
     Ok(())
 }
 
