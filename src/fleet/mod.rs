@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod plan;
 pub mod pool;
 pub mod protocol;
+pub mod push;
 pub mod script;
 pub mod secrets;
 pub mod serve;

@@ -55,6 +55,40 @@ pub struct Rollout {
     pub hold_reason: Option<String>,
 }
 
+impl Rollout {
+    /// How many hosts ended in `state`.
+    pub fn count(&self, state: State) -> usize {
+        self.hosts.iter().filter(|h| h.state == state).count()
+    }
+
+    /// The hosts that ended in `state`, in inventory order.
+    pub fn named(&self, state: State) -> Vec<&str> {
+        self.hosts
+            .iter()
+            .filter(|h| h.state == state)
+            .map(|h| h.fqdn.as_str())
+            .collect()
+    }
+
+    /// Each change with the hosts it happened on: the same change on many
+    /// hosts is one entry (for a whitelist change, which packages move
+    /// from which version to which, and where).
+    pub fn by_change(&self) -> std::collections::BTreeMap<&str, Vec<&str>> {
+        let mut by: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for h in &self.hosts {
+            for ch in &h.changes {
+                by.entry(ch.as_str()).or_default().push(h.fqdn.as_str());
+            }
+        }
+        by
+    }
+
+    /// A host failed, or the push held.
+    pub fn failed(&self) -> bool {
+        self.held || self.count(State::Failed) > 0
+    }
+}
+
 pub fn run(
     hosts: &[Host],
     transport: &Transport,
