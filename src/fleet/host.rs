@@ -426,3 +426,66 @@ fn steps(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(f: &Failure) -> (String, String) {
+        let v = serde_json::to_value(f).unwrap();
+        (
+            v["stage"].as_str().unwrap().to_string(),
+            v["kind"].as_str().unwrap().to_string(),
+        )
+    }
+
+    #[test]
+    fn host_failures_keep_the_words_the_summary_and_json_print() {
+        let mismatch = |path: &str| HostFailure::HashMismatch {
+            path: path.into(),
+            found: "a".into(),
+            expected: "b".into(),
+        };
+        let cases = [
+            (
+                mismatch("/var/lib/kiln/bundles/x.tar"),
+                ("upload", "bundle hash mismatch"),
+            ),
+            (
+                mismatch("/var/lib/kiln/bin/kiln.x"),
+                ("upload", "kiln binary hash mismatch"),
+            ),
+            (
+                HostFailure::SignatureRefused {
+                    path: "p".into(),
+                    reason: "r".into(),
+                },
+                ("upload", "bundle signature refused"),
+            ),
+            (
+                HostFailure::BinaryAltered {
+                    path: "k".into(),
+                    found: "a".into(),
+                    expected: "b".into(),
+                },
+                ("converge", "kiln binary altered"),
+            ),
+            (
+                HostFailure::Converge("error: locked".into()),
+                ("converge", "converge failed"),
+            ),
+        ];
+        for (f, (stage, kind)) in cases {
+            let got = Failure::from_host(Stage::Converge, f);
+            assert_eq!(words(&got), (stage.to_string(), kind.to_string()));
+            assert_eq!(got.kind.to_string(), kind);
+        }
+        let lost = Failure::ssh(Stage::Converge, SshFailure::Lost("gone".into()));
+        assert_eq!(
+            words(&lost),
+            ("converge".into(), "host lost mid-converge".into())
+        );
+        let refused = Failure::ssh(Stage::Upload, SshFailure::KeyRefused("no".into()));
+        assert_eq!(words(&refused), ("connect".into(), "key refused".into()));
+    }
+}
