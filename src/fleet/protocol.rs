@@ -37,6 +37,22 @@ pub enum HostRequest {
         /// `--allow-unsigned`.
         signature: Option<String>,
     },
+    /// What `fleet status` shows of the host: its release, last run and
+    /// fingerprint, and a why-run of its own policy (its node file in the
+    /// bundle it last converged), which changes nothing and keeps no report.
+    Status { fqdn: String },
+}
+
+/// What a host says of itself for `fleet status`, whatever its policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostState {
+    /// os-release's VERSION_CODENAME; empty when it could not be read.
+    pub release: String,
+    /// The host's last run report as stored, unparsed (empty: none), so
+    /// that the controller names what is wrong with it.
+    pub last_run: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<crate::fingerprint::Fingerprint>,
 }
 
 /// A bundle as the host knows it: by its hash, and by its policy's digest
@@ -92,6 +108,9 @@ pub struct HostReport {
     /// Why the host did not do what it was asked (none for `kiln verify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<HostFailure>,
+    /// With a status request: the host's own state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<HostState>,
     /// The converge run first, with `--converge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub converge: Option<Report>,
@@ -112,6 +131,7 @@ impl HostReport {
     pub fn checks(checks: Vec<CheckOutcome>) -> Self {
         HostReport {
             failure: None,
+            state: None,
             converge: None,
             success: checks.iter().all(|c| c.ok),
             checks: Some(checks),

@@ -5,7 +5,7 @@
 //! in one place.
 
 use super::host::Payload;
-use super::protocol::{HostFailure, HostReport, HostRequest};
+use super::protocol::{HostFailure, HostReport, HostRequest, HostState};
 use super::ssh::q;
 
 pub const BIN_DIR: &str = "/var/lib/kiln/bin";
@@ -14,10 +14,34 @@ pub const BUNDLE_DIR: &str = "/var/lib/kiln/bundles";
 /// Stands for a shell value in a report or request made here.
 const HOLE: &str = "@kiln-hole@";
 
+/// Holes for several shell values, told apart.
+fn hole(n: usize) -> String {
+    format!("@kiln-hole-{n}@")
+}
+
 /// A `printf` of `json`, with the shell value `var` in its [`HOLE`].
 fn say(json: &str, var: &str) -> String {
-    let (before, after) = json.split_once(HOLE).unwrap_or((json, ""));
-    format!("printf '%s%s%s\\n' {} \"{var}\" {}", q(before), q(after))
+    say_all(&json.replace(HOLE, &hole(0)), &[var])
+}
+
+/// A `printf` of `json`, with the shell value `vars[n]` in [`hole`]`(n)`,
+/// wherever serialization put each. The values must need no JSON escape.
+fn say_all(json: &str, vars: &[&str]) -> String {
+    let mut at: Vec<(usize, usize)> = (0..vars.len())
+        .filter_map(|n| Some((json.find(&hole(n))?, n)))
+        .collect();
+    at.sort();
+    let mut format = String::from("%s");
+    let mut args = Vec::new();
+    let mut from = 0;
+    for (pos, n) in at {
+        args.push(q(&json[from..pos]));
+        args.push(format!("\"{}\"", vars[n]));
+        format.push_str("%s%s");
+        from = pos + hole(n).len();
+    }
+    args.push(q(&json[from..]));
+    format!("printf '{format}\\n' {}", args.join(" "))
 }
 
 fn failed(f: HostFailure) -> String {
@@ -67,6 +91,43 @@ pub fn converge(p: &Payload) -> String {
         u = need(false, true),
         bu = need(true, true),
         check = check_binary(p, ""),
+    )
+}
+
+/// What `fleet status` runs: the request on stdin goes to the kiln the
+/// host last converged with, once its hash is the one in its name. Without
+/// one that may run, the answer says why, with the release and last run
+/// (what the shell can read without kiln).
+pub fn status() -> String {
+    let answer = |failure| {
+        let doc = HostReport {
+            state: Some(HostState {
+                release: hole(3),
+                last_run: hole(4),
+                fingerprint: None,
+            }),
+            ..HostReport::failed(failure)
+        };
+        say_all(&doc.to_json(), &["$K", "$got", "$S", "$rel", "$last"])
+    };
+    format!(
+        "K=$(readlink -f {BIN_DIR}/kiln); case \"${{K##*/}}\" in kiln.*) S=${{K##*/kiln.}};; *) S=;; esac; got=; \
+         if [ -x \"$K\" ]; then \
+         if [ -n \"$S\" ]; then got=$(sha256sum < \"$K\" | cut -d' ' -f1); fi; \
+         if [ \"$got\" = \"$S\" ]; then exec \"$K\" __host; fi; fi; \
+         rel=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release 2>/dev/null | head -n 1 | tr -d '\"\\\\\\000-\\037'); \
+         last=$(tr -d '\\000-\\037' < {LAST_RUN} 2>/dev/null | sed 's/\\\\/\\\\\\\\/g; s/\"/\\\\\"/g'); \
+         if [ -x \"$K\" ]; then {altered}; else {none}; fi",
+        LAST_RUN = crate::engine::LAST_RUN,
+        altered = answer(HostFailure::BinaryAltered {
+            path: hole(0),
+            found: hole(1),
+            expected: hole(2),
+        }),
+        none = answer(HostFailure::Need {
+            binary: true,
+            bundle: false,
+        }),
     )
 }
 
@@ -171,6 +232,46 @@ mod tests {
                 binary: true,
                 bundle: true
             })
+        );
+    }
+
+    #[test]
+    fn status_without_a_kiln_to_run_says_so_with_what_the_shell_can_read() {
+        if std::path::Path::new(BIN_DIR).join("kiln").exists() {
+            eprintln!("skipped: this machine has a fleet kiln in {BIN_DIR}");
+            return;
+        }
+        let r = run(&status(), b"{}\n");
+        assert_eq!(
+            r.failure,
+            Some(HostFailure::Need {
+                binary: true,
+                bundle: false
+            })
+        );
+        let release = std::fs::read_to_string("/etc/os-release")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+            .unwrap_or_default()
+            .replace('"', "");
+        assert_eq!(r.state.unwrap().release, release);
+    }
+
+    #[test]
+    fn holes_take_shell_values_wherever_serialization_put_them() {
+        let json = format!(r#"{{"b":"{}","a":"x{}y"}}"#, hole(0), hole(1));
+        let r = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "one=1; two='2 \"'; {}",
+                say_all(&json, &["$one", "$two"])
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout),
+            "{\"b\":\"1\",\"a\":\"x2 \"y\"}\n"
         );
     }
 

@@ -46,7 +46,51 @@ pub fn answer(input: &mut impl BufRead) -> HostReport {
             },
             Err(f) => HostReport::failed(f),
         },
+        Ok(HostRequest::Status { fqdn }) => status(&fqdn),
     }
+}
+
+/// The host's release, last run and fingerprint, then a why-run of the
+/// policy it last converged, as its node file in that bundle describes it.
+fn status(fqdn: &str) -> HostReport {
+    let target = Target::host();
+    let release = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.replace('"', ""))
+        .unwrap_or_default();
+    let last = engine::Report::load_last(&target).ok().flatten();
+    let fingerprint = last.as_ref().and_then(|l| {
+        let mut fp = crate::fingerprint::compute(&target, &l.managed_ids()?);
+        fp.substitutions = l.substitutions.clone();
+        Some(fp)
+    });
+    let state = super::protocol::HostState {
+        release,
+        last_run: std::fs::read_to_string(engine::LAST_RUN).unwrap_or_default(),
+        fingerprint,
+    };
+    let repo = PathBuf::from(format!("{BUNDLE_DIR}/current/"));
+    let mut doc = if repo.is_dir() {
+        let c = Converge {
+            node: Some(super::bundle::node_path(&repo, fqdn)),
+            why_run: true,
+            ..Converge::roles(&repo, &[])
+        };
+        let mut doc = HostReport::default();
+        if let Err(e) = converge_and_check(&c, &mut doc) {
+            doc.failure = Some(HostFailure::Converge(printed(&e)));
+        }
+        doc
+    } else {
+        HostReport::failed(HostFailure::Need {
+            binary: false,
+            bundle: true,
+        })
+    };
+    doc.state = Some(state);
+    doc
 }
 
 /// An error as `kiln` prints it on stderr, for a report that carries it.
