@@ -1,7 +1,7 @@
 //! The host's end of the fleet protocol: `kiln __host` answers one
 //! [`HostRequest`] with one [`HostReport`]. It runs as the kiln binary the
-//! controller sent, once the bootstrap script ([`super::script::bootstrap`])
-//! found it unaltered, so both ends are the same build.
+//! controller sent (for a status, the one the host last converged with),
+//! once the shell in [`super::script`] found it unaltered.
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -18,8 +18,7 @@ use crate::serial::BundleMeta;
 /// signature included.
 const MAX_REQUEST: u64 = 1 << 20;
 
-/// Reads the request (one JSON line) from `input`, then whatever it says
-/// follows, and answers it.
+/// Reads the request (one JSON line) from `input` and answers it.
 pub fn answer(input: &mut impl BufRead) -> HostReport {
     let mut line = String::new();
     if let Err(e) = input.by_ref().take(MAX_REQUEST).read_line(&mut line) {
