@@ -108,7 +108,7 @@ enum Command {
     /// Unpack a verified bundle (what fleet hosts run after verify-bundle): every member a regular file, once; no older serial than this host converged.
     #[command(name = "unpack-bundle", hide = true)]
     UnpackBundle { file: PathBuf, dest: PathBuf },
-    /// A fleet host's end of the push: one JSON request on stdin, one JSON report on stdout.
+    /// A fleet host's end of push and status: one JSON request on stdin, one JSON report on stdout.
     #[command(name = "__host", hide = true)]
     Host,
     /// Explain, promote and audit package pins.
