@@ -56,6 +56,9 @@ enum Command {
     /// Unpack a verified bundle (what fleet hosts run after verify-bundle): every member a regular file, once; no older serial than this host converged.
     #[command(name = "unpack-bundle", hide = true)]
     UnpackBundle(UnpackBundleArgs),
+    /// A fleet host's end of push and status: one JSON request on stdin, one JSON report on stdout.
+    #[command(name = "__host", hide = true)]
+    Host,
     /// Explain, promote and audit package pins.
     #[command(subcommand)]
     Whitelist(WhitelistCommand),
@@ -865,6 +868,7 @@ impl Command {
             Command::Agent(a) => commands::agent::run(a.options(repo)),
             Command::VerifyBundle(a) => commands::verify::bundle(a.into()),
             Command::UnpackBundle(a) => commands::fleet::unpack_bundle(&a.file, &a.dest),
+            Command::Host => commands::fleet::host(),
             Command::Verify(a) => commands::verify::run(a.options(repo)),
             Command::Whitelist(w) => w.run(repo),
         }

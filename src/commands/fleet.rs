@@ -2,17 +2,17 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use globset::Glob;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::digest::sha256_file;
-use crate::error::{Error, PolicyError};
+use crate::error::Error;
 use crate::fleet::bundle::Bundle;
-use crate::fleet::inventory::{Host, Inventory};
-use crate::fleet::rollout::{self, BatchSize, Event, Payload, State};
+use crate::fleet::host::{HostOutcome, State};
+use crate::fleet::inventory::Inventory;
+use crate::fleet::pool::{Event, Rollout};
+use crate::fleet::push;
 use crate::fleet::ssh::{Client, Transport};
 use crate::fleet::status;
 use crate::policy::Repository;
@@ -41,272 +41,55 @@ pub struct FleetConverge {
     pub allow_unsigned: bool,
 }
 
-/// The key that signs what goes out, or none when the operator said
-/// `--allow-unsigned`; with neither, nothing is pushed unsigned by default.
-fn signing_key(
-    key: Option<&Path>,
-    allow_unsigned: bool,
-) -> Result<Option<crate::trust::SigningKey>, Error> {
-    match key {
-        Some(k) => Ok(Some(crate::trust::SigningKey::load(k)?)),
-        None if allow_unsigned => Ok(None),
-        None => Err(Error::Usage(
-            "refusing to publish an unsigned bundle: hosts verify bundles against /etc/kiln/allowed_signers. \
-             Pass --signing-key FILE (an ed25519 key: ssh-keygen -t ed25519), or set signing_key = \"FILE\" in the inventory; \
-             --allow-unsigned sends it unsigned on purpose"
-                .into(),
-        )),
-    }
-}
-
-/// The policy must pass `kiln check` before it goes anywhere.
-fn check_policy(repo: &Repository) -> Result<(), Error> {
-    refuse(crate::engine::check(repo))
-}
-
-/// Every problem found, as one error; none is Ok.
-fn refuse(errors: Vec<PolicyError>) -> Result<(), Error> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(crate::error::PolicyErrors(errors).into())
-    }
-}
-
-/// The hosts' attributes, checked as each host's converge would check them.
-fn check_attributes(repo: &Repository, inv: &Inventory) -> Result<(), Error> {
-    refuse(crate::fleet::inventory::check_attributes(repo, inv))
-}
-
-/// Loads the inventory and selects hosts: every error before any connection.
-fn select(c: &Common, repo: &Repository) -> Result<(Inventory, Vec<Host>), Error> {
-    let inv = Inventory::load(&c.inventory)?;
-    inv.check_roles(repo)?;
-    check_attributes(repo, &inv)?;
-    if !c.accept_new_host_keys && !inv.known_hosts.is_file() {
-        return Err(PolicyError::new(format!(
-            "the known_hosts file {} does not exist",
-            inv.known_hosts.display()
-        ))
-        .in_file(&inv.file)
-        .fix("collect the hosts' keys into it (ssh-keyscan, then check them), or pass --accept-new-host-keys for first contact")
-        .into());
-    }
-    let hosts: Vec<Host> = match &c.hosts {
-        None => inv.hosts.clone(),
-        Some(pattern) => {
-            let m = Glob::new(pattern)
-                .map_err(|e| Error::Usage(format!("--hosts {pattern:?}: {e}")))?
-                .compile_matcher();
-            inv.hosts
-                .iter()
-                .filter(|h| m.is_match(&h.fqdn) || h.roles.iter().any(|r| m.is_match(r)))
-                .cloned()
-                .collect()
-        }
-    };
-    if hosts.is_empty() {
-        return Err(Error::Usage(format!(
-            "--hosts {:?} matches no host of {}",
-            c.hosts.as_deref().unwrap_or("*"),
-            inv.file.display()
-        )));
-    }
-    Ok((inv, hosts))
-}
-
-/// The kiln binary to send (`binary`, else the running one) and its sha256
-/// (cached by inode and mtime).
-fn self_binary(binary: Option<&Path>) -> Result<(PathBuf, String), Error> {
-    let path = binary.map(Path::to_path_buf).unwrap_or_else(|| {
-        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
-    });
-    let io = |source| Error::Io {
-        context: format!("reading {}", path.display()),
-        source,
-    };
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(&path).map_err(io)?;
-    let key = format!(
-        "{}-{}-{}-{}",
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime_nsec() ^ m.mtime()
-    );
-    let cache = std::env::temp_dir().join(format!("kiln-binary-sha-{}", unsafe { libc::getuid() }));
-    if let Ok(s) = std::fs::read_to_string(&cache)
-        && let Some((k, sha)) = s.trim().split_once(' ')
-        && k == key
-    {
-        return Ok((path, sha.to_string()));
-    }
-    let sha = sha256_file(&path).map_err(io)?;
-    let _ = std::fs::write(&cache, format!("{key} {sha}\n"));
-    Ok((path, sha))
-}
-
 pub fn converge(c: FleetConverge) -> Result<i32, Error> {
     let started = Instant::now();
-    let repo = Repository::open(&c.common.repo)?;
-    let batch = match &c.batch {
-        Some(b) => Some(b.parse::<BatchSize>().map_err(Error::Usage)?),
-        None => None,
-    };
-    let (inv, hosts) = select(&c.common, &repo)?;
-    // The bundle's policy must compile at all before it goes anywhere,
-    // and every host must be able to read the secrets it needs.
-    check_policy(&repo)?;
-    let unreadable = crate::fleet::secrets::check(&repo, &inv);
-    if !unreadable.is_empty() {
-        return Err(crate::error::PolicyErrors(unreadable).into());
-    }
-    let key = signing_key(
-        c.signing_key.as_deref().or(inv.signing_key.as_deref()),
-        c.allow_unsigned,
-    )?;
-    let transport = Transport::for_inventory(&inv, c.common.accept_new_host_keys, &c.common.ssh)
-        .map_err(Error::Usage)?;
-    // Node files for the whole inventory, not only the selected hosts: the
-    // bundle (and its hash) is the same whichever hosts a push reaches.
-    let bundle = Bundle::build(&c.common.repo, &inv.hosts, None)?;
-    let bundle_sig = key.as_ref().map(|k| k.sign(&bundle.bytes)).transpose()?;
-    let (binary_path, binary_sha) = self_binary(c.binary.as_deref())?;
-    let payload = Payload {
-        bundle: Arc::new(bundle.bytes),
-        bundle_sha: bundle.sha256.clone(),
-        bundle_content: bundle.meta.content.clone(),
-        bundle_sig,
-        binary_path,
-        binary_sha: binary_sha.clone(),
-        binary: OnceLock::new(),
-    };
-    let opts = rollout::Options {
+    let ready = push::prepare(&push::Push {
+        repo: &c.common.repo,
+        inventory: &c.common.inventory,
+        hosts: c.common.hosts.as_deref(),
+        accept_new_host_keys: c.common.accept_new_host_keys,
+        ssh: &c.common.ssh,
         canary: c.canary,
-        batch,
-        parallel: c.parallel.max(1),
+        batch: c.batch.as_deref(),
+        parallel: c.parallel,
         max_fail: c.max_fail,
         why_run: c.why_run,
-    };
+        binary: c.binary.as_deref(),
+        signing_key: c.signing_key.as_deref(),
+        allow_unsigned: c.allow_unsigned,
+    })?;
+    let hosts = &ready.hosts;
     let json = c.common.json;
-    let tty = std::io::stderr().is_terminal() && !json;
-    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
-    let counts = Mutex::new((0usize, 0usize, 0usize));
-    let say = |line: String| {
-        let line = crate::text::terminal_safe(&line).into_owned();
-        let b = bar.lock().unwrap();
-        match &*b {
-            Some(pb) => pb.println(line),
-            None if json => eprintln!("{line}"),
-            None => println!("{line}"),
-        }
+    let progress = Progress {
+        json,
+        tty: std::io::stderr().is_terminal() && !json,
+        bar: Mutex::new(None),
+        counts: Mutex::new((0, 0, 0)),
     };
     if !json {
-        say(format!(
+        progress.say(format!(
             "kiln fleet: {} host(s), bundle {} ({}, {} files, {}), kiln {}{}",
             hosts.len(),
-            &bundle.sha256[..12],
-            bundle.meta.short(),
-            bundle.files,
-            match &key {
-                Some(k) => format!("signed by {}", k.fingerprint()),
+            &ready.bundle_sha[..12],
+            ready.bundle_meta.short(),
+            ready.bundle_files,
+            match &ready.signer {
+                Some(k) => format!("signed by {k}"),
                 None => "UNSIGNED (--allow-unsigned)".into(),
             },
-            &binary_sha[..12],
+            &ready.binary_sha[..12],
             if c.why_run { ", why-run" } else { "" }
         ));
     }
-    let on_event = |e: Event| match e {
-        Event::BatchStart { batch, index, of } => {
-            *counts.lock().unwrap() = (0, 0, 0);
-            say(format!(
-                "== {} ({}/{}): {} host(s)",
-                batch.name,
-                index + 1,
-                of,
-                batch.hosts.len()
-            ));
-            if tty {
-                let pb = ProgressBar::new(batch.hosts.len() as u64);
-                pb.set_style(
-                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                pb.set_prefix(batch.name.clone());
-                *bar.lock().unwrap() = Some(pb);
-            }
-        }
-        Event::HostDone { batch: _, outcome } => {
-            let (done, changed, failed) = {
-                let mut k = counts.lock().unwrap();
-                k.0 += 1;
-                if matches!(outcome.state, State::Changed | State::WouldChange) {
-                    k.1 += 1;
-                }
-                if outcome.state == State::Failed {
-                    k.2 += 1;
-                }
-                *k
-            };
-            let mut line = format!(
-                "  {:<28} {:<12} {:>3} changed  {:>6.1}s",
-                outcome.fqdn,
-                outcome.state.label(),
-                outcome.changed,
-                outcome.elapsed_ms / 1000.0
-            );
-            if let Some(f) = &outcome.failure {
-                line.push_str(&format!(
-                    "  {} ({}): {}",
-                    f.kind,
-                    f.stage,
-                    f.reason.replace('\n', " | ")
-                ));
-            }
-            for ch in &outcome.changes {
-                line.push_str(&format!("\n      {ch}"));
-                // Under why-run, a file's change with its diff, as the
-                // local `converge --why-run` prints it.
-                let resource = ch.split_once(": ").map_or(ch.as_str(), |(r, _)| r);
-                if let Some(d) = outcome.diffs.get(resource) {
-                    for l in d.lines() {
-                        line.push_str(&format!("\n        {l}"));
-                    }
-                }
-            }
-            if !json || !tty {
-                say(line);
-            }
-            if let Some(pb) = &*bar.lock().unwrap() {
-                pb.set_position(done as u64);
-                pb.set_message(format!("{changed} changed, {failed} failed"));
-            }
-        }
-        Event::BatchEnd { batch } => {
-            if let Some(pb) = bar.lock().unwrap().take() {
-                pb.finish_and_clear();
-            }
-            let (done, changed, failed) = *counts.lock().unwrap();
-            say(format!(
-                "   {}: {done} done, {changed} changed, {failed} failed",
-                batch.name
-            ));
-        }
-        Event::Hold { reason } => say(format!(
-            "!! push hold: {reason}; no further host is touched"
-        )),
-    };
-    rollout::hold_on_interrupt();
-    let result = rollout::run(&hosts, &transport, &payload, &opts, &on_event);
+    let result = ready.run(&|e| progress.event(e));
     let elapsed = started.elapsed();
-    let n = |s: State| result.hosts.iter().filter(|h| h.state == s).count();
-    let failed = n(State::Failed);
+    let n = |s: State| result.count(s);
     let mut out = std::io::stdout().lock();
     if json {
         let v = serde_json::json!({
-            "bundle": bundle.sha256,
-            "bundle_serial": bundle.meta.serial,
-            "kiln": binary_sha,
+            "bundle": ready.bundle_sha,
+            "bundle_serial": ready.bundle_meta.serial,
+            "kiln": ready.binary_sha,
             "why_run": c.why_run,
             "held": result.held,
             "hold_reason": result.hold_reason,
@@ -316,7 +99,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
                 "changed": n(State::Changed),
                 "would_change": n(State::WouldChange),
                 "unchanged": n(State::Unchanged),
-                "failed": failed,
+                "failed": n(State::Failed),
                 "not_reached": n(State::NotReached),
             },
             "batches": result.batches.iter().map(|b| serde_json::json!({
@@ -328,111 +111,209 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         let _ = serde_json::to_writer_pretty(&mut out, &v);
         let _ = writeln!(out);
     } else {
-        let _ = writeln!(
-            out,
-            "\n{:<28} {:<9} {:<12} {:>7} {:>7}  DETAIL",
-            "HOST", "PHASE", "RESULT", "CHANGED", "TIME"
-        );
-        for h in &result.hosts {
-            let detail = match (&h.failure, h.state) {
-                (Some(f), _) => format!(
-                    "{} ({}): {}",
-                    f.kind,
-                    f.stage,
-                    f.reason.lines().next().unwrap_or("")
-                ),
-                (None, State::NotReached) => "not reached: push hold".into(),
-                _ => {
-                    let mut d = Vec::new();
-                    if h.sent_binary {
-                        d.push("sent kiln");
-                    }
-                    if h.sent_bundle {
-                        d.push("sent bundle");
-                    }
-                    d.join(", ")
-                }
-            };
-            let _ = writeln!(
-                out,
-                "{:<28} {:<9} {:<12} {:>7} {:>6.1}s  {}",
-                h.fqdn,
-                h.phase,
-                h.state.label(),
-                h.changed,
-                h.elapsed_ms / 1000.0,
-                detail
-            );
+        summary(&mut out, &result, elapsed, c.why_run);
+    }
+    Ok(if result.failed() { 1 } else { 0 })
+}
+
+/// What a push shows while it runs: a line per batch and host (on stderr
+/// under `--json`), and a progress bar on a terminal.
+struct Progress {
+    json: bool,
+    tty: bool,
+    bar: Mutex<Option<ProgressBar>>,
+    /// This batch's hosts done, changed, failed.
+    counts: Mutex<(usize, usize, usize)>,
+}
+
+impl Progress {
+    fn say(&self, line: String) {
+        let line = crate::text::terminal_safe(&line).into_owned();
+        let b = self.bar.lock().unwrap();
+        match &*b {
+            Some(pb) => pb.println(line),
+            None if self.json => eprintln!("{line}"),
+            None => println!("{line}"),
         }
-        let names = |s: State| -> String {
-            let v: Vec<&str> = result
-                .hosts
-                .iter()
-                .filter(|h| h.state == s)
-                .map(|h| h.fqdn.as_str())
-                .collect();
-            if v.is_empty() {
-                "none".into()
-            } else {
-                v.join(", ")
+    }
+
+    fn event(&self, e: Event) {
+        match e {
+            Event::BatchStart { batch, index, of } => {
+                *self.counts.lock().unwrap() = (0, 0, 0);
+                self.say(format!(
+                    "== {} ({}/{}): {} host(s)",
+                    batch.name,
+                    index + 1,
+                    of,
+                    batch.hosts.len()
+                ));
+                if self.tty {
+                    let pb = ProgressBar::new(batch.hosts.len() as u64);
+                    pb.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix} [{bar:30}] {pos}/{len} {msg} {elapsed}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    pb.set_prefix(batch.name.clone());
+                    *self.bar.lock().unwrap() = Some(pb);
+                }
+            }
+            Event::HostDone { batch: _, outcome } => {
+                let (done, changed, failed) = {
+                    let mut k = self.counts.lock().unwrap();
+                    k.0 += 1;
+                    if matches!(outcome.state, State::Changed | State::WouldChange) {
+                        k.1 += 1;
+                    }
+                    if outcome.state == State::Failed {
+                        k.2 += 1;
+                    }
+                    *k
+                };
+                let mut line = format!(
+                    "  {:<28} {:<12} {:>3} changed  {:>6.1}s",
+                    outcome.fqdn,
+                    outcome.state.label(),
+                    outcome.changed,
+                    outcome.elapsed_ms / 1000.0
+                );
+                if let Some(f) = &outcome.failure {
+                    line.push_str(&format!(
+                        "  {} ({}): {}",
+                        f.kind,
+                        f.stage,
+                        f.reason.replace('\n', " | ")
+                    ));
+                }
+                for ch in &outcome.changes {
+                    line.push_str(&format!("\n      {ch}"));
+                    // Under why-run, a file's change with its diff, as the
+                    // local `converge --why-run` prints it.
+                    let resource = ch.split_once(": ").map_or(ch.as_str(), |(r, _)| r);
+                    if let Some(d) = outcome.diffs.get(resource) {
+                        for l in d.lines() {
+                            line.push_str(&format!("\n        {l}"));
+                        }
+                    }
+                }
+                if !self.json || !self.tty {
+                    self.say(line);
+                }
+                if let Some(pb) = &*self.bar.lock().unwrap() {
+                    pb.set_position(done as u64);
+                    pb.set_message(format!("{changed} changed, {failed} failed"));
+                }
+            }
+            Event::BatchEnd { batch } => {
+                if let Some(pb) = self.bar.lock().unwrap().take() {
+                    pb.finish_and_clear();
+                }
+                let (done, changed, failed) = *self.counts.lock().unwrap();
+                self.say(format!(
+                    "   {}: {done} done, {changed} changed, {failed} failed",
+                    batch.name
+                ));
+            }
+            Event::Hold { reason } => self.say(format!(
+                "!! push hold: {reason}; no further host is touched"
+            )),
+        }
+    }
+}
+
+/// The table of hosts, the totals, the changes said once, and the hold.
+fn summary(out: &mut impl Write, result: &Rollout, elapsed: std::time::Duration, why_run: bool) {
+    let _ = writeln!(
+        out,
+        "\n{:<28} {:<9} {:<12} {:>7} {:>7}  DETAIL",
+        "HOST", "PHASE", "RESULT", "CHANGED", "TIME"
+    );
+    for h in &result.hosts {
+        let detail = match (&h.failure, h.state) {
+            (Some(f), _) => format!(
+                "{} ({}): {}",
+                f.kind,
+                f.stage,
+                f.reason.lines().next().unwrap_or("")
+            ),
+            (None, State::NotReached) => "not reached: push hold".into(),
+            _ => {
+                let mut d = Vec::new();
+                if h.sent_binary {
+                    d.push("sent kiln");
+                }
+                if h.sent_bundle {
+                    d.push("sent bundle");
+                }
+                d.join(", ")
             }
         };
         let _ = writeln!(
             out,
-            "\n{} host(s) in {:.1}s: {} {}, {} unchanged, {} failed, {} not reached",
-            result.hosts.len(),
-            elapsed.as_secs_f64(),
-            n(State::Changed) + n(State::WouldChange),
-            if c.why_run { "would change" } else { "changed" },
-            n(State::Unchanged),
-            failed,
-            n(State::NotReached)
+            "{:<28} {:<9} {:<12} {:>7} {:>6.1}s  {}",
+            h.fqdn,
+            h.phase,
+            h.state.label(),
+            h.changed,
+            h.elapsed_ms / 1000.0,
+            detail
         );
-        // The same change on many hosts, said once: for a whitelist change,
-        // which packages move from which version to which, and where.
-        let mut by_change: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-        for h in &result.hosts {
-            for ch in &h.changes {
-                by_change
-                    .entry(ch.as_str())
-                    .or_default()
-                    .push(h.fqdn.as_str());
-            }
+    }
+    let names = |s: State| -> String {
+        let v = result.named(s);
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
         }
-        if !by_change.is_empty() {
-            let _ = writeln!(
-                out,
-                "\n{}:",
-                if c.why_run { "would change" } else { "changes" }
-            );
-            for (ch, hs) in &by_change {
-                let names = if hs.len() > 3 {
-                    format!("{}, ... ({} hosts)", hs[..3].join(", "), hs.len())
-                } else {
-                    hs.join(", ")
-                };
-                let _ = writeln!(out, "  {ch}  on {names}");
-            }
-        }
-        if result.held {
-            let _ = writeln!(
-                out,
-                "PUSH HOLD: {}\n  changed: {}\n  failed: {}\n  not reached: {}",
-                result.hold_reason.as_deref().unwrap_or(""),
-                changed_hosts(&result.hosts),
-                names(State::Failed),
-                names(State::NotReached)
-            );
+    };
+    let _ = writeln!(
+        out,
+        "\n{} host(s) in {:.1}s: {} {}, {} unchanged, {} failed, {} not reached",
+        result.hosts.len(),
+        elapsed.as_secs_f64(),
+        result.count(State::Changed) + result.count(State::WouldChange),
+        if why_run { "would change" } else { "changed" },
+        result.count(State::Unchanged),
+        result.count(State::Failed),
+        result.count(State::NotReached)
+    );
+    // The same change on many hosts, said once.
+    let by_change = result.by_change();
+    if !by_change.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}:",
+            if why_run { "would change" } else { "changes" }
+        );
+        for (ch, hs) in &by_change {
+            let names = if hs.len() > 3 {
+                format!("{}, ... ({} hosts)", hs[..3].join(", "), hs.len())
+            } else {
+                hs.join(", ")
+            };
+            let _ = writeln!(out, "  {ch}  on {names}");
         }
     }
-    Ok(if failed > 0 || result.held { 1 } else { 0 })
+    if result.held {
+        let _ = writeln!(
+            out,
+            "PUSH HOLD: {}\n  changed: {}\n  failed: {}\n  not reached: {}",
+            result.hold_reason.as_deref().unwrap_or(""),
+            changed_hosts(&result.hosts),
+            names(State::Failed),
+            names(State::NotReached)
+        );
+    }
 }
 
 /// Every host that changed, for the push-hold summary: a host that failed
 /// after changing something (a canary whose new config was written and its
 /// service restarted before its health check failed) is left changed, and
 /// what changed on it is named, since nothing else will put it back.
-fn changed_hosts(hosts: &[rollout::HostOutcome]) -> String {
+fn changed_hosts(hosts: &[HostOutcome]) -> String {
     let mut names = Vec::new();
     let mut left = String::new();
     for h in hosts {
@@ -462,9 +343,14 @@ fn changed_hosts(hosts: &[rollout::HostOutcome]) -> String {
 
 pub fn status(c: Common) -> Result<i32, Error> {
     let repo = Repository::open(&c.repo)?;
-    let (inv, hosts) = select(&c, &repo)?;
-    let transport =
-        Transport::for_inventory(&inv, c.accept_new_host_keys, &c.ssh).map_err(Error::Usage)?;
+    let (inv, hosts) = push::select(
+        &repo,
+        &c.inventory,
+        c.hosts.as_deref(),
+        c.accept_new_host_keys,
+    )?;
+    let transport = Transport::for_inventory(&inv, c.accept_new_host_keys, &c.ssh)
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let st = status::collect(&hosts, &transport);
     let mut out = std::io::stdout().lock();
     if c.json {
@@ -508,18 +394,18 @@ pub fn bundle(p: Publish) -> Result<i32, Error> {
         key,
         allow_unsigned,
     } = p;
-    let key = signing_key(key, allow_unsigned)?;
+    let key = push::signing_key(key, allow_unsigned)?;
     let policy = Repository::open(repo)?;
     let hosts = match inventory {
         None => Vec::new(),
         Some(file) => {
             let inv = Inventory::load(file)?;
             inv.check_roles(&policy)?;
-            check_attributes(&policy, &inv)?;
+            push::check_attributes(&policy, &inv)?;
             inv.hosts
         }
     };
-    check_policy(&policy)?;
+    push::check_policy(&policy)?;
     let b = Bundle::build(repo, &hosts, serial)?;
     let sig = key.as_ref().map(|k| k.sign(&b.bytes)).transpose()?;
     if let Some(sig) = &sig {
@@ -551,17 +437,34 @@ pub fn bundle(p: Publish) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// `kiln unpack-bundle FILE DEST` (hidden): what a fleet host runs, with
-/// the kiln binary it just checked, on a bundle whose signature it just
-/// verified: every member is checked and the serial is compared with this
-/// host's record before anything is unpacked.
+/// `kiln unpack-bundle FILE DEST` (hidden): unpacks a bundle whose
+/// signature was just verified, as a fleet host does.
 pub fn unpack_bundle(file: &Path, dest: &Path) -> Result<i32, Error> {
-    let target = crate::platform::target::Target::host();
-    let what = file.display().to_string();
-    let newest = crate::serial::recorded(&target)?;
-    crate::fleet::bundle::unpack(file, &what, dest, |meta| {
-        crate::serial::admit(newest.as_ref(), meta, &what).map_err(|e| e.to_string())
-    })
-    .map_err(Error::Usage)?;
+    crate::fleet::serve::unpack(file, dest)?;
+    Ok(0)
+}
+
+/// `kiln __host` (hidden): a fleet host's end of the protocol. Reads one
+/// request on stdin and writes one report on stdout; whatever else this
+/// process prints goes to stderr, so that the report is all stdout holds.
+pub fn host() -> Result<i32, Error> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fds 1 and 2 are this process's; the duplicate of stdout is
+    // owned by `report` alone.
+    let mut report = unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 || libc::dup2(2, 1) < 0 {
+            return Err(Error::Io {
+                context: "keeping stdout for the report".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        std::fs::File::from_raw_fd(fd)
+    };
+    let answer = crate::fleet::serve::answer(&mut std::io::stdin().lock());
+    writeln!(report, "{}", answer.to_json()).map_err(|source| Error::Io {
+        context: "writing the report".into(),
+        source,
+    })?;
     Ok(0)
 }

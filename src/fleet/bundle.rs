@@ -167,13 +167,56 @@ impl Bundle {
     }
 }
 
-/// A member a bundle may not hold: named, with the bundle, in the error.
-fn refuse(what: &str, member: &[u8], why: &str) -> String {
-    format!(
-        "bundle {what}: member {:?} {why}; the bundle is refused whole, nothing unpacked. \
-         Fix: publish bundles with kiln fleet bundle or kiln fleet converge, which write each policy file once, as a regular file",
-        String::from_utf8_lossy(member)
-    )
+/// Why a bundle was not unpacked; nothing of it was.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle {what}: cannot read it: {source}")]
+    Unreadable {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("bundle {what}: not a readable tar archive: {source}")]
+    NotTar {
+        what: String,
+        source: std::io::Error,
+    },
+    /// A member a bundle may not hold: named, with the bundle.
+    #[error(
+        "bundle {what}: member {member:?} {why}; the bundle is refused whole, nothing unpacked. \
+         Fix: publish bundles with kiln fleet bundle or kiln fleet converge, which write each policy file once, as a regular file"
+    )]
+    Member {
+        what: String,
+        member: String,
+        why: String,
+    },
+    #[error(transparent)]
+    Meta(#[from] crate::serial::RollbackError),
+    #[error("unpacking into {dir}: {source}")]
+    Write {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("renaming to {dest}: {source}")]
+    Rename {
+        dest: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The error text, where a caller keeps errors as text.
+impl From<BundleError> for String {
+    fn from(e: BundleError) -> String {
+        e.to_string()
+    }
+}
+
+fn refuse(what: &str, member: &[u8], why: &str) -> BundleError {
+    BundleError::Member {
+        what: what.to_string(),
+        member: String::from_utf8_lossy(member).into_owned(),
+        why: why.to_string(),
+    }
 }
 
 /// Why a member's path is not a plain relative path inside the bundle.
@@ -220,10 +263,16 @@ pub struct Members {
 /// Reads the bundle `tar` (named `what` in errors) whole, and refuses it
 /// unless every member is a regular file at a plain relative path, once,
 /// and its metadata matches its content.
-pub fn read(tar: &Path, what: &str) -> Result<Members, String> {
-    let f = std::fs::File::open(tar).map_err(|e| format!("bundle {what}: cannot read it: {e}"))?;
+pub fn read(tar: &Path, what: &str) -> Result<Members, BundleError> {
+    let f = std::fs::File::open(tar).map_err(|source| BundleError::Unreadable {
+        what: what.to_string(),
+        source,
+    })?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(f));
-    let not_tar = |e: std::io::Error| format!("bundle {what}: not a readable tar archive: {e}");
+    let not_tar = |source| BundleError::NotTar {
+        what: what.to_string(),
+        source,
+    };
     let mut files: Vec<(String, Vec<u8>, bool)> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for entry in archive.entries().map_err(not_tar)? {
@@ -269,8 +318,8 @@ pub fn read(tar: &Path, what: &str) -> Result<Members, String> {
     let meta = match files.iter().find(|f| f.0 == META) {
         None => None,
         Some((_, data, _)) => {
-            let meta = BundleMeta::parse(&String::from_utf8_lossy(data), &format!("bundle {what}"))
-                .map_err(|e| e.to_string())?;
+            let meta =
+                BundleMeta::parse(&String::from_utf8_lossy(data), &format!("bundle {what}"))?;
             let content =
                 content_digest(files.iter().map(|(n, d, x)| (n.as_str(), d.as_slice(), *x)));
             if meta.content != content {
@@ -289,7 +338,7 @@ pub fn read(tar: &Path, what: &str) -> Result<Members, String> {
 impl Members {
     /// Writes the files into `dest`, replacing it whole: into a new
     /// directory beside it first, so a failure leaves `dest` as it was.
-    pub fn write(&self, dest: &Path) -> Result<(), String> {
+    pub fn write(&self, dest: &Path) -> Result<(), BundleError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = dest.with_extension(format!("unpack.{}", std::process::id()));
@@ -310,24 +359,28 @@ impl Members {
             }
             Ok(())
         })();
-        if let Err(e) = written {
+        if let Err(source) = written {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(format!("unpacking into {}: {e}", tmp.display()));
+            return Err(BundleError::Write { dir: tmp, source });
         }
         let _ = std::fs::remove_dir_all(dest);
-        std::fs::rename(&tmp, dest).map_err(|e| format!("renaming to {}: {e}", dest.display()))
+        std::fs::rename(&tmp, dest).map_err(|source| BundleError::Rename {
+            dest: dest.to_path_buf(),
+            source,
+        })
     }
 }
 
 /// Unpacks the bundle `tar` (named `what` in errors) into `dest`, replacing
 /// it whole, once [`read`] accepted every member and `admit` its metadata;
-/// otherwise nothing is unpacked. Returns the metadata.
-pub fn unpack(
+/// otherwise nothing is unpacked. Returns the metadata. `admit`'s error
+/// is the caller's, and so is the one returned.
+pub fn unpack<E: From<BundleError>>(
     tar: &Path,
     what: &str,
     dest: &Path,
-    admit: impl FnOnce(Option<&BundleMeta>) -> Result<(), String>,
-) -> Result<Option<BundleMeta>, String> {
+    admit: impl FnOnce(Option<&BundleMeta>) -> Result<(), E>,
+) -> Result<Option<BundleMeta>, E> {
     let members = read(tar, what)?;
     admit(members.meta.as_ref())?;
     members.write(dest)?;
@@ -367,7 +420,9 @@ mod tests {
         std::fs::write(&tar, &a.bytes).unwrap();
         let out = d.path().join("out");
         assert_eq!(
-            unpack(&tar, "b.tar", &out, |_| Ok(())).unwrap().as_ref(),
+            unpack::<BundleError>(&tar, "b.tar", &out, |_| Ok(()))
+                .unwrap()
+                .as_ref(),
             Some(&a.meta)
         );
         assert_eq!(
@@ -419,7 +474,7 @@ mod tests {
         let tar = d.path().join("b.tar");
         std::fs::write(&tar, &a.bytes).unwrap();
         let out = d.path().join("out");
-        unpack(&tar, "b.tar", &out, |_| Ok(())).unwrap();
+        unpack::<BundleError>(&tar, "b.tar", &out, |_| Ok(())).unwrap();
         let node: NodeFile =
             toml::from_str(&std::fs::read_to_string(node_path(&out, "c1.example.com")).unwrap())
                 .unwrap();
@@ -477,16 +532,16 @@ mod tests {
         ])
         .err()
         .unwrap();
-        assert!(e.contains("names other content"), "{e}");
+        assert!(e.to_string().contains("names other content"), "{e}");
         let e = read_back(&[("roles/web.toml", policy), (META, b"serial = \"new\"\n")])
             .err()
             .unwrap();
-        assert!(e.contains("not kiln bundle metadata"), "{e}");
+        assert!(e.to_string().contains("not kiln bundle metadata"), "{e}");
         let e = read_back(&[("roles/./web.toml", policy)]).err().unwrap();
-        assert!(e.contains("not a plain relative path"), "{e}");
+        assert!(e.to_string().contains("not a plain relative path"), "{e}");
         let e = read_back(&[("roles", policy), ("roles/web.toml", policy)])
             .err()
             .unwrap();
-        assert!(e.contains("needs it to be a directory"), "{e}");
+        assert!(e.to_string().contains("needs it to be a directory"), "{e}");
     }
 }

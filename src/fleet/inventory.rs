@@ -381,29 +381,43 @@ pub const SSH_OPTIONS_ALLOWED: &[&str] = &[
     "TCPKeepAlive",
 ];
 
+/// Why an inventory's `ssh_options` entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SshOptionError {
+    #[error("{0:?} is not Key=Value")]
+    NotKeyValue(String),
+    #[error("{0} is not an option kiln lets the inventory set")]
+    NotAllowed(String),
+    #[error(
+        "{key}: value {value:?} is not a plain value (letters, digits and @ . _ , : + - ^ / = only)"
+    )]
+    NotPlain { key: String, value: String },
+    #[error("{key}: {weak} is a legacy algorithm; kiln does not let an inventory weaken ssh")]
+    Weak { key: String, weak: String },
+}
+
 /// `Key=Value` with a key on [`SSH_OPTIONS_ALLOWED`] (any case, as ssh
 /// reads it) and a value that ssh cannot take for another argument.
-fn check_ssh_option(o: &str) -> Result<(), String> {
+fn check_ssh_option(o: &str) -> Result<(), SshOptionError> {
     let Some((key, value)) = o.split_once('=') else {
-        return Err(format!("{o:?} is not Key=Value"));
+        return Err(SshOptionError::NotKeyValue(o.to_string()));
     };
     let key = key.trim();
     let Some(_) = SSH_OPTIONS_ALLOWED
         .iter()
         .find(|a| a.eq_ignore_ascii_case(key))
     else {
-        return Err(format!(
-            "{key} is not an option kiln lets the inventory set"
-        ));
+        return Err(SshOptionError::NotAllowed(key.to_string()));
     };
     let value = value.trim();
     // ssh reads one word; ProxyJump hosts, addresses, algorithm lists and
     // numbers need no more than these, and no shell or ssh token is among them.
     let plain = |c: char| c.is_ascii_alphanumeric() || "@._,:+-^/=".contains(c);
     if value.is_empty() || value.starts_with('-') || !value.chars().all(plain) {
-        return Err(format!(
-            "{key}: value {value:?} is not a plain value (letters, digits and @ . _ , : + - ^ / = only)"
-        ));
+        return Err(SshOptionError::NotPlain {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
     }
     let algorithms = SSH_ALGORITHM_OPTIONS
         .iter()
@@ -411,9 +425,10 @@ fn check_ssh_option(o: &str) -> Result<(), String> {
     if algorithms {
         let names = value.trim_start_matches(['+', '^']).split(',');
         if let Some(weak) = names.into_iter().find(|n| is_weak_algorithm(n)) {
-            return Err(format!(
-                "{key}: {weak} is a legacy algorithm; kiln does not let an inventory weaken ssh"
-            ));
+            return Err(SshOptionError::Weak {
+                key: key.to_string(),
+                weak: weak.to_string(),
+            });
         }
     }
     Ok(())

@@ -3,9 +3,14 @@
 //! a push hold, and the status of the last runs across the fleet.
 
 pub mod bundle;
+pub mod host;
 pub mod inventory;
+pub mod plan;
+pub mod pool;
 pub mod protocol;
-pub mod rollout;
+pub mod push;
+pub mod script;
 pub mod secrets;
+pub mod serve;
 pub mod ssh;
 pub mod status;

@@ -13,12 +13,11 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::inventory::Host;
-use super::protocol::HostReport;
-use super::rollout::{BIN_DIR, BUNDLE_DIR};
+use super::protocol::{HostFailure, HostReport, HostRequest};
+use super::script::BUNDLE_DIR;
 use super::ssh::Transport;
-use super::ssh::q;
-use crate::engine::{LAST_RUN, Report, Status as EngineStatus};
-use crate::fingerprint::{Fingerprint, Part};
+use crate::engine::{Report, Status as EngineStatus};
+use crate::fingerprint::Part;
 
 /// What status shows of a host's last run report.
 #[derive(Debug, Clone, Serialize)]
@@ -116,35 +115,6 @@ pub struct Status {
     pub drift: Vec<Drift>,
 }
 
-const SEP: &str = "--kiln-fingerprint--";
-/// Between the fingerprint and the why-run's report.
-const SEP_PLAN: &str = "--kiln-why-run--";
-/// The host has no pushed bundle to judge it against.
-const NO_BUNDLE: &str = "kiln-no-bundle";
-/// The first line of the status script's output: the host's release.
-const RELEASE: &str = "kiln-release:";
-/// The host's kiln binary (named `kiln.SHA256`) no longer has its hash.
-const ALTERED: &str = "kiln-binary-altered:";
-
-/// One ssh exec per host: its release, last run, fingerprint, and a why-run
-/// of its own policy (its node file in the bundle it last converged: the
-/// roles, fqdn and attributes the push gave it), which changes
-/// nothing and keeps no report.
-fn script(h: &Host) -> String {
-    // The node file of the bundle it last converged, as the push gave it.
-    let node = q(&super::bundle::node_path(std::path::Path::new(""), &h.fqdn).to_string_lossy());
-    format!(
-        "echo \"{RELEASE} $(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release 2>/dev/null | tr -d '\\\"')\"; \
-         cat {LAST_RUN} 2>/dev/null; echo; echo {SEP}; \
-         K=$(readlink -f {BIN_DIR}/kiln); case \"${{K##*/}}\" in kiln.*) S=${{K##*/kiln.}};; *) S=;; esac; \
-         if [ -x \"$K\" ] && [ -n \"$S\" ] && [ \"$(sha256sum < \"$K\" | cut -d' ' -f1)\" != \"$S\" ]; then \
-         echo \"{ALTERED} $K does not have the sha256 it was pushed with: altered on the host, not run\"; \
-         elif [ -x \"$K\" ] && \"$K\" fingerprint --help >/dev/null 2>&1; then cd / && \"$K\" fingerprint --json 2>&1; \
-         echo {SEP_PLAN}; R={BUNDLE_DIR}/current; \
-         if [ -d \"$R/\" ]; then \"$K\" --repo \"$R/\" verify --converge --why-run --json --node \"$R\"/{node}; else echo {NO_BUNDLE}; fi; fi; exit 0",
-    )
-}
-
 pub fn collect(hosts: &[Host], t: &Transport) -> Status {
     let results: Vec<Mutex<Option<HostStatus>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
     let next = Mutex::new(0usize);
@@ -188,69 +158,87 @@ fn one(h: &Host, t: &Transport) -> HostStatus {
         guarded: BTreeSet::new(),
         error: None,
     };
-    match t.run(h, &script(h), None) {
-        Err(e) => st.error = Some(e.to_string()),
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            let text = match text.split_once('\n') {
-                Some((first, rest)) if first.starts_with(RELEASE) => {
-                    st.release = first[RELEASE.len()..].trim().to_string();
-                    rest
-                }
-                _ => &text,
-            };
-            let (run, rest) = text.split_once(SEP).unwrap_or((text, ""));
-            let (fp, plan) = rest.split_once(SEP_PLAN).unwrap_or((rest, ""));
-            if !run.trim().is_empty() {
-                match Report::parse(run.trim()) {
-                    Ok(r) => st.last_run = Some(r.into()),
-                    Err(e) => st.error = Some(format!("last_run.json: {e}")),
-                }
+    let mut request = serde_json::to_vec(&HostRequest::Status {
+        fqdn: h.fqdn.clone(),
+    })
+    .unwrap_or_default();
+    request.push(b'\n');
+    let out = match t.run(h, &super::script::status(), Some(&request)) {
+        Err(e) => {
+            st.error = Some(e.to_string());
+            return st;
+        }
+        Ok(out) => out,
+    };
+    let Ok(doc) = HostReport::parse(&String::from_utf8_lossy(&out.stdout)) else {
+        st.error = Some(format!(
+            "the host's kiln gave no status (exit {}): {}; run kiln fleet converge to give it this one",
+            out.code,
+            last_lines(&out.stderr).join(" | ")
+        ));
+        return st;
+    };
+    if let Some(state) = &doc.state {
+        st.release = state.release.trim().to_string();
+        if !state.last_run.trim().is_empty() {
+            match Report::parse(state.last_run.trim()) {
+                Ok(r) => st.last_run = Some(r.into()),
+                Err(e) => st.error = Some(format!("last_run.json: {e}")),
             }
-            if let Some(why) = fp.trim().strip_prefix(ALTERED) {
-                st.error = Some(format!("kiln binary altered: {}", why.trim()));
-                return st;
-            }
-            if let Ok(f) = Fingerprint::parse(fp.trim()) {
-                st.fingerprint = Some(f.fingerprint);
-                st.parts = f.parts;
-            }
-            judge(&mut st, plan.trim(), &out.stderr);
+        }
+        if let Some(f) = &state.fingerprint {
+            st.fingerprint = Some(f.fingerprint.clone());
+            st.parts = f.parts.clone();
         }
     }
+    judge(&mut st, doc);
     st
 }
 
+fn last_lines(stderr: &str) -> Vec<&str> {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(4)..].to_vec()
+}
+
 /// Reads the host's why-run of its own policy into `st`.
-fn judge(st: &mut HostStatus, plan: &str, stderr: &str) {
-    if plan.is_empty() {
-        st.error.get_or_insert_with(|| {
-            "no kiln on the host to judge it against its policy: run kiln fleet converge".into()
-        });
-        return;
-    }
-    if plan == NO_BUNDLE {
-        st.error.get_or_insert_with(|| {
-            format!(
-                "no pushed bundle ({BUNDLE_DIR}/current) to judge the host against: run kiln fleet converge"
-            )
-        });
-        return;
-    }
-    let report = HostReport::parse(plan).ok().and_then(|d| {
-        let r = d.converge?;
-        Some((r, d.desired))
-    });
-    let Some((report, desired)) = report else {
-        let why: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        st.error.get_or_insert_with(|| {
-            format!(
-                "the why-run of its policy failed: {}",
-                why[why.len().saturating_sub(4)..].join(" | ")
-            )
-        });
+fn judge(st: &mut HostStatus, doc: HostReport) {
+    let report = match doc.failure {
+        Some(f @ HostFailure::BinaryAltered { .. }) => {
+            st.error = Some(format!("kiln binary altered: {f}"));
+            return;
+        }
+        Some(HostFailure::Need { binary: true, .. }) => {
+            st.error.get_or_insert_with(|| {
+                "no kiln on the host to judge it against its policy: run kiln fleet converge".into()
+            });
+            return;
+        }
+        Some(HostFailure::Need { .. }) => {
+            st.error.get_or_insert_with(|| {
+                format!(
+                    "no pushed bundle ({BUNDLE_DIR}/current) to judge the host against: run kiln fleet converge"
+                )
+            });
+            return;
+        }
+        Some(f) => {
+            let text = f.to_string();
+            st.error.get_or_insert_with(|| {
+                format!(
+                    "the why-run of its policy failed: {}",
+                    last_lines(&text).join(" | ")
+                )
+            });
+            return;
+        }
+        None => doc.converge,
+    };
+    let Some(report) = report else {
+        st.error
+            .get_or_insert_with(|| "the why-run of its policy gave no report".into());
         return;
     };
+    let desired = doc.desired;
     let mut differs = Vec::new();
     for r in report.resources {
         match r.status {
