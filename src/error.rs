@@ -141,6 +141,9 @@ pub enum Error {
     /// A fleet host could not be reached or spoken to over ssh.
     #[error("{0}")]
     Ssh(Cause),
+    /// A dev VM could not be found, built, booted or reached (`devvm`).
+    #[error("{0}")]
+    DevVm(Cause),
     /// Deprecated: a target failure as text. New code returns
     /// [`Error::Run`] with a [`RunError`]; kept while callers move over.
     #[error("{0}")]
@@ -168,6 +171,7 @@ impl Error {
             | Error::Run(_)
             | Error::Trust(_)
             | Error::Ssh(_)
+            | Error::DevVm(_)
             | Error::Target(_)
             | Error::Io { .. }
             | Error::Usage(_) => 1,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::engine::{self, Node, Report};
-use crate::error::{Error, PolicyError};
+use crate::error::{Error, PolicyError, RunError};
 use crate::fingerprint;
 use crate::platform::target::Target;
 use crate::policy::Repository;
@@ -31,7 +31,7 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
         None => Target::host(),
     };
     let last_path = Report::last_run_path(&target);
-    let last = Report::load_last(&target).map_err(|e| Error::Target(e.to_string()))?;
+    let last = Report::load_last(&target)?;
 
     let ids = if c.roles.is_empty() {
         let Some(last) = &last else {
@@ -43,10 +43,8 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
             .into());
         };
         last.managed_ids().ok_or_else(|| {
-            Error::Target(format!(
-                "{} lists no resources; run kiln converge again to rewrite it",
-                last_path.display()
-            ))
+            RunError::precondition(format!("{} lists no resources", last_path.display()))
+                .fix("run kiln converge again to rewrite it")
         })?
     } else {
         // By policy: the resources these roles would manage on this node.
@@ -77,4 +75,63 @@ pub fn run(c: Fingerprint) -> Result<i32, Error> {
         println!("{}", fp.fingerprint);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fingerprint_of(root: &std::path::Path) -> Error {
+        run(Fingerprint {
+            repo: root.to_path_buf(),
+            root: Some(root.to_path_buf()),
+            roles: Vec::new(),
+            fqdn: None,
+            explain: false,
+            json: false,
+        })
+        .unwrap_err()
+    }
+
+    /// A last-run file kiln cannot use is a failure on the target, worded
+    /// as before, with how to get a new one.
+    #[test]
+    fn an_unusable_last_run_says_how_to_rewrite_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir
+            .path()
+            .join(crate::engine::report::LAST_RUN.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+
+        std::fs::write(&file, "not json").expect("write");
+        let e = fingerprint_of(dir.path());
+        assert!(matches!(e, Error::Run(RunError::Platform(_))), "{e:?}");
+        let text = e.render();
+        assert!(
+            text.starts_with(&format!(
+                "error: {} is not a kiln run report: ",
+                file.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("; run kiln converge again to rewrite it"),
+            "{text}"
+        );
+
+        let empty = serde_json::to_string(&Report::default()).expect("json");
+        std::fs::write(&file, empty).expect("write");
+        let e = fingerprint_of(dir.path());
+        assert!(
+            matches!(e, Error::Run(RunError::Precondition { .. })),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.render(),
+            format!(
+                "error: {} lists no resources; run kiln converge again to rewrite it",
+                file.display()
+            )
+        );
+    }
 }

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, PolicyError};
+use crate::error::{Error, PolicyError, RunError};
 use crate::fleet::inventory::Inventory;
 use crate::fleet::secrets::{host_refs, inventory_path, roles_using};
 use crate::policy::Repository;
@@ -127,17 +127,20 @@ fn identity(given: Option<&Path>) -> Result<Identity, Error> {
         }
     };
     Identity::load(&path).map_err(|e| {
-        Error::Usage(format!(
-            "{e}; pass --identity FILE (an ssh-ed25519 private key or an age identity file that is a recipient)"
-        ))
+        RunError::precondition(e.to_string())
+            .fix("pass --identity FILE (an ssh-ed25519 private key or an age identity file that is a recipient)")
+            .into()
     })
 }
 
 fn decrypt(c: &Ctx, name: &str, id: &Identity) -> Result<(SecretFile, Vec<u8>), Error> {
     let f = SecretFile::load(&c.repo, name)?;
     let v = f.decrypt(id).map_err(|e| {
-        Error::Usage(format!(
-            "secret {name}: cannot decrypt it with this identity ({e}); ask someone who is a recipient to add you to {} and run kiln secret rekey",
+        RunError::precondition(format!(
+            "secret {name}: cannot decrypt it with this identity ({e})"
+        ))
+        .fix(format!(
+            "ask someone who is a recipient to add you to {} and run kiln secret rekey",
             crate::secrets::RECIPIENTS
         ))
     })?;
@@ -224,4 +227,29 @@ pub fn rekey(c: &Ctx, id: Option<&Path>) -> Result<i32, Error> {
     }
     println!("kiln secret rekey: {changed} re-encrypted, {same} unchanged");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An identity that cannot be read is a failure with a fix, worded as before.
+    #[test]
+    fn an_unreadable_identity_says_to_pass_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("id_ed25519");
+        let e = identity(Some(&path)).err().expect("no such identity");
+        assert!(
+            matches!(e, Error::Run(RunError::Precondition { .. })),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.render(),
+            format!(
+                "error: cannot read the identity {}: No such file or directory (os error 2); \
+                 pass --identity FILE (an ssh-ed25519 private key or an age identity file that is a recipient)",
+                path.display()
+            )
+        );
+    }
 }

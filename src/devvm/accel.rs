@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Event, paths};
+use super::{DevvmError, Event, paths};
 use crate::error::Error;
 
 /// What the guest kernel prints when it has finished booting and finds no
@@ -125,9 +125,7 @@ pub fn choose(choice: Choice, kernel: &Path, on: &dyn Fn(Event)) -> Result<Accel
         Choice::Tcg => Ok(Accel::Tcg),
         Choice::Kvm => {
             if let Err(why) = kvm_device() {
-                return Err(Error::Usage(format!(
-                    "--accel kvm: {why}; use --accel tcg (slow) or --accel auto"
-                )));
+                return Err(DevvmError::KvmUnusable(why).into());
             }
             Ok(Accel::Kvm)
         }

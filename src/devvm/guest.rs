@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use super::DevvmError;
 use crate::error::{Error, IoContext};
 use crate::platform::target::{Target, output_tail};
 use crate::platform::tfs::Tfs;
@@ -194,13 +195,17 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
     let what = "generating the image's ssh host keys";
     let out = Target::at_root(tree)
         .run(&["ssh-keygen", "-A"])
-        .map_err(|e| Error::Target(format!("{what}: {e}")))?;
+        .map_err(|source| DevvmError::InTreeCouldNotRun {
+            what: what.to_string(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Error::Target(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            output_tail(&out)
-        )));
+        return Err(DevvmError::InTreeFailed {
+            what: what.to_string(),
+            status: out.status,
+            tail: output_tail(&out),
+        }
+        .into());
     }
     // Periodic housekeeping that would otherwise run at every first boot
     // and, under TCG, delay the VM by a minute: a dev VM is rebuilt, not

@@ -18,7 +18,7 @@ use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use super::guest::{self, GuestConfig};
-use super::{base, paths, run, sshkey, tools, user_name};
+use super::{DevvmError, base, paths, run, sshkey, tools, user_name};
 use crate::engine::{self, Converge, Event, Node};
 use crate::error::{Error, IoContext, PolicyError};
 use crate::platform::pins::{PinMode, Substitution};
@@ -244,11 +244,7 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
     tools::require(&[tools::MMDEBSTRAP, tools::MKE2FS, tools::QEMU_IMG])?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err(Error::Usage(
-            "building a dev VM image needs root (mmdebstrap, and the namespaces its programs run in): run it with sudo; \
-             booting the image does not"
-                .into(),
-        ));
+        return Err(DevvmError::NeedsRoot.into());
     }
     let images = paths::images_dir();
     fs::create_dir_all(&images).ctx(|| format!("creating {}", images.display()))?;
@@ -320,10 +316,7 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
     })?;
     on(super::Event::ConvergeSummary(report.summary()));
     if !report.success {
-        return Err(Error::Target(format!(
-            "converging role {} into the image failed; nothing was cached",
-            inputs.role
-        )));
+        return Err(DevvmError::ImageConvergeFailed { role: inputs.role }.into());
     }
     // The share hides the image's docroot at boot; a new share starts as
     // what the cookbooks put there.
@@ -423,14 +416,11 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
 fn cached(img: Image, req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Error> {
     let subs = &img.manifest.substitutions;
     if req.strict_pins && !subs.is_empty() {
-        let list: Vec<String> = subs.iter().map(ToString::to_string).collect();
-        return Err(Error::Target(format!(
-            "the cached image {} was built with substituted pins ({}), and --strict-pins \
-             refuses them; fix the pins (kiln whitelist outdated, stage, promote) or drop \
-             --strict-pins",
-            &img.manifest.key[..12.min(img.manifest.key.len())],
-            list.join(", ")
-        )));
+        return Err(DevvmError::StrictPinsRefuseCachedImage {
+            key: img.manifest.key[..12.min(img.manifest.key.len())].to_string(),
+            substitutions: subs.iter().map(ToString::to_string).collect(),
+        }
+        .into());
     }
     if !subs.is_empty() {
         on(super::Event::Warning(crate::platform::pins::warning(
@@ -515,17 +505,11 @@ fn extract_boot_files(tree: &Path, out: &Path) -> Result<(), Error> {
             .map_or_else(|| a.cmp(b), |(x, y)| x.cmp(&y))
     });
     let Some(version) = kernels.pop() else {
-        return Err(Error::Target(format!(
-            "no kernel in {} (is linux-image-amd64 in the base root?)",
-            boot.display()
-        )));
+        return Err(DevvmError::NoKernel { boot }.into());
     };
     let initrd = boot.join(format!("initrd.img-{version}"));
     if !initrd.is_file() {
-        return Err(Error::Target(format!(
-            "{} is missing: the kernel's initramfs was not generated",
-            initrd.display()
-        )));
+        return Err(DevvmError::NoInitrd { initrd }.into());
     }
     fs::copy(boot.join(format!("vmlinuz-{version}")), out.join(KERNEL))
         .ctx(|| "copying the kernel".to_string())?;

@@ -11,6 +11,7 @@
 
 pub mod accel;
 pub mod base;
+pub mod error;
 pub mod guest;
 pub mod image;
 pub mod paths;
@@ -25,7 +26,7 @@ pub mod vm;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::error::Error;
+pub use error::DevvmError;
 
 /// This very kiln binary: `/proc/self/exe`, which stays readable even when
 /// a rebuild replaces the file it was started from.
@@ -40,23 +41,28 @@ pub fn self_exe() -> std::path::PathBuf {
 
 /// Runs a host command to completion; a non-zero exit is an error that
 /// carries the command's output.
-pub fn run(cmd: &mut Command, what: &str) -> Result<String, Error> {
-    let out = cmd
-        .output()
-        .map_err(|e| Error::Target(format!("{what}: cannot run {:?}: {e}", cmd.get_program())))?;
+pub fn run(cmd: &mut Command, what: &str) -> Result<String, DevvmError> {
+    let out = cmd.output().map_err(|source| DevvmError::ToolCouldNotRun {
+        what: what.to_string(),
+        program: cmd.get_program().to_os_string(),
+        source,
+    })?;
     if !out.status.success() {
-        let mut msg = format!("{what} failed ({})", out.status);
+        let mut output = Vec::new();
         for stream in [&out.stdout, &out.stderr] {
             let text = String::from_utf8_lossy(stream);
             let text = text.trim();
             if !text.is_empty() {
                 // The end of a long log is where the reason is.
                 let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                msg.push('\n');
-                msg.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                output.push(tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
             }
         }
-        return Err(Error::Target(msg));
+        return Err(DevvmError::ToolFailed {
+            what: what.to_string(),
+            status: out.status,
+            output,
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -117,5 +123,23 @@ mod tests {
     fn sanitize_keeps_hostname_characters() {
         assert_eq!(sanitize("Jane.Doe"), "jane-doe");
         assert_eq!(sanitize("__"), "user");
+    }
+
+    #[test]
+    fn a_failed_host_command_carries_the_end_of_its_output() {
+        let e = run(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            "the step",
+        )
+        .unwrap_err();
+        assert!(matches!(e, DevvmError::ToolFailed { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "the step failed (exit status: 3)\nout\nerr");
+        let e = run(&mut Command::new("/nonexistent/kiln-tool"), "the step").unwrap_err();
+        assert!(matches!(e, DevvmError::ToolCouldNotRun { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("the step: cannot run \"/nonexistent/kiln-tool\": "),
+            "{e}"
+        );
     }
 }

@@ -6,8 +6,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::DevvmError;
 use super::accel::Accel;
-use crate::error::Error;
 
 /// Everything QEMU is started with.
 #[derive(Debug, Clone)]
@@ -119,9 +119,11 @@ pub struct Qmp {
 
 impl Qmp {
     /// Connects and negotiates capabilities.
-    pub fn connect(socket: &Path) -> Result<Qmp, Error> {
-        let io =
-            |e: std::io::Error| Error::Target(format!("QEMU monitor {}: {e}", socket.display()));
+    pub fn connect(socket: &Path) -> Result<Qmp, DevvmError> {
+        let io = |source| DevvmError::MonitorUnreachable {
+            socket: socket.to_path_buf(),
+            source,
+        };
         let stream = UnixStream::connect(socket).map_err(io)?;
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -136,30 +138,32 @@ impl Qmp {
         Ok(q)
     }
 
-    fn read_message(&mut self) -> Result<serde_json::Value, Error> {
+    fn read_message(&mut self) -> Result<serde_json::Value, DevvmError> {
         let mut line = String::new();
         let n = self
             .reader
             .read_line(&mut line)
-            .map_err(|e| Error::Target(format!("QEMU monitor: {e}")))?;
+            .map_err(DevvmError::MonitorIo)?;
         if n == 0 {
-            return Err(Error::Target("QEMU monitor closed the connection".into()));
+            return Err(DevvmError::MonitorClosed);
         }
-        serde_json::from_str(&line)
-            .map_err(|e| Error::Target(format!("QEMU monitor sent {line:?}: {e}")))
+        serde_json::from_str(&line).map_err(|source| DevvmError::MonitorGarbled { line, source })
     }
 
     /// Runs a command and returns its `return` value (events in between are skipped).
-    pub fn execute(&mut self, command: &str) -> Result<serde_json::Value, Error> {
+    pub fn execute(&mut self, command: &str) -> Result<serde_json::Value, DevvmError> {
         let msg = serde_json::json!({ "execute": command });
-        writeln!(self.writer, "{msg}").map_err(|e| Error::Target(format!("QEMU monitor: {e}")))?;
+        writeln!(self.writer, "{msg}").map_err(DevvmError::MonitorIo)?;
         loop {
             let v = self.read_message()?;
             if let Some(r) = v.get("return") {
                 return Ok(r.clone());
             }
             if let Some(e) = v.get("error") {
-                return Err(Error::Target(format!("QEMU monitor: {command}: {e}")));
+                return Err(DevvmError::MonitorRefused {
+                    command: command.to_string(),
+                    error: e.clone(),
+                });
             }
         }
     }

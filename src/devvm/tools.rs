@@ -1,6 +1,6 @@
 //! Host programs the dev VM commands need, and how to install them.
 
-use crate::error::Error;
+use super::DevvmError;
 use crate::platform::which;
 
 /// A program and the Debian package that ships it.
@@ -40,7 +40,7 @@ pub const TAR: Tool = Tool {
 
 /// Fails, naming every missing program and the one command that installs
 /// them all, unless every tool is there.
-pub fn require(tools: &[Tool]) -> Result<(), Error> {
+pub fn require(tools: &[Tool]) -> Result<(), DevvmError> {
     let missing: Vec<&Tool> = tools
         .iter()
         .filter(|t| which(t.program).is_none())
@@ -48,14 +48,10 @@ pub fn require(tools: &[Tool]) -> Result<(), Error> {
     if missing.is_empty() {
         return Ok(());
     }
-    let programs: Vec<&str> = missing.iter().map(|t| t.program).collect();
-    let mut packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    let programs = missing.iter().map(|t| t.program).collect();
+    let mut packages: Vec<&'static str> = missing.iter().map(|t| t.package).collect();
     packages.dedup();
-    Err(Error::Usage(format!(
-        "missing host tools: {}\n  fix: apt-get install -y {}",
-        programs.join(", "),
-        packages.join(" ")
-    )))
+    Err(DevvmError::MissingTools { programs, packages })
 }
 
 #[cfg(test)]
@@ -68,7 +64,9 @@ mod tests {
             program: "kiln-no-such-program",
             package: "kiln-no-such-package",
         };
-        let e = require(&[t]).unwrap_err().to_string();
+        let e = require(&[t]).unwrap_err();
+        assert!(matches!(e, DevvmError::MissingTools { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("kiln-no-such-program"), "{e}");
         assert!(e.contains("apt-get install -y kiln-no-such-package"), "{e}");
     }

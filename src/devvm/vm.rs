@@ -10,7 +10,7 @@ use super::accel::{self, Choice};
 use super::image::{self, BuildRequest, Image};
 use super::qemu::{Machine, Qmp};
 use super::state::{self, State, VmDir, now};
-use super::{Event, guest, ports, run, sshkey, tools};
+use super::{DevvmError, Event, guest, ports, run, sshkey, tools};
 use crate::error::{Error, IoContext};
 
 /// Default forwarded ports; a taken one picks the next free.
@@ -306,10 +306,11 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
         if attempt < 3 && why.contains("forwarding rule") {
             continue;
         }
-        return Err(Error::Target(format!(
-            "QEMU did not start ({status}): {}",
-            why.trim()
-        )));
+        return Err(DevvmError::QemuDidNotStart {
+            status,
+            log: why.trim().to_string(),
+        }
+        .into());
     };
     vm.save(&state)?;
     let timeout = req.timeout.unwrap_or(match accel {
@@ -321,20 +322,21 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
         Err(Wait::Timeout(what)) => {
             step(format!("{what}; stopping the VM"));
             kill(&vm);
-            return Err(Error::Target(format!(
-                "VM {} did not come up within {} s ({what}); serial log: {}",
-                req.name,
-                timeout.as_secs(),
-                vm.serial_log().display()
-            )));
+            return Err(DevvmError::BootTimeout {
+                name: req.name.clone(),
+                secs: timeout.as_secs(),
+                what,
+                serial_log: vm.serial_log(),
+            }
+            .into());
         }
         Err(Wait::Died) => {
-            return Err(Error::Target(format!(
-                "QEMU exited while VM {} was booting; serial log: {}, QEMU log: {}",
-                req.name,
-                vm.serial_log().display(),
-                vm.qemu_log().display()
-            )));
+            return Err(DevvmError::QemuExited {
+                name: req.name.clone(),
+                serial_log: vm.serial_log(),
+                qemu_log: vm.qemu_log(),
+            }
+            .into());
         }
         Err(Wait::ConvergeFailed { unit, journal }) => {
             return Ok(Up::ConvergeFailed {
@@ -496,9 +498,11 @@ pub enum Down {
 pub fn down(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Down, Error> {
     let vm = VmDir::new(name)?;
     if !vm.exists() {
-        return Err(Error::Usage(format!(
-            "no VM named {name:?} (see kiln devvm list)"
-        )));
+        return Err(DevvmError::NotFound {
+            name: name.to_string(),
+            suggest_up: false,
+        }
+        .into());
     }
     if !vm.running() {
         let _ = fs::remove_file(vm.pidfile());
@@ -558,9 +562,7 @@ pub fn ssh(name: &str, command: &[String]) -> Result<std::convert::Infallible, E
     use std::os::unix::process::CommandExt;
     let vm = VmDir::new(name)?;
     let Some(s) = vm.load().filter(|_| vm.running()) else {
-        return Err(Error::Usage(format!(
-            "VM {name} is not running: kiln devvm up {name}"
-        )));
+        return Err(DevvmError::NotRunning(name.to_string()).into());
     };
     tools::require(&[tools::SSH])?;
     let mut c = ssh_command(s.ssh_port);
@@ -570,7 +572,7 @@ pub fn ssh(name: &str, command: &[String]) -> Result<std::convert::Infallible, E
     }
     c.args(command);
     let e = c.exec();
-    Err(Error::Target(format!("cannot run ssh: {e}")))
+    Err(DevvmError::SshCouldNotRun(e).into())
 }
 
 /// One VM as `status` finds it.
@@ -599,9 +601,11 @@ pub struct Fingerprints {
 pub fn status(name: &str) -> Result<Status, Error> {
     let vm = VmDir::new(name)?;
     let Some(s) = vm.load() else {
-        return Err(Error::Usage(format!(
-            "no VM named {name:?} (see kiln devvm list; create it with kiln devvm up {name})"
-        )));
+        return Err(DevvmError::NotFound {
+            name: name.to_string(),
+            suggest_up: true,
+        }
+        .into());
     };
     let running = vm.running();
     let image = Image::open(&s.image_key);

@@ -270,6 +270,15 @@ pub enum ReportError {
     Encode(#[from] serde_json::Error),
 }
 
+impl From<ReportError> for crate::error::Error {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::Write(r) => r.into(),
+            e => RunError::platform(e).into(),
+        }
+    }
+}
+
 impl Report {
     pub fn new(target: &Target, policy: &Policy, why_run: bool) -> Self {
         let fqdn = policy
