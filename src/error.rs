@@ -144,10 +144,6 @@ pub enum Error {
     /// A dev VM could not be found, built, booted or reached (`devvm`).
     #[error("{0}")]
     DevVm(Cause),
-    /// Deprecated: a target failure as text. New code returns
-    /// [`Error::Run`] with a [`RunError`]; kept while callers move over.
-    #[error("{0}")]
-    Target(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -172,7 +168,6 @@ impl Error {
             | Error::Trust(_)
             | Error::Ssh(_)
             | Error::DevVm(_)
-            | Error::Target(_)
             | Error::Io { .. }
             | Error::Usage(_) => 1,
         }

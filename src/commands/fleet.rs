@@ -350,7 +350,7 @@ pub fn status(c: Common) -> Result<i32, Error> {
         c.accept_new_host_keys,
     )?;
     let transport = Transport::for_inventory(&inv, c.accept_new_host_keys, &c.ssh)
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Ssh(Box::new(e)))?;
     let st = status::collect(&hosts, &transport);
     let mut out = std::io::stdout().lock();
     if c.json {

@@ -136,7 +136,10 @@ impl Bundle {
             h.set_gid(0);
             h.set_entry_type(tar::EntryType::Regular);
             tar.append_data(&mut h, rel, data.as_slice())
-                .map_err(|e| Error::Usage(format!("{rel}: cannot go into a bundle: {e}")))?;
+                .map_err(|source| Error::Io {
+                    context: format!("{rel}: cannot go into a bundle"),
+                    source,
+                })?;
         }
         let out = tar.into_inner().map_err(|e| Error::Io {
             context: "finishing the bundle".into(),

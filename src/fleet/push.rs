@@ -79,7 +79,7 @@ pub fn prepare(p: &Push) -> Result<Ready, Error> {
         p.allow_unsigned,
     )?;
     let transport = Transport::for_inventory(&inv, p.accept_new_host_keys, p.ssh)
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Ssh(Box::new(e)))?;
     // Node files for the whole inventory, not only the selected hosts: the
     // bundle (and its hash) is the same whichever hosts a push reaches.
     let bundle = Bundle::build(p.repo, &inv.hosts, None)?;

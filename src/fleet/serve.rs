@@ -285,7 +285,7 @@ pub fn unpack(file: &Path, dest: &Path) -> Result<(), Error> {
     super::bundle::unpack(file, &what, dest, |meta| {
         crate::serial::admit(newest.as_ref(), meta, &what).map_err(BundleError::from)
     })
-    .map_err(|e| Error::Usage(e.to_string()))?;
+    .map_err(|e| Error::Trust(Box::new(e)))?;
     Ok(())
 }
 
