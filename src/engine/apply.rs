@@ -11,8 +11,7 @@ use std::time::Instant;
 
 use super::batch::{self, Batched};
 use super::compile::{Compiled, Policy};
-use super::notify::Delayed;
-use super::plan::{self, Plan, Step, same};
+use super::plan::{self, Notice, Plan, Step, same};
 use super::report::{Report, ResourceReport, Sink, Status};
 use crate::resource::{Context, Planned, ResourceResult};
 
@@ -198,5 +197,24 @@ impl Walk<'_, '_, '_> {
         self.dirty = true;
         cx.invalidate();
         Some(result)
+    }
+}
+
+/// Delayed notifications fired so far, once each, in order.
+#[derive(Default)]
+pub struct Delayed(Vec<Notice>);
+
+impl Delayed {
+    pub(super) fn push(&mut self, n: &Notice) {
+        match (self.0.iter_mut()).find(|o| o.target == n.target && o.action == n.action) {
+            // Fired by a step the plan did not see firing, and then by one
+            // it did: the plan's check is the one to compare with.
+            Some(o) => o.check = o.check.or(n.check),
+            None => self.0.push(n.clone()),
+        }
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = Notice> + use<> {
+        std::mem::take(&mut self.0).into_iter()
     }
 }

@@ -6,29 +6,10 @@
 
 use std::collections::VecDeque;
 
-use super::apply::Walk;
+use super::apply::{Delayed, Walk};
 use super::compile::Timing;
 use super::plan::{self, Notice, Step};
 use super::report::{ResourceReport, Status};
-
-/// Delayed notifications fired so far, once each, in order.
-#[derive(Default)]
-pub struct Delayed(Vec<Notice>);
-
-impl Delayed {
-    fn push(&mut self, n: &Notice) {
-        match (self.0.iter_mut()).find(|o| o.target == n.target && o.action == n.action) {
-            // Fired by a step the plan did not see firing, and then by one
-            // it did: the plan's check is the one to compare with.
-            Some(o) => o.check = o.check.or(n.check),
-            None => self.0.push(n.clone()),
-        }
-    }
-
-    pub fn drain(&mut self) -> impl Iterator<Item = Notice> + use<> {
-        std::mem::take(&mut self.0).into_iter()
-    }
-}
 
 impl Walk<'_, '_, '_> {
     /// Fires the notifications of resource `i`, which just changed: the

@@ -1,66 +1,17 @@
 //! One host's session: what it lacks is sent (verified by sha256 there),
 //! then it converges and runs its health checks; the outcome is typed.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::inventory::Host;
-use super::protocol::{BundleRef, HostFailure, HostReport, HostRequest};
-use super::script::{self, BIN_DIR, BUNDLE_DIR};
+use super::payload::Payload;
+use super::protocol::{HostFailure, HostReport, HostRequest};
+use super::script;
 use super::ssh::{SshFailure, Transport};
 use crate::engine::Status;
 use crate::verify::CheckOutcome;
-
-/// What the hosts get.
-pub struct Payload {
-    pub bundle: Arc<Vec<u8>>,
-    pub bundle_sha: String,
-    /// The digest of the bundle's policy, its serial aside: a host whose
-    /// current bundle holds the same policy converges that one again
-    /// instead of receiving this build of it.
-    pub bundle_content: String,
-    /// The bundle's SSHSIG signature (armored); `None` only when the
-    /// operator pushes unsigned on purpose (`--allow-unsigned`).
-    pub bundle_sig: Option<String>,
-    pub binary_path: std::path::PathBuf,
-    pub binary_sha: String,
-    /// Read on first need: most runs send it to no one.
-    pub binary: OnceLock<Result<Arc<Vec<u8>>, Arc<std::io::Error>>>,
-}
-
-impl Payload {
-    fn binary(&self) -> Result<Arc<Vec<u8>>, Failure> {
-        self.binary
-            .get_or_init(|| {
-                std::fs::read(&self.binary_path)
-                    .map(Arc::new)
-                    .map_err(Arc::new)
-            })
-            .clone()
-            .map_err(|e| Failure {
-                stage: Stage::Upload,
-                kind: Kind::Local,
-                reason: format!("reading {}: {e}", self.binary_path.display()),
-            })
-    }
-
-    pub fn bundle_ref(&self) -> BundleRef {
-        BundleRef {
-            sha256: self.bundle_sha.clone(),
-            content: self.bundle_content.clone(),
-        }
-    }
-
-    pub fn remote_kiln(&self) -> String {
-        format!("{BIN_DIR}/kiln.{}", self.binary_sha)
-    }
-
-    pub fn remote_repo(&self) -> String {
-        format!("{BUNDLE_DIR}/{}", self.bundle_sha)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -313,7 +264,11 @@ fn send(
     bundle: bool,
 ) -> Result<(), Failure> {
     if binary {
-        let bin = p.binary()?;
+        let bin = p.binary().map_err(|e| Failure {
+            stage: Stage::Upload,
+            kind: Kind::Local,
+            reason: format!("reading {}: {e}", p.binary_path.display()),
+        })?;
         let (got, _) = ask(host, t, Stage::Upload, &script::upload_binary(p), &bin)?;
         if let Some(f) = got.failure {
             return Err(Failure::from_host(Stage::Upload, f));

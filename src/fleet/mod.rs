@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod host;
 pub mod inventory;
+pub mod payload;
 pub mod plan;
 pub mod pool;
 pub mod protocol;

@@ -8,8 +8,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::Serialize;
 
-use super::host::{HostOutcome, Payload, State, converge_host};
+use super::host::{HostOutcome, State, converge_host};
 use super::inventory::Host;
+use super::payload::Payload;
 use super::plan::{Batch, Options, plan};
 use super::ssh::Transport;
 

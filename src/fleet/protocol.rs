@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Report;
 use crate::verify::CheckOutcome;
 
+/// Where a host keeps the kiln binaries it was sent, by hash.
+pub const BIN_DIR: &str = "/var/lib/kiln/bin";
+/// Where a host keeps the bundles it was sent, by hash, and `current`.
+pub const BUNDLE_DIR: &str = "/var/lib/kiln/bundles";
+
 /// What the controller asks of a host's kiln.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "do", rename_all = "snake_case")]

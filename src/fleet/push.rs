@@ -9,8 +9,8 @@ use std::sync::{Arc, OnceLock};
 use globset::Glob;
 
 use super::bundle::Bundle;
-use super::host::Payload;
 use super::inventory::{Host, Inventory};
+use super::payload::Payload;
 use super::plan::{self, BatchSize};
 use super::pool::{self, Event, Rollout};
 use super::ssh::{Client, Transport};

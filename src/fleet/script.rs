@@ -4,12 +4,9 @@
 //! [`HostReport`]s made here, so that the controller parses every answer
 //! in one place.
 
-use super::host::Payload;
-use super::protocol::{HostFailure, HostReport, HostRequest, HostState};
+use super::payload::Payload;
+use super::protocol::{BIN_DIR, BUNDLE_DIR, HostFailure, HostReport, HostRequest, HostState};
 use super::ssh::q;
-
-pub const BIN_DIR: &str = "/var/lib/kiln/bin";
-pub const BUNDLE_DIR: &str = "/var/lib/kiln/bundles";
 
 /// Stands for a shell value in a report or request made here.
 const HOLE: &str = "@kiln-hole@";

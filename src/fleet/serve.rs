@@ -7,8 +7,8 @@ use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use super::bundle::BundleError;
+use super::protocol::{BIN_DIR, BUNDLE_DIR};
 use super::protocol::{BundleRef, HostFailure, HostReport, HostRequest};
-use super::script::{BIN_DIR, BUNDLE_DIR};
 use crate::engine::{self, Converge, Event};
 use crate::error::Error;
 use crate::platform::target::Target;

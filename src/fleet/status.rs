@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::inventory::Host;
+use super::protocol::BUNDLE_DIR;
 use super::protocol::{HostFailure, HostReport, HostRequest};
-use super::script::BUNDLE_DIR;
 use super::ssh::Transport;
 use crate::engine::{Report, Status as EngineStatus};
 use crate::fingerprint::Part;

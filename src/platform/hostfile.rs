@@ -13,6 +13,14 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace_with(path, |f| f.write_all(bytes))
 }
 
+/// [`replace`], creating `path`'s directory first when it is missing.
+pub fn replace_creating_dir(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d)?;
+    }
+    replace(path, bytes)
+}
+
 /// Replaces `path` with what `write` puts into a temporary file beside it:
 /// fsync, the old file's mode (0644 for a new one), rename over `path`, then
 /// fsync of the directory so that the rename itself survives a crash. The

@@ -93,10 +93,7 @@ fn link_refused(shown: &Path, path: &Path) -> PolicyError {
 /// repository is the user's own working tree, never a target, so no
 /// target's confined view resolves it.
 pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d)?;
-    }
-    crate::platform::hostfile::replace(path, bytes)
+    crate::platform::hostfile::replace_creating_dir(path, bytes)
 }
 
 #[cfg(test)]

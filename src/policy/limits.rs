@@ -10,7 +10,17 @@ use std::collections::HashMap;
 use handlebars::template::{Parameter, TemplateElement};
 use handlebars::{Template, TemplateErrorReason};
 
-use super::render::RenderFailure;
+/// Why a string or template did not render (here: parse, or kiln's limits;
+/// the renderer returns it too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderFailure {
+    /// The attribute path that does not exist, when that is the reason.
+    pub missing: Option<String>,
+    pub line: Option<usize>,
+    pub message: String,
+    /// The fix, when the failure knows it (an escaping helper's).
+    pub fix: Option<String>,
+}
 
 /// How deep inline partials may call each other (`{{> a}}` in `a` calling
 /// `b`, and so on).

@@ -12,16 +12,7 @@ use handlebars::{
 use super::escape::Typing;
 use crate::secrets::{Placeholder, Resolver, Secrets};
 
-/// Why a string or template did not render.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderFailure {
-    /// The attribute path that does not exist, when that is the reason.
-    pub missing: Option<String>,
-    pub line: Option<usize>,
-    pub message: String,
-    /// The fix, when the failure knows it (an escaping helper's).
-    pub fix: Option<String>,
-}
+pub use super::limits::RenderFailure;
 
 pub struct Renderer<'s> {
     hb: Handlebars<'static>,

@@ -266,7 +266,7 @@ impl Identity {
 /// Writes `text` to `path` atomically (temporary file, fsync, rename), so
 /// that a secret file is never half-written.
 pub fn write_file(path: &Path, text: &str) -> Result<(), PolicyError> {
-    crate::policy::files::replace(path, text.as_bytes())
+    crate::platform::hostfile::replace_creating_dir(path, text.as_bytes())
         .map_err(|e| PolicyError::new(format!("cannot write: {e}")).in_file(path))
 }
 
