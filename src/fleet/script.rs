@@ -6,7 +6,7 @@
 
 use super::payload::Payload;
 use super::protocol::{BIN_DIR, BUNDLE_DIR, HostFailure, HostReport, HostRequest, HostState};
-use super::ssh::q;
+use crate::platform::target::shell_quote as q;
 
 /// Stands for a shell value in a report or request made here.
 const HOLE: &str = "@kiln-hole@";

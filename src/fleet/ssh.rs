@@ -411,10 +411,3 @@ fn safe_ancestors(parent: &Path, me: u32) -> Result<(), ControlDirError> {
     }
     Ok(())
 }
-
-/// Quotes for the remote shell (sh, the login shell of the host's user).
-/// A NUL cannot travel in a shell word at all; no value kiln puts in a
-/// script holds one (paths, hex digests, JSON, which escapes it).
-pub fn q(s: &str) -> String {
-    shlex::try_quote(&s.replace('\0', "")).map_or_else(|_| String::new(), |w| w.into_owned())
-}

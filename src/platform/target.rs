@@ -183,16 +183,11 @@ fn capture_output(cmd: duct::Expression) -> io::Result<Output> {
     })
 }
 
-/// Quotes a word for /bin/sh.
+/// Quotes a word for sh (a target's, or a fleet host's login shell). A NUL
+/// cannot travel in a shell word at all; no value kiln puts in a script
+/// holds one (paths are refused with one, digests and JSON escape it).
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    shlex::try_quote(&s.replace('\0', "")).map_or_else(|_| String::new(), |w| w.into_owned())
 }
 
 /// The last lines of a command's stderr (or stdout), for error messages.
@@ -254,6 +249,11 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(shell_quote("/tmp/a"), "/tmp/a");
-        assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
+        // What sh reads back is the word itself, whatever it holds.
+        for word in ["a b'c", "$(id)", "`id`", "x\"y\\z", "a\nb", "-n", "", "*"] {
+            let script = format!("printf %s {}", shell_quote(word));
+            let out = capture(Target::host().command(&["/bin/sh", "-c", &script])).unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), word, "{script}");
+        }
     }
 }
