@@ -53,9 +53,6 @@ enum Command {
     /// Check a bundle's signature against an allowed_signers file (what fleet hosts run before unpacking).
     #[command(name = "verify-bundle", hide = true)]
     VerifyBundle(VerifyBundleArgs),
-    /// Unpack a verified bundle (what fleet hosts run after verify-bundle): every member a regular file, once; no older serial than this host converged.
-    #[command(name = "unpack-bundle", hide = true)]
-    UnpackBundle(UnpackBundleArgs),
     /// A fleet host's end of push and status: one JSON request on stdin, one JSON report on stdout.
     #[command(name = "__host", hide = true)]
     Host,
@@ -181,12 +178,6 @@ impl From<VerifyBundleArgs> for commands::verify::Bundle {
             first_contact: a.first_contact,
         }
     }
-}
-
-#[derive(Args)]
-struct UnpackBundleArgs {
-    file: PathBuf,
-    dest: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -867,7 +858,6 @@ impl Command {
             Command::Fleet(f) => f.run(repo),
             Command::Agent(a) => commands::agent::run(a.options(repo)),
             Command::VerifyBundle(a) => commands::verify::bundle(a.into()),
-            Command::UnpackBundle(a) => commands::fleet::unpack_bundle(&a.file, &a.dest),
             Command::Host => commands::fleet::host(),
             Command::Verify(a) => commands::verify::run(a.options(repo)),
             Command::Whitelist(w) => w.run(repo),

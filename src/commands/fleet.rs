@@ -437,13 +437,6 @@ pub fn bundle(p: Publish) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// `kiln unpack-bundle FILE DEST` (hidden): unpacks a bundle whose
-/// signature was just verified, as a fleet host does.
-pub fn unpack_bundle(file: &Path, dest: &Path) -> Result<i32, Error> {
-    crate::fleet::serve::unpack(file, dest)?;
-    Ok(0)
-}
-
 /// `kiln __host` (hidden): a fleet host's end of the protocol. Reads one
 /// request on stdin and writes one report on stdout; whatever else this
 /// process prints goes to stderr, so that the report is all stdout holds.

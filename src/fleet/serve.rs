@@ -276,9 +276,9 @@ fn receive(bundle: &BundleRef, part: &Path, signature: Option<&str>) -> Result<(
     Ok(())
 }
 
-/// `kiln unpack-bundle FILE DEST`: every member is checked and the serial
-/// is compared with this host's record before anything is unpacked.
-pub fn unpack(file: &Path, dest: &Path) -> Result<(), Error> {
+/// Unpacks a received bundle: every member is checked and the serial is
+/// compared with this host's record before anything is unpacked.
+fn unpack(file: &Path, dest: &Path) -> Result<(), Error> {
     let target = Target::host();
     let what = file.display().to_string();
     let newest = crate::serial::recorded(&target)?;
