@@ -121,6 +121,9 @@ pub fn index_knows(target: &Target, pins: &[(String, String)]) -> bool {
     if pins.is_empty() {
         return true;
     }
+    if let Some(known) = super::siblings::index_lists(target, pins) {
+        return known;
+    }
     let args: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
     let mut argv = vec!["apt-cache", "show", "--no-all-versions"];
     argv.extend(args.iter().map(String::as_str));

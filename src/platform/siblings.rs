@@ -237,26 +237,137 @@ trait Index {
     fn show(&mut self, names: &[String]) -> Result<Vec<Record>, SiblingError>;
 }
 
-struct AptCache<'a>(&'a Target);
+/// The target's index through `apt-cache show`, each name asked once while
+/// the index stays as it was (see [`Shown`]).
+struct AptCache<'a> {
+    target: &'a Target,
+    shown: Shown,
+}
+
+impl<'a> AptCache<'a> {
+    /// Takes over what earlier walks of this process read, if the target's
+    /// index is still the one they read.
+    fn open(target: &'a Target) -> Self {
+        let stamp = Stamp::of(target);
+        let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        let shown = match memo.take() {
+            Some(m) if m.stamp == stamp => m,
+            _ => Shown {
+                stamp,
+                names: BTreeMap::new(),
+            },
+        };
+        AptCache { target, shown }
+    }
+}
+
+impl Drop for AptCache<'_> {
+    fn drop(&mut self) {
+        let shown = std::mem::replace(
+            &mut self.shown,
+            Shown {
+                stamp: Stamp::default(),
+                names: BTreeMap::new(),
+            },
+        );
+        *MEMO.lock().unwrap_or_else(|e| e.into_inner()) = Some(shown);
+    }
+}
 
 impl Index for AptCache<'_> {
     fn show(&mut self, names: &[String]) -> Result<Vec<Record>, SiblingError> {
-        let mut argv = vec!["apt-cache", "show"];
-        argv.extend(names.iter().map(String::as_str));
-        let out = capture(self.0.command(&argv)).map_err(SiblingError::Spawn)?;
-        // A name the index does not know (a virtual package) makes
-        // apt-cache fail, but it still prints the others; only a failure
-        // that is not about names means the index itself is unreadable.
-        let records = parse_records(&String::from_utf8_lossy(&out.stdout))?;
-        let broken = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .any(|l| l.starts_with("E: ") && !l.contains("No packages found"));
-        if !out.status.success() && records.is_empty() && broken {
-            return Err(SiblingError::Index {
-                tail: output_tail(&out),
-            });
+        let new: Vec<String> = names
+            .iter()
+            .filter(|n| !self.shown.names.contains_key(*n))
+            .cloned()
+            .collect();
+        let mut fresh = Vec::new();
+        if !new.is_empty() {
+            fresh = apt_cache_show(self.target, &new)?;
+            for name in &new {
+                let records = fresh.iter().filter(|r| &r.package == name).cloned();
+                self.shown.names.insert(name.clone(), records.collect());
+            }
         }
-        Ok(records)
+        // Records of a name not asked for stay with this answer only: the
+        // memo keeps complete answers.
+        let old = names
+            .iter()
+            .filter(|n| !new.contains(n))
+            .filter_map(|n| self.shown.names.get(n))
+            .flatten()
+            .cloned();
+        Ok(fresh.into_iter().chain(old).collect())
+    }
+}
+
+fn apt_cache_show(target: &Target, names: &[String]) -> Result<Vec<Record>, SiblingError> {
+    let mut argv = vec!["apt-cache", "show"];
+    argv.extend(names.iter().map(String::as_str));
+    let out = capture(target.command(&argv)).map_err(SiblingError::Spawn)?;
+    // A name the index does not know (a virtual package) makes
+    // apt-cache fail, but it still prints the others; only a failure
+    // that is not about names means the index itself is unreadable.
+    let records = parse_records(&String::from_utf8_lossy(&out.stdout))?;
+    let broken = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .any(|l| l.starts_with("E: ") && !l.contains("No packages found"));
+    if !out.status.success() && records.is_empty() && broken {
+        return Err(SiblingError::Index {
+            tail: output_tail(&out),
+        });
+    }
+    Ok(records)
+}
+
+/// What `apt-cache show` answered for each name asked, on the index of
+/// `stamp`. A run walks the same dependencies for every pin, in the plan
+/// and again in the transaction: kept, a name costs one process a run,
+/// not one a walk.
+struct Shown {
+    stamp: Stamp,
+    names: BTreeMap<String, Vec<Record>>,
+}
+
+static MEMO: std::sync::Mutex<Option<Shown>> = std::sync::Mutex::new(None);
+
+/// Which index `apt-cache show` reads: the target, and the size and
+/// modification time of every file it reads records from (the lists, the
+/// sources that make them count, and dpkg's status, which adds the
+/// installed versions). An update, a new source or a transaction changes it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Stamp {
+    root: std::path::PathBuf,
+    files: Vec<(String, u64, Option<std::time::SystemTime>)>,
+}
+
+impl Stamp {
+    fn of(target: &Target) -> Stamp {
+        let fs = target.fs();
+        let mut paths = vec![
+            "/etc/apt/sources.list".to_string(),
+            "/var/lib/dpkg/status".to_string(),
+        ];
+        for dir in ["/var/lib/apt/lists", "/etc/apt/sources.list.d"] {
+            let mut names = fs.read_dir(dir).unwrap_or_default();
+            names.sort();
+            paths.extend(
+                names
+                    .iter()
+                    .map(|n| format!("{dir}/{}", n.to_string_lossy())),
+            );
+        }
+        let files = paths
+            .into_iter()
+            .filter_map(|p| {
+                let m = fs.metadata(&p).ok()?;
+                Some((p, m.len(), m.modified().ok()))
+            })
+            .collect();
+        Stamp {
+            root: target.root().to_path_buf(),
+            files,
+        }
     }
 }
 
@@ -280,7 +391,19 @@ pub fn resolve(
     if pins.is_empty() {
         return Ok(Vec::new());
     }
-    walk(&mut AptCache(target), pins, dpkg)
+    walk(&mut AptCache::open(target), pins, dpkg)
+}
+
+/// Whether the target's index lists every `name=version` of `pins`, read
+/// with the walks' own answers; `None` when the index cannot be read so.
+pub fn index_lists(target: &Target, pins: &[(String, String)]) -> Option<bool> {
+    let names: BTreeSet<String> = pins.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = names.into_iter().collect();
+    let records = AptCache::open(target).show(&names).ok()?;
+    Some(
+        pins.iter()
+            .all(|(n, v)| records.iter().any(|r| &r.package == n && &r.version == v)),
+    )
 }
 
 /// `pins` and their siblings, for callers outside a converge (prefetching
@@ -675,6 +798,36 @@ mod tests {
         assert!(r(Op::EarlierOrEqual, "1.0").allows("1.0~rc1"));
         assert!(r(Op::Equal, "2.0-1").allows("2.0-1"));
         assert!(rel("x", None, None).allows("anything"));
+    }
+
+    /// The walks' answers are kept only while the index they came from
+    /// is unchanged: a refreshed list, a new source or a transaction
+    /// (dpkg's status) each make a new stamp.
+    #[test]
+    fn an_index_change_makes_a_new_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |path: &str, text: &str| {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put("var/lib/apt/lists/deb_main_Packages", "Package: a\n");
+        put("var/lib/dpkg/status", "");
+        let target = Target::at_root(dir.path());
+        let first = Stamp::of(&target);
+        assert_eq!(first, Stamp::of(&target));
+        for (path, text) in [
+            (
+                "var/lib/apt/lists/deb_main_Packages",
+                "Package: a\nPackage: b\n",
+            ),
+            ("etc/apt/sources.list.d/kiln.list", "deb file:/x ./\n"),
+            ("var/lib/dpkg/status", "Package: a\n"),
+        ] {
+            let before = Stamp::of(&target);
+            put(path, text);
+            assert_ne!(before, Stamp::of(&target), "{path} changed");
+        }
     }
 
     /// A fixed index that records what each round asked for.
