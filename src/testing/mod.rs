@@ -244,8 +244,8 @@ fn run(
             overlay.root().join("var/cache/apt/archives"),
             overlay.root().join("var/lib/apt/lists"),
         );
-        pincache::copy_files(&cache.join("archives"), &archives);
-        pincache::copy_files(&cached_lists, &lists);
+        pincache::stage_files(&cache.join("archives"), &archives);
+        pincache::stage_files(&cached_lists, &lists);
         let target = Target::at_root(overlay.root());
         // The converge's own rules for a pin no source offers, here where
         // the network is: refreshed index, kiln's cache, [fallback], then
