@@ -259,6 +259,46 @@ fn remove_and_purge() {
     run().code(0);
 }
 
+#[test]
+fn a_users_tree_keeps_dpkgs_syncs() {
+    need!(DebianRoot);
+    let root = root_with_repo();
+    let before = apt_command_lines(&root).len();
+    converge(
+        &policy("[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\n"),
+        &root,
+        "h",
+    )
+    .code(2);
+    let repo = Repo::new()
+        .recipe(
+            "gone",
+            "default",
+            "[[resource]]\npackage = \"kiln-hello\"\naction = \"remove\"\n",
+        )
+        .whitelist("[packages]\n");
+    kiln()
+        .arg("converge")
+        .repo(&repo)
+        .root(&root)
+        .args(["--run-list", "recipe[gone]", "--detailed-exitcodes"])
+        .run()
+        .code(2);
+    // An install and a remove, both without the throwaway targets' option.
+    let lines = apt_command_lines(&root)[before..].to_vec();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" install ") && l.contains("--force-confold")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains(" remove ")), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("unsafe-io")),
+        "a --root converge ran dpkg without its syncs: {lines:?}"
+    );
+}
+
 /// Runs `cmd` with sh inside `root`, as an operator would by hand.
 fn sh_in(root: &TestRoot, cmd: &str) {
     let out = Command::new("chroot")
