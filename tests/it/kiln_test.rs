@@ -244,11 +244,7 @@ fn the_throwaway_target_runs_dpkg_without_its_syncs() {
         .repo(&repo)
         .env("TMPDIR", tmp.path())
         .run();
-    let kept = out
-        .stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("kept: "))
-        .map(std::path::PathBuf::from);
+    let kept = kept_root(&out.stdout);
     let lines = kept.as_ref().map(apt_command_lines).unwrap_or_default();
     if let Some(k) = &kept {
         kiln::platform::rootfs::remove_tree(k.parent().unwrap());
