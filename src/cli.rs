@@ -766,6 +766,8 @@ impl ConvergeArgs {
                 } else {
                     crate::engine::PinMode::Strict
                 },
+                // A user's host or tree: never without dpkg's syncs.
+                durability: crate::platform::target::Durability::Durable,
             },
             a.json,
             a.detailed_exitcodes,

@@ -22,7 +22,7 @@ use super::{DevvmError, base, paths, run, sshkey, tools, user_name};
 use crate::engine::{self, Converge, Event, Node};
 use crate::error::{Error, IoContext, PolicyError};
 use crate::platform::pins::{PinMode, Substitution};
-use crate::platform::target::Target;
+use crate::platform::target::{Durability, Target};
 use crate::policy::Repository;
 
 /// Bump when what goes into an image changes without any hashed input changing.
@@ -304,6 +304,8 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
         } else {
             PinMode::Substitute
         },
+        // A failed build leaves no image: the tree is built again.
+        durability: Durability::Throwaway,
         ..Converge::roles(&req.repo, std::slice::from_ref(&inputs.role))
     };
     let report = engine::converge(&converge, &mut |e| match e {

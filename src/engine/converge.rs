@@ -15,7 +15,7 @@ use super::report::{Report, ResourceReport};
 use super::run;
 use crate::error::{Error, PolicyError};
 pub use crate::platform::pins::PinMode;
-use crate::platform::target::Target;
+use crate::platform::target::{Durability, Target};
 use crate::policy::Repository;
 use crate::secrets::{Decrypt, TestValues};
 use crate::serial::BundleMeta;
@@ -45,6 +45,9 @@ pub struct Converge {
     pub attributes: toml::Table,
     /// Refuse a pin no source offers (production), or substitute it.
     pub pins: PinMode,
+    /// Throwaway only for a tree its command discards on a crash (`kiln
+    /// test`, a dev VM image build): dpkg then skips its syncs there.
+    pub durability: Durability,
 }
 
 impl Converge {
@@ -63,6 +66,7 @@ impl Converge {
             test_secrets: false,
             attributes: toml::Table::new(),
             pins: PinMode::Strict,
+            durability: Durability::Durable,
         }
     }
 }
@@ -124,7 +128,8 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
             }
         }
         None => Target::host(),
-    };
+    }
+    .with_durability(c.durability);
     // An older bundle is refused before anything else is looked at.
     let bundle = BundleMeta::load(&c.repo)?.map(|m| (m, c.repo.display().to_string()));
     if let Some((meta, what)) = &bundle {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use super::target::{Target, capture, output_tail};
+use super::target::{Durability, Target, capture, output_tail};
 use crate::error::{CommandFailed, RunError};
 
 /// Keeps package maintainer scripts from starting services inside a
@@ -185,16 +185,29 @@ pub fn set_hold(target: &Target, names: &[String], hold: bool) -> Result<(), Run
 /// keeping existing config files.
 pub fn install(target: &Target, pins: &[(String, String)]) -> Result<(), RunError> {
     let _guard = NoServiceStarts::new(target);
-    apt_get_install(
-        target,
-        pins,
-        &[
-            "-o",
-            "Dpkg::Options::=--force-confdef",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-        ],
-    )
+    let argv = install_command(target.durability(), pins);
+    checked(target, &argv.iter().map(String::as_str).collect::<Vec<_>>()).map(|_| ())
+}
+
+fn install_command(durability: Durability, pins: &[(String, String)]) -> Vec<String> {
+    let mut extra = vec![
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+    ];
+    extra.extend(dpkg_speed(durability));
+    install_argv(pins, &extra)
+}
+
+/// apt options for dpkg on a target of this durability: a throwaway tree
+/// skips the sync before each unpacked file's rename (`--force-unsafe-io`),
+/// since a crash discards the whole tree anyway. Nothing for any other.
+fn dpkg_speed(durability: Durability) -> &'static [&'static str] {
+    match durability {
+        Durability::Durable => &[],
+        Durability::Throwaway => &["-o", "Dpkg::Options::=--force-unsafe-io"],
+    }
 }
 
 /// Fetches the packages of `pins` into the target's apt cache without
@@ -219,8 +232,12 @@ fn apt_get_install(
     pins: &[(String, String)],
     extra: &[&str],
 ) -> Result<(), RunError> {
-    let args: Vec<String> = pins.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    let mut argv = vec![
+    let argv = install_argv(pins, extra);
+    checked(target, &argv.iter().map(String::as_str).collect::<Vec<_>>()).map(|_| ())
+}
+
+fn install_argv(pins: &[(String, String)], extra: &[&str]) -> Vec<String> {
+    let fixed = [
         "apt-get",
         "install",
         "-y",
@@ -228,22 +245,32 @@ fn apt_get_install(
         "--no-install-recommends",
         "--allow-downgrades",
     ];
-    argv.extend(extra);
-    argv.extend(args.iter().map(String::as_str));
-    checked(target, &argv).map(|_| ())
+    let pins = pins.iter().map(|(n, v)| format!("{n}={v}"));
+    fixed
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .chain(pins)
+        .collect()
 }
 
 /// `remove` or `purge`.
 pub fn remove(target: &Target, names: &[String], purge: bool) -> Result<(), RunError> {
     let _guard = NoServiceStarts::new(target);
+    let argv = remove_argv(target.durability(), names, purge);
+    checked(target, &argv).map(|_| ())
+}
+
+fn remove_argv(durability: Durability, names: &[String], purge: bool) -> Vec<&str> {
     let mut argv = vec![
         "apt-get",
         if purge { "purge" } else { "remove" },
         "-y",
         "-q",
     ];
+    argv.extend(dpkg_speed(durability));
     argv.extend(names.iter().map(String::as_str));
-    checked(target, &argv).map(|_| ())
+    argv
 }
 
 #[cfg(test)]
@@ -266,5 +293,37 @@ mod tests {
             reason.contains("fix: packages built from one source"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn only_a_throwaway_target_gets_unsafe_io() {
+        let pins = [("sudo".to_string(), "1.9.13p3-1+deb12u4".to_string())];
+        let names = ["sudo".to_string()];
+        let unsafe_io = "Dpkg::Options::=--force-unsafe-io";
+        let durable = install_command(Durability::Durable, &pins);
+        assert!(
+            durable
+                .iter()
+                .any(|a| a == "Dpkg::Options::=--force-confold")
+        );
+        assert!(!durable.iter().any(|a| a == unsafe_io), "{durable:?}");
+        for purge in [false, true] {
+            let durable = remove_argv(Durability::Durable, &names, purge);
+            assert!(!durable.contains(&unsafe_io), "{durable:?}");
+            let throwaway = remove_argv(Durability::Throwaway, &names, purge);
+            assert_eq!(throwaway[4..], ["-o", unsafe_io, "sudo"], "{throwaway:?}");
+        }
+        let throwaway = install_command(Durability::Throwaway, &pins);
+        assert_eq!(
+            throwaway[throwaway.len() - 3..],
+            ["-o", unsafe_io, "sudo=1.9.13p3-1+deb12u4"],
+            "{throwaway:?}"
+        );
+        // What a user's tree or the host gets, unless a command says otherwise.
+        assert_eq!(Target::host().durability(), Durability::Durable);
+        let tree = Target::at_root(std::path::Path::new("/tmp"));
+        assert_eq!(tree.durability(), Durability::Durable);
+        let read_only = Target::at_root_read_only(std::path::Path::new("/tmp"));
+        assert_eq!(read_only.durability(), Durability::Durable);
     }
 }

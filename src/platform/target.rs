@@ -16,6 +16,18 @@ pub struct Target {
     fs: Tfs,
     /// A `--root` tree that the tree's programs may read, never change.
     read_only: bool,
+    durability: Durability,
+}
+
+/// Whether the target must survive a crash of the machine. Only a tree
+/// that is thrown away on a crash (a `kiln test` overlay, a dev VM image
+/// being built) lets dpkg skip its syncs; a host and a user's `--root`
+/// tree are always durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    #[default]
+    Durable,
+    Throwaway,
 }
 
 /// How a shell command is run on the target.
@@ -34,6 +46,7 @@ impl Target {
             root: PathBuf::from("/"),
             fs: Tfs::new(Path::new("/"), false),
             read_only: false,
+            durability: Durability::Durable,
         }
     }
 
@@ -42,7 +55,14 @@ impl Target {
             root: dir.to_path_buf(),
             fs: Tfs::new(dir, dir != Path::new("/")),
             read_only: false,
+            durability: Durability::Durable,
         }
+    }
+
+    /// The same target, declared durable or throwaway by the command that
+    /// owns it (never inferred from the path).
+    pub fn with_durability(self, durability: Durability) -> Self {
+        Target { durability, ..self }
     }
 
     /// A `--root` tree for a command that only reads (why-run, whitelist
@@ -58,6 +78,10 @@ impl Target {
     /// True for a `--root` tree: services are enabled there, never started.
     pub fn is_chroot(&self) -> bool {
         self.root != Path::new("/")
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// True for a tree whose programs may not change it.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{self, Converge, Event, Status};
 use crate::platform::sandbox::namespaces::{self, Network};
 use crate::platform::sandbox::{self, close_inherited, reap_until};
-use crate::platform::target::Target;
+use crate::platform::target::{Durability, Target};
 pub use crate::verify::CheckOutcome;
 
 pub struct InsideArgs {
@@ -104,6 +104,8 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
         // Throwaway roots are nobody's recipients: random test values.
         test_secrets: true,
         pins: a.pins,
+        // The overlay is removed after the test, and on a crash.
+        durability: Durability::Throwaway,
         ..Converge::roles(&a.repo, std::slice::from_ref(&a.role))
     };
     let prepared = match engine::prepare(&c) {
@@ -134,7 +136,7 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
         std::process::exit(reap_until(worker));
     }
     // Inside the sandbox the target's root is `/`.
-    let prepared = prepared.on(Target::host());
+    let prepared = prepared.on(Target::host().with_durability(Durability::Throwaway));
     let mut log = |e: Event| match e {
         Event::Resource(r) => {
             if let Some(l) = r.line() {

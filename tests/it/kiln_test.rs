@@ -231,3 +231,29 @@ timeout = 1
     );
     assert!(xml.contains("missing.attribute"), "{xml}");
 }
+
+#[test]
+fn the_throwaway_target_runs_dpkg_without_its_syncs() {
+    need!(Sandbox, Network);
+    // One pinned package, at the pin this repository's whitelist holds.
+    let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("whitelist.toml");
+    let repo = Repo::one_package("pkg", "sudo", &std::fs::read_to_string(own).unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln()
+        .args(["test", "pkg", "--release", "bookworm", "--keep"])
+        .repo(&repo)
+        .env("TMPDIR", tmp.path())
+        .run();
+    let kept = kept_root(&out.stdout);
+    let lines = kept.as_ref().map(apt_command_lines).unwrap_or_default();
+    if let Some(k) = &kept {
+        kiln::platform::rootfs::remove_tree(k.parent().unwrap());
+    }
+    out.success().stdout_contains("1/1 role test(s) passed");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" install ") && l.contains("Dpkg::Options::=--force-unsafe-io")),
+        "kiln test installed without --force-unsafe-io: {lines:?}"
+    );
+}

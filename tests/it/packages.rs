@@ -225,16 +225,18 @@ fn an_unknown_version_fails_naming_the_offered_ones_and_changes_nothing_else() {
     converge(&good, &root, "web02.example.com").code(0);
 }
 
-#[test]
-fn remove_and_purge() {
-    need!(DebianRoot);
-    let root = root_with_repo();
+/// Installs kiln-hello and kiln-world 1.0-1 into `root`.
+fn install_both(root: &TestRoot) {
     converge(
         &policy("[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\n"),
-        &root,
+        root,
         "h",
     )
     .code(2);
+}
+
+/// Converges a recipe that removes kiln-hello and purges kiln-world.
+fn remove_both(root: &TestRoot) -> Outcome {
     let repo = Repo::new()
         .recipe(
             "gone",
@@ -242,14 +244,20 @@ fn remove_and_purge() {
             "[[resource]]\npackage = \"kiln-hello\"\naction = \"remove\"\n\n[[resource]]\npackage = \"kiln-world\"\naction = \"purge\"\n",
         )
         .whitelist("[packages]\n");
-    let run = || {
-        kiln()
-            .arg("converge")
-            .repo(&repo)
-            .root(&root)
-            .args(["--run-list", "recipe[gone]", "--detailed-exitcodes"])
-            .run()
-    };
+    kiln()
+        .arg("converge")
+        .repo(&repo)
+        .root(root)
+        .args(["--run-list", "recipe[gone]", "--detailed-exitcodes"])
+        .run()
+}
+
+#[test]
+fn remove_and_purge() {
+    need!(DebianRoot);
+    let root = root_with_repo();
+    install_both(&root);
+    let run = || remove_both(&root);
     run()
         .code(2)
         .stdout_contains("remove 1.0-1")
@@ -257,6 +265,29 @@ fn remove_and_purge() {
     assert_eq!(installed(&root, "kiln-hello"), None);
     assert_eq!(installed(&root, "kiln-world"), None);
     run().code(0);
+}
+
+#[test]
+fn a_users_tree_keeps_dpkgs_syncs() {
+    need!(DebianRoot);
+    let root = root_with_repo();
+    let before = apt_command_lines(&root).len();
+    install_both(&root);
+    remove_both(&root).code(2);
+    // An install, a remove and a purge, none with the throwaway targets' option.
+    let lines = apt_command_lines(&root)[before..].to_vec();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" install ") && l.contains("--force-confold")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains(" remove ")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(" purge ")), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("unsafe-io")),
+        "a --root converge ran dpkg without its syncs: {lines:?}"
+    );
 }
 
 /// Runs `cmd` with sh inside `root`, as an operator would by hand.

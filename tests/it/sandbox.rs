@@ -191,11 +191,7 @@ fn nothing_of_the_host_is_inherited_by_a_role() {
         .env("TMPDIR", tmp.path())
         .env("KILN_TEST_CALLER_TOKEN", "ci-secret-token")
         .run();
-    let kept = out
-        .stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("kept: "))
-        .map(std::path::PathBuf::from);
+    let kept = kept_root(&out.stdout);
     let found = kept
         .as_ref()
         .and_then(|k| std::fs::read_to_string(k.join("var/tmp/look.txt")).ok())

@@ -509,6 +509,24 @@ pub fn at(root: impl AsRef<Path>, path: &str) -> PathBuf {
     root.as_ref().join(path.trim_start_matches('/'))
 }
 
+/// The root `kiln test --keep` kept, from its output's `kept: ` line.
+pub fn kept_root(stdout: &str) -> Option<PathBuf> {
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("kept: "))
+        .map(PathBuf::from)
+}
+
+/// The command lines of the apt transactions the root's apt history
+/// records, oldest first: the dpkg options kiln passed are in them.
+pub fn apt_command_lines(root: impl AsRef<Path>) -> Vec<String> {
+    fs::read_to_string(at(root, "/var/log/apt/history.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Commandline: ").map(str::to_string))
+        .collect()
+}
+
 /// The contents of `path` inside the target, as UTF-8.
 pub fn read(root: impl AsRef<Path>, path: &str) -> String {
     let full = at(root, path);
