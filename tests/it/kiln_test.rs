@@ -234,10 +234,17 @@ timeout = 1
 
 #[test]
 fn the_throwaway_target_runs_dpkg_without_its_syncs() {
-    need!(Sandbox, Network);
-    // One pinned package, at the pin this repository's whitelist holds.
-    let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("whitelist.toml");
-    let repo = Repo::one_package("pkg", "sudo", &std::fs::read_to_string(own).unwrap());
+    need!(Sandbox, DebianRoot, Network);
+    // One package, pinned at what bookworm offers today.
+    let (version, _) = archive_versions(TestRoot::on("bookworm"), "sudo")
+        .into_iter()
+        .next()
+        .expect("bookworm offers sudo");
+    let repo = Repo::one_package(
+        "pkg",
+        "sudo",
+        &format!("[packages]\nsudo = \"{version}\"\n"),
+    );
     let tmp = tempfile::tempdir().unwrap();
     let out = kiln()
         .args(["test", "pkg", "--release", "bookworm", "--keep"])
