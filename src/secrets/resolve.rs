@@ -97,16 +97,25 @@ impl Decrypt {
     }
 
     /// Secrets decrypted with `target`'s ssh host key ([`super::HOST_IDENTITY`]).
+    /// A policy without a `secrets/` folder has nothing to decrypt, so the
+    /// key is not read (a value it names fails as not in the policy first).
     pub fn with_host_key(repo: &Path, target: &Target, host: &str) -> Decrypt {
         let path = Path::new("/").join(super::HOST_IDENTITY);
-        let identity = target
-            .fs()
-            .read_to_string(&path)
-            .map_err(|e| SecretError::IdentityUnreadable {
+        let identity = if repo.join("secrets").is_dir() {
+            target
+                .fs()
+                .read_to_string(&path)
+                .map_err(|e| SecretError::IdentityUnreadable {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
+                .and_then(|t| Identity::parse(&t, &path))
+        } else {
+            Err(SecretError::IdentityUnreadable {
                 path: path.clone(),
-                reason: e.to_string(),
+                reason: "not read: the policy has no secrets".into(),
             })
-            .and_then(|t| Identity::parse(&t, &path));
+        };
         Decrypt::new(repo, identity, &path, host)
     }
 }
