@@ -760,6 +760,7 @@ impl ConvergeArgs {
                 why_run: a.why_run,
                 lock_timeout: a.lock.lock_timeout,
                 test_secrets: false,
+                test_key: None,
                 attributes: toml::Table::new(),
                 pins: if a.substitute_vanished_pins {
                     crate::engine::PinMode::Substitute

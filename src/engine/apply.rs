@@ -21,6 +21,7 @@ pub fn execute(
     plan: Plan,
     policy: &Policy,
     cx: Option<Context>,
+    part: &Part,
     report: &mut Report,
     progress: &mut dyn FnMut(&ResourceReport),
 ) {
@@ -32,7 +33,25 @@ pub fn execute(
         notified: plan.notified,
         out: Sink { report, progress },
     };
-    walk.run(plan.steps.into());
+    walk.run(plan.steps.into(), part);
+}
+
+/// One part of a converge that `kiln test` carries out in several
+/// processes, keeping the target's tree after each (a checkpoint). A part
+/// runs the resources up to `until` (all when None) and leaves the delayed
+/// notifications fired so far to the next part, which starts with them:
+/// together the parts fire what one run would, in the same order.
+#[derive(Debug, Clone, Default)]
+pub struct Part {
+    pub until: Option<usize>,
+    pub pending: Vec<Pending>,
+}
+
+/// A delayed notification an earlier part fired: resource index and action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    pub resource: usize,
+    pub action: String,
 }
 
 /// One pass over a plan.
@@ -49,11 +68,30 @@ pub(super) struct Walk<'p, 't, 'o> {
 }
 
 impl Walk<'_, '_, '_> {
-    fn run(&mut self, mut steps: VecDeque<Step>) {
+    fn run(&mut self, mut steps: VecDeque<Step>, part: &Part) {
         let policy = self.policy;
         let mut delayed = Delayed::default();
+        for p in part.pending.iter().filter(|p| p.resource < policy.resources.len()) {
+            delayed.push(&Notice {
+                target: p.resource,
+                resource: policy.shown_id(p.resource),
+                action: p.action.clone(),
+                timing: super::compile::Timing::Delayed,
+                check: None,
+            });
+        }
         while let Some(mut step) = steps.pop_front() {
             let i = step.index;
+            if part.until.is_some_and(|u| i > u) {
+                // The end of this part: the next one runs what is left.
+                self.out.report.pending = (delayed.drain())
+                    .map(|n| Pending {
+                        resource: n.target,
+                        action: n.action,
+                    })
+                    .collect();
+                return;
+            }
             let r = &policy.resources[i];
             let notices = std::mem::take(&mut step.notifies);
             let (mut entry, loud) = self.resource(r, step, &mut steps);

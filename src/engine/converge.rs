@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::apply::Part;
 use super::compile::{Policy, compile};
 use super::lock::RunLock;
 use super::node::Node;
@@ -40,6 +41,9 @@ pub struct Converge {
     /// `kiln test`: secrets get random test values instead of being
     /// decrypted with the target's host key.
     pub test_secrets: bool,
+    /// The test values' key, when an earlier part of the run chose it
+    /// (a `kiln test` checkpoint); a random one otherwise.
+    pub test_key: Option<Vec<u8>>,
     /// Node attributes laid over the node file's (a fleet's come in the
     /// bundle's node file instead, signed).
     pub attributes: toml::Table,
@@ -64,6 +68,7 @@ impl Converge {
             why_run: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             test_secrets: false,
+            test_key: None,
             attributes: toml::Table::new(),
             pins: PinMode::Strict,
             durability: Durability::Durable,
@@ -105,6 +110,8 @@ pub struct Prepared {
     /// The repository is an unpacked bundle with this serial (and this
     /// path): checked against the target's record, and recorded.
     pub bundle: Option<(BundleMeta, String)>,
+    /// The key of the test values the policy was compiled with.
+    pub test_key: Option<Vec<u8>>,
 }
 
 /// Compiles the policy for the target: every policy error surfaces here,
@@ -137,8 +144,14 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
     }
     let facts = node.facts(&target);
     // Secrets are decrypted with the target's own host key, read here.
+    let mut test_key = None;
     let mut policy = if c.test_secrets {
-        compile(&repo, &node, &facts, &TestValues::new())?
+        let values = match &c.test_key {
+            Some(k) => TestValues::with_key(k.clone()),
+            None => TestValues::new(),
+        };
+        test_key = Some(values.key().to_vec());
+        compile(&repo, &node, &facts, &values)?
     } else {
         let secrets = Decrypt::with_host_key(&c.repo, &target, &facts.fqdn);
         compile(&repo, &node, &facts, &secrets)?
@@ -155,6 +168,7 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
         pins: c.pins,
         lock_timeout: c.lock_timeout,
         bundle,
+        test_key,
     })
 }
 
@@ -191,6 +205,12 @@ impl Prepared {
     /// Takes the target's lock, applies the policy and keeps the report
     /// (unless why-run). A failed resource is in the report, not an error.
     pub fn apply(&self, on: &mut dyn FnMut(Event)) -> Result<Report, Error> {
+        self.apply_part(&Part::default(), on)
+    }
+
+    /// [`Prepared::apply`] for one part of a converge: `kiln test` stops at
+    /// a checkpoint and goes on from it in a later process.
+    pub fn apply_part(&self, part: &Part, on: &mut dyn FnMut(Event)) -> Result<Report, Error> {
         let _lock = RunLock::acquire(&self.target, self.lock_timeout)?;
         // Under the lock: no other run records a newer serial in between.
         if let Some((meta, what)) = &self.bundle {
@@ -203,6 +223,7 @@ impl Prepared {
             &run::Options {
                 why_run: self.why_run,
                 pins: self.pins,
+                part: part.clone(),
             },
             &mut progress,
         );

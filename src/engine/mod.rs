@@ -12,6 +12,7 @@ pub mod plan;
 pub mod report;
 mod run;
 
+pub use apply::{Part, Pending};
 pub use compile::{Policy, compile};
 pub use converge::{
     Converge, DEFAULT_LOCK_TIMEOUT, Event, NodeFile, PinMode, Prepared, converge, prepare,

@@ -245,6 +245,10 @@ pub struct Report {
     /// redacted); never kept, and absent from the fleet's host reports.
     #[serde(skip)]
     pub plan: Option<serde_json::Value>,
+    /// A part that stopped at its end (see [`super::apply::Part`]): the
+    /// delayed notifications it fired, for the next part to run.
+    #[serde(skip)]
+    pub pending: Vec<super::apply::Pending>,
 }
 
 /// Why a run report could not be read back or kept.
@@ -316,6 +320,7 @@ impl Report {
             resources: vec![],
             sensitive_paths: policy.hidden_diffs.iter().cloned().collect(),
             plan: None,
+            pending: Vec::new(),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::apply;
+use super::apply::{self, Part};
 use super::compile::Policy;
 use super::plan::plan;
 use super::report::{Report, ResourceReport, Sink};
@@ -24,6 +24,8 @@ pub struct Options {
     pub why_run: bool,
     /// What to do with a pin no source offers.
     pub pins: PinMode,
+    /// Where this run starts and stops, when it is one part of a converge.
+    pub part: Part,
 }
 
 /// Converges `target` to `policy`, calling `progress` as each resource
@@ -68,7 +70,7 @@ pub fn converge(
         report.plan = Some(plan.to_json());
     }
     let cx = (!opts.why_run).then_some(cx);
-    apply::execute(plan, policy, cx, &mut report, progress);
+    apply::execute(plan, policy, cx, &opts.part, &mut report, progress);
     if !opts.why_run {
         report.settle_sensitive_paths(policy);
     }

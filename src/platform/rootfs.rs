@@ -182,6 +182,12 @@ pub struct Overlay {
 
 impl Overlay {
     pub fn new(lower: &Path, parent: &Path, name: &str) -> Result<Overlay, RunError> {
+        Overlay::stacked(&[lower.to_path_buf()], parent, name)
+    }
+
+    /// An overlay of several read-only layers, the topmost first: `kiln
+    /// test`'s checkpoints over a base root.
+    pub fn stacked(lower: &[PathBuf], parent: &Path, name: &str) -> Result<Overlay, RunError> {
         fs::create_dir_all(parent).map_err(|e| RunError::io("create", parent.display(), e))?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("{name}-"))
@@ -218,6 +224,38 @@ impl Overlay {
     pub fn keep(&mut self) {
         self.keep = true;
     }
+
+    /// Unmounts the overlay, leaving its upper directory (the changes made
+    /// through it) to be kept as a layer of another.
+    pub fn unmount(mut self) -> Result<Unmounted, RunError> {
+        self.keep = true;
+        if !unmount_below(&self.merged) {
+            return Err(RunError::precondition(format!(
+                "{} stays mounted",
+                self.merged.display()
+            )));
+        }
+        Ok(Unmounted {
+            dir: self.dir.clone(),
+        })
+    }
+}
+
+/// An unmounted overlay's directories, removed on drop.
+pub struct Unmounted {
+    dir: PathBuf,
+}
+
+impl Unmounted {
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+}
+
+impl Drop for Unmounted {
+    fn drop(&mut self) {
+        remove_tree(&self.dir);
+    }
 }
 
 impl Drop for Overlay {
@@ -228,8 +266,8 @@ impl Drop for Overlay {
     }
 }
 
-fn mount_overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> io::Result<()> {
-    for path in [lower, upper, work] {
+fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, merged: &Path) -> io::Result<()> {
+    for path in lower.iter().map(PathBuf::as_path).chain([upper, work]) {
         if path
             .as_os_str()
             .as_bytes()
@@ -243,7 +281,15 @@ fn mount_overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> io::
         }
     }
     let mut options = OsString::from("lowerdir=");
-    options.push(lower);
+    for (i, l) in lower.iter().enumerate() {
+        if i > 0 {
+            options.push(":");
+        }
+        options.push(l);
+    }
+    // An upper directory may become a lower layer of another overlay (a
+    // checkpoint): nothing in it may need a feature to be read back.
+    options.push(",index=off,metacopy=off,redirect_dir=off");
     options.push(",upperdir=");
     options.push(upper);
     options.push(",workdir=");

@@ -53,6 +53,16 @@ impl TestValues {
     pub fn new() -> TestValues {
         TestValues { key: random_key() }
     }
+
+    /// The values of an earlier part of the same run: a `kiln test`
+    /// checkpoint keeps its key, so what it holds still matches.
+    pub fn with_key(key: Vec<u8>) -> TestValues {
+        TestValues { key }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
 }
 
 impl Default for TestValues {
@@ -346,6 +356,8 @@ mod tests {
         assert_ne!(v, a.value("other").unwrap());
         assert_ne!(v, b.value("db/pw").unwrap());
         assert!(v.chars().all(|c| c.is_ascii_alphanumeric()));
+        let again = TestValues::with_key(ta.key().to_vec());
+        assert_eq!(Resolver::new(&again).value("db/pw").unwrap(), v);
         assert!(a.fingerprint_key().is_some());
         assert_ne!(a.fingerprint_key(), b.fingerprint_key());
         let p = Resolver::new(&Placeholder);

@@ -3,6 +3,7 @@
 //! fails), then the role's verify checks, with services really running in
 //! private namespaces. Torn down even on failure unless kept.
 
+pub mod checkpoint;
 pub mod inside;
 pub mod junit;
 

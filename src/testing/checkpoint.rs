@@ -1,0 +1,378 @@
+//! `kiln test`'s checkpoints: a role's first converge treated like a build.
+//! The converge stops after each apt transaction (and at its end), and the
+//! overlay's upper directory is kept as a layer under `~/.cache/kiln`,
+//! keyed by a hash of everything that led to it. A later test of the role
+//! mounts the deepest layer whose key still matches over the base root and
+//! converges only the rest.
+//!
+//! A key chains: the seed (kiln's own binary, the base root, the release,
+//! the node, the apt index) and then, resource by resource, each one as
+//! compiled (rendered content, attributes, pins) with the package set its
+//! pin resolved to. A change anywhere re-runs from the first checkpoint it
+//! precedes. Secrets are hashed as their placeholders: the test values a
+//! chain was converged with are kept with it and used again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::engine::Policy;
+use crate::engine::Pending;
+use crate::error::RunError;
+
+/// The store's size, unless `KILN_CHECKPOINT_MAX_GB` says otherwise.
+const DEFAULT_LIMIT_GB: u64 = 10;
+/// Bumped when what a layer holds, or how a key is made, changes.
+const FORMAT: &str = "kiln-checkpoint/1";
+
+/// Where a first converge may stop and keep its tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The last resource the part runs (its index in the policy).
+    pub until: usize,
+    /// How reports name that resource.
+    pub resource: String,
+    pub key: String,
+}
+
+/// After each apt transaction (the end of a run of package resources) and
+/// after the last resource. Each cut is a process and a layer, so none
+/// where little was done: at least one package transaction, or the end.
+pub fn cuts(policy: &Policy, seed: &[u8], part_of: &dyn Fn(usize) -> String) -> Vec<Cut> {
+    let rs = &policy.resources;
+    let mut out = Vec::new();
+    let mut h = Sha256::new();
+    h.update(FORMAT.as_bytes());
+    h.update(seed);
+    for (i, r) in rs.iter().enumerate() {
+        h.update(describe(policy, i).as_bytes());
+        h.update(part_of(i).as_bytes());
+        let batches = r.imp.batch_key().is_some();
+        let ends_batch = batches && rs.get(i + 1).is_none_or(|n| n.imp.batch_key().is_none());
+        if ends_batch || i + 1 == rs.len() {
+            out.push(Cut {
+                until: i,
+                resource: policy.shown_id(i),
+                key: hex::encode(&h.clone().finalize()[..16]),
+            });
+        }
+    }
+    out
+}
+
+/// Resource `i` as compiled, without where it was written: a comment added
+/// to a recipe moves lines, not the target.
+fn describe(policy: &Policy, i: usize) -> String {
+    let r = &policy.resources[i];
+    format!(
+        "{}\n{:?}\n{:?}\n{:?}\n{:?}\n{}\n{}\n{:?}\n",
+        r.id, r.actions, r.notifies, r.only_if, r.not_if, r.ignore_failure, r.sensitive, r.imp
+    )
+}
+
+/// The digest of kiln's own binary: a new kiln may converge differently.
+pub fn kiln_digest() -> Result<String, RunError> {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(d) = DIGEST.get() {
+        return Ok(d.clone());
+    }
+    let d = crate::digest::sha256_file(Path::new("/proc/self/exe"))
+        .map_err(|e| RunError::io("read", "/proc/self/exe", e))?;
+    Ok(DIGEST.get_or_init(|| d).clone())
+}
+
+/// The apt index a tree's transactions resolve against: its Release files
+/// name every list's hash.
+pub fn index_digest(lists: &Path) -> String {
+    let mut names: Vec<PathBuf> = fs::read_dir(lists)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with("Release"))
+        })
+        .collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for p in names {
+        h.update(p.file_name().unwrap_or_default().as_encoded_bytes());
+        h.update(fs::read(&p).unwrap_or_default());
+    }
+    hex::encode(h.finalize())
+}
+
+/// What is kept beside a layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub key: String,
+    /// The layer below this one; none over the base root.
+    pub parent: Option<String>,
+    pub until: usize,
+    pub total: usize,
+    pub resource: String,
+    /// Delayed notifications the converge fired before the cut.
+    pub pending: Vec<Pending>,
+    /// The key of the test values the chain was converged with (hex).
+    pub test_key: String,
+    pub bytes: u64,
+}
+
+/// Where to start: the layers, top first, and the checkpoint's record.
+pub struct Start {
+    pub layers: Vec<PathBuf>,
+    pub meta: Meta,
+}
+
+/// The checkpoints under `~/.cache/kiln/checkpoints`, one directory per key
+/// (`layer/` and `meta.json`), used least recently first out.
+pub struct Store {
+    dir: PathBuf,
+    limit: u64,
+}
+
+impl Store {
+    pub fn open() -> Result<Store, RunError> {
+        let dir = crate::platform::rootfs::cache_dir().join("checkpoints");
+        fs::create_dir_all(dir.join("work")).map_err(|e| RunError::io("create", dir.display(), e))?;
+        // The layers hold test values of secrets: the owner's only.
+        let _ = fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let gb = std::env::var("KILN_CHECKPOINT_MAX_GB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_LIMIT_GB);
+        Ok(Store {
+            dir,
+            limit: gb << 30,
+        })
+    }
+
+    /// Overlays whose upper directory may become a layer live here, on
+    /// the store's filesystem, so that keeping one is a rename.
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    fn lock(&self) -> Result<fs::File, RunError> {
+        let path = self.dir.join("lock");
+        let f = fs::File::create(&path).map_err(|e| RunError::io("open", path.display(), e))?;
+        f.lock_exclusive()
+            .map_err(|e| RunError::io("lock", path.display(), e))?;
+        Ok(f)
+    }
+
+    fn meta(&self, key: &str) -> Option<Meta> {
+        let text = fs::read(self.dir.join(key).join("meta.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// The deepest of `cuts` kept whole (its layer and every one below),
+    /// marked as used now.
+    pub fn find(&self, cuts: &[Cut]) -> Result<Option<Start>, RunError> {
+        let _lock = self.lock()?;
+        for cut in cuts.iter().rev() {
+            let Some(meta) = self.meta(&cut.key) else {
+                continue;
+            };
+            let mut layers = Vec::new();
+            let mut next = Some(meta.key.clone());
+            let mut whole = true;
+            while let Some(k) = next {
+                let layer = self.dir.join(&k).join("layer");
+                match self.meta(&k) {
+                    Some(m) if layer.is_dir() && layers.len() < cuts.len() => {
+                        layers.push(layer);
+                        next = m.parent;
+                    }
+                    _ => {
+                        whole = false;
+                        break;
+                    }
+                }
+            }
+            if !whole {
+                continue;
+            }
+            for l in &layers {
+                touch(&l.with_file_name("meta.json"));
+            }
+            return Ok(Some(Start { layers, meta }));
+        }
+        Ok(None)
+    }
+
+    /// Keeps `upper` (an unmounted overlay's upper directory) as the layer
+    /// of `meta.key`, then evicts the least recently used layers over the
+    /// limit. A layer another test kept first wins; this one is dropped.
+    pub fn keep(&self, upper: &Path, mut meta: Meta) -> Result<PathBuf, RunError> {
+        // The package files apt was given are kiln's cache's, not the tree's.
+        for dir in ["var/cache/apt/archives", "var/cache/apt/archives/partial"] {
+            if let Ok(entries) = fs::read_dir(upper.join(dir)) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().ends_with(".deb") {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        meta.bytes = size_of(upper);
+        let _lock = self.lock()?;
+        let dest = self.dir.join(&meta.key);
+        if dest.join("meta.json").is_file() {
+            crate::platform::rootfs::remove_tree(upper);
+            return Ok(dest.join("layer"));
+        }
+        let _ = fs::remove_dir_all(&dest);
+        let staging = self.dir.join(format!("{}.new", meta.key));
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging).map_err(|e| RunError::io("create", staging.display(), e))?;
+        fs::rename(upper, staging.join("layer"))
+            .map_err(|e| RunError::io("keep", upper.display(), e))?;
+        let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        let path = staging.join("meta.json");
+        fs::write(&path, json).map_err(|e| RunError::io("write", path.display(), e))?;
+        fs::rename(&staging, &dest).map_err(|e| RunError::io("keep", dest.display(), e))?;
+        self.evict(&meta.key);
+        Ok(dest.join("layer"))
+    }
+
+    /// Removes the least recently used checkpoints until the store fits
+    /// its limit, never `keep` (just made), and anything half-kept.
+    fn evict(&self, keep: &str) {
+        let mut all: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".new") {
+                // A test killed while keeping a layer.
+                crate::platform::rootfs::remove_tree(&e.path());
+                continue;
+            }
+            let Some(meta) = self.meta(&name) else {
+                continue;
+            };
+            let used = fs::metadata(e.path().join("meta.json"))
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            if name != keep {
+                all.push((used, meta.bytes, e.path()));
+            } else {
+                all.push((SystemTime::now(), meta.bytes, e.path()));
+            }
+        }
+        all.sort();
+        let mut total: u64 = all.iter().map(|(_, b, _)| b).sum();
+        for (_, bytes, path) in all {
+            if total <= self.limit || path.ends_with(keep) {
+                break;
+            }
+            crate::platform::rootfs::remove_tree(&path);
+            total = total.saturating_sub(bytes);
+        }
+    }
+}
+
+fn touch(path: &Path) {
+    if let Ok(f) = fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Bytes of the regular files below `dir`.
+fn size_of(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(key: &str, parent: Option<&str>, bytes_hint: usize) -> (tempfile::TempDir, Meta) {
+        let upper = tempfile::tempdir().unwrap();
+        fs::write(upper.path().join("f"), vec![0u8; bytes_hint]).unwrap();
+        let m = Meta {
+            key: key.into(),
+            parent: parent.map(String::from),
+            until: 0,
+            total: 1,
+            resource: "package[x]".into(),
+            pending: vec![],
+            test_key: String::new(),
+            bytes: 0,
+        };
+        (upper, m)
+    }
+
+    fn cut(key: &str) -> Cut {
+        Cut {
+            until: 0,
+            resource: String::new(),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn the_deepest_whole_chain_is_found_and_the_oldest_evicted_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store {
+            dir: dir.path().to_path_buf(),
+            limit: 2500,
+        };
+        let (u1, m1) = meta("a", None, 1000);
+        store.keep(u1.path(), m1).unwrap();
+        let (u2, m2) = meta("b", Some("a"), 1000);
+        store.keep(u2.path(), m2).unwrap();
+        assert!(!u2.path().exists(), "the upper was moved, not copied");
+        let s = store.find(&[cut("a"), cut("b"), cut("c")]).unwrap().unwrap();
+        assert_eq!(s.meta.key, "b");
+        assert_eq!(s.layers, [dir.path().join("b/layer"), dir.path().join("a/layer")]);
+        assert!(s.layers[0].join("f").is_file());
+
+        // Over the limit: the least recently used goes, here "a"; "b"'s
+        // chain is then broken and "b" is not offered any more.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        touch(&dir.path().join("b/meta.json"));
+        let (u3, m3) = meta("z", None, 1000);
+        store.keep(u3.path(), m3).unwrap();
+        assert!(!dir.path().join("a").exists());
+        assert!(store.find(&[cut("a"), cut("b")]).unwrap().is_none());
+        assert_eq!(store.find(&[cut("z")]).unwrap().unwrap().meta.key, "z");
+    }
+
+    #[test]
+    fn a_layer_kept_twice_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store {
+            dir: dir.path().to_path_buf(),
+            limit: 1 << 30,
+        };
+        let (u1, m1) = meta("a", None, 10);
+        store.keep(u1.path(), m1).unwrap();
+        let (u2, m2) = meta("a", None, 20);
+        store.keep(u2.path(), m2).unwrap();
+        assert_eq!(fs::metadata(dir.path().join("a/layer/f")).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn the_index_digest_follows_release_files_only() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("deb.debian.org_InRelease"), "a").unwrap();
+        fs::write(d.path().join("deb.debian.org_Packages"), "p").unwrap();
+        let one = index_digest(d.path());
+        fs::write(d.path().join("deb.debian.org_Packages"), "q").unwrap();
+        assert_eq!(index_digest(d.path()), one);
+        fs::write(d.path().join("deb.debian.org_InRelease"), "b").unwrap();
+        assert_ne!(index_digest(d.path()), one);
+    }
+}
