@@ -88,6 +88,9 @@ struct SandboxArgs {
     size: Option<String>,
     #[arg(long)]
     strict_pins: bool,
+    /// Where this part of the converge stops and what it starts with.
+    #[arg(long)]
+    part: Option<PathBuf>,
 }
 
 impl SandboxArgs {
@@ -99,6 +102,7 @@ impl SandboxArgs {
             fqdn: self.fqdn,
             size: self.size,
             pins: pin_mode(self.strict_pins),
+            part: self.part,
         }
     }
 }
@@ -408,6 +412,10 @@ struct TestArgs {
     /// does, instead of testing with what the sources offer (with a warning).
     #[arg(long)]
     strict_pins: bool,
+    /// Converge every role from the base root, neither using nor keeping
+    /// checkpoints.
+    #[arg(long)]
+    no_cache: bool,
     /// Print the cached base root's path (building it if missing) and exit:
     /// for benchmarks, which converge the same root the tests do.
     #[arg(long, hide = true)]
@@ -427,6 +435,7 @@ impl TestArgs {
             size: self.size,
             timeout: Duration::from_secs(self.timeout),
             pins: pin_mode(self.strict_pins),
+            no_cache: self.no_cache,
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct TestArgs {
     pub timeout: Duration,
     /// Substitute vanished pins (the default) or refuse them.
     pub pins: crate::engine::PinMode,
+    /// From the base root every time: no checkpoint used or kept.
+    pub no_cache: bool,
 }
 
 /// The cached root `kiln test` builds its targets on (of `release`,
@@ -70,6 +72,7 @@ pub fn run(a: TestArgs) -> Result<i32, Error> {
             keep: a.keep,
             timeout: a.timeout,
             pins: a.pins,
+            no_cache: a.no_cache,
         };
         let bar = indicatif::ProgressBar::new_spinner();
         if tty {

@@ -71,7 +71,11 @@ impl Walk<'_, '_, '_> {
     fn run(&mut self, mut steps: VecDeque<Step>, part: &Part) {
         let policy = self.policy;
         let mut delayed = Delayed::default();
-        for p in part.pending.iter().filter(|p| p.resource < policy.resources.len()) {
+        for p in part
+            .pending
+            .iter()
+            .filter(|p| p.resource < policy.resources.len())
+        {
             delayed.push(&Notice {
                 target: p.resource,
                 resource: policy.shown_id(p.resource),

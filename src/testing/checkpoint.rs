@@ -20,8 +20,8 @@ use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::Policy;
 use crate::engine::Pending;
+use crate::engine::Policy;
 use crate::error::RunError;
 
 /// The store's size, unless `KILN_CHECKPOINT_MAX_GB` says otherwise.
@@ -42,14 +42,21 @@ pub struct Cut {
 /// After each apt transaction (the end of a run of package resources) and
 /// after the last resource. Each cut is a process and a layer, so none
 /// where little was done: at least one package transaction, or the end.
-pub fn cuts(policy: &Policy, seed: &[u8], part_of: &dyn Fn(usize) -> String) -> Vec<Cut> {
+pub fn cuts(
+    policy: &Policy,
+    repo: &Path,
+    seed: &[u8],
+    part_of: &dyn Fn(usize) -> String,
+) -> Vec<Cut> {
     let rs = &policy.resources;
     let mut out = Vec::new();
     let mut h = Sha256::new();
     h.update(FORMAT.as_bytes());
     h.update(seed);
     for (i, r) in rs.iter().enumerate() {
-        h.update(describe(policy, i).as_bytes());
+        // Where the repository is checked out is not what it says.
+        let text = describe(policy, i).replace(&*repo.to_string_lossy(), "<repo>");
+        h.update(text.as_bytes());
         h.update(part_of(i).as_bytes());
         let batches = r.imp.batch_key().is_some();
         let ends_batch = batches && rs.get(i + 1).is_none_or(|n| n.imp.batch_key().is_none());
@@ -140,7 +147,8 @@ pub struct Store {
 impl Store {
     pub fn open() -> Result<Store, RunError> {
         let dir = crate::platform::rootfs::cache_dir().join("checkpoints");
-        fs::create_dir_all(dir.join("work")).map_err(|e| RunError::io("create", dir.display(), e))?;
+        fs::create_dir_all(dir.join("work"))
+            .map_err(|e| RunError::io("create", dir.display(), e))?;
         // The layers hold test values of secrets: the owner's only.
         let _ = fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
         let gb = std::env::var("KILN_CHECKPOINT_MAX_GB")
@@ -334,9 +342,15 @@ mod tests {
         let (u2, m2) = meta("b", Some("a"), 1000);
         store.keep(u2.path(), m2).unwrap();
         assert!(!u2.path().exists(), "the upper was moved, not copied");
-        let s = store.find(&[cut("a"), cut("b"), cut("c")]).unwrap().unwrap();
+        let s = store
+            .find(&[cut("a"), cut("b"), cut("c")])
+            .unwrap()
+            .unwrap();
         assert_eq!(s.meta.key, "b");
-        assert_eq!(s.layers, [dir.path().join("b/layer"), dir.path().join("a/layer")]);
+        assert_eq!(
+            s.layers,
+            [dir.path().join("b/layer"), dir.path().join("a/layer")]
+        );
         assert!(s.layers[0].join("f").is_file());
 
         // Over the limit: the least recently used goes, here "a"; "b"'s
@@ -361,7 +375,10 @@ mod tests {
         store.keep(u1.path(), m1).unwrap();
         let (u2, m2) = meta("a", None, 20);
         store.keep(u2.path(), m2).unwrap();
-        assert_eq!(fs::metadata(dir.path().join("a/layer/f")).unwrap().len(), 10);
+        assert_eq!(
+            fs::metadata(dir.path().join("a/layer/f")).unwrap().len(),
+            10
+        );
     }
 
     #[test]

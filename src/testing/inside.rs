@@ -19,6 +19,29 @@ pub struct InsideArgs {
     pub fqdn: String,
     pub size: Option<String>,
     pub pins: engine::PinMode,
+    /// A file saying which part of the converge this is ([`PartFile`]);
+    /// none: the whole test.
+    pub part: Option<PathBuf>,
+}
+
+/// How `kiln test` runs one part of a role's test: read before the
+/// sandbox is entered (the file lies outside the target's root).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct PartFile {
+    /// A checkpoint's part: the first converge up to this resource, and
+    /// nothing else. None: the test itself (converge, again, verify).
+    pub until: Option<usize>,
+    /// Delayed notifications an earlier part fired.
+    pub pending: Vec<engine::Pending>,
+    /// The test values' key of the earlier parts (hex).
+    pub test_key: Option<String>,
+}
+
+/// Where a part stopped, for its checkpoint.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct PartEnd {
+    pub pending: Vec<engine::Pending>,
+    pub test_key: String,
 }
 
 /// One converge, as the orchestrator needs it.
@@ -40,6 +63,9 @@ pub struct InsideOutcome {
     /// Pins no source offered, and what the test converged instead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub substitutions: Vec<crate::platform::pins::Substitution>,
+    /// A checkpoint's part, ended where it was to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_end: Option<PartEnd>,
 }
 
 /// Phase markers on stderr let the orchestrator show progress.
@@ -97,12 +123,27 @@ pub fn run(a: InsideArgs) -> i32 {
 fn inside(a: &InsideArgs) -> InsideOutcome {
     let mut out = InsideOutcome::default();
     phase("compile");
+    let part: PartFile = match &a.part {
+        None => PartFile::default(),
+        Some(p) => match std::fs::read(p).map(|b| serde_json::from_slice(&b)) {
+            Ok(Ok(part)) => part,
+            Ok(Err(e)) => {
+                out.error = Some(format!("{}: {e}", p.display()));
+                return out;
+            }
+            Err(e) => {
+                out.error = Some(format!("cannot read {}: {e}", p.display()));
+                return out;
+            }
+        },
+    };
     let c = Converge {
         fqdn: Some(a.fqdn.clone()),
         size: a.size.clone(),
         root: Some(a.root.clone()),
         // Throwaway roots are nobody's recipients: random test values.
         test_secrets: true,
+        test_key: part.test_key.as_deref().and_then(|k| hex::decode(k).ok()),
         pins: a.pins,
         // The overlay is removed after the test, and on a crash.
         durability: Durability::Throwaway,
@@ -145,18 +186,23 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
         }
         Event::Warning(w) => eprintln!("warning: {w}"),
     };
-    let mut converge = |out: &mut InsideOutcome| match prepared.apply(&mut log) {
-        Ok(r) => {
-            eprintln!("{}", r.summary());
-            Some(r)
-        }
-        Err(e) => {
-            out.error = Some(e.to_string());
-            None
-        }
+    let first_part = engine::Part {
+        until: part.until,
+        pending: part.pending.clone(),
     };
+    let mut converge =
+        |out: &mut InsideOutcome, part: &engine::Part| match prepared.apply_part(part, &mut log) {
+            Ok(r) => {
+                eprintln!("{}", r.summary());
+                Some(r)
+            }
+            Err(e) => {
+                out.error = Some(e.to_string());
+                None
+            }
+        };
     phase("converge");
-    let Some(first) = converge(&mut out) else {
+    let Some(first) = converge(&mut out, &first_part) else {
         return out;
     };
     out.first = Some(summarize(&first));
@@ -164,8 +210,15 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
     if !first.success {
         return out;
     }
+    if part.until.is_some() {
+        out.part_end = Some(PartEnd {
+            pending: first.pending.clone(),
+            test_key: hex::encode(prepared.test_key.as_deref().unwrap_or_default()),
+        });
+        return out;
+    }
     phase("converge again");
-    let Some(second) = converge(&mut out) else {
+    let Some(second) = converge(&mut out, &engine::Part::default()) else {
         return out;
     };
     out.second = Some(summarize(&second));

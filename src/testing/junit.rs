@@ -113,6 +113,7 @@ mod tests {
             inside: InsideOutcome::default(),
             kept: None,
             log: None,
+            start: None,
         };
         let xml = render(&[o]);
         assert!(

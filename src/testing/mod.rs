@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod inside;
 pub mod junit;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,7 +25,8 @@ use crate::platform::rootfs::{self, Overlay, TEST_ROOT};
 use crate::platform::target::Target;
 use crate::platform::{apt, pincache, siblings};
 use crate::policy::Repository;
-use inside::{InsideOutcome, PHASE};
+use checkpoint::Store;
+use inside::{InsideOutcome, PHASE, PartFile, RunSummary};
 
 pub struct Options {
     pub repo: PathBuf,
@@ -37,6 +39,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Substitute vanished pins (the default) or refuse them.
     pub pins: PinMode,
+    /// Converge from the base root, neither using nor keeping checkpoints.
+    pub no_cache: bool,
 }
 
 /// What happened to one role.
@@ -53,6 +57,9 @@ pub struct RoleOutcome {
     /// Where the target was kept (`--keep`) and where the log is.
     pub kept: Option<PathBuf>,
     pub log: Option<PathBuf>,
+    /// Where the converge started: `from checkpoint N/M (RESOURCE)`, or
+    /// `from the base root`.
+    pub start: Option<String>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -156,6 +163,7 @@ impl RoleOutcome {
             });
         }
         parts.push(format!("{:.1} s", self.elapsed.as_secs_f64()));
+        parts.extend(self.start.clone());
         parts.join("  ")
     }
 }
@@ -171,6 +179,7 @@ pub fn test_role(role: &str, opts: &Options, progress: &dyn Fn(&str)) -> RoleOut
         inside: InsideOutcome::default(),
         kept: None,
         log: None,
+        start: None,
     };
     if let Err(e) = run(role, opts, progress, &mut o) {
         o.error = Some(format!("role {role} on {}: {e}", opts.release));
@@ -216,76 +225,284 @@ fn run(
         .map_err(|e| RunError::io("open", opts.repo.display(), e))?;
     let repo = Repository::open(&repo_dir)?;
     progress("preparing the root");
-    let base = rootfs::base_root(&TEST_ROOT.on(&opts.release)?, progress)?;
+    let recipe = TEST_ROOT.on(&opts.release)?;
+    let base = rootfs::base_root(&recipe, progress)?;
     // Policy errors surface before any root is made.
     let node = Node::role(role).named(&fqdn).sized(opts.size.clone());
     let facts = node.facts(&Target::at_root(&base));
     let policy = engine::compile(&repo, &node, &facts, &crate::secrets::Placeholder)?;
-    let mut overlay = Overlay::new(
-        &base,
-        &std::env::temp_dir().join("kiln-test"),
-        &format!("{role}-{}", opts.release),
-    )?;
+    let store = match opts.no_cache {
+        true => None,
+        false => Some(Store::open()?),
+    };
+    let work = match &store {
+        Some(s) => s.work_dir(),
+        None => std::env::temp_dir().join("kiln-test"),
+    };
+    let name = format!("{role}-{}", opts.release);
+    let logs = std::env::temp_dir().join("kiln-test");
+    std::fs::create_dir_all(&logs).map_err(|e| RunError::io("create", logs.display(), e))?;
+    let log_path = logs.join(format!("{name}.log"));
+    std::fs::File::create(&log_path).map_err(|e| RunError::io("create", log_path.display(), e))?;
+    o.log = Some(log_path.clone());
+
+    let mut overlay = Overlay::new(&base, &work, &name)?;
+    let packages = fetch_packages(&overlay, &policy, opts, progress)?;
+
+    // Where to start: the deepest checkpoint still valid, or the base root.
+    let mut cuts = Vec::new();
+    let mut layers: Vec<PathBuf> = Vec::new();
+    let mut top: Option<String> = None;
+    let mut part = PartFile::default();
+    let mut from = "from the base root".to_string();
+    if let Some(store) = &store {
+        let seed = format!(
+            "kiln={}\nroot={}\nrelease={}\nfqdn={fqdn}\nsize={:?}\npins={:?}\nindex={}\n",
+            checkpoint::kiln_digest()?,
+            recipe.key(),
+            opts.release,
+            opts.size,
+            opts.pins,
+            checkpoint::index_digest(&overlay.root().join(LISTS)),
+        );
+        let part_of = |i: usize| {
+            let r = &policy.resources[i];
+            let is_package = r.id.kind == crate::resource::package::TYPE.name;
+            match packages.get(&r.id.name) {
+                Some(p) if is_package => p.clone(),
+                _ => String::new(),
+            }
+        };
+        cuts = checkpoint::cuts(&policy, &repo_dir, seed.as_bytes(), &part_of);
+        if let Some(start) = store.find(&cuts)? {
+            let m = start.meta;
+            from = format!(
+                "from checkpoint {}/{} ({})",
+                m.until + 1,
+                m.total,
+                m.resource
+            );
+            cuts.retain(|c| c.until > m.until);
+            part.pending = m.pending;
+            part.test_key = Some(m.test_key);
+            top = Some(m.key);
+            layers = start.layers;
+            drop(overlay);
+            overlay = stacked(&layers, &base, &work, &name, &opts.release)?;
+        }
+    }
+    progress(&from);
+    o.start = Some(from);
+
+    let exe = Exe::open()?;
+    let deadline = Instant::now() + opts.timeout;
+    let mut first = RunSummary::default();
+    // The parts up to each checkpoint, each kept as a layer.
+    for cut in cuts {
+        let store = store.as_ref().expect("cuts only with a store");
+        progress(&format!("converging to {}", cut.resource));
+        part.until = Some(cut.until);
+        let out = sandbox(
+            &exe, &overlay, role, &fqdn, &repo_dir, opts, &part, &log_path, deadline, progress,
+        )?;
+        merge(&mut first, out.first.as_ref());
+        let ended = out.part_end.clone();
+        let Some(end) = ended.filter(|_| out.error.is_none()) else {
+            if opts.keep {
+                overlay.keep();
+                o.kept = Some(overlay.root().to_path_buf());
+            }
+            o.inside = InsideOutcome {
+                first: Some(first),
+                part_end: None,
+                ..out
+            };
+            return Ok(());
+        };
+        let meta = checkpoint::Meta {
+            key: cut.key.clone(),
+            parent: top.clone(),
+            until: cut.until,
+            total: policy.resources.len(),
+            resource: cut.resource.clone(),
+            pending: end.pending.clone(),
+            test_key: end.test_key.clone(),
+            bytes: 0,
+        };
+        let unmounted = overlay.unmount()?;
+        let layer = store.keep(&unmounted.upper(), meta)?;
+        drop(unmounted);
+        layers.insert(0, layer);
+        top = Some(cut.key);
+        part.pending = end.pending;
+        part.test_key = Some(end.test_key);
+        overlay = stacked(&layers, &base, &work, &name, &opts.release)?;
+    }
+
+    // The test itself: converge, converge again, verify.
     if opts.keep {
         overlay.keep();
         o.kept = Some(overlay.root().to_path_buf());
     }
-    let log_path = overlay.dir().join("kiln-test.log");
-    o.log = Some(log_path.clone());
-
-    // Inside the sandbox there is no network: fetch the pinned packages now.
-    let pins = policy.install_pins();
-    if !pins.is_empty() {
-        progress(&format!("downloading {} pinned package(s)", pins.len()));
-        // Package files are shared (their names carry version and
-        // architecture); each release keeps its own index.
-        let cache = rootfs::cache_dir().join("apt");
-        let cached_lists = cache.join("lists").join(&opts.release);
-        let (archives, lists) = (
-            overlay.root().join("var/cache/apt/archives"),
-            overlay.root().join("var/lib/apt/lists"),
-        );
-        pincache::stage_files(&cache.join("archives"), &archives);
-        pincache::stage_files(&cached_lists, &lists);
-        let target = Target::at_root(overlay.root());
-        // The converge's own rules for a pin no source offers, here where
-        // the network is: refreshed index, kiln's cache, [fallback], then
-        // refused or substituted, with kiln's own message.
-        let dpkg = Dpkg::read(&target);
-        let wanted: Vec<(String, String)> = pins
-            .iter()
-            .filter(|(n, v)| dpkg.installed(n).is_none_or(|i| &i.version != v))
-            .cloned()
-            .collect();
-        let installed = |n: &str| dpkg.installed(n).map(|i| i.version.clone());
-        let fb = policy.fallback.as_deref();
-        let sources = pins::Sources {
-            fallback: fb.map(|f| &f.fallback),
-            repo: fb.map_or(Path::new("."), |f| f.repo.as_path()),
-            change: true,
-            defer_unknown: false,
-        };
-        let subs = pins::ensure(&target, &wanted, &installed, &sources, opts.pins)?;
-        let pins = pins::substituted(&pins, &subs);
-        // Siblings of the pins follow them (the same source's upload).
-        let pins = siblings::with_pins(&target, &pins).map_err(RunError::from)?;
-        apt::download(&target, &pins)?;
-        pincache::copy_files(&archives, &cache.join("archives"));
-        pincache::copy_files(&lists, &cached_lists);
-    }
-
+    part.until = None;
     progress("converging");
-    // Through an open descriptor: the sandbox runs this very binary even if
-    // the file is replaced (a rebuild) while the test runs.
-    let exe_file = std::fs::File::open("/proc/self/exe")
-        .map_err(|e| RunError::io("open", "/proc/self/exe", e))?;
-    let exe = format!(
-        "/proc/{}/fd/{}",
-        std::process::id(),
-        std::os::fd::AsRawFd::as_raw_fd(&exe_file)
+    let mut inside = sandbox(
+        &exe, &overlay, role, &fqdn, &repo_dir, opts, &part, &log_path, deadline, progress,
+    )?;
+    if first.total > 0 {
+        merge(&mut first, inside.first.as_ref());
+        if inside.first.is_some() {
+            inside.first = Some(first);
+        }
+    }
+    inside.part_end = None;
+    o.inside = inside;
+    Ok(())
+}
+
+/// A Debian tree's apt index.
+const LISTS: &str = "var/lib/apt/lists";
+
+/// Adds a part's first converge to the run's so far.
+fn merge(all: &mut RunSummary, part: Option<&RunSummary>) {
+    let Some(p) = part else { return };
+    for u in &p.updated {
+        let id = u.split(' ').next();
+        if !all.updated.iter().any(|a| a.split(' ').next() == id) {
+            all.updated.push(u.clone());
+        }
+    }
+    all.failed.extend(p.failed.iter().cloned());
+    all.total = p.total;
+    all.elapsed_ms += p.elapsed_ms;
+}
+
+/// An overlay of `layers` (topmost first) over `base`.
+fn stacked(
+    layers: &[PathBuf],
+    base: &Path,
+    work: &Path,
+    name: &str,
+    release: &str,
+) -> Result<Overlay, RunError> {
+    let mut all = layers.to_vec();
+    all.push(base.to_path_buf());
+    let overlay = Overlay::stacked(&all, work, name)?;
+    stage_cached(overlay.root(), release);
+    Ok(overlay)
+}
+
+/// Inside the sandbox there is no network: the pinned packages (with the
+/// siblings that follow them) are fetched into kiln's cache now, in the
+/// first overlay, which is on the base root. Returns, per pinned package,
+/// what its transaction resolves to, for the checkpoints' keys.
+fn fetch_packages(
+    overlay: &Overlay,
+    policy: &engine::Policy,
+    opts: &Options,
+    progress: &dyn Fn(&str),
+) -> Result<BTreeMap<String, String>, TestError> {
+    let mut resolved = BTreeMap::new();
+    let lists = overlay.root().join(LISTS);
+    stage_cached(overlay.root(), &opts.release);
+    let pins = policy.install_pins();
+    if pins.is_empty() {
+        return Ok(resolved);
+    }
+    progress(&format!("downloading {} pinned package(s)", pins.len()));
+    let cache = rootfs::cache_dir().join("apt");
+    let target = Target::at_root(overlay.root());
+    // The converge's own rules for a pin no source offers, here where
+    // the network is: refreshed index, kiln's cache, [fallback], then
+    // refused or substituted, with kiln's own message.
+    let dpkg = Dpkg::read(&target);
+    let wanted: Vec<(String, String)> = pins
+        .iter()
+        .filter(|(n, v)| dpkg.installed(n).is_none_or(|i| &i.version != v))
+        .cloned()
+        .collect();
+    let installed = |n: &str| dpkg.installed(n).map(|i| i.version.clone());
+    let fb = policy.fallback.as_deref();
+    let sources = pins::Sources {
+        fallback: fb.map(|f| &f.fallback),
+        repo: fb.map_or(Path::new("."), |f| f.repo.as_path()),
+        change: true,
+        defer_unknown: false,
+    };
+    let subs = pins::ensure(&target, &wanted, &installed, &sources, opts.pins)?;
+    let pins = pins::substituted(&pins, &subs);
+    // Siblings of the pins follow them (the same source's upload).
+    let siblings = siblings::resolve(&target, &pins, &dpkg).map_err(RunError::from)?;
+    let mut all = pins.clone();
+    all.extend(siblings.iter().map(|s| (s.name.clone(), s.version.clone())));
+    apt::download(&target, &all)?;
+    let archives = overlay.root().join("var/cache/apt/archives");
+    pincache::copy_files(&archives, &cache.join("archives"));
+    pincache::copy_files(&lists, &cache.join("lists").join(&opts.release));
+    for (name, version) in &pins {
+        let mut with: Vec<String> = (siblings.iter())
+            .filter(|s| &s.follows == name)
+            .map(|s| format!("{}={}", s.name, s.version))
+            .collect();
+        with.sort();
+        resolved.insert(name.clone(), format!("{name}={version} {}", with.join(" ")));
+    }
+    Ok(resolved)
+}
+
+/// Gives a throwaway target kiln's cached package files and index of
+/// `release` (the files' names carry version and architecture; each
+/// release keeps its own index).
+fn stage_cached(root: &Path, release: &str) {
+    let cache = rootfs::cache_dir().join("apt");
+    pincache::stage_files(
+        &cache.join("archives"),
+        &root.join("var/cache/apt/archives"),
     );
+    pincache::stage_files(&cache.join("lists").join(release), &root.join(LISTS));
+}
+
+/// This very binary, through an open descriptor: the sandbox runs it even
+/// if the file is replaced (a rebuild) while the test runs.
+struct Exe {
+    _file: std::fs::File,
+    path: String,
+}
+
+impl Exe {
+    fn open() -> Result<Exe, RunError> {
+        let file = std::fs::File::open("/proc/self/exe")
+            .map_err(|e| RunError::io("open", "/proc/self/exe", e))?;
+        let path = format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        );
+        Ok(Exe { _file: file, path })
+    }
+}
+
+/// Runs one part of the role's test in a sandbox on `overlay` and reads
+/// its outcome; its stderr goes to the role's log.
+#[allow(clippy::too_many_arguments)]
+fn sandbox(
+    exe: &Exe,
+    overlay: &Overlay,
+    role: &str,
+    fqdn: &str,
+    repo_dir: &Path,
+    opts: &Options,
+    part: &PartFile,
+    log_path: &Path,
+    deadline: Instant,
+    progress: &dyn Fn(&str),
+) -> Result<InsideOutcome, TestError> {
+    // Outside the target's root: read before the sandbox is entered.
+    let part_path = overlay.dir().join("part.json");
+    let json = serde_json::to_vec(part).unwrap_or_default();
+    std::fs::write(&part_path, json).map_err(|e| RunError::io("write", part_path.display(), e))?;
     // The sandbox makes its own namespaces (`namespaces`), user first.
-    let mut cmd = Command::new(&exe);
+    let mut cmd = Command::new(&exe.path);
     // The role sees a fixed environment, never the caller's (a CI token
     // would be readable in /proc/1/environ).
     cmd.env_clear()
@@ -299,8 +516,10 @@ fn run(
         .arg("--root")
         .arg(overlay.root())
         .arg("--repo")
-        .arg(&repo_dir)
-        .args(["--role", role, "--fqdn", &fqdn]);
+        .arg(repo_dir)
+        .args(["--role", role, "--fqdn", fqdn])
+        .arg("--part")
+        .arg(&part_path);
     if let Some(s) = &opts.size {
         cmd.args(["--size", s]);
     }
@@ -314,8 +533,10 @@ fn run(
     )
     .map_err(|e| RunError::io("run", "the sandbox", e))?;
     let stderr = child.take_stderr().expect("piped");
-    let mut log = std::fs::File::create(&log_path)
-        .map_err(|e| RunError::io("create", log_path.display(), e))?;
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log_path)
+        .map_err(|e| RunError::io("open", log_path.display(), e))?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -331,7 +552,6 @@ fn run(
         let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
         s
     });
-    let deadline = Instant::now() + opts.timeout;
     // Phases as they come, until the sandbox closes stderr (it ended) or time is up.
     while let Ok(p) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         progress(&p);
@@ -349,24 +569,15 @@ fn run(
     };
     let _ = reader.join();
     let stdout = out_reader.join().unwrap_or_default();
-    let kept_log = keep_log(&format!("{role}-{}", opts.release), &log_path);
-    o.log = kept_log.or(o.log.take());
-    let log = || o.log.clone().unwrap_or_else(|| PathBuf::from("?"));
     let Some(status) = status else {
         return Err(TestError::TimedOut {
             secs: opts.timeout.as_secs(),
-            log: log(),
+            log: log_path.to_path_buf(),
         });
     };
     let last = stdout.lines().last().unwrap_or_default();
-    o.inside =
-        serde_json::from_str(last).map_err(|_| TestError::NoResult { status, log: log() })?;
-    Ok(())
-}
-
-/// Copies the sandbox log out of the target, which is about to be removed.
-fn keep_log(role: &str, log: &Path) -> Option<PathBuf> {
-    let dir = std::env::temp_dir().join("kiln-test");
-    let dest = dir.join(format!("{role}.log"));
-    std::fs::copy(log, &dest).ok().map(|_| dest)
+    serde_json::from_str(last).map_err(|_| TestError::NoResult {
+        status,
+        log: log_path.to_path_buf(),
+    })
 }
