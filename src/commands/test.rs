@@ -1,6 +1,7 @@
 //! `kiln test [--release R] [ROLE]...`: each role converged twice and
-//! verified in a throwaway root of each Debian release the whitelist pins;
-//! one line per role and release, JUnit XML and JSON for machines.
+//! verified in a throwaway root of each Debian release the whitelist pins,
+//! up to `--jobs` roles at once; one line per role and release, JUnit XML
+//! and JSON for machines.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
