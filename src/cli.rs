@@ -416,6 +416,10 @@ struct TestArgs {
     /// checkpoints.
     #[arg(long)]
     no_cache: bool,
+    /// How many roles to test at once (default: the number of cores; 1
+    /// tests them one after another).
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<std::num::NonZeroUsize>,
     /// Print the cached base root's path (building it if missing) and exit:
     /// for benchmarks, which converge the same root the tests do.
     #[arg(long, hide = true)]
@@ -436,6 +440,10 @@ impl TestArgs {
             timeout: Duration::from_secs(self.timeout),
             pins: pin_mode(self.strict_pins),
             no_cache: self.no_cache,
+            jobs: self
+                .jobs
+                .or_else(|| std::thread::available_parallelism().ok())
+                .map_or(1, std::num::NonZeroUsize::get),
         }
     }
 }
@@ -1062,6 +1070,12 @@ mod tests {
         assert_eq!(t.roles, ["web"]);
         assert_eq!(t.pins, crate::engine::PinMode::Strict);
         assert_eq!(t.timeout, Duration::from_secs(1800));
+        assert!(t.jobs >= 1);
+        let Command::Test(t) = parse(&["kiln", "test", "--jobs", "3"]) else {
+            panic!("not test");
+        };
+        assert_eq!(t.options(PathBuf::from(".")).jobs, 3);
+        assert!(Cli::try_parse_from(["kiln", "test", "--jobs", "0"]).is_err());
         let Command::VerifyBundle(v) = parse(&["kiln", "verify-bundle", "b.tar"]) else {
             panic!("not verify-bundle");
         };

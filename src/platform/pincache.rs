@@ -132,7 +132,10 @@ pub fn stage_files(from: &Path, to: &Path) {
 }
 
 /// The regular files of `from` (never what a link there points to, never
-/// apt's lock) that `to` lacks or has at another size, with where each goes.
+/// apt's lock, never a dot file) that `to` lacks or has at another size,
+/// with where each goes. Dot files are the temporaries of a copy under way
+/// (roles tested at once fill the cache together): staged into a target
+/// and copied back, a half-written one would stay in the cache for good.
 fn missing_files(from: &Path, to: &Path) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
     let Ok(entries) = std::fs::read_dir(from) else {
         return Vec::new();
@@ -143,7 +146,7 @@ fn missing_files(from: &Path, to: &Path) -> Vec<(std::path::PathBuf, std::path::
         .filter_map(|e| {
             let meta = e.path().symlink_metadata().ok()?;
             let name = e.file_name();
-            if !meta.is_file() || name == "lock" {
+            if !meta.is_file() || name == "lock" || name.as_encoded_bytes().starts_with(b".") {
                 return None;
             }
             let dest = to.join(&name);
@@ -164,5 +167,61 @@ mod tests {
             "mariadb-server_1%3a11.8.6-0+deb13u1_"
         );
         assert_eq!(prefix("sudo", "1.9.16p2-3"), "sudo_1.9.16p2-3_");
+    }
+
+    /// Roles tested at once copy the same package into the cache while
+    /// others stage it: a reader sees no file or the whole one, and no
+    /// temporary is staged or kept.
+    #[test]
+    fn concurrent_copies_show_a_reader_the_whole_file_or_none() {
+        let (from, cache, target) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let deb: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+        std::fs::write(from.path().join("big_1.0_amd64.deb"), &deb).unwrap();
+        // A copy under way elsewhere, as the cache's own temporary names it.
+        std::fs::write(cache.path().join(".tmpAbC123"), &deb[..100]).unwrap();
+        let dest = cache.path().join("big_1.0_amd64.deb");
+        let writing = std::sync::atomic::AtomicUsize::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    copy_files(from.path(), cache.path());
+                    writing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+            let mut reads = 0;
+            while writing.load(std::sync::atomic::Ordering::SeqCst) > 0 || reads == 0 {
+                if let Ok(seen) = std::fs::read(&dest) {
+                    assert!(
+                        seen == deb,
+                        "a reader saw {} of {} bytes",
+                        seen.len(),
+                        deb.len()
+                    );
+                }
+                reads += 1;
+            }
+        });
+        stage_files(cache.path(), target.path());
+        let names = |d: &Path| {
+            let mut n: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(target.path()), ["big_1.0_amd64.deb"]);
+        assert_eq!(
+            std::fs::read(target.path().join("big_1.0_amd64.deb")).unwrap(),
+            deb
+        );
+        // Copied back from the target, the cache gains no temporary either.
+        std::fs::write(target.path().join(".tmpXyZ789"), b"half").unwrap();
+        copy_files(target.path(), cache.path());
+        assert_eq!(names(cache.path()), [".tmpAbC123", "big_1.0_amd64.deb"]);
     }
 }

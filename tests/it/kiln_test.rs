@@ -3,6 +3,7 @@
 //! release the whitelist pins; bad cookbooks fail with the role, the
 //! resource and the reason, in the output and in JUnit.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::support::*;
@@ -263,4 +264,121 @@ fn the_throwaway_target_runs_dpkg_without_its_syncs() {
             .any(|l| l.contains(" install ") && l.contains("Dpkg::Options::=--force-unsafe-io")),
         "kiln test installed without --force-unsafe-io: {lines:?}"
     );
+}
+
+#[test]
+fn roles_tested_at_once_print_whole_blocks_and_report_in_release_then_role_order() {
+    need!(Sandbox);
+    // `slow` takes a while, so `quick` (started beside it) finishes first:
+    // completion order is not the order of the report.
+    let repo = Repo::new()
+        .recipe(
+            "slow",
+            "default",
+            r#"
+[[resource]]
+execute = "slow"
+command = "sleep 2 && mkdir -p /var/lib/slow"
+creates = "/var/lib/slow"
+
+[[resource]]
+file = "/etc/one"
+content = "one\n"
+"#,
+        )
+        .role("slow", "run_list = [\"recipe[slow]\"]")
+        .recipe(
+            "quick",
+            "default",
+            "[[resource]]\ndirectory = \"/srv/two\"\nmode = \"0750\"\n",
+        )
+        .role("quick", "run_list = [\"recipe[quick]\"]")
+        .whitelist("[releases.bookworm]\n[releases.trixie]\n");
+    // The roles in the order named, on each release.
+    let pairs = [
+        ("bookworm", "slow"),
+        ("bookworm", "quick"),
+        ("trixie", "slow"),
+        ("trixie", "quick"),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let junit = repo.path().join("junit.xml");
+    let out = kiln()
+        .args(["test", "slow", "quick", "--jobs", "2", "--keep", "--junit"])
+        .arg(&junit)
+        .repo(&repo)
+        .env("TMPDIR", tmp.path())
+        .run();
+    let stdout = out.stdout.clone();
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Each role's block: its line, then `kept: ` with its own root.
+    let mut kept = Vec::new();
+    for w in lines.windows(2) {
+        if let Some(k) = w[1].trim().strip_prefix("kept: ") {
+            kept.push((w[0].to_string(), PathBuf::from(k)));
+        }
+    }
+    let files: Vec<(String, bool)> = kept
+        .iter()
+        .map(|(_, k)| {
+            (
+                std::fs::read_to_string(k.join("etc/one")).unwrap_or_default(),
+                k.join("srv/two").is_dir(),
+            )
+        })
+        .collect();
+    for (_, k) in &kept {
+        kiln::platform::rootfs::remove_tree(k.parent().unwrap());
+    }
+    let out = out
+        .success()
+        .stdout_contains("4/4 role test(s) passed (2 role(s) on bookworm, trixie)");
+    // Four blocks of two lines and the summary, nothing between them.
+    assert_eq!(lines.len(), 9, "{}", out.stdout);
+    assert_eq!(kept.len(), 4, "{}", out.stdout);
+    for (release, role) in pairs {
+        let i = kept
+            .iter()
+            .position(|(l, _)| l.starts_with(&line(role, release)))
+            .unwrap_or_else(|| panic!("no whole block for {role} on {release}:\n{}", out.stdout));
+        let (l, k) = &kept[i];
+        assert!(l.contains("converged") && l.contains("verified 0/0"), "{l}");
+        let dir = k.parent().unwrap().file_name().unwrap().to_string_lossy();
+        assert!(
+            dir.starts_with(&format!("{role}-{release}-")),
+            "{l} kept {k:?}"
+        );
+        assert_eq!(
+            files[i],
+            (
+                String::from(if role == "slow" { "one\n" } else { "" }),
+                role == "quick"
+            )
+        );
+    }
+    // JUnit and JSON list release, then role, whatever finished first.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let at: Vec<usize> = pairs
+        .iter()
+        .map(|(release, role)| {
+            xml.find(&format!("<testsuite name=\"role[{role}] on {release}\""))
+                .unwrap_or_else(|| panic!("{role} on {release} missing:\n{xml}"))
+        })
+        .collect();
+    assert!(at.is_sorted(), "{xml}");
+    let out = kiln()
+        .args(["test", "slow", "quick", "--jobs", "2", "--json"])
+        .repo(&repo)
+        .env("TMPDIR", tmp.path())
+        .run()
+        .success();
+    let json: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.stdout));
+    let order: Vec<(&str, &str)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["release"].as_str().unwrap(), o["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(order, pairs);
 }
