@@ -115,6 +115,14 @@ pub fn index_digest(lists: &Path) -> String {
     hex::encode(h.finalize())
 }
 
+/// The key of the test values of secrets for a chain's `seed` (hex).
+pub fn test_key(seed: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"kiln test values\n");
+    h.update(seed.as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// What is kept beside a layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {

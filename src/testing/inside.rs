@@ -141,7 +141,8 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
         fqdn: Some(a.fqdn.clone()),
         size: a.size.clone(),
         root: Some(a.root.clone()),
-        // Throwaway roots are nobody's recipients: random test values.
+        // Throwaway roots are nobody's recipients: test values, with the
+        // key kiln test chose for the role (random without one).
         test_secrets: true,
         test_key: part.test_key.as_deref().and_then(|k| hex::decode(k).ok()),
         pins: a.pins,

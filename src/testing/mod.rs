@@ -253,18 +253,23 @@ fn run(
     let mut cuts = Vec::new();
     let mut layers: Vec<PathBuf> = Vec::new();
     let mut top: Option<String> = None;
-    let mut part = PartFile::default();
+    let seed = format!(
+        "kiln={}\nroot={}\nrelease={}\nfqdn={fqdn}\nsize={:?}\npins={:?}\nindex={}\n",
+        checkpoint::kiln_digest()?,
+        recipe.key(),
+        opts.release,
+        opts.size,
+        opts.pins,
+        checkpoint::index_digest(&overlay.root().join(LISTS)),
+    );
+    // Test values of secrets follow the seed, not the run: a converge from a
+    // checkpoint and one from the base root hold the same values.
+    let mut part = PartFile {
+        test_key: Some(checkpoint::test_key(&seed)),
+        ..PartFile::default()
+    };
     let mut from = "from the base root".to_string();
     if let Some(store) = &store {
-        let seed = format!(
-            "kiln={}\nroot={}\nrelease={}\nfqdn={fqdn}\nsize={:?}\npins={:?}\nindex={}\n",
-            checkpoint::kiln_digest()?,
-            recipe.key(),
-            opts.release,
-            opts.size,
-            opts.pins,
-            checkpoint::index_digest(&overlay.root().join(LISTS)),
-        );
         let part_of = |i: usize| {
             let r = &policy.resources[i];
             let is_package = r.id.kind == crate::resource::package::TYPE.name;

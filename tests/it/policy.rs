@@ -72,23 +72,34 @@ fn parts(root: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[test]
-fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
-    need!(Sandbox, Network);
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    kiln().arg("check").arg("--repo").arg(&repo).run().success();
-    let junit = tempfile::NamedTempFile::new().unwrap();
+/// A kiln cache of its own for the checkpoints of one test, sharing the
+/// built Debian roots and the package cache of the usual one.
+fn own_checkpoints() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let real = kiln::platform::rootfs::cache_dir();
+    std::fs::create_dir_all(dir.path().join("kiln")).unwrap();
+    for sub in ["roots", "apt"] {
+        std::fs::create_dir_all(real.join(sub)).unwrap();
+        std::os::unix::fs::symlink(real.join(sub), dir.path().join("kiln").join(sub)).unwrap();
+    }
+    dir
+}
+
+/// Role tests' kept roots, by (role, release).
+type Kept = BTreeMap<(String, String), PathBuf>;
+
+/// `kiln test --keep ARGS` of every role of `repo` with `cache` as the kiln
+/// cache: its outcome, each role's line, and the kept roots.
+fn kiln_test(repo: &Path, cache: &Path, args: &[&str]) -> (Outcome, Vec<String>, Kept) {
     let out = kiln()
-        .args(["test", "--keep", "--junit"])
-        .arg(junit.path())
+        .env("XDG_CACHE_HOME", cache)
+        .args(["test", "--keep"])
+        .args(args)
         .arg("--repo")
-        .arg(&repo)
+        .arg(repo)
         .run();
-    // (role, release) -> the kept root.
-    let kept: BTreeMap<(String, String), PathBuf> = out
-        .stdout
-        .lines()
-        .collect::<Vec<_>>()
+    let lines: Vec<String> = out.stdout.lines().map(String::from).collect();
+    let kept: Kept = lines
         .windows(2)
         .filter_map(|w| {
             let mut words = w[0].split_whitespace();
@@ -98,11 +109,33 @@ fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
             Some(((role.to_string(), release.to_string()), PathBuf::from(path)))
         })
         .collect();
-    let cleanup = || {
-        for p in kept.values() {
-            kiln::platform::rootfs::remove_tree(p.parent().unwrap());
-        }
-    };
+    let roles = lines
+        .iter()
+        .filter(|l| l.contains(" s  from "))
+        .cloned()
+        .collect();
+    (out, roles, kept)
+}
+
+fn remove_kept(kept: &Kept) {
+    for p in kept.values() {
+        kiln::platform::rootfs::remove_tree(p.parent().unwrap());
+    }
+}
+
+#[test]
+fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
+    need!(Sandbox, Network);
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    kiln().arg("check").arg("--repo").arg(&repo).run().success();
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let cache = own_checkpoints();
+    let (out, _, kept) = kiln_test(
+        &repo,
+        cache.path(),
+        &["--junit", &junit.path().to_string_lossy()],
+    );
+    let cleanup = || remove_kept(&kept);
     if out.status != 0 {
         cleanup();
         panic!("kiln test failed:\n{}\n{}", out.stdout, out.stderr);
@@ -165,4 +198,156 @@ fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
         "parity broken:\n{}",
         unexpected.join("\n")
     );
+    // The checkpoints the run above kept, put to use after a change late in
+    // every run list: the targets must equal those converged from scratch.
+    a_converge_from_a_checkpoint_equals_one_from_the_base_root(&repo, cache.path());
+}
+
+/// A copy of the policy in `repo` with a change late in every role's run
+/// list (a recipe appended, with one file) and a one-line change in the
+/// app's template (web, devvm).
+fn late_change(repo: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for item in ["roles", "cookbooks", "whitelist.toml", "secrets"] {
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(repo.join(item))
+            .arg(copy.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cp {item}");
+    }
+    let roles = copy.path().join("roles");
+    for entry in std::fs::read_dir(&roles).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+        let list = doc["run_list"]
+            .as_array_mut()
+            .expect("every role has a run list");
+        list.push("recipe[late]");
+        std::fs::write(&path, doc.to_string()).unwrap();
+    }
+    let late = copy.path().join("cookbooks/late");
+    std::fs::create_dir_all(late.join("recipes")).unwrap();
+    std::fs::write(
+        late.join("metadata.toml"),
+        "name = \"late\"\nversion = \"1.0.0\"\ndescription = \"a change late in the run list\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        late.join("recipes/default.toml"),
+        "[[resource]]\nfile = \"/etc/kiln-late\"\ncontent = \"late\\n\"\nowner = \"root\"\ngroup = \"root\"\nmode = \"0644\"\n",
+    )
+    .unwrap();
+    let template = copy.path().join("cookbooks/app/templates/config.php.hbs");
+    let mut text = std::fs::read_to_string(&template).unwrap();
+    text.push_str("// one line more\n");
+    std::fs::write(&template, text).unwrap();
+    kiln()
+        .arg("check")
+        .arg("--repo")
+        .arg(copy.path())
+        .run()
+        .success();
+    copy
+}
+
+fn a_converge_from_a_checkpoint_equals_one_from_the_base_root(repo: &Path, cache: &Path) {
+    let changed = late_change(repo);
+    let (resumed_out, resumed_lines, resumed) = kiln_test(changed.path(), cache, &[]);
+    let (scratch_out, scratch_lines, scratch) = kiln_test(changed.path(), cache, &["--no-cache"]);
+    let cleanup = || {
+        remove_kept(&resumed);
+        remove_kept(&scratch);
+    };
+    if resumed_out.status != 0 || scratch_out.status != 0 {
+        cleanup();
+        panic!(
+            "kiln test failed:\nfrom checkpoints:\n{}\n{}\nfrom the base root:\n{}\n{}",
+            resumed_out.stdout, resumed_out.stderr, scratch_out.stdout, scratch_out.stderr
+        );
+    }
+    let mut problems = Vec::new();
+    if resumed_lines.len() != 10 || scratch_lines.len() != 10 {
+        problems.push(format!(
+            "10 roles each:\n{resumed_lines:#?}\n{scratch_lines:#?}"
+        ));
+    }
+    problems.extend(
+        (resumed_lines.iter())
+            .filter(|l| !l.contains("from checkpoint "))
+            .map(|l| format!("not from a checkpoint: {l}")),
+    );
+    problems.extend(
+        (scratch_lines.iter())
+            .filter(|l| !l.ends_with("from the base root"))
+            .map(|l| format!("--no-cache, yet: {l}")),
+    );
+    for (key, root) in &scratch {
+        let Some(other) = resumed.get(key) else {
+            problems.push(format!("{key:?}: no target from a checkpoint"));
+            continue;
+        };
+        let (want, got) = (parts(root), parts(other));
+        let (want_state, got_state) = (managed(root, &want), managed(other, &got));
+        for (what, want, got) in [
+            ("fingerprint part", &want, &got),
+            ("state", &want_state, &got_state),
+        ] {
+            let ids: std::collections::BTreeSet<&String> = want.keys().chain(got.keys()).collect();
+            for id in ids {
+                if want.get(id) != got.get(id) {
+                    problems.push(format!(
+                        "{} on {}: {what} of {id}\n  from the base root: {:?}\n  from a checkpoint:  {:?}",
+                        key.0,
+                        key.1,
+                        want.get(id),
+                        got.get(id)
+                    ));
+                }
+            }
+        }
+    }
+    cleanup();
+    assert!(
+        problems.is_empty(),
+        "a converge from a checkpoint differs from one from the base root:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// What a role manages, entry by entry: each path its file, template,
+/// directory and link resources name (mode, owner, group, and content or
+/// link target), the accounts, and dpkg's record of the packages.
+fn managed(root: &Path, parts: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let named = parts.keys().filter_map(|id| {
+        let (kind, rest) = id.split_once('[')?;
+        let path = rest.strip_suffix(']')?;
+        ["file", "template", "directory", "link", "cookbook_file"]
+            .contains(&kind)
+            .then(|| path.to_string())
+    });
+    let mut out = BTreeMap::new();
+    let fixed = ["/etc/passwd", "/etc/group", "/var/lib/dpkg/status"];
+    for path in named.chain(fixed.map(String::from)) {
+        let full = root.join(path.trim_start_matches('/'));
+        let state = match std::fs::symlink_metadata(&full) {
+            Err(_) => "absent".to_string(),
+            Ok(m) => {
+                let what = if m.file_type().is_symlink() {
+                    format!("-> {}", std::fs::read_link(&full).unwrap().display())
+                } else if m.is_file() {
+                    hex::encode(sha2::Sha256::digest(std::fs::read(&full).unwrap()))
+                } else {
+                    "directory".to_string()
+                };
+                format!("{:o} {}:{} {what}", m.mode(), m.uid(), m.gid())
+            }
+        };
+        out.insert(path, state);
+    }
+    out
 }
