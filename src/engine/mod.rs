@@ -2,6 +2,7 @@
 
 mod apply;
 mod batch;
+pub mod checkpoint;
 pub mod compile;
 mod converge;
 mod guards;

@@ -3,7 +3,6 @@
 //! fails), then the role's verify checks, with services really running in
 //! private namespaces. Torn down even on failure unless kept.
 
-pub mod checkpoint;
 pub mod inside;
 pub mod junit;
 
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use shared_child::SharedChild;
 
+use crate::engine::checkpoint::{self, Store};
 use crate::engine::{self, Node};
 use crate::error::{PolicyError, PolicyErrors, RunError};
 use crate::platform::dpkg::Dpkg;
@@ -25,7 +25,6 @@ use crate::platform::rootfs::{self, Overlay, TEST_ROOT};
 use crate::platform::target::Target;
 use crate::platform::{apt, pincache, siblings};
 use crate::policy::Repository;
-use checkpoint::Store;
 use inside::{InsideOutcome, PHASE, PartFile, RunSummary};
 
 pub struct Options {

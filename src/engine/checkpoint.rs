@@ -1,4 +1,5 @@
-//! `kiln test`'s checkpoints: a role's first converge treated like a build.
+//! Checkpoints of a first converge into a throwaway tree (`kiln test`),
+//! treated like a build's steps.
 //! The converge stops after each apt transaction (and at its end), and the
 //! overlay's upper directory is kept as a layer under `~/.cache/kiln`,
 //! keyed by a hash of everything that led to it. A later test of the role
