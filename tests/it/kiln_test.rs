@@ -3,7 +3,7 @@
 //! release the whitelist pins; bad cookbooks fail with the role, the
 //! resource and the reason, in the output and in JUnit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::*;
@@ -95,12 +95,14 @@ fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
     // A temporary directory of its own: other tests run `kiln test` on a
     // role named web at the same time.
     let tmp = tempfile::tempdir().unwrap();
+    let cache = own_kiln_cache();
     kiln()
         .arg("test")
         .repo(&repo)
         .arg("--junit")
         .arg(&junit)
         .env("TMPDIR", tmp.path())
+        .env("XDG_CACHE_HOME", cache.path())
         .run()
         .success()
         .stdout_contains(&format!(
@@ -129,14 +131,58 @@ fn a_role_converges_twice_and_its_service_answers_inside_the_target() {
         );
     }
     no_leaks();
-    // Nothing of the target is left behind.
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(&format!("{}/kiln-test/web-", tmp.path().display())),
-        "an overlay is still mounted"
-    );
+    nothing_mounted_below(&[tmp.path(), cache.path()]);
     // The service listened inside the target's own network namespace only.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    // Again: from the checkpoint kept at the end of the first converge, a
+    // reboot of the target there. The file and the init script are in
+    // place; the service starts again and answers.
+    kiln()
+        .arg("test")
+        .repo(&repo)
+        .env("TMPDIR", tmp.path())
+        .env("XDG_CACHE_HOME", cache.path())
+        .run()
+        .success()
+        .stdout_contains(&format!(
+            "{}converged (1/3 updated)  idempotent",
+            line("web", "bookworm")
+        ))
+        .stdout_contains("verified 4/4  ")
+        .stdout_contains(" s  from checkpoint 3/3 (service[tiny-httpd])\n");
+    no_leaks();
+    // --no-cache: from the base root, and nothing more kept.
+    let store = cache.path().join("kiln/checkpoints");
+    let kept = || std::fs::read_dir(&store).unwrap().count();
+    let before = kept();
+    kiln()
+        .args(["test", "--no-cache", "--release", "bookworm"])
+        .repo(&repo)
+        .env("TMPDIR", tmp.path())
+        .env("XDG_CACHE_HOME", cache.path())
+        .run()
+        .success()
+        .stdout_contains(&format!(
+            "{}converged (3/3 updated)  idempotent",
+            line("web", "bookworm")
+        ))
+        .stdout_contains(" s  from the base root\n");
+    assert_eq!(kept(), before);
+    no_leaks();
+    nothing_mounted_below(&[tmp.path(), cache.path()]);
+}
+
+/// No overlay of a test target is left mounted below any of `dirs`.
+fn nothing_mounted_below(dirs: &[&Path]) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for dir in dirs {
+        assert!(
+            !mounts.contains(&dir.display().to_string()),
+            "an overlay is still mounted below {}:\n{mounts}",
+            dir.display()
+        );
+    }
 }
 
 #[test]

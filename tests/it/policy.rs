@@ -72,19 +72,6 @@ fn parts(root: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A kiln cache of its own for the checkpoints of one test, sharing the
-/// built Debian roots and the package cache of the usual one.
-fn own_checkpoints() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let real = kiln::platform::rootfs::cache_dir();
-    std::fs::create_dir_all(dir.path().join("kiln")).unwrap();
-    for sub in ["roots", "apt"] {
-        std::fs::create_dir_all(real.join(sub)).unwrap();
-        std::os::unix::fs::symlink(real.join(sub), dir.path().join("kiln").join(sub)).unwrap();
-    }
-    dir
-}
-
 /// Role tests' kept roots, by (role, release).
 type Kept = BTreeMap<(String, String), PathBuf>;
 
@@ -129,7 +116,7 @@ fn every_role_passes_kiln_test_and_shared_resources_have_equal_fingerprints() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     kiln().arg("check").arg("--repo").arg(&repo).run().success();
     let junit = tempfile::NamedTempFile::new().unwrap();
-    let cache = own_checkpoints();
+    let cache = own_kiln_cache();
     let (out, _, kept) = kiln_test(
         &repo,
         cache.path(),

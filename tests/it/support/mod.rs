@@ -424,6 +424,20 @@ const UNHASHED: &[&str] = &[
     "var/log",
 ];
 
+/// A kiln cache of its own (`XDG_CACHE_HOME`) for one test's `kiln test`
+/// checkpoints, sharing the built Debian roots and the package cache of the
+/// usual one.
+pub fn own_kiln_cache() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let real = kiln::platform::rootfs::cache_dir();
+    std::fs::create_dir_all(dir.path().join("kiln")).unwrap();
+    for sub in ["roots", "apt"] {
+        std::fs::create_dir_all(real.join(sub)).unwrap();
+        std::os::unix::fs::symlink(real.join(sub), dir.path().join("kiln").join(sub)).unwrap();
+    }
+    dir
+}
+
 /// A sha256 over every entry of the tree at `root` (relative path, file type,
 /// permission bits, owner, group, symlink target, device number, content),
 /// walked in sorted order, skipping [`UNHASHED`]. Modification times are not
