@@ -246,12 +246,14 @@ fn run(
     o.log = Some(log_path.clone());
 
     let mut overlay = Overlay::new(&base, &work, &name)?;
-    let packages = fetch_packages(&overlay, &policy, opts, progress)?;
+    let packages = resolve_packages(&overlay, &policy, opts, progress)?;
 
     // Where to start: the deepest checkpoint still valid, or the base root.
     let mut cuts = Vec::new();
     let mut layers: Vec<PathBuf> = Vec::new();
     let mut top: Option<String> = None;
+    // The last resource the start's tree has converged.
+    let mut done: Option<usize> = None;
     let seed = format!(
         "kiln={}\nroot={}\nrelease={}\nfqdn={fqdn}\nsize={:?}\npins={:?}\nindex={}\n",
         checkpoint::kiln_digest()?,
@@ -272,7 +274,7 @@ fn run(
         let part_of = |i: usize| {
             let r = &policy.resources[i];
             let is_package = r.id.kind == crate::resource::package::TYPE.name;
-            match packages.get(&r.id.name) {
+            match packages.keys.get(&r.id.name) {
                 Some(p) if is_package => p.clone(),
                 _ => String::new(),
             }
@@ -290,13 +292,27 @@ fn run(
             part.pending = m.pending;
             part.test_key = Some(m.test_key);
             top = Some(m.key);
+            done = Some(m.until);
             layers = start.layers;
             drop(overlay);
-            overlay = stacked(&layers, &base, &work, &name, &opts.release)?;
+            overlay = stacked(&layers, &base, &work, &name)?;
         }
     }
     progress(&from);
     o.start = Some(from);
+    // Inside the sandbox there is no network: the packages still to install
+    // are fetched now (into kiln's cache, shared by every target).
+    let installs_after = |until: Option<usize>| {
+        let installs = |r: &engine::compile::Compiled| {
+            r.id.kind == crate::resource::package::TYPE.name
+                && r.actions.iter().any(|a| a == "install")
+        };
+        (policy.resources.iter().enumerate())
+            .any(|(i, r)| until.is_none_or(|u| i > u) && installs(r))
+    };
+    if installs_after(done) {
+        download(&overlay, &packages.download, progress)?;
+    }
 
     let exe = Exe::open()?;
     let deadline = Instant::now() + opts.timeout;
@@ -340,7 +356,10 @@ fn run(
         top = Some(cut.key);
         part.pending = end.pending;
         part.test_key = Some(end.test_key);
-        overlay = stacked(&layers, &base, &work, &name, &opts.release)?;
+        overlay = stacked(&layers, &base, &work, &name)?;
+        if installs_after(Some(cut.until)) {
+            stage_debs(overlay.root());
+        }
     }
 
     // The test itself: converge, converge again, verify.
@@ -364,8 +383,9 @@ fn run(
     Ok(())
 }
 
-/// A Debian tree's apt index.
+/// A Debian tree's apt index and package files.
 const LISTS: &str = "var/lib/apt/lists";
+const ARCHIVES: &str = "var/cache/apt/archives";
 
 /// Adds a part's first converge to the run's so far.
 fn merge(all: &mut RunSummary, part: Option<&RunSummary>) {
@@ -382,43 +402,45 @@ fn merge(all: &mut RunSummary, part: Option<&RunSummary>) {
 }
 
 /// An overlay of `layers` (topmost first) over `base`.
-fn stacked(
-    layers: &[PathBuf],
-    base: &Path,
-    work: &Path,
-    name: &str,
-    release: &str,
-) -> Result<Overlay, RunError> {
+fn stacked(layers: &[PathBuf], base: &Path, work: &Path, name: &str) -> Result<Overlay, RunError> {
     let mut all = layers.to_vec();
     all.push(base.to_path_buf());
-    let overlay = Overlay::stacked(&all, work, name)?;
-    stage_cached(overlay.root(), release);
-    Ok(overlay)
+    Overlay::stacked(&all, work, name)
 }
 
-/// Inside the sandbox there is no network: the pinned packages (with the
-/// siblings that follow them) are fetched into kiln's cache now, in the
-/// first overlay, which is on the base root. Returns, per pinned package,
-/// what its transaction resolves to, for the checkpoints' keys.
-fn fetch_packages(
+/// The pinned packages of a role as its transactions resolve them.
+struct Packages {
+    /// Per pinned package, what its transaction installs: the pin (or what
+    /// stands in for it) and its source's other packages, for the keys.
+    keys: BTreeMap<String, String>,
+    /// Every pin and sibling, for the download.
+    download: Vec<(String, String)>,
+}
+
+/// Resolves the role's pins in the first overlay, which is on the base
+/// root, with kiln's cached index staged (and refreshed if a pin is not in
+/// it): the converge's own rules for a pin no source offers (kiln's cache,
+/// [fallback], then refused or substituted, with kiln's own message), and
+/// the siblings that follow each pin (the same source's upload).
+fn resolve_packages(
     overlay: &Overlay,
     policy: &engine::Policy,
     opts: &Options,
     progress: &dyn Fn(&str),
-) -> Result<BTreeMap<String, String>, TestError> {
-    let mut resolved = BTreeMap::new();
+) -> Result<Packages, TestError> {
     let lists = overlay.root().join(LISTS);
-    stage_cached(overlay.root(), &opts.release);
+    let cached_lists = rootfs::cache_dir().join("apt/lists").join(&opts.release);
+    pincache::stage_files(&cached_lists, &lists);
+    let mut out = Packages {
+        keys: BTreeMap::new(),
+        download: Vec::new(),
+    };
     let pins = policy.install_pins();
     if pins.is_empty() {
-        return Ok(resolved);
+        return Ok(out);
     }
-    progress(&format!("downloading {} pinned package(s)", pins.len()));
-    let cache = rootfs::cache_dir().join("apt");
+    progress(&format!("resolving {} pinned package(s)", pins.len()));
     let target = Target::at_root(overlay.root());
-    // The converge's own rules for a pin no source offers, here where
-    // the network is: refreshed index, kiln's cache, [fallback], then
-    // refused or substituted, with kiln's own message.
     let dpkg = Dpkg::read(&target);
     let wanted: Vec<(String, String)> = pins
         .iter()
@@ -435,35 +457,45 @@ fn fetch_packages(
     };
     let subs = pins::ensure(&target, &wanted, &installed, &sources, opts.pins)?;
     let pins = pins::substituted(&pins, &subs);
-    // Siblings of the pins follow them (the same source's upload).
     let siblings = siblings::resolve(&target, &pins, &dpkg).map_err(RunError::from)?;
-    let mut all = pins.clone();
-    all.extend(siblings.iter().map(|s| (s.name.clone(), s.version.clone())));
-    apt::download(&target, &all)?;
-    let archives = overlay.root().join("var/cache/apt/archives");
-    pincache::copy_files(&archives, &cache.join("archives"));
-    pincache::copy_files(&lists, &cache.join("lists").join(&opts.release));
+    pincache::copy_files(&lists, &cached_lists);
+    out.download = pins.clone();
+    (out.download).extend(siblings.iter().map(|s| (s.name.clone(), s.version.clone())));
     for (name, version) in &pins {
         let mut with: Vec<String> = (siblings.iter())
             .filter(|s| &s.follows == name)
             .map(|s| format!("{}={}", s.name, s.version))
             .collect();
         with.sort();
-        resolved.insert(name.clone(), format!("{name}={version} {}", with.join(" ")));
+        let key = format!("{name}={version} {}", with.join(" "));
+        out.keys.insert(name.clone(), key);
     }
-    Ok(resolved)
+    Ok(out)
 }
 
-/// Gives a throwaway target kiln's cached package files and index of
-/// `release` (the files' names carry version and architecture; each
-/// release keeps its own index).
-fn stage_cached(root: &Path, release: &str) {
-    let cache = rootfs::cache_dir().join("apt");
-    pincache::stage_files(
-        &cache.join("archives"),
-        &root.join("var/cache/apt/archives"),
-    );
-    pincache::stage_files(&cache.join("lists").join(release), &root.join(LISTS));
+/// Fetches `set` (and what apt pulls in with it) into kiln's package cache
+/// through the target at `overlay`, which keeps a copy.
+fn download(
+    overlay: &Overlay,
+    set: &[(String, String)],
+    progress: &dyn Fn(&str),
+) -> Result<(), TestError> {
+    stage_debs(overlay.root());
+    if set.is_empty() {
+        return Ok(());
+    }
+    progress(&format!("downloading {} package(s)", set.len()));
+    apt::download(&Target::at_root(overlay.root()), set)?;
+    let archives = overlay.root().join(ARCHIVES);
+    pincache::copy_files(&archives, &rootfs::cache_dir().join("apt/archives"));
+    Ok(())
+}
+
+/// Gives a throwaway target kiln's cached package files (their names
+/// carry version and architecture: one cache for every release).
+fn stage_debs(root: &Path) {
+    let cache = rootfs::cache_dir().join("apt/archives");
+    pincache::stage_files(&cache, &root.join(ARCHIVES));
 }
 
 /// This very binary, through an open descriptor: the sandbox runs it even
