@@ -263,6 +263,9 @@ struct ImageArgs {
     /// does, instead of taking what the sources offer (with a warning).
     #[arg(long)]
     strict_pins: bool,
+    /// Converge from the base root, neither using nor keeping checkpoints.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 impl ImageArgs {
@@ -274,6 +277,7 @@ impl ImageArgs {
             size: self.size,
             force,
             strict_pins: self.strict_pins,
+            no_cache: self.no_cache,
         }
     }
 }
