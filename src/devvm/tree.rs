@@ -115,6 +115,7 @@ pub fn converge(
         parts.push(None);
     }
     let mut warned = BTreeSet::new();
+    let mut shown = BTreeSet::new();
     let mut total: Option<Report> = None;
     for cut in parts {
         // The merged path moves with each remount: prepared again per part.
@@ -126,9 +127,15 @@ pub fn converge(
             until: cut.as_ref().map(|c| c.until),
             pending: std::mem::take(&mut pending),
         };
+        let mut checked = Vec::new();
         let report = prepared.apply_part(&part, &mut |e| match e {
             engine::Event::Resource(r) => {
-                if let Some(line) = r.line() {
+                // A part checks the resources of the parts before it again:
+                // what those said is not said twice.
+                let id = (r.note.is_none()).then(|| (r.resource.clone(), r.origin.clone()));
+                let said = id.as_ref().is_some_and(|id| shown.contains(id));
+                checked.extend(id);
+                if let Some(line) = r.line().filter(|_| !said) {
                     on(Event::Converged(line));
                 }
             }
@@ -139,6 +146,7 @@ pub fn converge(
                 }
             }
         })?;
+        shown.extend(checked);
         let failed = !report.success;
         let mut report = report;
         if let Some(before) = total.take() {

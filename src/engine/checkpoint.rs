@@ -446,6 +446,44 @@ mod tests {
     }
 
     #[test]
+    fn each_kept_layer_goes_on_top_of_the_tree_and_chains_to_the_one_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store {
+            dir: dir.path().join("store"),
+            limit: 1 << 30,
+        };
+        fs::create_dir_all(store.work_dir()).unwrap();
+        let base = dir.path().join("base");
+        fs::create_dir_all(&base).unwrap();
+        fs::write(base.join("b"), "base").unwrap();
+        let mut layers = Layers::new(&base, &store.work_dir(), "t");
+        let Ok(overlay) = layers.mount() else {
+            eprintln!("skipping: mounting an overlay needs root and overlayfs");
+            return;
+        };
+        fs::write(overlay.root().join("one"), "1").unwrap();
+        let (_u, m1) = meta("k1", None, 0);
+        let overlay = layers.keep(&store, overlay, m1).unwrap();
+        fs::write(overlay.root().join("two"), "2").unwrap();
+        fs::remove_file(overlay.root().join("b")).unwrap();
+        let (_u, m2) = meta("k2", None, 0);
+        let overlay = layers.keep(&store, overlay, m2).unwrap();
+        let root = overlay.root();
+        assert!(root.join("one").is_file() && root.join("two").is_file());
+        assert!(!root.join("b").exists(), "a removal is kept too");
+        assert!(base.join("b").is_file(), "the base root is never written");
+        let kept = store.find(&[cut("k1"), cut("k2")]).unwrap().unwrap();
+        assert_eq!(kept.meta.parent.as_deref(), Some("k1"));
+        assert!(kept.layers[0].join("two").is_file() && !kept.layers[0].join("one").exists());
+        drop(overlay);
+        // A new tree starts from the deepest one.
+        let mut again = Layers::new(&base, &store.work_dir(), "t");
+        assert_eq!(again.start_from(kept).key, "k2");
+        let overlay = again.mount().unwrap();
+        assert_eq!(fs::read_to_string(overlay.root().join("one")).unwrap(), "1");
+    }
+
+    #[test]
     fn a_layer_kept_twice_keeps_the_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store {
