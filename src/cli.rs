@@ -263,7 +263,8 @@ struct ImageArgs {
     /// does, instead of taking what the sources offer (with a warning).
     #[arg(long)]
     strict_pins: bool,
-    /// Converge from the base root, neither using nor keeping checkpoints.
+    /// Converge a new image from the base root, neither using nor keeping
+    /// checkpoints (a cached image still answers unless --force).
     #[arg(long)]
     no_cache: bool,
 }

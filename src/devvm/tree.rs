@@ -65,14 +65,14 @@ pub fn converge(
     let mut from = "from the base root".to_string();
     let mut configured = false;
     if let Some(store) = &store {
-        let seed = seed(inputs, cfg, pins, overlay.root())?;
+        let repo = Repository::open(&repo_dir)?;
+        let seed = seed(&repo, inputs, cfg, pins, overlay.root())?;
         // Compiled as `kiln test` compiles for its keys: secrets as their
-        // names, so that no value goes into a key.
+        // names, so that no value goes into a key (their files are in the seed).
         let node = Node::role(&inputs.role)
             .named(&inputs.hostname)
             .sized(Some(inputs.size.clone()));
         let facts = node.facts(&Target::at_root(base));
-        let repo = Repository::open(&repo_dir)?;
         let policy = engine::compile(&repo, &node, &facts, &crate::secrets::Placeholder)?;
         // The versions a pin's siblings resolve to are not known before
         // the converge (the base root has no index): a pin is in its
@@ -189,15 +189,33 @@ pub fn converge(
 }
 
 /// Everything the first layer depends on besides the policy: kiln, the
-/// base root, the release, the node, the pin mode, the apt index, and the
-/// guest configuration written before the converge.
-fn seed(inputs: &Inputs, cfg: &GuestConfig, pins: PinMode, root: &Path) -> Result<String, Error> {
+/// base root, the release, the node, the pin mode, the apt index, the
+/// guest configuration written before the converge, and the encrypted
+/// secrets (the keys see only their names, while an image holds their
+/// values: a changed secret converges the whole role again).
+fn seed(
+    repo: &Repository,
+    inputs: &Inputs,
+    cfg: &GuestConfig,
+    pins: PinMode,
+    root: &Path,
+) -> Result<String, Error> {
+    let mut secrets = String::new();
+    for f in repo
+        .files()?
+        .iter()
+        .filter(|f| f.rel.starts_with("secrets/"))
+    {
+        let sum = crate::digest::sha256_file(&f.path)
+            .map_err(|e| RunError::io("read", f.path.display(), e))?;
+        secrets.push_str(&format!("{} {sum}\n", f.rel));
+    }
     let guest = format!(
         "hostname={}\nrole={}\nsize={}\nauthorized_key={}\napp_mount={}\nkiln_binary={}\n",
         cfg.hostname, cfg.role, cfg.size, cfg.authorized_key, cfg.app_mount, cfg.kiln_binary
     );
     Ok(format!(
-        "kiln={}\nroot={}\nrelease={}\nfqdn={}\nsize={:?}\npins={pins:?}\nindex={}\nguest={}\n",
+        "kiln={}\nroot={}\nrelease={}\nfqdn={}\nsize={:?}\npins={pins:?}\nindex={}\nguest={}\nsecrets={}\n",
         checkpoint::kiln_digest()?,
         super::base::key(&inputs.release)?,
         inputs.release,
@@ -205,5 +223,6 @@ fn seed(inputs: &Inputs, cfg: &GuestConfig, pins: PinMode, root: &Path) -> Resul
         Some(&inputs.size),
         checkpoint::index_digest(&root.join("var/lib/apt/lists")),
         crate::digest::sha256_hex(guest.as_bytes()),
+        crate::digest::sha256_hex(secrets.as_bytes()),
     ))
 }
