@@ -263,6 +263,10 @@ struct ImageArgs {
     /// does, instead of taking what the sources offer (with a warning).
     #[arg(long)]
     strict_pins: bool,
+    /// Converge a new image from the base root, neither using nor keeping
+    /// checkpoints (a cached image still answers unless --force).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 impl ImageArgs {
@@ -274,6 +278,7 @@ impl ImageArgs {
             size: self.size,
             force,
             strict_pins: self.strict_pins,
+            no_cache: self.no_cache,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Building a dev VM image: the base root copied, the guest configured, the
-//! role converged into it with kiln's own engine (`--root`), kiln and the
+//! Building a dev VM image: an overlay of the base root, the guest
+//! configured, the role converged into it with kiln's own engine (`--root`,
+//! in parts kept as checkpoints: see [`super::tree`]), kiln and the
 //! policy installed, then an ext4 filesystem made from the tree without
 //! mounting it and converted to qcow2, with the kernel and initrd beside it
 //! for direct kernel boot.
@@ -18,11 +19,11 @@ use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use super::guest::{self, GuestConfig};
-use super::{DevvmError, base, paths, run, sshkey, tools, user_name};
-use crate::engine::{self, Converge, Event, Node};
+use super::{DevvmError, base, paths, run, sshkey, tools, tree, user_name};
+use crate::engine::{self, Node};
 use crate::error::{Error, IoContext, PolicyError};
-use crate::platform::pins::{PinMode, Substitution};
-use crate::platform::target::{Durability, Target};
+use crate::platform::pins::Substitution;
+use crate::platform::target::Target;
 use crate::policy::Repository;
 
 /// Bump when what goes into an image changes without any hashed input changing.
@@ -48,6 +49,8 @@ pub struct BuildRequest {
     pub force: bool,
     /// Refuse vanished pins instead of substituting them.
     pub strict_pins: bool,
+    /// Converge from the base root, neither using nor keeping checkpoints.
+    pub no_cache: bool,
 }
 
 /// What an image is and how to boot it; `manifest.json` in its directory.
@@ -265,18 +268,9 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
         .prefix(&format!(".build-{key}-"))
         .tempdir_in(&images)
         .ctx(|| format!("creating a build directory in {}", images.display()))?;
-    let tree = work.path().join("tree");
     let out = work.path().join("image");
     fs::create_dir(&out).ctx(|| format!("creating {}", out.display()))?;
 
-    step(format!("copying the base root into {}", tree.display()));
-    run(
-        Command::new("cp")
-            .args(["-a", "--reflink=auto"])
-            .arg(&base)
-            .arg(&tree),
-        "copying the base root",
-    )?;
     let cfg = GuestConfig {
         hostname: &inputs.hostname,
         role: &inputs.role,
@@ -285,41 +279,11 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
         app_mount: &inputs.app_mount,
         kiln_binary: &inputs.kiln_binary,
     };
-    step(format!(
-        "configuring the guest: hostname {}, ssh key, DHCP, app share at {}",
-        inputs.hostname, inputs.app_mount
-    ));
-    guest::configure(&tree, &cfg)?;
-
-    step(format!(
-        "converging role {} (size {}) into the image",
-        inputs.role, inputs.size
-    ));
-    let converge = Converge {
-        fqdn: Some(inputs.hostname.clone()),
-        size: Some(inputs.size.clone()),
-        root: Some(tree.clone()),
-        pins: if req.strict_pins {
-            PinMode::Strict
-        } else {
-            PinMode::Substitute
-        },
-        // A failed build leaves no image: the tree is built again.
-        durability: Durability::Throwaway,
-        ..Converge::roles(&req.repo, std::slice::from_ref(&inputs.role))
-    };
-    let report = engine::converge(&converge, &mut |e| match e {
-        Event::Resource(r) => {
-            if let Some(line) = r.line() {
-                on(super::Event::Converged(line));
-            }
-        }
-        Event::Warning(w) => on(super::Event::Warning(w.to_string())),
-    })?;
-    on(super::Event::ConvergeSummary(report.summary()));
-    if !report.success {
-        return Err(DevvmError::ImageConvergeFailed { role: inputs.role }.into());
-    }
+    let converged = tree::converge(req, &inputs, &cfg, &base, work.path(), on)?;
+    let report = converged.report;
+    // The rest of the build changes a last overlay, thrown away with it.
+    let overlay = converged.overlay;
+    let tree = overlay.root().to_path_buf();
     // The share hides the image's docroot at boot; a new share starts as
     // what the cookbooks put there.
     let docroot = tree.join(inputs.app_mount.trim_start_matches('/'));
@@ -359,6 +323,7 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
             .arg(&raw),
         "mke2fs",
     )?;
+    drop(overlay);
     step("converting to qcow2".into());
     run(
         Command::new("qemu-img")
@@ -452,7 +417,8 @@ fn clean_leftovers(images: &Path, ours: &str) {
             || File::open(images.join(format!("{key}.lock")))
                 .map_or(true, |f| f.try_lock_exclusive().is_ok());
         if abandoned {
-            let _ = fs::remove_dir_all(e.path());
+            // A `--no-cache` build's overlay may still be mounted there.
+            crate::platform::rootfs::remove_tree(&e.path());
         }
     }
 }
@@ -595,6 +561,7 @@ mod tests {
             size: size.into(),
             force: false,
             strict_pins: false,
+            no_cache: false,
         };
         let a = Inputs::resolve(&req("small")).expect("inputs");
         assert_eq!(a.app_mount, "/srv/www");
@@ -641,6 +608,7 @@ mod tests {
             size: "small".into(),
             force: false,
             strict_pins: false,
+            no_cache: false,
         };
         let key = || Inputs::resolve(&req).expect("inputs").key();
         let bundle = || {

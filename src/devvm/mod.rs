@@ -20,6 +20,7 @@ pub mod qemu;
 pub mod sshkey;
 pub mod state;
 pub mod tools;
+pub mod tree;
 pub mod vagrant;
 pub mod vm;
 

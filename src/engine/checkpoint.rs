@@ -1,5 +1,5 @@
-//! Checkpoints of a first converge into a throwaway tree (`kiln test`),
-//! treated like a build's steps.
+//! Checkpoints of a first converge into a throwaway tree (`kiln test`, a
+//! dev VM image build), treated like a build's steps.
 //! The converge stops after each apt transaction (and at its end), and the
 //! overlay's upper directory is kept as a layer under `~/.cache/kiln`,
 //! keyed by a hash of everything that led to it. A later test of the role
@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::Pending;
 use crate::engine::Policy;
 use crate::error::RunError;
+use crate::platform::rootfs::Overlay;
 
 /// The store's size, unless `KILN_CHECKPOINT_MAX_GB` says otherwise.
 const DEFAULT_LIMIT_GB: u64 = 10;
@@ -140,10 +141,81 @@ pub struct Meta {
     pub bytes: u64,
 }
 
+impl Meta {
+    /// A start here as the reports say it: `from checkpoint 37/43 (package[x])`.
+    pub fn shown(&self) -> String {
+        format!(
+            "from checkpoint {}/{} ({})",
+            self.until + 1,
+            self.total,
+            self.resource
+        )
+    }
+}
+
 /// Where to start: the layers, top first, and the checkpoint's record.
 pub struct Start {
     pub layers: Vec<PathBuf>,
     pub meta: Meta,
+}
+
+/// A tree converged in parts: an overlay of the kept layers, topmost
+/// first, over a base root, remounted with each new layer on top.
+pub struct Layers {
+    base: PathBuf,
+    work: PathBuf,
+    name: String,
+    layers: Vec<PathBuf>,
+    /// The key of the topmost layer; none over the base root alone.
+    top: Option<String>,
+}
+
+impl Layers {
+    /// Over `base`, with overlays under `work` (a [`Store::work_dir`]).
+    pub fn new(base: &Path, work: &Path, name: &str) -> Layers {
+        Layers {
+            base: base.to_path_buf(),
+            work: work.to_path_buf(),
+            name: name.to_string(),
+            layers: Vec::new(),
+            top: None,
+        }
+    }
+
+    /// Starts from a checkpoint `find` returned instead of the base root.
+    pub fn start_from(&mut self, start: Start) -> Meta {
+        self.layers = start.layers;
+        self.top = Some(start.meta.key.clone());
+        start.meta
+    }
+
+    /// A writable overlay of every layer over the base root.
+    pub fn mount(&self) -> Result<Overlay, RunError> {
+        let mut all = self.layers.clone();
+        all.push(self.base.clone());
+        Overlay::stacked(&all, &self.work, &self.name)
+    }
+
+    /// Keeps what `overlay` changed as the layer of `meta` (its parent is
+    /// the layer below), then mounts the tree again with it on top.
+    pub fn keep(
+        &mut self,
+        store: &Store,
+        overlay: Overlay,
+        meta: Meta,
+    ) -> Result<Overlay, RunError> {
+        let key = meta.key.clone();
+        let meta = Meta {
+            parent: self.top.clone(),
+            ..meta
+        };
+        let unmounted = overlay.unmount()?;
+        let layer = store.keep(&unmounted.upper(), meta)?;
+        drop(unmounted);
+        self.layers.insert(0, layer);
+        self.top = Some(key);
+        self.mount()
+    }
 }
 
 /// The checkpoints under `~/.cache/kiln/checkpoints`, one directory per key
@@ -371,6 +443,44 @@ mod tests {
         assert!(!dir.path().join("a").exists());
         assert!(store.find(&[cut("a"), cut("b")]).unwrap().is_none());
         assert_eq!(store.find(&[cut("z")]).unwrap().unwrap().meta.key, "z");
+    }
+
+    #[test]
+    fn each_kept_layer_goes_on_top_of_the_tree_and_chains_to_the_one_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store {
+            dir: dir.path().join("store"),
+            limit: 1 << 30,
+        };
+        fs::create_dir_all(store.work_dir()).unwrap();
+        let base = dir.path().join("base");
+        fs::create_dir_all(&base).unwrap();
+        fs::write(base.join("b"), "base").unwrap();
+        let mut layers = Layers::new(&base, &store.work_dir(), "t");
+        let Ok(overlay) = layers.mount() else {
+            eprintln!("skipping: mounting an overlay needs root and overlayfs");
+            return;
+        };
+        fs::write(overlay.root().join("one"), "1").unwrap();
+        let (_u, m1) = meta("k1", None, 0);
+        let overlay = layers.keep(&store, overlay, m1).unwrap();
+        fs::write(overlay.root().join("two"), "2").unwrap();
+        fs::remove_file(overlay.root().join("b")).unwrap();
+        let (_u, m2) = meta("k2", None, 0);
+        let overlay = layers.keep(&store, overlay, m2).unwrap();
+        let root = overlay.root();
+        assert!(root.join("one").is_file() && root.join("two").is_file());
+        assert!(!root.join("b").exists(), "a removal is kept too");
+        assert!(base.join("b").is_file(), "the base root is never written");
+        let kept = store.find(&[cut("k1"), cut("k2")]).unwrap().unwrap();
+        assert_eq!(kept.meta.parent.as_deref(), Some("k1"));
+        assert!(kept.layers[0].join("two").is_file() && !kept.layers[0].join("one").exists());
+        drop(overlay);
+        // A new tree starts from the deepest one.
+        let mut again = Layers::new(&base, &store.work_dir(), "t");
+        assert_eq!(again.start_from(kept).key, "k2");
+        let overlay = again.mount().unwrap();
+        assert_eq!(fs::read_to_string(overlay.root().join("one")).unwrap(), "1");
     }
 
     #[test]

@@ -251,6 +251,64 @@ fn a_killed_build_leaves_no_half_image() {
         .stdout_lacks("killme");
 }
 
+/// A file of an image's root filesystem, read without mounting it.
+fn file_in_image(image_dir: &Path, path: &str) -> String {
+    let raw = tempfile::Builder::new()
+        .prefix("kiln-devvm-raw-")
+        .tempdir()
+        .expect("tempdir");
+    let disk = raw.path().join("disk.raw");
+    let ok = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(image_dir.join("disk.qcow2"))
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "qemu-img convert of {}", image_dir.display());
+    let out = std::process::Command::new("debugfs")
+        .args(["-R", &format!("cat {path}")])
+        .arg(&disk)
+        .output()
+        .expect("debugfs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_rebuild_after_a_late_change_starts_from_a_checkpoint() {
+    need!(VmImage, Network);
+    let repo = Repo::own_policy();
+    let vms = tempfile::tempdir().expect("tempdir");
+    let build = |extra: &[&str]| {
+        kiln()
+            .env("KILN_DEVVM_VMS", vms.path())
+            .arg("--repo")
+            .arg(repo.path())
+            .args(["devvm", "build", "--role", "devvm", "--size", "small"])
+            .args(extra)
+            .run()
+            .success()
+    };
+    // Forced: an image from an earlier run would leave the checkpoints unused.
+    build(&["--force"]);
+    // The app cookbook's template, converged after the last package.
+    let stamp = format!("// rebuilt {}-{:?}", std::process::id(), Instant::now());
+    let template = repo.path().join("cookbooks/app/templates/config.php.hbs");
+    let text = fs::read_to_string(&template).expect("the app's template");
+    fs::write(&template, format!("{text}{stamp}\n")).expect("writing the template");
+    let again = build(&[])
+        .stderr_contains("from checkpoint ")
+        .stdout_contains("updated      template[")
+        .stdout_lacks("updated      package[");
+    assert!(
+        again.stderr.contains("(package["),
+        "the start is the end of a package transaction:\n{}",
+        again.stderr
+    );
+    let image_dir = PathBuf::from(again.stdout.lines().last().unwrap_or("").trim());
+    let config = file_in_image(&image_dir, "/etc/kiln-shop/config.php");
+    assert!(config.contains(&stamp), "the image's config.php:\n{config}");
+}
+
 #[test]
 fn a_vm_that_does_not_answer_in_time_is_stopped() {
     need!(VmImage, Network, Qemu);
