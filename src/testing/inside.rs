@@ -56,6 +56,7 @@ pub struct RunSummary {
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct InsideOutcome {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub first: Option<RunSummary>,
     pub second: Option<RunSummary>,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use shared_child::SharedChild;
 
-use crate::engine::checkpoint::{self, Store};
+use crate::engine::checkpoint::{self, Layers, Store};
 use crate::engine::{self, Node};
 use crate::error::{PolicyError, PolicyErrors, RunError};
 use crate::platform::dpkg::Dpkg;
@@ -49,7 +49,9 @@ pub struct RoleOutcome {
     pub release: String,
     #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
-    /// Set up, policy and sandbox problems.
+    /// Set up, policy and sandbox problems. Never set with the inside's
+    /// own `error` (the two share one JSON key: at most one is written).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(flatten)]
     pub inside: InsideOutcome,
@@ -245,13 +247,12 @@ fn run(
     std::fs::File::create(&log_path).map_err(|e| RunError::io("create", log_path.display(), e))?;
     o.log = Some(log_path.clone());
 
-    let mut overlay = Overlay::new(&base, &work, &name)?;
+    let mut layers = Layers::new(&base, &work, &name);
+    let mut overlay = layers.mount()?;
     let packages = resolve_packages(&overlay, &policy, opts, progress)?;
 
     // Where to start: the deepest checkpoint still valid, or the base root.
     let mut cuts = Vec::new();
-    let mut layers: Vec<PathBuf> = Vec::new();
-    let mut top: Option<String> = None;
     // The last resource the start's tree has converged.
     let mut done: Option<usize> = None;
     let seed = format!(
@@ -281,21 +282,14 @@ fn run(
         };
         cuts = checkpoint::cuts(&policy, &repo_dir, seed.as_bytes(), &part_of);
         if let Some(start) = store.find(&cuts)? {
-            let m = start.meta;
-            from = format!(
-                "from checkpoint {}/{} ({})",
-                m.until + 1,
-                m.total,
-                m.resource
-            );
+            let m = layers.start_from(start);
+            from = m.shown();
             cuts.retain(|c| c.until > m.until);
             part.pending = m.pending;
             part.test_key = Some(m.test_key);
-            top = Some(m.key);
             done = Some(m.until);
-            layers = start.layers;
             drop(overlay);
-            overlay = stacked(&layers, &base, &work, &name)?;
+            overlay = layers.mount()?;
         }
     }
     progress(&from);
@@ -341,7 +335,7 @@ fn run(
         };
         let meta = checkpoint::Meta {
             key: cut.key.clone(),
-            parent: top.clone(),
+            parent: None,
             until: cut.until,
             total: policy.resources.len(),
             resource: cut.resource.clone(),
@@ -349,14 +343,9 @@ fn run(
             test_key: end.test_key.clone(),
             bytes: 0,
         };
-        let unmounted = overlay.unmount()?;
-        let layer = store.keep(&unmounted.upper(), meta)?;
-        drop(unmounted);
-        layers.insert(0, layer);
-        top = Some(cut.key);
+        overlay = layers.keep(store, overlay, meta)?;
         part.pending = end.pending;
         part.test_key = Some(end.test_key);
-        overlay = stacked(&layers, &base, &work, &name)?;
         if installs_after(Some(cut.until)) {
             stage_debs(overlay.root());
         }
@@ -399,13 +388,6 @@ fn merge(all: &mut RunSummary, part: Option<&RunSummary>) {
     all.failed.extend(p.failed.iter().cloned());
     all.total = p.total;
     all.elapsed_ms += p.elapsed_ms;
-}
-
-/// An overlay of `layers` (topmost first) over `base`.
-fn stacked(layers: &[PathBuf], base: &Path, work: &Path, name: &str) -> Result<Overlay, RunError> {
-    let mut all = layers.to_vec();
-    all.push(base.to_path_buf());
-    Overlay::stacked(&all, work, name)
 }
 
 /// The pinned packages of a role as its transactions resolve them.
