@@ -221,7 +221,7 @@ fn seed(
         inputs.release,
         inputs.hostname,
         Some(&inputs.size),
-        checkpoint::index_digest(&root.join("var/lib/apt/lists")),
+        checkpoint::index_digest(&[&root.join("var/lib/apt/lists")]),
         crate::digest::sha256_hex(guest.as_bytes()),
         crate::digest::sha256_hex(secrets.as_bytes()),
     ))

@@ -14,6 +14,7 @@
 //! chain was converged with are kept with it and used again.
 
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -95,24 +96,23 @@ pub fn kiln_digest() -> Result<String, RunError> {
 }
 
 /// The apt index a tree's transactions resolve against: its Release files
-/// name every list's hash.
-pub fn index_digest(lists: &Path) -> String {
-    let mut names: Vec<PathBuf> = fs::read_dir(lists)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with("Release"))
-        })
-        .collect();
-    names.sort();
+/// name every list's hash. Of several directories staged one over the
+/// other (a base root's, then kiln's cached index), a later one's file
+/// stands for an earlier one's of the same name.
+pub fn index_digest(lists: &[&Path]) -> String {
+    let mut files: std::collections::BTreeMap<std::ffi::OsString, PathBuf> = Default::default();
+    for dir in lists {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().ends_with("Release") {
+                files.insert(name, e.path());
+            }
+        }
+    }
     let mut h = Sha256::new();
-    for p in names {
-        h.update(p.file_name().unwrap_or_default().as_encoded_bytes());
-        h.update(fs::read(&p).unwrap_or_default());
+    for (name, path) in files {
+        h.update(name.as_encoded_bytes());
+        h.update(fs::read(&path).unwrap_or_default());
     }
     hex::encode(h.finalize())
 }
@@ -259,6 +259,24 @@ impl Store {
     fn meta(&self, key: &str) -> Option<Meta> {
         let text = fs::read(self.dir.join(key).join("meta.json")).ok()?;
         serde_json::from_slice(&text).ok()
+    }
+
+    /// An answer kept earlier under `key` (`answers/KEY.json`): what a
+    /// slow question about the same inputs said, such as the packages a
+    /// role's pins resolve to with one apt index.
+    pub fn answer<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let text = fs::read(self.dir.join("answers").join(format!("{key}.json"))).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Keeps `value` as the answer under `key`; written whole or not at all.
+    pub fn keep_answer<T: Serialize>(&self, key: &str, value: &T) {
+        let dir = self.dir.join("answers");
+        let _ = fs::create_dir_all(&dir);
+        let json = serde_json::to_vec(value).unwrap_or_default();
+        let _ = crate::platform::hostfile::replace_with(&dir.join(format!("{key}.json")), |f| {
+            io::Write::write_all(f, &json)
+        });
     }
 
     /// The deepest of `cuts` kept whole (its layer and every one below),
@@ -505,10 +523,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("deb.debian.org_InRelease"), "a").unwrap();
         fs::write(d.path().join("deb.debian.org_Packages"), "p").unwrap();
-        let one = index_digest(d.path());
+        let one = index_digest(&[d.path()]);
         fs::write(d.path().join("deb.debian.org_Packages"), "q").unwrap();
-        assert_eq!(index_digest(d.path()), one);
+        assert_eq!(index_digest(&[d.path()]), one);
         fs::write(d.path().join("deb.debian.org_InRelease"), "b").unwrap();
-        assert_ne!(index_digest(d.path()), one);
+        assert_ne!(index_digest(&[d.path()]), one);
+        // A later directory's file stands for an earlier one's.
+        let cached = tempfile::tempdir().unwrap();
+        fs::write(cached.path().join("deb.debian.org_InRelease"), "a").unwrap();
+        assert_eq!(index_digest(&[d.path(), cached.path()]), one);
     }
 }

@@ -248,8 +248,33 @@ fn run(
     o.log = Some(log_path.clone());
 
     let mut layers = Layers::new(&base, &work, &name);
-    let mut overlay = layers.mount()?;
-    let packages = resolve_packages(&overlay, &policy, opts, progress)?;
+    let cached_lists = rootfs::cache_dir().join("apt/lists").join(&opts.release);
+    let index = || checkpoint::index_digest(&[&base.join(LISTS), &cached_lists]);
+    // What the pins resolve to with this index: asked of apt in a first
+    // overlay (on the base root), unless an earlier test asked already.
+    let question = format!(
+        "resolve\nroot={}\nindex={}\npins={:?}\nmode={:?}\nfallback={:?}\n",
+        recipe.key(),
+        index(),
+        policy.install_pins(),
+        opts.pins,
+        policy.fallback.as_deref().map(|f| &f.fallback),
+    );
+    let question = crate::digest::sha256_hex(question.as_bytes());
+    let mut first_overlay = None;
+    let answer = store.as_ref().and_then(|s| s.answer::<Packages>(&question));
+    let packages = match answer {
+        Some(p) => p,
+        None => {
+            let overlay = layers.mount()?;
+            let p = resolve_packages(&overlay, &policy, opts, progress)?;
+            if let Some(s) = &store {
+                s.keep_answer(&question, &p);
+            }
+            first_overlay = Some(overlay);
+            p
+        }
+    };
 
     // Where to start: the deepest checkpoint still valid, or the base root.
     let mut cuts = Vec::new();
@@ -262,7 +287,7 @@ fn run(
         opts.release,
         opts.size,
         opts.pins,
-        checkpoint::index_digest(&overlay.root().join(LISTS)),
+        index(),
     );
     // Test values of secrets follow the seed, not the run: a converge from a
     // checkpoint and one from the base root hold the same values.
@@ -288,10 +313,19 @@ fn run(
             part.pending = m.pending;
             part.test_key = Some(m.test_key);
             done = Some(m.until);
-            drop(overlay);
-            overlay = layers.mount()?;
+            // Its index is the one the key was made with.
+            first_overlay = None;
         }
     }
+    let mut overlay = match first_overlay {
+        Some(o) => o,
+        None if done.is_some() => layers.mount()?,
+        None => {
+            let o = layers.mount()?;
+            pincache::stage_files(&cached_lists, &o.root().join(LISTS));
+            o
+        }
+    };
     progress(&from);
     o.start = Some(from);
     // Inside the sandbox there is no network: the packages still to install
@@ -391,6 +425,7 @@ fn merge(all: &mut RunSummary, part: Option<&RunSummary>) {
 }
 
 /// The pinned packages of a role as its transactions resolve them.
+#[derive(Serialize, serde::Deserialize)]
 struct Packages {
     /// Per pinned package, what its transaction installs: the pin (or what
     /// stands in for it) and its source's other packages, for the keys.
