@@ -189,6 +189,11 @@ impl Layers {
         start.meta
     }
 
+    /// The key of the topmost layer; none over the base root alone.
+    pub fn top(&self) -> Option<&str> {
+        self.top.as_deref()
+    }
+
     /// A writable overlay of every layer over the base root.
     pub fn mount(&self) -> Result<Overlay, RunError> {
         let mut all = self.layers.clone();
@@ -349,15 +354,75 @@ impl Store {
         Ok(dest.join("layer"))
     }
 
+    /// Keeps a copy of `upper`, the upper directory of an overlay still in
+    /// use (its processes frozen), as the layer of `meta.key`: over the
+    /// layers the overlay was mounted with, or over the last copy of the
+    /// same upper directory (`prev`), with what changed since. Returns this
+    /// copy, for the next. The copy is made outside the store's lock, then
+    /// put in place.
+    pub fn keep_copy(
+        &self,
+        upper: &Path,
+        mut meta: Meta,
+        prev: Option<&Copied>,
+    ) -> Result<Copied, RunError> {
+        let staging = self.dir.join(format!(
+            "{}.new-{}-{}",
+            meta.key,
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        fs::create_dir_all(&staging).map_err(|e| RunError::io("create", staging.display(), e))?;
+        let layer = staging.join("layer");
+        if let Some(p) = prev {
+            meta.parent = Some(p.key.clone());
+        }
+        let manifest = match copy_layer(upper, &layer, prev.map(|p| &p.manifest)) {
+            Ok(m) => m,
+            Err(e) => {
+                crate::platform::rootfs::remove_tree(&staging);
+                return Err(RunError::io("copy", upper.display(), e));
+            }
+        };
+        meta.bytes = size_of(&layer);
+        let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        let path = staging.join("meta.json");
+        fs::write(&path, json).map_err(|e| RunError::io("write", path.display(), e))?;
+        let _lock = self.lock()?;
+        let dest = self.dir.join(&meta.key);
+        if dest.join("meta.json").is_file() {
+            // Another test kept the same first: the same changes.
+            crate::platform::rootfs::remove_tree(&staging);
+            return Ok(Copied {
+                key: meta.key,
+                manifest,
+            });
+        }
+        let _ = fs::remove_dir_all(&dest);
+        fs::rename(&staging, &dest).map_err(|e| RunError::io("keep", dest.display(), e))?;
+        self.evict(&meta.key);
+        Ok(Copied {
+            key: meta.key,
+            manifest,
+        })
+    }
+
     /// Removes the least recently used checkpoints until the store fits
     /// its limit, never `keep` (just made), and anything half-kept.
     fn evict(&self, keep: &str) {
         let mut all: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
         for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".new") {
-                // A test killed while keeping a layer.
-                crate::platform::rootfs::remove_tree(&e.path());
+            if name.contains(".new") {
+                // A test killed while keeping a layer (one keeping it now
+                // touched it within the hour).
+                let age =
+                    (e.metadata().and_then(|m| m.modified()).ok()).and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a.as_secs() > 3600) {
+                    crate::platform::rootfs::remove_tree(&e.path());
+                }
                 continue;
             }
             let Some(meta) = self.meta(&name) else {
@@ -382,6 +447,131 @@ impl Store {
             total = total.saturating_sub(bytes);
         }
     }
+}
+
+/// Per entry of a copied upper directory: its inode and change time
+/// there, which any write, chmod, chown or xattr change moves.
+pub type Manifest = std::collections::HashMap<PathBuf, (u64, i64, i64)>;
+
+/// A layer as [`Store::keep_copy`] made it, and what the upper directory
+/// held then.
+pub struct Copied {
+    pub key: String,
+    pub manifest: Manifest,
+}
+
+const OPAQUE: &std::ffi::CStr = c"trusted.overlay.opaque";
+
+/// Copies the upper directory `from` of an overlay into `to` (which must
+/// not exist) as a layer that goes on top of the layer of the last copy,
+/// `prev` (whose entries `prev` lists): only what changed since, plus a
+/// whiteout for each entry gone since; every entry without `prev`. Each
+/// entry keeps its type, owner, mode, extended attributes (overlayfs
+/// keeps opaque directories there), content or link target, and devices
+/// (overlayfs's whiteouts). Every directory is made, with its attributes;
+/// an opaque one hides all below it in lower layers, so what it holds is
+/// copied whole. Package files apt was given are kiln's cache's.
+fn copy_layer(from: &Path, to: &Path, prev: Option<&Manifest>) -> io::Result<Manifest> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut manifest = Manifest::new();
+    let mut whole: Option<PathBuf> = None;
+    let debs = Path::new("var/cache/apt/archives");
+    for entry in walkdir::WalkDir::new(from).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        let rel = entry.path().strip_prefix(from).map_err(io::Error::other)?;
+        if rel.starts_with(debs) && rel != debs && !entry.file_type().is_dir() {
+            continue;
+        }
+        let meta = entry.path().symlink_metadata()?;
+        let out = to.join(rel);
+        let kind = meta.file_type();
+        let stamp = (meta.ino(), meta.ctime(), meta.ctime_nsec());
+        manifest.insert(rel.to_path_buf(), stamp);
+        if whole.as_ref().is_some_and(|w| !rel.starts_with(w)) {
+            whole = None;
+        }
+        if kind.is_dir() {
+            fs::create_dir(&out)?;
+            let mut v = [0u8; 4];
+            if whole.is_none() && rustix::fs::lgetxattr(entry.path(), OPAQUE, &mut v).is_ok() {
+                whole = Some(rel.to_path_buf());
+            }
+        } else if whole.is_none() && prev.is_some_and(|p| p.get(rel) == Some(&stamp)) {
+            // Unchanged: the layer below holds it.
+            continue;
+        } else if kind.is_file() {
+            fs::copy(entry.path(), &out)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &out)?;
+        } else {
+            mknod_like(&out, &meta)?;
+        }
+        std::os::unix::fs::lchown(&out, Some(meta.uid()), Some(meta.gid()))?;
+        if !kind.is_symlink() {
+            // After the owner: chown clears setuid bits and capabilities.
+            fs::set_permissions(&out, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        }
+        copy_xattrs(entry.path(), &out)?;
+        if kind.is_file() {
+            let f = fs::File::options().write(true).open(&out)?;
+            f.set_modified(meta.modified()?)?;
+        }
+    }
+    // What went away since the last copy is hidden from it, once, at the
+    // topmost path gone.
+    for gone in prev.into_iter().flat_map(|p| p.keys()) {
+        let parent_here = gone.parent().is_some_and(|d| manifest.contains_key(d));
+        if !manifest.contains_key(gone) && parent_here {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                to.join(gone),
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::empty(),
+                0,
+            )?;
+        }
+    }
+    Ok(manifest)
+}
+
+/// A device, fifo or socket node at `out` like the one `meta` describes.
+fn mknod_like(out: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let kind = meta.file_type();
+    let node = if kind.is_char_device() {
+        rustix::fs::FileType::CharacterDevice
+    } else if kind.is_block_device() {
+        rustix::fs::FileType::BlockDevice
+    } else if kind.is_fifo() {
+        rustix::fs::FileType::Fifo
+    } else {
+        rustix::fs::FileType::Socket
+    };
+    let mode = rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777);
+    rustix::fs::mknodat(rustix::fs::CWD, out, node, mode, meta.rdev())?;
+    Ok(())
+}
+
+/// Every extended attribute of `from` (not following a link) onto `to`.
+fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(from, &mut names) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+        let mut value = vec![0u8; 65536];
+        let len = rustix::fs::lgetxattr(from, name.as_c_str(), &mut value)?;
+        rustix::fs::lsetxattr(
+            to,
+            name.as_c_str(),
+            &value[..len],
+            rustix::fs::XattrFlags::empty(),
+        )?;
+    }
+    Ok(())
 }
 
 fn touch(path: &Path) {
@@ -499,6 +689,83 @@ mod tests {
         assert_eq!(again.start_from(kept).key, "k2");
         let overlay = again.mount().unwrap();
         assert_eq!(fs::read_to_string(overlay.root().join("one")).unwrap(), "1");
+    }
+
+    #[test]
+    fn a_copied_layer_keeps_whiteouts_and_opaque_dirs_and_holds_what_changed() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: device nodes and trusted xattrs need root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("upper");
+        fs::create_dir_all(upper.join("etc/gone.d")).unwrap();
+        fs::create_dir_all(upper.join("var/cache/apt/archives")).unwrap();
+        fs::write(upper.join("etc/same"), "same").unwrap();
+        fs::write(upper.join("etc/moves"), "one").unwrap();
+        fs::write(upper.join("var/cache/apt/archives/x_1_all.deb"), "deb").unwrap();
+        std::os::unix::fs::symlink("same", upper.join("etc/link")).unwrap();
+        std::os::unix::fs::lchown(upper.join("etc/same"), Some(101), Some(102)).unwrap();
+        let opaque = c"trusted.overlay.opaque";
+        rustix::fs::lsetxattr(
+            upper.join("etc/gone.d"),
+            opaque,
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let whiteout = upper.join("etc/removed");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &whiteout,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+
+        let one = dir.path().join("one");
+        let m1 = copy_layer(&upper, &one, None).unwrap();
+        assert_eq!(fs::read_to_string(one.join("etc/moves")).unwrap(), "one");
+        let same = fs::symlink_metadata(one.join("etc/same")).unwrap();
+        assert_eq!((same.uid(), same.gid()), (101, 102));
+        assert_eq!(
+            fs::read_link(one.join("etc/link")).unwrap(),
+            Path::new("same")
+        );
+        assert!(
+            fs::symlink_metadata(one.join("etc/removed"))
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+        let mut v = [0u8; 8];
+        let n = rustix::fs::lgetxattr(one.join("etc/gone.d"), opaque, &mut v).unwrap();
+        assert_eq!(&v[..n], b"y");
+        assert!(one.join("var/cache/apt/archives").is_dir());
+        assert!(!one.join("var/cache/apt/archives/x_1_all.deb").exists());
+
+        // The next copy holds what changed and hides what went away.
+        fs::write(upper.join("etc/moves"), "two").unwrap();
+        fs::remove_file(upper.join("etc/link")).unwrap();
+        let two = dir.path().join("two");
+        copy_layer(&upper, &two, Some(&m1)).unwrap();
+        assert!(
+            !two.join("etc/same").exists(),
+            "unchanged: in the layer below"
+        );
+        assert_eq!(fs::read_to_string(two.join("etc/moves")).unwrap(), "two");
+        let gone = fs::symlink_metadata(two.join("etc/link")).unwrap();
+        assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
+        // The opaque directory's content is whole in every copy.
+        fs::write(upper.join("etc/gone.d/kept"), "k").unwrap();
+        let m2 = copy_layer(&upper, &dir.path().join("three"), None).unwrap();
+        let four = dir.path().join("four");
+        copy_layer(&upper, &four, Some(&m2)).unwrap();
+        assert!(four.join("etc/gone.d/kept").is_file());
+        assert!(!four.join("etc/same").exists());
     }
 
     #[test]

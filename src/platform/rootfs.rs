@@ -221,6 +221,11 @@ impl Overlay {
         &self.dir
     }
 
+    /// Where the overlay keeps what was changed through it.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+
     pub fn keep(&mut self) {
         self.keep = true;
     }

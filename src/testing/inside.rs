@@ -24,25 +24,32 @@ pub struct InsideArgs {
     pub part: Option<PathBuf>,
 }
 
-/// How `kiln test` runs one part of a role's test: read before the
-/// sandbox is entered (the file lies outside the target's root).
+/// Where the role's first converge starts and stops for checkpoints: read
+/// before the sandbox is entered (the file lies outside the target's root).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct PartFile {
-    /// A checkpoint's part: the first converge up to this resource, and
-    /// nothing else. None: the test itself (converge, again, verify).
-    pub until: Option<usize>,
-    /// Delayed notifications an earlier part fired.
+    /// The resources after which the converge stops for a checkpoint, the
+    /// last one last; none: one converge, with no checkpoint.
+    pub cuts: Vec<usize>,
+    /// Delayed notifications fired before the checkpoint it starts from.
     pub pending: Vec<engine::Pending>,
-    /// The test values' key of the earlier parts (hex).
+    /// The key of the test values of secrets (hex).
     pub test_key: Option<String>,
 }
 
-/// Where a part stopped, for its checkpoint.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct PartEnd {
+/// A stop of the converge for a checkpoint: stderr says so with
+/// [`CUT`], the sandbox's other processes are stopped (SIGSTOP) so that
+/// the tree holds still while `kiln test` copies it, and the converge goes
+/// on when a line comes on stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cut {
+    pub until: usize,
+    /// Delayed notifications fired so far, to run at the end.
     pub pending: Vec<engine::Pending>,
-    pub test_key: String,
 }
+
+/// The marker of a [`Cut`] on stderr.
+pub const CUT: &str = "kiln-test-cut: ";
 
 /// One converge, as the orchestrator needs it.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -64,9 +71,73 @@ pub struct InsideOutcome {
     /// Pins no source offered, and what the test converged instead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub substitutions: Vec<crate::platform::pins::Substitution>,
-    /// A checkpoint's part, ended where it was to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part_end: Option<PartEnd>,
+}
+
+/// Duplicates stdin where no program started from here inherits it
+/// (close-on-exec), and puts /dev/null in its place.
+fn take_stdin() -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
+
+    let stdin = std::io::stdin();
+    let kept = stdin.as_fd().try_clone_to_owned()?;
+    let null = std::fs::File::open("/dev/null")?;
+    // SAFETY: both descriptors are open; dup2 onto 0 replaces stdin.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `kept` is an open descriptor this function owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(kept.into_raw_fd()) })
+}
+
+/// Stops every other process of the sandbox (not PID 1, the reaper, nor
+/// this one) and waits until each has stopped: the tree then holds still.
+fn freeze() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut stopped: Vec<i32> = Vec::new();
+    // Again until no new one: a process may fork while a pass runs.
+    for _ in 0..10 {
+        let new: Vec<i32> = pids()
+            .into_iter()
+            .filter(|p| *p > 1 && *p != me && !stopped.contains(p))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for &p in &new {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(p, libc::SIGSTOP) };
+        }
+        for &p in &new {
+            for _ in 0..200 {
+                let state = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                // The state follows the command's closing parenthesis.
+                let state = state.rsplit_once(") ").map(|(_, r)| r.chars().next());
+                if !matches!(state, Some(Some('R' | 'S' | 'D'))) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        stopped.extend(new);
+    }
+    stopped
+}
+
+fn thaw(pids: &[i32]) {
+    for &p in pids {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(p, libc::SIGCONT) };
+    }
+}
+
+/// The processes this one sees (the sandbox's own /proc).
+fn pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// Phase markers on stderr let the orchestrator show progress.
@@ -74,6 +145,23 @@ pub const PHASE: &str = "kiln-test-phase: ";
 
 fn phase(name: &str) {
     eprintln!("{PHASE}{name}");
+}
+
+/// Adds one part's converge to the first converge's summary so far.
+fn merge(all: &mut RunSummary, part: RunSummary) {
+    for u in part.updated {
+        let id = u.split(' ').next().map(str::to_string);
+        if !all
+            .updated
+            .iter()
+            .any(|a| a.split(' ').next() == id.as_deref())
+        {
+            all.updated.push(u);
+        }
+    }
+    all.failed.extend(part.failed);
+    all.total = part.total;
+    all.elapsed_ms += part.elapsed_ms;
 }
 
 fn summarize(r: &engine::Report) -> RunSummary {
@@ -124,6 +212,15 @@ pub fn run(a: InsideArgs) -> i32 {
 fn inside(a: &InsideArgs) -> InsideOutcome {
     let mut out = InsideOutcome::default();
     phase("compile");
+    // kiln test's go-ahead after a cut comes on stdin: kept where no program
+    // the role runs can read it, with /dev/null as their stdin.
+    let control = match take_stdin() {
+        Ok(c) => c,
+        Err(e) => {
+            out.error = Some(format!("cannot take stdin: {e}"));
+            return out;
+        }
+    };
     let part: PartFile = match &a.part {
         None => PartFile::default(),
         Some(p) => match std::fs::read(p).map(|b| serde_json::from_slice(&b)) {
@@ -188,10 +285,6 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
         }
         Event::Warning(w) => eprintln!("warning: {w}"),
     };
-    let first_part = engine::Part {
-        until: part.until,
-        pending: part.pending.clone(),
-    };
     let mut converge =
         |out: &mut InsideOutcome, part: &engine::Part| match prepared.apply_part(part, &mut log) {
             Ok(r) => {
@@ -204,21 +297,57 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
             }
         };
     phase("converge");
-    let Some(first) = converge(&mut out, &first_part) else {
-        return out;
-    };
-    out.first = Some(summarize(&first));
-    out.substitutions = first.substitutions.clone();
-    if !first.success {
-        return out;
+    // The first converge: one run, or several parts with a checkpoint after
+    // each, the processes the role started kept across them.
+    let mut first = RunSummary::default();
+    let mut pending = part.pending.clone();
+    let mut reader = std::io::BufReader::new(control);
+    for &until in &part.cuts {
+        let this = engine::Part {
+            until: Some(until),
+            pending: std::mem::take(&mut pending),
+        };
+        let Some(r) = converge(&mut out, &this) else {
+            out.first = Some(first);
+            return out;
+        };
+        merge(&mut first, summarize(&r));
+        out.substitutions = r.substitutions.clone();
+        if !r.success {
+            out.first = Some(first);
+            return out;
+        }
+        pending = r.pending.clone();
+        let cut = Cut {
+            until,
+            pending: pending.clone(),
+        };
+        let frozen = freeze();
+        eprintln!("{CUT}{}", serde_json::to_string(&cut).unwrap_or_default());
+        let mut line = String::new();
+        let go = std::io::BufRead::read_line(&mut reader, &mut line);
+        thaw(&frozen);
+        if !matches!(go, Ok(n) if n > 0) {
+            out.error = Some("kiln test went away at a checkpoint".into());
+            return out;
+        }
     }
-    if part.until.is_some() {
-        out.part_end = Some(PartEnd {
-            pending: first.pending.clone(),
-            test_key: hex::encode(prepared.test_key.as_deref().unwrap_or_default()),
-        });
-        return out;
+    if part.cuts.is_empty() {
+        let whole = engine::Part {
+            until: None,
+            pending,
+        };
+        let Some(r) = converge(&mut out, &whole) else {
+            return out;
+        };
+        merge(&mut first, summarize(&r));
+        out.substitutions = r.substitutions.clone();
+        if !r.success {
+            out.first = Some(first);
+            return out;
+        }
     }
+    out.first = Some(first);
     phase("converge again");
     let Some(second) = converge(&mut out, &engine::Part::default()) else {
         return out;

@@ -25,7 +25,7 @@ use crate::platform::rootfs::{self, Overlay, TEST_ROOT};
 use crate::platform::target::Target;
 use crate::platform::{apt, pincache, siblings};
 use crate::policy::Repository;
-use inside::{InsideOutcome, PHASE, PartFile, RunSummary};
+use inside::{CUT, Cut, InsideOutcome, PHASE, PartFile};
 
 pub struct Options {
     pub repo: PathBuf,
@@ -344,85 +344,62 @@ fn run(
 
     let exe = Exe::open()?;
     let deadline = Instant::now() + opts.timeout;
-    let mut first = RunSummary::default();
-    // The parts up to each checkpoint, each kept as a layer.
-    for cut in cuts {
-        let store = store.as_ref().expect("cuts only with a store");
-        progress(&format!("converging to {}", cut.resource));
-        part.until = Some(cut.until);
-        let out = sandbox(
-            &exe, &overlay, role, &fqdn, &repo_dir, opts, &part, &log_path, deadline, progress,
-        )?;
-        merge(&mut first, out.first.as_ref());
-        let ended = out.part_end.clone();
-        let Some(end) = ended.filter(|_| out.error.is_none()) else {
-            if opts.keep {
-                overlay.keep();
-                o.kept = Some(overlay.root().to_path_buf());
-            }
-            o.inside = InsideOutcome {
-                first: Some(first),
-                part_end: None,
-                ..out
-            };
-            return Ok(());
-        };
-        let meta = checkpoint::Meta {
-            key: cut.key.clone(),
-            parent: None,
-            until: cut.until,
-            total: policy.resources.len(),
-            resource: cut.resource.clone(),
-            pending: end.pending.clone(),
-            test_key: end.test_key.clone(),
-            bytes: 0,
-        };
-        overlay = layers.keep(store, overlay, meta)?;
-        part.pending = end.pending;
-        part.test_key = Some(end.test_key);
-        if installs_after(Some(cut.until)) {
-            stage_debs(overlay.root());
-        }
-    }
-
-    // The test itself: converge, converge again, verify.
     if opts.keep {
         overlay.keep();
         o.kept = Some(overlay.root().to_path_buf());
     }
-    part.until = None;
-    progress("converging");
-    let mut inside = sandbox(
-        &exe, &overlay, role, &fqdn, &repo_dir, opts, &part, &log_path, deadline, progress,
-    )?;
-    if first.total > 0 {
-        merge(&mut first, inside.first.as_ref());
-        if inside.first.is_some() {
-            inside.first = Some(first);
+    // One sandbox: the first converge stops at each cut while its tree is
+    // copied into a checkpoint; then converge again, verify.
+    part.cuts = cuts.iter().map(|c| c.until).collect();
+    let parent = layers.top().map(str::to_string);
+    let mut last: Option<checkpoint::Copied> = None;
+    let mut at_cut = |cut: &Cut| {
+        let (Some(store), Some(c)) = (&store, cuts.iter().find(|c| c.until == cut.until)) else {
+            return;
+        };
+        let meta = checkpoint::Meta {
+            key: c.key.clone(),
+            parent: parent.clone(),
+            until: c.until,
+            total: policy.resources.len(),
+            resource: c.resource.clone(),
+            pending: cut.pending.clone(),
+            test_key: part.test_key.clone().unwrap_or_default(),
+            bytes: 0,
+        };
+        match store.keep_copy(&overlay.upper(), meta, last.as_ref()) {
+            Ok(copied) => {
+                progress(&format!(
+                    "kept checkpoint {}/{} ({})",
+                    c.until + 1,
+                    policy.resources.len(),
+                    c.resource
+                ));
+                last = Some(copied);
+            }
+            Err(e) => progress(&format!("warning: checkpoint not kept: {e}")),
         }
-    }
-    inside.part_end = None;
-    o.inside = inside;
+    };
+    progress("converging");
+    o.inside = sandbox(
+        &exe,
+        &overlay,
+        role,
+        &fqdn,
+        &repo_dir,
+        opts,
+        &part,
+        &log_path,
+        deadline,
+        progress,
+        &mut at_cut,
+    )?;
     Ok(())
 }
 
 /// A Debian tree's apt index and package files.
 const LISTS: &str = "var/lib/apt/lists";
 const ARCHIVES: &str = "var/cache/apt/archives";
-
-/// Adds a part's first converge to the run's so far.
-fn merge(all: &mut RunSummary, part: Option<&RunSummary>) {
-    let Some(p) = part else { return };
-    for u in &p.updated {
-        let id = u.split(' ').next();
-        if !all.updated.iter().any(|a| a.split(' ').next() == id) {
-            all.updated.push(u.clone());
-        }
-    }
-    all.failed.extend(p.failed.iter().cloned());
-    all.total = p.total;
-    all.elapsed_ms += p.elapsed_ms;
-}
 
 /// The pinned packages of a role as its transactions resolve them.
 #[derive(Serialize, serde::Deserialize)]
@@ -515,6 +492,12 @@ fn stage_debs(root: &Path) {
     pincache::stage_files(&cache, &root.join(ARCHIVES));
 }
 
+/// What the sandbox says on stderr, besides its log.
+enum Said {
+    Phase(String),
+    Cut(Cut),
+}
+
 /// This very binary, through an open descriptor: the sandbox runs it even
 /// if the file is replaced (a rebuild) while the test runs.
 struct Exe {
@@ -549,6 +532,7 @@ fn sandbox(
     log_path: &Path,
     deadline: Instant,
     progress: &dyn Fn(&str),
+    at_cut: &mut dyn FnMut(&Cut),
 ) -> Result<InsideOutcome, TestError> {
     // Outside the target's root: read before the sandbox is entered.
     let part_path = overlay.dir().join("part.json");
@@ -580,22 +564,28 @@ fn sandbox(
         cmd.arg("--strict-pins");
     }
     let child = SharedChild::spawn(
-        cmd.stdin(Stdio::null())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     )
     .map_err(|e| RunError::io("run", "the sandbox", e))?;
     let stderr = child.take_stderr().expect("piped");
+    let mut go = child.take_stdin().expect("piped");
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .open(log_path)
         .map_err(|e| RunError::io("open", log_path.display(), e))?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let (tx, rx) = std::sync::mpsc::channel::<Said>();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = writeln!(log, "{line}");
             if let Some(p) = line.strip_prefix(PHASE) {
-                let _ = tx.send(p.to_string());
+                let _ = tx.send(Said::Phase(p.to_string()));
+            } else if let Some(c) = line
+                .strip_prefix(CUT)
+                .and_then(|c| serde_json::from_str(c).ok())
+            {
+                let _ = tx.send(Said::Cut(c));
             }
         }
     });
@@ -605,10 +595,18 @@ fn sandbox(
         let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
         s
     });
-    // Phases as they come, until the sandbox closes stderr (it ended) or time is up.
-    while let Ok(p) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        progress(&p);
+    // Phases and cuts as they come, until the sandbox closes stderr (it
+    // ended) or time is up. At a cut the sandbox waits for a line.
+    while let Ok(said) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match said {
+            Said::Phase(p) => progress(&p),
+            Said::Cut(c) => {
+                at_cut(&c);
+                let _ = writeln!(go, "go");
+            }
+        }
     }
+    drop(go);
     let status = match child
         .wait_deadline(deadline)
         .map_err(|e| RunError::io("wait for", "the sandbox", e))?
