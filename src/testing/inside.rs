@@ -302,9 +302,13 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
     let mut first = RunSummary::default();
     let mut pending = part.pending.clone();
     let mut reader = std::io::BufReader::new(control);
-    for &until in &part.cuts {
+    let stops: Vec<Option<usize>> = match part.cuts.is_empty() {
+        true => vec![None],
+        false => part.cuts.iter().copied().map(Some).collect(),
+    };
+    for until in stops {
         let this = engine::Part {
-            until: Some(until),
+            until,
             pending: std::mem::take(&mut pending),
         };
         let Some(r) = converge(&mut out, &this) else {
@@ -317,6 +321,7 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
             out.first = Some(first);
             return out;
         }
+        let Some(until) = until else { break };
         pending = r.pending.clone();
         let cut = Cut {
             until,
@@ -329,21 +334,6 @@ fn inside(a: &InsideArgs) -> InsideOutcome {
         thaw(&frozen);
         if !matches!(go, Ok(n) if n > 0) {
             out.error = Some("kiln test went away at a checkpoint".into());
-            return out;
-        }
-    }
-    if part.cuts.is_empty() {
-        let whole = engine::Part {
-            until: None,
-            pending,
-        };
-        let Some(r) = converge(&mut out, &whole) else {
-            return out;
-        };
-        merge(&mut first, summarize(&r));
-        out.substitutions = r.substitutions.clone();
-        if !r.success {
-            out.first = Some(first);
             return out;
         }
     }
