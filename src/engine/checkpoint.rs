@@ -198,7 +198,9 @@ impl Layers {
     pub fn mount(&self) -> Result<Overlay, RunError> {
         let mut all = self.layers.clone();
         all.push(self.base.clone());
-        Overlay::stacked(&all, &self.work, &self.name)
+        // Named with this process's id: see [`Store::open`].
+        let name = format!("{}-{}", self.name, std::process::id());
+        Overlay::stacked(&all, &self.work, &name)
     }
 
     /// Keeps what `overlay` changed as the layer of `meta` (its parent is
@@ -237,6 +239,7 @@ impl Store {
             .map_err(|e| RunError::io("create", dir.display(), e))?;
         // The layers hold test values of secrets: the owner's only.
         let _ = fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        clean_work(&dir.join("work"));
         let gb = std::env::var("KILN_CHECKPOINT_MAX_GB")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
@@ -572,6 +575,19 @@ fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Removes the overlays a killed process left in the work directory
+/// (`NAME-PID-XXXXXX`, the process gone), unless kept on purpose.
+fn clean_work(work: &Path) {
+    for e in fs::read_dir(work).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+        if gone && !e.path().join(crate::platform::rootfs::KEPT).exists() {
+            crate::platform::rootfs::remove_tree(&e.path());
+        }
+    }
 }
 
 fn touch(path: &Path) {

@@ -226,8 +226,11 @@ impl Overlay {
         self.dir.join("upper")
     }
 
+    /// Leaves the overlay mounted when dropped, for a person to look at;
+    /// marked so, so that a later cleanup of leftovers spares it.
     pub fn keep(&mut self) {
         self.keep = true;
+        let _ = fs::write(self.dir.join(KEPT), "");
     }
 
     /// Unmounts the overlay, leaving its upper directory (the changes made
@@ -245,6 +248,9 @@ impl Overlay {
         })
     }
 }
+
+/// The mark of an overlay kept on purpose (`--keep`).
+pub const KEPT: &str = "kept";
 
 /// An unmounted overlay's directories, removed on drop.
 pub struct Unmounted {

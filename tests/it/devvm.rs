@@ -232,6 +232,25 @@ fn a_killed_build_leaves_no_half_image() {
         libc::kill(-pgid, libc::SIGKILL);
     }
     let _ = child.wait();
+    // The overlay the killed build had mounted goes with the next use of
+    // the checkpoint store.
+    let work = kiln::platform::rootfs::cache_dir().join("checkpoints/work");
+    let killed = format!("-{pgid}-");
+    kiln::engine::checkpoint::Store::open().unwrap();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let work_text = work.display().to_string();
+    assert!(
+        !mounts
+            .lines()
+            .any(|l| l.contains(&work_text) && l.contains(&killed)),
+        "the killed build's overlay is still mounted:\n{mounts}"
+    );
+    assert!(
+        !(fs::read_dir(&work).into_iter().flatten().flatten())
+            .any(|e| e.file_name().to_string_lossy().contains(&killed)),
+        "the killed build's overlay is still in {}",
+        work.display()
+    );
     // No image directory without its manifest, and the killed one is not listed.
     for e in fs::read_dir(&images).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();

@@ -112,10 +112,12 @@ fn a_role_that_outlives_its_timeout_is_torn_down_whole() {
         )
         .role("hang", "run_list = [\"recipe[hang]\"]");
     let tmp = tempfile::tempdir().unwrap();
+    let cache = own_kiln_cache();
     kiln()
         .args(["test", "hang", "--timeout", "3"])
         .repo(&repo)
         .env("TMPDIR", tmp.path())
+        .env("XDG_CACHE_HOME", cache.path())
         .run()
         .code(1)
         .stdout_contains("role hang on bookworm: timed out after 3 s");
@@ -133,10 +135,12 @@ fn a_role_that_outlives_its_timeout_is_torn_down_whole() {
     }
     assert!(!left(), "a process of the timed-out role is still running");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(&tmp.path().display().to_string()),
-        "the target is still mounted"
-    );
+    for dir in [tmp.path(), cache.path()] {
+        assert!(
+            !mounts.contains(&dir.display().to_string()),
+            "the target is still mounted"
+        );
+    }
 }
 
 /// Every route of the inherited kind, from inside: each open descriptor,
