@@ -279,7 +279,13 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
         app_mount: &inputs.app_mount,
         kiln_binary: &inputs.kiln_binary,
     };
-    let converged = tree::converge(req, &inputs, &cfg, &base, work.path(), on)?;
+    let request = tree::Request {
+        repo: &req.repo,
+        release: &inputs.release,
+        no_cache: req.no_cache,
+        strict_pins: req.strict_pins,
+    };
+    let converged = tree::converge(&request, &cfg, &base, work.path(), on)?;
     let report = converged.report;
     // The rest of the build changes a last overlay, thrown away with it.
     let overlay = converged.overlay;

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::guest::{self, GuestConfig};
-use super::image::{BuildRequest, Inputs};
 use super::{DevvmError, Event};
 use crate::engine::checkpoint::{self, Layers, Store};
 use crate::engine::{self, Converge, Node, Part, Report};
@@ -21,6 +20,16 @@ use crate::platform::pins::PinMode;
 use crate::platform::rootfs::Overlay;
 use crate::platform::target::{Durability, Target};
 use crate::policy::Repository;
+
+/// What an image's tree is converged from, besides the guest's
+/// configuration.
+pub struct Request<'a> {
+    pub repo: &'a Path,
+    pub release: &'a str,
+    /// From the base root, neither using nor keeping checkpoints.
+    pub no_cache: bool,
+    pub strict_pins: bool,
+}
 
 /// The converged tree, mounted; its changes since the last layer are
 /// thrown away on drop.
@@ -34,8 +43,7 @@ pub struct Tree {
 /// deepest checkpoint that still matches unless `req.no_cache`. Without a
 /// store the overlay lives under `scratch` (the build's own directory).
 pub fn converge(
-    req: &BuildRequest,
-    inputs: &Inputs,
+    req: &Request,
     cfg: &GuestConfig,
     base: &Path,
     scratch: &Path,
@@ -49,10 +57,10 @@ pub fn converge(
     let work = store
         .as_ref()
         .map_or(scratch.to_path_buf(), Store::work_dir);
-    let mut layers = Layers::new(base, &work, &format!("devvm-{}", inputs.release));
+    let mut layers = Layers::new(base, &work, &format!("devvm-{}", req.release));
     let mut overlay = layers.mount()?;
-    let repo_dir = std::fs::canonicalize(&req.repo)
-        .map_err(|e| RunError::io("open", req.repo.display(), e))?;
+    let repo_dir =
+        std::fs::canonicalize(req.repo).map_err(|e| RunError::io("open", req.repo.display(), e))?;
     let pins = match req.strict_pins {
         true => PinMode::Strict,
         false => PinMode::Substitute,
@@ -66,12 +74,12 @@ pub fn converge(
     let mut configured = false;
     if let Some(store) = &store {
         let repo = Repository::open(&repo_dir)?;
-        let seed = seed(&repo, inputs, cfg, pins, overlay.root())?;
+        let seed = seed(&repo, req, cfg, pins, overlay.root())?;
         // Compiled as `kiln test` compiles for its keys: secrets as their
         // names, so that no value goes into a key (their files are in the seed).
-        let node = Node::role(&inputs.role)
-            .named(&inputs.hostname)
-            .sized(Some(inputs.size.clone()));
+        let node = Node::role(cfg.role)
+            .named(cfg.hostname)
+            .sized(Some(cfg.size.to_string()));
         let facts = node.facts(&Target::at_root(base));
         let policy = engine::compile(&repo, &node, &facts, &crate::secrets::Placeholder)?;
         // The versions a pin's siblings resolve to are not known before
@@ -92,21 +100,21 @@ pub fn converge(
     if !configured {
         step(format!(
             "configuring the guest: hostname {}, ssh key, DHCP, app share at {}",
-            inputs.hostname, inputs.app_mount
+            cfg.hostname, cfg.app_mount
         ));
         guest::configure(overlay.root(), cfg)?;
     }
     step(format!(
         "converging role {} (size {}) into the image",
-        inputs.role, inputs.size
+        cfg.role, cfg.size
     ));
     let converge = Converge {
-        fqdn: Some(inputs.hostname.clone()),
-        size: Some(inputs.size.clone()),
+        fqdn: Some(cfg.hostname.to_string()),
+        size: Some(cfg.size.to_string()),
         pins,
         // A failed build leaves no image: the tree is built again.
         durability: Durability::Throwaway,
-        ..Converge::roles(&req.repo, std::slice::from_ref(&inputs.role))
+        ..Converge::roles(req.repo, &[cfg.role.to_string()])
     };
     let mut parts: Vec<Option<checkpoint::Cut>> = cuts.into_iter().map(Some).collect();
     if parts.is_empty() {
@@ -160,7 +168,7 @@ pub fn converge(
                 on(Event::ConvergeSummary(r.summary()));
             }
             return Err(DevvmError::ImageConvergeFailed {
-                role: inputs.role.clone(),
+                role: cfg.role.to_string(),
             }
             .into());
         }
@@ -195,7 +203,7 @@ pub fn converge(
 /// values: a changed secret converges the whole role again).
 fn seed(
     repo: &Repository,
-    inputs: &Inputs,
+    req: &Request,
     cfg: &GuestConfig,
     pins: PinMode,
     root: &Path,
@@ -217,10 +225,10 @@ fn seed(
     Ok(format!(
         "kiln={}\nroot={}\nrelease={}\nfqdn={}\nsize={:?}\npins={pins:?}\nindex={}\nguest={}\nsecrets={}\n",
         checkpoint::kiln_digest()?,
-        super::base::key(&inputs.release)?,
-        inputs.release,
-        inputs.hostname,
-        Some(&inputs.size),
+        super::base::key(req.release)?,
+        req.release,
+        cfg.hostname,
+        Some(cfg.size),
         checkpoint::index_digest(&[&root.join("var/lib/apt/lists")]),
         crate::digest::sha256_hex(guest.as_bytes()),
         crate::digest::sha256_hex(secrets.as_bytes()),

@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::batch::{self, Batched};
 use super::compile::{Compiled, Policy};
 use super::plan::{self, Notice, Plan, Step, same};
-use super::report::{Report, ResourceReport, Sink, Status};
+use super::report::{Pending, Report, ResourceReport, Sink, Status};
 use crate::resource::{Context, Planned, ResourceResult};
 
 /// Carries out `plan` on `cx`'s target, or renders it when `cx` is None
@@ -45,13 +45,6 @@ pub fn execute(
 pub struct Part {
     pub until: Option<usize>,
     pub pending: Vec<Pending>,
-}
-
-/// A delayed notification an earlier part fired: resource index and action.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Pending {
-    pub resource: usize,
-    pub action: String,
 }
 
 /// One pass over a plan.

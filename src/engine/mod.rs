@@ -13,14 +13,14 @@ pub mod plan;
 pub mod report;
 mod run;
 
-pub use apply::{Part, Pending};
+pub use apply::Part;
 pub use compile::{Policy, compile};
 pub use converge::{
     Converge, DEFAULT_LOCK_TIMEOUT, Event, NodeFile, PinMode, Prepared, converge, prepare,
 };
 pub use node::Node;
 pub use plan::{Plan, Step, plan};
-pub use report::{LAST_RUN, Report, ResourceReport, Status, desired_digests, managed_ids};
+pub use report::{LAST_RUN, Pending, Report, ResourceReport, Status, desired_digests, managed_ids};
 
 use crate::error::PolicyError;
 use crate::platform::target::Target;

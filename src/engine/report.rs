@@ -202,6 +202,13 @@ impl Sink<'_> {
     }
 }
 
+/// A delayed notification an earlier part fired: resource index and action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    pub resource: usize,
+    pub action: String,
+}
+
 /// A run report: printed by `converge --json`, kept as [`LAST_RUN`], and
 /// read back by whoever needs the target's last run. Fields missing from an
 /// older kiln's report take their defaults.
@@ -248,7 +255,7 @@ pub struct Report {
     /// A part that stopped at its end (see [`super::apply::Part`]): the
     /// delayed notifications it fired, for the next part to run.
     #[serde(skip)]
-    pub pending: Vec<super::apply::Pending>,
+    pub pending: Vec<Pending>,
 }
 
 /// Why a run report could not be read back or kept.

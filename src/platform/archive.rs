@@ -77,18 +77,7 @@ pub fn offers(
     Ok(by_package)
 }
 
-/// Debian version order; a version that does not parse sorts lowest.
-pub fn compare(a: &str, b: &str) -> std::cmp::Ordering {
-    match (
-        a.parse::<debversion::Version>(),
-        b.parse::<debversion::Version>(),
-    ) {
-        (Ok(a), Ok(b)) => a.cmp(&b),
-        (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
-        (Err(_), Ok(_)) => std::cmp::Ordering::Less,
-        (Err(_), Err(_)) => a.cmp(b),
-    }
-}
+pub use super::dpkg::compare;
 
 /// `(package, version, suite/component)` from madison's
 /// ` pkg | version | URI suite/component arch Packages` lines.

@@ -165,6 +165,19 @@ pub fn unpack_times(target: &Target, names: &[&str]) -> HashMap<String, i64> {
     out
 }
 
+/// Debian version order; a version that does not parse sorts lowest.
+pub fn compare(a: &str, b: &str) -> std::cmp::Ordering {
+    match (
+        a.parse::<debversion::Version>(),
+        b.parse::<debversion::Version>(),
+    ) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Less,
+        (Err(_), Err(_)) => a.cmp(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::archive::compare;
-use super::dpkg::Dpkg;
+use super::dpkg::{Dpkg, compare};
 use super::target::{Target, capture, output_tail};
 use crate::error::{Error, RunError};
 
