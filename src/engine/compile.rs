@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::guards::Guard;
 use super::node::Node;
 use crate::error::{PolicyError, PolicyErrors};
 use crate::platform::facts::Facts;
@@ -46,8 +47,8 @@ pub struct Compiled {
     pub line: usize,
     pub actions: Vec<String>,
     pub notifies: Vec<Notification>,
-    pub only_if: Option<String>,
-    pub not_if: Option<String>,
+    pub only_if: Option<Guard>,
+    pub not_if: Option<Guard>,
     pub ignore_failure: bool,
     pub sensitive: bool,
     pub imp: Box<dyn Resource>,
@@ -786,8 +787,8 @@ fn check_text(def: &TypeDef, id: &ResourceId, table: &toml::Table) -> Result<(),
 struct Common {
     actions: Vec<String>,
     notes: Vec<PendingNotify>,
-    only_if: Option<String>,
-    not_if: Option<String>,
+    only_if: Option<Guard>,
+    not_if: Option<Guard>,
     ignore_failure: bool,
     /// What the recipe says; a secret used makes it sensitive anyway.
     sensitive: bool,
@@ -816,17 +817,6 @@ impl Common {
                 ))),
             }
         };
-        let take_str =
-            |table: &mut toml::Table, key: &str| -> Result<Option<String>, PolicyError> {
-                match table.remove(key) {
-                    None => Ok(None),
-                    Some(toml::Value::String(s)) => Ok(Some(s)),
-                    Some(_) => Err(PolicyError::new(format!(
-                        "{id}: {key} must be a command string"
-                    ))),
-                }
-            };
-
         let given = table.contains_key("action");
         let mut actions = take_list(table, "action")?;
         if actions.is_empty() && given {
@@ -868,11 +858,25 @@ impl Common {
         Ok(Common {
             actions,
             notes,
-            only_if: take_str(table, "only_if")?,
-            not_if: take_str(table, "not_if")?,
+            only_if: take_guard(table, id, "only_if")?,
+            not_if: take_guard(table, id, "not_if")?,
             ignore_failure: take_bool(table, "ignore_failure")?,
             sensitive: take_bool(table, "sensitive")?,
         })
+    }
+}
+
+/// A guard: a shell command, or a table kiln answers itself.
+fn take_guard(
+    table: &mut toml::Table,
+    id: &ResourceId,
+    key: &str,
+) -> Result<Option<Guard>, PolicyError> {
+    match table.remove(key) {
+        None => Ok(None),
+        Some(v) => Guard::parse(key, v)
+            .map(Some)
+            .map_err(|e| PolicyError::new(format!("{id}: {e}"))),
     }
 }
 

@@ -262,6 +262,7 @@ mod tests {
 
     use super::*;
     use crate::engine::compile::Notification;
+    use crate::engine::guards::Guard;
     use crate::error::RunError;
     use crate::platform::target::Target;
     use crate::resource::{Converge, Item, ResourceId, State, actions};
@@ -461,14 +462,14 @@ mod tests {
             &["apply"],
             vec![],
         );
-        guarded.only_if = Some("probe one".into());
+        guarded.only_if = Some(Guard::Shell("probe one".into()));
         let mut svc = resource(
             "svc",
             Fake(vec![("restart", "restart")]),
             &["apply"],
             vec![],
         );
-        svc.not_if = Some("probe two".into());
+        svc.not_if = Some(Guard::Shell("probe two".into()));
         let notifier = resource(
             "conf",
             Fake(vec![("apply", "write")]),
@@ -477,7 +478,11 @@ mod tests {
         );
         let resources = [guarded, svc, notifier];
         // The double's verdicts: a command not in it would run on the target.
-        let known: Guards = [("probe one".into(), false), ("probe two".into(), true)].into();
+        let known: Guards = [
+            (Guard::Shell("probe one".into()), false),
+            (Guard::Shell("probe two".into()), true),
+        ]
+        .into();
         let plan = plan_of(&resources, &known, &[]);
         assert_eq!(plan.steps[0].guard.as_deref(), Some("only_if false"));
         assert!(plan.steps[0].actions.is_empty() && !plan.steps[0].fires());

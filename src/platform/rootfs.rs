@@ -330,6 +330,11 @@ fn cstring(s: &OsStr) -> io::Result<CString> {
     CString::new(s.as_bytes()).map_err(io::Error::other)
 }
 
+/// Every mount point of this system, from /proc/self/mountinfo.
+pub fn mount_points() -> Vec<PathBuf> {
+    mounts_below(Path::new("/"))
+}
+
 /// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo.
 fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = fs::read("/proc/self/mountinfo") else {

@@ -287,6 +287,33 @@ fn process_matches(target: &Target, pattern: &str) -> bool {
     })
 }
 
+/// Whether a live process on the target's system is named `name` (its
+/// command name, as /proc gives it), or `name` and a `d` (mariadb's
+/// daemon is mariadbd). Never on a `--root` tree: it shares the host's.
+pub fn process_named(target: &Target, name: &str) -> bool {
+    if target.is_chroot() {
+        return false;
+    }
+    let daemon = format!("{name}d");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let pid = p.file_name();
+        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        // `PID (COMM) STATE ...`; a zombie (Z) does not run.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            return false;
+        };
+        let comm = &stat[open + 1..close];
+        let zombie = stat[close..].starts_with(") Z");
+        !zombie && (comm == name || comm == daemon)
+    })
+}
+
 fn systemctl_missing(e: &io::Error) -> RunError {
     RunError::precondition(format!("could not run systemctl on the target ({e})")).fix(
         "with provider = \"systemd\" the target needs systemd installed, or use provider = \"sysv\"",
