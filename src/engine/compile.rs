@@ -874,9 +874,11 @@ fn take_guard(
 ) -> Result<Option<Guard>, PolicyError> {
     match table.remove(key) {
         None => Ok(None),
-        Some(v) => Guard::parse(key, v)
-            .map(Some)
-            .map_err(|e| PolicyError::new(format!("{id}: {e}"))),
+        Some(v) => Guard::parse(key, v).map(Some).map_err(|mut e| {
+            // Keep the fix its own field: only the message gets the resource.
+            e.message = format!("{id}: {}", e.message);
+            e
+        }),
     }
 }
 

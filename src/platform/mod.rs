@@ -8,6 +8,7 @@ pub mod dpkg;
 pub mod facts;
 pub mod fallback;
 pub mod hostfile;
+pub mod mariadb;
 pub mod mirror;
 pub mod pincache;
 pub mod pins;

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{PolicyError, RunError};
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
+use crate::platform::mariadb;
 use crate::platform::target::Target;
 use crate::policy::whitelist::Pin;
 pub use state::State;
@@ -22,6 +23,9 @@ pub mod execute;
 pub mod file;
 pub mod group;
 pub mod link;
+pub mod mariadb_database;
+pub mod mariadb_seed;
+pub mod mariadb_user;
 pub mod package;
 pub mod service;
 pub mod template;
@@ -53,6 +57,7 @@ pub struct Context<'a> {
     /// Versions that stand in for pins no source offers this run
     /// (see [`crate::platform::pins`]), by package.
     pub substitutes: std::collections::BTreeMap<String, String>,
+    mariadb: Option<mariadb::Client>,
 }
 
 impl<'a> Context<'a> {
@@ -62,7 +67,31 @@ impl<'a> Context<'a> {
             accounts: None,
             dpkg: None,
             substitutes: Default::default(),
+            mariadb: None,
         }
+    }
+
+    /// The MariaDB server listening at `socket` on the target, connected
+    /// once a run (again after a restart dropped the connection). A
+    /// `--root` tree has no server to ask: [`ServerAt::Root`].
+    pub fn mariadb(&mut self, socket: &std::path::Path) -> ServerAt<'_> {
+        if self.target.is_chroot() {
+            return ServerAt::Root;
+        }
+        let kept = self
+            .mariadb
+            .as_mut()
+            .is_some_and(|c| c.socket() == socket && c.alive());
+        if !kept {
+            match mariadb::Client::connect(socket) {
+                Ok(c) => self.mariadb = Some(c),
+                Err(e) => {
+                    self.mariadb = None;
+                    return ServerAt::Unreachable(e);
+                }
+            }
+        }
+        ServerAt::Up(self.mariadb.as_mut().expect("connected above"))
     }
 
     pub fn accounts(&mut self) -> &Accounts {
@@ -79,6 +108,28 @@ impl<'a> Context<'a> {
     pub fn invalidate(&mut self) {
         self.accounts = None;
         self.dpkg = None;
+    }
+}
+
+/// Where a MariaDB resource's server is (see [`Context::mariadb`]).
+pub enum ServerAt<'a> {
+    Up(&'a mut mariadb::Client),
+    /// A `--root` tree: nothing runs there to connect to.
+    Root,
+    /// Not listening (yet): a check plans the whole change, an apply fails.
+    Unreachable(mariadb::MariadbError),
+}
+
+impl<'a> ServerAt<'a> {
+    /// The server, or the error an apply reports.
+    pub fn required(self) -> ResourceResult<&'a mut mariadb::Client> {
+        match self {
+            ServerAt::Up(c) => Ok(c),
+            ServerAt::Unreachable(e) => Err(RunError::platform(e)),
+            ServerAt::Root => Err(RunError::precondition(
+                "a --root tree has no MariaDB server to change",
+            )),
+        }
     }
 }
 
@@ -441,6 +492,9 @@ pub fn types() -> &'static [TypeDef] {
         execute::TYPE,
         package::TYPE,
         apt_repository::TYPE,
+        mariadb_database::TYPE,
+        mariadb_user::TYPE,
+        mariadb_seed::TYPE,
     ]
 }
 

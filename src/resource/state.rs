@@ -12,6 +12,7 @@ use sha2::Sha256;
 use crate::error::RunError;
 use crate::platform::accounts::Accounts;
 use crate::platform::dpkg::Dpkg;
+use crate::platform::mariadb::{Client, DEFAULT_SOCKET, MariadbError};
 use crate::platform::target::Target;
 use crate::platform::tfs::Tfs;
 pub use crate::platform::tfs::sha256_file;
@@ -135,6 +136,24 @@ impl<'a> State<'a> {
     }
 
     /// Owner and group by their names on the target (numbers when unnamed), and mode.
+    /// A MariaDB resource's part, read by `read` from the server at the
+    /// default socket; what stood in the way, when something did.
+    pub fn mariadb(
+        &self,
+        read: impl FnOnce(&mut Client) -> Result<String, MariadbError>,
+    ) -> Option<String> {
+        if self.target.is_chroot() {
+            return Some("not read: no server runs in a --root tree".to_string());
+        }
+        let part = Client::connect(std::path::Path::new(DEFAULT_SOCKET))
+            .and_then(|mut c| read(&mut c))
+            .unwrap_or_else(|e| match e {
+                MariadbError::Unreachable { .. } => "not read: the server does not answer".into(),
+                e => format!("not read: {e}"),
+            });
+        Some(clean(&part))
+    }
+
     pub fn ownership(&self, m: &fs::Metadata) -> String {
         format!(
             "owner={} group={} mode={:04o}",
