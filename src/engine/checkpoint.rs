@@ -273,7 +273,9 @@ impl Store {
     /// slow question about the same inputs said, such as the packages a
     /// role's pins resolve to with one apt index.
     pub fn answer<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let text = fs::read(self.dir.join("answers").join(format!("{key}.json"))).ok()?;
+        let path = self.dir.join("answers").join(format!("{key}.json"));
+        let text = fs::read(&path).ok()?;
+        touch(&path);
         serde_json::from_slice(&text).ok()
     }
 
@@ -337,24 +339,45 @@ impl Store {
             }
         }
         meta.bytes = size_of(upper);
+        let staging = self.staging(&meta.key);
+        fs::create_dir_all(&staging).map_err(|e| RunError::io("create", staging.display(), e))?;
+        if let Err(e) = fs::rename(upper, staging.join("layer")) {
+            crate::platform::rootfs::remove_tree(&staging);
+            return Err(RunError::io("keep", upper.display(), e));
+        }
+        self.publish(&staging, &meta)?;
+        Ok(self.dir.join(&meta.key).join("layer"))
+    }
+
+    /// A fresh place to put a checkpoint together before [`Store::publish`].
+    fn staging(&self, key: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{key}.new-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ))
+    }
+
+    /// Writes `meta` beside the layer in `staging` and puts the checkpoint
+    /// in place under the store's lock, then evicts the least recently
+    /// used over the limit. A checkpoint another test kept first wins
+    /// (the same changes): `staging` is dropped.
+    fn publish(&self, staging: &Path, meta: &Meta) -> Result<(), RunError> {
+        let json = serde_json::to_vec_pretty(meta).unwrap_or_default();
+        let path = staging.join("meta.json");
+        fs::write(&path, json).map_err(|e| RunError::io("write", path.display(), e))?;
         let _lock = self.lock()?;
         let dest = self.dir.join(&meta.key);
         if dest.join("meta.json").is_file() {
-            crate::platform::rootfs::remove_tree(upper);
-            return Ok(dest.join("layer"));
+            crate::platform::rootfs::remove_tree(staging);
+            return Ok(());
         }
         let _ = fs::remove_dir_all(&dest);
-        let staging = self.dir.join(format!("{}.new", meta.key));
-        let _ = fs::remove_dir_all(&staging);
-        fs::create_dir_all(&staging).map_err(|e| RunError::io("create", staging.display(), e))?;
-        fs::rename(upper, staging.join("layer"))
-            .map_err(|e| RunError::io("keep", upper.display(), e))?;
-        let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
-        let path = staging.join("meta.json");
-        fs::write(&path, json).map_err(|e| RunError::io("write", path.display(), e))?;
-        fs::rename(&staging, &dest).map_err(|e| RunError::io("keep", dest.display(), e))?;
+        fs::rename(staging, &dest).map_err(|e| RunError::io("keep", dest.display(), e))?;
         self.evict(&meta.key);
-        Ok(dest.join("layer"))
+        Ok(())
     }
 
     /// Keeps a copy of `upper`, the upper directory of an overlay still in
@@ -369,14 +392,7 @@ impl Store {
         mut meta: Meta,
         prev: Option<&Copied>,
     ) -> Result<Copied, RunError> {
-        let staging = self.dir.join(format!(
-            "{}.new-{}-{}",
-            meta.key,
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        ));
+        let staging = self.staging(&meta.key);
         fs::create_dir_all(&staging).map_err(|e| RunError::io("create", staging.display(), e))?;
         let layer = staging.join("layer");
         if let Some(p) = prev {
@@ -390,22 +406,7 @@ impl Store {
             }
         };
         meta.bytes = size_of(&layer);
-        let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
-        let path = staging.join("meta.json");
-        fs::write(&path, json).map_err(|e| RunError::io("write", path.display(), e))?;
-        let _lock = self.lock()?;
-        let dest = self.dir.join(&meta.key);
-        if dest.join("meta.json").is_file() {
-            // Another test kept the same first: the same changes.
-            crate::platform::rootfs::remove_tree(&staging);
-            return Ok(Copied {
-                key: meta.key,
-                manifest,
-            });
-        }
-        let _ = fs::remove_dir_all(&dest);
-        fs::rename(&staging, &dest).map_err(|e| RunError::io("keep", dest.display(), e))?;
-        self.evict(&meta.key);
+        self.publish(&staging, &meta)?;
         Ok(Copied {
             key: meta.key,
             manifest,
@@ -438,6 +439,18 @@ impl Store {
                 all.push((used, meta.bytes, e.path()));
             } else {
                 all.push((SystemTime::now(), meta.bytes, e.path()));
+            }
+        }
+        // Answers are small, but one set per apt index piles up: those not
+        // asked for in a month belong to indexes long gone.
+        for e in fs::read_dir(self.dir.join("answers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let age = (e.metadata().and_then(|m| m.modified()).ok()).and_then(|t| t.elapsed().ok());
+            if age.is_some_and(|a| a.as_secs() > 30 * 24 * 3600) {
+                let _ = fs::remove_file(e.path());
             }
         }
         all.sort();

@@ -271,6 +271,33 @@ fn the_devvm_role_runs_its_database_in_process_and_a_no_op_starts_nothing() {
         std::fs::read_to_string(trace.path()).unwrap()
     );
 
+    // The fingerprint reads the server: the account's privileges, never
+    // its password.
+    let explain = |r: &RunningRoot| {
+        let out = r.run(&[KILN, "fingerprint", "--repo", POLICY, "--explain"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let parts = explain(&r);
+    for part in [
+        "mariadb_database[shop] charset=utf8mb4",
+        "mariadb_seed[shop.listings] table filled",
+    ] {
+        assert!(parts.contains(part), "{part:?} in:\n{parts}");
+    }
+    let user = parts
+        .lines()
+        .find(|l| l.starts_with("mariadb_user[shop]"))
+        .unwrap_or_else(|| panic!("mariadb_user[shop] in:\n{parts}"));
+    assert!(
+        user.contains("host=% shop:") && user.contains("SELECT"),
+        "{user}"
+    );
+
     // Emptied by hand: loaded again.
     r.sql(&["-e", "DELETE FROM shop.listings"]);
     let (code, out) = converge(&r, &[]);
@@ -300,4 +327,14 @@ fn the_devvm_role_runs_its_database_in_process_and_a_no_op_starts_nothing() {
     assert!(login("second-pass-2") && !login("first-pass-1"));
     let (code, out) = converge(&r, &[]);
     assert_eq!(code, 0, "{out}");
+    let mariadb = |parts: &str| {
+        let lines: Vec<String> = parts
+            .lines()
+            .filter(|l| l.starts_with("mariadb_"))
+            .map(str::to_string)
+            .collect();
+        lines
+    };
+    // (config.php holds the password too: its content hash moves, as it should.)
+    assert_eq!(mariadb(&explain(&r)), mariadb(&parts), "the account's part");
 }
