@@ -91,7 +91,9 @@ def attrs(path):
 os.makedirs(os.path.join(out, "files"), exist_ok=True)
 ans, pp, py = [], [], []
 skipped, counts = [], {}
-mounted_guard = "/var/www/shop"  # app: `not_if = { mounted = docroot }`
+# The app's `not_if = { mounted = "{{apache2.docroot}}" }`, rendered as the
+# devvm role has it (the plan does not carry guards' values).
+docroot = "/var/www/shop"
 nfile = 0
 
 
@@ -114,6 +116,28 @@ def when(expr):
     return "\n  when: " + q(expr)
 
 
+def add(task, pres, pyop, cond=None):
+    """One resource for each tool; `cond` (Ansible's, Puppet's and pyinfra's
+    form of one condition) guards it."""
+    if cond is None:
+        ans.append(task)
+        pp.append(pres)
+        py.append(pyop)
+        return
+    a, p, y = cond
+    ans.append(task + when(a))
+    pp.append(f"if {p} {{ {pres} }}")
+    py.append(f"if {y}:\n    " + pyop.replace("\n", "\n    "))
+
+
+def not_mounted(path):
+    return (f"not ('{path}' is mount)", f"!$facts.dig('mountpoints', {q(path)})", f"{q(path)} not in mounts")
+
+
+def is_dir(path):
+    return (f"'{path}' is directory", f"find_file({q(path)})", f"host.get_fact(Directory, path={q(path)})")
+
+
 for step in report["plan"]["steps"]:
     res = step["resource"]
     kind, name = re.match(r"(\w+)\[(.*)\]$", res).groups()
@@ -122,7 +146,10 @@ for step in report["plan"]["steps"]:
     if name.startswith("sensitive #") and kind in ("file", "template"):
         name = sensitive.pop(0)
     guard = guard_of(entry)
-    not_mounted = isinstance(entry.get("not_if"), dict) and "mounted" in entry["not_if"]
+    cond = None
+    if isinstance(entry.get("not_if"), dict) and "mounted" in entry["not_if"]:
+        m = entry["not_if"]["mounted"]
+        cond = not_mounted(docroot if "{{" in m else m)
     counts[kind] = counts.get(kind, 0) + 1
     if kind == "package":
         v = installed(name)
@@ -155,14 +182,7 @@ for step in report["plan"]["steps"]:
                 f"mode => {q(a['mode'])}, owner => {q(a['owner'])}, group => {q(a['group'])} }}")
         pyop = (f"files.put(src={q(os.path.join(out, src))}, dest={q(name)}, mode={q(a['mode'])}, "
                 f"user={q(a['owner'])}, group={q(a['group'])})")
-        if not_mounted:
-            ans.append(task + when("not ('%s' is mount)" % mounted_guard))
-            pp.append(f"unless $facts.dig('mountpoints', {q(mounted_guard)}) {{ {pres} }}")
-            py.append(f"if {q(mounted_guard)} not in mounts:\n    {pyop}")
-        else:
-            ans.append(task)
-            pp.append(pres)
-            py.append(pyop)
+        add(task, pres, pyop, cond)
     elif kind == "directory":
         a = attrs(name)
         task = (f"- file: {{ path: {q(name)}, state: directory, mode: {q(a['mode'])}, "
@@ -171,14 +191,7 @@ for step in report["plan"]["steps"]:
                 f"owner => {q(a['owner'])}, group => {q(a['group'])} }}")
         pyop = (f"files.directory(path={q(name)}, mode={q(a['mode'])}, user={q(a['owner'])}, "
                 f"group={q(a['group'])})")
-        if not_mounted:
-            ans.append(task + when("not ('%s' is mount)" % mounted_guard))
-            pp.append(f"unless $facts.dig('mountpoints', {q(mounted_guard)}) {{ {pres} }}")
-            py.append(f"if {q(mounted_guard)} not in mounts:\n    {pyop}")
-        else:
-            ans.append(task)
-            pp.append(pres)
-            py.append(pyop)
+        add(task, pres, pyop, cond)
     elif kind == "link" and actions == ["delete"]:
         ans.append(f"- file: {{ path: {q(name)}, state: absent }}")
         pp.append(f"file {{ {q(name)}: ensure => absent }}")
@@ -197,15 +210,7 @@ for step in report["plan"]["steps"]:
         pyop = "\n".join(
             f"files.link(path={q(link)}, target={q(os.readlink(t(link)))})"
             for link in rc_links(name)) or "pass"
-        if guard and guard[0] == "directory":
-            ans.append(task + when("'%s' is directory" % guard[1]))
-            pp.append(f"if find_file({q(guard[1])}) {{ {pres} }}")
-            py.append(f"if host.get_fact(Directory, path={q(guard[1])}):\n    "
-                      + pyop.replace("\n", "\n    "))
-        else:
-            ans.append(task)
-            pp.append(pres)
-            py.append(pyop)
+        add(task, pres, pyop, is_dir(guard[1]) if guard and guard[0] == "directory" else cond)
     elif kind == "execute" and actions == ["nothing"]:
         counts[kind] -= 1
         skipped.append(res)
@@ -223,9 +228,9 @@ for step in report["plan"]["steps"]:
     elif kind.startswith("mariadb_"):
         # Over the server's socket, as kiln does: none in a tree, so skipped.
         sock = "/run/mysqld/mysqld.sock"
-        ans.append(f"- shell: {q('exit 1')}" + when("'%s' is exists" % sock))
-        pp.append(f"if find_file({q(sock)}) {{ exec {{ {q(res)}: command => {q('/bin/false')} }} }}")
-        py.append(f"if host.get_fact(File, path={q(sock)}):\n    server.shell(commands=[{q('exit 1')}])")
+        add(f"- shell: {q('exit 1')}", f"exec {{ {q(res)}: command => {q('/bin/false')} }}",
+            f"server.shell(commands=[{q('exit 1')}])",
+            (f"'{sock}' is exists", f"find_file({q(sock)})", f"host.get_fact(File, path={q(sock)})"))
     else:
         sys.exit(f"peers.py: no peer form for {res} ({actions}, guard {guard})")
 
