@@ -493,8 +493,20 @@ impl Report {
         }
         let json = serde_json::to_vec_pretty(&self.to_json())?;
         let name = format!("{}-{}.json", self.started_at, std::process::id());
-        atomic_write(tfs, format!("{RUNS}/{name}"), &json, 0o600, Ids::default())?;
-        atomic_write(tfs, LAST_RUN, &json, 0o600, Ids::default())?;
+        // A run that changed nothing skips the fsyncs, most of a no-op's
+        // time: after a power cut the previous report (or an unreadable
+        // one, which `load_last` says how to replace) stands until the next
+        // run writes this again. A run that changed the host syncs.
+        let keep = |path: &str| {
+            let written = if self.updated == 0 && self.success {
+                tfs.write_atomic_unsynced(path, &json, 0o600, Ids::default())
+            } else {
+                tfs.write_atomic(path, &json, 0o600, Ids::default())
+            };
+            written.map_err(|e| RunError::io("write", path, e))
+        };
+        keep(&format!("{RUNS}/{name}"))?;
+        keep(LAST_RUN)?;
         let mut old: Vec<String> = tfs
             .read_dir_nofollow(RUNS)
             .map_err(shown)?

@@ -291,7 +291,32 @@ impl Tfs {
         mode: u32,
         owner: Owner,
     ) -> io::Result<()> {
-        let (dir, name) = self.parent(p.as_ref())?;
+        self.write_replacing(p.as_ref(), content, mode, owner, Durability::Synced)
+    }
+
+    /// [`Tfs::write_atomic`] without the two fsyncs: readers and a run that
+    /// stops part-way still see the old file or the new one, but a power
+    /// cut may leave either. Only for records whose loss costs nothing the
+    /// next run does not rewrite (the report of a run that changed nothing).
+    pub fn write_atomic_unsynced(
+        &self,
+        p: impl AsRef<Path>,
+        content: &[u8],
+        mode: u32,
+        owner: Owner,
+    ) -> io::Result<()> {
+        self.write_replacing(p.as_ref(), content, mode, owner, Durability::Unsynced)
+    }
+
+    fn write_replacing(
+        &self,
+        p: &Path,
+        content: &[u8],
+        mode: u32,
+        owner: Owner,
+        durability: Durability,
+    ) -> io::Result<()> {
+        let (dir, name) = self.parent(p)?;
         let tmp = temp_name(&name);
         let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
@@ -305,7 +330,9 @@ impl Tfs {
             let mut f = File::from(fd);
             f.write_all(content)?;
             set_owner_mode(&f, owner, Some(mode))?;
-            f.sync_all()?;
+            if durability == Durability::Synced {
+                f.sync_all()?;
+            }
             rustix::fs::renameat(&dir, tmp.as_os_str(), &dir, name.as_os_str())?;
             Ok(())
         })();
@@ -313,7 +340,9 @@ impl Tfs {
             let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
         }
         result?;
-        let _ = rustix::fs::fsync(&dir);
+        if durability == Durability::Synced {
+            let _ = rustix::fs::fsync(&dir);
+        }
         Ok(())
     }
 
@@ -386,6 +415,13 @@ pub fn atomic_write(
     let path = path.as_ref();
     fs.write_atomic(path, content, mode, owner)
         .map_err(|e| RunError::io("write", path.display(), e))
+}
+
+/// Whether an atomic write also survives a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Synced,
+    Unsynced,
 }
 
 /// The SHA-256 of the file `path` on the target, in hex.
@@ -516,6 +552,24 @@ mod tests {
         assert!(t.read("/etc/rel").is_err());
         assert!(t.symlink_metadata("/etc/abs").unwrap().is_symlink());
         assert_eq!(t.read_link("/etc/s").unwrap(), Path::new("/etc/shadow"));
+    }
+
+    #[test]
+    fn an_unsynced_write_is_as_atomic_and_confined_as_a_synced_one() {
+        let (_d, root, out, t) = setup();
+        symlink(out.join("secret"), root.join("etc/r")).unwrap();
+        t.write_atomic_unsynced("/etc/r", b"one", 0o600, Owner::default())
+            .unwrap();
+        t.write_atomic_unsynced("/etc/r", b"two", 0o600, Owner::default())
+            .unwrap();
+        assert_eq!(fs::read(out.join("secret")).unwrap(), b"host secret");
+        assert_eq!(fs::read(root.join("etc/r")).unwrap(), b"two");
+        assert!(
+            !fs::symlink_metadata(root.join("etc/r"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_dir(root.join("etc")).unwrap().count(), 1);
     }
 
     #[test]
