@@ -7,10 +7,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::accel::{self, Choice};
-use super::image::{self, BuildRequest, Image};
+use super::image::{self, Image, ImageSpec};
 use super::qemu::{Machine, Qmp};
 use super::state::{self, State, VmDir, now};
-use super::{DevvmError, Event, guest, ports, run, sshkey, tools};
+use super::{DevvmError, Event, guest, paths, ports, run, sshkey, tools};
 use crate::error::{Error, IoContext};
 
 /// Default forwarded ports; a taken one picks the next free.
@@ -21,7 +21,8 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 #[derive(Debug, Clone)]
 pub struct UpRequest {
     pub name: String,
-    pub build: BuildRequest,
+    /// What it leaves out is the VM's own, else the default.
+    pub image: ImageSpec,
     pub accel: Choice,
     pub ssh_port: Option<u16>,
     pub http_port: Option<u16>,
@@ -29,7 +30,8 @@ pub struct UpRequest {
     pub app_dir: Option<PathBuf>,
     /// How long the VM gets to answer and finish booting.
     pub timeout: Option<Duration>,
-    /// Start over on the current image when the VM was made from an older one.
+    /// Start the VM over: stopped if it runs, a fresh disk on the current
+    /// image (of the role, size and release asked for), the app directory kept.
     pub recreate: bool,
 }
 
@@ -117,19 +119,40 @@ pub enum Up {
 pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
     let step = |msg: String| on(Event::Step(msg));
     let vm = VmDir::new(&req.name)?;
+    let old = vm.load();
+    let build = req.image.request(old.as_ref(), false);
+    if let Some(s) = &old
+        && !req.recreate
+    {
+        let differences = req.image.differences(s);
+        if !differences.is_empty() {
+            return Err(DevvmError::OtherImage {
+                name: req.name.clone(),
+                differences,
+            }
+            .into());
+        }
+    }
     if vm.running() {
-        return Ok(Up::AlreadyRunning {
-            name: req.name.clone(),
-            state: vm.load(),
-        });
+        if !req.recreate {
+            return Ok(Up::AlreadyRunning {
+                name: req.name.clone(),
+                state: old,
+            });
+        }
+        step(format!(
+            "stopping VM {} to recreate it (--recreate)",
+            req.name
+        ));
+        down(&req.name, Duration::from_secs(90), on)?;
     }
     tools::require(&[tools::QEMU, tools::QEMU_IMG, tools::SSH])?;
     let t0 = Instant::now();
     step(format!(
-        "image for role {} size {}",
-        req.build.role, req.build.size
+        "image for role {} size {} on {}",
+        build.role, build.size, build.release
     ));
-    let img = image::build(&req.build, on)?;
+    let img = image::build(&build, on)?;
     if img.cached {
         step(format!(
             "image {} from the cache ({})",
@@ -140,11 +163,10 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
     fs::create_dir_all(&vm.dir).ctx(|| format!("creating {}", vm.dir.display()))?;
 
     // An existing VM keeps the image its overlay was made on.
-    let old = vm.load();
     let img = match &old {
-        Some(s) if vm.overlay().is_file() && s.image_key != img.manifest.key && req.recreate => {
+        _ if vm.overlay().is_file() && req.recreate => {
             step(format!(
-                "recreating the VM's disk on image {} (--recreate)",
+                "a fresh disk on image {} (--recreate; the app directory stays)",
                 &img.manifest.key[..12]
             ));
             fs::remove_file(vm.overlay()).ctx(|| format!("removing {}", vm.overlay().display()))?;
@@ -187,7 +209,8 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
     }
     let accel = accel::choose(req.accel, &img.kernel(), on)?;
     // The app share: --app, else what this VM had, else the repository's
-    // app/, else a directory of the VM's own; edit it on the host.
+    // app/, else the VM's own under the data directory (not its state, so
+    // that destroy keeps it); edit it on the host.
     let app_dir = match &req.app_dir {
         Some(d) => fs::canonicalize(d).ctx(|| format!("--app {}", d.display()))?,
         None => {
@@ -195,12 +218,12 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
                 .as_ref()
                 .map(|s| s.app_dir.clone())
                 .filter(|d| d.is_dir());
-            let in_repo = req.build.repo.join("app");
+            let in_repo = build.repo.join("app");
             match previous {
                 Some(d) => d,
                 None if in_repo.is_dir() => fs::canonicalize(&in_repo).unwrap_or(in_repo),
                 None => {
-                    let d = vm.dir.join("app");
+                    let d = paths::app_dir(&req.name);
                     fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
                     d
                 }
@@ -250,6 +273,7 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
         }
         let m = Machine {
             name: req.name.clone(),
+            hostname: hostname(&req.name),
             accel,
             cpus: img.manifest.cpus,
             memory_mb: img.manifest.memory_mb,
@@ -284,7 +308,8 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
                 image_dir: img.dir.clone(),
                 role: img.manifest.role.clone(),
                 size: img.manifest.size.clone(),
-                hostname: img.manifest.hostname.clone(),
+                release: img.manifest.release.clone(),
+                hostname: m.hostname.clone(),
                 cpus: m.cpus,
                 memory_mb: m.memory_mb,
                 accel: accel.name().into(),
@@ -297,7 +322,7 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
                 // A disk made anew has not booted yet.
                 boot_fingerprint: old
                     .as_ref()
-                    .filter(|o| o.image_key == img.manifest.key)
+                    .filter(|o| o.image_key == img.manifest.key && !req.recreate)
                     .and_then(|o| o.boot_fingerprint.clone()),
             };
         }
@@ -356,6 +381,11 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
         state,
         took: t0.elapsed(),
     })
+}
+
+/// A VM's hostname: its name, as a hostname label may spell it.
+pub fn hostname(name: &str) -> String {
+    super::sanitize(name)
 }
 
 enum Wait {
@@ -486,6 +516,8 @@ fn kill(vm: &VmDir) {
 /// What `down` came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Down {
+    /// There is no such VM.
+    Absent,
     NotRunning,
     /// Powered off (or killed after the timeout) in `took`.
     Stopped {
@@ -498,11 +530,7 @@ pub enum Down {
 pub fn down(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Down, Error> {
     let vm = VmDir::new(name)?;
     if !vm.exists() {
-        return Err(DevvmError::NotFound {
-            name: name.to_string(),
-            suggest_up: false,
-        }
-        .into());
+        return Ok(Down::Absent);
     }
     if !vm.running() {
         let _ = fs::remove_file(vm.pidfile());
@@ -534,27 +562,99 @@ pub fn down(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Down, E
 }
 
 /// What `destroy` came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destroy {
-    /// There was no such VM.
-    Absent,
+    /// There was no such VM; `app` is what became of a default app
+    /// directory left by an earlier one.
+    Absent { app: App },
     /// Removed; `down` is how it was stopped first, if it ran.
-    Destroyed { down: Option<Down> },
+    Destroyed { down: Option<Down>, app: App },
 }
 
-/// down, then the VM's overlay and state are removed.
-pub fn destroy(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Destroy, Error> {
+/// What `destroy` did with the VM's app directory: the engineer's work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum App {
+    /// The VM had none.
+    None,
+    /// kiln's default one, kept for the next VM of this name.
+    Kept(PathBuf),
+    /// kiln's default one, removed (`--purge`).
+    Purged(PathBuf),
+    /// `--app` or the repository's `app/`: the engineer's own, never touched.
+    Theirs(PathBuf),
+}
+
+/// down, then the VM's overlay and state are removed. Its default app
+/// directory is kept (moved out of the state, where VMs made before it
+/// lived elsewhere had it), unless `purge`.
+pub fn destroy(
+    name: &str,
+    timeout: Duration,
+    purge: bool,
+    on: &dyn Fn(Event),
+) -> Result<Destroy, Error> {
     let vm = VmDir::new(name)?;
+    let default_app = paths::app_dir(name);
+    let purge_default = || -> Result<App, Error> {
+        if !default_app.exists() {
+            return Ok(App::None);
+        }
+        let dir = paths::vm_data_dir(name);
+        fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))?;
+        Ok(App::Purged(default_app.clone()))
+    };
     if !vm.exists() {
-        return Ok(Destroy::Absent);
+        let app = if purge {
+            purge_default()?
+        } else if default_app.is_dir() {
+            App::Kept(default_app.clone())
+        } else {
+            App::None
+        };
+        return Ok(Destroy::Absent { app });
     }
     let down = if vm.running() {
         Some(down(name, timeout, on)?)
     } else {
         None
     };
+    let used = vm
+        .load()
+        .map(|s| s.app_dir)
+        .filter(|d| !d.as_os_str().is_empty());
+    let app = match used {
+        // A VM made before the data directory had its app in its state.
+        Some(d) if d.starts_with(&vm.dir) && d.is_dir() => {
+            if purge {
+                purge_default()?;
+                App::Purged(d)
+            } else {
+                let to = if default_app.exists() {
+                    paths::vm_data_dir(name).join(format!("app-{}", now()))
+                } else {
+                    default_app.clone()
+                };
+                let parent = paths::vm_data_dir(name);
+                fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
+                fs::rename(&d, &to).ctx(|| {
+                    format!(
+                        "keeping the app directory: moving {} to {}",
+                        d.display(),
+                        to.display()
+                    )
+                })?;
+                App::Kept(to)
+            }
+        }
+        Some(d) if d == default_app && !purge => App::Kept(d),
+        Some(d) if d == default_app => purge_default()?,
+        Some(d) if d.starts_with(&vm.dir) => App::None,
+        Some(d) => App::Theirs(d),
+        None if purge => purge_default()?,
+        None => App::None,
+    };
     fs::remove_dir_all(&vm.dir).ctx(|| format!("removing {}", vm.dir.display()))?;
-    Ok(Destroy::Destroyed { down })
+    Ok(Destroy::Destroyed { down, app })
 }
 
 /// Replaces this process with ssh into the VM; returns only when it cannot.

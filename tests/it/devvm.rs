@@ -24,10 +24,12 @@ fn policy_repo() -> Repo {
     Repo::policy_with_pin("trixie", "memcached", crate::substitute::IMPOSSIBLE)
 }
 
-/// VM state of this test, apart from the engineer's VMs; QEMU is killed and
-/// the state removed however the test ends.
+/// VM state (and the data directory of VMs' own app directories) of this
+/// test, apart from the engineer's VMs; QEMU is killed and the state
+/// removed however the test ends.
 struct VmGuard {
     vms: tempfile::TempDir,
+    data: tempfile::TempDir,
     name: String,
 }
 
@@ -38,6 +40,10 @@ impl VmGuard {
                 .prefix("kiln-devvm-vms-")
                 .tempdir()
                 .expect("a temporary VM directory"),
+            data: tempfile::Builder::new()
+                .prefix("kiln-devvm-data-")
+                .tempdir()
+                .expect("a temporary data directory"),
             name: name.to_string(),
         }
     }
@@ -47,7 +53,18 @@ impl VmGuard {
     }
 
     fn kiln(&self) -> crate::support::Kiln {
-        kiln().env("KILN_DEVVM_VMS", self.vms.path())
+        kiln()
+            .env("KILN_DEVVM_VMS", self.vms.path())
+            .env("XDG_DATA_HOME", self.data.path())
+    }
+
+    /// The VM's own app directory, kept outside its state.
+    fn app_dir(&self) -> PathBuf {
+        self.data
+            .path()
+            .join("kiln/devvm")
+            .join(&self.name)
+            .join("app")
     }
 
     fn qemu_pid(&self) -> Option<i32> {
@@ -152,11 +169,19 @@ fn commands_on_a_vm_that_does_not_exist_say_so() {
         .run()
         .failure()
         .stderr_contains("no VM named");
-    g.kiln()
+    let destroyed = g
+        .kiln()
         .args(["devvm", "destroy", "nosuchvm"])
         .run()
         .success()
         .stdout_contains("nothing to destroy");
+    // down of a missing VM ends as destroy of one does.
+    let down = g
+        .kiln()
+        .args(["devvm", "down", "nosuchvm"])
+        .run()
+        .stdout_contains("No VM named nosuchvm: nothing to stop");
+    assert_eq!(down.status, destroyed.status);
     g.kiln()
         .args(["devvm", "list"])
         .run()
@@ -361,11 +386,11 @@ fn devvm_end_to_end_under_tcg() {
     let policy = policy_repo();
     let repo = policy.path().to_path_buf();
     let g = VmGuard::new(&format!("e2e-{}", std::process::id()));
-    let app = tempfile::Builder::new()
-        .prefix("kiln-devvm-app-")
-        .tempdir()
-        .expect("an app directory");
-    fs::write(app.path().join("hello.txt"), "hello from the host, v1\n").expect("writing");
+    // No --app and no app/ in the repository: the VM's own app directory,
+    // outside its state, with a file of the host's before the first up.
+    let app = g.app_dir();
+    fs::create_dir_all(&app).expect("an app directory");
+    fs::write(app.join("hello.txt"), "hello from the host, v1\n").expect("writing");
 
     // Build (a cache hit when nothing changed since the last build), then
     // a second build must be a cache hit.
@@ -474,8 +499,6 @@ fn devvm_end_to_end_under_tcg() {
         .args(["--accel", "tcg", "--timeout", "900"])
         .arg("--http-port")
         .arg(busy_port.to_string())
-        .arg("--app")
-        .arg(app.path())
         .run();
     eprintln!(
         "up (boot to serving, TCG): {:.1} s",
@@ -506,6 +529,20 @@ fn devvm_end_to_end_under_tcg() {
         .run()
         .success()
         .stdout_contains("already running");
+    // Another release on this VM is an error that names --recreate, and
+    // leaves it running.
+    g.kiln()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["devvm", "up", &g.name, "--release", "bookworm"])
+        .run()
+        .failure()
+        .stderr_contains(&format!("VM {} was made with release trixie", g.name))
+        .stderr_contains(&format!(
+            "kiln devvm up {} --release bookworm --recreate",
+            g.name
+        ));
+    assert!(g.qemu_pid().is_some(), "QEMU runs after a refused up");
 
     let status = g
         .kiln()
@@ -517,18 +554,29 @@ fn devvm_end_to_end_under_tcg() {
         .stdout_contains("uptime:")
         .stdout_contains("unchanged since first boot")
         .stdout_contains("pins:     substituted")
-        .stdout_contains(&vanished);
+        .stdout_contains(&vanished)
+        .stdout_contains("release:  trixie")
+        .stdout_contains(&format!("hostname: {}", g.name))
+        .stdout_contains(&format!("app:      {} -> ", app.display()))
+        .stdout_contains("destroy keeps it");
+    let mount = field(&status.stdout, "app:")
+        .rsplit(" -> ")
+        .next()
+        .expect("the app mount")
+        .to_string();
     let http_port = port_of(&status.stdout, "http:");
     assert_ne!(http_port, busy_port);
     assert!(
         up.stdout
             .contains(&format!("http://127.0.0.1:{http_port}/"))
     );
-    g.kiln()
-        .args(["devvm", "list"])
-        .run()
-        .success()
-        .stdout_contains(&g.name);
+    let list = g.kiln().args(["devvm", "list"]).run().success();
+    let line = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&g.name))
+        .unwrap_or_else(|| panic!("{} not listed:\n{}", g.name, list.stdout));
+    assert!(line.contains(" trixie "), "{line}");
 
     // The stack's services, through `kiln devvm ssh`.
     let active = g
@@ -555,11 +603,13 @@ fn devvm_end_to_end_under_tcg() {
         .args(["devvm", "ssh", &g.name, "--", "hostname"])
         .run()
         .success();
-    assert!(
-        hostname.stdout.trim().starts_with("devvm-"),
-        "{}",
-        hostname.stdout
-    );
+    // The VM's hostname is its name, in /etc/hostname too (kiln's node name).
+    assert_eq!(hostname.stdout.trim(), g.name, "{}", hostname.stdout);
+    g.kiln()
+        .args(["devvm", "ssh", &g.name, "--", "cat", "/etc/hostname"])
+        .run()
+        .success()
+        .stdout_contains(&g.name);
 
     // The shop page on the forwarded port: rows from MariaDB.
     let (code, body) = http_get(http_port, "/");
@@ -569,9 +619,20 @@ fn devvm_end_to_end_under_tcg() {
     // The share: the host's file, then the host's edit on the next GET.
     let (code, body) = http_get(http_port, "/hello.txt");
     assert_eq!((code, body.as_str()), (200, "hello from the host, v1\n"));
-    fs::write(app.path().join("hello.txt"), "hello from the host, v2\n").expect("editing");
+    fs::write(app.join("hello.txt"), "hello from the host, v2\n").expect("editing");
     let (code, body) = http_get(http_port, "/hello.txt");
     assert_eq!((code, body.as_str()), (200, "hello from the host, v2\n"));
+    // An edit made inside the VM, as root over ssh, lands in the same directory.
+    g.kiln()
+        .args(["devvm", "ssh", &g.name, "--"])
+        .arg(format!("echo written inside the VM > {mount}/inside.txt"))
+        .run()
+        .success();
+    let inside = "written inside the VM\n";
+    assert_eq!(
+        fs::read_to_string(app.join("inside.txt")).expect("the edit from inside, on the host"),
+        inside
+    );
 
     // kiln inside uses systemd, and after the boot converge changes nothing.
     g.kiln()
@@ -604,11 +665,14 @@ fn devvm_end_to_end_under_tcg() {
         .run()
         .success()
         .stdout_contains("state:    stopped");
-    g.kiln()
+    let destroyed = g
+        .kiln()
         .args(["devvm", "destroy", &g.name])
         .run()
         .success()
-        .stdout_contains("destroyed");
+        .stdout_contains("destroyed")
+        .stdout_contains(&format!("Its app directory {} is kept", app.display()))
+        .stdout_contains("--purge");
     assert!(!g.dir().join("overlay.qcow2").exists());
     assert!(!g.dir().exists());
     assert!(!alive_qemu(pid));
@@ -616,4 +680,59 @@ fn devvm_end_to_end_under_tcg() {
         Path::new(&image_dir).join("disk.qcow2").is_file(),
         "the image stays cached"
     );
+    assert_eq!(
+        fs::read_to_string(app.join("inside.txt")).expect("the edit survives destroy"),
+        inside,
+        "{}",
+        destroyed.stdout
+    );
+
+    // The same name again, plainly: the kept directory is shared again.
+    let up_again = |extra: &[&str]| {
+        let t = Instant::now();
+        let out = g
+            .kiln()
+            .arg("--repo")
+            .arg(&repo)
+            .args(["devvm", "up", &g.name, "--accel", "tcg", "--timeout", "900"])
+            .args(extra)
+            .run()
+            .success();
+        eprintln!("up {extra:?}: {:.1} s", t.elapsed().as_secs_f64());
+        out
+    };
+    let again = up_again(&[]);
+    let http_port = port_of(&again.stdout, "url:");
+    assert_eq!(
+        http_get(http_port, "/inside.txt"),
+        (200, inside.to_string())
+    );
+    assert_eq!(
+        http_get(http_port, "/hello.txt"),
+        (200, "hello from the host, v2\n".to_string())
+    );
+    // --recreate on a running VM stops it first and keeps the app directory.
+    let pid = g.qemu_pid().expect("QEMU's pid");
+    let recreated = up_again(&["--recreate"])
+        .stderr_contains(&format!("stopping VM {} to recreate it", g.name))
+        .stderr_contains("a fresh disk on image");
+    assert!(
+        !alive_qemu(pid),
+        "the first QEMU still runs after --recreate"
+    );
+    let http_port = port_of(&recreated.stdout, "url:");
+    assert_eq!(
+        http_get(http_port, "/inside.txt"),
+        (200, inside.to_string())
+    );
+
+    // --purge removes the VM's own app directory too.
+    g.kiln()
+        .args(["devvm", "destroy", &g.name, "--purge"])
+        .run()
+        .success()
+        .stdout_contains("destroyed")
+        .stdout_contains("is removed (--purge)");
+    assert!(!app.exists(), "{} outlives --purge", app.display());
+    assert!(!g.dir().exists());
 }
