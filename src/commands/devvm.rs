@@ -281,14 +281,23 @@ fn fingerprint_line(name: &str, f: &Fingerprints) -> String {
     let vs_boot = match &f.first_boot {
         Some(b) if b == now => "unchanged since first boot".to_string(),
         Some(b) => format!(
-            "DRIFTED since first boot ({}): kiln devvm ssh {} -- kiln --repo {} fingerprint --explain",
+            "DRIFTED since first boot ({}): kiln devvm ssh {} -- kiln --repo {} fingerprint --explain{}",
             short(b),
             name,
-            guest::POLICY_DIR
+            guest::POLICY_DIR,
+            if f.moved.is_empty() {
+                String::new()
+            } else {
+                format!("; what moved: {}", f.moved.join(", "))
+            }
         ),
         None => "no first-boot fingerprint".to_string(),
     };
-    format!("{}; {vs_image}; {vs_boot}", short(now))
+    let share = match &f.share {
+        Some(m) => format!(" (the app share {m} is yours: its edits are not drift)"),
+        None => String::new(),
+    };
+    format!("{}; {vs_image}; {vs_boot}{share}", short(now))
 }
 
 /// Every VM, one line each, then the cached images.
@@ -373,6 +382,8 @@ mod tests {
                     now,
                     image,
                     first_boot,
+                    moved: Vec::new(),
+                    share: None,
                 },
             )
         };
@@ -390,5 +401,22 @@ mod tests {
             "{drifted}"
         );
         assert!(line(None, fp('a'), None).starts_with("unknown"));
+        let named = fingerprint_line(
+            "dev",
+            &Fingerprints {
+                now: fp('a'),
+                image: fp('a'),
+                first_boot: fp('c'),
+                moved: vec!["file[/etc/motd]".into(), "package[curl]".into()],
+                share: Some("/var/www/shop".into()),
+            },
+        );
+        assert!(
+            named.ends_with(
+                "; what moved: file[/etc/motd], package[curl] \
+                 (the app share /var/www/shop is yours: its edits are not drift)"
+            ),
+            "{named}"
+        );
     }
 }

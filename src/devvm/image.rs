@@ -377,7 +377,7 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
     }
     step("installing kiln, the policy and the boot converge unit".into());
     guest::install_kiln(&tree, &req.repo, &cfg)?;
-    let fingerprint = fingerprint(&tree, &req.repo);
+    let fingerprint = fingerprint(&tree, &req.repo, &inputs.app_mount);
     extract_boot_files(&tree, &out)?;
     // A pin fetched once is not lost on this machine: keep the packages
     // in kiln's cache (see platform::pincache), then out of the image.
@@ -565,23 +565,22 @@ fn extract_boot_files(tree: &Path, out: &Path) -> Result<(), Error> {
 }
 
 /// The tree's `kiln fingerprint` (of its last run: the build's converge),
-/// if this kiln has the command.
-fn fingerprint(tree: &Path, repo: &Path) -> Option<String> {
+/// with the app share recorded as the mount as a VM's is, if this kiln
+/// has the command.
+fn fingerprint(tree: &Path, repo: &Path, app_mount: &str) -> Option<String> {
     let exe = super::self_exe();
     let out = Command::new(exe)
         .arg("--repo")
         .arg(repo)
-        .args(["fingerprint", "--root"])
+        .args(["fingerprint", "--json", "--root"])
         .arg(tree)
         .output()
         .ok()?;
     if !out.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_string)
+    let fp = crate::fingerprint::Fingerprint::parse(&String::from_utf8_lossy(&out.stdout)).ok()?;
+    Some(super::drift::share_as_mount(&fp, app_mount).fingerprint)
 }
 
 /// Every cached image, newest first.
@@ -729,6 +728,7 @@ mod tests {
             started: 0,
             ready: None,
             boot_fingerprint: None,
+            boot_parts: Vec::new(),
         };
         let plain = ImageSpec {
             repo: "/p".into(),

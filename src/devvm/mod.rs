@@ -4,13 +4,15 @@
 //! One concern a file: [`paths`] (where everything lives), [`tools`] (host
 //! programs), [`base`] (the cached Debian root), [`guest`] (what kiln writes
 //! into the tree), [`sshkey`], [`image`] (build and cache), [`accel`] (KVM or
-//! TCG), [`ports`], [`qemu`] (command line and monitor), [`state`] (one
+//! TCG), [`ports`], [`qemu`] (command line and monitor), [`drift`] (the app
+//! share is not drift), [`state`] (one
 //! VM's files), [`vm`] (up, down, status), [`vagrant`] (the box). They
 //! return what happened and report progress as [`Event`]s; `commands::devvm`
 //! renders both.
 
 pub mod accel;
 pub mod base;
+pub mod drift;
 pub mod error;
 pub mod guest;
 pub mod image;

@@ -35,9 +35,14 @@ pub struct State {
     /// Unix seconds the VM answered as ready, if it did.
     #[serde(default)]
     pub ready: Option<u64>,
-    /// `kiln fingerprint` in the VM when it was first ready.
+    /// `kiln fingerprint` in the VM when it was first ready, the app share
+    /// recorded as the mount (see [`super::drift`]).
     #[serde(default)]
     pub boot_fingerprint: Option<String>,
+    /// Its parts, to name what drifted; empty in states from before the
+    /// share was left out, whose fingerprint is not comparable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_parts: Vec<crate::fingerprint::Part>,
 }
 
 /// The files of VM `name`.

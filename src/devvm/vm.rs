@@ -10,8 +10,9 @@ use super::accel::{self, Choice};
 use super::image::{self, Image, ImageSpec};
 use super::qemu::{Machine, Qmp};
 use super::state::{self, State, VmDir, now};
-use super::{DevvmError, Event, guest, paths, ports, run, sshkey, tools};
+use super::{DevvmError, Event, drift, guest, paths, ports, run, sshkey, tools};
 use crate::error::{Error, IoContext};
+use crate::fingerprint::Fingerprint;
 
 /// Default forwarded ports; a taken one picks the next free.
 pub const DEFAULT_SSH_PORT: u16 = 2222;
@@ -251,6 +252,10 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
     }
     let app_dir = Some(app_dir);
 
+    // A disk made anew has not booted yet.
+    let same_disk = old
+        .as_ref()
+        .filter(|o| o.image_key == img.manifest.key && !req.recreate);
     let mut attempt = 0;
     let state = loop {
         attempt += 1;
@@ -320,10 +325,8 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
                 started: now(),
                 ready: None,
                 // A disk made anew has not booted yet.
-                boot_fingerprint: old
-                    .as_ref()
-                    .filter(|o| o.image_key == img.manifest.key && !req.recreate)
-                    .and_then(|o| o.boot_fingerprint.clone()),
+                boot_fingerprint: same_disk.and_then(|o| o.boot_fingerprint.clone()),
+                boot_parts: same_disk.map(|o| o.boot_parts.clone()).unwrap_or_default(),
             };
         }
         let why = fs::read_to_string(vm.qemu_log()).unwrap_or_default();
@@ -373,8 +376,10 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
     }
     let mut state = state;
     state.ready = Some(now());
-    if state.boot_fingerprint.is_none() {
-        state.boot_fingerprint = vm_fingerprint(state.ssh_port);
+    if state.boot_fingerprint.is_none() || state.boot_parts.is_empty() {
+        let fp = vm_fingerprint(state.ssh_port, &state.app_mount);
+        state.boot_fingerprint = fp.as_ref().map(|f| f.fingerprint.clone());
+        state.boot_parts = fp.map(|f| f.parts).unwrap_or_default();
     }
     vm.save(&state)?;
     Ok(Up::Ready {
@@ -688,13 +693,18 @@ pub struct Status {
 }
 
 /// The VM's fingerprint now, beside the image's (its build converge) and
-/// its own first boot's (after the converge that needs running services).
+/// its own first boot's (after the converge that needs running services),
+/// each with the app share recorded as the mount (see [`super::drift`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprints {
     /// `None` when `kiln fingerprint` did not run in the VM.
     pub now: Option<String>,
     pub image: Option<String>,
     pub first_boot: Option<String>,
+    /// The resources that moved since first boot.
+    pub moved: Vec<String>,
+    /// The app share, left out of all three.
+    pub share: Option<String>,
 }
 
 /// One VM's status.
@@ -719,10 +729,23 @@ pub fn status(name: &str) -> Result<Status, Error> {
                 .collect()
         })
         .unwrap_or_default();
-    let fingerprint = running.then(|| Fingerprints {
-        now: vm_fingerprint(s.ssh_port),
-        image: image.and_then(|i| i.manifest.fingerprint),
-        first_boot: s.boot_fingerprint.clone(),
+    let fingerprint = running.then(|| {
+        let now = vm_fingerprint(s.ssh_port, &s.app_mount);
+        // A first boot recorded before the share was left out compares with nothing.
+        let first_boot = s
+            .boot_fingerprint
+            .clone()
+            .filter(|_| !s.boot_parts.is_empty());
+        Fingerprints {
+            moved: match (&now, &first_boot) {
+                (Some(n), Some(_)) => drift::moved(&s.boot_parts, &n.parts),
+                _ => Vec::new(),
+            },
+            now: now.map(|n| n.fingerprint),
+            image: image.and_then(|i| i.manifest.fingerprint),
+            first_boot,
+            share: (!s.app_dir.as_os_str().is_empty()).then(|| s.app_mount.clone()),
+        }
     });
     Ok(Status {
         state: s,
@@ -733,10 +756,11 @@ pub fn status(name: &str) -> Result<Status, Error> {
     })
 }
 
-/// The VM's `kiln fingerprint` (of its last run), if kiln there has the command.
-fn vm_fingerprint(port: u16) -> Option<String> {
+/// The VM's `kiln fingerprint` (of its last run) with the app share at
+/// `app_mount` recorded as the mount, if kiln there has the command.
+fn vm_fingerprint(port: u16, app_mount: &str) -> Option<Fingerprint> {
     let cmd = format!(
-        "{} --repo {} fingerprint",
+        "{} --repo {} fingerprint --json",
         guest::KILN_BIN,
         guest::POLICY_DIR
     );
@@ -744,10 +768,8 @@ fn vm_fingerprint(port: u16) -> Option<String> {
     if !o.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_string)
+    let fp = Fingerprint::parse(&String::from_utf8_lossy(&o.stdout)).ok()?;
+    Some(drift::share_as_mount(&fp, app_mount))
 }
 
 /// One VM of `list`: its state when readable.

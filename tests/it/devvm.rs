@@ -633,6 +633,17 @@ fn devvm_end_to_end_under_tcg() {
         fs::read_to_string(app.join("inside.txt")).expect("the edit from inside, on the host"),
         inside
     );
+    // Editing a file the app cookbook deployed into the share is not drift.
+    let index = app.join("index.php");
+    let page = fs::read_to_string(&index).expect("the deployed index.php in the share");
+    fs::write(&index, format!("{page}\n<!-- edited on the host -->\n")).expect("editing");
+    g.kiln()
+        .args(["devvm", "status", &g.name])
+        .run()
+        .success()
+        .stdout_contains("unchanged since first boot")
+        .stdout_contains(&format!("the app share {mount} is yours"))
+        .stdout_lacks("DRIFTED");
 
     // kiln inside uses systemd, and after the boot converge changes nothing.
     g.kiln()
