@@ -134,18 +134,11 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
             .into());
         }
     }
-    if vm.running() {
-        if !req.recreate {
-            return Ok(Up::AlreadyRunning {
-                name: req.name.clone(),
-                state: old,
-            });
-        }
-        step(format!(
-            "stopping VM {} to recreate it (--recreate)",
-            req.name
-        ));
-        down(&req.name, Duration::from_secs(90), on)?;
+    if vm.running() && !req.recreate {
+        return Ok(Up::AlreadyRunning {
+            name: req.name.clone(),
+            state: old,
+        });
     }
     tools::require(&[tools::QEMU, tools::QEMU_IMG, tools::SSH])?;
     let t0 = Instant::now();
@@ -162,6 +155,14 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
         ));
     }
     fs::create_dir_all(&vm.dir).ctx(|| format!("creating {}", vm.dir.display()))?;
+    // Stopped only now that the image is there: a failed build leaves it running.
+    if vm.running() {
+        step(format!(
+            "stopping VM {} to recreate it (--recreate)",
+            req.name
+        ));
+        down(&req.name, Duration::from_secs(90), on)?;
+    }
 
     // An existing VM keeps the image its overlay was made on.
     let img = match &old {
