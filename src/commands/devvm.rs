@@ -136,12 +136,14 @@ fn progress(e: Event) {
 /// Prints how `up` ended; returns the exit code.
 fn show_up(up: &Up) -> i32 {
     match up {
-        Up::AlreadyRunning { name, state } => {
-            println!("VM {name} is already running.");
-            if let Some(s) = state {
-                println!("  url: {}", vm::url(s));
-                println!("  ssh: {}", vm::ssh_line(s.ssh_port));
-            }
+        Up::AlreadyRunning { state } => {
+            println!("VM {} is already running, and serves.", state.name);
+            println!("url: {}", vm::url(state));
+            println!(
+                "ssh: {}   (or: kiln devvm ssh {})",
+                vm::ssh_line(state.ssh_port),
+                state.name
+            );
             0
         }
         Up::Ready { state, took } => {
@@ -206,20 +208,11 @@ fn show_down(name: &str, d: Down) {
 }
 
 fn show_status(st: &Status) {
-    let s = &st.state;
-    println!("name:     {}", s.name);
-    println!(
-        "state:    {}",
-        if st.running {
-            if s.ready.is_some() {
-                "running"
-            } else {
-                "booting"
-            }
-        } else {
-            "stopped"
-        }
-    );
+    println!("name:     {}", st.name);
+    println!("state:    {}", st.phase);
+    let Some(s) = &st.state else {
+        return;
+    };
     println!(
         "role:     {} (size {}, {} CPUs, {} MB)",
         s.role, s.size, s.cpus, s.memory_mb
@@ -315,7 +308,7 @@ fn show_list(l: &Listing) {
                 Some(s) => println!(
                     "{:<16} {:<8} {:<10} {:<7} {:<9} {:<5} {:>6} {:>6}  {}",
                     s.name,
-                    if running { "running" } else { "stopped" },
+                    vm.phase.word(),
                     s.role,
                     s.size,
                     s.release,
@@ -328,11 +321,13 @@ fn show_list(l: &Listing) {
                         "-".into()
                     }
                 ),
-                None => println!(
-                    "{:<16} {:<8} (no state)",
-                    vm.name,
-                    if running { "running" } else { "stopped" }
-                ),
+                None => println!("{:<16} {:<8} (no state yet)", vm.name, vm.phase.word()),
+            }
+        }
+        // What went wrong, below the table, where it has room.
+        for vm in &l.vms {
+            if let vm::Phase::Failed(why) = &vm.phase {
+                println!("{} failed: {why}", vm.name);
             }
         }
     }

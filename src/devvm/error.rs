@@ -116,6 +116,25 @@ pub enum DevvmError {
         what: String,
         serial_log: PathBuf,
     },
+    /// An `up` found the VM's QEMU running, and it did not answer in
+    /// time; not ours to stop.
+    #[error(
+        "VM {name} runs but did not serve within {secs} s ({what}); serial log: {}\n  \
+         fix: look inside with `kiln devvm ssh {name}`, or start it over with \
+         `kiln devvm down {name}` then `kiln devvm up {name}`",
+        serial_log.display()
+    )]
+    NotAnswering {
+        name: String,
+        secs: u64,
+        what: String,
+        serial_log: PathBuf,
+    },
+    #[error(
+        "QEMU of VM {0} runs but kiln has no record of it (state.json is missing)\n  \
+         fix: kiln devvm destroy {0}, then kiln devvm up {0}"
+    )]
+    RunsWithoutState(String),
     #[error(
         "QEMU exited while VM {name} was booting; serial log: {}, QEMU log: {}",
         serial_log.display(),

@@ -729,6 +729,7 @@ mod tests {
             ready: None,
             boot_fingerprint: None,
             boot_parts: Vec::new(),
+            failure: None,
         };
         let plain = ImageSpec {
             repo: "/p".into(),

@@ -5,8 +5,9 @@
 //! programs), [`base`] (the cached Debian root), [`guest`] (what kiln writes
 //! into the tree), [`sshkey`], [`image`] (build and cache), [`accel`] (KVM or
 //! TCG), [`ports`], [`qemu`] (command line and monitor), [`drift`] (the app
-//! share is not drift), [`state`] (one
-//! VM's files), [`vm`] (up, down, status), [`vagrant`] (the box). They
+//! share is not drift), [`state`] (one VM's files), [`lock`] (one `up`,
+//! `down` or `destroy` of a VM at a time), [`vm`] (up, down, status, and
+//! the phase `list` and `status` share), [`vagrant`] (the box). They
 //! return what happened and report progress as [`Event`]s; `commands::devvm`
 //! renders both.
 
@@ -16,6 +17,7 @@ pub mod drift;
 pub mod error;
 pub mod guest;
 pub mod image;
+pub mod lock;
 pub mod paths;
 pub mod ports;
 pub mod qemu;

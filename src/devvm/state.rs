@@ -43,6 +43,9 @@ pub struct State {
     /// share was left out, whose fingerprint is not comparable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boot_parts: Vec<crate::fingerprint::Part>,
+    /// Why its last boot did not come to serving, until the next one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// The files of VM `name`.
