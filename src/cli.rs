@@ -294,7 +294,9 @@ enum DevvmCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Boot a VM (building its image first if needed) and wait until it serves.
+    /// Boot a VM (building its image first if needed) and wait until it
+    /// serves: ssh and the URL answer. A second `up` of the same VM waits
+    /// for the first.
     Up(UpArgs),
     /// ssh into a running VM (extra arguments are the remote command).
     Ssh {
@@ -303,7 +305,8 @@ enum DevvmCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// State, ports, accel, uptime and fingerprint of a VM.
+    /// State (building, booting, running, stopped, or failed and why),
+    /// release, ports, accel, uptime, app directory and fingerprint of a VM.
     Status {
         #[arg(default_value = commands::devvm::DEFAULT_NAME)]
         name: String,
@@ -365,8 +368,11 @@ struct UpArgs {
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
     /// Start the VM over from the current image (rebuilt when the policy
-    /// changed): a running VM is stopped first, its disk made anew, its app
-    /// directory kept. Needed to change an existing VM's role, size or release.
+    /// changed): the image is built first, then a running VM is stopped,
+    /// its disk made anew and booted; its app directory is kept. How a VM
+    /// takes a changed policy, or another role, size or release
+    /// (`--release trixie --recreate`); without it an existing VM keeps
+    /// the image its disk was made on.
     #[arg(long)]
     recreate: bool,
 }
