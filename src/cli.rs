@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
-use crate::devvm::image::BuildRequest;
+use crate::devvm::image::ImageSpec;
 use crate::devvm::vm::UpRequest;
 use crate::engine::Converge;
 use crate::error::Error;
@@ -249,16 +249,18 @@ struct DevvmArgs {
 
 #[derive(Args)]
 struct ImageArgs {
-    /// The role the VM converges (it defines the sizes).
-    #[arg(long, default_value = "devvm")]
-    role: String,
-    /// A size of the role: small, medium, large.
-    #[arg(long, default_value = "small")]
-    size: String,
+    /// The role the VM converges (it defines the sizes). Default: what an
+    /// existing VM was made with, else devvm.
+    #[arg(long)]
+    role: Option<String>,
+    /// A size of the role: small, medium, large. Default: an existing VM's,
+    /// else small.
+    #[arg(long)]
+    size: Option<String>,
     /// The Debian release (codename) the VM runs; it must be one the
-    /// whitelist pins.
-    #[arg(long, default_value = crate::devvm::base::DEFAULT_RELEASE)]
-    release: String,
+    /// whitelist pins. Default: an existing VM's, else trixie.
+    #[arg(long)]
+    release: Option<String>,
     /// Refuse a pinned version that no source offers any more, as production
     /// does, instead of taking what the sources offer (with a warning).
     #[arg(long)]
@@ -270,13 +272,12 @@ struct ImageArgs {
 }
 
 impl ImageArgs {
-    fn request(self, repo: PathBuf, force: bool) -> BuildRequest {
-        BuildRequest {
+    fn spec(self, repo: PathBuf) -> ImageSpec {
+        ImageSpec {
             repo,
             role: self.role,
-            release: self.release,
             size: self.size,
-            force,
+            release: self.release,
             strict_pins: self.strict_pins,
             no_cache: self.no_cache,
         }
@@ -293,7 +294,9 @@ enum DevvmCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Boot a VM (building its image first if needed) and wait until it serves.
+    /// Boot a VM (building its image first if needed) and wait until it
+    /// serves: ssh and the URL answer. A second `up` of the same VM waits
+    /// for the first.
     Up(UpArgs),
     /// ssh into a running VM (extra arguments are the remote command).
     Ssh {
@@ -302,7 +305,8 @@ enum DevvmCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// State, ports, accel, uptime and fingerprint of a VM.
+    /// State (building, booting, running, stopped, or failed and why),
+    /// release, ports, accel, uptime, app directory and fingerprint of a VM.
     Status {
         #[arg(default_value = commands::devvm::DEFAULT_NAME)]
         name: String,
@@ -314,12 +318,17 @@ enum DevvmCommand {
         #[arg(long, value_name = "SECS", default_value_t = 90)]
         timeout: u64,
     },
-    /// Shut a VM down and remove its disk and state.
+    /// Shut a VM down and remove its disk and state. Its own app directory
+    /// (the default one, under $XDG_DATA_HOME/kiln/devvm/NAME) is kept.
     Destroy {
         #[arg(default_value = commands::devvm::DEFAULT_NAME)]
         name: String,
         #[arg(long, value_name = "SECS", default_value_t = 90)]
         timeout: u64,
+        /// Remove the VM's own app directory too (never an --app directory
+        /// or the repository's app/).
+        #[arg(long)]
+        purge: bool,
     },
     /// The VMs and the cached images.
     List,
@@ -327,6 +336,9 @@ enum DevvmCommand {
     Box {
         #[command(flatten)]
         image: ImageArgs,
+        /// The VM whose role, size and release the box takes where not given.
+        #[arg(long, value_name = "NAME", default_value = commands::devvm::DEFAULT_NAME)]
+        vm: String,
     },
 }
 
@@ -346,13 +358,21 @@ struct UpArgs {
     /// Host port for http (a taken one picks another; default 8080).
     #[arg(long)]
     http_port: Option<u16>,
-    /// The app checkout shared into the VM at the app's docroot (default: the repository's app/).
+    /// The app checkout shared into the VM at the app's docroot. Default:
+    /// what the VM had, else the repository's app/, else the VM's own
+    /// $XDG_DATA_HOME/kiln/devvm/NAME/app (~/.local/share/...), which
+    /// destroy keeps.
     #[arg(long, value_name = "DIR")]
     app: Option<PathBuf>,
     /// Seconds the VM gets to answer and finish booting (default 900 under TCG, 300 under KVM).
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
-    /// When the policy changed since the VM was made, start it over on the new image.
+    /// Start the VM over from the current image (rebuilt when the policy
+    /// changed): the image is built first, then a running VM is stopped,
+    /// its disk made anew and booted; its app directory is kept. How a VM
+    /// takes a changed policy, or another role, size or release
+    /// (`--release trixie --recreate`); without it an existing VM keeps
+    /// the image its disk was made on.
     #[arg(long)]
     recreate: bool,
 }
@@ -361,10 +381,12 @@ impl DevvmCommand {
     fn options(self, repo: PathBuf) -> commands::devvm::Devvm {
         use commands::devvm::Devvm;
         match self {
-            DevvmCommand::Build { image, force } => Devvm::Build(image.request(repo, force)),
+            DevvmCommand::Build { image, force } => {
+                Devvm::Build(image.spec(repo).request(None, force))
+            }
             DevvmCommand::Up(u) => Devvm::Up(UpRequest {
                 name: u.name,
-                build: u.image.request(repo, false),
+                image: u.image.spec(repo),
                 accel: u.accel,
                 ssh_port: u.ssh_port,
                 http_port: u.http_port,
@@ -378,12 +400,20 @@ impl DevvmCommand {
                 name,
                 timeout: Duration::from_secs(timeout),
             },
-            DevvmCommand::Destroy { name, timeout } => Devvm::Destroy {
+            DevvmCommand::Destroy {
+                name,
+                timeout,
+                purge,
+            } => Devvm::Destroy {
                 name,
                 timeout: Duration::from_secs(timeout),
+                purge,
             },
             DevvmCommand::List => Devvm::List,
-            DevvmCommand::Box { image } => Devvm::Box(image.request(repo, false)),
+            DevvmCommand::Box { image, vm } => Devvm::Box {
+                image: image.spec(repo),
+                vm,
+            },
         }
     }
 }
@@ -1062,9 +1092,13 @@ mod tests {
                 assert_eq!(u.name, commands::devvm::DEFAULT_NAME);
                 assert_eq!(u.timeout, Some(Duration::from_secs(5)));
                 assert!(u.recreate);
-                assert_eq!(u.build.repo, PathBuf::from("/policy"));
-                assert_eq!(u.build.role, "devvm");
-                assert!(!u.build.force);
+                // Left out: the VM's own, else the defaults.
+                assert_eq!(u.image.release, None);
+                let build = u.image.request(None, false);
+                assert_eq!(build.repo, PathBuf::from("/policy"));
+                assert_eq!(build.role, "devvm");
+                assert_eq!(build.release, crate::devvm::base::DEFAULT_RELEASE);
+                assert!(!build.force);
             }
             _ => panic!("not up"),
         }

@@ -94,16 +94,21 @@ pub fn compute(target: &Target, ids: &[String]) -> Fingerprint {
         })
         .collect();
     parts.sort_by_key(Part::line);
+    Fingerprint {
+        substitutions: Vec::new(),
+        fingerprint: hash(&parts),
+        parts,
+    }
+}
+
+/// The fingerprint of `parts`, sorted as [`compute`] sorts them.
+pub fn hash(parts: &[Part]) -> String {
     let mut h = Sha256::new();
-    for p in &parts {
+    for p in parts {
         h.update(p.line().as_bytes());
         h.update(b"\n");
     }
-    Fingerprint {
-        substitutions: Vec::new(),
-        fingerprint: hex::encode(h.finalize()),
-        parts,
-    }
+    hex::encode(h.finalize())
 }
 
 #[cfg(test)]

@@ -376,7 +376,7 @@ impl Check {
 }
 
 /// A plain HTTP GET: (status, body).
-fn http_get(url: &str) -> Result<(u16, String), CheckFailed> {
+pub(crate) fn http_get(url: &str) -> Result<(u16, String), CheckFailed> {
     let failed = |reason: String| CheckFailed::Http {
         url: url.to_string(),
         reason,

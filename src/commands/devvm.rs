@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::devvm::image::{self, BuildRequest};
-use crate::devvm::state::{human_duration, now};
+use crate::devvm::image::{self, BuildRequest, ImageSpec};
+use crate::devvm::state::{VmDir, human_age, human_duration, now};
 use crate::devvm::vagrant::{self, RepoVagrantfile};
-use crate::devvm::vm::{self, Destroy, Down, Fingerprints, Listing, Status, Up};
+use crate::devvm::vm::{self, App, Destroy, Down, Fingerprints, Listing, Status, Up};
 use crate::devvm::{Event, guest};
 use crate::error::Error;
 
@@ -19,12 +19,29 @@ pub const DEFAULT_NAME: &str = "devvm";
 pub enum Devvm {
     Build(BuildRequest),
     Up(vm::UpRequest),
-    Ssh { name: String, command: Vec<String> },
-    Status { name: String },
-    Down { name: String, timeout: Duration },
-    Destroy { name: String, timeout: Duration },
+    Ssh {
+        name: String,
+        command: Vec<String>,
+    },
+    Status {
+        name: String,
+    },
+    Down {
+        name: String,
+        timeout: Duration,
+    },
+    /// `purge`: the VM's default app directory goes too.
+    Destroy {
+        name: String,
+        timeout: Duration,
+        purge: bool,
+    },
     List,
-    Box(BuildRequest),
+    /// `vm`: the VM whose role, size and release fill what `image` leaves out.
+    Box {
+        image: ImageSpec,
+        vm: String,
+    },
 }
 
 /// `vms_dir`: where VMs keep their state, instead of kiln's cache.
@@ -56,14 +73,22 @@ pub fn run(vms_dir: Option<PathBuf>, cmd: Devvm) -> Result<i32, Error> {
             show_down(&name, vm::down(&name, timeout, on)?);
             Ok(0)
         }
-        Devvm::Destroy { name, timeout } => {
-            match vm::destroy(&name, timeout, on)? {
-                Destroy::Absent => println!("No VM named {name}: nothing to destroy."),
-                Destroy::Destroyed { down } => {
+        Devvm::Destroy {
+            name,
+            timeout,
+            purge,
+        } => {
+            match vm::destroy(&name, timeout, purge, on)? {
+                Destroy::Absent { app } => {
+                    println!("No VM named {name}: nothing to destroy.");
+                    show_app(&name, &app);
+                }
+                Destroy::Destroyed { down, app } => {
                     if let Some(d) = down {
                         show_down(&name, d);
                     }
                     println!("VM {name} is destroyed (its image stays cached).");
+                    show_app(&name, &app);
                 }
             }
             Ok(0)
@@ -72,15 +97,19 @@ pub fn run(vms_dir: Option<PathBuf>, cmd: Devvm) -> Result<i32, Error> {
             show_list(&vm::list());
             Ok(0)
         }
-        Devvm::Box(req) => {
+        Devvm::Box { image, vm } => {
+            let req = image.request(VmDir::new(&vm)?.load().as_ref(), false);
             let img = image::build(&req, on)?;
             let boxed = vagrant::make_box(&img, &req.repo, on)?;
             match &boxed.vagrantfile {
                 RepoVagrantfile::UpToDate(vf) => println!("{} is up to date", vf.display()),
                 RepoVagrantfile::Kept { path, role } => println!(
                     "{} differs from what kiln writes for role {role}; left as it is \
-                     (remove it and run `kiln devvm box` again to have it written afresh)",
-                    path.display()
+                     (remove it and run `kiln devvm box --role {role} --size {} --release {}` \
+                     again to have it written afresh)",
+                    path.display(),
+                    req.size,
+                    req.release
                 ),
                 RepoVagrantfile::Written(vf) => println!("wrote {}", vf.display()),
             }
@@ -107,12 +136,14 @@ fn progress(e: Event) {
 /// Prints how `up` ended; returns the exit code.
 fn show_up(up: &Up) -> i32 {
     match up {
-        Up::AlreadyRunning { name, state } => {
-            println!("VM {name} is already running.");
-            if let Some(s) = state {
-                println!("  url: {}", vm::url(s));
-                println!("  ssh: {}", vm::ssh_line(s.ssh_port));
-            }
+        Up::AlreadyRunning { state } => {
+            println!("VM {} is already running, and serves.", state.name);
+            println!("url: {}", vm::url(state));
+            println!(
+                "ssh: {}   (or: kiln devvm ssh {})",
+                vm::ssh_line(state.ssh_port),
+                state.name
+            );
             0
         }
         Up::Ready { state, took } => {
@@ -151,8 +182,24 @@ fn show_up(up: &Up) -> i32 {
     }
 }
 
+/// What `destroy` did with the app directory, so that the engineer's
+/// work never goes without a word.
+fn show_app(name: &str, app: &App) {
+    match app {
+        App::None => {}
+        App::Kept(d) => println!(
+            "Its app directory {} is kept: the next `kiln devvm up {name}` shares it again \
+             (`kiln devvm destroy {name} --purge` removes it).",
+            d.display()
+        ),
+        App::Purged(d) => println!("Its app directory {} is removed (--purge).", d.display()),
+        App::Theirs(d) => println!("Its app directory {} is yours and stays.", d.display()),
+    }
+}
+
 fn show_down(name: &str, d: Down) {
     match d {
+        Down::Absent => println!("No VM named {name}: nothing to stop."),
         Down::NotRunning => println!("VM {name} is not running."),
         Down::Stopped { took } => {
             println!("VM {name} is stopped ({:.0} s).", took.as_secs_f64())
@@ -161,24 +208,17 @@ fn show_down(name: &str, d: Down) {
 }
 
 fn show_status(st: &Status) {
-    let s = &st.state;
-    println!("name:     {}", s.name);
-    println!(
-        "state:    {}",
-        if st.running {
-            if s.ready.is_some() {
-                "running"
-            } else {
-                "booting"
-            }
-        } else {
-            "stopped"
-        }
-    );
+    println!("name:     {}", st.name);
+    println!("state:    {}", st.phase);
+    let Some(s) = &st.state else {
+        return;
+    };
     println!(
         "role:     {} (size {}, {} CPUs, {} MB)",
         s.role, s.size, s.cpus, s.memory_mb
     );
+    println!("release:  {}", s.release);
+    println!("hostname: {}", s.hostname);
     println!("accel:    {}", s.accel);
     println!("image:    {}", s.image_dir.display());
     if st.running {
@@ -195,6 +235,12 @@ fn show_status(st: &Status) {
     }
     if !s.app_dir.as_os_str().is_empty() {
         println!("app:      {} -> {}", s.app_dir.display(), s.app_mount);
+        if s.app_dir == crate::devvm::paths::app_dir(&s.name) {
+            println!("          (this VM's own: destroy keeps it, destroy --purge removes it)");
+        }
+    }
+    if !st.running {
+        println!("started:  {}", human_age(now().saturating_sub(s.started)));
     }
     println!("serial:   {}", st.serial_log.display());
     if !st.substitutions.is_empty() {
@@ -228,14 +274,23 @@ fn fingerprint_line(name: &str, f: &Fingerprints) -> String {
     let vs_boot = match &f.first_boot {
         Some(b) if b == now => "unchanged since first boot".to_string(),
         Some(b) => format!(
-            "DRIFTED since first boot ({}): kiln devvm ssh {} -- kiln --repo {} fingerprint --explain",
+            "DRIFTED since first boot ({}): kiln devvm ssh {} -- kiln --repo {} fingerprint --explain{}",
             short(b),
             name,
-            guest::POLICY_DIR
+            guest::POLICY_DIR,
+            if f.moved.is_empty() {
+                String::new()
+            } else {
+                format!("; what moved: {}", f.moved.join(", "))
+            }
         ),
         None => "no first-boot fingerprint".to_string(),
     };
-    format!("{}; {vs_image}; {vs_boot}", short(now))
+    let share = match &f.share {
+        Some(m) => format!(" (the app share {m} is yours: its edits are not drift)"),
+        None => String::new(),
+    };
+    format!("{}; {vs_image}; {vs_boot}{share}", short(now))
 }
 
 /// Every VM, one line each, then the cached images.
@@ -244,18 +299,19 @@ fn show_list(l: &Listing) {
         println!("No VMs. Create one with: kiln devvm up");
     } else {
         println!(
-            "{:<16} {:<8} {:<10} {:<7} {:<4} {:>6} {:>6}  UPTIME",
-            "NAME", "STATE", "ROLE", "SIZE", "ACCEL", "SSH", "HTTP"
+            "{:<16} {:<8} {:<10} {:<7} {:<9} {:<5} {:>6} {:>6}  UPTIME",
+            "NAME", "STATE", "ROLE", "SIZE", "RELEASE", "ACCEL", "SSH", "HTTP"
         );
         for vm in &l.vms {
             let running = vm.running;
             match &vm.state {
                 Some(s) => println!(
-                    "{:<16} {:<8} {:<10} {:<7} {:<4} {:>6} {:>6}  {}",
+                    "{:<16} {:<8} {:<10} {:<7} {:<9} {:<5} {:>6} {:>6}  {}",
                     s.name,
-                    if running { "running" } else { "stopped" },
+                    vm.phase.word(),
                     s.role,
                     s.size,
+                    s.release,
                     s.accel,
                     s.ssh_port,
                     s.http_port,
@@ -265,11 +321,13 @@ fn show_list(l: &Listing) {
                         "-".into()
                     }
                 ),
-                None => println!(
-                    "{:<16} {:<8} (no state)",
-                    vm.name,
-                    if running { "running" } else { "stopped" }
-                ),
+                None => println!("{:<16} {:<8} (no state yet)", vm.name, vm.phase.word()),
+            }
+        }
+        // What went wrong, below the table, where it has room.
+        for vm in &l.vms {
+            if let vm::Phase::Failed(why) = &vm.phase {
+                println!("{} failed: {why}", vm.name);
             }
         }
     }
@@ -288,17 +346,18 @@ fn show_list(l: &Listing) {
     if !l.images.is_empty() {
         println!();
         println!(
-            "{:<14} {:<10} {:<7} {:>5}  BUILT",
-            "IMAGE", "ROLE", "SIZE", "DISK"
+            "{:<14} {:<10} {:<7} {:<9} {:>5}  BUILT",
+            "IMAGE", "ROLE", "SIZE", "RELEASE", "DISK"
         );
         for i in &l.images {
             println!(
-                "{:<14} {:<10} {:<7} {:>4}G  {} s ago",
+                "{:<14} {:<10} {:<7} {:<9} {:>4}G  {}",
                 &i.manifest.key[..12],
                 i.manifest.role,
                 i.manifest.size,
+                i.manifest.release,
                 i.manifest.disk_gb,
-                now().saturating_sub(i.manifest.created)
+                human_age(now().saturating_sub(i.manifest.created))
             );
         }
     }
@@ -318,6 +377,8 @@ mod tests {
                     now,
                     image,
                     first_boot,
+                    moved: Vec::new(),
+                    share: None,
                 },
             )
         };
@@ -335,5 +396,22 @@ mod tests {
             "{drifted}"
         );
         assert!(line(None, fp('a'), None).starts_with("unknown"));
+        let named = fingerprint_line(
+            "dev",
+            &Fingerprints {
+                now: fp('a'),
+                image: fp('a'),
+                first_boot: fp('c'),
+                moved: vec!["file[/etc/motd]".into(), "package[curl]".into()],
+                share: Some("/var/www/shop".into()),
+            },
+        );
+        assert!(
+            named.ends_with(
+                "; what moved: file[/etc/motd], package[curl] \
+                 (the app share /var/www/shop is yours: its edits are not drift)"
+            ),
+            "{named}"
+        );
     }
 }

@@ -19,6 +19,20 @@ pub enum DevvmError {
     NotFound { name: String, suggest_up: bool },
     #[error("VM {0} is not running: kiln devvm up {0}")]
     NotRunning(String),
+    /// A command asks an existing VM for another role, size or release than
+    /// it was made with: its disk is of the image it was made on.
+    #[error(
+        "VM {name} was made with {}; this asks for {}\n  \
+         fix: `kiln devvm up {name}` starts it as it was made, or \
+         `kiln devvm up {name} {} --recreate` makes it anew (its app directory is kept)",
+        differences.iter().map(|d| format!("{} {}", &d.flag[2..], d.made)).collect::<Vec<_>>().join(", "),
+        differences.iter().map(|d| format!("{} {}", &d.flag[2..], d.asked)).collect::<Vec<_>>().join(", "),
+        differences.iter().map(|d| format!("{} {}", d.flag, d.asked)).collect::<Vec<_>>().join(" ")
+    )]
+    OtherImage {
+        name: String,
+        differences: Vec<super::image::Difference>,
+    },
     /// Host programs that are not installed, and the packages that ship them.
     #[error(
         "missing host tools: {}\n  fix: apt-get install -y {}",
@@ -102,6 +116,25 @@ pub enum DevvmError {
         what: String,
         serial_log: PathBuf,
     },
+    /// An `up` found the VM's QEMU running, and it did not answer in
+    /// time; not ours to stop.
+    #[error(
+        "VM {name} runs but did not serve within {secs} s ({what}); serial log: {}\n  \
+         fix: look inside with `kiln devvm ssh {name}`, or start it over with \
+         `kiln devvm down {name}` then `kiln devvm up {name}`",
+        serial_log.display()
+    )]
+    NotAnswering {
+        name: String,
+        secs: u64,
+        what: String,
+        serial_log: PathBuf,
+    },
+    #[error(
+        "QEMU of VM {0} runs but kiln has no record of it (state.json is missing)\n  \
+         fix: kiln devvm destroy {0}, then kiln devvm up {0}"
+    )]
+    RunsWithoutState(String),
     #[error(
         "QEMU exited while VM {name} was booting; serial log: {}, QEMU log: {}",
         serial_log.display(),
@@ -167,6 +200,20 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "no VM named \"web\" (see kiln devvm list; create it with kiln devvm up web)"
+        );
+        let e = DevvmError::OtherImage {
+            name: "web".into(),
+            differences: vec![super::super::image::Difference {
+                flag: "--release",
+                made: "bookworm".into(),
+                asked: "trixie".into(),
+            }],
+        };
+        assert_eq!(
+            e.to_string(),
+            "VM web was made with release bookworm; this asks for release trixie\n  \
+             fix: `kiln devvm up web` starts it as it was made, or \
+             `kiln devvm up web --release trixie --recreate` makes it anew (its app directory is kept)"
         );
         assert_eq!(
             DevvmError::NotRunning("web".into()).to_string(),

@@ -20,6 +20,10 @@ pub const KILN_BIN: &str = "/usr/local/bin/kiln";
 pub const APP_TAG: &str = "app";
 /// The unit that converges the role at boot.
 pub const CONVERGE_UNIT: &str = "kiln-converge.service";
+/// Keeps the hostname systemd was given on the kernel command line (the
+/// VM's name) in /etc/hostname and /etc/hosts, before the boot converge
+/// takes its node name from there.
+pub const HOSTNAME_SCRIPT: &str = "/usr/local/lib/kiln/devvm-hostname";
 
 /// Units masked in a dev VM (see [`configure`]).
 pub const MASKED: &[&str] = &[
@@ -107,6 +111,7 @@ pub fn converge_unit(role: &str, size: &str, app_mount: &str) -> String {
          Type=oneshot\n\
          RemainAfterExit=yes\n\
          WorkingDirectory={POLICY_DIR}\n\
+         ExecStartPre={HOSTNAME_SCRIPT}\n\
          ExecStart={KILN_BIN} --repo {POLICY_DIR} converge --role {role} --size {size} --substitute-vanished-pins\n\
          TimeoutStartSec=30min\n\
          StandardOutput=journal+console\n\
@@ -252,6 +257,18 @@ pub fn install_kiln(tree: &Path, repo: &Path, c: &GuestConfig) -> Result<(), Err
     )?;
     write(
         tree,
+        HOSTNAME_SCRIPT,
+        "#!/bin/sh\n\
+         # written by kiln devvm: the hostname systemd set from the kernel command\n\
+         # line (the VM's name) is the one /etc/hostname and /etc/hosts name.\n\
+         set -e\n\
+         h=$(hostname)\n\
+         [ \"$(cat /etc/hostname 2>/dev/null)\" = \"$h\" ] || echo \"$h\" > /etc/hostname\n\
+         sed -i \"s/^127\\.0\\.1\\.1[[:space:]].*/127.0.1.1\\t$h/\" /etc/hosts\n",
+        0o755,
+    )?;
+    write(
+        tree,
         "/etc/profile.d/kiln.sh",
         &format!(
             "# written by kiln devvm: kiln's policy repository in this VM\n\
@@ -278,6 +295,10 @@ mod tests {
         let u = converge_unit("devvm", "small", "/srv/app");
         assert!(u.contains("converge --role devvm --size small"), "{u}");
         assert!(u.contains("After=network-online.target local-fs.target srv-app.mount"));
+        assert!(
+            u.contains(&format!("ExecStartPre={HOSTNAME_SCRIPT}\n")),
+            "{u}"
+        );
     }
 
     #[test]

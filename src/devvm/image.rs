@@ -53,6 +53,79 @@ pub struct BuildRequest {
     pub no_cache: bool,
 }
 
+/// The role dev VMs converge unless told otherwise.
+pub const DEFAULT_ROLE: &str = "devvm";
+/// The size of the role unless told otherwise.
+pub const DEFAULT_SIZE: &str = "small";
+
+/// The image a command names. What it leaves out is what the VM it works
+/// on was made with (a VM's state is the truth about that VM), else the
+/// defaults: so a plain `kiln devvm up NAME`, the hint every message
+/// gives, never turns a bookworm VM into a trixie one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub repo: PathBuf,
+    pub role: Option<String>,
+    pub size: Option<String>,
+    pub release: Option<String>,
+    pub strict_pins: bool,
+    pub no_cache: bool,
+}
+
+/// One way a command asks for another image than a VM was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The option: `--role`, `--size` or `--release`.
+    pub flag: &'static str,
+    pub made: String,
+    pub asked: String,
+}
+
+impl ImageSpec {
+    /// The build request: each choice the command gave, else the VM's
+    /// (`made`), else the default.
+    pub fn request(&self, made: Option<&super::state::State>, force: bool) -> BuildRequest {
+        let pick = |given: &Option<String>, made: Option<&str>, default: &str| {
+            given
+                .clone()
+                .or_else(|| made.filter(|m| !m.is_empty()).map(str::to_string))
+                .unwrap_or_else(|| default.to_string())
+        };
+        BuildRequest {
+            repo: self.repo.clone(),
+            role: pick(&self.role, made.map(|s| s.role.as_str()), DEFAULT_ROLE),
+            size: pick(&self.size, made.map(|s| s.size.as_str()), DEFAULT_SIZE),
+            release: pick(
+                &self.release,
+                made.map(|s| s.release.as_str()),
+                base::DEFAULT_RELEASE,
+            ),
+            force,
+            strict_pins: self.strict_pins,
+            no_cache: self.no_cache,
+        }
+    }
+
+    /// What this asks for that differs from what the VM was made with.
+    pub fn differences(&self, made: &super::state::State) -> Vec<Difference> {
+        [
+            ("--role", &self.role, &made.role),
+            ("--size", &self.size, &made.size),
+            ("--release", &self.release, &made.release),
+        ]
+        .into_iter()
+        .filter_map(|(flag, asked, made)| match asked {
+            Some(a) if !made.is_empty() && a != made => Some(Difference {
+                flag,
+                made: made.clone(),
+                asked: a.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+    }
+}
+
 /// What an image is and how to boot it; `manifest.json` in its directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -304,7 +377,7 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
     }
     step("installing kiln, the policy and the boot converge unit".into());
     guest::install_kiln(&tree, &req.repo, &cfg)?;
-    let fingerprint = fingerprint(&tree, &req.repo);
+    let fingerprint = fingerprint(&tree, &req.repo, &inputs.app_mount);
     extract_boot_files(&tree, &out)?;
     // A pin fetched once is not lost on this machine: keep the packages
     // in kiln's cache (see platform::pincache), then out of the image.
@@ -492,23 +565,22 @@ fn extract_boot_files(tree: &Path, out: &Path) -> Result<(), Error> {
 }
 
 /// The tree's `kiln fingerprint` (of its last run: the build's converge),
-/// if this kiln has the command.
-fn fingerprint(tree: &Path, repo: &Path) -> Option<String> {
+/// with the app share recorded as the mount as a VM's is, if this kiln
+/// has the command.
+fn fingerprint(tree: &Path, repo: &Path, app_mount: &str) -> Option<String> {
     let exe = super::self_exe();
     let out = Command::new(exe)
         .arg("--repo")
         .arg(repo)
-        .args(["fingerprint", "--root"])
+        .args(["fingerprint", "--json", "--root"])
         .arg(tree)
         .output()
         .ok()?;
     if !out.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_string)
+    let fp = crate::fingerprint::Fingerprint::parse(&String::from_utf8_lossy(&out.stdout)).ok()?;
+    Some(super::drift::share_as_mount(&fp, app_mount).fingerprint)
 }
 
 /// Every cached image, newest first.
@@ -632,6 +704,72 @@ mod tests {
         write(r, "cookbooks/web/recipes/extra.toml", "\n");
         assert_ne!(key(), key_before, "a real file is");
         assert_ne!(bundle(), bundle_before);
+    }
+
+    /// A VM's state is the truth about that VM: what a command leaves out
+    /// is the VM's, and what it gives otherwise is a difference.
+    #[test]
+    fn a_vms_own_choices_fill_what_the_command_leaves_out() {
+        let made = crate::devvm::state::State {
+            name: "dev".into(),
+            image_key: String::new(),
+            image_dir: PathBuf::new(),
+            role: "devvm".into(),
+            size: "medium".into(),
+            release: "bookworm".into(),
+            hostname: "dev".into(),
+            cpus: 1,
+            memory_mb: 512,
+            accel: "tcg".into(),
+            ssh_port: 2222,
+            http_port: 8080,
+            app_dir: PathBuf::new(),
+            app_mount: "/srv/app".into(),
+            started: 0,
+            ready: None,
+            boot_fingerprint: None,
+            boot_parts: Vec::new(),
+            failure: None,
+        };
+        let plain = ImageSpec {
+            repo: "/p".into(),
+            role: None,
+            size: None,
+            release: None,
+            strict_pins: false,
+            no_cache: false,
+        };
+        let r = plain.request(Some(&made), false);
+        assert_eq!((r.role.as_str(), r.size.as_str()), ("devvm", "medium"));
+        assert_eq!(r.release, "bookworm");
+        assert!(plain.differences(&made).is_empty());
+        let r = plain.request(None, true);
+        assert_eq!(
+            (r.role.as_str(), r.size.as_str()),
+            (DEFAULT_ROLE, DEFAULT_SIZE)
+        );
+        assert_eq!(r.release, base::DEFAULT_RELEASE);
+        assert!(r.force);
+        let other = ImageSpec {
+            release: Some("trixie".into()),
+            size: Some("medium".into()),
+            ..plain.clone()
+        };
+        assert_eq!(
+            other.differences(&made),
+            [Difference {
+                flag: "--release",
+                made: "bookworm".into(),
+                asked: "trixie".into(),
+            }]
+        );
+        assert_eq!(other.request(Some(&made), false).release, "trixie");
+        // A state from before the release was recorded differs in nothing.
+        let old = crate::devvm::state::State {
+            release: String::new(),
+            ..made
+        };
+        assert!(other.differences(&old).is_empty());
     }
 
     #[test]

@@ -4,16 +4,20 @@
 //! One concern a file: [`paths`] (where everything lives), [`tools`] (host
 //! programs), [`base`] (the cached Debian root), [`guest`] (what kiln writes
 //! into the tree), [`sshkey`], [`image`] (build and cache), [`accel`] (KVM or
-//! TCG), [`ports`], [`qemu`] (command line and monitor), [`state`] (one
-//! VM's files), [`vm`] (up, down, status), [`vagrant`] (the box). They
+//! TCG), [`ports`], [`qemu`] (command line and monitor), [`drift`] (the app
+//! share is not drift), [`state`] (one VM's files), [`lock`] (one `up`,
+//! `down` or `destroy` of a VM at a time), [`vm`] (up, down, status, and
+//! the phase `list` and `status` share), [`vagrant`] (the box). They
 //! return what happened and report progress as [`Event`]s; `commands::devvm`
 //! renders both.
 
 pub mod accel;
 pub mod base;
+pub mod drift;
 pub mod error;
 pub mod guest;
 pub mod image;
+pub mod lock;
 pub mod paths;
 pub mod ports;
 pub mod qemu;

@@ -9,6 +9,11 @@
 //! devvm/id_ed25519                the engineer's key, authorized for root in every image
 //! accel/<host>.json               the KVM probe's verdict for this host
 //! ```
+//!
+//! The engineer's work is not cache: a VM's default app directory lives
+//! under `$XDG_DATA_HOME/kiln/devvm/<name>/app` (default
+//! `~/.local/share/...`), apart from the VM's state, so that `destroy`
+//! keeps it.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -49,4 +54,26 @@ pub fn boxes_dir() -> PathBuf {
 
 pub fn accel_dir() -> PathBuf {
     cache_root().join("accel")
+}
+
+/// `$XDG_DATA_HOME/kiln/devvm`, else `~/.local/share/kiln/devvm`: what
+/// kiln keeps of the engineer's across VMs.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("kiln/devvm")
+}
+
+/// Everything kiln keeps for VM `name` outside its state (see [`app_dir`]).
+pub fn vm_data_dir(name: &str) -> PathBuf {
+    data_dir().join(name)
+}
+
+/// The app directory of VM `name` when neither `--app` nor the
+/// repository's `app/` gives one.
+pub fn app_dir(name: &str) -> PathBuf {
+    vm_data_dir(name).join("app")
 }

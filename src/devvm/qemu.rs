@@ -13,6 +13,8 @@ use super::accel::Accel;
 #[derive(Debug, Clone)]
 pub struct Machine {
     pub name: String,
+    /// The guest's hostname (see [`Machine::append`]).
+    pub hostname: String,
     pub accel: Accel,
     pub cpus: u32,
     pub memory_mb: u64,
@@ -32,6 +34,13 @@ pub struct Machine {
 pub const APPEND: &str = "root=/dev/vda rw console=ttyS0";
 
 impl Machine {
+    /// [`APPEND`] and the VM's hostname: systemd sets it at early boot, so
+    /// one image serves VMs of any name (the guest keeps it in
+    /// /etc/hostname: see `guest::HOSTNAME_SCRIPT`).
+    pub fn append(&self) -> String {
+        format!("{APPEND} systemd.hostname={}", self.hostname)
+    }
+
     /// QEMU's arguments (after the program), daemonized.
     pub fn args(&self) -> Vec<OsString> {
         let (accel, cpu) = match self.accel {
@@ -63,7 +72,7 @@ impl Machine {
         a.push("-initrd".into());
         a.push(self.initrd.clone().into());
         a.push("-append".into());
-        a.push(APPEND.into());
+        a.push(self.append().into());
         a.push("-drive".into());
         a.push(opt_path(
             "file=",
@@ -73,8 +82,8 @@ impl Machine {
         a.push("-netdev".into());
         a.push(
             format!(
-                "user,id=net0,hostname=kiln-devvm,hostfwd=tcp:127.0.0.1:{}-:22,hostfwd=tcp:127.0.0.1:{}-:80",
-                self.ssh_port, self.http_port
+                "user,id=net0,hostname={},hostfwd=tcp:127.0.0.1:{}-:22,hostfwd=tcp:127.0.0.1:{}-:80",
+                self.hostname, self.ssh_port, self.http_port
             )
             .into(),
         );
@@ -176,6 +185,7 @@ mod tests {
     fn machine() -> Machine {
         Machine {
             name: "t".into(),
+            hostname: "t".into(),
             accel: Accel::Tcg,
             cpus: 2,
             memory_mb: 2048,
@@ -204,6 +214,8 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("root=/dev/vda rw console=ttyS0"), "{line}");
+        assert!(line.contains("console=ttyS0 systemd.hostname=t "), "{line}");
+        assert!(line.contains("user,id=net0,hostname=t,"), "{line}");
         assert!(line.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{line}");
         assert!(line.contains("hostfwd=tcp:127.0.0.1:8080-:80"), "{line}");
         assert!(line.contains("file=/v/a,,b.qcow2,if=virtio"), "{line}");

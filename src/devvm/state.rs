@@ -18,6 +18,10 @@ pub struct State {
     pub image_dir: PathBuf,
     pub role: String,
     pub size: String,
+    /// The Debian release (codename); empty in states from before it was
+    /// recorded, where [`VmDir::load`] takes the image's.
+    #[serde(default)]
+    pub release: String,
     pub hostname: String,
     pub cpus: u32,
     pub memory_mb: u64,
@@ -31,9 +35,17 @@ pub struct State {
     /// Unix seconds the VM answered as ready, if it did.
     #[serde(default)]
     pub ready: Option<u64>,
-    /// `kiln fingerprint` in the VM when it was first ready.
+    /// `kiln fingerprint` in the VM when it was first ready, the app share
+    /// recorded as the mount (see [`super::drift`]).
     #[serde(default)]
     pub boot_fingerprint: Option<String>,
+    /// Its parts, to name what drifted; empty in states from before the
+    /// share was left out, whose fingerprint is not comparable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_parts: Vec<crate::fingerprint::Part>,
+    /// Why its last boot did not come to serving, until the next one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// The files of VM `name`.
@@ -86,7 +98,13 @@ impl VmDir {
 
     pub fn load(&self) -> Option<State> {
         let text = fs::read_to_string(self.state_file()).ok()?;
-        serde_json::from_str(&text).ok()
+        let mut s: State = serde_json::from_str(&text).ok()?;
+        if s.release.is_empty()
+            && let Some(img) = super::image::Image::open(&s.image_key)
+        {
+            s.release = img.manifest.release;
+        }
+        Some(s)
     }
 
     pub fn save(&self, s: &State) -> Result<(), Error> {
@@ -162,6 +180,18 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
+/// How long ago, as a person says it: `42 s ago`, `3 min ago`, `5 h ago`,
+/// `2 days ago`.
+pub fn human_age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs} s ago"),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86400 => format!("{} h ago", secs / 3600),
+        86400..172800 => "1 day ago".into(),
+        _ => format!("{} days ago", secs / 86400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +208,11 @@ mod tests {
         assert_eq!(human_duration(42), "42s");
         assert_eq!(human_duration(185), "3m 05s");
         assert_eq!(human_duration(3720), "1h 02m");
+        assert_eq!(human_age(42), "42 s ago");
+        assert_eq!(human_age(185), "3 min ago");
+        assert_eq!(human_age(5 * 3600 + 59), "5 h ago");
+        assert_eq!(human_age(86400 + 5), "1 day ago");
+        assert_eq!(human_age(3 * 86400), "3 days ago");
     }
 
     #[test]

@@ -7,11 +7,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::accel::{self, Choice};
-use super::image::{self, BuildRequest, Image};
+use super::image::{self, Image, ImageSpec};
+use super::lock::{Activity, Holder, VmLock};
 use super::qemu::{Machine, Qmp};
 use super::state::{self, State, VmDir, now};
-use super::{DevvmError, Event, guest, ports, run, sshkey, tools};
+use super::{DevvmError, Event, drift, guest, lock, paths, ports, run, sshkey, tools};
 use crate::error::{Error, IoContext};
+use crate::fingerprint::Fingerprint;
 
 /// Default forwarded ports; a taken one picks the next free.
 pub const DEFAULT_SSH_PORT: u16 = 2222;
@@ -21,7 +23,8 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 #[derive(Debug, Clone)]
 pub struct UpRequest {
     pub name: String,
-    pub build: BuildRequest,
+    /// What it leaves out is the VM's own, else the default.
+    pub image: ImageSpec,
     pub accel: Choice,
     pub ssh_port: Option<u16>,
     pub http_port: Option<u16>,
@@ -29,7 +32,8 @@ pub struct UpRequest {
     pub app_dir: Option<PathBuf>,
     /// How long the VM gets to answer and finish booting.
     pub timeout: Option<Duration>,
-    /// Start over on the current image when the VM was made from an older one.
+    /// Start the VM over: stopped if it runs, a fresh disk on the current
+    /// image (of the role, size and release asked for), the app directory kept.
     pub recreate: bool,
 }
 
@@ -99,8 +103,9 @@ pub fn url(s: &State) -> String {
 /// What `up` came to.
 #[derive(Debug)]
 pub enum Up {
-    /// The VM was running already (with its state, when readable).
-    AlreadyRunning { name: String, state: Option<State> },
+    /// The VM was running already (perhaps booted by another `up` this
+    /// one waited for), and serves.
+    AlreadyRunning { state: State },
     /// Booted, converged and serving.
     Ready { state: State, took: Duration },
     /// Booted, but the boot converge did not succeed: the VM is left
@@ -112,24 +117,78 @@ pub enum Up {
     },
 }
 
-/// Boots VM `req.name`, building its image first when needed, and waits
-/// until it serves.
+/// Tells `on` that another kiln holds VM `name`'s lock, and for what.
+fn waiting<'a>(name: &'a str, on: &'a dyn Fn(Event)) -> impl Fn(&Holder) + 'a {
+    move |h: &Holder| {
+        on(Event::Note(format!(
+            "another kiln (pid {}) is {} VM {name}; waiting for it to finish",
+            h.pid,
+            h.activity.word()
+        )))
+    }
+}
+
+/// Boots VM `req.name`, building its image first when needed, and returns
+/// once it serves (ssh and the URL answer), one `up` of a name at a time.
 pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
-    let step = |msg: String| on(Event::Step(msg));
     let vm = VmDir::new(&req.name)?;
-    if vm.running() {
-        return Ok(Up::AlreadyRunning {
-            name: req.name.clone(),
-            state: vm.load(),
+    let lock =
+        VmLock::acquire(&vm, true, &waiting(&req.name, on))?.expect("up makes the VM's directory");
+    let had_state = vm.load().is_some();
+    let result = up_locked(req, &vm, &lock, on);
+    if result.is_err() && !had_state && vm.load().is_none() && !vm.running() {
+        // A first up that failed before QEMU ran leaves no VM behind.
+        let _ = fs::remove_dir_all(&vm.dir);
+    }
+    result
+}
+
+fn up_locked(req: &UpRequest, vm: &VmDir, lock: &VmLock, on: &dyn Fn(Event)) -> Result<Up, Error> {
+    let step = |msg: String| on(Event::Step(msg));
+    lock.set(Activity::Building);
+    let old = vm.load();
+    let build = req.image.request(old.as_ref(), false);
+    if let Some(s) = &old
+        && !req.recreate
+    {
+        let differences = req.image.differences(s);
+        if !differences.is_empty() {
+            return Err(DevvmError::OtherImage {
+                name: req.name.clone(),
+                differences,
+            }
+            .into());
+        }
+    }
+    if vm.running() && !req.recreate {
+        let Some(s) = old else {
+            return Err(DevvmError::RunsWithoutState(req.name.clone()).into());
+        };
+        // Booted by an up that did not see it through, or long ago: either
+        // way it must answer before this says yes.
+        tools::require(&[tools::SSH])?;
+        lock.set(Activity::Booting);
+        step(format!(
+            "VM {} is running; checking that it serves",
+            req.name
+        ));
+        let timeout = req.timeout.unwrap_or(default_timeout(&s.accel));
+        return Ok(match serve(vm, s, Instant::now(), timeout, false, on)? {
+            Served::Ready(state) => Up::AlreadyRunning { state: *state },
+            Served::ConvergeFailed { unit, journal } => Up::ConvergeFailed {
+                name: req.name.clone(),
+                unit,
+                journal,
+            },
         });
     }
     tools::require(&[tools::QEMU, tools::QEMU_IMG, tools::SSH])?;
     let t0 = Instant::now();
     step(format!(
-        "image for role {} size {}",
-        req.build.role, req.build.size
+        "image for role {} size {} on {}",
+        build.role, build.size, build.release
     ));
-    let img = image::build(&req.build, on)?;
+    let img = image::build(&build, on)?;
     if img.cached {
         step(format!(
             "image {} from the cache ({})",
@@ -138,13 +197,20 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
         ));
     }
     fs::create_dir_all(&vm.dir).ctx(|| format!("creating {}", vm.dir.display()))?;
+    // Stopped only now that the image is there: a failed build leaves it running.
+    if vm.running() {
+        step(format!(
+            "stopping VM {} to recreate it (--recreate)",
+            req.name
+        ));
+        down_locked(vm, Duration::from_secs(90), on)?;
+    }
 
     // An existing VM keeps the image its overlay was made on.
-    let old = vm.load();
     let img = match &old {
-        Some(s) if vm.overlay().is_file() && s.image_key != img.manifest.key && req.recreate => {
+        _ if vm.overlay().is_file() && req.recreate => {
             step(format!(
-                "recreating the VM's disk on image {} (--recreate)",
+                "a fresh disk on image {} (--recreate; the app directory stays)",
                 &img.manifest.key[..12]
             ));
             fs::remove_file(vm.overlay()).ctx(|| format!("removing {}", vm.overlay().display()))?;
@@ -187,7 +253,8 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
     }
     let accel = accel::choose(req.accel, &img.kernel(), on)?;
     // The app share: --app, else what this VM had, else the repository's
-    // app/, else a directory of the VM's own; edit it on the host.
+    // app/, else the VM's own under the data directory (not its state, so
+    // that destroy keeps it); edit it on the host.
     let app_dir = match &req.app_dir {
         Some(d) => fs::canonicalize(d).ctx(|| format!("--app {}", d.display()))?,
         None => {
@@ -195,12 +262,12 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
                 .as_ref()
                 .map(|s| s.app_dir.clone())
                 .filter(|d| d.is_dir());
-            let in_repo = req.build.repo.join("app");
+            let in_repo = build.repo.join("app");
             match previous {
                 Some(d) => d,
                 None if in_repo.is_dir() => fs::canonicalize(&in_repo).unwrap_or(in_repo),
                 None => {
-                    let d = vm.dir.join("app");
+                    let d = paths::app_dir(&req.name);
                     fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
                     d
                 }
@@ -228,6 +295,10 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
     }
     let app_dir = Some(app_dir);
 
+    // A disk made anew has not booted yet.
+    let same_disk = old
+        .as_ref()
+        .filter(|o| o.image_key == img.manifest.key && !req.recreate);
     let mut attempt = 0;
     let state = loop {
         attempt += 1;
@@ -245,11 +316,13 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
                 "port {p} is taken; http is forwarded from {http_port}"
             )));
         }
+        lock.set(Activity::Booting);
         for f in [vm.pidfile(), vm.monitor(), vm.serial_log()] {
             let _ = fs::remove_file(f);
         }
         let m = Machine {
             name: req.name.clone(),
+            hostname: hostname(&req.name),
             accel,
             cpus: img.manifest.cpus,
             memory_mb: img.manifest.memory_mb,
@@ -284,7 +357,8 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
                 image_dir: img.dir.clone(),
                 role: img.manifest.role.clone(),
                 size: img.manifest.size.clone(),
-                hostname: img.manifest.hostname.clone(),
+                release: img.manifest.release.clone(),
+                hostname: m.hostname.clone(),
                 cpus: m.cpus,
                 memory_mb: m.memory_mb,
                 accel: accel.name().into(),
@@ -295,10 +369,9 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
                 started: now(),
                 ready: None,
                 // A disk made anew has not booted yet.
-                boot_fingerprint: old
-                    .as_ref()
-                    .filter(|o| o.image_key == img.manifest.key)
-                    .and_then(|o| o.boot_fingerprint.clone()),
+                boot_fingerprint: same_disk.and_then(|o| o.boot_fingerprint.clone()),
+                boot_parts: same_disk.map(|o| o.boot_parts.clone()).unwrap_or_default(),
+                failure: None,
             };
         }
         let why = fs::read_to_string(vm.qemu_log()).unwrap_or_default();
@@ -313,49 +386,107 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
         .into());
     };
     vm.save(&state)?;
-    let timeout = req.timeout.unwrap_or(match accel {
-        accel::Accel::Kvm => Duration::from_secs(300),
-        accel::Accel::Tcg => Duration::from_secs(900),
-    });
-    match wait_ready(&vm, &state, t0, timeout, on) {
-        Ok(()) => {}
-        Err(Wait::Timeout(what)) => {
-            step(format!("{what}; stopping the VM"));
-            kill(&vm);
-            return Err(DevvmError::BootTimeout {
-                name: req.name.clone(),
+    let timeout = req.timeout.unwrap_or(default_timeout(accel.name()));
+    step(format!(
+        "booting; waiting for ssh (serial log: {})",
+        vm.serial_log().display()
+    ));
+    Ok(match serve(vm, state, t0, timeout, true, on)? {
+        Served::Ready(state) => Up::Ready {
+            state: *state,
+            took: t0.elapsed(),
+        },
+        Served::ConvergeFailed { unit, journal } => Up::ConvergeFailed {
+            name: req.name.clone(),
+            unit,
+            journal,
+        },
+    })
+}
+
+/// How long a VM gets to serve, unless `--timeout` says.
+fn default_timeout(accel: &str) -> Duration {
+    if accel == accel::Accel::Kvm.name() {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(900)
+    }
+}
+
+/// How waiting for a VM to serve ended, short of an error.
+enum Served {
+    Ready(Box<State>),
+    ConvergeFailed { unit: String, journal: String },
+}
+
+/// Waits until the VM serves, and records in its state that it does (and
+/// its first boot's fingerprint) or why not. A QEMU this `up` started
+/// (`ours`) is stopped when the VM never answers; one it found running is
+/// left as it is.
+fn serve(
+    vm: &VmDir,
+    mut state: State,
+    t0: Instant,
+    timeout: Duration,
+    ours: bool,
+    on: &dyn Fn(Event),
+) -> Result<Served, Error> {
+    let failed = |state: &mut State, why: String| {
+        state.failure = Some(why);
+        let _ = vm.save(state);
+    };
+    let error = match wait_ready(vm, &state, t0, timeout, on) {
+        Ok(()) => None,
+        Err(Wait::Timeout(what)) if ours => {
+            on(Event::Step(format!("{what}; stopping the VM")));
+            kill(vm);
+            Some(DevvmError::BootTimeout {
+                name: vm.name.clone(),
                 secs: timeout.as_secs(),
                 what,
                 serial_log: vm.serial_log(),
-            }
-            .into());
+            })
         }
-        Err(Wait::Died) => {
-            return Err(DevvmError::QemuExited {
-                name: req.name.clone(),
-                serial_log: vm.serial_log(),
-                qemu_log: vm.qemu_log(),
-            }
-            .into());
-        }
+        Err(Wait::Timeout(what)) => Some(DevvmError::NotAnswering {
+            name: vm.name.clone(),
+            secs: timeout.as_secs(),
+            what,
+            serial_log: vm.serial_log(),
+        }),
+        Err(Wait::Died) => Some(DevvmError::QemuExited {
+            name: vm.name.clone(),
+            serial_log: vm.serial_log(),
+            qemu_log: vm.qemu_log(),
+        }),
         Err(Wait::ConvergeFailed { unit, journal }) => {
-            return Ok(Up::ConvergeFailed {
-                name: req.name.clone(),
-                unit,
-                journal,
-            });
+            failed(
+                &mut state,
+                format!(
+                    "the boot converge ({}) did not succeed ({unit})",
+                    guest::CONVERGE_UNIT
+                ),
+            );
+            return Ok(Served::ConvergeFailed { unit, journal });
         }
+    };
+    if let Some(e) = error {
+        failed(&mut state, e.to_string());
+        return Err(e.into());
     }
-    let mut state = state;
     state.ready = Some(now());
-    if state.boot_fingerprint.is_none() {
-        state.boot_fingerprint = vm_fingerprint(state.ssh_port);
+    state.failure = None;
+    if state.boot_fingerprint.is_none() || state.boot_parts.is_empty() {
+        let fp = vm_fingerprint(state.ssh_port, &state.app_mount);
+        state.boot_fingerprint = fp.as_ref().map(|f| f.fingerprint.clone());
+        state.boot_parts = fp.map(|f| f.parts).unwrap_or_default();
     }
     vm.save(&state)?;
-    Ok(Up::Ready {
-        state,
-        took: t0.elapsed(),
-    })
+    Ok(Served::Ready(Box::new(state)))
+}
+
+/// A VM's hostname: its name, as a hostname label may spell it.
+pub fn hostname(name: &str) -> String {
+    super::sanitize(name)
 }
 
 enum Wait {
@@ -374,10 +505,6 @@ fn wait_ready(
     let step = |msg: String| on(Event::Step(msg));
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
-    step(format!(
-        "booting; waiting for ssh (serial log: {})",
-        vm.serial_log().display()
-    ));
     let mut last_note = Instant::now();
     loop {
         if !vm.running() {
@@ -449,6 +576,23 @@ fn wait_ready(
             "systemd reports {verdict:?}; failed units:\n{failed}"
         )));
     }
+    // The URL kiln prints must answer (any HTTP status: an error page is
+    // the engineer's to read).
+    let url = url(s);
+    let mut told = false;
+    while let Err(e) = crate::verify::http_get(&url) {
+        if !vm.running() {
+            return Err(Wait::Died);
+        }
+        if left().is_zero() {
+            return Err(Wait::Timeout(format!("{url} never answered ({e})")));
+        }
+        if !told {
+            step(format!("waiting for {url} to answer"));
+            told = true;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
     Ok(())
 }
 
@@ -486,6 +630,8 @@ fn kill(vm: &VmDir) {
 /// What `down` came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Down {
+    /// There is no such VM.
+    Absent,
     NotRunning,
     /// Powered off (or killed after the timeout) in `took`.
     Stopped {
@@ -497,13 +643,16 @@ pub enum Down {
 /// `timeout`, QEMU is killed.
 pub fn down(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Down, Error> {
     let vm = VmDir::new(name)?;
-    if !vm.exists() {
-        return Err(DevvmError::NotFound {
-            name: name.to_string(),
-            suggest_up: false,
-        }
-        .into());
-    }
+    let Some(lock) = VmLock::acquire(&vm, false, &waiting(name, on))? else {
+        return Ok(Down::Absent);
+    };
+    lock.set(Activity::Stopping);
+    down_locked(&vm, timeout, on)
+}
+
+/// [`down`], under the VM's lock.
+fn down_locked(vm: &VmDir, timeout: Duration, on: &dyn Fn(Event)) -> Result<Down, Error> {
+    let name = &vm.name;
     if !vm.running() {
         let _ = fs::remove_file(vm.pidfile());
         return Ok(Down::NotRunning);
@@ -525,7 +674,7 @@ pub fn down(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Down, E
         on(Event::Warning(format!(
             "VM {name} did not power off in time; killing QEMU"
         )));
-        kill(&vm);
+        kill(vm);
     } else {
         let _ = fs::remove_file(vm.pidfile());
         let _ = fs::remove_file(vm.monitor());
@@ -534,27 +683,102 @@ pub fn down(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Down, E
 }
 
 /// What `destroy` came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destroy {
-    /// There was no such VM.
-    Absent,
+    /// There was no such VM; `app` is what became of a default app
+    /// directory left by an earlier one.
+    Absent { app: App },
     /// Removed; `down` is how it was stopped first, if it ran.
-    Destroyed { down: Option<Down> },
+    Destroyed { down: Option<Down>, app: App },
 }
 
-/// down, then the VM's overlay and state are removed.
-pub fn destroy(name: &str, timeout: Duration, on: &dyn Fn(Event)) -> Result<Destroy, Error> {
+/// What `destroy` did with the VM's app directory: the engineer's work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum App {
+    /// The VM had none.
+    None,
+    /// kiln's default one, kept for the next VM of this name.
+    Kept(PathBuf),
+    /// kiln's default one, removed (`--purge`).
+    Purged(PathBuf),
+    /// `--app` or the repository's `app/`: the engineer's own, never touched.
+    Theirs(PathBuf),
+}
+
+/// down, then the VM's overlay and state are removed. Its default app
+/// directory is kept (moved out of the state, where VMs made before it
+/// lived elsewhere had it), unless `purge`.
+pub fn destroy(
+    name: &str,
+    timeout: Duration,
+    purge: bool,
+    on: &dyn Fn(Event),
+) -> Result<Destroy, Error> {
     let vm = VmDir::new(name)?;
-    if !vm.exists() {
-        return Ok(Destroy::Absent);
-    }
+    let default_app = paths::app_dir(name);
+    let purge_default = || -> Result<App, Error> {
+        if !default_app.exists() {
+            return Ok(App::None);
+        }
+        let dir = paths::vm_data_dir(name);
+        fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))?;
+        Ok(App::Purged(default_app.clone()))
+    };
+    let Some(lock) = VmLock::acquire(&vm, false, &waiting(name, on))? else {
+        let app = if purge {
+            purge_default()?
+        } else if default_app.is_dir() {
+            App::Kept(default_app.clone())
+        } else {
+            App::None
+        };
+        return Ok(Destroy::Absent { app });
+    };
+    lock.set(Activity::Stopping);
     let down = if vm.running() {
-        Some(down(name, timeout, on)?)
+        Some(down_locked(&vm, timeout, on)?)
     } else {
         None
     };
+    let used = vm
+        .load()
+        .map(|s| s.app_dir)
+        .filter(|d| !d.as_os_str().is_empty());
+    let app = match used {
+        // A VM made before the data directory had its app in its state.
+        Some(d) if d.starts_with(&vm.dir) && d.is_dir() => {
+            if purge {
+                purge_default()?;
+                App::Purged(d)
+            } else {
+                let to = if default_app.exists() {
+                    paths::vm_data_dir(name).join(format!("app-{}", now()))
+                } else {
+                    default_app.clone()
+                };
+                let parent = paths::vm_data_dir(name);
+                fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
+                fs::rename(&d, &to).ctx(|| {
+                    format!(
+                        "keeping the app directory: moving {} to {}",
+                        d.display(),
+                        to.display()
+                    )
+                })?;
+                App::Kept(to)
+            }
+        }
+        Some(d) if d == default_app && !purge => App::Kept(d),
+        Some(d) if d == default_app => purge_default()?,
+        Some(d) if d.starts_with(&vm.dir) => App::None,
+        Some(d) => App::Theirs(d),
+        None if purge => purge_default()?,
+        None => App::None,
+    };
+    // Removed under the lock: a waiting `up` then makes a new VM.
     fs::remove_dir_all(&vm.dir).ctx(|| format!("removing {}", vm.dir.display()))?;
-    Ok(Destroy::Destroyed { down })
+    drop(lock);
+    Ok(Destroy::Destroyed { down, app })
 }
 
 /// Replaces this process with ssh into the VM; returns only when it cannot.
@@ -575,10 +799,79 @@ pub fn ssh(name: &str, command: &[String]) -> Result<std::convert::Infallible, E
     Err(DevvmError::SshCouldNotRun(e).into())
 }
 
+/// Where a VM is in its life: the one answer `list` and `status` give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// An `up` is building or finding its image.
+    Building,
+    /// An `up` started QEMU and waits for the VM to serve.
+    Booting,
+    /// QEMU runs and the VM served when its `up` last looked.
+    Running,
+    Stopped,
+    /// Why it is neither running nor stopped as it should be.
+    Failed(String),
+}
+
+impl Phase {
+    /// One word, for a table column.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Phase::Building => "building",
+            Phase::Booting => "booting",
+            Phase::Running => "running",
+            Phase::Stopped => "stopped",
+            Phase::Failed(_) => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Phase::Failed(why) => write!(f, "failed: {why}"),
+            p => f.write_str(p.word()),
+        }
+    }
+}
+
+/// The phase of `vm`, whose state is `state`: what an `up` in progress
+/// says it does, else what its QEMU and its last `up` came to.
+pub fn phase(vm: &VmDir, state: Option<&State>) -> Phase {
+    match lock::holder(vm).map(|h| h.activity) {
+        Some(Activity::Building) => return Phase::Building,
+        Some(Activity::Booting) => return Phase::Booting,
+        Some(Activity::Stopping) | None => {}
+    }
+    let running = vm.running();
+    match state {
+        None if running => Phase::Failed(format!(
+            "QEMU runs without a recorded state: kiln devvm destroy {}",
+            vm.name
+        )),
+        None => Phase::Failed(format!(
+            "its first up did not finish: kiln devvm up {0}, or kiln devvm destroy {0}",
+            vm.name
+        )),
+        Some(s) => match &s.failure {
+            Some(why) => Phase::Failed(why.clone()),
+            None if running && s.ready.is_some() => Phase::Running,
+            None if running => Phase::Failed(format!(
+                "no up saw it serve (interrupted?): kiln devvm up {} waits until it does",
+                vm.name
+            )),
+            None => Phase::Stopped,
+        },
+    }
+}
+
 /// One VM as `status` finds it.
 #[derive(Debug)]
 pub struct Status {
-    pub state: State,
+    pub name: String,
+    pub phase: Phase,
+    /// `None` while its first `up` builds.
+    pub state: Option<State>,
     pub running: bool,
     pub serial_log: PathBuf,
     /// Pins its image substituted (a declared difference from production).
@@ -588,27 +881,34 @@ pub struct Status {
 }
 
 /// The VM's fingerprint now, beside the image's (its build converge) and
-/// its own first boot's (after the converge that needs running services).
+/// its own first boot's (after the converge that needs running services),
+/// each with the app share recorded as the mount (see [`super::drift`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprints {
     /// `None` when `kiln fingerprint` did not run in the VM.
     pub now: Option<String>,
     pub image: Option<String>,
     pub first_boot: Option<String>,
+    /// The resources that moved since first boot.
+    pub moved: Vec<String>,
+    /// The app share, left out of all three.
+    pub share: Option<String>,
 }
 
 /// One VM's status.
 pub fn status(name: &str) -> Result<Status, Error> {
     let vm = VmDir::new(name)?;
-    let Some(s) = vm.load() else {
+    if !vm.exists() {
         return Err(DevvmError::NotFound {
             name: name.to_string(),
             suggest_up: true,
         }
         .into());
-    };
+    }
+    let state = vm.load();
+    let phase = phase(&vm, state.as_ref());
     let running = vm.running();
-    let image = Image::open(&s.image_key);
+    let image = state.as_ref().and_then(|s| Image::open(&s.image_key));
     let substitutions = image
         .as_ref()
         .map(|i| {
@@ -619,13 +919,29 @@ pub fn status(name: &str) -> Result<Status, Error> {
                 .collect()
         })
         .unwrap_or_default();
-    let fingerprint = running.then(|| Fingerprints {
-        now: vm_fingerprint(s.ssh_port),
-        image: image.and_then(|i| i.manifest.fingerprint),
-        first_boot: s.boot_fingerprint.clone(),
+    // Asked of a VM that serves: one still booting may not answer ssh yet.
+    let fingerprint = state.as_ref().filter(|_| phase == Phase::Running).map(|s| {
+        let now = vm_fingerprint(s.ssh_port, &s.app_mount);
+        // A first boot recorded before the share was left out compares with nothing.
+        let first_boot = s
+            .boot_fingerprint
+            .clone()
+            .filter(|_| !s.boot_parts.is_empty());
+        Fingerprints {
+            moved: match (&now, &first_boot) {
+                (Some(n), Some(_)) => drift::moved(&s.boot_parts, &n.parts),
+                _ => Vec::new(),
+            },
+            now: now.map(|n| n.fingerprint),
+            image: image.and_then(|i| i.manifest.fingerprint),
+            first_boot,
+            share: (!s.app_dir.as_os_str().is_empty()).then(|| s.app_mount.clone()),
+        }
     });
     Ok(Status {
-        state: s,
+        name: vm.name.clone(),
+        phase,
+        state,
         running,
         serial_log: vm.serial_log(),
         substitutions,
@@ -633,10 +949,11 @@ pub fn status(name: &str) -> Result<Status, Error> {
     })
 }
 
-/// The VM's `kiln fingerprint` (of its last run), if kiln there has the command.
-fn vm_fingerprint(port: u16) -> Option<String> {
+/// The VM's `kiln fingerprint` (of its last run) with the app share at
+/// `app_mount` recorded as the mount, if kiln there has the command.
+fn vm_fingerprint(port: u16, app_mount: &str) -> Option<Fingerprint> {
     let cmd = format!(
-        "{} --repo {} fingerprint",
+        "{} --repo {} fingerprint --json",
         guest::KILN_BIN,
         guest::POLICY_DIR
     );
@@ -644,17 +961,16 @@ fn vm_fingerprint(port: u16) -> Option<String> {
     if !o.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_string)
+    let fp = Fingerprint::parse(&String::from_utf8_lossy(&o.stdout)).ok()?;
+    Some(drift::share_as_mount(&fp, app_mount))
 }
 
-/// One VM of `list`: its state when readable.
+/// One VM of `list`: its phase, and its state when readable.
 #[derive(Debug)]
 pub struct Listed {
     pub name: String,
     pub running: bool,
+    pub phase: Phase,
     pub state: Option<State>,
 }
 
@@ -670,10 +986,14 @@ pub fn list() -> Listing {
     Listing {
         vms: state::all()
             .into_iter()
-            .map(|vm| Listed {
-                running: vm.running(),
-                state: vm.load(),
-                name: vm.name,
+            .map(|vm| {
+                let state = vm.load();
+                Listed {
+                    running: vm.running(),
+                    phase: phase(&vm, state.as_ref()),
+                    state,
+                    name: vm.name,
+                }
             })
             .collect(),
         kvm: accel::cached(),
