@@ -16,6 +16,7 @@ pub mod policy;
 pub mod resource;
 pub mod secrets;
 pub mod serial;
+pub mod store;
 pub mod testing;
 pub mod text;
 pub mod trust;
