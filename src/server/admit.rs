@@ -1,0 +1,156 @@
+//! Whether the server keeps a report: the envelope read strictly, the
+//! signature checked against the key known_hosts has for the host the
+//! report is from, then the store's replay check. Every refusal says why
+//! with an HTTP status of its own, and leaves the store's runs unchanged.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ssh_key::PublicKey;
+
+use super::ServerError;
+use crate::fleet::inventory::Inventory;
+use crate::secrets::recipients::{HostRef, KnownHosts};
+use crate::store::record::{self, Envelope, RunRecord};
+use crate::store::{IngestError, Store};
+
+/// The host keys the server trusts, by fqdn.
+pub struct Trust {
+    keys: HashMap<String, PublicKey>,
+    known_hosts: String,
+}
+
+impl Trust {
+    /// The key of each inventory host that its known_hosts file has.
+    pub fn load(inventory: &Path) -> Result<Trust, ServerError> {
+        let inv = Inventory::load(inventory).map_err(ServerError::Inventory)?;
+        let known = KnownHosts::load(&inv.known_hosts).map_err(ServerError::Inventory)?;
+        let mut keys = HashMap::new();
+        for h in &inv.hosts {
+            let r = HostRef {
+                fqdn: h.fqdn.clone(),
+                address: h.address.clone(),
+                port: h.port,
+                roles: vec![],
+            };
+            if let Some(k) = known.key_of(&r)
+                && let Ok(k) = PublicKey::from_openssh(k.as_str())
+            {
+                keys.insert(h.fqdn.clone(), k);
+            }
+        }
+        Ok(Trust {
+            keys,
+            known_hosts: inv.known_hosts.display().to_string(),
+        })
+    }
+
+    fn knows(&self, key: &PublicKey) -> bool {
+        self.keys.values().any(|k| k.key_data() == key.key_data())
+    }
+}
+
+/// Why a report was refused: the HTTP status, a reason word (also the
+/// counter's name), and a message that says what to do.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub reason: &'static str,
+    pub message: String,
+    /// Counted in the store's refusals (a store failure is not a refusal).
+    pub counted: bool,
+}
+
+impl Refused {
+    fn new(status: u16, reason: &'static str, message: String) -> Refused {
+        Refused {
+            status,
+            reason,
+            message,
+            counted: true,
+        }
+    }
+
+    pub fn too_large(size: usize, max: usize) -> Refused {
+        Refused::new(
+            413,
+            "too_large",
+            format!(
+                "the body has more than {max} bytes ({size}); raise the server's --max-body if reports are that large"
+            ),
+        )
+    }
+
+    pub fn malformed(message: String) -> Refused {
+        Refused::new(400, "malformed", message)
+    }
+}
+
+/// Checks `body` and stores its run; the run id when kept.
+pub fn admit(
+    body: &[u8],
+    trust: &Trust,
+    store: &mut dyn Store,
+    now: u64,
+) -> Result<String, Refused> {
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+        Refused::malformed(format!(
+            "not a report envelope {{\"payload\": TEXT, \"signature\": SSHSIG}}: {e}"
+        ))
+    })?;
+    let Some(signature) = envelope
+        .signature
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    else {
+        return Err(Refused::new(
+            401,
+            "unsigned",
+            format!(
+                "the report is not signed; hosts sign with their ssh host key (namespace {})",
+                record::NAMESPACE
+            ),
+        ));
+    };
+    let (sig, key) =
+        record::signer(signature).map_err(|e| Refused::new(401, "bad_signature", e.to_string()))?;
+    if !trust.knows(&key) {
+        return Err(Refused::new(
+            403,
+            "unknown_key",
+            format!(
+                "signed by {}, which is no inventory host's key in {}; add the host to the inventory and its key to known_hosts",
+                key.fingerprint(ssh_key::HashAlg::Sha256),
+                trust.known_hosts
+            ),
+        ));
+    }
+    record::verify(&key, &sig, &envelope.payload)
+        .map_err(|e| Refused::new(401, "bad_signature", e.to_string()))?;
+    let run = RunRecord::parse_strict(&envelope.payload)
+        .map_err(|e| Refused::malformed(format!("the payload: {e}")))?;
+    match trust.keys.get(&run.fqdn) {
+        Some(k) if k.key_data() == key.key_data() => {}
+        _ => {
+            return Err(Refused::new(
+                403,
+                "wrong_host",
+                format!(
+                    "a report of {} signed by another host's key ({}); a host reports only its own runs",
+                    run.fqdn,
+                    key.fingerprint(ssh_key::HashAlg::Sha256)
+                ),
+            ));
+        }
+    }
+    match store.ingest(&run, now) {
+        Ok(()) => Ok(run.run_id),
+        Err(IngestError::Replay(r)) => Err(Refused::new(409, "replay", r.to_string())),
+        Err(IngestError::Store(e)) => Err(Refused {
+            status: 500,
+            reason: "store",
+            message: e.to_string(),
+            counted: false,
+        }),
+    }
+}
