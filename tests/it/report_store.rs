@@ -403,3 +403,51 @@ fn bad_reports_are_refused_with_their_status_and_change_nothing() {
         .unwrap();
     assert_eq!(wrong_token.status().as_u16(), 403);
 }
+
+#[test]
+fn the_store_knows_which_hosts_run_which_version_and_hold_it() {
+    need!(DebianRoot);
+    let apt = crate::support::apt_repo::AptRepo::new()
+        .package("kiln-hello", "1.0-1")
+        .package("kiln-hello", "2.0-1");
+    let repo = Repo::new()
+        .role("web", r#"run_list = ["recipe[pkgs]"]"#)
+        .recipe("pkgs", "default", "[[resource]]\npackage = \"kiln-hello\"\n")
+        .whitelist(
+            "[packages]\nkiln-hello = \"1.0-1\"\n\n[rollouts.hello-2]\nhosts = [\"web02.*\"]\npackages = { kiln-hello = \"2.0-1\" }\n",
+        );
+    let (web1, key1) = host_root();
+    let (web2, key2) = host_root();
+    apt.install_into(web1.path());
+    apt.install_into(web2.path());
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(
+        dir.path(),
+        &[
+            ("web01.kiln.test", "web", &key1),
+            ("web02.kiln.test", "web", &key2),
+        ],
+    );
+    let server = Server::start(&inv, &[]);
+    converge(&web1, &repo, "web01.kiln.test", "web", &server.url).success();
+    converge(&web2, &repo, "web02.kiln.test", "web", &server.url).success();
+
+    let all = server.report(&["package", "kiln-hello"]);
+    assert_eq!(
+        all,
+        serde_json::json!([
+            {"fqdn": "web01.kiln.test", "version": "1.0-1", "held": true},
+            {"fqdn": "web02.kiln.test", "version": "2.0-1", "held": true},
+        ])
+    );
+    let new = server.report(&["package", "kiln-hello", "--version", "2.0-1"]);
+    assert_eq!(new.as_array().unwrap().len(), 1);
+    assert_eq!(new[0]["fqdn"], "web02.kiln.test");
+    assert!(
+        server
+            .report(&["package", "kiln-world"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
