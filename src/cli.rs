@@ -142,6 +142,12 @@ enum ReportQuestion {
         #[arg(long, value_name = "DURATION", value_parser = duration)]
         since: Option<Duration>,
     },
+    /// Hosts whose fingerprint differs from most hosts of their roles and
+    /// release: which parts, and since which run.
+    Drift {
+        #[arg(long)]
+        role: Option<String>,
+    },
     /// Reports the server refused, counted by reason.
     Refusals,
 }
@@ -163,6 +169,7 @@ impl ReportArgs {
             }),
             ReportQuestion::Package { name, version } => Question::Package { name, version },
             ReportQuestion::Runs { fqdn, since } => Question::Runs { fqdn, since },
+            ReportQuestion::Drift { role } => Question::Drift { role },
             ReportQuestion::Refusals => Question::Refusals,
         };
         let server = commands::report::Server {

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::Error;
 use crate::server::client::Reader;
+use crate::store::drift::Drift;
 use crate::store::{HostQuery, HostRow, PackageHost, RefusalCount, RunRow};
 use crate::text::terminal_safe;
 
@@ -26,6 +27,9 @@ pub enum Question {
     Runs {
         fqdn: String,
         since: Option<Duration>,
+    },
+    Drift {
+        role: Option<String>,
     },
     Refusals,
 }
@@ -115,6 +119,15 @@ pub fn run(s: &Server, q: Question) -> Result<i32, Error> {
                 runs_text(&runs)
             }
         }
+        Question::Drift { role } => {
+            let args: Vec<(&str, String)> = role.iter().map(|r| ("role", r.clone())).collect();
+            let rows: Vec<Drift> = r.get("/api/v1/drift", &args).map_err(failed)?;
+            if s.json {
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            } else {
+                drift_text(&rows)
+            }
+        }
         Question::Refusals => {
             let rows: Vec<RefusalCount> = r.get("/api/v1/refusals", &[]).map_err(failed)?;
             if s.json {
@@ -181,6 +194,32 @@ fn runs_text(runs: &[RunRow]) -> String {
             if let Some(e) = &c.error {
                 s.push_str(&format!("    {}\n", e.replace('\n', "\n    ")));
             }
+        }
+    }
+    s
+}
+
+fn drift_text(rows: &[Drift]) -> String {
+    let mut s = String::new();
+    for d in rows {
+        s.push_str(&format!(
+            "{} ({}, {}): differs from {} of {} hosts since run {} at {}\n",
+            d.fqdn,
+            d.roles.join(","),
+            d.release,
+            d.with_majority,
+            d.group_size,
+            d.since_run,
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(d.since)),
+        ));
+        for p in &d.parts {
+            let none = "(absent)";
+            s.push_str(&format!(
+                "  {}: {} (most: {})\n",
+                p.resource,
+                p.found.as_deref().unwrap_or(none),
+                p.expected.as_deref().unwrap_or(none)
+            ));
         }
     }
     s

@@ -263,6 +263,8 @@ impl Shared {
                     .runs(fqdn, since)
                     .map(|v| serde_json::to_value(v).unwrap_or_default())
             }
+            ["drift"] => crate::store::drift::drift(store.as_mut(), arg("role").as_deref())
+                .map(|v| serde_json::to_value(v).unwrap_or_default()),
             ["refusals"] => store
                 .refusals()
                 .map(|v| serde_json::to_value(v).unwrap_or_default()),

@@ -4,6 +4,7 @@
 //! ([`schema`]) behind one trait ([`Store`]); embedded SQLite is the first
 //! backend, and the SQL is kept to what PostgreSQL takes as well.
 
+pub mod drift;
 pub mod record;
 pub mod schema;
 pub mod sqlite;
@@ -165,6 +166,13 @@ pub trait Store: Send {
     /// latest; returns how many went.
     fn prune(&mut self, cutoff: u64) -> Result<u64, StoreError>;
     fn count_runs(&mut self) -> Result<u64, StoreError>;
+    /// The parts of a stored fingerprint: (resource, part).
+    fn parts(&mut self, fingerprint: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// A host's runs, newest first: (run id, started at, fingerprint).
+    fn fingerprints(
+        &mut self,
+        fqdn: &str,
+    ) -> Result<Vec<(String, u64, Option<String>)>, StoreError>;
 }
 
 /// The digest under which a package list is kept once.

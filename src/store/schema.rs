@@ -136,6 +136,10 @@ pub const RUN_CHANGES: &str = "SELECT c.run_id, c.resource, c.status, c.changes,
      FROM run_changes c JOIN runs r ON r.run_id = c.run_id \
      WHERE r.fqdn = $1 AND r.started_at >= $2 ORDER BY c.run_id, c.seq";
 pub const COUNT_RUNS: &str = "SELECT COUNT(*) FROM runs";
+pub const PARTS: &str =
+    "SELECT resource, part FROM fingerprint_parts WHERE fingerprint = $1 ORDER BY resource";
+pub const FINGERPRINTS: &str = "SELECT run_id, started_at, fingerprint FROM runs WHERE fqdn = $1 \
+     ORDER BY started_at DESC, received_at DESC, run_id DESC";
 
 /// Runs older than `$1` that are no host's latest, for retention.
 const OLD: &str = "SELECT run_id FROM runs WHERE started_at < $1 AND run_id NOT IN (SELECT latest_run FROM hosts)";
@@ -189,6 +193,8 @@ mod tests {
             PACKAGE,
             RUNS,
             RUN_CHANGES,
+            PARTS,
+            FINGERPRINTS,
         ]
         .iter()
         .map(|s| s.to_string())

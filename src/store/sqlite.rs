@@ -416,6 +416,29 @@ impl Store for Sqlite {
             .map(uint)
             .map_err(db("cannot count runs"))
     }
+
+    fn parts(&mut self, fingerprint: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let what = format!("cannot read the parts of fingerprint {fingerprint}");
+        let mut st = self.conn.prepare(schema::PARTS).map_err(db(&what))?;
+        let rows = st
+            .query_map(params![fingerprint], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db(&what))?;
+        rows.collect::<Result<_, _>>().map_err(db(&what))
+    }
+
+    fn fingerprints(
+        &mut self,
+        fqdn: &str,
+    ) -> Result<Vec<(String, u64, Option<String>)>, StoreError> {
+        let what = format!("cannot read the fingerprints of {fqdn}");
+        let mut st = self.conn.prepare(schema::FINGERPRINTS).map_err(db(&what))?;
+        let rows = st
+            .query_map(params![fqdn], |r| {
+                Ok((r.get(0)?, uint(r.get(1)?), r.get(2)?))
+            })
+            .map_err(db(&what))?;
+        rows.collect::<Result<_, _>>().map_err(db(&what))
+    }
 }
 
 #[cfg(test)]
@@ -599,6 +622,34 @@ mod tests {
             .unwrap();
         assert_eq!(changes, 2);
         assert_eq!(s.package("php", None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn drift_names_the_odd_host_its_parts_and_since_when() {
+        let mut s = Sqlite::in_memory().unwrap();
+        s.ingest(&run("web01", 100, &["web"], "1"), 100).unwrap();
+        s.ingest(&run("web02", 100, &["web"], "1"), 100).unwrap();
+        s.ingest(&run("web03", 100, &["web"], "1"), 100).unwrap();
+        s.ingest(&run("web03", 200, &["web"], "2"), 200).unwrap();
+        let third = run("web03", 300, &["web"], "2");
+        s.ingest(&third, 300).unwrap();
+        // Another group: alone, it has nothing to differ from.
+        s.ingest(&run("db01", 100, &["db"], "9"), 100).unwrap();
+        let d = crate::store::drift::drift(&mut s, None).unwrap();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].fqdn, "web03");
+        assert_eq!(d[0].majority, "fp-1");
+        assert_eq!((d[0].with_majority, d[0].group_size), (2, 3));
+        assert_eq!(d[0].since, 200, "the first run with fp-2");
+        assert_eq!(d[0].parts.len(), 1);
+        assert_eq!(d[0].parts[0].resource, "package[php]");
+        assert_eq!(d[0].parts[0].found.as_deref(), Some("version=2"));
+        assert_eq!(d[0].parts[0].expected.as_deref(), Some("version=1"));
+        assert!(
+            crate::store::drift::drift(&mut s, Some("db"))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -451,3 +451,39 @@ fn the_store_knows_which_hosts_run_which_version_and_hold_it() {
             .is_empty()
     );
 }
+
+#[test]
+fn drift_names_the_host_that_differs_from_its_peers() {
+    need!(DebianRoot);
+    // A guard leaves a host's own file in place: its fingerprint then
+    // differs from its peers' in that part.
+    let repo = Repo::new()
+        .role("web", r#"run_list = ["recipe[app]"]"#)
+        .recipe(
+            "app",
+            "default",
+            "[[resource]]\nfile = \"/etc/app.conf\"\ncontent = \"workers = 4\\n\"\nnot_if = { path = \"/etc/app.local\", type = \"file\" }\n",
+        );
+    let roots: Vec<(TestRoot, String)> = (0..3).map(|_| host_root()).collect();
+    std::fs::write(at(&roots[2].0, "/etc/app.conf"), "workers = 64\n").unwrap();
+    std::fs::write(at(&roots[2].0, "/etc/app.local"), "").unwrap();
+    let names = ["web01.kiln.test", "web02.kiln.test", "web03.kiln.test"];
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<(&str, &str, &str)> = names
+        .iter()
+        .zip(&roots)
+        .map(|(n, (_, k))| (*n, "web", k.as_str()))
+        .collect();
+    let server = Server::start(&inventory(dir.path(), &hosts), &[]);
+    for (n, (root, _)) in names.iter().zip(&roots) {
+        converge(root, &repo, n, "web", &server.url).success();
+    }
+    let drift = server.report(&["drift", "--role", "web"]);
+    let drift = drift.as_array().unwrap();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0]["fqdn"], "web03.kiln.test");
+    assert_eq!(drift[0]["with_majority"], 2);
+    assert_eq!(drift[0]["parts"][0]["resource"], "file[/etc/app.conf]");
+    let runs = server.runs_of("web03.kiln.test");
+    assert_eq!(drift[0]["since_run"], runs[0]["run_id"]);
+}
