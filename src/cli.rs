@@ -148,12 +148,14 @@ enum ReportQuestion {
         #[arg(long)]
         role: Option<String>,
     },
+    /// The hosts a whitelist rollout matches (--repo), and which report its versions.
+    Rollout { name: String },
     /// Reports the server refused, counted by reason.
     Refusals,
 }
 
 impl ReportArgs {
-    fn run(self) -> Result<i32, Error> {
+    fn run(self, repo: PathBuf) -> Result<i32, Error> {
         use commands::report::Question;
         let q = match self.question {
             ReportQuestion::Hosts {
@@ -170,6 +172,7 @@ impl ReportArgs {
             ReportQuestion::Package { name, version } => Question::Package { name, version },
             ReportQuestion::Runs { fqdn, since } => Question::Runs { fqdn, since },
             ReportQuestion::Drift { role } => Question::Drift { role },
+            ReportQuestion::Rollout { name } => Question::Rollout { name, repo },
             ReportQuestion::Refusals => Question::Refusals,
         };
         let server = commands::report::Server {
@@ -1025,7 +1028,7 @@ impl Command {
             Command::Verify(a) => commands::verify::run(a.options(repo)),
             Command::Whitelist(w) => w.run(repo),
             Command::Server(a) => commands::server::run(a.options()),
-            Command::Report(a) => a.run(),
+            Command::Report(a) => a.run(repo),
         }
     }
 }

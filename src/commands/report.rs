@@ -31,6 +31,11 @@ pub enum Question {
     Drift {
         role: Option<String>,
     },
+    /// A rollout of the whitelist in `repo`.
+    Rollout {
+        name: String,
+        repo: PathBuf,
+    },
     Refusals,
 }
 
@@ -117,6 +122,48 @@ pub fn run(s: &Server, q: Question) -> Result<i32, Error> {
                 serde_json::to_string_pretty(&runs).unwrap_or_default()
             } else {
                 runs_text(&runs)
+            }
+        }
+        Question::Rollout { name, repo } => {
+            let repo = crate::policy::Repository::open(&repo)?;
+            let whitelist = crate::policy::whitelist::Whitelist::load(&repo)?;
+            let Some(rollout) = whitelist.rollouts.get(&name) else {
+                let known: Vec<&String> = whitelist.rollouts.keys().collect();
+                return Err(Error::Usage(format!(
+                    "the whitelist has no rollout {name:?}; its rollouts: {known:?}"
+                )));
+            };
+            let hosts: Vec<HostRow> = r.get("/api/v1/hosts", &[]).map_err(failed)?;
+            let mut installed = std::collections::BTreeMap::new();
+            for p in rollout.packages.keys() {
+                let at: Vec<PackageHost> = r
+                    .get(&format!("/api/v1/packages/{p}"), &[])
+                    .map_err(failed)?;
+                installed.insert(p.clone(), at);
+            }
+            let p = crate::store::rollout::progress(&name, rollout, &hosts, &installed);
+            if s.json {
+                serde_json::to_string_pretty(&p).unwrap_or_default()
+            } else {
+                let mut t = format!(
+                    "rollout {name}: {} of {} matching hosts report its versions\n",
+                    p.done,
+                    p.hosts.len()
+                );
+                for h in &p.hosts {
+                    let found: Vec<String> = h
+                        .found
+                        .iter()
+                        .map(|(k, v)| format!("{k} {}", if v.is_empty() { "(none)" } else { v }))
+                        .collect();
+                    let mark = if h.done { "done" } else { "not yet" };
+                    t.push_str(&format!(
+                        "  {:<40} {mark:<8} {}\n",
+                        h.fqdn,
+                        found.join(", ")
+                    ));
+                }
+                t
             }
         }
         Question::Drift { role } => {

@@ -6,6 +6,7 @@
 
 pub mod drift;
 pub mod record;
+pub mod rollout;
 pub mod schema;
 pub mod sqlite;
 
