@@ -81,7 +81,12 @@ pub fn report_run(
         Ok(key) => match record::sign(&payload, &key, HOST_KEY) {
             Err(e) => warn(format!("the run's report is not sent: {e}")),
             Ok(env) => {
-                let name = format!("{:020}-{}.json", report.started_at, run.run_id);
+                // Named by when it was kept, to the microsecond: two runs
+                // that started in the same second go out in their order.
+                let kept = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros());
+                let name = format!("{kept:024}-{}.json", run.run_id);
                 if let Err(e) = keep(target, &name, &env) {
                     warn(format!(
                         "cannot keep the run's report in {OUTBOX} ({e}); sending it now only"
@@ -119,7 +124,7 @@ fn keep(target: &Target, name: &str, env: &Envelope) -> std::io::Result<()> {
     )
 }
 
-/// The outbox's reports, oldest first (names start with the run's time).
+/// The outbox's reports, oldest first (names start with when each was kept).
 fn waiting(target: &Target) -> Vec<String> {
     let mut names: Vec<String> = target
         .fs()

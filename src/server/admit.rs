@@ -86,12 +86,13 @@ impl Refused {
     }
 }
 
-/// Checks `body` and stores its run; the run id when kept.
+/// Checks `body` and stores its run, received at `received_us`; the run
+/// id when kept.
 pub fn admit(
     body: &[u8],
     trust: &Trust,
     store: &mut dyn Store,
-    now: u64,
+    received_us: u64,
 ) -> Result<String, Refused> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
         Refused::malformed(format!(
@@ -143,7 +144,7 @@ pub fn admit(
             ));
         }
     }
-    match store.ingest(&run, now) {
+    match store.ingest(&run, received_us) {
         Ok(()) => Ok(run.run_id),
         Err(IngestError::Replay(r)) => Err(Refused::new(409, "replay", r.to_string())),
         Err(IngestError::Store(e)) => Err(Refused {

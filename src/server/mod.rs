@@ -204,7 +204,10 @@ impl Shared {
                     Ok(n) if n > max => Err(Refused::too_large(n, max)),
                     Ok(_) => {
                         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-                        admit::admit(&body, &self.trust, store.as_mut(), now)
+                        let received_us = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_micros() as u64);
+                        admit::admit(&body, &self.trust, store.as_mut(), received_us)
                     }
                 }
             }

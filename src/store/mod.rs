@@ -142,8 +142,9 @@ pub struct RefusalCount {
 /// store as it was.
 pub trait Store: Send {
     /// Keeps `run`, unless it is a replay (its id is stored, or it is
-    /// older than the host's newest run).
-    fn ingest(&mut self, run: &RunRecord, received_at: u64) -> Result<(), IngestError>;
+    /// older than the host's newest run). `received_us` (microseconds
+    /// since the epoch) orders runs that started in the same second.
+    fn ingest(&mut self, run: &RunRecord, received_us: u64) -> Result<(), IngestError>;
     /// Counts a refused report under `reason`.
     fn refuse(&mut self, reason: &str, detail: &str, at: u64) -> Result<(), StoreError>;
     fn refusals(&mut self) -> Result<Vec<RefusalCount>, StoreError>;

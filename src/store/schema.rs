@@ -18,7 +18,7 @@ pub const MIGRATIONS: &[&str] = &[
         run_id TEXT PRIMARY KEY,
         fqdn TEXT NOT NULL,
         started_at BIGINT NOT NULL,
-        received_at BIGINT NOT NULL,
+        received_us BIGINT NOT NULL,
         elapsed_ms DOUBLE PRECISION NOT NULL,
         release TEXT NOT NULL,
         roles TEXT NOT NULL,
@@ -32,7 +32,7 @@ pub const MIGRATIONS: &[&str] = &[
         package_set TEXT,
         interval_secs BIGINT
     );
-    CREATE INDEX runs_by_host ON runs (fqdn, started_at);
+    CREATE INDEX runs_by_host ON runs (fqdn, started_at, received_us);
     CREATE INDEX runs_by_time ON runs (started_at);
     CREATE TABLE run_changes (
         run_id TEXT NOT NULL,
@@ -99,7 +99,7 @@ pub const RECORD_VERSION: &str = "INSERT INTO kiln_schema (version, applied_at) 
 
 pub const RUN_EXISTS: &str = "SELECT COUNT(*) FROM runs WHERE run_id = $1";
 pub const HOST_NEWEST: &str = "SELECT started_at FROM hosts WHERE fqdn = $1";
-pub const INSERT_RUN: &str = "INSERT INTO runs (run_id, fqdn, started_at, received_at, elapsed_ms, \
+pub const INSERT_RUN: &str = "INSERT INTO runs (run_id, fqdn, started_at, received_us, elapsed_ms, \
      release, roles, success, updated, failed, total, bundle_serial, kiln_version, fingerprint, \
      package_set, interval_secs) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
@@ -131,7 +131,7 @@ pub const PACKAGE: &str = "SELECT h.fqdn, p.version, p.held FROM hosts h \
      JOIN runs r ON r.run_id = h.latest_run \
      JOIN package_sets p ON p.set_id = r.package_set WHERE p.name = $1";
 pub const RUNS: &str = "SELECT run_id, started_at, elapsed_ms, success, updated, failed, fingerprint, \
-     release, roles FROM runs WHERE fqdn = $1 AND started_at >= $2 ORDER BY started_at, run_id";
+     release, roles FROM runs WHERE fqdn = $1 AND started_at >= $2 ORDER BY started_at, received_us";
 pub const RUN_CHANGES: &str = "SELECT c.run_id, c.resource, c.status, c.changes, c.error \
      FROM run_changes c JOIN runs r ON r.run_id = c.run_id \
      WHERE r.fqdn = $1 AND r.started_at >= $2 ORDER BY c.run_id, c.seq";
@@ -139,7 +139,7 @@ pub const COUNT_RUNS: &str = "SELECT COUNT(*) FROM runs";
 pub const PARTS: &str =
     "SELECT resource, part FROM fingerprint_parts WHERE fingerprint = $1 ORDER BY resource";
 pub const FINGERPRINTS: &str = "SELECT run_id, started_at, fingerprint FROM runs WHERE fqdn = $1 \
-     ORDER BY started_at DESC, received_at DESC, run_id DESC";
+     ORDER BY started_at DESC, received_us DESC";
 
 /// Runs older than `$1` that are no host's latest, for retention.
 const OLD: &str = "SELECT run_id FROM runs WHERE started_at < $1 AND run_id NOT IN (SELECT latest_run FROM hosts)";

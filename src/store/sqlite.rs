@@ -114,7 +114,7 @@ fn status_name(s: Status) -> String {
 }
 
 impl Store for Sqlite {
-    fn ingest(&mut self, run: &RunRecord, received_at: u64) -> Result<(), IngestError> {
+    fn ingest(&mut self, run: &RunRecord, received_us: u64) -> Result<(), IngestError> {
         let r = &run.report;
         let what = format!("cannot keep run {} of {}", run.run_id, run.fqdn);
         // IMMEDIATE: the write lock first, so that two servers on one file
@@ -173,7 +173,7 @@ impl Store for Sqlite {
                 run.run_id,
                 run.fqdn,
                 int(r.started_at),
-                int(received_at),
+                int(received_us),
                 r.elapsed_ms,
                 run.release,
                 roles,
@@ -522,10 +522,22 @@ mod tests {
             IngestError::Replay(Replay::Older { newest: 100, .. })
         ));
         assert_eq!(s.count_runs().unwrap(), 1);
-        // The same second is not older: two runs may start in one.
-        s.ingest(&run("web01", 100, &["web"], "8.2.1"), 103)
-            .unwrap();
-        assert_eq!(s.count_runs().unwrap(), 2);
+        // The same second is not older: two runs may start in one, and
+        // they are listed in the order they arrived, whatever their ids.
+        let mut arrived = vec![first.run_id.clone()];
+        for received in 103..110 {
+            let r = run("web01", 100, &["web"], "8.2.1");
+            s.ingest(&r, received).unwrap();
+            arrived.push(r.run_id);
+        }
+        assert_eq!(s.count_runs().unwrap(), 8);
+        let listed: Vec<String> = s
+            .runs("web01", 0)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(listed, arrived);
     }
 
     #[test]

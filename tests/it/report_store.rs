@@ -66,7 +66,11 @@ struct Server {
 
 impl Server {
     fn start(inventory: &Path, extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap(), inventory, extra)
+    }
+
+    /// A server whose store and token are in `dir` (a restart keeps them).
+    fn start_in(dir: TempDir, inventory: &Path, extra: &[&str]) -> Server {
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -137,6 +141,16 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Stops the process and hands back its directory, store included.
+    fn stop(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self._dir, dir)
     }
 }
 
@@ -486,4 +500,39 @@ fn drift_names_the_host_that_differs_from_its_peers() {
     assert_eq!(drift[0]["parts"][0]["resource"], "file[/etc/app.conf]");
     let runs = server.runs_of("web03.kiln.test");
     assert_eq!(drift[0]["since_run"], runs[0]["run_id"]);
+}
+
+#[test]
+fn retention_prunes_old_runs_but_each_host_s_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = host_key(&dir.path().join("web"));
+    let db = host_key(&dir.path().join("db"));
+    let inv = inventory(
+        dir.path(),
+        &[
+            ("web01.kiln.test", "web", &web.public),
+            ("db01.kiln.test", "db", &db.public),
+        ],
+    );
+    let server = Server::start(&inv, &["--retention-days", "1"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let old = now - 3 * 86_400;
+    for (key, fqdn, t) in [
+        (&web, "web01.kiln.test", old),
+        (&web, "web01.kiln.test", now - 60),
+        (&db, "db01.kiln.test", old),
+    ] {
+        assert_eq!(server.post(&body(&signed(key, fqdn, t).1)).0, 201);
+    }
+    assert_eq!(server.runs_of("web01.kiln.test").len(), 2);
+    // A restart prunes: web01's old run goes, db01's only run stays.
+    let store = server.stop();
+    let server = Server::start_in(store, &inv, &["--retention-days", "1"]);
+    let web_runs = server.runs_of("web01.kiln.test");
+    assert_eq!(web_runs.len(), 1);
+    assert_eq!(web_runs[0]["started_at"], now - 60);
+    assert_eq!(server.runs_of("db01.kiln.test").len(), 1);
 }
