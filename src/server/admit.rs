@@ -4,7 +4,8 @@
 //! with an HTTP status of its own, and leaves the store's runs unchanged.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use ssh_key::PublicKey;
 
@@ -18,11 +19,41 @@ use crate::store::{IngestError, Store};
 pub struct Trust {
     keys: HashMap<String, PublicKey>,
     known_hosts: String,
+    /// The files it was read from and when they were last changed then.
+    sources: Vec<(PathBuf, Stamp)>,
+}
+
+/// When a file was last changed, and its size: a file rewritten within
+/// one tick of the kernel's clock still differs by its size, most often.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn changed_at(p: &Path) -> Stamp {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 impl Trust {
+    /// Reads the inventory and its known_hosts again when either changed
+    /// since: a host added there may report without a restart. A file
+    /// that no longer reads keeps the trust as it was, with a warning.
+    pub fn refresh(&mut self) {
+        if self.sources.iter().all(|(p, t)| changed_at(p) == *t) {
+            return;
+        }
+        match Trust::load(&self.sources[0].0) {
+            Ok(t) => *self = t,
+            Err(e) => {
+                eprintln!("kiln server: keeping the hosts' keys as they were: {e}");
+                for (p, t) in &mut self.sources {
+                    *t = changed_at(p);
+                }
+            }
+        }
+    }
+
     /// The key of each inventory host that its known_hosts file has.
     pub fn load(inventory: &Path) -> Result<Trust, ServerError> {
+        let sources_before = changed_at(inventory);
         let inv = Inventory::load(inventory).map_err(ServerError::Inventory)?;
         let known = KnownHosts::load(&inv.known_hosts).map_err(ServerError::Inventory)?;
         let mut keys = HashMap::new();
@@ -39,9 +70,14 @@ impl Trust {
                 keys.insert(h.fqdn.clone(), k);
             }
         }
+        let sources = vec![
+            (inventory.to_path_buf(), sources_before),
+            (inv.known_hosts.clone(), changed_at(&inv.known_hosts)),
+        ];
         Ok(Trust {
             keys,
             known_hosts: inv.known_hosts.display().to_string(),
+            sources,
         })
     }
 

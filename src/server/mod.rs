@@ -66,7 +66,7 @@ fn unix_now() -> u64 {
 
 struct Shared {
     store: Mutex<Box<dyn Store>>,
-    trust: Trust,
+    trust: Mutex<Trust>,
     token: [u8; 32],
     opts: Options,
     last_prune: Mutex<u64>,
@@ -88,7 +88,7 @@ pub fn serve(
     let addr = server.server_addr().to_ip().unwrap_or(opts.listen);
     let shared = Arc::new(Shared {
         store: Mutex::new(store),
-        trust,
+        trust: Mutex::new(trust),
         token,
         opts,
         last_prune: Mutex::new(0),
@@ -207,7 +207,9 @@ impl Shared {
                         let received_us = SystemTime::now()
                             .duration_since(UNIX_EPOCH)
                             .map_or(0, |d| d.as_micros() as u64);
-                        admit::admit(&body, &self.trust, store.as_mut(), received_us)
+                        let mut trust = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+                        trust.refresh();
+                        admit::admit(&body, &trust, store.as_mut(), received_us)
                     }
                 }
             }

@@ -536,3 +536,24 @@ fn retention_prunes_old_runs_but_each_host_s_latest() {
     assert_eq!(web_runs[0]["started_at"], now - 60);
     assert_eq!(server.runs_of("db01.kiln.test").len(), 1);
 }
+
+#[test]
+fn a_host_added_to_the_inventory_reports_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = host_key(&dir.path().join("web"));
+    let db = host_key(&dir.path().join("db"));
+    let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web.public)]);
+    let server = Server::start(&inv, &[]);
+    let (_, report) = signed(&db, "db01.kiln.test", 1_000);
+    assert_eq!(server.post(&body(&report)).0, 403);
+    inventory(
+        dir.path(),
+        &[
+            ("web01.kiln.test", "web", &web.public),
+            ("db01.kiln.test", "db", &db.public),
+        ],
+    );
+    let (status, answer) = server.post(&body(&report));
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(server.runs_of("db01.kiln.test").len(), 1);
+}
