@@ -7,16 +7,23 @@ use crate::server::{Options, ServerError};
 
 impl From<ServerError> for Error {
     fn from(e: ServerError) -> Self {
-        Error::Usage(e.to_string())
+        match e {
+            ServerError::Inventory(p) => p.into(),
+            ServerError::Token { .. } | ServerError::Listen { .. } => Error::Usage(e.to_string()),
+            ServerError::Store(_) => Error::Run(crate::error::RunError::platform(e)),
+        }
     }
 }
 
 /// Opens the store and serves until stopped; the first line on stdout
 /// says where it listens (with `--listen 127.0.0.1:0`, the port it got).
 pub fn run(opts: Options) -> Result<i32, Error> {
-    let store = crate::store::sqlite::Sqlite::open(&opts.database).map_err(ServerError::from)?;
     let database = opts.database.display().to_string();
-    crate::server::serve(opts, Box::new(store), &mut |addr| {
+    let path = opts.database.clone();
+    let open = || -> Result<Box<dyn crate::store::Store>, crate::store::StoreError> {
+        Ok(Box::new(crate::store::sqlite::Sqlite::open(&path)?))
+    };
+    crate::server::serve(opts, &open, &mut |addr| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,

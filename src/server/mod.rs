@@ -73,14 +73,17 @@ struct Shared {
 }
 
 /// Runs the server until the process is stopped; `ready` gets the address
-/// it listens on (port 0 picks a free one).
+/// it listens on (port 0 picks a free one). The store is opened (`open`)
+/// only once the token and the inventory read, so that a mistake there
+/// leaves no database behind.
 pub fn serve(
     opts: Options,
-    store: Box<dyn Store>,
+    open: &dyn Fn() -> Result<Box<dyn Store>, crate::store::StoreError>,
     ready: &mut dyn FnMut(SocketAddr),
 ) -> Result<(), ServerError> {
     let token = read_token(&opts.token_file)?;
     let trust = Trust::load(&opts.inventory)?;
+    let store = open()?;
     let server = tiny_http::Server::http(opts.listen).map_err(|e| ServerError::Listen {
         addr: opts.listen,
         reason: e.to_string(),

@@ -557,3 +557,28 @@ fn a_host_added_to_the_inventory_reports_without_a_restart() {
     assert_eq!(status, 201, "{answer}");
     assert_eq!(server.runs_of("db01.kiln.test").len(), 1);
 }
+
+#[test]
+fn a_server_without_a_token_or_inventory_says_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = host_key(&dir.path().join("web"));
+    let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web.public)]);
+    let db = dir.path().join("kiln.db");
+    let server = |inventory: &Path, token: &Path| {
+        kiln()
+            .args(["server", "--listen", "127.0.0.1:0", "--database"])
+            .arg(&db)
+            .arg("--inventory")
+            .arg(inventory)
+            .arg("--token-file")
+            .arg(token)
+            .run()
+            .failure()
+    };
+    server(&inv, &dir.path().join("no-token")).stderr_contains("the token file");
+    std::fs::write(dir.path().join("short"), "abc\n").unwrap();
+    server(&inv, &dir.path().join("short")).stderr_contains("fewer than 16 characters");
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    server(&dir.path().join("none.toml"), &dir.path().join("token")).stderr_contains("none.toml");
+    assert!(!db.exists(), "a server that did not start made a database");
+}
