@@ -16,6 +16,7 @@ use crate::store::record::{self, Envelope, RunRecord};
 use crate::store::{IngestError, Store};
 
 /// The host keys the server trusts, by fqdn.
+#[derive(Clone)]
 pub struct Trust {
     keys: HashMap<String, PublicKey>,
     known_hosts: String,
@@ -33,20 +34,23 @@ fn changed_at(p: &Path) -> Stamp {
 }
 
 impl Trust {
-    /// Reads the inventory and its known_hosts again when either changed
-    /// since: a host added there may report without a restart. A file
-    /// that no longer reads keeps the trust as it was, with a warning.
-    pub fn refresh(&mut self) {
+    /// The inventory and its known_hosts read again, when either changed
+    /// since: a host added there may report without a restart. None when
+    /// nothing changed, or when a file no longer reads (the trust stays as
+    /// it was, with a warning, until the file changes again).
+    pub fn refreshed(&self) -> Option<Trust> {
         if self.sources.iter().all(|(p, t)| changed_at(p) == *t) {
-            return;
+            return None;
         }
         match Trust::load(&self.sources[0].0) {
-            Ok(t) => *self = t,
+            Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("kiln server: keeping the hosts' keys as they were: {e}");
-                for (p, t) in &mut self.sources {
+                let mut same = self.clone();
+                for (p, t) in &mut same.sources {
                     *t = changed_at(p);
                 }
+                Some(same)
             }
         }
     }
@@ -122,14 +126,10 @@ impl Refused {
     }
 }
 
-/// Checks `body` and stores its run, received at `received_us`; the run
-/// id when kept.
-pub fn admit(
-    body: &[u8],
-    trust: &Trust,
-    store: &mut dyn Store,
-    received_us: u64,
-) -> Result<String, Refused> {
+/// Everything but the replay check, which needs the store: the envelope,
+/// the signature, the payload, and the key being the host's own. Needs no
+/// lock, so that reports are checked side by side.
+pub fn check(body: &[u8], trust: &Trust) -> Result<RunRecord, Refused> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
         Refused::malformed(format!(
             "not a report envelope {{\"payload\": TEXT, \"signature\": SSHSIG}}: {e}"
@@ -180,8 +180,13 @@ pub fn admit(
             ));
         }
     }
-    match store.ingest(&run, received_us) {
-        Ok(()) => Ok(run.run_id),
+    Ok(run)
+}
+
+/// Stores a checked run, unless it is a replay.
+pub fn keep(run: &RunRecord, store: &mut dyn Store, received_us: u64) -> Result<String, Refused> {
+    match store.ingest(run, received_us) {
+        Ok(()) => Ok(run.run_id.clone()),
         Err(IngestError::Replay(r)) => Err(Refused::new(409, "replay", r.to_string())),
         Err(IngestError::Store(e)) => Err(Refused {
             status: 500,

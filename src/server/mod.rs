@@ -66,7 +66,8 @@ fn unix_now() -> u64 {
 
 struct Shared {
     store: Mutex<Box<dyn Store>>,
-    trust: Mutex<Trust>,
+    /// Replaced whole when the inventory changes; checks hold their copy.
+    trust: Mutex<Arc<Trust>>,
     token: [u8; 32],
     opts: Options,
     last_prune: Mutex<u64>,
@@ -91,7 +92,7 @@ pub fn serve(
     let addr = server.server_addr().to_ip().unwrap_or(opts.listen);
     let shared = Arc::new(Shared {
         store: Mutex::new(store),
-        trust: Mutex::new(trust),
+        trust: Mutex::new(Arc::new(trust)),
         token,
         opts,
         last_prune: Mutex::new(0),
@@ -206,13 +207,21 @@ impl Shared {
                     Err(e) => Err(Refused::malformed(format!("cannot read the body: {e}"))),
                     Ok(n) if n > max => Err(Refused::too_large(n, max)),
                     Ok(_) => {
-                        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-                        let received_us = SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map_or(0, |d| d.as_micros() as u64);
-                        let mut trust = self.trust.lock().unwrap_or_else(|p| p.into_inner());
-                        trust.refresh();
-                        admit::admit(&body, &trust, store.as_mut(), received_us)
+                        let trust = {
+                            let mut t = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Some(new) = t.refreshed() {
+                                *t = Arc::new(new);
+                            }
+                            t.clone()
+                        };
+                        let checked = admit::check(&body, &trust);
+                        checked.and_then(|run| {
+                            let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                            let received_us = SystemTime::now()
+                                .duration_since(UNIX_EPOCH)
+                                .map_or(0, |d| d.as_micros() as u64);
+                            admit::keep(&run, store.as_mut(), received_us)
+                        })
                     }
                 }
             }
