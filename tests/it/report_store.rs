@@ -4,7 +4,7 @@
 //! that are forged, unsigned, replayed, oversized or malformed are refused
 //! with a status of their own and leave the store as it was.
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -82,7 +82,8 @@ impl Server {
             .arg(&token_file)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            // A file, not a pipe: a server that logs much never blocks on it.
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -94,8 +95,8 @@ impl Server {
             .and_then(|l| l.split_whitespace().next())
         else {
             let _ = child.kill();
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            let _ = child.wait();
+            let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
             panic!("kiln server did not start: {line}{err}");
         };
         Server {
