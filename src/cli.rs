@@ -66,6 +66,136 @@ enum Command {
     Secret(SecretCommand),
     /// Developer VMs: build an image of a role, boot it with QEMU, reach it.
     Devvm(DevvmArgs),
+    /// Keep the fleet's run reports (sent with --report-to) and answer queries over HTTP.
+    Server(ServerArgs),
+    /// Ask `kiln server` about the fleet: hosts, packages, runs.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// The address to listen on (plain HTTP; TLS is not built in yet: put a
+    /// TLS proxy in front for anything but loopback).
+    #[arg(long, value_name = "ADDR", default_value = crate::server::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// The SQLite file of the store (created with its directory).
+    #[arg(long, value_name = "PATH", default_value = crate::server::DEFAULT_DATABASE)]
+    database: PathBuf,
+    /// The inventory whose known_hosts holds the keys reports must be signed with.
+    #[arg(long, value_name = "FILE", default_value = "inventory.toml")]
+    inventory: PathBuf,
+    /// A file holding the bearer token that reads must present.
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+    /// Runs older than this many days are pruned (each host's latest is kept).
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    retention_days: u64,
+    /// The largest report body taken, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::server::DEFAULT_MAX_BODY)]
+    max_body: usize,
+    /// A host that sent no interval is stale after this long without a report.
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = duration)]
+    stale_after: Duration,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The kiln server (http://HOST:PORT).
+    #[arg(long, env = "KILN_SERVER", value_name = "URL")]
+    server: String,
+    /// The file holding the server's read token.
+    #[arg(long, env = "KILN_TOKEN_FILE", value_name = "FILE")]
+    token_file: PathBuf,
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    question: ReportQuestion,
+}
+
+#[derive(Subcommand)]
+enum ReportQuestion {
+    /// Each host as its latest run left it.
+    Hosts {
+        /// Only hosts with this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Only hosts on this Debian release (codename).
+        #[arg(long, value_name = "CODENAME")]
+        release: Option<String>,
+        /// Only hosts whose latest run failed.
+        #[arg(long)]
+        failed: bool,
+        /// Only hosts with no report within twice their interval (the server's --stale-after without one).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Which hosts have a package, at which version, held or not.
+    Package {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// A host's runs and what each changed.
+    Runs {
+        fqdn: String,
+        /// Only runs of this last while (24h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        since: Option<Duration>,
+    },
+    /// Hosts whose fingerprint differs from most hosts of their roles and
+    /// release: which parts, and since which run.
+    Drift {
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// The hosts a whitelist rollout matches (--repo), and which report its versions.
+    Rollout { name: String },
+    /// Reports the server refused, counted by reason.
+    Refusals,
+}
+
+impl ReportArgs {
+    fn run(self, repo: PathBuf) -> Result<i32, Error> {
+        use commands::report::Question;
+        let q = match self.question {
+            ReportQuestion::Hosts {
+                role,
+                release,
+                failed,
+                stale,
+            } => Question::Hosts(crate::store::HostQuery {
+                role,
+                release,
+                failed,
+                stale,
+            }),
+            ReportQuestion::Package { name, version } => Question::Package { name, version },
+            ReportQuestion::Runs { fqdn, since } => Question::Runs { fqdn, since },
+            ReportQuestion::Drift { role } => Question::Drift { role },
+            ReportQuestion::Rollout { name } => Question::Rollout { name, repo },
+            ReportQuestion::Refusals => Question::Refusals,
+        };
+        let server = commands::report::Server {
+            url: self.server,
+            token_file: self.token_file,
+            json: self.json,
+        };
+        commands::report::run(&server, q)
+    }
+}
+
+impl ServerArgs {
+    fn options(self) -> crate::server::Options {
+        crate::server::Options {
+            listen: self.listen,
+            database: self.database,
+            inventory: self.inventory,
+            token_file: self.token_file,
+            retention_days: self.retention_days,
+            max_body: self.max_body,
+            stale_after: self.stale_after,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -737,6 +867,10 @@ struct AgentArgs {
     /// Send run time, changed and failed to this StatsD address (UDP host:port).
     #[arg(long, value_name = "ADDR")]
     statsd: Option<String>,
+    /// Send each run's report (with its verify checks), signed with the host
+    /// key, to this `kiln server`; undelivered ones wait in /var/lib/kiln/outbox.
+    #[arg(long, value_name = "URL")]
+    report_to: Option<String>,
     /// Where the agent keeps fetched bundles.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/kiln/agent")]
     state_dir: PathBuf,
@@ -753,6 +887,7 @@ impl AgentArgs {
             fqdn: self.fqdn,
             once: self.once,
             statsd: self.statsd,
+            report_to: self.report_to,
             state_dir: self.state_dir,
             allowed_signers: self.allowed_signers,
         }
@@ -793,6 +928,11 @@ struct ConvergeArgs {
     /// (with its siblings), held, warned about and recorded in the report.
     #[arg(long)]
     substitute_vanished_pins: bool,
+    /// After a real run, send its report, signed with the host key, to this
+    /// `kiln server` (http://HOST:PORT); one it cannot take now waits in
+    /// /var/lib/kiln/outbox for a later run. Never fails the converge.
+    #[arg(long, value_name = "URL")]
+    report_to: Option<String>,
     #[command(flatten)]
     lock: LockArgs,
 }
@@ -824,6 +964,7 @@ impl ConvergeArgs {
             },
             a.json,
             a.detailed_exitcodes,
+            a.report_to.as_deref(),
         )
     }
 }
@@ -916,6 +1057,8 @@ impl Command {
             Command::Host => commands::fleet::host(),
             Command::Verify(a) => commands::verify::run(a.options(repo)),
             Command::Whitelist(w) => w.run(repo),
+            Command::Server(a) => commands::server::run(a.options()),
+            Command::Report(a) => a.run(repo),
         }
     }
 }

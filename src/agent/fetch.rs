@@ -139,7 +139,20 @@ const KEEP: usize = 5;
 /// An http(s) client; for https, rustls with the system's root certificates
 /// (which honours SSL_CERT_FILE and SSL_CERT_DIR). Plain http needs none.
 fn http_agent(https: bool) -> Result<ureq::Agent, FetchError> {
-    let config = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(300)));
+    agent(https, Duration::from_secs(300), true)
+}
+
+/// [`http_agent`] with a time limit of its own for each request, and
+/// every status returned as a response (report uploads and queries read
+/// the server's error body).
+pub fn http_client(https: bool, timeout: Duration) -> Result<ureq::Agent, FetchError> {
+    agent(https, timeout, false)
+}
+
+fn agent(https: bool, timeout: Duration, status_as_error: bool) -> Result<ureq::Agent, FetchError> {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(status_as_error);
     if !https {
         return Ok(config.build().into());
     }

@@ -32,6 +32,8 @@ pub struct Agent {
     pub fqdn: Option<String>,
     pub once: bool,
     pub statsd: Option<String>,
+    /// A `kiln server` that gets each run's report (see [`crate::outbox`]).
+    pub report_to: Option<String>,
     pub state_dir: PathBuf,
     /// The OpenSSH allowed_signers file bundles are verified against.
     pub allowed_signers: PathBuf,
@@ -161,6 +163,20 @@ fn run_once(a: &Agent, state: &mut State, metrics: &Metrics, log: &dyn Fn(&str))
     // Kept for people and tools, as last_run.json is for the converge.
     if let Some(d) = &done.report {
         let _ = hostfile::replace(&a.state_dir.join(LAST_AGENT_RUN), d.to_json().as_bytes());
+    }
+    if let (Some(url), Some(run)) = (
+        &a.report_to,
+        done.report.as_ref().and_then(|d| d.converge.as_ref()),
+    ) {
+        let sent = crate::outbox::Sent {
+            interval: Some(a.interval),
+            checks: done.report.as_ref().and_then(|d| d.checks.clone()),
+        };
+        let mut warn = |w: String| log(&w);
+        let d = crate::outbox::report_run(&Target::host(), run, url, &sent, &mut warn);
+        if d.sent > 0 {
+            log(&format!("{} run report(s) sent to {url}", d.sent));
+        }
     }
     metrics.run(&RunFigures {
         elapsed_ms: elapsed.round() as u64,

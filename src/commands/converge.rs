@@ -8,8 +8,14 @@ use crate::text::terminal_safe;
 
 /// Converges and prints: one line per changed resource (with diffs under
 /// `--why-run`) and a summary, or the report as JSON (under `--why-run`,
-/// with the plan). Returns the exit code.
-pub fn run(c: &Converge, json: bool, detailed_exitcodes: bool) -> Result<i32, Error> {
+/// with the plan). A real run's report then goes to `report_to`, which
+/// never changes the exit code. Returns the exit code.
+pub fn run(
+    c: &Converge,
+    json: bool,
+    detailed_exitcodes: bool,
+    report_to: Option<&str>,
+) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
     let why_run = c.why_run;
     let report = engine::converge(c, &mut |e| match e {
@@ -36,6 +42,21 @@ pub fn run(c: &Converge, json: bool, detailed_exitcodes: bool) -> Result<i32, Er
         let _ = writeln!(out);
     } else {
         let _ = writeln!(out, "{}", report.summary());
+    }
+    if let Some(url) = report_to.filter(|_| !why_run) {
+        let target = match &c.root {
+            Some(dir) => crate::platform::target::Target::at_root(dir),
+            None => crate::platform::target::Target::host(),
+        };
+        let mut warn = |w: String| eprintln!("warning: {}", terminal_safe(&w));
+        let d = crate::outbox::report_run(&target, &report, url, &Default::default(), &mut warn);
+        if d.sent > 0 {
+            eprintln!(
+                "kiln: {} run report(s) sent to {}",
+                d.sent,
+                terminal_safe(url)
+            );
+        }
     }
     let changed = report.updated > 0;
     let failed = !report.success;

@@ -1,0 +1,35 @@
+//! `kiln server`: the report store on its embedded SQLite file.
+
+use std::io::Write as _;
+
+use crate::error::Error;
+use crate::server::{Options, ServerError};
+
+impl From<ServerError> for Error {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Inventory(p) => p.into(),
+            ServerError::Token { .. } | ServerError::Listen { .. } => Error::Usage(e.to_string()),
+            ServerError::Store(_) => Error::Run(crate::error::RunError::platform(e)),
+        }
+    }
+}
+
+/// Opens the store and serves until stopped; the first line on stdout
+/// says where it listens (with `--listen 127.0.0.1:0`, the port it got).
+pub fn run(opts: Options) -> Result<i32, Error> {
+    let database = opts.database.display().to_string();
+    let path = opts.database.clone();
+    let open = || -> Result<Box<dyn crate::store::Store>, crate::store::StoreError> {
+        Ok(Box::new(crate::store::sqlite::Sqlite::open(&path)?))
+    };
+    crate::server::serve(opts, &open, &mut |addr| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "kiln server: listening on http://{addr} (store {database})"
+        );
+        let _ = out.flush();
+    })?;
+    Ok(0)
+}

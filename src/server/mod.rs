@@ -1,0 +1,317 @@
+//! `kiln server`: the report store behind an HTTP API. Hosts write their
+//! run reports, signed with their ssh host key and checked against the
+//! inventory's known_hosts (the trust the fleet already has); people and
+//! tools read with a bearer token. Plain HTTP on loopback by default; TLS
+//! (rustls, certificate and key files) is not built yet, so a server on
+//! another address belongs behind a TLS-terminating proxy.
+
+pub mod admit;
+pub mod client;
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tiny_http::{Header, Method, Request, Response};
+
+use crate::store::{HostQuery, Store};
+pub use admit::{Refused, Trust};
+
+/// Where the embedded store lives unless `--database` says otherwise.
+pub const DEFAULT_DATABASE: &str = "/var/lib/kiln/server/kiln.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8741";
+/// A report is a few kB; diffs of large files make it more.
+pub const DEFAULT_MAX_BODY: usize = 4 << 20;
+/// How often old runs are pruned while the server runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Requests handled at once; the store takes one at a time, signature
+/// checks and parsing run side by side.
+const WORKERS: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub database: PathBuf,
+    pub inventory: PathBuf,
+    pub token_file: PathBuf,
+    pub retention_days: u64,
+    pub max_body: usize,
+    /// A host with no interval is stale after this long without a report.
+    pub stale_after: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Inventory(crate::error::PolicyError),
+    #[error(
+        "the token file {path}: {reason}; write a long random token into it (e.g. head -c 32 /dev/urandom | base64)"
+    )]
+    Token { path: String, reason: String },
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+struct Shared {
+    store: Mutex<Box<dyn Store>>,
+    /// Replaced whole when the inventory changes; checks hold their copy.
+    trust: Mutex<Arc<Trust>>,
+    token: [u8; 32],
+    opts: Options,
+    last_prune: Mutex<u64>,
+}
+
+/// Runs the server until the process is stopped; `ready` gets the address
+/// it listens on (port 0 picks a free one). The store is opened (`open`)
+/// only once the token and the inventory read, so that a mistake there
+/// leaves no database behind.
+pub fn serve(
+    opts: Options,
+    open: &dyn Fn() -> Result<Box<dyn Store>, crate::store::StoreError>,
+    ready: &mut dyn FnMut(SocketAddr),
+) -> Result<(), ServerError> {
+    let token = read_token(&opts.token_file)?;
+    let trust = Trust::load(&opts.inventory)?;
+    let store = open()?;
+    let server = tiny_http::Server::http(opts.listen).map_err(|e| ServerError::Listen {
+        addr: opts.listen,
+        reason: e.to_string(),
+    })?;
+    let addr = server.server_addr().to_ip().unwrap_or(opts.listen);
+    let shared = Arc::new(Shared {
+        store: Mutex::new(store),
+        trust: Mutex::new(Arc::new(trust)),
+        token,
+        opts,
+        last_prune: Mutex::new(0),
+    });
+    shared.prune_if_due()?;
+    ready(addr);
+    let server = Arc::new(server);
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (server, shared) = (server.clone(), shared.clone());
+            std::thread::spawn(move || {
+                while let Ok(rq) = server.recv() {
+                    shared.handle(rq);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+fn read_token(path: &std::path::Path) -> Result<[u8; 32], ServerError> {
+    let bad = |reason: String| ServerError::Token {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let token = text.trim();
+    if token.len() < 16 {
+        return Err(bad("it holds fewer than 16 characters".into()));
+    }
+    Ok(Sha256::digest(token.as_bytes()).into())
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+fn json_response(status: u16, body: &impl Serialize) -> Response<std::io::Cursor<Vec<u8>>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let header = Header::from_bytes("Content-Type", "application/json").expect("a valid header");
+    Response::from_data(bytes)
+        .with_status_code(status)
+        .with_header(header)
+}
+
+fn error(status: u16, reason: &str, message: String) -> Response<std::io::Cursor<Vec<u8>>> {
+    json_response(
+        status,
+        &ErrorBody {
+            error: reason,
+            message,
+        },
+    )
+}
+
+impl Shared {
+    fn handle(&self, mut rq: Request) {
+        let url = rq.url().to_string();
+        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+        let path = path.to_string();
+        let query: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let response = match (rq.method(), path.as_str()) {
+            (Method::Post, "/api/v1/reports") => self.ingest(&mut rq),
+            (Method::Get, p) if p.starts_with("/api/v1/") => match self.authorized(&rq) {
+                Err(r) => r,
+                Ok(()) => self.read(p, &query),
+            },
+            _ => error(404, "not_found", format!("no such endpoint: {path}")),
+        };
+        let _ = rq.respond(response);
+    }
+
+    fn authorized(&self, rq: &Request) -> Result<(), Response<std::io::Cursor<Vec<u8>>>> {
+        let given = rq
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Authorization"))
+            .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
+            .map(|t| Sha256::digest(t.trim().as_bytes()));
+        // Digests are compared, not tokens: how long a comparison takes
+        // then tells nothing about the token.
+        match given {
+            Some(d) if d.as_slice() == self.token => Ok(()),
+            Some(_) => Err(error(
+                403,
+                "bad_token",
+                "the bearer token is not the server's".into(),
+            )),
+            None => Err(error(
+                401,
+                "no_token",
+                "reads need Authorization: Bearer TOKEN (the server's --token-file)".into(),
+            )),
+        }
+    }
+
+    fn ingest(&self, rq: &mut Request) -> Response<std::io::Cursor<Vec<u8>>> {
+        let max = self.opts.max_body;
+        let now = unix_now();
+        let outcome = match rq.body_length() {
+            Some(n) if n > max => Err(Refused::too_large(n, max)),
+            _ => {
+                let mut body = Vec::new();
+                match rq.as_reader().take(max as u64 + 1).read_to_end(&mut body) {
+                    Err(e) => Err(Refused::malformed(format!("cannot read the body: {e}"))),
+                    Ok(n) if n > max => Err(Refused::too_large(n, max)),
+                    Ok(_) => {
+                        let trust = {
+                            let mut t = self.trust.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Some(new) = t.refreshed() {
+                                *t = Arc::new(new);
+                            }
+                            t.clone()
+                        };
+                        let checked = admit::check(&body, &trust);
+                        checked.and_then(|run| {
+                            let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                            let received_us = SystemTime::now()
+                                .duration_since(UNIX_EPOCH)
+                                .map_or(0, |d| d.as_micros() as u64);
+                            admit::keep(&run, store.as_mut(), received_us)
+                        })
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(run_id) => {
+                if let Err(e) = self.prune_if_due() {
+                    eprintln!("kiln server: {e}");
+                }
+                json_response(201, &serde_json::json!({ "stored": run_id }))
+            }
+            Err(r) => {
+                if r.counted {
+                    let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = store.refuse(r.reason, &r.message, now) {
+                        eprintln!("kiln server: {e}");
+                    }
+                }
+                eprintln!(
+                    "kiln server: refused a report ({}): {}",
+                    r.reason, r.message
+                );
+                error(r.status, r.reason, r.message)
+            }
+        }
+    }
+
+    fn read(&self, path: &str, query: &[(String, String)]) -> Response<std::io::Cursor<Vec<u8>>> {
+        let arg = |k: &str| {
+            query
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let flag = |k: &str| arg(k).is_some_and(|v| v == "1" || v == "true");
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+        let answer = match parts.as_slice() {
+            ["hosts"] => {
+                let q = HostQuery {
+                    role: arg("role"),
+                    release: arg("release"),
+                    failed: flag("failed"),
+                    stale: flag("stale"),
+                };
+                store
+                    .hosts(&q, unix_now(), self.opts.stale_after.as_secs())
+                    .map(|v| serde_json::to_value(v).unwrap_or_default())
+            }
+            ["packages", name] => store
+                .package(name, arg("version").as_deref())
+                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+            ["hosts", fqdn, "runs"] => {
+                let since = arg("since").and_then(|s| s.parse().ok()).unwrap_or(0);
+                store
+                    .runs(fqdn, since)
+                    .map(|v| serde_json::to_value(v).unwrap_or_default())
+            }
+            ["drift"] => crate::store::drift::drift(store.as_mut(), arg("role").as_deref())
+                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+            ["refusals"] => store
+                .refusals()
+                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+            _ => return error(404, "not_found", format!("no such endpoint: {path}")),
+        };
+        match answer {
+            Ok(v) => json_response(200, &v),
+            Err(e) => error(500, "store", e.to_string()),
+        }
+    }
+
+    /// Prunes when the last pruning is older than [`PRUNE_EVERY`].
+    fn prune_if_due(&self) -> Result<(), ServerError> {
+        let now = unix_now();
+        {
+            let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
+            if now.saturating_sub(*last) < PRUNE_EVERY.as_secs() {
+                return Ok(());
+            }
+            *last = now;
+        }
+        let cutoff = now.saturating_sub(self.opts.retention_days.saturating_mul(86_400));
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let gone = store.prune(cutoff)?;
+        if gone > 0 {
+            eprintln!(
+                "kiln server: pruned {gone} runs older than {} days",
+                self.opts.retention_days
+            );
+        }
+        Ok(())
+    }
+}

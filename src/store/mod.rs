@@ -1,0 +1,231 @@
+//! The fleet's memory: every host's run reports, kept by `kiln server` and
+//! queried by `kiln report`, so that questions about the fleet are answered
+//! from one database instead of an ssh session per host. One schema
+//! ([`schema`]) behind one trait ([`Store`]); embedded SQLite is the first
+//! backend, and the SQL is kept to what PostgreSQL takes as well.
+
+pub mod drift;
+pub mod record;
+pub mod rollout;
+pub mod schema;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+pub use record::{Envelope, ManagedPackage, RunRecord};
+
+/// Why the store could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the report store {what}: {source}")]
+    Db {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "the report store {path} has schema version {found}, newer than this kiln knows ({known}); \
+         run the newer kiln server, or point --database at another file"
+    )]
+    Newer {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+}
+
+/// Why a report was not kept though it was well signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Replay {
+    #[error("run {run_id} of {fqdn} is already stored: a replay")]
+    SameRun { fqdn: String, run_id: String },
+    #[error(
+        "run {run_id} of {fqdn} started at {started_at}, before the host's newest stored run ({newest}): a replay"
+    )]
+    Older {
+        fqdn: String,
+        run_id: String,
+        started_at: u64,
+        newest: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Replay(#[from] Replay),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which hosts `kiln report hosts` lists (their latest runs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostQuery {
+    pub role: Option<String>,
+    pub release: Option<String>,
+    /// Only hosts whose latest run failed.
+    pub failed: bool,
+    /// Only stale hosts (see [`HostRow::is_stale`]).
+    pub stale: bool,
+}
+
+/// A host as its latest run left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRow {
+    pub fqdn: String,
+    pub release: String,
+    pub roles: Vec<String>,
+    pub started_at: u64,
+    pub success: bool,
+    pub updated: u64,
+    pub failed: u64,
+    pub fingerprint: Option<String>,
+    pub interval_secs: Option<u64>,
+    pub run_id: String,
+    /// Whether the host is stale at the time of the query.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+impl HostRow {
+    /// No report within twice the host's interval, or within `default`
+    /// for a host that sent none (runs started by hand).
+    pub fn is_stale(&self, now: u64, default: u64) -> bool {
+        let allowed = self.interval_secs.map_or(default, |i| i.saturating_mul(2));
+        now.saturating_sub(self.started_at) > allowed
+    }
+}
+
+/// A host that has a package, from its latest run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageHost {
+    pub fqdn: String,
+    pub version: String,
+    pub held: bool,
+}
+
+/// One stored run and what it changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRow {
+    pub run_id: String,
+    pub started_at: u64,
+    pub elapsed_ms: f64,
+    pub success: bool,
+    pub updated: u64,
+    pub failed: u64,
+    pub fingerprint: Option<String>,
+    pub release: String,
+    pub roles: Vec<String>,
+    pub changes: Vec<ChangeRow>,
+}
+
+/// A resource a run did not find up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRow {
+    pub resource: String,
+    pub status: String,
+    pub changes: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// How often reports were refused, by reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalCount {
+    pub reason: String,
+    pub count: u64,
+    pub last_at: u64,
+    pub last_detail: String,
+}
+
+/// A database that keeps run reports. Writes are whole or not at all: a
+/// report either is stored with everything it carries, or leaves the
+/// store as it was.
+pub trait Store: Send {
+    /// Keeps `run`, unless it is a replay (its id is stored, or it is
+    /// older than the host's newest run). `received_us` (microseconds
+    /// since the epoch) orders runs that started in the same second.
+    fn ingest(&mut self, run: &RunRecord, received_us: u64) -> Result<(), IngestError>;
+    /// Counts a refused report under `reason`.
+    fn refuse(&mut self, reason: &str, detail: &str, at: u64) -> Result<(), StoreError>;
+    fn refusals(&mut self) -> Result<Vec<RefusalCount>, StoreError>;
+    /// The latest run of each host that `q` selects, by fqdn; `now` and
+    /// `stale_after` judge staleness.
+    fn hosts(
+        &mut self,
+        q: &HostQuery,
+        now: u64,
+        stale_after: u64,
+    ) -> Result<Vec<HostRow>, StoreError>;
+    /// Hosts whose latest run has package `name` (at `version`).
+    fn package(
+        &mut self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<PackageHost>, StoreError>;
+    /// The runs of `fqdn` that started at or after `since`, oldest first.
+    fn runs(&mut self, fqdn: &str, since: u64) -> Result<Vec<RunRow>, StoreError>;
+    /// Removes runs that started before `cutoff`, except each host's
+    /// latest; returns how many went.
+    fn prune(&mut self, cutoff: u64) -> Result<u64, StoreError>;
+    fn count_runs(&mut self) -> Result<u64, StoreError>;
+    /// The parts of a stored fingerprint: (resource, part).
+    fn parts(&mut self, fingerprint: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// A host's runs, newest first: (run id, started at, fingerprint).
+    fn fingerprints(
+        &mut self,
+        fqdn: &str,
+    ) -> Result<Vec<(String, u64, Option<String>)>, StoreError>;
+}
+
+/// The digest under which a package list is kept once.
+pub fn package_set_id(packages: &[ManagedPackage]) -> String {
+    let mut lines: Vec<String> = packages
+        .iter()
+        .map(|p| format!("{} {} {}\n", p.name, p.version, p.held))
+        .collect();
+    lines.sort();
+    crate::digest::sha256_hex(lines.concat().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_is_twice_the_interval_or_the_default() {
+        let mut h = HostRow {
+            fqdn: "a".into(),
+            release: "bookworm".into(),
+            roles: vec![],
+            started_at: 1000,
+            success: true,
+            updated: 0,
+            failed: 0,
+            fingerprint: None,
+            interval_secs: Some(600),
+            run_id: "r".into(),
+            stale: false,
+        };
+        assert!(!h.is_stale(2200, 60));
+        assert!(h.is_stale(2201, 60));
+        h.interval_secs = None;
+        assert!(!h.is_stale(1060, 60));
+        assert!(h.is_stale(1061, 60));
+        // A clock behind the host's is not staleness.
+        assert!(!h.is_stale(0, 60));
+    }
+
+    #[test]
+    fn a_package_list_has_one_id_whatever_its_order() {
+        let p = |n: &str| ManagedPackage {
+            name: n.into(),
+            version: "1".into(),
+            held: true,
+        };
+        assert_eq!(
+            package_set_id(&[p("a"), p("b")]),
+            package_set_id(&[p("b"), p("a")])
+        );
+        assert_ne!(package_set_id(&[p("a")]), package_set_id(&[p("b")]));
+    }
+}

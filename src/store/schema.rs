@@ -1,0 +1,217 @@
+//! The store's one schema, as numbered migrations, and the statements the
+//! store runs. Everything here is SQL that SQLite and PostgreSQL both
+//! take as it is: BIGINT for integers and flags (0/1), TEXT for strings,
+//! DOUBLE PRECISION for times in ms, `$n` parameters numbered in the order
+//! they first appear (SQLite numbers `$name` parameters by first
+//! appearance; a test checks the order), `ON CONFLICT` for upserts.
+//!
+//! Large, repeated parts of a run are kept once: a fingerprint's parts
+//! under the fingerprint, a package list under its digest. A fleet whose
+//! hosts converge every 30 minutes then adds one narrow row per run.
+
+/// Migration `n` (from 1) brings a database at version `n - 1` to `n`.
+/// Append only: a released migration is never edited.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: runs, the latest state of each host, and refusals.
+    "
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        fqdn TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        received_us BIGINT NOT NULL,
+        elapsed_ms DOUBLE PRECISION NOT NULL,
+        release TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        success BIGINT NOT NULL,
+        updated BIGINT NOT NULL,
+        failed BIGINT NOT NULL,
+        total BIGINT NOT NULL,
+        bundle_serial BIGINT,
+        kiln_version TEXT NOT NULL,
+        fingerprint TEXT,
+        package_set TEXT,
+        interval_secs BIGINT
+    );
+    CREATE INDEX runs_by_host ON runs (fqdn, started_at, received_us);
+    CREATE INDEX runs_by_time ON runs (started_at);
+    CREATE TABLE run_changes (
+        run_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        resource TEXT NOT NULL,
+        status TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        error TEXT,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE run_checks (
+        run_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        check_name TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        ok BIGINT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE run_substitutions (
+        run_id TEXT NOT NULL,
+        package TEXT NOT NULL,
+        pin TEXT NOT NULL,
+        substitute TEXT NOT NULL,
+        PRIMARY KEY (run_id, package)
+    );
+    CREATE TABLE fingerprint_parts (
+        fingerprint TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        part TEXT NOT NULL,
+        PRIMARY KEY (fingerprint, resource)
+    );
+    CREATE TABLE package_sets (
+        set_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        held BIGINT NOT NULL,
+        PRIMARY KEY (set_id, name)
+    );
+    CREATE INDEX package_sets_by_name ON package_sets (name, version);
+    CREATE TABLE hosts (
+        fqdn TEXT PRIMARY KEY,
+        latest_run TEXT NOT NULL,
+        started_at BIGINT NOT NULL
+    );
+    CREATE TABLE host_roles (
+        fqdn TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (fqdn, role)
+    );
+    CREATE TABLE refusals (
+        reason TEXT PRIMARY KEY,
+        count BIGINT NOT NULL,
+        last_at BIGINT NOT NULL,
+        last_detail TEXT NOT NULL
+    );
+    ",
+];
+
+/// Where the schema's version is kept; created before any migration.
+pub const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS kiln_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+pub const CURRENT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM kiln_schema";
+pub const RECORD_VERSION: &str = "INSERT INTO kiln_schema (version, applied_at) VALUES ($1, $2)";
+
+pub const RUN_EXISTS: &str = "SELECT COUNT(*) FROM runs WHERE run_id = $1";
+pub const HOST_NEWEST: &str = "SELECT started_at FROM hosts WHERE fqdn = $1";
+pub const INSERT_RUN: &str = "INSERT INTO runs (run_id, fqdn, started_at, received_us, elapsed_ms, \
+     release, roles, success, updated, failed, total, bundle_serial, kiln_version, fingerprint, \
+     package_set, interval_secs) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+pub const INSERT_CHANGE: &str = "INSERT INTO run_changes (run_id, seq, resource, status, changes, error) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub const INSERT_CHECK: &str = "INSERT INTO run_checks (run_id, seq, check_name, origin, ok, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub const INSERT_SUBSTITUTION: &str = "INSERT INTO run_substitutions (run_id, package, pin, substitute) \
+     VALUES ($1, $2, $3, $4)";
+pub const INSERT_PART: &str = "INSERT INTO fingerprint_parts (fingerprint, resource, part) \
+     VALUES ($1, $2, $3) ON CONFLICT (fingerprint, resource) DO NOTHING";
+pub const INSERT_PACKAGE: &str = "INSERT INTO package_sets (set_id, name, version, held) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (set_id, name) DO NOTHING";
+pub const UPSERT_HOST: &str = "INSERT INTO hosts (fqdn, latest_run, started_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (fqdn) DO UPDATE SET latest_run = excluded.latest_run, started_at = excluded.started_at";
+pub const CLEAR_ROLES: &str = "DELETE FROM host_roles WHERE fqdn = $1";
+pub const INSERT_ROLE: &str =
+    "INSERT INTO host_roles (fqdn, role) VALUES ($1, $2) ON CONFLICT (fqdn, role) DO NOTHING";
+pub const COUNT_REFUSAL: &str = "INSERT INTO refusals (reason, count, last_at, last_detail) \
+     VALUES ($1, 1, $2, $3) ON CONFLICT (reason) DO UPDATE SET count = refusals.count + 1, \
+     last_at = excluded.last_at, last_detail = excluded.last_detail";
+pub const REFUSALS: &str =
+    "SELECT reason, count, last_at, last_detail FROM refusals ORDER BY reason";
+
+/// The latest run of every host; filters are appended by the query.
+pub const HOSTS: &str = "SELECT h.fqdn, r.release, r.roles, r.started_at, r.success, r.updated, \
+     r.failed, r.fingerprint, r.interval_secs, r.run_id FROM hosts h JOIN runs r ON r.run_id = h.latest_run";
+pub const PACKAGE: &str = "SELECT h.fqdn, p.version, p.held FROM hosts h \
+     JOIN runs r ON r.run_id = h.latest_run \
+     JOIN package_sets p ON p.set_id = r.package_set WHERE p.name = $1";
+pub const RUNS: &str = "SELECT run_id, started_at, elapsed_ms, success, updated, failed, fingerprint, \
+     release, roles FROM runs WHERE fqdn = $1 AND started_at >= $2 ORDER BY started_at, received_us";
+pub const RUN_CHANGES: &str = "SELECT c.run_id, c.resource, c.status, c.changes, c.error \
+     FROM run_changes c JOIN runs r ON r.run_id = c.run_id \
+     WHERE r.fqdn = $1 AND r.started_at >= $2 ORDER BY c.run_id, c.seq";
+pub const COUNT_RUNS: &str = "SELECT COUNT(*) FROM runs";
+pub const PARTS: &str =
+    "SELECT resource, part FROM fingerprint_parts WHERE fingerprint = $1 ORDER BY resource";
+pub const FINGERPRINTS: &str = "SELECT run_id, started_at, fingerprint FROM runs WHERE fqdn = $1 \
+     ORDER BY started_at DESC, received_us DESC";
+
+/// Runs older than `$1` that are no host's latest, for retention.
+const OLD: &str = "SELECT run_id FROM runs WHERE started_at < $1 AND run_id NOT IN (SELECT latest_run FROM hosts)";
+
+/// Retention, in order: the children of old runs, the runs, then the
+/// fingerprints and package lists no run refers to any more.
+pub fn prune() -> Vec<String> {
+    let mut out: Vec<String> = ["run_changes", "run_checks", "run_substitutions"]
+        .iter()
+        .map(|t| format!("DELETE FROM {t} WHERE run_id IN ({OLD})"))
+        .collect();
+    out.push(
+        "DELETE FROM runs WHERE started_at < $1 AND run_id NOT IN (SELECT latest_run FROM hosts)"
+            .into(),
+    );
+    out.push(
+        "DELETE FROM fingerprint_parts WHERE fingerprint NOT IN \
+         (SELECT fingerprint FROM runs WHERE fingerprint IS NOT NULL)"
+            .into(),
+    );
+    out.push(
+        "DELETE FROM package_sets WHERE set_id NOT IN \
+         (SELECT package_set FROM runs WHERE package_set IS NOT NULL)"
+            .into(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite numbers `$n` by first appearance: `$2` before `$1` would
+    /// bind the wrong values there and the right ones on PostgreSQL.
+    #[test]
+    fn parameters_appear_in_order() {
+        let mut all: Vec<String> = [
+            RECORD_VERSION,
+            RUN_EXISTS,
+            HOST_NEWEST,
+            INSERT_RUN,
+            INSERT_CHANGE,
+            INSERT_CHECK,
+            INSERT_SUBSTITUTION,
+            INSERT_PART,
+            INSERT_PACKAGE,
+            UPSERT_HOST,
+            CLEAR_ROLES,
+            INSERT_ROLE,
+            COUNT_REFUSAL,
+            PACKAGE,
+            RUNS,
+            RUN_CHANGES,
+            PARTS,
+            FINGERPRINTS,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(prune());
+        for sql in all {
+            let mut seen = 0;
+            for (i, _) in sql.match_indices('$') {
+                let n: usize = sql[i + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .unwrap();
+                assert!(n <= seen + 1, "{sql}: ${n} before ${}", seen + 1);
+                seen = seen.max(n);
+            }
+        }
+    }
+}

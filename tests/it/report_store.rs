@@ -1,0 +1,585 @@
+//! `kiln server` and `kiln report`: real converges of Debian roots send
+//! their signed reports with `--report-to` to a real server on loopback
+//! with a temporary SQLite store, and the queries answer from it; reports
+//! that are forged, unsigned, replayed, oversized or malformed are refused
+//! with a status of their own and leave the store as it was.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use kiln::store::record::{self, Envelope, RunRecord};
+use tempfile::TempDir;
+
+use crate::support::*;
+
+const TOKEN: &str = "a-test-token-of-enough-length";
+
+/// An ed25519 key pair made by ssh-keygen, as a host has.
+struct HostKey {
+    private: PathBuf,
+    public: String,
+}
+
+fn host_key(dir: &Path) -> HostKey {
+    std::fs::create_dir_all(dir).unwrap();
+    let private = dir.join("ssh_host_ed25519_key");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&private)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ssh-keygen");
+    let public = std::fs::read_to_string(private.with_extension("pub")).unwrap();
+    let public = public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    HostKey { private, public }
+}
+
+/// An inventory of `hosts` (fqdn, role, public key) and its known_hosts.
+fn inventory(dir: &Path, hosts: &[(&str, &str, &str)]) -> PathBuf {
+    let mut inv = String::from("known_hosts = \"known_hosts\"\n");
+    let mut known = String::new();
+    for (i, (fqdn, role, key)) in hosts.iter().enumerate() {
+        inv.push_str(&format!(
+            "[hosts.\"{fqdn}\"]\naddress = \"127.0.9.{}\"\nroles = [\"{role}\"]\n",
+            i + 1
+        ));
+        known.push_str(&format!("{fqdn} {key}\n"));
+    }
+    std::fs::write(dir.join("known_hosts"), known).unwrap();
+    std::fs::write(dir.join("inventory.toml"), inv).unwrap();
+    dir.join("inventory.toml")
+}
+
+/// A `kiln server` process on a free loopback port; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    token_file: PathBuf,
+    _dir: TempDir,
+}
+
+impl Server {
+    fn start(inventory: &Path, extra: &[&str]) -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), inventory, extra)
+    }
+
+    /// A server whose store and token are in `dir` (a restart keeps them).
+    fn start_in(dir: TempDir, inventory: &Path, extra: &[&str]) -> Server {
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["server", "--listen", "127.0.0.1:0", "--database"])
+            .arg(dir.path().join("store/kiln.db"))
+            .arg("--inventory")
+            .arg(inventory)
+            .arg("--token-file")
+            .arg(&token_file)
+            .args(extra)
+            .stdout(Stdio::piped())
+            // A file, not a pipe: a server that logs much never blocks on it.
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(url) = line
+            .strip_prefix("kiln server: listening on ")
+            .and_then(|l| l.split_whitespace().next())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+            panic!("kiln server did not start: {line}{err}");
+        };
+        Server {
+            url: url.to_string(),
+            child,
+            token_file,
+            _dir: dir,
+        }
+    }
+
+    /// `kiln report ARGS --json` against this server, parsed.
+    fn report(&self, args: &[&str]) -> serde_json::Value {
+        let out = kiln()
+            .args(["report", "--server", &self.url, "--token-file"])
+            .arg(&self.token_file)
+            .args(args)
+            .arg("--json")
+            .run()
+            .success();
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+    }
+
+    fn runs_of(&self, fqdn: &str) -> Vec<serde_json::Value> {
+        self.report(&["runs", fqdn]).as_array().unwrap().clone()
+    }
+
+    /// POSTs raw bytes as a report: (status, body).
+    fn post(&self, body: &[u8]) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&format!("{}/api/v1/reports", self.url))
+            .send(body)
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Stops the process and hands back its directory, store included.
+    fn stop(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self._dir, dir)
+    }
+}
+
+fn repo() -> Repo {
+    Repo::new()
+        .role("web", r#"run_list = ["recipe[motd]"]"#)
+        .role("db", r#"run_list = ["recipe[motd]"]"#)
+        .recipe(
+            "motd",
+            "default",
+            "[[resource]]\nfile = \"/etc/motd\"\ncontent = \"{{node.fqdn}}\\n\"\n",
+        )
+}
+
+fn converge(root: &TestRoot, repo: &Repo, fqdn: &str, role: &str, url: &str) -> Outcome {
+    kiln()
+        .arg("converge")
+        .repo(repo)
+        .root(root)
+        .args(["--fqdn", fqdn, "--role", role, "--report-to", url])
+        .run()
+}
+
+/// A test root with a host key where a host has it.
+fn host_root() -> (TestRoot, String) {
+    let root = TestRoot::new();
+    let key = host_key(&root.path().join("etc/ssh"));
+    (root, key.public)
+}
+
+#[test]
+fn converges_report_and_queries_answer_from_the_store() {
+    need!(DebianRoot);
+    let (web, web_key) = host_root();
+    let (db, db_key) = host_root();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(
+        dir.path(),
+        &[
+            ("web01.kiln.test", "web", &web_key),
+            ("db01.kiln.test", "db", &db_key),
+        ],
+    );
+    let server = Server::start(&inv, &[]);
+    let repo = repo();
+    converge(&web, &repo, "web01.kiln.test", "web", &server.url)
+        .success()
+        .stderr_contains("1 run report(s) sent");
+    converge(&db, &repo, "db01.kiln.test", "db", &server.url).success();
+    // The second run changes nothing, and is reported all the same.
+    converge(&web, &repo, "web01.kiln.test", "web", &server.url).success();
+
+    let hosts = server.report(&["hosts"]);
+    let names: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["fqdn"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db01.kiln.test", "web01.kiln.test"]);
+    assert_eq!(hosts[1]["roles"], serde_json::json!(["web"]));
+    assert_eq!(hosts[1]["release"], "bookworm");
+    assert_eq!(hosts[1]["success"], true);
+    assert!(hosts[1]["fingerprint"].as_str().unwrap().len() == 64);
+    let web_only = server.report(&["hosts", "--role", "web"]);
+    assert_eq!(web_only.as_array().unwrap().len(), 1);
+    assert_eq!(web_only[0]["fqdn"], "web01.kiln.test");
+    assert!(
+        server
+            .report(&["hosts", "--failed"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "no run failed"
+    );
+
+    let runs = server.runs_of("web01.kiln.test");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["changes"][0]["resource"], "file[/etc/motd]");
+    assert_eq!(runs[0]["changes"][0]["status"], "updated");
+    assert_eq!(runs[1]["changes"], serde_json::json!([]));
+    // The people's view says the same.
+    kiln()
+        .args(["report", "--server", &server.url, "--token-file"])
+        .arg(&server.token_file)
+        .args(["runs", "web01.kiln.test", "--since", "24h"])
+        .run()
+        .success()
+        .stdout_contains("updated      file[/etc/motd]");
+    // Nothing waits on the hosts.
+    assert!(outbox(&web).is_empty());
+}
+
+/// The reports waiting in a target's outbox.
+fn outbox(root: &TestRoot) -> Vec<String> {
+    std::fs::read_dir(at(root, kiln::outbox::OUTBOX))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_unreachable_server_fails_no_converge_and_gets_the_report_later() {
+    need!(DebianRoot);
+    let (web, web_key) = host_root();
+    // A loopback port that nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let repo = repo();
+    converge(&web, &repo, "web01.kiln.test", "web", &closed)
+        .success()
+        .stderr_contains("kept in /var/lib/kiln/outbox for a later run");
+    assert_eq!(outbox(&web).len(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web_key)]);
+    let server = Server::start(&inv, &[]);
+    converge(&web, &repo, "web01.kiln.test", "web", &server.url)
+        .success()
+        .stderr_contains("2 run report(s) sent");
+    assert!(outbox(&web).is_empty());
+    let runs = server.runs_of("web01.kiln.test");
+    assert_eq!(runs.len(), 2, "the kept report, then this run's");
+    assert_eq!(runs[0]["updated"], 1);
+    assert_eq!(runs[1]["updated"], 0);
+}
+
+/// A signed report of `fqdn` started at `started_at`, as a host makes it.
+fn signed(key: &HostKey, fqdn: &str, started_at: u64) -> (RunRecord, Envelope) {
+    let report = kiln::engine::Report {
+        fqdn: fqdn.into(),
+        started_at,
+        success: true,
+        roles: vec!["web".into()],
+        ..Default::default()
+    };
+    let run = RunRecord::new(report, "bookworm".into());
+    let payload = serde_json::to_string(&run).unwrap();
+    let text = std::fs::read_to_string(&key.private).unwrap();
+    let env = record::sign(&payload, &text, "test key").unwrap();
+    (run, env)
+}
+
+fn body(env: &Envelope) -> Vec<u8> {
+    serde_json::to_vec(env).unwrap()
+}
+
+#[test]
+fn bad_reports_are_refused_with_their_status_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = host_key(&dir.path().join("web"));
+    let db = host_key(&dir.path().join("db"));
+    let stranger = host_key(&dir.path().join("stranger"));
+    let inv = inventory(
+        dir.path(),
+        &[
+            ("web01.kiln.test", "web", &web.public),
+            ("db01.kiln.test", "db", &db.public),
+        ],
+    );
+    let server = Server::start(&inv, &["--max-body", "65536"]);
+    let (_, good) = signed(&web, "web01.kiln.test", 1_000);
+    assert_eq!(server.post(&body(&good)).0, 201);
+    let stored =
+        || server.runs_of("web01.kiln.test").len() + server.runs_of("db01.kiln.test").len();
+    assert_eq!(stored(), 1);
+
+    let refused = |body: Vec<u8>, status: u16, reason: &str| {
+        let (got, answer) = server.post(&body);
+        assert_eq!(got, status, "{answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v["error"], reason, "{answer}");
+        assert!(!v["message"].as_str().unwrap().is_empty());
+        assert_eq!(stored(), 1, "the store changed after {reason}");
+    };
+    // Replayed: the same report again, or a new one older than the newest.
+    refused(body(&good), 409, "replay");
+    refused(body(&signed(&web, "web01.kiln.test", 999).1), 409, "replay");
+    // Unsigned.
+    let unsigned = Envelope {
+        signature: None,
+        ..good.clone()
+    };
+    refused(body(&unsigned), 401, "unsigned");
+    // Forged: a key no inventory host has.
+    refused(
+        body(&signed(&stranger, "web01.kiln.test", 2_000).1),
+        403,
+        "unknown_key",
+    );
+    // Another host's key for web01's report.
+    refused(
+        body(&signed(&db, "web01.kiln.test", 2_000).1),
+        403,
+        "wrong_host",
+    );
+    // The payload changed after signing.
+    let (_, fresh) = signed(&web, "web01.kiln.test", 2_000);
+    let tampered = Envelope {
+        payload: fresh
+            .payload
+            .replace("\"success\":true", "\"success\":false"),
+        ..fresh.clone()
+    };
+    assert_ne!(tampered.payload, fresh.payload);
+    refused(body(&tampered), 401, "bad_signature");
+    // Oversized, with or without a length up front.
+    refused(vec![b' '; 70_000], 413, "too_large");
+    // Malformed: not JSON, unknown fields (envelope, payload), wrong types,
+    // each of the payload's well signed.
+    refused(b"{not json".to_vec(), 400, "malformed");
+    let mut extra = serde_json::to_value(&fresh).unwrap();
+    extra["note"] = "hi".into();
+    refused(serde_json::to_vec(&extra).unwrap(), 400, "malformed");
+    let sign_value = |v: serde_json::Value| {
+        let text = std::fs::read_to_string(&web.private).unwrap();
+        body(&record::sign(&v.to_string(), &text, "test key").unwrap())
+    };
+    let (run, _) = signed(&web, "web01.kiln.test", 3_000);
+    let mut unknown = serde_json::to_value(&run).unwrap();
+    unknown["report"]["colour"] = "blue".into();
+    refused(sign_value(unknown), 400, "malformed");
+    let mut wrong = serde_json::to_value(&run).unwrap();
+    wrong["report"]["updated"] = "many".into();
+    refused(sign_value(wrong), 400, "malformed");
+
+    // Each refusal was counted by reason.
+    let counts = server.report(&["refusals"]);
+    let count = |reason: &str| {
+        counts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["reason"] == reason)
+            .map_or(0, |c| c["count"].as_u64().unwrap())
+    };
+    assert_eq!(count("replay"), 2);
+    assert_eq!(count("unsigned"), 1);
+    assert_eq!(count("unknown_key"), 1);
+    assert_eq!(count("wrong_host"), 1);
+    assert_eq!(count("bad_signature"), 1);
+    assert_eq!(count("too_large"), 1);
+    assert_eq!(count("malformed"), 4);
+    // The fresh report itself is still welcome.
+    assert_eq!(server.post(&body(&fresh)).0, 201);
+    assert_eq!(stored(), 2);
+
+    // Reads need the token.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let hosts = format!("{}/api/v1/hosts", server.url);
+    assert_eq!(agent.get(&hosts).call().unwrap().status().as_u16(), 401);
+    let wrong_token = agent
+        .get(&hosts)
+        .header("Authorization", "Bearer not-the-token-at-all")
+        .call()
+        .unwrap();
+    assert_eq!(wrong_token.status().as_u16(), 403);
+}
+
+#[test]
+fn the_store_knows_which_hosts_run_which_version_and_hold_it() {
+    need!(DebianRoot);
+    let apt = crate::support::apt_repo::AptRepo::new()
+        .package("kiln-hello", "1.0-1")
+        .package("kiln-hello", "2.0-1");
+    let repo = Repo::new()
+        .role("web", r#"run_list = ["recipe[pkgs]"]"#)
+        .recipe("pkgs", "default", "[[resource]]\npackage = \"kiln-hello\"\n")
+        .whitelist(
+            "[packages]\nkiln-hello = \"1.0-1\"\n\n[rollouts.hello-2]\nhosts = [\"web02.*\"]\npackages = { kiln-hello = \"2.0-1\" }\n",
+        );
+    let (web1, key1) = host_root();
+    let (web2, key2) = host_root();
+    apt.install_into(web1.path());
+    apt.install_into(web2.path());
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(
+        dir.path(),
+        &[
+            ("web01.kiln.test", "web", &key1),
+            ("web02.kiln.test", "web", &key2),
+        ],
+    );
+    let server = Server::start(&inv, &[]);
+    converge(&web1, &repo, "web01.kiln.test", "web", &server.url).success();
+    converge(&web2, &repo, "web02.kiln.test", "web", &server.url).success();
+
+    let all = server.report(&["package", "kiln-hello"]);
+    assert_eq!(
+        all,
+        serde_json::json!([
+            {"fqdn": "web01.kiln.test", "version": "1.0-1", "held": true},
+            {"fqdn": "web02.kiln.test", "version": "2.0-1", "held": true},
+        ])
+    );
+    let new = server.report(&["package", "kiln-hello", "--version", "2.0-1"]);
+    assert_eq!(new.as_array().unwrap().len(), 1);
+    assert_eq!(new[0]["fqdn"], "web02.kiln.test");
+    assert!(
+        server
+            .report(&["package", "kiln-world"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn drift_names_the_host_that_differs_from_its_peers() {
+    need!(DebianRoot);
+    // A guard leaves a host's own file in place: its fingerprint then
+    // differs from its peers' in that part.
+    let repo = Repo::new()
+        .role("web", r#"run_list = ["recipe[app]"]"#)
+        .recipe(
+            "app",
+            "default",
+            "[[resource]]\nfile = \"/etc/app.conf\"\ncontent = \"workers = 4\\n\"\nnot_if = { path = \"/etc/app.local\", type = \"file\" }\n",
+        );
+    let roots: Vec<(TestRoot, String)> = (0..3).map(|_| host_root()).collect();
+    std::fs::write(at(&roots[2].0, "/etc/app.conf"), "workers = 64\n").unwrap();
+    std::fs::write(at(&roots[2].0, "/etc/app.local"), "").unwrap();
+    let names = ["web01.kiln.test", "web02.kiln.test", "web03.kiln.test"];
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<(&str, &str, &str)> = names
+        .iter()
+        .zip(&roots)
+        .map(|(n, (_, k))| (*n, "web", k.as_str()))
+        .collect();
+    let server = Server::start(&inventory(dir.path(), &hosts), &[]);
+    for (n, (root, _)) in names.iter().zip(&roots) {
+        converge(root, &repo, n, "web", &server.url).success();
+    }
+    let drift = server.report(&["drift", "--role", "web"]);
+    let drift = drift.as_array().unwrap();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0]["fqdn"], "web03.kiln.test");
+    assert_eq!(drift[0]["with_majority"], 2);
+    assert_eq!(drift[0]["parts"][0]["resource"], "file[/etc/app.conf]");
+    let runs = server.runs_of("web03.kiln.test");
+    assert_eq!(drift[0]["since_run"], runs[0]["run_id"]);
+}
+
+#[test]
+fn retention_prunes_old_runs_but_each_host_s_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = host_key(&dir.path().join("web"));
+    let db = host_key(&dir.path().join("db"));
+    let inv = inventory(
+        dir.path(),
+        &[
+            ("web01.kiln.test", "web", &web.public),
+            ("db01.kiln.test", "db", &db.public),
+        ],
+    );
+    let server = Server::start(&inv, &["--retention-days", "1"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let old = now - 3 * 86_400;
+    for (key, fqdn, t) in [
+        (&web, "web01.kiln.test", old),
+        (&web, "web01.kiln.test", now - 60),
+        (&db, "db01.kiln.test", old),
+    ] {
+        assert_eq!(server.post(&body(&signed(key, fqdn, t).1)).0, 201);
+    }
+    assert_eq!(server.runs_of("web01.kiln.test").len(), 2);
+    // A restart prunes: web01's old run goes, db01's only run stays.
+    let store = server.stop();
+    let server = Server::start_in(store, &inv, &["--retention-days", "1"]);
+    let web_runs = server.runs_of("web01.kiln.test");
+    assert_eq!(web_runs.len(), 1);
+    assert_eq!(web_runs[0]["started_at"], now - 60);
+    assert_eq!(server.runs_of("db01.kiln.test").len(), 1);
+}
+
+#[test]
+fn a_host_added_to_the_inventory_reports_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = host_key(&dir.path().join("web"));
+    let db = host_key(&dir.path().join("db"));
+    let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web.public)]);
+    let server = Server::start(&inv, &[]);
+    let (_, report) = signed(&db, "db01.kiln.test", 1_000);
+    assert_eq!(server.post(&body(&report)).0, 403);
+    inventory(
+        dir.path(),
+        &[
+            ("web01.kiln.test", "web", &web.public),
+            ("db01.kiln.test", "db", &db.public),
+        ],
+    );
+    let (status, answer) = server.post(&body(&report));
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(server.runs_of("db01.kiln.test").len(), 1);
+}
+
+#[test]
+fn a_server_without_a_token_or_inventory_says_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = host_key(&dir.path().join("web"));
+    let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web.public)]);
+    let db = dir.path().join("kiln.db");
+    let server = |inventory: &Path, token: &Path| {
+        kiln()
+            .args(["server", "--listen", "127.0.0.1:0", "--database"])
+            .arg(&db)
+            .arg("--inventory")
+            .arg(inventory)
+            .arg("--token-file")
+            .arg(token)
+            .run()
+            .failure()
+    };
+    server(&inv, &dir.path().join("no-token")).stderr_contains("the token file");
+    std::fs::write(dir.path().join("short"), "abc\n").unwrap();
+    server(&inv, &dir.path().join("short")).stderr_contains("fewer than 16 characters");
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    server(&dir.path().join("none.toml"), &dir.path().join("token")).stderr_contains("none.toml");
+    assert!(!db.exists(), "a server that did not start made a database");
+}
