@@ -98,7 +98,7 @@ pub fn run(vms_dir: Option<PathBuf>, cmd: Devvm) -> Result<i32, Error> {
             Ok(0)
         }
         Devvm::Box { image, vm } => {
-            let req = image.request(VmDir::new(&vm)?.load().as_ref(), false);
+            let req = image.request(vm::recorded(&VmDir::new(&vm)?).as_ref(), false);
             let img = image::build(&req, on)?;
             let boxed = vagrant::make_box(&img, &req.repo, on)?;
             match &boxed.vagrantfile {

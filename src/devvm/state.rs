@@ -98,13 +98,7 @@ impl VmDir {
 
     pub fn load(&self) -> Option<State> {
         let text = fs::read_to_string(self.state_file()).ok()?;
-        let mut s: State = serde_json::from_str(&text).ok()?;
-        if s.release.is_empty()
-            && let Some(img) = super::image::Image::open(&s.image_key)
-        {
-            s.release = img.manifest.release;
-        }
-        Some(s)
+        serde_json::from_str(&text).ok()
     }
 
     pub fn save(&self, s: &State) -> Result<(), Error> {

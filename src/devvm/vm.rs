@@ -96,6 +96,18 @@ pub fn ssh_run(port: u16, remote: &str, timeout: Duration) -> Option<Output> {
 }
 
 /// Where a VM serves http on this host.
+/// A VM's recorded state. A VM made before its release was recorded
+/// takes it from the manifest of the image its disk is on.
+pub fn recorded(vm: &VmDir) -> Option<State> {
+    let mut s = vm.load()?;
+    if s.release.is_empty()
+        && let Some(img) = Image::open(&s.image_key)
+    {
+        s.release = img.manifest.release;
+    }
+    Some(s)
+}
+
 pub fn url(s: &State) -> String {
     format!("http://127.0.0.1:{}/", s.http_port)
 }
@@ -134,9 +146,9 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
     let vm = VmDir::new(&req.name)?;
     let lock =
         VmLock::acquire(&vm, true, &waiting(&req.name, on))?.expect("up makes the VM's directory");
-    let had_state = vm.load().is_some();
+    let had_state = recorded(&vm).is_some();
     let result = up_locked(req, &vm, &lock, on);
-    if result.is_err() && !had_state && vm.load().is_none() && !vm.running() {
+    if result.is_err() && !had_state && recorded(&vm).is_none() && !vm.running() {
         // A first up that failed before QEMU ran leaves no VM behind.
         let _ = fs::remove_dir_all(&vm.dir);
     }
@@ -146,7 +158,7 @@ pub fn up(req: &UpRequest, on: &dyn Fn(Event)) -> Result<Up, Error> {
 fn up_locked(req: &UpRequest, vm: &VmDir, lock: &VmLock, on: &dyn Fn(Event)) -> Result<Up, Error> {
     let step = |msg: String| on(Event::Step(msg));
     lock.set(Activity::Building);
-    let old = vm.load();
+    let old = recorded(vm);
     let build = req.image.request(old.as_ref(), false);
     if let Some(s) = &old
         && !req.recreate
@@ -785,7 +797,7 @@ pub fn destroy(
 pub fn ssh(name: &str, command: &[String]) -> Result<std::convert::Infallible, Error> {
     use std::os::unix::process::CommandExt;
     let vm = VmDir::new(name)?;
-    let Some(s) = vm.load().filter(|_| vm.running()) else {
+    let Some(s) = recorded(&vm).filter(|_| vm.running()) else {
         return Err(DevvmError::NotRunning(name.to_string()).into());
     };
     tools::require(&[tools::SSH])?;
@@ -905,7 +917,7 @@ pub fn status(name: &str) -> Result<Status, Error> {
         }
         .into());
     }
-    let state = vm.load();
+    let state = recorded(&vm);
     let phase = phase(&vm, state.as_ref());
     let running = vm.running();
     let image = state.as_ref().and_then(|s| Image::open(&s.image_key));
@@ -987,7 +999,7 @@ pub fn list() -> Listing {
         vms: state::all()
             .into_iter()
             .map(|vm| {
-                let state = vm.load();
+                let state = recorded(&vm);
                 Listed {
                     running: vm.running(),
                     phase: phase(&vm, state.as_ref()),
