@@ -472,6 +472,12 @@ enum WhitelistCommand {
         /// With --siblings: read the index of this directory tree instead.
         #[arg(long, value_name = "DIR", requires = "siblings")]
         root: Option<PathBuf>,
+        /// Instead of pins: which hosts of --inventory this rollout reaches, and why.
+        #[arg(long, value_name = "NAME", requires = "inventory", conflicts_with_all = ["fqdn", "roles", "siblings"])]
+        rollout: Option<String>,
+        /// With --rollout: the fleet's inventory.toml.
+        #[arg(long, value_name = "FILE", requires = "rollout")]
+        inventory: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -958,12 +964,26 @@ impl WhitelistCommand {
     fn run(self, repo: PathBuf) -> Result<i32, Error> {
         match self {
             WhitelistCommand::Explain {
+                rollout: Some(rollout),
+                inventory: Some(inventory),
+                release,
+                json,
+                ..
+            } => commands::whitelist::explain_rollout(
+                &repo,
+                &rollout,
+                &inventory,
+                release.as_deref(),
+                json,
+            ),
+            WhitelistCommand::Explain {
                 fqdn,
                 roles,
                 release,
                 siblings,
                 root,
                 json,
+                ..
             } => commands::whitelist::explain(
                 &repo,
                 fqdn.as_deref(),

@@ -83,6 +83,51 @@ fn print_explained(e: &Explained) {
     }
 }
 
+/// Which hosts of an inventory a rollout reaches, each with the reason.
+pub fn explain_rollout(
+    repo: &Path,
+    name: &str,
+    inventory: &Path,
+    release: Option<&str>,
+    json: bool,
+) -> Result<i32, Error> {
+    let repo = Repository::open(repo)?;
+    let inv = crate::fleet::inventory::Inventory::load(inventory)?;
+    let hosts: Vec<(String, Vec<String>)> = inv
+        .hosts
+        .iter()
+        .map(|h| (h.fqdn.clone(), h.roles.clone()))
+        .collect();
+    let found = crate::policy::rollout::explain(&repo, name, &hosts, release)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&found).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    let width = found.hosts.iter().map(|h| h.fqdn.len()).max().unwrap_or(4);
+    for h in &found.hosts {
+        let state = if h.is_in { "in " } else { "out" };
+        println!("  {state}  {:<width$}  {}", h.fqdn, h.reason);
+    }
+    let inside = found.hosts.iter().filter(|h| h.is_in).count();
+    println!(
+        "kiln whitelist explain: {inside} of {} host(s) in rollout {name}{}",
+        found.hosts.len(),
+        found
+            .percent
+            .map_or(String::new(), |p| format!(" (percent = {p})"))
+    );
+    if !found.unasked_releases.is_empty() {
+        println!(
+            "  the rollout reaches hosts of {} only: those listed in are in when they run it (--release decides)",
+            found.unasked_releases.join(", ")
+        );
+    }
+    Ok(0)
+}
+
 /// Moves a rollout's versions into the base pins and deletes the rollout,
 /// keeping the file's comments and layout.
 pub fn promote(repo: &Path, name: &str) -> Result<i32, Error> {

@@ -100,6 +100,16 @@ pub fn promote(repo: &Repository, name: &str) -> Result<Promoted, Error> {
     }
     // A rollout of one pinned release is promoted into that release's pins.
     let rollout = &wl.rollouts[name];
+    if !rollout.attributes.is_empty() || !rollout.run_list.is_empty() {
+        // Deleting the rollout would drop them without a word.
+        return Err(PolicyError::new(format!(
+            "rollout {name:?} carries attributes or recipes, which promote moves nowhere yet"
+        ))
+        .in_file(shown)
+        .at_line(rollout.line, None)
+        .fix("move its attributes and run_list into the role or cookbook that should carry them, then delete the rollout (and its gates) by hand")
+        .into());
+    }
     let into = match rollout.releases.as_slice() {
         _ if wl.releases.is_empty() => None,
         [] => None,

@@ -28,6 +28,7 @@ mod packages_debian;
 mod policy;
 mod releases;
 mod repo_paths;
+mod rollouts;
 mod running;
 mod sandbox;
 mod secrets;

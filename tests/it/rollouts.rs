@@ -1,0 +1,259 @@
+//! Rollouts beyond packages: a `[rollouts.NAME]` that carries attributes,
+//! recipes and gates to some hosts (by name, role or a stable percentage)
+//! and not to others, converged on real Debian roots; `kiln whitelist
+//! explain --rollout` over an inventory; and what `kiln check` refuses.
+
+use crate::support::*;
+
+/// A web role whose template, gated files and appended recipe depend on
+/// whether the host is in rollout `bigpool`; `whitelist` decides who is.
+fn web_repo(whitelist: &str) -> Repo {
+    Repo::new()
+        .role(
+            "web",
+            "run_list = [\"recipe[app]\"]\n[override_attributes.app]\nworkers = 8\n",
+        )
+        .attributes("app", "[app]\nworkers = 4\n")
+        .template(
+            "app",
+            "app.conf.hbs",
+            "workers={{app.workers}}\n{{#if (in_rollout \"bigpool\")}}pool=new\n{{else}}pool=old\n{{/if}}",
+        )
+        .recipe(
+            "app",
+            "default",
+            r#"
+[[resource]]
+template = "/etc/app.conf"
+source = "app.conf.hbs"
+
+[[resource]]
+file = "/etc/app-canary"
+content = "canary\n"
+only_in_rollout = "bigpool"
+
+[[resource]]
+file = "/etc/app-stable"
+content = "stable\n"
+not_in_rollout = "bigpool"
+"#,
+        )
+        .recipe(
+            "extra",
+            "default",
+            "[[resource]]\nfile = \"/etc/extra\"\ncontent = \"extra\\n\"\n",
+        )
+        .whitelist(whitelist)
+}
+
+fn converge(repo: &Repo, root: &TestRoot, fqdn: &str) -> Outcome {
+    kiln()
+        .arg("converge")
+        .repo(repo)
+        .root(root)
+        .args(["--role", "web", "--fqdn", fqdn])
+        .run()
+}
+
+const BIGPOOL_FOR_WEB01: &str = r#"[packages]
+
+[rollouts.bigpool]
+hosts = ["web01.example.com"]
+run_list = ["recipe[extra]"]
+attributes = { app = { workers = 16 } }
+"#;
+
+#[test]
+fn a_rollout_carries_attributes_recipes_and_gates_to_its_hosts_only() {
+    need!(DebianRoot);
+    let repo = web_repo(BIGPOOL_FOR_WEB01);
+    let (inside, outside) = (TestRoot::new(), TestRoot::new());
+    converge(&repo, &inside, "web01.example.com").success();
+    converge(&repo, &outside, "web02.example.com").success();
+
+    // In: the rollout's value wins over the role's override_attributes,
+    // the template's section and the gated file are there, and its recipe
+    // ran; the file gated to hosts outside is not.
+    assert_eq!(read(&inside, "/etc/app.conf"), "workers=16\npool=new\n");
+    assert_eq!(read(&inside, "/etc/app-canary"), "canary\n");
+    assert_eq!(read(&inside, "/etc/extra"), "extra\n");
+    assert!(!at(&inside, "/etc/app-stable").exists());
+
+    // Out: the role's value, the other section, the other gate.
+    assert_eq!(read(&outside, "/etc/app.conf"), "workers=8\npool=old\n");
+    assert_eq!(read(&outside, "/etc/app-stable"), "stable\n");
+    assert!(!at(&outside, "/etc/app-canary").exists());
+    assert!(!at(&outside, "/etc/extra").exists());
+
+    // A second run on the host in the rollout changes nothing.
+    kiln()
+        .arg("converge")
+        .repo(&repo)
+        .root(&inside)
+        .args(["--role", "web", "--fqdn", "web01.example.com"])
+        .arg("--detailed-exitcodes")
+        .run()
+        .code(0);
+}
+
+/// An inventory of `n` web hosts, `web000.example.com` up.
+fn fleet(repo: &Repo, n: usize) -> std::path::PathBuf {
+    let mut text = String::from("known_hosts = \"known_hosts\"\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "[hosts.\"web{i:03}.example.com\"]\naddress = \"10.0.{}.{}\"\nroles = [\"web\"]\n",
+            i / 200,
+            i % 200 + 1
+        ));
+    }
+    let path = repo.path().join("inventory.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `kiln whitelist explain --rollout bigpool --inventory INVENTORY`
+fn explain_bigpool(repo: &Repo, inventory: &std::path::Path) -> Kiln {
+    kiln()
+        .args(["whitelist", "explain", "--rollout", "bigpool"])
+        .arg("--inventory")
+        .arg(inventory)
+        .repo(repo)
+}
+
+/// The fqdns `explain --rollout bigpool --json` lists in, and all it lists.
+fn explain(repo: &Repo, inventory: &std::path::Path) -> (Vec<String>, usize) {
+    let out = explain_bigpool(repo, inventory)
+        .arg("--json")
+        .run()
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let hosts = v["hosts"].as_array().unwrap();
+    for h in hosts {
+        assert!(!h["reason"].as_str().unwrap().is_empty(), "{h}");
+    }
+    let inside = hosts
+        .iter()
+        .filter(|h| h["in"] == true)
+        .map(|h| h["fqdn"].as_str().unwrap().to_string())
+        .collect();
+    (inside, hosts.len())
+}
+
+fn percent_rollout(percent: u32) -> String {
+    format!(
+        "[packages]\n\n[rollouts.bigpool]\nhosts = [\"web007.example.com\"]\nroles = [\"web\"]\npercent = {percent}\nattributes = {{ app = {{ workers = 16 }} }}\n"
+    )
+}
+
+#[test]
+fn a_percentage_keeps_its_hosts_when_raised_and_explain_lists_who_is_in() {
+    let repo = web_repo(&percent_rollout(0));
+    let inventory = fleet(&repo, 60);
+    // At 0%, only the host named in hosts.
+    let (zero, all) = explain(&repo, &inventory);
+    assert_eq!((zero, all), (vec!["web007.example.com".to_string()], 60));
+    let text = explain_bigpool(&repo, &inventory).run().success();
+    assert!(
+        text.stdout.lines().any(|l| l.contains("in ")
+            && l.contains("web007.example.com")
+            && l.contains("named in hosts")),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("is not below 0%"), "{}", text.stdout);
+
+    let mut before: Vec<String> = Vec::new();
+    for percent in [10, 25, 50, 100] {
+        let repo = web_repo(&percent_rollout(percent));
+        let (inside, _) = explain(&repo, &inventory);
+        for h in &before {
+            assert!(inside.contains(h), "{h} left the rollout at {percent}%");
+        }
+        assert!(inside.contains(&"web007.example.com".to_string()));
+        before = inside;
+    }
+    assert_eq!(before.len(), 60);
+}
+
+#[test]
+fn the_hosts_explain_lists_get_the_rollout_and_the_others_do_not() {
+    need!(DebianRoot);
+    let repo = web_repo(&percent_rollout(50));
+    let inventory = fleet(&repo, 20);
+    let (inside, _) = explain(&repo, &inventory);
+    let host_in = inside
+        .iter()
+        .find(|h| h.as_str() != "web007.example.com")
+        .expect("some host of 20 falls within 50%")
+        .clone();
+    let host_out = (0..20)
+        .map(|i| format!("web{i:03}.example.com"))
+        .find(|h| !inside.contains(h))
+        .expect("some host of 20 falls beyond 50%");
+    let (a, b) = (TestRoot::new(), TestRoot::new());
+    converge(&repo, &a, &host_in).success();
+    converge(&repo, &b, &host_out).success();
+    assert_eq!(read(&a, "/etc/app.conf"), "workers=16\npool=new\n");
+    assert_eq!(read(&b, "/etc/app.conf"), "workers=8\npool=old\n");
+}
+
+#[test]
+fn check_refuses_unknown_gates_bad_percentages_and_clashing_rollouts() {
+    let repo = web_repo(
+        r#"[packages]
+
+[rollouts.bigpool]
+roles = ["web"]
+percent = 150
+attributes = { app = { workers = 16 } }
+
+[rollouts.smallpool]
+roles = ["web"]
+attributes = { app = { workers = 2 } }
+
+[rollouts.canaries]
+hosts = ["web00*"]
+[rollouts.canaries.attributes.app]
+workers = 32
+"#,
+    )
+    .recipe(
+        "extra",
+        "default",
+        "[[resource]]\nfile = \"/etc/extra\"\ncontent = \"x\\n\"\nonly_in_rollout = \"bigpol\"\n",
+    )
+    .role("other", "run_list = [\"recipe[extra]\"]\n");
+    let out = kiln().arg("check").repo(&repo).run().failure();
+    let err = &out.stderr;
+    let has = |place: &str, what: &str, fix: &str| {
+        assert!(
+            err.lines().any(|l| l.contains(place) && l.contains(what)) && err.contains(fix),
+            "no {place} {what:?} with {fix:?} in:\n{err}"
+        );
+    };
+    has(
+        "cookbooks/extra/recipes/default.toml:1",
+        "only_in_rollout: rollout \"bigpol\" is not defined",
+        "name one of: bigpool, canaries, smallpool",
+    );
+    has(
+        "whitelist.toml:5",
+        "percent = 150 is outside 0-100",
+        "from 0 to 100",
+    );
+    has(
+        "whitelist.toml:10",
+        "rollouts \"bigpool\" (line 6) and \"smallpool\" both set app.workers on hosts of role web",
+        "set app.workers in one of them only",
+    );
+    // A pattern and a role meet on a host of the fleet only.
+    assert!(!err.contains("\"canaries\""), "{err}");
+    fleet(&repo, 2);
+    let out = kiln().arg("check").repo(&repo).run().failure();
+    assert!(
+        out.stderr.lines().any(|l| l.contains("whitelist.toml:15")
+            && l.contains("and \"canaries\" both set app.workers on web000.example.com")),
+        "{}",
+        out.stderr
+    );
+}
