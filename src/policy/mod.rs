@@ -11,6 +11,7 @@ pub mod recipe;
 pub mod render;
 pub mod role;
 pub mod rollout;
+pub mod rollout_edit;
 pub mod runlist;
 pub mod spans;
 pub mod types;

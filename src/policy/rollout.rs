@@ -419,6 +419,8 @@ pub struct Verdict {
     pub reason: String,
     /// The host's share (0-99) when a percentage decided.
     pub share: Option<u8>,
+    /// `hosts` names it: a canary of the rollout.
+    pub named: bool,
 }
 
 /// A rollout against a fleet: `kiln whitelist explain --rollout`.
@@ -461,6 +463,7 @@ pub fn explain(
             is_in: reason.is_in(),
             reason: reason.to_string(),
             share: reason.share(),
+            named: reason == Reason::Named,
         });
     }
     Ok(Explained {
