@@ -199,6 +199,8 @@ fn set(
     if table.get(first).is_none() {
         let mut t = toml_edit::Table::new();
         t.set_implicit(true);
+        // A blank line before a new header, as people write them.
+        t.decor_mut().set_prefix("\n");
         table.insert(first, toml_edit::Item::Table(t));
     }
     let inner = table

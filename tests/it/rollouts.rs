@@ -257,3 +257,191 @@ workers = 32
         out.stderr
     );
 }
+
+/// A db role and a MariaDB server setting, as the mariadb cookbook writes
+/// it (the server itself is not installed: the config is what a rollout
+/// changes). Each file carries comments that edits must keep.
+fn db_repo() -> Repo {
+    Repo::new()
+        .role("db", DB_ROLE)
+        .attributes(
+            "mariadb",
+            "# the cookbook's defaults\n[mariadb]\ninnodb_buffer_pool_mb = 128\n",
+        )
+        .template(
+            "mariadb",
+            "kiln.cnf.hbs",
+            "[mysqld]\ninnodb_buffer_pool_size = {{mariadb.innodb_buffer_pool_mb}}M\n",
+        )
+        .recipe(
+            "mariadb",
+            "default",
+            "[[resource]]\ndirectory = \"/etc/mysql/mariadb.conf.d\"\nrecursive = true\n\n\
+             [[resource]]\ntemplate = \"/etc/mysql/mariadb.conf.d/60-kiln.cnf\"\nsource = \"kiln.cnf.hbs\"\n",
+        )
+        .whitelist(DB_WHITELIST)
+}
+
+const DB_ROLE: &str = "# Production database node\ndescription = \"db\"\nrun_list = [\"recipe[mariadb]\"]  # the server\n";
+const DB_WHITELIST: &str = "# every package kiln may install\n[packages]\n";
+const CNF: &str = "/etc/mysql/mariadb.conf.d/60-kiln.cnf";
+
+/// The buffer pool a host's config sets, in MB.
+fn pool(host: &crate::support::fleet::TestHost) -> String {
+    read(host.path(), CNF)
+        .lines()
+        .find_map(|l| l.strip_prefix("innodb_buffer_pool_size = "))
+        .unwrap_or_else(|| panic!("no pool in {}'s config", host.fqdn))
+        .to_string()
+}
+
+fn fleet_json(o: &Outcome) -> serde_json::Value {
+    serde_json::from_str(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", o.stdout, o.stderr))
+}
+
+/// Each host's result in a `fleet converge --json`, by fqdn.
+fn states(
+    r: &serde_json::Value,
+) -> std::collections::BTreeMap<String, (String, serde_json::Value)> {
+    r["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["fqdn"].as_str().unwrap().to_string(),
+                (
+                    h["state"].as_str().unwrap().to_string(),
+                    h["rollouts"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_fleet_takes_a_mariadb_setting_by_percent_then_by_role_after_promote() {
+    need!(Sshd);
+    use crate::support::fleet::{Fleet, spec};
+    let repo = db_repo();
+    let names: Vec<String> = (1..=5).map(|i| format!("db{i:02}.example.com")).collect();
+    let mut f = Fleet::new(names.iter().map(|n| spec(n, &["db"])).collect(), |_| {});
+    f.start();
+    let inventory = f.inventory();
+
+    // Stage: db01 by name, half of the db hosts by share.
+    kiln()
+        .args([
+            "whitelist",
+            "stage",
+            "bufpool",
+            "--roles",
+            "db",
+            "--percent",
+            "50",
+        ])
+        .args(["--hosts", "db01.example.com"])
+        .args(["--attribute", "mariadb.innodb_buffer_pool_mb=512"])
+        .repo(&repo)
+        .run()
+        .success();
+    kiln().arg("check").repo(&repo).run().success();
+    let explain = |repo: &Repo| -> Vec<String> {
+        let out = kiln()
+            .args(["whitelist", "explain", "--rollout", "bufpool", "--json"])
+            .arg("--inventory")
+            .arg(&inventory)
+            .repo(repo)
+            .run()
+            .success();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["in"] == true)
+            .map(|h| h["fqdn"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let half = explain(&repo);
+    assert!(half.contains(&names[0]), "{half:?}");
+    assert!(half.len() > 1 && half.len() < 5, "50% of 5 hosts: {half:?}");
+
+    // The rollout's hosts only, its named host first as the canary.
+    let r = fleet_json(
+        &f.kiln(&["converge", "--rollout", "bufpool", "--json"])
+            .repo(&repo)
+            .run()
+            .success(),
+    );
+    assert_eq!(r["batches"][0]["name"], "canary", "{r}");
+    assert_eq!(r["batches"][0]["hosts"], serde_json::json!([names[0]]));
+    let s = states(&r);
+    assert_eq!(s.keys().cloned().collect::<Vec<_>>(), half, "{r}");
+    for (state, rollouts) in s.values() {
+        assert_eq!(state, "changed");
+        assert_eq!(rollouts, &serde_json::json!(["bufpool"]));
+    }
+
+    // Everyone: the others get the cookbook's value, those in keep theirs.
+    let text = f.kiln(&["converge"]).repo(&repo).run().success().stdout;
+    assert!(text.contains("rollouts: bufpool"), "{text}");
+    for h in &f.hosts {
+        let want = if half.contains(&h.fqdn) {
+            "512M"
+        } else {
+            "128M"
+        };
+        assert_eq!(pool(h), want, "{}", h.fqdn);
+    }
+    let last: serde_json::Value =
+        serde_json::from_str(&read(f.hosts[0].path(), "/var/lib/kiln/last_run.json")).unwrap();
+    assert_eq!(last["rollouts"], serde_json::json!(["bufpool"]));
+
+    // 100%: every host that was in stays in and changes nothing.
+    let wl = std::fs::read_to_string(repo.path().join("whitelist.toml")).unwrap();
+    std::fs::write(
+        repo.path().join("whitelist.toml"),
+        wl.replace("percent = 50", "percent = 100"),
+    )
+    .unwrap();
+    assert_eq!(explain(&repo), names);
+    let s = states(&fleet_json(
+        &f.kiln(&["converge", "--json"]).repo(&repo).run().success(),
+    ));
+    for (fqdn, (state, _)) in &s {
+        let want = if half.contains(fqdn) {
+            "unchanged"
+        } else {
+            "changed"
+        };
+        assert_eq!(state, want, "{fqdn}");
+    }
+    assert!(f.hosts.iter().all(|h| pool(h) == "512M"));
+
+    // Promote into the db role: the whitelist is as it was before stage,
+    // the role keeps its comments and gains the value, and nothing moves.
+    kiln()
+        .args(["whitelist", "promote", "bufpool", "--to", "role:db"])
+        .repo(&repo)
+        .run()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("whitelist.toml")).unwrap(),
+        DB_WHITELIST
+    );
+    let role = std::fs::read_to_string(repo.path().join("roles/db.toml")).unwrap();
+    assert_eq!(
+        role,
+        format!("{DB_ROLE}\n[override_attributes.mariadb]\ninnodb_buffer_pool_mb = 512\n"),
+    );
+    kiln().arg("check").repo(&repo).run().success();
+    let s = states(&fleet_json(
+        &f.kiln(&["converge", "--json"]).repo(&repo).run().success(),
+    ));
+    for (fqdn, (state, rollouts)) in &s {
+        assert_eq!(state, "unchanged", "{fqdn}");
+        assert!(rollouts.is_null(), "{fqdn}: {rollouts}");
+    }
+}
