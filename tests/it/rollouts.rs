@@ -94,6 +94,38 @@ fn a_rollout_carries_attributes_recipes_and_gates_to_its_hosts_only() {
         .arg("--detailed-exitcodes")
         .run()
         .code(0);
+
+    // Promote would leave the gates naming a rollout that is gone: refused,
+    // each gate at its file and line, and nothing is written.
+    let before = std::fs::read_to_string(repo.path().join("whitelist.toml")).unwrap();
+    let role = std::fs::read_to_string(repo.path().join("roles/web.toml")).unwrap();
+    let out = kiln()
+        .args(["whitelist", "promote", "bigpool"])
+        .repo(&repo)
+        .run()
+        .failure();
+    assert!(out.stderr.contains("--to role:NAME"), "{}", out.stderr);
+    let out = kiln()
+        .args(["whitelist", "promote", "bigpool", "--to", "role:web"])
+        .repo(&repo)
+        .run()
+        .failure();
+    for at in [
+        "cookbooks/app/recipes/default.toml:6: only_in_rollout",
+        "cookbooks/app/recipes/default.toml:11: not_in_rollout",
+        "cookbooks/app/templates/app.conf.hbs:2: in_rollout",
+    ] {
+        assert!(out.stderr.contains(at), "no {at} in:\n{}", out.stderr);
+    }
+    assert!(out.stderr.contains("fix: "), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("whitelist.toml")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("roles/web.toml")).unwrap(),
+        role
+    );
 }
 
 /// An inventory of `n` web hosts, `web000.example.com` up.
@@ -245,6 +277,37 @@ workers = 32
         "whitelist.toml:10",
         "rollouts \"bigpool\" (line 6) and \"smallpool\" both set app.workers on hosts of role web",
         "set app.workers in one of them only",
+    );
+    // Stage refuses what check would, and writes nothing.
+    let out = kiln()
+        .args([
+            "whitelist",
+            "stage",
+            "more",
+            "--roles",
+            "web",
+            "--percent",
+            "101",
+        ])
+        .args(["--attribute", "app.workers=3"])
+        .repo(&repo)
+        .run()
+        .failure();
+    assert!(
+        out.stderr.contains("--percent 101 is outside 0-100"),
+        "{}",
+        out.stderr
+    );
+    let out = kiln()
+        .args(["whitelist", "stage", "more", "--roles", "web"])
+        .args(["--attribute", "workers=3"])
+        .repo(&repo)
+        .run()
+        .failure();
+    assert!(
+        out.stderr.contains("under its cookbook's name") && out.stderr.contains("fix: "),
+        "{}",
+        out.stderr
     );
     // A pattern and a role meet on a host of the fleet only.
     assert!(!err.contains("\"canaries\""), "{err}");
