@@ -461,6 +461,22 @@ fn a_fleet_takes_a_mariadb_setting_by_percent_then_by_role_after_promote() {
     let last: serde_json::Value =
         serde_json::from_str(&read(f.hosts[0].path(), "/var/lib/kiln/last_run.json")).unwrap();
     assert_eq!(last["rollouts"], serde_json::json!(["bufpool"]));
+    let status: serde_json::Value = serde_json::from_str(
+        &f.kiln(&["status", "--json"])
+            .repo(&repo)
+            .run()
+            .success()
+            .stdout,
+    )
+    .unwrap();
+    for h in status["hosts"].as_array().unwrap() {
+        let want: Vec<&str> = if half.contains(&h["fqdn"].as_str().unwrap().to_string()) {
+            vec!["bufpool"]
+        } else {
+            vec![]
+        };
+        assert_eq!(h["last_run"]["rollouts"], serde_json::json!(want), "{h}");
+    }
 
     // 100%: every host that was in stays in and changes nothing.
     let wl = std::fs::read_to_string(repo.path().join("whitelist.toml")).unwrap();
