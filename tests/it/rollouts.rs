@@ -498,6 +498,17 @@ fn a_fleet_takes_a_mariadb_setting_by_percent_then_by_role_after_promote() {
         assert_eq!(state, want, "{fqdn}");
     }
     assert!(f.hosts.iter().all(|h| pool(h) == "512M"));
+    let fingerprints = |repo: &Repo| -> Vec<serde_json::Value> {
+        let out = f.kiln(&["status", "--json"]).repo(repo).run().success();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["fingerprint"].clone())
+            .collect()
+    };
+    let in_rollout = fingerprints(&repo);
 
     // Promote into the db role: the whitelist is as it was before stage,
     // the role keeps its comments and gains the value, and nothing moves.
@@ -523,4 +534,7 @@ fn a_fleet_takes_a_mariadb_setting_by_percent_then_by_role_after_promote() {
         assert_eq!(state, "unchanged", "{fqdn}");
         assert!(rollouts.is_null(), "{fqdn}: {rollouts}");
     }
+    // The rollout reached the fingerprint only through the config it wrote.
+    assert!(in_rollout.iter().all(|f| f.is_string()), "{in_rollout:?}");
+    assert_eq!(fingerprints(&repo), in_rollout);
 }
