@@ -538,3 +538,75 @@ fn a_fleet_takes_a_mariadb_setting_by_percent_then_by_role_after_promote() {
     assert!(in_rollout.iter().all(|f| f.is_string()), "{in_rollout:?}");
     assert_eq!(fingerprints(&repo), in_rollout);
 }
+
+#[test]
+fn promote_to_a_cookbook_keeps_its_comments_and_refuses_where_a_role_would_win() {
+    let stage = |repo: &Repo| {
+        kiln()
+            .args([
+                "whitelist",
+                "stage",
+                "bufpool",
+                "--hosts",
+                "db01.example.com",
+            ])
+            .args(["--attribute", "mariadb.innodb_buffer_pool_mb=512"])
+            .repo(repo)
+            .run()
+            .success();
+    };
+    let repo = db_repo();
+    stage(&repo);
+    kiln()
+        .args([
+            "whitelist",
+            "promote",
+            "bufpool",
+            "--to",
+            "cookbook:mariadb",
+        ])
+        .repo(&repo)
+        .run()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("cookbooks/mariadb/attributes.toml")).unwrap(),
+        "# the cookbook's defaults\n[mariadb]\ninnodb_buffer_pool_mb = 512\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("whitelist.toml")).unwrap(),
+        DB_WHITELIST
+    );
+
+    // A role's default would beat the cookbook's: refused at the role's line.
+    let role = format!("{DB_ROLE}\n[default_attributes.mariadb]\ninnodb_buffer_pool_mb = 64\n");
+    let repo = db_repo().role("db", &role);
+    stage(&repo);
+    let staged = std::fs::read_to_string(repo.path().join("whitelist.toml")).unwrap();
+    let out = kiln()
+        .args([
+            "whitelist",
+            "promote",
+            "bufpool",
+            "--to",
+            "cookbook:mariadb",
+        ])
+        .repo(&repo)
+        .run()
+        .failure();
+    assert!(
+        out.stderr
+            .contains("roles/db.toml:6: role db sets mariadb.innodb_buffer_pool_mb")
+            && out.stderr.contains("fix: promote --to role:db"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("whitelist.toml")).unwrap(),
+        staged
+    );
+    assert!(
+        std::fs::read_to_string(repo.path().join("cookbooks/mariadb/attributes.toml"))
+            .unwrap()
+            .contains("= 128")
+    );
+}
