@@ -632,11 +632,24 @@ enum WhitelistCommand {
         /// With --siblings: read the index of this directory tree instead.
         #[arg(long, value_name = "DIR", requires = "siblings")]
         root: Option<PathBuf>,
+        /// Instead of pins: which hosts of --inventory this rollout reaches, and why.
+        #[arg(long, value_name = "NAME", requires = "inventory", conflicts_with_all = ["fqdn", "roles", "siblings"])]
+        rollout: Option<String>,
+        /// With --rollout: the fleet's inventory.toml.
+        #[arg(long, value_name = "FILE", requires = "rollout")]
+        inventory: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
-    /// Move a rollout's versions into the base pins and remove the rollout.
-    Promote { rollout: String },
+    /// Move a rollout's versions into the base pins, its attributes and
+    /// recipes into a role or cookbook, and remove the rollout.
+    Promote {
+        rollout: String,
+        /// Where its attributes and recipes go: role:NAME
+        /// (override_attributes, run_list) or cookbook:NAME (attributes.toml).
+        #[arg(long, value_name = "role:NAME|cookbook:NAME")]
+        to: Option<crate::policy::rollout_edit::Destination>,
+    },
     /// Packages on a target that differ from their pins, or that nothing manages.
     Audit {
         #[command(flatten)]
@@ -665,6 +678,17 @@ enum WhitelistCommand {
         /// Roles the rollout goes to first.
         #[arg(long = "roles", value_name = "R")]
         rollout_roles: Vec<String>,
+        /// A stable share (0-100) of the hosts --hosts and --roles allow
+        /// (alone: of every host); hosts --hosts names exactly are in anyway.
+        #[arg(long, value_name = "N")]
+        percent: Option<i64>,
+        /// An attribute the hosts in the rollout get, e.g.
+        /// mariadb.innodb_buffer_pool_mb=512; no target is read then.
+        #[arg(long = "attribute", value_name = "KEY=VALUE")]
+        attributes: Vec<String>,
+        /// A recipe appended to the run lists of the hosts in the rollout.
+        #[arg(long = "recipe", value_name = "recipe[COOKBOOK::RECIPE]")]
+        run_list: Vec<String>,
         #[command(flatten)]
         node: WhitelistNode,
     },
@@ -790,6 +814,10 @@ enum FleetCommand {
         /// Converge this many canary hosts first (hosts with canary = true or the canary role count first).
         #[arg(long, value_name = "N")]
         canary: Option<usize>,
+        /// Only the hosts in this rollout of the whitelist; those its
+        /// hosts list names are the canaries.
+        #[arg(long, value_name = "NAME")]
+        rollout: Option<String>,
         /// Hosts per batch after the canaries: a number or a percentage (25%).
         #[arg(long, value_name = "N|N%")]
         batch: Option<String>,
@@ -1090,6 +1118,7 @@ impl FleetCommand {
             FleetCommand::Converge {
                 target,
                 canary,
+                rollout,
                 batch,
                 parallel,
                 max_fail,
@@ -1098,6 +1127,7 @@ impl FleetCommand {
                 binary,
             } => commands::fleet::converge(commands::fleet::FleetConverge {
                 common: fleet_common(repo, target),
+                rollout,
                 canary,
                 batch,
                 parallel,
@@ -1131,12 +1161,26 @@ impl WhitelistCommand {
     fn run(self, repo: PathBuf) -> Result<i32, Error> {
         match self {
             WhitelistCommand::Explain {
+                rollout: Some(rollout),
+                inventory: Some(inventory),
+                release,
+                json,
+                ..
+            } => commands::whitelist::explain_rollout(
+                &repo,
+                &rollout,
+                &inventory,
+                release.as_deref(),
+                json,
+            ),
+            WhitelistCommand::Explain {
                 fqdn,
                 roles,
                 release,
                 siblings,
                 root,
                 json,
+                ..
             } => commands::whitelist::explain(
                 &repo,
                 fqdn.as_deref(),
@@ -1148,7 +1192,9 @@ impl WhitelistCommand {
                 }),
                 json,
             ),
-            WhitelistCommand::Promote { rollout } => commands::whitelist::promote(&repo, &rollout),
+            WhitelistCommand::Promote { rollout, to } => {
+                commands::whitelist::promote(&repo, &rollout, to.as_ref())
+            }
             WhitelistCommand::Audit { node, json } => {
                 commands::whitelist::audit(&repo, &node.as_node(), json)
             }
@@ -1165,6 +1211,9 @@ impl WhitelistCommand {
                 packages,
                 hosts,
                 rollout_roles,
+                percent,
+                attributes,
+                run_list,
                 node,
             } => commands::whitelist::stage(
                 &repo,
@@ -1174,6 +1223,9 @@ impl WhitelistCommand {
                     packages: &packages,
                     hosts: &hosts,
                     rollout_roles: &rollout_roles,
+                    percent,
+                    attributes: &attributes,
+                    run_list: &run_list,
                 },
             ),
         }

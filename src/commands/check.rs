@@ -30,6 +30,12 @@ pub fn run(dir: &Path, inventory: Option<&Path>) -> Result<i32, Error> {
                         }
                         errors.extend(crate::fleet::secrets::check(&repo, &inv));
                         errors.extend(crate::fleet::inventory::check_attributes(&repo, &inv));
+                        let hosts: Vec<(String, Vec<String>)> = inv
+                            .hosts
+                            .iter()
+                            .map(|h| (h.fqdn.clone(), h.roles.clone()))
+                            .collect();
+                        errors.extend(crate::policy::rollout::fleet_conflicts(&repo, &hosts));
                     }
                     Err(e) => errors.push(e),
                 }

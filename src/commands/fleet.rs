@@ -28,6 +28,8 @@ pub struct Common {
 
 pub struct FleetConverge {
     pub common: Common,
+    /// `--rollout`: only its hosts, those it names first.
+    pub rollout: Option<String>,
     pub canary: Option<usize>,
     pub batch: Option<String>,
     pub parallel: usize,
@@ -47,6 +49,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         repo: &c.common.repo,
         inventory: &c.common.inventory,
         hosts: c.common.hosts.as_deref(),
+        rollout: c.rollout.as_deref(),
         accept_new_host_keys: c.common.accept_new_host_keys,
         ssh: &c.common.ssh,
         canary: c.canary,
@@ -247,7 +250,12 @@ fn summary(out: &mut impl Write, result: &Rollout, elapsed: std::time::Duration,
                 if h.sent_bundle {
                     d.push("sent bundle");
                 }
-                d.join(", ")
+                let mut d = d.join(", ");
+                if !h.rollouts.is_empty() {
+                    let sep = if d.is_empty() { "" } else { "; " };
+                    d = format!("{d}{sep}rollouts: {}", h.rollouts.join(", "));
+                }
+                d
             }
         };
         let _ = writeln!(

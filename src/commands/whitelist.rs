@@ -83,26 +83,90 @@ fn print_explained(e: &Explained) {
     }
 }
 
+/// Which hosts of an inventory a rollout reaches, each with the reason.
+pub fn explain_rollout(
+    repo: &Path,
+    name: &str,
+    inventory: &Path,
+    release: Option<&str>,
+    json: bool,
+) -> Result<i32, Error> {
+    let repo = Repository::open(repo)?;
+    let inv = crate::fleet::inventory::Inventory::load(inventory)?;
+    let hosts: Vec<(String, Vec<String>)> = inv
+        .hosts
+        .iter()
+        .map(|h| (h.fqdn.clone(), h.roles.clone()))
+        .collect();
+    let found = crate::policy::rollout::explain(&repo, name, &hosts, release)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&found).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    let width = found.hosts.iter().map(|h| h.fqdn.len()).max().unwrap_or(4);
+    for h in &found.hosts {
+        let state = if h.is_in { "in " } else { "out" };
+        println!("  {state}  {:<width$}  {}", h.fqdn, h.reason);
+    }
+    let inside = found.hosts.iter().filter(|h| h.is_in).count();
+    println!(
+        "kiln whitelist explain: {inside} of {} host(s) in rollout {name}{}",
+        found.hosts.len(),
+        found
+            .percent
+            .map_or(String::new(), |p| format!(" (percent = {p})"))
+    );
+    if !found.unasked_releases.is_empty() {
+        println!(
+            "  the rollout reaches hosts of {} only: those listed in are in when they run it (--release decides)",
+            found.unasked_releases.join(", ")
+        );
+    }
+    Ok(0)
+}
+
 /// Moves a rollout's versions into the base pins and deletes the rollout,
 /// keeping the file's comments and layout.
-pub fn promote(repo: &Path, name: &str) -> Result<i32, Error> {
+pub fn promote(
+    repo: &Path,
+    name: &str,
+    to: Option<&crate::policy::rollout_edit::Destination>,
+) -> Result<i32, Error> {
     let repo = Repository::open(repo)?;
-    let done = whitelist_edit::promote(&repo, name)?;
+    let done = whitelist_edit::promote(&repo, name, to)?;
+    if let Some(c) = &done.carried {
+        for a in &c.attributes {
+            println!("  attribute {a} -> {}", c.shown.display());
+        }
+        for r in &c.recipes {
+            println!("  {r} -> {} run_list", c.shown.display());
+        }
+    }
     for m in &done.moved {
         match &m.from {
             Some(f) => println!("  {}: {f} -> {}", m.package, m.to),
             None => println!("  {}: {} (new pin)", m.package, m.to),
         }
     }
-    println!(
-        "kiln whitelist: promoted rollout {name} ({} package(s)) into {}",
-        done.moved.len(),
-        done.into
-            .as_ref()
-            .map_or("[packages]".to_string(), |r| format!(
-                "[releases.{r}.packages]"
-            ))
-    );
+    let pins = done.into.as_ref().map_or("[packages]".to_string(), |r| {
+        format!("[releases.{r}.packages]")
+    });
+    match &done.carried {
+        Some(c) => println!(
+            "kiln whitelist: promoted rollout {name} ({} package(s) into {pins}, {} attribute(s) and {} recipe(s) into {}); the rollout is deleted",
+            done.moved.len(),
+            c.attributes.len(),
+            c.recipes.len(),
+            c.shown.display()
+        ),
+        None => println!(
+            "kiln whitelist: promoted rollout {name} ({} package(s)) into {pins}",
+            done.moved.len()
+        ),
+    }
     Ok(0)
 }
 
@@ -184,6 +248,22 @@ pub fn outdated(repo: &Path, node: &Node, json: bool) -> Result<i32, Error> {
 /// by default every security update of a pin in force, else the newest
 /// version of each named package. Keeps the file's comments and layout.
 pub fn stage(repo_dir: &Path, node: &Node, stage: &Stage) -> Result<i32, Error> {
+    if stage.carries_change() && stage.packages.is_empty() {
+        let repo = Repository::open(repo_dir)?;
+        whitelist_edit::stage_change(&repo, stage)?;
+        for a in stage.attributes {
+            println!("  attribute {}", a.trim());
+        }
+        for r in stage.run_list {
+            println!("  recipe {r}");
+        }
+        println!(
+            "kiln whitelist: staged rollout {name}; see who is in: kiln whitelist explain --rollout {name} --inventory FILE; \
+             then: kiln fleet converge --rollout {name}, and kiln whitelist promote {name} --to role:NAME",
+            name = stage.name
+        );
+        return Ok(0);
+    }
     let staged = pins::stage(repo_dir, node, stage, &|m| eprintln!("kiln whitelist: {m}"))?;
     for (package, pin) in &staged.newest {
         println!("  {package}: {pin} is the newest version offered");

@@ -11,9 +11,10 @@ use crate::policy::attributes::merge;
 use crate::policy::escape::Typing;
 use crate::policy::recipe::RawResource;
 use crate::policy::render::{RenderFailure, Renderer};
+use crate::policy::rollout::Membership;
 use crate::policy::runlist::{Expanded, expand};
 use crate::policy::types::{Origin, Origins, Types, record};
-use crate::policy::whitelist::{FallbackSource, Pin, Whitelist};
+use crate::policy::whitelist::{FallbackSource, Pin, Rollout, Whitelist};
 use crate::policy::{Cookbook, Repository};
 use crate::resource::{
     BuildEnv, COMMON_PROPERTIES, Resource, ResourceId, Spec, TypeDef, string_list, type_def, types,
@@ -61,6 +62,8 @@ pub struct Policy {
     pub attributes: toml::Table,
     /// The whitelist's versions for this node.
     pub pins: BTreeMap<String, Pin>,
+    /// The rollouts this node is in, by name.
+    pub rollouts: Vec<String>,
     /// The size whose attributes apply (`--size`).
     pub size: Option<String>,
     pub resources: Vec<Compiled>,
@@ -94,10 +97,16 @@ pub fn compile(
 ) -> Result<Policy, PolicyErrors> {
     let expanded = expand(repo, &node.run_list).map_err(|e| PolicyErrors(vec![e]))?;
     let mut errors = Vec::new();
+    let (whitelist, valid) = load_whitelist(repo, &mut errors);
+    let rollouts = NodeRollouts::of(whitelist.as_ref(), &expanded, facts, &mut errors);
+    let expanded = rollouts
+        .append_recipes(repo, expanded, node)
+        .map_err(|e| PolicyErrors(vec![e]))?;
     let (cookbooks, order) = cookbooks_of(repo, &expanded, &mut errors);
     errors.extend(node_attributes_without_secrets(node));
-    let (mut attributes, origins) = merge_attributes(&expanded, &cookbooks, &order, node, facts)
-        .map_err(|e| PolicyErrors(vec![e]))?;
+    let (mut attributes, origins) =
+        merge_attributes(&expanded, &cookbooks, &order, node, &rollouts, facts)
+            .map_err(|e| PolicyErrors(vec![e]))?;
     errors.extend(mark_attribute_secrets(&mut attributes));
     let types = types_of(&cookbooks, &order);
     errors.extend(crate::policy::types::check(&attributes, &types, &origins));
@@ -110,13 +119,16 @@ pub fn compile(
         &attributes,
         secrets,
         std::sync::Arc::new(Typing { types, origins }),
-    );
-    let (pins, fallback) = pins_for(repo, &expanded, facts, &mut errors);
+    )
+    .with_rollouts(std::sync::Arc::new(rollouts.membership.clone()));
+    let valid = whitelist.as_ref().filter(|_| valid);
+    let (pins, fallback) = pins_for(repo, valid, &expanded, facts, &mut errors);
     let mut verify = role_checks(&expanded, &renderer, &mut errors);
     let env = PolicyEnv {
         renderer: &renderer,
         pins: &pins,
         fallback: fallback.clone(),
+        rollouts: &rollouts.membership,
     };
     let built = build_recipes(&expanded, &cookbooks, &env, &mut verify, &mut errors);
     let resources = link_notifications(built.resources, built.pending, &mut errors);
@@ -127,6 +139,7 @@ pub fn compile(
         expanded,
         attributes,
         pins,
+        rollouts: rollouts.membership.names.iter().cloned().collect(),
         size: node.size.clone(),
         resources,
         verify,
@@ -223,10 +236,86 @@ fn types_of(cookbooks: &HashMap<String, Cookbook>, order: &[String]) -> Types {
     types
 }
 
+/// The repository's whitelist, when it can be read, and whether it is
+/// valid. Converge refuses what `kiln check` refuses: a version apt cannot
+/// parse, or a rollout that can never match, must not pass silently; an
+/// invalid one still tells gates which rollouts exist.
+fn load_whitelist(repo: &Repository, errors: &mut Vec<PolicyError>) -> (Option<Whitelist>, bool) {
+    match Whitelist::load(repo) {
+        Ok(w) => {
+            let invalid = w.validate_in(repo);
+            let valid = invalid.is_empty();
+            errors.extend(invalid);
+            (Some(w), valid)
+        }
+        Err(e) => {
+            errors.push(e);
+            (None, false)
+        }
+    }
+}
+
+/// The rollouts a node is in, and what they bring besides pins.
+struct NodeRollouts<'w> {
+    membership: Membership,
+    within: Vec<&'w Rollout>,
+    /// The whitelist, as messages name it.
+    file: std::path::PathBuf,
+}
+
+impl<'w> NodeRollouts<'w> {
+    /// The rollouts of `whitelist` the node is in (none without one). Two
+    /// of them that set one attribute are an error.
+    fn of(
+        whitelist: Option<&'w Whitelist>,
+        expanded: &Expanded,
+        facts: &Facts,
+        errors: &mut Vec<PolicyError>,
+    ) -> Self {
+        let Some(w) = whitelist else {
+            return NodeRollouts {
+                membership: Membership::default(),
+                within: Vec::new(),
+                file: Default::default(),
+            };
+        };
+        let roles = expanded.role_names();
+        errors.extend(crate::policy::rollout::host_conflicts(
+            w,
+            &facts.fqdn,
+            &roles,
+            &facts.codename,
+        ));
+        NodeRollouts {
+            membership: Membership::of(w, &facts.fqdn, &roles, &facts.codename),
+            within: w.rollouts_of(&facts.fqdn, &roles, &facts.codename),
+            file: w.file.clone(),
+        }
+    }
+
+    /// The run list expanded again with the rollouts' recipes appended
+    /// (each recipe still runs once, at its first position).
+    fn append_recipes(
+        &self,
+        repo: &Repository,
+        expanded: Expanded,
+        node: &Node,
+    ) -> Result<Expanded, PolicyError> {
+        let extra: Vec<&String> = self.within.iter().flat_map(|r| &r.run_list).collect();
+        if extra.is_empty() {
+            return Ok(expanded);
+        }
+        let mut items = node.run_list.clone();
+        items.extend(extra.into_iter().cloned());
+        expand(repo, &items)
+    }
+}
+
 /// The whitelist's versions for this node, and its fallback sources for
 /// the node's release.
 fn pins_for(
     repo: &Repository,
+    whitelist: Option<&Whitelist>,
     expanded: &Expanded,
     facts: &Facts,
     errors: &mut Vec<PolicyError>,
@@ -234,25 +323,17 @@ fn pins_for(
     BTreeMap<String, Pin>,
     Option<std::sync::Arc<FallbackSource>>,
 ) {
-    let mut fallback = None;
-    let pins = match Whitelist::load(repo).and_then(|w| {
-        // Converge refuses what `kiln check` refuses: a version apt cannot
-        // parse, or a rollout that can never match, must not pass silently.
-        let invalid = w.validate_in(repo);
-        let mut invalid = invalid.into_iter();
-        if let Some(first) = invalid.next() {
-            errors.extend(invalid);
-            return Err(first);
-        }
-        let own = w.fallback_for(&facts.codename);
-        if !own.is_empty() {
-            fallback = Some(std::sync::Arc::new(FallbackSource {
-                fallback: own.clone(),
-                repo: repo.dir.clone(),
-            }));
-        }
-        w.resolve(&facts.fqdn, &expanded.role_names(), &facts.codename)
-    }) {
+    let Some(w) = whitelist else {
+        return (BTreeMap::new(), None);
+    };
+    let own = w.fallback_for(&facts.codename);
+    let fallback = (!own.is_empty()).then(|| {
+        std::sync::Arc::new(FallbackSource {
+            fallback: own.clone(),
+            repo: repo.dir.clone(),
+        })
+    });
+    let pins = match w.resolve(&facts.fqdn, &expanded.role_names(), &facts.codename) {
         Ok(p) => p,
         Err(e) => {
             errors.push(e);
@@ -343,6 +424,14 @@ fn build_recipes(
         }
         let env = CookbookEnv::new(cb, env);
         for raw in &recipe.resources {
+            match env.policy.rollouts.admits(&raw.table) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    errors.push(e.in_file(&recipe.file).at_line(raw.line, None));
+                    continue;
+                }
+            }
             match compile_one(raw, &env) {
                 Ok((c, notes, props, warning)) => {
                     if let Some(w) = warning {
@@ -509,13 +598,15 @@ fn is_file_kind(kind: &str) -> bool {
 }
 
 /// Precedence, low to high: cookbook attributes < role defaults (later roles
-/// win) < size attributes < node attributes < role overrides < facts. With
-/// the file each final value came from.
+/// win) < size attributes < node attributes < role overrides < the
+/// attributes of the rollouts the node is in < facts. With the file each
+/// final value came from.
 fn merge_attributes(
     expanded: &Expanded,
     cookbooks: &HashMap<String, Cookbook>,
     order: &[String],
     node: &Node,
+    rollouts: &NodeRollouts,
     facts: &Facts,
 ) -> Result<(toml::Table, Origins), PolicyError> {
     let mut attrs = toml::Table::new();
@@ -581,6 +672,15 @@ fn merge_attributes(
             &mut attrs,
             &role.override_attributes,
             Origin::under(&role.file, "override_attributes"),
+        );
+    }
+    // Two rollouts that set one value are refused, so their order is moot.
+    for r in &rollouts.within {
+        let table = format!("rollouts.{}.attributes", r.name);
+        layer(
+            &mut attrs,
+            &r.attributes,
+            Origin::under(&rollouts.file, &table),
         );
     }
     let facts = toml::Table::try_from(facts).expect("facts serialize");
@@ -855,6 +955,10 @@ impl Common {
                 })?);
             }
         }
+        // Already judged before the resource was rendered.
+        for gate in crate::policy::rollout::GATES {
+            table.remove(*gate);
+        }
         Ok(Common {
             actions,
             notes,
@@ -1059,6 +1163,8 @@ struct PolicyEnv<'a> {
     renderer: &'a Renderer<'a>,
     pins: &'a BTreeMap<String, Pin>,
     fallback: Option<std::sync::Arc<FallbackSource>>,
+    /// Which rollouts the node is in, for gated resources.
+    rollouts: &'a Membership,
 }
 
 /// Cookbook files and templates for the resources of one cookbook.

@@ -221,6 +221,9 @@ pub struct Report {
     pub target: String,
     pub fqdn: String,
     pub roles: Vec<String>,
+    /// The whitelist's rollouts this host is in (`[rollouts.NAME]`): what
+    /// sets it apart from other hosts of its roles on purpose.
+    pub rollouts: Vec<String>,
     /// So that a later run (the agent's) applies the same size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
@@ -308,6 +311,7 @@ impl Report {
             target: target.root().display().to_string(),
             fqdn,
             roles: policy.expanded.role_names(),
+            rollouts: policy.rollouts.clone(),
             size: policy.size.clone(),
             run_list: policy
                 .expanded
@@ -385,8 +389,13 @@ impl Report {
         } else {
             "updated"
         };
+        let rollouts = if self.rollouts.is_empty() {
+            String::new()
+        } else {
+            format!(" (in rollouts: {})", self.rollouts.join(", "))
+        };
         format!(
-            "kiln: {}/{} resources {verb}, {} failed in {:.1} ms",
+            "kiln: {}/{} resources {verb}, {} failed in {:.1} ms{rollouts}",
             self.updated, self.total, self.failed, self.elapsed_ms
         )
     }

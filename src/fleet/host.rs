@@ -121,6 +121,9 @@ pub struct HostOutcome {
     pub changed: usize,
     /// One line per changed resource: `package[x]: upgrade 1.0 -> 2.0`.
     pub changes: Vec<String>,
+    /// The whitelist's rollouts the host's converge put it in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<String>,
     /// With --why-run: unified diffs of file content by resource, as the
     /// local why-run prints them (sensitive content redacted by the host).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -144,6 +147,7 @@ impl HostOutcome {
             state: State::NotReached,
             changed: 0,
             changes: vec![],
+            rollouts: vec![],
             diffs: Default::default(),
             failure: None,
             health: vec![],
@@ -321,6 +325,7 @@ fn steps(
     };
     let checks = doc.checks;
     o.changed = report.updated;
+    o.rollouts = report.rollouts.clone();
     for r in &report.resources {
         match r.status {
             Status::Updated | Status::WouldUpdate => {

@@ -25,6 +25,8 @@ pub struct Push<'a> {
     pub inventory: &'a Path,
     /// `--hosts`: a glob on fqdns and roles.
     pub hosts: Option<&'a str>,
+    /// `--rollout`: only the hosts in this rollout, those it names first.
+    pub rollout: Option<&'a str>,
     pub accept_new_host_keys: bool,
     pub ssh: &'a Client,
     pub canary: Option<usize>,
@@ -66,7 +68,10 @@ pub fn prepare(p: &Push) -> Result<Ready, Error> {
         ),
         None => None,
     };
-    let (inv, hosts) = select(&repo, p.inventory, p.hosts, p.accept_new_host_keys)?;
+    let (inv, mut hosts) = select(&repo, p.inventory, p.hosts, p.accept_new_host_keys)?;
+    if let Some(name) = p.rollout {
+        hosts = in_rollout(&repo, &inv, hosts, name)?;
+    }
     // The bundle's policy must compile at all before it goes anywhere,
     // and every host must be able to read the secrets it needs.
     check_policy(&repo)?;
@@ -206,6 +211,39 @@ pub fn select(
         )));
     }
     Ok((inv, hosts))
+}
+
+/// The hosts of `hosts` in rollout `name`; those its `hosts` names are
+/// its canaries, converged first. A host's release is not known before it
+/// is reached: a rollout of some releases takes effect where they run.
+fn in_rollout(
+    repo: &Repository,
+    inv: &Inventory,
+    hosts: Vec<Host>,
+    name: &str,
+) -> Result<Vec<Host>, Error> {
+    let pairs: Vec<(String, Vec<String>)> = hosts
+        .iter()
+        .map(|h| (h.fqdn.clone(), h.roles.clone()))
+        .collect();
+    let found = crate::policy::rollout::explain(repo, name, &pairs, None)?;
+    let chosen: Vec<Host> = hosts
+        .into_iter()
+        .zip(&found.hosts)
+        .filter(|(_, v)| v.is_in)
+        .map(|(mut h, v)| {
+            h.canary |= v.named;
+            h
+        })
+        .collect();
+    if chosen.is_empty() {
+        return Err(Error::Usage(format!(
+            "rollout {name:?} reaches no host of {} (see kiln whitelist explain --rollout {name} --inventory {})",
+            inv.file.display(),
+            inv.file.display()
+        )));
+    }
+    Ok(chosen)
 }
 
 /// The kiln binary to send (`binary`, else the running one) and its sha256

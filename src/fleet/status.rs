@@ -31,6 +31,8 @@ pub struct LastRun {
     /// The serial of the bundle the run converged, if it came from one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bundle_serial: Option<u64>,
+    /// The whitelist's rollouts the run put the host in.
+    pub rollouts: Vec<String>,
 }
 
 impl From<Report> for LastRun {
@@ -43,6 +45,7 @@ impl From<Report> for LastRun {
             failed: r.failed,
             why_run: r.why_run,
             bundle_serial: r.bundle_serial,
+            rollouts: r.rollouts,
         }
     }
 }
@@ -408,10 +411,18 @@ pub fn render(st: &Status) -> String {
             .as_ref()
             .and_then(|r| r.bundle_serial)
             .map_or("-".to_string(), |n| n.to_string());
+        let rollouts = h
+            .last_run
+            .as_ref()
+            .filter(|r| !r.rollouts.is_empty())
+            .map_or(String::new(), |r| {
+                format!("rollouts: {}", r.rollouts.join(", "))
+            });
         let detail = match (&h.error, drifted.get(h.fqdn.as_str())) {
             (Some(e), _) => e.clone(),
-            (None, Some(n)) => format!("DRIFT: {n} resource(s)"),
-            (None, None) => String::new(),
+            (None, Some(n)) if rollouts.is_empty() => format!("DRIFT: {n} resource(s)"),
+            (None, Some(n)) => format!("DRIFT: {n} resource(s); {rollouts}"),
+            (None, None) => rollouts,
         };
         let _ = writeln!(
             s,

@@ -10,6 +10,8 @@ pub mod limits;
 pub mod recipe;
 pub mod render;
 pub mod role;
+pub mod rollout;
+pub mod rollout_edit;
 pub mod runlist;
 pub mod spans;
 pub mod types;

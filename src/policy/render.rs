@@ -144,6 +144,12 @@ impl<'s> Renderer<'s> {
         }
     }
 
+    /// Lets templates ask `{{#if (in_rollout "NAME")}}` of this node.
+    pub fn with_rollouts(mut self, rollouts: Arc<super::rollout::Membership>) -> Self {
+        super::rollout::register(&mut self.hb, rollouts, &self.last_fix);
+        self
+    }
+
     /// Where this renderer's secret values come from, and what it used.
     pub fn secrets(&self) -> &Resolver<'s> {
         &self.secrets

@@ -1,7 +1,8 @@
 //! `whitelist.toml`: the only source of package versions. Base pins, the
 //! pins of each Debian release (`[releases.NAME]`, chosen by the target's
 //! own os-release), plus staged rollouts that give matching hosts other
-//! versions first.
+//! versions first, and other attributes and recipes (see
+//! [`super::rollout`] for which hosts a rollout reaches).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,12 +52,27 @@ pub struct Entry {
 
 #[derive(Debug, Clone, Default)]
 pub struct Rollout {
+    /// `[rollouts.NAME]`: also the key of its percentage's hash.
+    pub name: String,
+    /// Host patterns (fnmatch on the fqdn); a pattern without wildcards
+    /// names a host, which is in whatever the percentage.
     pub hosts: Vec<String>,
     pub roles: Vec<String>,
     /// Only targets of these releases (empty: any). With neither hosts nor
     /// roles, every host of these releases.
     pub releases: Vec<String>,
+    /// A stable share of the hosts its patterns, roles and releases allow,
+    /// as written (`kiln check` refuses one outside 0-100); none: all.
+    pub percent: Option<i64>,
+    pub percent_line: usize,
     pub packages: BTreeMap<String, Entry>,
+    /// Laid over the attributes of the hosts in it, above role overrides.
+    pub attributes: toml::Table,
+    /// The line of each value `attributes` sets, by dotted path.
+    pub attribute_lines: BTreeMap<String, usize>,
+    /// Recipes appended to the run lists of the hosts in it.
+    pub run_list: Vec<String>,
+    pub run_list_line: usize,
     pub line: usize,
 }
 
@@ -113,7 +129,13 @@ struct RawRollout {
     #[serde(default)]
     releases: Vec<String>,
     #[serde(default)]
+    percent: Option<toml::Spanned<i64>>,
+    #[serde(default)]
     packages: BTreeMap<String, toml::Spanned<String>>,
+    #[serde(default)]
+    attributes: Option<toml::Spanned<toml::Table>>,
+    #[serde(default)]
+    run_list: Option<toml::Spanned<Vec<String>>>,
 }
 
 impl Whitelist {
@@ -164,13 +186,33 @@ impl Whitelist {
             .map(|(name, r)| {
                 let line = lines.line(r.span().start);
                 let r = r.into_inner();
+                let at = |span: std::ops::Range<usize>| lines.line(span.start);
+                let percent_line = r.percent.as_ref().map_or(line, |p| at(p.span()));
+                let run_list_line = r.run_list.as_ref().map_or(line, |l| at(l.span()));
+                let (attributes, attributes_line) =
+                    r.attributes.map_or((toml::Table::new(), line), |a| {
+                        let l = at(a.span());
+                        (a.into_inner(), l)
+                    });
+                let attribute_lines =
+                    super::rollout::value_lines(text, &name, &attributes, attributes_line);
                 (
-                    name,
+                    name.clone(),
                     Rollout {
+                        name,
                         hosts: r.hosts,
                         roles: r.roles,
                         releases: r.releases,
+                        percent: r.percent.map(toml::Spanned::into_inner),
+                        percent_line,
                         packages: entries(r.packages),
+                        attributes,
+                        attribute_lines,
+                        run_list: r
+                            .run_list
+                            .map(toml::Spanned::into_inner)
+                            .unwrap_or_default(),
+                        run_list_line,
                         line,
                     },
                 )
@@ -295,15 +337,21 @@ impl Whitelist {
                     );
                 }
             }
-            if r.hosts.is_empty() && r.roles.is_empty() && r.releases.is_empty() {
+            if r.hosts.is_empty()
+                && r.roles.is_empty()
+                && r.releases.is_empty()
+                && r.percent.is_none()
+            {
                 errors.push(
                     PolicyError::new(format!("rollout {name:?} matches no host"))
                         .in_file(&self.file)
                         .at_line(r.line, None)
-                        .fix("give it hosts = [\"PATTERN\"], roles = [\"ROLE\"] or releases = [\"CODENAME\"]"),
+                        .fix("give it hosts = [\"PATTERN\"], roles = [\"ROLE\"], releases = [\"CODENAME\"] or percent = N (a share of every host)"),
                 );
             }
+            errors.extend(r.validate(&self.file));
         }
+        errors.extend(super::rollout::static_conflicts(self));
         errors.extend(self.fallback.validate(&self.file));
         errors
     }
@@ -333,7 +381,22 @@ impl Whitelist {
             }
         }
         let roles = repo.names_in("roles");
+        let cookbooks = repo.names_in("cookbooks");
         for (name, r) in &self.rollouts {
+            for item in &r.run_list {
+                if let Ok(super::runlist::Item::Recipe(cb, _)) = super::runlist::Item::parse(item)
+                    && !cookbooks.contains(&cb)
+                {
+                    errors.push(
+                        PolicyError::new(format!(
+                            "rollout {name:?}: run_list item {item:?}: cookbook {cb:?} does not exist (no cookbooks/{cb})"
+                        ))
+                        .in_file(&self.file)
+                        .at_line(r.run_list_line, None)
+                        .fix(format!("add cookbooks/{cb}, or use one of: {}", cookbooks.join(", "))),
+                    );
+                }
+            }
             for role in &r.roles {
                 if !roles.contains(role) {
                     errors.push(
@@ -442,14 +505,15 @@ impl Whitelist {
 
     /// Whether a rollout applies to a node of release `codename`.
     pub fn matches(rollout: &Rollout, fqdn: &str, roles: &[String], codename: &str) -> bool {
-        let release = rollout.releases.is_empty() || rollout.releases.iter().any(|r| r == codename);
-        let who =
-            (rollout.hosts.is_empty() && rollout.roles.is_empty() && !rollout.releases.is_empty())
-                || rollout.hosts.iter().any(|h| {
-                    globset::Glob::new(h).is_ok_and(|g| g.compile_matcher().is_match(fqdn))
-                })
-                || rollout.roles.iter().any(|r| roles.contains(r));
-        release && who
+        rollout.reason(fqdn, roles, Some(codename)).is_in()
+    }
+
+    /// The rollouts a node of release `codename` is in, in name order.
+    pub fn rollouts_of(&self, fqdn: &str, roles: &[String], codename: &str) -> Vec<&Rollout> {
+        self.rollouts
+            .values()
+            .filter(|r| Whitelist::matches(r, fqdn, roles, codename))
+            .collect()
     }
 
     /// Every package's version for a node of release `codename` (its

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, PolicyError, RunError};
 use crate::policy::Repository;
+use crate::policy::rollout_edit::{Carried, Destination, carry};
 use crate::policy::whitelist::Whitelist;
 
 /// One pin an edit moved: its package, the version before (none for a new
@@ -27,6 +28,9 @@ pub enum EditError {
     /// A key that must hold a table holds a value (named as in TOML).
     #[error("{0} is not a table")]
     NotATable(String),
+    /// An `--attribute` that cannot be written.
+    #[error("{0}")]
+    Attribute(String),
 }
 
 impl EditError {
@@ -36,6 +40,9 @@ impl EditError {
             EditError::Syntax(_) => "correct the TOML syntax of the whitelist first".to_string(),
             EditError::NoRollout(_) => "name a [rollouts.NAME] table of the whitelist".to_string(),
             EditError::NotATable(what) => format!("make {what} a table in the whitelist"),
+            EditError::Attribute(_) => {
+                "write --attribute COOKBOOK.KEY=VALUE, e.g. --attribute mariadb.innodb_buffer_pool_mb=512".to_string()
+            }
         };
         PolicyError::new(self.to_string()).in_file(file).fix(fix)
     }
@@ -75,16 +82,18 @@ impl WhitelistFile {
 }
 
 /// What `promote` did.
-#[derive(Debug)]
 pub struct Promoted {
     pub moved: Vec<PinMove>,
     /// The release whose pins took the versions; none for `[packages]`.
     pub into: Option<String>,
+    /// Where its attributes and recipes went, and which.
+    pub carried: Option<Carried>,
 }
 
-/// Moves a rollout's versions into the base pins and deletes the rollout,
-/// keeping the file's comments and layout.
-pub fn promote(repo: &Repository, name: &str) -> Result<Promoted, Error> {
+/// Moves a rollout's versions into the base pins, and its attributes and
+/// recipes into `to`, then deletes the rollout, keeping the files'
+/// comments and layout.
+pub fn promote(repo: &Repository, name: &str, to: Option<&Destination>) -> Result<Promoted, Error> {
     let file = WhitelistFile::read(repo)?;
     let (wl, shown) = (&file.whitelist, &file.shown);
     if !wl.rollouts.contains_key(name) {
@@ -100,6 +109,31 @@ pub fn promote(repo: &Repository, name: &str) -> Result<Promoted, Error> {
     }
     // A rollout of one pinned release is promoted into that release's pins.
     let rollout = &wl.rollouts[name];
+    let carries = !rollout.attributes.is_empty() || !rollout.run_list.is_empty();
+    let carried = match (carries, to) {
+        // Deleting the rollout would drop them without a word.
+        (true, None) => {
+            return Err(PolicyError::new(format!(
+                "rollout {name:?} carries attributes or recipes, and promote was not told where they go"
+            ))
+            .in_file(shown)
+            .at_line(rollout.line, None)
+            .fix(format!("kiln whitelist promote {name} --to role:NAME (override_attributes and run_list), or --to cookbook:NAME (attributes.toml)"))
+            .into());
+        }
+        (true, Some(to)) => {
+            let doc: toml_edit::DocumentMut = file
+                .text
+                .parse()
+                .map_err(|e| EditError::Syntax(e).in_file(shown))?;
+            let written = doc
+                .get("rollouts")
+                .and_then(|r| r.get(name))
+                .and_then(|r| r.get("attributes"));
+            Some(carry(repo, rollout, written, to)?)
+        }
+        (false, _) => None,
+    };
     let into = match rollout.releases.as_slice() {
         _ if wl.releases.is_empty() => None,
         [] => None,
@@ -116,10 +150,16 @@ pub fn promote(repo: &Repository, name: &str) -> Result<Promoted, Error> {
         }
     };
     let (new_text, moved) = promote_text(&file.text, name, into).map_err(|e| e.in_file(shown))?;
+    // The change lands in its new place before the rollout goes.
+    if let Some(c) = &carried {
+        crate::policy::files::replace(&c.path, c.text.as_bytes())
+            .map_err(|e| RunError::io("write", c.path.display(), e))?;
+    }
     file.write(&new_text)?;
     Ok(Promoted {
         moved,
         into: into.map(str::to_string),
+        carried,
     })
 }
 
@@ -148,16 +188,17 @@ pub fn promote_text(
             _ => vec![],
         }
     };
-    let packages = match release {
-        None => {
+    let mut packages = match release {
+        _ if rollout_pkgs.is_empty() => None,
+        None => Some({
             if !doc.contains_key("packages") {
                 doc["packages"] = toml_edit::table();
             }
             doc["packages"]
                 .as_table_like_mut()
                 .ok_or_else(|| not_a_table("[packages]".into()))?
-        }
-        Some(r) => {
+        }),
+        Some(r) => Some({
             let releases = doc
                 .get_mut("releases")
                 .and_then(|t| t.as_table_like_mut())
@@ -173,10 +214,13 @@ pub fn promote_text(
                 .get_mut("packages")
                 .and_then(|t| t.as_table_like_mut())
                 .ok_or_else(|| not_a_table(format!("[releases.{r}.packages]")))?
-        }
+        }),
     };
     let mut moved = Vec::new();
     for (pkg, value) in rollout_pkgs {
+        let Some(packages) = packages.as_mut() else {
+            break;
+        };
         let version = value.as_str().unwrap_or_default().to_string();
         let old = match packages.get_mut(&pkg) {
             Some(item) => {
@@ -211,12 +255,81 @@ pub fn promote_text(
 }
 
 /// What `stage` writes, and where.
+#[derive(Default)]
 pub struct Stage<'a> {
     pub name: &'a str,
     /// Only these packages (default: every pin with a security update).
     pub packages: &'a [String],
     pub hosts: &'a [String],
     pub rollout_roles: &'a [String],
+    /// A stable share of the hosts the rollout's hosts and roles allow.
+    pub percent: Option<i64>,
+    /// `KEY.PATH=VALUE`, as typed: attributes for the hosts in the rollout.
+    pub attributes: &'a [String],
+    /// `recipe[...]` items appended to the run lists of the hosts in it.
+    pub run_list: &'a [String],
+}
+
+/// One `--attribute KEY.PATH=VALUE`: the dotted path and the value, read
+/// as TOML (`512`, `true`, `"x"`), else as the string typed.
+fn assignment(text: &str) -> Result<(Vec<String>, toml::Value), PolicyError> {
+    let bad = |why: &str| {
+        PolicyError::new(format!("--attribute {text:?}: {why}"))
+            .fix("write --attribute COOKBOOK.KEY=VALUE, e.g. --attribute mariadb.innodb_buffer_pool_mb=512")
+    };
+    let (key, value) = text.split_once('=').ok_or_else(|| bad("no '='"))?;
+    let path: Vec<String> = key.trim().split('.').map(str::to_string).collect();
+    let bare = |k: &String| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if !path.iter().all(bare) {
+        return Err(bad(
+            "the key must be dotted names of letters, digits, '_' and '-'",
+        ));
+    }
+    if path.len() < 2 {
+        return Err(bad("an attribute lives under its cookbook's name"));
+    }
+    let value = value.trim();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    Ok((path, parsed))
+}
+
+impl Stage<'_> {
+    /// Whether the rollout carries attributes or recipes: such a stage
+    /// needs no target to read versions from.
+    pub fn carries_change(&self) -> bool {
+        !self.attributes.is_empty() || !self.run_list.is_empty()
+    }
+
+    /// The attributes as one table, each value typed.
+    fn attribute_table(&self) -> Result<toml::Table, PolicyError> {
+        let mut table = toml::Table::new();
+        for a in self.attributes {
+            let (path, value) = assignment(a)?;
+            let (leaf, parents) = path.split_last().expect("two names at least");
+            let mut at = &mut table;
+            for p in parents {
+                let next = at
+                    .entry(p.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                at = next.as_table_mut().ok_or_else(|| {
+                    PolicyError::new(format!("--attribute {a:?}: {p} is a value already"))
+                        .fix("give each attribute once, at one depth")
+                })?;
+            }
+            if at.insert(leaf.clone(), value).is_some() {
+                return Err(PolicyError::new(format!("--attribute {a:?}: set twice"))
+                    .fix("give each attribute once"));
+            }
+        }
+        Ok(table)
+    }
 }
 
 impl Stage<'_> {
@@ -233,12 +346,20 @@ impl Stage<'_> {
                     )),
             );
         }
-        if self.hosts.is_empty() && self.rollout_roles.is_empty() {
+        if self.hosts.is_empty() && self.rollout_roles.is_empty() && self.percent.is_none() {
             return Err(
-                PolicyError::new("a staged rollout needs hosts to go to first")
-                    .fix("name canaries with --hosts 'web01.*' and/or --roles canary"),
+                PolicyError::new("a staged rollout needs hosts to go to first").fix(
+                    "name canaries with --hosts 'web01.*', --roles canary and/or --percent 10",
+                ),
             );
         }
+        if let Some(p) = self.percent
+            && !(0..=100).contains(&p)
+        {
+            return Err(PolicyError::new(format!("--percent {p} is outside 0-100"))
+                .fix("give the share of hosts as a whole number from 0 to 100"));
+        }
+        self.attribute_table()?;
         Ok(())
     }
 }
@@ -278,26 +399,66 @@ pub fn stage_text(
     if let Some(r) = release {
         table["releases"] = list(&[r.to_string()]);
     }
-    let mut packages = toml_edit::InlineTable::new();
-    for m in chosen {
-        packages.insert(&m.package, m.to.as_str().into());
+    if let Some(p) = stage.percent {
+        table["percent"] = toml_edit::value(p);
     }
-    table["packages"] = toml_edit::value(packages);
-    table.decor_mut().set_prefix(format!(
-        "\n# staged by kiln whitelist stage: {}\n",
-        chosen
-            .iter()
-            .map(|m| format!(
+    let mut said: Vec<String> = chosen
+        .iter()
+        .map(|m| {
+            format!(
                 "{} {} -> {}",
                 m.package,
                 m.from.as_deref().unwrap_or_default(),
                 m.to
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
+            )
+        })
+        .collect();
+    if !chosen.is_empty() {
+        let mut packages = toml_edit::InlineTable::new();
+        for m in chosen {
+            packages.insert(&m.package, m.to.as_str().into());
+        }
+        table["packages"] = toml_edit::value(packages);
+    }
+    if !stage.run_list.is_empty() {
+        table["run_list"] = list(stage.run_list);
+        said.extend(stage.run_list.iter().cloned());
+    }
+    if !stage.attributes.is_empty() {
+        let attributes = stage
+            .attribute_table()
+            .map_err(|e| EditError::Attribute(e.to_string()))?;
+        table["attributes"] = toml_edit::value(inline(&toml::Value::Table(attributes)));
+        said.extend(stage.attributes.iter().map(|a| a.trim().to_string()));
+    }
+    table.decor_mut().set_prefix(format!(
+        "\n# staged by kiln whitelist stage: {}\n",
+        said.join(", ")
     ));
     rollouts.insert(stage.name, toml_edit::Item::Table(table));
     Ok(doc.to_string())
+}
+
+/// A value as TOML writes it on one line (tables inline).
+pub fn inline(v: &toml::Value) -> toml_edit::Value {
+    match v {
+        toml::Value::String(s) => s.as_str().into(),
+        toml::Value::Integer(i) => (*i).into(),
+        toml::Value::Float(f) => (*f).into(),
+        toml::Value::Boolean(b) => (*b).into(),
+        toml::Value::Datetime(d) => d
+            .to_string()
+            .parse()
+            .unwrap_or_else(|_| d.to_string().into()),
+        toml::Value::Array(a) => a.iter().map(inline).collect::<toml_edit::Array>().into(),
+        toml::Value::Table(t) => {
+            let mut out = toml_edit::InlineTable::new();
+            for (k, v) in t {
+                out.insert(k, inline(v));
+            }
+            out.into()
+        }
+    }
 }
 
 /// Writes `chosen` into `file` as the rollout `stage`: the new text must
@@ -311,6 +472,32 @@ pub fn write_stage(
     let new_text =
         stage_text(&file.text, stage, release, chosen).map_err(|e| e.in_file(&file.shown))?;
     Whitelist::parse(&new_text, file.shown.clone())?;
+    file.write(&new_text)?;
+    Ok(())
+}
+
+/// Writes a rollout that carries attributes or recipes (and no versions,
+/// so no target is read). The new whitelist must pass what `kiln check`
+/// asks of it, beyond what the old one already failed, before it is written.
+pub fn stage_change(repo: &Repository, stage: &Stage) -> Result<(), Error> {
+    let file = WhitelistFile::read(repo)?;
+    stage.check(&file)?;
+    let new_text = stage_text(&file.text, stage, None, &[]).map_err(|e| e.in_file(&file.shown))?;
+    let new = Whitelist::parse(&new_text, file.shown.clone())?;
+    let before: std::collections::BTreeSet<String> = file
+        .whitelist
+        .validate_in(repo)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let added: Vec<PolicyError> = new
+        .validate_in(repo)
+        .into_iter()
+        .filter(|e| !before.contains(&e.to_string()))
+        .collect();
+    if !added.is_empty() {
+        return Err(crate::error::PolicyErrors(added).into());
+    }
     file.write(&new_text)?;
     Ok(())
 }
@@ -338,6 +525,7 @@ mod tests {
                 packages: &[],
                 hosts: &["web01.*".to_string()],
                 rollout_roles: &["canary".to_string()],
+                ..Stage::default()
             },
             None,
             &chosen,
@@ -409,7 +597,7 @@ packages = { redis = "5:7.0.15-1~deb12u1" }
             name: "mc",
             packages: &[],
             hosts: &["web01.*".to_string()],
-            rollout_roles: &[],
+            ..Stage::default()
         };
         let staged = stage_text(text, &stage, Some("trixie"), &chosen).unwrap();
         let w = Whitelist::parse(&staged, "w".into()).unwrap();
@@ -431,6 +619,43 @@ packages = { redis = "5:7.0.15-1~deb12u1" }
             promoted.contains("# 1.6.38 is trixie's\nmemcached = \"1.6.38-1+deb13u1\""),
             "{promoted}"
         );
+    }
+
+    #[test]
+    fn a_staged_change_is_a_rollout_of_typed_attributes_and_recipes() {
+        let text = "# fleet pins\n[packages]\nsudo = \"1.9\"\n";
+        let stage = Stage {
+            name: "bufpool",
+            rollout_roles: &["db".to_string()],
+            percent: Some(50),
+            attributes: &[
+                "mariadb.innodb_buffer_pool_mb=512".to_string(),
+                "mariadb.bind_address = 0.0.0.0".to_string(),
+                "app.debug=true".to_string(),
+            ],
+            run_list: &["recipe[mariadb::tuning]".to_string()],
+            ..Stage::default()
+        };
+        let staged = stage_text(text, &stage, None, &[]).unwrap();
+        assert!(staged.starts_with(text), "{staged}");
+        let w = Whitelist::parse(&staged, "w".into()).unwrap();
+        let r = &w.rollouts["bufpool"];
+        assert_eq!(r.percent, Some(50));
+        assert!(r.packages.is_empty());
+        assert_eq!(r.run_list, ["recipe[mariadb::tuning]"]);
+        let m = r.attributes["mariadb"].as_table().unwrap();
+        assert_eq!(m["innodb_buffer_pool_mb"].as_integer(), Some(512));
+        assert_eq!(m["bind_address"].as_str(), Some("0.0.0.0"));
+        assert_eq!(r.attributes["app"]["debug"].as_bool(), Some(true));
+        for bad in ["nokey", "buffer=1", "mariadb..x=1", "a b.c=1"] {
+            let s = Stage {
+                name: "x",
+                hosts: &["h".to_string()],
+                attributes: &[bad.to_string()],
+                ..Stage::default()
+            };
+            assert!(s.attribute_table().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -477,6 +477,8 @@ pub const COMMON_PROPERTIES: &[&str] = &[
     "not_if",
     "ignore_failure",
     "sensitive",
+    "only_in_rollout",
+    "not_in_rollout",
 ];
 
 /// Every resource type kiln knows. `package` and `apt_repository` join with the whitelist.

@@ -29,6 +29,7 @@ mod policy;
 mod releases;
 mod repo_paths;
 mod report_store;
+mod rollouts;
 mod running;
 mod sandbox;
 mod secrets;
