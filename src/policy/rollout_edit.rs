@@ -101,19 +101,19 @@ pub fn carry(
                 .into());
         }
     };
-    let edit_error = |what: String| {
-        PolicyError::new(what)
+    let edit_error = |what: &dyn std::fmt::Display| {
+        PolicyError::new(what.to_string())
             .in_file(&shown)
             .fix("make it a table there, or promote into another place")
     };
     let mut doc: toml_edit::DocumentMut = old
         .parse()
-        .map_err(|e: toml_edit::TomlError| edit_error(e.to_string()))?;
+        .map_err(|e: toml_edit::TomlError| edit_error(&e))?;
     let mut attributes = Vec::new();
     for (path, value) in leaves {
         let mut full: Vec<&str> = under.to_vec();
         full.extend(path.iter().map(String::as_str));
-        set(doc.as_table_mut(), &full, value).map_err(edit_error)?;
+        set(doc.as_table_mut(), &full, value).map_err(|e| edit_error(&e))?;
         attributes.push(path.join("."));
     }
     let mut recipes = Vec::new();
@@ -123,7 +123,7 @@ pub fn carry(
         }
         let list = doc["run_list"]
             .as_array_mut()
-            .ok_or_else(|| edit_error("run_list is not an array".into()))?;
+            .ok_or_else(|| edit_error(&"run_list is not an array"))?;
         for item in &rollout.run_list {
             if !list.iter().any(|v| v.as_str() == Some(item)) {
                 list.push(item.as_str());
@@ -169,6 +169,15 @@ fn leaves_of(item: &toml_edit::Item) -> Vec<(Vec<String>, toml_edit::Value)> {
     out
 }
 
+/// Where a promoted value meets a destination of the other shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Clash {
+    #[error("{0} is a table, and the rollout sets a value there")]
+    TableWhereValue(String),
+    #[error("{0} is a value, and the rollout sets keys below it")]
+    ValueWhereTable(String),
+}
+
 /// Sets the value at `path` below `table`, making the tables between
 /// (implicit: a header only where a value sits), and keeping the comment
 /// after a value it replaces.
@@ -176,7 +185,7 @@ fn set(
     table: &mut dyn toml_edit::TableLike,
     path: &[&str],
     value: toml_edit::Value,
-) -> Result<(), String> {
+) -> Result<(), Clash> {
     let (first, rest) = path.split_first().expect("a path has a key");
     if rest.is_empty() {
         match table.get_mut(first) {
@@ -185,11 +194,7 @@ fn set(
                 *old = value;
                 *old.decor_mut() = decor;
             }
-            Some(_) => {
-                return Err(format!(
-                    "{first} is a table, and the rollout sets a value there"
-                ));
-            }
+            Some(_) => return Err(Clash::TableWhereValue(first.to_string())),
             None => {
                 table.insert(first, toml_edit::Item::Value(value));
             }
@@ -206,7 +211,7 @@ fn set(
     let inner = table
         .get_mut(first)
         .and_then(|i| i.as_table_like_mut())
-        .ok_or_else(|| format!("{first} is a value, and the rollout sets keys below it"))?;
+        .ok_or_else(|| Clash::ValueWhereTable(first.to_string()))?;
     set(inner, rest, value)
 }
 
@@ -398,5 +403,20 @@ mod tests {
             back["override_attributes"]["mariadb"]["innodb_buffer_pool_mb"].as_integer(),
             Some(512)
         );
+    }
+
+    #[test]
+    fn a_value_and_a_table_do_not_replace_each_other() {
+        let mut doc: toml_edit::DocumentMut = "[a]\nb = 1\n".parse().unwrap();
+        let v = || toml_edit::Value::from(2);
+        assert_eq!(
+            set(doc.as_table_mut(), &["a"], v()),
+            Err(Clash::TableWhereValue("a".into()))
+        );
+        assert_eq!(
+            set(doc.as_table_mut(), &["a", "b", "c"], v()),
+            Err(Clash::ValueWhereTable("b".into()))
+        );
+        assert_eq!(doc.to_string(), "[a]\nb = 1\n");
     }
 }
