@@ -35,11 +35,20 @@ pub struct Dpkg {
 }
 
 impl Dpkg {
+    /// The database as dpkg itself sees it: `status`, then the journal of
+    /// changes a dpkg run killed before its checkpoint left in `updates/`,
+    /// in order (each record replaces the package's earlier one).
     pub fn read(target: &Target) -> Self {
-        let text = target
-            .fs()
+        let fs = target.fs();
+        let mut text = fs
             .read_to_string("/var/lib/dpkg/status")
             .unwrap_or_default();
+        for name in journal(fs.read_dir(UPDATES).unwrap_or_default()) {
+            if let Ok(record) = fs.read_to_string(format!("{UPDATES}/{name}")) {
+                text.push_str("\n\n");
+                text.push_str(&record);
+            }
+        }
         Dpkg::parse(&text)
     }
 
@@ -84,6 +93,28 @@ impl Dpkg {
     pub fn installed(&self, name: &str) -> Option<&Installed> {
         self.packages.get(name).filter(|p| p.is_installed())
     }
+}
+
+/// dpkg's journal of status changes not yet folded into `status`.
+const UPDATES: &str = "/var/lib/dpkg/updates";
+
+/// The journal's records in the order dpkg applies them: files named by
+/// a sequence number only (`0000`, `0001`; not dpkg's `tmp.i`).
+fn journal(names: Vec<std::ffi::OsString>) -> Vec<String> {
+    let mut numbered: Vec<(u64, String)> = names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter_map(|n| {
+            Some((
+                n.parse()
+                    .ok()
+                    .filter(|_| n.bytes().all(|b| b.is_ascii_digit()))?,
+                n,
+            ))
+        })
+        .collect();
+    numbered.sort();
+    numbered.into_iter().map(|(_, n)| n).collect()
 }
 
 /// `libc6 (>= 2.34), foo | bar:any` -> libc6, foo, bar.
@@ -181,6 +212,37 @@ pub fn compare(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_journal_is_read_in_dpkg_s_order_and_its_records_win() {
+        let names = ["0010", "tmp.i", "0002", "x1", "0001"].map(std::ffi::OsString::from);
+        assert_eq!(journal(names.to_vec()), ["0001", "0002", "0010"]);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("var/lib/dpkg");
+        std::fs::create_dir_all(d.join("updates")).unwrap();
+        let record = |v: &str, status: &str| {
+            format!("Package: hello\nStatus: {status}\nVersion: {v}\nArchitecture: all\n")
+        };
+        std::fs::write(d.join("status"), record("1.0-1", "hold ok installed")).unwrap();
+        std::fs::write(
+            d.join("updates/0000"),
+            record("2.0-1", "install ok unpacked"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("updates/0001"),
+            record("2.0-1", "install ok installed"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("updates/tmp.i"),
+            record("3.0-1", "install ok half-installed"),
+        )
+        .unwrap();
+        let db = Dpkg::read(&Target::at_root(dir.path()));
+        let hello = db.installed("hello").unwrap();
+        assert_eq!((hello.version.as_str(), hello.is_held()), ("2.0-1", false));
+    }
 
     #[test]
     fn install_lines_are_installs_only() {

@@ -420,11 +420,30 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
                 );
                 Err(match &failure {
                     Some(e) => e.clone().context(what),
-                    None => RunError::precondition(format!("{what}: apt reported no error")),
+                    None => RunError::precondition(format!(
+                        "{what}: apt reported no error ({})",
+                        asked(&p.name, &to_install, &before)
+                    )),
                 })
             }
         })
         .collect()
+}
+
+/// What this run asked of apt for `name`, and what dpkg showed before:
+/// the evidence for a transaction that ended elsewhere than asked.
+fn asked(
+    name: &str,
+    to_install: &[(String, String)],
+    before: &crate::platform::dpkg::Dpkg,
+) -> String {
+    let was = before.packages.get(name).map_or("absent".to_string(), |i| {
+        format!("{} {} {}", i.version, i.want, i.state)
+    });
+    match to_install.iter().find(|(n, _)| n == name) {
+        Some((_, v)) => format!("asked for {name}={v}; dpkg had {was}"),
+        None => format!("nothing asked of apt, since dpkg had {was}"),
+    }
 }
 
 #[cfg(test)]

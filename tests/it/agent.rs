@@ -149,16 +149,33 @@ fn wait_for(what: &str, log: &Path, mut ok: impl FnMut() -> bool) {
     }
 }
 
-struct Agent(Child);
+/// The agent, and the tree it runs in.
+struct Agent(Child, std::path::PathBuf);
 
 impl Drop for Agent {
+    /// Kills the agent and waits until nothing runs in its tree any more:
+    /// a killed converge's apt and dpkg may outlive the agent's own exit
+    /// for a moment, and the next step of a test must not meet them.
     fn drop(&mut self) {
         // SAFETY: the process group this test started.
         unsafe {
             libc::kill(-(self.0.id() as i32), libc::SIGKILL);
         }
         let _ = self.0.wait();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while running_in(&self.1) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
+}
+
+/// Whether any process has `root` as its root directory.
+fn running_in(root: &Path) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|p| std::fs::read_link(p.path().join("root")).is_ok_and(|r| r == root))
 }
 
 #[test]
@@ -216,7 +233,7 @@ fn agent_converges_from_a_url_keeps_the_last_good_bundle_and_picks_up_a_new_one(
         .process_group(0)
         .spawn()
         .unwrap();
-    let agent = Agent(child);
+    let agent = Agent(child, root.path().canonicalize().unwrap());
 
     // It converges on its own, and reports to StatsD.
     wait_for("the first converge", &log, || {
