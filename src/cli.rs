@@ -835,6 +835,10 @@ enum FleetCommand {
         /// The kiln binary the hosts get (default: this one).
         #[arg(long, env = "KILN_FLEET_BINARY", value_name = "FILE", hide = true)]
         binary: Option<PathBuf>,
+        /// Each host sends its run's report, signed with its host key, to
+        /// this kiln server (default: the inventory's report_to).
+        #[arg(long, value_name = "URL")]
+        report_to: Option<String>,
     },
     /// Each host's last run, its fingerprint, and drift between hosts of the same roles.
     Status {
@@ -1125,6 +1129,7 @@ impl FleetCommand {
                 why_run,
                 signing,
                 binary,
+                report_to,
             } => commands::fleet::converge(commands::fleet::FleetConverge {
                 common: fleet_common(repo, target),
                 rollout,
@@ -1136,6 +1141,7 @@ impl FleetCommand {
                 signing_key: signing.signing_key,
                 allow_unsigned: signing.allow_unsigned,
                 binary,
+                report_to,
             }),
             FleetCommand::Status { target } => commands::fleet::status(fleet_common(repo, target)),
             FleetCommand::Bundle {

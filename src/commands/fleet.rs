@@ -41,6 +41,8 @@ pub struct FleetConverge {
     pub signing_key: Option<PathBuf>,
     /// `--allow-unsigned`: push without a signature, on purpose.
     pub allow_unsigned: bool,
+    /// `--report-to`, else the inventory's `report_to`.
+    pub report_to: Option<String>,
 }
 
 pub fn converge(c: FleetConverge) -> Result<i32, Error> {
@@ -60,6 +62,7 @@ pub fn converge(c: FleetConverge) -> Result<i32, Error> {
         binary: c.binary.as_deref(),
         signing_key: c.signing_key.as_deref(),
         allow_unsigned: c.allow_unsigned,
+        report_to: c.report_to.as_deref(),
     })?;
     let hosts = &ready.hosts;
     let json = c.common.json;

@@ -299,6 +299,7 @@ fn steps(
         fqdn: host.fqdn.clone(),
         why_run,
         binary_sha: p.binary_sha.clone(),
+        report_to: p.report_to.clone().filter(|_| !why_run),
     };
     let mut input = serde_json::to_vec(&request).unwrap_or_default();
     input.push(b'\n');

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{Lines, PolicyError, line_col};
 use crate::policy::Repository;
+use crate::policy::types::is_url;
 
 /// One host, with the defaults and its group already applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +42,9 @@ pub struct Inventory {
     /// The ed25519 key `kiln fleet converge` signs bundles with
     /// (`signing_key = "..."`), if any.
     pub signing_key: Option<PathBuf>,
+    /// The `kiln server` each host sends its run's report to
+    /// (`report_to = "https://..."`), unless `--report-to` says otherwise.
+    pub report_to: Option<String>,
     /// Hosts in file order.
     pub hosts: Vec<Host>,
 }
@@ -64,6 +68,7 @@ struct RawInventory {
     identity: Option<String>,
     ssh_options: Option<Vec<toml::Spanned<String>>>,
     signing_key: Option<String>,
+    report_to: Option<toml::Spanned<String>>,
     #[serde(default)]
     defaults: Settings,
     #[serde(default)]
@@ -86,7 +91,7 @@ impl Inventory {
     pub fn parse(text: &str, path: &Path) -> Result<Inventory, PolicyError> {
         let raw: RawInventory =
             toml::from_str(text).map_err(|e| PolicyError::toml(path, text, &e).fix(
-                "valid keys: known_hosts, identity, ssh_options, signing_key, [defaults], [groups.NAME], [hosts.\"FQDN\"] with address, port, user, roles, canary, group, attributes",
+                "valid keys: known_hosts, identity, ssh_options, signing_key, report_to, [defaults], [groups.NAME], [hosts.\"FQDN\"] with address, port, user, roles, canary, group, attributes",
             ))?;
         let err = |offset: usize, msg: String, fix: &str| {
             let (line, col) = line_col(text, offset);
@@ -120,6 +125,16 @@ impl Inventory {
                 )
             })?;
             ssh_options.push(o.get_ref().clone());
+        }
+        if let Some(url) = raw.report_to.as_ref().filter(|u| !is_url(u.get_ref())) {
+            return Err(err(
+                url.span().start,
+                format!(
+                    "report_to {:?} is not an http:// or https:// URL",
+                    url.get_ref()
+                ),
+                "report_to = \"https://kiln.example.com:8443\", the kiln server's address",
+            ));
         }
         if raw.hosts.is_empty() {
             return Err(PolicyError::new("the inventory lists no hosts")
@@ -253,6 +268,7 @@ impl Inventory {
             identity: raw.identity.map(|i| dir.join(i)),
             ssh_options,
             signing_key: raw.signing_key.map(|k| dir.join(k)),
+            report_to: raw.report_to.map(toml::Spanned::into_inner),
             hosts,
         })
     }
@@ -502,6 +518,21 @@ attributes = { app = { db_host = "10.0.0.5" } }
         let e =
             parse("known_hosts = \"k\"\n[hosts.a]\nroles=[\"x\"]\ngroup = \"db\"\n").unwrap_err();
         assert!(e.to_string().contains("no group"), "{e}");
+        let e = parse(
+            "known_hosts = \"k\"\nreport_to = \"kiln.example.com\"\n[hosts.a]\nroles=[\"x\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("not an http:// or https:// URL"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(2), "{e}");
+        let inv = parse("known_hosts = \"k\"\nreport_to = \"https://kiln.example.com:8443\"\n[hosts.a]\nroles=[\"x\"]\n")
+            .unwrap();
+        assert_eq!(
+            inv.report_to.as_deref(),
+            Some("https://kiln.example.com:8443")
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Payload {
     pub binary_sha: String,
     /// Read on first need: most runs send it to no one.
     pub binary: OnceLock<Result<Arc<Vec<u8>>, Arc<std::io::Error>>>,
+    /// Where each host sends its run's report (`--report-to`, else the
+    /// inventory's `report_to`).
+    pub report_to: Option<String>,
 }
 
 impl Payload {

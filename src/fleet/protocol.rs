@@ -31,6 +31,10 @@ pub enum HostRequest {
         /// The sha256 of the kiln binary running this request, which
         /// `/var/lib/kiln/bin/kiln` then links to.
         binary_sha: String,
+        /// `kiln server` to send a real run's report to, signed with the
+        /// host's own key (the controller holds none of its hosts' keys).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report_to: Option<String>,
     },
     /// Take the bundle uploaded to `upload` (its hash already checked
     /// there): its signature verified (when it has one), every member
@@ -211,6 +215,7 @@ mod tests {
             fqdn: "web01.example.com".into(),
             why_run: true,
             binary_sha: "b".into(),
+            report_to: Some("https://kiln.example.com".into()),
         };
         let line = serde_json::to_string(&req).unwrap();
         assert!(line.starts_with(r#"{"do":"converge""#), "{line}");

@@ -40,6 +40,8 @@ pub struct Push<'a> {
     pub signing_key: Option<&'a Path>,
     /// `--allow-unsigned`: push without a signature, on purpose.
     pub allow_unsigned: bool,
+    /// `--report-to`, else the inventory's `report_to`.
+    pub report_to: Option<&'a str>,
 }
 
 /// A push that passed every check: what goes out, and to whom.
@@ -98,6 +100,7 @@ pub fn prepare(p: &Push) -> Result<Ready, Error> {
         binary_path,
         binary_sha: binary_sha.clone(),
         binary: OnceLock::new(),
+        report_to: p.report_to.map(str::to_string).or(inv.report_to.clone()),
     };
     Ok(Ready {
         hosts,

@@ -203,6 +203,7 @@ mod tests {
             binary_path: "/nonexistent".into(),
             binary_sha: "00kiln-never-installed".into(),
             binary: OnceLock::new(),
+            report_to: None,
         }
     }
 

@@ -33,7 +33,19 @@ pub fn answer(input: &mut impl BufRead) -> HostReport {
             fqdn,
             why_run,
             binary_sha,
-        }) => converge(&bundle, &fqdn, why_run, &binary_sha),
+            report_to,
+        }) => {
+            let doc = converge(&bundle, &fqdn, why_run, &binary_sha);
+            if let (Some(url), Some(report), false) = (&report_to, &doc.converge, why_run) {
+                let sent = crate::outbox::Sent {
+                    interval: None,
+                    checks: doc.checks.clone(),
+                };
+                let mut warn = |w: String| eprintln!("warning: {w}");
+                crate::outbox::report_run(&Target::host(), report, url, &sent, &mut warn);
+            }
+            doc
+        }
         Ok(HostRequest::Receive {
             bundle,
             upload,

@@ -305,7 +305,8 @@ impl AttrType {
     }
 }
 
-fn is_url(s: &str) -> bool {
+/// An `http://` or `https://` URL with a host, and no whitespace.
+pub fn is_url(s: &str) -> bool {
     let rest = s
         .strip_prefix("https://")
         .or_else(|| s.strip_prefix("http://"));

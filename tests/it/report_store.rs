@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use kiln::store::record::{self, Envelope, RunRecord};
 use tempfile::TempDir;
 
+use crate::support::fleet::{Fleet, spec};
 use crate::support::*;
 
 const TOKEN: &str = "a-test-token-of-enough-length";
@@ -242,11 +243,11 @@ fn converges_report_and_queries_answer_from_the_store() {
         .success()
         .stdout_contains("updated      file[/etc/motd]");
     // Nothing waits on the hosts.
-    assert!(outbox(&web).is_empty());
+    assert!(outbox(web.path()).is_empty());
 }
 
 /// The reports waiting in a target's outbox.
-fn outbox(root: &TestRoot) -> Vec<String> {
+fn outbox(root: &Path) -> Vec<String> {
     std::fs::read_dir(at(root, kiln::outbox::OUTBOX))
         .map(|d| {
             d.flatten()
@@ -269,7 +270,7 @@ fn an_unreachable_server_fails_no_converge_and_gets_the_report_later() {
     converge(&web, &repo, "web01.kiln.test", "web", &closed)
         .success()
         .stderr_contains("kept in /var/lib/kiln/outbox for a later run");
-    assert_eq!(outbox(&web).len(), 1);
+    assert_eq!(outbox(web.path()).len(), 1);
 
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web_key)]);
@@ -277,7 +278,7 @@ fn an_unreachable_server_fails_no_converge_and_gets_the_report_later() {
     converge(&web, &repo, "web01.kiln.test", "web", &server.url)
         .success()
         .stderr_contains("2 run report(s) sent");
-    assert!(outbox(&web).is_empty());
+    assert!(outbox(web.path()).is_empty());
     let runs = server.runs_of("web01.kiln.test");
     assert_eq!(runs.len(), 2, "the kept report, then this run's");
     assert_eq!(runs[0]["updated"], 1);
@@ -582,4 +583,64 @@ fn a_server_without_a_token_or_inventory_says_what_to_fix() {
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     server(&dir.path().join("none.toml"), &dir.path().join("token")).stderr_contains("none.toml");
     assert!(!db.exists(), "a server that did not start made a database");
+}
+
+#[test]
+fn a_fleet_push_has_each_host_report_signed_with_its_own_key() {
+    need!(Sshd);
+    let mut f = Fleet::new(
+        vec![
+            spec("web01.example.com", &["web"]),
+            spec("db01.example.com", &["db"]),
+        ],
+        |_: &Path| {},
+    );
+    f.start();
+    // The server trusts the keys the fleet's own known_hosts records.
+    let server = Server::start(&f.inventory(), &[]);
+    let repo = repo();
+    f.kiln(&["converge", "--report-to", &server.url])
+        .repo(&repo)
+        .run()
+        .success();
+    let names = |hosts: serde_json::Value| -> Vec<String> {
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["fqdn"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(server.report(&["hosts"])),
+        ["db01.example.com", "web01.example.com"]
+    );
+    assert_eq!(
+        server.runs_of("web01.example.com")[0]["changes"][0]["resource"],
+        "file[/etc/motd]"
+    );
+
+    // The inventory's report_to serves a push without the flag; a why-run
+    // reports nothing.
+    let text = std::fs::read_to_string(f.inventory()).unwrap();
+    std::fs::write(
+        f.inventory(),
+        format!("report_to = \"{}\"\n{text}", server.url),
+    )
+    .unwrap();
+    f.kiln(&["converge", "--why-run"])
+        .repo(&repo)
+        .run()
+        .success();
+    assert_eq!(server.runs_of("web01.example.com").len(), 1);
+    f.kiln(&["converge"]).repo(&repo).run().success();
+    let runs = server.runs_of("web01.example.com");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["changes"], serde_json::json!([]));
+    for h in ["web01.example.com", "db01.example.com"] {
+        assert!(
+            outbox(f.host(h).path()).is_empty(),
+            "{h} keeps no report back"
+        );
+    }
 }
