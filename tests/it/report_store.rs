@@ -644,3 +644,78 @@ fn a_fleet_push_has_each_host_report_signed_with_its_own_key() {
         );
     }
 }
+
+#[test]
+fn a_server_killed_during_ingest_loses_no_acknowledged_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<(String, HostKey)> = (0..8)
+        .map(|i| {
+            let fqdn = format!("web{i:02}.kiln.test");
+            let key = host_key(&dir.path().join(&fqdn));
+            (fqdn, key)
+        })
+        .collect();
+    let listed: Vec<(&str, &str, &str)> = hosts
+        .iter()
+        .map(|(f, k)| (f.as_str(), "web", k.public.as_str()))
+        .collect();
+    let inv = inventory(dir.path(), &listed);
+    let mut server = Server::start(&inv, &[]);
+    let url = format!("{}/api/v1/reports", server.url);
+    // A day ago: within the retention, which the restart applies.
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 86_400;
+    // Each sender posts its host's runs in order until the server is gone,
+    // and keeps the ids of those the server acknowledged (201).
+    let acknowledged: Vec<Vec<String>> = std::thread::scope(|s| {
+        let senders: Vec<_> = hosts
+            .iter()
+            .map(|(fqdn, key)| {
+                let url = url.clone();
+                s.spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    let mut acked = Vec::new();
+                    for n in 0..100_000u64 {
+                        let (run, env) = signed(key, fqdn, start + n);
+                        match agent.post(&url).send(&body(&env)) {
+                            Ok(r) if r.status().as_u16() == 201 => acked.push(run.run_id),
+                            Ok(r) => panic!("{fqdn}: HTTP {}", r.status()),
+                            Err(_) => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let _ = server.child.kill();
+        senders.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let _ = server.child.wait();
+    let total: usize = acknowledged.iter().map(Vec::len).sum();
+    assert!(
+        total > 8,
+        "the senders had time to send ({total} acknowledged)"
+    );
+
+    let server = Server::start_in(server.stop(), &inv, &[]);
+    for ((fqdn, _), acked) in hosts.iter().zip(&acknowledged) {
+        let stored: std::collections::BTreeSet<String> = server
+            .runs_of(fqdn)
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .collect();
+        for id in acked {
+            assert!(
+                stored.contains(id),
+                "{fqdn}: run {id} was acknowledged, then lost"
+            );
+        }
+    }
+}
