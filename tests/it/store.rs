@@ -28,34 +28,20 @@ impl Backing {
     fn open(&self) -> Result<Box<dyn Backend>, StoreError> {
         Ok(match self {
             Backing::Sqlite(dir) => Box::new(Sqlite::open(&dir.path().join("sub/kiln.db"))?),
-            // A password the cluster ignores, that no message may show.
-            Backing::Postgres(pg) => Box::new(Postgres::open(&pg.url(Some("s3cret-pw")))?),
+            Backing::Postgres(pg) => Box::new(Postgres::open(&pg.url())?),
         })
+    }
+
+    fn new(backend: postgres::Backend) -> Backing {
+        match backend {
+            postgres::Backend::Sqlite => Backing::Sqlite(tempfile::tempdir().unwrap()),
+            postgres::Backend::Postgres => Backing::Postgres(postgres::Postgres::start()),
+        }
     }
 
     fn store(&self) -> Box<dyn Backend> {
         self.open().unwrap()
     }
-}
-
-/// For each shared body, a module with one test per backend.
-macro_rules! on_both_backends {
-    ($($body:ident),+ $(,)?) => {$(
-        mod $body {
-            #[test]
-            fn sqlite() {
-                super::$body(&super::Backing::Sqlite(tempfile::tempdir().unwrap()));
-            }
-
-            #[test]
-            fn postgres() {
-                need!(Postgres);
-                super::$body(&super::Backing::Postgres(
-                    crate::support::postgres::Postgres::start(),
-                ));
-            }
-        }
-    )+};
 }
 
 on_both_backends!(
@@ -115,7 +101,8 @@ fn count(s: &mut dyn Backend, table: &str) -> i64 {
     rows[0].int(0).unwrap()
 }
 
-fn migrations_run_once_and_a_newer_schema_is_refused(b: &Backing) {
+fn migrations_run_once_and_a_newer_schema_is_refused(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
     let mut s = b.store();
     assert_eq!(sql::version(s.as_mut()).unwrap(), MIGRATIONS.len() as i64);
     drop(s);
@@ -132,10 +119,11 @@ fn migrations_run_once_and_a_newer_schema_is_refused(b: &Backing) {
     assert!(matches!(e, StoreError::Newer { found: 99, .. }), "{e}");
     let message = e.to_string();
     assert!(message.contains("newer kiln server"), "{message}");
-    assert!(!message.contains("s3cret-pw"), "{message}");
+    assert!(!message.contains(postgres::PASSWORD), "{message}");
 }
 
-fn replays_are_refused_and_change_nothing(b: &Backing) {
+fn replays_are_refused_and_change_nothing(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
     let mut s = b.store();
     let first = run("web01", 100, &["web"], "8.2.1");
     s.ingest(&first, 101).unwrap();
@@ -166,7 +154,8 @@ fn replays_are_refused_and_change_nothing(b: &Backing) {
     assert_eq!(listed, arrived);
 }
 
-fn queries_answer_from_each_host_s_latest_run(b: &Backing) {
+fn queries_answer_from_each_host_s_latest_run(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
     let mut s = b.store();
     s.ingest(&run("web01", 100, &["base", "web"], "8.2.1"), 100)
         .unwrap();
@@ -240,7 +229,8 @@ fn queries_answer_from_each_host_s_latest_run(b: &Backing) {
     assert_eq!(s.runs("web01", 150).unwrap().len(), 1);
 }
 
-fn retention_keeps_the_latest_run_of_every_host(b: &Backing) {
+fn retention_keeps_the_latest_run_of_every_host(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
     let mut s = b.store();
     s.ingest(&run("web01", 100, &["web"], "1"), 100).unwrap();
     s.ingest(&run("web01", 200, &["web"], "2"), 200).unwrap();
@@ -261,7 +251,8 @@ fn retention_keeps_the_latest_run_of_every_host(b: &Backing) {
     assert_eq!(s.package("php", None).unwrap().len(), 2);
 }
 
-fn drift_names_the_odd_host_its_parts_and_since_when(b: &Backing) {
+fn drift_names_the_odd_host_its_parts_and_since_when(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
     let mut s = b.store();
     s.ingest(&run("web01", 100, &["web"], "1"), 100).unwrap();
     s.ingest(&run("web02", 100, &["web"], "1"), 100).unwrap();
@@ -288,7 +279,8 @@ fn drift_names_the_odd_host_its_parts_and_since_when(b: &Backing) {
     );
 }
 
-fn refusals_are_counted_by_reason(b: &Backing) {
+fn refusals_are_counted_by_reason(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
     let mut s = b.store();
     s.refuse("bad_signature", "web01", 10).unwrap();
     s.refuse("bad_signature", "web02", 11).unwrap();
@@ -303,7 +295,8 @@ fn refusals_are_counted_by_reason(b: &Backing) {
 /// Servers that share a database each have a connection of their own: of
 /// the same run sent to all, one keeps it and the others find a replay;
 /// of runs of one host sent at once, none older than a kept one stays.
-fn two_writers_cannot_both_keep_one_run_or_an_older_one(b: &Backing) {
+fn two_writers_cannot_both_keep_one_run_or_an_older_one(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
     const WRITERS: usize = 4;
     let stores: Vec<Box<dyn Backend>> = (0..WRITERS).map(|_| b.store()).collect();
     let same = run("web01", 100, &["web"], "1");
@@ -380,7 +373,10 @@ fn an_unreachable_postgres_is_named_without_its_password() {
         .local_addr()
         .unwrap()
         .port();
-    let url = format!("postgres://kiln:s3cret-pw@127.0.0.1:{closed}/kiln");
+    let url = format!(
+        "postgres://kiln:{}@127.0.0.1:{closed}/kiln",
+        postgres::PASSWORD
+    );
     let Err(e) = Postgres::open(&url) else {
         panic!("nothing listens on {closed}");
     };
@@ -392,5 +388,5 @@ fn an_unreachable_postgres_is_named_without_its_password() {
         "{message}"
     );
     assert!(message.contains("refused"), "{message}");
-    assert!(!message.contains("s3cret-pw"), "{message}");
+    assert!(!message.contains(postgres::PASSWORD), "{message}");
 }

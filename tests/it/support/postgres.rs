@@ -10,6 +10,38 @@ use std::process::{Command, Stdio};
 
 use tempfile::TempDir;
 
+/// A password in every URL of the tests' clusters, which they ignore
+/// (trust): no message may show it.
+pub const PASSWORD: &str = "s3cret-pw";
+
+/// The report store's backends, for the tests that run once on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// For each `fn body(Backend)` named, a module `body` with one test per
+/// backend, `body::sqlite` and `body::postgres`; the latter needs a
+/// PostgreSQL server to start.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($body:ident),+ $(,)?) => {$(
+        mod $body {
+            #[test]
+            fn sqlite() {
+                super::$body($crate::support::postgres::Backend::Sqlite);
+            }
+
+            #[test]
+            fn postgres() {
+                need!(Postgres);
+                super::$body($crate::support::postgres::Backend::Postgres);
+            }
+        }
+    )+};
+}
+
 /// The newest installed server's programs: Debian keeps them off PATH,
 /// in /usr/lib/postgresql/VERSION/bin.
 pub fn bin_dir() -> Option<PathBuf> {
@@ -107,14 +139,12 @@ impl Postgres {
     }
 
     /// The cluster's database `postgres`, as `kiln server --database`
-    /// takes it; `password` is ignored by the cluster (trust), for tests
-    /// that no message shows it.
-    pub fn url(&self, password: Option<&str>) -> String {
-        let user = match password {
-            Some(p) => format!("kiln:{p}"),
-            None => "kiln".into(),
-        };
-        format!("postgres://{user}@127.0.0.1:{}/postgres", self.port)
+    /// takes it, with [`PASSWORD`].
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://kiln:{PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
     }
 
     /// A program of the server's, as the user that owns the cluster.
