@@ -103,34 +103,34 @@ impl Database {
 /// replaced by `***`, for messages and logs.
 pub fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (authority, tail) = rest
-        .find(['/', '?'])
-        .map_or((rest, ""), |i| rest.split_at(i));
-    let authority = match authority.rsplit_once('@') {
+    let (before, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(b, q)| (b, Some(q)));
+    // The user part ends at the last '@': a password may hold a '/' or an
+    // '@' its writer did not escape. Too much hidden is the safe mistake.
+    let before = match before.rsplit_once('@') {
         Some((user, host)) => match user.split_once(':') {
             Some((name, _)) => format!("{name}:***@{host}"),
-            None => authority.to_string(),
+            None => before.to_string(),
         },
-        None => authority.to_string(),
+        None => before.to_string(),
     };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => p.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", params.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    if scheme.is_empty() {
-        format!("{authority}{tail}")
+    let query = query.map(|q| {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        format!("?{}", params.join("&"))
+    });
+    let scheme = if scheme.is_empty() {
+        String::new()
     } else {
-        format!("{scheme}://{authority}{tail}")
-    }
+        format!("{scheme}://")
+    };
+    format!("{scheme}{before}{}", query.unwrap_or_default())
 }
 
 /// Why a report was not kept though it was well signed.
@@ -333,6 +333,8 @@ mod tests {
             "postgresql://kiln:***@db:5433/kiln?password=***&sslmode=disable"
         );
         assert_eq!(redact("postgres://a:b@c@h/x"), "postgres://a:***@h/x");
+        assert_eq!(redact("postgres://a:b/c@h/x"), "postgres://a:***@h/x");
+        assert_eq!(redact("postgres://a@h/x"), "postgres://a@h/x");
         assert!(matches!("".parse::<Database>(), Err(DatabaseError::Empty)));
         let e = "postgres://kiln:s3cret@db:notaport/kiln"
             .parse::<Database>()

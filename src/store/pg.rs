@@ -22,10 +22,16 @@ const ATTEMPTS: u32 = 5;
 /// Held by the transaction that migrates, so that servers starting
 /// together migrate one after the other ("kiln" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6b69_6c6e;
+/// How long a connection suspected lost has to answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Postgres {
     client: Client,
+    /// To connect again (with its password, never shown).
+    url: String,
     shown: String,
+    /// The last statement failed: the connection may be lost.
+    suspect: bool,
 }
 
 impl Postgres {
@@ -33,11 +39,37 @@ impl Postgres {
     /// brings its schema to this kiln's version.
     pub fn open(url: &str) -> Result<Postgres, StoreError> {
         let shown = redact(url);
-        let client =
-            Client::connect(url, NoTls).map_err(db_pg(format!("{shown} cannot be reached")))?;
-        let mut p = Postgres { client, shown };
+        let client = Client::connect(url, NoTls)
+            .map_err(db_pg(format!("{shown} cannot be connected to")))?;
+        let mut p = Postgres {
+            client,
+            url: url.to_string(),
+            shown,
+            suspect: false,
+        };
         sql::migrate(&mut p)?;
         Ok(p)
+    }
+
+    /// The connection, made again when it was lost (the database
+    /// restarted, or the network dropped it): the request that found it
+    /// lost failed, the next ones need no restart of the server. Checked
+    /// only after a failure, so that a request costs no extra round trip.
+    fn client(&mut self) -> Result<&mut Client, DbError> {
+        if self.suspect && (self.client.is_closed() || self.client.is_valid(CHECK_TIMEOUT).is_err())
+        {
+            // Still suspect if this fails: the next request tries again.
+            self.client = Client::connect(&self.url, NoTls).map_err(pg)?;
+        }
+        self.suspect = false;
+        Ok(&mut self.client)
+    }
+
+    /// Runs `f` on the connection, marking it suspect if `f` fails.
+    fn on<T>(&mut self, f: impl FnOnce(&mut Client) -> Result<T, DbError>) -> Result<T, DbError> {
+        let done = f(self.client()?);
+        self.suspect = done.is_err();
+        done
     }
 }
 
@@ -147,15 +179,15 @@ impl<C: GenericClient> Sql for Conn<'_, C> {
 
 impl Sql for Postgres {
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
-        Conn(&mut self.client).execute(sql, args)
+        self.on(|c| Conn(c).execute(sql, args))
     }
 
     fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
-        Conn(&mut self.client).query(sql, args)
+        self.on(|c| Conn(c).query(sql, args))
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        Conn(&mut self.client).batch(sql)
+        self.on(|c| Conn(c).batch(sql))
     }
 }
 
@@ -172,8 +204,8 @@ impl Backend for Postgres {
         let mut attempt = 1;
         loop {
             let done = (|| {
-                let mut tx = self
-                    .client
+                let client = self.client().map_err(db(&what))?;
+                let mut tx = client
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
                     .start()
@@ -182,6 +214,7 @@ impl Backend for Postgres {
                 tx.commit().map_err(db_pg(&what))?;
                 Ok(())
             })();
+            self.suspect = matches!(done, Err(IngestError::Store(_)));
             match done {
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => {
                     // Apart, so that the racing writers do not meet again.
@@ -198,10 +231,15 @@ impl Backend for Postgres {
         f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let what = format!("{}: a migration", self.shown);
-        let mut tx = self.client.transaction().map_err(db_pg(&what))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .map_err(db_pg(&what))?;
-        f(&mut Conn(&mut tx))?;
-        tx.commit().map_err(db_pg(&what))
+        let done = (|| {
+            let client = self.client().map_err(db(&what))?;
+            let mut tx = client.transaction().map_err(db_pg(&what))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .map_err(db_pg(&what))?;
+            f(&mut Conn(&mut tx))?;
+            tx.commit().map_err(db_pg(&what))
+        })();
+        self.suspect = done.is_err();
+        done
     }
 }

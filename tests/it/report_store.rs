@@ -660,4 +660,31 @@ fn a_server_without_a_token_or_inventory_says_what_to_fix() {
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     server(&dir.path().join("none.toml"), &dir.path().join("token")).stderr_contains("none.toml");
     assert!(!db.exists(), "a server that did not start made a database");
+    // A PostgreSQL URL that is wrong, or names no server, is shown
+    // without its password.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (port, says) in [
+        ("notaport".to_string(), "is not a PostgreSQL URL"),
+        (closed.to_string(), "cannot be connected to"),
+    ] {
+        let url = format!(
+            "postgres://kiln:{}@127.0.0.1:{port}/kiln",
+            postgres::PASSWORD
+        );
+        let out = kiln()
+            .args(["server", "--listen", "127.0.0.1:0", "--database", &url])
+            .arg("--inventory")
+            .arg(&inv)
+            .arg("--token-file")
+            .arg(dir.path().join("token"))
+            .run()
+            .failure()
+            .stderr_contains(says)
+            .stderr_contains(&format!("postgres://kiln:***@127.0.0.1:{port}/kiln"));
+        assert!(!out.stderr.contains(postgres::PASSWORD), "{}", out.stderr);
+    }
 }

@@ -8,7 +8,7 @@ use kiln::engine::{Report, ResourceReport, Status};
 use kiln::fingerprint::{Fingerprint, Part};
 use kiln::store::pg::Postgres;
 use kiln::store::schema::{self, MIGRATIONS};
-use kiln::store::sql::{self, Backend, Value};
+use kiln::store::sql::{self, Backend, Sql as _, Value};
 use kiln::store::sqlite::Sqlite;
 use kiln::store::{
     HostQuery, IngestError, ManagedPackage, Replay, RunRecord, Store as _, StoreError,
@@ -383,10 +383,35 @@ fn an_unreachable_postgres_is_named_without_its_password() {
     let message = e.to_string();
     assert!(
         message.contains(&format!(
-            "postgres://kiln:***@127.0.0.1:{closed}/kiln cannot be reached"
+            "postgres://kiln:***@127.0.0.1:{closed}/kiln cannot be connected to"
         )),
         "{message}"
     );
     assert!(message.contains("refused"), "{message}");
     assert!(!message.contains(postgres::PASSWORD), "{message}");
+}
+
+#[test]
+fn a_postgres_store_connects_again_after_losing_its_connection() {
+    need!(Postgres);
+    let pg = postgres::Postgres::start();
+    let mut s = Postgres::open(&pg.url()).unwrap();
+    s.ingest(&run("web01", 100, &["web"], "1"), 100).unwrap();
+    // As a restart of the database would, from another connection.
+    let mut admin = Postgres::open(&pg.url()).unwrap();
+    let ended = admin
+        .query(
+            // Materialized first, so that this connection is not ended too.
+            "WITH others AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND datname = current_database()) \
+             SELECT pid FROM others WHERE pg_terminate_backend(pid)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ended.len(), 1, "the store's one connection");
+    // The request that finds the connection lost fails; the next works.
+    let _ = s.count_runs();
+    assert_eq!(s.count_runs().unwrap(), 1);
+    s.ingest(&run("web01", 200, &["web"], "1"), 200).unwrap();
+    assert_eq!(s.count_runs().unwrap(), 2);
 }
