@@ -78,9 +78,11 @@ struct ServerArgs {
     /// TLS proxy in front for anything but loopback).
     #[arg(long, value_name = "ADDR", default_value = crate::server::DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
-    /// The SQLite file of the store (created with its directory).
-    #[arg(long, value_name = "PATH", default_value = crate::server::DEFAULT_DATABASE)]
-    database: PathBuf,
+    /// The store: a SQLite file (created with its directory), or a
+    /// PostgreSQL database as postgres://USER@HOST[:PORT]/DB, which several
+    /// servers may share.
+    #[arg(long, value_name = "PATH|URL", default_value = crate::server::DEFAULT_DATABASE)]
+    database: String,
     /// The inventory whose known_hosts holds the keys reports must be signed with.
     #[arg(long, value_name = "FILE", default_value = "inventory.toml")]
     inventory: PathBuf,
@@ -185,16 +187,18 @@ impl ReportArgs {
 }
 
 impl ServerArgs {
-    fn options(self) -> crate::server::Options {
-        crate::server::Options {
+    /// Parsed here, not by clap, whose message would quote the URL with
+    /// its password.
+    fn options(self) -> Result<crate::server::Options, crate::store::DatabaseError> {
+        Ok(crate::server::Options {
             listen: self.listen,
-            database: self.database,
+            database: self.database.parse()?,
             inventory: self.inventory,
             token_file: self.token_file,
             retention_days: self.retention_days,
             max_body: self.max_body,
             stale_after: self.stale_after,
-        }
+        })
     }
 }
 
@@ -1089,7 +1093,10 @@ impl Command {
             Command::Host => commands::fleet::host(),
             Command::Verify(a) => commands::verify::run(a.options(repo)),
             Command::Whitelist(w) => w.run(repo),
-            Command::Server(a) => commands::server::run(a.options()),
+            Command::Server(a) => {
+                let opts = a.options().map_err(|e| Error::Usage(e.to_string()))?;
+                commands::server::run(opts)
+            }
             Command::Report(a) => a.run(repo),
         }
     }

@@ -1,4 +1,4 @@
-//! `kiln server`: the report store on its embedded SQLite file.
+//! `kiln server`: the report store on a SQLite file or a PostgreSQL database.
 
 use std::io::Write as _;
 
@@ -18,11 +18,10 @@ impl From<ServerError> for Error {
 /// Opens the store and serves until stopped; the first line on stdout
 /// says where it listens (with `--listen 127.0.0.1:0`, the port it got).
 pub fn run(opts: Options) -> Result<i32, Error> {
-    let database = opts.database.display().to_string();
-    let path = opts.database.clone();
-    let open = || -> Result<Box<dyn crate::store::Store>, crate::store::StoreError> {
-        Ok(Box::new(crate::store::sqlite::Sqlite::open(&path)?))
-    };
+    // Shown without a PostgreSQL URL's password.
+    let database = opts.database.to_string();
+    let db = opts.database.clone();
+    let open = || db.open();
     crate::server::serve(opts, &open, &mut |addr| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(

@@ -35,7 +35,7 @@ const WORKERS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub listen: SocketAddr,
-    pub database: PathBuf,
+    pub database: crate::store::Database,
     pub inventory: PathBuf,
     pub token_file: PathBuf,
     pub retention_days: u64,

@@ -49,7 +49,10 @@ pub fn majority<'a>(fps: impl IntoIterator<Item = &'a str>) -> Option<(&'a str, 
 }
 
 /// The drifted hosts among those `role` selects (all without it).
-pub fn drift(store: &mut dyn Store, role: Option<&str>) -> Result<Vec<Drift>, StoreError> {
+pub fn drift(
+    store: &mut (impl Store + ?Sized),
+    role: Option<&str>,
+) -> Result<Vec<Drift>, StoreError> {
     let q = HostQuery {
         role: role.map(str::to_string),
         ..HostQuery::default()

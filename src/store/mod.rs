@@ -1,14 +1,18 @@
 //! The fleet's memory: every host's run reports, kept by `kiln server` and
 //! queried by `kiln report`, so that questions about the fleet are answered
 //! from one database instead of an ssh session per host. One schema
-//! ([`schema`]) behind one trait ([`Store`]); embedded SQLite is the first
-//! backend, and the SQL is kept to what PostgreSQL takes as well.
+//! ([`schema`]) behind one trait ([`Store`]), written once ([`sql`]) for
+//! two backends: embedded SQLite for one server, PostgreSQL for several.
 
 pub mod drift;
+pub mod pg;
 pub mod record;
 pub mod rollout;
 pub mod schema;
+pub mod sql;
 pub mod sqlite;
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,14 +28,109 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(
-        "the report store {path} has schema version {found}, newer than this kiln knows ({known}); \
-         run the newer kiln server, or point --database at another file"
+        "the report store {store} has schema version {found}, newer than this kiln knows ({known}); \
+         run the newer kiln server, or point --database at another database"
     )]
     Newer {
-        path: String,
+        /// The file, or the URL without its password.
+        store: String,
         found: i64,
         known: i64,
     },
+}
+
+/// The database of `kiln server --database`: a URL that starts with
+/// `postgres://` or `postgresql://` is PostgreSQL, anything else the path
+/// of a SQLite file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("--database is empty; give the path of a SQLite file or a postgres:// URL")]
+    Empty,
+    #[error(
+        "--database {url} is not a PostgreSQL URL ({reason}); write it as \
+         postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+    )]
+    Url { url: String, reason: String },
+}
+
+impl std::str::FromStr for Database {
+    type Err = DatabaseError;
+
+    fn from_str(s: &str) -> Result<Database, DatabaseError> {
+        if s.is_empty() {
+            return Err(DatabaseError::Empty);
+        }
+        if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+            return Ok(Database::Sqlite(PathBuf::from(s)));
+        }
+        match s.parse::<postgres::Config>() {
+            Ok(_) => Ok(Database::Postgres(s.to_string())),
+            Err(e) => Err(DatabaseError::Url {
+                url: redact(s),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Shows the file, or the URL without its password.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+impl Database {
+    /// Opens the store, bringing its schema to this kiln's version.
+    pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match self {
+            Database::Sqlite(path) => Box::new(sqlite::Sqlite::open(path)?),
+            Database::Postgres(url) => Box::new(pg::Postgres::open(url)?),
+        })
+    }
+}
+
+/// `url` with the password (after `user:`, or a `password=` parameter)
+/// replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (before, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(b, q)| (b, Some(q)));
+    // The user part ends at the last '@': a password may hold a '/' or an
+    // '@' its writer did not escape. Too much hidden is the safe mistake.
+    let before = match before.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => before.to_string(),
+        },
+        None => before.to_string(),
+    };
+    let query = query.map(|q| {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        format!("?{}", params.join("&"))
+    });
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    format!("{scheme}{before}{}", query.unwrap_or_default())
 }
 
 /// Why a report was not kept though it was well signed.
@@ -213,6 +312,35 @@ mod tests {
         assert!(h.is_stale(1061, 60));
         // A clock behind the host's is not staleness.
         assert!(!h.is_stale(0, 60));
+    }
+
+    #[test]
+    fn a_database_is_postgres_by_its_scheme_and_shown_without_its_password() {
+        let pg = |s: &str| Database::Postgres(s.into());
+        assert_eq!(
+            "kiln.db".parse::<Database>().unwrap(),
+            Database::Sqlite("kiln.db".into())
+        );
+        assert_eq!(
+            "postgres://kiln@db/kiln".parse::<Database>().unwrap(),
+            pg("postgres://kiln@db/kiln")
+        );
+        let url = "postgresql://kiln:s3cret@db:5433/kiln?password=s3cret&sslmode=disable";
+        let d: Database = url.parse().unwrap();
+        assert_eq!(d, pg(url));
+        assert_eq!(
+            d.to_string(),
+            "postgresql://kiln:***@db:5433/kiln?password=***&sslmode=disable"
+        );
+        assert_eq!(redact("postgres://a:b@c@h/x"), "postgres://a:***@h/x");
+        assert_eq!(redact("postgres://a:b/c@h/x"), "postgres://a:***@h/x");
+        assert_eq!(redact("postgres://a@h/x"), "postgres://a@h/x");
+        assert!(matches!("".parse::<Database>(), Err(DatabaseError::Empty)));
+        let e = "postgres://kiln:s3cret@db:notaport/kiln"
+            .parse::<Database>()
+            .unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("kiln:***@db"), "{e}");
     }
 
     #[test]

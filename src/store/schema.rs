@@ -3,7 +3,11 @@
 //! take as it is: BIGINT for integers and flags (0/1), TEXT for strings,
 //! DOUBLE PRECISION for times in ms, `$n` parameters numbered in the order
 //! they first appear (SQLite numbers `$name` parameters by first
-//! appearance; a test checks the order), `ON CONFLICT` for upserts.
+//! appearance; a test checks the order), `ON CONFLICT` for upserts. The
+//! tests run every statement on both (tests/it/store.rs). What one backend
+//! does on its own stays in its module: PostgreSQL's SERIALIZABLE writes
+//! and the advisory lock its migrations take (`pg.rs`), SQLite's
+//! IMMEDIATE transactions (`sqlite.rs`).
 //!
 //! Large, repeated parts of a run are kept once: a fingerprint's parts
 //! under the fingerprint, a package list under its digest. A fleet whose

@@ -38,6 +38,7 @@ mod siblings;
 mod signed;
 mod snapshot;
 mod stack;
+mod store;
 mod substitute;
 mod vanished;
 mod workflow;

@@ -1,20 +1,33 @@
 //! `kiln server` and `kiln report`: real converges of Debian roots send
 //! their signed reports with `--report-to` to a real server on loopback
-//! with a temporary SQLite store, and the queries answer from it; reports
+//! with a temporary store, SQLite or a PostgreSQL cluster of the test's
+//! own (the query-centred tests run on both), and the queries answer from
+//! it; reports
 //! that are forged, unsigned, replayed, oversized or malformed are refused
 //! with a status of their own and leave the store as it was.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
 use kiln::store::record::{self, Envelope, RunRecord};
 use tempfile::TempDir;
 
 use crate::support::fleet::{Fleet, spec};
+use crate::support::postgres::{self, Backend, Postgres};
 use crate::support::*;
 
 const TOKEN: &str = "a-test-token-of-enough-length";
+
+on_both_backends!(
+    converges_report_and_queries_answer_from_the_store,
+    bad_reports_are_refused_with_their_status_and_change_nothing,
+    the_store_knows_which_hosts_run_which_version_and_hold_it,
+    drift_names_the_host_that_differs_from_its_peers,
+    retention_prunes_old_runs_but_each_host_s_latest,
+    a_server_killed_during_ingest_loses_no_acknowledged_report,
+);
 
 /// An ed25519 key pair made by ssh-keygen, as a host has.
 struct HostKey {
@@ -57,26 +70,58 @@ fn inventory(dir: &Path, hosts: &[(&str, &str, &str)]) -> PathBuf {
     dir.join("inventory.toml")
 }
 
+/// What a server keeps across a restart: its directory (token, stderr,
+/// the SQLite file) and, on PostgreSQL, the test's cluster.
+struct Kept {
+    dir: TempDir,
+    pg: Option<Arc<Postgres>>,
+}
+
+impl Kept {
+    fn new(backend: Backend) -> Kept {
+        Kept {
+            dir: tempfile::tempdir().unwrap(),
+            pg: (backend == Backend::Postgres).then(|| Arc::new(Postgres::start())),
+        }
+    }
+
+    /// Another server's directory on the same database.
+    fn share(&self) -> Kept {
+        Kept {
+            dir: tempfile::tempdir().unwrap(),
+            pg: self.pg.clone(),
+        }
+    }
+
+    fn database(&self) -> std::ffi::OsString {
+        match &self.pg {
+            Some(pg) => pg.url().into(),
+            None => self.dir.path().join("store/kiln.db").into(),
+        }
+    }
+}
+
 /// A `kiln server` process on a free loopback port; killed when dropped.
 struct Server {
     child: Child,
     url: String,
     token_file: PathBuf,
-    _dir: TempDir,
+    kept: Kept,
 }
 
 impl Server {
-    fn start(inventory: &Path, extra: &[&str]) -> Server {
-        Server::start_in(tempfile::tempdir().unwrap(), inventory, extra)
+    fn start(backend: Backend, inventory: &Path, extra: &[&str]) -> Server {
+        Server::start_in(Kept::new(backend), inventory, extra)
     }
 
-    /// A server whose store and token are in `dir` (a restart keeps them).
-    fn start_in(dir: TempDir, inventory: &Path, extra: &[&str]) -> Server {
+    /// A server on the store and token of `kept` (a restart keeps them).
+    fn start_in(kept: Kept, inventory: &Path, extra: &[&str]) -> Server {
+        let dir = &kept.dir;
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(["server", "--listen", "127.0.0.1:0", "--database"])
-            .arg(dir.path().join("store/kiln.db"))
+            .arg(kept.database())
             .arg("--inventory")
             .arg(inventory)
             .arg("--token-file")
@@ -100,11 +145,12 @@ impl Server {
             let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
             panic!("kiln server did not start: {line}{err}");
         };
+        assert!(!line.contains(postgres::PASSWORD), "{line}");
         Server {
             url: url.to_string(),
             child,
             token_file,
-            _dir: dir,
+            kept,
         }
     }
 
@@ -148,11 +194,10 @@ impl Drop for Server {
 
 impl Server {
     /// Stops the process and hands back its directory, store included.
-    fn stop(mut self) -> TempDir {
+    fn stop(mut self) -> Kept {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let dir = tempfile::tempdir().unwrap();
-        std::mem::replace(&mut self._dir, dir)
+        std::mem::replace(&mut self.kept, Kept::new(Backend::Sqlite))
     }
 }
 
@@ -183,8 +228,7 @@ fn host_root() -> (TestRoot, String) {
     (root, key.public)
 }
 
-#[test]
-fn converges_report_and_queries_answer_from_the_store() {
+fn converges_report_and_queries_answer_from_the_store(backend: Backend) {
     need!(DebianRoot);
     let (web, web_key) = host_root();
     let (db, db_key) = host_root();
@@ -196,7 +240,7 @@ fn converges_report_and_queries_answer_from_the_store() {
             ("db01.kiln.test", "db", &db_key),
         ],
     );
-    let server = Server::start(&inv, &[]);
+    let server = Server::start(backend, &inv, &[]);
     let repo = repo();
     converge(&web, &repo, "web01.kiln.test", "web", &server.url)
         .success()
@@ -274,7 +318,7 @@ fn an_unreachable_server_fails_no_converge_and_gets_the_report_later() {
 
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web_key)]);
-    let server = Server::start(&inv, &[]);
+    let server = Server::start(Backend::Sqlite, &inv, &[]);
     converge(&web, &repo, "web01.kiln.test", "web", &server.url)
         .success()
         .stderr_contains("2 run report(s) sent");
@@ -305,8 +349,7 @@ fn body(env: &Envelope) -> Vec<u8> {
     serde_json::to_vec(env).unwrap()
 }
 
-#[test]
-fn bad_reports_are_refused_with_their_status_and_change_nothing() {
+fn bad_reports_are_refused_with_their_status_and_change_nothing(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let web = host_key(&dir.path().join("web"));
     let db = host_key(&dir.path().join("db"));
@@ -318,7 +361,7 @@ fn bad_reports_are_refused_with_their_status_and_change_nothing() {
             ("db01.kiln.test", "db", &db.public),
         ],
     );
-    let server = Server::start(&inv, &["--max-body", "65536"]);
+    let server = Server::start(backend, &inv, &["--max-body", "65536"]);
     let (_, good) = signed(&web, "web01.kiln.test", 1_000);
     assert_eq!(server.post(&body(&good)).0, 201);
     let stored =
@@ -420,8 +463,7 @@ fn bad_reports_are_refused_with_their_status_and_change_nothing() {
     assert_eq!(wrong_token.status().as_u16(), 403);
 }
 
-#[test]
-fn the_store_knows_which_hosts_run_which_version_and_hold_it() {
+fn the_store_knows_which_hosts_run_which_version_and_hold_it(backend: Backend) {
     need!(DebianRoot);
     let apt = crate::support::apt_repo::AptRepo::new()
         .package("kiln-hello", "1.0-1")
@@ -444,7 +486,7 @@ fn the_store_knows_which_hosts_run_which_version_and_hold_it() {
             ("web02.kiln.test", "web", &key2),
         ],
     );
-    let server = Server::start(&inv, &[]);
+    let server = Server::start(backend, &inv, &[]);
     converge(&web1, &repo, "web01.kiln.test", "web", &server.url).success();
     converge(&web2, &repo, "web02.kiln.test", "web", &server.url).success();
 
@@ -468,8 +510,7 @@ fn the_store_knows_which_hosts_run_which_version_and_hold_it() {
     );
 }
 
-#[test]
-fn drift_names_the_host_that_differs_from_its_peers() {
+fn drift_names_the_host_that_differs_from_its_peers(backend: Backend) {
     need!(DebianRoot);
     // A guard leaves a host's own file in place: its fingerprint then
     // differs from its peers' in that part.
@@ -490,7 +531,7 @@ fn drift_names_the_host_that_differs_from_its_peers() {
         .zip(&roots)
         .map(|(n, (_, k))| (*n, "web", k.as_str()))
         .collect();
-    let server = Server::start(&inventory(dir.path(), &hosts), &[]);
+    let server = Server::start(backend, &inventory(dir.path(), &hosts), &[]);
     for (n, (root, _)) in names.iter().zip(&roots) {
         converge(root, &repo, n, "web", &server.url).success();
     }
@@ -504,8 +545,7 @@ fn drift_names_the_host_that_differs_from_its_peers() {
     assert_eq!(drift[0]["since_run"], runs[0]["run_id"]);
 }
 
-#[test]
-fn retention_prunes_old_runs_but_each_host_s_latest() {
+fn retention_prunes_old_runs_but_each_host_s_latest(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let web = host_key(&dir.path().join("web"));
     let db = host_key(&dir.path().join("db"));
@@ -516,7 +556,7 @@ fn retention_prunes_old_runs_but_each_host_s_latest() {
             ("db01.kiln.test", "db", &db.public),
         ],
     );
-    let server = Server::start(&inv, &["--retention-days", "1"]);
+    let server = Server::start(backend, &inv, &["--retention-days", "1"]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -540,12 +580,51 @@ fn retention_prunes_old_runs_but_each_host_s_latest() {
 }
 
 #[test]
+fn servers_that_share_a_postgres_database_keep_a_report_once() {
+    need!(Postgres);
+    let dir = tempfile::tempdir().unwrap();
+    let web = host_key(&dir.path().join("web"));
+    let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web.public)]);
+    let first = Server::start(Backend::Postgres, &inv, &[]);
+    let second = Server::start_in(first.kept.share(), &inv, &[]);
+    // The same report to both at once: one keeps it, one finds a replay.
+    let (_, report) = signed(&web, "web01.kiln.test", 1_000);
+    let mut statuses: Vec<u16> = std::thread::scope(|s| {
+        let posts: Vec<_> = [&first, &second]
+            .map(|server| s.spawn(|| server.post(&body(&report)).0))
+            .into_iter()
+            .collect();
+        posts.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    statuses.sort();
+    assert_eq!(statuses, [201, 409]);
+    // What one keeps, the other answers from; an older run is a replay at either.
+    assert_eq!(
+        second
+            .post(&body(&signed(&web, "web01.kiln.test", 2_000).1))
+            .0,
+        201
+    );
+    assert_eq!(
+        first
+            .post(&body(&signed(&web, "web01.kiln.test", 1_500).1))
+            .0,
+        409
+    );
+    for server in [&first, &second] {
+        let runs = server.runs_of("web01.kiln.test");
+        let starts: Vec<&serde_json::Value> = runs.iter().map(|r| &r["started_at"]).collect();
+        assert_eq!(starts, [1_000, 2_000]);
+    }
+}
+
+#[test]
 fn a_host_added_to_the_inventory_reports_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let web = host_key(&dir.path().join("web"));
     let db = host_key(&dir.path().join("db"));
     let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web.public)]);
-    let server = Server::start(&inv, &[]);
+    let server = Server::start(Backend::Sqlite, &inv, &[]);
     let (_, report) = signed(&db, "db01.kiln.test", 1_000);
     assert_eq!(server.post(&body(&report)).0, 403);
     inventory(
@@ -583,6 +662,33 @@ fn a_server_without_a_token_or_inventory_says_what_to_fix() {
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     server(&dir.path().join("none.toml"), &dir.path().join("token")).stderr_contains("none.toml");
     assert!(!db.exists(), "a server that did not start made a database");
+    // A PostgreSQL URL that is wrong, or names no server, is shown
+    // without its password.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (port, says) in [
+        ("notaport".to_string(), "is not a PostgreSQL URL"),
+        (closed.to_string(), "cannot be connected to"),
+    ] {
+        let url = format!(
+            "postgres://kiln:{}@127.0.0.1:{port}/kiln",
+            postgres::PASSWORD
+        );
+        let out = kiln()
+            .args(["server", "--listen", "127.0.0.1:0", "--database", &url])
+            .arg("--inventory")
+            .arg(&inv)
+            .arg("--token-file")
+            .arg(dir.path().join("token"))
+            .run()
+            .failure()
+            .stderr_contains(says)
+            .stderr_contains(&format!("postgres://kiln:***@127.0.0.1:{port}/kiln"));
+        assert!(!out.stderr.contains(postgres::PASSWORD), "{}", out.stderr);
+    }
 }
 
 #[test]
@@ -597,7 +703,7 @@ fn a_fleet_push_has_each_host_report_signed_with_its_own_key() {
     );
     f.start();
     // The server trusts the keys the fleet's own known_hosts records.
-    let server = Server::start(&f.inventory(), &[]);
+    let server = Server::start(Backend::Sqlite, &f.inventory(), &[]);
     let repo = repo();
     f.kiln(&["converge", "--report-to", &server.url])
         .repo(&repo)
@@ -645,8 +751,7 @@ fn a_fleet_push_has_each_host_report_signed_with_its_own_key() {
     }
 }
 
-#[test]
-fn a_server_killed_during_ingest_loses_no_acknowledged_report() {
+fn a_server_killed_during_ingest_loses_no_acknowledged_report(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let hosts: Vec<(String, HostKey)> = (0..8)
         .map(|i| {
@@ -660,7 +765,7 @@ fn a_server_killed_during_ingest_loses_no_acknowledged_report() {
         .map(|(f, k)| (f.as_str(), "web", k.public.as_str()))
         .collect();
     let inv = inventory(dir.path(), &listed);
-    let mut server = Server::start(&inv, &[]);
+    let mut server = Server::start(backend, &inv, &[]);
     let url = format!("{}/api/v1/reports", server.url);
     // A day ago: within the retention, which the restart applies.
     let start = std::time::SystemTime::now()

@@ -5,6 +5,8 @@
 pub mod apt_repo;
 pub mod fleet;
 pub mod need;
+#[macro_use]
+pub mod postgres;
 pub mod signing_key;
 
 use std::ffi::OsStr;

@@ -34,6 +34,9 @@ pub enum Need {
     Network,
     /// QEMU, to boot a dev VM.
     Qemu,
+    /// A PostgreSQL server of Debian's to start clusters of
+    /// ([`super::postgres`]).
+    Postgres,
 }
 
 impl Need {
@@ -49,6 +52,9 @@ impl Need {
             Need::Network if !network() => Some(("the network", "Debian's archive")),
             Need::Qemu if which::which("qemu-system-x86_64").is_err() => {
                 Some(("QEMU", "qemu-system-x86_64"))
+            }
+            Need::Postgres if super::postgres::bin_dir().is_none() => {
+                Some(("PostgreSQL", "the postgresql package's initdb"))
             }
             _ => None,
         }

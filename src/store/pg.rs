@@ -1,0 +1,245 @@
+//! The shared store: PostgreSQL, for fleets that outgrow one machine. Any
+//! number of `kiln server` processes may use one database, since a server
+//! keeps no state of its own: every write is a SERIALIZABLE transaction
+//! that holds its own replay checks, retried a few times when PostgreSQL
+//! finds it raced another server's, and migrations take an advisory lock.
+//!
+//! The connection is plain TCP (`NoTls`): TLS to the database is not built
+//! yet, so the database belongs on loopback or a private network.
+
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::types::{FromSql, IsNull, ToSql, Type, private::BytesMut};
+use postgres::{Client, GenericClient, IsolationLevel, NoTls};
+
+use super::sql::{self, Backend, DbError, Row, Sql, Value, db};
+use super::{IngestError, StoreError, redact};
+
+/// Serialization failures of one write before it gives up: each retry
+/// sees the other writer's commit, so a replay is then found as one.
+const ATTEMPTS: u32 = 5;
+/// Held by the transaction that migrates, so that servers starting
+/// together migrate one after the other ("kiln" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6b69_6c6e;
+/// How long a connection suspected lost has to answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Postgres {
+    client: Client,
+    /// To connect again (with its password, never shown).
+    url: String,
+    shown: String,
+    /// The last statement failed: the connection may be lost.
+    suspect: bool,
+}
+
+impl Postgres {
+    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`) and
+    /// brings its schema to this kiln's version.
+    pub fn open(url: &str) -> Result<Postgres, StoreError> {
+        let shown = redact(url);
+        let client = Client::connect(url, NoTls)
+            .map_err(db_pg(format!("{shown} cannot be connected to")))?;
+        let mut p = Postgres {
+            client,
+            url: url.to_string(),
+            shown,
+            suspect: false,
+        };
+        sql::migrate(&mut p)?;
+        Ok(p)
+    }
+
+    /// The connection, made again when it was lost (the database
+    /// restarted, or the network dropped it): the request that found it
+    /// lost failed, the next ones need no restart of the server. Checked
+    /// only after a failure, so that a request costs no extra round trip.
+    fn client(&mut self) -> Result<&mut Client, DbError> {
+        if self.suspect && (self.client.is_closed() || self.client.is_valid(CHECK_TIMEOUT).is_err())
+        {
+            // Still suspect if this fails: the next request tries again.
+            self.client = Client::connect(&self.url, NoTls).map_err(pg)?;
+        }
+        self.suspect = false;
+        Ok(&mut self.client)
+    }
+
+    /// Runs `f` on the connection, marking it suspect if `f` fails.
+    fn on<T>(&mut self, f: impl FnOnce(&mut Client) -> Result<T, DbError>) -> Result<T, DbError> {
+        let done = f(self.client()?);
+        self.suspect = done.is_err();
+        done
+    }
+}
+
+/// A driver's error with what the server said: `postgres::Error` shows
+/// only "db error" and keeps the server's message as its source.
+#[derive(Debug)]
+struct PgError(postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::error::Error as _;
+        match (self.0.as_db_error(), self.0.source()) {
+            (Some(server), _) => write!(f, "{server}"),
+            (None, Some(cause)) => write!(f, "{}: {cause}", self.0),
+            (None, None) => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for PgError {}
+
+fn pg(e: postgres::Error) -> DbError {
+    Box::new(PgError(e))
+}
+
+/// [`db`] for the driver's own calls.
+fn db_pg(what: impl Into<String>) -> impl FnOnce(postgres::Error) -> StoreError {
+    let to_store = db(what);
+    move |e| to_store(pg(e))
+}
+
+/// Whether `e` is PostgreSQL asking for the transaction to be run again.
+fn retryable(e: &IngestError) -> bool {
+    let IngestError::Store(StoreError::Db { source, .. }) = e else {
+        return false;
+    };
+    let code = source.downcast_ref::<PgError>().and_then(|e| e.0.code());
+    code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        || code == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+impl ToSql for Value {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, DbError> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(n) => n.to_sql_checked(ty, out),
+            Value::Real(x) => x.to_sql_checked(ty, out),
+            Value::Text(s) => s.to_sql_checked(ty, out),
+        }
+    }
+
+    /// Each variant checks its own type in `to_sql`.
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for Value {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Value, DbError> {
+        Ok(match *ty {
+            Type::INT8 => Value::Int(i64::from_sql(ty, raw)?),
+            Type::INT4 => Value::Int(i32::from_sql(ty, raw)?.into()),
+            Type::FLOAT8 => Value::Real(f64::from_sql(ty, raw)?),
+            _ => Value::Text(String::from_sql(ty, raw)?),
+        })
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Value, DbError> {
+        Ok(Value::Null)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::INT8 | Type::INT4 | Type::FLOAT8) || <String as FromSql>::accepts(ty)
+    }
+}
+
+/// Statements on the client or on one of its transactions.
+struct Conn<'a, C>(&'a mut C);
+
+fn bound(args: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+}
+
+impl<C: GenericClient> Sql for Conn<'_, C> {
+    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
+        self.0.execute(sql, &bound(args)).map_err(pg)
+    }
+
+    fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
+        let rows = self.0.query(sql, &bound(args)).map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let row = (0..r.len())
+                    .map(|i| r.try_get::<_, Value>(i).map_err(pg))
+                    .collect::<Result<_, _>>()?;
+                Ok(Row(row))
+            })
+            .collect()
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.0.batch_execute(sql).map_err(pg)
+    }
+}
+
+impl Sql for Postgres {
+    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
+        self.on(|c| Conn(c).execute(sql, args))
+    }
+
+    fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
+        self.on(|c| Conn(c).query(sql, args))
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.on(|c| Conn(c).batch(sql))
+    }
+}
+
+impl Backend for Postgres {
+    fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    fn write(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
+        let what = format!("{}: a write transaction", self.shown);
+        let mut attempt = 1;
+        loop {
+            let done = (|| {
+                let client = self.client().map_err(db(&what))?;
+                let mut tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::Serializable)
+                    .start()
+                    .map_err(db_pg(&what))?;
+                f(&mut Conn(&mut tx))?;
+                tx.commit().map_err(db_pg(&what))?;
+                Ok(())
+            })();
+            self.suspect = matches!(done, Err(IngestError::Store(_)));
+            match done {
+                Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                    // Apart, so that the racing writers do not meet again.
+                    std::thread::sleep(Duration::from_millis(5 << attempt));
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    fn migration(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let what = format!("{}: a migration", self.shown);
+        let done = (|| {
+            let client = self.client().map_err(db(&what))?;
+            let mut tx = client.transaction().map_err(db_pg(&what))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .map_err(db_pg(&what))?;
+            f(&mut Conn(&mut tx))?;
+            tx.commit().map_err(db_pg(&what))
+        })();
+        self.suspect = done.is_err();
+        done
+    }
+}

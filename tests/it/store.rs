@@ -1,0 +1,417 @@
+//! The report store's logic, the same tests on each backend: SQLite in a
+//! temporary file, and a real PostgreSQL cluster of the test's own
+//! (`support::postgres`). Migrations, replays, queries, retention, drift
+//! and refusals answer alike on both, and PostgreSQL keeps a replay out
+//! when two servers take the same report at once.
+
+use kiln::engine::{Report, ResourceReport, Status};
+use kiln::fingerprint::{Fingerprint, Part};
+use kiln::store::pg::Postgres;
+use kiln::store::schema::{self, MIGRATIONS};
+use kiln::store::sql::{self, Backend, Sql as _, Value};
+use kiln::store::sqlite::Sqlite;
+use kiln::store::{
+    HostQuery, IngestError, ManagedPackage, Replay, RunRecord, Store as _, StoreError,
+};
+use tempfile::TempDir;
+
+use crate::support::postgres;
+
+/// Where a test's store lives; [`Backing::open`] may be called again to
+/// open the same database, as a restarted server does.
+enum Backing {
+    Sqlite(TempDir),
+    Postgres(postgres::Postgres),
+}
+
+impl Backing {
+    fn open(&self) -> Result<Box<dyn Backend>, StoreError> {
+        Ok(match self {
+            Backing::Sqlite(dir) => Box::new(Sqlite::open(&dir.path().join("sub/kiln.db"))?),
+            Backing::Postgres(pg) => Box::new(Postgres::open(&pg.url())?),
+        })
+    }
+
+    fn new(backend: postgres::Backend) -> Backing {
+        match backend {
+            postgres::Backend::Sqlite => Backing::Sqlite(tempfile::tempdir().unwrap()),
+            postgres::Backend::Postgres => Backing::Postgres(postgres::Postgres::start()),
+        }
+    }
+
+    fn store(&self) -> Box<dyn Backend> {
+        self.open().unwrap()
+    }
+}
+
+on_both_backends!(
+    migrations_run_once_and_a_newer_schema_is_refused,
+    replays_are_refused_and_change_nothing,
+    queries_answer_from_each_host_s_latest_run,
+    retention_keeps_the_latest_run_of_every_host,
+    drift_names_the_odd_host_its_parts_and_since_when,
+    refusals_are_counted_by_reason,
+    two_writers_cannot_both_keep_one_run_or_an_older_one,
+);
+
+fn entry(resource: &str, status: Status) -> ResourceReport {
+    let mut e = ResourceReport::default();
+    e.resource = resource.into();
+    e.status = status;
+    if status == Status::Updated {
+        e.changes = vec!["content".into()];
+    }
+    e
+}
+
+fn run(fqdn: &str, started_at: u64, roles: &[&str], php: &str) -> RunRecord {
+    let report = Report {
+        fqdn: fqdn.into(),
+        started_at,
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        success: true,
+        resources: vec![
+            entry("file[/etc/motd]", Status::Updated),
+            entry("package[php]", Status::UpToDate),
+        ],
+        ..Report::default()
+    };
+    let mut r = RunRecord::new(report, "bookworm".into());
+    r.packages = vec![ManagedPackage {
+        name: "php".into(),
+        version: php.into(),
+        held: true,
+    }];
+    r.fingerprint = Some(Fingerprint {
+        fingerprint: format!("fp-{php}"),
+        parts: vec![Part {
+            resource: "package[php]".into(),
+            part: format!("version={php}"),
+        }],
+        substitutions: vec![],
+    });
+    r
+}
+
+/// Rows in `table`, counted by the database itself.
+fn count(s: &mut dyn Backend, table: &str) -> i64 {
+    let rows = s
+        .query(&format!("SELECT COUNT(*) FROM {table}"), &[])
+        .unwrap();
+    rows[0].int(0).unwrap()
+}
+
+fn migrations_run_once_and_a_newer_schema_is_refused(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    let mut s = b.store();
+    assert_eq!(sql::version(s.as_mut()).unwrap(), MIGRATIONS.len() as i64);
+    drop(s);
+    // Opening again applies nothing twice.
+    let mut s = b.store();
+    assert_eq!(sql::version(s.as_mut()).unwrap(), MIGRATIONS.len() as i64);
+    assert_eq!(count(s.as_mut(), "kiln_schema"), MIGRATIONS.len() as i64);
+    s.execute(schema::RECORD_VERSION, &[Value::Int(99), Value::Int(0)])
+        .unwrap();
+    drop(s);
+    let Err(e) = b.open() else {
+        panic!("a newer schema was opened");
+    };
+    assert!(matches!(e, StoreError::Newer { found: 99, .. }), "{e}");
+    let message = e.to_string();
+    assert!(message.contains("newer kiln server"), "{message}");
+    assert!(!message.contains(postgres::PASSWORD), "{message}");
+}
+
+fn replays_are_refused_and_change_nothing(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    let mut s = b.store();
+    let first = run("web01", 100, &["web"], "8.2.1");
+    s.ingest(&first, 101).unwrap();
+    let again = s.ingest(&first, 102).unwrap_err();
+    assert!(matches!(again, IngestError::Replay(Replay::SameRun { .. })));
+    let older = run("web01", 99, &["web"], "8.2.0");
+    let e = s.ingest(&older, 102).unwrap_err();
+    assert!(matches!(
+        e,
+        IngestError::Replay(Replay::Older { newest: 100, .. })
+    ));
+    assert_eq!(s.count_runs().unwrap(), 1);
+    // The same second is not older: two runs may start in one, and
+    // they are listed in the order they arrived, whatever their ids.
+    let mut arrived = vec![first.run_id.clone()];
+    for received in 103..110 {
+        let r = run("web01", 100, &["web"], "8.2.1");
+        s.ingest(&r, received).unwrap();
+        arrived.push(r.run_id);
+    }
+    assert_eq!(s.count_runs().unwrap(), 8);
+    let listed: Vec<String> = s
+        .runs("web01", 0)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(listed, arrived);
+}
+
+fn queries_answer_from_each_host_s_latest_run(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    let mut s = b.store();
+    s.ingest(&run("web01", 100, &["base", "web"], "8.2.1"), 100)
+        .unwrap();
+    s.ingest(&run("web01", 200, &["base", "web"], "8.2.2"), 200)
+        .unwrap();
+    let mut db = run("db01", 150, &["base", "db"], "8.2.1");
+    db.report.success = false;
+    db.release = "trixie".into();
+    db.interval_secs = Some(10);
+    s.ingest(&db, 150).unwrap();
+
+    let all = s.hosts(&HostQuery::default(), 200, 3600).unwrap();
+    assert_eq!(
+        all.iter().map(|h| h.fqdn.as_str()).collect::<Vec<_>>(),
+        ["db01", "web01"]
+    );
+    assert_eq!(all[1].started_at, 200);
+    assert_eq!(all[1].roles, ["base", "web"]);
+    assert_eq!(all[0].interval_secs, Some(10));
+    assert!(!all[0].success);
+    let q = |s: &mut dyn Backend, q: HostQuery| -> Vec<String> {
+        let out = s.hosts(&q, 200, 3600).unwrap();
+        out.into_iter().map(|h| h.fqdn).collect()
+    };
+    let role = |r: &str| HostQuery {
+        role: Some(r.into()),
+        ..HostQuery::default()
+    };
+    assert_eq!(q(s.as_mut(), role("web")), ["web01"]);
+    assert_eq!(q(s.as_mut(), role("base")), ["db01", "web01"]);
+    assert!(q(s.as_mut(), role("nope")).is_empty());
+    let release = HostQuery {
+        release: Some("trixie".into()),
+        ..HostQuery::default()
+    };
+    assert_eq!(q(s.as_mut(), release), ["db01"]);
+    let failed = HostQuery {
+        failed: true,
+        ..HostQuery::default()
+    };
+    assert_eq!(q(s.as_mut(), failed), ["db01"]);
+    // db01 reports every 10 s and last did at 150: stale at 200.
+    let stale = HostQuery {
+        stale: true,
+        ..HostQuery::default()
+    };
+    assert_eq!(q(s.as_mut(), stale), ["db01"]);
+
+    let php = s.package("php", None).unwrap();
+    assert_eq!(
+        php.iter()
+            .map(|p| (p.fqdn.as_str(), p.version.as_str()))
+            .collect::<Vec<_>>(),
+        [("db01", "8.2.1"), ("web01", "8.2.2")]
+    );
+    assert!(php.iter().all(|p| p.held));
+    let at = s.package("php", Some("8.2.1")).unwrap();
+    assert_eq!(at.len(), 1);
+    assert_eq!(at[0].fqdn, "db01");
+
+    let runs = s.runs("web01", 0).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].started_at, 100);
+    assert_eq!(runs[0].changes.len(), 1, "up-to-date entries are not kept");
+    assert_eq!(runs[0].changes[0].resource, "file[/etc/motd]");
+    assert_eq!(runs[0].changes[0].status, "updated");
+    assert_eq!(runs[0].changes[0].changes, ["content"]);
+    assert_eq!(runs[0].changes[0].error, None);
+    assert_eq!(runs[0].roles, ["base", "web"]);
+    assert_eq!(runs[0].fingerprint.as_deref(), Some("fp-8.2.1"));
+    assert_eq!(s.runs("web01", 150).unwrap().len(), 1);
+}
+
+fn retention_keeps_the_latest_run_of_every_host(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    let mut s = b.store();
+    s.ingest(&run("web01", 100, &["web"], "1"), 100).unwrap();
+    s.ingest(&run("web01", 200, &["web"], "2"), 200).unwrap();
+    s.ingest(&run("web01", 300, &["web"], "3"), 300).unwrap();
+    s.ingest(&run("db01", 50, &["db"], "1"), 50).unwrap();
+    let gone = s.prune(250).unwrap();
+    assert_eq!(gone, 2, "web01's runs at 100 and 200");
+    assert_eq!(s.count_runs().unwrap(), 2);
+    assert_eq!(s.runs("db01", 0).unwrap().len(), 1, "db01's only run stays");
+    assert_eq!(s.runs("web01", 0).unwrap()[0].started_at, 300);
+    // What no run refers to went with them; what one does stayed.
+    assert_eq!(
+        count(s.as_mut(), "fingerprint_parts"),
+        2,
+        "fp-3 and fp-1 (db01)"
+    );
+    assert_eq!(count(s.as_mut(), "run_changes"), 2);
+    assert_eq!(s.package("php", None).unwrap().len(), 2);
+}
+
+fn drift_names_the_odd_host_its_parts_and_since_when(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    let mut s = b.store();
+    s.ingest(&run("web01", 100, &["web"], "1"), 100).unwrap();
+    s.ingest(&run("web02", 100, &["web"], "1"), 100).unwrap();
+    s.ingest(&run("web03", 100, &["web"], "1"), 100).unwrap();
+    s.ingest(&run("web03", 200, &["web"], "2"), 200).unwrap();
+    let third = run("web03", 300, &["web"], "2");
+    s.ingest(&third, 300).unwrap();
+    // Another group: alone, it has nothing to differ from.
+    s.ingest(&run("db01", 100, &["db"], "9"), 100).unwrap();
+    let d = kiln::store::drift::drift(s.as_mut(), None).unwrap();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].fqdn, "web03");
+    assert_eq!(d[0].majority, "fp-1");
+    assert_eq!((d[0].with_majority, d[0].group_size), (2, 3));
+    assert_eq!(d[0].since, 200, "the first run with fp-2");
+    assert_eq!(d[0].parts.len(), 1);
+    assert_eq!(d[0].parts[0].resource, "package[php]");
+    assert_eq!(d[0].parts[0].found.as_deref(), Some("version=2"));
+    assert_eq!(d[0].parts[0].expected.as_deref(), Some("version=1"));
+    assert!(
+        kiln::store::drift::drift(s.as_mut(), Some("db"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn refusals_are_counted_by_reason(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    let mut s = b.store();
+    s.refuse("bad_signature", "web01", 10).unwrap();
+    s.refuse("bad_signature", "web02", 11).unwrap();
+    s.refuse("unknown_key", "x", 12).unwrap();
+    let r = s.refusals().unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!((r[0].reason.as_str(), r[0].count), ("bad_signature", 2));
+    assert_eq!((r[0].last_at, r[0].last_detail.as_str()), (11, "web02"));
+    assert_eq!(s.count_runs().unwrap(), 0);
+}
+
+/// Servers that share a database each have a connection of their own: of
+/// the same run sent to all, one keeps it and the others find a replay;
+/// of runs of one host sent at once, none older than a kept one stays.
+fn two_writers_cannot_both_keep_one_run_or_an_older_one(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    const WRITERS: usize = 4;
+    let stores: Vec<Box<dyn Backend>> = (0..WRITERS).map(|_| b.store()).collect();
+    let same = run("web01", 100, &["web"], "1");
+    let results: Vec<Result<(), IngestError>> = race(stores, |_, s| s.ingest(&same, 100));
+    let kept = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(kept, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, IngestError::Replay(Replay::SameRun { .. }))),
+        "{results:?}"
+    );
+
+    let stores: Vec<Box<dyn Backend>> = (0..WRITERS).map(|_| b.store()).collect();
+    let runs: Vec<RunRecord> = (0..WRITERS)
+        .map(|i| run("db01", 200 + i as u64, &["db"], "1"))
+        .collect();
+    let results = race(stores, |i, s| s.ingest(&runs[i], 200));
+    let mut s = b.store();
+    let kept: Vec<u64> = s
+        .runs("db01", 0)
+        .unwrap()
+        .iter()
+        .map(|r| r.started_at)
+        .collect();
+    assert_eq!(kept.len(), results.iter().filter(|r| r.is_ok()).count());
+    assert!(
+        kept.contains(&(200 + WRITERS as u64 - 1)),
+        "the newest run is kept"
+    );
+    // Each run refused was older than one that was kept.
+    for r in &results {
+        match r {
+            Ok(()) => {}
+            Err(IngestError::Replay(Replay::Older {
+                started_at, newest, ..
+            })) => assert!(
+                started_at < newest && kept.contains(newest),
+                "{r:?} {kept:?}"
+            ),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(s.count_runs().unwrap(), 1 + kept.len() as u64);
+}
+
+/// Runs `f` on each store on a thread of its own, all let go at once.
+fn race<T: Send>(
+    stores: Vec<Box<dyn Backend>>,
+    f: impl Fn(usize, &mut dyn Backend) -> T + Sync,
+) -> Vec<T> {
+    let start = std::sync::Barrier::new(stores.len());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| {
+                let (start, f) = (&start, &f);
+                scope.spawn(move || {
+                    start.wait();
+                    f(i, s.as_mut())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn an_unreachable_postgres_is_named_without_its_password() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!(
+        "postgres://kiln:{}@127.0.0.1:{closed}/kiln",
+        postgres::PASSWORD
+    );
+    let Err(e) = Postgres::open(&url) else {
+        panic!("nothing listens on {closed}");
+    };
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!(
+            "postgres://kiln:***@127.0.0.1:{closed}/kiln cannot be connected to"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("refused"), "{message}");
+    assert!(!message.contains(postgres::PASSWORD), "{message}");
+}
+
+#[test]
+fn a_postgres_store_connects_again_after_losing_its_connection() {
+    need!(Postgres);
+    let pg = postgres::Postgres::start();
+    let mut s = Postgres::open(&pg.url()).unwrap();
+    s.ingest(&run("web01", 100, &["web"], "1"), 100).unwrap();
+    // As a restart of the database would, from another connection.
+    let mut admin = Postgres::open(&pg.url()).unwrap();
+    let ended = admin
+        .query(
+            // Materialized first, so that this connection is not ended too.
+            "WITH others AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND datname = current_database()) \
+             SELECT pid FROM others WHERE pg_terminate_backend(pid)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ended.len(), 1, "the store's one connection");
+    // The request that finds the connection lost fails; the next works.
+    let _ = s.count_runs();
+    assert_eq!(s.count_runs().unwrap(), 1);
+    s.ingest(&run("web01", 200, &["web"], "1"), 200).unwrap();
+    assert_eq!(s.count_runs().unwrap(), 2);
+}
