@@ -848,6 +848,18 @@ enum FleetCommand {
     Status {
         #[command(flatten)]
         target: FleetTarget,
+        /// Answer from this kiln server's report store instead of from
+        /// each host over ssh.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// The file holding the server's read token (with --server).
+        #[arg(
+            long,
+            env = "KILN_TOKEN_FILE",
+            value_name = "FILE",
+            requires = "server"
+        )]
+        token_file: Option<PathBuf>,
     },
     /// Write the signed policy bundle (and its .sha256 and .sig) for agents to fetch.
     Bundle {
@@ -1150,7 +1162,24 @@ impl FleetCommand {
                 binary,
                 report_to,
             }),
-            FleetCommand::Status { target } => commands::fleet::status(fleet_common(repo, target)),
+            FleetCommand::Status {
+                target,
+                server,
+                token_file,
+            } => {
+                let store = match (server, token_file) {
+                    (Some(url), Some(token_file)) => {
+                        Some(commands::fleet::FromStore { url, token_file })
+                    }
+                    (Some(_), None) => {
+                        return Err(Error::Usage(
+                            "fleet status --server needs --token-file FILE (or KILN_TOKEN_FILE), the server's read token".into(),
+                        ));
+                    }
+                    (None, _) => None,
+                };
+                commands::fleet::status(fleet_common(repo, target), store)
+            }
             FleetCommand::Bundle {
                 out,
                 name,

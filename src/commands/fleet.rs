@@ -352,17 +352,44 @@ fn changed_hosts(hosts: &[HostOutcome]) -> String {
     format!("{}{left}", names.join(", "))
 }
 
-pub fn status(c: Common) -> Result<i32, Error> {
-    let repo = Repository::open(&c.repo)?;
-    let (inv, hosts) = push::select(
-        &repo,
-        &c.inventory,
-        c.hosts.as_deref(),
-        c.accept_new_host_keys,
-    )?;
-    let transport = Transport::for_inventory(&inv, c.accept_new_host_keys, &c.ssh)
-        .map_err(|e| Error::Ssh(Box::new(e)))?;
-    let st = status::collect(&hosts, &transport);
+/// `fleet status --server URL --token-file FILE`: from the report store.
+pub struct FromStore {
+    pub url: String,
+    pub token_file: PathBuf,
+}
+
+pub fn status(c: Common, store: Option<FromStore>) -> Result<i32, Error> {
+    let st = match store {
+        // The store answers for the inventory's hosts: no ssh, no key.
+        Some(s) => {
+            let inv = Inventory::load(&c.inventory)?;
+            let hosts = push::matching(&inv, c.hosts.as_deref())?;
+            let reader = super::report::reader(&super::report::Server {
+                url: s.url,
+                token_file: s.token_file,
+                json: c.json,
+            })?;
+            let rows: Vec<crate::store::HostRow> = reader
+                .get("/api/v1/hosts", &[])
+                .map_err(super::report::failed)?;
+            let drift: Vec<crate::store::drift::Drift> = reader
+                .get("/api/v1/drift", &[])
+                .map_err(super::report::failed)?;
+            status::from_store(&hosts, &rows, &drift)
+        }
+        None => {
+            let repo = Repository::open(&c.repo)?;
+            let (inv, hosts) = push::select(
+                &repo,
+                &c.inventory,
+                c.hosts.as_deref(),
+                c.accept_new_host_keys,
+            )?;
+            let transport = Transport::for_inventory(&inv, c.accept_new_host_keys, &c.ssh)
+                .map_err(|e| Error::Ssh(Box::new(e)))?;
+            status::collect(&hosts, &transport)
+        }
+    };
     let mut out = std::io::stdout().lock();
     if c.json {
         let _ = serde_json::to_writer_pretty(&mut out, &st);

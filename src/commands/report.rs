@@ -39,7 +39,7 @@ pub enum Question {
     Refusals,
 }
 
-fn reader(s: &Server) -> Result<Reader, Error> {
+pub(crate) fn reader(s: &Server) -> Result<Reader, Error> {
     let token = std::fs::read_to_string(&s.token_file).map_err(|e| {
         Error::Usage(format!(
             "cannot read the server's token from {}: {e}; pass --token-file FILE",
@@ -58,7 +58,7 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn failed(e: crate::server::client::ClientError) -> Error {
+pub(crate) fn failed(e: crate::server::client::ClientError) -> Error {
     Error::Run(crate::error::RunError::platform(e))
 }
 

@@ -193,6 +193,13 @@ pub fn select(
         .fix("collect the hosts' keys into it (ssh-keyscan, then check them), or pass --accept-new-host-keys for first contact")
         .into());
     }
+    let hosts = matching(&inv, pattern)?;
+    Ok((inv, hosts))
+}
+
+/// The hosts of `inv` whose fqdn or a role matches `pattern` (all without
+/// one); none is an error.
+pub fn matching(inv: &Inventory, pattern: Option<&str>) -> Result<Vec<Host>, Error> {
     let hosts: Vec<Host> = match pattern {
         None => inv.hosts.clone(),
         Some(pattern) => {
@@ -213,7 +220,7 @@ pub fn select(
             inv.file.display()
         )));
     }
-    Ok((inv, hosts))
+    Ok(hosts)
 }
 
 /// The hosts of `hosts` in rollout `name`; those its `hosts` names are

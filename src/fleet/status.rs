@@ -18,6 +18,8 @@ use super::protocol::{HostFailure, HostReport, HostRequest};
 use super::ssh::Transport;
 use crate::engine::{Report, Status as EngineStatus};
 use crate::fingerprint::Part;
+use crate::store::HostRow;
+use crate::store::drift::Drift as StoreDrift;
 
 /// What status shows of a host's last run report.
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +118,20 @@ pub struct Drift {
 pub struct Status {
     pub hosts: Vec<HostStatus>,
     pub drift: Vec<Drift>,
+    /// What drift was judged against.
+    #[serde(skip)]
+    pub judged: Judged,
+}
+
+/// Where `fleet status` learnt what it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Judged {
+    /// Each host over ssh, with a why-run of its own policy.
+    #[default]
+    AgainstPolicy,
+    /// The report store: each host's latest run, its fingerprint against
+    /// the majority of the hosts of its roles and release.
+    AgainstPeers,
 }
 
 pub fn collect(hosts: &[Host], t: &Transport) -> Status {
@@ -144,11 +160,103 @@ pub fn collect(hosts: &[Host], t: &Transport) -> Status {
     // Grouped by release, in inventory order within each.
     hosts.sort_by(|a, b| a.release.cmp(&b.release));
     let drift = drift(&hosts);
-    Status { hosts, drift }
+    Status {
+        hosts,
+        drift,
+        judged: Judged::AgainstPolicy,
+    }
 }
 
-fn one(h: &Host, t: &Transport) -> HostStatus {
-    let mut st = HostStatus {
+/// `fleet status --server`: the same table from the report store's latest
+/// run of each inventory host, without ssh. The store keeps no why-run of
+/// a host's policy, so a host drifts when its fingerprint differs from the
+/// one most hosts of its roles and release report; a host with no report,
+/// or none within twice its interval, says so.
+pub fn from_store(hosts: &[Host], rows: &[HostRow], drifted: &[StoreDrift]) -> Status {
+    let by_fqdn: BTreeMap<&str, &HostRow> = rows.iter().map(|r| (r.fqdn.as_str(), r)).collect();
+    let mut out: Vec<HostStatus> = hosts
+        .iter()
+        .map(|h| {
+            let mut st = blank(h);
+            match by_fqdn.get(h.fqdn.as_str()) {
+                Some(r) => {
+                    st.release = r.release.clone();
+                    st.fingerprint = r.fingerprint.clone();
+                    st.last_run = Some(LastRun {
+                        started_at: r.started_at,
+                        elapsed_ms: r.elapsed_ms,
+                        success: r.success,
+                        updated: r.updated as usize,
+                        failed: r.failed as usize,
+                        why_run: false,
+                        bundle_serial: r.bundle_serial,
+                        rollouts: vec![],
+                    });
+                    if r.stale {
+                        st.error = Some(format!(
+                            "STALE: no report within twice its interval (last {})",
+                            ago(r.started_at)
+                        ));
+                    }
+                }
+                None => {
+                    st.error = Some(
+                        "no report in the store: give the host --report-to (the inventory's report_to, the kiln.report_to attribute)".into(),
+                    );
+                }
+            }
+            st
+        })
+        .collect();
+    out.sort_by(|a, b| a.release.cmp(&b.release));
+    let peers = |d: &StoreDrift| -> Vec<String> {
+        let mut roles = d.roles.clone();
+        roles.sort();
+        rows.iter()
+            .filter(|r| {
+                let mut theirs = r.roles.clone();
+                theirs.sort();
+                theirs == roles
+                    && r.release == d.release
+                    && r.fingerprint.as_deref() == Some(d.majority.as_str())
+            })
+            .map(|r| r.fqdn.clone())
+            .collect()
+    };
+    let drift = drifted
+        .iter()
+        .filter(|d| by_fqdn.contains_key(d.fqdn.as_str()) && hosts.iter().any(|h| h.fqdn == d.fqdn))
+        .map(|d| {
+            let with = peers(d);
+            let absent = || "(not managed)".to_string();
+            Drift {
+                fqdn: d.fqdn.clone(),
+                roles: d.roles.clone(),
+                release: d.release.clone(),
+                resources: vec![],
+                parts: d
+                    .parts
+                    .iter()
+                    .map(|p| PartDifference {
+                        resource: p.resource.clone(),
+                        found: p.found.clone().unwrap_or_else(absent),
+                        expected: Some(p.expected.clone().unwrap_or_else(absent)),
+                        hosts_with_expected: with.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Status {
+        hosts: out,
+        drift,
+        judged: Judged::AgainstPeers,
+    }
+}
+
+/// A host as the inventory lists it, before anything is known of it.
+fn blank(h: &Host) -> HostStatus {
+    HostStatus {
         fqdn: h.fqdn.clone(),
         address: h.address.clone(),
         roles: h.roles.clone(),
@@ -160,7 +268,11 @@ fn one(h: &Host, t: &Transport) -> HostStatus {
         desired: BTreeMap::new(),
         guarded: BTreeSet::new(),
         error: None,
-    };
+    }
+}
+
+fn one(h: &Host, t: &Transport) -> HostStatus {
+    let mut st = blank(h);
     let mut request = serde_json::to_vec(&HostRequest::Status {
         fqdn: h.fqdn.clone(),
     })
@@ -466,7 +578,14 @@ pub fn render(st: &Status) -> String {
             }
         }
         if !d.parts.is_empty() {
-            let _ = writeln!(s, "  unlike hosts whose policy wants the same:");
+            let _ = writeln!(
+                s,
+                "  {}",
+                match st.judged {
+                    Judged::AgainstPolicy => "unlike hosts whose policy wants the same:",
+                    Judged::AgainstPeers => "unlike most hosts of its roles and release:",
+                }
+            );
         }
         for x in &d.parts {
             let _ = writeln!(s, "    {}", x.resource);
@@ -488,7 +607,11 @@ pub fn render(st: &Status) -> String {
     if st.drift.is_empty() {
         let _ = writeln!(
             s,
-            "\nno drift: every host reached is as its own policy wants"
+            "\nno drift: {}",
+            match st.judged {
+                Judged::AgainstPolicy => "every host reached is as its own policy wants",
+                Judged::AgainstPeers => "every reporting host is as most of its peers are",
+            }
         );
     }
     s
@@ -575,5 +698,62 @@ mod tests {
         let d = drift(&two);
         assert_eq!(d.len(), 2);
         assert!(d.iter().all(|h| h.parts[0].expected.is_none()));
+    }
+
+    #[test]
+    fn the_store_s_view_names_silent_and_stale_hosts_and_the_odd_one_out() {
+        let inv = crate::fleet::inventory::Inventory::parse(
+            "known_hosts = \"k\"\n[hosts.a]\nroles = [\"web\"]\n[hosts.b]\nroles = [\"web\"]\n\
+             [hosts.c]\nroles = [\"web\"]\n[hosts.d]\nroles = [\"web\"]\n",
+            std::path::Path::new("inventory.toml"),
+        )
+        .unwrap();
+        let row = |fqdn: &str, fp: &str, stale: bool| HostRow {
+            fqdn: fqdn.into(),
+            release: "bookworm".into(),
+            roles: vec!["web".into()],
+            started_at: 1,
+            success: true,
+            updated: 2,
+            failed: 0,
+            fingerprint: Some(fp.into()),
+            interval_secs: None,
+            run_id: format!("run-{fqdn}"),
+            elapsed_ms: 5.0,
+            bundle_serial: Some(7),
+            stale,
+        };
+        let rows = [
+            row("a", "same", false),
+            row("b", "same", true),
+            row("c", "odd", false),
+        ];
+        let drifted = [StoreDrift {
+            fqdn: "c".into(),
+            roles: vec!["web".into()],
+            release: "bookworm".into(),
+            fingerprint: "odd".into(),
+            majority: "same".into(),
+            with_majority: 2,
+            group_size: 3,
+            parts: vec![crate::store::drift::PartDrift {
+                resource: "file[/etc/x]".into(),
+                found: Some("mode=0600".into()),
+                expected: None,
+            }],
+            since_run: "run-c".into(),
+            since: 1,
+        }];
+        let st = from_store(&inv.hosts, &rows, &drifted);
+        let by = |f: &str| st.hosts.iter().find(|h| h.fqdn == f).unwrap();
+        assert!(by("a").error.is_none());
+        assert_eq!(by("a").last_run.as_ref().unwrap().bundle_serial, Some(7));
+        assert!(by("b").error.as_deref().unwrap().starts_with("STALE"));
+        assert!(by("d").error.as_deref().unwrap().contains("no report"));
+        assert_eq!(st.drift.len(), 1);
+        let part = &st.drift[0].parts[0];
+        assert_eq!(part.expected.as_deref(), Some("(not managed)"));
+        assert_eq!(part.hosts_with_expected, ["a", "b"]);
+        assert!(render(&st).contains("unlike most hosts of its roles and release"));
     }
 }

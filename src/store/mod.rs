@@ -181,6 +181,11 @@ pub struct HostRow {
     pub fingerprint: Option<String>,
     pub interval_secs: Option<u64>,
     pub run_id: String,
+    #[serde(default)]
+    pub elapsed_ms: f64,
+    /// The serial of the bundle the run converged, if it came from one.
+    #[serde(default)]
+    pub bundle_serial: Option<u64>,
     /// Whether the host is stale at the time of the query.
     #[serde(default)]
     pub stale: bool,
@@ -303,6 +308,8 @@ mod tests {
             fingerprint: None,
             interval_secs: Some(600),
             run_id: "r".into(),
+            elapsed_ms: 0.0,
+            bundle_serial: None,
             stale: false,
         };
         assert!(!h.is_stale(2200, 60));

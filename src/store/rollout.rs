@@ -92,6 +92,8 @@ mod tests {
             fingerprint: None,
             interval_secs: None,
             run_id: String::new(),
+            elapsed_ms: 0.0,
+            bundle_serial: None,
             stale: false,
         }
     }

@@ -130,7 +130,8 @@ pub const REFUSALS: &str =
 
 /// The latest run of every host; filters are appended by the query.
 pub const HOSTS: &str = "SELECT h.fqdn, r.release, r.roles, r.started_at, r.success, r.updated, \
-     r.failed, r.fingerprint, r.interval_secs, r.run_id FROM hosts h JOIN runs r ON r.run_id = h.latest_run";
+     r.failed, r.fingerprint, r.interval_secs, r.run_id, r.elapsed_ms, r.bundle_serial \
+     FROM hosts h JOIN runs r ON r.run_id = h.latest_run";
 pub const PACKAGE: &str = "SELECT h.fqdn, p.version, p.held FROM hosts h \
      JOIN runs r ON r.run_id = h.latest_run \
      JOIN package_sets p ON p.set_id = r.package_set WHERE p.name = $1";

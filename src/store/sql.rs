@@ -416,6 +416,8 @@ impl<B: Backend + ?Sized> Store for B {
                 fingerprint: r.opt_text(7)?,
                 interval_secs: r.opt_int(8)?.map(|n| n.max(0) as u64),
                 run_id: r.text(9)?,
+                elapsed_ms: r.real(10)?,
+                bundle_serial: r.opt_int(11)?.map(|n| n.max(0) as u64),
                 stale: false,
             })
         })?;

@@ -749,6 +749,44 @@ fn a_fleet_push_has_each_host_report_signed_with_its_own_key() {
             "{h} keeps no report back"
         );
     }
+
+    // fleet status from the store: the same table, no ssh (the hosts' sshd
+    // are stopped), and a host of the inventory that never reported says so.
+    for h in ["web01.example.com", "db01.example.com"] {
+        f.host_mut(h).kill();
+    }
+    let status = |json: bool| {
+        let mut args = vec!["status", "--server", &server.url, "--token-file"];
+        let token = server.token_file.to_str().unwrap().to_string();
+        args.push(&token);
+        if json {
+            args.push("--json");
+        }
+        f.kiln(&args).repo(&repo).run()
+    };
+    let out = status(false)
+        .success()
+        .stdout_contains("release bookworm (2 host(s)):")
+        .stdout_contains("no drift: every reporting host is as most of its peers are");
+    let web = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("web01.example.com"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(web.contains(" ok "), "{web}");
+    let doc: serde_json::Value = serde_json::from_str(&status(true).success().stdout).unwrap();
+    assert_eq!(doc["hosts"][1]["last_run"]["updated"], 0, "{doc}");
+    let text = std::fs::read_to_string(f.inventory()).unwrap();
+    std::fs::write(
+        f.inventory(),
+        format!(
+            "{text}\n[hosts.\"web09.example.com\"]\naddress = \"127.0.9.9\"\nroles = [\"web\"]\n"
+        ),
+    )
+    .unwrap();
+    status(false)
+        .failure()
+        .stdout_contains("no report in the store");
 }
 
 fn a_server_killed_during_ingest_loses_no_acknowledged_report(backend: Backend) {
