@@ -862,3 +862,75 @@ fn a_server_killed_during_ingest_loses_no_acknowledged_report(backend: Backend) 
         }
     }
 }
+
+#[test]
+fn an_agent_reports_each_run_with_its_interval() {
+    need!(DebianRoot);
+    let root = crate::support::fleet::HostRoot::new();
+    std::fs::copy(
+        crate::support::fleet::kiln_binary(),
+        root.path().join("usr/local/bin/kiln"),
+    )
+    .unwrap();
+    // The root's own host key, made anew here.
+    for f in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"] {
+        let _ = std::fs::remove_file(root.path().join("etc/ssh").join(f));
+    }
+    let key = host_key(&root.path().join("etc/ssh"));
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &[("agent01.kiln.test", "web", &key.public)]);
+    let server = Server::start(Backend::Sqlite, &inv, &[]);
+    let policy = repo().recipe(
+        "motd",
+        "default",
+        "[[resource]]\nfile = \"/etc/motd\"\ncontent = \"{{node.fqdn}}\\n\"\n\n\
+         [[verify]]\nfile = \"/etc/motd\"\ncontains = \"agent01\"\n",
+    );
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(policy.path().join("."))
+        .arg(root.path().join("srv/policy"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let out = Command::new("chroot")
+        .arg(root.path())
+        .args([
+            "/usr/local/bin/kiln",
+            "agent",
+            "--once",
+            "--splay",
+            "0",
+            "--interval",
+            "10m",
+            "--source",
+            "/srv/policy",
+            "--role",
+            "web",
+            "--fqdn",
+            "agent01.kiln.test",
+            "--report-to",
+            &server.url,
+        ])
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 run report(s) sent"), "{text}");
+    let hosts = server.report(&["hosts"]);
+    assert_eq!(hosts[0]["fqdn"], "agent01.kiln.test", "{hosts}");
+    assert_eq!(hosts[0]["interval_secs"], 600, "{hosts}");
+    assert_eq!(hosts[0]["stale"], false, "{hosts}");
+    assert_eq!(
+        server.runs_of("agent01.kiln.test")[0]["changes"][0]["resource"],
+        "file[/etc/motd]"
+    );
+}
