@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::compile::Compiled;
 use crate::error::PolicyError;
 use crate::platform::target::{ShellOpts, Target};
 
@@ -184,14 +183,11 @@ fn mounted(target: &Target, path: &str) -> bool {
 /// Guards already asked, with their verdicts.
 pub type Guards = HashMap<Guard, bool>;
 
-/// Asks every distinct guard of `resources` before planning: they only
+/// Asks every distinct guard of the resources before planning: they only
 /// read state. The commands run at once, since a no-op run is mostly
 /// waiting on them; kiln's own questions take microseconds.
-pub fn in_parallel(resources: &[Compiled], target: &Target) -> Guards {
-    let mut all: Vec<&Guard> = resources
-        .iter()
-        .flat_map(|r| r.only_if.iter().chain(r.not_if.iter()))
-        .collect();
+pub fn in_parallel<'a>(guards: impl IntoIterator<Item = &'a Guard>, target: &Target) -> Guards {
+    let mut all: Vec<&Guard> = guards.into_iter().collect();
     all.sort_unstable();
     all.dedup();
     let (shell, own): (Vec<&Guard>, Vec<&Guard>) =
@@ -213,16 +209,21 @@ pub fn in_parallel(resources: &[Compiled], target: &Target) -> Guards {
     known
 }
 
-/// Why `r` is skipped, if a guard says so: a verdict in `known`, else the
-/// guard asked now.
-pub fn skips(r: &Compiled, target: &Target, known: &Guards) -> Option<String> {
+/// Why a resource with these guards is skipped, if one says so: a verdict
+/// in `known`, else the guard asked now.
+pub fn skips(
+    only_if: Option<&Guard>,
+    not_if: Option<&Guard>,
+    target: &Target,
+    known: &Guards,
+) -> Option<String> {
     let holds = |g: &Guard| known.get(g).copied().unwrap_or_else(|| g.holds(target));
-    if let Some(g) = &r.only_if
+    if let Some(g) = only_if
         && !holds(g)
     {
         return Some("only_if false".into());
     }
-    if let Some(g) = &r.not_if
+    if let Some(g) = not_if
         && holds(g)
     {
         return Some("not_if true".into());

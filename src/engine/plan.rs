@@ -177,7 +177,11 @@ fn hide_diffs(v: &mut serde_json::Value) {
 
 /// Plans every resource of `policy` against the target as it is now.
 pub fn plan(policy: &Policy, cx: &mut Context) -> Plan {
-    let known = guards::in_parallel(&policy.resources, cx.target);
+    let each = policy
+        .resources
+        .iter()
+        .flat_map(|r| r.only_if.iter().chain(r.not_if.iter()));
+    let known = guards::in_parallel(each, cx.target);
     plan_with(&policy.resources, &|i| names(policy, i), &known, cx)
 }
 
@@ -239,7 +243,7 @@ fn check(
     cx: &mut Context,
 ) -> Step {
     let start = Instant::now();
-    let guard = guards::skips(r, cx.target, known);
+    let guard = guards::skips(r.only_if.as_ref(), r.not_if.as_ref(), cx.target, known);
     let actions = match guard {
         Some(_) => Vec::new(),
         None => actions.iter().map(|a| r.imp.plan(a, cx)).collect(),
