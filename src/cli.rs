@@ -74,10 +74,15 @@ enum Command {
 
 #[derive(Args)]
 struct ServerArgs {
-    /// The address to listen on (plain HTTP; TLS is not built in yet: put a
-    /// TLS proxy in front for anything but loopback).
+    /// The address to listen on (HTTP, or HTTPS with --tls-cert and --tls-key).
     #[arg(long, value_name = "ADDR", default_value = crate::server::DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
+    /// Serve HTTPS with this certificate (PEM, its chain after it).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The store: a SQLite file (created with its directory), or a
     /// PostgreSQL database as postgres://USER@HOST[:PORT]/DB, which several
     /// servers may share.
@@ -198,6 +203,10 @@ impl ServerArgs {
             retention_days: self.retention_days,
             max_body: self.max_body,
             stale_after: self.stale_after,
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| crate::server::TlsFiles { cert, key }),
         })
     }
 }

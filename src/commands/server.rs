@@ -9,7 +9,9 @@ impl From<ServerError> for Error {
     fn from(e: ServerError) -> Self {
         match e {
             ServerError::Inventory(p) => p.into(),
-            ServerError::Token { .. } | ServerError::Listen { .. } => Error::Usage(e.to_string()),
+            ServerError::Token { .. } | ServerError::Listen { .. } | ServerError::Tls(_) => {
+                Error::Usage(e.to_string())
+            }
             ServerError::Store(_) => Error::Run(crate::error::RunError::platform(e)),
         }
     }
@@ -20,13 +22,14 @@ impl From<ServerError> for Error {
 pub fn run(opts: Options) -> Result<i32, Error> {
     // Shown without a PostgreSQL URL's password.
     let database = opts.database.to_string();
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
     let db = opts.database.clone();
     let open = || db.open();
     crate::server::serve(opts, &open, &mut |addr| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "kiln server: listening on http://{addr} (store {database})"
+            "kiln server: listening on {scheme}://{addr} (store {database})"
         );
         let _ = out.flush();
     })?;

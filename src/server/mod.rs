@@ -7,6 +7,7 @@
 
 pub mod admit;
 pub mod client;
+pub mod tls;
 
 use std::io::Read as _;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tiny_http::{Header, Method, Request, Response};
 
 use crate::store::{HostQuery, Store};
 pub use admit::{Refused, Trust};
+pub use tls::TlsFiles;
 
 /// Where the embedded store lives unless `--database` says otherwise.
 pub const DEFAULT_DATABASE: &str = "/var/lib/kiln/server/kiln.db";
@@ -42,6 +44,8 @@ pub struct Options {
     pub max_body: usize,
     /// A host with no interval is stale after this long without a report.
     pub stale_after: Duration,
+    /// `--tls-cert` and `--tls-key`: HTTPS instead of HTTP.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,8 @@ pub enum ServerError {
     Token { path: String, reason: String },
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 fn unix_now() -> u64 {
@@ -84,12 +90,37 @@ pub fn serve(
 ) -> Result<(), ServerError> {
     let token = read_token(&opts.token_file)?;
     let trust = Trust::load(&opts.inventory)?;
+    let tls = opts.tls.as_ref().map(tls::Terminator::load).transpose()?;
     let store = open()?;
-    let server = tiny_http::Server::http(opts.listen).map_err(|e| ServerError::Listen {
+    let listen_error = |e: &dyn std::fmt::Display| ServerError::Listen {
         addr: opts.listen,
         reason: e.to_string(),
-    })?;
-    let addr = server.server_addr().to_ip().unwrap_or(opts.listen);
+    };
+    // With TLS, the HTTP server listens on a unix socket in a private
+    // directory (kept for as long as the server runs), and only the TLS
+    // listener faces the network.
+    let mut _private = None;
+    let (server, addr) = match tls {
+        None => {
+            let server = tiny_http::Server::http(opts.listen).map_err(|e| listen_error(&e))?;
+            let addr = server.server_addr().to_ip().unwrap_or(opts.listen);
+            (server, addr)
+        }
+        Some(t) => {
+            let listener =
+                std::net::TcpListener::bind(opts.listen).map_err(|e| listen_error(&e))?;
+            let addr = listener.local_addr().map_err(|e| listen_error(&e))?;
+            let dir = tempfile::Builder::new()
+                .prefix("kiln-server-")
+                .tempdir()
+                .map_err(|e| listen_error(&e))?;
+            let socket = dir.path().join("http.sock");
+            let server = tiny_http::Server::http_unix(&socket).map_err(|e| listen_error(&e))?;
+            t.accept(listener, socket);
+            _private = Some(dir);
+            (server, addr)
+        }
+    };
     let shared = Arc::new(Shared {
         store: Mutex::new(store),
         trust: Mutex::new(Arc::new(trust)),

@@ -934,3 +934,122 @@ fn an_agent_reports_each_run_with_its_interval() {
         "file[/etc/motd]"
     );
 }
+
+/// A test CA, and a certificate for 127.0.0.1 it signed, with its key:
+/// (ca, cert, key).
+fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kiln test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn a_server_with_a_certificate_speaks_https_only() {
+    need!(DebianRoot);
+    let (web, web_key) = host_root();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &web_key)]);
+    let (ca, cert, key) = certificate(dir.path());
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = Server::start(Backend::Sqlite, &inv, &["--tls-cert", c, "--tls-key", k]);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    // A host that trusts the certificate reports; one that does not keeps
+    // its report for later, and its run still succeeds.
+    converge(&web, &repo(), "web01.kiln.test", "web", &server.url)
+        .success()
+        .stderr_contains("kept in /var/lib/kiln/outbox");
+    assert_eq!(outbox(web.path()).len(), 1);
+    kiln()
+        .arg("converge")
+        .repo(&repo())
+        .root(&web)
+        .args(["--fqdn", "web01.kiln.test", "--role", "web", "--report-to"])
+        .arg(&server.url)
+        .env("SSL_CERT_FILE", &ca)
+        .run()
+        .success()
+        .stderr_contains("2 run report(s) sent");
+    let read = |url: &str| {
+        kiln()
+            .args(["report", "--server", url, "--token-file"])
+            .arg(&server.token_file)
+            .args(["hosts", "--json"])
+            .env("SSL_CERT_FILE", &ca)
+            .run()
+    };
+    let hosts: serde_json::Value =
+        serde_json::from_str(&read(&server.url).success().stdout).unwrap();
+    assert_eq!(hosts[0]["fqdn"], "web01.kiln.test");
+    // Nothing answers plain HTTP on that port.
+    read(&server.url.replace("https://", "http://")).failure();
+}
