@@ -7,11 +7,12 @@
 //! The connection is plain TCP (`NoTls`): TLS to the database is not built
 //! yet, so the database belongs on loopback or a private network.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::types::{FromSql, IsNull, ToSql, Type, private::BytesMut};
-use postgres::{Client, GenericClient, IsolationLevel, NoTls};
+use postgres::{Client, GenericClient, IsolationLevel, NoTls, Statement};
 
 use super::sql::{self, Backend, DbError, Row, Sql, Value, db};
 use super::{IngestError, StoreError, redact};
@@ -27,6 +28,9 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Postgres {
     client: Client,
+    /// The statements prepared on this connection, by their text: a
+    /// statement run again is one round trip, not two (a write runs ten).
+    prepared: HashMap<String, Statement>,
     /// To connect again (with its password, never shown).
     url: String,
     shown: String,
@@ -43,6 +47,7 @@ impl Postgres {
             .map_err(db_pg(format!("{shown} cannot be connected to")))?;
         let mut p = Postgres {
             client,
+            prepared: HashMap::new(),
             url: url.to_string(),
             shown,
             suspect: false,
@@ -55,19 +60,24 @@ impl Postgres {
     /// restarted, or the network dropped it): the request that found it
     /// lost failed, the next ones need no restart of the server. Checked
     /// only after a failure, so that a request costs no extra round trip.
-    fn client(&mut self) -> Result<&mut Client, DbError> {
+    fn client(&mut self) -> Result<(&mut Client, &mut HashMap<String, Statement>), DbError> {
         if self.suspect && (self.client.is_closed() || self.client.is_valid(CHECK_TIMEOUT).is_err())
         {
             // Still suspect if this fails: the next request tries again.
             self.client = Client::connect(&self.url, NoTls).map_err(pg)?;
+            self.prepared.clear();
         }
         self.suspect = false;
-        Ok(&mut self.client)
+        Ok((&mut self.client, &mut self.prepared))
     }
 
     /// Runs `f` on the connection, marking it suspect if `f` fails.
-    fn on<T>(&mut self, f: impl FnOnce(&mut Client) -> Result<T, DbError>) -> Result<T, DbError> {
-        let done = f(self.client()?);
+    fn on<T>(
+        &mut self,
+        f: impl FnOnce(Conn<'_, Client>) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let (client, prepared) = self.client()?;
+        let done = f(Conn(client, prepared));
         self.suspect = done.is_err();
         done
     }
@@ -148,8 +158,22 @@ impl<'a> FromSql<'a> for Value {
     }
 }
 
-/// Statements on the client or on one of its transactions.
-struct Conn<'a, C>(&'a mut C);
+/// Statements on the client or on one of its transactions, and the
+/// connection's prepared statements.
+struct Conn<'a, C>(&'a mut C, &'a mut HashMap<String, Statement>);
+
+impl<C: GenericClient> Conn<'_, C> {
+    /// `sql` prepared, once per connection: a statement prepared in a
+    /// transaction outlives it, even one rolled back.
+    fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
+        if let Some(s) = self.1.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.0.prepare(sql).map_err(pg)?;
+        self.1.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
 
 fn bound(args: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
     args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
@@ -157,11 +181,13 @@ fn bound(args: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
 
 impl<C: GenericClient> Sql for Conn<'_, C> {
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
-        self.0.execute(sql, &bound(args)).map_err(pg)
+        let s = self.statement(sql)?;
+        self.0.execute(&s, &bound(args)).map_err(pg)
     }
 
     fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
-        let rows = self.0.query(sql, &bound(args)).map_err(pg)?;
+        let s = self.statement(sql)?;
+        let rows = self.0.query(&s, &bound(args)).map_err(pg)?;
         rows.iter()
             .map(|r| {
                 let row = (0..r.len())
@@ -179,15 +205,15 @@ impl<C: GenericClient> Sql for Conn<'_, C> {
 
 impl Sql for Postgres {
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
-        self.on(|c| Conn(c).execute(sql, args))
+        self.on(|mut c| c.execute(sql, args))
     }
 
     fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
-        self.on(|c| Conn(c).query(sql, args))
+        self.on(|mut c| c.query(sql, args))
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        self.on(|c| Conn(c).batch(sql))
+        self.on(|mut c| c.batch(sql))
     }
 }
 
@@ -204,13 +230,13 @@ impl Backend for Postgres {
         let mut attempt = 1;
         loop {
             let done = (|| {
-                let client = self.client().map_err(db(&what))?;
+                let (client, prepared) = self.client().map_err(db(&what))?;
                 let mut tx = client
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
                     .start()
                     .map_err(db_pg(&what))?;
-                f(&mut Conn(&mut tx))?;
+                f(&mut Conn(&mut tx, prepared))?;
                 tx.commit().map_err(db_pg(&what))?;
                 Ok(())
             })();
@@ -232,11 +258,11 @@ impl Backend for Postgres {
     ) -> Result<(), StoreError> {
         let what = format!("{}: a migration", self.shown);
         let done = (|| {
-            let client = self.client().map_err(db(&what))?;
+            let (client, prepared) = self.client().map_err(db(&what))?;
             let mut tx = client.transaction().map_err(db_pg(&what))?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .map_err(db_pg(&what))?;
-            f(&mut Conn(&mut tx))?;
+            f(&mut Conn(&mut tx, prepared))?;
             tx.commit().map_err(db_pg(&what))
         })();
         self.suspect = done.is_err();

@@ -113,6 +113,11 @@ pub const INSERT_CHECK: &str = "INSERT INTO run_checks (run_id, seq, check_name,
      VALUES ($1, $2, $3, $4, $5, $6)";
 pub const INSERT_SUBSTITUTION: &str = "INSERT INTO run_substitutions (run_id, package, pin, substitute) \
      VALUES ($1, $2, $3, $4)";
+/// Whether a fingerprint's parts, or a package list, are kept already:
+/// both are written whole in one transaction under their digest, so one
+/// row means all, and a run of an unchanged host writes neither again.
+pub const PARTS_KEPT: &str = "SELECT COUNT(*) FROM fingerprint_parts WHERE fingerprint = $1";
+pub const PACKAGE_SET_KEPT: &str = "SELECT COUNT(*) FROM package_sets WHERE set_id = $1";
 pub const INSERT_PART: &str = "INSERT INTO fingerprint_parts (fingerprint, resource, part) \
      VALUES ($1, $2, $3) ON CONFLICT (fingerprint, resource) DO NOTHING";
 pub const INSERT_PACKAGE: &str = "INSERT INTO package_sets (set_id, name, version, held) \
@@ -189,6 +194,8 @@ mod tests {
             INSERT_CHANGE,
             INSERT_CHECK,
             INSERT_SUBSTITUTION,
+            PARTS_KEPT,
+            PACKAGE_SET_KEPT,
             INSERT_PART,
             INSERT_PACKAGE,
             UPSERT_HOST,

@@ -273,9 +273,21 @@ fn keep(tx: &mut dyn Sql, run: &RunRecord, received_us: u64) -> Result<(), Inges
         }
         .into());
     }
+    let set = package_set_id(&run.packages);
+    let mut kept = |sql: &str, key: &str| {
+        tx.query(sql, args![key])
+            .and_then(|rows| rows.first().ok_or("no count")?.int(0))
+            .map(|n| n > 0)
+            .map_err(db(&what))
+    };
+    let parts_kept = match &run.fingerprint {
+        Some(f) => kept(schema::PARTS_KEPT, &f.fingerprint)?,
+        None => true,
+    };
+    let set_kept = kept(schema::PACKAGE_SET_KEPT, &set)?;
     let mut exec = |sql: &str, args: &[Value]| tx.execute(sql, args).map_err(db(&what));
     let fingerprint = run.fingerprint.as_ref().map(|f| &f.fingerprint);
-    if let Some(f) = &run.fingerprint {
+    if let Some(f) = run.fingerprint.as_ref().filter(|_| !parts_kept) {
         for p in &f.parts {
             exec(
                 schema::INSERT_PART,
@@ -283,12 +295,13 @@ fn keep(tx: &mut dyn Sql, run: &RunRecord, received_us: u64) -> Result<(), Inges
             )?;
         }
     }
-    let set = package_set_id(&run.packages);
-    for p in &run.packages {
-        exec(
-            schema::INSERT_PACKAGE,
-            args![&set, &p.name, &p.version, p.held],
-        )?;
+    if !set_kept {
+        for p in &run.packages {
+            exec(
+                schema::INSERT_PACKAGE,
+                args![&set, &p.name, &p.version, p.held],
+            )?;
+        }
     }
     let roles = serde_json::to_string(&r.roles).unwrap_or_default();
     exec(
