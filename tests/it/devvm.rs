@@ -205,7 +205,10 @@ fn images_dir() -> PathBuf {
 fn a_killed_build_leaves_no_half_image() {
     need!(VmImage, Network);
     use std::os::unix::process::CommandExt;
-    // A role of its own, with content unique to this run: a cache miss.
+    // A role of its own, with content unique to this run (a cache miss),
+    // whose converge still runs when the kill comes, however warm the
+    // caches: with everything else cached, a build of one file ended
+    // within the two seconds the test waits.
     let stamp = format!("{}-{:?}", std::process::id(), Instant::now());
     let repo = crate::support::Repo::new()
         .role(
@@ -215,7 +218,10 @@ fn a_killed_build_leaves_no_half_image() {
         .recipe(
             "killme",
             "default",
-            &format!("[[resource]]\nfile = \"/etc/killme\"\ncontent = \"{stamp}\"\n"),
+            &format!(
+                "[[resource]]\nfile = \"/etc/killme\"\ncontent = \"{stamp}\"\n\n\
+                 [[resource]]\nexecute = \"outlast-the-kill\"\ncommand = \"sleep 300\"\n"
+            ),
         );
     let vms = tempfile::tempdir().expect("tempdir");
     let images = images_dir();
