@@ -206,6 +206,54 @@ fn a_hostile_node_file_cannot_write_a_line_into_the_agent_unit() {
     assert_eq!(tree_hash(sentinel.path()), before);
 }
 
+/// `kiln.report_to` puts `--report-to` in the agent's unit; a value that
+/// is no URL (an extra argument, a line) is refused and the unit stays.
+#[test]
+fn the_agent_unit_reports_where_kiln_report_to_says_and_nowhere_else() {
+    need!(DebianRoot);
+    let repo = Repo::own_policy();
+    let root = TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node.toml");
+    let converge = |report_to: &str| {
+        fs::write(
+            &node,
+            format!(
+                "run_list = [\"recipe[kiln]\"]\n\n[attributes.kiln]\nreport_to = {report_to:?}\n"
+            ),
+        )
+        .unwrap();
+        kiln()
+            .arg("converge")
+            .repo(&repo)
+            .root(&root)
+            .arg("--node")
+            .arg(&node)
+            .run()
+    };
+    fs::create_dir_all(at(&root, "/var/lib/kiln")).unwrap();
+    let unit = "/etc/systemd/system/kiln-agent.service";
+    converge("").success();
+    assert!(!read(&root, unit).contains("--report-to"));
+    converge("https://kiln.example.com:8741").success();
+    let good = read(&root, unit);
+    assert!(
+        good.contains(" --report-to https://kiln.example.com:8741\n"),
+        "{good}"
+    );
+    for bad in [
+        "https://kiln.example.com --source /tmp/evil",
+        "https://kiln.example.com\nExecStartPre=/bin/true",
+        "kiln.example.com",
+    ] {
+        converge(bad)
+            .code(1)
+            .stderr_contains("kiln.report_to")
+            .stderr_contains("fix:");
+        assert_eq!(read(&root, unit), good, "{bad:?} changed the unit");
+    }
+}
+
 /// A cookbook `t` that declares a type for each of its attributes and
 /// writes them all into a `key = value` file.
 fn typed(extra_attributes: &str) -> Repo {
