@@ -194,8 +194,9 @@ impl ReportArgs {
 impl ServerArgs {
     /// Parsed here, not by clap, whose message would quote the URL with
     /// its password.
-    fn options(self) -> Result<crate::server::Options, crate::store::DatabaseError> {
+    fn options(self, repo: PathBuf) -> Result<crate::server::Options, crate::store::DatabaseError> {
         Ok(crate::server::Options {
+            repo: Some(repo),
             listen: self.listen,
             database: self.database.parse()?,
             inventory: self.inventory,
@@ -1115,7 +1116,7 @@ impl Command {
             Command::Verify(a) => commands::verify::run(a.options(repo)),
             Command::Whitelist(w) => w.run(repo),
             Command::Server(a) => {
-                let opts = a.options().map_err(|e| Error::Usage(e.to_string()))?;
+                let opts = a.options(repo).map_err(|e| Error::Usage(e.to_string()))?;
                 commands::server::run(opts)
             }
             Command::Report(a) => a.run(repo),

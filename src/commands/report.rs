@@ -193,16 +193,6 @@ pub fn run(s: &Server, q: Question) -> Result<i32, Error> {
     Ok(0)
 }
 
-fn ago(now: u64, t: u64) -> String {
-    let d = now.saturating_sub(t);
-    match d {
-        0..120 => format!("{d}s ago"),
-        120..7200 => format!("{}m ago", d / 60),
-        7200..172_800 => format!("{}h ago", d / 3600),
-        _ => format!("{}d ago", d / 86_400),
-    }
-}
-
 fn hosts_table(hosts: &[HostRow], now: u64) -> String {
     let mut s = String::new();
     for h in hosts {
@@ -215,7 +205,7 @@ fn hosts_table(hosts: &[HostRow], now: u64) -> String {
             h.roles.join(","),
             h.updated,
             h.failed,
-            ago(now, h.started_at),
+            crate::store::ago(now, h.started_at),
         ));
     }
     s

@@ -467,13 +467,7 @@ fn ago(t: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let s = now.saturating_sub(t);
-    match s {
-        0..=119 => format!("{s}s ago"),
-        120..=7199 => format!("{}m ago", s / 60),
-        7200..=172_799 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86400),
-    }
+    crate::store::ago(now, t)
 }
 
 pub fn render(st: &Status) -> String {

@@ -1,12 +1,13 @@
-//! `kiln server`: the report store behind an HTTP API. Hosts write their
-//! run reports, signed with their ssh host key and checked against the
-//! inventory's known_hosts (the trust the fleet already has); people and
-//! tools read with a bearer token. Plain HTTP on loopback by default; TLS
-//! (rustls, certificate and key files) is not built yet, so a server on
-//! another address belongs behind a TLS-terminating proxy.
+//! `kiln server`: the report store behind an HTTP API and a dashboard.
+//! Hosts write their run reports, signed with their ssh host key and
+//! checked against the inventory's known_hosts (the trust the fleet
+//! already has); tools read with a bearer token, people through the
+//! dashboard's pages after logging in with the same token. Plain HTTP on
+//! loopback by default, HTTPS with `--tls-cert` and `--tls-key`.
 
 pub mod admit;
 pub mod client;
+pub mod dashboard;
 pub mod tls;
 
 use std::io::Read as _;
@@ -46,6 +47,8 @@ pub struct Options {
     pub stale_after: Duration,
     /// `--tls-cert` and `--tls-key`: HTTPS instead of HTTP.
     pub tls: Option<tls::TlsFiles>,
+    /// The policy repository, for the dashboard's pins and rollouts.
+    pub repo: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +177,56 @@ fn json_response(status: u16, body: &impl Serialize) -> Response<std::io::Cursor
         .with_header(header)
 }
 
+fn with_headers(
+    mut r: Response<std::io::Cursor<Vec<u8>>>,
+    headers: &[(&str, &str)],
+) -> Response<std::io::Cursor<Vec<u8>>> {
+    for (k, v) in headers {
+        if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+            r.add_header(h);
+        }
+    }
+    r
+}
+
+/// What every page is sent with: nothing may run or load from elsewhere,
+/// whatever a value in it holds, and nothing of it is cached or framed.
+const PAGE_HEADERS: &[(&str, &str)] = &[
+    ("Content-Type", "text/html; charset=utf-8"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+];
+
+fn html(status: u16, page: String) -> Response<std::io::Cursor<Vec<u8>>> {
+    with_headers(
+        Response::from_data(page.into_bytes()).with_status_code(status),
+        PAGE_HEADERS,
+    )
+}
+
+/// A 303 to `to` (a path of this server).
+fn redirect(to: &str) -> Response<std::io::Cursor<Vec<u8>>> {
+    with_headers(
+        Response::from_data(Vec::new()).with_status_code(303),
+        &[("Location", to), ("Cache-Control", "no-store")],
+    )
+}
+
+/// The value of `key` in decoded pairs, empty without one.
+fn arg(pairs: &[(String, String)], key: &str) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 fn error(status: u16, reason: &str, message: String) -> Response<std::io::Cursor<Vec<u8>>> {
     json_response(
         status,
@@ -198,9 +251,115 @@ impl Shared {
                 Err(r) => r,
                 Ok(()) => self.read(p, &query),
             },
+            (Method::Get, "/static/kiln.css") => with_headers(
+                Response::from_data(dashboard::CSS.as_bytes().to_vec()),
+                &[
+                    ("Content-Type", "text/css; charset=utf-8"),
+                    ("Cache-Control", "max-age=3600"),
+                ],
+            ),
+            (Method::Get, "/login") => {
+                let next = arg(&query, "next");
+                html(
+                    200,
+                    dashboard::html::login(dashboard::session::safe_next(&next), None),
+                )
+            }
+            (Method::Post, "/login") => self.login(&mut rq),
+            (Method::Post, "/logout") => with_headers(
+                redirect("/login"),
+                &[(
+                    "Set-Cookie",
+                    &dashboard::session::clear_cookie(self.opts.tls.is_some()),
+                )],
+            ),
+            (Method::Get, p) if dashboard::is_page(p) => {
+                if self.logged_in(&rq) {
+                    self.page(p, &query)
+                } else {
+                    // Never data: the login form, which brings the person
+                    // back here.
+                    let next = if url == "/" { "/fleet" } else { url.as_str() };
+                    let problem = "Log in with the server's read token to see the fleet.";
+                    html(
+                        401,
+                        dashboard::html::login(dashboard::session::safe_next(next), Some(problem)),
+                    )
+                }
+            }
             _ => error(404, "not_found", format!("no such endpoint: {path}")),
         };
         let _ = rq.respond(response);
+    }
+
+    /// A valid session cookie, or the bearer token (for scripts).
+    fn logged_in(&self, rq: &Request) -> bool {
+        let cookie = rq
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Cookie"))
+            .map(|h| h.value.as_str());
+        let session = cookie.and_then(|c| dashboard::session::find(c, dashboard::session::COOKIE));
+        if session.is_some_and(|c| dashboard::session::valid(&self.token, c, unix_now())) {
+            return true;
+        }
+        self.authorized(rq).is_ok()
+    }
+
+    /// The login form's POST: the right token sets the session cookie and
+    /// goes on to the page the person asked for.
+    fn login(&self, rq: &mut Request) -> Response<std::io::Cursor<Vec<u8>>> {
+        let mut body = Vec::new();
+        // A token and a path: anything longer is no login.
+        if rq.as_reader().take(8192).read_to_end(&mut body).is_err() {
+            return html(
+                400,
+                dashboard::html::login("/fleet", Some("The form could not be read.")),
+            );
+        }
+        let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let token = arg(&form, "token");
+        let next = arg(&form, "next");
+        let next = dashboard::session::safe_next(&next);
+        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        if token.is_empty() || digest != self.token {
+            eprintln!("kiln server: a dashboard login with a wrong token");
+            return html(
+                401,
+                dashboard::html::login(next, Some("That is not the server's read token.")),
+            );
+        }
+        let cookie = dashboard::session::issue(&self.token, unix_now());
+        with_headers(
+            redirect(next),
+            &[(
+                "Set-Cookie",
+                &dashboard::session::set_cookie(&cookie, self.opts.tls.is_some()),
+            )],
+        )
+    }
+
+    fn page(&self, path: &str, query: &[(String, String)]) -> Response<std::io::Cursor<Vec<u8>>> {
+        if path == "/" {
+            return redirect("/fleet");
+        }
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut view = dashboard::View {
+            store: store.as_mut(),
+            now: unix_now(),
+            stale_after: self.opts.stale_after.as_secs(),
+            repo: self.opts.repo.as_ref(),
+            query,
+        };
+        match dashboard::render(path, &mut view) {
+            Ok(page) => html(200, page),
+            Err(e) => {
+                if e.status() >= 500 {
+                    eprintln!("kiln server: {e}");
+                }
+                html(e.status(), e.page())
+            }
+        }
     }
 
     fn authorized(&self, rq: &Request) -> Result<(), Response<std::io::Cursor<Vec<u8>>>> {

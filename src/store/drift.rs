@@ -48,6 +48,73 @@ pub fn majority<'a>(fps: impl IntoIterator<Item = &'a str>) -> Option<(&'a str, 
         .filter(|(_, c)| *c * 2 > n)
 }
 
+/// Hosts with a fingerprint, by their sorted roles and release: the
+/// peers a host is compared with.
+pub fn groups(hosts: &[HostRow]) -> BTreeMap<(Vec<String>, String), Vec<&HostRow>> {
+    let mut groups: BTreeMap<(Vec<String>, String), Vec<&HostRow>> = BTreeMap::new();
+    for h in hosts.iter().filter(|h| h.fingerprint.is_some()) {
+        let mut roles = h.roles.clone();
+        roles.sort();
+        groups
+            .entry((roles, h.release.clone()))
+            .or_default()
+            .push(h);
+    }
+    groups
+}
+
+/// Where a host's fingerprint stands against its peers'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agreement {
+    /// It is the majority's.
+    Agrees,
+    Differs,
+    /// No fingerprint is held by more than half of its peers.
+    NoMajority,
+    /// The host sent no fingerprint.
+    Unknown,
+}
+
+/// Each host's [`Agreement`], by fqdn, from the hosts' latest runs alone.
+pub fn agreement(hosts: &[HostRow]) -> BTreeMap<&str, Agreement> {
+    let mut out: BTreeMap<&str, Agreement> = hosts
+        .iter()
+        .map(|h| (h.fqdn.as_str(), Agreement::Unknown))
+        .collect();
+    for group in groups(hosts).values() {
+        let major = majority(group.iter().filter_map(|h| h.fingerprint.as_deref()));
+        for h in group {
+            let a = match major {
+                None => Agreement::NoMajority,
+                Some((m, _)) if h.fingerprint.as_deref() == Some(m) => Agreement::Agrees,
+                Some(_) => Agreement::Differs,
+            };
+            out.insert(h.fqdn.as_str(), a);
+        }
+    }
+    out
+}
+
+/// The parts of two fingerprints (resource to part) that differ, by
+/// resource.
+pub fn differing(
+    found: &BTreeMap<String, String>,
+    expected: &BTreeMap<String, String>,
+) -> Vec<PartDrift> {
+    let mut resources: Vec<&String> = found.keys().chain(expected.keys()).collect();
+    resources.sort();
+    resources.dedup();
+    resources
+        .into_iter()
+        .filter(|r| found.get(*r) != expected.get(*r))
+        .map(|r| PartDrift {
+            resource: r.clone(),
+            found: found.get(r).cloned(),
+            expected: expected.get(r).cloned(),
+        })
+        .collect()
+}
+
 /// The drifted hosts among those `role` selects (all without it).
 pub fn drift(
     store: &mut (impl Store + ?Sized),
@@ -58,17 +125,8 @@ pub fn drift(
         ..HostQuery::default()
     };
     let hosts = store.hosts(&q, 0, u64::MAX)?;
-    let mut groups: BTreeMap<(Vec<String>, String), Vec<&HostRow>> = BTreeMap::new();
-    for h in hosts.iter().filter(|h| h.fingerprint.is_some()) {
-        let mut roles = h.roles.clone();
-        roles.sort();
-        groups
-            .entry((roles, h.release.clone()))
-            .or_default()
-            .push(h);
-    }
     let mut out = Vec::new();
-    for group in groups.values() {
+    for group in groups(&hosts).values() {
         let fps = group.iter().filter_map(|h| h.fingerprint.as_deref());
         let Some((major, count)) = majority(fps) else {
             continue;
@@ -79,18 +137,7 @@ pub fn drift(
                 continue;
             };
             let found: BTreeMap<String, String> = store.parts(fp)?.into_iter().collect();
-            let mut resources: Vec<&String> = found.keys().chain(expected.keys()).collect();
-            resources.sort();
-            resources.dedup();
-            let parts = resources
-                .into_iter()
-                .filter(|r| found.get(*r) != expected.get(*r))
-                .map(|r| PartDrift {
-                    resource: r.clone(),
-                    found: found.get(r).cloned(),
-                    expected: expected.get(r).cloned(),
-                })
-                .collect();
+            let parts = differing(&found, &expected);
             // Newest first: the streak ends at the first other fingerprint.
             let history = store.fingerprints(&h.fqdn)?;
             let (since_run, since) = history

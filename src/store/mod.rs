@@ -230,6 +230,10 @@ pub struct ChangeRow {
     pub status: String,
     pub changes: Vec<String>,
     pub error: Option<String>,
+    /// What the change was, as the host's report showed it (a secret's
+    /// diff is redacted by the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
 }
 
 /// How often reports were refused, by reason.
@@ -266,6 +270,10 @@ pub trait Store: Send {
         name: &str,
         version: Option<&str>,
     ) -> Result<Vec<PackageHost>, StoreError>;
+    /// The packages of `fqdn`'s latest run, by name.
+    fn host_packages(&mut self, fqdn: &str) -> Result<Vec<ManagedPackage>, StoreError>;
+    /// Up to `limit` names of kept packages that contain `part`.
+    fn package_names(&mut self, part: &str, limit: u64) -> Result<Vec<String>, StoreError>;
     /// The runs of `fqdn` that started at or after `since`, oldest first.
     fn runs(&mut self, fqdn: &str, since: u64) -> Result<Vec<RunRow>, StoreError>;
     /// Removes runs that started before `cutoff`, except each host's
@@ -279,6 +287,18 @@ pub trait Store: Send {
         &mut self,
         fqdn: &str,
     ) -> Result<Vec<(String, u64, Option<String>)>, StoreError>;
+}
+
+/// How long before `now` a stored time `t` was, as people say it
+/// (`90s ago`, `12m ago`, `5h ago`, `3d ago`).
+pub fn ago(now: u64, t: u64) -> String {
+    let d = now.saturating_sub(t);
+    match d {
+        0..120 => format!("{d}s ago"),
+        120..7200 => format!("{}m ago", d / 60),
+        7200..172_800 => format!("{}h ago", d / 3600),
+        _ => format!("{}d ago", d / 86_400),
+    }
 }
 
 /// The digest under which a package list is kept once.

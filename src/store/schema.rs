@@ -94,6 +94,9 @@ pub const MIGRATIONS: &[&str] = &[
         last_detail TEXT NOT NULL
     );
     ",
+    // 2: each change's diff, for the dashboard's run pages (redacted by the
+    // host as in its report).
+    "ALTER TABLE run_changes ADD COLUMN diff TEXT;",
 ];
 
 /// Where the schema's version is kept; created before any migration.
@@ -107,8 +110,8 @@ pub const INSERT_RUN: &str = "INSERT INTO runs (run_id, fqdn, started_at, receiv
      release, roles, success, updated, failed, total, bundle_serial, kiln_version, fingerprint, \
      package_set, interval_secs) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
-pub const INSERT_CHANGE: &str = "INSERT INTO run_changes (run_id, seq, resource, status, changes, error) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+pub const INSERT_CHANGE: &str = "INSERT INTO run_changes (run_id, seq, resource, status, changes, error, diff) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 pub const INSERT_CHECK: &str = "INSERT INTO run_checks (run_id, seq, check_name, origin, ok, detail) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 pub const INSERT_SUBSTITUTION: &str = "INSERT INTO run_substitutions (run_id, package, pin, substitute) \
@@ -142,9 +145,16 @@ pub const PACKAGE: &str = "SELECT h.fqdn, p.version, p.held FROM hosts h \
      JOIN package_sets p ON p.set_id = r.package_set WHERE p.name = $1";
 pub const RUNS: &str = "SELECT run_id, started_at, elapsed_ms, success, updated, failed, fingerprint, \
      release, roles FROM runs WHERE fqdn = $1 AND started_at >= $2 ORDER BY started_at, received_us";
-pub const RUN_CHANGES: &str = "SELECT c.run_id, c.resource, c.status, c.changes, c.error \
+pub const RUN_CHANGES: &str = "SELECT c.run_id, c.resource, c.status, c.changes, c.error, c.diff \
      FROM run_changes c JOIN runs r ON r.run_id = c.run_id \
      WHERE r.fqdn = $1 AND r.started_at >= $2 ORDER BY c.run_id, c.seq";
+/// The packages of a host's latest run.
+pub const HOST_PACKAGES: &str = "SELECT p.name, p.version, p.held FROM hosts h \
+     JOIN runs r ON r.run_id = h.latest_run \
+     JOIN package_sets p ON p.set_id = r.package_set WHERE h.fqdn = $1 ORDER BY p.name";
+/// Names of kept packages that match a LIKE pattern (`\\` escapes).
+pub const PACKAGE_NAMES: &str = "SELECT DISTINCT name FROM package_sets \
+     WHERE name LIKE $1 ESCAPE '\\' ORDER BY name LIMIT $2";
 pub const COUNT_RUNS: &str = "SELECT COUNT(*) FROM runs";
 pub const PARTS: &str =
     "SELECT resource, part FROM fingerprint_parts WHERE fingerprint = $1 ORDER BY resource";
@@ -203,6 +213,8 @@ mod tests {
             INSERT_ROLE,
             COUNT_REFUSAL,
             PACKAGE,
+            HOST_PACKAGES,
+            PACKAGE_NAMES,
             RUNS,
             RUN_CHANGES,
             PARTS,

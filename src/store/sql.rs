@@ -5,8 +5,8 @@
 
 use super::schema::{self, MIGRATIONS};
 use super::{
-    ChangeRow, HostQuery, HostRow, IngestError, PackageHost, RefusalCount, Replay, RunRecord,
-    RunRow, Store, StoreError, package_set_id,
+    ChangeRow, HostQuery, HostRow, IngestError, ManagedPackage, PackageHost, RefusalCount, Replay,
+    RunRecord, RunRow, Store, StoreError, package_set_id,
 };
 use crate::engine::Status;
 
@@ -338,6 +338,7 @@ fn keep(tx: &mut dyn Sql, run: &RunRecord, received_us: u64) -> Result<(), Inges
                     .unwrap_or_default()
                     .as_str(),
                 e.error.as_ref(),
+                e.diff.as_ref(),
             ],
         )?;
     }
@@ -465,6 +466,36 @@ impl<B: Backend + ?Sized> Store for B {
         })
     }
 
+    fn host_packages(&mut self, fqdn: &str) -> Result<Vec<ManagedPackage>, StoreError> {
+        let what = format!("cannot list the packages of {fqdn}");
+        select(self, schema::HOST_PACKAGES, args![fqdn], &what, |r| {
+            Ok(ManagedPackage {
+                name: r.text(0)?,
+                version: r.text(1)?,
+                held: r.flag(2)?,
+            })
+        })
+    }
+
+    fn package_names(&mut self, part: &str, limit: u64) -> Result<Vec<String>, StoreError> {
+        let mut pattern = String::from("%");
+        for c in part.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        let what = format!("cannot search packages for {part:?}");
+        select(
+            self,
+            schema::PACKAGE_NAMES,
+            args![pattern.as_str(), limit],
+            &what,
+            |r| r.text(0),
+        )
+    }
+
     fn runs(&mut self, fqdn: &str, since: u64) -> Result<Vec<RunRow>, StoreError> {
         let what = format!("cannot list the runs of {fqdn}");
         let mut runs = select(self, schema::RUNS, args![fqdn, since], &what, |r| {
@@ -487,6 +518,7 @@ impl<B: Backend + ?Sized> Store for B {
                 status: r.text(2)?,
                 changes: r.list(3)?,
                 error: r.opt_text(4)?,
+                diff: r.opt_text(5)?,
             };
             Ok((r.text(0)?, change))
         })?;
