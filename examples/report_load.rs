@@ -486,6 +486,61 @@ fn run(load: &Load) -> Result<()> {
         );
     }
 
+    // The dashboard's pages: time to first byte (the server renders a
+    // page whole, then sends it) and the whole page.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let pages = [
+        ("dashboard /fleet", "/fleet".to_string()),
+        ("dashboard /host", String::new()),
+        ("dashboard /rollouts", "/rollouts".into()),
+        ("dashboard /drift", "/drift".into()),
+    ];
+    for (label, page) in &pages {
+        let (mut first, mut whole, mut size) = (Vec::new(), Vec::new(), 0);
+        for n in 0..load.queries + 3 {
+            let page = if page.is_empty() {
+                format!("/host?name={}", fqdn(n * 7919 % load.hosts))
+            } else {
+                page.clone()
+            };
+            let t = Instant::now();
+            let mut resp = agent
+                .get(&format!("{}{page}", load.url))
+                .header("Authorization", &format!("Bearer {}", load.token))
+                .call()?;
+            let ttfb = t.elapsed();
+            if resp.status() != 200 {
+                return Err(format!("{page}: HTTP {}", resp.status()).into());
+            }
+            size = resp.body_mut().read_to_vec()?.len();
+            if n >= 3 {
+                first.push(ttfb);
+                whole.push(t.elapsed());
+            }
+        }
+        first.sort();
+        whole.sort();
+        out(
+            &format!("{label} first byte p50 / p99, ms ({size} bytes)"),
+            format!(
+                "{:.1} / {:.1}",
+                quantile(&first, 0.5),
+                quantile(&first, 0.99)
+            ),
+        );
+        out(
+            &format!("{label} whole page p50 / p99, ms"),
+            format!(
+                "{:.1} / {:.1}",
+                quantile(&whole, 0.5),
+                quantile(&whole, 0.99)
+            ),
+        );
+    }
+
     let (bytes, runs) = size(&load.database)?;
     out("runs stored", runs.to_string());
     out("database, MB", format!("{:.1}", bytes as f64 / 1e6));

@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod need;
 #[macro_use]
 pub mod postgres;
+pub mod report_server;
 pub mod signing_key;
 
 use std::ffi::OsStr;
