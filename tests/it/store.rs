@@ -46,6 +46,7 @@ impl Backing {
 
 on_both_backends!(
     migrations_run_once_and_a_newer_schema_is_refused,
+    a_host_s_packages_diffs_and_a_package_search_answer_from_the_store,
     replays_are_refused_and_change_nothing,
     queries_answer_from_each_host_s_latest_run,
     retention_keeps_the_latest_run_of_every_host,
@@ -227,6 +228,44 @@ fn queries_answer_from_each_host_s_latest_run(backend: postgres::Backend) {
     assert_eq!(runs[0].roles, ["base", "web"]);
     assert_eq!(runs[0].fingerprint.as_deref(), Some("fp-8.2.1"));
     assert_eq!(s.runs("web01", 150).unwrap().len(), 1);
+}
+
+fn a_host_s_packages_diffs_and_a_package_search_answer_from_the_store(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    let mut s = b.store();
+    let mut first = run("web01", 100, &["web"], "8.2.1");
+    first.report.resources[0].diff = Some("-old\n+new\n".into());
+    s.ingest(&first, 100).unwrap();
+    let mut second = run("web01", 200, &["web"], "8.2.2");
+    second.packages.push(ManagedPackage {
+        name: "libphp-embed".into(),
+        version: String::new(),
+        held: false,
+    });
+    s.ingest(&second, 200).unwrap();
+    s.ingest(&run("db01", 150, &["db"], "8.2.1"), 150).unwrap();
+
+    // The latest run's packages, by name.
+    let pkgs = s.host_packages("web01").unwrap();
+    let shown: Vec<(&str, &str, bool)> = pkgs
+        .iter()
+        .map(|p| (p.name.as_str(), p.version.as_str(), p.held))
+        .collect();
+    assert_eq!(shown, [("libphp-embed", "", false), ("php", "8.2.2", true)]);
+    assert!(s.host_packages("nobody").unwrap().is_empty());
+    // A change's diff is kept with it.
+    let runs = s.runs("web01", 0).unwrap();
+    assert_eq!(runs[0].changes[0].diff.as_deref(), Some("-old\n+new\n"));
+    assert_eq!(runs[1].changes[0].diff, None);
+
+    // A search finds names that contain the words; LIKE's own
+    // characters in them are only characters.
+    assert_eq!(s.package_names("php", 50).unwrap(), ["libphp-embed", "php"]);
+    assert_eq!(s.package_names("hp-e", 50).unwrap(), ["libphp-embed"]);
+    assert_eq!(s.package_names("php", 1).unwrap(), ["libphp-embed"]);
+    for wild in ["%", "_", "p%p", "\\"] {
+        assert!(s.package_names(wild, 50).unwrap().is_empty(), "{wild}");
+    }
 }
 
 fn retention_keeps_the_latest_run_of_every_host(backend: postgres::Backend) {
