@@ -333,7 +333,7 @@ impl Browser {
         let id = self.send(session, method, params);
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let message = self.receive(deadline, &format!("an answer to {method}"));
+            let message = self.receive(deadline, &format!("Chromium's answer to {method}"));
             if message["id"] != id {
                 continue;
             }
@@ -373,7 +373,7 @@ impl Browser {
         let message = match self.messages.recv_timeout(wait) {
             Ok(message) => message,
             Err(RecvTimeoutError::Timeout) => panic!(
-                "Chromium sent no {what} within {} s{}",
+                "timed out after {} s waiting for {what}{}",
                 TIMEOUT.as_secs(),
                 self.log_tail()
             ),
