@@ -5,7 +5,9 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 
+use crate::support::browser::Browser;
 use crate::support::{
     Outcome, Repo, TestRoot, at, base_root, group_entry, mode, passwd_entry, tree_hash,
 };
@@ -180,4 +182,211 @@ fn outcome_assertions_show_the_output() {
     .code(1)
     .stdout_contains("output")
     .success();
+}
+
+/// A page server for the browser test, on 127.0.0.1: `/` a form that posts
+/// `who` to `/done`, which greets the posted value; `/alert` a script that
+/// opens an alert; `/private` a 401 with a login page, `/denied` one without
+/// a body; `/old` a redirect to `/`. One thread per connection, since
+/// Chromium may hold a preconnected socket idle while it asks on another.
+/// Stopped when dropped.
+struct PageServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PageServer {
+    fn start() -> PageServer {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    std::thread::spawn(move || PageServer::answer(conn));
+                }
+            }
+        });
+        PageServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn answer(mut conn: std::net::TcpStream) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut request = String::new();
+        if reader.read_line(&mut request).is_err() {
+            return;
+        }
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            match reader.read_line(&mut header) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if header.trim().is_empty() => break,
+                Ok(_) => {}
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let page = |title: &str, body: &str| {
+            format!(
+                "<!doctype html><html><head><title>{title}</title></head><body>{body}</body></html>"
+            )
+        };
+        let mut words = request.split_whitespace();
+        let (status, extra, html) = match (words.next(), words.next()) {
+            (Some("GET"), Some("/")) => (
+                "200 OK",
+                "",
+                page(
+                    "form",
+                    "<h1>Sign in</h1><form method=post action=/done>\
+                     <input id=who name=who><button id=go type=submit>Go</button></form>",
+                ),
+            ),
+            (Some("POST"), Some("/done")) => {
+                let who = form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == "who")
+                    .map(|(_, v)| v.replace('&', "&amp;").replace('<', "&lt;"))
+                    .unwrap_or_default();
+                ("200 OK", "", page("done", &format!("<p>hello, {who}</p>")))
+            }
+            (Some("GET"), Some("/alert")) => (
+                "200 OK",
+                "",
+                page("alert", "<p>script</p><script>alert(1)</script>"),
+            ),
+            (Some("GET"), Some("/private")) => {
+                ("401 Unauthorized", "", page("login", "<p>log in first</p>"))
+            }
+            (Some("GET"), Some("/denied")) => ("401 Unauthorized", "", String::new()),
+            (Some("GET"), Some("/old")) => ("302 Found", "Location: /\r\n", String::new()),
+            _ => ("404 Not Found", "", String::new()),
+        };
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status}\r\n{extra}Content-Type: text/html; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{html}",
+            html.len()
+        );
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_headless_browser_opens_a_loopback_page_reads_it_and_saves_a_screenshot() {
+    need!(Chromium);
+    let started = std::time::Instant::now();
+    let server = PageServer::start();
+    let mut browser = Browser::start();
+    let profile = browser.profile().to_path_buf();
+
+    browser.open(&server.url("/"));
+    assert_eq!(browser.status(), 200);
+    assert!(
+        browser.dom().contains("<input id=\"who\""),
+        "{}",
+        browser.dom()
+    );
+    assert!(browser.text().contains("Sign in"), "{}", browser.text());
+
+    browser.submit_form(&[("#who", "kiln <tester>")], "#go");
+    assert_eq!(browser.eval("location.pathname"), "/done");
+    assert_eq!(browser.text(), "hello, kiln <tester>");
+
+    // The whole page, past the window's 900 pixels.
+    browser.eval("document.body.style.height = '2000px'");
+    let shot = browser.screenshot("harness-browser");
+    let png = fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is no PNG",
+        shot.display()
+    );
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    // IHDR: width, then height.
+    assert_eq!(size(16), 1280, "the screenshot's width");
+    assert!(size(20) > 2000, "the screenshot's height: {}", size(20));
+
+    // A 401 and a redirect load as pages, as a login wall will.
+    browser.open(&server.url("/private"));
+    assert_eq!(browser.status(), 401);
+    assert_eq!(browser.text(), "log in first");
+    browser.open(&server.url("/denied"));
+    assert!(
+        browser.text().contains("HTTP ERROR 401"),
+        "{}",
+        browser.text()
+    );
+    browser.open(&server.url("/old"));
+    assert_eq!(browser.eval("location.pathname"), "/");
+    assert!(browser.text().contains("Sign in"));
+
+    // An alert is seen (and dismissed): the proof an injected script ran.
+    assert!(!browser.dialog_opened());
+    browser.open(&server.url("/alert"));
+    assert!(browser.dialog_opened());
+    assert_eq!(browser.dialogs(), ["1"]);
+    assert_eq!(browser.text(), "script");
+
+    // Nothing outside loopback is reached, by name or by address: both go
+    // to a proxy where nothing listens.
+    for url in ["http://deb.debian.org/", "http://192.0.2.1/"] {
+        assert_eq!(
+            browser.try_open(url),
+            Err("net::ERR_PROXY_CONNECTION_FAILED".into()),
+            "{url}"
+        );
+    }
+
+    drop(browser);
+    let left = Command::new("pgrep")
+        .arg("-af")
+        .arg(&profile)
+        .output()
+        .expect("running pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "Chromium outlived its Browser:\n{}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    assert!(
+        !profile.exists(),
+        "{} survived its Browser",
+        profile.display()
+    );
+    eprintln!("browser test: {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -3,6 +3,7 @@
 //! real `kiln` binary and helpers to inspect a target tree.
 
 pub mod apt_repo;
+pub mod browser;
 pub mod fleet;
 pub mod need;
 #[macro_use]

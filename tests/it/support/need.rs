@@ -37,6 +37,9 @@ pub enum Need {
     /// A PostgreSQL server of Debian's to start clusters of
     /// ([`super::postgres`]).
     Postgres,
+    /// Debian's Chromium, headless, to open the dashboard's pages as a
+    /// user's browser does ([`super::browser`]).
+    Chromium,
 }
 
 impl Need {
@@ -55,6 +58,9 @@ impl Need {
             }
             Need::Postgres if super::postgres::bin_dir().is_none() => {
                 Some(("PostgreSQL", "the postgresql package's initdb"))
+            }
+            Need::Chromium if super::browser::chromium_program().is_none() => {
+                Some(("Chromium", "the chromium package's browser"))
             }
             _ => None,
         }
