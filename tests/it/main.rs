@@ -15,6 +15,7 @@ mod adversarial;
 mod agent;
 mod bad_input;
 mod converge;
+mod dashboard;
 mod devvm;
 mod fingerprint;
 mod fleet;

@@ -31,15 +31,17 @@ pub fn runs(points: &[Point]) -> String {
     let max_ms = points.iter().map(|p| p.elapsed_ms).fold(1.0, f64::max);
     let max_changes = points.iter().map(|p| p.changes).max().unwrap_or(0).max(1) as f64;
     let (first, last) = (points[0].started_at, points[points.len() - 1].started_at);
-    let span = last.saturating_sub(first).max(1) as f64;
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
-    // Runs are placed by time; one run alone sits in the middle.
-    let x = |t: u64| {
+    // Runs are evenly spaced in their order, so that runs close in time
+    // stay apart (the axis gives the period); one run alone sits in the
+    // middle.
+    let step = plot_w / (points.len().max(2) - 1) as f64;
+    let x = |i: usize| {
         if points.len() == 1 {
             LEFT + plot_w / 2.0
         } else {
-            LEFT + plot_w * (t.saturating_sub(first) as f64 / span)
+            LEFT + step * i as f64
         }
     };
     let y_ms = |ms: f64| TOP + plot_h * (1.0 - ms / max_ms);
@@ -68,31 +70,32 @@ pub fn runs(points: &[Point]) -> String {
         from = esc(&utc(first)),
         to = esc(&utc(last)),
     );
-    for p in points {
+    for (i, p) in points.iter().enumerate() {
         let h = plot_h * (p.changes as f64 / max_changes);
         let class = if p.failed { "bar failed" } else { "bar" };
         let _ = write!(
             out,
             "<rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{bar_w:.1}\" height=\"{h:.1}\"/>",
-            x(p.started_at) - bar_w / 2.0,
+            x(i) - bar_w / 2.0,
             TOP + plot_h - h,
         );
     }
     let line: Vec<String> = points
         .iter()
-        .map(|p| format!("{:.1},{:.1}", x(p.started_at), y_ms(p.elapsed_ms)))
+        .enumerate()
+        .map(|(i, p)| format!("{:.1},{:.1}", x(i), y_ms(p.elapsed_ms)))
         .collect();
     let _ = write!(
         out,
         "<polyline class=\"duration\" points=\"{}\"/>",
         line.join(" ")
     );
-    for p in points {
+    for (i, p) in points.iter().enumerate() {
         let _ = write!(
             out,
             "<circle class=\"run{}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"><title>{} UTC: {}, {} changed{}</title></circle>",
             if p.failed { " failed" } else { "" },
-            x(p.started_at),
+            x(i),
             y_ms(p.elapsed_ms),
             esc(&utc(p.started_at)),
             esc(&format_ms(p.elapsed_ms)),

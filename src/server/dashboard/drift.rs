@@ -19,9 +19,14 @@ pub fn page(v: &mut View) -> Result<String, PageError> {
     let mut body = format!(
         "<form class=\"filters\" method=\"get\" action=\"/drift\">\
          <label>Role <input name=\"role\" value=\"{}\"></label><button>Filter</button></form>\
-         <p class=\"tally\"><b>{}</b> hosts differ from their peers</p>",
+         <p class=\"tally\"><b>{}</b> {} from their peers</p>",
         esc(&role),
-        drifted.len()
+        drifted.len(),
+        if drifted.len() == 1 {
+            "host differs"
+        } else {
+            "hosts differ"
+        }
     );
     if drifted.is_empty() {
         body.push_str("<p class=\"empty agrees\">Every host agrees with the majority of its roles and release.</p>");
@@ -30,7 +35,7 @@ pub fn page(v: &mut View) -> Result<String, PageError> {
         let _ = write!(
             body,
             "<section class=\"drift\" data-host=\"{}\"><h2>{}</h2>\
-             <p>{} · {} · differs from {} of {} hosts since {} (run <code>{}</code>)</p>",
+             <p>{} · {} · unlike the majority ({} of {} hosts) since {} (run <code>{}</code>)</p>",
             esc(&d.fqdn),
             html::host_link(&d.fqdn),
             esc(&d.roles.join(", ")),
