@@ -60,15 +60,6 @@ fn policy(motd: &str, rollout: bool, broken: bool) -> Repo {
         .whitelist(&whitelist)
 }
 
-fn converge(root: &TestRoot, repo: &Repo, fqdn: &str, role: &str, url: &str) -> Outcome {
-    kiln()
-        .arg("converge")
-        .repo(repo)
-        .root(root)
-        .args(["--fqdn", fqdn, "--role", role, "--report-to", url])
-        .run()
-}
-
 /// A test root with a host key, the test apt repository as its source.
 fn fleet_root() -> (TestRoot, String) {
     let (root, key) = host_root();

@@ -36,15 +36,6 @@ fn repo() -> Repo {
         )
 }
 
-fn converge(root: &TestRoot, repo: &Repo, fqdn: &str, role: &str, url: &str) -> Outcome {
-    kiln()
-        .arg("converge")
-        .repo(repo)
-        .root(root)
-        .args(["--fqdn", fqdn, "--role", role, "--report-to", url])
-        .run()
-}
-
 fn converges_report_and_queries_answer_from_the_store(backend: Backend) {
     need!(DebianRoot);
     let (web, web_key) = host_root();

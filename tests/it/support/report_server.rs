@@ -193,3 +193,13 @@ pub fn host_root() -> (TestRoot, String) {
     let key = host_key(&root.path().join("etc/ssh"));
     (root, key.public)
 }
+
+/// `kiln converge` of `root` as `fqdn` in `role`, reporting to `url`.
+pub fn converge(root: &TestRoot, repo: &Repo, fqdn: &str, role: &str, url: &str) -> Outcome {
+    kiln()
+        .arg("converge")
+        .repo(repo)
+        .root(root)
+        .args(["--fqdn", fqdn, "--role", role, "--report-to", url])
+        .run()
+}
