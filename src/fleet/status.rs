@@ -6,7 +6,7 @@
 //! are compared between hosts of the same roles and release, but only
 //! where their policies want the same of the resource.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
@@ -99,8 +99,15 @@ pub struct PartDifference {
     /// The part most of those hosts have (None: no majority, each host is
     /// named).
     pub expected: Option<String>,
+    /// Hosts that have the expected part: all of them over ssh, the first
+    /// [`NAMED_PEERS`] from the store (a fleet's majority is thousands).
     pub hosts_with_expected: Vec<String>,
+    /// How many hosts have it.
+    pub hosts_with_expected_count: usize,
 }
+
+/// The hosts with the majority's part that the store's drift names.
+pub const NAMED_PEERS: usize = 10;
 
 /// One host that is not what its policy wants.
 #[derive(Debug, Clone, Serialize)]
@@ -209,25 +216,36 @@ pub fn from_store(hosts: &[Host], rows: &[HostRow], drifted: &[StoreDrift]) -> S
         })
         .collect();
     out.sort_by(|a, b| a.release.cmp(&b.release));
-    let peers = |d: &StoreDrift| -> Vec<String> {
-        let mut roles = d.roles.clone();
-        roles.sort();
-        rows.iter()
-            .filter(|r| {
-                let mut theirs = r.roles.clone();
-                theirs.sort();
-                theirs == roles
-                    && r.release == d.release
-                    && r.fingerprint.as_deref() == Some(d.majority.as_str())
-            })
-            .map(|r| r.fqdn.clone())
-            .collect()
+    // The hosts of each group (sorted roles, release) by fingerprint,
+    // made once: a fleet has thousands of hosts and hundreds may drift.
+    type Group<'a> = (Vec<&'a str>, &'a str, &'a str);
+    let mut groups: HashMap<Group, (usize, Vec<&str>)> = HashMap::new();
+    for r in rows {
+        let Some(fp) = r.fingerprint.as_deref() else {
+            continue;
+        };
+        let mut roles: Vec<&str> = r.roles.iter().map(String::as_str).collect();
+        roles.sort_unstable();
+        let e = groups.entry((roles, r.release.as_str(), fp)).or_default();
+        e.0 += 1;
+        if e.1.len() < NAMED_PEERS {
+            e.1.push(r.fqdn.as_str());
+        }
+    }
+    let peers = |d: &StoreDrift| -> (usize, Vec<String>) {
+        let mut roles: Vec<&str> = d.roles.iter().map(String::as_str).collect();
+        roles.sort_unstable();
+        groups
+            .get(&(roles, d.release.as_str(), d.majority.as_str()))
+            .map(|(n, names)| (*n, names.iter().map(|s| s.to_string()).collect()))
+            .unwrap_or_default()
     };
+    let managed: HashSet<&str> = hosts.iter().map(|h| h.fqdn.as_str()).collect();
     let drift = drifted
         .iter()
-        .filter(|d| by_fqdn.contains_key(d.fqdn.as_str()) && hosts.iter().any(|h| h.fqdn == d.fqdn))
+        .filter(|d| by_fqdn.contains_key(d.fqdn.as_str()) && managed.contains(d.fqdn.as_str()))
         .map(|d| {
-            let with = peers(d);
+            let (count, with) = peers(d);
             let absent = || "(not managed)".to_string();
             Drift {
                 fqdn: d.fqdn.clone(),
@@ -242,6 +260,7 @@ pub fn from_store(hosts: &[Host], rows: &[HostRow], drifted: &[StoreDrift]) -> S
                         found: p.found.clone().unwrap_or_else(absent),
                         expected: Some(p.expected.clone().unwrap_or_else(absent)),
                         hosts_with_expected: with.clone(),
+                        hosts_with_expected_count: count,
                     })
                     .collect(),
             }
@@ -251,6 +270,18 @@ pub fn from_store(hosts: &[Host], rows: &[HostRow], drifted: &[StoreDrift]) -> S
         hosts: out,
         drift,
         judged: Judged::AgainstPeers,
+    }
+}
+
+/// The hosts with the expected part, as a line shows them: a few by
+/// name, then how many more.
+fn peers_text(x: &PartDifference) -> String {
+    const SHOWN: usize = 3;
+    let names = &x.hosts_with_expected[..x.hosts_with_expected.len().min(SHOWN)];
+    let more = x.hosts_with_expected_count.saturating_sub(names.len());
+    match more {
+        0 => names.join(", "),
+        n => format!("{} and {n} more", names.join(", ")),
     }
 }
 
@@ -442,6 +473,7 @@ fn drift(hosts: &[HostStatus]) -> Vec<Drift> {
                             .as_ref()
                             .map(|(_, hs)| hs.iter().map(|s| s.to_string()).collect())
                             .unwrap_or_default(),
+                        hosts_with_expected_count: majority.as_ref().map_or(0, |(_, hs)| hs.len()),
                     });
                 }
             }
@@ -585,11 +617,7 @@ pub fn render(st: &Status) -> String {
             let _ = writeln!(s, "    {}", x.resource);
             match &x.expected {
                 Some(e) => {
-                    let _ = writeln!(
-                        s,
-                        "      expected: {e} (as on {})",
-                        x.hosts_with_expected.join(", ")
-                    );
+                    let _ = writeln!(s, "      expected: {e} (as on {})", peers_text(x));
                 }
                 None => {
                     let _ = writeln!(s, "      expected: (no majority among those hosts)");

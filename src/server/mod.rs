@@ -13,7 +13,8 @@ pub mod tls;
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -31,8 +32,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8741";
 pub const DEFAULT_MAX_BODY: usize = 4 << 20;
 /// How often old runs are pruned while the server runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// Requests handled at once; the store takes one at a time, signature
-/// checks and parsing run side by side.
+/// Requests handled at once: signature checks and parsing run side by
+/// side, and on PostgreSQL the store's transactions too (see [`Stores`]).
 const WORKERS: usize = 4;
 
 #[derive(Debug, Clone)]
@@ -73,8 +74,31 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The store's connections: one for SQLite, which takes one writer at a
+/// time anyway, and one per worker for PostgreSQL, whose transactions then
+/// commit side by side (and share their disk flushes).
+struct Stores {
+    all: Vec<Mutex<Box<dyn Store>>>,
+    next: AtomicUsize,
+}
+
+impl Stores {
+    /// A free connection, or the next one in turn when all are busy.
+    fn get(&self) -> MutexGuard<'_, Box<dyn Store>> {
+        for s in &self.all {
+            match s.try_lock() {
+                Ok(g) => return g,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.all.len();
+        self.all[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 struct Shared {
-    store: Mutex<Box<dyn Store>>,
+    store: Stores,
     /// Replaced whole when the inventory changes; checks hold their copy.
     trust: Mutex<Arc<Trust>>,
     token: [u8; 32],
@@ -94,7 +118,13 @@ pub fn serve(
     let token = read_token(&opts.token_file)?;
     let trust = Trust::load(&opts.inventory)?;
     let tls = opts.tls.as_ref().map(tls::Terminator::load).transpose()?;
-    let store = open()?;
+    let connections = match opts.database {
+        crate::store::Database::Postgres(_) => WORKERS,
+        crate::store::Database::Sqlite(_) => 1,
+    };
+    let stores = (0..connections)
+        .map(|_| open().map(Mutex::new))
+        .collect::<Result<Vec<_>, _>>()?;
     let listen_error = |e: &dyn std::fmt::Display| ServerError::Listen {
         addr: opts.listen,
         reason: e.to_string(),
@@ -125,7 +155,10 @@ pub fn serve(
         }
     };
     let shared = Arc::new(Shared {
-        store: Mutex::new(store),
+        store: Stores {
+            all: stores,
+            next: AtomicUsize::new(0),
+        },
         trust: Mutex::new(Arc::new(trust)),
         token,
         opts,
@@ -343,7 +376,7 @@ impl Shared {
         if path == "/" {
             return redirect("/fleet");
         }
-        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut store = self.store.get();
         let mut view = dashboard::View {
             store: store.as_mut(),
             now: unix_now(),
@@ -406,7 +439,7 @@ impl Shared {
                         };
                         let checked = admit::check(&body, &trust);
                         checked.and_then(|run| {
-                            let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut store = self.store.get();
                             let received_us = SystemTime::now()
                                 .duration_since(UNIX_EPOCH)
                                 .map_or(0, |d| d.as_micros() as u64);
@@ -425,7 +458,7 @@ impl Shared {
             }
             Err(r) => {
                 if r.counted {
-                    let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut store = self.store.get();
                     if let Err(e) = store.refuse(r.reason, &r.message, now) {
                         eprintln!("kiln server: {e}");
                     }
@@ -447,7 +480,7 @@ impl Shared {
                 .map(|(_, v)| v.clone())
         };
         let flag = |k: &str| arg(k).is_some_and(|v| v == "1" || v == "true");
-        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut store = self.store.get();
         let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
         let answer = match parts.as_slice() {
             ["hosts"] => {
@@ -459,26 +492,31 @@ impl Shared {
                 };
                 store
                     .hosts(&q, unix_now(), self.opts.stale_after.as_secs())
-                    .map(|v| serde_json::to_value(v).unwrap_or_default())
+                    .map(|v| serde_json::to_vec(&v).unwrap_or_default())
             }
             ["packages", name] => store
                 .package(name, arg("version").as_deref())
-                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+                .map(|v| serde_json::to_vec(&v).unwrap_or_default()),
             ["hosts", fqdn, "runs"] => {
                 let since = arg("since").and_then(|s| s.parse().ok()).unwrap_or(0);
                 store
                     .runs(fqdn, since)
-                    .map(|v| serde_json::to_value(v).unwrap_or_default())
+                    .map(|v| serde_json::to_vec(&v).unwrap_or_default())
             }
             ["drift"] => crate::store::drift::drift(store.as_mut(), arg("role").as_deref())
-                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+                .map(|v| serde_json::to_vec(&v).unwrap_or_default()),
             ["refusals"] => store
                 .refusals()
-                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+                .map(|v| serde_json::to_vec(&v).unwrap_or_default()),
             _ => return error(404, "not_found", format!("no such endpoint: {path}")),
         };
         match answer {
-            Ok(v) => json_response(200, &v),
+            // Written straight to bytes: a fleet's hosts are megabytes,
+            // and a tree of values first would double the work.
+            Ok(bytes) => with_headers(
+                Response::from_data(bytes),
+                &[("Content-Type", "application/json")],
+            ),
             Err(e) => error(500, "store", e.to_string()),
         }
     }
@@ -494,7 +532,7 @@ impl Shared {
             *last = now;
         }
         let cutoff = now.saturating_sub(self.opts.retention_days.saturating_mul(86_400));
-        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut store = self.store.get();
         let gone = store.prune(cutoff)?;
         if gone > 0 {
             eprintln!(

@@ -19,7 +19,10 @@ use super::{IngestError, StoreError, redact};
 
 /// Serialization failures of one write before it gives up: each retry
 /// sees the other writer's commit, so a replay is then found as one.
-const ATTEMPTS: u32 = 5;
+/// A server writes on several connections at once, and reports of
+/// different hosts can conflict on shared index pages: a few tries are
+/// the normal cost of SERIALIZABLE under load.
+const ATTEMPTS: u32 = 10;
 /// Held by the transaction that migrates, so that servers starting
 /// together migrate one after the other ("kiln" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6b69_6c6e;
@@ -243,8 +246,13 @@ impl Backend for Postgres {
             self.suspect = matches!(done, Err(IngestError::Store(_)));
             match done {
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => {
-                    // Apart, so that the racing writers do not meet again.
-                    std::thread::sleep(Duration::from_millis(5 << attempt));
+                    // Apart, and at random within the step, so that the
+                    // racing writers do not meet again.
+                    let step = 5u64 << attempt.min(5);
+                    let mut r = [0u8; 8];
+                    let _ = getrandom::fill(&mut r);
+                    let wait = step / 2 + u64::from_le_bytes(r) % step;
+                    std::thread::sleep(Duration::from_millis(wait));
                     attempt += 1;
                 }
                 done => return done,
