@@ -70,42 +70,74 @@ pub fn report_run(
     sent: &Sent,
     warn: &mut dyn FnMut(String),
 ) -> Delivery {
+    match record_run(target, report, url, sent, warn) {
+        Recorded::Kept => deliver(target, url, warn),
+        Recorded::Done(d) => d,
+    }
+}
+
+/// What [`record_run`] did with a run's report.
+#[derive(Debug)]
+pub enum Recorded {
+    /// In the outbox, for [`deliver`].
+    Kept,
+    /// Not kept: sent at once (when the outbox could not take it), or lost.
+    Done(Delivery),
+}
+
+/// Keeps the report of this run in the outbox, signed with the target's
+/// host key; delivering it is the caller's (the agent does it while it
+/// waits for its next run). A report the outbox cannot take is sent at
+/// once instead.
+pub fn record_run(
+    target: &Target,
+    report: &Report,
+    url: &str,
+    sent: &Sent,
+    warn: &mut dyn FnMut(String),
+) -> Recorded {
     let run = record_of(target, report, sent);
     let mut payload = serde_json::to_value(&run).unwrap_or_default();
     crate::secrets::redact::json(&mut payload);
     let payload = payload.to_string();
-    match target.fs().read_to_string(HOST_KEY) {
-        Err(e) => warn(format!(
-            "the run's report is not sent: cannot read the host key {HOST_KEY} to sign it ({e})"
-        )),
-        Ok(key) => match record::sign(&payload, &key, HOST_KEY) {
-            Err(e) => warn(format!("the run's report is not sent: {e}")),
-            Ok(env) => {
-                // Named by when it was kept, to the microsecond: two runs
-                // that started in the same second go out in their order.
-                let kept = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros());
-                let name = format!("{kept:024}-{}.json", run.run_id);
-                if let Err(e) = keep(target, &name, &env) {
-                    warn(format!(
-                        "cannot keep the run's report in {OUTBOX} ({e}); sending it now only"
-                    ));
-                    return match client::post_report(url, &env) {
-                        Ok(()) => Delivery {
-                            sent: 1,
-                            waiting: 0,
-                        },
-                        Err(e) => {
-                            warn(format!("the run's report is lost: {e}"));
-                            Delivery::default()
-                        }
-                    };
-                }
-            }
+    let key = match target.fs().read_to_string(HOST_KEY) {
+        Ok(key) => key,
+        Err(e) => {
+            warn(format!(
+                "the run's report is not sent: cannot read the host key {HOST_KEY} to sign it ({e})"
+            ));
+            return Recorded::Kept;
+        }
+    };
+    let env = match record::sign(&payload, &key, HOST_KEY) {
+        Ok(env) => env,
+        Err(e) => {
+            warn(format!("the run's report is not sent: {e}"));
+            return Recorded::Kept;
+        }
+    };
+    // Named by when it was kept, to the microsecond: two runs that
+    // started in the same second go out in their order.
+    let kept = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let name = format!("{kept:024}-{}.json", run.run_id);
+    let Err(e) = keep(target, &name, &env) else {
+        return Recorded::Kept;
+    };
+    warn(format!(
+        "cannot keep the run's report in {OUTBOX} ({e}); sending it now only"
+    ));
+    Recorded::Done(match client::post_report(url, &env) {
+        Ok(()) => Delivery {
+            sent: 1,
+            waiting: 0,
         },
-    }
-    deliver(target, url, warn)
+        Err(e) => {
+            warn(format!("the run's report is lost: {e}"));
+            Delivery::default()
+        }
+    })
 }
 
 fn keep(target: &Target, name: &str, env: &Envelope) -> std::io::Result<()> {

@@ -105,6 +105,7 @@ pub fn run(a: &Agent, log: &dyn Fn(&str)) -> Result<bool, Error> {
             "roles {roles}, every {interval:?} with up to {splay:?} splay, from {from}"
         ));
     }
+    let mut sender = Sender::default();
     loop {
         let wait = if a.once {
             Duration::ZERO
@@ -120,9 +121,71 @@ pub fn run(a: &Agent, log: &dyn Fn(&str)) -> Result<bool, Error> {
             &serde_json::to_vec_pretty(&state).unwrap_or_default(),
         );
         if a.once {
+            if let Some(url) = &a.report_to {
+                for line in deliver(url) {
+                    log(&line);
+                }
+            }
             return Ok(ok);
         }
-        std::thread::sleep(interval);
+        if let Some(url) = &a.report_to {
+            sender.start(url);
+        }
+        sender.wait(interval, log);
+    }
+}
+
+/// The outbox's delivery, for the lines it logs.
+fn deliver(url: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let d = crate::outbox::deliver(&Target::host(), url, &mut |w| lines.push(w));
+    if d.sent > 0 {
+        lines.push(format!("{} run report(s) sent to {url}", d.sent));
+    }
+    lines
+}
+
+/// Sends the outbox on a thread of its own while the agent waits for its
+/// next run: a slow or unreachable server never delays a converge. One
+/// delivery at a time; a run that ends while one is still going leaves
+/// its report in the outbox for the next.
+#[derive(Default)]
+struct Sender {
+    running: Option<(
+        std::thread::JoinHandle<()>,
+        std::sync::mpsc::Receiver<String>,
+    )>,
+}
+
+impl Sender {
+    fn start(&mut self, url: &str) {
+        if self.running.as_ref().is_some_and(|(h, _)| !h.is_finished()) {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let url = url.to_string();
+        let handle = std::thread::spawn(move || {
+            for line in deliver(&url) {
+                let _ = tx.send(line);
+            }
+        });
+        self.running = Some((handle, rx));
+    }
+
+    /// Sleeps for `interval`, logging the delivery's lines as they come.
+    fn wait(&mut self, interval: Duration, log: &dyn Fn(&str)) {
+        let deadline = Instant::now() + interval;
+        if let Some((_, rx)) = &self.running {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(line) => log(&line),
+                    // Sent, or time for the next run.
+                    Err(_) => break,
+                }
+            }
+        }
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -173,8 +236,11 @@ fn run_once(a: &Agent, state: &mut State, metrics: &Metrics, log: &dyn Fn(&str))
             checks: done.report.as_ref().and_then(|d| d.checks.clone()),
         };
         let mut warn = |w: String| log(&w);
-        let d = crate::outbox::report_run(&Target::host(), run, url, &sent, &mut warn);
-        if d.sent > 0 {
+        // Delivered by the caller, apart from the run (see [`Sender`]).
+        if let crate::outbox::Recorded::Done(d) =
+            crate::outbox::record_run(&Target::host(), run, url, &sent, &mut warn)
+            && d.sent > 0
+        {
             log(&format!("{} run report(s) sent to {url}", d.sent));
         }
     }

@@ -352,6 +352,11 @@ fn changed_hosts(hosts: &[HostOutcome]) -> String {
     format!("{}{left}", names.join(", "))
 }
 
+/// A scoped thread's result; its panic goes on in the caller.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
 /// `fleet status --server URL --token-file FILE`: from the report store.
 pub struct FromStore {
     pub url: String,
@@ -362,19 +367,24 @@ pub fn status(c: Common, store: Option<FromStore>) -> Result<i32, Error> {
     let st = match store {
         // The store answers for the inventory's hosts: no ssh, no key.
         Some(s) => {
-            let inv = Inventory::load(&c.inventory)?;
-            let hosts = push::matching(&inv, c.hosts.as_deref())?;
             let reader = super::report::reader(&super::report::Server {
                 url: s.url,
                 token_file: s.token_file,
                 json: c.json,
             })?;
-            let rows: Vec<crate::store::HostRow> = reader
-                .get("/api/v1/hosts", &[])
-                .map_err(super::report::failed)?;
-            let drift: Vec<crate::store::drift::Drift> = reader
-                .get("/api/v1/drift", &[])
-                .map_err(super::report::failed)?;
+            // The two reads and the inventory side by side: at thousands
+            // of hosts each takes a while.
+            let (inv, rows, drift) = std::thread::scope(|scope| {
+                let rows =
+                    scope.spawn(|| reader.get::<Vec<crate::store::HostRow>>("/api/v1/hosts", &[]));
+                let drift = scope
+                    .spawn(|| reader.get::<Vec<crate::store::drift::Drift>>("/api/v1/drift", &[]));
+                let inv = Inventory::load(&c.inventory);
+                (inv, joined(rows), joined(drift))
+            });
+            let hosts = push::matching(&inv?, c.hosts.as_deref())?;
+            let rows = rows.map_err(super::report::failed)?;
+            let drift = drift.map_err(super::report::failed)?;
             status::from_store(&hosts, &rows, &drift)
         }
         None => {

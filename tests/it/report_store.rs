@@ -6,8 +6,12 @@
 //! that are forged, unsigned, replayed, oversized or malformed are refused
 //! with a status of their own and leave the store as it was.
 
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kiln::store::record::{self, Envelope, RunRecord};
 
@@ -671,9 +675,9 @@ fn a_server_killed_during_ingest_loses_no_acknowledged_report(backend: Backend) 
     }
 }
 
-#[test]
-fn an_agent_reports_each_run_with_its_interval() {
-    need!(DebianRoot);
+/// A host root with kiln in /usr/local/bin, a host key of its own, and
+/// the motd policy in /srv/policy; the key's public half.
+fn agent_root() -> (crate::support::fleet::HostRoot, String) {
     let root = crate::support::fleet::HostRoot::new();
     std::fs::copy(
         crate::support::fleet::kiln_binary(),
@@ -685,9 +689,6 @@ fn an_agent_reports_each_run_with_its_interval() {
         let _ = std::fs::remove_file(root.path().join("etc/ssh").join(f));
     }
     let key = host_key(&root.path().join("etc/ssh"));
-    let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), &[("agent01.kiln.test", "web", &key.public)]);
-    let server = Server::start(Backend::Sqlite, &inv, &[]);
     let policy = repo().recipe(
         "motd",
         "default",
@@ -701,29 +702,45 @@ fn an_agent_reports_each_run_with_its_interval() {
         .status()
         .unwrap();
     assert!(copied.success());
-    let out = Command::new("chroot")
-        .arg(root.path())
+    (root, key.public)
+}
+
+/// `kiln agent` in `root` for agent01 reporting to `url`, with `extra`.
+fn agent_in(root: &Path, url: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new("chroot");
+    c.arg(root)
         .args([
             "/usr/local/bin/kiln",
             "agent",
-            "--once",
             "--splay",
             "0",
-            "--interval",
-            "10m",
             "--source",
             "/srv/policy",
+        ])
+        .args([
             "--role",
             "web",
             "--fqdn",
             "agent01.kiln.test",
             "--report-to",
-            &server.url,
+            url,
         ])
+        .args(extra)
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
+        );
+    c
+}
+
+#[test]
+fn an_agent_reports_each_run_with_its_interval() {
+    need!(DebianRoot);
+    let (root, key) = agent_root();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &[("agent01.kiln.test", "web", &key)]);
+    let server = Server::start(Backend::Sqlite, &inv, &[]);
+    let out = agent_in(root.path(), &server.url, &["--once", "--interval", "10m"])
         .output()
         .unwrap();
     let text = format!(
@@ -860,4 +877,107 @@ fn a_server_with_a_certificate_speaks_https_only() {
     assert_eq!(hosts[0]["fqdn"], "web01.kiln.test");
     // Nothing answers plain HTTP on that port.
     read(&server.url.replace("https://", "http://")).failure();
+}
+
+/// A server that takes connections and never answers: each is kept,
+/// and counted, and known closed once the client gives up on it.
+struct Silent {
+    url: String,
+    seen: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let list = seen.clone();
+        // Ends with the test process; its connections hold nothing.
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { break };
+                let closed = Arc::new(AtomicBool::new(false));
+                list.lock().unwrap().push(closed.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                    closed.store(true, Ordering::SeqCst);
+                });
+            }
+        });
+        Silent { url, seen }
+    }
+
+    /// (connections taken, of which still open).
+    fn connections(&self) -> (usize, usize) {
+        let seen = self.seen.lock().unwrap();
+        let open = seen.iter().filter(|c| !c.load(Ordering::SeqCst)).count();
+        (seen.len(), open)
+    }
+}
+
+#[test]
+fn an_agent_converges_on_while_its_report_waits_on_a_silent_server() {
+    need!(DebianRoot);
+    let (root, _) = agent_root();
+    let server = Silent::start();
+    let mut child = agent_in(root.path(), &server.url, &["--interval", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // The agent logs a line per event on stdout; problems go to stderr.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err_tx = tx.clone();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    // The first run's report goes to a server that never answers (a
+    // request waits 15 s for it); the next runs come a second apart all
+    // the same, their reports left in the outbox while the first is
+    // still being sent. (The third run's start says the second's report
+    // is kept.)
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while log
+        .iter()
+        .filter(|l: &&String| l.contains("converged:"))
+        .count()
+        < 3
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(e) => {
+                log.push(format!("({e:?})"));
+                break;
+            }
+        }
+    }
+    let connections = server.connections();
+    let pgid = child.id() as i32;
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+    let text = log.join("\n");
+    assert_eq!(
+        log.iter().filter(|l| l.contains("converged:")).count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        connections,
+        (1, 1),
+        "one report on its way, its request still open: the runs did not wait for it\n{text}"
+    );
+    assert!(outbox(root.path()).len() >= 2, "{text}");
 }
