@@ -125,40 +125,63 @@ pub fn drift(
         ..HostQuery::default()
     };
     let hosts = store.hosts(&q, 0, u64::MAX)?;
-    let mut out = Vec::new();
+    // Which hosts differ, and from which majority: from the hosts alone.
+    let mut odd: Vec<(&HostRow, &str, usize, usize)> = Vec::new();
     for group in groups(&hosts).values() {
         let fps = group.iter().filter_map(|h| h.fingerprint.as_deref());
         let Some((major, count)) = majority(fps) else {
             continue;
         };
-        let expected: BTreeMap<String, String> = store.parts(major)?.into_iter().collect();
         for h in group {
-            let Some(fp) = h.fingerprint.as_deref().filter(|f| *f != major) else {
-                continue;
-            };
-            let found: BTreeMap<String, String> = store.parts(fp)?.into_iter().collect();
-            let parts = differing(&found, &expected);
-            // Newest first: the streak ends at the first other fingerprint.
-            let history = store.fingerprints(&h.fqdn)?;
-            let (since_run, since) = history
-                .iter()
-                .take_while(|(_, _, f)| f.as_deref() == Some(fp))
-                .last()
-                .map(|(id, t, _)| (id.clone(), *t))
-                .unwrap_or_else(|| (h.run_id.clone(), h.started_at));
-            out.push(Drift {
-                fqdn: h.fqdn.clone(),
-                roles: h.roles.clone(),
-                release: h.release.clone(),
-                fingerprint: fp.to_string(),
-                majority: major.to_string(),
-                with_majority: count,
-                group_size: group.len(),
-                parts,
-                since_run,
-                since,
-            });
+            if h.fingerprint.as_deref().is_some_and(|f| f != major) {
+                odd.push((h, major, count, group.len()));
+            }
         }
+    }
+    // Then the parts and histories they need, in a read each: a fleet
+    // may have hundreds of odd hosts, and a read per host adds up.
+    let mut fps: Vec<&str> = odd
+        .iter()
+        .flat_map(|(h, major, ..)| [h.fingerprint.as_deref().unwrap_or(""), *major])
+        .collect();
+    fps.sort_unstable();
+    fps.dedup();
+    let mut parts: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (fp, resource, part) in store.parts_of(&fps)? {
+        parts.entry(fp).or_default().insert(resource, part);
+    }
+    let fqdns: Vec<&str> = odd.iter().map(|(h, ..)| h.fqdn.as_str()).collect();
+    let mut histories: BTreeMap<String, Vec<super::History>> = BTreeMap::new();
+    for run in store.histories(&fqdns)? {
+        histories.entry(run.fqdn.clone()).or_default().push(run);
+    }
+    let none = BTreeMap::new();
+    let mut out = Vec::new();
+    for (h, major, count, group_size) in odd {
+        let fp = h.fingerprint.as_deref().unwrap_or("");
+        let found = parts.get(fp).unwrap_or(&none);
+        let expected = parts.get(major).unwrap_or(&none);
+        // Newest first: the streak ends at the first other fingerprint.
+        let (since_run, since) = histories
+            .get(&h.fqdn)
+            .into_iter()
+            .flatten()
+            .take_while(|r| r.fingerprint.as_deref() == Some(fp))
+            .last()
+            .map(|r| (r.run_id.clone(), r.started_at))
+            .unwrap_or_else(|| (h.run_id.clone(), h.started_at));
+        out.push(Drift {
+            fqdn: h.fqdn.clone(),
+            roles: h.roles.clone(),
+            release: h.release.clone(),
+            fingerprint: fp.to_string(),
+            majority: major.to_string(),
+            with_majority: count,
+            group_size,
+            parts: differing(found, expected),
+            since_run,
+            since,
+        });
     }
     out.sort_by(|a, b| a.fqdn.cmp(&b.fqdn));
     Ok(out)

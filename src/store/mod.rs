@@ -282,11 +282,24 @@ pub trait Store: Send {
     fn count_runs(&mut self) -> Result<u64, StoreError>;
     /// The parts of a stored fingerprint: (resource, part).
     fn parts(&mut self, fingerprint: &str) -> Result<Vec<(String, String)>, StoreError>;
-    /// A host's runs, newest first: (run id, started at, fingerprint).
-    fn fingerprints(
+    /// The parts of several stored fingerprints: (fingerprint, resource,
+    /// part), in one read however many.
+    fn parts_of(
         &mut self,
-        fqdn: &str,
-    ) -> Result<Vec<(String, u64, Option<String>)>, StoreError>;
+        fingerprints: &[&str],
+    ) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// The runs of several hosts, each host's newest first: (fqdn, run id,
+    /// started at, fingerprint).
+    fn histories(&mut self, fqdns: &[&str]) -> Result<Vec<History>, StoreError>;
+}
+
+/// One run in a host's history of fingerprints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub fqdn: String,
+    pub run_id: String,
+    pub started_at: u64,
+    pub fingerprint: Option<String>,
 }
 
 /// How long before `now` a stored time `t` was, as people say it

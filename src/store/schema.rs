@@ -158,8 +158,18 @@ pub const PACKAGE_NAMES: &str = "SELECT DISTINCT name FROM package_sets \
 pub const COUNT_RUNS: &str = "SELECT COUNT(*) FROM runs";
 pub const PARTS: &str =
     "SELECT resource, part FROM fingerprint_parts WHERE fingerprint = $1 ORDER BY resource";
-pub const FINGERPRINTS: &str = "SELECT run_id, started_at, fingerprint FROM runs WHERE fqdn = $1 \
-     ORDER BY started_at DESC, received_us DESC";
+/// The runs of the hosts in `{in}` (placeholders), each host's newest first.
+pub const HISTORIES: &str = "SELECT fqdn, run_id, started_at, fingerprint FROM runs WHERE fqdn IN ({in}) \
+     ORDER BY fqdn, started_at DESC, received_us DESC";
+/// The parts of the fingerprints in `{in}` (placeholders).
+pub const PARTS_OF: &str = "SELECT fingerprint, resource, part FROM fingerprint_parts \
+     WHERE fingerprint IN ({in}) ORDER BY fingerprint, resource";
+
+/// `sql` with `{in}` replaced by `n` placeholders, `$1` to `$n`.
+pub fn with_list(sql: &str, n: usize) -> String {
+    let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    sql.replace("{in}", &list.join(", "))
+}
 
 /// Runs older than `$1` that are no host's latest, for retention.
 const OLD: &str = "SELECT run_id FROM runs WHERE started_at < $1 AND run_id NOT IN (SELECT latest_run FROM hosts)";
@@ -218,7 +228,8 @@ mod tests {
             RUNS,
             RUN_CHANGES,
             PARTS,
-            FINGERPRINTS,
+            &with_list(HISTORIES, 3),
+            &with_list(PARTS_OF, 2),
         ]
         .iter()
         .map(|s| s.to_string())

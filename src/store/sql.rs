@@ -5,8 +5,8 @@
 
 use super::schema::{self, MIGRATIONS};
 use super::{
-    ChangeRow, HostQuery, HostRow, IngestError, ManagedPackage, PackageHost, RefusalCount, Replay,
-    RunRecord, RunRow, Store, StoreError, package_set_id,
+    ChangeRow, History, HostQuery, HostRow, IngestError, ManagedPackage, PackageHost, RefusalCount,
+    Replay, RunRecord, RunRow, Store, StoreError, package_set_id,
 };
 use crate::engine::Status;
 
@@ -170,6 +170,10 @@ pub fn db<E: Into<DbError>>(what: impl Into<String>) -> impl FnOnce(E) -> StoreE
         source: e.into(),
     }
 }
+
+/// Values bound at most to one statement's list: far below either
+/// database's limit on parameters.
+const LIST_CHUNK: usize = 500;
 
 /// Runs `sql` and reads each row with `read`; `what` says what could not
 /// be done if that fails.
@@ -568,13 +572,39 @@ impl<B: Backend + ?Sized> Store for B {
         })
     }
 
-    fn fingerprints(
+    fn parts_of(
         &mut self,
-        fqdn: &str,
-    ) -> Result<Vec<(String, u64, Option<String>)>, StoreError> {
-        let what = format!("cannot read the fingerprints of {fqdn}");
-        select(self, schema::FINGERPRINTS, args![fqdn], &what, |r| {
-            Ok((r.text(0)?, r.uint(1)?, r.opt_text(2)?))
-        })
+        fingerprints: &[&str],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in fingerprints.chunks(LIST_CHUNK) {
+            let args: Vec<Value> = chunk.iter().map(|f| Value::from(*f)).collect();
+            let sql = schema::with_list(schema::PARTS_OF, chunk.len());
+            out.extend(select(
+                self,
+                &sql,
+                &args,
+                "cannot read fingerprints' parts",
+                |r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)),
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn histories(&mut self, fqdns: &[&str]) -> Result<Vec<History>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in fqdns.chunks(LIST_CHUNK) {
+            let args: Vec<Value> = chunk.iter().map(|f| Value::from(*f)).collect();
+            let sql = schema::with_list(schema::HISTORIES, chunk.len());
+            out.extend(select(self, &sql, &args, "cannot read hosts' runs", |r| {
+                Ok(History {
+                    fqdn: r.text(0)?,
+                    run_id: r.text(1)?,
+                    started_at: r.uint(2)?,
+                    fingerprint: r.opt_text(3)?,
+                })
+            })?);
+        }
+        Ok(out)
     }
 }
