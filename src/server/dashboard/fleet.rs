@@ -15,7 +15,7 @@ const REFRESH_SECS: u32 = 30;
 
 /// What a host's latest run says, as the page counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Result {
+pub enum RunResult {
     Ok,
     Changed,
     Failed,
@@ -23,32 +23,37 @@ pub enum Result {
     Stale,
 }
 
-impl Result {
-    pub const ALL: [Result; 4] = [Result::Ok, Result::Changed, Result::Failed, Result::Stale];
+impl RunResult {
+    pub const ALL: [RunResult; 4] = [
+        RunResult::Ok,
+        RunResult::Changed,
+        RunResult::Failed,
+        RunResult::Stale,
+    ];
 
-    pub fn of(h: &HostRow) -> Result {
+    pub fn of(h: &HostRow) -> RunResult {
         if h.stale {
-            Result::Stale
+            RunResult::Stale
         } else if !h.success {
-            Result::Failed
+            RunResult::Failed
         } else if h.updated > 0 {
-            Result::Changed
+            RunResult::Changed
         } else {
-            Result::Ok
+            RunResult::Ok
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Result::Ok => "ok",
-            Result::Changed => "changed",
-            Result::Failed => "failed",
-            Result::Stale => "stale",
+            RunResult::Ok => "ok",
+            RunResult::Changed => "changed",
+            RunResult::Failed => "failed",
+            RunResult::Stale => "stale",
         }
     }
 
-    fn parse(s: &str) -> Option<Result> {
-        Result::ALL.into_iter().find(|r| r.name() == s)
+    fn parse(s: &str) -> Option<RunResult> {
+        RunResult::ALL.into_iter().find(|r| r.name() == s)
     }
 }
 
@@ -67,14 +72,14 @@ fn name_matcher(pattern: &str) -> Box<dyn Fn(&str) -> bool> {
     Box::new(move |n| n.contains(&part))
 }
 
-pub fn page(v: &mut View) -> std::result::Result<String, PageError> {
+pub fn page(v: &mut View) -> Result<String, PageError> {
     let (role, release, result, name) = (
         v.arg("role"),
         v.arg("release"),
         v.arg("result"),
         v.arg("name"),
     );
-    let wanted = Result::parse(result);
+    let wanted = RunResult::parse(result);
     let q = HostQuery {
         role: (!role.is_empty()).then(|| role.to_string()),
         ..HostQuery::default()
@@ -93,15 +98,15 @@ pub fn page(v: &mut View) -> std::result::Result<String, PageError> {
         .filter(|h| release.is_empty() || h.release == release)
         .filter(|h| named(&h.fqdn))
         .collect();
-    let mut counts: BTreeMap<Result, usize> = Result::ALL.iter().map(|r| (*r, 0)).collect();
+    let mut counts: BTreeMap<RunResult, usize> = RunResult::ALL.iter().map(|r| (*r, 0)).collect();
     let mut releases: BTreeMap<&str, usize> = BTreeMap::new();
     for h in &selected {
-        *counts.entry(Result::of(h)).or_default() += 1;
+        *counts.entry(RunResult::of(h)).or_default() += 1;
         *releases.entry(h.release.as_str()).or_default() += 1;
     }
     let shown: Vec<&&HostRow> = selected
         .iter()
-        .filter(|h| wanted.is_none_or(|w| Result::of(h) == w))
+        .filter(|h| wanted.is_none_or(|w| RunResult::of(h) == w))
         .collect();
 
     let keep = |k: &str, val: &str| -> Vec<(&str, String)> {
@@ -172,7 +177,7 @@ pub fn page(v: &mut View) -> std::result::Result<String, PageError> {
         }
         o
     };
-    let results: Vec<&str> = Result::ALL.iter().map(|r| r.name()).collect();
+    let results: Vec<&str> = RunResult::ALL.iter().map(|r| r.name()).collect();
     let _ = write!(
         body,
         "<form class=\"filters\" method=\"get\" action=\"/fleet\">\
@@ -195,7 +200,7 @@ pub fn page(v: &mut View) -> std::result::Result<String, PageError> {
         .skip((page_no - 1) * PER_PAGE)
         .take(PER_PAGE)
         .map(|h| {
-            let r = Result::of(h);
+            let r = RunResult::of(h);
             let fp = match agree.get(h.fqdn.as_str()) {
                 Some(Agreement::Agrees) => "<span class=\"agrees\">agrees</span>".to_string(),
                 Some(Agreement::Differs) => format!(

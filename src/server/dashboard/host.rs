@@ -26,7 +26,7 @@ pub fn page(v: &mut View) -> Result<String, PageError> {
     let runs = v.store.runs(&fqdn, since)?;
     let mut body = String::new();
 
-    let result = super::fleet::Result::of(host);
+    let result = super::fleet::RunResult::of(host);
     let _ = write!(
         body,
         "<dl class=\"facts\"><dt>Roles</dt><dd>{}</dd><dt>Release</dt><dd>{}</dd>\
