@@ -104,8 +104,18 @@ pub const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS kiln_schema (version
 pub const CURRENT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM kiln_schema";
 pub const RECORD_VERSION: &str = "INSERT INTO kiln_schema (version, applied_at) VALUES ($1, $2)";
 
-pub const RUN_EXISTS: &str = "SELECT COUNT(*) FROM runs WHERE run_id = $1";
-pub const HOST_NEWEST: &str = "SELECT started_at FROM hosts WHERE fqdn = $1";
+/// What keeping a run must know first, in one read (each read is a round
+/// trip, and a fleet sends many reports a second): whether its id is
+/// stored, the host's newest start and the roles of its latest run, and
+/// whether the run's fingerprint parts and package list are kept already.
+/// Those two are written whole in one transaction under their digest, so
+/// one row means all, and a run of an unchanged host writes neither again.
+pub const BEFORE_KEEP: &str = "SELECT \
+     (SELECT COUNT(*) FROM runs WHERE run_id = $1), \
+     (SELECT started_at FROM hosts WHERE fqdn = $2), \
+     (SELECT r.roles FROM hosts h JOIN runs r ON r.run_id = h.latest_run WHERE h.fqdn = $2), \
+     (SELECT COUNT(*) FROM fingerprint_parts WHERE fingerprint = $3), \
+     (SELECT COUNT(*) FROM package_sets WHERE set_id = $4)";
 pub const INSERT_RUN: &str = "INSERT INTO runs (run_id, fqdn, started_at, received_us, elapsed_ms, \
      release, roles, success, updated, failed, total, bundle_serial, kiln_version, fingerprint, \
      package_set, interval_secs) \
@@ -116,11 +126,6 @@ pub const INSERT_CHECK: &str = "INSERT INTO run_checks (run_id, seq, check_name,
      VALUES ($1, $2, $3, $4, $5, $6)";
 pub const INSERT_SUBSTITUTION: &str = "INSERT INTO run_substitutions (run_id, package, pin, substitute) \
      VALUES ($1, $2, $3, $4)";
-/// Whether a fingerprint's parts, or a package list, are kept already:
-/// both are written whole in one transaction under their digest, so one
-/// row means all, and a run of an unchanged host writes neither again.
-pub const PARTS_KEPT: &str = "SELECT COUNT(*) FROM fingerprint_parts WHERE fingerprint = $1";
-pub const PACKAGE_SET_KEPT: &str = "SELECT COUNT(*) FROM package_sets WHERE set_id = $1";
 pub const INSERT_PART: &str = "INSERT INTO fingerprint_parts (fingerprint, resource, part) \
      VALUES ($1, $2, $3) ON CONFLICT (fingerprint, resource) DO NOTHING";
 pub const INSERT_PACKAGE: &str = "INSERT INTO package_sets (set_id, name, version, held) \
@@ -208,14 +213,11 @@ mod tests {
     fn parameters_appear_in_order() {
         let mut all: Vec<String> = [
             RECORD_VERSION,
-            RUN_EXISTS,
-            HOST_NEWEST,
+            BEFORE_KEEP,
             INSERT_RUN,
             INSERT_CHANGE,
             INSERT_CHECK,
             INSERT_SUBSTITUTION,
-            PARTS_KEPT,
-            PACKAGE_SET_KEPT,
             INSERT_PART,
             INSERT_PACKAGE,
             UPSERT_HOST,

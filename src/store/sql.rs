@@ -251,22 +251,29 @@ fn status_name(s: Status) -> String {
 fn keep(tx: &mut dyn Sql, run: &RunRecord, received_us: u64) -> Result<(), IngestError> {
     let r = &run.report;
     let what = format!("cannot keep run {} of {}", run.run_id, run.fqdn);
-    let seen = tx
-        .query(schema::RUN_EXISTS, args![&run.run_id])
-        .and_then(|rows| rows.first().ok_or("no count")?.int(0))
+    let set = package_set_id(&run.packages);
+    let fingerprint = run.fingerprint.as_ref().map(|f| &f.fingerprint);
+    let before = tx
+        .query(
+            schema::BEFORE_KEEP,
+            args![
+                &run.run_id,
+                &run.fqdn,
+                fingerprint.map_or("", |f| f.as_str()),
+                &set
+            ],
+        )
+        .and_then(|rows| rows.into_iter().next().ok_or_else(|| "no answer".into()))
         .map_err(db(&what))?;
-    if seen > 0 {
+    let read = |i: usize| before.opt_int(i).map_err(db(&what));
+    if read(0)?.unwrap_or(0) > 0 {
         return Err(Replay::SameRun {
             fqdn: run.fqdn.clone(),
             run_id: run.run_id.clone(),
         }
         .into());
     }
-    let newest = tx
-        .query(schema::HOST_NEWEST, args![&run.fqdn])
-        .and_then(|rows| rows.first().map(|r| r.uint(0)).transpose())
-        .map_err(db(&what))?;
-    if let Some(newest) = newest
+    if let Some(newest) = read(1)?.map(|n| u64::try_from(n).unwrap_or(0))
         && r.started_at < newest
     {
         return Err(Replay::Older {
@@ -277,20 +284,11 @@ fn keep(tx: &mut dyn Sql, run: &RunRecord, received_us: u64) -> Result<(), Inges
         }
         .into());
     }
-    let set = package_set_id(&run.packages);
-    let mut kept = |sql: &str, key: &str| {
-        tx.query(sql, args![key])
-            .and_then(|rows| rows.first().ok_or("no count")?.int(0))
-            .map(|n| n > 0)
-            .map_err(db(&what))
-    };
-    let parts_kept = match &run.fingerprint {
-        Some(f) => kept(schema::PARTS_KEPT, &f.fingerprint)?,
-        None => true,
-    };
-    let set_kept = kept(schema::PACKAGE_SET_KEPT, &set)?;
+    let roles = serde_json::to_string(&r.roles).unwrap_or_default();
+    let roles_kept = before.opt_text(2).map_err(db(&what))?.as_deref() == Some(roles.as_str());
+    let parts_kept = fingerprint.is_none() || read(3)?.unwrap_or(0) > 0;
+    let set_kept = read(4)?.unwrap_or(0) > 0;
     let mut exec = |sql: &str, args: &[Value]| tx.execute(sql, args).map_err(db(&what));
-    let fingerprint = run.fingerprint.as_ref().map(|f| &f.fingerprint);
     if let Some(f) = run.fingerprint.as_ref().filter(|_| !parts_kept) {
         for p in &f.parts {
             exec(
@@ -307,7 +305,6 @@ fn keep(tx: &mut dyn Sql, run: &RunRecord, received_us: u64) -> Result<(), Inges
             )?;
         }
     }
-    let roles = serde_json::to_string(&r.roles).unwrap_or_default();
     exec(
         schema::INSERT_RUN,
         args![
@@ -369,9 +366,13 @@ fn keep(tx: &mut dyn Sql, run: &RunRecord, received_us: u64) -> Result<(), Inges
         schema::UPSERT_HOST,
         args![&run.fqdn, &run.run_id, r.started_at],
     )?;
-    exec(schema::CLEAR_ROLES, args![&run.fqdn])?;
-    for role in &r.roles {
-        exec(schema::INSERT_ROLE, args![&run.fqdn, role])?;
+    // The roles a filter reads, as the latest run has them; unchanged for
+    // most runs.
+    if !roles_kept {
+        exec(schema::CLEAR_ROLES, args![&run.fqdn])?;
+        for role in &r.roles {
+            exec(schema::INSERT_ROLE, args![&run.fqdn, role])?;
+        }
     }
     Ok(())
 }

@@ -228,6 +228,16 @@ fn queries_answer_from_each_host_s_latest_run(backend: postgres::Backend) {
     assert_eq!(runs[0].roles, ["base", "web"]);
     assert_eq!(runs[0].fingerprint.as_deref(), Some("fp-8.2.1"));
     assert_eq!(s.runs("web01", 150).unwrap().len(), 1);
+
+    // A host whose roles change is found by its new ones only; one whose
+    // roles stay is found as before.
+    s.ingest(&run("web01", 300, &["cache"], "8.2.2"), 300)
+        .unwrap();
+    assert!(q(s.as_mut(), role("web")).is_empty());
+    assert_eq!(q(s.as_mut(), role("cache")), ["web01"]);
+    s.ingest(&run("web01", 400, &["cache"], "8.2.2"), 400)
+        .unwrap();
+    assert_eq!(q(s.as_mut(), role("cache")), ["web01"]);
 }
 
 fn a_host_s_packages_diffs_and_a_package_search_answer_from_the_store(backend: postgres::Backend) {
