@@ -106,11 +106,15 @@ pub fn page(v: &mut View) -> Result<String, PageError> {
     let pins = match v.whitelist() {
         Ok(w) => w
             .resolve(&host.fqdn, &host.roles, &host.release)
-            .map_err(|e| e.to_string()),
+            .map_err(super::NoPolicy::from),
         Err(e) => Err(e),
     };
     if let Err(e) = &pins {
-        let _ = write!(body, "<p class=\"note\">Pins not shown: {}</p>", esc(e));
+        let _ = write!(
+            body,
+            "<p class=\"note\">Pins not shown: {}</p>",
+            esc(&e.to_string())
+        );
     }
     let pins = pins.unwrap_or_default();
     let rows = packages.iter().map(|p| {

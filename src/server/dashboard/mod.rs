@@ -43,14 +43,19 @@ impl<'a> View<'a> {
     }
 
     /// The whitelist of `--repo`; the page says why when there is none.
-    fn whitelist(&self) -> Result<Whitelist, String> {
-        let Some(dir) = self.repo else {
-            return Err("no policy repository: start kiln server with --repo DIR".into());
-        };
-        crate::policy::Repository::open(dir)
-            .and_then(|r| Whitelist::load(&r))
-            .map_err(|e| e.to_string())
+    fn whitelist(&self) -> Result<Whitelist, NoPolicy> {
+        let dir = self.repo.ok_or(NoPolicy::NoRepo)?;
+        Ok(crate::policy::Repository::open(dir).and_then(|r| Whitelist::load(&r))?)
     }
+}
+
+/// Why a page shows no pins or rollouts.
+#[derive(Debug, thiserror::Error)]
+pub enum NoPolicy {
+    #[error("no policy repository: start kiln server with --repo DIR")]
+    NoRepo,
+    #[error(transparent)]
+    Policy(#[from] crate::error::PolicyError),
 }
 
 /// Why a page could not be shown.

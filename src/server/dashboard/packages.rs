@@ -21,7 +21,11 @@ pub fn page(v: &mut View) -> Result<String, PageError> {
         esc(&name)
     );
     if let Err(e) = &whitelist {
-        let _ = write!(body, "<p class=\"note\">Pins not shown: {}</p>", esc(e));
+        let _ = write!(
+            body,
+            "<p class=\"note\">Pins not shown: {}</p>",
+            esc(&e.to_string())
+        );
     }
     if name.is_empty() {
         // Nothing asked yet: the whitelist's packages are where to start.

@@ -15,7 +15,7 @@ pub fn page(v: &mut View) -> Result<String, PageError> {
     let whitelist = match v.whitelist() {
         Ok(w) => w,
         Err(e) => {
-            let body = format!("<p class=\"problem\">{}</p>", esc(&e));
+            let body = format!("<p class=\"problem\">{}</p>", esc(&e.to_string()));
             return Ok(html::page("Rollouts", Nav::Rollouts, &body, None));
         }
     };
