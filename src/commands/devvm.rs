@@ -98,7 +98,8 @@ pub fn run(vms_dir: Option<PathBuf>, cmd: Devvm) -> Result<i32, Error> {
             Ok(0)
         }
         Devvm::Box { image, vm } => {
-            let req = image.request(vm::recorded(&VmDir::new(&vm)?).as_ref(), false);
+            let mut req = image.request(vm::recorded(&VmDir::new(&vm)?).as_ref(), false);
+            req.flavor = crate::devvm::image::Flavor::Vagrant;
             let img = image::build(&req, on)?;
             let boxed = vagrant::make_box(&img, &req.repo, on)?;
             match &boxed.vagrantfile {
@@ -113,6 +114,25 @@ pub fn run(vms_dir: Option<PathBuf>, cmd: Devvm) -> Result<i32, Error> {
                 ),
                 RepoVagrantfile::Written(vf) => println!("wrote {}", vf.display()),
             }
+            println!(
+                "box kiln/{} version {}{} (catalog {})",
+                boxed.name,
+                boxed.version,
+                if boxed.cached {
+                    ", packaged before"
+                } else {
+                    ""
+                },
+                boxed.catalog.display()
+            );
+            println!(
+                "start it: cd {}/vagrant && KILN_DEVVM_ROLE={} KILN_DEVVM_SIZE={} KILN_DEVVM_RELEASE={} \
+                 vagrant up --provider=libvirt",
+                req.repo.display(),
+                req.role,
+                req.size,
+                req.release
+            );
             println!("{}", boxed.path.display());
             Ok(0)
         }

@@ -11,7 +11,8 @@ use crate::platform::rootfs::{self, Recipe};
 
 /// The smallest set that boots under systemd, gets an address by DHCP
 /// (networkd needs udev), powers off on ACPI (logind needs dbus), serves
-/// ssh, and lets kiln manage users, services and packages.
+/// ssh, and lets kiln manage users, services and packages; and sudo, which
+/// a Vagrant box's user needs.
 pub const INCLUDE: &[&str] = &[
     "linux-image-amd64",
     "systemd-sysv",
@@ -23,6 +24,7 @@ pub const INCLUDE: &[&str] = &[
     "passwd",
     "procps",
     "init-system-helpers",
+    "sudo",
 ];
 
 /// Bump `version` when the way the root is built changes without the

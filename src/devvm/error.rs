@@ -163,6 +163,22 @@ pub enum DevvmError {
     NoKernel { boot: PathBuf },
     #[error("{} is missing: the kernel's initramfs was not generated", initrd.display())]
     NoInitrd { initrd: PathBuf },
+    /// The tree lacks a link the disk's own boot loads (Debian's kernel
+    /// packages keep them when `do_symlinks` is on, as by default).
+    #[error(
+        "{link} is missing in the image's tree: the disk's boot loader loads it\n  \
+         fix: keep `do_symlinks = yes` in the image's /etc/kernel-img.conf"
+    )]
+    NoBootLink { link: String },
+    /// A box's `vagrant` user needs sudo, which the base root lacks.
+    #[error(
+        "the image has no /usr/bin/sudo, which Vagrant needs in a box\n  \
+         fix: add the sudo package to the role (or the dev VM base root's packages)"
+    )]
+    NoSudo,
+    /// GRUB's core image does not fit before the root partition.
+    #[error("GRUB's core image is {bytes} bytes; {room} fit before the root partition")]
+    GrubTooBig { bytes: u64, room: u64 },
     /// `devvm ssh` could not replace itself with ssh.
     #[error("cannot run ssh: {0}")]
     SshCouldNotRun(#[source] std::io::Error),

@@ -37,6 +37,33 @@ pub const MASKED: &[&str] = &[
     "man-db.timer",
 ];
 
+/// Whom an image is for. A box is handed to colleagues, so it holds no
+/// trace of its builder: no key of theirs, and Vagrant's conventions for
+/// the rest (the `vagrant` user with Vagrant's insecure key, which Vagrant
+/// replaces on first up; passwordless sudo; shares mounted by Vagrant).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// Booted by `kiln devvm up`: root over ssh with the engineer's key.
+    #[default]
+    Kiln,
+    /// Packaged by `kiln devvm box` for vagrant-libvirt.
+    Vagrant,
+}
+
+impl Flavor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Kiln => "kiln",
+            Flavor::Vagrant => "vagrant",
+        }
+    }
+}
+
+/// Vagrant's well-known insecure public key: every Vagrant knows its
+/// private half, logs in with it once, and puts a key of its own in its place.
+pub const VAGRANT_INSECURE_KEY: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YVr+kz4TjGYe7gHzIw+niNltGEFHzD8+v1I2YJ6oXevct1YeS0o9HZyN1Q9qgCgzUFtdOKLv6IedplqoPkcmF0aYet2PkEDo3MlTBckFXPITAMzF8dJSIFo9D8HfdOV0IAdx4O7PtixWKn5y2hMNG0zQPyUecp4pzC6kivAIhyfHilFR61RGL+GPXQ2MWZWFYbAGjyiYJnAmCP3NOTd0jMZEnDkbUvxhMmBYSdETk1rRgm+R4LOzFUGaHqHDLKLX+FIPKcF96hrucXzcWyLbIbEgE98OHlnVYCzRdK8jlqm8tehUc9c9WhQ== vagrant insecure public key";
+
 /// Everything the guest files depend on.
 pub struct GuestConfig<'a> {
     pub hostname: &'a str,
@@ -83,14 +110,21 @@ fn symlink(tree: &Path, path: &str, to: &str) -> Result<(), Error> {
         .ctx(|| format!("linking {path} in the image"))
 }
 
-/// The fstab: the root disk, and the app share (nofail: a VM booted
-/// without the share still comes up).
-pub fn fstab(app_mount: &str) -> String {
-    format!(
+/// The fstab: the root by its label, and, for `kiln devvm up`, the app
+/// share (nofail: a VM booted without the share still comes up). Vagrant
+/// mounts the shares it is given itself, so a box's fstab names none.
+pub fn fstab(app_mount: &str, flavor: Flavor) -> String {
+    let root = format!(
         "# written by kiln devvm\n\
-         /dev/vda / ext4 defaults,errors=remount-ro 0 1\n\
-         {APP_TAG} {app_mount} 9p trans=virtio,version=9p2000.L,msize=262144,nofail 0 0\n"
-    )
+         LABEL={} / ext4 defaults,errors=remount-ro 0 1\n",
+        super::disk::ROOT_LABEL
+    );
+    match flavor {
+        Flavor::Kiln => format!(
+            "{root}{APP_TAG} {app_mount} 9p trans=virtio,version=9p2000.L,msize=262144,nofail 0 0\n"
+        ),
+        Flavor::Vagrant => root,
+    }
 }
 
 /// The unit that converges the role at boot, once the share is mounted and
@@ -154,7 +188,7 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
         ),
         0o644,
     )?;
-    write(tree, "/etc/fstab", &fstab(c.app_mount), 0o644)?;
+    write(tree, "/etc/fstab", &fstab(c.app_mount, Flavor::Kiln), 0o644)?;
     in_tree(tree)
         .create_dir_all(c.app_mount, 0o755)
         .ctx(|| format!("creating {} in the image", c.app_mount))?;
@@ -196,22 +230,12 @@ pub fn configure(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
             let _ = t.remove_file(Path::new("/etc/ssh").join(name));
         }
     }
-    // The tree's own ssh-keygen, in the sandbox every --root program gets.
-    let what = "generating the image's ssh host keys";
-    let out = Target::at_root(tree)
-        .run(&["ssh-keygen", "-A"])
-        .map_err(|source| DevvmError::InTreeCouldNotRun {
-            what: what.to_string(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(DevvmError::InTreeFailed {
-            what: what.to_string(),
-            status: out.status,
-            tail: output_tail(&out),
-        }
-        .into());
-    }
+    // The tree's own ssh-keygen.
+    run_in_tree(
+        tree,
+        "generating the image's ssh host keys",
+        &["ssh-keygen", "-A"],
+    )?;
     // Periodic housekeeping that would otherwise run at every first boot
     // and, under TCG, delay the VM by a minute: a dev VM is rebuilt, not
     // maintained.
@@ -279,15 +303,86 @@ pub fn install_kiln(tree: &Path, repo: &Path, c: &GuestConfig) -> Result<(), Err
     Ok(())
 }
 
+/// Turns a converged tree into a Vagrant box's ([`Flavor::Vagrant`]),
+/// after the converge, so that the box shares every checkpoint with the
+/// images `kiln devvm up` boots.
+pub fn for_vagrant(tree: &Path, c: &GuestConfig) -> Result<(), Error> {
+    write(
+        tree,
+        "/etc/fstab",
+        &fstab(c.app_mount, Flavor::Vagrant),
+        0o644,
+    )?;
+    // The builder's key goes; the box is anyone's.
+    write(tree, "/root/.ssh/authorized_keys", "", 0o600)?;
+    // A name of the box's, not of whoever built it.
+    write(tree, "/etc/hostname", &format!("{}\n", c.role), 0o644)?;
+    write(
+        tree,
+        "/etc/hosts",
+        &format!(
+            "127.0.0.1\tlocalhost\n127.0.1.1\t{0}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            c.role
+        ),
+        0o644,
+    )?;
+    if in_tree(tree).symlink_metadata("/usr/bin/sudo").is_err() {
+        return Err(DevvmError::NoSudo.into());
+    }
+    write(
+        tree,
+        "/etc/sudoers.d/vagrant",
+        "# written by kiln devvm box: Vagrant's convention\nvagrant ALL=(ALL) NOPASSWD: ALL\n",
+        0o440,
+    )?;
+    // The user and the ownership of its key are the tree's own programs'
+    // business (its passwd, its ids).
+    let what = "adding the vagrant user";
+    let script = "set -e\n\
+         id vagrant >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --user-group vagrant\n\
+         install -d -m 0700 -o vagrant -g vagrant /home/vagrant/.ssh\n\
+         printf '%s\\n' \"$1\" > /home/vagrant/.ssh/authorized_keys\n\
+         chown vagrant:vagrant /home/vagrant/.ssh/authorized_keys\n\
+         chmod 0600 /home/vagrant/.ssh/authorized_keys\n";
+    run_in_tree(
+        tree,
+        what,
+        &["sh", "-c", script, "sh", VAGRANT_INSECURE_KEY],
+    )
+}
+
+/// Runs one of the tree's own programs, in the sandbox every `--root`
+/// program gets; non-zero is an error with the end of its output.
+fn run_in_tree(tree: &Path, what: &str, argv: &[&str]) -> Result<(), Error> {
+    let out = Target::at_root(tree)
+        .run(argv)
+        .map_err(|source| DevvmError::InTreeCouldNotRun {
+            what: what.to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(DevvmError::InTreeFailed {
+            what: what.to_string(),
+            status: out.status,
+            tail: output_tail(&out),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn fstab_mounts_the_share_at_the_docroot() {
-        let f = fstab("/var/www/html");
+        let f = fstab("/var/www/html", Flavor::Kiln);
         assert!(f.contains("app /var/www/html 9p trans=virtio"), "{f}");
-        assert!(f.contains("/dev/vda / ext4"));
+        assert!(f.contains("\nLABEL=kiln-root / ext4 "), "{f}");
+        let f = fstab("/var/www/html", Flavor::Vagrant);
+        assert!(f.contains("\nLABEL=kiln-root / ext4 "), "{f}");
+        assert!(!f.contains("9p"), "Vagrant mounts its own shares: {f}");
     }
 
     #[test]

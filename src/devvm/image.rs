@@ -18,8 +18,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
+pub use super::guest::Flavor;
 use super::guest::{self, GuestConfig};
-use super::{DevvmError, base, paths, run, sshkey, tools, tree, user_name};
+use super::{DevvmError, base, disk, paths, run, sshkey, tools, tree, user_name};
 use crate::engine::{self, Node};
 use crate::error::{Error, IoContext, PolicyError};
 use crate::platform::pins::Substitution;
@@ -27,7 +28,7 @@ use crate::platform::target::Target;
 use crate::policy::Repository;
 
 /// Bump when what goes into an image changes without any hashed input changing.
-const LAYOUT_VERSION: &str = "kiln-devvm-image/2";
+const LAYOUT_VERSION: &str = "kiln-devvm-image/3";
 
 pub const DISK: &str = "disk.qcow2";
 pub const KERNEL: &str = "vmlinuz";
@@ -51,6 +52,8 @@ pub struct BuildRequest {
     pub strict_pins: bool,
     /// Converge from the base root, neither using nor keeping checkpoints.
     pub no_cache: bool,
+    /// Whom the image is for: `kiln devvm up`, or a Vagrant box.
+    pub flavor: Flavor,
 }
 
 /// The role dev VMs converge unless told otherwise.
@@ -103,6 +106,7 @@ impl ImageSpec {
             force,
             strict_pins: self.strict_pins,
             no_cache: self.no_cache,
+            flavor: Flavor::Kiln,
         }
     }
 
@@ -148,6 +152,9 @@ pub struct Manifest {
     /// `kiln fingerprint` of the tree, when this kiln has that command.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// Whom the image is for; images from before flavors were kiln's.
+    #[serde(default)]
+    pub flavor: Flavor,
     /// Pins no source offered at build time and what the image has instead:
     /// a declared difference from production.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -209,6 +216,7 @@ pub struct Inputs {
     pub app_mount: String,
     pub kiln_binary: String,
     pub authorized_key: String,
+    pub flavor: Flavor,
     pub text: String,
 }
 
@@ -251,7 +259,8 @@ impl Inputs {
         let authorized_key = sshkey::ensure()?;
 
         let mut text = format!(
-            "layout={LAYOUT_VERSION}\nbase={}\nrole={}\nsize={}\ncpus={}\nmemory_mb={}\ndisk_gb={}\nhostname={hostname}\napp_mount={app_mount}\nkiln_binary={kiln_binary}\nkey={authorized_key}\n",
+            "layout={LAYOUT_VERSION}\nflavor={}\nbase={}\nrole={}\nsize={}\ncpus={}\nmemory_mb={}\ndisk_gb={}\nhostname={hostname}\napp_mount={app_mount}\nkiln_binary={kiln_binary}\nkey={authorized_key}\n",
+            req.flavor.name(),
             base::recipe(&req.release)?,
             req.role,
             req.size,
@@ -281,6 +290,7 @@ impl Inputs {
             app_mount,
             kiln_binary,
             authorized_key,
+            flavor: req.flavor,
             text,
         })
     }
@@ -317,7 +327,8 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
     {
         return cached(img, req, on);
     }
-    tools::require(&[tools::MMDEBSTRAP, tools::MKE2FS, tools::QEMU_IMG])?;
+    tools::require(&[tools::MMDEBSTRAP, tools::QEMU_IMG])?;
+    disk::require_tools()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(DevvmError::NeedsRoot.into());
@@ -377,6 +388,10 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
     }
     step("installing kiln, the policy and the boot converge unit".into());
     guest::install_kiln(&tree, &req.repo, &cfg)?;
+    if inputs.flavor == Flavor::Vagrant {
+        step("making it a Vagrant box's: the vagrant user, sudo, no share in fstab".into());
+        guest::for_vagrant(&tree, &cfg)?;
+    }
     let fingerprint = fingerprint(&tree, &req.repo, &inputs.app_mount);
     extract_boot_files(&tree, &out)?;
     // A pin fetched once is not lost on this machine: keep the packages
@@ -388,20 +403,11 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
     }
 
     step(format!(
-        "making a {} GB ext4 filesystem from the tree (mke2fs -d)",
+        "making a {} GB disk from the tree: ext4 (mke2fs -d) in one partition, GRUB before it",
         inputs.disk_gb
     ));
     let raw = work.path().join("disk.raw");
-    File::create(&raw)
-        .and_then(|f| f.set_len(inputs.disk_gb << 30))
-        .ctx(|| format!("creating {}", raw.display()))?;
-    run(
-        Command::new(crate::platform::which("mke2fs").unwrap_or_else(|| "mke2fs".into()))
-            .args(["-q", "-F", "-t", "ext4", "-L", "kiln-root", "-d"])
-            .arg(&tree)
-            .arg(&raw),
-        "mke2fs",
-    )?;
+    disk::make(&tree, &raw, inputs.disk_gb << 30, work.path())?;
     drop(overlay);
     step("converting to qcow2".into());
     run(
@@ -430,6 +436,7 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
             .map_or(0, |d| d.as_secs()),
         build_seconds: started.elapsed().as_secs_f64(),
         fingerprint,
+        flavor: inputs.flavor,
         substitutions: report.substitutions.clone(),
     };
     fs::write(out.join(INPUTS), &inputs.text).ctx(|| "writing inputs.txt".to_string())?;
@@ -640,6 +647,7 @@ mod tests {
             force: false,
             strict_pins: false,
             no_cache: false,
+            flavor: Flavor::Kiln,
         };
         let a = Inputs::resolve(&req("small")).expect("inputs");
         assert_eq!(a.app_mount, "/srv/www");
@@ -687,6 +695,7 @@ mod tests {
             force: false,
             strict_pins: false,
             no_cache: false,
+            flavor: Flavor::Kiln,
         };
         let key = || Inputs::resolve(&req).expect("inputs").key();
         let bundle = || {

@@ -3,7 +3,8 @@
 //!
 //! One concern a file: [`paths`] (where everything lives), [`tools`] (host
 //! programs), [`base`] (the cached Debian root), [`guest`] (what kiln writes
-//! into the tree), [`sshkey`], [`image`] (build and cache), [`accel`] (KVM or
+//! into the tree), [`sshkey`], [`disk`] (a bootable disk from a tree),
+//! [`image`] (build and cache), [`accel`] (KVM or
 //! TCG), [`ports`], [`qemu`] (command line and monitor), [`drift`] (the app
 //! share is not drift), [`state`] (one VM's files), [`lock`] (one `up`,
 //! `down` or `destroy` of a VM at a time), [`vm`] (up, down, status, and
@@ -13,6 +14,7 @@
 
 pub mod accel;
 pub mod base;
+pub mod disk;
 pub mod drift;
 pub mod error;
 pub mod guest;

@@ -31,7 +31,7 @@ pub struct Machine {
 }
 
 /// The kernel command line: root on the virtio disk, console on the serial port.
-pub const APPEND: &str = "root=/dev/vda rw console=ttyS0";
+pub const APPEND: &str = "root=LABEL=kiln-root rw console=ttyS0";
 
 impl Machine {
     /// [`APPEND`] and the VM's hostname: systemd sets it at early boot, so
@@ -213,7 +213,10 @@ mod tests {
             line.contains("-kernel /i/vmlinuz -initrd /i/initrd.img"),
             "{line}"
         );
-        assert!(line.contains("root=/dev/vda rw console=ttyS0"), "{line}");
+        assert!(
+            line.contains("root=LABEL=kiln-root rw console=ttyS0"),
+            "{line}"
+        );
         assert!(line.contains("console=ttyS0 systemd.hostname=t "), "{line}");
         assert!(line.contains("user,id=net0,hostname=t,"), "{line}");
         assert!(line.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{line}");

@@ -33,6 +33,15 @@ pub const SSH_KEYGEN: Tool = Tool {
     program: "ssh-keygen",
     package: "openssh-client",
 };
+pub const SFDISK: Tool = Tool {
+    program: "sfdisk",
+    package: "fdisk",
+};
+/// With GRUB's BIOS images and modules, which come in the same package.
+pub const GRUB_MKIMAGE: Tool = Tool {
+    program: "grub-mkimage",
+    package: "grub-pc-bin",
+};
 pub const TAR: Tool = Tool {
     program: "tar",
     package: "tar",

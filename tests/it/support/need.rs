@@ -37,6 +37,9 @@ pub enum Need {
     /// A PostgreSQL server of Debian's to start clusters of
     /// ([`super::postgres`]).
     Postgres,
+    /// Vagrant with vagrant-libvirt, and libvirt's daemon answering on
+    /// the system connection (`scripts/check-host-tools --vagrant`).
+    Vagrant,
     /// Debian's Chromium, headless, to open the dashboard's pages as a
     /// user's browser does ([`super::browser`]).
     Chromium,
@@ -59,12 +62,31 @@ impl Need {
             Need::Postgres if super::postgres::bin_dir().is_none() => {
                 Some(("PostgreSQL", "the postgresql package's initdb"))
             }
+            Need::Vagrant if !vagrant_libvirt() => Some((
+                "Vagrant",
+                "vagrant, vagrant-libvirt and a running libvirtd: scripts/check-host-tools --vagrant",
+            )),
             Need::Chromium if super::browser::chromium_program().is_none() => {
                 Some(("Chromium", "the chromium package's browser"))
             }
             _ => None,
         }
     }
+}
+
+/// Vagrant, its libvirt plugin, and libvirtd on `qemu:///system`.
+fn vagrant_libvirt() -> bool {
+    let ok = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::path::Path::new("/usr/share/doc/vagrant-libvirt/copyright").exists()
+        && ok("vagrant", &["--version"])
+        && ok("virsh", &["-c", "qemu:///system", "version"])
 }
 
 /// Whether the calling test may run: true when every one of `needs` is met.
