@@ -219,14 +219,19 @@ pub fn prune() -> Vec<String> {
         "DELETE FROM runs WHERE started_at < $1 AND run_id NOT IN (SELECT latest_run FROM hosts)"
             .into(),
     );
+    // DISTINCT: PostgreSQL hashes a NOT IN list only when it expects it
+    // to fit in work_mem, and a list of every run's fingerprint does not;
+    // it then scanned the runs again for each row: 6 s for the 30 parts
+    // of one unused fingerprint at 478,800 runs. The few distinct values
+    // are hashed (and SQLite builds its index of the list either way).
     out.push(
         "DELETE FROM fingerprint_parts WHERE fingerprint NOT IN \
-         (SELECT fingerprint FROM runs WHERE fingerprint IS NOT NULL)"
+         (SELECT DISTINCT fingerprint FROM runs WHERE fingerprint IS NOT NULL)"
             .into(),
     );
     out.push(
         "DELETE FROM package_sets WHERE set_id NOT IN \
-         (SELECT package_set FROM runs WHERE package_set IS NOT NULL)"
+         (SELECT DISTINCT package_set FROM runs WHERE package_set IS NOT NULL)"
             .into(),
     );
     out
