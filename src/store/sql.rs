@@ -364,7 +364,21 @@ fn keep(tx: &mut dyn Sql, run: &RunRecord, received_us: u64) -> Result<(), Inges
     }
     exec(
         schema::UPSERT_HOST,
-        args![&run.fqdn, &run.run_id, r.started_at],
+        args![
+            &run.fqdn,
+            &run.run_id,
+            r.started_at,
+            &run.release,
+            &roles,
+            r.elapsed_ms,
+            r.success,
+            r.updated as u64,
+            r.failed as u64,
+            r.bundle_serial,
+            fingerprint,
+            &set,
+            run.interval_secs,
+        ],
     )?;
     // The roles a filter reads, as the latest run has them; unchanged for
     // most runs.
@@ -417,10 +431,10 @@ impl<B: Backend + ?Sized> Store for B {
         }
         if let Some(release) = &q.release {
             args.push(release.into());
-            sql.push_str(&format!(" AND r.release = ${}", args.len()));
+            sql.push_str(&format!(" AND h.release = ${}", args.len()));
         }
         if q.failed {
-            sql.push_str(" AND r.success = 0");
+            sql.push_str(" AND h.success = 0");
         }
         sql.push_str(" ORDER BY h.fqdn");
         let mut out = select(self, &sql, &args, "cannot list hosts", |r| {

@@ -46,6 +46,7 @@ impl Backing {
 
 on_both_backends!(
     migrations_run_once_and_a_newer_schema_is_refused,
+    hosts_kept_before_their_latest_runs_were_copied_answer_as_before,
     a_host_s_packages_diffs_and_a_package_search_answer_from_the_store,
     replays_are_refused_and_change_nothing,
     queries_answer_from_each_host_s_latest_run,
@@ -121,6 +122,107 @@ fn migrations_run_once_and_a_newer_schema_is_refused(backend: postgres::Backend)
     let message = e.to_string();
     assert!(message.contains("newer kiln server"), "{message}");
     assert!(!message.contains(postgres::PASSWORD), "{message}");
+}
+
+/// Runs `sql` on the test's database without the store, which would
+/// migrate it: a database as an older kiln left it.
+fn raw_batch(b: &Backing, sql: &str) {
+    match b {
+        Backing::Sqlite(dir) => {
+            std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+            let c = rusqlite::Connection::open(dir.path().join("sub/kiln.db")).unwrap();
+            c.execute_batch(sql).unwrap();
+        }
+        Backing::Postgres(pg) => {
+            let mut c = ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).unwrap();
+            c.batch_execute(sql).unwrap();
+        }
+    }
+}
+
+/// Migration 3 copies each host's latest run onto its row, which the
+/// reads of the fleet's latest state take from then on.
+fn hosts_kept_before_their_latest_runs_were_copied_answer_as_before(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    let mut v2 = format!(
+        "{};\n{}\n{}\nINSERT INTO kiln_schema VALUES (1, 0), (2, 0);\n",
+        schema::VERSION_TABLE,
+        MIGRATIONS[0],
+        MIGRATIONS[1]
+    );
+    let old_run = |id: &str,
+                   fqdn: &str,
+                   at: u64,
+                   release: &str,
+                   roles: &str,
+                   success: u8,
+                   set: &str| {
+        format!(
+            "INSERT INTO runs (run_id, fqdn, started_at, received_us, elapsed_ms, release, roles, \
+             success, updated, failed, total, bundle_serial, kiln_version, fingerprint, \
+             package_set, interval_secs) VALUES ('{id}', '{fqdn}', {at}, {at}000000, 12.5, \
+             '{release}', '{roles}', {success}, 3, {}, 9, 7, '0.1', 'fp-{set}', 'set-{set}', 60);\n",
+            1 - success
+        )
+    };
+    v2 += &old_run("a1", "web01", 100, "bookworm", r#"["web"]"#, 1, "old");
+    v2 += &old_run(
+        "a2",
+        "web01",
+        200,
+        "bookworm",
+        r#"["base","web"]"#,
+        1,
+        "new",
+    );
+    v2 += &old_run("b1", "db01", 150, "trixie", r#"["db"]"#, 0, "old");
+    v2 += "INSERT INTO hosts (fqdn, latest_run, started_at) VALUES ('web01', 'a2', 200), ('db01', 'b1', 150);
+        INSERT INTO host_roles (fqdn, role) VALUES ('web01', 'base'), ('web01', 'web'), ('db01', 'db');
+        INSERT INTO package_sets (set_id, name, version, held) VALUES
+            ('set-old', 'php', '8.2.1', 1), ('set-new', 'php', '8.2.2', 0), ('set-new', 'curl', '8', 0);";
+    raw_batch(b, &v2);
+
+    let mut s = b.store();
+    let all = s.hosts(&HostQuery::default(), 200, 3600).unwrap();
+    let shown: Vec<_> = all
+        .iter()
+        .map(|h| {
+            let roles = h.roles.join(",");
+            (
+                h.fqdn.as_str(),
+                h.run_id.as_str(),
+                h.release.as_str(),
+                roles,
+                h.success,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("db01", "b1", "trixie", "db".to_string(), false),
+            ("web01", "a2", "bookworm", "base,web".to_string(), true),
+        ]
+    );
+    let web = &all[1];
+    assert_eq!((web.started_at, web.updated, web.failed), (200, 3, 0));
+    assert_eq!((web.elapsed_ms, web.bundle_serial), (12.5, Some(7)));
+    assert_eq!(web.interval_secs, Some(60));
+    assert_eq!(web.fingerprint.as_deref(), Some("fp-new"));
+    assert_eq!(all[0].failed, 1);
+    let php: Vec<_> = s.package("php", None).unwrap();
+    let php: Vec<_> = php
+        .iter()
+        .map(|p| (p.fqdn.as_str(), p.version.as_str(), p.held))
+        .collect();
+    assert_eq!(php, [("db01", "8.2.1", true), ("web01", "8.2.2", false)]);
+    assert_eq!(s.host_packages("web01").unwrap().len(), 2);
+    // A newer run replaces the copy.
+    s.ingest(&run("web01", 300, &["web"], "8.2.3"), 300)
+        .unwrap();
+    let web = s.hosts(&HostQuery::default(), 300, 3600).unwrap().remove(1);
+    assert_eq!((web.started_at, web.roles), (300, vec!["web".to_string()]));
+    assert_eq!(s.package("php", Some("8.2.3")).unwrap().len(), 1);
 }
 
 fn replays_are_refused_and_change_nothing(backend: postgres::Backend) {
