@@ -435,7 +435,7 @@ mod tests {
             "{v}"
         );
         assert!(v.contains("converge --role #{ROLE} --size #{SIZE}"), "{v}");
-        assert!(v.contains(r#""/var/www/html", type: "9p""#), "{v}");
+        assert!(v.contains(r#""/var/www/html", type: "virtiofs""#), "{v}");
         assert!(!v.contains('@'), "{v}");
     }
 
