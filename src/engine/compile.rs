@@ -129,6 +129,7 @@ pub fn compile(
         pins: &pins,
         fallback: fallback.clone(),
         rollouts: &rollouts.membership,
+        sources: Default::default(),
     };
     let built = build_recipes(&expanded, &cookbooks, &env, &mut verify, &mut errors);
     let resources = link_notifications(built.resources, built.pending, &mut errors);
@@ -1165,7 +1166,15 @@ struct PolicyEnv<'a> {
     fallback: Option<std::sync::Arc<FallbackSource>>,
     /// Which rollouts the node is in, for gated resources.
     rollouts: &'a Membership,
+    /// Cookbook files and templates read so far, by cookbook, folder and
+    /// source: ten resources of one source find and read it once.
+    sources: SourceCache,
 }
+
+/// See [`PolicyEnv::sources`]. Only what was read is kept: a source that
+/// failed fails again, with its own error, each time it is named.
+type SourceCache =
+    std::cell::RefCell<HashMap<(std::path::PathBuf, &'static str, String), std::rc::Rc<Vec<u8>>>>;
 
 /// Cookbook files and templates for the resources of one cookbook.
 struct CookbookEnv<'a> {
@@ -1185,6 +1194,32 @@ impl<'a> CookbookEnv<'a> {
     }
 }
 
+impl CookbookEnv<'_> {
+    /// A file of the cookbook's `folder` (`files`, `templates`), checked
+    /// and read once per compile.
+    fn source(
+        &self,
+        folder: &'static str,
+        source: &str,
+    ) -> Result<std::rc::Rc<Vec<u8>>, PolicyError> {
+        let key = (self.cookbook.dir.clone(), folder, source.to_string());
+        if let Some(known) = self.policy.sources.borrow().get(&key) {
+            return Ok(known.clone());
+        }
+        let path = self.cookbook.source_path(folder, source)?;
+        // A template is named as the repository shows it, a file by its path.
+        let shown = match folder {
+            "templates" => self.cookbook.display_dir.join(folder).join(source),
+            _ => path.clone(),
+        };
+        let bytes = std::fs::read(&path)
+            .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", shown.display())))?;
+        let bytes = std::rc::Rc::new(bytes);
+        self.policy.sources.borrow_mut().insert(key, bytes.clone());
+        Ok(bytes)
+    }
+}
+
 impl BuildEnv for CookbookEnv<'_> {
     fn pin(&self, package: &str) -> Option<Pin> {
         self.policy.pins.get(package).cloned()
@@ -1195,9 +1230,14 @@ impl BuildEnv for CookbookEnv<'_> {
     }
 
     fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError> {
-        let path = self.cookbook.source_path(dir, source)?;
-        std::fs::read(&path)
-            .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", path.display())))
+        match dir {
+            "files" => Ok(self.source("files", source)?.to_vec()),
+            _ => {
+                let path = self.cookbook.source_path(dir, source)?;
+                std::fs::read(&path)
+                    .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", path.display())))
+            }
+        }
     }
 
     fn template_used_secret(&self) -> bool {
@@ -1209,13 +1249,18 @@ impl BuildEnv for CookbookEnv<'_> {
         source: &str,
         variables: Option<&toml::Table>,
     ) -> Result<String, PolicyError> {
-        let path = self.cookbook.source_path("templates", source)?;
         let shown = self.cookbook.display_dir.join("templates").join(source);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", shown.display())))?;
+        let bytes = self.source("templates", source)?;
+        // As `read_to_string` says it.
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            PolicyError::new(format!(
+                "cannot read {}: stream did not contain valid UTF-8",
+                shown.display()
+            ))
+        })?;
         let renderer = self.policy.renderer;
         let before = renderer.secrets().uses();
-        let rendered = renderer.render_vars(&text, variables);
+        let rendered = renderer.render_vars(text, variables);
         self.template_secret.set(renderer.secrets().uses() > before);
         rendered.map_err(|f| {
             let line = f.line.map(|l| format!(" line {l}")).unwrap_or_default();
@@ -1387,6 +1432,47 @@ action = ["enable", "start"]
             policy.sensitive_files(),
             ["/etc/db-password", "/etc/db.conf"]
         );
+    }
+
+    #[test]
+    fn sources_named_twice_render_per_resource_from_their_own_cookbook() {
+        let d = tempfile::tempdir().unwrap();
+        let recipe = |cb: &str, n: usize| {
+            (1..=n)
+                .map(|i| {
+                    format!(
+                        "[[resource]]\ntemplate = \"/etc/{cb}-{i}.conf\"\nsource = \"same.hbs\"\n\
+                         variables = {{ n = {i} }}\n\n\
+                         [[resource]]\nfile = \"/etc/{cb}-{i}.txt\"\nsource = \"same.txt\"\n\n"
+                    )
+                })
+                .collect::<String>()
+        };
+        for (cb, n) in [("a", 2), ("b", 1)] {
+            let dir = d.path().join("cookbooks").join(cb);
+            for sub in ["recipes", "templates", "files"] {
+                std::fs::create_dir_all(dir.join(sub)).unwrap();
+            }
+            let meta = format!("name = \"{cb}\"\nversion = \"0.1.0\"\n");
+            std::fs::write(dir.join("metadata.toml"), meta).unwrap();
+            std::fs::write(dir.join("recipes/default.toml"), recipe(cb, n)).unwrap();
+            std::fs::write(dir.join("templates/same.hbs"), format!("{cb} {{{{n}}}}\n")).unwrap();
+            std::fs::write(dir.join("files/same.txt"), format!("file of {cb}\n")).unwrap();
+        }
+        std::fs::create_dir_all(d.path().join("roles")).unwrap();
+        let role = "run_list = [\"recipe[a]\", \"recipe[b]\"]\n";
+        std::fs::write(d.path().join("roles/r.toml"), role).unwrap();
+        std::fs::write(d.path().join("whitelist.toml"), "").unwrap();
+        let repo = Repository::open(d.path()).unwrap();
+        let policy = compile(&repo, &Node::role("r"), &facts("h1"), &Known::default()).unwrap();
+        let content =
+            |path: &str| String::from_utf8(file(&policy, path).1.content.clone().unwrap());
+        assert_eq!(content("/etc/a-1.conf").unwrap(), "a 1\n");
+        assert_eq!(content("/etc/a-2.conf").unwrap(), "a 2\n");
+        assert_eq!(content("/etc/b-1.conf").unwrap(), "b 1\n");
+        assert_eq!(content("/etc/a-1.txt").unwrap(), "file of a\n");
+        assert_eq!(content("/etc/a-2.txt").unwrap(), "file of a\n");
+        assert_eq!(content("/etc/b-1.txt").unwrap(), "file of b\n");
     }
 
     #[test]

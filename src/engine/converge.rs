@@ -158,9 +158,7 @@ pub fn prepare(c: &Converge) -> Result<Prepared, Error> {
     };
     // A path that held a secret in the last run is never diffed: its old
     // content may still hold it. An unreadable report hides nothing more.
-    if let Ok(Some(last)) = Report::load_last(&target) {
-        policy.hide_paths_of_last_run(&last.sensitive_paths);
-    }
+    policy.hide_paths_of_last_run(&Report::last_sensitive_paths(&target));
     Ok(Prepared {
         target,
         policy,

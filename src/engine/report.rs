@@ -464,6 +464,20 @@ impl Report {
         }
     }
 
+    /// The paths the target's last run kept as sensitive
+    /// ([`Report::sensitive_paths`]), read without the rest of the report
+    /// (a converge needs no more of it before it runs): none when there is
+    /// no last run or it cannot be read.
+    pub fn last_sensitive_paths(target: &Target) -> Vec<String> {
+        #[derive(Deserialize)]
+        struct Sensitive {
+            #[serde(default)]
+            sensitive_paths: Vec<String>,
+        }
+        let text = target.fs().read_to_string(LAST_RUN).unwrap_or_default();
+        serde_json::from_str::<Sensitive>(&text).map_or_else(|_| Vec::new(), |s| s.sensitive_paths)
+    }
+
     /// A report as `converge --json` prints it and [`Report::save`] keeps it.
     pub fn parse(text: &str) -> Result<Report, serde_json::Error> {
         serde_json::from_str(text)
@@ -666,6 +680,31 @@ mod tests {
         assert_eq!(back.managed_ids().unwrap(), ["file[/a]"]);
         std::fs::write(Report::last_run_path(&t), "not json").unwrap();
         assert!((Report::load_last(&t).unwrap_err().to_string()).contains("kiln converge"));
+    }
+
+    #[test]
+    fn the_last_run_s_sensitive_paths_read_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Target::at_root(d.path());
+        assert!(Report::last_sensitive_paths(&t).is_empty());
+        let r = Report {
+            sensitive_paths: vec!["/etc/db.conf".into()],
+            resources: vec![],
+            ..Report::default()
+        };
+        r.save(&t).unwrap();
+        assert_eq!(Report::last_sensitive_paths(&t), ["/etc/db.conf"]);
+        // A report whose other parts no longer read as this kiln's still
+        // says which paths held a secret: they stay hidden.
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(Report::last_run_path(&t)).unwrap())
+                .unwrap();
+        v["resources"] = "not a list".into();
+        std::fs::write(Report::last_run_path(&t), v.to_string()).unwrap();
+        assert!(Report::load_last(&t).is_err());
+        assert_eq!(Report::last_sensitive_paths(&t), ["/etc/db.conf"]);
+        std::fs::write(Report::last_run_path(&t), "not json").unwrap();
+        assert!(Report::last_sensitive_paths(&t).is_empty());
     }
 
     #[test]

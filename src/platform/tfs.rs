@@ -139,9 +139,15 @@ impl Tfs {
     /// device would hand it the host's disk or an endless stream, so they
     /// are errors, found without blocking (the open does not wait).
     pub fn open(&self, p: impl AsRef<Path>) -> io::Result<File> {
+        self.open_sized(p).map(|(f, _)| f)
+    }
+
+    /// [`Tfs::open`], with the size the file had when opened.
+    fn open_sized(&self, p: impl AsRef<Path>) -> io::Result<(File, u64)> {
         let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
         let f = File::from(self.open_at(p.as_ref(), flags, Mode::empty())?);
-        let kind = f.metadata()?.file_type();
+        let meta = f.metadata()?;
+        let kind = meta.file_type();
         if !kind.is_file() && !kind.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -152,19 +158,32 @@ impl Tfs {
                 ),
             ));
         }
-        Ok(f)
+        Ok((f, meta.len()))
+    }
+
+    /// The file `p` leads to, open for reading to its end, and a buffer
+    /// with room for its size (and the read that finds the end): `take`
+    /// hides the size from `read_to_end`, which would otherwise read a
+    /// large file (dpkg's status) 32 bytes first, then twice as many each
+    /// time, copying what it has at each growth.
+    fn reader(&self, p: impl AsRef<Path>) -> io::Result<(io::Take<File>, usize)> {
+        let (f, len) = self.open_sized(p)?;
+        let room = usize::try_from(len.min(READ_CAP) + 1).unwrap_or(0);
+        Ok((f.take(READ_CAP + 1), room))
     }
 
     pub fn read(&self, p: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        self.open(&p)?.take(READ_CAP + 1).read_to_end(&mut v)?;
+        let (mut f, room) = self.reader(&p)?;
+        let mut v = Vec::with_capacity(room);
+        f.read_to_end(&mut v)?;
         too_large(p.as_ref(), v.len())?;
         Ok(v)
     }
 
     pub fn read_to_string(&self, p: impl AsRef<Path>) -> io::Result<String> {
-        let mut s = String::new();
-        self.open(&p)?.take(READ_CAP + 1).read_to_string(&mut s)?;
+        let (mut f, room) = self.reader(&p)?;
+        let mut s = String::with_capacity(room);
+        f.read_to_string(&mut s)?;
         too_large(p.as_ref(), s.len())?;
         Ok(s)
     }
@@ -537,6 +556,29 @@ mod tests {
         fs::write(out.join("secret"), "host secret").unwrap();
         let t = Tfs::new(&root, true);
         (d, root, out, t)
+    }
+
+    #[test]
+    fn reads_return_whole_files_of_any_size() {
+        let (_d, root, _out, t) = setup();
+        let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        fs::write(root.join("etc/big"), &big).unwrap();
+        fs::write(root.join("etc/empty"), "").unwrap();
+        fs::write(root.join("etc/bad"), [b'a', 0xff]).unwrap();
+        assert_eq!(t.read("/etc/big").unwrap(), big);
+        assert_eq!(t.read_to_string("/etc/big").unwrap().as_bytes(), big);
+        assert_eq!(t.read("/etc/empty").unwrap(), b"");
+        assert_eq!(t.read_to_string("/etc/empty").unwrap(), "");
+        assert_eq!(t.read("/etc/bad").unwrap(), [b'a', 0xff]);
+        let e = t.read_to_string("/etc/bad").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        // A procfs-like file says size 0 and has more: read to its end.
+        let host = Tfs::new(std::path::Path::new("/"), false);
+        assert!(
+            host.read_to_string("/proc/self/status")
+                .unwrap()
+                .contains("Pid:")
+        );
     }
 
     #[test]

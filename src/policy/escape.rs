@@ -119,14 +119,17 @@ fn escape(
         Some(p) => format!("attribute {p}"),
         None => "the value".to_string(),
     };
-    let from = path
-        .and_then(|p| {
+    // Where the value was set, for a message only: finding its line reads
+    // the file again, which a value that escapes cleanly never needs.
+    let from = || {
+        path.and_then(|p| {
             typing
                 .origins
                 .get(p)
                 .map(|o| format!(" (set in {})", o.shown(p)))
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+    };
     let allowed = path
         .and_then(|p| typing.types.get(p))
         .is_some_and(|d| d.ty.allows_control());
@@ -135,7 +138,8 @@ fn escape(
     {
         return Err((
             format!(
-                "{what}{from} holds a control character ({}), which in {} would start a line or field of its own",
+                "{what}{} holds a control character ({}), which in {} would start a line or field of its own",
+                from(),
                 c.escape_debug(),
                 format.file()
             ),
@@ -148,7 +152,10 @@ fn escape(
         // A backslash at the end of a line continues it in Apache, MariaDB
         // and systemd files alike.
         Format::Line | Format::Ini | Format::SystemdValue if text.ends_with('\\') => Err((
-            format!("{what}{from} ends with a backslash, which joins the next line to it"),
+            format!(
+                "{what}{} ends with a backslash, which joins the next line to it",
+                from()
+            ),
             format!("remove the trailing backslash from {what}"),
         )),
         Format::Line | Format::Deb822 => Ok(text.to_string()),
@@ -226,5 +233,22 @@ mod tests {
             assert!(fix.contains("\"text\""), "{fix}");
         }
         assert!(escape(Format::Line, "x \\", None, &t).is_err());
+    }
+
+    #[test]
+    fn a_refused_value_names_the_file_and_line_that_set_it() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("attributes.toml");
+        std::fs::write(&file, "[kiln]\nmode = 1\ninterval = \"x\"\n").unwrap();
+        let mut t = Typing::default();
+        t.origins.insert(
+            "kiln.interval".into(),
+            super::super::types::Origin::file(&file),
+        );
+        let at = format!("(set in {}:3)", file.display());
+        let (m, _) = escape(Format::Line, "a\nb", Some("kiln.interval"), &t).unwrap_err();
+        assert!(m.contains(&at), "{m}");
+        let (m, _) = escape(Format::Ini, "a\\", Some("kiln.interval"), &t).unwrap_err();
+        assert!(m.contains(&at), "{m}");
     }
 }

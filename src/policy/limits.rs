@@ -780,4 +780,17 @@ mod tests {
             "{rendered} rendered, {refused} refused"
         );
     }
+
+    #[test]
+    fn a_panic_on_the_parser_thread_unwinds_to_its_join() {
+        // kiln links its unwinder statically (build.rs): a panic there is
+        // still an error the caller handles, not an abort of the process.
+        let joined = std::thread::Builder::new()
+            .stack_size(PARSE_STACK)
+            .spawn(|| -> Result<(), RenderFailure> { panic!("a parser bug") })
+            .unwrap()
+            .join();
+        assert!(joined.is_err());
+        assert!(std::panic::catch_unwind(|| panic!("here too")).is_err());
+    }
 }
