@@ -319,6 +319,17 @@ pub fn app_mount(attrs: &toml::Table) -> String {
 /// The image for `req`: from the cache when every input is unchanged, else
 /// built, reporting its steps and its converge to `on`.
 pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Error> {
+    build_with(req, on, &|_| {})
+}
+
+/// [`build`], calling `base_ready` with the base root's kernel once the
+/// base root is there and the rest of the build (a minute or more) begins:
+/// what needs only a guest kernel can run beside it.
+pub fn build_with(
+    req: &BuildRequest,
+    on: &dyn Fn(super::Event),
+    base_ready: &dyn Fn(&Path),
+) -> Result<Image, Error> {
     let step = |msg: String| on(super::Event::Step(msg));
     let inputs = Inputs::resolve(req)?;
     let key = inputs.key();
@@ -348,6 +359,7 @@ pub fn build(req: &BuildRequest, on: &dyn Fn(super::Event)) -> Result<Image, Err
     let started = Instant::now();
     clean_leftovers(&images, &key);
     let base = base::root(&inputs.release, on)?;
+    base_ready(&newest_kernel(&base)?.0);
     let work = tempfile::Builder::new()
         .prefix(&format!(".build-{key}-"))
         .tempdir_in(&images)
@@ -541,6 +553,15 @@ fn clear_dir(dir: &Path) {
 
 /// Copies the newest kernel and its initrd out of the tree's /boot.
 fn extract_boot_files(tree: &Path, out: &Path) -> Result<(), Error> {
+    let (kernel, initrd) = newest_kernel(tree)?;
+    fs::copy(kernel, out.join(KERNEL)).ctx(|| "copying the kernel".to_string())?;
+    fs::copy(&initrd, out.join(INITRD)).ctx(|| "copying the initrd".to_string())?;
+    Ok(())
+}
+
+/// The newest kernel in the tree's /boot and its initrd (files, not the
+/// tree's links, so that nothing resolves outside the tree).
+fn newest_kernel(tree: &Path) -> Result<(PathBuf, PathBuf), Error> {
     let boot = tree.join("boot");
     let mut kernels: Vec<String> = fs::read_dir(&boot)
         .ctx(|| format!("reading {}", boot.display()))?
@@ -565,10 +586,7 @@ fn extract_boot_files(tree: &Path, out: &Path) -> Result<(), Error> {
     if !initrd.is_file() {
         return Err(DevvmError::NoInitrd { initrd }.into());
     }
-    fs::copy(boot.join(format!("vmlinuz-{version}")), out.join(KERNEL))
-        .ctx(|| "copying the kernel".to_string())?;
-    fs::copy(&initrd, out.join(INITRD)).ctx(|| "copying the initrd".to_string())?;
-    Ok(())
+    Ok((boot.join(format!("vmlinuz-{version}")), initrd))
 }
 
 /// The tree's `kiln fingerprint` (of its last run: the build's converge),

@@ -90,6 +90,31 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<Output> {
     }
 }
 
+/// Whether systemd's status lines on the serial console say sshd has
+/// started (by its service, or by its socket where that is how it starts).
+fn sshd_started(serial_log: &Path) -> bool {
+    let text = fs::read(serial_log).unwrap_or_default();
+    String::from_utf8_lossy(&text).lines().any(|l| {
+        (l.contains("Started") && l.contains("ssh.service"))
+            || (l.contains("Listening on") && l.contains("ssh.socket"))
+    })
+}
+
+/// Whether sshd greets on the VM's forwarded port. QEMU's user network
+/// accepts the connection on the host at once; until the guest has its
+/// address the greeting never comes, and an ssh client would sit out its
+/// whole connect timeout. This costs at most a second and a half a try.
+fn ssh_banner(port: u16) -> bool {
+    use std::io::Read as _;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(1500)));
+    let mut greeting = [0u8; 4];
+    stream.read_exact(&mut greeting).is_ok() && &greeting == b"SSH-"
+}
+
 /// A command in the VM over ssh, bounded.
 pub fn ssh_run(port: u16, remote: &str, timeout: Duration) -> Option<Output> {
     run_bounded(ssh_command(port).arg(remote), timeout)
@@ -200,7 +225,7 @@ fn up_locked(req: &UpRequest, vm: &VmDir, lock: &VmLock, on: &dyn Fn(Event)) -> 
         "image for role {} size {} on {}",
         build.role, build.size, build.release
     ));
-    let img = image::build(&build, on)?;
+    let img = build_while_probing(req.accel, &build, on)?;
     if img.cached {
         step(format!(
             "image {} from the cache ({})",
@@ -496,6 +521,34 @@ fn serve(
     Ok(Served::Ready(Box::new(state)))
 }
 
+/// Builds the image. On a host's first `up` with `--accel auto`, the KVM
+/// probe (a bounded test boot that mostly waits, up to 20 s) runs beside
+/// the build, on the base root's kernel, instead of after it.
+fn build_while_probing(
+    choice: Choice,
+    build: &image::BuildRequest,
+    on: &dyn Fn(Event),
+) -> Result<Image, Error> {
+    if choice != Choice::Auto || accel::cached().is_some() {
+        return image::build(build, on);
+    }
+    std::thread::scope(|scope| {
+        let probe = std::cell::RefCell::new(None);
+        let img = image::build_with(build, on, &|kernel| {
+            on(Event::Step(
+                "probing whether KVM really works, beside the build (a bounded test boot, once per host)"
+                    .into(),
+            ));
+            let kernel = kernel.to_path_buf();
+            *probe.borrow_mut() = Some(scope.spawn(move || accel::verdict(&kernel, &|_| {})));
+        });
+        if let Some(probe) = probe.into_inner() {
+            let _ = probe.join();
+        }
+        img
+    })
+}
+
 /// A VM's hostname: its name, as a hostname label may spell it.
 pub fn hostname(name: &str) -> String {
     super::sanitize(name)
@@ -518,17 +571,52 @@ fn wait_ready(
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let mut last_note = Instant::now();
-    loop {
+    let mut greeted = false;
+    let waited = Instant::now();
+    // One session, once sshd greets: each ssh login costs a second or more
+    // under TCG. It waits for the boot to finish, then reads the unit.
+    let remote = format!(
+        "systemctl is-system-running --wait; systemctl show -p ActiveState -p Result --value {}",
+        guest::CONVERGE_UNIT
+    );
+    let out = loop {
         if !vm.running() {
             return Err(Wait::Died);
         }
         if left().is_zero() {
-            return Err(Wait::Timeout("ssh never answered".into()));
+            return Err(Wait::Timeout(if greeted {
+                "systemd did not finish starting units".into()
+            } else {
+                "ssh never answered".into()
+            }));
         }
-        if let Some(o) = ssh_run(s.ssh_port, "true", Duration::from_secs(20).min(left()))
-            && o.status.success()
-        {
-            break;
+        // Knocking before sshd listens costs more than it finds: QEMU's
+        // user network keeps resending every abandoned connection to the
+        // guest, and when sshd starts, the pile of them trips its
+        // MaxStartups (10 s and more lost under TCG). So knock only once
+        // the console says sshd is up, or, for a console that never says,
+        // after a minute.
+        let knock =
+            greeted || sshd_started(&vm.serial_log()) || waited.elapsed() > Duration::from_secs(60);
+        if knock && ssh_banner(s.ssh_port) {
+            if !greeted {
+                greeted = true;
+                step(format!(
+                    "ssh answers ({:.0} s); waiting for systemd to finish starting units and for {}",
+                    t0.elapsed().as_secs_f64(),
+                    guest::CONVERGE_UNIT
+                ));
+            }
+            match ssh_run(s.ssh_port, &remote, left()) {
+                None => {
+                    return Err(Wait::Timeout(
+                        "systemd did not finish starting units".into(),
+                    ));
+                }
+                // 255 is ssh's own failure: sshd not ready for logins yet.
+                Some(o) if o.status.code() != Some(255) => break o,
+                Some(_) => {}
+            }
         }
         if last_note.elapsed() > Duration::from_secs(30) {
             last_note = Instant::now();
@@ -537,35 +625,12 @@ fn wait_ready(
                 console: boot_progress(&vm.serial_log()),
             });
         }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    step(format!(
-        "ssh answers ({:.0} s); waiting for systemd to finish starting units and for {}",
-        t0.elapsed().as_secs_f64(),
-        guest::CONVERGE_UNIT
-    ));
-    let out = ssh_run(s.ssh_port, "systemctl is-system-running --wait", left());
-    let Some(out) = out else {
-        return Err(Wait::Timeout(
-            "systemd did not finish starting units".into(),
-        ));
+        std::thread::sleep(Duration::from_millis(500));
     };
-    let verdict = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let unit = ssh_run(
-        s.ssh_port,
-        &format!(
-            "systemctl show -p ActiveState -p Result --value {}",
-            guest::CONVERGE_UNIT
-        ),
-        Duration::from_secs(30).min(left()),
-    )
-    .map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    })
-    .unwrap_or_default();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().map(str::trim);
+    let verdict = lines.next().unwrap_or_default().to_string();
+    let unit = lines.collect::<Vec<_>>().join(" ");
     if !unit.contains("success") || !unit.contains("active") {
         let journal = ssh_run(
             s.ssh_port,
@@ -603,7 +668,7 @@ fn wait_ready(
             step(format!("waiting for {url} to answer"));
             told = true;
         }
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())
 }

@@ -24,6 +24,10 @@ pub struct Recipe {
     pub suite: &'static str,
     pub variant: &'static str,
     pub include: &'static [&'static str],
+    /// Files (path in the root, content) in place before any package is
+    /// installed, so that packages configure themselves by them: a
+    /// kernel's initramfs is generated once, the way the files say.
+    pub files: &'static [(&'static str, &'static str)],
 }
 
 pub const TEST_ROOT: Recipe = Recipe {
@@ -31,6 +35,7 @@ pub const TEST_ROOT: Recipe = Recipe {
     suite: DEFAULT_SUITE,
     variant: "minbase",
     include: &["init-system-helpers", "passwd", "procps"],
+    files: &[],
 };
 
 /// [`TEST_ROOT`] with sshd: the test hosts of the fleet tests and benchmark.
@@ -66,14 +71,39 @@ impl Recipe {
     }
 
     pub fn key(&self) -> String {
-        let text = format!(
+        hex::encode(&Sha256::digest(self.text().as_bytes())[..8])
+    }
+
+    /// Everything the root is built from, as text: what [`Recipe::key`]
+    /// hashes. A recipe without files has the text (and so the key) it had
+    /// before recipes could carry files.
+    pub fn text(&self) -> String {
+        let mut text = format!(
             "recipe={}\nsuite={}\nvariant={}\ninclude={}\n",
             self.version,
             self.suite,
             self.variant,
             self.include.join(",")
         );
-        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+        for (path, content) in self.files {
+            text.push_str(&format!(
+                "file={path} sha256={}\n",
+                crate::digest::sha256_hex(content.as_bytes())
+            ));
+        }
+        text
+    }
+
+    /// Writes the recipe's files under `stage`, as they go into the root.
+    fn stage_files(&self, stage: &Path) -> Result<(), RunError> {
+        for (path, content) in self.files {
+            let to = stage.join(path.trim_start_matches('/'));
+            if let Some(dir) = to.parent() {
+                fs::create_dir_all(dir).map_err(|e| RunError::io("create", dir.display(), e))?;
+            }
+            fs::write(&to, content).map_err(|e| RunError::io("write", to.display(), e))?;
+        }
+        Ok(())
     }
 }
 
@@ -133,7 +163,20 @@ pub fn base_root(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<PathBuf, Ru
     ));
     let build = dir.join(format!("{prefix}{}", std::process::id()));
     fs::create_dir_all(&build).map_err(|e| RunError::io("create", build.display(), e))?;
-    let out = Command::new("mmdebstrap")
+    let mut mmdebstrap = Command::new("mmdebstrap");
+    if !recipe.files.is_empty() {
+        let stage = build.join("files");
+        recipe.stage_files(&stage)?;
+        // Copied in before the first package is unpacked; mmdebstrap runs
+        // the hook with the root as $1.
+        let stage = shlex::try_quote(&stage.to_string_lossy())
+            .map_err(|_| {
+                RunError::io("quote", stage.display(), io::ErrorKind::InvalidInput.into())
+            })?
+            .into_owned();
+        mmdebstrap.arg(format!("--setup-hook=cp -R -- {stage}/. \"$1\"/"));
+    }
+    let out = mmdebstrap
         .arg(format!("--variant={}", recipe.variant))
         .arg("--mode=root")
         .arg("--format=directory")
