@@ -20,12 +20,18 @@ use crate::error::Error;
     about = "Converge hosts to a policy repository of roles, cookbooks and a pinned package whitelist"
 )]
 struct Cli {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct RepoArg {
     /// The policy repository (default: the current directory, else the
     /// copy installed in /etc/kiln/policy).
     #[arg(long, global = true, default_value = ".", value_name = "DIR")]
     repo: PathBuf,
-    #[command(subcommand)]
-    command: Command,
 }
 
 #[derive(Subcommand)]
@@ -1085,14 +1091,33 @@ fn pin_mode(strict: bool) -> crate::engine::PinMode {
 
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
-    match cli.command.run(commands::repo_dir(cli.repo)) {
+    let cli = converge_alone(std::env::args_os()).unwrap_or_else(Cli::parse);
+    match cli.command.run(commands::repo_dir(cli.repo.repo)) {
         Ok(code) => code,
         Err(e) => {
             report_error(&e);
             e.exit_code()
         }
     }
+}
+
+/// `kiln converge ...` parsed by a command that knows converge alone:
+/// clap otherwise builds every command's arguments first, about a tenth of
+/// a small no-op's CPU. Only a clean parse is taken: help, a version or an
+/// error goes to the whole command, so every message stays its own.
+fn converge_alone(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<Cli> {
+    use clap::FromArgMatches;
+    let args: Vec<_> = args.into_iter().collect();
+    if args.get(1).is_none_or(|a| a != "converge") {
+        return None;
+    }
+    let matches = converge_command().try_get_matches_from(args).ok()?;
+    Cli::from_arg_matches(&matches).ok()
+}
+
+fn converge_command() -> clap::Command {
+    RepoArg::augment_args(clap::Command::new("kiln"))
+        .subcommand(ConvergeArgs::augment_args(clap::Command::new("converge")))
 }
 
 impl Command {
@@ -1386,6 +1411,88 @@ mod tests {
         assert!(duration("").is_err());
         let e = duration("99999999999999999999").unwrap_err();
         assert!(matches!(e, BadDuration::Seconds { .. }), "{e}");
+    }
+
+    /// The parse of converge alone takes what the whole command takes, to
+    /// the same values, and leaves it everything else.
+    #[test]
+    fn converge_alone_parses_as_the_whole_command() {
+        use clap::CommandFactory;
+        let lines: [&[&str]; 5] = [
+            &[
+                "kiln", "converge", "--role", "a", "--role", "b", "--root", "/t",
+            ],
+            &[
+                "kiln",
+                "converge",
+                "--repo",
+                "/p",
+                "--run-list",
+                "recipe[x]",
+                "--why-run",
+            ],
+            &[
+                "kiln",
+                "converge",
+                "--fqdn=h.example",
+                "--json",
+                "--detailed-exitcodes",
+                "--lock-timeout",
+                "5s",
+            ],
+            &[
+                "kiln",
+                "converge",
+                "--node",
+                "n.toml",
+                "--size",
+                "small",
+                "--report-to",
+                "http://s:1",
+            ],
+            &["kiln", "converge", "--substitute-vanished-pins"],
+        ];
+        // Each argument's values and where they came from, at the top and
+        // in converge (the same definitions, below, parse them alike).
+        let values = |m: &clap::ArgMatches| -> Vec<String> {
+            let (name, sub) = m.subcommand().unwrap();
+            let mut ids: Vec<_> = sub.ids().map(|i| i.as_str().to_string()).collect();
+            ids.sort();
+            let mut out = vec![name.to_string(), format!("{:?}", m.get_raw("repo"))];
+            for id in ids {
+                let raw: Option<Vec<_>> = sub.get_raw(&id).map(Iterator::collect);
+                out.push(format!("{id} {raw:?} {:?}", sub.value_source(&id)));
+            }
+            out
+        };
+        for line in lines {
+            let alone = converge_command().try_get_matches_from(line).unwrap();
+            let whole = Cli::command().try_get_matches_from(line).unwrap();
+            assert_eq!(values(&alone), values(&whole), "{line:?}");
+            assert!(converge_alone(line.iter().map(Into::into)).is_some());
+        }
+        let left: [&[&str]; 6] = [
+            &["kiln", "--repo", "/p", "converge"],
+            &["kiln", "converge", "--help"],
+            &["kiln", "converge", "--version"],
+            &["kiln", "converge", "--bogus"],
+            &["kiln", "check"],
+            &["kiln"],
+        ];
+        for line in left {
+            assert!(
+                converge_alone(line.iter().map(Into::into)).is_none(),
+                "{line:?}"
+            );
+        }
+        let whole = Cli::command();
+        let whole = whole.find_subcommand("converge").unwrap();
+        let alone = converge_command();
+        let alone = alone.find_subcommand("converge").unwrap();
+        let args = |c: &clap::Command| -> Vec<String> {
+            c.get_arguments().map(|a| format!("{a:?}")).collect()
+        };
+        assert_eq!(args(alone), args(whole));
     }
 
     #[test]

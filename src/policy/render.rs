@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
-    Renderable, Template,
+    Context, Handlebars, Helper, HelperResult, JsonRender, Output, RenderContext,
+    RenderErrorReason, Renderable, Template,
 };
 
 use super::escape::Typing;
@@ -118,6 +118,58 @@ pub fn secret_in(table: &toml::Table) -> Option<String> {
     table.iter().find_map(|(k, v)| walk(v, k))
 }
 
+/// Renders, without handlebars' parser, a text whose only tags are plain
+/// dotted paths to existing values (`{{apache2.docroot}}/x`): the parser
+/// was most of a small policy's compile, and most strings are these. None
+/// for anything else (a helper, a block, whitespace control, an escape, a
+/// missing value, ...), which then takes the parser's way: errors stay its.
+/// A value is rendered by handlebars' own [`JsonRender`].
+fn substitute(text: &str, ctx: &serde_json::Value) -> Option<String> {
+    if text.contains('\\') || text.contains("{{{") {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let tag = &rest[open + 2..];
+        let close = tag.find("}}")?;
+        let value = lookup(ctx, &tag[..close])?;
+        match value {
+            serde_json::Value::String(_)
+            | serde_json::Value::Number(_)
+            | serde_json::Value::Bool(_) => out.push_str(&value.render()),
+            _ => return None,
+        }
+        rest = &tag[close + 2..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The value at a path of two or more plain names (`a.b`, `a.b-c.d`).
+/// One name alone could be a helper's, and `this`, `true`, a number or an
+/// `@` name mean something else to handlebars.
+fn lookup<'v>(ctx: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    let plain = |s: &str| {
+        let mut b = s.bytes();
+        b.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+            && !matches!(s, "this" | "else" | "true" | "false" | "null" | "as")
+    };
+    let mut at = ctx;
+    let mut depth = 0;
+    for name in path.split('.') {
+        if !plain(name) {
+            return None;
+        }
+        at = at.as_object()?.get(name)?;
+        depth += 1;
+    }
+    (depth >= 2).then_some(at)
+}
+
 impl Renderer<'static> {
     /// A renderer whose secrets are placeholders (static compiles).
     pub fn new(attributes: &toml::Table) -> Self {
@@ -189,11 +241,37 @@ impl<'s> Renderer<'s> {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
+        let plain = if keep {
+            None
+        } else {
+            substitute(text, ctx.data())
+        };
+        let out = match plain {
+            Some(out) => out,
+            None => self.render_parsed(text, ctx, keep)?,
+        };
+        if !Resolver::has_marker(&out) {
+            return Ok(out);
+        }
+        self.secrets.substitute(&out).map_err(|e| RenderFailure {
+            missing: None,
+            line: None,
+            message: e.to_string(),
+            fix: None,
+        })
+    }
+
+    fn render_parsed(
+        &self,
+        text: &str,
+        ctx: &Context,
+        keep: bool,
+    ) -> Result<String, RenderFailure> {
         // Parsed and held to kiln's limits first: handlebars itself would
         // recurse without end on a partial that calls itself.
         let template = self.parse(text, keep)?;
         let rendered = template.renders(&self.hb, ctx, &mut RenderContext::new(None));
-        let out = rendered.map_err(|e| {
+        rendered.map_err(|e| {
             let (missing, message) = match e.reason() {
                 RenderErrorReason::MissingVariable(Some(path)) => (
                     Some(path.clone()),
@@ -219,15 +297,6 @@ impl<'s> Renderer<'s> {
                 message,
                 fix,
             }
-        })?;
-        if !Resolver::has_marker(&out) {
-            return Ok(out);
-        }
-        self.secrets.substitute(&out).map_err(|e| RenderFailure {
-            missing: None,
-            line: None,
-            message: e.to_string(),
-            fix: None,
         })
     }
 
@@ -272,6 +341,56 @@ mod tests {
     fn renders_nested_attributes_without_escaping() {
         assert_eq!(r().render("{{apache2.docroot}}/x").unwrap(), "/var/www/x");
         assert_eq!(r().render("{{apache2.html}}").unwrap(), "<b>");
+    }
+
+    #[test]
+    fn plain_paths_render_as_the_parser_renders_them() {
+        let attrs = "[a]\ns = \"x}}y\"\nn = 8080\nf = 1.5\nt = true\nl = [1, \"b\"]\n\
+                     \"max-workers\" = 4\n_u = \"u\"\n[a.t2]\nd = \"{{a.s}}\"";
+        let r = Renderer::new(&toml::from_str(attrs).unwrap());
+        let ctx = Context::from(r.context().clone());
+        let taken = [
+            "{{a.s}}",
+            "{{a.n}}:{{a.f}}/{{a.t}}",
+            "pre {{a.max-workers}} }} post",
+            "{{a._u}}{{a.t2.d}}",
+        ];
+        for text in taken {
+            let fast = substitute(text, r.context());
+            assert!(fast.is_some(), "{text}");
+            assert_eq!(
+                fast.unwrap(),
+                r.render_parsed(text, &ctx, false).unwrap(),
+                "{text}"
+            );
+            assert_eq!(
+                r.render(text).unwrap(),
+                r.render_parsed(text, &ctx, false).unwrap()
+            );
+        }
+        // Anything else goes to the parser, whose answers (and errors) stay.
+        let left = [
+            "{{a.l}}",
+            "{{a.t2}}",
+            "{{a.missing}}",
+            "{{a.s.x}}",
+            "{{ a.s }}",
+            "{{~a.s~}}",
+            "{{{a.s}}}",
+            "\\{{a.s}}",
+            "{{this.a.s}}",
+            "{{a}}",
+            "{{a.0}}",
+            "{{@root.a.s}}",
+            "{{a/s}}",
+            "{{line a.s}}",
+            "{{#if a.t}}{{a.s}}{{/if}}",
+            "{{a.s",
+            "{{!a.s}}",
+        ];
+        for text in left {
+            assert_eq!(substitute(text, r.context()), None, "{text}");
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use regex_automata::meta::Regex;
+
 use crate::error::PolicyError;
 
 /// What a typed attribute's value may be.
@@ -29,7 +31,7 @@ pub enum AttrType {
     /// An integer, within `[min, max]` when given.
     Integer { min: Option<i64>, max: Option<i64> },
     /// A string that the regular expression matches whole.
-    Pattern { source: String, re: regex::Regex },
+    Pattern { source: String, re: Regex },
     /// One of a list of values.
     OneOf(Vec<toml::Value>),
     /// Any of several types (`["url", "path"]`).
@@ -185,16 +187,40 @@ fn parse(v: &toml::Value) -> Result<AttrType, TypeProblem> {
 
 /// A regex that matches `pattern` against a whole value. Compiled once
 /// per process: every compile loads the cookbooks anew, and `kiln check`
-/// compiles each role for each release.
-fn whole(pattern: &str) -> Result<regex::Regex, regex::Error> {
+/// compiles each role for each release. Built as `regex::Regex::new`
+/// builds it (the same syntax, limits and matches), without the lazy and
+/// one-pass DFAs: their builds (with a reverse NFA) were most of each
+/// compile, for values a few bytes long.
+fn whole(pattern: &str) -> Result<Regex, regex::Error> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, regex::Regex>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
         return Ok(re.clone());
     }
-    let re = regex::Regex::new(&format!("^(?:{pattern})$"))?;
+    let full = format!("^(?:{pattern})$");
+    let config = regex_automata::meta::Config::new()
+        .nfa_size_limit(Some(10 << 20))
+        .match_kind(regex_automata::MatchKind::LeftmostFirst)
+        .utf8_empty(true)
+        .hybrid(false)
+        .dfa(false)
+        .onepass(false)
+        .pool_capacity(1);
+    let built = regex_automata::meta::Builder::new()
+        .configure(config)
+        .syntax(regex_automata::util::syntax::Config::new().utf8(true))
+        .build(&full);
+    let re = match built {
+        Ok(re) => re,
+        // The regex crate's own words for it (the same parser and limits).
+        Err(e) => {
+            return Err(regex::Regex::new(&full)
+                .err()
+                .unwrap_or_else(|| regex::Error::Syntax(e.to_string())));
+        }
+    };
     cache
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -507,6 +533,52 @@ fn line_of(file: &Path, path: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pattern matches what the regex crate's own build matches, and an
+    /// invalid one is refused in its words.
+    #[test]
+    fn patterns_match_as_the_regex_crate_matches() {
+        let patterns = [
+            r#"[^\s"<>\\]+"#,
+            "[A-Za-z0-9.:-]+",
+            "[^'\\\\\\p{Cc}]*",
+            "[a-z_][a-z0-9_-]{0,31}",
+            r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):[0-9]{1,5}|",
+            r"\w+\b",
+            "a|ab",
+            "",
+        ];
+        let values = [
+            "",
+            "a",
+            "ab",
+            "web01",
+            "x y",
+            "é",
+            "naïve",
+            "host:8125",
+            "[::1]:8125",
+            "a\nb",
+            "\t",
+            "it's",
+            "back\\slash",
+            "<b>",
+            "\u{7f}",
+            "Ünïcödé_1",
+        ];
+        for p in patterns {
+            let ours = whole(p).unwrap();
+            let theirs = regex::Regex::new(&format!("^(?:{p})$")).unwrap();
+            for v in values {
+                assert_eq!(ours.is_match(v), theirs.is_match(v), "{p:?} on {v:?}");
+            }
+        }
+        for bad in ["[a-", "(", "a{2,1}", "\\p{Nope}"] {
+            let e = whole(bad).unwrap_err();
+            let theirs = regex::Regex::new(&format!("^(?:{bad})$")).unwrap_err();
+            assert_eq!(e.to_string(), theirs.to_string());
+        }
+    }
 
     fn ty(s: &str) -> AttrType {
         let t: toml::Table = toml::from_str(&format!("t = {s}")).unwrap();
