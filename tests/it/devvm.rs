@@ -808,6 +808,26 @@ fn a_dev_vm_lives_through_up_edit_down_destroy_and_recreate() {
         .run()
         .success()
         .stdout_contains(&format!("{0}\n{0}\n", g.name));
+    // A fresh VM is clean by the whitelist's audit: nothing of the base
+    // image's, nothing by hand. The one finding allowed is the memcached
+    // this policy pins to a version no source offers (substituted).
+    let audit = g
+        .kiln()
+        .args(["devvm", "ssh", &g.name, "--"])
+        .arg("/usr/local/bin/kiln --repo /etc/kiln/policy whitelist audit")
+        .run();
+    assert!(
+        audit.stdout.contains("kiln whitelist audit: release bookworm"),
+        "{}",
+        audit.stdout
+    );
+    for line in audit.stdout.lines().filter(|l| l.starts_with("  ")) {
+        assert!(
+            line.trim_start().starts_with("memcached"),
+            "a finding in a fresh VM: {line}\n{}",
+            audit.stdout
+        );
+    }
 
     // Edits: the host's file, then the host's edit on the next GET; a file
     // written inside the VM as root lands in the same directory; editing a
