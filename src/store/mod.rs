@@ -61,7 +61,7 @@ pub enum DatabaseError {
     )]
     Url { url: String, reason: String },
     #[error(
-        "--database {url}: sslmode={value} is not a mode libpq knows; use disable, prefer, \
+        "--database {url}: kiln does not take sslmode={value}; use disable, prefer, \
          require, verify-ca or verify-full"
     )]
     SslMode { url: String, value: String },
