@@ -279,6 +279,10 @@ impl Backend for Postgres {
         }
     }
 
+    fn own_migrations(&self) -> &'static [(i64, &'static str)] {
+        super::schema::POSTGRES_ONLY
+    }
+
     fn migration(
         &mut self,
         f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), StoreError>,

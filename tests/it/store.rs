@@ -682,3 +682,55 @@ fn require_needs_a_server_that_offers_tls_and_disable_needs_none() {
     assert!(encrypted(&mut s));
     assert_eq!(s.count_runs().unwrap(), 1);
 }
+
+/// Every report rewrites its host's row. PostgreSQL writes it in place
+/// (HOT, no index entry) only while no index covers a column the write
+/// sets, and where the row's page has room, which `hosts`'s fillfactor
+/// keeps (migration 4).
+#[test]
+fn a_host_s_row_is_rewritten_in_place_on_postgres() {
+    need!(Postgres);
+    let pg = postgres::Postgres::start();
+    let mut s = Postgres::open(&pg.url()).unwrap();
+    let (_, set) = schema::UPSERT_HOST.split_once("DO UPDATE SET").unwrap();
+    let set: Vec<&str> = set
+        .split(',')
+        .filter_map(|a| a.split_once('=').map(|(column, _)| column.trim()))
+        .collect();
+    assert!(
+        set.contains(&"latest_run") && set.contains(&"package_set"),
+        "{set:?}"
+    );
+    let indexed = s
+        .query(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+             WHERE i.indrelid = 'hosts'::regclass ORDER BY 1",
+            &[],
+        )
+        .unwrap();
+    let indexed: Vec<String> = indexed.iter().map(|r| r.text(0).unwrap()).collect();
+    assert_eq!(indexed, ["fqdn"]);
+    assert!(!set.contains(&"fqdn"), "{set:?}");
+    let options = s
+        .query(
+            "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'hosts'::regclass",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(options[0].text(0).unwrap(), "fillfactor=70");
+
+    for at in [100, 200, 300] {
+        s.ingest(&run("web01", at, &["web"], "1"), at).unwrap();
+    }
+    // This connection's counts, handed on once it is idle.
+    s.batch("SELECT pg_stat_force_next_flush()").unwrap();
+    let updates = s
+        .query(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'hosts'",
+            &[],
+        )
+        .unwrap();
+    let updates = (updates[0].int(0).unwrap(), updates[0].int(1).unwrap());
+    assert_eq!(updates, (2, 2), "(updated, of them in place)");
+}
