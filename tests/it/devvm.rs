@@ -817,7 +817,9 @@ fn a_dev_vm_lives_through_up_edit_down_destroy_and_recreate() {
         .arg("/usr/local/bin/kiln --repo /etc/kiln/policy whitelist audit")
         .run();
     assert!(
-        audit.stdout.contains("kiln whitelist audit: release bookworm"),
+        audit
+            .stdout
+            .contains("kiln whitelist audit: release bookworm"),
         "{}",
         audit.stdout
     );
