@@ -532,7 +532,7 @@ pub fn prune(keep: usize, on: &dyn Fn(super::Event)) {
         .map(|s| s.image_key)
         .collect();
     for img in list().into_iter().skip(keep) {
-        if !used.contains(&img.manifest.key) {
+        if !used.contains(&img.manifest.key) && !open_by_a_process(&img.dir) {
             on(super::Event::Step(format!(
                 "removing old image {} (the cache keeps {keep})",
                 &img.manifest.key[..12]
@@ -541,6 +541,22 @@ pub fn prune(keep: usize, on: &dyn Fn(super::Event)) {
             let _ = fs::remove_file(img.dir.with_extension("lock"));
         }
     }
+}
+
+/// Whether a running process holds a file of `dir` open: the QEMU of a VM
+/// whose state lives elsewhere (another `KILN_DEVVM_VMS`) reads its
+/// image's disk, and removing it would break that VM's next boot.
+fn open_by_a_process(dir: &Path) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        fs::read_dir(p.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|to| to.starts_with(dir)))
+    })
 }
 
 fn clear_dir(dir: &Path) {
@@ -623,6 +639,17 @@ pub fn list() -> Vec<Image> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_open_in_a_process_is_seen_as_in_use() {
+        let held = tempfile::tempdir().expect("tempdir");
+        let idle = tempfile::tempdir().expect("tempdir");
+        fs::write(held.path().join("disk.qcow2"), b"x").expect("write");
+        fs::write(idle.path().join("disk.qcow2"), b"x").expect("write");
+        let _open = File::open(held.path().join("disk.qcow2")).expect("open");
+        assert!(open_by_a_process(held.path()));
+        assert!(!open_by_a_process(idle.path()));
+    }
 
     fn write(dir: &Path, rel: &str, text: &str) {
         let p = dir.join(rel);
