@@ -531,8 +531,9 @@ pub fn prune(keep: usize, on: &dyn Fn(super::Event)) {
         .filter_map(|vm| vm.load())
         .map(|s| s.image_key)
         .collect();
+    let open = open_files();
     for img in list().into_iter().skip(keep) {
-        if !used.contains(&img.manifest.key) && !open_by_a_process(&img.dir) {
+        if !used.contains(&img.manifest.key) && !open.iter().any(|f| f.starts_with(&img.dir)) {
             on(super::Event::Step(format!(
                 "removing old image {} (the cache keeps {keep})",
                 &img.manifest.key[..12]
@@ -543,20 +544,23 @@ pub fn prune(keep: usize, on: &dyn Fn(super::Event)) {
     }
 }
 
-/// Whether a running process holds a file of `dir` open: the QEMU of a VM
-/// whose state lives elsewhere (another `KILN_DEVVM_VMS`) reads its
-/// image's disk, and removing it would break that VM's next boot.
-fn open_by_a_process(dir: &Path) -> bool {
+/// Every file a running process holds open: the QEMU of a VM whose state
+/// lives elsewhere (another `KILN_DEVVM_VMS`) reads its image's disk, and
+/// removing that image would break the VM's next boot.
+fn open_files() -> Vec<PathBuf> {
     let Ok(procs) = fs::read_dir("/proc") else {
-        return false;
+        return Vec::new();
     };
-    procs.flatten().any(|p| {
-        fs::read_dir(p.path().join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|fd| fs::read_link(fd.path()).is_ok_and(|to| to.starts_with(dir)))
-    })
+    procs
+        .flatten()
+        .flat_map(|p| {
+            fs::read_dir(p.path().join("fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .collect()
 }
 
 fn clear_dir(dir: &Path) {
@@ -647,8 +651,9 @@ mod tests {
         fs::write(held.path().join("disk.qcow2"), b"x").expect("write");
         fs::write(idle.path().join("disk.qcow2"), b"x").expect("write");
         let _open = File::open(held.path().join("disk.qcow2")).expect("open");
-        assert!(open_by_a_process(held.path()));
-        assert!(!open_by_a_process(idle.path()));
+        let open = open_files();
+        assert!(open.iter().any(|f| f.starts_with(held.path())));
+        assert!(!open.iter().any(|f| f.starts_with(idle.path())));
     }
 
     fn write(dir: &Path, rel: &str, text: &str) {

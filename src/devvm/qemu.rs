@@ -30,15 +30,17 @@ pub struct Machine {
     pub pidfile: PathBuf,
 }
 
-/// The kernel command line: root on the virtio disk, console on the serial port.
-pub const APPEND: &str = "root=LABEL=kiln-root rw console=ttyS0";
-
 impl Machine {
-    /// [`APPEND`] and the VM's hostname: systemd sets it at early boot, so
+    /// The kernel command line: the root by its label, the console on the
+    /// serial port, and the VM's hostname: systemd sets it at early boot, so
     /// one image serves VMs of any name (the guest keeps it in
     /// /etc/hostname: see `guest::HOSTNAME_SCRIPT`).
     pub fn append(&self) -> String {
-        format!("{APPEND} systemd.hostname={}", self.hostname)
+        format!(
+            "root=LABEL={} rw console=ttyS0 systemd.hostname={}",
+            super::disk::ROOT_LABEL,
+            self.hostname
+        )
     }
 
     /// QEMU's arguments (after the program), daemonized.

@@ -255,21 +255,9 @@ fn catalog_version(path: &Path) -> Option<String> {
 /// Writes `path` whole or not at all, readable by all: the engineer's
 /// Vagrant reads what a `sudo kiln devvm box` wrote.
 fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .ctx(|| format!("creating a file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes())
-        .and_then(|()| {
-            tmp.as_file()
-                .set_permissions(fs::Permissions::from_mode(0o644))
-        })
-        .and_then(|()| tmp.as_file().sync_all())
-        .ctx(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .ctx(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::platform::tfs::Tfs::new(Path::new("/"), false)
+        .write_atomic(path, text.as_bytes(), 0o644, Default::default())
+        .ctx(|| format!("writing {}", path.display()))
 }
 
 /// Packages `img` (of the Vagrant flavor) as a box version, unless that
@@ -383,6 +371,23 @@ mod tests {
 
     /// The committed file is the template rendered with the repository's
     /// defaults, byte for byte. `KILN_WRITE_VAGRANTFILE=1` writes it.
+    #[test]
+    fn box_files_are_replaced_whole_and_readable_by_anyone() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("devvm-small-bookworm.json");
+        write_atomic(&f, "old").expect("first write");
+        write_atomic(&f, "new").expect("second write");
+        assert_eq!(fs::read_to_string(&f).expect("read"), "new");
+        let mode = fs::metadata(&f).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert_eq!(
+            fs::read_dir(d.path()).expect("dir").count(),
+            1,
+            "no temporary left"
+        );
+    }
+
     #[test]
     fn committed_vagrantfile_is_the_rendered_template() {
         let want = repo_vagrantfile(REPO_ROLE, REPO_APP_MOUNT);
