@@ -91,7 +91,7 @@ struct ServerArgs {
     tls_key: Option<PathBuf>,
     /// The store: a SQLite file (created with its directory), or a
     /// PostgreSQL database as postgres://USER@HOST[:PORT]/DB, which several
-    /// servers may share.
+    /// servers may share (TLS as libpq's ?sslmode= and &sslrootcert=FILE).
     #[arg(long, value_name = "PATH|URL", default_value = crate::server::DEFAULT_DATABASE)]
     database: String,
     /// The inventory whose known_hosts holds the keys reports must be signed with.

@@ -6,6 +6,7 @@
 
 pub mod drift;
 pub mod pg;
+pub mod pg_tls;
 pub mod record;
 pub mod rollout;
 pub mod schema;
@@ -37,6 +38,8 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error(transparent)]
+    Tls(#[from] pg_tls::TlsError),
 }
 
 /// The database of `kiln server --database`: a URL that starts with
@@ -57,6 +60,11 @@ pub enum DatabaseError {
          postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
     )]
     Url { url: String, reason: String },
+    #[error(
+        "--database {url}: kiln does not take sslmode={value}; use disable, prefer, \
+         require, verify-ca or verify-full"
+    )]
+    SslMode { url: String, value: String },
 }
 
 impl std::str::FromStr for Database {
@@ -69,13 +77,8 @@ impl std::str::FromStr for Database {
         if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
             return Ok(Database::Sqlite(PathBuf::from(s)));
         }
-        match s.parse::<postgres::Config>() {
-            Ok(_) => Ok(Database::Postgres(s.to_string())),
-            Err(e) => Err(DatabaseError::Url {
-                url: redact(s),
-                reason: e.to_string(),
-            }),
-        }
+        pg_tls::PgUrl::parse(s)?;
+        Ok(Database::Postgres(s.to_string()))
     }
 }
 

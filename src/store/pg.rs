@@ -4,18 +4,22 @@
 //! that holds its own replay checks, retried a few times when PostgreSQL
 //! finds it raced another server's, and migrations take an advisory lock.
 //!
-//! The connection is plain TCP (`NoTls`): TLS to the database is not built
-//! yet, so the database belongs on loopback or a private network.
+//! The connection is encrypted as the URL's `sslmode` says, libpq's way
+//! (`pg_tls`): by default only if the server offers TLS, and unchecked
+//! unless `sslrootcert` is given; `verify-full` for a database across a
+//! network that is not the server's own.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::types::{FromSql, IsNull, ToSql, Type, private::BytesMut};
-use postgres::{Client, GenericClient, IsolationLevel, NoTls, Statement};
+use postgres::{Client, GenericClient, IsolationLevel, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::pg_tls::PgUrl;
 use super::sql::{self, Backend, DbError, Row, Sql, Value, db};
-use super::{IngestError, StoreError, redact};
+use super::{IngestError, StoreError};
 
 /// Serialization failures of one write before it gives up: each retry
 /// sees the other writer's commit, so a replay is then found as one.
@@ -35,24 +39,28 @@ pub struct Postgres {
     /// statement run again is one round trip, not two (a write runs ten).
     prepared: HashMap<String, Statement>,
     /// To connect again (with its password, never shown).
-    url: String,
-    shown: String,
+    url: PgUrl,
+    tls: MakeRustlsConnect,
     /// The last statement failed: the connection may be lost.
     suspect: bool,
 }
 
 impl Postgres {
-    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`) and
-    /// brings its schema to this kiln's version.
+    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`,
+    /// with `sslmode` and `sslrootcert` as libpq takes them) and brings
+    /// its schema to this kiln's version.
     pub fn open(url: &str) -> Result<Postgres, StoreError> {
-        let shown = redact(url);
-        let client = Client::connect(url, NoTls)
-            .map_err(db_pg(format!("{shown} cannot be connected to")))?;
+        let url = PgUrl::parse(url).map_err(|e| StoreError::Db {
+            what: "URL cannot be used".into(),
+            source: Box::new(e),
+        })?;
+        let tls = url.connector()?;
+        let client = connect(&url, &tls)?;
         let mut p = Postgres {
             client,
             prepared: HashMap::new(),
-            url: url.to_string(),
-            shown,
+            url,
+            tls,
             suspect: false,
         };
         sql::migrate(&mut p)?;
@@ -67,7 +75,7 @@ impl Postgres {
         if self.suspect && (self.client.is_closed() || self.client.is_valid(CHECK_TIMEOUT).is_err())
         {
             // Still suspect if this fails: the next request tries again.
-            self.client = Client::connect(&self.url, NoTls).map_err(pg)?;
+            self.client = connect(&self.url, &self.tls).map_err(Box::new)?;
             self.prepared.clear();
         }
         self.suspect = false;
@@ -84,6 +92,17 @@ impl Postgres {
         self.suspect = done.is_err();
         done
     }
+}
+
+/// A connection, refused with a [`super::pg_tls::TlsError`] when TLS is
+/// what failed.
+fn connect(url: &PgUrl, tls: &MakeRustlsConnect) -> Result<Client, StoreError> {
+    url.config
+        .connect(tls.clone())
+        .map_err(|e| match url.refused(&e) {
+            Some(refused) => refused.into(),
+            None => db_pg(format!("{} cannot be connected to", url.shown))(e),
+        })
 }
 
 /// A driver's error with what the server said: `postgres::Error` shows
@@ -222,14 +241,14 @@ impl Sql for Postgres {
 
 impl Backend for Postgres {
     fn shown(&self) -> &str {
-        &self.shown
+        &self.url.shown
     }
 
     fn write(
         &mut self,
         f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), IngestError>,
     ) -> Result<(), IngestError> {
-        let what = format!("{}: a write transaction", self.shown);
+        let what = format!("{}: a write transaction", self.url.shown);
         let mut attempt = 1;
         loop {
             let done = (|| {
@@ -260,11 +279,15 @@ impl Backend for Postgres {
         }
     }
 
+    fn own_migrations(&self) -> &'static [(i64, &'static str)] {
+        super::schema::POSTGRES_ONLY
+    }
+
     fn migration(
         &mut self,
         f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let what = format!("{}: a migration", self.shown);
+        let what = format!("{}: a migration", self.url.shown);
         let done = (|| {
             let (client, prepared) = self.client().map_err(db(&what))?;
             let mut tx = client.transaction().map_err(db_pg(&what))?;

@@ -160,6 +160,11 @@ pub trait Backend: Sql + Send {
         &mut self,
         f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+    /// What this database runs besides a migration, by the version it
+    /// reaches ([`schema::POSTGRES_ONLY`]).
+    fn own_migrations(&self) -> &'static [(i64, &'static str)] {
+        &[]
+    }
 }
 
 /// Maps a driver's error to the store's, saying what could not be done.
@@ -203,6 +208,7 @@ pub fn version(s: &mut dyn Sql) -> Result<i64, DbError> {
 pub fn migrate(b: &mut dyn Backend) -> Result<(), StoreError> {
     let shown = b.shown().to_string();
     let known = MIGRATIONS.len() as i64;
+    let own = b.own_migrations();
     loop {
         let mut done = false;
         b.migration(&mut |tx| {
@@ -222,6 +228,9 @@ pub fn migrate(b: &mut dyn Backend) -> Result<(), StoreError> {
             };
             let what = format!("{shown}: migration {}", found + 1);
             tx.batch(sql).map_err(db(&what))?;
+            for (_, sql) in own.iter().filter(|(v, _)| *v == found + 1) {
+                tx.batch(sql).map_err(db(&what))?;
+            }
             tx.execute(schema::RECORD_VERSION, args![found + 1, unix_now()])
                 .map_err(db(&what))?;
             Ok(())

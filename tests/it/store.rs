@@ -7,6 +7,7 @@
 use kiln::engine::{Report, ResourceReport, Status};
 use kiln::fingerprint::{Fingerprint, Part};
 use kiln::store::pg::Postgres;
+use kiln::store::pg_tls::TlsError;
 use kiln::store::schema::{self, MIGRATIONS};
 use kiln::store::sql::{self, Backend, Sql as _, Value};
 use kiln::store::sqlite::Sqlite;
@@ -548,8 +549,18 @@ fn a_postgres_store_connects_again_after_losing_its_connection() {
     let pg = postgres::Postgres::start();
     let mut s = Postgres::open(&pg.url()).unwrap();
     s.ingest(&run("web01", 100, &["web"], "1"), 100).unwrap();
-    // As a restart of the database would, from another connection.
-    let mut admin = Postgres::open(&pg.url()).unwrap();
+    end_other_connections(&pg.url());
+    // The request that finds the connection lost fails; the next works.
+    let _ = s.count_runs();
+    assert_eq!(s.count_runs().unwrap(), 1);
+    s.ingest(&run("web01", 200, &["web"], "1"), 200).unwrap();
+    assert_eq!(s.count_runs().unwrap(), 2);
+}
+
+/// Ends every connection to `url`'s database but one's own, as a restart
+/// of the database would; there must be one (the store's).
+fn end_other_connections(url: &str) {
+    let mut admin = Postgres::open(url).unwrap();
     let ended = admin
         .query(
             // Materialized first, so that this connection is not ended too.
@@ -560,9 +571,166 @@ fn a_postgres_store_connects_again_after_losing_its_connection() {
         )
         .unwrap();
     assert_eq!(ended.len(), 1, "the store's one connection");
-    // The request that finds the connection lost fails; the next works.
+}
+
+/// Whether the store's connection is encrypted, as the server sees it.
+fn encrypted(s: &mut Postgres) -> bool {
+    let rows = s
+        .query(
+            "SELECT ssl::int FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    rows[0].int(0).unwrap() == 1
+}
+
+/// Why a store at `url` refuses to open over TLS, and its message, which
+/// names the URL without its password.
+fn tls_refusal(url: &str) -> (TlsError, String) {
+    let e = match Postgres::open(url) {
+        Err(StoreError::Tls(e)) => e,
+        Err(e) => panic!("{url}: not refused for TLS: {e}"),
+        Ok(_) => panic!("{url}: opened"),
+    };
+    let message = e.to_string();
+    assert!(message.contains("kiln:***@"), "{message}");
+    assert!(!message.contains(postgres::PASSWORD), "{message}");
+    (e, message)
+}
+
+/// `url` with `params` (`sslmode=…&…`) after it.
+fn with_params(url: &str, params: &str) -> String {
+    format!("{url}?{params}")
+}
+
+#[test]
+fn verify_full_with_the_server_s_ca_keeps_and_reads_reports_over_tls() {
+    need!(Postgres);
+    let pg = postgres::Postgres::start_tls();
+    let ca = pg.ca().display();
+    let url = with_params(&pg.url(), &format!("sslmode=verify-full&sslrootcert={ca}"));
+    let mut s = Postgres::open(&url).unwrap();
+    assert!(encrypted(&mut s));
+    s.ingest(&run("web01", 100, &["web"], "8.2.1"), 100)
+        .unwrap();
+    // Connected again after a loss, with the same checks.
+    end_other_connections(&url);
     let _ = s.count_runs();
+    assert!(encrypted(&mut s));
+    let hosts = s.hosts(&HostQuery::default(), 100, 3600).unwrap();
+    let hosts: Vec<_> = hosts
+        .iter()
+        .map(|h| (h.fqdn.as_str(), h.started_at))
+        .collect();
+    assert_eq!(hosts, [("web01", 100)]);
+
+    // The certificate names 127.0.0.1 only: verify-full refuses another
+    // name of the host, verify-ca checks the CA alone.
+    let by_name = url.replace("@127.0.0.1:", "@localhost:");
+    let (e, message) = tls_refusal(&by_name);
+    assert!(matches!(e, TlsError::WrongName { .. }), "{message}");
+    assert!(message.contains("sslmode=verify-ca"), "{message}");
+    let mut s = Postgres::open(&by_name.replace("verify-full", "verify-ca")).unwrap();
+    assert!(encrypted(&mut s));
     assert_eq!(s.count_runs().unwrap(), 1);
-    s.ingest(&run("web01", 200, &["web"], "1"), 200).unwrap();
-    assert_eq!(s.count_runs().unwrap(), 2);
+}
+
+#[test]
+fn a_certificate_of_another_ca_is_refused_and_nothing_is_kept() {
+    need!(Postgres);
+    let pg = postgres::Postgres::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let other = postgres::TestCa::new(dir.path(), "other-ca");
+    // require with a CA given checks it, as libpq's does.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let params = format!("sslmode={mode}&sslrootcert={}", other.pem.display());
+        let (e, message) = tls_refusal(&with_params(&pg.url(), &params));
+        assert!(matches!(e, TlsError::Untrusted { .. }), "{mode}: {message}");
+        let ca = other.pem.display().to_string();
+        assert!(message.contains(&ca), "{message}");
+        assert!(message.contains("give sslrootcert=FILE"), "{message}");
+    }
+    // Refused before the schema was made: nothing was written.
+    let mut plain = ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).unwrap();
+    let row = plain
+        .query_one("SELECT to_regclass('kiln_schema') IS NULL", &[])
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "a store was made");
+}
+
+#[test]
+fn require_needs_a_server_that_offers_tls_and_disable_needs_none() {
+    need!(Postgres);
+    let plain = postgres::Postgres::start();
+    for mode in ["require", "verify-full"] {
+        let url = with_params(&plain.url(), &format!("sslmode={mode}"));
+        let (e, message) = tls_refusal(&url);
+        assert!(matches!(e, TlsError::NotOffered { .. }), "{message}");
+        let needs = format!("sslmode={mode} needs TLS");
+        assert!(message.contains(&needs), "{message}");
+        assert!(message.contains("ssl_cert_file"), "{message}");
+    }
+
+    let tls = postgres::Postgres::start_tls();
+    let mut s = Postgres::open(&with_params(&tls.url(), "sslmode=disable")).unwrap();
+    assert!(!encrypted(&mut s));
+    s.ingest(&run("web01", 100, &["web"], "8.2.1"), 100)
+        .unwrap();
+    assert_eq!(s.package("php", Some("8.2.1")).unwrap().len(), 1);
+    // require without a CA encrypts and checks no certificate, as libpq's.
+    let mut s = Postgres::open(&with_params(&tls.url(), "sslmode=require")).unwrap();
+    assert!(encrypted(&mut s));
+    assert_eq!(s.count_runs().unwrap(), 1);
+}
+
+/// Every report rewrites its host's row. PostgreSQL writes it in place
+/// (HOT, no index entry) only while no index covers a column the write
+/// sets, and where the row's page has room, which `hosts`'s fillfactor
+/// keeps (migration 4).
+#[test]
+fn a_host_s_row_is_rewritten_in_place_on_postgres() {
+    need!(Postgres);
+    let pg = postgres::Postgres::start();
+    let mut s = Postgres::open(&pg.url()).unwrap();
+    let (_, set) = schema::UPSERT_HOST.split_once("DO UPDATE SET").unwrap();
+    let set: Vec<&str> = set
+        .split(',')
+        .filter_map(|a| a.split_once('=').map(|(column, _)| column.trim()))
+        .collect();
+    assert!(
+        set.contains(&"latest_run") && set.contains(&"package_set"),
+        "{set:?}"
+    );
+    let indexed = s
+        .query(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+             WHERE i.indrelid = 'hosts'::regclass ORDER BY 1",
+            &[],
+        )
+        .unwrap();
+    let indexed: Vec<String> = indexed.iter().map(|r| r.text(0).unwrap()).collect();
+    assert_eq!(indexed, ["fqdn"]);
+    assert!(!set.contains(&"fqdn"), "{set:?}");
+    let options = s
+        .query(
+            "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'hosts'::regclass",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(options[0].text(0).unwrap(), "fillfactor=70");
+
+    for at in [100, 200, 300] {
+        s.ingest(&run("web01", at, &["web"], "1"), at).unwrap();
+    }
+    // This connection's counts, handed on once it is idle.
+    s.batch("SELECT pg_stat_force_next_flush()").unwrap();
+    let updates = s
+        .query(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'hosts'",
+            &[],
+        )
+        .unwrap();
+    let updates = (updates[0].int(0).unwrap(), updates[0].int(1).unwrap());
+    assert_eq!(updates, (2, 2), "(updated, of them in place)");
 }

@@ -264,6 +264,19 @@ impl AsRef<Path> for Repo {
     }
 }
 
+/// Runs `c` and returns what it printed; its failure fails the test with
+/// its output.
+pub fn succeed(c: &mut Command) -> Vec<u8> {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 // ---------------------------------------------------------------------------
 // Running the kiln binary
 // ---------------------------------------------------------------------------

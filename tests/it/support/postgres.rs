@@ -2,10 +2,11 @@
 //! package in a temporary directory, listening on a free loopback port
 //! and on a socket in that directory, one per test (initdb takes about a
 //! second), stopped when dropped. initdb refuses root, so as root the
-//! cluster belongs to Debian's `postgres` user.
+//! cluster belongs to Debian's `postgres` user. [`Postgres::start_tls`]
+//! turns TLS on with a CA and certificate made by openssl for the test.
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use tempfile::TempDir;
@@ -64,11 +65,30 @@ pub struct Postgres {
     port: u16,
     /// Run the server's programs as `postgres` (the tests run as root).
     as_postgres: bool,
+    /// The CA that signed the server's certificate, when TLS is on.
+    ca: Option<PathBuf>,
     dir: TempDir,
 }
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(false)
+    }
+
+    /// A cluster that offers TLS (and still takes plain connections),
+    /// with a certificate for 127.0.0.1 signed by [`Postgres::ca`].
+    pub fn start_tls() -> Postgres {
+        Postgres::start_with(true)
+    }
+
+    /// The PEM file of the CA of the server's certificate.
+    pub fn ca(&self) -> &Path {
+        self.ca
+            .as_deref()
+            .expect("a cluster started with start_tls")
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         let bin =
             bin_dir().expect("no PostgreSQL server: make need!(Postgres) the test's first line");
         let dir = tempfile::Builder::new()
@@ -87,11 +107,35 @@ impl Postgres {
             assert!(ok, "chown postgres {}", dir.path().display());
         }
         let data = dir.path().join("data");
+        let mut ssl = String::new();
+        let mut ca = None;
+        if tls {
+            let certs = dir.path().join("tls");
+            let authority = TestCa::new(&certs, "kiln-test-ca");
+            let (cert, key) = authority.issue("server", "IP:127.0.0.1");
+            if as_postgres {
+                let ok = Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres:postgres")
+                    .arg(&certs)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "chown postgres {}", certs.display());
+            }
+            ssl = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            );
+            ca = Some(authority.pem);
+        }
         let mut pg = Postgres {
             bin,
             data,
             port: 0,
             as_postgres,
+            ca,
             dir,
         };
         let data = pg.data.clone();
@@ -116,7 +160,7 @@ impl Postgres {
         for _ in 0..3 {
             pg.port = free_port();
             let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off",
+                "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off{ssl}",
                 pg.port,
                 pg.dir.path().display()
             );
@@ -162,13 +206,7 @@ impl Postgres {
     }
 
     fn run(&self, program: &str, args: &[&OsStr]) {
-        let out = self.command(program).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{program}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::succeed(self.command(program).args(args));
     }
 }
 
@@ -182,6 +220,81 @@ impl Drop for Postgres {
             .arg(&data)
             .args(["-m", "immediate", "-w", "stop"])
             .output();
+    }
+}
+
+/// A certificate authority of one test's, made with Debian's openssl.
+pub struct TestCa {
+    /// Its certificate, as sslrootcert takes it.
+    pub pem: PathBuf,
+    key: PathBuf,
+    dir: PathBuf,
+}
+
+/// A new P-256 key, unencrypted, in a certificate or a request.
+const NEW_KEY: &[&str] = &[
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
+impl TestCa {
+    /// A CA named `name`, its files in `dir` (made if missing).
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        std::fs::create_dir_all(dir).unwrap();
+        let (pem, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        super::succeed(
+            Command::new("openssl")
+                .args(["req", "-x509", "-days", "2"])
+                .args(NEW_KEY)
+                .args(["-subj", &format!("/CN={name}")])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&pem),
+        );
+        TestCa {
+            pem,
+            key,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A certificate and key named `name`, for the names in `san` (as
+    /// openssl's subjectAltName: `IP:127.0.0.1`, `DNS:localhost`).
+    pub fn issue(&self, name: &str, san: &str) -> (PathBuf, PathBuf) {
+        let file = |ext: &str| self.dir.join(format!("{name}.{ext}"));
+        let (cert, key, csr) = (file("pem"), file("key"), file("csr"));
+        super::succeed(
+            Command::new("openssl")
+                .arg("req")
+                .args(NEW_KEY)
+                .args(["-subj", &format!("/CN={name}")])
+                .args(["-addext", &format!("subjectAltName={san}")])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&csr),
+        );
+        super::succeed(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+                .args(["-copy_extensions", "copy"])
+                .arg("-in")
+                .arg(&csr)
+                .arg("-CA")
+                .arg(&self.pem)
+                .arg("-CAkey")
+                .arg(&self.key)
+                .arg("-out")
+                .arg(&cert),
+        );
+        (cert, key)
     }
 }
 
