@@ -640,7 +640,12 @@ fn a_server_killed_during_ingest_loses_no_acknowledged_report(backend: Backend) 
                         let (run, env) = signed(key, fqdn, start + n);
                         match agent.post(&url).send(&body(&env)) {
                             Ok(r) if r.status().as_u16() == 201 => acked.push(run.run_id),
-                            Ok(r) => panic!("{fqdn}: HTTP {}", r.status()),
+                            // The body says what the server could not do.
+                            Ok(r) => {
+                                let status = r.status();
+                                let said = r.into_body().read_to_string().unwrap_or_default();
+                                panic!("{fqdn}: HTTP {status}: {said}")
+                            }
                             Err(_) => break,
                         }
                     }
