@@ -5,8 +5,8 @@
 //! they first appear (SQLite numbers `$name` parameters by first
 //! appearance; a test checks the order), `ON CONFLICT` for upserts. The
 //! tests run every statement on both (tests/it/store.rs). What one backend
-//! does on its own stays in its module: PostgreSQL's SERIALIZABLE writes
-//! and the advisory lock its migrations take (`pg.rs`), SQLite's
+//! does on its own stays in its module: PostgreSQL's advisory locks, per
+//! host for writes and for its migrations (`pg.rs`), SQLite's
 //! IMMEDIATE transactions (`sqlite.rs`); only storage settings that
 //! SQLite has no words for are PostgreSQL's here ([`POSTGRES_ONLY`]).
 //!

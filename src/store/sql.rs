@@ -149,9 +149,10 @@ pub trait Backend: Sql + Send {
     fn shown(&self) -> &str;
     /// Runs `f` in a write transaction and commits it when `f` succeeds;
     /// rolls it back otherwise. `f` may run more than once, when the
-    /// database asks for a retry.
+    /// database asks for a retry. No other write of `scope` runs beside it.
     fn write(
         &mut self,
+        scope: Writes<'_>,
         f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), IngestError>,
     ) -> Result<(), IngestError>;
     /// Runs `f` in a transaction that changes the schema, one at a time
@@ -165,6 +166,18 @@ pub trait Backend: Sql + Send {
     fn own_migrations(&self) -> &'static [(i64, &'static str)] {
         &[]
     }
+}
+
+/// What a write may race with. A backend with several writers at once
+/// runs the writes of one scope one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes<'a> {
+    /// One host's run: its replay checks read only that host's rows and
+    /// content-addressed rows that are only ever added.
+    Host(&'a str),
+    /// Every host's rows (pruning removes runs, parts and package lists
+    /// that a host's write may be about to use).
+    All,
 }
 
 /// Maps a driver's error to the store's, saying what could not be done.
@@ -403,7 +416,9 @@ fn keep(tx: &mut dyn Sql, run: &RunRecord, received_us: u64) -> Result<(), Inges
 /// Every backend is a store: the logic above, on its statements.
 impl<B: Backend + ?Sized> Store for B {
     fn ingest(&mut self, run: &RunRecord, received_us: u64) -> Result<(), IngestError> {
-        self.write(&mut |tx| keep(tx, run, received_us))
+        self.write(Writes::Host(&run.fqdn), &mut |tx| {
+            keep(tx, run, received_us)
+        })
     }
 
     fn refuse(&mut self, reason: &str, detail: &str, at: u64) -> Result<(), StoreError> {
@@ -561,7 +576,7 @@ impl<B: Backend + ?Sized> Store for B {
     fn prune(&mut self, cutoff: u64) -> Result<u64, StoreError> {
         let what = "cannot prune old runs";
         let mut gone = 0;
-        let done = self.write(&mut |tx| {
+        let done = self.write(Writes::All, &mut |tx| {
             for (i, sql) in schema::prune().iter().enumerate() {
                 let args = if sql.contains("$1") {
                     vec![Value::from(cutoff)]

@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::types::Value as Lite;
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::sql::{self, Backend, DbError, Row, Sql, Value, db};
+use super::sql::{self, Backend, DbError, Row, Sql, Value, Writes, db};
 use super::{IngestError, StoreError};
 
 pub struct Sqlite {
@@ -129,8 +129,10 @@ impl Backend for Sqlite {
         &self.path
     }
 
+    /// SQLite has one writer at a time whatever the scope.
     fn write(
         &mut self,
+        _: Writes<'_>,
         f: &mut dyn FnMut(&mut dyn Sql) -> Result<(), IngestError>,
     ) -> Result<(), IngestError> {
         self.immediate(f)

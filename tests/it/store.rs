@@ -9,7 +9,7 @@ use kiln::fingerprint::{Fingerprint, Part};
 use kiln::store::pg::Postgres;
 use kiln::store::pg_tls::TlsError;
 use kiln::store::schema::{self, MIGRATIONS};
-use kiln::store::sql::{self, Backend, Sql as _, Value};
+use kiln::store::sql::{self, Backend, Sql as _, Value, Writes};
 use kiln::store::sqlite::Sqlite;
 use kiln::store::{
     HostQuery, IngestError, ManagedPackage, Replay, RunRecord, Store as _, StoreError,
@@ -55,6 +55,7 @@ on_both_backends!(
     drift_names_the_odd_host_its_parts_and_since_when,
     refusals_are_counted_by_reason,
     two_writers_cannot_both_keep_one_run_or_an_older_one,
+    a_write_waits_for_a_prune_that_removes_what_it_would_reuse,
 );
 
 fn entry(resource: &str, status: Status) -> ResourceReport {
@@ -497,6 +498,59 @@ fn two_writers_cannot_both_keep_one_run_or_an_older_one(backend: postgres::Backe
 }
 
 /// Runs `f` on each store on a thread of its own, all let go at once.
+/// A prune removes the parts and the package list of a fingerprint no
+/// kept run uses; a host's write that finds them kept does not add them
+/// again. Were the two to interleave, the host's run would name parts
+/// that are gone: the write waits until the prune has committed, then
+/// finds them gone and adds them.
+fn a_write_waits_for_a_prune_that_removes_what_it_would_reuse(backend: postgres::Backend) {
+    let b = &Backing::new(backend);
+    let mut s = b.store();
+    s.ingest(&run("web01", 100, &["web"], "1"), 100).unwrap();
+    s.ingest(&run("web01", 300, &["web"], "3"), 300).unwrap();
+    let (pruning, pruned) = std::sync::mpsc::channel();
+    let mut pruner = b.store();
+    let mut writer = b.store();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            pruner
+                .write(Writes::All, &mut |tx| {
+                    for sql in schema::prune() {
+                        let args: &[Value] = if sql.contains("$1") {
+                            &[Value::Int(250)]
+                        } else {
+                            &[]
+                        };
+                        tx.execute(&sql, args).unwrap();
+                    }
+                    let _ = pruning.send(());
+                    // The window in which a write that did not wait would
+                    // find fp-1's parts still there.
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    Ok(())
+                })
+                .unwrap();
+        });
+        pruned.recv().unwrap();
+        writer
+            .ingest(&run("web02", 100, &["web"], "1"), 400)
+            .unwrap();
+    });
+    assert_eq!(s.count_runs().unwrap(), 2, "web01's latest and web02's");
+    assert_eq!(
+        s.parts("fp-1").unwrap(),
+        [("package[php]".to_string(), "version=1".to_string())],
+        "web02's run names fp-1, whose parts are kept"
+    );
+    let php1: Vec<String> = s
+        .package("php", Some("1"))
+        .unwrap()
+        .into_iter()
+        .map(|h| h.fqdn)
+        .collect();
+    assert_eq!(php1, ["web02"]);
+}
+
 fn race<T: Send>(
     stores: Vec<Box<dyn Backend>>,
     f: impl Fn(usize, &mut dyn Backend) -> T + Sync,
