@@ -460,6 +460,11 @@ fn run(load: &Load) -> Result<()> {
             vec![("since", since)],
         ),
         ("drift", "/api/v1/drift".into(), vec![]),
+        (
+            "drift?since=0 (fleet status)",
+            "/api/v1/drift".into(),
+            vec![("since", "0".into())],
+        ),
     ];
     for (label, path, query) in &queries {
         let mut took = Vec::new();

@@ -377,8 +377,12 @@ pub fn status(c: Common, store: Option<FromStore>) -> Result<i32, Error> {
             let (inv, rows, drift) = std::thread::scope(|scope| {
                 let rows =
                     scope.spawn(|| reader.get::<Vec<crate::store::HostRow>>("/api/v1/hosts", &[]));
-                let drift = scope
-                    .spawn(|| reader.get::<Vec<crate::store::drift::Drift>>("/api/v1/drift", &[]));
+                // Without the date each host began to differ, which
+                // status does not show and the store reads from runs.
+                let drift = scope.spawn(|| {
+                    let no_since = [("since", "0".to_string())];
+                    reader.get::<Vec<crate::store::drift::Drift>>("/api/v1/drift", &no_since)
+                });
                 let inv = Inventory::load(&c.inventory);
                 (inv, joined(rows), joined(drift))
             });

@@ -246,8 +246,10 @@ fn drift_text(rows: &[Drift]) -> String {
             d.release,
             d.with_majority,
             d.group_size,
-            d.since_run,
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(d.since)),
+            d.since_run.as_deref().unwrap_or_default(),
+            humantime::format_rfc3339_seconds(
+                UNIX_EPOCH + Duration::from_secs(d.since.unwrap_or_default())
+            ),
         ));
         for p in &d.parts {
             let none = "(absent)";

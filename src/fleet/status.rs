@@ -763,8 +763,8 @@ mod tests {
                 found: Some("mode=0600".into()),
                 expected: None,
             }],
-            since_run: "run-c".into(),
-            since: 1,
+            since_run: Some("run-c".into()),
+            since: Some(1),
         }];
         let st = from_store(&inv.hosts, &rows, &drifted);
         let by = |f: &str| st.hosts.iter().find(|h| h.fqdn == f).unwrap();

@@ -503,8 +503,12 @@ impl Shared {
                     .runs(fqdn, since)
                     .map(|v| serde_json::to_vec(&v).unwrap_or_default())
             }
-            ["drift"] => crate::store::drift::drift(store.as_mut(), arg("role").as_deref())
-                .map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+            // `since=0`: without the run each host began to differ at.
+            ["drift"] => {
+                let since = arg("since").is_none_or(|v| v != "0" && v != "false");
+                crate::store::drift::drift(store.as_mut(), arg("role").as_deref(), since)
+            }
+            .map(|v| serde_json::to_vec(&v).unwrap_or_default()),
             ["refusals"] => store
                 .refusals()
                 .map(|v| serde_json::to_vec(&v).unwrap_or_default()),

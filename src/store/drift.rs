@@ -21,9 +21,12 @@ pub struct Drift {
     pub with_majority: usize,
     pub group_size: usize,
     pub parts: Vec<PartDrift>,
-    /// The first run of the streak of runs with this fingerprint.
-    pub since_run: String,
-    pub since: u64,
+    /// The first run of the streak of runs with this fingerprint, and
+    /// when it started; absent when the read was asked without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
 }
 
 /// A fingerprint part that differs; None where one side lacks the resource.
@@ -115,10 +118,12 @@ pub fn differing(
         .collect()
 }
 
-/// The drifted hosts among those `role` selects (all without it).
+/// The drifted hosts among those `role` selects (all without it), with
+/// the run each began to differ at when `since`.
 pub fn drift(
     store: &mut (impl Store + ?Sized),
     role: Option<&str>,
+    since: bool,
 ) -> Result<Vec<Drift>, StoreError> {
     let q = HostQuery {
         role: role.map(str::to_string),
@@ -152,7 +157,14 @@ pub fn drift(
     }
     let fqdns: Vec<&str> = odd.iter().map(|(h, ..)| h.fqdn.as_str()).collect();
     let mut histories: BTreeMap<String, Vec<super::History>> = BTreeMap::new();
-    for run in store.histories(&fqdns)? {
+    // Each odd host's runs, back to the first with its fingerprint: most
+    // of the read at months of runs, and `fleet status` shows no date.
+    let runs = if since {
+        store.histories(&fqdns)?
+    } else {
+        Vec::new()
+    };
+    for run in runs {
         histories.entry(run.fqdn.clone()).or_default().push(run);
     }
     let none = BTreeMap::new();
@@ -162,14 +174,19 @@ pub fn drift(
         let found = parts.get(fp).unwrap_or(&none);
         let expected = parts.get(major).unwrap_or(&none);
         // Newest first: the streak ends at the first other fingerprint.
-        let (since_run, since) = histories
-            .get(&h.fqdn)
-            .into_iter()
-            .flatten()
-            .take_while(|r| r.fingerprint.as_deref() == Some(fp))
-            .last()
-            .map(|r| (r.run_id.clone(), r.started_at))
-            .unwrap_or_else(|| (h.run_id.clone(), h.started_at));
+        let (since_run, since) = if since {
+            let (run, at) = histories
+                .get(&h.fqdn)
+                .into_iter()
+                .flatten()
+                .take_while(|r| r.fingerprint.as_deref() == Some(fp))
+                .last()
+                .map(|r| (r.run_id.clone(), r.started_at))
+                .unwrap_or_else(|| (h.run_id.clone(), h.started_at));
+            (Some(run), Some(at))
+        } else {
+            (None, None)
+        };
         out.push(Drift {
             fqdn: h.fqdn.clone(),
             roles: h.roles.clone(),

@@ -343,7 +343,8 @@ fn drift_names_the_host_that_differs_from_its_peers(backend: Backend) {
         .zip(&roots)
         .map(|(n, (_, k))| (*n, "web", k.as_str()))
         .collect();
-    let server = Server::start(backend, &inventory(dir.path(), &hosts), &[]);
+    let inv = inventory(dir.path(), &hosts);
+    let server = Server::start(backend, &inv, &[]);
     for (n, (root, _)) in names.iter().zip(&roots) {
         converge(root, &repo, n, "web", &server.url).success();
     }
@@ -355,6 +356,22 @@ fn drift_names_the_host_that_differs_from_its_peers(backend: Backend) {
     assert_eq!(drift[0]["parts"][0]["resource"], "file[/etc/app.conf]");
     let runs = server.runs_of("web03.kiln.test");
     assert_eq!(drift[0]["since_run"], runs[0]["run_id"]);
+    // fleet status asks for drift without the date (no runs read), and
+    // names the same host and part.
+    let out = kiln()
+        .args(["fleet", "status", "--server", &server.url, "--token-file"])
+        .arg(&server.token_file)
+        .arg("--inventory")
+        .arg(&inv)
+        .run()
+        .failure();
+    let web03 = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("web03.kiln.test"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(web03.contains("DRIFT: 1 resource(s)"), "{web03}");
+    out.stdout_contains("file[/etc/app.conf]");
 }
 
 fn retention_prunes_old_runs_but_each_host_s_latest(backend: Backend) {

@@ -415,18 +415,27 @@ fn drift_names_the_odd_host_its_parts_and_since_when(backend: postgres::Backend)
     s.ingest(&third, 300).unwrap();
     // Another group: alone, it has nothing to differ from.
     s.ingest(&run("db01", 100, &["db"], "9"), 100).unwrap();
-    let d = kiln::store::drift::drift(s.as_mut(), None).unwrap();
+    let d = kiln::store::drift::drift(s.as_mut(), None, true).unwrap();
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].fqdn, "web03");
     assert_eq!(d[0].majority, "fp-1");
     assert_eq!((d[0].with_majority, d[0].group_size), (2, 3));
-    assert_eq!(d[0].since, 200, "the first run with fp-2");
+    assert_eq!(d[0].since, Some(200), "the first run with fp-2");
     assert_eq!(d[0].parts.len(), 1);
     assert_eq!(d[0].parts[0].resource, "package[php]");
     assert_eq!(d[0].parts[0].found.as_deref(), Some("version=2"));
     assert_eq!(d[0].parts[0].expected.as_deref(), Some("version=1"));
+    // Asked without the date (as `fleet status` asks): the same hosts and
+    // parts, and no run named.
+    let without = kiln::store::drift::drift(s.as_mut(), None, false).unwrap();
+    assert_eq!(without.len(), 1);
+    assert_eq!(without[0].parts, d[0].parts);
+    assert_eq!(
+        (without[0].since, without[0].since_run.as_deref()),
+        (None, None)
+    );
     assert!(
-        kiln::store::drift::drift(s.as_mut(), Some("db"))
+        kiln::store::drift::drift(s.as_mut(), Some("db"), true)
             .unwrap()
             .is_empty()
     );

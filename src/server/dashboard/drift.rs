@@ -11,8 +11,11 @@ use crate::store::drift::PartDrift;
 pub fn page(v: &mut View) -> Result<String, PageError> {
     let role = v.arg("role").to_string();
     let host = v.arg("host").to_string();
-    let mut drifted =
-        crate::store::drift::drift(&mut *v.store, (!role.is_empty()).then_some(role.as_str()))?;
+    let mut drifted = crate::store::drift::drift(
+        &mut *v.store,
+        (!role.is_empty()).then_some(role.as_str()),
+        true,
+    )?;
     if !host.is_empty() {
         drifted.retain(|d| d.fqdn == host);
     }
@@ -42,8 +45,8 @@ pub fn page(v: &mut View) -> Result<String, PageError> {
             esc(&d.release),
             d.with_majority,
             d.group_size,
-            html::when(v.now, d.since),
-            esc(&d.since_run),
+            html::when(v.now, d.since.unwrap_or_default()),
+            esc(d.since_run.as_deref().unwrap_or_default()),
         );
         let rows = d.parts.iter().map(part_row);
         body.push_str(&html::table(
