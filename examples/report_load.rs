@@ -319,9 +319,10 @@ fn quantile(v: &[Duration], q: f64) -> f64 {
 
 fn run(load: &Load) -> Result<()> {
     let now = unix_now();
-    // What the empty schema takes (PostgreSQL's catalog alone is ~7 MB)
-    // is left out of the size per run.
-    let (empty, _) = size(&load.database)?;
+    // What the store held before (PostgreSQL's catalog alone is ~7 MB, and
+    // bench/report-store-filled fills it first) is left out of the size
+    // per run sent.
+    let (empty, runs_before) = size(&load.database)?;
     let t0 = Instant::now();
     let hosts: Vec<Host> = (0..load.hosts)
         .map(|i| host(i, load.interval))
@@ -550,11 +551,15 @@ fn run(load: &Load) -> Result<()> {
     out("runs stored", runs.to_string());
     out("database, MB", format!("{:.1}", bytes as f64 / 1e6));
     out(
-        "database per run (less the empty one), bytes",
+        "database per run sent (growth / runs sent), bytes",
         format!(
             "{:.0}",
-            bytes.saturating_sub(empty) as f64 / runs.max(1) as f64
+            bytes.saturating_sub(empty) as f64 / runs.saturating_sub(runs_before).max(1) as f64
         ),
+    );
+    out(
+        "database per run stored (size / runs), bytes",
+        format!("{:.0}", bytes as f64 / runs.max(1) as f64),
     );
     Ok(())
 }
