@@ -351,8 +351,10 @@ impl Tfs {
             set_owner_mode(&f, owner, Some(mode))?;
             if durability == Durability::Synced {
                 f.sync_all()?;
+                rustix::fs::renameat(&dir, tmp.as_os_str(), &dir, name.as_os_str())?;
+            } else {
+                swap_in(&dir, &tmp, &name)?;
             }
-            rustix::fs::renameat(&dir, tmp.as_os_str(), &dir, name.as_os_str())?;
             Ok(())
         })();
         if result.is_err() {
@@ -412,6 +414,31 @@ impl Tfs {
             flags,
             Mode::from_raw_mode(0o600),
         )?))
+    }
+}
+
+/// Puts the written file `tmp` in `name`'s place without a rename over
+/// it: ext4 (`auto_da_alloc`) flushes a file renamed over another before
+/// the rename returns, most of a no-op's wait for its report. An exchange
+/// of the two names is as atomic for readers and flushes nothing; the old
+/// file, now at `tmp`, is then removed. A directory at `name` is swapped
+/// back and refused, as a rename over it would be; with no `name` yet, or
+/// on a filesystem without exchange, it is a plain rename.
+fn swap_in(dir: &OwnedFd, tmp: &OsStr, name: &OsStr) -> io::Result<()> {
+    use rustix::fs::{RenameFlags, renameat, renameat_with, unlinkat};
+    use rustix::io::Errno;
+    match renameat_with(dir, tmp, dir, name, RenameFlags::EXCHANGE) {
+        Ok(()) => match unlinkat(dir, tmp, AtFlags::empty()) {
+            Err(Errno::ISDIR) => {
+                renameat_with(dir, tmp, dir, name, RenameFlags::EXCHANGE)?;
+                Err(Errno::ISDIR.into())
+            }
+            done => Ok(done?),
+        },
+        Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            Ok(renameat(dir, tmp, dir, name)?)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -612,6 +639,40 @@ mod tests {
                 .is_symlink()
         );
         assert_eq!(fs::read_dir(root.join("etc")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_unsynced_write_swaps_the_file_in_and_never_replaces_a_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, root, _out, t) = setup();
+        t.write_atomic_unsynced("/etc/r", b"one", 0o640, Owner::default())
+            .unwrap();
+        let first = fs::metadata(root.join("etc/r")).unwrap().ino();
+        // A reader holding the old file keeps reading the old content.
+        let held = fs::File::open(root.join("etc/r")).unwrap();
+        t.write_atomic_unsynced("/etc/r", b"two", 0o600, Owner::default())
+            .unwrap();
+        let now = fs::metadata(root.join("etc/r")).unwrap();
+        assert_ne!(now.ino(), first, "a new file, not the old one rewritten");
+        assert_eq!(now.mode() & 0o777, 0o600);
+        assert_eq!(fs::read(root.join("etc/r")).unwrap(), b"two");
+        assert_eq!(std::io::read_to_string(held).unwrap(), "one");
+        // The old file, swapped out to the temporary name, is gone.
+        assert_eq!(fs::read_dir(root.join("etc")).unwrap().count(), 1);
+
+        fs::create_dir(root.join("etc/d")).unwrap();
+        fs::write(root.join("etc/d/kept"), "kept").unwrap();
+        let e = t
+            .write_atomic_unsynced("/etc/d", b"x", 0o600, Owner::default())
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "{e}");
+        assert_eq!(fs::read(root.join("etc/d/kept")).unwrap(), b"kept");
+        let mut names: Vec<_> = fs::read_dir(root.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["d", "r"]);
     }
 
     #[test]
