@@ -401,7 +401,7 @@ pub(crate) fn http_get(url: &str) -> Result<(u16, String), CheckFailed> {
 struct NoFiles;
 
 impl BuildEnv for NoFiles {
-    fn cookbook_file(&self, _: &str, source: &str) -> Result<Vec<u8>, PolicyError> {
+    fn cookbook_file(&self, _: &str, source: &str) -> Result<std::sync::Arc<[u8]>, PolicyError> {
         Err(PolicyError::new(format!(
             "no cookbook files here ({source})"
         )))

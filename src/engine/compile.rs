@@ -1174,7 +1174,7 @@ struct PolicyEnv<'a> {
 /// See [`PolicyEnv::sources`]. Only what was read is kept: a source that
 /// failed fails again, with its own error, each time it is named.
 type SourceCache =
-    std::cell::RefCell<HashMap<(std::path::PathBuf, &'static str, String), std::rc::Rc<Vec<u8>>>>;
+    std::cell::RefCell<HashMap<(std::path::PathBuf, &'static str, String), std::sync::Arc<[u8]>>>;
 
 /// Cookbook files and templates for the resources of one cookbook.
 struct CookbookEnv<'a> {
@@ -1201,7 +1201,7 @@ impl CookbookEnv<'_> {
         &self,
         folder: &'static str,
         source: &str,
-    ) -> Result<std::rc::Rc<Vec<u8>>, PolicyError> {
+    ) -> Result<std::sync::Arc<[u8]>, PolicyError> {
         let key = (self.cookbook.dir.clone(), folder, source.to_string());
         if let Some(known) = self.policy.sources.borrow().get(&key) {
             return Ok(known.clone());
@@ -1214,7 +1214,7 @@ impl CookbookEnv<'_> {
         };
         let bytes = std::fs::read(&path)
             .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", shown.display())))?;
-        let bytes = std::rc::Rc::new(bytes);
+        let bytes: std::sync::Arc<[u8]> = bytes.into();
         self.policy.sources.borrow_mut().insert(key, bytes.clone());
         Ok(bytes)
     }
@@ -1229,12 +1229,13 @@ impl BuildEnv for CookbookEnv<'_> {
         self.policy.fallback.clone()
     }
 
-    fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError> {
+    fn cookbook_file(&self, dir: &str, source: &str) -> Result<std::sync::Arc<[u8]>, PolicyError> {
         match dir {
-            "files" => Ok(self.source("files", source)?.to_vec()),
+            "files" => self.source("files", source),
             _ => {
                 let path = self.cookbook.source_path(dir, source)?;
                 std::fs::read(&path)
+                    .map(Into::into)
                     .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", path.display())))
             }
         }
@@ -1465,8 +1466,9 @@ action = ["enable", "start"]
         std::fs::write(d.path().join("whitelist.toml"), "").unwrap();
         let repo = Repository::open(d.path()).unwrap();
         let policy = compile(&repo, &Node::role("r"), &facts("h1"), &Known::default()).unwrap();
-        let content =
-            |path: &str| String::from_utf8(file(&policy, path).1.content.clone().unwrap());
+        let content = |path: &str| {
+            String::from_utf8(file(&policy, path).1.content.as_deref().unwrap().to_vec())
+        };
         assert_eq!(content("/etc/a-1.conf").unwrap(), "a 1\n");
         assert_eq!(content("/etc/a-2.conf").unwrap(), "a 2\n");
         assert_eq!(content("/etc/b-1.conf").unwrap(), "b 1\n");
@@ -1505,7 +1507,7 @@ action = ["enable", "start"]
         assert_eq!(policy.fingerprint_key, None);
         assert_eq!(policy.size.as_deref(), Some("small"));
         let (_, motd) = file(&policy, "/etc/db-motd");
-        let text = String::from_utf8(motd.content.clone().unwrap()).unwrap();
+        let text = String::from_utf8(motd.content.as_deref().unwrap().to_vec()).unwrap();
         assert!(text.ends_with("on port 3307\n"), "{text}");
     }
 
@@ -1518,7 +1520,7 @@ action = ["enable", "start"]
             .sized(Some("small".into()));
         let policy = compile(&repo, &node, &facts("db01"), &Placeholder).unwrap();
         let (_, motd) = file(&policy, "/etc/db-motd");
-        let text = String::from_utf8(motd.content.clone().unwrap()).unwrap();
+        let text = String::from_utf8(motd.content.as_deref().unwrap().to_vec()).unwrap();
         assert!(text.ends_with("on port 4000\n"), "{text}");
 
         let bad: toml::Table = toml::from_str("[db]\nx = '{{secret \"db/password\"}}'").unwrap();

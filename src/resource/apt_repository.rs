@@ -129,7 +129,7 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
         name: name.clone(),
         sources: File {
             path: format!("/etc/apt/sources.list.d/{name}.sources"),
-            content: Some(text.into_bytes()),
+            content: Some(text.into_bytes().into()),
             meta: Meta {
                 mode: Some(0o644),
                 ..Meta::default()

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +35,7 @@ struct Props {
 pub struct File {
     pub path: String,
     /// `None` manages only existence and metadata.
-    pub content: Option<Vec<u8>>,
+    pub content: Option<Arc<[u8]>>,
     pub meta: Meta,
     pub sensitive: bool,
 }
@@ -48,7 +49,7 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
                 "keep one: content for inline text, source for a file in the cookbook's files/",
             ));
         }
-        (Some(c), None) => Some(c.into_bytes()),
+        (Some(c), None) => Some(c.into_bytes().into()),
         (None, Some(s)) => Some(env.cookbook_file("files", &s)?),
         (None, None) => None,
     };
@@ -252,7 +253,7 @@ impl Converge for File {
             let cur = (meta.is_file() && meta.len() == want.len() as u64)
                 .then(|| tfs.read(&self.path).ok())
                 .flatten();
-            if cur.as_ref() != Some(want) {
+            if cur.as_deref() != Some(&**want) {
                 let cur = match cur {
                     Some(c) => c,
                     None => tfs.read(&self.path).unwrap_or_default(),

@@ -45,7 +45,7 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
     };
     sql_name("database", database, 64)?;
     sql_name("table", table, 64)?;
-    let sql = String::from_utf8(env.cookbook_file("files", &p.source)?).map_err(|_| {
+    let sql = String::from_utf8(env.cookbook_file("files", &p.source)?.to_vec()).map_err(|_| {
         PolicyError::new(format!("files/{} is not UTF-8 text", p.source))
             .fix("save the SQL file as UTF-8")
     })?;

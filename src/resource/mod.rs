@@ -6,6 +6,7 @@
 
 use std::any::{Any, TypeId};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
@@ -378,8 +379,9 @@ impl fmt::Display for ResourceId {
 
 /// What a cookbook-relative `source` and template rendering need at build time.
 pub trait BuildEnv {
-    /// Contents of `files/<source>` or `templates/<source>` of the resource's cookbook.
-    fn cookbook_file(&self, dir: &str, source: &str) -> Result<Vec<u8>, PolicyError>;
+    /// Contents of `files/<source>` or `templates/<source>` of the resource's
+    /// cookbook, shared: resources that name one source hold one copy.
+    fn cookbook_file(&self, dir: &str, source: &str) -> Result<Arc<[u8]>, PolicyError>;
     /// The whitelist's version of a package for this node.
     fn pin(&self, package: &str) -> Option<Pin>;
     /// The whitelist's fallback sources, when it names any.

@@ -44,7 +44,7 @@ fn build(spec: &Spec, env: &dyn BuildEnv) -> Result<Box<dyn Resource>, PolicyErr
     };
     Ok(Box::new(File {
         path: spec.name.clone(),
-        content: Some(text.into_bytes()),
+        content: Some(text.into_bytes().into()),
         meta: secret_mode(p.meta, spec),
         sensitive: spec.sensitive,
     }))

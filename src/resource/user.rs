@@ -557,7 +557,7 @@ pub(super) mod tests {
     pub(in crate::resource) struct NoEnv;
 
     impl BuildEnv for NoEnv {
-        fn cookbook_file(&self, _: &str, _: &str) -> Result<Vec<u8>, PolicyError> {
+        fn cookbook_file(&self, _: &str, _: &str) -> Result<std::sync::Arc<[u8]>, PolicyError> {
             unreachable!()
         }
         fn render_template(&self, _: &str, _: Option<&toml::Table>) -> Result<String, PolicyError> {
