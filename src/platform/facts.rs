@@ -49,7 +49,7 @@ impl Facts {
             platform: os_field(&os, "ID").unwrap_or_else(|| "unknown".into()),
             platform_version: os_field(&os, "VERSION_ID").unwrap_or_default(),
             codename: os_field(&os, "VERSION_CODENAME").unwrap_or_default(),
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            cpus: cpus(),
             memory_mb: memory_mb(),
             ipaddress: ipaddress().unwrap_or_else(|| "127.0.0.1".into()),
         }
@@ -84,12 +84,21 @@ fn os_field(text: &str, key: &str) -> Option<String> {
     })
 }
 
+/// The processors this process may run on, as `nproc` counts them: one
+/// system call, where the standard library's count also reads the
+/// cgroup's quota files (a quota limits time, not the processors a node
+/// has).
+fn cpus() -> u64 {
+    rustix::thread::sched_getaffinity(None).map_or(1, |set| u64::from(set.count().max(1)))
+}
+
+/// `MemTotal` of /proc/meminfo, in one system call.
 fn memory_mb() -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
+    let info = rustix::system::sysinfo();
+    let bytes = info
+        .totalram
+        .saturating_mul(u64::from(info.mem_unit.max(1)));
+    bytes >> 20
 }
 
 /// The first non-loopback IPv4 address of the machine.
@@ -140,5 +149,31 @@ mod tests {
         let f = Facts::gather(&Target::host(), Some("web01.example.com"));
         assert_eq!(f.hostname, "web01");
         assert!(f.cpus >= 1);
+    }
+
+    #[test]
+    fn memory_and_processors_are_what_the_kernel_says_elsewhere() {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kb: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        assert_eq!(memory_mb(), kb / 1024);
+        // /proc/self/status lists the processors this process may use.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        let allowed: u64 = list
+            .trim()
+            .split(',')
+            .map(|r| match r.split_once('-') {
+                Some((a, b)) => b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1,
+                None => 1,
+            })
+            .sum();
+        assert_eq!(cpus(), allowed);
     }
 }
