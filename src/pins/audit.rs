@@ -93,7 +93,7 @@ pub fn audit(repo: &Path, node: &TargetNode) -> Result<Audit, Error> {
         .packages
         .values()
         .filter(|p| p.is_installed())
-        .flat_map(|p| p.depends.iter().map(String::as_str))
+        .flat_map(|p| p.depends())
         .collect();
     let mut by_hand: BTreeMap<&String, &str> = BTreeMap::new();
     for (name, p) in &dpkg.packages {

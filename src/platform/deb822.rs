@@ -18,6 +18,12 @@ impl<'a> Paragraph<'a> {
         self.0.get(name).map(value)
     }
 
+    /// The fields in the order of the file, each value joined only when
+    /// asked for.
+    pub fn fields(&self) -> impl Iterator<Item = Field<'a, '_>> {
+        self.0.iter().map(Field)
+    }
+
     /// The values of every field named in `names` (any case), in the
     /// order of the file; the others are skipped unread.
     pub fn each(&self, names: &[&str]) -> Vec<Cow<'a, str>> {
@@ -25,6 +31,20 @@ impl<'a> Paragraph<'a> {
             .filter(|f| names.iter().any(|n| f.name().eq_ignore_ascii_case(n)))
             .map(|f| value(f.lines()))
             .collect()
+    }
+}
+
+/// One field of a [`Paragraph`].
+pub struct Field<'a, 'p>(&'p deb822_fast::borrowed::BorrowedField<'a>);
+
+impl<'a> Field<'a, '_> {
+    pub fn name(&self) -> &'a str {
+        self.0.name()
+    }
+
+    /// As [`Paragraph::get`] gives it.
+    pub fn value(&self) -> Cow<'a, str> {
+        value(self.0.lines())
     }
 }
 

@@ -13,8 +13,9 @@ pub struct Installed {
     /// dpkg's state: `installed`, `config-files`, `half-configured`, ...
     pub state: String,
     pub priority: String,
-    /// Names in Depends and Pre-Depends, every alternative included.
-    pub depends: Vec<String>,
+    /// Depends and Pre-Depends as written, joined: split only by the
+    /// few readers that need the names ([`Installed::depends`]).
+    pub relations: String,
     /// The source package it was built from (its own name when the same).
     pub source: String,
 }
@@ -26,6 +27,11 @@ impl Installed {
 
     pub fn is_held(&self) -> bool {
         self.want == "hold"
+    }
+
+    /// Names in Depends and Pre-Depends, every alternative included.
+    pub fn depends(&self) -> impl Iterator<Item = &str> {
+        dependency_names(&self.relations)
     }
 }
 
@@ -52,37 +58,54 @@ impl Dpkg {
         Dpkg::parse(&text)
     }
 
+    /// Every converge that manages a package reads the whole database, so
+    /// this is one pass over each stanza's fields, and only the values
+    /// kept are joined or copied.
     pub fn parse(text: &str) -> Self {
         let mut packages = HashMap::new();
         for p in deb822::paragraphs(text) {
-            let mut depends = Vec::new();
-            for v in p.each(&["Depends", "Pre-Depends"]) {
-                depends.extend(dependency_names(&v));
+            let [mut name, mut version, mut status, mut priority, mut source] = [const { None }; 5];
+            let mut relations = String::new();
+            for f in p.fields() {
+                let slot = match f.name() {
+                    n if n.eq_ignore_ascii_case("Package") => &mut name,
+                    n if n.eq_ignore_ascii_case("Version") => &mut version,
+                    n if n.eq_ignore_ascii_case("Status") => &mut status,
+                    n if n.eq_ignore_ascii_case("Priority") => &mut priority,
+                    n if n.eq_ignore_ascii_case("Source") => &mut source,
+                    n if n.eq_ignore_ascii_case("Depends")
+                        || n.eq_ignore_ascii_case("Pre-Depends") =>
+                    {
+                        if !relations.is_empty() {
+                            relations.push_str(", ");
+                        }
+                        relations.push_str(&f.value());
+                        continue;
+                    }
+                    _ => continue,
+                };
+                // The first of a repeated field counts, as a lookup finds it.
+                slot.get_or_insert_with(|| f.value());
             }
-            let field = |key: &str| p.get(key).unwrap_or_default();
-            let (name, version, status, priority) = (
-                field("Package"),
-                field("Version"),
-                field("Status"),
-                field("Priority"),
-            );
-            let source = field("Source");
-            let source = source.split_whitespace().next().unwrap_or_default();
+            let name = name.unwrap_or_default();
             if name.is_empty() {
                 continue;
             }
+            let status = status.unwrap_or_default();
             let mut words = status.split_whitespace();
             let want = words.next().unwrap_or_default().to_string();
             let state = words.nth(1).unwrap_or_default().to_string();
+            let source = source.unwrap_or_default();
+            let source = source.split_whitespace().next().unwrap_or(&name);
             packages.insert(
                 name.to_string(),
                 Installed {
-                    version: version.to_string(),
+                    version: version.unwrap_or_default().into_owned(),
                     want,
                     state,
-                    priority: priority.to_string(),
-                    depends,
-                    source: if source.is_empty() { &name } else { source }.to_string(),
+                    priority: priority.unwrap_or_default().into_owned(),
+                    relations,
+                    source: source.to_string(),
                 },
             );
         }
@@ -118,10 +141,10 @@ fn journal(names: Vec<std::ffi::OsString>) -> Vec<String> {
 }
 
 /// `libc6 (>= 2.34), foo | bar:any` -> libc6, foo, bar.
-fn dependency_names(field: &str) -> impl Iterator<Item = String> + '_ {
+fn dependency_names(field: &str) -> impl Iterator<Item = &str> {
     field.split([',', '|']).filter_map(|d| {
         let name = d.split_whitespace().next()?;
-        Some(name.split(':').next().unwrap_or(name).to_string())
+        Some(name.split(':').next().unwrap_or(name))
     })
 }
 
@@ -271,7 +294,28 @@ mod tests {
         assert!(m.is_held());
         assert!(d.installed("gone").is_none());
         assert_eq!(d.packages["gone"].state, "config-files");
-        let names: Vec<String> = dependency_names("libc6 (>= 2.34), foo | bar:any").collect();
+        let names: Vec<&str> = dependency_names("libc6 (>= 2.34), foo | bar:any").collect();
         assert_eq!(names, ["libc6", "foo", "bar"]);
+    }
+
+    #[test]
+    fn depends_and_pre_depends_are_both_read_whatever_their_case() {
+        let d = Dpkg::parse(
+            "Package: a\nStatus: install ok installed\nVersion: 1\n\
+             pre-depends: libc6 (>= 2.34)\nDepends: foo | bar:any,\n baz\nVersion: 2\n",
+        );
+        let a = d.installed("a").unwrap();
+        assert_eq!(
+            a.depends().collect::<Vec<_>>(),
+            ["libc6", "foo", "bar", "baz"]
+        );
+        assert_eq!(a.version, "1");
+        assert_eq!(a.source, "a");
+        assert!(
+            Dpkg::parse("Package: b\n").packages["b"]
+                .depends()
+                .next()
+                .is_none()
+        );
     }
 }
