@@ -23,15 +23,6 @@ impl<'a> Paragraph<'a> {
     pub fn fields(&self) -> impl Iterator<Item = Field<'a, '_>> {
         self.0.iter().map(Field)
     }
-
-    /// The values of every field named in `names` (any case), in the
-    /// order of the file; the others are skipped unread.
-    pub fn each(&self, names: &[&str]) -> Vec<Cow<'a, str>> {
-        (self.0.iter())
-            .filter(|f| names.iter().any(|n| f.name().eq_ignore_ascii_case(n)))
-            .map(|f| value(f.lines()))
-            .collect()
-    }
 }
 
 /// One field of a [`Paragraph`].
