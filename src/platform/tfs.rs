@@ -161,15 +161,23 @@ impl Tfs {
         Ok((f, meta.len()))
     }
 
-    /// The file `p` leads to, open for reading to its end, and a buffer
-    /// with room for its size (and the read that finds the end): `take`
-    /// hides the size from `read_to_end`, which would otherwise read a
-    /// large file (dpkg's status) 32 bytes first, then twice as many each
-    /// time, copying what it has at each growth.
+    /// The file `p` leads to, open for reading, and a buffer with room for
+    /// its size and one byte more: `take` hides the size from
+    /// `read_to_end`, which would otherwise read a large file (dpkg's
+    /// status) 32 bytes first, then twice as many each time, copying what
+    /// it has at each growth.
+    ///
+    /// The file is read up to the size its open saw, so no system call is
+    /// spent on a read that finds the end. A file that says it is empty
+    /// (one of /proc's) is read to its end.
     fn reader(&self, p: impl AsRef<Path>) -> io::Result<(io::Take<File>, usize)> {
         let (f, len) = self.open_sized(p)?;
         let room = usize::try_from(len.min(READ_CAP) + 1).unwrap_or(0);
-        Ok((f.take(READ_CAP + 1), room))
+        let limit = match len {
+            0 => READ_CAP + 1,
+            n => n.min(READ_CAP + 1),
+        };
+        Ok((f.take(limit), room))
     }
 
     pub fn read(&self, p: impl AsRef<Path>) -> io::Result<Vec<u8>> {
