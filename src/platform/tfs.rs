@@ -12,7 +12,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -161,39 +161,21 @@ impl Tfs {
         Ok((f, meta.len()))
     }
 
-    /// The file `p` leads to, open for reading, and a buffer with room for
-    /// its size and one byte more: `take` hides the size from
-    /// `read_to_end`, which would otherwise read a large file (dpkg's
-    /// status) 32 bytes first, then twice as many each time, copying what
-    /// it has at each growth.
-    ///
-    /// The file is read up to the size its open saw, so no system call is
-    /// spent on a read that finds the end. A file that says it is empty
-    /// (one of /proc's) is read to its end.
-    fn reader(&self, p: impl AsRef<Path>) -> io::Result<(io::Take<File>, usize)> {
-        let (f, len) = self.open_sized(p)?;
-        let room = usize::try_from(len.min(READ_CAP) + 1).unwrap_or(0);
-        let limit = match len {
-            0 => READ_CAP + 1,
-            n => n.min(READ_CAP + 1),
-        };
-        Ok((f.take(limit), room))
-    }
-
+    /// The whole file `p` leads to (at most [`READ_CAP`] bytes).
     pub fn read(&self, p: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-        let (mut f, room) = self.reader(&p)?;
-        let mut v = Vec::with_capacity(room);
-        f.read_to_end(&mut v)?;
+        let (f, len) = self.open_sized(&p)?;
+        let v = read_whole(&f, len)?;
         too_large(p.as_ref(), v.len())?;
         Ok(v)
     }
 
     pub fn read_to_string(&self, p: impl AsRef<Path>) -> io::Result<String> {
-        let (mut f, room) = self.reader(&p)?;
-        let mut s = String::with_capacity(room);
-        f.read_to_string(&mut s)?;
-        too_large(p.as_ref(), s.len())?;
-        Ok(s)
+        String::from_utf8(self.read(p)?).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )
+        })
     }
 
     /// The metadata of what `p` leads to, following links (inside the root).
@@ -423,6 +405,32 @@ impl Tfs {
             Mode::from_raw_mode(0o600),
         )?))
     }
+}
+
+/// The file `f` to the size its open saw (`len`), in one read where the
+/// standard library's would take four for dpkg's status (8, 16, 32 KiB,
+/// then the rest) and one more to find the end. A file that says it is
+/// empty (one of /proc's) is read to its end, a page at a time; reading
+/// stops one byte past [`READ_CAP`], for the caller to refuse.
+fn read_whole(f: &File, len: u64) -> io::Result<Vec<u8>> {
+    use rustix::buffer::spare_capacity;
+    let want = match len {
+        0 => READ_CAP + 1,
+        n => n.min(READ_CAP + 1),
+    };
+    let mut v = Vec::with_capacity(usize::try_from(want.min(len.max(1))).unwrap_or(0));
+    while (v.len() as u64) < want {
+        if v.len() == v.capacity() {
+            v.reserve(4096);
+        }
+        match rustix::io::read(f, spare_capacity(&mut v)) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(v)
 }
 
 /// Puts the written file `tmp` in `name`'s place without a rename over
