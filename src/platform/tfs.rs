@@ -189,6 +189,20 @@ impl Tfs {
         File::from(self.open_at(p.as_ref(), flags, Mode::empty())?).metadata()
     }
 
+    /// [`Tfs::symlink_metadata`], and where `p` points when it is a link:
+    /// both of the one file the look found, in one open.
+    pub fn look_link(&self, p: impl AsRef<Path>) -> io::Result<(Metadata, Option<PathBuf>)> {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW;
+        let f = File::from(self.open_at(p.as_ref(), flags, Mode::empty())?);
+        let meta = f.metadata()?;
+        if !meta.file_type().is_symlink() {
+            return Ok((meta, None));
+        }
+        // An empty path reads the link the descriptor itself is.
+        let to = rustix::fs::readlinkat(&f, "", Vec::new())?;
+        Ok((meta, Some(PathBuf::from(OsStr::from_bytes(to.as_bytes())))))
+    }
+
     /// Whether `p` leads somewhere (a dangling link does not).
     pub fn exists(&self, p: impl AsRef<Path>) -> bool {
         self.metadata(p).is_ok()
@@ -637,6 +651,11 @@ mod tests {
         assert!(t.read("/etc/rel").is_err());
         assert!(t.symlink_metadata("/etc/abs").unwrap().is_symlink());
         assert_eq!(t.read_link("/etc/s").unwrap(), Path::new("/etc/shadow"));
+        let (m, to) = t.look_link("/etc/s").unwrap();
+        assert!(m.file_type().is_symlink());
+        assert_eq!(to.as_deref(), Some(Path::new("/etc/shadow")));
+        let (m, to) = t.look_link("/etc").unwrap();
+        assert!(m.is_dir() && to.is_none());
     }
 
     #[test]

@@ -76,12 +76,12 @@ impl Converge for Link {
 
     fn check(&self, action: LinkAction, cx: &mut Context) -> ResourceResult<Vec<LinkChange>> {
         let tfs = cx.target.fs();
-        let meta = match tfs.symlink_metadata(&self.path) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let (meta, current) = match tfs.look_link(&self.path) {
+            Ok((m, to)) => (Some(m), to),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
             Err(e) => return Err(RunError::io("inspect", &self.path, e)),
         };
-        let is_link = meta.as_ref().is_some_and(|m| m.file_type().is_symlink());
+        let is_link = current.is_some();
         let to = || self.to.clone();
         if action == LinkAction::Delete {
             return Ok(if is_link {
@@ -93,7 +93,7 @@ impl Converge for Link {
         match (meta, is_link) {
             (None, _) => Ok(vec![LinkChange::Create { to: to() }]),
             (Some(_), true) => {
-                let cur = tfs.read_link(&self.path).unwrap_or_default();
+                let cur = current.unwrap_or_default();
                 Ok(if cur == Path::new(&self.to) {
                     vec![]
                 } else {
