@@ -498,10 +498,14 @@ impl Report {
         let shown = ReportError::History;
         // The history is kiln's own directory: a link planted there is
         // replaced, never followed, so pruning cannot reach elsewhere.
-        if tfs.symlink_metadata(RUNS).is_ok_and(|m| !m.is_dir()) {
-            tfs.remove_file(RUNS).map_err(shown)?;
+        match tfs.symlink_metadata(RUNS) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                tfs.remove_file(RUNS).map_err(shown)?;
+                tfs.create_dir_all(RUNS, 0o755).map_err(shown)?;
+            }
+            Err(_) => tfs.create_dir_all(RUNS, 0o755).map_err(shown)?,
         }
-        tfs.create_dir_all(RUNS, 0o755).map_err(shown)?;
         if !tfs.exists(FIRST_RUN) {
             // A target converged by a kiln before this file existed: its
             // oldest kept run is the best record of the first.
@@ -520,16 +524,25 @@ impl Report {
         // time: after a power cut the previous report (or an unreadable
         // one, which `load_last` says how to replace) stands until the next
         // run writes this again. A run that changed the host syncs.
-        let keep = |path: &str| {
-            let written = if self.updated == 0 && self.success {
-                tfs.write_atomic_unsynced(path, &json, 0o600, Ids::default())
-            } else {
-                tfs.write_atomic(path, &json, 0o600, Ids::default())
-            };
-            written.map_err(|e| RunError::io("write", path, e))
+        let synced = !(self.updated == 0 && self.success);
+        let run = format!("{RUNS}/{name}");
+        let written = if synced {
+            tfs.write_atomic(&run, &json, 0o600, Ids::default())
+        } else {
+            tfs.write_atomic_unsynced(&run, &json, 0o600, Ids::default())
         };
-        keep(&format!("{RUNS}/{name}"))?;
-        keep(LAST_RUN)?;
+        written.map_err(|e| RunError::io("write", &run, e))?;
+        // The last run is the newest of the history under a second name:
+        // written once, and the one it replaces is only a name let go. A
+        // filesystem without hard links gets a copy.
+        if tfs.link_replacing(&run, LAST_RUN, synced).is_err() {
+            let copied = if synced {
+                tfs.write_atomic(LAST_RUN, &json, 0o600, Ids::default())
+            } else {
+                tfs.write_atomic_unsynced(LAST_RUN, &json, 0o600, Ids::default())
+            };
+            copied.map_err(|e| RunError::io("write", LAST_RUN, e))?;
+        }
         let mut old: Vec<String> = tfs
             .read_dir_nofollow(RUNS)
             .map_err(shown)?
@@ -680,6 +693,45 @@ mod tests {
         assert_eq!(back.managed_ids().unwrap(), ["file[/a]"]);
         std::fs::write(Report::last_run_path(&t), "not json").unwrap();
         assert!((Report::load_last(&t).unwrap_err().to_string()).contains("kiln converge"));
+    }
+
+    #[test]
+    fn the_last_run_is_the_newest_of_the_history_under_a_second_name() {
+        use std::os::unix::fs::MetadataExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let t = Target::at_root(d.path());
+        let runs = d.path().join("var/lib/kiln/runs");
+        let run = |at: u64, updated: usize| Report {
+            started_at: at,
+            updated,
+            success: true,
+            ..Report::default()
+        };
+        // A run that changed something (synced) and then a no-op (not).
+        for (at, updated) in [(1000, 1), (1001, 0)] {
+            run(at, updated).save(&t).unwrap();
+            let newest = runs.join(format!("{at}-{}.json", std::process::id()));
+            let (last, kept) = (
+                std::fs::metadata(Report::last_run_path(&t)).unwrap(),
+                std::fs::metadata(&newest).unwrap(),
+            );
+            assert_eq!((last.dev(), last.ino()), (kept.dev(), kept.ino()));
+            assert_eq!(last.mode() & 0o777, 0o600);
+            assert_eq!(Report::load_last(&t).unwrap().unwrap().started_at, at);
+        }
+        // The run it replaced stays in the history, whole, and no
+        // temporary name is left beside either.
+        let first = runs.join(format!("1000-{}.json", std::process::id()));
+        let text = std::fs::read_to_string(&first).unwrap();
+        assert_eq!(Report::parse(&text).unwrap().started_at, 1000);
+        assert_eq!(std::fs::metadata(&first).unwrap().nlink(), 1);
+        assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 2);
+        let kiln: Vec<_> = std::fs::read_dir(d.path().join("var/lib/kiln"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(kiln.is_empty(), "{kiln:?}");
     }
 
     #[test]

@@ -371,6 +371,42 @@ impl Tfs {
         Ok(())
     }
 
+    /// Gives the file at `from` the name `to` as well, in place of what
+    /// is there, as [`Tfs::write_atomic`] (`synced`) or
+    /// [`Tfs::write_atomic_unsynced`] would: the same content kept under
+    /// two names, written once. No final link of either is followed.
+    pub fn link_replacing(
+        &self,
+        from: impl AsRef<Path>,
+        to: impl AsRef<Path>,
+        synced: bool,
+    ) -> io::Result<()> {
+        let (from_dir, from_name) = self.parent(from.as_ref())?;
+        let (dir, name) = self.parent(to.as_ref())?;
+        let tmp = temp_name(&name);
+        let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
+        rustix::fs::linkat(
+            &from_dir,
+            from_name.as_os_str(),
+            &dir,
+            tmp.as_os_str(),
+            AtFlags::empty(),
+        )?;
+        let placed = if synced {
+            rustix::fs::renameat(&dir, tmp.as_os_str(), &dir, name.as_os_str()).map_err(Into::into)
+        } else {
+            swap_in(&dir, &tmp, &name)
+        };
+        if placed.is_err() {
+            let _ = rustix::fs::unlinkat(&dir, tmp.as_os_str(), AtFlags::empty());
+        }
+        placed?;
+        if synced {
+            let _ = rustix::fs::fsync(&dir);
+        }
+        Ok(())
+    }
+
     /// Sets owner, group and mode of `p` through a descriptor of it. With
     /// `follow` a link is followed (inside the root), as for a directory;
     /// without, a final link is an error (`ELOOP`) and nothing changes.
