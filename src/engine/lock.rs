@@ -26,16 +26,17 @@ impl RunLock {
         let path = target.root().join(LOCK.trim_start_matches('/'));
         // Opened inside the target, never through a link and never
         // truncated before it is held: a link planted there is refused.
-        if tfs.symlink_metadata(LOCK).is_ok_and(|m| m.is_symlink()) {
-            return Err(RunError::precondition(format!(
-                "{} is a symlink; kiln takes its run lock only on a regular file",
-                path.display()
-            ))
-            .fix("remove the link (kiln creates the lock file itself)"));
-        }
-        let mut file = tfs
-            .open_lock(LOCK)
-            .map_err(|e| RunError::io("open lock", path.display(), e))?;
+        let mut file = match tfs.open_lock(LOCK) {
+            Ok(f) => f,
+            Err(_) if tfs.symlink_metadata(LOCK).is_ok_and(|m| m.is_symlink()) => {
+                return Err(RunError::precondition(format!(
+                    "{} is a symlink; kiln takes its run lock only on a regular file",
+                    path.display()
+                ))
+                .fix("remove the link (kiln creates the lock file itself)"));
+            }
+            Err(e) => return Err(RunError::io("open lock", path.display(), e)),
+        };
         let start = Instant::now();
         loop {
             if file.try_lock_exclusive().is_ok() {

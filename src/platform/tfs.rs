@@ -268,6 +268,10 @@ impl Tfs {
 
     /// Creates `p` and its missing parents (each resolved inside the root).
     pub fn create_dir_all(&self, p: impl AsRef<Path>, mode: u32) -> io::Result<()> {
+        // Most often there already: one look, not a try at each level.
+        if self.is_dir(p.as_ref()) {
+            return Ok(());
+        }
         let mut sofar = PathBuf::from("/");
         for c in p.as_ref().components() {
             if let Component::Normal(n) = c {
