@@ -1212,7 +1212,7 @@ impl CookbookEnv<'_> {
             "templates" => self.cookbook.display_dir.join(folder).join(source),
             _ => path.clone(),
         };
-        let bytes = std::fs::read(&path)
+        let bytes = crate::platform::hostfile::read(&path)
             .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", shown.display())))?;
         let bytes: std::sync::Arc<[u8]> = bytes.into();
         self.policy.sources.borrow_mut().insert(key, bytes.clone());
@@ -1234,7 +1234,7 @@ impl BuildEnv for CookbookEnv<'_> {
             "files" => self.source("files", source),
             _ => {
                 let path = self.cookbook.source_path(dir, source)?;
-                std::fs::read(&path)
+                crate::platform::hostfile::read(&path)
                     .map(Into::into)
                     .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", path.display())))
             }

@@ -1,11 +1,49 @@
-//! Replacing a file on the host (the repository, a publish directory, the
-//! agent's state, caches), never inside a target: targets are written
-//! through their confined view ([`super::tfs::Tfs::write_atomic`]).
+//! Reading and replacing a file on the host (the repository, a publish
+//! directory, the agent's state, caches), never inside a target: targets
+//! are read and written through their confined view
+//! ([`super::tfs::Tfs::write_atomic`]).
 
 use std::fs::{File, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+/// The whole file, as `std::fs::read` gives it, read to the size its open
+/// saw (one read where the standard library takes a second to find the
+/// end); larger than [`super::tfs::READ_CAP`] is an error.
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    let f = File::open(path)?;
+    let bytes = super::tfs::read_whole(&f, f.metadata()?.len())?;
+    super::tfs::too_large(path, bytes.len())?;
+    Ok(bytes)
+}
+
+/// [`read`], as text: the error of `std::fs::read_to_string` when it is
+/// not UTF-8.
+pub fn read_to_string(path: &Path) -> io::Result<String> {
+    String::from_utf8(read(path)?).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
+}
+
+/// Whether the kernel resolves `path`, a path under the directory `dir`
+/// (given without links), without ever leaving `dir`: one call, where a
+/// canonical walk reads each component's link. False when it cannot tell
+/// (no `openat2`, a missing file) and for a link to an absolute path,
+/// which the caller's canonical walk then judges.
+pub fn resolves_beneath(dir: &Path, path: &Path) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let Ok(rel) = path.strip_prefix(dir) else {
+        return false;
+    };
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    rustix::fs::open(dir, flags | OFlags::DIRECTORY, Mode::empty())
+        .and_then(|d| rustix::fs::openat2(&d, rel, flags, Mode::empty(), ResolveFlags::BENEATH))
+        .is_ok()
+}
 
 /// Replaces `path` with `bytes` so that a reader, or a crash, sees the old
 /// file or the new one and never a part: see [`replace_with`].
@@ -47,6 +85,43 @@ pub fn replace_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_resolves_beneath_only_when_no_step_leaves_the_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let top = d.path().canonicalize().unwrap();
+        let (cb, out) = (top.join("cb"), top.join("out"));
+        std::fs::create_dir_all(cb.join("files")).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(cb.join("files/a"), "a").unwrap();
+        std::fs::write(out.join("secret"), "s").unwrap();
+        let link = |to: &Path, name: &str| std::os::unix::fs::symlink(to, cb.join(name)).unwrap();
+        link(Path::new("a"), "files/rel-in");
+        link(Path::new("../../out/secret"), "files/rel-out");
+        link(&cb.join("files/a"), "files/abs-in");
+        assert!(resolves_beneath(&cb, &cb.join("files/a")));
+        assert!(resolves_beneath(&cb, &cb.join("files/rel-in")));
+        assert!(!resolves_beneath(&cb, &cb.join("files/rel-out")));
+        // Not judged here: the caller's canonical walk says it is inside.
+        assert!(!resolves_beneath(&cb, &cb.join("files/abs-in")));
+        assert!(!resolves_beneath(&cb, &cb.join("files/missing")));
+        assert!(!resolves_beneath(&cb, &out.join("secret")));
+        assert!(!resolves_beneath(&cb, &cb.join("../out/secret")));
+    }
+
+    #[test]
+    fn a_file_is_read_whole_and_text_must_be_utf8() {
+        let d = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(d.path().join("big"), &big).unwrap();
+        std::fs::write(d.path().join("empty"), "").unwrap();
+        std::fs::write(d.path().join("bad"), [b'a', 0xff]).unwrap();
+        assert_eq!(read(&d.path().join("big")).unwrap(), big);
+        assert_eq!(read_to_string(&d.path().join("empty")).unwrap(), "");
+        let e = read_to_string(&d.path().join("bad")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(read(&d.path().join("missing")).is_err());
+    }
 
     #[test]
     fn replaces_whole_keeps_the_mode_and_leaves_no_temporary() {

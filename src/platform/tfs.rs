@@ -33,7 +33,7 @@ pub struct Tfs {
 /// compares and diffs, reports, os-release); hashes stream instead.
 pub const READ_CAP: u64 = 256 << 20;
 
-fn too_large(p: &Path, len: usize) -> io::Result<()> {
+pub(super) fn too_large(p: &Path, len: usize) -> io::Result<()> {
     if len as u64 > READ_CAP {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -466,7 +466,7 @@ impl Tfs {
 /// then the rest) and one more to find the end. A file that says it is
 /// empty (one of /proc's) is read to its end, a page at a time; reading
 /// stops one byte past [`READ_CAP`], for the caller to refuse.
-fn read_whole(f: &File, len: u64) -> io::Result<Vec<u8>> {
+pub(super) fn read_whole(f: &File, len: u64) -> io::Result<Vec<u8>> {
     use rustix::buffer::spare_capacity;
     let want = match len {
         0 => READ_CAP + 1,

@@ -115,22 +115,24 @@ impl Cookbook {
                     .fix("add metadata.toml with name and version"),
             );
         }
-        let top = repo
-            .dir
-            .canonicalize()
-            .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(&repo.dir))?;
-        let dir = dir
-            .canonicalize()
-            .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(&display_dir))?;
-        if !dir.starts_with(&top) {
-            return Err(PolicyError::new(format!(
-                "cookbook {name:?} is a symbolic link to {}, outside the repository",
-                dir.display()
-            ))
-            .in_file(&display_dir)
-            .fix(format!(
-                "copy the cookbook into {rel}/ instead of linking to it"
-            )));
+        if !crate::platform::hostfile::resolves_beneath(&repo.dir, &dir) {
+            let top = repo
+                .dir
+                .canonicalize()
+                .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(&repo.dir))?;
+            let real = dir
+                .canonicalize()
+                .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(&display_dir))?;
+            if !real.starts_with(&top) {
+                return Err(PolicyError::new(format!(
+                    "cookbook {name:?} is a symbolic link to {}, outside the repository",
+                    real.display()
+                ))
+                .in_file(&display_dir)
+                .fix(format!(
+                    "copy the cookbook into {rel}/ instead of linking to it"
+                )));
+            }
         }
         let meta_path = dir.join("metadata.toml");
         inside(&dir, &meta_path, &display_dir.join("metadata.toml"))?;
@@ -244,12 +246,18 @@ impl Cookbook {
 
 /// Refuses a cookbook file that is a symbolic link leading out of the
 /// cookbook: policy must not read (and ship to targets) files from
-/// elsewhere on the machine that runs it. `dir` is canonical.
+/// elsewhere on the machine that runs it. The kernel answers in one call;
+/// when it cannot tell (a link to an absolute path), the canonical paths do.
 fn inside(dir: &Path, path: &Path, shown: &Path) -> Result<(), PolicyError> {
-    let real = path
-        .canonicalize()
-        .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(shown))?;
-    if real.starts_with(dir) {
+    if crate::platform::hostfile::resolves_beneath(dir, path) {
+        return Ok(());
+    }
+    let canonical = |p: &Path| {
+        p.canonicalize()
+            .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(shown))
+    };
+    let real = canonical(path)?;
+    if real.starts_with(canonical(dir)?) {
         return Ok(());
     }
     Err(PolicyError::new(format!(
@@ -318,6 +326,56 @@ fn split_releases(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cookbook_or_its_file_linked_from_outside_the_repository_is_refused() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let (top, out) = (d.path().join("repo"), d.path().join("out"));
+        let book = |dir: &Path, name: &str| {
+            std::fs::create_dir_all(dir.join("recipes")).unwrap();
+            let meta = format!("name = \"{name}\"\nversion = \"0.1.0\"\n");
+            std::fs::write(dir.join("metadata.toml"), meta).unwrap();
+            std::fs::write(dir.join("recipes/default.toml"), "").unwrap();
+        };
+        std::fs::create_dir_all(top.join("cookbooks")).unwrap();
+        book(&top.join("cookbooks/own"), "own");
+        book(&top.join("shared/alias"), "alias");
+        book(&out.join("far"), "far");
+        symlink("../shared/alias", top.join("cookbooks/alias")).unwrap();
+        symlink(top.join("shared/alias"), top.join("cookbooks/abs")).unwrap();
+        symlink(out.join("far"), top.join("cookbooks/far")).unwrap();
+        let repo = Repository::open(&top).unwrap();
+        assert!(
+            Cookbook::load(&repo, "own")
+                .unwrap()
+                .recipe("default")
+                .is_ok()
+        );
+        // A link that stays inside, relative or absolute, is the cookbook.
+        assert!(Cookbook::load(&repo, "alias").is_ok());
+        let e = Cookbook::load(&repo, "abs").unwrap_err().to_string();
+        assert!(e.contains("names the cookbook \"alias\""), "{e}");
+        let e = Cookbook::load(&repo, "far").unwrap_err().to_string();
+        assert!(e.contains("outside the repository"), "{e}");
+        // A recipe linked out of its cookbook is refused by its own name.
+        std::fs::write(out.join("r.toml"), "").unwrap();
+        symlink(
+            out.join("r.toml"),
+            top.join("cookbooks/own/recipes/out.toml"),
+        )
+        .unwrap();
+        symlink(
+            "../../../../out/r.toml",
+            top.join("cookbooks/own/recipes/rel.toml"),
+        )
+        .unwrap();
+        let own = Cookbook::load(&repo, "own").unwrap();
+        for r in ["out", "rel"] {
+            let e = own.recipe(r).unwrap_err().to_string();
+            assert!(e.contains("outside the cookbook"), "{r}: {e}");
+        }
+    }
 
     #[test]
     fn release_defaults_are_taken_out_of_the_attributes() {

@@ -109,7 +109,7 @@ impl Repository {
 
 /// Reads and parses a TOML file; syntax errors carry file, line and column.
 pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<(T, String), PolicyError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::platform::hostfile::read_to_string(path)
         .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(path))?;
     let value = toml::from_str(&text).map_err(|e| PolicyError::toml(path, &text, &e))?;
     Ok((value, text))

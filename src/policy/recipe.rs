@@ -38,7 +38,7 @@ impl Recipe {
         cookbook: &str,
         name: &str,
     ) -> Result<Recipe, PolicyError> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::platform::hostfile::read_to_string(path)
             .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(shown))?;
         let file: RecipeFile = toml::from_str(&text).map_err(|e| {
             PolicyError::toml(shown, &text, &e)

@@ -155,7 +155,7 @@ impl Whitelist {
                 file.display()
             )));
         }
-        let text = std::fs::read_to_string(&path)
+        let text = crate::platform::hostfile::read_to_string(&path)
             .map_err(|e| PolicyError::new(format!("cannot read: {e}")).in_file(&file))?;
         Whitelist::parse(&text, file)
     }
