@@ -143,20 +143,46 @@ impl Tfs {
     }
 
     /// [`Tfs::open`], with the size the file had when opened.
+    ///
+    /// In a `--root` tree a special file is refused on an `O_PATH` look,
+    /// before any open reaches its driver (a tape rewinds on open, a
+    /// serial line hangs up), and the open must then find the file the
+    /// look found. The host's own files are opened at once: the type is
+    /// checked on the open file either way.
     fn open_sized(&self, p: impl AsRef<Path>) -> io::Result<(File, u64)> {
-        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
-        let f = File::from(self.open_at(p.as_ref(), flags, Mode::empty())?);
-        let meta = f.metadata()?;
-        let kind = meta.file_type();
-        if !kind.is_file() && !kind.is_dir() {
-            return Err(io::Error::new(
+        use std::os::unix::fs::MetadataExt as _;
+        let p = p.as_ref();
+        let refuse = |meta: &Metadata| {
+            let kind = meta.file_type();
+            if kind.is_file() || kind.is_dir() {
+                return Ok(());
+            }
+            Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "{} is {}, not a regular file: kiln never reads one",
-                    p.as_ref().display(),
+                    p.display(),
                     special_kind(&kind)
                 ),
-            ));
+            ))
+        };
+        let looked = match self.confined {
+            true => {
+                let meta = self.metadata(p)?;
+                refuse(&meta)?;
+                Some((meta.dev(), meta.ino()))
+            }
+            false => None,
+        };
+        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let f = File::from(self.open_at(p, flags, Mode::empty())?);
+        let meta = f.metadata()?;
+        refuse(&meta)?;
+        if looked.is_some_and(|id| id != (meta.dev(), meta.ino())) {
+            return Err(io::Error::other(format!(
+                "{} was replaced while kiln opened it; run again",
+                p.display()
+            )));
         }
         Ok((f, meta.len()))
     }
@@ -464,8 +490,9 @@ impl Tfs {
 /// The file `f` to the size its open saw (`len`), in one read where the
 /// standard library's would take four for dpkg's status (8, 16, 32 KiB,
 /// then the rest) and one more to find the end. A file that says it is
-/// empty (one of /proc's) is read to its end, a page at a time; reading
-/// stops one byte past [`READ_CAP`], for the caller to refuse.
+/// empty (one of /proc's) is read to its end, the buffer growing as it
+/// goes; reading stops one byte past [`READ_CAP`], for the caller to
+/// refuse.
 pub(super) fn read_whole(f: &File, len: u64) -> io::Result<Vec<u8>> {
     use rustix::buffer::spare_capacity;
     let want = match len {
@@ -630,6 +657,30 @@ mod tests {
             .status()
             .unwrap();
         assert!(ok.success());
+        // A writer waiting for the FIFO's reader: any open for reading,
+        // even one that does not wait, would let it through.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                .unwrap();
+            let w = std::fs::OpenOptions::new().write(true).open(&path);
+            tx.send(0).unwrap();
+            w
+        });
+        // Until the writer waits in the FIFO's open (its wait channel says so).
+        let tid = rx.recv().unwrap();
+        let wchan = format!("/proc/self/task/{tid}/wchan");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !fs::read_to_string(&wchan)
+            .is_ok_and(|w| w.contains("wait_for_partner") || w.contains("fifo"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never waited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let tfs = Tfs::new(d.path(), true);
         let e = tfs.read("/fifo").unwrap_err();
         assert!(
@@ -637,6 +688,11 @@ mod tests {
                 .contains("/fifo is a FIFO, not a regular file"),
             "{e}"
         );
+        let waited = rx.recv_timeout(std::time::Duration::from_millis(300));
+        assert!(waited.is_err(), "kiln opened the FIFO of a --root tree");
+        // Let the writer go: open the reading end here.
+        let _reader = std::fs::File::open(&fifo).unwrap();
+        writer.join().unwrap().unwrap();
     }
 
     use super::*;

@@ -115,7 +115,11 @@ impl Cookbook {
                     .fix("add metadata.toml with name and version"),
             );
         }
-        if !crate::platform::hostfile::resolves_beneath(&repo.dir, &dir) {
+        // Where the kernel could not tell, the cookbook is known by its
+        // canonical path from here on, as checked.
+        let dir = if crate::platform::hostfile::resolves_beneath(&repo.dir, &dir) {
+            dir
+        } else {
             let top = repo
                 .dir
                 .canonicalize()
@@ -133,7 +137,8 @@ impl Cookbook {
                     "copy the cookbook into {rel}/ instead of linking to it"
                 )));
             }
-        }
+            real
+        };
         let meta_path = dir.join("metadata.toml");
         inside(&dir, &meta_path, &display_dir.join("metadata.toml"))?;
         let meta_shown = display_dir.join("metadata.toml");
