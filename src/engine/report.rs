@@ -525,23 +525,21 @@ impl Report {
         // one, which `load_last` says how to replace) stands until the next
         // run writes this again. A run that changed the host syncs.
         let synced = !(self.updated == 0 && self.success);
-        let run = format!("{RUNS}/{name}");
-        let written = if synced {
-            tfs.write_atomic(&run, &json, 0o600, Ids::default())
-        } else {
-            tfs.write_atomic_unsynced(&run, &json, 0o600, Ids::default())
+        let write = |path: &str| {
+            let written = if synced {
+                tfs.write_atomic(path, &json, 0o600, Ids::default())
+            } else {
+                tfs.write_atomic_unsynced(path, &json, 0o600, Ids::default())
+            };
+            written.map_err(|e| RunError::io("write", path, e))
         };
-        written.map_err(|e| RunError::io("write", &run, e))?;
+        let run = format!("{RUNS}/{name}");
+        write(&run)?;
         // The last run is the newest of the history under a second name:
         // written once, and the one it replaces is only a name let go. A
         // filesystem without hard links gets a copy.
         if tfs.link_replacing(&run, LAST_RUN, synced).is_err() {
-            let copied = if synced {
-                tfs.write_atomic(LAST_RUN, &json, 0o600, Ids::default())
-            } else {
-                tfs.write_atomic_unsynced(LAST_RUN, &json, 0o600, Ids::default())
-            };
-            copied.map_err(|e| RunError::io("write", LAST_RUN, e))?;
+            write(LAST_RUN)?;
         }
         let mut old: Vec<String> = tfs
             .read_dir_nofollow(RUNS)

@@ -21,12 +21,7 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
 /// [`read`], as text: the error of `std::fs::read_to_string` when it is
 /// not UTF-8.
 pub fn read_to_string(path: &Path) -> io::Result<String> {
-    String::from_utf8(read(path)?).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "stream did not contain valid UTF-8",
-        )
-    })
+    super::tfs::utf8(read(path)?)
 }
 
 /// Whether the kernel resolves `path`, a path under the directory `dir`

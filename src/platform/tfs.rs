@@ -196,12 +196,7 @@ impl Tfs {
     }
 
     pub fn read_to_string(&self, p: impl AsRef<Path>) -> io::Result<String> {
-        String::from_utf8(self.read(p)?).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "stream did not contain valid UTF-8",
-            )
-        })
+        utf8(self.read(p)?)
     }
 
     /// The metadata of what `p` leads to, following links (inside the root).
@@ -512,6 +507,16 @@ pub(super) fn read_whole(f: &File, len: u64) -> io::Result<Vec<u8>> {
         }
     }
     Ok(v)
+}
+
+/// `bytes` as text, with the error `std::fs::read_to_string` gives.
+pub(super) fn utf8(bytes: Vec<u8>) -> io::Result<String> {
+    String::from_utf8(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
 }
 
 /// Puts the written file `tmp` in `name`'s place without a rename over
