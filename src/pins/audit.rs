@@ -90,31 +90,31 @@ pub fn audit(repo: &Path, node: &TargetNode) -> Result<Audit, Error> {
     let logged = dpkg::install_times(&target);
     let auto = auto_installed(&target);
     let needed: BTreeSet<&str> = dpkg
-        .packages
-        .values()
+        .iter()
+        .map(|(_, p)| p)
         .filter(|p| p.is_installed())
         .flat_map(|p| p.depends())
         .collect();
-    let mut by_hand: BTreeMap<&String, &str> = BTreeMap::new();
-    for (name, p) in &dpkg.packages {
+    let mut by_hand: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, p) in dpkg.iter() {
         let base = matches!(p.priority.as_str(), "required" | "important");
         if p.is_installed()
             && !base
             && !managed.contains(name)
             && !auto.contains(name)
-            && !needed.contains(name.as_str())
+            && !needed.contains(name)
         {
             by_hand.insert(name, &p.version);
         }
     }
     let unlogged: Vec<&str> = by_hand
         .keys()
-        .filter(|n| !logged.contains_key(n.as_str()))
-        .map(|n| n.as_str())
+        .filter(|n| !logged.contains_key(**n))
+        .copied()
         .collect();
     let unpacked = dpkg::unpack_times(&target, &unlogged);
     by_hand.retain(|name, _| {
-        let when = logged.get(name.as_str()).or(unpacked.get(name.as_str()));
+        let when = logged.get(*name).or(unpacked.get(*name));
         match (since, when) {
             // Kiln never ran here: everything predates it.
             (None, _) => false,
@@ -125,7 +125,7 @@ pub fn audit(repo: &Path, node: &TargetNode) -> Result<Audit, Error> {
     });
     for (name, version) in by_hand {
         findings.push(Finding {
-            package: name.clone(),
+            package: name.to_string(),
             problem: format!("installed by hand ({version}), managed by no package resource"),
         });
     }

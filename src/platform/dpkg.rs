@@ -1,11 +1,13 @@
-//! The dpkg status database of a target, read in one pass per run.
+//! The dpkg status database of a target, read once per run; a package's
+//! record is taken apart when first asked for.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use super::deb822;
 use super::target::Target;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Installed {
     pub version: String,
     /// `hold` when `apt-mark hold` (or dpkg --set-selections) holds it.
@@ -35,9 +37,21 @@ impl Installed {
     }
 }
 
+/// dpkg's database as read: each package's stanza is found when the file
+/// is read and taken apart when first asked for. A no-op converge asks for
+/// the few packages its policy names, on a host that has hundreds.
 #[derive(Debug, Clone, Default)]
 pub struct Dpkg {
-    pub packages: HashMap<String, Installed>,
+    text: std::sync::Arc<String>,
+    /// By name; of a name given twice, the last (a journal record).
+    stanzas: Vec<Stanza>,
+}
+
+#[derive(Debug, Clone)]
+struct Stanza {
+    name: Box<str>,
+    span: std::ops::Range<usize>,
+    parsed: OnceLock<Box<Installed>>,
 }
 
 impl Dpkg {
@@ -55,66 +69,110 @@ impl Dpkg {
                 text.push_str(&record);
             }
         }
-        Dpkg::parse(&text)
+        Dpkg::index(text)
     }
 
-    /// Every converge that manages a package reads the whole database, so
-    /// this is one pass over each stanza's fields, and only the values
-    /// kept are joined or copied.
     pub fn parse(text: &str) -> Self {
-        let mut packages = HashMap::new();
-        for p in deb822::paragraphs(text) {
-            let [mut name, mut version, mut status, mut priority, mut source] = [const { None }; 5];
-            let mut relations = String::new();
-            for f in p.fields() {
-                let slot = match f.name() {
-                    n if n.eq_ignore_ascii_case("Package") => &mut name,
-                    n if n.eq_ignore_ascii_case("Version") => &mut version,
-                    n if n.eq_ignore_ascii_case("Status") => &mut status,
-                    n if n.eq_ignore_ascii_case("Priority") => &mut priority,
-                    n if n.eq_ignore_ascii_case("Source") => &mut source,
-                    n if n.eq_ignore_ascii_case("Depends")
-                        || n.eq_ignore_ascii_case("Pre-Depends") =>
-                    {
-                        if !relations.is_empty() {
-                            relations.push_str(", ");
-                        }
-                        relations.push_str(&f.value());
-                        continue;
-                    }
-                    _ => continue,
-                };
-                // The first of a repeated field counts, as a lookup finds it.
-                slot.get_or_insert_with(|| f.value());
+        Dpkg::index(text.to_string())
+    }
+
+    /// Each stanza's place and name: only the Package line is read.
+    fn index(text: String) -> Self {
+        let mut stanzas: Vec<Stanza> = deb822::spans(&text)
+            .filter_map(|span| {
+                let name = deb822::find(&text[span.clone()], "Package")?;
+                (!name.is_empty()).then(|| Stanza {
+                    name: name.into(),
+                    span,
+                    parsed: OnceLock::new(),
+                })
+            })
+            .collect();
+        // dpkg writes its status sorted: this is one pass unless a
+        // journal record came after. Stable, so the last of a name stays
+        // last, and it is the one kept.
+        stanzas.sort_by(|a, b| a.name.cmp(&b.name));
+        stanzas.dedup_by(|later, earlier| {
+            let same = later.name == earlier.name;
+            if same {
+                std::mem::swap(later, earlier);
             }
-            let name = name.unwrap_or_default();
-            if name.is_empty() {
-                continue;
-            }
-            let status = status.unwrap_or_default();
-            let mut words = status.split_whitespace();
-            let want = words.next().unwrap_or_default().to_string();
-            let state = words.nth(1).unwrap_or_default().to_string();
-            let source = source.unwrap_or_default();
-            let source = source.split_whitespace().next().unwrap_or(&name);
-            packages.insert(
-                name.to_string(),
-                Installed {
-                    version: version.unwrap_or_default().into_owned(),
-                    want,
-                    state,
-                    priority: priority.unwrap_or_default().into_owned(),
-                    relations,
-                    source: source.to_string(),
-                },
-            );
+            same
+        });
+        Dpkg {
+            text: std::sync::Arc::new(text),
+            stanzas,
         }
-        Dpkg { packages }
+    }
+
+    /// The package of that name in any state dpkg records.
+    pub fn get(&self, name: &str) -> Option<&Installed> {
+        let i = (self.stanzas)
+            .binary_search_by(|s| (*s.name).cmp(name))
+            .ok()?;
+        Some(self.parsed(&self.stanzas[i]))
     }
 
     /// The installed package of that name, if it is fully installed.
     pub fn installed(&self, name: &str) -> Option<&Installed> {
-        self.packages.get(name).filter(|p| p.is_installed())
+        self.get(name).filter(|p| p.is_installed())
+    }
+
+    /// Every package dpkg records, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Installed)> {
+        (self.stanzas.iter()).map(|s| (&*s.name, self.parsed(s)))
+    }
+
+    fn parsed<'a>(&'a self, s: &'a Stanza) -> &'a Installed {
+        s.parsed.get_or_init(|| {
+            let text = &self.text[s.span.clone()];
+            Box::new(
+                deb822::paragraphs(text)
+                    .next()
+                    .map_or_else(Installed::default, |p| Installed::of(&s.name, &p)),
+            )
+        })
+    }
+}
+
+impl Installed {
+    /// One stanza's fields, read in one pass; only the values kept are
+    /// joined or copied.
+    fn of(name: &str, p: &deb822::Paragraph) -> Installed {
+        let [mut version, mut status, mut priority, mut source] = [const { None }; 4];
+        let mut relations = String::new();
+        for f in p.fields() {
+            let slot = match f.name() {
+                n if n.eq_ignore_ascii_case("Version") => &mut version,
+                n if n.eq_ignore_ascii_case("Status") => &mut status,
+                n if n.eq_ignore_ascii_case("Priority") => &mut priority,
+                n if n.eq_ignore_ascii_case("Source") => &mut source,
+                n if n.eq_ignore_ascii_case("Depends") || n.eq_ignore_ascii_case("Pre-Depends") => {
+                    if !relations.is_empty() {
+                        relations.push_str(", ");
+                    }
+                    relations.push_str(&f.value());
+                    continue;
+                }
+                _ => continue,
+            };
+            // The first of a repeated field counts, as a lookup finds it.
+            slot.get_or_insert_with(|| f.value());
+        }
+        let status = status.unwrap_or_default();
+        let mut words = status.split_whitespace();
+        let want = words.next().unwrap_or_default().to_string();
+        let state = words.nth(1).unwrap_or_default().to_string();
+        let source = source.unwrap_or_default();
+        let source = source.split_whitespace().next().unwrap_or(name);
+        Installed {
+            version: version.unwrap_or_default().into_owned(),
+            want,
+            state,
+            priority: priority.unwrap_or_default().into_owned(),
+            relations,
+            source: source.to_string(),
+        }
     }
 }
 
@@ -287,15 +345,28 @@ mod tests {
         let d = Dpkg::parse(
             "Package: memcached\nStatus: hold ok installed\nPriority: optional\nVersion: 1.6.18-1\nDescription: x\n long\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1.0\nSource: gone-src (0.9)\n",
         );
-        assert_eq!(d.packages["memcached"].source, "memcached");
-        assert_eq!(d.packages["gone"].source, "gone-src");
+        assert_eq!(d.get("memcached").unwrap().source, "memcached");
+        assert_eq!(d.get("gone").unwrap().source, "gone-src");
         let m = d.installed("memcached").unwrap();
         assert_eq!(m.version, "1.6.18-1");
         assert!(m.is_held());
         assert!(d.installed("gone").is_none());
-        assert_eq!(d.packages["gone"].state, "config-files");
+        assert_eq!(d.get("gone").unwrap().state, "config-files");
         let names: Vec<&str> = dependency_names("libc6 (>= 2.34), foo | bar:any").collect();
         assert_eq!(names, ["libc6", "foo", "bar"]);
+    }
+
+    #[test]
+    fn stanzas_in_any_order_are_found_and_the_last_of_a_name_wins() {
+        let d = Dpkg::parse(
+            "Package: b\nVersion: 1\n\nPackage: a\nVersion: 2\nStatus: install ok installed\n\n\
+             package: c\nVersion: 4\n\nPackage: b\nVersion: 3\n\nVersion: 5\n",
+        );
+        let found: Vec<(&str, &str)> = d.iter().map(|(n, i)| (n, i.version.as_str())).collect();
+        assert_eq!(found, [("a", "2"), ("b", "3"), ("c", "4")]);
+        assert_eq!(d.installed("a").unwrap().version, "2");
+        assert!(d.installed("b").is_none());
+        assert!(d.get("d").is_none());
     }
 
     #[test]
@@ -312,7 +383,9 @@ mod tests {
         assert_eq!(a.version, "1");
         assert_eq!(a.source, "a");
         assert!(
-            Dpkg::parse("Package: b\n").packages["b"]
+            Dpkg::parse("Package: b\n")
+                .get("b")
+                .unwrap()
                 .depends()
                 .next()
                 .is_none()

@@ -498,16 +498,15 @@ fn walk(
     if sources.is_empty() {
         return Ok(Vec::new());
     }
-    let mut installed: Vec<&String> = dpkg
-        .packages
+    // By name, as the database keeps them.
+    let installed: Vec<String> = dpkg
         .iter()
         .filter(|(name, p)| {
             p.is_installed() && sources.contains_key(&p.source) && !planned.contains_key(*name)
         })
-        .map(|(name, _)| name)
+        .map(|(name, _)| name.to_string())
         .collect();
-    installed.sort();
-    todo.splice(0..0, installed.into_iter().cloned().map(Todo::Installed));
+    todo.splice(0..0, installed.into_iter().map(Todo::Installed));
 
     while !todo.is_empty() {
         let mut wanted = BTreeSet::new();

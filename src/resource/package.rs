@@ -208,7 +208,6 @@ impl Converge for Package {
             PackageAction::Purge => {
                 let present = cx
                     .dpkg()
-                    .packages
                     .get(&self.name)
                     .is_some_and(|p| p.state != "not-installed");
                 if present {
@@ -230,7 +229,7 @@ impl Converge for Package {
     }
 
     fn fingerprint(name: &str, state: &mut State) -> Option<String> {
-        Some(match state.dpkg().packages.get(name) {
+        Some(match state.dpkg().get(name) {
             None => "absent".to_string(),
             Some(p) if p.is_installed() => format!("version={}", clean(&p.version)),
             Some(p) => format!("state={} version={}", clean(&p.state), clean(&p.version)),
@@ -287,15 +286,14 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
             removes
                 .iter()
                 .chain(&purges)
-                .filter(|n| before.packages.get(*n).is_some_and(|i| i.is_held()))
+                .filter(|n| before.get(n).is_some_and(|i| i.is_held()))
                 .cloned(),
         )
         .collect();
     let was_held: Vec<String> = before
-        .packages
         .iter()
         .filter(|(_, i)| i.is_held() && i.is_installed())
-        .map(|(n, _)| n.clone())
+        .map(|(n, _)| n.to_string())
         .collect();
 
     let mut to_install: Vec<(String, String)> = installs
@@ -403,7 +401,6 @@ fn apply_batch(items: &[(&Package, PackageAction)], cx: &mut Context) -> Vec<Res
                     .is_some_and(|(_, v)| now.is_some_and(|i| &i.version == v && i.is_held())),
                 PackageAction::Remove => now.is_none(),
                 PackageAction::Purge => after
-                    .packages
                     .get(&p.name)
                     .is_none_or(|i| i.state == "not-installed"),
             };
@@ -437,7 +434,7 @@ fn asked(
     to_install: &[(String, String)],
     before: &crate::platform::dpkg::Dpkg,
 ) -> String {
-    let was = before.packages.get(name).map_or("absent".to_string(), |i| {
+    let was = before.get(name).map_or("absent".to_string(), |i| {
         format!("{} {} {}", i.version, i.want, i.state)
     });
     match to_install.iter().find(|(n, _)| n == name) {
