@@ -28,8 +28,9 @@ pub struct Renderer<'s> {
 
 type Parsed = Result<Arc<Template>, RenderFailure>;
 
-/// Strings at least this long are kept parsed, as template files are;
-/// shorter ones (names and properties, mostly unique) are parsed each time.
+/// Strings at least this long that need the parser are kept parsed, as
+/// template files are; shorter ones (names and properties, mostly unique)
+/// are parsed each time.
 const KEEP_PARSED: usize = 256;
 
 /// `{{secret "NAME"}}`: writes a marker that the renderer replaces with
@@ -120,7 +121,8 @@ pub fn secret_in(table: &toml::Table) -> Option<String> {
 
 /// Renders, without handlebars' parser, a text whose only tags are plain
 /// dotted paths to existing values (`{{apache2.docroot}}/x`): the parser
-/// was most of a small policy's compile, and most strings are these. None
+/// was most of a small policy's compile, and most strings (and template
+/// files such as `port={{app.port}}`) are these. None
 /// for anything else (a helper, a block, whitespace control, an escape, a
 /// missing value, ...), which then takes the parser's way: errors stay its.
 /// A value is rendered by handlebars' own [`JsonRender`].
@@ -241,12 +243,7 @@ impl<'s> Renderer<'s> {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
-        let plain = if keep {
-            None
-        } else {
-            substitute(text, ctx.data())
-        };
-        let out = match plain {
+        let out = match substitute(text, ctx.data()) {
             Some(out) => out,
             None => self.render_parsed(text, ctx, keep)?,
         };
