@@ -49,6 +49,29 @@ pub(super) fn too_large(p: &Path, len: usize) -> io::Result<()> {
 
 /// What `m` is when it is a special file (a FIFO, socket or device), for
 /// messages; None for a file, directory or link.
+/// The whole of a file opened with the size it had (at most [`READ_CAP`] bytes).
+fn read_opened(p: &Path, (f, len): (File, u64)) -> io::Result<Vec<u8>> {
+    let v = read_whole(&f, len)?;
+    too_large(p, v.len())?;
+    Ok(v)
+}
+
+/// Only a regular file or a directory is opened for reading.
+fn refuse_special(p: &Path, meta: &Metadata) -> io::Result<()> {
+    let kind = meta.file_type();
+    if kind.is_file() || kind.is_dir() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is {}, not a regular file: kiln never reads one",
+            p.display(),
+            special_kind(&kind)
+        ),
+    ))
+}
+
 pub fn special(m: &Metadata) -> Option<&'static str> {
     let t = m.file_type();
     (!t.is_file() && !t.is_dir() && !t.is_symlink()).then(|| special_kind(&t))
@@ -150,35 +173,33 @@ impl Tfs {
     /// look found. The host's own files are opened at once: the type is
     /// checked on the open file either way.
     fn open_sized(&self, p: impl AsRef<Path>) -> io::Result<(File, u64)> {
-        use std::os::unix::fs::MetadataExt as _;
         let p = p.as_ref();
-        let refuse = |meta: &Metadata| {
-            let kind = meta.file_type();
-            if kind.is_file() || kind.is_dir() {
-                return Ok(());
-            }
-            Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{} is {}, not a regular file: kiln never reads one",
-                    p.display(),
-                    special_kind(&kind)
-                ),
-            ))
-        };
         let looked = match self.confined {
             true => {
                 let meta = self.metadata(p)?;
-                refuse(&meta)?;
-                Some((meta.dev(), meta.ino()))
+                refuse_special(p, &meta)?;
+                Some(meta)
             }
             false => None,
         };
-        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
+        self.open_found(p, OFlags::empty(), looked.as_ref())
+    }
+
+    /// Opens `p` for reading (with `flags` added) and checks the file
+    /// opened: a regular file or a directory, and when a look came first,
+    /// the file it found.
+    fn open_found(
+        &self,
+        p: &Path,
+        flags: OFlags,
+        looked: Option<&Metadata>,
+    ) -> io::Result<(File, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        let flags = flags | OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
         let f = File::from(self.open_at(p, flags, Mode::empty())?);
         let meta = f.metadata()?;
-        refuse(&meta)?;
-        if looked.is_some_and(|id| id != (meta.dev(), meta.ino())) {
+        refuse_special(p, &meta)?;
+        if looked.is_some_and(|l| (l.dev(), l.ino()) != (meta.dev(), meta.ino())) {
             return Err(io::Error::other(format!(
                 "{} was replaced while kiln opened it; run again",
                 p.display()
@@ -189,10 +210,21 @@ impl Tfs {
 
     /// The whole file `p` leads to (at most [`READ_CAP`] bytes).
     pub fn read(&self, p: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-        let (f, len) = self.open_sized(&p)?;
-        let v = read_whole(&f, len)?;
-        too_large(p.as_ref(), v.len())?;
-        Ok(v)
+        let p = p.as_ref();
+        read_opened(p, self.open_sized(p)?)
+    }
+
+    /// [`Tfs::read`] of a path that `looked`, its [`Tfs::symlink_metadata`],
+    /// found to be a regular file: that look stands for the one before the
+    /// open, which must find the same file (a link put there since is
+    /// refused, not followed). A path of any other kind is read as
+    /// [`Tfs::read`] reads it.
+    pub fn read_looked(&self, p: impl AsRef<Path>, looked: &Metadata) -> io::Result<Vec<u8>> {
+        if !looked.is_file() {
+            return self.read(p);
+        }
+        let p = p.as_ref();
+        read_opened(p, self.open_found(p, OFlags::NOFOLLOW, Some(looked))?)
     }
 
     pub fn read_to_string(&self, p: impl AsRef<Path>) -> io::Result<String> {
@@ -737,6 +769,39 @@ mod tests {
                 .unwrap()
                 .contains("Pid:")
         );
+    }
+
+    #[test]
+    fn a_read_after_a_look_reads_the_file_looked_at_or_fails() {
+        let (_d, root, _out, t) = setup();
+        let (a, b) = (root.join("etc/a"), root.join("etc/b"));
+        fs::write(&a, "a").unwrap();
+        fs::write(&b, "b").unwrap();
+        let looked = t.symlink_metadata("/etc/a").unwrap();
+        assert_eq!(t.read_looked("/etc/a", &looked).unwrap(), b"a");
+        // Replaced since the look: by another file, a link, a FIFO.
+        fs::write(root.join("etc/new"), "new").unwrap();
+        fs::rename(root.join("etc/new"), &a).unwrap();
+        let e = t.read_looked("/etc/a", &looked).unwrap_err();
+        assert!(e.to_string().contains("was replaced"), "{e}");
+        fs::remove_file(&a).unwrap();
+        symlink("/etc/b", &a).unwrap();
+        assert!(t.read_looked("/etc/a", &looked).is_err());
+        fs::remove_file(&a).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &a,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert!(t.read_looked("/etc/a", &looked).is_err());
+        // A link looked at is followed, inside the root, as a read does.
+        fs::remove_file(&a).unwrap();
+        symlink("/etc/b", &a).unwrap();
+        let link = t.symlink_metadata("/etc/a").unwrap();
+        assert_eq!(t.read_looked("/etc/a", &link).unwrap(), b"b");
     }
 
     #[test]

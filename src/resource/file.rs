@@ -251,12 +251,12 @@ impl Converge for File {
             // Cheap test first: a size mismatch needs no read. A link is
             // read where it leads inside the target, and replaced itself.
             let cur = (meta.is_file() && meta.len() == want.len() as u64)
-                .then(|| tfs.read(&self.path).ok())
+                .then(|| tfs.read_looked(&self.path, &meta).ok())
                 .flatten();
             if cur.as_deref() != Some(&**want) {
                 let cur = match cur {
                     Some(c) => c,
-                    None => tfs.read(&self.path).unwrap_or_default(),
+                    None => tfs.read_looked(&self.path, &meta).unwrap_or_default(),
                 };
                 let diff = content_diff(&self.path, &cur, want, self.sensitive);
                 out.push(FileChange::Content { diff, stat });
