@@ -70,9 +70,10 @@ pub fn paragraphs(text: &str) -> impl Iterator<Item = Paragraph<'_>> {
 pub fn spans(text: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let bytes = text.as_bytes();
     let mut pos = 0;
-    // The end of the line at `at`, past its newline.
-    let next_line =
-        move |at: usize| memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i + 1);
+    // The end of the line at `at`, past its newline. (The standard
+    // library's search: the memchr crate's first call asks the CPU for its
+    // features, which a virtual machine may answer slowly.)
+    let next_line = move |at: usize| text[at..].find('\n').map_or(bytes.len(), |i| at + i + 1);
     std::iter::from_fn(move || {
         // Between paragraphs: blank lines, lines of blanks and comments.
         loop {
