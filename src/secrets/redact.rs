@@ -54,12 +54,15 @@ pub fn register(value: &str) {
 
 /// `s` with every registered secret value replaced by [`MARKER`].
 pub fn text(s: &str) -> Cow<'_, str> {
-    let needles = NEEDLES.read().unwrap_or_else(|e| e.into_inner());
+    replaced(s, &NEEDLES.read().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn replaced<'a>(s: &'a str, needles: &[String]) -> Cow<'a, str> {
     if !needles.iter().any(|n| s.contains(n.as_str())) {
         return Cow::Borrowed(s);
     }
     let mut out = s.to_string();
-    for n in needles.iter() {
+    for n in needles {
         if out.contains(n.as_str()) {
             out = out.replace(n.as_str(), MARKER);
         }
@@ -76,18 +79,33 @@ pub fn in_place(s: &mut String) {
 
 /// Redacts every string (and object key) of a JSON value, before it is
 /// serialized: a value's JSON escaping would otherwise hide it from [`text`].
+/// A run that resolved no secret (most) leaves the value as it is.
 pub fn json(v: &mut serde_json::Value) {
+    let needles = NEEDLES.read().unwrap_or_else(|e| e.into_inner());
+    if !needles.is_empty() {
+        json_with(v, &needles);
+    }
+}
+
+fn json_with(v: &mut serde_json::Value, needles: &[String]) {
     match v {
-        serde_json::Value::String(s) => in_place(s),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(json),
+        serde_json::Value::String(s) => {
+            if let Cow::Owned(o) = replaced(s, needles) {
+                *s = o;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| json_with(x, needles)),
         serde_json::Value::Object(o) => {
-            let keys: Vec<String> = o.keys().filter(|k| text(k) != **k).cloned().collect();
+            let keys: Vec<String> = (o.keys())
+                .filter(|k| replaced(k, needles) != **k)
+                .cloned()
+                .collect();
             for k in keys {
                 if let Some(x) = o.remove(&k) {
-                    o.insert(text(&k).into_owned(), x);
+                    o.insert(replaced(&k, needles).into_owned(), x);
                 }
             }
-            o.values_mut().for_each(json);
+            o.values_mut().for_each(|x| json_with(x, needles));
         }
         _ => {}
     }
