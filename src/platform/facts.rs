@@ -1,5 +1,7 @@
 //! Automatic facts, exposed to policy under `node`.
 
+use std::net::Ipv4Addr;
+
 use serde::Serialize;
 
 use super::target::Target;
@@ -101,31 +103,50 @@ fn memory_mb() -> u64 {
     bytes >> 20
 }
 
-/// The first non-loopback IPv4 address of the machine.
+/// The machine's IPv4 address, as Ohai's `ipaddress` is: the one its
+/// default route leaves from, else the first non-loopback address of an
+/// interface. The route is the kernel's answer for a UDP socket connected
+/// to a documentation address (RFC 5737), which no route but a default one
+/// covers; a UDP connect sends nothing. Five system calls, where listing
+/// the interfaces takes eleven and two netlink dumps.
 fn ipaddress() -> Option<String> {
+    let routed = || {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+        s.connect((Ipv4Addr::new(198, 51, 100, 1), 9)).ok()?;
+        match s.local_addr().ok()?.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+            _ => None,
+        }
+    };
+    routed()
+        .or_else(|| interface_addresses().into_iter().next())
+        .map(|ip| ip.to_string())
+}
+
+/// The non-loopback IPv4 addresses of the machine's interfaces, in order.
+fn interface_addresses() -> Vec<Ipv4Addr> {
+    let mut found = Vec::new();
     // SAFETY: getifaddrs fills a list that we only read, then free once.
     unsafe {
         let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
         if libc::getifaddrs(&mut head) != 0 {
-            return None;
+            return found;
         }
-        let mut found = None;
         let mut cur = head;
         while !cur.is_null() {
             let ifa = &*cur;
             if !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
                 if !ip.is_loopback() {
-                    found = Some(ip.to_string());
-                    break;
+                    found.push(ip);
                 }
             }
             cur = ifa.ifa_next;
         }
         libc::freeifaddrs(head);
-        found
     }
+    found
 }
 
 #[cfg(test)]
@@ -142,6 +163,18 @@ mod tests {
             os_field(trixie, "VERSION_CODENAME").as_deref(),
             Some("trixie")
         );
+    }
+
+    #[test]
+    fn the_address_is_one_of_the_machine_s_own() {
+        let own = interface_addresses();
+        match ipaddress() {
+            Some(ip) => assert!(
+                own.iter().any(|a| a.to_string() == ip),
+                "{ip} not in {own:?}"
+            ),
+            None => assert!(own.is_empty()),
+        }
     }
 
     #[test]
