@@ -99,7 +99,9 @@ const FLATTEN: &str = "nest fewer blocks inside blocks, and call fewer partials 
 /// quick answer for the common case, not the guard: tags in comments can
 /// push it either way. What keeps kiln safe from deep input is the
 /// parser's own stack check, the large stack, and the walk of the result.
-fn precheck(text: &str) -> Result<(), RenderFailure> {
+/// A text rendered without the parser is held to the same limits, so that
+/// what a template may be does not depend on which way it renders.
+pub(super) fn precheck(text: &str) -> Result<(), RenderFailure> {
     let (mut depth, mut tags, mut line) = (0usize, 0usize, 1usize);
     let bytes = text.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {

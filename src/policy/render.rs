@@ -243,6 +243,7 @@ impl<'s> Renderer<'s> {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
+        super::limits::precheck(text)?;
         let out = match substitute(text, ctx.data()) {
             Some(out) => out,
             None => self.render_parsed(text, ctx, keep)?,
