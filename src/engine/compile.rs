@@ -1212,9 +1212,8 @@ impl CookbookEnv<'_> {
             "templates" => self.cookbook.display_dir.join(folder).join(source),
             _ => path.clone(),
         };
-        let bytes = crate::platform::hostfile::read(&path)
+        let bytes = crate::platform::hostfile::read_shared(&path)
             .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", shown.display())))?;
-        let bytes: std::sync::Arc<[u8]> = bytes.into();
         self.policy.sources.borrow_mut().insert(key, bytes.clone());
         Ok(bytes)
     }
@@ -1234,8 +1233,7 @@ impl BuildEnv for CookbookEnv<'_> {
             "files" => self.source("files", source),
             _ => {
                 let path = self.cookbook.source_path(dir, source)?;
-                crate::platform::hostfile::read(&path)
-                    .map(Into::into)
+                crate::platform::hostfile::read_shared(&path)
                     .map_err(|e| PolicyError::new(format!("cannot read {}: {e}", path.display())))
             }
         }
