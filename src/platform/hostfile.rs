@@ -14,27 +14,22 @@ use std::sync::Arc;
 /// end); larger than [`super::tfs::READ_CAP`] is an error.
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     let f = File::open(path)?;
-    let bytes = super::tfs::read_whole(&f, f.metadata()?.len())?;
-    super::tfs::too_large(path, bytes.len())?;
-    Ok(bytes)
+    let len = f.metadata()?.len();
+    super::tfs::read_opened(path, (f, len))
 }
 
 /// [`read`], read straight into memory that can be shared: made from a
 /// `Vec`, an `Arc<[u8]>` is a second copy (a cookbook's 88 KB file was 22
 /// more page faults of a no-op converge).
 pub fn read_shared(path: &Path) -> io::Result<Arc<[u8]>> {
-    use super::tfs::{READ_CAP, read_whole, too_large};
+    use super::tfs::{READ_CAP, read_opened};
     let f = File::open(path)?;
     let len = f.metadata()?.len();
     // A file that says it is empty (one of /proc's), or too large, is read
     // the general way.
     let n = match usize::try_from(len) {
         Ok(n) if n > 0 && len <= READ_CAP => n,
-        _ => {
-            let bytes = read_whole(&f, len)?;
-            too_large(path, bytes.len())?;
-            return Ok(bytes.into());
-        }
+        _ => return read_opened(path, (f, len)).map(Into::into),
     };
     let mut buf = Arc::<[u8]>::new_uninit_slice(n);
     let room = Arc::get_mut(&mut buf).expect("a new Arc has one owner");

@@ -47,10 +47,8 @@ pub(super) fn too_large(p: &Path, len: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// What `m` is when it is a special file (a FIFO, socket or device), for
-/// messages; None for a file, directory or link.
 /// The whole of a file opened with the size it had (at most [`READ_CAP`] bytes).
-fn read_opened(p: &Path, (f, len): (File, u64)) -> io::Result<Vec<u8>> {
+pub(super) fn read_opened(p: &Path, (f, len): (File, u64)) -> io::Result<Vec<u8>> {
     let v = read_whole(&f, len)?;
     too_large(p, v.len())?;
     Ok(v)
@@ -72,6 +70,8 @@ fn refuse_special(p: &Path, meta: &Metadata) -> io::Result<()> {
     ))
 }
 
+/// What `m` is when it is a special file (a FIFO, socket or device), for
+/// messages; None for a file, directory or link.
 pub fn special(m: &Metadata) -> Option<&'static str> {
     let t = m.file_type();
     (!t.is_file() && !t.is_dir() && !t.is_symlink()).then(|| special_kind(&t))
