@@ -134,7 +134,7 @@ impl Tfs {
         // EAGAIN: a rename elsewhere raced a `..` lookup; the kernel asks to retry.
         let mut tries = 0;
         loop {
-            match rustix::fs::openat2(root, &rel, flags | OFlags::CLOEXEC, mode, self.resolve()) {
+            match rustix::fs::openat2(root, rel, flags | OFlags::CLOEXEC, mode, self.resolve()) {
                 Err(rustix::io::Errno::AGAIN) if tries < 16 => tries += 1,
                 r => return r.map_err(io::Error::from),
             }
@@ -225,6 +225,22 @@ impl Tfs {
         }
         let p = p.as_ref();
         read_opened(p, self.open_found(p, OFlags::NOFOLLOW, Some(looked))?)
+    }
+
+    /// Whether the file `p`, as [`Tfs::read_looked`] reads it, holds exactly
+    /// `want`. Compared piece by piece as it is read: a file that is as it
+    /// should be (every file of a no-op) is never copied whole into memory.
+    pub fn holds_looked(
+        &self,
+        p: impl AsRef<Path>,
+        looked: &Metadata,
+        want: &[u8],
+    ) -> io::Result<bool> {
+        if !looked.is_file() {
+            return Ok(self.read(p)? == want);
+        }
+        let (f, _) = self.open_found(p.as_ref(), OFlags::NOFOLLOW, Some(looked))?;
+        same_content(&f, want)
     }
 
     pub fn read_to_string(&self, p: impl AsRef<Path>) -> io::Result<String> {
@@ -541,6 +557,27 @@ pub(super) fn read_whole(f: &File, len: u64) -> io::Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Whether what is left to read of `f` is exactly `want`. The piece is
+/// small enough to stay in the cache and costs a few stack pages, not a
+/// heap buffer the size of the file.
+fn same_content(f: &File, want: &[u8]) -> io::Result<bool> {
+    let mut piece = [0u8; 16 << 10];
+    let mut at = 0;
+    loop {
+        match rustix::io::read(f, &mut piece) {
+            Ok(0) => return Ok(at == want.len()),
+            Ok(n) => {
+                if want.get(at..at + n) != Some(&piece[..n]) {
+                    return Ok(false);
+                }
+                at += n;
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// `bytes` as text, with the error `std::fs::read_to_string` gives.
 pub(super) fn utf8(bytes: Vec<u8>) -> io::Result<String> {
     String::from_utf8(bytes).map_err(|_| {
@@ -627,12 +664,12 @@ fn set_owner_mode(f: &File, owner: Owner, mode: Option<u32>) -> io::Result<()> {
 }
 
 /// `p` relative to the root: `/etc/x` -> `etc/x`, `/` -> `.`.
-fn relative(p: &Path) -> PathBuf {
+fn relative(p: &Path) -> &Path {
     let rel = p.strip_prefix("/").unwrap_or(p);
     if rel.as_os_str().is_empty() {
-        PathBuf::from(".")
+        Path::new(".")
     } else {
-        rel.to_path_buf()
+        rel
     }
 }
 
@@ -802,6 +839,45 @@ mod tests {
         symlink("/etc/b", &a).unwrap();
         let link = t.symlink_metadata("/etc/a").unwrap();
         assert_eq!(t.read_looked("/etc/a", &link).unwrap(), b"b");
+    }
+
+    #[test]
+    fn a_comparison_after_a_look_is_exact_and_reads_only_the_file_looked_at() {
+        let (_d, root, out, t) = setup();
+        let a = root.join("etc/a");
+        // Longer than one piece, so that a difference late in it counts.
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&a, &big).unwrap();
+        let looked = t.symlink_metadata("/etc/a").unwrap();
+        assert!(t.holds_looked("/etc/a", &looked, &big).unwrap());
+        let mut late = big.clone();
+        *late.last_mut().unwrap() ^= 1;
+        assert!(!t.holds_looked("/etc/a", &looked, &late).unwrap());
+        assert!(
+            !t.holds_looked("/etc/a", &looked, &big[..big.len() - 1])
+                .unwrap()
+        );
+        assert!(
+            !t.holds_looked("/etc/a", &looked, &[&big[..], b"x"].concat())
+                .unwrap()
+        );
+        assert!(!t.holds_looked("/etc/a", &looked, b"").unwrap());
+        // Replaced since the look: by another file, a link out of the root.
+        fs::write(root.join("etc/new"), &big).unwrap();
+        fs::rename(root.join("etc/new"), &a).unwrap();
+        let e = t.holds_looked("/etc/a", &looked, &big).unwrap_err();
+        assert!(e.to_string().contains("was replaced"), "{e}");
+        fs::remove_file(&a).unwrap();
+        symlink(out.join("secret"), &a).unwrap();
+        assert!(t.holds_looked("/etc/a", &looked, b"host secret").is_err());
+        // A link looked at is followed inside the root, never out of it.
+        let link = t.symlink_metadata("/etc/a").unwrap();
+        assert!(t.holds_looked("/etc/a", &link, b"host secret").is_err());
+        fs::remove_file(&a).unwrap();
+        fs::write(root.join("etc/b"), "b").unwrap();
+        symlink("/etc/b", &a).unwrap();
+        let link = t.symlink_metadata("/etc/a").unwrap();
+        assert!(t.holds_looked("/etc/a", &link, b"b").unwrap());
     }
 
     #[test]

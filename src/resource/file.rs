@@ -250,14 +250,12 @@ impl Converge for File {
         if let (Some(want), FileAction::Create) = (&self.content, action) {
             // Cheap test first: a size mismatch needs no read. A link is
             // read where it leads inside the target, and replaced itself.
-            let cur = (meta.is_file() && meta.len() == want.len() as u64)
-                .then(|| tfs.read_looked(&self.path, &meta).ok())
-                .flatten();
-            if cur.as_deref() != Some(&**want) {
-                let cur = match cur {
-                    Some(c) => c,
-                    None => tfs.read_looked(&self.path, &meta).unwrap_or_default(),
-                };
+            // Only a file that differs is read whole, for its diff.
+            let same = meta.is_file()
+                && meta.len() == want.len() as u64
+                && tfs.holds_looked(&self.path, &meta, want).unwrap_or(false);
+            if !same {
+                let cur = tfs.read_looked(&self.path, &meta).unwrap_or_default();
                 let diff = content_diff(&self.path, &cur, want, self.sensitive);
                 out.push(FileChange::Content { diff, stat });
             }
