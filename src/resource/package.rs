@@ -154,7 +154,8 @@ impl Converge for Package {
     type Item = PackageChange;
 
     fn check(&self, action: PackageAction, cx: &mut Context) -> ResourceResult<Vec<PackageChange>> {
-        let installed = cx.dpkg().installed(&self.name).cloned();
+        // Its version and hold alone: the record stays where dpkg's status is.
+        let installed = (cx.dpkg().installed(&self.name)).map(|i| (i.version.clone(), i.is_held()));
         Ok(match action {
             PackageAction::Install => {
                 let want = self.version(cx)?;
@@ -162,18 +163,18 @@ impl Converge for Package {
                     None => vec![PackageChange::Install {
                         version: want.clone(),
                     }],
-                    Some(cur) if cur.version != want => {
+                    Some((cur, _)) if cur != want => {
                         let downgrade = matches!(
-                            (valid_version(&cur.version), valid_version(&want)),
+                            (valid_version(&cur), valid_version(&want)),
                             (Ok(a), Ok(b)) if a.cmp(&b) == Ordering::Greater
                         );
                         vec![PackageChange::Move {
                             downgrade,
-                            from: cur.version,
+                            from: cur,
                             to: want.clone(),
                         }]
                     }
-                    Some(cur) if !cur.is_held() => vec![PackageChange::Hold {
+                    Some((_, false)) => vec![PackageChange::Hold {
                         version: want.clone(),
                     }],
                     Some(_) => vec![],
@@ -200,9 +201,7 @@ impl Converge for Package {
                 changes
             }
             PackageAction::Remove => match installed {
-                Some(cur) => vec![PackageChange::Remove {
-                    version: cur.version,
-                }],
+                Some((version, _)) => vec![PackageChange::Remove { version }],
                 None => vec![],
             },
             PackageAction::Purge => {
