@@ -409,7 +409,7 @@ fn build_recipes(
         let Some(cb) = cookbooks.get(cb_name) else {
             continue;
         };
-        let recipe = match cb.recipe(recipe_name) {
+        let mut recipe = match cb.recipe(recipe_name) {
             Ok(r) => r,
             Err(e) => {
                 errors.push(e);
@@ -424,7 +424,9 @@ fn build_recipes(
             }
         }
         let env = CookbookEnv::new(cb, env);
-        for raw in &recipe.resources {
+        // Taken, not cloned: each resource's table becomes its own spec.
+        for raw in std::mem::take(&mut recipe.resources) {
+            let at = raw.line;
             match env.policy.rollouts.admits(&raw.table) {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -438,7 +440,7 @@ fn build_recipes(
                     if let Some(w) = warning {
                         built
                             .warnings
-                            .push(w.in_file(&recipe.file).at_line(raw.line, None));
+                            .push(w.in_file(&recipe.file).at_line(at, None));
                     }
                     if let Some((other, file, line)) = declared.get(&c.id) {
                         if *other != props {
@@ -449,24 +451,24 @@ fn build_recipes(
                                     file.display()
                                 ))
                                 .in_file(&recipe.file)
-                                .at_line(raw.line, None)
+                                .at_line(at, None)
                                 .fix("declare it once with the properties it needs, or give the two different names"),
                             );
                             continue;
                         }
                     } else {
-                        declared.insert(c.id.clone(), (props, recipe.file.clone(), raw.line));
+                        declared.insert(c.id.clone(), (props, recipe.file.clone(), at));
                     }
                     let c = Compiled {
                         origin: format!("recipe[{}]", recipe.id()),
                         file: recipe.file.clone(),
-                        line: raw.line,
+                        line: at,
                         ..c
                     };
                     built.pending.push((built.resources.len(), notes));
                     built.resources.push(c);
                 }
-                Err(e) => errors.push(e.in_file(&recipe.file).at_line(raw.line, None)),
+                Err(e) => errors.push(e.in_file(&recipe.file).at_line(at, None)),
             }
         }
     }
@@ -719,10 +721,10 @@ type CompiledOne = (
     Option<PolicyError>,
 );
 
-fn compile_one(raw: &RawResource, env: &CookbookEnv) -> Result<CompiledOne, PolicyError> {
+fn compile_one(raw: RawResource, env: &CookbookEnv) -> Result<CompiledOne, PolicyError> {
     let renderer = env.policy.renderer;
     let def = find_type(&raw.table)?;
-    let mut table = raw.table.clone();
+    let mut table = raw.table;
     let name = render_name(def, &mut table, renderer)?;
     // A resource whose name, properties or template used a secret is
     // sensitive, whatever it says.
