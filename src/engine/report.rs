@@ -37,12 +37,10 @@ pub enum Status {
     FailedIgnored,
 }
 
+/// One resource's entry of a [`Report`]; its fields are in name order too.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResourceReport {
-    pub resource: String,
-    pub origin: String,
-    pub status: Status,
     /// Actions that changed something.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<String>,
@@ -50,18 +48,21 @@ pub struct ResourceReport {
     pub changes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// Reading state, guards and applying, for finding slow resources.
+    pub elapsed_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Why this entry exists beyond the run list (a notification).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
-    /// Reading state, guards and applying, for finding slow resources.
-    pub elapsed_ms: f64,
+    pub origin: String,
     /// The target moved between the plan and this step (an earlier step
     /// changed it): checked again, it did what it found then, which is
     /// not what the plan said.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replanned: bool,
+    pub resource: String,
+    pub status: Status,
     /// Whether the resource's path held a secret, now or in the last
     /// run: its diff is then never shown (see [`ResourceReport::redact`]).
     #[serde(skip)]
@@ -211,54 +212,56 @@ pub struct Pending {
 
 /// A run report: printed by `converge --json`, kept as [`LAST_RUN`], and
 /// read back by whoever needs the target's last run. Fields missing from an
-/// older kiln's report take their defaults.
+/// older kiln's report take their defaults. The fields are in name order:
+/// a report is written straight from this struct, and reads as the sorted
+/// object it was when it went through a `serde_json::Value` (test).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Report {
-    pub kiln_version: String,
-    pub started_at: u64,
-    pub elapsed_ms: f64,
-    pub target: String,
-    pub fqdn: String,
-    pub roles: Vec<String>,
-    /// The whitelist's rollouts this host is in (`[rollouts.NAME]`): what
-    /// sets it apart from other hosts of its roles on purpose.
-    pub rollouts: Vec<String>,
-    /// So that a later run (the agent's) applies the same size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub size: Option<String>,
-    pub run_list: Vec<String>,
     /// The serial of the bundle this run converged, when it came from one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bundle_serial: Option<u64>,
+    pub elapsed_ms: f64,
+    pub failed: usize,
+    pub fqdn: String,
+    pub kiln_version: String,
     /// Every resource the policy manages (`type[name]`), for `kiln fingerprint`;
     /// absent from reports of kilns before it existed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub managed: Option<Vec<String>>,
-    pub why_run: bool,
-    pub total: usize,
-    pub updated: usize,
-    pub failed: usize,
-    pub success: bool,
-    /// Whether vanished pins were refused (production) or substituted.
-    pub pin_mode: PinMode,
-    /// Pins no source offered, and what this run took instead: a declared
-    /// difference from the whitelist.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub substitutions: Vec<Substitution>,
-    pub resources: Vec<ResourceReport>,
-    /// Paths whose content held a secret (in this run, or in an earlier one
-    /// and not rewritten since): a later why-run never diffs them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sensitive_paths: Vec<String>,
-    /// A why-run's plan as `converge --why-run --json` adds it (already
-    /// redacted); never kept, and absent from the fleet's host reports.
-    #[serde(skip)]
-    pub plan: Option<serde_json::Value>,
     /// A part that stopped at its end (see [`super::apply::Part`]): the
     /// delayed notifications it fired, for the next part to run.
     #[serde(skip)]
     pub pending: Vec<Pending>,
+    /// Whether vanished pins were refused (production) or substituted.
+    pub pin_mode: PinMode,
+    /// A why-run's plan as `converge --why-run --json` adds it (already
+    /// redacted); never kept, and absent from the fleet's host reports.
+    #[serde(skip)]
+    pub plan: Option<serde_json::Value>,
+    pub resources: Vec<ResourceReport>,
+    pub roles: Vec<String>,
+    /// The whitelist's rollouts this host is in (`[rollouts.NAME]`): what
+    /// sets it apart from other hosts of its roles on purpose.
+    pub rollouts: Vec<String>,
+    pub run_list: Vec<String>,
+    /// Paths whose content held a secret (in this run, or in an earlier one
+    /// and not rewritten since): a later why-run never diffs them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sensitive_paths: Vec<String>,
+    /// So that a later run (the agent's) applies the same size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    pub started_at: u64,
+    /// Pins no source offered, and what this run took instead: a declared
+    /// difference from the whitelist.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub substitutions: Vec<Substitution>,
+    pub success: bool,
+    pub target: String,
+    pub total: usize,
+    pub updated: usize,
+    pub why_run: bool,
 }
 
 /// Why a run report could not be read back or kept.
@@ -491,6 +494,18 @@ impl Report {
         v
     }
 
+    /// [`Report::to_json`] as the pretty text [`Report::save`] keeps. A run
+    /// that resolved no secret (most) has nothing to take out, and its
+    /// report is written straight from the struct: the same text without
+    /// a `Value` of some 700 allocations in between.
+    fn to_json_text(&self) -> serde_json::Result<Vec<u8>> {
+        if crate::secrets::redact::any() {
+            serde_json::to_vec_pretty(&self.to_json())
+        } else {
+            serde_json::to_vec_pretty(self)
+        }
+    }
+
     /// Keeps this run as [`LAST_RUN`] and in a bounded history.
     pub fn save(&self, target: &Target) -> Result<(), ReportError> {
         const KEEP: usize = 20;
@@ -518,7 +533,7 @@ impl Report {
                 Ids::default(),
             )?;
         }
-        let json = serde_json::to_vec_pretty(&self.to_json())?;
+        let json = self.to_json_text()?;
         let name = format!("{}-{}.json", self.started_at, std::process::id());
         // A run that changed nothing skips the fsyncs, most of a no-op's
         // time: after a power cut the previous report (or an unreadable
@@ -629,6 +644,62 @@ pub fn desired_digests(policy: &Policy) -> std::collections::BTreeMap<String, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report written straight from the struct is the text the sorted
+    /// `Value` gives: a field added out of name order fails here.
+    #[test]
+    fn a_report_written_straight_is_the_sorted_object() {
+        let every = ResourceReport {
+            actions: vec!["create".into()],
+            changes: vec!["content".into()],
+            diff: Some("-a\n+b".into()),
+            elapsed_ms: 0.25,
+            error: Some("e".into()),
+            note: Some("n".into()),
+            origin: "recipe[a::b] (x.toml:1)".into(),
+            replanned: true,
+            resource: "file[/a]".into(),
+            status: Status::Updated,
+            hide_diff: false,
+        };
+        let r = Report {
+            bundle_serial: Some(7),
+            elapsed_ms: 1.5,
+            failed: 1,
+            fqdn: "a.example.com".into(),
+            kiln_version: "0.1.0".into(),
+            managed: Some(vec!["file[/a]".into()]),
+            pin_mode: PinMode::Substitute,
+            resources: vec![every, ResourceReport::default()],
+            roles: vec!["web".into()],
+            rollouts: vec!["canary".into()],
+            run_list: vec!["recipe[a::b]".into()],
+            sensitive_paths: vec!["/etc/s".into()],
+            size: Some("small".into()),
+            started_at: 1_700_000_000,
+            substitutions: vec![Substitution {
+                package: "p".into(),
+                pin: "1".into(),
+                substitute: "2".into(),
+            }],
+            success: false,
+            target: "/".into(),
+            total: 2,
+            updated: 1,
+            why_run: true,
+            ..Report::default()
+        };
+        let through_value = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec_pretty(&r).unwrap()).unwrap(),
+            serde_json::to_string_pretty(&through_value).unwrap()
+        );
+        // Every field that is kept is written (none left at a skipped default).
+        let kept = through_value.as_object().unwrap().len();
+        assert_eq!(kept, 20, "{through_value:#}");
+        let entry = &through_value["resources"][0];
+        assert_eq!(entry.as_object().unwrap().len(), 10, "{entry:#}");
+    }
 
     #[test]
     fn report_ids_skip_notifications_in_old_reports() {

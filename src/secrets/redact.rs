@@ -52,6 +52,11 @@ pub fn register(value: &str) {
     needles.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
+/// Whether any secret value was noted: without one, nothing needs a walk.
+pub fn any() -> bool {
+    !NEEDLES.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+}
+
 /// `s` with every registered secret value replaced by [`MARKER`].
 pub fn text(s: &str) -> Cow<'_, str> {
     replaced(s, &NEEDLES.read().unwrap_or_else(|e| e.into_inner()))
