@@ -424,6 +424,7 @@ fn build_recipes(
             }
         }
         let env = CookbookEnv::new(cb, env);
+        built.resources.reserve(recipe.resources.len());
         // Taken, not cloned: each resource's table becomes its own spec.
         for raw in std::mem::take(&mut recipe.resources) {
             let at = raw.line;

@@ -500,10 +500,13 @@ impl Report {
     /// a `Value` of some 700 allocations in between.
     fn to_json_text(&self) -> serde_json::Result<Vec<u8>> {
         if crate::secrets::redact::any() {
-            serde_json::to_vec_pretty(&self.to_json())
-        } else {
-            serde_json::to_vec_pretty(self)
+            return serde_json::to_vec_pretty(&self.to_json());
         }
+        // Sized for a report of this many resources (about 250 bytes
+        // each): written once, not grown and copied through doubling.
+        let mut out = Vec::with_capacity(4096 + 256 * self.resources.len());
+        serde_json::to_writer_pretty(&mut out, self)?;
+        Ok(out)
     }
 
     /// Keeps this run as [`LAST_RUN`] and in a bounded history.
