@@ -243,9 +243,13 @@ impl<'s> Renderer<'s> {
         if !text.contains("{{") {
             return Ok(text.to_string());
         }
-        super::limits::precheck(text)?;
         let out = match substitute(text, ctx.data()) {
-            Some(out) => out,
+            // The parser's limits hold for it too (the parser's way checks
+            // them itself).
+            Some(out) => {
+                super::limits::precheck(text)?;
+                out
+            }
             None => self.render_parsed(text, ctx, keep)?,
         };
         if !Resolver::has_marker(&out) {
