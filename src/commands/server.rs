@@ -12,12 +12,15 @@ impl From<ServerError> for Error {
             ServerError::Token { .. } | ServerError::Listen { .. } | ServerError::Tls(_) => {
                 Error::Usage(e.to_string())
             }
-            ServerError::Store(_) => Error::Run(crate::error::RunError::platform(e)),
+            ServerError::Store(_) | ServerError::Signals(_) => {
+                Error::Run(crate::error::RunError::platform(e))
+            }
         }
     }
 }
 
-/// Opens the store and serves until stopped; the first line on stdout
+/// Opens the store and serves until stopped (SIGTERM or SIGINT: exit 0
+/// once the requests in hand are answered); the first line on stdout
 /// says where it listens (with `--listen 127.0.0.1:0`, the port it got).
 pub fn run(opts: Options) -> Result<i32, Error> {
     // Shown without a PostgreSQL URL's password.

@@ -13,7 +13,7 @@ pub mod tls;
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +66,8 @@ pub enum ServerError {
     Listen { addr: SocketAddr, reason: String },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot take SIGTERM and SIGINT to stop the server: {0}")]
+    Signals(std::io::Error),
 }
 
 fn unix_now() -> u64 {
@@ -165,14 +167,20 @@ pub fn serve(
         last_prune: Mutex::new(0),
     });
     shared.prune_if_due()?;
-    ready(addr);
     let server = Arc::new(server);
+    let stopping = stop_on_signal(&server).map_err(ServerError::Signals)?;
+    ready(addr);
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
-            let (server, shared) = (server.clone(), shared.clone());
+            let (server, shared, stopping) = (server.clone(), shared.clone(), stopping.clone());
             std::thread::spawn(move || {
-                while let Ok(rq) = server.recv() {
-                    shared.handle(rq);
+                loop {
+                    match server.recv() {
+                        Ok(rq) => shared.handle(rq),
+                        Err(_) if stopping.load(Ordering::SeqCst) => break,
+                        // A connection that failed to be accepted; the next may not.
+                        Err(_) => {}
+                    }
                 }
             })
         })
@@ -181,6 +189,31 @@ pub fn serve(
         let _ = w.join();
     }
     Ok(())
+}
+
+/// SIGTERM (a service manager's stop) or SIGINT ends the server as a
+/// return from [`run`] would: the requests already taken are answered,
+/// then the workers stop and what `run` holds is let go, the TLS side's
+/// private socket directory included. A second signal exits at once.
+fn stop_on_signal(server: &Arc<tiny_http::Server>) -> std::io::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let stopping = Arc::new(AtomicBool::new(false));
+    // Registered first, so that each sees the flag as the signal before left it.
+    flag::register_conditional_shutdown(SIGINT, 130, stopping.clone())?;
+    flag::register_conditional_shutdown(SIGTERM, 143, stopping.clone())?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let (server, flag) = (server.clone(), stopping.clone());
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            flag.store(true, Ordering::SeqCst);
+            // One wake-up per worker, queued after the requests already in.
+            for _ in 0..WORKERS {
+                server.unblock();
+            }
+        }
+    });
+    Ok(stopping)
 }
 
 fn read_token(path: &std::path::Path) -> Result<[u8; 32], ServerError> {

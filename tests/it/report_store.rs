@@ -901,6 +901,28 @@ fn a_server_with_a_certificate_speaks_https_only() {
     read(&server.url.replace("https://", "http://")).failure();
 }
 
+#[test]
+fn a_server_stopped_by_sigterm_or_sigint_exits_cleanly_and_leaves_no_socket_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = host_key(&dir.path().join("web01")).public;
+    let inv = inventory(dir.path(), &[("web01.kiln.test", "web", &key)]);
+    let (_, cert, key) = certificate(dir.path());
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    for (name, signal) in [("SIGTERM", libc::SIGTERM), ("SIGINT", libc::SIGINT)] {
+        let mut server = Server::start(Backend::Sqlite, &inv, &["--tls-cert", c, "--tls-key", k]);
+        // The HTTPS side hands connections to plain HTTP on a unix socket
+        // in a private directory of the server's own.
+        let tmp = server.kept.tmp();
+        let entries = || std::fs::read_dir(&tmp).unwrap().count();
+        assert_eq!(entries(), 1, "{name}: the private socket directory");
+        assert!(server.signal(signal).is_none(), "{name}: it was running");
+        let status = server.wait_for(std::time::Duration::from_secs(10));
+        let status = status.unwrap_or_else(|| panic!("{name}: still running after 10 s"));
+        assert!(status.success(), "{name}: {status}");
+        assert_eq!(entries(), 0, "{name}: the private directory is left behind");
+    }
+}
+
 /// A server that takes connections and never answers: each is kept,
 /// and counted, and known closed once the client gives up on it.
 struct Silent {

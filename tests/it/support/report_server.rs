@@ -87,12 +87,19 @@ impl Kept {
     }
 }
 
-/// A `kiln server` process on a free loopback port; killed when dropped.
+/// A `kiln server` process on a free loopback port; stopped when dropped.
 pub struct Server {
     pub child: Child,
     pub url: String,
     pub token_file: PathBuf,
     pub kept: Kept,
+}
+
+impl Kept {
+    /// The server's own temporary directory (its TMPDIR).
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
 }
 
 impl Server {
@@ -105,7 +112,9 @@ impl Server {
         let dir = &kept.dir;
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        std::fs::create_dir_all(kept.tmp()).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("TMPDIR", kept.tmp())
             .args(["server", "--listen", "127.0.0.1:0", "--database"])
             .arg(kept.database())
             .arg("--inventory")
@@ -173,17 +182,52 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.terminate();
     }
 }
 
 impl Server {
     /// Stops the process and hands back its directory, store included.
     pub fn stop(mut self) -> Kept {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.terminate();
         std::mem::replace(&mut self.kept, Kept::new(Backend::Sqlite))
+    }
+
+    /// Sends `signal` to the server unless it has ended; how it ended if so.
+    pub fn signal(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: the pid of a child not yet waited for is still ours.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        None
+    }
+
+    /// SIGTERM, as a service manager stops it; SIGKILL if it is still
+    /// there 10 s later. The status it ended with.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if let Some(ended) = self.signal(libc::SIGTERM) {
+            return Some(ended);
+        }
+        if let Some(ended) = self.wait_for(std::time::Duration::from_secs(10)) {
+            return Some(ended);
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+
+    /// How the server ended, if it does within `time`.
+    pub fn wait_for(&mut self, time: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let t = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if t.elapsed() >= time {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
