@@ -275,7 +275,10 @@ fn self_binary(binary: Option<&Path>) -> Result<(PathBuf, String), Error> {
         m.size(),
         m.mtime_nsec() ^ m.mtime()
     );
-    let cache = std::env::temp_dir().join(format!("kiln-binary-sha-{}", unsafe { libc::getuid() }));
+    // In kiln's own cache, not under a shared /tmp name: whoever made that
+    // file first could name any binary's hash for ours (or link it to a
+    // file for kiln to overwrite).
+    let cache = crate::platform::rootfs::cache_dir().join("binary-sha");
     if let Ok(s) = std::fs::read_to_string(&cache)
         && let Some((k, sha)) = s.trim().split_once(' ')
         && k == key
@@ -283,6 +286,13 @@ fn self_binary(binary: Option<&Path>) -> Result<(PathBuf, String), Error> {
         return Ok((path, sha.to_string()));
     }
     let sha = sha256_file(&path).map_err(io)?;
-    let _ = std::fs::write(&cache, format!("{key} {sha}\n"));
+    if let Some(dir) = cache.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let line = format!("{key} {sha}\n");
+        let _ = crate::platform::hostfile::replace_with(&cache, |f| {
+            std::io::Write::write_all(f, line.as_bytes())
+        });
+    }
     Ok((path, sha))
 }

@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use super::inventory::{Host, Inventory};
+use crate::platform::private::{PrivateDirError, Purpose, private_dir};
 
 /// How kiln talks to hosts.
 #[derive(Debug, Clone)]
@@ -97,7 +98,7 @@ impl Transport {
         inv: &Inventory,
         accept_new: bool,
         client: &Client,
-    ) -> Result<Transport, ControlDirError> {
+    ) -> Result<Transport, PrivateDirError> {
         Ok(Transport {
             program: client.program.clone(),
             known_hosts: absolute(&inv.known_hosts),
@@ -274,140 +275,24 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// Why the ssh control directory is refused: a master socket logs in as
-/// root on every host without a key, so only a directory private to this
-/// user will do.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlDirError {
-    #[error("cannot create the ssh control directory {}: {source}", dir.display())]
-    Create {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the ssh control directory {}: {source}", dir.display())]
-    Unreadable {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the ssh control directory {} is not a directory (a link or a file); {FIX}", dir.display())]
-    NotADirectory { dir: PathBuf },
-    #[error(
-        "the ssh control directory {} is owned by uid {owner}, not by you (uid {me}): \
-         whoever owns it could use kiln's ssh connections; {FIX}",
-        dir.display()
-    )]
-    NotYours { dir: PathBuf, owner: u32, me: u32 },
-    #[error("cannot make the ssh control directory {} private (0700): {source}", dir.display())]
-    Tighten {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the ssh control directory's parent {}: {source}", parent.display())]
-    Parent {
-        parent: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", dir.display())]
-    Ancestor {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    /// Someone else may rename an entry on the way, and so could put their
-    /// own directory in its place.
-    #[error(
-        "the ssh control directory {} is under {}, which {}: \
-         whoever can write there could swap kiln's directory for theirs; \
-         set KILN_SSH_CONTROL_DIR to a directory under one only you and root can write",
-        parent.display(),
-        dir.display(),
-        match owner {
-            None => "others may write to".to_string(),
-            Some(uid) => format!("belongs to uid {uid}"),
-        }
-    )]
-    UnsafeAncestor {
-        parent: PathBuf,
-        dir: PathBuf,
-        /// Its owner when that is someone else; none when others may write.
-        owner: Option<u32>,
-    },
-}
-
-const FIX: &str = "remove it (if it is not yours, find out who made it), or set KILN_SSH_CONTROL_DIR to a directory of your own";
+/// What the ssh control directory is, for a refusal: a master socket logs
+/// in as root on every host without a key, so only a directory private to
+/// this user will do.
+const CONTROL_DIR: Purpose = Purpose {
+    what: "the ssh control directory",
+    abuse: "use kiln's ssh connections",
+    fix: "remove it (if it is not yours, find out who made it), or set KILN_SSH_CONTROL_DIR to a directory of your own",
+    elsewhere: "set KILN_SSH_CONTROL_DIR to a directory under one only you and root can write",
+};
 
 /// Where master sockets live: short (socket paths are limited to ~100
-/// bytes) and private. A master socket logs in as root on every host
-/// without a key, so a directory someone else made (say, in /tmp before us)
-/// is refused, not used.
-fn control_dir(dir: Option<PathBuf>) -> Result<PathBuf, ControlDirError> {
+/// bytes) and private. A directory someone else made (say, in /tmp before
+/// us) is refused, not used.
+fn control_dir(dir: Option<PathBuf>) -> Result<PathBuf, PrivateDirError> {
     let dir = dir.unwrap_or_else(|| {
         let uid = unsafe { libc::getuid() };
         PathBuf::from(format!("/tmp/kiln-ssh-{uid}"))
     });
-    private_dir(&dir)?;
+    private_dir(&dir, &CONTROL_DIR)?;
     Ok(dir)
-}
-
-/// Creates `dir` mode 0700, or checks that the existing one is a directory
-/// (not a link) owned by this user, and tightens its mode to 0700.
-pub fn private_dir(dir: &Path) -> Result<(), ControlDirError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    let me = unsafe { libc::geteuid() };
-    if let Some(parent) = dir.parent() {
-        let _ = std::fs::create_dir_all(parent);
-        safe_ancestors(parent, me)?;
-    }
-    let d = || dir.to_path_buf();
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(source) => return Err(ControlDirError::Create { dir: d(), source }),
-    }
-    let m = std::fs::symlink_metadata(dir)
-        .map_err(|source| ControlDirError::Unreadable { dir: d(), source })?;
-    if !m.file_type().is_dir() {
-        return Err(ControlDirError::NotADirectory { dir: d() });
-    }
-    if m.uid() != me {
-        return Err(ControlDirError::NotYours {
-            dir: d(),
-            owner: m.uid(),
-            me,
-        });
-    }
-    if m.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|source| ControlDirError::Tighten { dir: d(), source })?;
-    }
-    Ok(())
-}
-
-/// Every directory above the control directory is root's or ours, and no
-/// one else may write there (unless sticky, as /tmp): whoever can rename
-/// an entry on the way could put their own directory in its place.
-fn safe_ancestors(parent: &Path, me: u32) -> Result<(), ControlDirError> {
-    use std::os::unix::fs::MetadataExt;
-    let real = parent
-        .canonicalize()
-        .map_err(|source| ControlDirError::Parent {
-            parent: parent.to_path_buf(),
-            source,
-        })?;
-    for dir in real.ancestors() {
-        let m = std::fs::metadata(dir).map_err(|source| ControlDirError::Ancestor {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-        let owner_ok = m.uid() == 0 || m.uid() == me;
-        let sticky = m.mode() & 0o1000 != 0;
-        let others_write = m.mode() & 0o022 != 0;
-        if !owner_ok || (others_write && !sticky) {
-            return Err(ControlDirError::UnsafeAncestor {
-                parent: parent.to_path_buf(),
-                dir: dir.to_path_buf(),
-                owner: (!owner_ok).then_some(m.uid()),
-            });
-        }
-    }
-    Ok(())
 }

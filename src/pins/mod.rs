@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::engine::{self, Report};
-use crate::error::{Error, PolicyError};
+use crate::error::{Error, PolicyError, RunError};
 use crate::platform::facts::Facts;
 use crate::platform::rootfs::{self, Overlay};
 use crate::platform::target::Target;
@@ -73,7 +73,7 @@ fn target_policy(
             let base = rootfs::base_root(&rootfs::TEST_ROOT.on(r)?, progress)?;
             let overlay = scratch.insert(Overlay::new(
                 &base,
-                &std::env::temp_dir().join("kiln-whitelist"),
+                &crate::platform::private::scratch_dir("kiln-whitelist").map_err(RunError::from)?,
                 r,
             )?);
             Target::at_root(overlay.root())

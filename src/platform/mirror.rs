@@ -36,7 +36,11 @@ pub fn write(
         TEST_ROOT
     };
     let base = rootfs::base_root(&recipe, progress)?;
-    let overlay = Overlay::new(&base, &std::env::temp_dir().join("kiln-mirror"), "mirror")?;
+    let overlay = Overlay::new(
+        &base,
+        &super::private::scratch_dir("kiln-mirror")?,
+        "mirror",
+    )?;
     let target = Target::at_root(overlay.root());
     progress("reading the archive's index");
     apt::update(&target)?;

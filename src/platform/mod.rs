@@ -12,6 +12,7 @@ pub mod mariadb;
 pub mod mirror;
 pub mod pincache;
 pub mod pins;
+pub mod private;
 pub mod rootfs;
 pub mod sandbox;
 pub mod siblings;

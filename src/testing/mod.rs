@@ -238,11 +238,12 @@ fn run(
     };
     let work = match &store {
         Some(s) => s.work_dir(),
-        None => std::env::temp_dir().join("kiln-test"),
+        None => crate::platform::private::scratch_dir("kiln-test").map_err(RunError::from)?,
     };
     let name = format!("{role}-{}", opts.release);
-    let logs = std::env::temp_dir().join("kiln-test");
-    std::fs::create_dir_all(&logs).map_err(|e| RunError::io("create", logs.display(), e))?;
+    // Kept after a failure, for a person to read: in a directory of theirs
+    // alone, so that no link planted there can aim the write elsewhere.
+    let logs = crate::platform::private::scratch_dir("kiln-test").map_err(RunError::from)?;
     let log_path = logs.join(format!("{name}.log"));
     std::fs::File::create(&log_path).map_err(|e| RunError::io("create", log_path.display(), e))?;
     o.log = Some(log_path.clone());

@@ -13,6 +13,7 @@
 //! - special files, hard links and links in a target: `confine`
 //! - templates that recurse, nest or grow without bound: `templates`
 //! - what was accepted without a word: `silent`
+//! - names under a shared `$TMPDIR` made first by someone else: `shared_tmp`
 //!
 //! Elsewhere, beside the feature they attack: `kiln test`'s sandbox
 //! (`sandbox::nothing_of_the_host_is_inherited_by_a_role`,
@@ -30,6 +31,7 @@ mod confine;
 mod rollback;
 mod root_sandbox;
 mod secret_leaks;
+mod shared_tmp;
 mod silent;
 mod templates;
 mod typed_attrs;
