@@ -46,9 +46,35 @@ impl Drop for NoServiceStarts {
     }
 }
 
+/// apt keeps what dpkg's status said in a binary cache (`pkgcache.bin`),
+/// trusted while the status file has the size and the whole-second mtime it
+/// had then. A change within that second by anything but apt (`dpkg -i`, a
+/// killed run's dpkg) can leave apt sure of a state dpkg no longer has: an
+/// install "already at" the old version (a rollback that does nothing), a
+/// hold "already set". So the apt programs that change what is installed or
+/// held read the status afresh, in memory (about 50 ms more against a full
+/// index); the cache of the index itself (`srcpkgcache.bin`) is kept, and
+/// queries of what the archive offers keep using both.
+const FRESH_STATUS: [&str; 2] = ["-o", "Dir::Cache::pkgcache="];
+
+/// `argv` with [`FRESH_STATUS`] after the program when it acts on dpkg's
+/// state: `apt-get` (but `update`) and `apt-mark`.
+fn fresh<'a>(argv: &[&'a str]) -> Vec<&'a str> {
+    let acts = match argv {
+        ["apt-get", "update", ..] => false,
+        ["apt-get", ..] | ["apt-mark", ..] => true,
+        _ => false,
+    };
+    let mut out = argv.to_vec();
+    if acts {
+        out.splice(1..1, FRESH_STATUS);
+    }
+    out
+}
+
 fn apt(target: &Target, argv: &[&str]) -> std::io::Result<Output> {
     capture(target.command_env(
-        argv,
+        &fresh(argv),
         &[
             ("DEBIAN_FRONTEND", "noninteractive"),
             ("APT_LISTCHANGES_FRONTEND", "none"),
@@ -293,6 +319,31 @@ mod tests {
             reason.contains("fix: packages built from one source"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn what_changes_packages_or_holds_reads_dpkg_s_status_afresh() {
+        for argv in [
+            &["apt-get", "install", "x=1"][..],
+            &["apt-get", "remove", "x"],
+            &["apt-mark", "hold", "x"],
+        ] {
+            let got = fresh(argv);
+            assert_eq!(
+                got[..3],
+                [argv[0], "-o", "Dir::Cache::pkgcache="],
+                "{argv:?}"
+            );
+            assert_eq!(got[3..], argv[1..], "{argv:?}");
+        }
+        for argv in [
+            &["apt-get", "update", "-q"][..],
+            &["apt-cache", "show", "x"],
+            &["dpkg", "--configure", "-a"],
+            &[],
+        ] {
+            assert_eq!(fresh(argv), argv, "{argv:?}");
+        }
     }
 
     #[test]

@@ -512,3 +512,47 @@ package = "kiln-hello"
     assert_eq!(installed(&root, "kiln-hello"), Some(("2.0-1".into(), true)));
     run().code(0);
 }
+
+/// apt keeps its view of what is installed in a binary cache
+/// (`pkgcache.bin`), trusted while dpkg's status file has the size and the
+/// mtime (in whole seconds) it had when the cache was made. Something else
+/// that changes a package to a version of the same length within that
+/// second (a killed run's dpkg, a `dpkg -i`) leaves apt sure that the old
+/// version is still there: the rollback to it was a silent no-op, and the
+/// converge failed with "apt reported no error".
+#[test]
+fn a_rollback_happens_when_apt_s_cache_of_dpkg_s_status_is_stale() {
+    need!(DebianRoot);
+    let root = root_with_repo();
+    let one = policy("[packages]\nkiln-hello = \"1.0-1\"\nkiln-world = \"1.0-1\"\n");
+    converge(&one, &root, "web01").code(2);
+    assert_eq!(installed(&root, "kiln-hello"), Some(("1.0-1".into(), true)));
+    // apt's cache, made now from a status that has 1.0-1, not held.
+    sh_in(
+        &root,
+        "apt-mark unhold kiln-hello >/dev/null && apt-cache policy kiln-hello >/dev/null",
+    );
+    let status = root.path().join("var/lib/dpkg/status");
+    let before = std::fs::metadata(&status).unwrap();
+    // 2.0-1 by dpkg alone; the status file then gets its old mtime back.
+    sh_in(
+        &root,
+        "dpkg -i /srv/kiln-apt/kiln-hello_2.0-1_all.deb >/dev/null",
+    );
+    let f = std::fs::File::options().append(true).open(&status).unwrap();
+    f.set_modified(before.modified().unwrap()).unwrap();
+    let after = std::fs::metadata(&status).unwrap();
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "the same size, as apt compares it"
+    );
+    assert_eq!(
+        installed(&root, "kiln-hello"),
+        Some(("2.0-1".into(), false))
+    );
+    converge(&one, &root, "web01")
+        .code(2)
+        .stdout_contains("downgrade 2.0-1 -> 1.0-1");
+    assert_eq!(installed(&root, "kiln-hello"), Some(("1.0-1".into(), true)));
+}
