@@ -192,8 +192,8 @@ pub fn serve(
 }
 
 /// SIGTERM (a service manager's stop) or SIGINT ends the server as a
-/// return from [`run`] would: the requests already taken are answered,
-/// then the workers stop and what `run` holds is let go, the TLS side's
+/// return from [`serve`] would: the requests already taken are answered,
+/// then the workers stop and what `serve` holds is let go, the TLS side's
 /// private socket directory included. A second signal exits at once.
 fn stop_on_signal(server: &Arc<tiny_http::Server>) -> std::io::Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
