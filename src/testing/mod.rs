@@ -236,14 +236,15 @@ fn run(
         true => None,
         false => Some(Store::open()?),
     };
+    // Logs are kept after a failure, for a person to read: in a directory
+    // of theirs alone, so that no link planted there can aim the write
+    // elsewhere. Without the cache, the overlays go there too.
+    let logs = crate::platform::private::scratch_dir("kiln-test").map_err(RunError::from)?;
     let work = match &store {
         Some(s) => s.work_dir(),
-        None => crate::platform::private::scratch_dir("kiln-test").map_err(RunError::from)?,
+        None => logs.clone(),
     };
     let name = format!("{role}-{}", opts.release);
-    // Kept after a failure, for a person to read: in a directory of theirs
-    // alone, so that no link planted there can aim the write elsewhere.
-    let logs = crate::platform::private::scratch_dir("kiln-test").map_err(RunError::from)?;
     let log_path = logs.join(format!("{name}.log"));
     std::fs::File::create(&log_path).map_err(|e| RunError::io("create", log_path.display(), e))?;
     o.log = Some(log_path.clone());
